@@ -1,0 +1,1 @@
+//! engineio (being written)
