@@ -1,0 +1,85 @@
+//! Socket.IO packet text: decoding never panics; a complete packet encodes back to text that
+//! decodes to the same packet; a binary header, once given its attachments, does too.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use switchboard_gateway::engineio::Frame;
+use serde_json::Value;
+use switchboard_gateway::socketio::{self, Decoded, Packet, PacketType, Reassembly};
+
+/// More declared attachments than this are checked for decoding only, to keep runs fast.
+const MAX_REASSEMBLED: usize = 64;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let packet = match socketio::decode(text) {
+        Err(_) => return,
+        Ok(Decoded::Complete(packet)) => packet,
+        Ok(Decoded::NeedAttachments(header, n)) => {
+            assert!(n > 0);
+            if n > MAX_REASSEMBLED {
+                return;
+            }
+            let mut r = Reassembly::new(header, n);
+            let mut done = None;
+            for i in 0..n {
+                assert!(done.is_none(), "completed before the last attachment");
+                done = r.push(Bytes::from(vec![i as u8; i])).expect("placeholders were checked");
+            }
+            let packet = done.expect("complete after the last attachment");
+            assert_eq!(packet.attachments.len(), n);
+            packet
+        }
+    };
+    assert_eq!(round_trip(&packet), packet);
+    check_event_fast_path(&packet);
+});
+
+/// For an event named by a string, the broadcast fast path writes the same frames as `encode`.
+fn check_event_fast_path(packet: &Packet) {
+    if !matches!(packet.kind, PacketType::Event | PacketType::BinaryEvent) {
+        return;
+    }
+    let Some(Value::Array(items)) = &packet.data else {
+        return;
+    };
+    let Some((Value::String(event), args)) = items.split_first() else {
+        return;
+    };
+    if packet.kind == PacketType::BinaryEvent && packet.attachments.is_empty() {
+        return; // `450-[…]`: the fast path writes a plain EVENT when there are no attachments.
+    }
+    let args = Value::Array(args.to_vec());
+    let fast = socketio::encode_event(&packet.nsp, event, &args, packet.id, &packet.attachments);
+    assert_eq!(fast, socketio::encode(packet));
+}
+
+fn round_trip(packet: &Packet) -> Packet {
+    let frames = socketio::encode(packet);
+    let Some((Frame::Text(text), attachments)) = frames.split_first() else {
+        panic!("encode starts with a text frame");
+    };
+    let text = std::str::from_utf8(text).expect("encoded text is UTF-8");
+    let text = text.strip_prefix('4').expect("an Engine.IO message");
+    match socketio::decode(text).expect("encoded packet decodes") {
+        Decoded::Complete(again) => {
+            assert!(attachments.is_empty());
+            again
+        }
+        Decoded::NeedAttachments(header, n) => {
+            assert_eq!(n, attachments.len());
+            let mut r = Reassembly::new(header, n);
+            let mut done = None;
+            for frame in attachments {
+                let Frame::Binary(bin) = frame else {
+                    panic!("attachments are binary frames");
+                };
+                done = r.push(bin.clone()).expect("attachment accepted");
+            }
+            done.expect("complete")
+        }
+    }
+}
