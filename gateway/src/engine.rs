@@ -1,0 +1,833 @@
+//! Engine.IO sessions: one [`Conn`] per client connection, whatever its transport, and the
+//! [`Engine`] that owns them.
+//!
+//! A `Conn` holds the bounded outbound queue of encoded frames, the heartbeat deadlines and which
+//! transport currently writes. It does no I/O itself: the transports (`transport::polling`,
+//! `transport::ws`) drain the queue and drive the heartbeat with [`Conn::tick`]. Pushing a frame
+//! wakes whichever writer is active: the WebSocket task through a `Notify`, or the pending long-poll
+//! through a oneshot.
+//!
+//! Invariants:
+//! - the state mutex is never held across an `.await` nor while calling the [`Handler`];
+//! - a session is closed at most once: [`Conn::close`] removes it from the registry and calls
+//!   [`Handler::on_close`] exactly once;
+//! - the outbound queue never holds more than `max_queued_frames` frames: past that the client is
+//!   a slow consumer and is disconnected (volatile frames are dropped instead).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+
+use crate::engineio::{self, Frame, Packet, Payload};
+use crate::id::NodeId;
+use crate::metrics;
+
+/// Engine.IO options of one endpoint.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Interval between server pings.
+    pub ping_interval: Duration,
+    /// How long the client has to answer a ping.
+    pub ping_timeout: Duration,
+    /// Largest message (and polling POST body) accepted, in bytes.
+    pub max_payload: usize,
+    /// How long a WebSocket upgrade may take between the probe and `5`.
+    pub upgrade_timeout: Duration,
+    /// Per-connection outbound queue bound, in frames.
+    pub max_queued_frames: usize,
+    /// Whether clients may use HTTP long-polling.
+    pub allow_polling: bool,
+    /// Whether clients may use WebSocket.
+    pub allow_websocket: bool,
+    /// Most concurrent sessions per client IP address (0 = no limit).
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            max_payload: 1_000_000,
+            upgrade_timeout: Duration::from_millis(10_000),
+            max_queued_frames: 1024,
+            allow_polling: true,
+            allow_websocket: true,
+            max_connections_per_ip: 0,
+        }
+    }
+}
+
+/// Why a session ended. `as_str` gives the Engine.IO reason, also used as a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent a close packet.
+    ClientClose,
+    /// The transport's connection ended (EOF, cancelled long-poll, WebSocket close frame).
+    TransportClose,
+    /// The transport failed (I/O error, WebSocket protocol error, over-size message).
+    TransportError,
+    /// The client did not answer a ping in time.
+    PingTimeout,
+    /// The client sent something that is not a valid packet.
+    ParseError,
+    /// The client did not connect to any namespace in time.
+    ConnectTimeout,
+    /// The client did not read fast enough and its queue filled up.
+    SlowConsumer,
+    /// Two long-polls were open at once.
+    DuplicatePoll,
+    /// The application closed the connection.
+    ServerClose,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// Engine.IO's name for the reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientClose => "transport close",
+            Self::TransportClose => "transport close",
+            Self::TransportError => "transport error",
+            Self::PingTimeout => "ping timeout",
+            Self::ParseError => "parse error",
+            Self::ConnectTimeout => "connect timeout",
+            Self::SlowConsumer => "slow consumer",
+            Self::DuplicatePoll => "transport error",
+            Self::ServerClose => "forced close",
+            Self::Shutdown => "server shutting down",
+        }
+    }
+
+    /// Label for metrics (closed set, distinguishes every variant).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ClientClose => "client_close",
+            Self::TransportClose => "transport_close",
+            Self::TransportError => "transport_error",
+            Self::PingTimeout => "ping_timeout",
+            Self::ParseError => "parse_error",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::SlowConsumer => "slow_consumer",
+            Self::DuplicatePoll => "duplicate_poll",
+            Self::ServerClose => "server_close",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the application does with an Engine.IO connection (the Socket.IO server, or a raw
+/// Engine.IO handler). Called from the connection's task without any engine lock held.
+pub trait Handler: Send + Sync + 'static {
+    /// Per-connection application state stored in the [`Conn`].
+    type Data: Send + Sync + Default + 'static;
+
+    /// A session was opened (its handshake frame is already queued).
+    fn on_open(&self, _conn: &Arc<Conn<Self::Data>>) {}
+
+    /// A message arrived.
+    fn on_message(&self, conn: &Arc<Conn<Self::Data>>, message: Payload);
+
+    /// The session ended; called exactly once.
+    fn on_close(&self, conn: &Arc<Conn<Self::Data>>, reason: CloseReason);
+
+    /// If set, a session must call [`Conn::mark_connected`] within this time or be closed.
+    fn connect_timeout(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Which transport carries the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP long-polling.
+    Polling,
+    /// Long-polling, with a WebSocket connected for an upgrade that has not completed.
+    Upgrading,
+    /// WebSocket.
+    WebSocket,
+}
+
+impl Transport {
+    /// Metric label / Engine.IO transport name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Polling | Self::Upgrading => "polling",
+            Self::WebSocket => "websocket",
+        }
+    }
+}
+
+/// What the client's first request told us.
+#[derive(Debug)]
+pub struct HandshakeInfo {
+    /// Peer address of the connection that made the handshake.
+    pub remote: SocketAddr,
+    /// Request headers of the handshake.
+    pub headers: http::HeaderMap,
+    /// Decoded query parameters of the handshake.
+    pub query: Vec<(String, String)>,
+    /// Unix time of the handshake, in milliseconds.
+    pub issued_ms: u64,
+}
+
+/// Result of pushing frames to a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued.
+    Queued,
+    /// Volatile frames not queued because the queue is full.
+    Dropped,
+    /// The connection is closed (or was just closed as a slow consumer).
+    Closed,
+    /// Not queued: the queue is full and the frames were not volatile (the caller closes).
+    Full,
+}
+
+pub(crate) struct State {
+    pub(crate) outbox: VecDeque<Frame>,
+    pub(crate) transport: Transport,
+    /// The pending long-poll, woken when there is something for it.
+    pub(crate) poll: Option<oneshot::Sender<()>>,
+    pub(crate) post_active: bool,
+    /// A WebSocket is attached (upgrading or upgraded): a second one is refused.
+    pub(crate) ws_attached: bool,
+    pub(crate) closed: Option<CloseReason>,
+    /// The first this-many queued frames must be written on their own (see [`Conn::send_apart`]).
+    pub(crate) boundary: usize,
+    /// The client closed the session over polling with no GET pending: a GET that was already
+    /// on its way (and lost the race to the close) is answered with noop instead of 400.
+    pub(crate) noop_owed: bool,
+    next_ping: Instant,
+    pong_deadline: Option<Instant>,
+    connect_deadline: Option<Instant>,
+}
+
+impl State {
+    /// Takes every queued frame, leaving a small allocation behind at most.
+    pub(crate) fn drain(&mut self) -> VecDeque<Frame> {
+        self.boundary = 0;
+        if self.outbox.capacity() > IDLE_QUEUE_SLOTS {
+            std::mem::take(&mut self.outbox)
+        } else {
+            let mut out = VecDeque::with_capacity(self.outbox.len());
+            out.extend(self.outbox.drain(..));
+            out
+        }
+    }
+}
+
+/// How long a session closed by the client over polling stays known, to answer a GET that lost
+/// the race to the close.
+const CLOSED_GRACE: Duration = Duration::from_secs(1);
+
+/// Keep at most this many queue slots allocated while idle.
+const IDLE_QUEUE_SLOTS: usize = 4;
+
+/// One Engine.IO session.
+pub struct Conn<D> {
+    sid: Arc<str>,
+    handshake: HandshakeInfo,
+    state: Mutex<State>,
+    /// Wakes the WebSocket task when there is something to write.
+    pub(crate) wake: Notify,
+    config: Arc<Config>,
+    node: NodeId,
+    /// Application state (e.g. the Socket.IO sockets of this connection).
+    pub data: D,
+    close_hook: Mutex<Option<CloseHook<D>>>,
+}
+
+type CloseHook<D> = Box<dyn FnOnce(&Arc<Conn<D>>, CloseReason) + Send + Sync>;
+
+impl<D> fmt::Debug for Conn<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn").field("sid", &self.sid).finish_non_exhaustive()
+    }
+}
+
+impl<D: Send + Sync + 'static> Conn<D> {
+    /// The Engine.IO session id.
+    pub fn sid(&self) -> &Arc<str> {
+        &self.sid
+    }
+
+    /// The handshake request's details.
+    pub fn handshake(&self) -> &HandshakeInfo {
+        &self.handshake
+    }
+
+    /// The endpoint's Engine.IO options.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A new id owned by this node (for the sockets of this connection).
+    pub fn new_id(&self) -> Arc<str> {
+        self.node.new_id()
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state half-updated in a way that
+        // matters more than losing the connection, so a poisoned lock is used as is.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The transport in use.
+    pub fn transport(&self) -> Transport {
+        self.lock().transport
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    /// Queues one frame; a slow consumer is disconnected.
+    pub fn push(self: &Arc<Self>, frame: Frame) -> Pushed {
+        self.send_all(std::slice::from_ref(&frame), false)
+    }
+
+    /// Queues frames that belong together (a packet and its attachments) — all or none. When the
+    /// queue is full, volatile frames are dropped and otherwise the client is disconnected as a
+    /// slow consumer. Must not be called with a namespace lock held (closing runs the handler);
+    /// use [`Conn::push_all`] there.
+    pub fn send_all(self: &Arc<Self>, frames: &[Frame], volatile: bool) -> Pushed {
+        match self.push_all(frames, volatile) {
+            Pushed::Full => {
+                self.close(CloseReason::SlowConsumer);
+                Pushed::Closed
+            }
+            other => other,
+        }
+    }
+
+    /// Like [`Conn::send_all`] but never closes: a full queue gives [`Pushed::Full`] and the
+    /// caller closes the connection once it holds no lock.
+    pub fn push_all(&self, frames: &[Frame], volatile: bool) -> Pushed {
+        let mut st = self.lock();
+        if st.closed.is_some() {
+            return Pushed::Closed;
+        }
+        if st.outbox.len() + frames.len() > self.config.max_queued_frames {
+            drop(st);
+            let reason = if volatile { "volatile_full" } else { "slow_consumer" };
+            ::metrics::counter!(metrics::EMITS_DROPPED, "reason" => reason).increment(1);
+            return if volatile { Pushed::Dropped } else { Pushed::Full };
+        }
+        st.outbox.extend(frames.iter().cloned());
+        self.wake_writer(&mut st);
+        Pushed::Queued
+    }
+
+    /// Queues frames that the WebSocket writer sends in a write of their own, a moment before
+    /// anything queued after them. Used for the CONNECT reply: clients that dispatch every message
+    /// of one read synchronously (the `ws` package ≥ 8.17 does) may otherwise miss a handler's
+    /// first emit while they are still processing the reply.
+    pub fn send_apart(self: &Arc<Self>, frames: &[Frame]) -> Pushed {
+        let pushed = self.send_all(frames, false);
+        if pushed == Pushed::Queued {
+            let mut st = self.lock();
+            st.boundary = st.outbox.len();
+        }
+        pushed
+    }
+
+    fn wake_writer(&self, st: &mut State) {
+        match st.transport {
+            Transport::WebSocket => self.wake.notify_one(),
+            Transport::Polling | Transport::Upgrading => {
+                if let Some(poll) = st.poll.take() {
+                    let _ = poll.send(());
+                }
+            }
+        }
+    }
+
+    /// The session has connected at least one namespace: the connect timeout no longer applies.
+    pub fn mark_connected(&self) {
+        self.lock().connect_deadline = None;
+    }
+
+    /// A pong arrived.
+    pub(crate) fn on_pong(&self, now: Instant) {
+        let mut st = self.lock();
+        if st.pong_deadline.take().is_some() {
+            st.next_ping = now + self.config.ping_interval;
+        }
+    }
+
+    /// Drives the heartbeat and the connect timeout. Returns the next instant this must be called
+    /// again, or `None` once the session is closed.
+    pub(crate) fn tick(self: &Arc<Self>, now: Instant) -> Option<Instant> {
+        let mut st = self.lock();
+        if st.closed.is_some() {
+            return None;
+        }
+        let expired = match (st.pong_deadline, st.connect_deadline) {
+            (Some(d), _) if d <= now => Some(CloseReason::PingTimeout),
+            (_, Some(d)) if d <= now => Some(CloseReason::ConnectTimeout),
+            _ => None,
+        };
+        if let Some(reason) = expired {
+            drop(st);
+            self.close(reason);
+            return None;
+        }
+        if st.pong_deadline.is_none() && st.next_ping <= now {
+            // The deadline counts from when the ping was due, not from when this timer fired:
+            // a client that waits exactly `ping_interval + ping_timeout` must find the session
+            // gone. A very late timer still leaves the client half the timeout.
+            let timeout = self.config.ping_timeout;
+            st.pong_deadline = Some((st.next_ping + timeout).max(now + timeout / 2));
+            // Heartbeats bypass the queue bound: a full queue is already being handled.
+            st.outbox.push_back(Frame::ping());
+            self.wake_writer(&mut st);
+        }
+        let mut next = st.pong_deadline.unwrap_or(st.next_ping);
+        if let Some(d) = st.connect_deadline {
+            next = next.min(d);
+        }
+        Some(next)
+    }
+
+    /// Whether a pong deadline has passed (checked lazily by requests, so that a request arriving
+    /// right at the deadline does not race the timer).
+    pub(crate) fn heartbeat_expired(&self, now: Instant) -> bool {
+        let st = self.lock();
+        let due = st
+            .pong_deadline
+            .unwrap_or(st.next_ping + self.config.ping_timeout);
+        due <= now
+    }
+
+    /// Ends the session: marks it closed, wakes its writer (which flushes and says goodbye), and
+    /// runs the close hook (registry removal and [`Handler::on_close`]). Idempotent.
+    pub fn close(self: &Arc<Self>, reason: CloseReason) {
+        {
+            let mut st = self.lock();
+            if st.closed.is_some() {
+                return;
+            }
+            st.closed = Some(reason);
+            st.noop_owed = reason == CloseReason::ClientClose
+                && st.transport != Transport::WebSocket
+                && st.poll.is_none();
+            // Wake both possible writers: the WebSocket task and a pending long-poll.
+            self.wake.notify_one();
+            if let Some(poll) = st.poll.take() {
+                let _ = poll.send(());
+            }
+        }
+        let hook = self
+            .close_hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(hook) = hook {
+            hook(self, reason);
+        }
+    }
+}
+
+type Sessions<D> = HashMap<Arc<str>, Arc<Conn<D>>>;
+/// A new session and its handshake frame.
+pub type Opened<D> = (Arc<Conn<D>>, Frame);
+
+/// The sessions of one Engine.IO endpoint and the application handler behind them.
+pub struct Engine<H: Handler> {
+    /// The endpoint's options.
+    pub config: Arc<Config>,
+    /// The application.
+    pub handler: H,
+    node: NodeId,
+    sessions: Mutex<Sessions<H::Data>>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Why a new session was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OpenError {
+    /// The client address already has `max_connections_per_ip` sessions.
+    #[error("too many connections from this address")]
+    TooManyFromAddress,
+}
+
+impl<H: Handler> Engine<H> {
+    /// An endpoint with no sessions yet.
+    pub fn new(config: Config, handler: H, node: NodeId) -> Arc<Self> {
+        Arc::new(Self {
+            config: Arc::new(config),
+            handler,
+            node,
+            sessions: Mutex::new(HashMap::new()),
+            per_ip: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    /// Looks a session up by sid.
+    pub fn get(&self, sid: &str) -> Option<Arc<Conn<H::Data>>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sid)
+            .cloned()
+    }
+
+    /// Number of open sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether there are no open sessions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every open session (for shutdown).
+    pub fn all(&self) -> Vec<Arc<Conn<H::Data>>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Opens a session: registers it, starts its heartbeat clock (before the handshake is written,
+    /// so a silent client is gone `ping_interval + ping_timeout` after the handshake), queues the
+    /// handshake frame unless the transport writes it itself, and tells the handler.
+    pub fn open(
+        self: &Arc<Self>,
+        transport: Transport,
+        handshake: HandshakeInfo,
+        now: Instant,
+    ) -> Result<Opened<H::Data>, OpenError> {
+        let ip = handshake.remote.ip();
+        if self.config.max_connections_per_ip > 0 {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = per_ip.entry(ip).or_insert(0);
+            if *n >= self.config.max_connections_per_ip {
+                return Err(OpenError::TooManyFromAddress);
+            }
+            *n += 1;
+        }
+        let sid = self.node.new_id();
+        let upgrades: &[&str] = if transport == Transport::Polling && self.config.allow_websocket {
+            &["websocket"]
+        } else {
+            &[]
+        };
+        let open = engineio::Handshake {
+            sid: &sid,
+            upgrades,
+            ping_interval_ms: millis(self.config.ping_interval),
+            ping_timeout_ms: millis(self.config.ping_timeout),
+            max_payload: self.config.max_payload as u64,
+        }
+        .encode();
+        let connect_deadline = self.handler.connect_timeout().map(|t| now + t);
+        let conn = Arc::new(Conn {
+            sid: sid.clone(),
+            handshake,
+            state: Mutex::new(State {
+                outbox: VecDeque::new(),
+                transport,
+                poll: None,
+                post_active: false,
+                ws_attached: transport == Transport::WebSocket,
+                closed: None,
+                boundary: 0,
+                noop_owed: false,
+                next_ping: now + self.config.ping_interval,
+                pong_deadline: None,
+                connect_deadline,
+            }),
+            wake: Notify::new(),
+            config: self.config.clone(),
+            node: self.node.clone(),
+            data: H::Data::default(),
+            close_hook: Mutex::new(None),
+        });
+        let engine = Arc::downgrade(self);
+        *conn.close_hook.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Box::new(move |conn: &Arc<Conn<H::Data>>, reason| {
+                if let Some(engine) = engine.upgrade() {
+                    engine.forget_later(conn);
+                    ::metrics::counter!(metrics::DISCONNECTS, "reason" => reason.label())
+                        .increment(1);
+                    ::metrics::gauge!(metrics::CONNECTIONS).decrement(1.0);
+                    tracing::debug!(sid = %conn.sid, %reason, "session closed");
+                    engine.handler.on_close(conn, reason);
+                }
+            }));
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sid, conn.clone());
+        ::metrics::counter!(metrics::HANDSHAKES, "transport" => transport.as_str()).increment(1);
+        ::metrics::gauge!(metrics::CONNECTIONS).increment(1.0);
+        tracing::debug!(sid = %conn.sid, transport = transport.as_str(), "session opened");
+        Ok((conn, open))
+    }
+
+    /// Tells the handler about a freshly opened session, once its handshake is on its way.
+    pub fn opened(&self, conn: &Arc<Conn<H::Data>>) {
+        self.handler.on_open(conn);
+    }
+
+    /// Forgets a closed session, after a grace period if it still owes a GET its noop.
+    fn forget_later(self: &Arc<Self>, conn: &Arc<Conn<H::Data>>) {
+        let owed = conn.lock().noop_owed;
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if owed => {
+                let (engine, conn) = (self.clone(), conn.clone());
+                rt.spawn(async move {
+                    tokio::time::sleep(CLOSED_GRACE).await;
+                    engine.forget(&conn);
+                });
+            }
+            _ => self.forget(conn),
+        }
+    }
+
+    fn forget(&self, conn: &Arc<Conn<H::Data>>) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(conn.sid());
+        if self.config.max_connections_per_ip > 0 {
+            let ip = conn.handshake.remote.ip();
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// Handles one packet received on any transport (except the upgrade handshake, which the
+    /// WebSocket transport handles itself).
+    pub fn on_packet(&self, conn: &Arc<Conn<H::Data>>, packet: Packet, now: Instant) {
+        match packet {
+            Packet::Message(payload) => self.handler.on_message(conn, payload),
+            Packet::Pong(_) => conn.on_pong(now),
+            Packet::Close => conn.close(CloseReason::ClientClose),
+            // Engine.IO v4 clients do not ping (except the upgrade probe) and never send noop;
+            // both are harmless.
+            Packet::Ping(_) | Packet::Noop => {}
+            Packet::Open(_) | Packet::Upgrade => conn.close(CloseReason::ParseError),
+        }
+    }
+}
+
+/// Milliseconds in a duration, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Recorder {
+        messages: Mutex<Vec<Payload>>,
+        closes: Mutex<Vec<CloseReason>>,
+        opens: AtomicUsize,
+    }
+
+    impl Handler for Arc<Recorder> {
+        type Data = ();
+        fn on_open(&self, _conn: &Arc<Conn<()>>) {
+            self.opens.fetch_add(1, Ordering::SeqCst);
+        }
+        fn on_message(&self, _conn: &Arc<Conn<()>>, message: Payload) {
+            self.messages.lock().expect("test lock").push(message);
+        }
+        fn on_close(&self, _conn: &Arc<Conn<()>>, reason: CloseReason) {
+            self.closes.lock().expect("test lock").push(reason);
+        }
+        fn connect_timeout(&self) -> Option<Duration> {
+            Some(Duration::from_millis(1000))
+        }
+    }
+
+    fn info() -> HandshakeInfo {
+        HandshakeInfo {
+            remote: "127.0.0.1:5000".parse().expect("addr"),
+            headers: http::HeaderMap::new(),
+            query: Vec::new(),
+            issued_ms: 0,
+        }
+    }
+
+    fn engine(config: Config) -> (Arc<Engine<Arc<Recorder>>>, Arc<Recorder>) {
+        let rec = Arc::new(Recorder::default());
+        let node = NodeId::parse("t").expect("node id");
+        (Engine::new(config, rec.clone(), node), rec)
+    }
+
+    fn small() -> Config {
+        Config {
+            ping_interval: Duration::from_millis(300),
+            ping_timeout: Duration::from_millis(200),
+            max_queued_frames: 3,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn handshake_lists_upgrades_only_for_polling() {
+        let (engine, _) = engine(small());
+        let now = Instant::now();
+        let (conn, open) = engine.open(Transport::Polling, info(), now).expect("open");
+        let Frame::Text(text) = open else {
+            panic!("handshake is text")
+        };
+        let text = std::str::from_utf8(&text).expect("utf8");
+        assert_eq!(
+            text,
+            format!(
+                "0{{\"sid\":\"{}\",\"upgrades\":[\"websocket\"],\"pingInterval\":300,\"pingTimeout\":200,\"maxPayload\":1000000}}",
+                conn.sid()
+            )
+        );
+        let (_, open) = engine.open(Transport::WebSocket, info(), now).expect("open");
+        assert!(matches!(open, Frame::Text(t) if t.windows(13).any(|w| w == b"\"upgrades\":[]")));
+        assert_eq!(engine.len(), 2);
+    }
+
+    #[test]
+    fn heartbeat_pings_after_one_interval_and_times_out() {
+        let (engine, rec) = engine(small());
+        let t0 = Instant::now();
+        let (conn, _) = engine.open(Transport::WebSocket, info(), t0).expect("open");
+        conn.mark_connected();
+        // Nothing before one interval.
+        assert_eq!(conn.tick(t0), Some(t0 + Duration::from_millis(300)));
+        assert!(conn.lock().outbox.is_empty());
+        // The ping goes out at the interval; the deadline is the timeout.
+        let t1 = t0 + Duration::from_millis(300);
+        assert_eq!(conn.tick(t1), Some(t1 + Duration::from_millis(200)));
+        assert_eq!(conn.lock().outbox.len(), 1);
+        // A pong reschedules the next ping one interval later.
+        let t2 = t1 + Duration::from_millis(50);
+        conn.on_pong(t2);
+        assert_eq!(conn.tick(t2), Some(t2 + Duration::from_millis(300)));
+        // No pong this time: closed at the deadline, handler told once.
+        let t3 = t2 + Duration::from_millis(300);
+        conn.tick(t3);
+        assert!(!conn.heartbeat_expired(t3));
+        assert!(conn.heartbeat_expired(t3 + Duration::from_millis(200)));
+        assert_eq!(conn.tick(t3 + Duration::from_millis(200)), None);
+        assert_eq!(*rec.closes.lock().expect("lock"), vec![CloseReason::PingTimeout]);
+        assert!(engine.is_empty());
+    }
+
+    #[test]
+    fn pong_deadline_counts_from_when_the_ping_was_due() {
+        let (engine, _) = engine(small());
+        let t0 = Instant::now();
+        let (conn, _) = engine.open(Transport::Polling, info(), t0).expect("open");
+        conn.mark_connected();
+        // The timer fires 40 ms late: the session still ends at interval + timeout.
+        let late = t0 + Duration::from_millis(340);
+        assert_eq!(conn.tick(late), Some(t0 + Duration::from_millis(500)));
+        assert!(conn.heartbeat_expired(t0 + Duration::from_millis(500)));
+        // A timer so late that the deadline passed leaves the client half the timeout.
+        let (conn, _) = engine.open(Transport::Polling, info(), t0).expect("open");
+        conn.mark_connected();
+        let very_late = t0 + Duration::from_millis(900);
+        assert_eq!(conn.tick(very_late), Some(very_late + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn connect_timeout_closes_unconnected_sessions() {
+        let (engine, rec) = engine(Config {
+            ping_interval: Duration::from_secs(10),
+            ..small()
+        });
+        let t0 = Instant::now();
+        let (conn, _) = engine.open(Transport::Polling, info(), t0).expect("open");
+        assert_eq!(conn.tick(t0), Some(t0 + Duration::from_millis(1000)));
+        assert_eq!(conn.tick(t0 + Duration::from_millis(1000)), None);
+        assert_eq!(*rec.closes.lock().expect("lock"), vec![CloseReason::ConnectTimeout]);
+    }
+
+    #[test]
+    fn full_queue_drops_volatile_and_disconnects_slow_consumers() {
+        let (engine, rec) = engine(small());
+        let (conn, _) = engine
+            .open(Transport::WebSocket, info(), Instant::now())
+            .expect("open");
+        let f = Frame::Text(Bytes::from_static(b"4x"));
+        for _ in 0..3 {
+            assert_eq!(conn.push(f.clone()), Pushed::Queued);
+        }
+        assert_eq!(conn.push_all(std::slice::from_ref(&f), true), Pushed::Dropped);
+        assert_eq!(conn.push_all(std::slice::from_ref(&f), false), Pushed::Full);
+        assert!(!conn.is_closed());
+        assert_eq!(conn.push(f.clone()), Pushed::Closed);
+        assert!(conn.is_closed());
+        assert_eq!(*rec.closes.lock().expect("lock"), vec![CloseReason::SlowConsumer]);
+        // Closing again changes nothing.
+        conn.close(CloseReason::ServerClose);
+        assert_eq!(rec.closes.lock().expect("lock").len(), 1);
+    }
+
+    #[test]
+    fn per_ip_limit_counts_open_sessions() {
+        let (engine, _) = engine(Config {
+            max_connections_per_ip: 2,
+            ..small()
+        });
+        let now = Instant::now();
+        let (a, _) = engine.open(Transport::Polling, info(), now).expect("first");
+        engine.open(Transport::Polling, info(), now).expect("second");
+        assert_eq!(
+            engine.open(Transport::Polling, info(), now).err(),
+            Some(OpenError::TooManyFromAddress)
+        );
+        a.close(CloseReason::ClientClose);
+        assert!(engine.open(Transport::Polling, info(), now).is_ok());
+    }
+
+    #[test]
+    fn packets_reach_the_handler() {
+        let (engine, rec) = engine(small());
+        let now = Instant::now();
+        let (conn, _) = engine.open(Transport::Polling, info(), now).expect("open");
+        engine.opened(&conn);
+        engine.on_packet(
+            &conn,
+            Packet::Message(Payload::Text(Bytes::from_static(b"hi"))),
+            now,
+        );
+        engine.on_packet(&conn, Packet::Close, now);
+        assert_eq!(rec.opens.load(Ordering::SeqCst), 1);
+        assert_eq!(rec.messages.lock().expect("lock").len(), 1);
+        assert_eq!(*rec.closes.lock().expect("lock"), vec![CloseReason::ClientClose]);
+    }
+}

@@ -1,0 +1,338 @@
+//! The HTTP server: accepts connections, routes requests to the Engine.IO endpoints, answers
+//! CORS, health and readiness, and serves the demo page.
+//!
+//! Slow clients cannot hold a connection open by dribbling headers: hyper's header-read timeout is
+//! on (it needs the timer set on the builder). Shutdown stops accepting and asks every open HTTP
+//! connection to finish gracefully.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::transport::{Body, Endpoint};
+
+/// How long a client may take to send request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Where the demo page loads the official client from when no local copy is configured.
+const CLIENT_CDN_URL: &str = "https://cdn.socket.io/4.8.1/socket.io.min.js";
+/// The demo chat page.
+const DEMO_PAGE: &str = include_str!("../static/index.html");
+
+/// Cross-origin rules for the Engine.IO endpoints.
+#[derive(Clone, Debug, Default)]
+pub struct Cors {
+    /// Allowed origins; `*` allows any. Empty: no CORS headers, and WebSockets from any origin.
+    pub origins: Vec<String>,
+    /// Whether credentials (cookies) may be sent.
+    pub credentials: bool,
+}
+
+impl Cors {
+    fn any(&self) -> bool {
+        self.origins.iter().any(|o| o == "*")
+    }
+
+    fn allows(&self, origin: &str) -> bool {
+        self.any() || self.origins.iter().any(|o| o == origin)
+    }
+
+    /// Headers for a response to a request from `origin`.
+    fn apply(&self, origin: Option<&HeaderValue>, res: &mut Response<Body>) {
+        let Some(origin) = origin else { return };
+        let Ok(o) = origin.to_str() else { return };
+        if self.origins.is_empty() || !self.allows(o) {
+            return;
+        }
+        let h = res.headers_mut();
+        if self.any() && !self.credentials {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        } else {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            h.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+        if self.credentials {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+    }
+
+    /// Whether a WebSocket upgrade from `origin` is refused.
+    fn refuses_websocket(&self, origin: Option<&HeaderValue>) -> bool {
+        if self.origins.is_empty() || self.any() {
+            return false;
+        }
+        match origin.and_then(|o| o.to_str().ok()) {
+            Some(o) => !self.allows(o),
+            None => false,
+        }
+    }
+}
+
+/// What the HTTP server serves.
+pub struct Router {
+    endpoints: Vec<(String, Arc<dyn Endpoint>)>,
+    cors: Cors,
+    demo: bool,
+    client_js: Option<Bytes>,
+    ready: AtomicBool,
+}
+
+impl Router {
+    /// A router with no endpoints.
+    pub fn new(cors: Cors) -> Self {
+        Self {
+            endpoints: Vec::new(),
+            cors,
+            demo: false,
+            client_js: None,
+            ready: AtomicBool::new(true),
+        }
+    }
+
+    /// Serves an Engine.IO endpoint under `path` (e.g. `/socket.io/`).
+    pub fn endpoint(mut self, path: &str, endpoint: Arc<dyn Endpoint>) -> Self {
+        let mut path = path.to_owned();
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        self.endpoints.push((path, endpoint));
+        self
+    }
+
+    /// Serves the demo chat page at `/` and the official client at `/assets/socket.io.min.js`.
+    pub fn demo(mut self, client_js: Option<&Path>) -> Self {
+        self.demo = true;
+        self.client_js = client_js
+            .map(Path::to_path_buf)
+            .or_else(find_client_js)
+            .and_then(|p| std::fs::read(&p).ok())
+            .map(Bytes::from);
+        self
+    }
+
+    /// Marks the server as not ready (draining): `/ready` answers 503.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    async fn route(self: Arc<Self>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let path = req.uri().path();
+        let endpoint = self
+            .endpoints
+            .iter()
+            .find(|(p, _)| path == p || path == p.trim_end_matches('/'))
+            .map(|(_, e)| e.clone());
+        if let Some(endpoint) = endpoint {
+            let origin = req.headers().get(header::ORIGIN).cloned();
+            if req.method() == Method::OPTIONS {
+                return self.preflight(&req, origin.as_ref());
+            }
+            if fastwebsockets::upgrade::is_upgrade_request(&req)
+                && self.cors.refuses_websocket(origin.as_ref())
+            {
+                return crate::transport::json_response(
+                    StatusCode::FORBIDDEN,
+                    r#"{"code":4,"message":"Forbidden"}"#,
+                );
+            }
+            let mut res = endpoint.handle(req, remote).await;
+            if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+                self.cors.apply(origin.as_ref(), &mut res);
+            }
+            return res;
+        }
+        match (req.method(), path) {
+            (&Method::GET, "/health") => plain(StatusCode::OK, "ok"),
+            (&Method::GET, "/ready") => {
+                if self.ready.load(Ordering::SeqCst) {
+                    plain(StatusCode::OK, "ready")
+                } else {
+                    plain(StatusCode::SERVICE_UNAVAILABLE, "draining")
+                }
+            }
+            (&Method::GET, "/") if self.demo => {
+                let mut res = Response::new(Full::new(Bytes::from_static(DEMO_PAGE.as_bytes())));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                res
+            }
+            (&Method::GET, "/assets/socket.io.min.js") if self.demo => match &self.client_js {
+                Some(js) => {
+                    let mut res = Response::new(Full::new(js.clone()));
+                    res.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/javascript; charset=utf-8"),
+                    );
+                    res
+                }
+                None => {
+                    let mut res = plain(StatusCode::FOUND, "");
+                    res.headers_mut()
+                        .insert(header::LOCATION, HeaderValue::from_static(CLIENT_CDN_URL));
+                    res
+                }
+            },
+            _ => plain(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+
+    fn preflight(&self, req: &Request<Incoming>, origin: Option<&HeaderValue>) -> Response<Body> {
+        let mut res = plain(StatusCode::NO_CONTENT, "");
+        self.cors.apply(origin, &mut res);
+        if res.headers().contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+            let h = res.headers_mut();
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET,HEAD,POST"),
+            );
+            if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+                h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+            }
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+        }
+        res
+    }
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+/// Looks for the official browser client installed by the test suite's `npm ci`.
+fn find_client_js() -> Option<PathBuf> {
+    const REL: &str = "tests/e2e/node_modules/socket.io-client/dist/socket.io.min.js";
+    let from_manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(REL);
+    [PathBuf::from(REL), from_manifest]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
+/// Accepts connections until `shutdown` is cancelled, then asks open HTTP connections to finish.
+/// Every connection task is tracked by `tracker`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Arc<Router>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let service = service_fn(move |req| {
+                let router = router.clone();
+                async move { Ok::<_, Infallible>(router.route(req, remote).await) }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(true);
+            let conn = builder
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "http connection ended with an error");
+                    }
+                }
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
+/// Binds `addr`, prints `listening on http://ADDR` on stdout (tests read it), serves `router`
+/// until SIGTERM or Ctrl-C, then stops accepting, runs `on_shutdown` (closing sessions) and waits
+/// for open HTTP connections to finish.
+pub async fn run(
+    addr: SocketAddr,
+    router: Arc<Router>,
+    on_shutdown: impl FnOnce() + Send,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    println!("listening on http://{local}");
+    tracing::info!(%local, "listening");
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let server = tokio::spawn(serve(listener, router.clone(), shutdown.clone(), tracker.clone()));
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    router.set_ready(false);
+    shutdown.cancel();
+    on_shutdown();
+    let _ = server.await;
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some HTTP connections did not finish in time");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

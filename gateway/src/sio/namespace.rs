@@ -1,0 +1,380 @@
+//! Namespaces: their handlers, their sockets and their rooms, and broadcasts to them.
+//!
+//! Rooms are a forward index (room → members) owned by the namespace plus a reverse index (the
+//! socket's own room list), changed together under the namespace's room lock. A broadcast encodes
+//! its packet once and hands every recipient a clone of the same `Bytes`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use crate::engine::Pushed;
+use crate::engineio::Frame;
+use crate::metrics;
+use crate::socketio;
+
+use super::socket::{Args, ConnectError, ConnectRequest, DisconnectReason, Event, Socket, SocketInner};
+
+/// A room name.
+pub type Room = Arc<str>;
+
+/// A join refused because the room has reached its capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("room full")]
+pub struct RoomFull;
+
+pub(crate) type Middleware =
+    Arc<dyn Fn(&mut ConnectRequest<'_>) -> Result<(), ConnectError> + Send + Sync>;
+pub(crate) type ConnectHandler = Arc<dyn Fn(&Socket) + Send + Sync>;
+pub(crate) type EventHandler = Arc<dyn Fn(&Socket, Event) + Send + Sync>;
+pub(crate) type DisconnectHandler = Arc<dyn Fn(&Socket, DisconnectReason) + Send + Sync>;
+
+/// The handlers of a namespace (shared by every child of a dynamic namespace).
+#[derive(Default)]
+pub(crate) struct Handlers {
+    pub(crate) middleware: Vec<Middleware>,
+    pub(crate) connect: Vec<ConnectHandler>,
+    pub(crate) events: HashMap<String, EventHandler>,
+    pub(crate) any: Option<EventHandler>,
+    pub(crate) disconnect: Vec<DisconnectHandler>,
+}
+
+pub(crate) type SharedHandlers = Arc<RwLock<Handlers>>;
+
+type Members = HashMap<Arc<str>, Arc<SocketInner>>;
+
+pub(crate) struct NsInner {
+    pub(crate) name: Arc<str>,
+    pub(crate) handlers: SharedHandlers,
+    pub(crate) sockets: RwLock<Members>,
+    pub(crate) rooms: RwLock<HashMap<Room, Members>>,
+}
+
+impl NsInner {
+    pub(crate) fn new(name: &str, handlers: SharedHandlers) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            handlers,
+            sockets: RwLock::new(HashMap::new()),
+            rooms: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub(crate) fn handlers(&self) -> std::sync::RwLockReadGuard<'_, Handlers> {
+        self.handlers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn add_socket(&self, socket: &Arc<SocketInner>) {
+        write(&self.sockets).insert(socket.id.clone(), socket.clone());
+    }
+
+    /// Removes a socket and its room memberships.
+    pub(crate) fn remove_socket(&self, socket: &Arc<SocketInner>) {
+        write(&self.sockets).remove(&socket.id);
+        let mut rooms = write(&self.rooms);
+        let mine = std::mem::take(&mut *socket.rooms_mut());
+        for room in mine {
+            if let Some(members) = rooms.get_mut(&room) {
+                members.remove(&socket.id);
+                if members.is_empty() {
+                    rooms.remove(&room);
+                }
+            }
+        }
+    }
+
+    /// Adds a socket to a room; false if it was already a member.
+    pub(crate) fn join(&self, socket: &Arc<SocketInner>, room: Room) -> bool {
+        self.join_within(socket, room, 0).unwrap_or(false)
+    }
+
+    /// Adds a socket to a room unless the room already has `max_members` members (0 = no
+    /// limit), checked and changed under one lock; Ok(false) if it was already a member.
+    pub(crate) fn join_within(
+        &self,
+        socket: &Arc<SocketInner>,
+        room: Room,
+        max_members: usize,
+    ) -> Result<bool, RoomFull> {
+        let mut rooms = write(&self.rooms);
+        let mut mine = socket.rooms_mut();
+        if mine.contains(&room) {
+            return Ok(false);
+        }
+        if max_members > 0 && rooms.get(&room).is_some_and(|m| m.len() >= max_members) {
+            return Err(RoomFull);
+        }
+        mine.push(room.clone());
+        rooms
+            .entry(room)
+            .or_default()
+            .insert(socket.id.clone(), socket.clone());
+        Ok(true)
+    }
+
+    /// Removes a socket from a room; false if it was not a member.
+    pub(crate) fn leave(&self, socket: &Arc<SocketInner>, room: &str) -> bool {
+        let mut rooms = write(&self.rooms);
+        let mut mine = socket.rooms_mut();
+        let Some(pos) = mine.iter().position(|r| &**r == room) else {
+            return false;
+        };
+        mine.swap_remove(pos);
+        if let Some(members) = rooms.get_mut(room) {
+            members.remove(&socket.id);
+            if members.is_empty() {
+                rooms.remove(room);
+            }
+        }
+        true
+    }
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A namespace (cheap to clone). Handlers registered on a dynamic namespace apply to every child
+/// namespace its pattern matches.
+#[derive(Clone)]
+pub struct Namespace {
+    pub(crate) inner: Option<Arc<NsInner>>,
+    pub(crate) handlers: SharedHandlers,
+    pub(crate) name: Arc<str>,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace").field("name", &self.name).finish()
+    }
+}
+
+impl Namespace {
+    pub(crate) fn from_inner(inner: &Arc<NsInner>) -> Self {
+        Self {
+            inner: Some(inner.clone()),
+            handlers: inner.handlers.clone(),
+            name: inner.name.clone(),
+        }
+    }
+
+    /// The namespace's name (for a dynamic namespace: its pattern).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn handlers_mut(&self) -> std::sync::RwLockWriteGuard<'_, Handlers> {
+        write(&self.handlers)
+    }
+
+    /// Adds a middleware, run in order before the CONNECT reply; an error refuses the connection
+    /// with a CONNECT_ERROR carrying its message and data.
+    pub fn use_middleware(
+        &self,
+        f: impl Fn(&mut ConnectRequest<'_>) -> Result<(), ConnectError> + Send + Sync + 'static,
+    ) {
+        self.handlers_mut().middleware.push(Arc::new(f));
+    }
+
+    /// Adds a connect handler, called once the CONNECT reply is queued (so anything it emits
+    /// follows the reply).
+    pub fn on_connect(&self, f: impl Fn(&Socket) + Send + Sync + 'static) {
+        self.handlers_mut().connect.push(Arc::new(f));
+    }
+
+    /// Sets the handler of one event name.
+    pub fn on(&self, event: &str, f: impl Fn(&Socket, Event) + Send + Sync + 'static) {
+        self.handlers_mut()
+            .events
+            .insert(event.to_owned(), Arc::new(f));
+    }
+
+    /// Sets the handler of events that have no handler of their own.
+    pub fn on_any(&self, f: impl Fn(&Socket, Event) + Send + Sync + 'static) {
+        self.handlers_mut().any = Some(Arc::new(f));
+    }
+
+    /// Adds a disconnect handler.
+    pub fn on_disconnect(&self, f: impl Fn(&Socket, DisconnectReason) + Send + Sync + 'static) {
+        self.handlers_mut().disconnect.push(Arc::new(f));
+    }
+
+    /// Emits to every socket of the namespace; returns the number of recipients.
+    pub fn emit(&self, event: &str, args: Args) -> usize {
+        self.broadcast().emit(event, args)
+    }
+
+    /// A broadcast to the whole namespace, to be narrowed.
+    pub fn broadcast(&self) -> Broadcast {
+        Broadcast::new(self.inner.clone())
+    }
+
+    /// A broadcast to the members of a room.
+    pub fn to(&self, room: impl Into<Room>) -> Broadcast {
+        self.broadcast().to(room)
+    }
+
+    /// Number of members of a room on this node.
+    pub fn room_len(&self, room: &str) -> usize {
+        self.inner
+            .as_ref()
+            .map_or(0, |ns| read(&ns.rooms).get(room).map_or(0, HashMap::len))
+    }
+
+    /// Number of sockets connected to the namespace on this node.
+    pub fn len(&self) -> usize {
+        self.inner.as_ref().map_or(0, |ns| read(&ns.sockets).len())
+    }
+
+    /// Whether no socket is connected to the namespace on this node.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rooms of the namespace on this node.
+    pub fn rooms(&self) -> Vec<Room> {
+        self.inner
+            .as_ref()
+            .map_or_else(Vec::new, |ns| read(&ns.rooms).keys().cloned().collect())
+    }
+
+    /// A connected socket by id.
+    pub fn socket(&self, id: &str) -> Option<Socket> {
+        let ns = self.inner.as_ref()?;
+        read(&ns.sockets).get(id).map(|s| Socket::from_inner(s.clone()))
+    }
+}
+
+/// A set of target sockets in one namespace: rooms (union; none = everybody), minus rooms and
+/// sockets to leave out. [`Broadcast::emit`] encodes once and queues the same bytes everywhere.
+#[must_use = "a broadcast does nothing until emitted"]
+pub struct Broadcast {
+    ns: Option<Arc<NsInner>>,
+    rooms: Vec<Room>,
+    except_rooms: Vec<Room>,
+    except_sockets: Vec<Arc<str>>,
+    volatile: bool,
+}
+
+impl Broadcast {
+    pub(crate) fn new(ns: Option<Arc<NsInner>>) -> Self {
+        Self {
+            ns,
+            rooms: Vec::new(),
+            except_rooms: Vec::new(),
+            except_sockets: Vec::new(),
+            volatile: false,
+        }
+    }
+
+    /// Adds a room to the targets (several rooms: their union, each socket once).
+    pub fn to(mut self, room: impl Into<Room>) -> Self {
+        self.rooms.push(room.into());
+        self
+    }
+
+    /// Leaves out the members of a room.
+    pub fn except(mut self, room: impl Into<Room>) -> Self {
+        self.except_rooms.push(room.into());
+        self
+    }
+
+    /// Leaves out one socket.
+    pub fn except_socket(mut self, id: &str) -> Self {
+        self.except_sockets.push(id.into());
+        self
+    }
+
+    /// Drops the message for recipients whose queue is full instead of disconnecting them.
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
+        self
+    }
+
+    /// Emits an event to the targets; returns how many sockets it was queued for.
+    pub fn emit(self, event: &str, args: Args) -> usize {
+        let Some(ns) = self.ns.as_ref() else {
+            return 0;
+        };
+        let frames = args.encode_event(&ns.name, event);
+        let n = self.deliver(ns, &frames);
+        ::metrics::histogram!(metrics::FANOUT_SIZE).record(n as f64);
+        n
+    }
+
+    /// Queues pre-encoded frames to the targets.
+    fn deliver(&self, ns: &NsInner, frames: &[Frame]) -> usize {
+        let excluded = |s: &SocketInner| {
+            self.except_sockets.contains(&s.id)
+                || (!self.except_rooms.is_empty()
+                    && s.rooms().iter().any(|r| self.except_rooms.contains(r)))
+        };
+        let mut slow: Vec<Arc<SocketInner>> = Vec::new();
+        let mut send = |s: &Arc<SocketInner>| -> usize {
+            if excluded(s) {
+                return 0;
+            }
+            match s.conn.push_all(frames, self.volatile) {
+                Pushed::Queued => 1,
+                Pushed::Dropped | Pushed::Closed => 0,
+                Pushed::Full => {
+                    slow.push(s.clone());
+                    0
+                }
+            }
+        };
+        let mut n = 0;
+        if self.rooms.is_empty() {
+            for s in read(&ns.sockets).values() {
+                n += send(s);
+            }
+        } else {
+            let rooms = read(&ns.rooms);
+            let mut seen: HashSet<&Arc<str>> = HashSet::new();
+            let several = self.rooms.len() > 1;
+            for room in &self.rooms {
+                let Some(members) = rooms.get(room) else {
+                    continue;
+                };
+                for (id, s) in members {
+                    if several && !seen.insert(id) {
+                        continue;
+                    }
+                    n += send(s);
+                }
+            }
+        }
+        // Closing runs the disconnect handlers, which take the namespace locks released above.
+        for s in slow {
+            s.conn.close(crate::engine::CloseReason::SlowConsumer);
+        }
+        n
+    }
+}
+
+/// Runs every middleware; the first error wins.
+pub(crate) fn run_middleware(
+    handlers: &[Middleware],
+    req: &mut ConnectRequest<'_>,
+) -> Result<(), ConnectError> {
+    handlers.iter().try_for_each(|m| m(req))
+}
+
+/// Encodes an Engine.IO frame list for a CONNECT_ERROR.
+pub(crate) fn connect_error_frames(nsp: &str, err: &ConnectError) -> Vec<Frame> {
+    let mut body = serde_json::Map::new();
+    body.insert("message".into(), err.message.clone().into());
+    if let Some(data) = &err.data {
+        body.insert("data".into(), data.clone());
+    }
+    socketio::encode(&socketio::Packet {
+        kind: socketio::PacketType::ConnectError,
+        nsp: nsp.to_owned(),
+        id: None,
+        data: Some(serde_json::Value::Object(body)),
+        attachments: Vec::new(),
+    })
+}

@@ -1,0 +1,309 @@
+//! The embedding API driven through real Engine.IO sessions with no I/O: packets go in through
+//! the handler, frames come out of the connections' queues.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::*;
+use crate::engine::{Config as EngineConfig, Engine, Handler as _, HandshakeInfo, Transport};
+use crate::engineio::Frame;
+use crate::id::NodeId;
+
+type Io = Arc<Engine<Server>>;
+
+fn setup() -> (Server, Io) {
+    let io = Server::new(Config::default());
+    let engine = Engine::new(
+        EngineConfig::default(),
+        io.clone(),
+        NodeId::parse("n1").expect("node id"),
+    );
+    (io, engine)
+}
+
+fn open(engine: &Io) -> Arc<Conn<ConnData>> {
+    let info = HandshakeInfo {
+        remote: "127.0.0.1:1".parse().expect("addr"),
+        headers: http::HeaderMap::new(),
+        query: vec![("k".into(), "v".into())],
+        issued_ms: 0,
+    };
+    let (conn, _) = engine
+        .open(Transport::WebSocket, info, Instant::now())
+        .expect("open");
+    conn
+}
+
+/// Sends an Engine.IO message frame (`4…`) as the transport would deliver it.
+fn send(engine: &Io, conn: &Arc<Conn<ConnData>>, frame: &str) {
+    let text = frame.strip_prefix('4').expect("a message frame");
+    engine
+        .handler
+        .on_message(conn, Payload::Text(Bytes::copy_from_slice(text.as_bytes())));
+}
+
+fn send_bin(engine: &Io, conn: &Arc<Conn<ConnData>>, data: &'static [u8]) {
+    engine
+        .handler
+        .on_message(conn, Payload::Binary(Bytes::from_static(data)));
+}
+
+/// Takes the queued frames, as text (binary frames as `<bin:len>`).
+fn out(conn: &Arc<Conn<ConnData>>) -> Vec<String> {
+    conn.lock()
+        .drain()
+        .into_iter()
+        .map(|f| match f {
+            Frame::Text(t) => String::from_utf8(t.to_vec()).expect("utf8"),
+            Frame::Binary(b) => format!("<bin:{}>", b.len()),
+        })
+        .collect()
+}
+
+fn connect(engine: &Io, conn: &Arc<Conn<ConnData>>, nsp: &str) -> String {
+    send(engine, conn, &format!("40{nsp},"));
+    let frames = out(conn);
+    let prefix = if nsp == "/" { "40".to_owned() } else { format!("40{nsp},") };
+    let reply = frames
+        .iter()
+        .find(|f| f.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no connect reply in {frames:?}"));
+    let v: serde_json::Value = serde_json::from_str(&reply[prefix.len()..]).expect("json");
+    v["sid"].as_str().expect("sid").to_owned()
+}
+
+#[test]
+fn connect_reply_then_handler_frames_in_order() {
+    let (io, engine) = setup();
+    io.of("/").on_connect(|s| s.emit("welcome", Args::new(vec![json!(1)])));
+    let conn = open(&engine);
+    out(&conn);
+    send(&engine, &conn, "40");
+    let frames = out(&conn);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert!(frames[0].starts_with("40{\"sid\":\"n1."), "{frames:?}");
+    assert_eq!(frames[1], r#"42["welcome",1]"#);
+}
+
+#[test]
+fn unknown_namespace_and_middleware_errors() {
+    let (io, engine) = setup();
+    io.of("/private").use_middleware(|req| {
+        if req.auth().get("token").and_then(|t| t.as_str()) == Some("good") {
+            Ok(())
+        } else {
+            Err(ConnectError::new("not authorized").with_data(json!({"retry": false})))
+        }
+    });
+    let conn = open(&engine);
+    out(&conn);
+    send(&engine, &conn, "40/random");
+    assert_eq!(out(&conn), vec![r#"44/random,{"message":"Invalid namespace"}"#]);
+    send(&engine, &conn, r#"40/private,{"token":"bad"}"#);
+    assert_eq!(
+        out(&conn),
+        vec![r#"44/private,{"message":"not authorized","data":{"retry":false}}"#]
+    );
+    send(&engine, &conn, r#"40/private,{"token":"good"}"#);
+    assert!(out(&conn)[0].starts_with("40/private,{\"sid\":"));
+    assert!(!conn.is_closed());
+}
+
+#[test]
+fn dynamic_namespaces_share_handlers() {
+    let (io, engine) = setup();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    io.of_pattern(regex::Regex::new(r"^/tenant-\d+$").expect("regex"))
+        .on_connect(move |_| {
+            h.fetch_add(1, Ordering::SeqCst);
+        });
+    let conn = open(&engine);
+    connect(&engine, &conn, "/tenant-1");
+    connect(&engine, &conn, "/tenant-22");
+    send(&engine, &conn, "40/tenant-x,");
+    assert_eq!(out(&conn), vec![r#"44/tenant-x,{"message":"Invalid namespace"}"#]);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    assert_eq!(io.get("/tenant-22").map(|n| n.len()), Some(1));
+}
+
+#[test]
+fn events_acks_and_binary() {
+    let (io, engine) = setup();
+    let ns = io.of("/");
+    ns.on("echo", |s, mut e| {
+        let args = Args::new(e.args.clone()).with_attachments(e.attachments.clone());
+        e.ack(args.clone());
+        s.emit("echoed", args);
+    });
+    let conn = open(&engine);
+    connect(&engine, &conn, "/");
+    send(&engine, &conn, r#"427["echo",{"b":1,"a":[true]},"x"]"#);
+    assert_eq!(
+        out(&conn),
+        vec![r#"437[{"b":1,"a":[true]},"x"]"#, r#"42["echoed",{"b":1,"a":[true]},"x"]"#]
+    );
+    send(&engine, &conn, r#"451-9["echo",{"_placeholder":true,"num":0}]"#);
+    assert!(out(&conn).is_empty(), "waits for the attachment");
+    send_bin(&engine, &conn, b"\x01\x02");
+    assert_eq!(
+        out(&conn),
+        vec![
+            r#"461-9[{"_placeholder":true,"num":0}]"#.to_owned(),
+            "<bin:2>".to_owned(),
+            r#"451-["echoed",{"_placeholder":true,"num":0}]"#.to_owned(),
+            "<bin:2>".to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn invalid_packets_close_the_connection() {
+    let too_many = format!(r#"4565-["x",{{"_placeholder":true,"num":0}}]"#);
+    for bad in ["4abc", "42{}", r#"42abc["x"]"#, too_many.as_str(), r#"42["x"]"#] {
+        let (io, engine) = setup();
+        io.of("/");
+        let conn = open(&engine);
+        if bad != r#"42["x"]"# {
+            connect(&engine, &conn, "/");
+        }
+        // The last case: an event for a namespace the client never connected.
+        send(&engine, &conn, bad);
+        assert!(conn.is_closed(), "{bad} must close");
+    }
+}
+
+#[test]
+fn namespace_disconnect_keeps_the_others() {
+    let (io, engine) = setup();
+    let reasons = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let r = reasons.clone();
+    io.of("/");
+    io.of("/custom")
+        .on_disconnect(move |_, reason| r.lock().expect("lock").push(reason.to_string()));
+    io.of("/").on("ping-me", |s, _| s.emit("pong-you", Args::none()));
+    let conn = open(&engine);
+    connect(&engine, &conn, "/");
+    connect(&engine, &conn, "/custom");
+    send(&engine, &conn, "41/custom,");
+    assert!(out(&conn).is_empty(), "no reply to a client disconnect");
+    send(&engine, &conn, r#"42["ping-me"]"#);
+    assert_eq!(out(&conn), vec![r#"42["pong-you"]"#]);
+    assert_eq!(*reasons.lock().expect("lock"), vec!["client namespace disconnect"]);
+    assert_eq!(io.get("/custom").map(|n| n.len()), Some(0));
+}
+
+#[test]
+fn rooms_broadcasts_and_exclusions() {
+    let (io, engine) = setup();
+    let ns = io.of("/");
+    ns.on("join", |s, e| {
+        let room = e.args[0].as_str().expect("room").to_owned();
+        s.join(room);
+    });
+    ns.on("say", |s, e| {
+        let room = e.args[0].as_str().expect("room").to_owned();
+        s.to(room).emit("said", e.into_args());
+    });
+    let conns: Vec<_> = (0..4).map(|_| open(&engine)).collect();
+    for c in &conns {
+        connect(&engine, c, "/");
+    }
+    for c in &conns[..3] {
+        send(&engine, c, r#"42["join","a"]"#);
+    }
+    send(&engine, &conns[2], r#"42["join","b"]"#);
+    send(&engine, &conns[0], r#"42["say","a"]"#);
+    let got: Vec<usize> = conns.iter().map(|c| out(c).len()).collect();
+    assert_eq!(got, vec![0, 1, 1, 0], "members except the sender");
+    assert_eq!(ns.room_len("a"), 3);
+    // Union of rooms reaches each socket once; except removes members of a room.
+    assert_eq!(ns.to("a").to("b").emit("x", Args::none()), 3);
+    assert_eq!(ns.to("a").except("b").emit("x", Args::none()), 2);
+    assert_eq!(ns.emit("all", Args::none()), 4);
+    for c in &conns {
+        out(c);
+    }
+    // Leaving and disconnecting clean up the indexes.
+    conns[1].close(CloseReason::TransportClose);
+    assert_eq!(ns.room_len("a"), 2);
+    send(&engine, &conns[2], r#"42["say","b"]"#);
+    assert_eq!(ns.rooms().len(), 2);
+    conns[2].close(CloseReason::TransportClose);
+    assert_eq!(ns.room_len("b"), 0);
+    assert_eq!(ns.rooms().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_acks_resolve_or_time_out() {
+    let (io, engine) = setup();
+    let ns = io.of("/");
+    let conn = open(&engine);
+    let sid = connect(&engine, &conn, "/");
+    let socket = ns.socket(&sid).expect("socket");
+    let answered = socket.emit_with_ack("q", Args::new(vec![json!("?")]), Duration::from_secs(5));
+    assert_eq!(out(&conn), vec![r#"420["q","?"]"#]);
+    send(&engine, &conn, r#"430["yes"]"#);
+    assert_eq!(answered.await, Ok(Args::new(vec![json!("yes")])));
+    let unanswered = socket.emit_with_ack("q", Args::none(), Duration::from_secs(5));
+    assert_eq!(out(&conn), vec![r#"421["q"]"#]);
+    assert_eq!(unanswered.await, Err(AckError::Timeout));
+    let orphan = socket.emit_with_ack("q", Args::none(), Duration::from_secs(5));
+    conn.close(CloseReason::TransportClose);
+    assert_eq!(orphan.await, Err(AckError::Disconnected));
+}
+
+#[test]
+fn middleware_data_and_rooms_reach_the_socket() {
+    let (io, engine) = setup();
+    struct User(String);
+    let ns = io.of("/");
+    ns.use_middleware(|req| {
+        let name = req.query("k").unwrap_or("?").to_owned();
+        req.join(format!("user:{name}"));
+        req.insert(User(name));
+        Ok(())
+    });
+    let conn = open(&engine);
+    let sid = connect(&engine, &conn, "/");
+    let socket = ns.socket(&sid).expect("socket");
+    assert_eq!(socket.get::<User>().map(|u| u.0.clone()), Some("v".to_owned()));
+    assert!(socket.in_room("user:v"));
+    assert_eq!(ns.room_len("user:v"), 1);
+}
+
+#[test]
+fn server_namespace_disconnect_tells_the_client() {
+    let (io, engine) = setup();
+    let ns = io.of("/custom");
+    let conn = open(&engine);
+    let sid = connect(&engine, &conn, "/custom");
+    ns.socket(&sid).expect("socket").disconnect();
+    assert_eq!(out(&conn), vec!["41/custom,"]);
+    assert!(ns.socket(&sid).is_none());
+    assert!(!conn.is_closed());
+}
+
+#[test]
+fn room_capacity_is_checked_under_the_lock() {
+    let (io, engine) = setup();
+    let ns = io.of("/");
+    let sockets: Vec<Socket> = (0..3)
+        .map(|_| {
+            let conn = open(&engine);
+            let sid = connect(&engine, &conn, "/");
+            ns.socket(&sid).expect("socket")
+        })
+        .collect();
+    assert_eq!(sockets[0].join_within("r", 2), Ok(true));
+    assert_eq!(sockets[0].join_within("r", 2), Ok(false), "already a member");
+    assert_eq!(sockets[1].join_within("r", 2), Ok(true));
+    assert_eq!(sockets[2].join_within("r", 2), Err(RoomFull));
+    assert_eq!(sockets[2].join_within("r", 0), Ok(true), "0 means no limit");
+    assert_eq!(ns.room_len("r"), 3);
+}

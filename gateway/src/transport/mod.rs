@@ -1,0 +1,249 @@
+//! The Engine.IO transports over HTTP: request validation with the reference server's error
+//! bodies, long-polling ([`polling`]) and WebSocket ([`ws`]).
+//!
+//! An [`Engine`] is served at one path as an [`Endpoint`]; the HTTP layer routes to it and adds
+//! CORS headers.
+
+mod polling;
+mod ws;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::engine::{Engine, Handler, HandshakeInfo, OpenError, Transport};
+
+/// Response body used throughout the gateway.
+pub type Body = Full<Bytes>;
+
+/// Something that answers HTTP requests under a path prefix.
+pub trait Endpoint: Send + Sync + 'static {
+    /// Answers one request.
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+}
+
+impl<H: Handler> Endpoint for Engine<H> {
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
+        Box::pin(handle(self, req, remote))
+    }
+}
+
+/// The reference server's error codes, sent as `{"code":N,"message":"…"}` with HTTP 400.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EioError {
+    TransportUnknown,
+    SessionUnknown,
+    BadHandshakeMethod,
+    BadRequest,
+    Forbidden,
+    UnsupportedProtocolVersion,
+}
+
+impl EioError {
+    fn body(self) -> &'static str {
+        match self {
+            Self::TransportUnknown => r#"{"code":0,"message":"Transport unknown"}"#,
+            Self::SessionUnknown => r#"{"code":1,"message":"Session ID unknown"}"#,
+            Self::BadHandshakeMethod => r#"{"code":2,"message":"Bad handshake method"}"#,
+            Self::BadRequest => r#"{"code":3,"message":"Bad request"}"#,
+            Self::Forbidden => r#"{"code":4,"message":"Forbidden"}"#,
+            Self::UnsupportedProtocolVersion => {
+                r#"{"code":5,"message":"Unsupported protocol version"}"#
+            }
+        }
+    }
+
+    pub(crate) fn response(self) -> Response<Body> {
+        let status = if self == Self::Forbidden {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        json_response(status, self.body())
+    }
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// The query parameters Engine.IO cares about.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct EioQuery {
+    pub(crate) eio: Option<String>,
+    pub(crate) transport: Option<String>,
+    pub(crate) sid: Option<String>,
+}
+
+impl EioQuery {
+    pub(crate) fn parse(pairs: &[(String, String)]) -> Self {
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        Self {
+            eio: get("EIO"),
+            transport: get("transport"),
+            sid: get("sid"),
+        }
+    }
+}
+
+/// Decodes a query string into pairs (percent-decoding, `+` as space).
+pub(crate) fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
+    let Some(q) = query else {
+        return Vec::new();
+    };
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+async fn handle<H: Handler>(
+    engine: Arc<Engine<H>>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<Body> {
+    let pairs = parse_query(req.uri().query());
+    let q = EioQuery::parse(&pairs);
+    let config = &engine.config;
+    let transport = match q.transport.as_deref() {
+        Some("polling") if config.allow_polling => Transport::Polling,
+        Some("websocket") if config.allow_websocket => Transport::WebSocket,
+        _ => return EioError::TransportUnknown.response(),
+    };
+    let is_upgrade = fastwebsockets::upgrade::is_upgrade_request(&req);
+    if let Some(sid) = q.sid.as_deref() {
+        let Some(conn) = engine.get(sid) else {
+            return EioError::SessionUnknown.response();
+        };
+        return match (transport, is_upgrade) {
+            (Transport::WebSocket, true) => ws::upgrade_existing(engine, conn, req),
+            (Transport::Polling, false) if req.method() == Method::GET => {
+                polling::poll(conn).await
+            }
+            (Transport::Polling, false) if req.method() == Method::POST => {
+                polling::post(engine, conn, req).await
+            }
+            _ => EioError::BadRequest.response(),
+        };
+    }
+    if req.method() != Method::GET {
+        return EioError::BadHandshakeMethod.response();
+    }
+    if q.eio.as_deref() != Some("4") {
+        return EioError::UnsupportedProtocolVersion.response();
+    }
+    if (transport == Transport::WebSocket) != is_upgrade {
+        return EioError::BadRequest.response();
+    }
+    let info = HandshakeInfo {
+        remote,
+        headers: req.headers().clone(),
+        query: pairs,
+        issued_ms: unix_ms(),
+    };
+    match transport {
+        Transport::WebSocket => ws::open(engine, req, info),
+        _ => match engine.open(Transport::Polling, info, Instant::now()) {
+            Ok((conn, open)) => polling::handshake(engine, conn, open),
+            Err(e) => too_many(e),
+        },
+    }
+}
+
+fn too_many(e: OpenError) -> Response<Body> {
+    match e {
+        OpenError::TooManyFromAddress => json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            r#"{"code":4,"message":"Too many connections from this address"}"#,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            ("EIO=4&transport=polling", &[("EIO", "4"), ("transport", "polling")]),
+            ("a=%2Fx%20y&b=1+2&c", &[("a", "/x y"), ("b", "1 2"), ("c", "")]),
+            ("bad=%zz&end=%4", &[("bad", "%zz"), ("end", "%4")]),
+            ("", &[]),
+        ];
+        for (q, want) in cases {
+            let got = parse_query(Some(q));
+            let want: Vec<(String, String)> = want
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            assert_eq!(got, want, "{q}");
+        }
+    }
+
+    #[test]
+    fn error_bodies_match_the_reference() {
+        assert_eq!(
+            EioError::SessionUnknown.body(),
+            r#"{"code":1,"message":"Session ID unknown"}"#
+        );
+        assert_eq!(EioError::Forbidden.response().status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            EioError::TransportUnknown.response().status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

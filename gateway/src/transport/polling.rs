@@ -1,0 +1,246 @@
+//! HTTP long-polling: the handshake, GET (wait for frames, answer them batched) and POST (packets
+//! from the client).
+//!
+//! Rules from the reference server that clients and the official suites rely on: one GET at a time
+//! (a second one closes the session: the first gets a close packet, the second 400); a GET whose
+//! client goes away closes the session; a client close packet answers a pending GET with noop;
+//! while a WebSocket upgrade is under way a GET is answered with noop, or 400 once the upgrade
+//! completed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Body, EioError};
+use crate::engine::{CloseReason, Conn, Engine, Handler, State, Transport};
+use crate::engineio::{self, Frame};
+
+/// How long a GET that arrives during an upgrade waits for the upgrade to complete before it is
+/// answered with noop (the reference server checks every 100 ms).
+const UPGRADE_POLL_WAIT: Duration = Duration::from_millis(100);
+
+fn text_response(body: Bytes) -> Response<Body> {
+    let mut res = Response::new(Full::new(body));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn payload_response<'a>(frames: impl IntoIterator<Item = &'a Frame> + Clone) -> Response<Body> {
+    let mut out = BytesMut::with_capacity(engineio::payload_len(frames.clone()));
+    engineio::encode_payload(frames, &mut out);
+    text_response(out.freeze())
+}
+
+/// Answers a polling handshake and starts the session's heartbeat.
+pub(super) fn handshake<H: Handler>(
+    engine: Arc<Engine<H>>,
+    conn: Arc<Conn<H::Data>>,
+    open: Frame,
+) -> Response<Body> {
+    let res = payload_response([&open]);
+    engine.opened(&conn);
+    tokio::spawn(heartbeat(conn));
+    res
+}
+
+/// Drives the heartbeat of a session while it polls; the WebSocket task takes over after an
+/// upgrade.
+async fn heartbeat<D: Send + Sync + 'static>(conn: Arc<Conn<D>>) {
+    loop {
+        if conn.transport() == Transport::WebSocket {
+            return;
+        }
+        let Some(deadline) = conn.tick(Instant::now()) else {
+            return;
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => {}
+            () = conn.wake.notified() => {
+                // `wake` belongs to the WebSocket writer once upgraded: hand the wakeup on.
+                if conn.transport() == Transport::WebSocket {
+                    conn.wake.notify_one();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Closes the session if the GET is dropped before it was answered (the client went away).
+struct CancelGuard<'a, D: Send + Sync + 'static> {
+    conn: &'a Arc<Conn<D>>,
+    armed: bool,
+}
+
+impl<D: Send + Sync + 'static> Drop for CancelGuard<'_, D> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.conn.close(CloseReason::TransportClose);
+        }
+    }
+}
+
+enum Next {
+    Answer(Response<Body>),
+    Wait(oneshot::Receiver<()>, bool),
+    Duplicate,
+}
+
+/// A long-poll GET.
+pub(super) async fn poll<D: Send + Sync + 'static>(conn: Arc<Conn<D>>) -> Response<Body> {
+    if conn.heartbeat_expired(Instant::now()) {
+        conn.close(CloseReason::PingTimeout);
+        return EioError::SessionUnknown.response();
+    }
+    let next = {
+        let mut st = conn.lock();
+        if st.closed.is_some() {
+            if std::mem::take(&mut st.noop_owed) {
+                Next::Answer(text_response(Bytes::from_static(b"6")))
+            } else {
+                Next::Answer(EioError::SessionUnknown.response())
+            }
+        } else if st.transport == Transport::WebSocket {
+            Next::Answer(EioError::BadRequest.response())
+        } else if st.poll.is_some() {
+            Next::Duplicate
+        } else if !st.outbox.is_empty() {
+            Next::Answer(drain_response(&mut st))
+        } else {
+            let (tx, rx) = oneshot::channel();
+            st.poll = Some(tx);
+            Next::Wait(rx, st.ws_attached)
+        }
+    };
+    let (rx, during_upgrade) = match next {
+        Next::Answer(res) => return res,
+        Next::Duplicate => {
+            conn.close(CloseReason::DuplicatePoll);
+            return EioError::BadRequest.response();
+        }
+        Next::Wait(rx, during_upgrade) => (rx, during_upgrade),
+    };
+    let mut guard = CancelGuard {
+        conn: &conn,
+        armed: true,
+    };
+    if during_upgrade {
+        let _ = tokio::time::timeout(UPGRADE_POLL_WAIT, rx).await;
+    } else {
+        let _ = rx.await;
+    }
+    guard.armed = false;
+    let mut st = conn.lock();
+    // Drop our waker if it was not used (upgrade wait timed out).
+    st.poll = None;
+    match st.closed {
+        Some(CloseReason::ClientClose) => text_response(Bytes::from_static(b"6")),
+        Some(_) => {
+            st.outbox.push_back(Frame::close());
+            drain_response(&mut st)
+        }
+        None if st.transport == Transport::WebSocket => {
+            if during_upgrade {
+                EioError::BadRequest.response()
+            } else {
+                text_response(Bytes::from_static(b"6"))
+            }
+        }
+        None if !st.outbox.is_empty() => drain_response(&mut st),
+        None => text_response(Bytes::from_static(b"6")),
+    }
+}
+
+fn drain_response(st: &mut State) -> Response<Body> {
+    let frames = st.drain();
+    payload_response(frames.iter())
+}
+
+/// Clears the POST-in-progress flag when the POST ends, however it ends.
+struct PostGuard<'a, D: Send + Sync + 'static>(&'a Conn<D>);
+
+impl<D: Send + Sync + 'static> Drop for PostGuard<'_, D> {
+    fn drop(&mut self) {
+        self.0.lock().post_active = false;
+    }
+}
+
+/// A POST of packets from the client.
+pub(super) async fn post<H: Handler>(
+    engine: Arc<Engine<H>>,
+    conn: Arc<Conn<H::Data>>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let max = engine.config.max_payload;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large();
+    }
+    {
+        let mut st = conn.lock();
+        if st.closed.is_some() {
+            return EioError::SessionUnknown.response();
+        }
+        if st.transport == Transport::WebSocket {
+            return EioError::BadRequest.response();
+        }
+        if st.post_active {
+            drop(st);
+            conn.close(CloseReason::TransportError);
+            return EioError::BadRequest.response();
+        }
+        st.post_active = true;
+    }
+    let _guard = PostGuard(&conn);
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return too_large();
+            }
+            // The client went away mid-body.
+            return EioError::BadRequest.response();
+        }
+    };
+    let packets = match engineio::decode_payload(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(sid = %conn.sid(), error = %e, "invalid polling payload");
+            conn.close(CloseReason::ParseError);
+            return EioError::BadRequest.response();
+        }
+    };
+    let now = Instant::now();
+    for packet in packets {
+        engine.on_packet(&conn, packet, now);
+    }
+    let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html"),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn too_large() -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    res
+}

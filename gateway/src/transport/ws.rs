@@ -1,0 +1,562 @@
+//! WebSocket transport: one task per connection that reads, writes and runs the heartbeat.
+//!
+//! fastwebsockets performs the HTTP upgrade handshake; afterwards we take the raw `TcpStream` back
+//! and speak RFC 6455 with our own pure codec ([`crate::websocket`]). The reason is memory and
+//! syscalls: fastwebsockets keeps an 8 KiB read buffer per connection for its whole life and writes
+//! frame by frame, whereas here
+//! - an idle connection holds no buffer: reads go through a stack buffer once the socket is
+//!   readable, and only an incomplete frame is kept on the heap (and freed once complete);
+//! - every frame queued for the connection is written with one `write` (coalescing), built in a
+//!   per-thread scratch buffer; only bytes the kernel would not take stay with the connection.
+//!
+//! The task selects only over cancel-safe futures (`readable`, `writable`, `Notify`, `Sleep`).
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use super::{Body, EioError, too_many};
+use crate::engine::{CloseReason, Conn, Engine, Handler, HandshakeInfo, Transport};
+use crate::engineio::{self, Frame, Packet, Payload};
+use crate::websocket::{self, Assembler, Message, OpCode, Role, close_code};
+
+/// Bytes read from the socket per `read` call (on the stack, not kept).
+const READ_CHUNK: usize = 16 * 1024;
+/// A per-thread write scratch buffer larger than this is freed after use.
+const SCRATCH_KEEP: usize = 256 * 1024;
+/// Pause between a CONNECT reply written on its own and the frames queued after it.
+const APART_GAP: std::time::Duration = std::time::Duration::from_millis(5);
+/// How long a closing connection may take to flush its last frames.
+const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn switching(res: Response<http_body_util::Empty<Bytes>>) -> Response<Body> {
+    let (parts, _) = res.into_parts();
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// Upgrades a request that opens a new session over WebSocket.
+pub(super) fn open<H: Handler>(
+    engine: Arc<Engine<H>>,
+    mut req: Request<Incoming>,
+    info: HandshakeInfo,
+) -> Response<Body> {
+    let Ok((res, fut)) = fastwebsockets::upgrade::upgrade(&mut req) else {
+        return EioError::BadRequest.response();
+    };
+    // Open the session (and start its heartbeat clock) before the 101 goes out.
+    let (conn, open) = match engine.open(Transport::WebSocket, info, Instant::now()) {
+        Ok(x) => x,
+        Err(e) => return too_many(e),
+    };
+    conn.push(open);
+    tokio::spawn(async move {
+        match take_stream(fut).await {
+            Some((tcp, pre)) => {
+                engine.opened(&conn);
+                run(engine, conn, tcp, pre, Phase::Open).await;
+            }
+            None => conn.close(CloseReason::TransportError),
+        }
+    });
+    switching(res)
+}
+
+/// Upgrades a polling session to WebSocket (the probe exchange follows on the socket).
+pub(super) fn upgrade_existing<H: Handler>(
+    engine: Arc<Engine<H>>,
+    conn: Arc<Conn<H::Data>>,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    {
+        let mut st = conn.lock();
+        if st.closed.is_some() {
+            return EioError::SessionUnknown.response();
+        }
+        if st.ws_attached || st.transport != Transport::Polling {
+            drop(st);
+            return refuse_after_upgrade(req);
+        }
+        st.ws_attached = true;
+    }
+    let Ok((res, fut)) = fastwebsockets::upgrade::upgrade(&mut req) else {
+        conn.lock().ws_attached = false;
+        return EioError::BadRequest.response();
+    };
+    tokio::spawn(async move {
+        match take_stream(fut).await {
+            Some((tcp, pre)) => run(engine, conn, tcp, pre, Phase::Probe).await,
+            None => abort_upgrade(&conn),
+        }
+    });
+    switching(res)
+}
+
+/// A WebSocket for a session that already has one: like the reference server, complete the
+/// upgrade and close it at once (clients handle a close better than a failed handshake).
+fn refuse_after_upgrade(mut req: Request<Incoming>) -> Response<Body> {
+    let Ok((res, fut)) = fastwebsockets::upgrade::upgrade(&mut req) else {
+        return EioError::BadRequest.response();
+    };
+    tokio::spawn(async move {
+        if let Some((tcp, _)) = take_stream(fut).await {
+            let mut frame = Vec::with_capacity(4);
+            let payload = websocket::close_payload(close_code::POLICY, "");
+            websocket::write_head(&mut frame, OpCode::Close, payload.len());
+            frame.extend_from_slice(&payload);
+            if tcp.writable().await.is_ok() {
+                let _ = write_some(&tcp, &frame);
+            }
+        }
+    });
+    switching(res)
+}
+
+/// Waits for hyper to hand over the connection and takes the raw TCP stream back out of it.
+async fn take_stream(fut: fastwebsockets::upgrade::UpgradeFut) -> Option<(TcpStream, Bytes)> {
+    let ws = fut.await.ok()?;
+    let upgraded = ws.into_inner().into_inner();
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => Some((parts.io.into_inner(), parts.read_buf)),
+        Err(_) => {
+            tracing::error!("upgraded connection is not a TcpStream");
+            None
+        }
+    }
+}
+
+fn abort_upgrade<D: Send + Sync + 'static>(conn: &Conn<D>) {
+    let mut st = conn.lock();
+    st.ws_attached = false;
+    if st.transport == Transport::Upgrading {
+        st.transport = Transport::Polling;
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Upgrade: waiting for `2probe`.
+    Probe,
+    /// Upgrade: probe answered, waiting for `5`.
+    Upgrade,
+    /// This socket carries the session.
+    Open,
+}
+
+/// What the read side decided.
+enum Flow {
+    Continue,
+    /// Stop reading; close the WebSocket with this code (the session is closed or aborted).
+    Close(u16),
+    /// The peer closed or the upgrade failed: drop the socket now.
+    Gone,
+}
+
+struct Io<'a, H: Handler> {
+    engine: &'a Engine<H>,
+    conn: &'a Arc<Conn<H::Data>>,
+    phase: Phase,
+    asm: Assembler,
+    /// Bytes of an incomplete frame.
+    partial: Vec<u8>,
+    /// Control frames to send before the queued frames (pongs, the probe answer).
+    control: Vec<u8>,
+    /// A close frame to send after everything else.
+    close: Option<u16>,
+    /// Bytes not yet accepted by the kernel.
+    pending: Vec<u8>,
+    /// Queued frames wait until then (after frames that had to be written apart).
+    gap_until: Option<Instant>,
+}
+
+async fn run<H: Handler>(
+    engine: Arc<Engine<H>>,
+    conn: Arc<Conn<H::Data>>,
+    tcp: TcpStream,
+    pre: Bytes,
+    phase: Phase,
+) {
+    let _ = tcp.set_nodelay(true);
+    let mut io = Io {
+        engine: &engine,
+        conn: &conn,
+        phase,
+        asm: Assembler::default(),
+        partial: Vec::new(),
+        control: Vec::new(),
+        close: None,
+        pending: Vec::new(),
+        gap_until: None,
+    };
+    let upgrade_deadline = Instant::now() + engine.config.upgrade_timeout;
+    let mut closing: Option<Instant> = None;
+    let mut flow = if pre.is_empty() {
+        Flow::Continue
+    } else {
+        io.on_bytes(&mut pre.to_vec())
+    };
+    let sleep: Sleep = tokio::time::sleep_until(upgrade_deadline);
+    tokio::pin!(sleep);
+    loop {
+        match flow {
+            Flow::Continue => {}
+            Flow::Gone => break,
+            Flow::Close(code) => {
+                if closing.is_none() {
+                    io.close = Some(code);
+                    closing = Some(Instant::now() + CLOSE_FLUSH);
+                }
+            }
+        }
+        flow = Flow::Continue;
+        if closing.is_none() && io.phase == Phase::Open && conn.is_closed() {
+            flow = Flow::Close(close_code_for(conn.lock().closed));
+            continue;
+        }
+        if let Err(e) = io.flush(&tcp) {
+            tracing::debug!(sid = %conn.sid(), error = %e, "websocket write failed");
+            break;
+        }
+        if closing.is_some() && io.pending.is_empty() {
+            break;
+        }
+        let deadline = match (closing, io.phase) {
+            (Some(d), _) => d,
+            (None, Phase::Open) => match conn.tick(Instant::now()) {
+                Some(d) => d,
+                None => {
+                    flow = Flow::Close(close_code_for(conn.lock().closed));
+                    continue;
+                }
+            },
+            (None, _) => upgrade_deadline,
+        };
+        let deadline = io.gap_until.map_or(deadline, |g| g.min(deadline));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        tokio::select! {
+            biased;
+            r = tcp.readable(), if closing.is_none() => {
+                flow = match r {
+                    Ok(()) => io.read(&tcp),
+                    Err(_) => Flow::Gone,
+                };
+            }
+            r = tcp.writable(), if !io.pending.is_empty() => {
+                if r.is_err() {
+                    break;
+                }
+            }
+            () = conn.wake.notified(), if io.pending.is_empty() => {}
+            () = &mut sleep => {
+                if closing.is_some() {
+                    break;
+                }
+                if io.phase != Phase::Open && Instant::now() >= upgrade_deadline {
+                    tracing::debug!(sid = %conn.sid(), "upgrade timed out");
+                    flow = Flow::Gone;
+                }
+            }
+        }
+    }
+    match io.phase {
+        Phase::Open => {
+            if !conn.is_closed() {
+                conn.close(CloseReason::TransportClose);
+            }
+        }
+        Phase::Probe | Phase::Upgrade => abort_upgrade(&conn),
+    }
+}
+
+fn close_code_for(reason: Option<CloseReason>) -> u16 {
+    match reason {
+        Some(CloseReason::ParseError) => close_code::PROTOCOL_ERROR,
+        Some(CloseReason::Shutdown) => close_code::GOING_AWAY,
+        Some(CloseReason::SlowConsumer) => close_code::POLICY,
+        _ => close_code::NORMAL,
+    }
+}
+
+impl<H: Handler> Io<'_, H> {
+    /// Reads everything the socket has.
+    fn read(&mut self, tcp: &TcpStream) -> Flow {
+        let mut buf = [0u8; READ_CHUNK];
+        loop {
+            match tcp.try_read(&mut buf) {
+                Ok(0) => return Flow::Gone,
+                Ok(n) => match self.on_bytes(&mut buf[..n]) {
+                    Flow::Continue => {}
+                    other => return other,
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Continue,
+                Err(e) => {
+                    tracing::debug!(sid = %self.conn.sid(), error = %e, "websocket read failed");
+                    return Flow::Gone;
+                }
+            }
+        }
+    }
+
+    /// Handles received bytes (unmasked in place); keeps an incomplete frame for later.
+    fn on_bytes(&mut self, data: &mut [u8]) -> Flow {
+        if self.partial.is_empty() {
+            let (consumed, flow) = self.on_frames(data);
+            if matches!(flow, Flow::Continue) && consumed < data.len() {
+                self.partial = data[consumed..].to_vec();
+            }
+            flow
+        } else {
+            let mut buf = std::mem::take(&mut self.partial);
+            buf.extend_from_slice(data);
+            let (consumed, flow) = self.on_frames(&mut buf);
+            if matches!(flow, Flow::Continue) && consumed < buf.len() {
+                buf.drain(..consumed);
+                self.partial = buf;
+            }
+            flow
+        }
+    }
+
+    /// Handles the complete frames at the start of `buf`; returns how many bytes they took.
+    fn on_frames(&mut self, buf: &mut [u8]) -> (usize, Flow) {
+        let max = self.engine.config.max_payload;
+        let mut off = 0;
+        loop {
+            let head = match websocket::parse(&mut buf[off..], Role::Server, max) {
+                Ok(Some(head)) => head,
+                Ok(None) => return (off, Flow::Continue),
+                Err(e) => return (off, self.protocol_error(&e)),
+            };
+            let start = off + head.header_len;
+            let end = start + head.payload_len;
+            off = end;
+            let message = match self.asm.push(head, &buf[start..end], max) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) => {
+                    let flow = self.protocol_error(&e);
+                    return (off, flow);
+                }
+            };
+            let flow = match message {
+                Message::Text(text) => {
+                    let text = match text {
+                        Cow::Owned(owned) => Bytes::from(owned),
+                        Cow::Borrowed(b) => Bytes::copy_from_slice(b.as_bytes()),
+                    };
+                    self.on_text(text)
+                }
+                Message::Binary(data) => {
+                    let data = match data {
+                        Cow::Owned(owned) => Bytes::from(owned),
+                        Cow::Borrowed(b) => Bytes::copy_from_slice(b),
+                    };
+                    self.on_binary(data)
+                }
+                Message::Ping(data) => {
+                    let data = data.to_vec();
+                    self.queue_raw(OpCode::Pong, &data);
+                    Flow::Continue
+                }
+                Message::Pong(_) => Flow::Continue,
+                Message::Close(_) => Flow::Close(close_code::NORMAL),
+            };
+            if !matches!(flow, Flow::Continue) {
+                return (off, flow);
+            }
+        }
+    }
+
+    fn protocol_error(&mut self, e: &websocket::DecodeError) -> Flow {
+        tracing::debug!(sid = %self.conn.sid(), error = %e, "websocket protocol error");
+        if self.phase == Phase::Open {
+            self.conn.close(CloseReason::TransportError);
+        }
+        Flow::Close(e.close_code())
+    }
+
+    fn on_text(&mut self, text: Bytes) -> Flow {
+        match self.phase {
+            Phase::Open => match engineio::decode_text(text) {
+                Ok(packet) => {
+                    self.engine.on_packet(self.conn, packet, Instant::now());
+                    Flow::Continue
+                }
+                Err(e) => {
+                    tracing::debug!(sid = %self.conn.sid(), error = %e, "invalid packet");
+                    self.conn.close(CloseReason::ParseError);
+                    Flow::Close(close_code::PROTOCOL_ERROR)
+                }
+            },
+            Phase::Probe => {
+                if &text[..] != b"2probe" {
+                    return Flow::Gone;
+                }
+                self.queue_raw(OpCode::Text, b"3probe");
+                let mut st = self.conn.lock();
+                if st.closed.is_some() {
+                    return Flow::Gone;
+                }
+                st.transport = Transport::Upgrading;
+                // Release a pending GET (it gets noop) so the client can pause polling.
+                if let Some(poll) = st.poll.take() {
+                    let _ = poll.send(());
+                }
+                self.phase = Phase::Upgrade;
+                Flow::Continue
+            }
+            Phase::Upgrade => match &text[..] {
+                b"5" => {
+                    let mut st = self.conn.lock();
+                    if st.closed.is_some() {
+                        return Flow::Gone;
+                    }
+                    st.transport = Transport::WebSocket;
+                    if let Some(poll) = st.poll.take() {
+                        let _ = poll.send(());
+                    }
+                    self.phase = Phase::Open;
+                    tracing::debug!(sid = %self.conn.sid(), "upgraded to websocket");
+                    Flow::Continue
+                }
+                b"2probe" => Flow::Continue,
+                _ => Flow::Gone,
+            },
+        }
+    }
+
+    fn on_binary(&mut self, data: Bytes) -> Flow {
+        if self.phase != Phase::Open {
+            return Flow::Gone;
+        }
+        let packet = Packet::Message(Payload::Binary(data));
+        self.engine.on_packet(self.conn, packet, Instant::now());
+        Flow::Continue
+    }
+
+    fn queue_raw(&mut self, opcode: OpCode, payload: &[u8]) {
+        websocket::write_head(&mut self.control, opcode, payload.len());
+        self.control.extend_from_slice(payload);
+    }
+
+    /// Writes control frames, then every queued frame (while this socket carries the session),
+    /// then a requested close frame — coalesced into one write, built in the per-thread scratch
+    /// buffer unless older bytes are still pending. What the kernel does not take is kept.
+    fn flush(&mut self, tcp: &TcpStream) -> io::Result<()> {
+        let now = Instant::now();
+        if self.gap_until.is_some_and(|g| g <= now) {
+            self.gap_until = None;
+        }
+        let frames = if self.phase == Phase::Open && (self.gap_until.is_none() || self.close.is_some()) {
+            let mut st = self.conn.lock();
+            if st.outbox.is_empty() {
+                None
+            } else if st.boundary > 0 && self.close.is_none() {
+                let n = st.boundary.min(st.outbox.len());
+                let apart: std::collections::VecDeque<Frame> = st.outbox.drain(..n).collect();
+                st.boundary = 0;
+                if !st.outbox.is_empty() {
+                    self.gap_until = Some(now + APART_GAP);
+                }
+                Some(apart)
+            } else {
+                Some(st.drain())
+            }
+        } else {
+            None
+        };
+        let close = self.close.take();
+        if frames.is_none() && close.is_none() && self.control.is_empty() {
+            if self.pending.is_empty() {
+                return Ok(());
+            }
+            let n = write_some(tcp, &self.pending)?;
+            self.consume_pending(n);
+            return Ok(());
+        }
+        let control = std::mem::take(&mut self.control);
+        let build = |out: &mut Vec<u8>| {
+            out.extend_from_slice(&control);
+            if let Some(frames) = &frames {
+                encode_frames(out, frames.iter());
+            }
+            if let Some(code) = close {
+                let payload = websocket::close_payload(code, "");
+                websocket::write_head(out, OpCode::Close, payload.len());
+                out.extend_from_slice(&payload);
+            }
+        };
+        if !self.pending.is_empty() {
+            build(&mut self.pending);
+            let n = write_some(tcp, &self.pending)?;
+            self.consume_pending(n);
+            return Ok(());
+        }
+        SCRATCH.with(|s| -> io::Result<()> {
+            let mut s = s.borrow_mut();
+            s.clear();
+            build(&mut s);
+            let result = write_some(tcp, &s);
+            if let Ok(n) = result
+                && n < s.len()
+            {
+                self.pending.extend_from_slice(&s[n..]);
+            }
+            s.clear();
+            if s.capacity() > SCRATCH_KEEP {
+                *s = Vec::new();
+            }
+            result.map(|_| ())
+        })
+    }
+
+    fn consume_pending(&mut self, n: usize) {
+        self.pending.drain(..n);
+        if self.pending.is_empty() {
+            self.pending = Vec::new();
+        }
+    }
+}
+
+/// Server frames for Engine.IO frames, appended to `out`.
+fn encode_frames<'a>(out: &mut Vec<u8>, frames: impl Iterator<Item = &'a Frame>) {
+    for frame in frames {
+        let (opcode, data) = match frame {
+            Frame::Text(t) => (OpCode::Text, t),
+            Frame::Binary(b) => (OpCode::Binary, b),
+        };
+        websocket::write_head(out, opcode, data.len());
+        out.extend_from_slice(data);
+    }
+}
+
+/// Writes as much as the kernel accepts without blocking.
+fn write_some(tcp: &TcpStream, mut buf: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while !buf.is_empty() {
+        match tcp.try_write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                written += n;
+                buf = &buf[n..];
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
