@@ -7,8 +7,14 @@
 
 pub mod auth;
 pub mod config;
+pub mod engine;
 pub mod engineio;
+pub mod http;
+pub mod id;
+pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
+pub mod sio;
 pub mod socketio;
+pub mod transport;
 pub mod websocket;
