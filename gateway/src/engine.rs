@@ -105,6 +105,18 @@ impl CloseReason {
         }
     }
 
+    /// Whether a polling client that had no GET pending when the session closed still gets its
+    /// next GET answered: with noop after its own close packet (the GET was on its way and lost
+    /// the race), and with the queued frames plus a close packet after a close by the server
+    /// (like the reference server, which drains its buffer before closing). After errors and
+    /// timeouts the session is simply gone (400).
+    pub fn owes_farewell(self) -> bool {
+        matches!(
+            self,
+            Self::ClientClose | Self::ServerClose | Self::Shutdown | Self::ConnectTimeout
+        )
+    }
+
     /// Label for metrics (closed set, distinguishes every variant).
     pub fn label(self) -> &'static str {
         match self {
@@ -207,9 +219,9 @@ pub(crate) struct State {
     pub(crate) closed: Option<CloseReason>,
     /// The first this-many queued frames must be written on their own (see [`Conn::send_apart`]).
     pub(crate) boundary: usize,
-    /// The client closed the session over polling with no GET pending: a GET that was already
-    /// on its way (and lost the race to the close) is answered with noop instead of 400.
-    pub(crate) noop_owed: bool,
+    /// The session closed while polling with no GET pending, and the next GET still gets an
+    /// answer instead of 400 (see [`CloseReason::owes_farewell`]).
+    pub(crate) farewell: bool,
     next_ping: Instant,
     pong_deadline: Option<Instant>,
     connect_deadline: Option<Instant>,
@@ -229,8 +241,7 @@ impl State {
     }
 }
 
-/// How long a session closed by the client over polling stays known, to answer a GET that lost
-/// the race to the close.
+/// How long a session closed while polling stays known, to give its next GET a farewell.
 const CLOSED_GRACE: Duration = Duration::from_secs(1);
 
 /// Keep at most this many queue slots allocated while idle.
@@ -422,9 +433,8 @@ impl<D: Send + Sync + 'static> Conn<D> {
                 return;
             }
             st.closed = Some(reason);
-            st.noop_owed = reason == CloseReason::ClientClose
-                && st.transport != Transport::WebSocket
-                && st.poll.is_none();
+            st.farewell =
+                reason.owes_farewell() && st.transport != Transport::WebSocket && st.poll.is_none();
             // Wake both possible writers: the WebSocket task and a pending long-poll.
             self.wake.notify_one();
             if let Some(poll) = st.poll.take() {
@@ -555,7 +565,7 @@ impl<H: Handler> Engine<H> {
                 ws_attached: transport == Transport::WebSocket,
                 closed: None,
                 boundary: 0,
-                noop_owed: false,
+                farewell: false,
                 next_ping: now + self.config.ping_interval,
                 pong_deadline: None,
                 connect_deadline,
@@ -593,9 +603,9 @@ impl<H: Handler> Engine<H> {
         self.handler.on_open(conn);
     }
 
-    /// Forgets a closed session, after a grace period if it still owes a GET its noop.
+    /// Forgets a closed session, after a grace period if it still owes a GET its farewell.
     fn forget_later(self: &Arc<Self>, conn: &Arc<Conn<H::Data>>) {
-        let owed = conn.lock().noop_owed;
+        let owed = conn.lock().farewell;
         match tokio::runtime::Handle::try_current() {
             Ok(rt) if owed => {
                 let (engine, conn) = (self.clone(), conn.clone());

@@ -71,15 +71,19 @@ impl Cors {
         }
     }
 
-    /// Whether a WebSocket upgrade from `origin` is refused.
-    fn refuses_websocket(&self, origin: Option<&HeaderValue>) -> bool {
+    /// Whether a WebSocket upgrade from `origin` is refused: only with a list of origins, and
+    /// never for a page served by this server itself (the origin's host is the request's `Host`).
+    fn refuses_websocket(&self, origin: Option<&HeaderValue>, host: Option<&HeaderValue>) -> bool {
         if self.origins.is_empty() || self.any() {
             return false;
         }
-        match origin.and_then(|o| o.to_str().ok()) {
-            Some(o) => !self.allows(o),
-            None => false,
-        }
+        let Some(o) = origin.and_then(|o| o.to_str().ok()) else {
+            return false;
+        };
+        let same_origin = host
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| o.split_once("://").is_some_and(|(_, authority)| authority == h));
+        !same_origin && !self.allows(o)
     }
 }
 
@@ -143,7 +147,9 @@ impl Router {
                 return self.preflight(&req, origin.as_ref());
             }
             if fastwebsockets::upgrade::is_upgrade_request(&req)
-                && self.cors.refuses_websocket(origin.as_ref())
+                && self
+                    .cors
+                    .refuses_websocket(origin.as_ref(), req.headers().get(header::HOST))
             {
                 return crate::transport::json_response(
                     StatusCode::FORBIDDEN,
@@ -334,5 +340,60 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hv(s: &str) -> HeaderValue {
+        HeaderValue::from_str(s).expect("header value")
+    }
+
+    #[test]
+    fn websocket_origin_rules() {
+        let listed = Cors {
+            origins: vec!["https://app.example".into()],
+            credentials: true,
+        };
+        let host = hv("gw.example:3000");
+        let cases = [
+            (&listed, Some("https://app.example"), false),
+            (&listed, Some("https://evil.example"), true),
+            (&listed, Some("http://gw.example:3000"), false),
+            (&listed, None, false),
+            (&Cors::default(), Some("https://evil.example"), false),
+        ];
+        for (cors, origin, refused) in cases {
+            let origin = origin.map(hv);
+            assert_eq!(
+                cors.refuses_websocket(origin.as_ref(), Some(&host)),
+                refused,
+                "{origin:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cors_headers() {
+        let any = Cors {
+            origins: vec!["*".into()],
+            credentials: false,
+        };
+        let mut res = plain(StatusCode::OK, "");
+        any.apply(Some(&hv("https://a.example")), &mut res);
+        assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        let listed = Cors {
+            origins: vec!["https://a.example".into()],
+            credentials: true,
+        };
+        let mut res = plain(StatusCode::OK, "");
+        listed.apply(Some(&hv("https://a.example")), &mut res);
+        assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://a.example");
+        assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+        let mut res = plain(StatusCode::OK, "");
+        listed.apply(Some(&hv("https://b.example")), &mut res);
+        assert!(!res.headers().contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
     }
 }

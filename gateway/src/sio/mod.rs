@@ -66,6 +66,9 @@ struct ConnSockets {
     sockets: Vec<Arc<SocketInner>>,
     /// A binary packet waiting for its attachments.
     partial: Option<Reassembly>,
+    /// Namespaces the server disconnected this client from: packets the client sent before it
+    /// learned that are dropped rather than treated as a protocol error.
+    left: Vec<Arc<str>>,
 }
 
 struct ServerInner {
@@ -178,9 +181,17 @@ impl Server {
                 let id = packet.id.unwrap_or(u64::MAX);
                 s.resolve_ack(id, into_args(packet.data, packet.attachments));
             }
-            // A packet for a namespace this connection is not in, or a CONNECT_ERROR from a
-            // client: the reference server closes the connection.
-            _ => conn.close(CloseReason::ParseError),
+            (PacketType::ConnectError, _) => conn.close(CloseReason::ParseError),
+            // A packet for a namespace this connection is not in: the reference server closes
+            // the connection, unless the server itself just disconnected that namespace (the
+            // reference dispatches a batch's packets before the disconnect takes effect).
+            (_, None) => {
+                if lock_conn(conn).left.iter().any(|n| **n == *packet.nsp) {
+                    tracing::trace!(nsp = %packet.nsp, "packet for a namespace the server left");
+                } else {
+                    conn.close(CloseReason::ParseError);
+                }
+            }
         }
     }
 
@@ -217,6 +228,7 @@ impl Server {
                 return;
             }
             st.sockets.push(inner.clone());
+            st.left.retain(|n| **n != *nsp);
         }
         ns.add_socket(&inner);
         for room in rooms {
@@ -309,7 +321,14 @@ pub(crate) fn remove_socket(s: &Arc<SocketInner>, reason: DisconnectReason) {
         let mut st = lock_conn(&s.conn);
         let before = st.sockets.len();
         st.sockets.retain(|x| !Arc::ptr_eq(x, s));
-        st.sockets.len() != before
+        let removed = st.sockets.len() != before;
+        if removed
+            && reason == DisconnectReason::ServerNamespaceDisconnect
+            && !st.left.contains(&s.ns.name)
+        {
+            st.left.push(s.ns.name.clone());
+        }
+        removed
     };
     if removed {
         finish_socket(s, reason);

@@ -287,6 +287,14 @@ fn server_namespace_disconnect_tells_the_client() {
     assert_eq!(out(&conn), vec!["41/custom,"]);
     assert!(ns.socket(&sid).is_none());
     assert!(!conn.is_closed());
+    // Events the client sent before it saw the DISCONNECT are dropped, not a protocol error.
+    send(&engine, &conn, r#"42/custom,["late"]"#);
+    assert!(!conn.is_closed());
+    assert!(out(&conn).is_empty());
+    // Connecting again works, and afterwards unknown-namespace packets close again.
+    connect(&engine, &conn, "/custom");
+    send(&engine, &conn, r#"42/other,["x"]"#);
+    assert!(conn.is_closed());
 }
 
 #[test]

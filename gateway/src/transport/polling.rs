@@ -105,9 +105,9 @@ pub(super) async fn poll<D: Send + Sync + 'static>(conn: Arc<Conn<D>>) -> Respon
     }
     let next = {
         let mut st = conn.lock();
-        if st.closed.is_some() {
-            if std::mem::take(&mut st.noop_owed) {
-                Next::Answer(text_response(Bytes::from_static(b"6")))
+        if let Some(reason) = st.closed {
+            if std::mem::take(&mut st.farewell) {
+                Next::Answer(farewell(&mut st, reason))
             } else {
                 Next::Answer(EioError::SessionUnknown.response())
             }
@@ -145,11 +145,7 @@ pub(super) async fn poll<D: Send + Sync + 'static>(conn: Arc<Conn<D>>) -> Respon
     // Drop our waker if it was not used (upgrade wait timed out).
     st.poll = None;
     match st.closed {
-        Some(CloseReason::ClientClose) => text_response(Bytes::from_static(b"6")),
-        Some(_) => {
-            st.outbox.push_back(Frame::close());
-            drain_response(&mut st)
-        }
+        Some(reason) => farewell(&mut st, reason),
         None if st.transport == Transport::WebSocket => {
             if during_upgrade {
                 EioError::BadRequest.response()
@@ -160,6 +156,16 @@ pub(super) async fn poll<D: Send + Sync + 'static>(conn: Arc<Conn<D>>) -> Respon
         None if !st.outbox.is_empty() => drain_response(&mut st),
         None => text_response(Bytes::from_static(b"6")),
     }
+}
+
+/// The last answer of a closed session: noop after the client's own close, else whatever was
+/// still queued and a close packet.
+fn farewell(st: &mut State, reason: CloseReason) -> Response<Body> {
+    if reason == CloseReason::ClientClose {
+        return text_response(Bytes::from_static(b"6"));
+    }
+    st.outbox.push_back(Frame::close());
+    drain_response(st)
 }
 
 fn drain_response(st: &mut State) -> Response<Body> {

@@ -111,13 +111,13 @@ fn refuse_after_upgrade(mut req: Request<Incoming>) -> Response<Body> {
         return EioError::BadRequest.response();
     };
     tokio::spawn(async move {
-        if let Some((tcp, _)) = take_stream(fut).await {
+        if let Some((mut tcp, _)) = take_stream(fut).await {
             let mut frame = Vec::with_capacity(4);
             let payload = websocket::close_payload(close_code::POLICY, "");
             websocket::write_head(&mut frame, OpCode::Close, payload.len());
             frame.extend_from_slice(&payload);
-            if tcp.writable().await.is_ok() {
-                let _ = write_some(&tcp, &frame);
+            if tcp.writable().await.is_ok() && write_some(&tcp, &frame).is_ok() {
+                linger(&mut tcp, Instant::now() + CLOSE_FLUSH).await;
             }
         }
     });
@@ -184,7 +184,7 @@ struct Io<'a, H: Handler> {
 async fn run<H: Handler>(
     engine: Arc<Engine<H>>,
     conn: Arc<Conn<H::Data>>,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     pre: Bytes,
     phase: Phase,
 ) {
@@ -272,6 +272,11 @@ async fn run<H: Handler>(
             }
         }
     }
+    if let Some(deadline) = closing
+        && io.pending.is_empty()
+    {
+        linger(&mut tcp, deadline).await;
+    }
     match io.phase {
         Phase::Open => {
             if !conn.is_closed() {
@@ -279,6 +284,32 @@ async fn run<H: Handler>(
             }
         }
         Phase::Probe | Phase::Upgrade => abort_upgrade(&conn),
+    }
+}
+
+/// After our close frame: stop writing and discard what the client still sends until it closes
+/// too (or the deadline passes). Dropping a socket with unread bytes makes the kernel send a reset,
+/// and the client would lose the close frame and whatever else it had not read yet.
+async fn linger(tcp: &mut TcpStream, deadline: Instant) {
+    use tokio::io::AsyncWriteExt as _;
+    let _ = tcp.shutdown().await;
+    while let Ok(Ok(())) = tokio::time::timeout_at(deadline, tcp.readable()).await {
+        if !discard(tcp) {
+            return;
+        }
+    }
+}
+
+/// Reads and drops what is available; false once the stream has ended or failed.
+fn discard(tcp: &TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match tcp.try_read(&mut buf) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
     }
 }
 
