@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The one test command: `bash scripts/test.sh`.
+#
+# 1. Installs what is missing (Debian packages: chromium for the browser test; nodejs and npm
+#    only when node is absent), with a single `apt-get update`, and only if something is missing.
+# 2. Builds the workspace once in release mode (binaries and examples), runs the Rust tests
+#    (reusing that build).
+# 3. Runs the end-to-end tests in tests/e2e (node's test runner): first the conformance tests
+#    against the Node reference server (to check the tests themselves), then everything against
+#    the built binaries: protocol conformance, the official socket.io-client, and the demo page
+#    in headless Chromium.
+#
+# Works unattended (CI=true, no stdin). Exits non-zero if anything fails.
+# Environment: E2E_VERBOSE=1 shows the servers' logs; SKIP_CARGO=1 skips steps 2 (binaries
+# must already be built); E2E_ONLY="test/foo.test.js ..." runs only those e2e files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# ---- 1. system packages --------------------------------------------------------------------
+missing=()
+# need <command name or absolute path> <Debian package that provides it>
+need() {
+  if [[ "$1" == /* ]]; then
+    [ -x "$1" ] || missing+=("$2")
+  else
+    command -v "$1" >/dev/null 2>&1 || missing+=("$2")
+  fi
+}
+need node nodejs
+need npm npm
+need /usr/bin/chromium chromium   # the browser test (playwright-core drives Debian's Chromium)
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing missing packages: ${missing[*]}"
+  SUDO=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      SUDO=(sudo -n)
+    else
+      echo "error: need root (or sudo) to install: ${missing[*]}" >&2
+      exit 1
+    fi
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" apt-get install -y -qq "${missing[@]}" </dev/null >/dev/null
+fi
+
+command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found (install Rust with rustup)" >&2; exit 1; }
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+if [ "$node_major" -lt 18 ]; then
+  echo "error: node $(node --version) is too old: the end-to-end tests need node >= 18" >&2
+  exit 1
+fi
+# A hung test fails after this long instead of holding the run (node >= 20 has the flag).
+node_flags=()
+if [ "$node_major" -ge 20 ]; then
+  node_flags+=(--test-timeout=60000)
+fi
+
+# ---- 2. build and Rust tests ----------------------------------------------------------------
+if [ -z "${SKIP_CARGO:-}" ]; then
+  log "cargo build --release --workspace --examples --locked"
+  cargo build --release --workspace --examples --locked
+
+  log "cargo test --release --workspace --locked"
+  cargo test --release --workspace --locked
+fi
+
+# ---- 3. end-to-end tests --------------------------------------------------------------------
+log "npm ci (tests/e2e)"
+cd "$ROOT/tests/e2e"
+npm ci --no-audit --no-fund --loglevel=error </dev/null
+
+target="${CARGO_TARGET_DIR:-target}"
+[[ "$target" == /* ]] || target="$ROOT/$target"
+export SWITCHBOARD_GATEWAY_BIN="${SWITCHBOARD_GATEWAY_BIN:-$target/release/switchboard-gateway}"
+export SWITCHBOARD_CONFORMANCE_BIN="${SWITCHBOARD_CONFORMANCE_BIN:-$target/release/examples/conformance}"
+
+if [ -z "${E2E_ONLY:-}" ]; then
+  # The conformance tests are ours, written from the protocol's observed behaviour: run them
+  # against the Node reference (socket.io 4.8, pinned by the lockfile) first, so that a test
+  # that drifted from the reference fails here rather than passing judgement on our server.
+  log "node --test: conformance tests against the Node reference (checks the tests)"
+  E2E_REFERENCE=1 node --test "${node_flags[@]}" test/*conformance*.test.js </dev/null >"${TMPDIR:-/tmp}/switchboard-e2e-reference.log" 2>&1 || {
+    cat "${TMPDIR:-/tmp}/switchboard-e2e-reference.log"
+    echo "error: the conformance tests fail against the Node reference: fix the tests" >&2
+    exit 1
+  }
+  grep -E '^# (tests|pass|fail) ' "${TMPDIR:-/tmp}/switchboard-e2e-reference.log" | sed 's/^# /reference: /'
+fi
+
+# shellcheck disable=SC2206
+files=(${E2E_ONLY:-test/*.test.js})
+log "node --test (tests/e2e: ${#files[@]} files)"
+node --test "${node_flags[@]}" "${files[@]}" </dev/null
