@@ -4,6 +4,8 @@
 //! - `/engine.io/`: bare Engine.IO, echoing every message (text as text, binary as binary);
 //! - `/socket.io/`: namespaces `/` and `/custom`; on connect each emits `auth` with the CONNECT
 //!   payload, echoes `message` as `message-back` and acks `message-with-ack` with its arguments.
+//!   Beyond the suites, `request-ack` makes the server ask the client for an ack (`ack-request`)
+//!   and report the answer (`ack-response`) or the timeout (`ack-error`).
 //!
 //! pingInterval 300 ms, pingTimeout 200 ms, maxPayload 1 000 000, connect timeout 1 s.
 //! Listens on 127.0.0.1:3000; `PORT` overrides (0 picks a free port).
@@ -54,6 +56,19 @@ fn namespace(io: &Server, name: &str) {
     ns.on("message-with-ack", |_socket, mut event| {
         let args = Args::new(event.args.clone()).with_attachments(event.attachments.clone());
         event.ack(args);
+    });
+    // Not part of the official suites: server → client acks. The server emits `ack-request`
+    // with the arguments and an ack, waits at most 1 s, and reports `ack-response` with what the
+    // client acked, or `ack-error` with the error.
+    ns.on("request-ack", |socket, event| {
+        let socket = socket.clone();
+        let pending = socket.emit_with_ack("ack-request", event.into_args(), Duration::from_secs(1));
+        tokio::spawn(async move {
+            match pending.await {
+                Ok(args) => socket.emit("ack-response", args),
+                Err(e) => socket.emit("ack-error", Args::new(vec![Value::String(e.to_string())])),
+            }
+        });
     });
 }
 

@@ -26,6 +26,13 @@ for (const nsp of [io.of('/'), io.of('/custom')]) {
       const ack = args.pop();
       ack(...args);
     });
+    // Beyond the official suites, as in our example: server → client acks.
+    socket.on('request-ack', (...args) => {
+      socket.timeout(1000).emit('ack-request', ...args, (err, ...res) => {
+        if (err) socket.emit('ack-error', err.message);
+        else socket.emit('ack-response', ...res);
+      });
+    });
   });
 }
 

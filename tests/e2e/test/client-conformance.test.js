@@ -111,6 +111,32 @@ for (const transport of Object.keys(TRANSPORTS)) {
       assert.equal(await socket.emitWithAck('message-with-ack', 42), 42);
     });
 
+    it('acks server → client: the answer, binary included, comes back to the server', async () => {
+      const socket = clients.socket('/custom');
+      const rec = new Recorder(socket);
+      socket.on('ack-request', (...args) => {
+        const ack = args.pop();
+        ack('got', ...args);
+      });
+      await connected(socket);
+      socket.emit('request-ack', 1, { two: Buffer.from([2]) });
+      const res = await rec.wait('ack-response');
+      assert.deepEqual(normalize(res), normalize(['got', 1, { two: Buffer.from([2]) }]));
+      // Server-side ack ids count from 0 and do not collide: a second request works too.
+      socket.emit('request-ack', 'again');
+      assert.deepEqual(await rec.wait('ack-response', (a) => a[1] === 'again'), ['got', 'again']);
+    });
+
+    it('acks server → client: a client that never answers times out on the server', async () => {
+      const socket = clients.socket('/');
+      const rec = new Recorder(socket);
+      socket.on('ack-request', () => {});
+      await connected(socket);
+      socket.emit('request-ack', 'silent');
+      assert.deepEqual(await rec.wait('ack-error'), ['operation has timed out']);
+      assert.equal(rec.of('ack-response').length, 0);
+    });
+
     it('many acks in flight are matched to their calls', async () => {
       const socket = await clients.connect('/');
       const results = await Promise.all(Array.from({ length: 50 }, (_, i) => socket.emitWithAck('message-with-ack', i)));
