@@ -605,20 +605,9 @@ mod tests {
         }
     }
 
-    /// A tiny deterministic generator (xorshift64*), so the property tests need no dependency.
-    struct Rng(u64);
+    use crate::testing::Rng;
 
     impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
 
         fn bytes(&mut self, max: usize) -> Vec<u8> {
             let len = self.below(max + 1);

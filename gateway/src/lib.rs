@@ -18,3 +18,6 @@ pub mod sio;
 pub mod socketio;
 pub mod transport;
 pub mod websocket;
+
+#[cfg(test)]
+mod testing;

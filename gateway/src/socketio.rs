@@ -984,20 +984,9 @@ mod tests {
         assert_eq!(decode_frames(&encode(&p)), Ok(p));
     }
 
-    /// A tiny deterministic generator (xorshift64*), so the property tests need no dependency.
-    struct Rng(u64);
+    use crate::testing::Rng;
 
     impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
 
         fn string(&mut self) -> String {
             const CHARS: &[char] = &[
@@ -1072,7 +1061,7 @@ mod tests {
             }
         }
 
-        fn packet(&mut self) -> Packet {
+        fn sio_packet(&mut self) -> Packet {
             let kind = PacketType::from_byte(b'0' + self.below(7) as u8).expect("0..=6 are types");
             let nsp = self.nsp();
             let args = |rng: &mut Self| -> Vec<Value> {
@@ -1160,7 +1149,7 @@ mod tests {
     fn round_trip() {
         let mut rng = Rng(0x5eed_1001);
         for _ in 0..5000 {
-            let p = rng.packet();
+            let p = rng.sio_packet();
             let frames = encode(&p);
             assert_eq!(decode_frames(&frames), Ok(p.clone()), "frames {frames:?}");
         }

@@ -164,7 +164,7 @@ fn events_acks_and_binary() {
 
 #[test]
 fn invalid_packets_close_the_connection() {
-    let too_many = format!(r#"4565-["x",{{"_placeholder":true,"num":0}}]"#);
+    let too_many = r#"4565-["x",{"_placeholder":true,"num":0}]"#.to_owned();
     for bad in ["4abc", "42{}", r#"42abc["x"]"#, too_many.as_str(), r#"42["x"]"#] {
         let (io, engine) = setup();
         io.of("/");
