@@ -228,6 +228,13 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Frees the queue's allocation once it is empty and larger than an idle connection needs.
+    pub(crate) fn release_spare(&mut self) {
+        if self.outbox.is_empty() && self.outbox.capacity() > IDLE_QUEUE_SLOTS {
+            self.outbox = VecDeque::new();
+        }
+    }
+
     /// Takes every queued frame, leaving a small allocation behind at most.
     pub(crate) fn drain(&mut self) -> VecDeque<Frame> {
         self.boundary = 0;

@@ -298,7 +298,7 @@ pub async fn run(
     router: Arc<Router>,
     on_shutdown: impl FnOnce() + Send,
 ) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = bind(addr)?;
     let local = listener.local_addr()?;
     println!("listening on http://{local}");
     tracing::info!(%local, "listening");
@@ -319,6 +319,21 @@ pub async fn run(
         tracing::warn!("some HTTP connections did not finish in time");
     }
     Ok(())
+}
+
+/// Pending connections the kernel may queue before `accept` (tokio's default, 128, overflows in
+/// a reconnect storm and costs the overflowing clients a SYN retransmit: a second).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn wait_for_signal() {

@@ -207,8 +207,14 @@ async fn run<H: Handler>(
     } else {
         io.on_bytes(&mut pre.to_vec())
     };
+    // `pre` is a slice of hyper's read buffer: keeping it would keep that whole buffer alive for
+    // the life of the connection.
+    drop(pre);
     let sleep: Sleep = tokio::time::sleep_until(upgrade_deadline);
     tokio::pin!(sleep);
+    // When the session's heartbeat must be looked at next. Deadlines only ever move later
+    // (a pong, a namespace connect), so a cached one at worst wakes the task once for nothing.
+    let mut tick_at: Option<Instant> = None;
     loop {
         match flow {
             Flow::Continue => {}
@@ -221,26 +227,36 @@ async fn run<H: Handler>(
             }
         }
         flow = Flow::Continue;
-        if closing.is_none() && io.phase == Phase::Open && conn.is_closed() {
-            flow = Flow::Close(close_code_for(conn.lock().closed));
+        let now = Instant::now();
+        let closed = match io.flush(&tcp, now) {
+            Ok(closed) => closed,
+            Err(e) => {
+                tracing::debug!(sid = %conn.sid(), error = %e, "websocket write failed");
+                break;
+            }
+        };
+        if closing.is_none() && closed.is_some() {
+            // The queue was flushed above; the close frame follows.
+            flow = Flow::Close(close_code_for(closed));
             continue;
-        }
-        if let Err(e) = io.flush(&tcp) {
-            tracing::debug!(sid = %conn.sid(), error = %e, "websocket write failed");
-            break;
         }
         if closing.is_some() && io.pending.is_empty() {
             break;
         }
         let deadline = match (closing, io.phase) {
             (Some(d), _) => d,
-            (None, Phase::Open) => match conn.tick(Instant::now()) {
-                Some(d) => d,
-                None => {
-                    flow = Flow::Close(close_code_for(conn.lock().closed));
-                    continue;
+            (None, Phase::Open) => {
+                if tick_at.is_none_or(|t| t <= now) {
+                    tick_at = conn.tick(now);
                 }
-            },
+                match tick_at {
+                    Some(d) => d,
+                    None => {
+                        flow = Flow::Close(close_code_for(conn.lock().closed));
+                        continue;
+                    }
+                }
+            }
             (None, _) => upgrade_deadline,
         };
         let deadline = io.gap_until.map_or(deadline, |g| g.min(deadline));
@@ -487,43 +503,35 @@ impl<H: Handler> Io<'_, H> {
     /// Writes control frames, then every queued frame (while this socket carries the session),
     /// then a requested close frame — coalesced into one write, built in the per-thread scratch
     /// buffer unless older bytes are still pending. What the kernel does not take is kept.
-    fn flush(&mut self, tcp: &TcpStream) -> io::Result<()> {
-        let now = Instant::now();
+    ///
+    /// Returns why the session closed, if it has (seen while taking the queue).
+    fn flush(&mut self, tcp: &TcpStream, now: Instant) -> io::Result<Option<CloseReason>> {
         if self.gap_until.is_some_and(|g| g <= now) {
             self.gap_until = None;
         }
-        let frames = if self.phase == Phase::Open && (self.gap_until.is_none() || self.close.is_some()) {
-            let mut st = self.conn.lock();
-            if st.outbox.is_empty() {
-                None
-            } else if st.boundary > 0 && self.close.is_none() {
-                let n = st.boundary.min(st.outbox.len());
-                let apart: std::collections::VecDeque<Frame> = st.outbox.drain(..n).collect();
-                st.boundary = 0;
-                if !st.outbox.is_empty() {
-                    self.gap_until = Some(now + APART_GAP);
-                }
-                Some(apart)
-            } else {
-                Some(st.drain())
-            }
-        } else {
-            None
-        };
+        let take = self.phase == Phase::Open && (self.gap_until.is_none() || self.close.is_some());
         let close = self.close.take();
-        if frames.is_none() && close.is_none() && self.control.is_empty() {
-            if self.pending.is_empty() {
-                return Ok(());
-            }
-            let n = write_some(tcp, &self.pending)?;
-            self.consume_pending(n);
-            return Ok(());
-        }
         let control = std::mem::take(&mut self.control);
-        let build = |out: &mut Vec<u8>| {
+        let conn = self.conn;
+        let mut gap = false;
+        let mut closed = None;
+        // Frames are encoded straight from the queue, under its lock (a memcpy per frame), so
+        // that a flush allocates nothing.
+        let mut build = |out: &mut Vec<u8>| {
             out.extend_from_slice(&control);
-            if let Some(frames) = &frames {
-                encode_frames(out, frames.iter());
+            if take {
+                let mut st = conn.lock();
+                closed = st.closed;
+                let n = if st.boundary > 0 && close.is_none() {
+                    st.boundary.min(st.outbox.len())
+                } else {
+                    st.outbox.len()
+                };
+                encode_frames(out, st.outbox.iter().take(n));
+                st.outbox.drain(..n);
+                st.boundary = 0;
+                gap = !st.outbox.is_empty();
+                st.release_spare();
             }
             if let Some(code) = close {
                 let payload = websocket::close_payload(code, "");
@@ -531,28 +539,35 @@ impl<H: Handler> Io<'_, H> {
                 out.extend_from_slice(&payload);
             }
         };
-        if !self.pending.is_empty() {
+        let result = if self.pending.is_empty() {
+            SCRATCH.with(|s| -> io::Result<()> {
+                let mut s = s.borrow_mut();
+                s.clear();
+                build(&mut s);
+                if s.is_empty() {
+                    return Ok(());
+                }
+                let result = write_some(tcp, &s);
+                if let Ok(n) = result
+                    && n < s.len()
+                {
+                    self.pending.extend_from_slice(&s[n..]);
+                }
+                s.clear();
+                if s.capacity() > SCRATCH_KEEP {
+                    *s = Vec::new();
+                }
+                result.map(|_| ())
+            })
+        } else {
             build(&mut self.pending);
-            let n = write_some(tcp, &self.pending)?;
-            self.consume_pending(n);
-            return Ok(());
+            write_some(tcp, &self.pending).map(|n| self.consume_pending(n))
+        };
+        if gap {
+            // What was queued behind frames that had to go apart waits a moment.
+            self.gap_until = Some(now + APART_GAP);
         }
-        SCRATCH.with(|s| -> io::Result<()> {
-            let mut s = s.borrow_mut();
-            s.clear();
-            build(&mut s);
-            let result = write_some(tcp, &s);
-            if let Ok(n) = result
-                && n < s.len()
-            {
-                self.pending.extend_from_slice(&s[n..]);
-            }
-            s.clear();
-            if s.capacity() > SCRATCH_KEEP {
-                *s = Vec::new();
-            }
-            result.map(|_| ())
-        })
+        result.map(|()| closed)
     }
 
     fn consume_pending(&mut self, n: usize) {
