@@ -1,1 +1,72 @@
-fn main() {}
+//! `switchboard-loadtest`: the load generator for Switchboard's gateway.
+//!
+//! Scenarios: `idle` (server memory and CPU per idle connection), `fanout` (room broadcast
+//! throughput, latency, loss and CPU per delivery) and `floor` (CPU cost of one small loopback
+//! write, the floor a per-delivery cost is compared with). See `cli::USAGE` and
+//! `scripts/bench.sh`, which runs them all against a release build.
+//!
+//! It must not: talk to anything but loopback, run unbounded in count or time, or re-implement
+//! the wire format (it uses the gateway's own codecs). Output is a table and one JSON line per
+//! run on stdout; progress goes to stderr. Exit status: 0 ok, 1 the run found problems,
+//! 2 the run could not be made.
+
+mod cli;
+mod client;
+mod crowd;
+mod fanout;
+mod floor;
+mod handshake;
+mod histogram;
+mod idle;
+mod report;
+mod usage;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::Command;
+use crate::report::Report;
+
+fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
+    // One thread by default: the generator is pinned to one core, and a current-thread runtime
+    // is the cheapest way to drive many sockets from it.
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    Ok(builder.enable_all().build()?)
+}
+
+fn run() -> Result<Option<Report>> {
+    Ok(Some(match cli::parse(std::env::args().skip(1))? {
+        Command::Help => {
+            println!("{}", cli::USAGE);
+            return Ok(None);
+        }
+        Command::Floor(cfg) => floor::run(&cfg)?,
+        Command::Idle(cfg) => runtime(cfg.common.threads)?.block_on(idle::run(cfg))?,
+        Command::Fanout(cfg) => runtime(cfg.common.threads)?.block_on(fanout::run(cfg))?,
+    }))
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(report)) => {
+            report.print();
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("switchboard-loadtest: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! A deliberately small Socket.IO client over WebSocket: one TCP stream, one read buffer, no
+//! task of its own. Enough to open a session, connect a namespace, emit events, wait for acks
+//! and answer heartbeats; nothing else (no polling transport, no reconnection, no binary
+//! attachments).
+//!
+//! Framing and packets go through the gateway's own codecs (`websocket`, `engineio`,
+//! `socketio`), so the load generator and the server cannot disagree about the wire format
+//! without the codec's tests disagreeing too. The one exception is the hot path of the fan-out
+//! scenario, `say` deliveries, which [`Say`] reads without building a JSON tree (its test checks
+//! it against the codec).
+//!
+//! Memory: the read buffer starts at [`READ_CHUNK`] bytes, grows only for a frame larger than
+//! that, and is shrunk back once empty; the write buffer holds at most one outgoing burst.
+//!
+//! Cancel safety: [`Client::fill`] may be raced in `select!` (it only reads); everything that
+//! writes ([`Client::flush`], [`Client::recv`], [`Client::send_text`]) must not be.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use serde::Deserialize;
+use serde_json::Value;
+use switchboard_gateway::engineio::{Frame, PacketType as EioType};
+use switchboard_gateway::socketio::{self, Decoded, Packet, PacketType};
+use switchboard_gateway::websocket::{self, Assembler, Message, OpCode, Role, close_code};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::handshake;
+
+/// Bytes reserved for each read.
+const READ_CHUNK: usize = 1024;
+/// A buffer grown beyond this (by a large frame or a burst) is shrunk back when emptied.
+const BUFFER_KEEP: usize = 16 * 1024;
+/// Largest response head to the upgrade request.
+const MAX_RESPONSE_HEAD: usize = 8 * 1024;
+/// Largest message accepted from the server.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// How long a closing connection waits for the server to close its end.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Ack id used for the join request (the only ack a connection asks for).
+const JOIN_ACK_ID: u64 = 1;
+
+/// Where the server is: a loopback address and the Engine.IO path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Target {
+    /// The server's address; always loopback.
+    pub(crate) addr: SocketAddr,
+    /// The `Host` header value.
+    pub(crate) host: String,
+    /// The Engine.IO path, e.g. `/socket.io/`.
+    pub(crate) path: String,
+}
+
+impl Target {
+    /// Parses `http://HOST:PORT[/path/]` (or `ws://`). HOST must be a loopback address or
+    /// `localhost`: this tool only ever loads a server on the same machine.
+    pub(crate) fn parse(url: &str) -> Result<Self> {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("ws://"))
+            .ok_or_else(|| anyhow!("--url must start with http:// or ws:// (got {url:?})"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let path = match path {
+            "" | "/" => "/socket.io/".to_owned(),
+            p if p.ends_with('/') => p.to_owned(),
+            p => format!("{p}/"),
+        };
+        ensure!(
+            !path.contains(['?', '#']),
+            "--url must not carry a query or fragment (got {url:?})"
+        );
+        let (host, port) = authority
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow!("--url needs an explicit port (got {url:?})"))?;
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("bad port in --url {url:?}"))?;
+        let ip: IpAddr = match host {
+            "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            h => h
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .with_context(|| {
+                    format!("--url host must be an IP address or localhost (got {h:?})")
+                })?,
+        };
+        ensure!(
+            ip.is_loopback(),
+            "refusing non-loopback target {ip}: this tool only loads a local server"
+        );
+        Ok(Self {
+            addr: SocketAddr::new(ip, port),
+            host: authority.to_owned(),
+            path,
+        })
+    }
+}
+
+/// The fields of the Engine.IO open packet we use.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Open {
+    /// The session id.
+    pub(crate) sid: String,
+    /// Milliseconds between server pings.
+    pub(crate) ping_interval: u64,
+    /// Milliseconds the server waits for a pong.
+    pub(crate) ping_timeout: u64,
+    /// Largest message the server accepts.
+    pub(crate) max_payload: u64,
+}
+
+/// Something the server sent, after heartbeats have been taken care of.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Event {
+    /// The Engine.IO open packet.
+    Open(Open),
+    /// A `say` event recognised by the fast path ([`Say`]), with its `t`.
+    Say(u64),
+    /// A Socket.IO packet.
+    Packet(Packet),
+    /// The server closed the session or the connection (the reason as received).
+    Closed(String),
+    /// Anything else (Engine.IO noop, binary frames, pongs, binary Socket.IO packets).
+    Other(String),
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Open(open) => write!(f, "open {open:?}"),
+            Self::Say(t) => write!(f, "say with t={t}"),
+            Self::Packet(p) => match socketio::encode(p).first() {
+                Some(Frame::Text(text)) => write!(f, "{:?}", String::from_utf8_lossy(text)),
+                _ => write!(f, "{p:?}"),
+            },
+            Self::Closed(reason) => write!(f, "closed ({reason})"),
+            Self::Other(what) => f.write_str(what),
+        }
+    }
+}
+
+/// The fast path for the one message the load generator receives in bulk, `say({t, …})`.
+///
+/// Decoding every delivery into a `serde_json::Value` (what `socketio::decode` does) costs the
+/// generator as much CPU as the server spends sending it. Instead the packet header is matched
+/// literally against what the gateway's encoder writes for an EVENT without ack id in this
+/// namespace (`42/chat,`), and the JSON array after it is deserialized into a typed shape
+/// (`["say", {"t": …}]`, other fields skipped but still parsed): the JSON is checked as fully
+/// as before, nothing is allocated. Anything else falls back to the codec.
+pub(crate) struct Say {
+    /// `42` + namespace + `,` (just `42` for `/`).
+    prefix: String,
+}
+
+#[derive(Deserialize)]
+struct SayArg {
+    t: u64,
+}
+
+impl Say {
+    /// The fast path for `say` events in `nsp`.
+    pub(crate) fn new(nsp: &str) -> Self {
+        let probe = event_text(nsp, crate::crowd::SAY, &Value::Array(Vec::new()), None);
+        let header = probe.len() - br#"["say"]"#.len();
+        let prefix = String::from_utf8_lossy(&probe[..header]).into_owned();
+        Self { prefix }
+    }
+
+    /// The `t` of a `say` event, or None for anything else (including a `say` this path does
+    /// not recognise, which then goes through the codec).
+    fn time(&self, text: &str) -> Option<u64> {
+        let json = text.strip_prefix(self.prefix.as_str())?;
+        if !json.starts_with('[') {
+            return None;
+        }
+        match serde_json::from_str::<(&str, SayArg)>(json) {
+            Ok((name, arg)) if name == crate::crowd::SAY => Some(arg.t),
+            _ => None,
+        }
+    }
+}
+
+/// What one Engine.IO text message is.
+enum Text {
+    Event(Event),
+    /// A heartbeat to answer with `3`.
+    Ping,
+}
+
+/// Classifies an Engine.IO text message (a whole WebSocket text message).
+fn classify(text: &str) -> Result<Text> {
+    let first = *text
+        .as_bytes()
+        .first()
+        .ok_or_else(|| anyhow!("empty Engine.IO message"))?;
+    let data = &text[1..];
+    Ok(Text::Event(match EioType::from_byte(first) {
+        Some(EioType::Open) => Event::Open(
+            serde_json::from_str(data)
+                .with_context(|| format!("bad Engine.IO open packet {text:?}"))?,
+        ),
+        Some(EioType::Ping) => return Ok(Text::Ping),
+        Some(EioType::Close) => Event::Closed(format!("Engine.IO close packet {text:?}")),
+        Some(EioType::Message) => match socketio::decode(data) {
+            Ok(Decoded::Complete(packet)) => Event::Packet(packet),
+            Ok(Decoded::NeedAttachments(..)) => Event::Other(format!("binary packet {text:?}")),
+            Err(e) => bail!("undecodable Socket.IO packet {text:?}: {e}"),
+        },
+        Some(other) => Event::Other(format!("Engine.IO {other:?} {text:?}")),
+        None => bail!("unknown Engine.IO packet {text:?}"),
+    }))
+}
+
+/// A fresh masking key for one client frame.
+fn mask() -> [u8; 4] {
+    rand::random()
+}
+
+/// The text of an EVENT packet (Engine.IO message digit included), via the gateway's encoder.
+pub(crate) fn event_text(nsp: &str, event: &str, args: &Value, id: Option<u64>) -> bytes::Bytes {
+    match socketio::encode_event(nsp, event, args, id, &[])
+        .into_iter()
+        .next()
+    {
+        Some(Frame::Text(text)) => text,
+        other => unreachable!("encode_event always starts with a text frame, got {other:?}"),
+    }
+}
+
+/// One Socket.IO connection.
+pub(crate) struct Client {
+    stream: TcpStream,
+    /// Received bytes; `buf[pos..]` is not parsed yet.
+    buf: Vec<u8>,
+    pos: usize,
+    assembler: Assembler,
+    /// Frames waiting to be written (heartbeat answers, events).
+    out: Vec<u8>,
+    /// Server heartbeats answered so far.
+    pings: u64,
+}
+
+impl Client {
+    /// Opens a WebSocket session and connects namespace `nsp`. The caller bounds it in time.
+    pub(crate) async fn connect(target: &Target, nsp: &str) -> Result<(Self, Open)> {
+        let stream = TcpStream::connect(target.addr)
+            .await
+            .context("TCP connect")?;
+        stream.set_nodelay(true).context("TCP_NODELAY")?;
+        let mut client = Self {
+            stream,
+            buf: Vec::with_capacity(READ_CHUNK),
+            pos: 0,
+            assembler: Assembler::default(),
+            out: Vec::new(),
+            pings: 0,
+        };
+
+        let key = handshake::random_key();
+        let path = format!("{}?EIO=4&transport=websocket", target.path);
+        let request = handshake::request(&target.host, &path, &key);
+        client
+            .stream
+            .write_all(request.as_bytes())
+            .await
+            .context("sending the upgrade request")?;
+        loop {
+            if let Some(len) = handshake::head_len(&client.buf) {
+                handshake::check_response(&client.buf[..len], &key)?;
+                client.pos = len;
+                break;
+            }
+            ensure!(
+                client.buf.len() <= MAX_RESPONSE_HEAD,
+                "upgrade response head over {MAX_RESPONSE_HEAD} bytes"
+            );
+            if client
+                .fill()
+                .await
+                .context("reading the upgrade response")?
+                == 0
+            {
+                bail!(
+                    "connection closed during the upgrade; received {:?}",
+                    String::from_utf8_lossy(&client.buf)
+                );
+            }
+        }
+
+        let open = match client.recv().await? {
+            Event::Open(open) => open,
+            other => bail!("expected the Engine.IO open packet, got {other}"),
+        };
+
+        // Written by hand, as the official client writes it (`40/chat,`), rather than with
+        // `socketio::encode`, which leaves out the comma when nothing follows the namespace.
+        let connect = if nsp == "/" {
+            "40".to_owned()
+        } else {
+            format!("40{nsp},")
+        };
+        client.send_text(connect.as_bytes()).await?;
+        match client.recv().await? {
+            Event::Packet(p) if p.kind == PacketType::Connect && p.nsp == nsp => {}
+            other => bail!("sent {connect:?}, expected a CONNECT reply for {nsp}, got {other}"),
+        }
+        Ok((client, open))
+    }
+
+    /// Emits `join(room)` with an ack id and waits for the ack, which must be `[{"ok":true}]`.
+    /// Events that arrive meanwhile are returned for the caller to count.
+    pub(crate) async fn join(&mut self, nsp: &str, room: &str) -> Result<u64> {
+        let request = event_text(
+            nsp,
+            "join",
+            &Value::from(vec![Value::from(room)]),
+            Some(JOIN_ACK_ID),
+        );
+        self.send_text(&request).await?;
+        let mut other = 0;
+        loop {
+            match self.recv().await? {
+                Event::Packet(p)
+                    if p.kind == PacketType::Ack && p.id == Some(JOIN_ACK_ID) && p.nsp == nsp =>
+                {
+                    let ok = serde_json::json!([{ "ok": true }]);
+                    ensure!(
+                        p.data.as_ref() == Some(&ok),
+                        "sent {:?}, got ack {}",
+                        String::from_utf8_lossy(&request),
+                        Event::Packet(p)
+                    );
+                    return Ok(other);
+                }
+                Event::Packet(p) if p.kind == PacketType::Event => other += 1,
+                e => bail!(
+                    "sent {:?}, expected its ack, got {e}",
+                    String::from_utf8_lossy(&request)
+                ),
+            }
+        }
+    }
+
+    /// Heartbeats answered so far.
+    pub(crate) fn pings(&self) -> u64 {
+        self.pings
+    }
+
+    /// Reads whatever the socket has (waiting for at least one byte). Cancel-safe. Returns 0 at
+    /// end of stream.
+    pub(crate) async fn fill(&mut self) -> Result<usize> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            if self.buf.is_empty() && self.buf.capacity() > BUFFER_KEEP {
+                self.buf = Vec::with_capacity(READ_CHUNK);
+            }
+        }
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        Ok(self.stream.read_buf(&mut self.buf).await?)
+    }
+
+    /// The next event already in the buffer, if any. Heartbeats are answered into the write
+    /// buffer (send them with [`Client::flush`]); a close from the server is answered too.
+    /// With `say`, `say` events come out as [`Event::Say`].
+    pub(crate) fn next_buffered(&mut self, say: Option<&Say>) -> Result<Option<Event>> {
+        loop {
+            let rest = &mut self.buf[self.pos..];
+            let Some(head) = websocket::parse(rest, Role::Client, MAX_MESSAGE).map_err(|e| {
+                anyhow!(
+                    "bad frame from the server: {e} (bytes {:02x?})",
+                    &rest[..rest.len().min(16)]
+                )
+            })?
+            else {
+                return Ok(None);
+            };
+            self.pos += head.frame_len();
+            let payload = &rest[head.header_len..head.frame_len()];
+            let event = match self.assembler.push(head, payload, MAX_MESSAGE) {
+                Err(e) => bail!("bad message from the server: {e}"),
+                Ok(None) | Ok(Some(Message::Pong(_))) => continue,
+                Ok(Some(Message::Ping(data))) => {
+                    websocket::write_masked(&mut self.out, OpCode::Pong, data, mask());
+                    continue;
+                }
+                Ok(Some(Message::Close(reason))) => {
+                    let payload = websocket::close_payload(close_code::NORMAL, "");
+                    websocket::write_masked(&mut self.out, OpCode::Close, &payload, mask());
+                    Event::Closed(format!("WebSocket close {reason:?}"))
+                }
+                Ok(Some(Message::Binary(data))) => {
+                    Event::Other(format!("binary message of {} bytes", data.len()))
+                }
+                Ok(Some(Message::Text(text))) => match say.and_then(|s| s.time(&text)) {
+                    Some(t) => Event::Say(t),
+                    None => match classify(&text)? {
+                        Text::Event(event) => event,
+                        Text::Ping => {
+                            self.pings += 1;
+                            websocket::write_masked(&mut self.out, OpCode::Text, b"3", mask());
+                            continue;
+                        }
+                    },
+                },
+            };
+            return Ok(Some(event));
+        }
+    }
+
+    /// Writes the queued frames.
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+            if self.out.capacity() > BUFFER_KEEP {
+                self.out = Vec::new();
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the next event, answering heartbeats on the way; end of stream is
+    /// [`Event::Closed`].
+    pub(crate) async fn recv(&mut self) -> Result<Event> {
+        loop {
+            let event = self.next_buffered(None)?;
+            self.flush().await?;
+            if let Some(event) = event {
+                return Ok(event);
+            }
+            if self.fill().await? == 0 {
+                return Ok(Event::Closed("end of stream".to_owned()));
+            }
+        }
+    }
+
+    /// Sends one text message (an Engine.IO packet).
+    pub(crate) async fn send_text(&mut self, text: &[u8]) -> Result<()> {
+        websocket::write_masked(&mut self.out, OpCode::Text, text, mask());
+        self.flush().await
+    }
+
+    /// Closes the WebSocket (code 1000) and waits, briefly, for the server to close its end
+    /// first, so the TIME_WAIT state lands on the server side rather than on our ports.
+    pub(crate) async fn close(mut self) {
+        let payload = websocket::close_payload(close_code::NORMAL, "");
+        websocket::write_masked(&mut self.out, OpCode::Close, &payload, mask());
+        if self.flush().await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            self.buf.clear();
+            self.pos = 0;
+            while matches!(self.fill().await, Ok(n) if n > 0) {
+                self.buf.clear();
+            }
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let ok: &[(&str, &str, &str)] = &[
+            ("http://127.0.0.1:3000", "127.0.0.1:3000", "/socket.io/"),
+            ("http://127.0.0.1:3000/", "127.0.0.1:3000", "/socket.io/"),
+            ("ws://localhost:80/custom", "127.0.0.1:80", "/custom/"),
+            ("http://127.1.2.3:9/io/", "127.1.2.3:9", "/io/"),
+            ("http://[::1]:3000", "[::1]:3000", "/socket.io/"),
+        ];
+        for &(url, addr, path) in ok {
+            let t = Target::parse(url).expect(url);
+            assert_eq!(
+                (t.addr.to_string().as_str(), t.path.as_str()),
+                (addr, path),
+                "{url}"
+            );
+        }
+        let bad = [
+            "https://127.0.0.1:3000",
+            "http://10.0.0.1:3000",
+            "http://0.0.0.0:3000",
+            "http://example.com:3000",
+            "http://127.0.0.1",
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:3000/x?y=1",
+        ];
+        for url in bad {
+            assert!(Target::parse(url).is_err(), "{url} must be refused");
+        }
+    }
+
+    fn event(text: &str) -> Event {
+        match classify(text).expect(text) {
+            Text::Event(e) => e,
+            Text::Ping => panic!("{text} is a ping"),
+        }
+    }
+
+    #[test]
+    fn classify_vectors() {
+        assert!(matches!(classify("2"), Ok(Text::Ping)));
+        assert_eq!(
+            event(
+                r#"0{"sid":"abc","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#
+            ),
+            Event::Open(Open {
+                sid: "abc".into(),
+                ping_interval: 25000,
+                ping_timeout: 20000,
+                max_payload: 1_000_000
+            })
+        );
+        let connect = event(r#"40/chat,{"sid":"x"}"#);
+        assert!(
+            matches!(&connect, Event::Packet(p) if p.kind == PacketType::Connect && p.nsp == "/chat")
+        );
+        let ack = event(r#"43/chat,1[{"ok":true}]"#);
+        assert!(matches!(&ack, Event::Packet(p) if p.kind == PacketType::Ack && p.id == Some(1)));
+        assert_eq!(ack.to_string(), r#""43/chat,1[{\"ok\":true}]""#);
+        let say = event(r#"42/chat,["say",{"room":"bench","t":123,"p":"xx"}]"#);
+        let Event::Packet(p) = say else {
+            panic!("not a packet")
+        };
+        assert_eq!(p.data.as_ref().and_then(|d| d[1]["t"].as_u64()), Some(123));
+        assert!(matches!(event("1"), Event::Closed(_)));
+        assert!(matches!(event("6"), Event::Other(_)));
+        for bad in ["", "x", "0{", "4", "49"] {
+            assert!(classify(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn say_fast_path_agrees_with_the_codec() {
+        let chat = Say::new("/chat");
+        let root = Say::new("/");
+        assert_eq!(
+            (chat.prefix.as_str(), root.prefix.as_str()),
+            ("42/chat,", "42")
+        );
+        let table: &[(&Say, &str, Option<u64>)] = &[
+            (
+                &chat,
+                r#"42/chat,["say",{"room":"bench","t":123,"p":"xx"}]"#,
+                Some(123),
+            ),
+            (
+                &chat,
+                r#"42/chat,["say",{"t":5,"p":{"nested":[1,2]}}]"#,
+                Some(5),
+            ),
+            (&root, r#"42["say",{"t":7}]"#, Some(7)),
+            // Not recognised here; the codec decides.
+            (&chat, r#"42/chat,["say",{"t":7},"extra"]"#, None),
+            (&chat, r#"42/chat,["s\u0061y",{"t":7}]"#, None),
+            (&chat, r#"42/chat,1["say",{"t":7}]"#, None),
+            (&chat, r#"42/chatroom,["say",{"t":7}]"#, None),
+            (&chat, r#"42["say",{"t":7}]"#, None),
+            (&chat, r#"42/chat,["said",{"t":7}]"#, None),
+            (&chat, r#"42/chat,["say",{"t":-1}]"#, None),
+            (&chat, r#"42/chat,["say",{"t":7}"#, None),
+            (&chat, r#"42/chat,["say",{"t":7}] x"#, None),
+            (&chat, r#"43/chat,["say",{"t":7}]"#, None),
+        ];
+        for &(say, text, want) in table {
+            assert_eq!(say.time(text), want, "{text:?}");
+            // Whatever the fast path accepts, the codec reads the same way.
+            if let Some(t) = want {
+                let Ok(Text::Event(Event::Packet(p))) = classify(text) else {
+                    panic!("{text}")
+                };
+                let nsp = if std::ptr::eq(say, &root) {
+                    "/"
+                } else {
+                    "/chat"
+                };
+                assert_eq!(crate::crowd::say_time(&p, nsp), Some(t), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn event_texts() {
+        let join = event_text("/chat", "join", &serde_json::json!(["bench"]), Some(1));
+        assert_eq!(&join[..], br#"42/chat,1["join","bench"]"#);
+        let say = event_text(
+            "/chat",
+            "say",
+            &serde_json::json!([{ "room": "bench", "t": 5, "p": "ab" }]),
+            None,
+        );
+        assert_eq!(
+            &say[..],
+            br#"42/chat,["say",{"room":"bench","t":5,"p":"ab"}]"#
+        );
+        let root = event_text("/", "say", &serde_json::json!([1]), None);
+        assert_eq!(&root[..], br#"42["say",1]"#);
+    }
+}

@@ -1,0 +1,427 @@
+//! A crowd of N client connections: each one task that connects (and optionally joins a room),
+//! then listens, answering heartbeats and timing `say` deliveries, until told to stop.
+//!
+//! Per connection there is one task, one [`Client`] (a socket and a small buffer) and a watch
+//! receiver; everything else is shared in [`Shared`]. Handshakes in flight are bounded by a
+//! semaphore, setup by a deadline, shutdown by a deadline after which the remaining tasks are
+//! aborted. All tasks live in one `JoinSet`, so none outlives the crowd.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde_json::Value;
+use switchboard_gateway::socketio::{Packet, PacketType};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+
+use crate::client::{Client, Event, Open, Say, Target};
+use crate::histogram::Histogram;
+use crate::report::Samples;
+
+/// One connection's whole setup (TCP, upgrade, namespace, join) must finish within this.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Deliveries slower than this are also counted per message, to tell a stall (every delivery of
+/// a few messages late) from trouble on a few sockets (some deliveries of many messages late).
+pub(crate) const SLOW_DELIVERY: Duration = Duration::from_millis(100);
+/// The event whose deliveries are timed.
+pub(crate) const SAY: &str = "say";
+
+/// Locks a mutex, ignoring poisoning (the data are counters and samples).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// State shared by the crowd, the sender and the scenario.
+pub(crate) struct Shared {
+    /// Send timestamps are nanoseconds since this instant (one process, one clock).
+    epoch: Instant,
+    /// Connections in the crowd (each message is due once to each).
+    members: u64,
+    /// Deliveries that may be outstanding before the sender waits (rate 0 only).
+    window: u64,
+    /// Messages sent.
+    pub(crate) sent: AtomicU64,
+    /// Deliveries received, all members together.
+    pub(crate) delivered: AtomicU64,
+    /// When the last delivery arrived (ns since `epoch`).
+    pub(crate) last_delivery_ns: AtomicU64,
+    /// Latency of every delivery, ns.
+    pub(crate) latency: Histogram,
+    /// Per message (by send time, ns) with a delivery slower than [`SLOW_DELIVERY`]: how many
+    /// of its deliveries were, and the slowest (ns). At most one entry per message sent.
+    pub(crate) slow: Mutex<BTreeMap<u64, (u64, u64)>>,
+    /// Set by the sender before it waits for the window to open.
+    sender_waiting: AtomicBool,
+    /// Wakes the sender.
+    pub(crate) wake: Notify,
+    /// Connections that ended before being told to (closed by the server, errors).
+    pub(crate) dropped: Mutex<Samples>,
+    /// Packets that were not expected (anything but a `say` to a member).
+    pub(crate) unexpected: Mutex<Samples>,
+}
+
+impl Shared {
+    /// Shared state for `members` connections and a window of `window` messages.
+    pub(crate) fn new(members: usize, window: u64) -> Self {
+        Self {
+            epoch: Instant::now(),
+            members: members as u64,
+            window: window.saturating_mul(members as u64),
+            sent: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            last_delivery_ns: AtomicU64::new(0),
+            latency: Histogram::default(),
+            slow: Mutex::new(BTreeMap::new()),
+            sender_waiting: AtomicBool::new(false),
+            wake: Notify::new(),
+            dropped: Mutex::new(Samples::default()),
+            unexpected: Mutex::new(Samples::default()),
+        }
+    }
+
+    /// Nanoseconds since the epoch.
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// The instant `ns` after the epoch.
+    pub(crate) fn instant(&self, ns: u64) -> Instant {
+        self.epoch + Duration::from_nanos(ns)
+    }
+
+    /// Deliveries due but not received yet.
+    pub(crate) fn outstanding(&self) -> u64 {
+        let due = self
+            .sent
+            .load(Ordering::SeqCst)
+            .saturating_mul(self.members);
+        due.saturating_sub(self.delivered.load(Ordering::SeqCst))
+    }
+
+    /// Whether the window lets the sender send another message.
+    pub(crate) fn window_open(&self) -> bool {
+        self.outstanding() < self.window
+    }
+
+    /// Called by the sender before it waits: after this, a delivery that opens the window wakes
+    /// it. Returns whether the window is open already (then it must not wait).
+    pub(crate) fn arm_wake(&self) -> bool {
+        self.sender_waiting.store(true, Ordering::SeqCst);
+        self.window_open()
+    }
+
+    fn on_delivery(&self, sent_ns: u64) {
+        let now = self.now_ns();
+        let latency = now.saturating_sub(sent_ns);
+        self.latency.record(latency);
+        if latency >= SLOW_DELIVERY.as_nanos() as u64 {
+            let mut slow = lock(&self.slow);
+            let entry = slow.entry(sent_ns).or_default();
+            entry.0 += 1;
+            entry.1 = entry.1.max(latency);
+        }
+        self.delivered.fetch_add(1, Ordering::SeqCst);
+        self.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
+        if self.sender_waiting.load(Ordering::Relaxed)
+            && self.window_open()
+            && self.sender_waiting.swap(false, Ordering::SeqCst)
+        {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// The send time carried by a `say` delivery in namespace `nsp`, if `packet` is one.
+pub(crate) fn say_time(packet: &Packet, nsp: &str) -> Option<u64> {
+    if packet.kind != PacketType::Event || packet.nsp != nsp {
+        return None;
+    }
+    match packet.data.as_ref()?.as_array()?.as_slice() {
+        [Value::String(name), arg, ..] if name == SAY => arg.get("t")?.as_u64(),
+        _ => None,
+    }
+}
+
+/// What every connection of the crowd does.
+pub(crate) struct Plan {
+    pub(crate) target: Target,
+    pub(crate) nsp: String,
+    /// Room to join after connecting, if any.
+    pub(crate) room: Option<String>,
+    /// Handshakes in flight at once.
+    pub(crate) concurrency: usize,
+    /// Recognises `say` deliveries in `nsp` cheaply.
+    pub(crate) say: Say,
+}
+
+/// What one connection reports when it ends.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Outcome {
+    /// `say` deliveries it received.
+    pub(crate) deliveries: u64,
+    /// Heartbeats it answered.
+    pub(crate) pings: u64,
+    /// Whether it was connected (setup succeeded).
+    pub(crate) connected: bool,
+}
+
+/// The running crowd.
+pub(crate) struct Crowd {
+    tasks: JoinSet<Outcome>,
+    stop: watch::Sender<bool>,
+    /// Connections that completed setup.
+    pub(crate) connected: usize,
+    /// Why the others failed.
+    pub(crate) failures: Samples,
+    /// The first Engine.IO open packet seen (server heartbeat settings).
+    pub(crate) open: Option<Open>,
+}
+
+/// Opens `n` connections and waits until each is set up or failed, or `deadline` passes.
+pub(crate) async fn start(
+    n: usize,
+    plan: Arc<Plan>,
+    shared: Arc<Shared>,
+    deadline: Instant,
+) -> Crowd {
+    let permits = Arc::new(Semaphore::new(plan.concurrency));
+    let (ready_tx, mut ready_rx) = mpsc::channel(n.max(1));
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    for _ in 0..n {
+        tasks.spawn(member(
+            plan.clone(),
+            shared.clone(),
+            permits.clone(),
+            ready_tx.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    drop(ready_tx);
+
+    let mut crowd = Crowd {
+        tasks,
+        stop,
+        connected: 0,
+        failures: Samples::default(),
+        open: None,
+    };
+    let started = Instant::now();
+    let mut next_progress = started + Duration::from_secs(2);
+    while crowd.connected + (crowd.failures.count() as usize) < n {
+        match tokio::time::timeout_at(deadline.into(), ready_rx.recv()).await {
+            Ok(Some(Ok(open))) => {
+                crowd.connected += 1;
+                crowd.open.get_or_insert(open);
+            }
+            Ok(Some(Err(e))) => crowd.failures.push(e),
+            Ok(None) => break,
+            Err(_) => {
+                let missing = n - crowd.connected - crowd.failures.count() as usize;
+                for _ in 0..missing {
+                    crowd
+                        .failures
+                        .push("not set up before the setup deadline".to_owned());
+                }
+                break;
+            }
+        }
+        if Instant::now() >= next_progress {
+            eprintln!(
+                "  {} of {n} connected after {:.1} s",
+                crowd.connected,
+                started.elapsed().as_secs_f64()
+            );
+            next_progress += Duration::from_secs(2);
+        }
+    }
+    crowd
+}
+
+impl Crowd {
+    /// Tells every connection to close, waits up to `within` for them, aborts the rest.
+    pub(crate) async fn close(mut self, within: Duration) -> Vec<Outcome> {
+        let _ = self.stop.send(true);
+        let mut outcomes = Vec::with_capacity(self.tasks.len());
+        let deadline = tokio::time::Instant::now() + within;
+        while let Ok(Some(joined)) = tokio::time::timeout_at(deadline, self.tasks.join_next()).await
+        {
+            if let Ok(outcome) = joined {
+                outcomes.push(outcome);
+            }
+        }
+        self.tasks.shutdown().await;
+        outcomes
+    }
+}
+
+async fn setup(plan: &Plan) -> Result<(Client, Open)> {
+    let (mut client, open) = Client::connect(&plan.target, &plan.nsp).await?;
+    if let Some(room) = &plan.room {
+        client.join(&plan.nsp, room).await?;
+    }
+    Ok((client, open))
+}
+
+/// One connection's life.
+async fn member(
+    plan: Arc<Plan>,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    ready: mpsc::Sender<Result<Open, String>>,
+    mut stop: watch::Receiver<bool>,
+) -> Outcome {
+    let mut outcome = Outcome::default();
+    let setup = {
+        let _permit = permits.acquire().await;
+        timeout(SETUP_TIMEOUT, setup(&plan)).await
+    };
+    let mut client = match setup {
+        Ok(Ok((client, open))) => {
+            outcome.connected = true;
+            let _ = ready.send(Ok(open)).await;
+            client
+        }
+        Ok(Err(e)) => {
+            let _ = ready.send(Err(format!("{e:#}"))).await;
+            return outcome;
+        }
+        Err(_) => {
+            let _ = ready
+                .send(Err(format!("setup took over {SETUP_TIMEOUT:?}")))
+                .await;
+            return outcome;
+        }
+    };
+    drop(ready);
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => {
+                outcome.pings = client.pings();
+                client.close().await;
+                return outcome;
+            }
+            read = client.fill() => match read {
+                Ok(0) => {
+                    lock(&shared.dropped).push("server closed the connection (end of stream)".to_owned());
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    lock(&shared.dropped).push(format!("read error: {e:#}"));
+                    break;
+                }
+            },
+        }
+        match handle_buffered(&mut client, &plan, &shared, &mut outcome) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                lock(&shared.dropped).push(format!("{e:#}"));
+                break;
+            }
+        }
+        if let Err(e) = client.flush().await {
+            lock(&shared.dropped).push(format!("write error: {e:#}"));
+            break;
+        }
+    }
+    outcome.pings = client.pings();
+    outcome
+}
+
+/// Handles every buffered event; false when the server closed the session.
+fn handle_buffered(
+    client: &mut Client,
+    plan: &Plan,
+    shared: &Shared,
+    outcome: &mut Outcome,
+) -> Result<bool> {
+    while let Some(event) = client.next_buffered(Some(&plan.say))? {
+        match event {
+            Event::Say(t) => {
+                outcome.deliveries += 1;
+                shared.on_delivery(t);
+            }
+            Event::Packet(p) => match say_time(&p, &plan.nsp) {
+                Some(t) => {
+                    outcome.deliveries += 1;
+                    shared.on_delivery(t);
+                }
+                None => lock(&shared.unexpected).push(Event::Packet(p).to_string()),
+            },
+            Event::Closed(reason) => {
+                lock(&shared.dropped).push(format!("server closed the session: {reason}"));
+                return Ok(false);
+            }
+            other => lock(&shared.unexpected).push(other.to_string()),
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_gateway::socketio::{Decoded, decode};
+
+    fn packet(text: &str) -> Packet {
+        match decode(text).expect(text) {
+            Decoded::Complete(p) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn say_times() {
+        let table: &[(&str, Option<u64>)] = &[
+            (
+                r#"2/chat,["say",{"room":"bench","t":42,"p":"xx"}]"#,
+                Some(42),
+            ),
+            (r#"2/chat,["say",{"t":7},"extra"]"#, Some(7)),
+            (r#"2["say",{"t":42}]"#, None),
+            (r#"2/chat,["said",{"t":42}]"#, None),
+            (r#"2/chat,["say",{"t":-1}]"#, None),
+            (r#"2/chat,["say"]"#, None),
+            (r#"3/chat,1["say",{"t":42}]"#, None),
+        ];
+        for &(text, want) in table {
+            assert_eq!(say_time(&packet(text), "/chat"), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn window_accounting() {
+        let shared = Shared::new(10, 2);
+        assert!(shared.window_open());
+        shared.sent.store(2, Ordering::SeqCst);
+        assert_eq!(shared.outstanding(), 20);
+        assert!(!shared.arm_wake());
+        for _ in 0..10 {
+            shared.on_delivery(shared.now_ns());
+        }
+        assert_eq!(shared.outstanding(), 10);
+        assert!(shared.window_open());
+        // The delivery that opened the window disarmed the flag and left a wake-up permit.
+        assert!(!shared.sender_waiting.load(Ordering::SeqCst));
+        assert_eq!(shared.latency.count(), 10);
+    }
+
+    #[tokio::test]
+    async fn wake_permit_is_not_lost() {
+        let shared = Shared::new(1, 1);
+        shared.sent.store(1, Ordering::SeqCst);
+        assert!(!shared.arm_wake());
+        shared.on_delivery(shared.now_ns());
+        timeout(Duration::from_secs(1), shared.wake.notified())
+            .await
+            .expect("woken");
+    }
+}

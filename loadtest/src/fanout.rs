@@ -1,0 +1,580 @@
+//! The `fanout` scenario: one sender, N room members, every message delivered to every member.
+//!
+//! N members connect to the namespace and join the room (`join` with an ack that must be
+//! `[{"ok":true}]`); one more connection, the sender, joins too and emits
+//! `say({room, t, p})` where `t` is the send time in ns on this process's monotonic clock. The
+//! server relays it to the other members, which time each delivery against the same clock.
+//!
+//! At `--rate R > 0` the sender is open-loop: message i goes out at `start + i/R`, late ones
+//! immediately. At rate 0 it is closed-loop: it sends while fewer than `--window` messages' worth
+//! of deliveries are outstanding, so the server is always busy but never holds an unbounded
+//! backlog; if the window stays shut for [`WINDOW_STALL`] (deliveries lost) it sends anyway and
+//! counts a stall.
+//!
+//! After T seconds it stops sending and drains: waits until every due delivery has arrived, or
+//! none has for [`DRAIN_IDLE`], or [`DRAIN_MAX`] passed. CPU is measured over first send → end of
+//! drain.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use serde_json::json;
+use tokio::time::timeout;
+
+use crate::cli;
+use crate::client::{Client, Event, Say, event_text};
+use crate::crowd::{self, Plan, SAY, SLOW_DELIVERY, Shared, lock, say_time};
+use crate::idle::{check_fd_limit, setup_deadline};
+use crate::report::{Report, Samples};
+use crate::usage::{Proc, Snapshot, loadavg, utilisation};
+
+/// At rate 0: how long the sender waits for the window to open before sending anyway.
+pub(crate) const WINDOW_STALL: Duration = Duration::from_secs(1);
+/// Drain ends when no delivery arrived for this long.
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
+/// Drain ends after this long in any case.
+const DRAIN_MAX: Duration = Duration::from_secs(10);
+/// Sender set-up (connect + join) must finish within this.
+const SENDER_SETUP: Duration = Duration::from_secs(15);
+/// How long closing the crowd may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Above this share of its core the load generator may be what limits the numbers.
+const CLIENT_BUSY: f64 = 0.85;
+
+/// What the sender saw.
+#[derive(Default)]
+struct SendStats {
+    /// Times the window stayed shut for [`WINDOW_STALL`].
+    stalls: u64,
+    /// `say` messages the sender received (it should not: relays go to the other members).
+    echoes: u64,
+    /// Anything else it received.
+    unexpected: Samples,
+    /// Bytes of the last message's Engine.IO text.
+    message_bytes: usize,
+}
+
+/// Handles what the server sent to the sender.
+fn sender_events(client: &mut Client, plan: &Plan, stats: &mut SendStats) -> Result<()> {
+    while let Some(event) = client.next_buffered(Some(&plan.say))? {
+        match event {
+            Event::Say(_) => stats.echoes += 1,
+            Event::Packet(p) if say_time(&p, &plan.nsp).is_some() => stats.echoes += 1,
+            Event::Closed(reason) => bail!("server closed the sender: {reason}"),
+            other => stats.unexpected.push(other.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// When message `i` is due at `rate` per second.
+fn due(start: Instant, i: u64, rate: u64) -> Instant {
+    start + Duration::from_nanos((u128::from(i) * 1_000_000_000 / u128::from(rate)) as u64)
+}
+
+async fn send_loop(
+    client: &mut Client,
+    shared: &Shared,
+    cfg: &cli::Fanout,
+    plan: &Plan,
+    stats: &mut SendStats,
+) -> Result<()> {
+    let padding = "x".repeat(cfg.payload_bytes);
+    let start = Instant::now();
+    let deadline = start + cfg.duration;
+    let mut force = false;
+    loop {
+        let now = Instant::now();
+        let sent = shared.sent.load(Ordering::SeqCst);
+        let next = if cfg.rate > 0 {
+            due(start, sent, cfg.rate)
+        } else {
+            now
+        };
+        if now >= deadline || next >= deadline {
+            break;
+        }
+        let ready = if cfg.rate > 0 {
+            now >= next
+        } else {
+            force || shared.window_open()
+        };
+        if ready {
+            force = false;
+            let t = shared.now_ns();
+            let args = json!([{ "room": cfg.room, "t": t, "p": padding }]);
+            let text = event_text(&cfg.namespace, SAY, &args, None);
+            stats.message_bytes = text.len();
+            client.send_text(&text).await?;
+            shared.sent.fetch_add(1, Ordering::SeqCst);
+            continue;
+        }
+        let wake_at = if cfg.rate > 0 {
+            next
+        } else {
+            if shared.arm_wake() {
+                continue;
+            }
+            (now + WINDOW_STALL).min(deadline)
+        };
+        tokio::select! {
+            read = client.fill() => {
+                if read? == 0 {
+                    bail!("server closed the sender connection (end of stream)");
+                }
+                sender_events(client, plan, stats)?;
+                client.flush().await?;
+            }
+            _ = tokio::time::sleep_until(wake_at.into()) => {
+                if cfg.rate == 0 && Instant::now() < deadline {
+                    stats.stalls += 1;
+                    force = true;
+                }
+            }
+            _ = shared.wake.notified(), if cfg.rate == 0 => {}
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the outstanding deliveries, servicing the sender's socket meanwhile.
+async fn drain(
+    client: &mut Client,
+    shared: &Shared,
+    plan: &Plan,
+    stats: &mut SendStats,
+) -> Result<()> {
+    let hard = Instant::now() + DRAIN_MAX;
+    let mut last = shared.delivered.load(Ordering::SeqCst);
+    let mut last_change = Instant::now();
+    while shared.outstanding() > 0 {
+        let now = Instant::now();
+        if now >= hard || now - last_change >= DRAIN_IDLE {
+            break;
+        }
+        tokio::select! {
+            read = client.fill() => {
+                if read? == 0 {
+                    bail!("server closed the sender connection (end of stream)");
+                }
+                sender_events(client, plan, stats)?;
+                client.flush().await?;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+        let delivered = shared.delivered.load(Ordering::SeqCst);
+        if delivered != last {
+            (last, last_change) = (delivered, Instant::now());
+        }
+    }
+    Ok(())
+}
+
+fn micros(ns: u64) -> f64 {
+    ns as f64 / 1e3
+}
+
+/// Runs the scenario.
+pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
+    check_fd_limit(cfg.members + 1)?;
+    let server = Proc::Pid(cfg.common.pid);
+    let n = cfg.members;
+    let plan = Arc::new(Plan {
+        target: cfg.common.target.clone(),
+        nsp: cfg.namespace.clone(),
+        room: Some(cfg.room.clone()),
+        concurrency: cfg.common.concurrency,
+        say: Say::new(&cfg.namespace),
+    });
+    let shared = Arc::new(Shared::new(n, cfg.window));
+    let mut r = Report::new("fanout");
+    r.add("members", "room members", n as u64, "");
+    r.add("namespace", "namespace", cfg.namespace.as_str(), "");
+    r.add("room", "room", cfg.room.as_str(), "");
+    r.add(
+        "rate_target",
+        "target rate (0 = saturate)",
+        cfg.rate,
+        "msg/s",
+    );
+    if cfg.rate == 0 {
+        r.add("window", "window", cfg.window, "messages");
+    }
+    r.add("seconds", "sending for", cfg.duration.as_secs(), "s");
+    r.add(
+        "payload_bytes",
+        "padding per message",
+        cfg.payload_bytes as u64,
+        "B",
+    );
+    r.add(
+        "loadavg_1m",
+        "load average (1 min) at start",
+        loadavg().unwrap_or(-1.0),
+        "",
+    );
+
+    eprintln!(
+        "fanout: {n} members joining {} in {}",
+        cfg.room, cfg.namespace
+    );
+    let setup_start = Snapshot::take(Some(server))?;
+    let crowd = crowd::start(n, plan.clone(), shared.clone(), setup_deadline(n)).await;
+    if crowd.connected < n {
+        r.problem(format!(
+            "{} of {n} members failed to connect and join: {}",
+            crowd.failures.count(),
+            crowd.failures.summary()
+        ));
+        crowd.close(CLOSE_TIMEOUT).await;
+        return Ok(r);
+    }
+    let sender = timeout(SENDER_SETUP, async {
+        let (mut client, _) = Client::connect(&plan.target, &plan.nsp).await?;
+        client.join(&plan.nsp, &cfg.room).await?;
+        anyhow::Ok(client)
+    })
+    .await
+    .map_err(|_| anyhow!("sender set-up took over {SENDER_SETUP:?}"))
+    .and_then(|r| r);
+    let mut sender = match sender {
+        Ok(client) => client,
+        Err(e) => {
+            r.problem(format!("sender failed to connect and join: {e:#}"));
+            crowd.close(CLOSE_TIMEOUT).await;
+            return Ok(r);
+        }
+    };
+    let open = crowd.open.clone();
+    let setup_end = Snapshot::take(Some(server))?;
+    let setup_unexpected = lock(&shared.unexpected).count();
+
+    eprintln!(
+        "fanout: sending for {:?} at {}",
+        cfg.duration,
+        if cfg.rate == 0 {
+            "saturation".to_owned()
+        } else {
+            format!("{} msg/s", cfg.rate)
+        }
+    );
+    let rss_start = server.rss()?;
+    let start = Snapshot::take(Some(server))?;
+    let first_send_ns = shared.now_ns();
+    let mut stats = SendStats::default();
+    let mut outcome = send_loop(&mut sender, &shared, &cfg, &plan, &mut stats).await;
+    if outcome.is_ok() {
+        eprintln!("fanout: draining");
+        outcome = drain(&mut sender, &shared, &plan, &mut stats).await;
+    }
+    let end = Snapshot::take(Some(server))?;
+    let rss_end = server.rss()?;
+
+    let sent = shared.sent.load(Ordering::SeqCst);
+    let delivered = shared.delivered.load(Ordering::SeqCst);
+    let expected = sent * n as u64;
+    let last_ns = shared
+        .last_delivery_ns
+        .load(Ordering::SeqCst)
+        .max(first_send_ns);
+    let delivery_wall = shared.instant(last_ns) - shared.instant(first_send_ns);
+    let wall = end.at - start.at;
+    let server_cpu = end
+        .server
+        .unwrap_or_default()
+        .saturating_sub(start.server.unwrap_or_default());
+    let client_cpu = end.client.saturating_sub(start.client);
+    let per_delivery = |cpu: Duration| cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64;
+    let client_util = utilisation(client_cpu, wall);
+    let server_util = utilisation(server_cpu, wall);
+    let h = &shared.latency;
+
+    eprintln!("fanout: closing");
+    let outcomes = crowd.close(CLOSE_TIMEOUT).await;
+    sender.close().await;
+    let per_member = outcomes
+        .iter()
+        .filter(|o| o.connected)
+        .map(|o| o.deliveries);
+    let (min_member, max_member) =
+        per_member.fold((u64::MAX, 0), |(lo, hi), d| (lo.min(d), hi.max(d)));
+
+    r.add(
+        "message_bytes",
+        "message size (Engine.IO text)",
+        stats.message_bytes as u64,
+        "B",
+    );
+    r.add("sent", "messages sent", sent, "");
+    r.add(
+        "send_rate",
+        "send rate achieved",
+        sent as f64 / cfg.duration.as_secs_f64(),
+        "msg/s",
+    );
+    r.add("expected_deliveries", "deliveries due", expected, "");
+    r.add("deliveries", "deliveries received", delivered, "");
+    r.add(
+        "loss",
+        "deliveries lost",
+        expected.saturating_sub(delivered),
+        "",
+    );
+    r.add(
+        "loss_pct",
+        "loss",
+        100.0 * expected.saturating_sub(delivered) as f64 / expected.max(1) as f64,
+        "%",
+    );
+    r.add(
+        "deliveries_per_sec",
+        "deliveries per second",
+        delivered as f64 / delivery_wall.as_secs_f64().max(1e-9),
+        "/s",
+    );
+    r.add("latency_min_us", "latency min", micros(h.min()), "µs");
+    r.add(
+        "latency_p50_us",
+        "latency p50",
+        micros(h.quantile(0.50)),
+        "µs",
+    );
+    r.add(
+        "latency_p90_us",
+        "latency p90",
+        micros(h.quantile(0.90)),
+        "µs",
+    );
+    r.add(
+        "latency_p99_us",
+        "latency p99",
+        micros(h.quantile(0.99)),
+        "µs",
+    );
+    r.add(
+        "latency_p999_us",
+        "latency p99.9",
+        micros(h.quantile(0.999)),
+        "µs",
+    );
+    r.add("latency_max_us", "latency max", micros(h.max()), "µs");
+    r.add("latency_mean_us", "latency mean", h.mean() / 1e3, "µs");
+    r.add(
+        "member_deliveries_min",
+        "fewest deliveries to one member",
+        if min_member == u64::MAX {
+            0
+        } else {
+            min_member
+        },
+        "",
+    );
+    r.add(
+        "member_deliveries_max",
+        "most deliveries to one member",
+        max_member,
+        "",
+    );
+    r.add(
+        "measured_wall_s",
+        "measured period (send + drain)",
+        wall.as_secs_f64(),
+        "s",
+    );
+    r.add("server_cpu_s", "server CPU", server_cpu.as_secs_f64(), "s");
+    r.add("server_cpu_util", "server CPU use", server_util, "cores");
+    r.add(
+        "server_cpu_us_per_delivery",
+        "server CPU per delivery",
+        per_delivery(server_cpu),
+        "µs",
+    );
+    r.add(
+        "client_cpu_s",
+        "load generator CPU",
+        client_cpu.as_secs_f64(),
+        "s",
+    );
+    r.add(
+        "client_cpu_util",
+        "load generator CPU use",
+        client_util,
+        "cores",
+    );
+    r.add(
+        "client_cpu_us_per_delivery",
+        "load generator CPU per delivery",
+        per_delivery(client_cpu),
+        "µs",
+    );
+    r.add(
+        "server_rss_start_bytes",
+        "server RSS at start",
+        rss_start,
+        "B",
+    );
+    r.add("server_rss_end_bytes", "server RSS at end", rss_end, "B");
+    r.add(
+        "setup_wall_s",
+        "time for all members to connect and join",
+        (setup_end.at - setup_start.at).as_secs_f64(),
+        "s",
+    );
+    r.add_tcp_counters(
+        &setup_start,
+        &setup_end,
+        "setup_",
+        "while the members connected",
+    );
+    r.add_machine_load(&start, &end, server, server_util, client_util);
+    r.add_tcp_counters(&start, &end, "", "while sending");
+    if let Some(open) = &open {
+        r.add(
+            "ping_interval_ms",
+            "server pingInterval",
+            open.ping_interval,
+            "ms",
+        );
+    }
+    let slow = lock(&shared.slow);
+    let slow_deliveries: u64 = slow.values().map(|&(n, _)| n).sum();
+    r.add(
+        "slow_deliveries",
+        "deliveries over 100 ms",
+        slow_deliveries,
+        "",
+    );
+    r.add(
+        "slow_messages",
+        "messages with a delivery over 100 ms",
+        slow.len() as u64,
+        "",
+    );
+    if !slow.is_empty() {
+        let n_total = n;
+        let mut worst: Vec<_> = slow.iter().map(|(&t, &(n, max))| (max, n, t)).collect();
+        worst.sort_unstable_by(|a, b| b.cmp(a));
+        let list: Vec<String> = worst
+            .iter()
+            .take(5)
+            .map(|&(max, n, t)| {
+                let at = t.saturating_sub(first_send_ns) as f64 / 1e9;
+                format!(
+                    "sent at +{at:.3} s: {n} of {members} late, slowest {:.1} ms",
+                    max as f64 / 1e6,
+                    members = n_total
+                )
+            })
+            .collect();
+        r.note(format!(
+            "{slow_deliveries} deliveries of {} messages took over {SLOW_DELIVERY:?}; worst: {}",
+            slow.len(),
+            list.join("; ")
+        ));
+    }
+    drop(slow);
+    if cfg.rate == 0 {
+        r.add(
+            "window_stalls",
+            "window stalls (1 s without progress)",
+            stats.stalls,
+            "",
+        );
+    }
+    r.add(
+        "sender_echoes",
+        "say echoed to the sender",
+        stats.echoes,
+        "",
+    );
+
+    if let Err(e) = outcome {
+        r.problem(format!("sending stopped early: {e:#}"));
+    }
+    if delivered < expected {
+        r.problem(format!(
+            "{} of {expected} deliveries lost",
+            expected - delivered
+        ));
+    } else if delivered > expected {
+        r.problem(format!(
+            "{} deliveries more than sent × members (duplicates?)",
+            delivered - expected
+        ));
+    }
+    if stats.echoes > 0 {
+        r.problem(format!(
+            "the sender received its own say {} times (relay should skip the sender)",
+            stats.echoes
+        ));
+    }
+    let dropped = lock(&shared.dropped);
+    if dropped.count() > 0 {
+        r.problem(format!(
+            "{} members disconnected during the run: {}",
+            dropped.count(),
+            dropped.summary()
+        ));
+    }
+    drop(dropped);
+    if stats.stalls > 0 {
+        r.note(format!(
+            "the window stayed shut {} times for {WINDOW_STALL:?}",
+            stats.stalls
+        ));
+    }
+    let unexpected = lock(&shared.unexpected);
+    if unexpected.count() > 0 {
+        r.note(format!(
+            "members got {} unexpected packets ({setup_unexpected} before sending): {}",
+            unexpected.count(),
+            unexpected.summary()
+        ));
+    }
+    drop(unexpected);
+    if stats.unexpected.count() > 0 {
+        r.note(format!(
+            "the sender got {} unexpected packets: {}",
+            stats.unexpected.count(),
+            stats.unexpected.summary()
+        ));
+    }
+    if client_util > CLIENT_BUSY {
+        r.note(format!(
+            "the load generator used {:.0} % of a core: it may be the bottleneck, so throughput and latency are bounds, not the server's limits",
+            client_util * 100.0
+        ));
+    }
+    if cfg.rate == 0 && server_util < CLIENT_BUSY {
+        r.note(format!(
+            "at saturation the server used only {:.0} % of a core",
+            server_util * 100.0
+        ));
+    }
+    if server_cpu < Duration::from_millis(500) {
+        r.note("under 0.5 s of server CPU: the 10 ms tick makes CPU per delivery coarse");
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_times() {
+        let start = Instant::now();
+        assert_eq!(due(start, 0, 10), start);
+        assert_eq!(due(start, 3, 10), start + Duration::from_millis(300));
+        assert_eq!(
+            due(start, 1_000_000, 1_000_000),
+            start + Duration::from_secs(1)
+        );
+        assert_eq!(
+            due(start, 7, 3),
+            start + Duration::from_nanos(2_333_333_333)
+        );
+    }
+}
