@@ -32,6 +32,7 @@ need() {
 need node nodejs
 need npm npm
 need /usr/bin/chromium chromium   # the browser test (playwright-core drives Debian's Chromium)
+need taskset util-linux           # the load-test smoke run pins server and generator to cores
 
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing missing packages: ${missing[*]}"
@@ -96,4 +97,25 @@ fi
 # shellcheck disable=SC2206
 files=(${E2E_ONLY:-test/*.test.js})
 log "node --test (tests/e2e: ${#files[@]} files)"
-node --test "${node_flags[@]}" "${files[@]}" </dev/null
+e2e_log="${TMPDIR:-/tmp}/switchboard-e2e.log"
+node --test "${node_flags[@]}" "${files[@]}" </dev/null | tee "$e2e_log"
+
+# ---- 4. load-test smoke run ------------------------------------------------------------------
+# Seconds-long versions of the benchmarks (100 connections, 2 s): keeps the load-test tool and
+# its scenarios working and checks that no delivery is lost. The numbers come from full runs by
+# hand (scripts/bench.sh), not from here.
+if [ -z "${E2E_ONLY:-}" ]; then
+  cd "$ROOT"
+  log "scripts/bench.sh --quick (load-test smoke run)"
+  bash scripts/bench.sh --no-build --quick </dev/null >"${TMPDIR:-/tmp}/switchboard-bench-smoke.log" 2>&1 || {
+    cat "${TMPDIR:-/tmp}/switchboard-bench-smoke.log"
+    echo "error: the load-test smoke run failed" >&2
+    exit 1
+  }
+  echo "load-test smoke run: ok (log: ${TMPDIR:-/tmp}/switchboard-bench-smoke.log)"
+fi
+
+# The e2e runner's totals again as the last line, after the smoke run's output.
+pass=$(grep -E '^# pass ' "$e2e_log" | awk '{print $3}')
+fail=$(grep -E '^# fail ' "$e2e_log" | awk '{print $3}')
+echo "e2e: ${pass:-0} passed, ${fail:-0} failed"
