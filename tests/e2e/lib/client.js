@@ -158,4 +158,14 @@ function now() {
   return Math.floor(Date.now() / 1000);
 }
 
-module.exports = { TRANSPORTS, WAIT_MS, within, once, connected, connectError, upgraded, Clients, Recorder, hs256, now };
+/** Decoded arguments with binary as byte arrays, whatever the transport gave. */
+function normalize(value) {
+  if (Buffer.isBuffer(value)) return { buffer: [...value] };
+  if (value instanceof ArrayBuffer) return { buffer: [...new Uint8Array(value)] };
+  if (ArrayBuffer.isView(value)) return { buffer: [...new Uint8Array(value.buffer, value.byteOffset, value.byteLength)] };
+  if (Array.isArray(value)) return value.map(normalize);
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, normalize(v)]));
+  return value;
+}
+
+module.exports = { normalize, TRANSPORTS, WAIT_MS, within, once, connected, connectError, upgraded, Clients, Recorder, hs256, now };

@@ -6,7 +6,7 @@
 const { describe, it, before, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
 const { startConformance } = require('../lib/server');
-const { TRANSPORTS, Clients, Recorder, connected, upgraded, within } = require('../lib/client');
+const { TRANSPORTS, Clients, Recorder, connected, upgraded, within, normalize } = require('../lib/client');
 
 let server;
 before(async () => {
@@ -23,16 +23,6 @@ function emitAck(socket, event, ...args) {
     `the ack of "${event}"`,
     6000,
   );
-}
-
-/** Compares decoded arguments, with binary as Buffers whatever the transport gave. */
-function normalize(value) {
-  if (Buffer.isBuffer(value)) return { buffer: [...value] };
-  if (value instanceof ArrayBuffer) return { buffer: [...new Uint8Array(value)] };
-  if (ArrayBuffer.isView(value)) return { buffer: [...new Uint8Array(value.buffer, value.byteOffset, value.byteLength)] };
-  if (Array.isArray(value)) return value.map(normalize);
-  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, normalize(v)]));
-  return value;
 }
 
 for (const transport of Object.keys(TRANSPORTS)) {

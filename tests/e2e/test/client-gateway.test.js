@@ -8,7 +8,7 @@ const { describe, it, before, after, afterEach } = require('node:test');
 const assert = require('node:assert/strict');
 const { startGateway } = require('../lib/server');
 const { request, Polling, wsHandshake } = require('../lib/raw');
-const { TRANSPORTS, Clients, Recorder, connected, connectError, upgraded, within, once, hs256, now } = require('../lib/client');
+const { TRANSPORTS, Clients, Recorder, connected, connectError, upgraded, within, once, hs256, now, normalize } = require('../lib/client');
 
 const SECRET = 'e2e-secret-0123456789abcdef0123456789abcdef';
 const ISSUER = 'switchboard-e2e';
@@ -24,16 +24,6 @@ after(() => server && server.stop());
 /** A valid token for `sub` with extra claims, signed with the test secret. */
 function token(sub, extra = {}) {
   return hs256({ sub, iss: ISSUER, aud: AUDIENCE, iat: now(), exp: now() + 600, ...extra }, SECRET);
-}
-
-/** Compares decoded arguments, with binary as byte arrays whatever the transport gave. */
-function normalize(value) {
-  if (Buffer.isBuffer(value)) return { buffer: [...value] };
-  if (value instanceof ArrayBuffer) return { buffer: [...new Uint8Array(value)] };
-  if (ArrayBuffer.isView(value)) return { buffer: [...new Uint8Array(value.buffer, value.byteOffset, value.byteLength)] };
-  if (Array.isArray(value)) return value.map(normalize);
-  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, normalize(v)]));
-  return value;
 }
 
 const OK = { ok: true };
