@@ -100,6 +100,43 @@ log "node --test (tests/e2e: ${#files[@]} files)"
 e2e_log="${TMPDIR:-/tmp}/switchboard-e2e.log"
 node --test "${node_flags[@]}" "${files[@]}" </dev/null | tee "$e2e_log"
 
+# ---- 3b. the official protocol suites, when provided ------------------------------------------
+# The official Engine.IO v4 and Socket.IO v5 test suites live in the socket.io monorepo (docs/);
+# their code is not copied into this repository. When a copy is provided — in
+# $SWITCHBOARD_PROTOCOL_SUITES or ../shared/protocol-suites, laid out as in the monorepo's docs/
+# folder — they run here against the conformance example (they hard-code localhost:3000).
+suites="${SWITCHBOARD_PROTOCOL_SUITES:-$ROOT/../shared/protocol-suites}"
+if [ -z "${E2E_ONLY:-}" ] && [ -f "$suites/engine.io-protocol/v4-test-suite/test-suite.js" ] \
+    && [ -f "$suites/socket.io-protocol/v5-test-suite/test-suite.js" ]; then
+  log "official protocol suites ($suites) against the conformance example on port 3000"
+  if (exec 3<>/dev/tcp/127.0.0.1/3000) 2>/dev/null; then
+    echo "error: port 3000 is in use; the official suites need it" >&2
+    exit 1
+  fi
+  conf_log="${TMPDIR:-/tmp}/switchboard-official-conformance.log"
+  PORT=3000 "$SWITCHBOARD_CONFORMANCE_BIN" >"$conf_log" 2>&1 &
+  conf_pid=$!
+  trap 'kill "$conf_pid" 2>/dev/null || true' EXIT
+  for _ in $(seq 100); do grep -q '^listening on' "$conf_log" && break; sleep 0.1; done
+  grep -q '^listening on' "$conf_log" || { cat "$conf_log"; echo "error: the conformance example did not start" >&2; exit 1; }
+  for suite in engine.io-protocol/v4-test-suite socket.io-protocol/v5-test-suite; do
+    work="$(mktemp -d)"
+    cp -r "$suites/$suite/." "$work/"
+    # The v5 suite imports the same node-imports.js as the v4 suite.
+    [ -f "$work/node-imports.js" ] || cp "$suites/engine.io-protocol/v4-test-suite/node-imports.js" "$work/"
+    (
+      cd "$work"
+      if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi
+      npx mocha --no-color test-suite.js
+    ) </dev/null
+    rm -rf "$work"
+  done
+  kill "$conf_pid" 2>/dev/null || true
+  trap - EXIT
+else
+  echo "official protocol suites: not provided (see scripts/test.sh); the conformance tests above cover the same behaviours"
+fi
+
 # ---- 4. load-test smoke run ------------------------------------------------------------------
 # Seconds-long versions of the benchmarks (100 connections, 2 s): keeps the load-test tool and
 # its scenarios working and checks that no delivery is lost. The numbers come from full runs by
