@@ -64,8 +64,8 @@ fi
 
 # ---- 2. build and Rust tests ----------------------------------------------------------------
 if [ -z "${SKIP_CARGO:-}" ]; then
-  log "cargo build --release --workspace --examples --locked"
-  cargo build --release --workspace --examples --locked
+  log "cargo build --release --workspace --bins --examples --locked"
+  cargo build --release --workspace --bins --examples --locked
 
   log "cargo test --release --workspace --locked"
   cargo test --release --workspace --locked

@@ -14,7 +14,7 @@ const REPO = path.resolve(__dirname, '..', '..', '..');
 const TARGET = process.env.CARGO_TARGET_DIR
   ? path.resolve(REPO, process.env.CARGO_TARGET_DIR)
   : path.join(REPO, 'target');
-const BUILD_HINT = 'run `cargo build --release --workspace --examples` first (or `bash scripts/test.sh`)';
+const BUILD_HINT = 'run `cargo build --release --workspace --bins --examples` first (or `bash scripts/test.sh`)';
 const START_TIMEOUT_MS = 20_000;
 const LOG_LIMIT = 64 * 1024;
 
