@@ -249,6 +249,9 @@ impl ServerConfig {
             max_payload: self.max_payload_bytes,
             upgrade_timeout: self.upgrade_timeout,
             max_queued_frames: self.outbound_queue_max_messages,
+            // Room for a few messages of the largest size a client may send, at least.
+            max_queued_bytes: crate::engine::DEFAULT_MAX_QUEUED_BYTES
+                .max(self.max_payload_bytes.saturating_mul(4)),
             allow_polling: self.transports.polling,
             allow_websocket: self.transports.websocket,
             max_connections_per_ip: self.max_connections_per_ip,

@@ -40,6 +40,8 @@ pub struct Config {
     pub upgrade_timeout: Duration,
     /// Per-connection outbound queue bound, in frames.
     pub max_queued_frames: usize,
+    /// Per-connection outbound queue bound, in bytes.
+    pub max_queued_bytes: usize,
     /// Whether clients may use HTTP long-polling.
     pub allow_polling: bool,
     /// Whether clients may use WebSocket.
@@ -47,6 +49,9 @@ pub struct Config {
     /// Most concurrent sessions per client IP address (0 = no limit).
     pub max_connections_per_ip: usize,
 }
+
+/// Default bound of a connection's queued bytes.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -56,6 +61,7 @@ impl Default for Config {
             max_payload: 1_000_000,
             upgrade_timeout: Duration::from_millis(10_000),
             max_queued_frames: 1024,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             allow_polling: true,
             allow_websocket: true,
             max_connections_per_ip: 0,
@@ -210,6 +216,8 @@ pub enum Pushed {
 
 pub(crate) struct State {
     pub(crate) outbox: VecDeque<Frame>,
+    /// Bytes of the frames in `outbox`.
+    queued_bytes: usize,
     pub(crate) transport: Transport,
     /// The pending long-poll, woken when there is something for it.
     pub(crate) poll: Option<oneshot::Sender<()>>,
@@ -228,6 +236,20 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// Queues one frame (outside the bounds: heartbeats and farewells).
+    pub(crate) fn push_back(&mut self, frame: Frame) {
+        self.queued_bytes += frame.len();
+        self.outbox.push_back(frame);
+    }
+
+    /// Drops the first `n` queued frames (after they were written).
+    pub(crate) fn discard_front(&mut self, n: usize) {
+        let n = n.min(self.outbox.len());
+        let bytes: usize = self.outbox.iter().take(n).map(Frame::len).sum();
+        self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
+        self.outbox.drain(..n);
+    }
+
     /// Frees the queue's allocation once it is empty and larger than an idle connection needs.
     pub(crate) fn release_spare(&mut self) {
         if self.outbox.is_empty() && self.outbox.capacity() > IDLE_QUEUE_SLOTS {
@@ -238,6 +260,7 @@ impl State {
     /// Takes every queued frame, leaving a small allocation behind at most.
     pub(crate) fn drain(&mut self) -> VecDeque<Frame> {
         self.boundary = 0;
+        self.queued_bytes = 0;
         if self.outbox.capacity() > IDLE_QUEUE_SLOTS {
             std::mem::take(&mut self.outbox)
         } else {
@@ -339,13 +362,17 @@ impl<D: Send + Sync + 'static> Conn<D> {
         if st.closed.is_some() {
             return Pushed::Closed;
         }
-        if st.outbox.len() + frames.len() > self.config.max_queued_frames {
+        let bytes: usize = frames.iter().map(Frame::len).sum();
+        if st.outbox.len() + frames.len() > self.config.max_queued_frames
+            || st.queued_bytes + bytes > self.config.max_queued_bytes
+        {
             drop(st);
             let reason = if volatile { "volatile_full" } else { "slow_consumer" };
             ::metrics::counter!(metrics::EMITS_DROPPED, "reason" => reason).increment(1);
             return if volatile { Pushed::Dropped } else { Pushed::Full };
         }
         st.outbox.extend(frames.iter().cloned());
+        st.queued_bytes += bytes;
         self.wake_writer(&mut st);
         Pushed::Queued
     }
@@ -411,7 +438,7 @@ impl<D: Send + Sync + 'static> Conn<D> {
             let timeout = self.config.ping_timeout;
             st.pong_deadline = Some((st.next_ping + timeout).max(now + timeout / 2));
             // Heartbeats bypass the queue bound: a full queue is already being handled.
-            st.outbox.push_back(Frame::ping());
+            st.push_back(Frame::ping());
             self.wake_writer(&mut st);
         }
         let mut next = st.pong_deadline.unwrap_or(st.next_ping);
@@ -566,6 +593,7 @@ impl<H: Handler> Engine<H> {
             handshake,
             state: Mutex::new(State {
                 outbox: VecDeque::new(),
+                queued_bytes: 0,
                 transport,
                 poll: None,
                 post_active: false,
@@ -812,6 +840,26 @@ mod tests {
         // Closing again changes nothing.
         conn.close(CloseReason::ServerClose);
         assert_eq!(rec.closes.lock().expect("lock").len(), 1);
+    }
+
+    #[test]
+    fn queue_is_bounded_in_bytes_too() {
+        let (engine, rec) = engine(Config {
+            max_queued_bytes: 10,
+            ..small()
+        });
+        let (conn, _) = engine
+            .open(Transport::WebSocket, info(), Instant::now())
+            .expect("open");
+        let f = Frame::Text(Bytes::from_static(b"4abcd"));
+        assert_eq!(conn.push(f.clone()), Pushed::Queued);
+        assert_eq!(conn.push(f.clone()), Pushed::Queued);
+        // Written frames no longer count.
+        conn.lock().discard_front(1);
+        assert_eq!(conn.push(f.clone()), Pushed::Queued);
+        assert_eq!(conn.push_all(std::slice::from_ref(&f), true), Pushed::Dropped);
+        assert_eq!(conn.push(f), Pushed::Closed);
+        assert_eq!(*rec.closes.lock().expect("lock"), vec![CloseReason::SlowConsumer]);
     }
 
     #[test]

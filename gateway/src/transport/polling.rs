@@ -164,7 +164,7 @@ fn farewell(st: &mut State, reason: CloseReason) -> Response<Body> {
     if reason == CloseReason::ClientClose {
         return text_response(Bytes::from_static(b"6"));
     }
-    st.outbox.push_back(Frame::close());
+    st.push_back(Frame::close());
     drain_response(st)
 }
 

@@ -35,6 +35,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const SCRATCH_KEEP: usize = 256 * 1024;
 /// Pause between a CONNECT reply written on its own and the frames queued after it.
 const APART_GAP: std::time::Duration = std::time::Duration::from_millis(5);
+/// Most bytes of unsent control frames (pongs) a connection may accumulate.
+const MAX_CONTROL_BACKLOG: usize = 64 * 1024;
 /// How long a closing connection may take to flush its last frames.
 const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -415,6 +417,11 @@ impl<H: Handler> Io<'_, H> {
                     self.on_binary(data)
                 }
                 Message::Ping(data) => {
+                    if self.control.len() > MAX_CONTROL_BACKLOG {
+                        // Pings faster than the client reads our pongs.
+                        self.conn.close(CloseReason::SlowConsumer);
+                        return (off, Flow::Close(close_code::POLICY));
+                    }
                     let data = data.to_vec();
                     self.queue_raw(OpCode::Pong, &data);
                     Flow::Continue
@@ -506,6 +513,16 @@ impl<H: Handler> Io<'_, H> {
     ///
     /// Returns why the session closed, if it has (seen while taking the queue).
     fn flush(&mut self, tcp: &TcpStream, now: Instant) -> io::Result<Option<CloseReason>> {
+        if !self.pending.is_empty() {
+            let n = write_some(tcp, &self.pending)?;
+            self.consume_pending(n);
+            if !self.pending.is_empty() && self.close.is_none() {
+                // The client is not reading: leave new frames in the bounded queue, where a
+                // client that stays behind meets the slow-consumer limit, instead of moving
+                // them into an unbounded byte buffer here.
+                return Ok(None);
+            }
+        }
         if self.gap_until.is_some_and(|g| g <= now) {
             self.gap_until = None;
         }
@@ -528,7 +545,7 @@ impl<H: Handler> Io<'_, H> {
                     st.outbox.len()
                 };
                 encode_frames(out, st.outbox.iter().take(n));
-                st.outbox.drain(..n);
+                st.discard_front(n);
                 st.boundary = 0;
                 gap = !st.outbox.is_empty();
                 st.release_spare();
