@@ -201,6 +201,16 @@ pub struct HandshakeInfo {
     pub issued_ms: u64,
 }
 
+/// How long a connection must have been quiet before a pusher writes to it directly.
+const DIRECT_QUIET: Duration = Duration::from_millis(20);
+
+/// Writes frames straight to a connection's socket, for pushers (see [`State::direct`]).
+pub(crate) trait DirectWrite: Send + Sync {
+    /// Writes what the kernel takes now and appends the rest to `spill`. An error means the
+    /// socket is broken (the transport finds out and closes the session).
+    fn write(&self, frames: &[Frame], spill: &mut Vec<u8>) -> std::io::Result<()>;
+}
+
 /// Result of pushing frames to a connection.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
@@ -218,6 +228,14 @@ pub(crate) struct State {
     pub(crate) outbox: VecDeque<Frame>,
     /// Bytes of the frames in `outbox`.
     queued_bytes: usize,
+    /// Set by the WebSocket transport while nothing waits to be written: frames pushed to an
+    /// empty queue are then written to the socket at once, by the pusher, under this lock.
+    pub(crate) direct: Option<Arc<dyn DirectWrite>>,
+    /// Bytes written to the connection that the kernel did not take yet (the transport's writer
+    /// sends them before anything else).
+    pub(crate) spill: Vec<u8>,
+    /// When frames were last written to the socket (directly or by the transport's writer).
+    pub(crate) last_write: Option<Instant>,
     pub(crate) transport: Transport,
     /// The pending long-poll, woken when there is something for it.
     pub(crate) poll: Option<oneshot::Sender<()>>,
@@ -358,6 +376,10 @@ impl<D: Send + Sync + 'static> Conn<D> {
     /// Like [`Conn::send_all`] but never closes: a full queue gives [`Pushed::Full`] and the
     /// caller closes the connection once it holds no lock.
     pub fn push_all(&self, frames: &[Frame], volatile: bool) -> Pushed {
+        self.enqueue(frames, volatile, true)
+    }
+
+    fn enqueue(&self, frames: &[Frame], volatile: bool, allow_direct: bool) -> Pushed {
         let mut st = self.lock();
         if st.closed.is_some() {
             return Pushed::Closed;
@@ -371,6 +393,27 @@ impl<D: Send + Sync + 'static> Conn<D> {
             ::metrics::counter!(metrics::EMITS_DROPPED, "reason" => reason).increment(1);
             return if volatile { Pushed::Dropped } else { Pushed::Full };
         }
+        if allow_direct
+            && st.outbox.is_empty()
+            && st.spill.is_empty()
+            && let Some(direct) = st.direct.clone()
+            && let now = Instant::now()
+            && st
+                .last_write
+                .is_none_or(|t| now.saturating_duration_since(t) >= DIRECT_QUIET)
+        {
+            // Nothing is waiting ahead of these frames and the connection has been quiet: write
+            // them now instead of waking the connection's task (a delivery at low rates then
+            // costs one write). Busy connections keep going through the queue, where the writer
+            // coalesces everything queued into one write.
+            st.last_write = Some(now);
+            let written = direct.write(frames, &mut st.spill);
+            if written.is_err() || !st.spill.is_empty() {
+                st.direct = None;
+                self.wake.notify_one();
+            }
+            return Pushed::Queued;
+        }
         st.outbox.extend(frames.iter().cloned());
         st.queued_bytes += bytes;
         self.wake_writer(&mut st);
@@ -382,7 +425,13 @@ impl<D: Send + Sync + 'static> Conn<D> {
     /// of one read synchronously (the `ws` package ≥ 8.17 does) may otherwise miss a handler's
     /// first emit while they are still processing the reply.
     pub fn send_apart(self: &Arc<Self>, frames: &[Frame]) -> Pushed {
-        let pushed = self.send_all(frames, false);
+        let pushed = match self.enqueue(frames, false, false) {
+            Pushed::Full => {
+                self.close(CloseReason::SlowConsumer);
+                Pushed::Closed
+            }
+            other => other,
+        };
         if pushed == Pushed::Queued {
             let mut st = self.lock();
             st.boundary = st.outbox.len();
@@ -594,6 +643,9 @@ impl<H: Handler> Engine<H> {
             state: Mutex::new(State {
                 outbox: VecDeque::new(),
                 queued_bytes: 0,
+                direct: None,
+                spill: Vec::new(),
+                last_write: None,
                 transport,
                 poll: None,
                 post_active: false,

@@ -25,7 +25,9 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::{Body, EioError, too_many};
-use crate::engine::{CloseReason, Conn, Engine, Handler, HandshakeInfo, Transport};
+use crate::engine::{
+    CloseReason, Conn, DirectWrite, Engine, Handler, HandshakeInfo, State, Transport,
+};
 use crate::engineio::{self, Frame, Packet, Payload};
 use crate::websocket::{self, Assembler, Message, OpCode, Role, close_code};
 
@@ -113,13 +115,13 @@ fn refuse_after_upgrade(mut req: Request<Incoming>) -> Response<Body> {
         return EioError::BadRequest.response();
     };
     tokio::spawn(async move {
-        if let Some((mut tcp, _)) = take_stream(fut).await {
+        if let Some((tcp, _)) = take_stream(fut).await {
             let mut frame = Vec::with_capacity(4);
             let payload = websocket::close_payload(close_code::POLICY, "");
             websocket::write_head(&mut frame, OpCode::Close, payload.len());
             frame.extend_from_slice(&payload);
             if tcp.writable().await.is_ok() && write_some(&tcp, &frame).is_ok() {
-                linger(&mut tcp, Instant::now() + CLOSE_FLUSH).await;
+                linger(&tcp, Instant::now() + CLOSE_FLUSH).await;
             }
         }
     });
@@ -177,20 +179,45 @@ struct Io<'a, H: Handler> {
     control: Vec<u8>,
     /// A close frame to send after everything else.
     close: Option<u16>,
-    /// Bytes not yet accepted by the kernel.
-    pending: Vec<u8>,
     /// Queued frames wait until then (after frames that had to be written apart).
     gap_until: Option<Instant>,
+    /// Whether bytes wait in the session's spill buffer (as of the last flush).
+    backlog: bool,
+    /// The socket, for pushers to write to while nothing else waits (see `State::direct`).
+    direct: Arc<dyn DirectWrite>,
+}
+
+/// Lets pushers write frames to the socket directly.
+impl DirectWrite for TcpStream {
+    fn write(&self, frames: &[Frame], spill: &mut Vec<u8>) -> io::Result<()> {
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            s.clear();
+            encode_frames(&mut s, frames.iter());
+            let result = write_some(self, &s);
+            if let Ok(n) = result
+                && n < s.len()
+            {
+                spill.extend_from_slice(&s[n..]);
+            }
+            s.clear();
+            if s.capacity() > SCRATCH_KEEP {
+                *s = Vec::new();
+            }
+            result.map(|_| ())
+        })
+    }
 }
 
 async fn run<H: Handler>(
     engine: Arc<Engine<H>>,
     conn: Arc<Conn<H::Data>>,
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     pre: Bytes,
     phase: Phase,
 ) {
     let _ = tcp.set_nodelay(true);
+    let tcp = Arc::new(tcp);
     let mut io = Io {
         engine: &engine,
         conn: &conn,
@@ -199,8 +226,9 @@ async fn run<H: Handler>(
         partial: Vec::new(),
         control: Vec::new(),
         close: None,
-        pending: Vec::new(),
         gap_until: None,
+        backlog: false,
+        direct: tcp.clone(),
     };
     let upgrade_deadline = Instant::now() + engine.config.upgrade_timeout;
     let mut closing: Option<Instant> = None;
@@ -242,7 +270,7 @@ async fn run<H: Handler>(
             flow = Flow::Close(close_code_for(closed));
             continue;
         }
-        if closing.is_some() && io.pending.is_empty() {
+        if closing.is_some() && !io.backlog {
             break;
         }
         let deadline = match (closing, io.phase) {
@@ -273,12 +301,12 @@ async fn run<H: Handler>(
                     Err(_) => Flow::Gone,
                 };
             }
-            r = tcp.writable(), if !io.pending.is_empty() => {
+            r = tcp.writable(), if io.backlog => {
                 if r.is_err() {
                     break;
                 }
             }
-            () = conn.wake.notified(), if io.pending.is_empty() => {}
+            () = conn.wake.notified(), if !io.backlog => {}
             () = &mut sleep => {
                 if closing.is_some() {
                     break;
@@ -290,10 +318,12 @@ async fn run<H: Handler>(
             }
         }
     }
+    // Pushers must not write to (nor keep open) a socket this task is done with.
+    conn.lock().direct = None;
     if let Some(deadline) = closing
-        && io.pending.is_empty()
+        && !io.backlog
     {
-        linger(&mut tcp, deadline).await;
+        linger(&tcp, deadline).await;
     }
     match io.phase {
         Phase::Open => {
@@ -308,9 +338,8 @@ async fn run<H: Handler>(
 /// After our close frame: stop writing and discard what the client still sends until it closes
 /// too (or the deadline passes). Dropping a socket with unread bytes makes the kernel send a reset,
 /// and the client would lose the close frame and whatever else it had not read yet.
-async fn linger(tcp: &mut TcpStream, deadline: Instant) {
-    use tokio::io::AsyncWriteExt as _;
-    let _ = tcp.shutdown().await;
+async fn linger(tcp: &TcpStream, deadline: Instant) {
+    let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write);
     while let Ok(Ok(())) = tokio::time::timeout_at(deadline, tcp.readable()).await {
         if !discard(tcp) {
             return;
@@ -507,44 +536,69 @@ impl<H: Handler> Io<'_, H> {
         self.control.extend_from_slice(payload);
     }
 
-    /// Writes control frames, then every queued frame (while this socket carries the session),
-    /// then a requested close frame — coalesced into one write, built in the per-thread scratch
-    /// buffer unless older bytes are still pending. What the kernel does not take is kept.
+    /// Writes, under the session's lock (so that pushers writing directly never interleave with
+    /// it): first the bytes the kernel did not take last time, then control frames, every queued
+    /// frame (while this socket carries the session) and a requested close frame — coalesced into
+    /// one write built in the per-thread scratch buffer. What the kernel does not take goes to the
+    /// spill buffer. Afterwards pushers may write directly only if nothing at all is waiting.
     ///
     /// Returns why the session closed, if it has (seen while taking the queue).
     fn flush(&mut self, tcp: &TcpStream, now: Instant) -> io::Result<Option<CloseReason>> {
-        if !self.pending.is_empty() {
-            let n = write_some(tcp, &self.pending)?;
-            self.consume_pending(n);
-            if !self.pending.is_empty() && self.close.is_none() {
-                // The client is not reading: leave new frames in the bounded queue, where a
-                // client that stays behind meets the slow-consumer limit, instead of moving
-                // them into an unbounded byte buffer here.
-                return Ok(None);
-            }
-        }
         if self.gap_until.is_some_and(|g| g <= now) {
             self.gap_until = None;
+        }
+        let mut st = self.conn.lock();
+        let result = self.flush_locked(&mut st, tcp, now);
+        self.backlog = !st.spill.is_empty();
+        let idle = result.is_ok()
+            && self.phase == Phase::Open
+            && self.close.is_none()
+            && self.gap_until.is_none()
+            && self.control.is_empty()
+            && st.closed.is_none()
+            && st.outbox.is_empty()
+            && st.spill.is_empty();
+        st.direct = idle.then(|| self.direct.clone());
+        result
+    }
+
+    fn flush_locked(
+        &mut self,
+        st: &mut State,
+        tcp: &TcpStream,
+        now: Instant,
+    ) -> io::Result<Option<CloseReason>> {
+        if !st.spill.is_empty() {
+            let n = write_some(tcp, &st.spill)?;
+            st.spill.drain(..n);
+            if st.spill.is_empty() {
+                st.spill = Vec::new();
+            } else if self.close.is_none() {
+                // The client is not reading: leave new frames in the bounded queue, where a
+                // client that stays behind meets the slow-consumer limit, instead of moving
+                // them into an unbounded byte buffer.
+                return Ok(None);
+            }
         }
         let take = self.phase == Phase::Open && (self.gap_until.is_none() || self.close.is_some());
         let close = self.close.take();
         let control = std::mem::take(&mut self.control);
-        let conn = self.conn;
         let mut gap = false;
-        let mut closed = None;
-        // Frames are encoded straight from the queue, under its lock (a memcpy per frame), so
-        // that a flush allocates nothing.
-        let mut build = |out: &mut Vec<u8>| {
+        let closed = if take { st.closed } else { None };
+        // Frames are encoded straight from the queue (a memcpy per frame), so that a flush
+        // allocates nothing.
+        let mut build = |out: &mut Vec<u8>, st: &mut State| {
             out.extend_from_slice(&control);
             if take {
-                let mut st = conn.lock();
-                closed = st.closed;
                 let n = if st.boundary > 0 && close.is_none() {
                     st.boundary.min(st.outbox.len())
                 } else {
                     st.outbox.len()
                 };
                 encode_frames(out, st.outbox.iter().take(n));
+                if n > 0 {
+                    st.last_write = Some(now);
+                }
                 st.discard_front(n);
                 st.boundary = 0;
                 gap = !st.outbox.is_empty();
@@ -556,11 +610,11 @@ impl<H: Handler> Io<'_, H> {
                 out.extend_from_slice(&payload);
             }
         };
-        let result = if self.pending.is_empty() {
+        let result = if st.spill.is_empty() {
             SCRATCH.with(|s| -> io::Result<()> {
                 let mut s = s.borrow_mut();
                 s.clear();
-                build(&mut s);
+                build(&mut s, st);
                 if s.is_empty() {
                     return Ok(());
                 }
@@ -568,7 +622,7 @@ impl<H: Handler> Io<'_, H> {
                 if let Ok(n) = result
                     && n < s.len()
                 {
-                    self.pending.extend_from_slice(&s[n..]);
+                    st.spill.extend_from_slice(&s[n..]);
                 }
                 s.clear();
                 if s.capacity() > SCRATCH_KEEP {
@@ -577,21 +631,21 @@ impl<H: Handler> Io<'_, H> {
                 result.map(|_| ())
             })
         } else {
-            build(&mut self.pending);
-            write_some(tcp, &self.pending).map(|n| self.consume_pending(n))
+            // Only when closing: everything goes behind the unsent bytes.
+            let mut spill = std::mem::take(&mut st.spill);
+            build(&mut spill, st);
+            let written = write_some(tcp, &spill);
+            if let Ok(n) = written {
+                spill.drain(..n);
+            }
+            st.spill = spill;
+            written.map(|_| ())
         };
         if gap {
             // What was queued behind frames that had to go apart waits a moment.
             self.gap_until = Some(now + APART_GAP);
         }
         result.map(|()| closed)
-    }
-
-    fn consume_pending(&mut self, n: usize) {
-        self.pending.drain(..n);
-        if self.pending.is_empty() {
-            self.pending = Vec::new();
-        }
     }
 }
 
