@@ -7,7 +7,10 @@
 //! - an idle connection holds no buffer: reads go through a stack buffer once the socket is
 //!   readable, and only an incomplete frame is kept on the heap (and freed once complete);
 //! - every frame queued for the connection is written with one `write` (coalescing), built in a
-//!   per-thread scratch buffer; only bytes the kernel would not take stay with the connection.
+//!   per-thread scratch buffer; only bytes the kernel would not take stay with the connection;
+//! - a frame for a connection that has been quiet is written by the pusher itself (the task hands
+//!   out a direct-write handle while nothing waits), so low-rate deliveries wake no task. Every
+//!   write to the socket, the task's and the pushers', happens under the session's lock.
 //!
 //! The task selects only over cancel-safe futures (`readable`, `writable`, `Notify`, `Sleep`).
 
