@@ -3,7 +3,7 @@
 #
 #   scripts/bench.sh            full run: the loopback write floors; idle with 10 000
 #                               connections; fan-out to 1 000 room members at 10 msg/s for
-#                               20 s; the same at saturation
+#                               20 s; the same at saturation with 8 and 32 messages in flight
 #   scripts/bench.sh --quick    tiny versions (100 connections, 2 s): a smoke test for CI
 #   scripts/bench.sh --no-build skip `cargo build --release`
 #
@@ -139,8 +139,13 @@ sleep 2
 run "${gen[@]}" fanout --url "$url" --pid "$server_pid" --members "$MEMBERS" --rate "$LOW_RATE" \
     --seconds "$SECONDS_PER_RUN"
 sleep 2
-run "${gen[@]}" fanout --url "$url" --pid "$server_pid" --members "$MEMBERS" --rate 0 \
-    --seconds "$SECONDS_PER_RUN"
+# Saturation twice: with 8 and with 32 messages in flight. The cost per delivery falls as more
+# frames wait per connection and go out in one write (coalescing).
+for window in 8 32; do
+    run "${gen[@]}" fanout --url "$url" --pid "$server_pid" --members "$MEMBERS" --rate 0 \
+        --seconds "$SECONDS_PER_RUN" --window "$window"
+    sleep 2
+done
 
 kill -0 "$server_pid" 2>/dev/null || { echo "bench.sh: the gateway died during the runs; log:" >&2; cat "$server_log" >&2; status=1; }
 stop_server
