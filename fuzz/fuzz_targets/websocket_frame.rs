@@ -6,14 +6,6 @@
 use libfuzzer_sys::fuzz_target;
 use switchboard_gateway::websocket::{self, Assembler, Message, OpCode, Role};
 
-const OPS: [OpCode; 6] = [
-    OpCode::Continuation,
-    OpCode::Text,
-    OpCode::Binary,
-    OpCode::Close,
-    OpCode::Ping,
-    OpCode::Pong,
-];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&knob, rest)) = data.split_first() else {
@@ -48,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // Round trip: the rest of the input as the payload of a frame of the knob's opcode.
-    let op = OPS[usize::from(knob) % OPS.len()];
+    let op = OpCode::ALL[usize::from(knob) % OpCode::ALL.len()];
     let payload = if op.is_control() { &rest[..rest.len().min(125)] } else { rest };
     let mask = [knob, knob.wrapping_mul(31), knob ^ 0x5a, knob.rotate_left(3)];
 

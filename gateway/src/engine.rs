@@ -276,17 +276,11 @@ impl State {
         }
     }
 
-    /// Takes every queued frame, leaving a small allocation behind at most.
+    /// Takes every queued frame (with the queue's allocation: an idle session keeps none).
     pub(crate) fn drain(&mut self) -> VecDeque<Frame> {
         self.boundary = 0;
         self.queued_bytes = 0;
-        if self.outbox.capacity() > IDLE_QUEUE_SLOTS {
-            std::mem::take(&mut self.outbox)
-        } else {
-            let mut out = VecDeque::with_capacity(self.outbox.len());
-            out.extend(self.outbox.drain(..));
-            out
-        }
+        std::mem::take(&mut self.outbox)
     }
 }
 
@@ -365,22 +359,27 @@ impl<D: Send + Sync + 'static> Conn<D> {
     /// slow consumer. Must not be called with a namespace lock held (closing runs the handler);
     /// use [`Conn::push_all`] there.
     pub fn send_all(self: &Arc<Self>, frames: &[Frame], volatile: bool) -> Pushed {
-        match self.push_all(frames, volatile) {
-            Pushed::Full => {
-                self.close(CloseReason::SlowConsumer);
-                Pushed::Closed
-            }
-            other => other,
+        self.close_if_full(self.enqueue(frames, volatile, false))
+    }
+
+    /// Disconnects a slow consumer whose queue had no room.
+    fn close_if_full(self: &Arc<Self>, pushed: Pushed) -> Pushed {
+        if pushed == Pushed::Full {
+            self.close(CloseReason::SlowConsumer);
+            return Pushed::Closed;
         }
+        pushed
     }
 
     /// Like [`Conn::send_all`] but never closes: a full queue gives [`Pushed::Full`] and the
     /// caller closes the connection once it holds no lock.
     pub fn push_all(&self, frames: &[Frame], volatile: bool) -> Pushed {
-        self.enqueue(frames, volatile, true)
+        self.enqueue(frames, volatile, false)
     }
 
-    fn enqueue(&self, frames: &[Frame], volatile: bool, allow_direct: bool) -> Pushed {
+    /// Queues (or writes through) frames. `apart`: always queue, and mark them to be written on
+    /// their own (see [`Conn::send_apart`]), in the same critical section.
+    fn enqueue(&self, frames: &[Frame], volatile: bool, apart: bool) -> Pushed {
         let mut st = self.lock();
         if st.closed.is_some() {
             return Pushed::Closed;
@@ -394,7 +393,7 @@ impl<D: Send + Sync + 'static> Conn<D> {
             ::metrics::counter!(metrics::EMITS_DROPPED, "reason" => reason).increment(1);
             return if volatile { Pushed::Dropped } else { Pushed::Full };
         }
-        if allow_direct
+        if !apart
             && st.outbox.is_empty()
             && st.spill.is_empty()
             && let Some(direct) = st.direct.clone()
@@ -417,6 +416,9 @@ impl<D: Send + Sync + 'static> Conn<D> {
         }
         st.outbox.extend(frames.iter().cloned());
         st.queued_bytes += bytes;
+        if apart {
+            st.boundary = st.outbox.len();
+        }
         self.wake_writer(&mut st);
         Pushed::Queued
     }
@@ -426,18 +428,7 @@ impl<D: Send + Sync + 'static> Conn<D> {
     /// of one read synchronously (the `ws` package ≥ 8.17 does) may otherwise miss a handler's
     /// first emit while they are still processing the reply.
     pub fn send_apart(self: &Arc<Self>, frames: &[Frame]) -> Pushed {
-        let pushed = match self.enqueue(frames, false, false) {
-            Pushed::Full => {
-                self.close(CloseReason::SlowConsumer);
-                Pushed::Closed
-            }
-            other => other,
-        };
-        if pushed == Pushed::Queued {
-            let mut st = self.lock();
-            st.boundary = st.outbox.len();
-        }
-        pushed
+        self.close_if_full(self.enqueue(frames, false, true))
     }
 
     fn wake_writer(&self, st: &mut State) {

@@ -43,6 +43,16 @@ pub enum OpCode {
 }
 
 impl OpCode {
+    /// Every opcode that is not reserved.
+    pub const ALL: [Self; 6] = [
+        Self::Continuation,
+        Self::Text,
+        Self::Binary,
+        Self::Close,
+        Self::Ping,
+        Self::Pong,
+    ];
+
     /// The opcode for these 4 bits, if it is not reserved.
     pub const fn from_bits(bits: u8) -> Option<Self> {
         Some(match bits {
@@ -1002,14 +1012,7 @@ mod tests {
     #[test]
     fn round_trip_frames() {
         let mut rng = Rng(0x5eed_2001);
-        let ops = [
-            OpCode::Continuation,
-            OpCode::Text,
-            OpCode::Binary,
-            OpCode::Close,
-            OpCode::Ping,
-            OpCode::Pong,
-        ];
+        let ops = OpCode::ALL;
         for _ in 0..3000 {
             let op = ops[rng.below(ops.len())];
             let len = match rng.below(4) {

@@ -71,7 +71,7 @@ impl NsInner {
     pub(crate) fn remove_socket(&self, socket: &Arc<SocketInner>) {
         write(&self.sockets).remove(&socket.id);
         let mut rooms = write(&self.rooms);
-        let mine = std::mem::take(&mut *socket.rooms_mut());
+        let mine = std::mem::take(&mut *socket.rooms());
         for room in mine {
             if let Some(members) = rooms.get_mut(&room) {
                 members.remove(&socket.id);
@@ -96,7 +96,7 @@ impl NsInner {
         max_members: usize,
     ) -> Result<bool, RoomFull> {
         let mut rooms = write(&self.rooms);
-        let mut mine = socket.rooms_mut();
+        let mut mine = socket.rooms();
         if mine.contains(&room) {
             return Ok(false);
         }
@@ -114,7 +114,7 @@ impl NsInner {
     /// Removes a socket from a room; false if it was not a member.
     pub(crate) fn leave(&self, socket: &Arc<SocketInner>, room: &str) -> bool {
         let mut rooms = write(&self.rooms);
-        let mut mine = socket.rooms_mut();
+        let mut mine = socket.rooms();
         let Some(pos) = mine.iter().position(|r| &**r == room) else {
             return false;
         };

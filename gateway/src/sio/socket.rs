@@ -57,11 +57,9 @@ impl SocketInner {
         })
     }
 
+    /// The socket's own room list (the reverse index); the namespace changes it together with
+    /// its room map, under the namespace's room lock.
     pub(crate) fn rooms(&self) -> MutexGuard<'_, Vec<Room>> {
-        lock(&self.rooms)
-    }
-
-    pub(crate) fn rooms_mut(&self) -> MutexGuard<'_, Vec<Room>> {
         lock(&self.rooms)
     }
 
