@@ -1,8 +1,16 @@
 //! The wire contract shared by Switchboard's gateway, broker and backend workers.
 //!
-//! This crate owns the names and shapes that cross process boundaries. Today that is
-//! [`subject`], the only place NATS subjects are made or read back; the gRPC `.proto` files
-//! and the NATS message envelopes will live here too. It does no I/O: everything here is a pure
+//! This crate owns the names and shapes that cross process boundaries: [`subject`], the only
+//! place NATS subjects are made or read back, and [`bus`], the protobuf envelopes of every NATS
+//! message (generated from `proto/bus.proto`). It does no I/O: everything here is a pure
 //! function of its inputs, so both tiers (and tests) agree on the contract by linking it.
 
 pub mod subject;
+
+/// The NATS message envelopes (`proto/bus.proto`, package `switchboard.bus.v1`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod bus {
+    include!(concat!(env!("OUT_DIR"), "/switchboard.bus.v1.rs"));
+}
+
+pub use prost::Message;

@@ -75,6 +75,9 @@ const CONNECT: &str = "connect";
 const DISCONNECT: &str = "disconnect";
 const RESYNC: &str = "resync";
 const SNAPSHOT: &str = "snapshot";
+const PRESENCE: &str = "presence";
+const BROKER: &str = "broker";
+const RESERVE: &str = "reserve";
 
 /// Uppercase hex digits used by [`escape`].
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -245,6 +248,13 @@ pub enum Parsed {
         /// The gateway asked.
         node: String,
     },
+    /// Presence changes of a namespace, announced by the leading broker.
+    Presence {
+        /// The namespace, with its leading `/`.
+        ns: String,
+    },
+    /// A gateway asks a broker to admit a socket into a room with a capacity.
+    Reserve,
 }
 
 /// Builds and parses the subjects of one cluster, identified by its prefix.
@@ -396,6 +406,23 @@ impl Subjects {
         self.build(SNAPSHOT, &[node], &[])
     }
 
+    /// `{p}.presence.{ns}`: presence changes of namespace `ns` (users joining and leaving rooms,
+    /// coming online and going offline), published by the leading broker.
+    pub fn presence(&self, ns: &str) -> String {
+        self.build(PRESENCE, &[ns], &[])
+    }
+
+    /// `{p}.presence.*`: presence changes of every namespace.
+    pub fn all_presence(&self) -> String {
+        self.build(PRESENCE, &[], &["*"])
+    }
+
+    /// `{p}.broker.reserve`: request/reply, a gateway asks a broker (queue group) to admit a
+    /// socket into a room that has a capacity, decided for the whole cluster.
+    pub fn reserve(&self) -> String {
+        self.build(BROKER, &[], &[RESERVE])
+    }
+
     /// The subject a message arrived on, with its names unescaped: the inverse of the builders
     /// above (wildcard subscriptions are not subjects and do not parse).
     ///
@@ -438,6 +465,8 @@ impl Subjects {
             (Some(SNAPSHOT), Some(node), None) => Parsed::Snapshot {
                 node: unescape(node)?,
             },
+            (Some(PRESENCE), Some(ns), None) => Parsed::Presence { ns: unescape(ns)? },
+            (Some(BROKER), Some(RESERVE), None) => Parsed::Reserve,
             _ => return Err(SubjectError::UnknownSubject(subject.to_owned())),
         };
         Ok(parsed)
@@ -651,6 +680,9 @@ mod tests {
             (s.all_life(), "sio.life.>"),
             (s.resync(), "sio.resync"),
             (s.snapshot("gw1"), "sio.snapshot.gw1"),
+            (s.presence("/chat"), "sio.presence._2Fchat"),
+            (s.all_presence(), "sio.presence.*"),
+            (s.reserve(), "sio.broker.reserve"),
             // Unvalidated node ids are escaped too.
             (s.node("a.*"), "sio.node.a_2E_2A"),
         ];
@@ -692,6 +724,8 @@ mod tests {
             ),
             ("sio.resync", Parsed::Resync),
             ("sio.snapshot.gw1", Parsed::Snapshot { node: own("gw1") }),
+            ("sio.presence._2F", Parsed::Presence { ns: own("/") }),
+            ("sio.broker.reserve", Parsed::Reserve),
         ];
         for (subject, parsed) in cases {
             assert_eq!(s.parse(subject), Ok(parsed), "{subject:?}");
@@ -830,6 +864,8 @@ mod tests {
                 (s.disconnect(&ns), Parsed::Disconnect { ns: own() }),
                 (s.resync(), Parsed::Resync),
                 (s.snapshot(&node), Parsed::Snapshot { node: node.clone() }),
+                (s.presence(&ns), Parsed::Presence { ns: own() }),
+                (s.reserve(), Parsed::Reserve),
             ];
             for (subject, parsed) in concrete {
                 assert!(is_subject(&subject, false), "{subject:?}");
@@ -844,6 +880,7 @@ mod tests {
                 (s.all_events(), s.event(&ns, &a), s.connect(&ns)),
                 (s.all_life(), s.connect(&ns), s.event(&ns, &a)),
                 (s.all_life(), s.disconnect(&ns), s.namespace(&ns)),
+                (s.all_presence(), s.presence(&ns), s.namespace(&ns)),
             ];
             for (pattern, hit, miss) in wildcards {
                 assert!(is_subject(&pattern, true), "{pattern:?}");
@@ -934,6 +971,8 @@ mod tests {
                     Parsed::Disconnect { ns } => s.disconnect(ns),
                     Parsed::Resync => s.resync(),
                     Parsed::Snapshot { node } => s.snapshot(node),
+                    Parsed::Presence { ns } => s.presence(ns),
+                    Parsed::Reserve => s.reserve(),
                 };
                 assert_eq!(rebuilt, subject);
             }

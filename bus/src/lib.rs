@@ -1,0 +1,382 @@
+//! The message bus both tiers talk over: NATS in a cluster, an in-process hub in standalone mode.
+//!
+//! [`Bus`] is a cheap clonable handle with the few operations Switchboard needs — publish,
+//! subscribe (optionally in a queue group), request with a timeout — and the same semantics on
+//! both backends, so the gateway and the broker run the same code in both modes:
+//!
+//! - **No echo**: a client never receives what it published itself (NATS `no_echo`), so a
+//!   gateway does not deliver its own cluster emits twice.
+//! - **At most once, bounded**: a subscriber that falls behind its buffer loses messages (NATS
+//!   calls it a slow consumer); both backends count it in [`SLOW_CONSUMER_DROPS`] rather than
+//!   queueing without bound. Reliability is the protocol's job (sequence numbers, snapshots).
+//! - **Order**: messages from one publisher on one subject reach a subscriber in order.
+//!
+//! Subjects are built by `switchboard_proto::subject`, never here. This crate knows nothing of
+//! what the payloads mean.
+
+mod local;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use tokio::sync::watch;
+
+pub use local::Hub;
+
+/// Messages a subscription buffers before new ones are dropped (slow consumer).
+pub const SUBSCRIPTION_CAPACITY: usize = 8192;
+
+/// Counter (metric name) of messages dropped because a subscriber's buffer was full.
+pub const SLOW_CONSUMER_DROPS: &str = "switchboard_bus_slow_consumer_drops_total";
+
+/// One message as received.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The subject it was published on.
+    pub subject: String,
+    /// Where an answer goes, for a request.
+    pub reply: Option<String>,
+    /// The payload, as published.
+    pub payload: Bytes,
+}
+
+/// What can go wrong talking to the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The NATS URL or options are unusable.
+    #[error("invalid NATS options: {0}")]
+    Options(String),
+    /// Connecting to NATS failed.
+    #[error("cannot connect to NATS: {0}")]
+    Connect(String),
+    /// A publish could not be queued (the client is closed).
+    #[error("publish failed: {0}")]
+    Publish(String),
+    /// A subscription could not be made.
+    #[error("subscribe failed: {0}")]
+    Subscribe(String),
+    /// Nobody subscribes to the request's subject.
+    #[error("no responders")]
+    NoResponders,
+    /// The request got no answer in time.
+    #[error("request timed out")]
+    Timeout,
+    /// The request failed otherwise.
+    #[error("request failed: {0}")]
+    Request(String),
+}
+
+/// How to reach NATS.
+#[derive(Debug, Clone, Default)]
+pub struct NatsOptions {
+    /// Server URL(s), comma-separated: `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Connection name shown by the server (`switchboard-gateway gw1`).
+    pub name: String,
+    /// User and password, if the server wants them.
+    pub user: Option<(String, String)>,
+    /// A token, if the server wants one.
+    pub token: Option<String>,
+    /// A `.creds` file (JWT + nkey seed), if the server wants one.
+    pub credentials_file: Option<std::path::PathBuf>,
+}
+
+/// Connection state as seen by the bus client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Connected to the server now.
+    pub up: bool,
+    /// How many times the connection has come (back) up: a change means "reconnected", after
+    /// which whatever the server forgot (subscriptions are restored by the client, but messages
+    /// published meanwhile are lost) needs a resync.
+    pub generation: u64,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Nats(async_nats::Client),
+    Local { hub: Arc<local::Inner>, client: u64 },
+}
+
+/// A handle on the bus (cheap to clone; every clone is the same client).
+#[derive(Clone)]
+pub struct Bus {
+    backend: Backend,
+    link: watch::Receiver<Link>,
+    inboxes: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.backend {
+            Backend::Nats(_) => "nats",
+            Backend::Local { .. } => "local",
+        };
+        f.debug_struct("Bus").field("backend", &kind).finish()
+    }
+}
+
+impl Bus {
+    /// Connects to NATS. The first connection attempt is retried in the background (the call
+    /// returns at once), and a lost connection is re-established forever with backoff; watch
+    /// [`Bus::link`] to know when it is up.
+    pub async fn connect(opts: &NatsOptions) -> Result<Self, BusError> {
+        if opts.url.trim().is_empty() {
+            return Err(BusError::Options("empty NATS URL".into()));
+        }
+        let (tx, rx) = watch::channel(Link {
+            up: false,
+            generation: 0,
+        });
+        let tx = Arc::new(tx);
+        let events = tx.clone();
+        let mut options = async_nats::ConnectOptions::new()
+            .no_echo()
+            .retry_on_initial_connect()
+            .subscription_capacity(SUBSCRIPTION_CAPACITY)
+            .event_callback(move |event| {
+                let events = events.clone();
+                async move { on_event(&events, event) }
+            });
+        if !opts.name.is_empty() {
+            options = options.name(&opts.name);
+        }
+        if let Some((user, password)) = &opts.user {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &opts.token {
+            options = options.token(token.clone());
+        }
+        if let Some(path) = &opts.credentials_file {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| BusError::Options(format!("{}: {e}", path.display())))?;
+        }
+        let client = options
+            .connect(opts.url.as_str())
+            .await
+            .map_err(|e| BusError::Connect(e.to_string()))?;
+        // The Connected event may have fired before the callback's sender was read; the state
+        // tells the truth either way.
+        if client.connection_state() == async_nats::connection::State::Connected {
+            tx.send_if_modified(|l| {
+                if l.up {
+                    false
+                } else {
+                    l.up = true;
+                    l.generation += 1;
+                    true
+                }
+            });
+        }
+        Ok(Self {
+            backend: Backend::Nats(client),
+            link: rx,
+            inboxes: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    pub(crate) fn local(hub: Arc<local::Inner>, client: u64, link: watch::Receiver<Link>) -> Self {
+        Self {
+            backend: Backend::Local { hub, client },
+            link,
+            inboxes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Whether this is an in-process hub client (standalone mode).
+    pub fn is_local(&self) -> bool {
+        matches!(self.backend, Backend::Local { .. })
+    }
+
+    /// The connection state, to watch.
+    pub fn link(&self) -> watch::Receiver<Link> {
+        self.link.clone()
+    }
+
+    /// Connected now.
+    pub fn is_up(&self) -> bool {
+        self.link.borrow().up
+    }
+
+    /// Publishes a message. Queued, not acknowledged: core NATS is at most once.
+    pub async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
+        match &self.backend {
+            Backend::Nats(c) => c
+                .publish(subject, payload)
+                .await
+                .map_err(|e| BusError::Publish(e.to_string())),
+            Backend::Local { hub, client } => {
+                hub.publish(*client, &subject, None, payload);
+                Ok(())
+            }
+        }
+    }
+
+    /// Publishes a message that asks for an answer on `reply`.
+    pub async fn publish_with_reply(
+        &self,
+        subject: String,
+        reply: String,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        match &self.backend {
+            Backend::Nats(c) => c
+                .publish_with_reply(subject, reply, payload)
+                .await
+                .map_err(|e| BusError::Publish(e.to_string())),
+            Backend::Local { hub, client } => {
+                hub.publish(*client, &subject, Some(reply), payload);
+                Ok(())
+            }
+        }
+    }
+
+    /// Subscribes to a subject (wildcards `*` and `>` allowed). Dropping the subscription
+    /// unsubscribes.
+    pub async fn subscribe(&self, subject: String) -> Result<Subscription, BusError> {
+        self.subscribe_inner(subject, None).await
+    }
+
+    /// Subscribes in a queue group: each message goes to one member of the group.
+    pub async fn queue_subscribe(
+        &self,
+        subject: String,
+        group: String,
+    ) -> Result<Subscription, BusError> {
+        self.subscribe_inner(subject, Some(group)).await
+    }
+
+    async fn subscribe_inner(
+        &self,
+        subject: String,
+        group: Option<String>,
+    ) -> Result<Subscription, BusError> {
+        match &self.backend {
+            Backend::Nats(c) => {
+                let sub = match group {
+                    Some(g) => c.queue_subscribe(subject, g).await,
+                    None => c.subscribe(subject).await,
+                }
+                .map_err(|e| BusError::Subscribe(e.to_string()))?;
+                Ok(Subscription(SubInner::Nats(sub)))
+            }
+            Backend::Local { hub, client } => {
+                let (rx, guard) = hub.subscribe(*client, &subject, group)?;
+                Ok(Subscription(SubInner::Local(rx, guard)))
+            }
+        }
+    }
+
+    /// A fresh subject for answers to this client.
+    pub fn new_inbox(&self) -> String {
+        match &self.backend {
+            Backend::Nats(c) => c.new_inbox(),
+            Backend::Local { client, .. } => {
+                let n = self.inboxes.fetch_add(1, Ordering::Relaxed);
+                format!("_INBOX.local{client}.{n}")
+            }
+        }
+    }
+
+    /// Sends a request and waits up to `timeout` for the first answer.
+    pub async fn request(
+        &self,
+        subject: String,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, BusError> {
+        match &self.backend {
+            Backend::Nats(c) => {
+                let request = async_nats::Request::new()
+                    .payload(payload)
+                    .timeout(Some(timeout));
+                match c.send_request(subject, request).await {
+                    Ok(m) => Ok(m.payload),
+                    Err(e) => Err(match e.kind() {
+                        async_nats::RequestErrorKind::TimedOut => BusError::Timeout,
+                        async_nats::RequestErrorKind::NoResponders => BusError::NoResponders,
+                        _ => BusError::Request(e.to_string()),
+                    }),
+                }
+            }
+            Backend::Local { hub, client } => {
+                let inbox = self.new_inbox();
+                let (mut rx, _guard) = hub.subscribe(*client, &inbox, None)?;
+                if !hub.publish(*client, &subject, Some(inbox), payload) {
+                    return Err(BusError::NoResponders);
+                }
+                match tokio::time::timeout(timeout, rx.recv()).await {
+                    Ok(Some(m)) => Ok(m.payload),
+                    Ok(None) => Err(BusError::Request("hub closed".into())),
+                    Err(_) => Err(BusError::Timeout),
+                }
+            }
+        }
+    }
+
+    /// Waits until everything published so far has been written to the server (NATS), so a
+    /// process that exits right after does not lose it.
+    pub async fn flush(&self) -> Result<(), BusError> {
+        match &self.backend {
+            Backend::Nats(c) => c
+                .flush()
+                .await
+                .map_err(|e| BusError::Publish(e.to_string())),
+            Backend::Local { .. } => Ok(()),
+        }
+    }
+}
+
+fn on_event(tx: &watch::Sender<Link>, event: async_nats::Event) {
+    match event {
+        async_nats::Event::Connected => {
+            tracing::info!("NATS connected");
+            tx.send_modify(|l| {
+                if !l.up {
+                    l.up = true;
+                    l.generation += 1;
+                }
+            });
+        }
+        async_nats::Event::Disconnected => {
+            tracing::warn!("NATS connection lost; reconnecting");
+            tx.send_modify(|l| l.up = false);
+        }
+        async_nats::Event::SlowConsumer(sid) => {
+            metrics::counter!(SLOW_CONSUMER_DROPS).increment(1);
+            tracing::warn!(sid, "NATS slow consumer: a subscription dropped messages");
+        }
+        other => tracing::info!(event = %other, "NATS"),
+    }
+}
+
+enum SubInner {
+    Nats(async_nats::Subscriber),
+    /// The guard is held for its `Drop`: it unsubscribes.
+    Local(tokio::sync::mpsc::Receiver<Message>, #[allow(dead_code)] local::SubGuard),
+}
+
+/// A subscription: messages in order of arrival. Dropping it unsubscribes.
+pub struct Subscription(SubInner);
+
+impl Subscription {
+    /// The next message; `None` once the subscription or the client is closed.
+    pub async fn next(&mut self) -> Option<Message> {
+        match &mut self.0 {
+            SubInner::Nats(s) => s.next().await.map(|m| Message {
+                subject: m.subject.to_string(),
+                reply: m.reply.map(|r| r.to_string()),
+                payload: m.payload,
+            }),
+            SubInner::Local(rx, _) => rx.recv().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

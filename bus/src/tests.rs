@@ -1,0 +1,97 @@
+//! The in-process hub's semantics, which standalone mode relies on being the same as NATS's.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::{BusError, Hub};
+
+#[tokio::test]
+async fn publish_reaches_other_clients_not_the_publisher() {
+    let hub = Hub::new();
+    let (a, b) = (hub.client(), hub.client());
+    let mut on_a = a.subscribe("x.*".into()).await.expect("subscribe");
+    let mut on_b = b.subscribe("x.*".into()).await.expect("subscribe");
+    a.publish("x.1".into(), Bytes::from_static(b"hi")).await.expect("publish");
+    let m = on_b.next().await.expect("b receives");
+    assert_eq!((m.subject.as_str(), &m.payload[..]), ("x.1", &b"hi"[..]));
+    b.publish("x.2".into(), Bytes::from_static(b"back")).await.expect("publish");
+    let m = on_a.next().await.expect("a receives b's message");
+    // a's own message never came back: the first thing a sees is b's.
+    assert_eq!(m.subject, "x.2");
+}
+
+#[tokio::test]
+async fn order_is_kept_and_drop_unsubscribes() {
+    let hub = Hub::new();
+    let (a, b) = (hub.client(), hub.client());
+    let mut sub = b.subscribe("r".into()).await.expect("subscribe");
+    for i in 0..100u8 {
+        a.publish("r".into(), Bytes::from(vec![i])).await.expect("publish");
+    }
+    for i in 0..100u8 {
+        assert_eq!(sub.next().await.expect("message").payload[0], i);
+    }
+    drop(sub);
+    assert!(matches!(
+        a.request("r".into(), Bytes::new(), Duration::from_millis(50)).await,
+        Err(BusError::NoResponders)
+    ));
+}
+
+#[tokio::test]
+async fn queue_groups_share_messages() {
+    let hub = Hub::new();
+    let p = hub.client();
+    let (w1, w2) = (hub.client(), hub.client());
+    let mut s1 = w1.queue_subscribe("job".into(), "workers".into()).await.expect("sub");
+    let mut s2 = w2.queue_subscribe("job".into(), "workers".into()).await.expect("sub");
+    for _ in 0..10 {
+        p.publish("job".into(), Bytes::new()).await.expect("publish");
+    }
+    let mut got = 0;
+    for s in [&mut s1, &mut s2] {
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(20), s.next()).await {
+            got += 1;
+        }
+    }
+    // Each message to exactly one member.
+    assert_eq!(got, 10);
+}
+
+#[tokio::test]
+async fn request_reply_and_timeout() {
+    let hub = Hub::new();
+    let (client, server) = (hub.client(), hub.client());
+    let mut sub = server.subscribe("echo".into()).await.expect("sub");
+    let answer = tokio::spawn({
+        let server = server.clone();
+        async move {
+            let m = sub.next().await.expect("request");
+            let reply = m.reply.expect("has a reply subject");
+            server.publish(reply, m.payload).await.expect("reply");
+            // Keep the subscription until the second (unanswered) request arrives.
+            sub.next().await
+        }
+    });
+    let got = client
+        .request("echo".into(), Bytes::from_static(b"ping"), Duration::from_secs(5))
+        .await
+        .expect("answered");
+    assert_eq!(&got[..], b"ping");
+    tokio::time::pause();
+    let late = client
+        .request("echo".into(), Bytes::from_static(b"2"), Duration::from_millis(100))
+        .await;
+    assert!(matches!(late, Err(BusError::Timeout)), "{late:?}");
+    answer.abort();
+}
+
+#[tokio::test]
+async fn invalid_subjects_are_refused() {
+    let hub = Hub::new();
+    let c = hub.client();
+    for bad in ["", "a..b", "a.>.b", "a b"] {
+        assert!(c.subscribe(bad.into()).await.is_err(), "{bad:?}");
+    }
+}
