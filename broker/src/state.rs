@@ -1,0 +1,2325 @@
+//! The broker's directory: cluster-wide Socket.IO membership as converged from the gateway nodes.
+//!
+//! It owns the nodes (epoch, sequence position, lease, heartbeat info), the sockets (namespace,
+//! node, user, handshake summary, `data`), room → members, user → sockets and per-room user
+//! counts. Each gateway is the truth for its own sockets; the directory converges on it through
+//! ordered events (per-node sequence numbers), full snapshots when a gap is seen, and lease expiry
+//! when a node goes silent. Every mutation returns the presence changes it caused, in a
+//! deterministic order, for the caller to announce.
+//!
+//! It must not do I/O, spawn, lock or read a clock: time comes in as `now`, announcements go out
+//! as returned [`Change`]s, and snapshot requests as a `need_snapshot` flag. No input panics.
+//!
+//! Invariants (checked after every operation by the tests):
+//! - a socket is in a room's member set exactly when the room is in the socket's own room set
+//!   (forward index = reverse index);
+//! - a namespace's user index holds exactly its sockets that have that user, and a node's socket
+//!   set exactly the sockets whose `node` is that node, which is always registered;
+//! - a room's user counts equal a recount of its members' users;
+//! - no empty sets are kept: a room without members, a user without sockets and a namespace
+//!   without sockets are removed;
+//! - a node's messages only ever touch sockets whose `node` is that node.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::iter::Peekable;
+use std::ops::Bound;
+use std::time::{Duration, Instant};
+
+/// How many past epochs of a node are remembered, so a late message of a process that has since
+/// restarted cannot purge its successor's sockets.
+const RETIRED_EPOCHS: usize = 4;
+
+/// The handshake summary of a socket, as its gateway saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Handshake {
+    /// Client address (`ip:port`).
+    pub address: String,
+    /// Headers of interest, lowercase names.
+    pub headers: Vec<(String, String)>,
+    /// The handshake's query string.
+    pub query: String,
+    /// The verified JWT claims as a JSON object (`{}` when unauthenticated).
+    pub claims_json: String,
+    /// Unix time of the connection in milliseconds.
+    pub connected_at_ms: u64,
+}
+
+/// Which presence announcements the socket's namespace asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PresenceFlags {
+    /// Announce users joining and leaving rooms.
+    pub rooms: bool,
+    /// Announce users coming online and going offline in the namespace.
+    pub users: bool,
+}
+
+/// A socket as the broker records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketRecord {
+    /// Socket id (`{node}.{random}`), unique across namespaces.
+    pub id: String,
+    /// Namespace, e.g. `/chat`.
+    pub ns: String,
+    /// The gateway node holding the socket.
+    pub node: String,
+    /// User id (the JWT `sub`), when authenticated.
+    pub user: Option<String>,
+    /// Rooms the socket is a member of.
+    pub rooms: BTreeSet<String>,
+    /// Handshake summary.
+    pub handshake: Handshake,
+    /// The socket's `data` as JSON text (`null` when unset).
+    pub data_json: String,
+    /// Presence announcements wanted for this socket.
+    pub presence: PresenceFlags,
+}
+
+impl SocketRecord {
+    /// A socket with no user, no rooms, an empty handshake, `data` null and no presence.
+    pub fn new(id: impl Into<String>, ns: impl Into<String>, node: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            ns: ns.into(),
+            node: node.into(),
+            user: None,
+            rooms: BTreeSet::new(),
+            handshake: Handshake::default(),
+            data_json: "null".to_owned(),
+            presence: PresenceFlags::default(),
+        }
+    }
+}
+
+/// One membership event of a gateway node (the node and its sequence number come alongside).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "an event is moved once into the directory, never stored"
+)]
+pub enum MemberEvent {
+    /// A socket connected, already in its auto-joined rooms. An existing id is upserted.
+    Connect(SocketRecord),
+    /// A socket left its namespace.
+    Disconnect {
+        /// Socket id.
+        id: String,
+        /// The gateway's reason (`transport close`, `client namespace disconnect`, ...).
+        reason: String,
+    },
+    /// A socket joined a room.
+    Join {
+        /// Socket id.
+        id: String,
+        /// Room name.
+        room: String,
+    },
+    /// A socket left a room.
+    Leave {
+        /// Socket id.
+        id: String,
+        /// Room name.
+        room: String,
+    },
+}
+
+/// Why a socket left a room or a user went offline. [`Reason::as_str`] is the wire string.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The socket left the room (`leave`).
+    Leave,
+    /// The socket disconnected; the gateway's reason string, carried through.
+    Disconnect(String),
+    /// The node's lease ran out (`node_lost`).
+    NodeLost,
+    /// The node departed gracefully (`node_left`).
+    NodeLeft,
+    /// The node came back with a new epoch (`node_restarted`).
+    NodeRestarted,
+    /// The node's snapshot no longer has it (`resync`).
+    Resync,
+}
+
+impl Reason {
+    /// The reason string announced with the change.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Leave => "leave",
+            Self::Disconnect(reason) => reason,
+            Self::NodeLost => "node_lost",
+            Self::NodeLeft => "node_left",
+            Self::NodeRestarted => "node_restarted",
+            Self::Resync => "resync",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A membership or presence change caused by a mutation. `socket` is the socket that caused it
+/// and `flags` its presence flags, so the caller knows whether to announce it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A socket joined a room.
+    RoomMemberJoined {
+        /// Namespace.
+        ns: String,
+        /// Room.
+        room: String,
+        /// Socket id.
+        socket: String,
+        /// The socket's user.
+        user: Option<String>,
+        /// The socket's presence flags.
+        flags: PresenceFlags,
+    },
+    /// A socket left a room.
+    RoomMemberLeft {
+        /// Namespace.
+        ns: String,
+        /// Room.
+        room: String,
+        /// Socket id.
+        socket: String,
+        /// The socket's user.
+        user: Option<String>,
+        /// Why.
+        reason: Reason,
+        /// The socket's presence flags.
+        flags: PresenceFlags,
+    },
+    /// A user's first socket joined a room.
+    RoomUserJoined {
+        /// Namespace.
+        ns: String,
+        /// Room.
+        room: String,
+        /// User id.
+        user: String,
+        /// The socket that joined.
+        socket: String,
+        /// The socket's presence flags.
+        flags: PresenceFlags,
+    },
+    /// A user's last socket left a room.
+    RoomUserLeft {
+        /// Namespace.
+        ns: String,
+        /// Room.
+        room: String,
+        /// User id.
+        user: String,
+        /// The socket that left.
+        socket: String,
+        /// Why.
+        reason: Reason,
+        /// The socket's presence flags.
+        flags: PresenceFlags,
+    },
+    /// A user's first socket connected to the namespace.
+    UserOnline {
+        /// Namespace.
+        ns: String,
+        /// User id.
+        user: String,
+        /// The socket that connected.
+        socket: String,
+        /// The socket's presence flags.
+        flags: PresenceFlags,
+    },
+    /// A user's last socket left the namespace.
+    UserOffline {
+        /// Namespace.
+        ns: String,
+        /// User id.
+        user: String,
+        /// The socket that left.
+        socket: String,
+        /// Why.
+        reason: Reason,
+        /// The socket's presence flags.
+        flags: PresenceFlags,
+    },
+}
+
+impl Change {
+    /// The presence flags of the socket that caused the change.
+    pub fn flags(&self) -> PresenceFlags {
+        match self {
+            Self::RoomMemberJoined { flags, .. }
+            | Self::RoomMemberLeft { flags, .. }
+            | Self::RoomUserJoined { flags, .. }
+            | Self::RoomUserLeft { flags, .. }
+            | Self::UserOnline { flags, .. }
+            | Self::UserOffline { flags, .. } => *flags,
+        }
+    }
+}
+
+/// What a node's message did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The changes, in order.
+    pub changes: Vec<Change>,
+    /// Ask the node for a full snapshot: this message revealed that events were missed (or, for
+    /// heartbeats and stale snapshots, some are still missing).
+    pub need_snapshot: bool,
+}
+
+/// What a node reports in its heartbeat.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// The gateway's HTTP address (`host:port`).
+    pub address: String,
+    /// Engine.IO connections held.
+    pub connections: u64,
+}
+
+/// A cluster-wide capacity reservation that went through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reserved {
+    /// The socket is now a member; the changes to announce.
+    Joined(Vec<Change>),
+    /// The socket already was a member.
+    AlreadyMember,
+}
+
+/// A refused reservation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReserveError {
+    /// The room has reached its capacity.
+    #[error("room full")]
+    RoomFull,
+    /// No such socket in that namespace.
+    #[error("unknown socket")]
+    UnknownSocket,
+}
+
+/// Which sockets a query or action addresses. All restrictions intersect.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector {
+    /// Namespace (required).
+    pub ns: String,
+    /// Members of any of these rooms; empty: the whole namespace.
+    pub rooms: Vec<String>,
+    /// Not members of any of these rooms.
+    pub except_rooms: Vec<String>,
+    /// If non-empty: only these sockets.
+    pub socket_ids: Vec<String>,
+    /// If non-empty: only sockets of these users.
+    pub user_ids: Vec<String>,
+}
+
+/// One page of a query, with the cursor to pass as `after` for the next one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items, in order.
+    pub items: Vec<T>,
+    /// The key of the last item when more follow; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// A room with its counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomInfo {
+    /// Room name.
+    pub name: String,
+    /// Member sockets.
+    pub members: usize,
+    /// Distinct users among the members.
+    pub users: usize,
+}
+
+/// A node as the directory sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Node id.
+    pub id: String,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Last sequence number applied.
+    pub last_seq: u64,
+    /// Whether a gap was seen that no snapshot has repaired yet.
+    pub needs_snapshot: bool,
+    /// Sockets the directory holds for it.
+    pub sockets: usize,
+    /// Connections from its last heartbeat.
+    pub connections: u64,
+    /// Address from its last heartbeat.
+    pub address: String,
+    /// Last message of any kind (the lease's start).
+    pub last_seen: Instant,
+    /// Last heartbeat.
+    pub last_heartbeat: Option<Instant>,
+}
+
+/// Directory-wide counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// Nodes, by id.
+    pub nodes: Vec<NodeStats>,
+    /// Sockets per namespace, by namespace.
+    pub sockets_per_ns: Vec<(String, usize)>,
+    /// Rooms, counted per (namespace, room).
+    pub rooms: usize,
+    /// Distinct user ids across the cluster.
+    pub users: usize,
+    /// Sockets.
+    pub sockets: usize,
+}
+
+/// Cluster-wide membership: nodes, sockets, rooms and users. See the module docs.
+#[derive(Debug)]
+pub struct Directory {
+    lease: Duration,
+    sockets: HashMap<String, SocketRecord>,
+    namespaces: BTreeMap<String, Namespace>,
+    nodes: BTreeMap<String, Node>,
+}
+
+#[derive(Debug, Default)]
+struct Namespace {
+    sockets: BTreeSet<String>,
+    rooms: BTreeMap<String, Room>,
+    users: BTreeMap<String, BTreeSet<String>>,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    members: BTreeSet<String>,
+    /// Member sockets per user (never zero).
+    users: BTreeMap<String, usize>,
+}
+
+#[derive(Debug)]
+struct Node {
+    epoch: u64,
+    last_seq: u64,
+    /// A gap was seen and no snapshot has repaired it yet.
+    dirty: bool,
+    last_seen: Instant,
+    last_heartbeat: Option<Instant>,
+    info: NodeInfo,
+    retired: Vec<u64>,
+    sockets: BTreeSet<String>,
+}
+
+impl Node {
+    fn new(epoch: u64, now: Instant) -> Self {
+        Self {
+            epoch,
+            last_seq: 0,
+            dirty: false,
+            last_seen: now,
+            last_heartbeat: None,
+            info: NodeInfo::default(),
+            retired: Vec::new(),
+            sockets: BTreeSet::new(),
+        }
+    }
+
+    fn restart(&mut self, epoch: u64) {
+        if self.retired.len() == RETIRED_EPOCHS {
+            self.retired.remove(0);
+        }
+        self.retired.push(self.epoch);
+        self.epoch = epoch;
+        self.last_seq = 0;
+        self.dirty = false;
+    }
+}
+
+impl Directory {
+    /// An empty directory; a node silent for longer than `lease` is lost.
+    pub fn new(lease: Duration) -> Self {
+        Self { lease, sockets: HashMap::new(), namespaces: BTreeMap::new(), nodes: BTreeMap::new() }
+    }
+
+    /// Applies one membership event of `node`. Sequences start at 1 per epoch: an old or
+    /// duplicate number is ignored, a jump is applied anyway (every event is idempotent) and asks
+    /// for a snapshot, as does a node first seen past 1. A new epoch purges the node's sockets
+    /// (`node_restarted`); one of its last few retired epochs is ignored. Any message of the
+    /// current epoch renews the lease.
+    pub fn apply(
+        &mut self,
+        node: &str,
+        epoch: u64,
+        seq: u64,
+        event: MemberEvent,
+        now: Instant,
+    ) -> Applied {
+        let mut changes = Vec::new();
+        let Some(known) = self.enter(node, epoch, now, &mut changes) else {
+            return Applied::default();
+        };
+        if seq <= known.last_seq {
+            return Applied { changes, need_snapshot: false };
+        }
+        let gap = seq - known.last_seq > 1;
+        known.last_seq = seq;
+        known.dirty |= gap;
+        self.event(node, event, &mut changes);
+        Applied { changes, need_snapshot: gap }
+    }
+
+    /// Records a heartbeat: renews the lease and stores `info`. `seq` is the node's latest
+    /// sequence number; a snapshot is needed while the directory is behind it or a gap is
+    /// unrepaired, so heartbeats retry lost snapshot requests.
+    pub fn heartbeat(
+        &mut self,
+        node: &str,
+        epoch: u64,
+        seq: u64,
+        info: NodeInfo,
+        now: Instant,
+    ) -> Applied {
+        let mut changes = Vec::new();
+        let Some(known) = self.enter(node, epoch, now, &mut changes) else {
+            return Applied::default();
+        };
+        known.info = info;
+        known.last_heartbeat = Some(now);
+        let need_snapshot = known.dirty || seq > known.last_seq;
+        Applied { changes, need_snapshot }
+    }
+
+    /// Replaces `node`'s sockets by exactly `sockets`, its full local state as of `seq`. Vanished
+    /// sockets and rooms leave with `resync`. A snapshot older than the last applied event of the
+    /// same epoch is ignored (it asks again if a gap is still unrepaired). Sockets are forced onto
+    /// `node`; ids held by another node are skipped.
+    pub fn snapshot(
+        &mut self,
+        node: &str,
+        epoch: u64,
+        seq: u64,
+        sockets: Vec<SocketRecord>,
+        now: Instant,
+    ) -> Applied {
+        let mut changes = Vec::new();
+        let Some(known) = self.enter(node, epoch, now, &mut changes) else {
+            return Applied::default();
+        };
+        if seq < known.last_seq {
+            return Applied { changes, need_snapshot: known.dirty };
+        }
+        known.last_seq = seq;
+        known.dirty = false;
+        let mut incoming = BTreeMap::new();
+        for mut rec in sockets {
+            node.clone_into(&mut rec.node);
+            incoming.insert(rec.id.clone(), rec);
+        }
+        let vanished: Vec<String> =
+            known.sockets.iter().filter(|id| !incoming.contains_key(*id)).cloned().collect();
+        // Upserts before removals, so a user whose socket was replaced does not flap offline.
+        for rec in incoming.into_values() {
+            self.upsert(rec, true, &mut changes);
+        }
+        for id in &vanished {
+            self.remove_socket(id, &Reason::Resync, &mut changes);
+        }
+        Applied { changes, need_snapshot: false }
+    }
+
+    /// Purges and forgets every node silent for longer than the lease (`node_lost`), by node id.
+    pub fn expire(&mut self, now: Instant) -> Vec<(String, Vec<Change>)> {
+        let lost: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| now.saturating_duration_since(n.last_seen) > self.lease)
+            .map(|(id, _)| id.clone())
+            .collect();
+        lost.into_iter()
+            .map(|id| {
+                let changes = self.remove_node(&id, Reason::NodeLost);
+                (id, changes)
+            })
+            .collect()
+    }
+
+    /// Purges and forgets `node` (a graceful departure: `Reason::NodeLeft`). The caller checks the
+    /// message's epoch against [`Directory::node_epoch`] first.
+    pub fn remove_node(&mut self, node: &str, reason: Reason) -> Vec<Change> {
+        let mut changes = Vec::new();
+        self.purge(node, &reason, &mut changes);
+        self.nodes.remove(node);
+        changes
+    }
+
+    /// Makes `socket` a member of `room` if the room has fewer than `max_members` members
+    /// cluster-wide (0: unlimited), before its gateway's join event, which then is a duplicate.
+    pub fn reserve(
+        &mut self,
+        ns: &str,
+        room: &str,
+        socket: &str,
+        max_members: usize,
+    ) -> Result<Reserved, ReserveError> {
+        let rec = match self.sockets.get(socket) {
+            Some(rec) if rec.ns == ns => rec,
+            _ => return Err(ReserveError::UnknownSocket),
+        };
+        if rec.rooms.contains(room) {
+            return Ok(Reserved::AlreadyMember);
+        }
+        let members = self.room(ns, room).map_or(0, |r| r.members.len());
+        if max_members != 0 && members >= max_members {
+            return Err(ReserveError::RoomFull);
+        }
+        let mut changes = Vec::new();
+        self.join_room(socket, room, &mut changes);
+        Ok(Reserved::Joined(changes))
+    }
+
+    /// Replaces a socket's `data`; false for an unknown socket.
+    pub fn set_data(&mut self, id: &str, data_json: String) -> bool {
+        match self.sockets.get_mut(id) {
+            Some(rec) => {
+                rec.data_json = data_json;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The socket with that id.
+    pub fn socket(&self, id: &str) -> Option<&SocketRecord> {
+        self.sockets.get(id)
+    }
+
+    /// The sockets `sel` addresses, by id. Drives from the narrowest index given (socket ids,
+    /// then users, then rooms, then the namespace), never from the whole cluster.
+    pub fn matching<'a>(
+        &'a self,
+        sel: &'a Selector,
+    ) -> impl Iterator<Item = &'a SocketRecord> + 'a {
+        self.matching_after(sel, None)
+    }
+
+    /// One page of [`Directory::matching`]: ids after `after`, at most `limit` (0: no limit).
+    pub fn select<'a>(
+        &'a self,
+        sel: &'a Selector,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> Page<&'a SocketRecord> {
+        page(self.matching_after(sel, after), limit, |rec| rec.id.clone())
+    }
+
+    /// How many sockets `sel` addresses.
+    pub fn count(&self, sel: &Selector) -> usize {
+        let Some(space) = self.namespaces.get(&sel.ns) else {
+            return 0;
+        };
+        let plain =
+            sel.except_rooms.is_empty() && sel.socket_ids.is_empty() && sel.user_ids.is_empty();
+        match sel.rooms.as_slice() {
+            [] if plain => space.sockets.len(),
+            [room] if plain => space.rooms.get(room).map_or(0, |r| r.members.len()),
+            _ => self.matching(sel).count(),
+        }
+    }
+
+    /// The rooms of `ns` whose names start with `prefix`, by name, after `after`, at most `limit`
+    /// (0: no limit).
+    pub fn rooms(
+        &self,
+        ns: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Page<RoomInfo> {
+        let Some(space) = self.namespaces.get(ns) else {
+            return Page { items: Vec::new(), next: None };
+        };
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let rooms = space
+            .rooms
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .map(|(name, room)| RoomInfo {
+                name: name.clone(),
+                members: room.members.len(),
+                users: room.users.len(),
+            });
+        page(rooms, limit, |room| room.name.clone())
+    }
+
+    /// The member socket ids of a room, by id.
+    pub fn room_members(&self, ns: &str, room: &str) -> Vec<&str> {
+        self.room(ns, room)
+            .map_or_else(Vec::new, |r| r.members.iter().map(String::as_str).collect())
+    }
+
+    /// The distinct users in a room with their member socket counts, by user.
+    pub fn presence(&self, ns: &str, room: &str) -> Vec<(&str, usize)> {
+        self.room(ns, room).map_or_else(Vec::new, |r| {
+            r.users.iter().map(|(user, n)| (user.as_str(), *n)).collect()
+        })
+    }
+
+    /// A user's sockets in `ns`, or in every namespace (by namespace, then id).
+    pub fn user_sockets(&self, ns: Option<&str>, user: &str) -> Vec<&SocketRecord> {
+        let mut out = Vec::new();
+        let mut add = |space: &Namespace| {
+            if let Some(ids) = space.users.get(user) {
+                out.extend(ids.iter().filter_map(|id| self.sockets.get(id)));
+            }
+        };
+        match ns {
+            Some(ns) => self.namespaces.get(ns).into_iter().for_each(&mut add),
+            None => self.namespaces.values().for_each(&mut add),
+        }
+        out
+    }
+
+    /// Directory-wide counts and the nodes.
+    pub fn stats(&self) -> Stats {
+        let users = match self.namespaces.len() {
+            0 | 1 => self.namespaces.values().map(|s| s.users.len()).sum(),
+            _ => {
+                self.namespaces.values().flat_map(|s| s.users.keys()).collect::<BTreeSet<_>>().len()
+            }
+        };
+        Stats {
+            nodes: self
+                .nodes
+                .iter()
+                .map(|(id, n)| NodeStats {
+                    id: id.clone(),
+                    epoch: n.epoch,
+                    last_seq: n.last_seq,
+                    needs_snapshot: n.dirty,
+                    sockets: n.sockets.len(),
+                    connections: n.info.connections,
+                    address: n.info.address.clone(),
+                    last_seen: n.last_seen,
+                    last_heartbeat: n.last_heartbeat,
+                })
+                .collect(),
+            sockets_per_ns: self
+                .namespaces
+                .iter()
+                .map(|(ns, s)| (ns.clone(), s.sockets.len()))
+                .collect(),
+            rooms: self.namespaces.values().map(|s| s.rooms.len()).sum(),
+            users,
+            sockets: self.sockets.len(),
+        }
+    }
+
+    /// The current epoch of a node, if registered.
+    pub fn node_epoch(&self, node: &str) -> Option<u64> {
+        self.nodes.get(node).map(|n| n.epoch)
+    }
+
+    /// How many sockets the directory holds for a node.
+    pub fn node_sockets(&self, node: &str) -> usize {
+        self.nodes.get(node).map_or(0, |n| n.sockets.len())
+    }
+
+    /// How many sockets the directory holds.
+    pub fn len(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// Whether the directory holds no sockets.
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
+    /// Registers `node` or its new epoch (purging the old epoch's sockets into `changes`) and
+    /// renews its lease; `None` for a retired epoch, whose messages are ignored.
+    fn enter(
+        &mut self,
+        node: &str,
+        epoch: u64,
+        now: Instant,
+        changes: &mut Vec<Change>,
+    ) -> Option<&mut Node> {
+        match self.nodes.get(node) {
+            Some(known) if known.epoch == epoch => {}
+            Some(known) if known.retired.contains(&epoch) => return None,
+            Some(_) => {
+                self.purge(node, &Reason::NodeRestarted, changes);
+                if let Some(known) = self.nodes.get_mut(node) {
+                    known.restart(epoch);
+                }
+            }
+            None => {
+                self.nodes.insert(node.to_owned(), Node::new(epoch, now));
+            }
+        }
+        let known = self.nodes.get_mut(node)?;
+        known.last_seen = now;
+        Some(known)
+    }
+
+    fn event(&mut self, node: &str, event: MemberEvent, changes: &mut Vec<Change>) {
+        match event {
+            MemberEvent::Connect(mut rec) => {
+                node.clone_into(&mut rec.node);
+                self.upsert(rec, false, changes);
+            }
+            MemberEvent::Disconnect { id, reason } => {
+                if self.owns(node, &id) {
+                    self.remove_socket(&id, &Reason::Disconnect(reason), changes);
+                }
+            }
+            MemberEvent::Join { id, room } => {
+                if self.owns(node, &id) {
+                    self.join_room(&id, &room, changes);
+                }
+            }
+            MemberEvent::Leave { id, room } => {
+                if self.owns(node, &id) {
+                    self.leave_room(&id, &room, &Reason::Leave, changes);
+                }
+            }
+        }
+    }
+
+    fn owns(&self, node: &str, id: &str) -> bool {
+        self.sockets.get(id).is_some_and(|rec| rec.node == node)
+    }
+
+    fn room(&self, ns: &str, room: &str) -> Option<&Room> {
+        self.namespaces.get(ns)?.rooms.get(room)
+    }
+
+    fn purge(&mut self, node: &str, reason: &Reason, changes: &mut Vec<Change>) {
+        let Some(known) = self.nodes.get_mut(node) else {
+            return;
+        };
+        for id in std::mem::take(&mut known.sockets) {
+            self.remove_socket(&id, reason, changes);
+        }
+    }
+
+    /// Inserts or updates a socket of `rec.node`. `exact` makes its rooms exactly `rec.rooms`
+    /// (snapshots); otherwise they are joined (connect events). A changed namespace or user is a
+    /// different socket: the old one leaves (`resync`).
+    fn upsert(&mut self, rec: SocketRecord, exact: bool, changes: &mut Vec<Change>) {
+        let Some(old) = self.sockets.get_mut(&rec.id) else {
+            self.insert_socket(rec, changes);
+            return;
+        };
+        if old.node != rec.node {
+            return;
+        }
+        if old.ns != rec.ns || old.user != rec.user {
+            self.remove_socket(&rec.id, &Reason::Resync, changes);
+            self.insert_socket(rec, changes);
+            return;
+        }
+        let SocketRecord { id, rooms, handshake, data_json, presence, .. } = rec;
+        old.handshake = handshake;
+        old.data_json = data_json;
+        old.presence = presence;
+        if exact {
+            let gone: Vec<String> = old.rooms.difference(&rooms).cloned().collect();
+            for room in &gone {
+                self.leave_room(&id, room, &Reason::Resync, changes);
+            }
+        }
+        for room in &rooms {
+            self.join_room(&id, room, changes);
+        }
+    }
+
+    /// Inserts a socket whose id is not present; its node must be registered.
+    fn insert_socket(&mut self, mut rec: SocketRecord, changes: &mut Vec<Change>) {
+        let Some(node) = self.nodes.get_mut(&rec.node) else {
+            return;
+        };
+        node.sockets.insert(rec.id.clone());
+        let space = self.namespaces.entry(rec.ns.clone()).or_default();
+        space.sockets.insert(rec.id.clone());
+        if let Some(user) = &rec.user {
+            let ids = space.users.entry(user.clone()).or_default();
+            ids.insert(rec.id.clone());
+            if ids.len() == 1 {
+                changes.push(Change::UserOnline {
+                    ns: rec.ns.clone(),
+                    user: user.clone(),
+                    socket: rec.id.clone(),
+                    flags: rec.presence,
+                });
+            }
+        }
+        let rooms = std::mem::take(&mut rec.rooms);
+        for room in &rooms {
+            link(space, &rec, room, changes);
+        }
+        rec.rooms = rooms;
+        self.sockets.insert(rec.id.clone(), rec);
+    }
+
+    fn remove_socket(&mut self, id: &str, reason: &Reason, changes: &mut Vec<Change>) {
+        let Some(rec) = self.sockets.remove(id) else {
+            return;
+        };
+        if let Some(space) = self.namespaces.get_mut(&rec.ns) {
+            for room in &rec.rooms {
+                unlink(space, &rec, room, reason, changes);
+            }
+            if let Some(user) = &rec.user
+                && let Some(ids) = space.users.get_mut(user)
+            {
+                ids.remove(id);
+                if ids.is_empty() {
+                    space.users.remove(user);
+                    changes.push(Change::UserOffline {
+                        ns: rec.ns.clone(),
+                        user: user.clone(),
+                        socket: rec.id.clone(),
+                        reason: reason.clone(),
+                        flags: rec.presence,
+                    });
+                }
+            }
+            space.sockets.remove(id);
+            if space.sockets.is_empty() {
+                self.namespaces.remove(&rec.ns);
+            }
+        }
+        if let Some(node) = self.nodes.get_mut(&rec.node) {
+            node.sockets.remove(id);
+        }
+    }
+
+    fn join_room(&mut self, id: &str, room: &str, changes: &mut Vec<Change>) {
+        let Some(rec) = self.sockets.get_mut(id) else {
+            return;
+        };
+        let Some(space) = self.namespaces.get_mut(&rec.ns) else {
+            return;
+        };
+        if rec.rooms.insert(room.to_owned()) {
+            link(space, rec, room, changes);
+        }
+    }
+
+    fn leave_room(&mut self, id: &str, room: &str, reason: &Reason, changes: &mut Vec<Change>) {
+        let Some(rec) = self.sockets.get_mut(id) else {
+            return;
+        };
+        let Some(space) = self.namespaces.get_mut(&rec.ns) else {
+            return;
+        };
+        if rec.rooms.remove(room) {
+            unlink(space, rec, room, reason, changes);
+        }
+    }
+
+    fn matching_after<'a>(
+        &'a self,
+        sel: &'a Selector,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a SocketRecord> + 'a {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let range = move |set: &'a BTreeSet<String>| -> Ids<'a> {
+            Box::new(set.range::<str, _>((lower, Bound::Unbounded)).map(String::as_str))
+        };
+        let mut users: Vec<&str> = sel.user_ids.iter().map(String::as_str).collect();
+        users.sort_unstable();
+        users.dedup();
+        let heads: Vec<Ids<'a>> = match self.namespaces.get(&sel.ns) {
+            None => Vec::new(),
+            Some(_) if !sel.socket_ids.is_empty() => {
+                let mut ids: Vec<&str> = sel.socket_ids.iter().map(String::as_str).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                vec![Box::new(ids.into_iter().filter(move |id| after.is_none_or(|a| *id > a)))]
+            }
+            Some(space) if !users.is_empty() => {
+                users.iter().filter_map(|user| space.users.get(*user)).map(range).collect()
+            }
+            Some(space) if !sel.rooms.is_empty() => sel
+                .rooms
+                .iter()
+                .filter_map(|room| space.rooms.get(room))
+                .map(|r| range(&r.members))
+                .collect(),
+            Some(space) => vec![range(&space.sockets)],
+        };
+        Union { heads: heads.into_iter().map(Iterator::peekable).collect() }
+            .filter_map(move |id| self.sockets.get(id))
+            .filter(move |rec| admits(sel, &users, rec))
+    }
+}
+
+/// Adds `rec` (not yet a member) to a room's forward index and user counts.
+fn link(space: &mut Namespace, rec: &SocketRecord, room: &str, changes: &mut Vec<Change>) {
+    let entry = space.rooms.entry(room.to_owned()).or_default();
+    entry.members.insert(rec.id.clone());
+    changes.push(Change::RoomMemberJoined {
+        ns: rec.ns.clone(),
+        room: room.to_owned(),
+        socket: rec.id.clone(),
+        user: rec.user.clone(),
+        flags: rec.presence,
+    });
+    if let Some(user) = &rec.user {
+        let count = entry.users.entry(user.clone()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            changes.push(Change::RoomUserJoined {
+                ns: rec.ns.clone(),
+                room: room.to_owned(),
+                user: user.clone(),
+                socket: rec.id.clone(),
+                flags: rec.presence,
+            });
+        }
+    }
+}
+
+/// Removes `rec` from a room's forward index and user counts, dropping the room when empty.
+fn unlink(
+    space: &mut Namespace,
+    rec: &SocketRecord,
+    room: &str,
+    reason: &Reason,
+    changes: &mut Vec<Change>,
+) {
+    let Some(entry) = space.rooms.get_mut(room) else {
+        return;
+    };
+    if !entry.members.remove(&rec.id) {
+        return;
+    }
+    changes.push(Change::RoomMemberLeft {
+        ns: rec.ns.clone(),
+        room: room.to_owned(),
+        socket: rec.id.clone(),
+        user: rec.user.clone(),
+        reason: reason.clone(),
+        flags: rec.presence,
+    });
+    if let Some(user) = &rec.user
+        && let Some(count) = entry.users.get_mut(user)
+    {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            entry.users.remove(user);
+            changes.push(Change::RoomUserLeft {
+                ns: rec.ns.clone(),
+                room: room.to_owned(),
+                user: user.clone(),
+                socket: rec.id.clone(),
+                reason: reason.clone(),
+                flags: rec.presence,
+            });
+        }
+    }
+    if entry.members.is_empty() {
+        space.rooms.remove(room);
+    }
+}
+
+/// Whether `rec` passes every restriction of `sel` (`users`: its user ids, sorted).
+fn admits(sel: &Selector, users: &[&str], rec: &SocketRecord) -> bool {
+    rec.ns == sel.ns
+        && (sel.rooms.is_empty() || sel.rooms.iter().any(|room| rec.rooms.contains(room)))
+        && !sel.except_rooms.iter().any(|room| rec.rooms.contains(room))
+        && (users.is_empty()
+            || rec.user.as_deref().is_some_and(|user| users.binary_search(&user).is_ok()))
+}
+
+/// Takes at most `limit` items (0: all); the cursor is the last one's key when more follow.
+fn page<T>(
+    mut items: impl Iterator<Item = T>,
+    limit: usize,
+    key: impl Fn(&T) -> String,
+) -> Page<T> {
+    let limit = if limit == 0 { usize::MAX } else { limit };
+    let taken: Vec<T> = items.by_ref().take(limit).collect();
+    let next =
+        if taken.len() == limit && items.next().is_some() { taken.last().map(key) } else { None };
+    Page { items: taken, next }
+}
+
+type Ids<'a> = Box<dyn Iterator<Item = &'a str> + 'a>;
+
+/// The ascending union of ascending id streams, each id once.
+struct Union<'a> {
+    heads: Vec<Peekable<Ids<'a>>>,
+}
+
+impl<'a> Iterator for Union<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        self.heads.retain_mut(|head| head.peek().is_some());
+        let min = self.heads.iter_mut().filter_map(|head| head.peek().copied()).min()?;
+        for head in &mut self.heads {
+            if head.peek() == Some(&min) {
+                head.next();
+            }
+        }
+        Some(min)
+    }
+}
+
+#[cfg(test)]
+impl Directory {
+    /// Panics unless every module invariant holds.
+    fn check_invariants(&self) {
+        for (id, rec) in &self.sockets {
+            assert_eq!(id, &rec.id);
+            let node = self
+                .nodes
+                .get(&rec.node)
+                .unwrap_or_else(|| panic!("{id}: node {} unregistered", rec.node));
+            assert!(node.sockets.contains(id), "{id} missing from node index");
+            let space =
+                self.namespaces.get(&rec.ns).unwrap_or_else(|| panic!("{id}: namespace missing"));
+            assert!(space.sockets.contains(id), "{id} missing from namespace index");
+            for room in &rec.rooms {
+                assert!(
+                    space.rooms.get(room).is_some_and(|r| r.members.contains(id)),
+                    "{id} missing from {room}"
+                );
+            }
+            if let Some(user) = &rec.user {
+                assert!(
+                    space.users.get(user).is_some_and(|ids| ids.contains(id)),
+                    "{id} missing from user {user}"
+                );
+            }
+        }
+        let mut indexed = 0;
+        for (ns, space) in &self.namespaces {
+            assert!(!space.sockets.is_empty(), "empty namespace {ns} kept");
+            indexed += space.sockets.len();
+            for id in &space.sockets {
+                assert_eq!(&self.sockets[id].ns, ns);
+            }
+            for (room, r) in &space.rooms {
+                assert!(!r.members.is_empty(), "empty room {ns} {room} kept");
+                let mut recount: BTreeMap<String, usize> = BTreeMap::new();
+                for id in &r.members {
+                    let rec = &self.sockets[id];
+                    assert!(
+                        rec.ns == *ns && rec.rooms.contains(room),
+                        "{id} in {room} unbeknownst to itself"
+                    );
+                    if let Some(user) = &rec.user {
+                        *recount.entry(user.clone()).or_default() += 1;
+                    }
+                }
+                assert_eq!(r.users, recount, "user counts of {ns} {room}");
+            }
+            for (user, ids) in &space.users {
+                assert!(!ids.is_empty(), "empty user {user} kept");
+                for id in ids {
+                    let rec = &self.sockets[id];
+                    assert!(
+                        rec.ns == *ns && rec.user.as_ref() == Some(user),
+                        "{id} under wrong user"
+                    );
+                }
+            }
+        }
+        assert_eq!(indexed, self.sockets.len());
+        let mut held = 0;
+        for (name, node) in &self.nodes {
+            held += node.sockets.len();
+            for id in &node.sockets {
+                assert_eq!(&self.sockets[id].node, name);
+            }
+            assert!(node.retired.len() <= RETIRED_EPOCHS);
+        }
+        assert_eq!(held, self.sockets.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(6);
+    const ALL: PresenceFlags = PresenceFlags { rooms: true, users: true };
+
+    /// A socket of the node named by the id's prefix, announcing everything.
+    fn sock(id: &str, ns: &str, user: Option<&str>, rooms: &[&str]) -> SocketRecord {
+        let node = id.split('.').next().unwrap_or(id);
+        SocketRecord {
+            user: user.map(str::to_owned),
+            rooms: rooms.iter().map(|r| (*r).to_owned()).collect(),
+            presence: ALL,
+            ..SocketRecord::new(id, ns, node)
+        }
+    }
+
+    fn connect(id: &str, user: Option<&str>, rooms: &[&str]) -> MemberEvent {
+        MemberEvent::Connect(sock(id, "/chat", user, rooms))
+    }
+
+    fn disconnect(id: &str, reason: &str) -> MemberEvent {
+        MemberEvent::Disconnect { id: id.to_owned(), reason: reason.to_owned() }
+    }
+
+    fn join(id: &str, room: &str) -> MemberEvent {
+        MemberEvent::Join { id: id.to_owned(), room: room.to_owned() }
+    }
+
+    fn leave(id: &str, room: &str) -> MemberEvent {
+        MemberEvent::Leave { id: id.to_owned(), room: room.to_owned() }
+    }
+
+    /// One line per change, so expectations read as a table.
+    fn render(changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::RoomMemberJoined { ns, room, socket, .. } => {
+                    format!("+member {ns} {room} {socket}")
+                }
+                Change::RoomMemberLeft { ns, room, socket, reason, .. } => {
+                    format!("-member {ns} {room} {socket} {reason}")
+                }
+                Change::RoomUserJoined { ns, room, user, .. } => {
+                    format!("+user {ns} {room} {user}")
+                }
+                Change::RoomUserLeft { ns, room, user, reason, .. } => {
+                    format!("-user {ns} {room} {user} {reason}")
+                }
+                Change::UserOnline { ns, user, .. } => format!("online {ns} {user}"),
+                Change::UserOffline { ns, user, reason, .. } => {
+                    format!("offline {ns} {user} {reason}")
+                }
+            })
+            .collect()
+    }
+
+    /// A directory fed in-order events, one sequence per node, epoch 1.
+    struct Feed {
+        dir: Directory,
+        now: Instant,
+        seqs: HashMap<String, u64>,
+    }
+
+    impl Feed {
+        fn new() -> Self {
+            Self { dir: Directory::new(LEASE), now: Instant::now(), seqs: HashMap::new() }
+        }
+
+        fn send(&mut self, node: &str, event: MemberEvent) -> Vec<String> {
+            let seq = self.seqs.entry(node.to_owned()).or_default();
+            *seq += 1;
+            let applied = self.dir.apply(node, 1, *seq, event, self.now);
+            self.dir.check_invariants();
+            assert!(!applied.need_snapshot);
+            render(&applied.changes)
+        }
+    }
+
+    #[test]
+    fn events_produce_exact_change_sequences() {
+        type Step = (&'static str, MemberEvent, Vec<&'static str>);
+        let cases: Vec<(&str, Vec<Step>)> = vec![
+            (
+                "anonymous socket: socket level only",
+                vec![
+                    ("a", connect("a.1", None, &["lobby"]), vec!["+member /chat lobby a.1"]),
+                    ("a", join("a.1", "r2"), vec!["+member /chat r2 a.1"]),
+                    ("a", leave("a.1", "lobby"), vec!["-member /chat lobby a.1 leave"]),
+                    (
+                        "a",
+                        disconnect("a.1", "transport close"),
+                        vec!["-member /chat r2 a.1 transport close"],
+                    ),
+                ],
+            ),
+            (
+                "user socket: user level too",
+                vec![
+                    (
+                        "a",
+                        connect("a.1", Some("alice"), &["lobby"]),
+                        vec![
+                            "online /chat alice",
+                            "+member /chat lobby a.1",
+                            "+user /chat lobby alice",
+                        ],
+                    ),
+                    (
+                        "a",
+                        leave("a.1", "lobby"),
+                        vec!["-member /chat lobby a.1 leave", "-user /chat lobby alice leave"],
+                    ),
+                    (
+                        "a",
+                        disconnect("a.1", "client namespace disconnect"),
+                        vec!["offline /chat alice client namespace disconnect"],
+                    ),
+                ],
+            ),
+            (
+                "two sockets of one user: online once, offline after the last",
+                vec![
+                    (
+                        "a",
+                        connect("a.1", Some("alice"), &["lobby"]),
+                        vec![
+                            "online /chat alice",
+                            "+member /chat lobby a.1",
+                            "+user /chat lobby alice",
+                        ],
+                    ),
+                    (
+                        "b",
+                        connect("b.1", Some("alice"), &["lobby"]),
+                        vec!["+member /chat lobby b.1"],
+                    ),
+                    (
+                        "b",
+                        join("b.1", "vip"),
+                        vec!["+member /chat vip b.1", "+user /chat vip alice"],
+                    ),
+                    (
+                        "a",
+                        disconnect("a.1", "transport close"),
+                        vec!["-member /chat lobby a.1 transport close"],
+                    ),
+                    (
+                        "b",
+                        disconnect("b.1", "ping timeout"),
+                        vec![
+                            "-member /chat lobby b.1 ping timeout",
+                            "-user /chat lobby alice ping timeout",
+                            "-member /chat vip b.1 ping timeout",
+                            "-user /chat vip alice ping timeout",
+                            "offline /chat alice ping timeout",
+                        ],
+                    ),
+                ],
+            ),
+            (
+                "idempotent repeats change nothing",
+                vec![
+                    (
+                        "a",
+                        connect("a.1", Some("bob"), &["r"]),
+                        vec!["online /chat bob", "+member /chat r a.1", "+user /chat r bob"],
+                    ),
+                    ("a", join("a.1", "r"), vec![]),
+                    ("a", leave("a.1", "x"), vec![]),
+                    ("a", disconnect("a.9", "transport close"), vec![]),
+                    ("a", join("a.9", "r"), vec![]),
+                    ("a", leave("a.9", "r"), vec![]),
+                    (
+                        "a",
+                        connect("a.1", Some("bob"), &["s"]),
+                        vec!["+member /chat s a.1", "+user /chat s bob"],
+                    ),
+                    ("a", connect("a.1", Some("bob"), &["r"]), vec![]),
+                ],
+            ),
+            (
+                "a connect of a known id as another user replaces it",
+                vec![
+                    (
+                        "a",
+                        connect("a.1", Some("bob"), &["r"]),
+                        vec!["online /chat bob", "+member /chat r a.1", "+user /chat r bob"],
+                    ),
+                    (
+                        "a",
+                        connect("a.1", Some("carol"), &[]),
+                        vec![
+                            "-member /chat r a.1 resync",
+                            "-user /chat r bob resync",
+                            "offline /chat bob resync",
+                            "online /chat carol",
+                        ],
+                    ),
+                ],
+            ),
+            (
+                "a node cannot touch another node's sockets",
+                vec![
+                    (
+                        "a",
+                        connect("a.1", Some("alice"), &["r"]),
+                        vec!["online /chat alice", "+member /chat r a.1", "+user /chat r alice"],
+                    ),
+                    ("b", disconnect("a.1", "transport close"), vec![]),
+                    ("b", join("a.1", "x"), vec![]),
+                    ("b", leave("a.1", "r"), vec![]),
+                    ("b", connect("a.1", Some("eve"), &[]), vec![]),
+                    (
+                        "a",
+                        disconnect("a.1", "transport close"),
+                        vec![
+                            "-member /chat r a.1 transport close",
+                            "-user /chat r alice transport close",
+                            "offline /chat alice transport close",
+                        ],
+                    ),
+                ],
+            ),
+        ];
+        for (name, steps) in cases {
+            let mut feed = Feed::new();
+            for (i, (node, event, expected)) in steps.into_iter().enumerate() {
+                assert_eq!(feed.send(node, event), expected, "{name}: step {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn changes_carry_socket_user_and_flags() {
+        let mut dir = Directory::new(LEASE);
+        let flags = PresenceFlags { rooms: true, users: false };
+        let rec = SocketRecord { presence: flags, ..sock("a.1", "/chat", Some("alice"), &["r"]) };
+        let applied = dir.apply("a", 1, 1, MemberEvent::Connect(rec), Instant::now());
+        let (ns, user, socket) = ("/chat".to_owned(), "alice".to_owned(), "a.1".to_owned());
+        assert_eq!(
+            applied.changes,
+            vec![
+                Change::UserOnline {
+                    ns: ns.clone(),
+                    user: user.clone(),
+                    socket: socket.clone(),
+                    flags
+                },
+                Change::RoomMemberJoined {
+                    ns: ns.clone(),
+                    room: "r".to_owned(),
+                    socket: socket.clone(),
+                    user: Some(user.clone()),
+                    flags
+                },
+                Change::RoomUserJoined { ns, room: "r".to_owned(), user, socket, flags },
+            ]
+        );
+        assert!(applied.changes.iter().all(|c| c.flags() == flags));
+    }
+
+    #[test]
+    fn sequence_rules() {
+        type Step = (u64, u64, MemberEvent, bool, Vec<&'static str>);
+        let cases: Vec<(&str, Vec<Step>)> = vec![
+            (
+                "in order",
+                vec![
+                    (1, 1, connect("a.1", Some("alice"), &[]), false, vec!["online /chat alice"]),
+                    (
+                        1,
+                        2,
+                        join("a.1", "r"),
+                        false,
+                        vec!["+member /chat r a.1", "+user /chat r alice"],
+                    ),
+                ],
+            ),
+            (
+                "duplicate ignored",
+                vec![
+                    (1, 1, connect("a.1", Some("alice"), &[]), false, vec!["online /chat alice"]),
+                    (1, 1, join("a.1", "r"), false, vec![]),
+                    (
+                        1,
+                        2,
+                        join("a.1", "r"),
+                        false,
+                        vec!["+member /chat r a.1", "+user /chat r alice"],
+                    ),
+                ],
+            ),
+            (
+                "gap applied and asks for a snapshot; older numbers then ignored",
+                vec![
+                    (1, 1, connect("a.1", Some("alice"), &[]), false, vec!["online /chat alice"]),
+                    (
+                        1,
+                        4,
+                        join("a.1", "r"),
+                        true,
+                        vec!["+member /chat r a.1", "+user /chat r alice"],
+                    ),
+                    (
+                        1,
+                        5,
+                        leave("a.1", "r"),
+                        false,
+                        vec!["-member /chat r a.1 leave", "-user /chat r alice leave"],
+                    ),
+                    (1, 3, join("a.1", "x"), false, vec![]),
+                ],
+            ),
+            (
+                "unknown node first seen at 5",
+                vec![(1, 5, connect("a.1", Some("alice"), &[]), true, vec!["online /chat alice"])],
+            ),
+            ("seq 0 is never new", vec![(1, 0, connect("a.1", Some("alice"), &[]), false, vec![])]),
+            (
+                "new epoch purges the old sockets",
+                vec![
+                    (
+                        1,
+                        1,
+                        connect("a.1", Some("alice"), &["r"]),
+                        false,
+                        vec!["online /chat alice", "+member /chat r a.1", "+user /chat r alice"],
+                    ),
+                    (
+                        2,
+                        1,
+                        connect("a.2", Some("bob"), &[]),
+                        false,
+                        vec![
+                            "-member /chat r a.1 node_restarted",
+                            "-user /chat r alice node_restarted",
+                            "offline /chat alice node_restarted",
+                            "online /chat bob",
+                        ],
+                    ),
+                ],
+            ),
+            (
+                "new epoch first seen mid-stream",
+                vec![
+                    (1, 1, connect("a.1", Some("alice"), &[]), false, vec!["online /chat alice"]),
+                    (
+                        2,
+                        3,
+                        connect("a.2", Some("bob"), &[]),
+                        true,
+                        vec!["offline /chat alice node_restarted", "online /chat bob"],
+                    ),
+                ],
+            ),
+            (
+                "late messages of a retired epoch are ignored",
+                vec![
+                    (1, 1, connect("a.1", Some("alice"), &[]), false, vec!["online /chat alice"]),
+                    (
+                        2,
+                        1,
+                        connect("a.2", Some("bob"), &[]),
+                        false,
+                        vec!["offline /chat alice node_restarted", "online /chat bob"],
+                    ),
+                    (1, 2, disconnect("a.2", "transport close"), false, vec![]),
+                    (1, 3, connect("a.3", Some("carol"), &[]), false, vec![]),
+                    (
+                        2,
+                        2,
+                        disconnect("a.2", "transport close"),
+                        false,
+                        vec!["offline /chat bob transport close"],
+                    ),
+                ],
+            ),
+        ];
+        for (name, steps) in cases {
+            let mut dir = Directory::new(LEASE);
+            let now = Instant::now();
+            for (i, (epoch, seq, event, need, expected)) in steps.into_iter().enumerate() {
+                let applied = dir.apply("a", epoch, seq, event, now);
+                dir.check_invariants();
+                assert_eq!(render(&applied.changes), expected, "{name}: step {i}");
+                assert_eq!(applied.need_snapshot, need, "{name}: step {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn snapshot_diff_replaces_the_nodes_sockets() {
+        let mut feed = Feed::new();
+        feed.send("a", connect("a.1", Some("alice"), &["r1", "r2"]));
+        feed.send("a", connect("a.2", Some("bob"), &["r1"]));
+        feed.send("a", connect("a.3", None, &["r3"]));
+        feed.send("b", connect("b.1", Some("bob"), &["r1"]));
+        let snap = vec![
+            sock("a.4", "/chat", Some("carol"), &["r1"]),
+            sock("a.1", "/chat", Some("alice"), &["r2", "r4"]),
+            SocketRecord {
+                data_json: "{\"x\":1}".to_owned(),
+                ..sock("a.3", "/chat", None, &["r3"])
+            },
+        ];
+        let applied = feed.dir.snapshot("a", 1, 3, snap.clone(), feed.now);
+        feed.dir.check_invariants();
+        assert!(!applied.need_snapshot);
+        assert_eq!(
+            render(&applied.changes),
+            vec![
+                "-member /chat r1 a.1 resync",
+                "-user /chat r1 alice resync",
+                "+member /chat r4 a.1",
+                "+user /chat r4 alice",
+                "online /chat carol",
+                "+member /chat r1 a.4",
+                "+user /chat r1 carol",
+                // bob is still in r1 and online through b.1.
+                "-member /chat r1 a.2 resync",
+            ]
+        );
+        assert_eq!(feed.dir.node_sockets("a"), 3);
+        for rec in &snap {
+            assert_eq!(feed.dir.socket(&rec.id), Some(rec));
+        }
+        assert_eq!(feed.dir.room_members("/chat", "r1"), vec!["a.4", "b.1"]);
+        assert_eq!(feed.dir.presence("/chat", "r1"), vec![("bob", 1), ("carol", 1)]);
+    }
+
+    #[test]
+    fn snapshot_replacing_a_users_socket_does_not_flap_presence() {
+        let mut feed = Feed::new();
+        feed.send("a", connect("a.1", Some("alice"), &["r"]));
+        let applied = feed.dir.snapshot(
+            "a",
+            1,
+            1,
+            vec![sock("a.2", "/chat", Some("alice"), &["r"])],
+            feed.now,
+        );
+        feed.dir.check_invariants();
+        assert_eq!(
+            render(&applied.changes),
+            vec!["+member /chat r a.2", "-member /chat r a.1 resync"]
+        );
+    }
+
+    #[test]
+    fn stale_snapshot_is_ignored() {
+        let mut feed = Feed::new();
+        for i in 1..=5 {
+            feed.send("a", connect(&format!("a.{i}"), None, &["r"]));
+        }
+        let applied = feed.dir.snapshot("a", 1, 4, Vec::new(), feed.now);
+        assert_eq!(applied, Applied::default());
+        assert_eq!(feed.dir.node_sockets("a"), 5);
+
+        // With a gap unrepaired, a stale snapshot asks again; one at the current number repairs it.
+        let gap = feed.dir.apply("a", 1, 9, join("a.1", "x"), feed.now);
+        assert!(gap.need_snapshot);
+        assert!(feed.dir.snapshot("a", 1, 8, Vec::new(), feed.now).need_snapshot);
+        assert!(feed.dir.heartbeat("a", 1, 9, NodeInfo::default(), feed.now).need_snapshot);
+        let applied =
+            feed.dir.snapshot("a", 1, 9, vec![sock("a.1", "/chat", None, &["r"])], feed.now);
+        feed.dir.check_invariants();
+        assert!(!applied.need_snapshot);
+        assert_eq!(feed.dir.len(), 1);
+        assert!(!feed.dir.heartbeat("a", 1, 9, NodeInfo::default(), feed.now).need_snapshot);
+        assert!(!feed.dir.stats().nodes[0].needs_snapshot);
+    }
+
+    #[test]
+    fn snapshot_forces_its_node_and_skips_foreign_sockets() {
+        let mut feed = Feed::new();
+        feed.send("b", connect("b.1", Some("bob"), &["r"]));
+        let mut mislabelled = sock("a.5", "/chat", None, &[]);
+        mislabelled.node = "zzz".to_owned();
+        let applied = feed.dir.snapshot(
+            "a",
+            7,
+            0,
+            vec![mislabelled, sock("b.1", "/chat", Some("eve"), &[])],
+            feed.now,
+        );
+        feed.dir.check_invariants();
+        assert_eq!(render(&applied.changes), Vec::<String>::new());
+        assert_eq!(feed.dir.socket("a.5").map(|s| s.node.as_str()), Some("a"));
+        assert_eq!(feed.dir.socket("b.1").and_then(|s| s.user.as_deref()), Some("bob"));
+        assert_eq!(feed.dir.node_epoch("a"), Some(7));
+    }
+
+    #[test]
+    fn snapshot_with_a_new_epoch_purges_as_restarted() {
+        let mut feed = Feed::new();
+        feed.send("a", connect("a.1", Some("alice"), &[]));
+        let applied =
+            feed.dir.snapshot("a", 2, 4, vec![sock("a.2", "/chat", Some("alice"), &[])], feed.now);
+        feed.dir.check_invariants();
+        assert_eq!(
+            render(&applied.changes),
+            vec!["offline /chat alice node_restarted", "online /chat alice"]
+        );
+        assert_eq!(feed.dir.stats().nodes[0].last_seq, 4);
+    }
+
+    #[test]
+    fn expire_purges_silent_nodes_only() {
+        let mut dir = Directory::new(LEASE);
+        let t0 = Instant::now();
+        dir.apply("a", 1, 1, connect("a.1", Some("alice"), &["r"]), t0);
+        dir.apply("b", 1, 1, connect("b.1", Some("bob"), &["r"]), t0);
+        dir.apply("c", 1, 1, connect("c.1", Some("carol"), &[]), t0);
+        assert!(
+            !dir.heartbeat("b", 1, 1, NodeInfo::default(), t0 + Duration::from_secs(4))
+                .need_snapshot
+        );
+        // Duplicates are liveness too.
+        dir.apply("c", 1, 1, connect("c.1", Some("carol"), &[]), t0 + Duration::from_secs(5));
+        assert!(dir.expire(t0 + LEASE).is_empty(), "a lease of exactly LEASE still holds");
+
+        let lost = dir.expire(t0 + LEASE + Duration::from_millis(1));
+        dir.check_invariants();
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].0, "a");
+        assert_eq!(
+            render(&lost[0].1),
+            vec![
+                "-member /chat r a.1 node_lost",
+                "-user /chat r alice node_lost",
+                "offline /chat alice node_lost"
+            ]
+        );
+        let nodes: Vec<String> = dir.stats().nodes.into_iter().map(|n| n.id).collect();
+        assert_eq!(nodes, vec!["b", "c"]);
+        assert_eq!(dir.len(), 2);
+
+        let lost = dir.expire(t0 + Duration::from_secs(12));
+        assert_eq!(lost.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), vec!["b", "c"]);
+        assert!(dir.is_empty());
+        dir.check_invariants();
+
+        // A lost node that comes back mid-stream is registered again and asked for a snapshot.
+        let back = dir.apply("a", 1, 10, connect("a.2", None, &[]), t0 + Duration::from_secs(13));
+        assert!(back.need_snapshot);
+        assert_eq!(dir.node_sockets("a"), 1);
+    }
+
+    #[test]
+    fn heartbeat_records_info_and_detects_lag() {
+        let mut dir = Directory::new(LEASE);
+        let t0 = Instant::now();
+        let info = NodeInfo { address: "10.0.0.1:3000".to_owned(), connections: 42 };
+        assert!(!dir.heartbeat("a", 1, 0, info.clone(), t0).need_snapshot);
+        dir.apply("a", 1, 1, connect("a.1", Some("alice"), &[]), t0);
+        assert!(!dir.heartbeat("a", 1, 1, info.clone(), t0).need_snapshot);
+        assert!(dir.heartbeat("a", 1, 2, info.clone(), t0).need_snapshot);
+        let stats = dir.stats();
+        assert_eq!(stats.nodes[0].connections, 42);
+        assert_eq!(stats.nodes[0].address, "10.0.0.1:3000");
+        assert_eq!(stats.nodes[0].last_heartbeat, Some(t0));
+
+        let t1 = t0 + Duration::from_secs(5);
+        let restarted = dir.heartbeat("a", 2, 3, info, t1);
+        dir.check_invariants();
+        assert!(restarted.need_snapshot);
+        assert_eq!(render(&restarted.changes), vec!["offline /chat alice node_restarted"]);
+        assert!(dir.expire(t1 + LEASE).is_empty(), "the heartbeat renewed the lease");
+    }
+
+    #[test]
+    fn remove_node_purges_as_left() {
+        let mut feed = Feed::new();
+        feed.send("a", connect("a.1", Some("alice"), &["r"]));
+        feed.send("b", connect("b.1", Some("alice"), &["r"]));
+        let changes = feed.dir.remove_node("a", Reason::NodeLeft);
+        feed.dir.check_invariants();
+        assert_eq!(render(&changes), vec!["-member /chat r a.1 node_left"]);
+        assert_eq!(feed.dir.node_epoch("a"), None);
+        assert_eq!(render(&feed.dir.remove_node("b", Reason::NodeLeft)).len(), 3);
+        assert!(feed.dir.remove_node("nope", Reason::NodeLeft).is_empty());
+    }
+
+    #[test]
+    fn reserve_enforces_capacity_across_nodes() {
+        let mut feed = Feed::new();
+        feed.send("a", connect("a.1", Some("alice"), &[]));
+        feed.send("b", connect("b.1", None, &[]));
+        feed.send("b", connect("b.2", None, &[]));
+        feed.send("b", MemberEvent::Connect(sock("b.3", "/other", None, &[])));
+
+        let joined = feed.dir.reserve("/chat", "game", "a.1", 2);
+        let Ok(Reserved::Joined(changes)) = joined else { panic!("{joined:?}") };
+        assert_eq!(render(&changes), vec!["+member /chat game a.1", "+user /chat game alice"]);
+        assert_eq!(
+            feed.send("a", join("a.1", "game")),
+            Vec::<String>::new(),
+            "the gateway's join is a duplicate"
+        );
+        assert!(matches!(feed.dir.reserve("/chat", "game", "b.1", 2), Ok(Reserved::Joined(_))));
+        assert_eq!(feed.dir.reserve("/chat", "game", "b.2", 2), Err(ReserveError::RoomFull));
+        assert_eq!(feed.dir.reserve("/chat", "game", "a.1", 2), Ok(Reserved::AlreadyMember));
+        assert_eq!(feed.dir.reserve("/chat", "game", "zz.1", 2), Err(ReserveError::UnknownSocket));
+        assert_eq!(feed.dir.reserve("/chat", "game", "b.3", 2), Err(ReserveError::UnknownSocket));
+        assert!(
+            matches!(feed.dir.reserve("/chat", "game", "b.2", 0), Ok(Reserved::Joined(_))),
+            "0 is unlimited"
+        );
+        feed.dir.check_invariants();
+        assert_eq!(feed.dir.room_members("/chat", "game"), vec!["a.1", "b.1", "b.2"]);
+    }
+
+    fn selector(rooms: &[&str], except: &[&str], ids: &[&str], users: &[&str]) -> Selector {
+        let own = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
+        Selector {
+            ns: "/chat".to_owned(),
+            rooms: own(rooms),
+            except_rooms: own(except),
+            socket_ids: own(ids),
+            user_ids: own(users),
+        }
+    }
+
+    #[test]
+    fn selector_restrictions_intersect() {
+        let mut feed = Feed::new();
+        feed.send("a", connect("a.1", Some("alice"), &["r1"]));
+        feed.send("a", connect("a.2", Some("bob"), &["r2"]));
+        feed.send("b", connect("b.1", Some("alice"), &["r1", "r2", "vip"]));
+        feed.send("b", connect("b.2", None, &["r3"]));
+        feed.send("b", connect("b.3", Some("carol"), &[]));
+        feed.send("a", MemberEvent::Connect(sock("a.3", "/admin", Some("alice"), &["r1"])));
+        let cases = [
+            (selector(&[], &[], &[], &[]), vec!["a.1", "a.2", "b.1", "b.2", "b.3"]),
+            (selector(&["r1", "r2"], &[], &[], &[]), vec!["a.1", "a.2", "b.1"]),
+            (selector(&["r1", "r2"], &["vip"], &[], &[]), vec!["a.1", "a.2"]),
+            (selector(&[], &["r1"], &[], &[]), vec!["a.2", "b.2", "b.3"]),
+            (selector(&[], &[], &["b.3", "a.1", "a.3", "zz", "a.1"], &[]), vec!["a.1", "b.3"]),
+            (selector(&[], &[], &[], &["alice"]), vec!["a.1", "b.1"]),
+            (selector(&["r1"], &[], &[], &["alice", "carol"]), vec!["a.1", "b.1"]),
+            (selector(&[], &[], &["a.1", "a.2"], &["bob"]), vec!["a.2"]),
+            (selector(&["r2"], &[], &["a.1", "b.1"], &[]), vec!["b.1"]),
+            (selector(&["nope"], &[], &[], &[]), vec![]),
+            (Selector { ns: "/none".to_owned(), ..Selector::default() }, vec![]),
+        ];
+        for (sel, expected) in cases {
+            let ids: Vec<&str> = feed.dir.matching(&sel).map(|s| s.id.as_str()).collect();
+            assert_eq!(ids, expected, "{sel:?}");
+            assert_eq!(feed.dir.count(&sel), expected.len(), "{sel:?}");
+            let mut paged = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = feed.dir.select(&sel, after.as_deref(), 2);
+                paged.extend(page.items.iter().map(|s| s.id.clone()));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(paged, expected, "paged {sel:?}");
+        }
+    }
+
+    #[test]
+    fn pagination_visits_a_big_room_once() {
+        let mut feed = Feed::new();
+        let mut seqs = [0u64; 3];
+        for i in 0..12_000 {
+            let n = i % 3;
+            let node = ["a", "b", "c"][n];
+            let rooms: &[&str] = if i % 6 == 0 { &["other"] } else { &["big"] };
+            seqs[n] += 1;
+            let applied = feed.dir.apply(
+                node,
+                1,
+                seqs[n],
+                connect(&format!("{node}.{i:05}"), None, rooms),
+                feed.now,
+            );
+            assert_eq!(applied.changes.len(), 1);
+        }
+        feed.dir.check_invariants();
+        let sel = selector(&["big"], &[], &[], &[]);
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let page = feed.dir.select(&sel, after.as_deref(), 333);
+            pages += 1;
+            assert!(page.items.len() <= 333);
+            seen.extend(page.items.iter().map(|s| s.id.clone()));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 10_000);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "ascending, each once");
+        assert!(seen.iter().all(|id| feed.dir.socket(id).is_some_and(|s| s.rooms.contains("big"))));
+        assert_eq!(pages, 10_000usize.div_ceil(333));
+        assert_eq!(feed.dir.count(&sel), 10_000);
+        assert_eq!(feed.dir.count(&selector(&["big"], &["none"], &[], &[])), 10_000);
+        assert_eq!(feed.dir.count(&selector(&[], &["big"], &[], &[])), 2_000);
+        assert_eq!(feed.dir.select(&sel, None, 0).items.len(), 10_000, "0 is no limit");
+    }
+
+    #[test]
+    fn read_queries() {
+        let mut feed = Feed::new();
+        feed.send("a", connect("a.1", Some("alice"), &["game:1", "game:2", "lobby"]));
+        feed.send("a", connect("a.2", Some("alice"), &["game:1"]));
+        feed.send("b", connect("b.1", Some("bob"), &["game:1"]));
+        feed.send("b", MemberEvent::Connect(sock("b.2", "/admin", Some("alice"), &["ops"])));
+
+        let page = feed.dir.rooms("/chat", "game:", None, 1);
+        assert_eq!(page.items, vec![RoomInfo { name: "game:1".to_owned(), members: 3, users: 2 }]);
+        assert_eq!(page.next.as_deref(), Some("game:1"));
+        let page = feed.dir.rooms("/chat", "game:", page.next.as_deref(), 1);
+        assert_eq!(page.items, vec![RoomInfo { name: "game:2".to_owned(), members: 1, users: 1 }]);
+        assert_eq!(page.next, None);
+        let names: Vec<String> =
+            feed.dir.rooms("/chat", "", Some("a"), 0).items.into_iter().map(|r| r.name).collect();
+        assert_eq!(names, vec!["game:1", "game:2", "lobby"]);
+        assert!(feed.dir.rooms("/chat", "game:", Some("zzz"), 0).items.is_empty());
+        assert!(feed.dir.rooms("/none", "", None, 0).items.is_empty());
+
+        assert_eq!(feed.dir.room_members("/chat", "game:1"), vec!["a.1", "a.2", "b.1"]);
+        assert!(feed.dir.room_members("/chat", "nope").is_empty());
+        assert_eq!(feed.dir.presence("/chat", "game:1"), vec![("alice", 2), ("bob", 1)]);
+        let ids = |v: Vec<&SocketRecord>| v.into_iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(feed.dir.user_sockets(Some("/chat"), "alice")), vec!["a.1", "a.2"]);
+        assert_eq!(ids(feed.dir.user_sockets(None, "alice")), vec!["b.2", "a.1", "a.2"]);
+        assert!(feed.dir.user_sockets(Some("/none"), "alice").is_empty());
+
+        assert!(feed.dir.set_data("a.1", "{\"score\":3}".to_owned()));
+        assert!(!feed.dir.set_data("zz", "1".to_owned()));
+        assert_eq!(feed.dir.socket("a.1").map(|s| s.data_json.as_str()), Some("{\"score\":3}"));
+
+        let stats = feed.dir.stats();
+        assert_eq!(stats.sockets, 4);
+        assert_eq!(stats.users, 2);
+        assert_eq!(stats.rooms, 4);
+        assert_eq!(stats.sockets_per_ns, vec![("/admin".to_owned(), 1), ("/chat".to_owned(), 3)]);
+        let nodes: Vec<(String, u64, usize)> =
+            stats.nodes.into_iter().map(|n| (n.id, n.last_seq, n.sockets)).collect();
+        assert_eq!(nodes, vec![("a".to_owned(), 2, 2), ("b".to_owned(), 2, 2)]);
+    }
+
+    /// A tiny deterministic generator (xorshift64*).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+    }
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct ModelSocket {
+        ns: String,
+        node: String,
+        user: Option<String>,
+        rooms: BTreeSet<String>,
+    }
+
+    /// The naive model: a flat map of sockets, indexes recomputed by scanning.
+    #[derive(Default)]
+    struct Model {
+        nodes: HashMap<String, (u64, u64, Instant)>,
+        sockets: HashMap<String, ModelSocket>,
+    }
+
+    impl Model {
+        fn enter(&mut self, node: &str, epoch: u64, now: Instant) {
+            if self.nodes.get(node).is_some_and(|n| n.0 != epoch) {
+                self.sockets.retain(|_, s| s.node != node);
+                self.nodes.remove(node);
+            }
+            self.nodes.entry(node.to_owned()).or_insert((epoch, 0, now)).2 = now;
+        }
+
+        fn upsert(&mut self, node: &str, rec: &SocketRecord, exact: bool) {
+            let new = ModelSocket {
+                ns: rec.ns.clone(),
+                node: node.to_owned(),
+                user: rec.user.clone(),
+                rooms: rec.rooms.clone(),
+            };
+            match self.sockets.get_mut(&rec.id) {
+                Some(old) if old.node != node => {}
+                Some(old) if old.ns == new.ns && old.user == new.user => {
+                    if exact {
+                        old.rooms = new.rooms;
+                    } else {
+                        old.rooms.extend(new.rooms);
+                    }
+                }
+                _ => {
+                    self.sockets.insert(rec.id.clone(), new);
+                }
+            }
+        }
+
+        fn owned(&mut self, node: &str, id: &str) -> Option<&mut ModelSocket> {
+            self.sockets.get_mut(id).filter(|s| s.node == node)
+        }
+
+        fn apply(&mut self, node: &str, epoch: u64, seq: u64, event: &MemberEvent, now: Instant) {
+            self.enter(node, epoch, now);
+            let known = self.nodes.get_mut(node).expect("entered");
+            if seq <= known.1 {
+                return;
+            }
+            known.1 = seq;
+            match event {
+                MemberEvent::Connect(rec) => self.upsert(node, rec, false),
+                MemberEvent::Disconnect { id, .. } => {
+                    if self.owned(node, id).is_some() {
+                        self.sockets.remove(id);
+                    }
+                }
+                MemberEvent::Join { id, room } => {
+                    if let Some(s) = self.owned(node, id) {
+                        s.rooms.insert(room.clone());
+                    }
+                }
+                MemberEvent::Leave { id, room } => {
+                    if let Some(s) = self.owned(node, id) {
+                        s.rooms.remove(room);
+                    }
+                }
+            }
+        }
+
+        fn snapshot(
+            &mut self,
+            node: &str,
+            epoch: u64,
+            seq: u64,
+            sockets: &[SocketRecord],
+            now: Instant,
+        ) {
+            self.enter(node, epoch, now);
+            let known = self.nodes.get_mut(node).expect("entered");
+            if seq < known.1 {
+                return;
+            }
+            known.1 = seq;
+            let incoming: BTreeMap<&str, &SocketRecord> =
+                sockets.iter().map(|s| (s.id.as_str(), s)).collect();
+            self.sockets.retain(|id, s| s.node != node || incoming.contains_key(id.as_str()));
+            for rec in incoming.values() {
+                self.upsert(node, rec, true);
+            }
+        }
+
+        fn remove_node(&mut self, node: &str) {
+            self.sockets.retain(|_, s| s.node != node);
+            self.nodes.remove(node);
+        }
+
+        fn expire(&mut self, now: Instant) {
+            let lost: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| now.duration_since(n.2) > LEASE)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for node in lost {
+                self.remove_node(&node);
+            }
+        }
+
+        fn reserve(
+            &mut self,
+            ns: &str,
+            room: &str,
+            id: &str,
+            max: usize,
+        ) -> Result<bool, ReserveError> {
+            let members =
+                self.sockets.values().filter(|s| s.ns == ns && s.rooms.contains(room)).count();
+            let s = self
+                .sockets
+                .get_mut(id)
+                .filter(|s| s.ns == ns)
+                .ok_or(ReserveError::UnknownSocket)?;
+            if s.rooms.contains(room) {
+                return Ok(false);
+            }
+            if max != 0 && members >= max {
+                return Err(ReserveError::RoomFull);
+            }
+            s.rooms.insert(room.to_owned());
+            Ok(true)
+        }
+    }
+
+    /// Membership and presence as rebuilt from the change stream alone.
+    #[derive(Default)]
+    struct Replica {
+        members: BTreeSet<(String, String, String)>,
+        room_users: BTreeSet<(String, String, String)>,
+        online: BTreeSet<(String, String)>,
+    }
+
+    impl Replica {
+        fn feed(&mut self, changes: &[Change]) {
+            for c in changes {
+                let fresh = match c.clone() {
+                    Change::RoomMemberJoined { ns, room, socket, .. } => {
+                        self.members.insert((ns, room, socket))
+                    }
+                    Change::RoomMemberLeft { ns, room, socket, .. } => {
+                        self.members.remove(&(ns, room, socket))
+                    }
+                    Change::RoomUserJoined { ns, room, user, .. } => {
+                        self.room_users.insert((ns, room, user))
+                    }
+                    Change::RoomUserLeft { ns, room, user, .. } => {
+                        self.room_users.remove(&(ns, room, user))
+                    }
+                    Change::UserOnline { ns, user, .. } => self.online.insert((ns, user)),
+                    Change::UserOffline { ns, user, .. } => self.online.remove(&(ns, user)),
+                };
+                assert!(fresh, "change contradicts the stream so far: {c:?}");
+            }
+        }
+    }
+
+    fn assert_same(
+        dir: &Directory,
+        model: &Model,
+        replica: &Replica,
+        namespaces: &[&str],
+        users: &[&str],
+    ) {
+        assert_eq!(dir.len(), model.sockets.len());
+        for (id, s) in &model.sockets {
+            let rec = dir.socket(id).unwrap_or_else(|| panic!("{id} missing"));
+            let got = ModelSocket {
+                ns: rec.ns.clone(),
+                node: rec.node.clone(),
+                user: rec.user.clone(),
+                rooms: rec.rooms.clone(),
+            };
+            assert_eq!(&got, s, "{id}");
+        }
+        let mut nodes: Vec<(String, u64, u64, usize)> = model
+            .nodes
+            .iter()
+            .map(|(id, n)| {
+                (id.clone(), n.0, n.1, model.sockets.values().filter(|s| &s.node == id).count())
+            })
+            .collect();
+        nodes.sort();
+        let got: Vec<_> =
+            dir.stats().nodes.into_iter().map(|n| (n.id, n.epoch, n.last_seq, n.sockets)).collect();
+        assert_eq!(got, nodes);
+
+        let mut members = BTreeSet::new();
+        let mut room_users = BTreeSet::new();
+        let mut online = BTreeSet::new();
+        for (id, s) in &model.sockets {
+            for room in &s.rooms {
+                members.insert((s.ns.clone(), room.clone(), id.clone()));
+                if let Some(user) = &s.user {
+                    room_users.insert((s.ns.clone(), room.clone(), user.clone()));
+                }
+            }
+            if let Some(user) = &s.user {
+                online.insert((s.ns.clone(), user.clone()));
+            }
+        }
+        assert_eq!(replica.members, members);
+        assert_eq!(replica.room_users, room_users);
+        assert_eq!(replica.online, online);
+
+        for ns in namespaces {
+            let in_ns: Vec<(&String, &ModelSocket)> =
+                model.sockets.iter().filter(|(_, s)| s.ns == *ns).collect();
+            let sel = Selector { ns: (*ns).to_owned(), ..Selector::default() };
+            assert_eq!(dir.count(&sel), in_ns.len());
+            let mut rooms: BTreeMap<String, (Vec<String>, BTreeMap<String, usize>)> =
+                BTreeMap::new();
+            for (id, s) in &in_ns {
+                for room in &s.rooms {
+                    let entry = rooms.entry(room.clone()).or_default();
+                    entry.0.push((*id).clone());
+                    if let Some(user) = &s.user {
+                        *entry.1.entry(user.clone()).or_default() += 1;
+                    }
+                }
+            }
+            let listed: Vec<RoomInfo> = dir.rooms(ns, "", None, 0).items;
+            let expected: Vec<RoomInfo> = rooms
+                .iter()
+                .map(|(name, (ids, users))| RoomInfo {
+                    name: name.clone(),
+                    members: ids.len(),
+                    users: users.len(),
+                })
+                .collect();
+            assert_eq!(listed, expected);
+            for (room, (mut ids, users)) in rooms {
+                ids.sort();
+                assert_eq!(dir.room_members(ns, &room), ids);
+                let presence: Vec<(&str, usize)> =
+                    users.iter().map(|(u, n)| (u.as_str(), *n)).collect();
+                assert_eq!(dir.presence(ns, &room), presence);
+            }
+            for user in users {
+                let mut ids: Vec<&String> = in_ns
+                    .iter()
+                    .filter(|(_, s)| s.user.as_deref() == Some(user))
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.sort();
+                let got: Vec<&String> =
+                    dir.user_sockets(Some(ns), user).into_iter().map(|s| &s.id).collect();
+                assert_eq!(got, ids);
+            }
+        }
+    }
+
+    #[test]
+    fn random_operations_match_a_naive_model() {
+        const NODES: [&str; 3] = ["a", "b", "c"];
+        const NAMESPACES: [&str; 2] = ["/x", "/y"];
+        const ROOMS: [&str; 5] = ["r0", "r1", "r2", "r3", "r4"];
+        const USERS: [&str; 4] = ["u0", "u1", "u2", "u3"];
+        const REASONS: [&str; 3] =
+            ["transport close", "ping timeout", "client namespace disconnect"];
+
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut dir = Directory::new(LEASE);
+        let mut model = Model::default();
+        let mut replica = Replica::default();
+        let mut now = Instant::now();
+        let mut gateways = [(1u64, 0u64); 3]; // (epoch, last seq sent) per node
+        // How often the interesting paths ran, so the test cannot pass by exercising none.
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+
+        let random_socket = |rng: &mut Rng, node: &str| {
+            let owner = if rng.below(10) == 0 { rng.pick(&NODES) } else { node };
+            format!("{owner}.{}", rng.below(6))
+        };
+        let random_record = |rng: &mut Rng, id: String| {
+            let user = (rng.below(5) != 0).then(|| rng.pick(&USERS).to_owned());
+            let rooms: BTreeSet<String> =
+                ROOMS.iter().filter(|_| rng.below(3) == 0).map(|r| (*r).to_owned()).collect();
+            let mut rec = SocketRecord::new(id, rng.pick(&NAMESPACES), "?");
+            rec.user = user;
+            rec.rooms = rooms;
+            rec.presence = PresenceFlags { rooms: rng.below(2) == 0, users: rng.below(2) == 0 };
+            rec
+        };
+
+        for step in 0..2_000 {
+            now += Duration::from_millis(rng.below(400) as u64);
+            let n = match rng.below(10) {
+                0..=4 => 0,
+                5..=8 => 1,
+                _ => 2,
+            };
+            let node = NODES[n];
+            let (epoch, sent) = &mut gateways[n];
+            match rng.below(100) {
+                0..=54 => {
+                    let seq = match rng.below(20) {
+                        0 => *sent,
+                        1 => {
+                            *sent += 2 + rng.below(3) as u64;
+                            *sent
+                        }
+                        _ => {
+                            *sent += 1;
+                            *sent
+                        }
+                    };
+                    let id = random_socket(&mut rng, node);
+                    let event = match rng.below(4) {
+                        0 => MemberEvent::Connect(random_record(&mut rng, id)),
+                        1 => disconnect(&id, rng.pick(&REASONS)),
+                        2 => join(&id, rng.pick(&ROOMS)),
+                        _ => leave(&id, rng.pick(&ROOMS)),
+                    };
+                    model.apply(node, *epoch, seq, &event, now);
+                    let applied = dir.apply(node, *epoch, seq, event, now);
+                    if applied.need_snapshot {
+                        *seen.entry("snapshot asked").or_default() += 1;
+                    }
+                    *seen
+                        .entry(if applied.changes.is_empty() { "no change" } else { "changed" })
+                        .or_default() += 1;
+                    replica.feed(&applied.changes);
+                }
+                55..=62 => {
+                    model.enter(node, *epoch, now);
+                    let applied = dir.heartbeat(node, *epoch, *sent, NodeInfo::default(), now);
+                    replica.feed(&applied.changes);
+                }
+                63..=68 => {
+                    let sockets: Vec<SocketRecord> = (0..rng.below(5))
+                        .map(|_| {
+                            let id = random_socket(&mut rng, node);
+                            random_record(&mut rng, id)
+                        })
+                        .collect();
+                    let seq = if rng.below(4) == 0 { sent.saturating_sub(1) } else { *sent };
+                    model.snapshot(node, *epoch, seq, &sockets, now);
+                    let applied = dir.snapshot(node, *epoch, seq, sockets, now);
+                    replica.feed(&applied.changes);
+                }
+                69..=71 => {
+                    *epoch += 1;
+                    *sent = 0;
+                    *seen.entry("restart").or_default() += 1;
+                }
+                72..=79 => {
+                    model.expire(now);
+                    for (_, changes) in dir.expire(now) {
+                        *seen.entry("node lost").or_default() += 1;
+                        replica.feed(&changes);
+                    }
+                }
+                80..=81 => {
+                    model.remove_node(node);
+                    replica.feed(&dir.remove_node(node, Reason::NodeLeft));
+                }
+                82..=93 => {
+                    let (ns, room, id, max) = (
+                        rng.pick(&NAMESPACES),
+                        rng.pick(&ROOMS),
+                        random_socket(&mut rng, node),
+                        rng.below(4),
+                    );
+                    let expected = model.reserve(ns, room, &id, max);
+                    let got = dir.reserve(ns, room, &id, max);
+                    if got == Err(ReserveError::RoomFull) {
+                        *seen.entry("room full").or_default() += 1;
+                    }
+                    let outcome = match got {
+                        Ok(Reserved::Joined(changes)) => {
+                            replica.feed(&changes);
+                            Ok(true)
+                        }
+                        Ok(Reserved::AlreadyMember) => Ok(false),
+                        Err(e) => Err(e),
+                    };
+                    assert_eq!(outcome, expected, "step {step}: reserve {ns} {room} {id} {max}");
+                }
+                _ => {
+                    let id = random_socket(&mut rng, node);
+                    assert_eq!(dir.set_data(&id, "1".to_owned()), model.sockets.contains_key(&id));
+                }
+            }
+            dir.check_invariants();
+            if step % 100 == 99 {
+                assert_same(&dir, &model, &replica, &NAMESPACES, &USERS);
+            }
+        }
+        assert_same(&dir, &model, &replica, &NAMESPACES, &USERS);
+        assert_eq!(seen.len(), 6, "every path exercised: {seen:?}");
+        assert!(!dir.is_empty());
+    }
+}
