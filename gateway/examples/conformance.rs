@@ -62,7 +62,8 @@ fn namespace(io: &Server, name: &str) {
     // client acked, or `ack-error` with the error.
     ns.on("request-ack", |socket, event| {
         let socket = socket.clone();
-        let pending = socket.emit_with_ack("ack-request", event.into_args(), Duration::from_secs(1));
+        let pending =
+            socket.emit_with_ack("ack-request", event.into_args(), Duration::from_secs(1));
         tokio::spawn(async move {
             match pending.await {
                 Ok(args) => socket.emit("ack-response", args),
@@ -79,7 +80,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let port: u16 = match std::env::var("PORT") {
-        Ok(p) => p.parse().map_err(|_| anyhow::anyhow!("PORT must be a port number, got {p:?}"))?,
+        Ok(p) => p
+            .parse()
+            .map_err(|_| anyhow::anyhow!("PORT must be a port number, got {p:?}"))?,
         Err(_) => 3000,
     };
     let config = engine::Config {

@@ -398,6 +398,8 @@ pub struct NamespaceConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// Client events and what to do with them; unique names.
     pub events: Vec<EventRule>,
+    /// Presence announcements shown to the namespace's sockets (static namespaces only).
+    pub presence: Option<PresenceRule>,
     /// Where the entry is in the file.
     pub location: Location,
 }
@@ -467,6 +469,8 @@ pub enum Action {
     Broadcast(BroadcastRule),
     /// Send the event back to the sender.
     Echo(EchoRule),
+    /// Hand the event to backend workers over the bus (queue group per namespace and event).
+    Forward(ForwardRule),
 }
 
 impl Action {
@@ -478,6 +482,7 @@ impl Action {
             Self::Relay(_) => "relay",
             Self::Broadcast(_) => "broadcast",
             Self::Echo(_) => "echo",
+            Self::Forward(_) => "forward",
         }
     }
 }
@@ -541,6 +546,28 @@ pub struct EchoRule {
     /// Emit back under this name; None: ack with the arguments if an ack was asked for, else
     /// emit back under the event's own name.
     pub as_event: Option<String>,
+}
+
+/// `action = "forward"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardRule {
+    /// How long to wait for a worker's reply when the client asked for an ack.
+    pub timeout: Duration,
+}
+
+/// Default ack timeout of `forward`.
+pub const DEFAULT_FORWARD_TIMEOUT_MS: u64 = 5000;
+
+/// `[namespace.presence]`: which of the broker's presence announcements the namespace's sockets
+/// receive, and under which event name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceRule {
+    /// Users joining and leaving rooms, sent to the room's members.
+    pub rooms: bool,
+    /// Users coming online and going offline, sent to the whole namespace.
+    pub users: bool,
+    /// The event name (default `presence`).
+    pub event: String,
 }
 
 impl Config {
@@ -746,8 +773,17 @@ struct RawNamespace {
     auto_join: Option<Vec<Spanned<String>>>,
     max_rooms: Option<Spanned<u64>>,
     rate_limit: Option<Spanned<RawRateLimit>>,
+    presence: Option<Spanned<RawPresence>>,
     #[serde(default)]
     event: Vec<Spanned<RawEvent>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPresence {
+    rooms: Option<bool>,
+    users: Option<bool>,
+    event: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -808,7 +844,7 @@ struct RawEvent {
     member_only: Option<Spanned<bool>>,
     include_sender: Option<Spanned<bool>>,
     as_event: Option<Spanned<String>>,
-    /// Accepted for `forward` (ack timeout), which is itself refused for now.
+    /// `forward`: the ack timeout.
     timeout_ms: Option<Spanned<u64>>,
 }
 
@@ -1233,6 +1269,30 @@ impl Validator<'_> {
         let rate_limit = raw
             .rate_limit
             .map(|r| self.rate_limit(&ctx, r.into_inner()));
+        let presence = raw.presence.and_then(|p| {
+            let span = p.span();
+            let p = p.into_inner();
+            if !matches!(matcher, NamespaceMatch::Static(_)) {
+                self.ctx_problem(
+                    &ctx,
+                    &span,
+                    "presence is only available on namespaces with a fixed name",
+                );
+                return None;
+            }
+            let event = match p.event {
+                None => "presence".to_owned(),
+                Some(e) => {
+                    self.emitted_event_name(&ctx, "presence.event", &e);
+                    e.into_inner()
+                }
+            };
+            Some(PresenceRule {
+                rooms: p.rooms.unwrap_or(true),
+                users: p.users.unwrap_or(true),
+                event,
+            })
+        });
         let mut events: Vec<EventRule> = Vec::new();
         let mut event_lines: HashMap<String, usize> = HashMap::new();
         for e in raw.event {
@@ -1261,6 +1321,7 @@ impl Validator<'_> {
             max_rooms,
             rate_limit,
             events,
+            presence,
             location,
         })
     }
@@ -1564,14 +1625,6 @@ impl Validator<'_> {
             ok = false;
         }
         let kind = *raw.action.get_ref();
-        if kind == ActionKind::Forward {
-            self.ctx_problem(
-                &ctx,
-                &raw.action.span(),
-                "the forward action needs the cluster bus (NATS), not available yet",
-            );
-            return None;
-        }
         use ActionKind::{Broadcast, Echo, Join, Leave, Relay};
         let fields: [FieldUse<'_>; 9] = [
             (
@@ -1681,7 +1734,24 @@ impl Validator<'_> {
                 as_event,
             }),
             Echo => Action::Echo(EchoRule { as_event }),
-            ActionKind::Forward => return None,
+            ActionKind::Forward => {
+                let ms = match raw.timeout_ms {
+                    None => DEFAULT_FORWARD_TIMEOUT_MS,
+                    Some(t) if !(1..=600_000).contains(t.get_ref()) => {
+                        self.ctx_problem(
+                            &ctx,
+                            &t.span(),
+                            "timeout_ms must be between 1 and 600000",
+                        );
+                        ok = false;
+                        DEFAULT_FORWARD_TIMEOUT_MS
+                    }
+                    Some(t) => *t.get_ref(),
+                };
+                Action::Forward(ForwardRule {
+                    timeout: Duration::from_millis(ms),
+                })
+            }
         };
         ok.then_some(EventRule { name, action })
     }
@@ -2214,12 +2284,24 @@ mod tests {
                 &["reserved"],
             ),
             (
-                "forward",
-                "[[namespace]]\nname = \"/a\"\n[[namespace.event]]\nname = \"x\"\naction = \"forward\"",
-                &[
-                    "test.toml:5:10:",
-                    "the forward action needs the cluster bus (NATS), not available yet",
-                ],
+                "forward timeout",
+                "[[namespace]]\nname = \"/a\"\n[[namespace.event]]\nname = \"x\"\naction = \"forward\"\ntimeout_ms = 0",
+                &["test.toml:6:14:", "timeout_ms must be between 1 and 600000"],
+            ),
+            (
+                "forward with a room",
+                "[[namespace]]\nname = \"/a\"\n[[namespace.event]]\nname = \"x\"\naction = \"forward\"\nroom_arg = 0",
+                &["`room_arg` does not apply to action \"forward\""],
+            ),
+            (
+                "presence on a pattern",
+                "[[namespace]]\npattern = \"^/t-\\\\d+$\"\npresence = { rooms = true }",
+                &["presence is only available on namespaces with a fixed name"],
+            ),
+            (
+                "presence event reserved",
+                "[[namespace]]\nname = \"/a\"\npresence = { event = \"connect\" }",
+                &["presence.event"],
             ),
             (
                 "unknown action",

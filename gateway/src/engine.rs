@@ -308,7 +308,9 @@ type CloseHook<D> = Box<dyn FnOnce(&Arc<Conn<D>>, CloseReason) + Send + Sync>;
 
 impl<D> fmt::Debug for Conn<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Conn").field("sid", &self.sid).finish_non_exhaustive()
+        f.debug_struct("Conn")
+            .field("sid", &self.sid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -389,9 +391,17 @@ impl<D: Send + Sync + 'static> Conn<D> {
             || st.queued_bytes + bytes > self.config.max_queued_bytes
         {
             drop(st);
-            let reason = if volatile { "volatile_full" } else { "slow_consumer" };
+            let reason = if volatile {
+                "volatile_full"
+            } else {
+                "slow_consumer"
+            };
             ::metrics::counter!(metrics::EMITS_DROPPED, "reason" => reason).increment(1);
-            return if volatile { Pushed::Dropped } else { Pushed::Full };
+            return if volatile {
+                Pushed::Dropped
+            } else {
+                Pushed::Full
+            };
         }
         if !apart
             && st.outbox.is_empty()
@@ -578,7 +588,10 @@ impl<H: Handler> Engine<H> {
 
     /// Number of open sessions.
     pub fn len(&self) -> usize {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Whether there are no open sessions.
@@ -803,7 +816,9 @@ mod tests {
                 conn.sid()
             )
         );
-        let (_, open) = engine.open(Transport::WebSocket, info(), now).expect("open");
+        let (_, open) = engine
+            .open(Transport::WebSocket, info(), now)
+            .expect("open");
         assert!(matches!(open, Frame::Text(t) if t.windows(13).any(|w| w == b"\"upgrades\":[]")));
         assert_eq!(engine.len(), 2);
     }
@@ -831,7 +846,10 @@ mod tests {
         assert!(!conn.heartbeat_expired(t3));
         assert!(conn.heartbeat_expired(t3 + Duration::from_millis(200)));
         assert_eq!(conn.tick(t3 + Duration::from_millis(200)), None);
-        assert_eq!(*rec.closes.lock().expect("lock"), vec![CloseReason::PingTimeout]);
+        assert_eq!(
+            *rec.closes.lock().expect("lock"),
+            vec![CloseReason::PingTimeout]
+        );
         assert!(engine.is_empty());
     }
 
@@ -849,7 +867,10 @@ mod tests {
         let (conn, _) = engine.open(Transport::Polling, info(), t0).expect("open");
         conn.mark_connected();
         let very_late = t0 + Duration::from_millis(900);
-        assert_eq!(conn.tick(very_late), Some(very_late + Duration::from_millis(100)));
+        assert_eq!(
+            conn.tick(very_late),
+            Some(very_late + Duration::from_millis(100))
+        );
     }
 
     #[test]
@@ -862,7 +883,10 @@ mod tests {
         let (conn, _) = engine.open(Transport::Polling, info(), t0).expect("open");
         assert_eq!(conn.tick(t0), Some(t0 + Duration::from_millis(1000)));
         assert_eq!(conn.tick(t0 + Duration::from_millis(1000)), None);
-        assert_eq!(*rec.closes.lock().expect("lock"), vec![CloseReason::ConnectTimeout]);
+        assert_eq!(
+            *rec.closes.lock().expect("lock"),
+            vec![CloseReason::ConnectTimeout]
+        );
     }
 
     #[test]
@@ -875,12 +899,18 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(conn.push(f.clone()), Pushed::Queued);
         }
-        assert_eq!(conn.push_all(std::slice::from_ref(&f), true), Pushed::Dropped);
+        assert_eq!(
+            conn.push_all(std::slice::from_ref(&f), true),
+            Pushed::Dropped
+        );
         assert_eq!(conn.push_all(std::slice::from_ref(&f), false), Pushed::Full);
         assert!(!conn.is_closed());
         assert_eq!(conn.push(f.clone()), Pushed::Closed);
         assert!(conn.is_closed());
-        assert_eq!(*rec.closes.lock().expect("lock"), vec![CloseReason::SlowConsumer]);
+        assert_eq!(
+            *rec.closes.lock().expect("lock"),
+            vec![CloseReason::SlowConsumer]
+        );
         // Closing again changes nothing.
         conn.close(CloseReason::ServerClose);
         assert_eq!(rec.closes.lock().expect("lock").len(), 1);
@@ -901,9 +931,15 @@ mod tests {
         // Written frames no longer count.
         conn.lock().discard_front(1);
         assert_eq!(conn.push(f.clone()), Pushed::Queued);
-        assert_eq!(conn.push_all(std::slice::from_ref(&f), true), Pushed::Dropped);
+        assert_eq!(
+            conn.push_all(std::slice::from_ref(&f), true),
+            Pushed::Dropped
+        );
         assert_eq!(conn.push(f), Pushed::Closed);
-        assert_eq!(*rec.closes.lock().expect("lock"), vec![CloseReason::SlowConsumer]);
+        assert_eq!(
+            *rec.closes.lock().expect("lock"),
+            vec![CloseReason::SlowConsumer]
+        );
     }
 
     #[test]
@@ -914,7 +950,9 @@ mod tests {
         });
         let now = Instant::now();
         let (a, _) = engine.open(Transport::Polling, info(), now).expect("first");
-        engine.open(Transport::Polling, info(), now).expect("second");
+        engine
+            .open(Transport::Polling, info(), now)
+            .expect("second");
         assert_eq!(
             engine.open(Transport::Polling, info(), now).err(),
             Some(OpenError::TooManyFromAddress)
@@ -937,6 +975,9 @@ mod tests {
         engine.on_packet(&conn, Packet::Close, now);
         assert_eq!(rec.opens.load(Ordering::SeqCst), 1);
         assert_eq!(rec.messages.lock().expect("lock").len(), 1);
-        assert_eq!(*rec.closes.lock().expect("lock"), vec![CloseReason::ClientClose]);
+        assert_eq!(
+            *rec.closes.lock().expect("lock"),
+            vec![CloseReason::ClientClose]
+        );
     }
 }

@@ -608,7 +608,6 @@ mod tests {
     use crate::testing::Rng;
 
     impl Rng {
-
         fn bytes(&mut self, max: usize) -> Vec<u8> {
             let len = self.below(max + 1);
             (0..len).map(|_| self.next() as u8).collect()

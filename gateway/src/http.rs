@@ -58,7 +58,10 @@ impl Cors {
         }
         let h = res.headers_mut();
         if self.any() && !self.credentials {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
         } else {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             h.append(header::VARY, HeaderValue::from_static("Origin"));
@@ -80,9 +83,10 @@ impl Cors {
         let Some(o) = origin.and_then(|o| o.to_str().ok()) else {
             return false;
         };
-        let same_origin = host
-            .and_then(|h| h.to_str().ok())
-            .is_some_and(|h| o.split_once("://").is_some_and(|(_, authority)| authority == h));
+        let same_origin = host.and_then(|h| h.to_str().ok()).is_some_and(|h| {
+            o.split_once("://")
+                .is_some_and(|(_, authority)| authority == h)
+        });
         !same_origin && !self.allows(o)
     }
 }
@@ -94,7 +98,12 @@ pub struct Router {
     demo: bool,
     client_js: Option<Bytes>,
     ready: AtomicBool,
+    bus_up: AtomicBool,
+    state: Option<StateFn>,
 }
+
+/// Renders a JSON document served under `/v1/state`.
+pub type StateFn = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl Router {
     /// A router with no endpoints.
@@ -105,6 +114,8 @@ impl Router {
             demo: false,
             client_js: None,
             ready: AtomicBool::new(true),
+            bus_up: AtomicBool::new(true),
+            state: None,
         }
     }
 
@@ -127,6 +138,17 @@ impl Router {
             .and_then(|p| std::fs::read(&p).ok())
             .map(Bytes::from);
         self
+    }
+
+    /// Serves `GET /v1/state` with what `f` renders (the embedded broker's view, standalone).
+    pub fn state(mut self, f: StateFn) -> Self {
+        self.state = Some(f);
+        self
+    }
+
+    /// Records whether the cluster bus is reachable: while it is not, `/ready` answers 503.
+    pub fn set_bus_up(&self, up: bool) {
+        self.bus_up.store(up, Ordering::SeqCst);
     }
 
     /// Marks the server as not ready (draining): `/ready` answers 503.
@@ -165,11 +187,25 @@ impl Router {
         match (req.method(), path) {
             (&Method::GET, "/health") => plain(StatusCode::OK, "ok"),
             (&Method::GET, "/ready") => {
-                if self.ready.load(Ordering::SeqCst) {
-                    plain(StatusCode::OK, "ready")
-                } else {
+                if !self.ready.load(Ordering::SeqCst) {
                     plain(StatusCode::SERVICE_UNAVAILABLE, "draining")
+                } else if !self.bus_up.load(Ordering::SeqCst) {
+                    plain(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "degraded: cluster bus down",
+                    )
+                } else {
+                    plain(StatusCode::OK, "ready")
                 }
+            }
+            (&Method::GET, "/v1/state") if self.state.is_some() => {
+                let body = self.state.as_ref().map_or_else(String::new, |f| f());
+                let mut res = Response::new(Full::new(Bytes::from(body)));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                res
             }
             (&Method::GET, "/") if self.demo => {
                 let mut res = Response::new(Full::new(Bytes::from_static(DEMO_PAGE.as_bytes())));
@@ -202,7 +238,10 @@ impl Router {
     fn preflight(&self, req: &Request<Incoming>, origin: Option<&HeaderValue>) -> Response<Body> {
         let mut res = plain(StatusCode::NO_CONTENT, "");
         self.cors.apply(origin, &mut res);
-        if res.headers().contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        if res
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        {
             let h = res.headers_mut();
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_METHODS,
@@ -211,7 +250,10 @@ impl Router {
             if let Some(asked) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
                 h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
             }
-            h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("86400"),
+            );
         }
         res
     }
@@ -298,13 +340,31 @@ pub async fn run(
     router: Arc<Router>,
     on_shutdown: impl FnOnce() + Send,
 ) -> std::io::Result<()> {
-    let listener = bind(addr)?;
+    run_bound(bind(addr)?, router, on_shutdown).await
+}
+
+/// Binds the listener [`run_bound`] serves (so the caller knows the port first).
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    bind(addr)
+}
+
+/// [`run`] on a listener already bound with [`listen`].
+pub async fn run_bound(
+    listener: TcpListener,
+    router: Arc<Router>,
+    on_shutdown: impl FnOnce() + Send,
+) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     println!("listening on http://{local}");
     tracing::info!(%local, "listening");
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let server = tokio::spawn(serve(listener, router.clone(), shutdown.clone(), tracker.clone()));
+    let server = tokio::spawn(serve(
+        listener,
+        router.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
     wait_for_signal().await;
     tracing::info!("shutting down");
     router.set_ready(false);
@@ -405,10 +465,19 @@ mod tests {
         };
         let mut res = plain(StatusCode::OK, "");
         listed.apply(Some(&hv("https://a.example")), &mut res);
-        assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://a.example");
-        assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+        assert_eq!(
+            res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://a.example"
+        );
+        assert_eq!(
+            res.headers()[header::ACCESS_CONTROL_ALLOW_CREDENTIALS],
+            "true"
+        );
         let mut res = plain(StatusCode::OK, "");
         listed.apply(Some(&hv("https://b.example")), &mut res);
-        assert!(!res.headers().contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+        assert!(
+            !res.headers()
+                .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+        );
     }
 }

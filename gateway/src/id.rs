@@ -79,7 +79,9 @@ impl fmt::Display for NodeId {
 
 /// The node id part of an id issued by [`NodeId::new_id`], if it has one.
 pub fn owner_of(id: &str) -> Option<&str> {
-    id.split_once('.').map(|(node, _)| node).filter(|n| !n.is_empty())
+    id.split_once('.')
+        .map(|(node, _)| node)
+        .filter(|n| !n.is_empty())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! packets out, no tokio, no hyper, no clock. That is what makes them fuzzable.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod engineio;

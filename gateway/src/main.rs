@@ -1,21 +1,126 @@
 //! `switchboard-gateway`: the gateway binary.
 //!
-//! Today it runs standalone mode: one process serving Socket.IO with the namespace policies of its
-//! configuration and no NATS. Configuration: the TOML file named by `SWITCHBOARD_CONFIG` (or the
-//! first argument), else the built-in default; environment variables override the scalars
-//! (`SWITCHBOARD_HOST`, `SWITCHBOARD_PORT`, secrets). Everything is validated before a port is
-//! bound: a bad configuration exits with status 2 and a message naming file, line and problem.
+//! Cluster mode when `SWITCHBOARD_NATS_URL` is set: the node joins the cluster over NATS (a
+//! broker runs elsewhere). Standalone mode otherwise: the same code paths over an in-process bus,
+//! with the broker embedded (its view at `GET /v1/state`).
+//!
+//! Configuration: the TOML file named by `SWITCHBOARD_CONFIG` (or the first argument), else the
+//! built-in default; environment variables override the scalars (see [`ClusterEnv`] and
+//! `Config::apply_env`). Everything is validated before a port is bound: a bad configuration
+//! exits with status 2 and a message naming file, line (or variable) and problem.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use switchboard_gateway::config::Config;
+use switchboard_broker::{Broker, BrokerConfig, LeaderMode};
+use switchboard_bus::{Bus, Hub, NatsOptions};
+use switchboard_gateway::cluster::{Cluster, ClusterConfig, PresenceConfig};
+use switchboard_gateway::config::{Config, NamespaceMatch};
 use switchboard_gateway::engine::{CloseReason, Engine};
 use switchboard_gateway::http::{self, Router};
 use switchboard_gateway::id::NodeId;
+use switchboard_gateway::policy::Bridge;
 use switchboard_gateway::{metrics, policy, sio};
+use switchboard_proto::subject::Subjects;
+
+/// The cluster settings, from the environment.
+struct ClusterEnv {
+    /// `SWITCHBOARD_NATS_URL`: set → cluster mode.
+    nats: Option<NatsOptions>,
+    /// `SWITCHBOARD_NODE_ID` (default: random).
+    node: NodeId,
+    /// `SWITCHBOARD_SUBJECT_PREFIX` (default `sio`).
+    subjects: Subjects,
+    /// `SWITCHBOARD_HEARTBEAT_MS` (default 2000).
+    heartbeat: Duration,
+    /// `SWITCHBOARD_LEASE_MS` (default 3 heartbeats; standalone's embedded broker).
+    lease: Duration,
+    /// `SWITCHBOARD_FAULT_DROP_MEMBER_SEQ`: test fault injection, comma-separated.
+    drop_seqs: Vec<u64>,
+}
+
+fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, String> {
+    let set = |k: &str| {
+        env(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let mut problems = Vec::new();
+    let ms = |k: &str, default: u64, problems: &mut Vec<String>| match set(k) {
+        None => Duration::from_millis(default),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if (10..=3_600_000).contains(&n) => Duration::from_millis(n),
+            _ => {
+                problems.push(format!(
+                    "{k}={v:?} must be a number of milliseconds from 10 to 3600000"
+                ));
+                Duration::from_millis(default)
+            }
+        },
+    };
+    let heartbeat = ms("SWITCHBOARD_HEARTBEAT_MS", 2000, &mut problems);
+    let lease = ms(
+        "SWITCHBOARD_LEASE_MS",
+        u64::try_from(heartbeat.as_millis())
+            .unwrap_or(2000)
+            .saturating_mul(3),
+        &mut problems,
+    );
+    if lease <= heartbeat {
+        problems.push(format!(
+            "SWITCHBOARD_LEASE_MS ({} ms) must exceed SWITCHBOARD_HEARTBEAT_MS ({} ms)",
+            lease.as_millis(),
+            heartbeat.as_millis()
+        ));
+    }
+    let node = match set("SWITCHBOARD_NODE_ID") {
+        None => NodeId::random(),
+        Some(v) => NodeId::parse(&v).unwrap_or_else(|e| {
+            problems.push(format!("SWITCHBOARD_NODE_ID: {e}"));
+            NodeId::random()
+        }),
+    };
+    let prefix = set("SWITCHBOARD_SUBJECT_PREFIX").unwrap_or_else(|| "sio".to_owned());
+    let subjects = Subjects::new(&prefix).unwrap_or_else(|e| {
+        problems.push(format!("SWITCHBOARD_SUBJECT_PREFIX={prefix:?}: {e}"));
+        Subjects::new("sio").unwrap_or_else(|_| unreachable!("the default prefix is valid"))
+    });
+    let mut drop_seqs = Vec::new();
+    if let Some(v) = set("SWITCHBOARD_FAULT_DROP_MEMBER_SEQ") {
+        for part in v.split(',') {
+            match part.trim().parse::<u64>() {
+                Ok(n) if n > 0 => drop_seqs.push(n),
+                _ => problems.push(format!(
+                    "SWITCHBOARD_FAULT_DROP_MEMBER_SEQ={v:?} must list sequence numbers (1, 2, ...)"
+                )),
+            }
+        }
+    }
+    let nats = set("SWITCHBOARD_NATS_URL").map(|url| NatsOptions {
+        url,
+        name: String::new(),
+        user: set("SWITCHBOARD_NATS_USER")
+            .map(|u| (u, set("SWITCHBOARD_NATS_PASSWORD").unwrap_or_default())),
+        token: set("SWITCHBOARD_NATS_TOKEN"),
+        credentials_file: set("SWITCHBOARD_NATS_CREDS").map(std::path::PathBuf::from),
+    });
+    if problems.is_empty() {
+        Ok(ClusterEnv {
+            nats,
+            node,
+            subjects,
+            heartbeat,
+            lease,
+            drop_seqs,
+        })
+    } else {
+        Err(problems.join("\n"))
+    }
+}
 
 fn load_config() -> Result<Config, String> {
     let path = std::env::args_os()
@@ -47,14 +152,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let cluster = match cluster_env(|k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("switchboard-gateway: invalid configuration:\n{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchboard-gateway: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, cluster)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("switchboard-gateway: {e:#}");
@@ -63,7 +178,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
     let server = &config.server;
     let addr: SocketAddr = tokio::net::lookup_host((server.host.as_str(), server.port))
         .await
@@ -72,22 +187,123 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("host {:?} has no address", server.host))?;
     metrics::describe();
     let io = sio::Server::new(server.sio_config());
-    policy::install(&io, &config).context("installing the namespace policies")?;
-    let node = NodeId::random();
-    tracing::info!(node = %node, mode = "standalone", "starting");
-    let engine = Engine::new(server.engine_config(), io, node);
+    let standalone = env.nats.is_none();
+    // Standalone: one in-process hub; the embedded broker gets its own client of it (a client
+    // never receives its own messages).
+    let hub = standalone.then(Hub::new);
+    let bus = match &env.nats {
+        Some(opts) => {
+            let opts = NatsOptions {
+                name: format!("switchboard-gateway {}", env.node),
+                ..opts.clone()
+            };
+            Bus::connect(&opts).await.context("connecting to NATS")?
+        }
+        None => hub
+            .as_ref()
+            .map(Hub::client)
+            .context("standalone without a hub")?,
+    };
+    // Standalone: the broker lives in this process, on the same in-process bus.
+    let broker = if let Some(hub) = &hub {
+        let cfg = BrokerConfig {
+            id: format!("{}-broker", env.node),
+            prefix: env.subjects.prefix().to_owned(),
+            lease: env.lease,
+            heartbeat: env.heartbeat,
+            leader: LeaderMode::Always,
+        };
+        Some(
+            Broker::start(hub.client(), cfg)
+                .await
+                .context("starting the embedded broker")?,
+        )
+    } else {
+        None
+    };
+    let presence: HashMap<String, PresenceConfig> = config
+        .namespaces
+        .iter()
+        .filter_map(|ns| match (&ns.matcher, &ns.presence) {
+            (NamespaceMatch::Static(name), Some(p)) => Some((
+                name.clone(),
+                PresenceConfig {
+                    rooms: p.rooms,
+                    users: p.users,
+                    event: p.event.clone(),
+                },
+            )),
+            _ => None,
+        })
+        .collect();
+    let engine_slot: Arc<std::sync::OnceLock<Arc<Engine<sio::Server>>>> = Arc::default();
+    let counter = engine_slot.clone();
+    let cluster_cfg = ClusterConfig {
+        node: env.node.clone(),
+        subjects: env.subjects.clone(),
+        heartbeat: env.heartbeat,
+        presence,
+        connections: Arc::new(move || counter.get().map_or(0, |e| e.all().len() as u64)),
+        drop_seqs: env.drop_seqs.clone(),
+    };
+    let cluster = Cluster::start(bus.clone(), io.clone(), cluster_cfg)
+        .await
+        .context("joining the cluster bus")?;
+    let bridge: Arc<dyn Bridge> = Arc::new(cluster.clone());
+    policy::install(&io, &config, Some(bridge)).context("installing the namespace policies")?;
+    if standalone
+        && config
+            .namespaces
+            .iter()
+            .any(|ns| ns.events.iter().any(|e| e.action.kind() == "forward"))
+    {
+        tracing::warn!("forward rules need workers on NATS: standalone, they answer `no worker`");
+    }
+    tracing::info!(node = %env.node, mode = if standalone { "standalone" } else { "cluster" }, "starting");
+    let engine = Engine::new(server.engine_config(), io, env.node.clone());
+    let _ = engine_slot.set(engine.clone());
     let mut router = Router::new(server.http_cors()).endpoint(&server.path, engine.clone());
     if server.serve_demo_page {
         let client_js = std::env::var_os("SWITCHBOARD_CLIENT_JS").map(std::path::PathBuf::from);
         router = router.demo(client_js.as_deref());
     }
-    http::run(addr, Arc::new(router), move || {
+    if let Some(b) = &broker {
+        let b = b.clone();
+        router = router.state(Arc::new(move || b.state_json().to_string()));
+    }
+    let router = Arc::new(router);
+    let listener = http::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    cluster.set_address(
+        listener
+            .local_addr()
+            .map_or_else(|_| addr.to_string(), |a| a.to_string()),
+    );
+    let watch = tokio::spawn(watch_bus(bus.clone(), router.clone()));
+    http::run_bound(listener, router, move || {
         for conn in engine.all() {
             conn.close(CloseReason::Shutdown);
         }
     })
     .await
-    .with_context(|| format!("cannot listen on {addr}"))?;
+    .with_context(|| format!("cannot serve on {addr}"))?;
+    watch.abort();
+    cluster.leave(Duration::from_secs(2)).await;
+    cluster.shutdown();
+    if let Some(b) = broker {
+        b.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Keeps `/ready` at 503 while the bus is down.
+async fn watch_bus(bus: Bus, router: Arc<Router>) {
+    let mut link = bus.link();
+    loop {
+        let up = link.borrow_and_update().up;
+        router.set_bus_up(up);
+        if link.changed().await.is_err() {
+            return;
+        }
+    }
 }

@@ -24,8 +24,14 @@ pub fn describe() {
     describe_gauge!(CONNECTIONS, "Open Engine.IO sessions");
     describe_counter!(HANDSHAKES, "Engine.IO handshakes by transport");
     describe_counter!(DISCONNECTS, "Ended sessions by reason");
-    describe_counter!(EMITS_DROPPED, "Frames not delivered because a client's queue was full");
-    describe_counter!(EVENTS_UNMATCHED, "Client events that matched no handler or rule");
+    describe_counter!(
+        EMITS_DROPPED,
+        "Frames not delivered because a client's queue was full"
+    );
+    describe_counter!(
+        EVENTS_UNMATCHED,
+        "Client events that matched no handler or rule"
+    );
     describe_histogram!(FANOUT_SIZE, "Recipients of one broadcast");
     describe_counter!(CONNECTS_REFUSED, "Namespace connects refused, by reason");
 }

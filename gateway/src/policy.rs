@@ -23,13 +23,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
 use crate::auth::{self, AuthError, Claims, KeyError, Verifier};
 use crate::config::{
-    Action, AuthMode, BroadcastRule, Config, EchoRule, JoinRule, KeySource, LeaveRule,
+    Action, AuthMode, BroadcastRule, Config, EchoRule, ForwardRule, JoinRule, KeySource, LeaveRule,
     NamespaceConfig, NamespaceMatch, RateLimitConfig, RelayRule, RoomRule,
 };
 use crate::ratelimit::{Limiter, Verdict};
@@ -333,6 +333,12 @@ pub enum Rejection {
     /// A relay to a room the sender is not in, with `member_only`.
     #[error("not a member of the room")]
     NotMember,
+    /// A `forward`ed event got no answer from a worker (no worker, timeout, worker error).
+    #[error("{0}")]
+    Forward(String),
+    /// The cluster could not be asked (room capacity check, forwarding without a bus).
+    #[error("cluster unavailable")]
+    Unavailable,
 }
 
 impl Rejection {
@@ -349,6 +355,8 @@ impl Rejection {
             Self::RoomFull => "room_full",
             Self::TooManyRooms => "too_many_rooms",
             Self::NotMember => "not_member",
+            Self::Forward(_) => "forward_failed",
+            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -622,6 +630,41 @@ pub enum PolicyError {
     },
 }
 
+/// A boxed future, for the [`Bridge`]'s answers.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// The cluster-wide outcome of a capacity-checked join.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reservation {
+    /// There was room: the socket may join (the authority counts it as a member already).
+    Joined,
+    /// The socket already was a member.
+    AlreadyMember,
+    /// The room has reached its capacity.
+    Full,
+}
+
+/// What the policies need from the cluster: forwarding client events to workers, and room
+/// capacity checked across every node.
+pub trait Bridge: Send + Sync + 'static {
+    /// Hands a client event to the workers. With `timeout`, waits that long for a worker's
+    /// reply: Ok(the ack's arguments) or Err(a reason for the client).
+    fn forward(
+        &self,
+        socket: &Socket,
+        event: &str,
+        args: Args,
+        timeout: Option<Duration>,
+    ) -> BoxFuture<Result<Args, String>>;
+    /// Reserves a place in a room with capacity `max_members` for the socket.
+    fn reserve(
+        &self,
+        socket: &Socket,
+        room: &str,
+        max_members: usize,
+    ) -> BoxFuture<Result<Reservation, String>>;
+}
+
 /// The state a rate-limited socket carries (private type: nobody else can replace it).
 struct SocketLimiter(Mutex<Limiter>);
 
@@ -633,10 +676,15 @@ struct NamespacePolicy {
     rate_limit: Option<RateLimitConfig>,
     rules: HashMap<String, Action>,
     stats: Arc<Stats>,
+    bridge: Option<Arc<dyn Bridge>>,
 }
 
 impl NamespacePolicy {
-    fn build(ns: &NamespaceConfig, stats: Arc<Stats>) -> Result<Self, PolicyError> {
+    fn build(
+        ns: &NamespaceConfig,
+        stats: Arc<Stats>,
+        bridge: Option<Arc<dyn Bridge>>,
+    ) -> Result<Self, PolicyError> {
         let namespace = ns.matcher.describe();
         let gate = match ns.auth {
             AuthMode::None => Gate::Open,
@@ -682,6 +730,7 @@ impl NamespacePolicy {
                 .map(|e| (e.name.clone(), e.action.clone()))
                 .collect(),
             stats,
+            bridge,
         })
     }
 
@@ -718,7 +767,7 @@ impl NamespacePolicy {
         }
     }
 
-    fn on_event(&self, socket: &Socket, mut event: Event, now: Instant) {
+    fn on_event(self: &Arc<Self>, socket: &Socket, mut event: Event, now: Instant) {
         if let (Some(rl), Some(limiter)) = (&self.rate_limit, socket.get::<SocketLimiter>()) {
             let verdict = limiter
                 .0
@@ -755,6 +804,10 @@ impl NamespacePolicy {
         let claims = socket.get::<Claims>();
         let claims = claims.as_deref();
         let outcome = match action {
+            Action::Join(rule) if rule.max_members > 0 && self.bridge.is_some() => {
+                return self.join_cluster(socket, event, rule, claims);
+            }
+            Action::Forward(rule) => return self.forward(socket, event, rule),
             Action::Join(rule) => self.join(socket, &event, rule, claims),
             Action::Leave(rule) => leave(socket, &event, rule, claims),
             Action::Relay(rule) => return self.finish_owned(relay(socket, event, rule, claims)),
@@ -780,6 +833,115 @@ impl NamespacePolicy {
         self.count(&outcome);
     }
 
+    /// A join whose capacity is counted cluster-wide: the broker reserves the place, then the
+    /// socket joins here; the ack waits for both.
+    fn join_cluster(
+        self: &Arc<Self>,
+        socket: &Socket,
+        mut event: Event,
+        rule: &JoinRule,
+        claims: Option<&Claims>,
+    ) {
+        let decided = self.precheck_join(socket, &event, rule, claims, 0);
+        let (room, decision) = match decided {
+            Ok(d) => d,
+            Err(r) => {
+                let outcome = Err(r);
+                self.count(&outcome);
+                event.ack(ack_args(&outcome));
+                return;
+            }
+        };
+        if decision == JoinDecision::AlreadyMember {
+            self.count(&Ok(()));
+            event.ack(ack_args(&Ok(())));
+            return;
+        }
+        let Some(bridge) = self.bridge.clone() else {
+            return;
+        };
+        let acker = event.take_ack();
+        let policy = self.clone();
+        let socket = socket.clone();
+        let rule = rule.clone();
+        let announce_claims = claims.cloned();
+        tokio::spawn(async move {
+            let outcome = match bridge.reserve(&socket, &room, rule.max_members).await {
+                Ok(Reservation::Full) => Err(Rejection::RoomFull),
+                Ok(Reservation::Joined | Reservation::AlreadyMember) => {
+                    if socket.join(room.as_str())
+                        && let Some(announce) = &rule.announce
+                    {
+                        let payload =
+                            announce_payload(socket.id(), &room, announce_claims.as_ref());
+                        let _ = socket
+                            .to(room.as_str())
+                            .emit(announce, Args::new(vec![payload]));
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, room = %room, "room capacity check failed");
+                    Err(Rejection::Unavailable)
+                }
+            };
+            policy.count(&outcome);
+            if let Some(acker) = acker {
+                acker.send(ack_args(&outcome));
+            }
+        });
+    }
+
+    /// Hands the event to the workers; the worker's reply is the client's ack.
+    fn forward(&self, socket: &Socket, mut event: Event, rule: &ForwardRule) {
+        let Some(bridge) = self.bridge.clone() else {
+            let outcome = Err(Rejection::Unavailable);
+            self.count(&outcome);
+            event.ack(ack_args(&outcome));
+            return;
+        };
+        let acker = event.take_ack();
+        let name = std::mem::take(&mut event.name);
+        let timeout = acker.is_some().then_some(rule.timeout);
+        let reply = bridge.forward(socket, &name, event.into_args(), timeout);
+        bump(&self.stats.events_handled);
+        tokio::spawn(async move {
+            let result = reply.await;
+            match (acker, result) {
+                (Some(acker), Ok(args)) => acker.send(args),
+                (Some(acker), Err(e)) => acker.send(ack_args(&Err(Rejection::Forward(e)))),
+                (None, Err(e)) => tracing::debug!(event = %name, error = %e, "forward failed"),
+                (None, Ok(_)) => {}
+            }
+        });
+    }
+
+    /// The checks of a join that need no capacity count: the permitted room and whether the
+    /// socket is a member already or in too many rooms.
+    fn precheck_join(
+        &self,
+        socket: &Socket,
+        event: &Event,
+        rule: &JoinRule,
+        claims: Option<&Claims>,
+        room_len: usize,
+    ) -> Result<(String, JoinDecision), Rejection> {
+        let room = permitted_room(&event.args, &rule.room, claims)?;
+        // A room named after a live socket would receive what is sent to that socket if ids are
+        // ever used as rooms; never let a client in.
+        if socket.namespace().socket(room).is_some() {
+            return Err(Rejection::RoomNotAllowed);
+        }
+        let state = JoinState {
+            already_member: socket.in_room(room),
+            room_count: socket.room_count(),
+            max_rooms: self.max_rooms,
+            room_len,
+            max_members: rule.max_members,
+        };
+        Ok((room.to_owned(), decide_join(&state)?))
+    }
+
     fn join(
         &self,
         socket: &Socket,
@@ -788,21 +950,11 @@ impl NamespacePolicy {
         claims: Option<&Claims>,
     ) -> Result<(), Rejection> {
         let room = permitted_room(&event.args, &rule.room, claims)?;
-        let ns = socket.namespace();
-        // A room named after a live socket would receive what is sent to that socket if ids are
-        // ever used as rooms; never let a client in.
-        if ns.socket(room).is_some() {
-            return Err(Rejection::RoomNotAllowed);
-        }
-        let state = JoinState {
-            already_member: socket.in_room(room),
-            room_count: socket.room_count(),
-            max_rooms: self.max_rooms,
-            room_len: ns.room_len(room),
-            max_members: rule.max_members,
-        };
-        // decide_join answers from a snapshot; join_within re-checks the capacity atomically.
-        if decide_join(&state)? == JoinDecision::Join
+        let room_len = socket.namespace().room_len(room);
+        let (room, decision) = self.precheck_join(socket, event, rule, claims, room_len)?;
+        let room = room.as_str();
+        // precheck_join answers from a snapshot; join_within re-checks the capacity atomically.
+        if decision == JoinDecision::Join
             && socket
                 .join_within(room, rule.max_members)
                 .map_err(|_| Rejection::RoomFull)?
@@ -909,13 +1061,19 @@ fn unix_now() -> u64 {
 /// Registers every configured namespace's policy on the server: middleware (auth, required
 /// claims, auto-join, rate-limit state) and an `on_any` event dispatcher. Call once, after
 /// [`Config::apply_env`]; nothing is registered if any namespace fails. Returns the counters.
-pub fn install(server: &Server, config: &Config) -> Result<Arc<Stats>, PolicyError> {
+pub fn install(
+    server: &Server,
+    config: &Config,
+    bridge: Option<Arc<dyn Bridge>>,
+) -> Result<Arc<Stats>, PolicyError> {
     auth::install_crypto_provider();
     let stats = Arc::new(Stats::default());
     let policies = config
         .namespaces
         .iter()
-        .map(|ns| NamespacePolicy::build(ns, stats.clone()).map(|p| (ns, Arc::new(p))))
+        .map(|ns| {
+            NamespacePolicy::build(ns, stats.clone(), bridge.clone()).map(|p| (ns, Arc::new(p)))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     for (ns, policy) in policies {
         let handle = match &ns.matcher {
@@ -1625,7 +1783,7 @@ mod tests {
         )
         .unwrap();
         let stats = Arc::new(Stats::default());
-        let err = NamespacePolicy::build(&config.namespaces[0], stats.clone())
+        let err = NamespacePolicy::build(&config.namespaces[0], stats.clone(), None)
             .err()
             .unwrap();
         assert!(matches!(err, PolicyError::SecretNotLoaded { .. }), "{err}");
@@ -1633,7 +1791,7 @@ mod tests {
         config
             .apply_env(|k| (k == "S").then(|| String::from_utf8_lossy(SECRET).into_owned()))
             .unwrap();
-        let p = NamespacePolicy::build(&config.namespaces[0], stats).unwrap();
+        let p = NamespacePolicy::build(&config.namespaces[0], stats, None).unwrap();
         assert!(matches!(p.gate, Gate::Required(_)));
     }
 
@@ -1642,7 +1800,7 @@ mod tests {
         let mut config = Config::builtin().unwrap();
         config.apply_env(|_| None).unwrap();
         for ns in &config.namespaces {
-            let p = NamespacePolicy::build(ns, Arc::new(Stats::default())).unwrap();
+            let p = NamespacePolicy::build(ns, Arc::new(Stats::default()), None).unwrap();
             assert!(matches!(p.gate, Gate::Open));
         }
     }
@@ -1681,7 +1839,7 @@ mod glue_tests {
             .apply_env(|k| (k == "TEST_SECRET").then(|| SECRET.to_owned()))
             .unwrap();
         let io = Server::new(sio::Config::default());
-        let stats = install(&io, &config).unwrap();
+        let stats = install(&io, &config, None).unwrap();
         let engine = Engine::new(
             EngineConfig::default(),
             io.clone(),

@@ -333,13 +333,7 @@ pub fn placeholder(num: usize) -> Value {
 pub fn encode(packet: &Packet) -> Vec<Frame> {
     let (kind, attachments) = wire_kind(packet.kind, &packet.attachments);
     let mut out = BytesMut::with_capacity(64 + packet.nsp.len());
-    write_header(
-        &mut out,
-        kind,
-        attachments.len(),
-        &packet.nsp,
-        packet.id,
-    );
+    write_header(&mut out, kind, attachments.len(), &packet.nsp, packet.id);
     if let Some(data) = &packet.data {
         serde_json::to_writer((&mut out).writer(), data)
             .expect("serializing a Value into memory cannot fail");
@@ -987,7 +981,6 @@ mod tests {
     use crate::testing::Rng;
 
     impl Rng {
-
         fn string(&mut self) -> String {
             const CHARS: &[char] = &[
                 'a',

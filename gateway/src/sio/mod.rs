@@ -15,6 +15,7 @@
 //! to wait for something spawns a task with a clone of the [`Socket`]. Anything a connect handler
 //! emits is queued after the CONNECT reply.
 
+mod adapter;
 mod namespace;
 mod socket;
 
@@ -30,9 +31,13 @@ use crate::engineio::Payload;
 use crate::metrics;
 use crate::socketio::{self, Decoded, PacketType, Reassembly};
 
+pub use adapter::{Adapter, Target};
 pub use namespace::{Broadcast, Namespace, Room, RoomFull};
-pub use socket::{AckError, Acker, Args, ConnectError, ConnectRequest, DisconnectReason, Event, Socket};
+pub use socket::{
+    AckError, Acker, Args, ConnectError, ConnectRequest, DisconnectReason, Event, Socket,
+};
 
+use adapter::AdapterSlot;
 use namespace::{NsInner, SharedHandlers};
 use socket::{AckResponder, SocketInner};
 
@@ -75,6 +80,7 @@ struct ServerInner {
     config: Config,
     namespaces: RwLock<HashMap<Arc<str>, Arc<NsInner>>>,
     patterns: RwLock<Vec<(Regex, SharedHandlers)>>,
+    adapter: AdapterSlot,
 }
 
 /// The Socket.IO server (cheap to clone). Hand it to an Engine.IO endpoint as its handler.
@@ -91,8 +97,68 @@ impl Server {
                 config,
                 namespaces: RwLock::new(HashMap::new()),
                 patterns: RwLock::new(Vec::new()),
+                adapter: AdapterSlot::default(),
             }),
         }
+    }
+
+    /// Installs the cluster adapter (once; before serving). False if one was already set.
+    pub fn set_adapter(&self, adapter: Arc<dyn Adapter>) -> bool {
+        self.inner.adapter.set(adapter).is_ok()
+    }
+
+    /// Delivers frames that came from the cluster to the local sockets of `ns` that `target`
+    /// selects, without reporting them to the adapter again; returns the number of recipients.
+    /// A namespace that does not exist on this node yet has no local sockets.
+    pub fn deliver_remote(
+        &self,
+        ns: &str,
+        target: &Target,
+        frames: &[crate::engineio::Frame],
+        volatile: bool,
+    ) -> usize {
+        let Some(ns) = self.get_inner(ns) else {
+            return 0;
+        };
+        let n = namespace::deliver(&ns, target, frames, volatile);
+        ::metrics::histogram!(metrics::FANOUT_SIZE).record(n as f64);
+        n
+    }
+
+    /// The local sockets of `ns` that `target` selects.
+    pub fn select(&self, ns: &str, target: &Target) -> Vec<Socket> {
+        self.get_inner(ns).map_or_else(Vec::new, |ns| {
+            ns.select(target)
+                .into_iter()
+                .map(Socket::from_inner)
+                .collect()
+        })
+    }
+
+    /// Every local socket of every namespace.
+    pub fn all_sockets(&self) -> Vec<Socket> {
+        let namespaces: Vec<Arc<NsInner>> = self
+            .inner
+            .namespaces
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        namespaces
+            .iter()
+            .flat_map(|ns| ns.select(&Target::default()))
+            .map(Socket::from_inner)
+            .collect()
+    }
+
+    fn get_inner(&self, name: &str) -> Option<Arc<NsInner>> {
+        self.inner
+            .namespaces
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// A static namespace, created if absent.
@@ -102,9 +168,9 @@ impl Server {
             .namespaces
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        let ns = map
-            .entry(name.into())
-            .or_insert_with(|| NsInner::new(name, SharedHandlers::default()));
+        let ns = map.entry(name.into()).or_insert_with(|| {
+            NsInner::new(name, SharedHandlers::default(), self.inner.adapter.clone())
+        });
         Namespace::from_inner(ns)
     }
 
@@ -127,12 +193,7 @@ impl Server {
 
     /// An existing namespace (static, or a dynamic child already created).
     pub fn get(&self, name: &str) -> Option<Namespace> {
-        self.inner
-            .namespaces
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .map(Namespace::from_inner)
+        self.get_inner(name).as_ref().map(Namespace::from_inner)
     }
 
     /// Finds or (for a dynamic match) creates the namespace a client asks for.
@@ -161,7 +222,7 @@ impl Server {
             .unwrap_or_else(|p| p.into_inner());
         Some(
             map.entry(name.into())
-                .or_insert_with(|| NsInner::new(name, handlers))
+                .or_insert_with(|| NsInner::new(name, handlers, self.inner.adapter.clone()))
                 .clone(),
         )
     }
@@ -176,7 +237,9 @@ impl Server {
             (PacketType::Disconnect, Some(s)) => {
                 remove_socket(&s, DisconnectReason::ClientNamespaceDisconnect);
             }
-            (PacketType::Event | PacketType::BinaryEvent, Some(s)) => dispatch_event(conn, s, packet),
+            (PacketType::Event | PacketType::BinaryEvent, Some(s)) => {
+                dispatch_event(conn, s, packet)
+            }
             (PacketType::Ack | PacketType::BinaryAck, Some(s)) => {
                 let id = packet.id.unwrap_or(u64::MAX);
                 s.resolve_ack(id, into_args(packet.data, packet.attachments));
@@ -200,7 +263,8 @@ impl Server {
         let Some(ns) = self.lookup(&nsp) else {
             ::metrics::counter!(metrics::CONNECTS_REFUSED, "reason" => "invalid_namespace")
                 .increment(1);
-            let frames = namespace::connect_error_frames(&nsp, &ConnectError::new("Invalid namespace"));
+            let frames =
+                namespace::connect_error_frames(&nsp, &ConnectError::new("Invalid namespace"));
             conn.send_all(&frames, false);
             return;
         };
@@ -246,6 +310,9 @@ impl Server {
         });
         conn.send_apart(&frames);
         let socket = Socket::from_inner(inner);
+        if let Some(adapter) = ns.adapter() {
+            adapter.connected(&socket);
+        }
         let handlers = ns.handlers().connect.clone();
         for h in handlers {
             h(&socket);
@@ -298,7 +365,11 @@ fn dispatch_event(conn: &Arc<Conn<ConnData>>, s: Arc<SocketInner>, packet: socke
     });
     let handler = {
         let handlers = s.ns.handlers();
-        handlers.events.get(&name).or(handlers.any.as_ref()).cloned()
+        handlers
+            .events
+            .get(&name)
+            .or(handlers.any.as_ref())
+            .cloned()
     };
     let event = Event {
         name,
@@ -342,7 +413,10 @@ fn finish_socket(s: &Arc<SocketInner>, reason: DisconnectReason) {
     for h in handlers {
         h(&socket, reason);
     }
-    s.ns.remove_socket(s);
+    let rooms = s.ns.remove_socket(s);
+    if let Some(adapter) = s.ns.adapter() {
+        adapter.disconnected(&socket, &rooms, reason);
+    }
     s.fail_acks();
 }
 

@@ -12,7 +12,10 @@ use crate::engineio::Frame;
 use crate::metrics;
 use crate::socketio;
 
-use super::socket::{Args, ConnectError, ConnectRequest, DisconnectReason, Event, Socket, SocketInner};
+use super::adapter::{Adapter, AdapterSlot, Target};
+use super::socket::{
+    Args, ConnectError, ConnectRequest, DisconnectReason, Event, Socket, SocketInner,
+};
 
 /// A room name.
 pub type Room = Arc<str>;
@@ -47,16 +50,23 @@ pub(crate) struct NsInner {
     pub(crate) handlers: SharedHandlers,
     pub(crate) sockets: RwLock<Members>,
     pub(crate) rooms: RwLock<HashMap<Room, Members>>,
+    adapter: AdapterSlot,
 }
 
 impl NsInner {
-    pub(crate) fn new(name: &str, handlers: SharedHandlers) -> Arc<Self> {
+    pub(crate) fn new(name: &str, handlers: SharedHandlers, adapter: AdapterSlot) -> Arc<Self> {
         Arc::new(Self {
             name: name.into(),
             handlers,
             sockets: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
+            adapter,
         })
+    }
+
+    /// The cluster adapter, if the server has one.
+    pub(crate) fn adapter(&self) -> Option<&Arc<dyn Adapter>> {
+        self.adapter.get()
     }
 
     pub(crate) fn handlers(&self) -> std::sync::RwLockReadGuard<'_, Handlers> {
@@ -67,19 +77,30 @@ impl NsInner {
         write(&self.sockets).insert(socket.id.clone(), socket.clone());
     }
 
-    /// Removes a socket and its room memberships.
-    pub(crate) fn remove_socket(&self, socket: &Arc<SocketInner>) {
+    /// Removes a socket and its room memberships; returns the rooms it was in.
+    pub(crate) fn remove_socket(&self, socket: &Arc<SocketInner>) -> Vec<Room> {
         write(&self.sockets).remove(&socket.id);
         let mut rooms = write(&self.rooms);
         let mine = std::mem::take(&mut *socket.rooms());
-        for room in mine {
-            if let Some(members) = rooms.get_mut(&room) {
+        for room in &mine {
+            if let Some(members) = rooms.get_mut(room) {
                 members.remove(&socket.id);
                 if members.is_empty() {
-                    rooms.remove(&room);
+                    rooms.remove(room);
                 }
             }
         }
+        mine
+    }
+
+    /// The sockets a target selects, each once.
+    pub(crate) fn select(&self, target: &Target) -> Vec<Arc<SocketInner>> {
+        let mut out = Vec::new();
+        let _ = visit(self, target, |s| {
+            out.push(s.clone());
+            true
+        });
+        out
     }
 
     /// Adds a socket to a room; false if it was already a member.
@@ -148,7 +169,9 @@ pub struct Namespace {
 
 impl std::fmt::Debug for Namespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Namespace").field("name", &self.name).finish()
+        f.debug_struct("Namespace")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -244,47 +267,53 @@ impl Namespace {
     /// A connected socket by id.
     pub fn socket(&self, id: &str) -> Option<Socket> {
         let ns = self.inner.as_ref()?;
-        read(&ns.sockets).get(id).map(|s| Socket::from_inner(s.clone()))
+        read(&ns.sockets)
+            .get(id)
+            .map(|s| Socket::from_inner(s.clone()))
     }
 }
 
-/// A set of target sockets in one namespace: rooms (union; none = everybody), minus rooms and
-/// sockets to leave out. [`Broadcast::emit`] encodes once and queues the same bytes everywhere.
+/// A set of target sockets in one namespace (see [`Target`]). [`Broadcast::emit`] encodes once,
+/// queues the same bytes to every local recipient and hands them to the cluster adapter, if any.
 #[must_use = "a broadcast does nothing until emitted"]
 pub struct Broadcast {
     ns: Option<Arc<NsInner>>,
-    rooms: Vec<Room>,
-    except_rooms: Vec<Room>,
-    except_sockets: Vec<Arc<str>>,
+    target: Target,
     volatile: bool,
+    local: bool,
 }
 
 impl Broadcast {
     pub(crate) fn new(ns: Option<Arc<NsInner>>) -> Self {
         Self {
             ns,
-            rooms: Vec::new(),
-            except_rooms: Vec::new(),
-            except_sockets: Vec::new(),
+            target: Target::default(),
             volatile: false,
+            local: false,
         }
     }
 
     /// Adds a room to the targets (several rooms: their union, each socket once).
     pub fn to(mut self, room: impl Into<Room>) -> Self {
-        self.rooms.push(room.into());
+        self.target.rooms.push(room.into());
+        self
+    }
+
+    /// Adds one socket, by id, to the targets (it may live on another node).
+    pub fn to_socket(mut self, id: &str) -> Self {
+        self.target.sockets.push(id.into());
         self
     }
 
     /// Leaves out the members of a room.
     pub fn except(mut self, room: impl Into<Room>) -> Self {
-        self.except_rooms.push(room.into());
+        self.target.except_rooms.push(room.into());
         self
     }
 
     /// Leaves out one socket.
     pub fn except_socket(mut self, id: &str) -> Self {
-        self.except_sockets.push(id.into());
+        self.target.except_sockets.push(id.into());
         self
     }
 
@@ -294,65 +323,80 @@ impl Broadcast {
         self
     }
 
-    /// Emits an event to the targets; returns how many sockets it was queued for.
+    /// Delivers on this node only, not through the cluster.
+    pub fn local(mut self) -> Self {
+        self.local = true;
+        self
+    }
+
+    /// Emits an event to the targets; returns how many local sockets it was queued for.
     pub fn emit(self, event: &str, args: Args) -> usize {
         let Some(ns) = self.ns.as_ref() else {
             return 0;
         };
         let frames = args.encode_event(&ns.name, event);
-        let n = self.deliver(ns, &frames);
+        let n = deliver(ns, &self.target, &frames, self.volatile);
         ::metrics::histogram!(metrics::FANOUT_SIZE).record(n as f64);
+        if !self.local
+            && let Some(adapter) = ns.adapter()
+        {
+            adapter.broadcast(&ns.name, &self.target, &frames, self.volatile);
+        }
         n
     }
+}
 
-    /// Queues pre-encoded frames to the targets.
-    fn deliver(&self, ns: &NsInner, frames: &[Frame]) -> usize {
-        let excluded = |s: &SocketInner| {
-            self.except_sockets.contains(&s.id)
-                || (!self.except_rooms.is_empty()
-                    && s.rooms().iter().any(|r| self.except_rooms.contains(r)))
-        };
-        let mut slow: Vec<Arc<SocketInner>> = Vec::new();
-        let mut send = |s: &Arc<SocketInner>| -> usize {
-            if excluded(s) {
-                return 0;
-            }
-            match s.conn.push_all(frames, self.volatile) {
-                Pushed::Queued => 1,
-                Pushed::Dropped | Pushed::Closed => 0,
-                Pushed::Full => {
-                    slow.push(s.clone());
-                    0
-                }
-            }
-        };
-        let mut n = 0;
-        if self.rooms.is_empty() {
-            for s in read(&ns.sockets).values() {
-                n += send(s);
-            }
-        } else {
-            let rooms = read(&ns.rooms);
-            let mut seen: HashSet<&Arc<str>> = HashSet::new();
-            let several = self.rooms.len() > 1;
-            for room in &self.rooms {
-                let Some(members) = rooms.get(room) else {
-                    continue;
-                };
-                for (id, s) in members {
-                    if several && !seen.insert(id) {
-                        continue;
-                    }
-                    n += send(s);
-                }
-            }
-        }
-        // Closing runs the disconnect handlers, which take the namespace locks released above.
-        for s in slow {
-            s.conn.close(crate::engine::CloseReason::SlowConsumer);
-        }
-        n
+/// Calls `f` on every local socket `target` selects, each once, until it returns false; returns
+/// whether it ran to the end. Holds the namespace's read locks meanwhile.
+fn visit(ns: &NsInner, target: &Target, mut f: impl FnMut(&Arc<SocketInner>) -> bool) -> bool {
+    let excluded = |s: &SocketInner| {
+        target.except_sockets.contains(&s.id)
+            || (!target.except_rooms.is_empty()
+                && s.rooms().iter().any(|r| target.except_rooms.contains(r)))
+    };
+    let mut each = |s: &Arc<SocketInner>| excluded(s) || f(s);
+    if target.is_everyone() {
+        return read(&ns.sockets).values().all(&mut each);
     }
+    let several = target.rooms.len() + target.sockets.len() > 1;
+    let mut seen: HashSet<Arc<str>> = HashSet::new();
+    let mut first = |s: &Arc<SocketInner>| (several && !seen.insert(s.id.clone())) || each(s);
+    if !target.sockets.is_empty() {
+        let sockets = read(&ns.sockets);
+        for id in &target.sockets {
+            if let Some(s) = sockets.get(id)
+                && !first(s)
+            {
+                return false;
+            }
+        }
+    }
+    let rooms = read(&ns.rooms);
+    target
+        .rooms
+        .iter()
+        .filter_map(|room| rooms.get(room))
+        .all(|members| members.values().all(&mut first))
+}
+
+/// Queues pre-encoded frames to the local sockets `target` selects; returns how many got them.
+/// A recipient whose queue is full is disconnected as a slow consumer (volatile: skipped).
+pub(crate) fn deliver(ns: &NsInner, target: &Target, frames: &[Frame], volatile: bool) -> usize {
+    let mut slow: Vec<Arc<SocketInner>> = Vec::new();
+    let mut n = 0;
+    visit(ns, target, |s| {
+        match s.conn.push_all(frames, volatile) {
+            Pushed::Queued => n += 1,
+            Pushed::Dropped | Pushed::Closed => {}
+            Pushed::Full => slow.push(s.clone()),
+        }
+        true
+    });
+    // Closing runs the disconnect handlers, which take the namespace locks released above.
+    for s in slow {
+        s.conn.close(crate::engine::CloseReason::SlowConsumer);
+    }
+    n
 }
 
 /// Runs every middleware; the first error wins.

@@ -65,7 +65,9 @@ impl SocketInner {
 
     /// Resolves a pending server→client ack.
     pub(crate) fn resolve_ack(&self, id: u64, args: Args) {
-        let cb = lock(&self.acks).as_mut().and_then(|a| a.pending.remove(&id));
+        let cb = lock(&self.acks)
+            .as_mut()
+            .and_then(|a| a.pending.remove(&id));
         if let Some(cb) = cb {
             cb(Ok(args));
         }
@@ -82,7 +84,9 @@ impl SocketInner {
     }
 
     fn timeout_ack(&self, id: u64) {
-        let cb = lock(&self.acks).as_mut().and_then(|a| a.pending.remove(&id));
+        let cb = lock(&self.acks)
+            .as_mut()
+            .and_then(|a| a.pending.remove(&id));
         if let Some(cb) = cb {
             cb(Err(AckError::Timeout));
         }
@@ -183,7 +187,12 @@ impl Socket {
             acks.pending.insert(id, Box::new(callback));
             id
         };
-        let frames = args.encode(&self.inner.ns.name, Some(event), Some(id), PacketType::Event);
+        let frames = args.encode(
+            &self.inner.ns.name,
+            Some(event),
+            Some(id),
+            PacketType::Event,
+        );
         if self.inner.conn.send_all(&frames, false) != crate::engine::Pushed::Queued {
             self.inner.timeout_ack(id);
             return;
@@ -199,18 +208,35 @@ impl Socket {
 
     /// Joins a room; true if the socket was not a member yet.
     pub fn join(&self, room: impl Into<Room>) -> bool {
-        self.inner.ns.join(&self.inner, room.into())
+        let room = room.into();
+        let joined = self.inner.ns.join(&self.inner, room.clone());
+        if joined && let Some(adapter) = self.inner.ns.adapter() {
+            adapter.joined(self, &room);
+        }
+        joined
     }
 
     /// Joins a room unless it already has `max_members` members (0 = no limit), atomically on
     /// this node; Ok(true) if the socket was not a member yet.
     pub fn join_within(&self, room: impl Into<Room>, max_members: usize) -> Result<bool, RoomFull> {
-        self.inner.ns.join_within(&self.inner, room.into(), max_members)
+        let room = room.into();
+        let joined = self
+            .inner
+            .ns
+            .join_within(&self.inner, room.clone(), max_members)?;
+        if joined && let Some(adapter) = self.inner.ns.adapter() {
+            adapter.joined(self, &room);
+        }
+        Ok(joined)
     }
 
     /// Leaves a room; true if the socket was a member.
     pub fn leave(&self, room: &str) -> bool {
-        self.inner.ns.leave(&self.inner, room)
+        let left = self.inner.ns.leave(&self.inner, room);
+        if left && let Some(adapter) = self.inner.ns.adapter() {
+            adapter.left(self, &Room::from(room));
+        }
+        left
     }
 
     /// The rooms this socket is in.
@@ -298,7 +324,8 @@ impl Args {
 
     /// Adds one binary argument (a placeholder plus its attachment).
     pub fn binary(mut self, data: Bytes) -> Self {
-        self.values.push(socketio::placeholder(self.attachments.len()));
+        self.values
+            .push(socketio::placeholder(self.attachments.len()));
         self.attachments.push(data);
         self
     }

@@ -68,7 +68,11 @@ fn out(conn: &Arc<Conn<ConnData>>) -> Vec<String> {
 fn connect(engine: &Io, conn: &Arc<Conn<ConnData>>, nsp: &str) -> String {
     send(engine, conn, &format!("40{nsp},"));
     let frames = out(conn);
-    let prefix = if nsp == "/" { "40".to_owned() } else { format!("40{nsp},") };
+    let prefix = if nsp == "/" {
+        "40".to_owned()
+    } else {
+        format!("40{nsp},")
+    };
     let reply = frames
         .iter()
         .find(|f| f.starts_with(&prefix))
@@ -80,7 +84,8 @@ fn connect(engine: &Io, conn: &Arc<Conn<ConnData>>, nsp: &str) -> String {
 #[test]
 fn connect_reply_then_handler_frames_in_order() {
     let (io, engine) = setup();
-    io.of("/").on_connect(|s| s.emit("welcome", Args::new(vec![json!(1)])));
+    io.of("/")
+        .on_connect(|s| s.emit("welcome", Args::new(vec![json!(1)])));
     let conn = open(&engine);
     out(&conn);
     send(&engine, &conn, "40");
@@ -103,7 +108,10 @@ fn unknown_namespace_and_middleware_errors() {
     let conn = open(&engine);
     out(&conn);
     send(&engine, &conn, "40/random");
-    assert_eq!(out(&conn), vec![r#"44/random,{"message":"Invalid namespace"}"#]);
+    assert_eq!(
+        out(&conn),
+        vec![r#"44/random,{"message":"Invalid namespace"}"#]
+    );
     send(&engine, &conn, r#"40/private,{"token":"bad"}"#);
     assert_eq!(
         out(&conn),
@@ -127,7 +135,10 @@ fn dynamic_namespaces_share_handlers() {
     connect(&engine, &conn, "/tenant-1");
     connect(&engine, &conn, "/tenant-22");
     send(&engine, &conn, "40/tenant-x,");
-    assert_eq!(out(&conn), vec![r#"44/tenant-x,{"message":"Invalid namespace"}"#]);
+    assert_eq!(
+        out(&conn),
+        vec![r#"44/tenant-x,{"message":"Invalid namespace"}"#]
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 2);
     assert_eq!(io.get("/tenant-22").map(|n| n.len()), Some(1));
 }
@@ -146,9 +157,16 @@ fn events_acks_and_binary() {
     send(&engine, &conn, r#"427["echo",{"b":1,"a":[true]},"x"]"#);
     assert_eq!(
         out(&conn),
-        vec![r#"437[{"b":1,"a":[true]},"x"]"#, r#"42["echoed",{"b":1,"a":[true]},"x"]"#]
+        vec![
+            r#"437[{"b":1,"a":[true]},"x"]"#,
+            r#"42["echoed",{"b":1,"a":[true]},"x"]"#
+        ]
     );
-    send(&engine, &conn, r#"451-9["echo",{"_placeholder":true,"num":0}]"#);
+    send(
+        &engine,
+        &conn,
+        r#"451-9["echo",{"_placeholder":true,"num":0}]"#,
+    );
     assert!(out(&conn).is_empty(), "waits for the attachment");
     send_bin(&engine, &conn, b"\x01\x02");
     assert_eq!(
@@ -165,7 +183,13 @@ fn events_acks_and_binary() {
 #[test]
 fn invalid_packets_close_the_connection() {
     let too_many = r#"4565-["x",{"_placeholder":true,"num":0}]"#.to_owned();
-    for bad in ["4abc", "42{}", r#"42abc["x"]"#, too_many.as_str(), r#"42["x"]"#] {
+    for bad in [
+        "4abc",
+        "42{}",
+        r#"42abc["x"]"#,
+        too_many.as_str(),
+        r#"42["x"]"#,
+    ] {
         let (io, engine) = setup();
         io.of("/");
         let conn = open(&engine);
@@ -186,7 +210,8 @@ fn namespace_disconnect_keeps_the_others() {
     io.of("/");
     io.of("/custom")
         .on_disconnect(move |_, reason| r.lock().expect("lock").push(reason.to_string()));
-    io.of("/").on("ping-me", |s, _| s.emit("pong-you", Args::none()));
+    io.of("/")
+        .on("ping-me", |s, _| s.emit("pong-you", Args::none()));
     let conn = open(&engine);
     connect(&engine, &conn, "/");
     connect(&engine, &conn, "/custom");
@@ -194,7 +219,10 @@ fn namespace_disconnect_keeps_the_others() {
     assert!(out(&conn).is_empty(), "no reply to a client disconnect");
     send(&engine, &conn, r#"42["ping-me"]"#);
     assert_eq!(out(&conn), vec![r#"42["pong-you"]"#]);
-    assert_eq!(*reasons.lock().expect("lock"), vec!["client namespace disconnect"]);
+    assert_eq!(
+        *reasons.lock().expect("lock"),
+        vec!["client namespace disconnect"]
+    );
     assert_eq!(io.get("/custom").map(|n| n.len()), Some(0));
 }
 
@@ -272,7 +300,10 @@ fn middleware_data_and_rooms_reach_the_socket() {
     let conn = open(&engine);
     let sid = connect(&engine, &conn, "/");
     let socket = ns.socket(&sid).expect("socket");
-    assert_eq!(socket.get::<User>().map(|u| u.0.clone()), Some("v".to_owned()));
+    assert_eq!(
+        socket.get::<User>().map(|u| u.0.clone()),
+        Some("v".to_owned())
+    );
     assert!(socket.in_room("user:v"));
     assert_eq!(ns.room_len("user:v"), 1);
 }
@@ -309,7 +340,11 @@ fn room_capacity_is_checked_under_the_lock() {
         })
         .collect();
     assert_eq!(sockets[0].join_within("r", 2), Ok(true));
-    assert_eq!(sockets[0].join_within("r", 2), Ok(false), "already a member");
+    assert_eq!(
+        sockets[0].join_within("r", 2),
+        Ok(false),
+        "already a member"
+    );
     assert_eq!(sockets[1].join_within("r", 2), Ok(true));
     assert_eq!(sockets[2].join_within("r", 2), Err(RoomFull));
     assert_eq!(sockets[2].join_within("r", 0), Ok(true), "0 means no limit");

@@ -170,9 +170,7 @@ async fn handle<H: Handler>(
         };
         return match (transport, is_upgrade) {
             (Transport::WebSocket, true) => ws::upgrade_existing(engine, conn, req),
-            (Transport::Polling, false) if req.method() == Method::GET => {
-                polling::poll(conn).await
-            }
+            (Transport::Polling, false) if req.method() == Method::GET => polling::poll(conn).await,
             (Transport::Polling, false) if req.method() == Method::POST => {
                 polling::post(engine, conn, req).await
             }
@@ -219,8 +217,14 @@ mod tests {
     #[test]
     fn query_decoding() {
         let cases: &[(&str, &[(&str, &str)])] = &[
-            ("EIO=4&transport=polling", &[("EIO", "4"), ("transport", "polling")]),
-            ("a=%2Fx%20y&b=1+2&c", &[("a", "/x y"), ("b", "1 2"), ("c", "")]),
+            (
+                "EIO=4&transport=polling",
+                &[("EIO", "4"), ("transport", "polling")],
+            ),
+            (
+                "a=%2Fx%20y&b=1+2&c",
+                &[("a", "/x y"), ("b", "1 2"), ("c", "")],
+            ),
             ("bad=%zz&end=%4", &[("bad", "%zz"), ("end", "%4")]),
             ("", &[]),
         ];
@@ -240,7 +244,10 @@ mod tests {
             EioError::SessionUnknown.body(),
             r#"{"code":1,"message":"Session ID unknown"}"#
         );
-        assert_eq!(EioError::Forbidden.response().status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            EioError::Forbidden.response().status(),
+            StatusCode::FORBIDDEN
+        );
         assert_eq!(
             EioError::TransportUnknown.response().status(),
             StatusCode::BAD_REQUEST

@@ -216,7 +216,9 @@ pub(super) async fn post<H: Handler>(
     let body = match Limited::new(req.into_body(), max).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return too_large();
             }
             // The client went away mid-body.
@@ -236,10 +238,8 @@ pub(super) async fn post<H: Handler>(
         engine.on_packet(&conn, packet, now);
     }
     let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html"),
-    );
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
