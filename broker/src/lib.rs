@@ -1,5 +1,20 @@
 //! Switchboard broker: the control plane that owns cluster-wide room membership, presence and
-//! socket queries. [`state`] is its pure core (no I/O, no clock); the NATS and gRPC adapters
-//! around it are thin.
+//! socket queries.
+//!
+//! [`state`] is its pure core (no I/O, no clock); everything else is a thin adapter around it:
+//! [`convert`] maps the bus envelopes to the directory's types, [`snapshot`] reassembles
+//! multi-part snapshots, [`leader`] elects the one broker that announces presence and decides
+//! room capacity, [`service`] runs the NATS side ([`Broker`]), and [`http`] serves health,
+//! metrics and the state document. [`config`] reads the binary's environment.
 
+pub mod config;
+pub mod convert;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod service;
+pub mod snapshot;
 pub mod state;
+
+pub use leader::LeaderMode;
+pub use service::{Broker, BrokerConfig, BrokerError};

@@ -725,6 +725,11 @@ impl Directory {
         self.nodes.get(node).map_or(0, |n| n.sockets.len())
     }
 
+    /// Every socket, in no particular order.
+    pub fn sockets(&self) -> impl Iterator<Item = &SocketRecord> + '_ {
+        self.sockets.values()
+    }
+
     /// How many sockets the directory holds.
     pub fn len(&self) -> usize {
         self.sockets.len()
@@ -2321,5 +2326,19 @@ mod tests {
         assert_same(&dir, &model, &replica, &NAMESPACES, &USERS);
         assert_eq!(seen.len(), 6, "every path exercised: {seen:?}");
         assert!(!dir.is_empty());
+    }
+
+    #[test]
+    fn sockets_lists_every_socket() {
+        let mut feed = Feed::new();
+        assert_eq!(feed.dir.sockets().count(), 0);
+        feed.send("a", connect("a.1", None, &[]));
+        feed.send("b", connect("b.1", Some("u"), &["r"]));
+        let mut ids: Vec<&str> = feed.dir.sockets().map(|s| s.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["a.1", "b.1"]);
+        feed.send("a", disconnect("a.1", "transport close"));
+        let ids: Vec<&str> = feed.dir.sockets().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["b.1"]);
     }
 }

@@ -193,6 +193,15 @@ impl Bus {
         matches!(self.backend, Backend::Local { .. })
     }
 
+    /// The NATS client underneath, for what this crate does not wrap (JetStream, for the
+    /// brokers' leader lease); `None` for an in-process hub client.
+    pub fn nats_client(&self) -> Option<async_nats::Client> {
+        match &self.backend {
+            Backend::Nats(c) => Some(c.clone()),
+            Backend::Local { .. } => None,
+        }
+    }
+
     /// The connection state, to watch.
     pub fn link(&self) -> watch::Receiver<Link> {
         self.link.clone()

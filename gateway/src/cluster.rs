@@ -68,6 +68,8 @@ pub struct PresenceConfig {
     /// The event name clients receive, with one argument
     /// `{kind, room, user, socket, reason}`.
     pub event: String,
+    /// Whether this gateway shows the announcements to its sockets (else: workers only).
+    pub to_clients: bool,
 }
 
 /// What the cluster side of a gateway needs to know.
@@ -164,7 +166,7 @@ impl Cluster {
             cluster.inner.bus.subscribe(subjects.resync()).await?,
             cluster.inner.bus.subscribe(subjects.snapshot(node)).await?,
         ];
-        if !cluster.inner.cfg.presence.is_empty() {
+        if cluster.inner.cfg.presence.values().any(|p| p.to_clients) {
             fixed.push(cluster.inner.bus.subscribe(subjects.all_presence()).await?);
         }
         if !io.set_adapter(Arc::new(cluster.clone())) {
@@ -461,7 +463,7 @@ impl Cluster {
     }
 
     fn on_presence(&self, ev: &pb::PresenceEvent) {
-        let Some(cfg) = self.inner.cfg.presence.get(&ev.ns) else {
+        let Some(cfg) = self.inner.cfg.presence.get(&ev.ns).filter(|p| p.to_clients) else {
             return;
         };
         let kind = presence_event::Kind::try_from(ev.kind).ok();

@@ -568,6 +568,9 @@ pub struct PresenceRule {
     pub users: bool,
     /// The event name (default `presence`).
     pub event: String,
+    /// Whether the gateway shows the announcements to the namespace's sockets (default true);
+    /// false leaves them to workers, which receive them on the bus either way.
+    pub to_clients: bool,
 }
 
 impl Config {
@@ -784,6 +787,7 @@ struct RawPresence {
     rooms: Option<bool>,
     users: Option<bool>,
     event: Option<Spanned<String>>,
+    to_clients: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -1291,6 +1295,7 @@ impl Validator<'_> {
                 rooms: p.rooms.unwrap_or(true),
                 users: p.users.unwrap_or(true),
                 event,
+                to_clients: p.to_clients.unwrap_or(true),
             })
         });
         let mut events: Vec<EventRule> = Vec::new();

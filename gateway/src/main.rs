@@ -231,6 +231,7 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
                     rooms: p.rooms,
                     users: p.users,
                     event: p.event.clone(),
+                    to_clients: p.to_clients,
                 },
             )),
             _ => None,

@@ -1,0 +1,440 @@
+//! Conversions between the bus envelopes (`switchboard_proto::bus`) and the directory's types.
+//!
+//! It owns the mapping only: no I/O, no state. Wire defaults are normalised here so the
+//! directory never sees them: an empty `data_json` is `null`, empty `claims_json` is `{}`, a
+//! missing handshake or presence message is the empty one. Which changes become presence events
+//! (the socket's flags decide) is decided here too, so the broker and its tests agree.
+
+use std::collections::BTreeSet;
+
+use switchboard_proto::bus;
+
+use crate::state::{Change, Handshake, MemberEvent, PresenceFlags, SocketRecord};
+
+/// A socket of gateway `node`, as the directory records it.
+pub fn socket_record(node: &str, info: bus::SocketInfo) -> SocketRecord {
+    let bus::SocketInfo {
+        id,
+        ns,
+        user,
+        rooms,
+        handshake,
+        data_json,
+        presence,
+    } = info;
+    let handshake = handshake.unwrap_or_default();
+    let presence = presence.unwrap_or_default();
+    SocketRecord {
+        id,
+        ns,
+        node: node.to_owned(),
+        user,
+        rooms: rooms.into_iter().collect::<BTreeSet<_>>(),
+        handshake: Handshake {
+            address: handshake.address,
+            headers: handshake
+                .headers
+                .into_iter()
+                .map(|h| (h.name, h.value))
+                .collect(),
+            query: handshake.query,
+            claims_json: or(handshake.claims_json, "{}"),
+            connected_at_ms: handshake.connected_at_ms,
+        },
+        data_json: or(data_json, "null"),
+        presence: PresenceFlags {
+            rooms: presence.rooms,
+            users: presence.users,
+        },
+    }
+}
+
+/// A directory socket as a bus `SocketInfo` (rooms in order).
+pub fn socket_info(rec: &SocketRecord) -> bus::SocketInfo {
+    bus::SocketInfo {
+        id: rec.id.clone(),
+        ns: rec.ns.clone(),
+        user: rec.user.clone(),
+        rooms: rec.rooms.iter().cloned().collect(),
+        handshake: Some(bus::Handshake {
+            address: rec.handshake.address.clone(),
+            headers: rec
+                .handshake
+                .headers
+                .iter()
+                .map(|(name, value)| bus::Header {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            query: rec.handshake.query.clone(),
+            claims_json: rec.handshake.claims_json.clone(),
+            connected_at_ms: rec.handshake.connected_at_ms,
+        }),
+        data_json: rec.data_json.clone(),
+        presence: Some(bus::PresenceFlags {
+            rooms: rec.presence.rooms,
+            users: rec.presence.users,
+        }),
+    }
+}
+
+/// The directory event of a member message body, for the bodies that are events (not snapshot
+/// parts or departures).
+pub fn member_event(node: &str, body: bus::member_message::Body) -> Option<MemberEvent> {
+    use bus::member_message::Body;
+    match body {
+        Body::Connect(info) => Some(MemberEvent::Connect(socket_record(node, info))),
+        Body::Disconnect(d) => Some(MemberEvent::Disconnect {
+            id: d.id,
+            reason: d.reason,
+        }),
+        Body::Join(r) => Some(MemberEvent::Join {
+            id: r.id,
+            room: r.room,
+        }),
+        Body::Leave(r) => Some(MemberEvent::Leave {
+            id: r.id,
+            room: r.room,
+        }),
+        Body::Snapshot(_) | Body::Leaving(_) => None,
+    }
+}
+
+/// The presence event announcing `change`, if the socket's flags ask for it.
+pub fn presence_event(change: &Change) -> Option<bus::PresenceEvent> {
+    use bus::presence_event::Kind;
+    let flags = change.flags();
+    let event = |kind: Kind, ns: &str, room: &str, user: Option<&str>, socket: &str, reason| {
+        bus::PresenceEvent {
+            kind: kind as i32,
+            ns: ns.to_owned(),
+            room: room.to_owned(),
+            user: user.map(str::to_owned),
+            socket_id: socket.to_owned(),
+            reason,
+        }
+    };
+    let leave = |reason: &crate::state::Reason| reason.as_str().to_owned();
+    match change {
+        Change::RoomMemberJoined {
+            ns,
+            room,
+            socket,
+            user,
+            ..
+        } if flags.rooms => Some(event(
+            Kind::MemberJoined,
+            ns,
+            room,
+            user.as_deref(),
+            socket,
+            String::new(),
+        )),
+        Change::RoomMemberLeft {
+            ns,
+            room,
+            socket,
+            user,
+            reason,
+            ..
+        } if flags.rooms => Some(event(
+            Kind::MemberLeft,
+            ns,
+            room,
+            user.as_deref(),
+            socket,
+            leave(reason),
+        )),
+        Change::RoomUserJoined {
+            ns,
+            room,
+            user,
+            socket,
+            ..
+        } if flags.rooms => Some(event(
+            Kind::UserJoined,
+            ns,
+            room,
+            Some(user),
+            socket,
+            String::new(),
+        )),
+        Change::RoomUserLeft {
+            ns,
+            room,
+            user,
+            socket,
+            reason,
+            ..
+        } if flags.rooms => Some(event(
+            Kind::UserLeft,
+            ns,
+            room,
+            Some(user),
+            socket,
+            leave(reason),
+        )),
+        Change::UserOnline {
+            ns, user, socket, ..
+        } if flags.users => Some(event(
+            Kind::UserOnline,
+            ns,
+            "",
+            Some(user),
+            socket,
+            String::new(),
+        )),
+        Change::UserOffline {
+            ns,
+            user,
+            socket,
+            reason,
+            ..
+        } if flags.users => Some(event(
+            Kind::UserOffline,
+            ns,
+            "",
+            Some(user),
+            socket,
+            leave(reason),
+        )),
+        _ => None,
+    }
+}
+
+fn or(value: String, default: &str) -> String {
+    if value.is_empty() {
+        default.to_owned()
+    } else {
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Reason;
+    use bus::presence_event::Kind;
+
+    fn full_info() -> bus::SocketInfo {
+        bus::SocketInfo {
+            id: "n1.abc".into(),
+            ns: "/chat".into(),
+            user: Some("alice".into()),
+            rooms: vec!["b".into(), "a".into(), "b".into()],
+            handshake: Some(bus::Handshake {
+                address: "10.0.0.1:5000".into(),
+                headers: vec![bus::Header {
+                    name: "user-agent".into(),
+                    value: "test".into(),
+                }],
+                query: "EIO=4&transport=websocket".into(),
+                claims_json: r#"{"sub":"alice"}"#.into(),
+                connected_at_ms: 1_700_000_000_000,
+            }),
+            data_json: r#"{"x":1}"#.into(),
+            presence: Some(bus::PresenceFlags {
+                rooms: true,
+                users: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn socket_info_round_trips_through_the_record() {
+        let rec = socket_record("n1", full_info());
+        assert_eq!(rec.node, "n1");
+        assert_eq!(rec.user.as_deref(), Some("alice"));
+        assert_eq!(
+            rec.rooms.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            rec.handshake.headers,
+            [("user-agent".to_owned(), "test".to_owned())]
+        );
+        assert_eq!(rec.handshake.claims_json, r#"{"sub":"alice"}"#);
+        assert_eq!(rec.data_json, r#"{"x":1}"#);
+        assert_eq!(
+            rec.presence,
+            PresenceFlags {
+                rooms: true,
+                users: false
+            }
+        );
+        let back = socket_info(&rec);
+        let mut expected = full_info();
+        expected.rooms = vec!["a".into(), "b".into()];
+        assert_eq!(back, expected);
+        assert_eq!(socket_record("n1", back), rec);
+    }
+
+    #[test]
+    fn wire_defaults_are_normalised() {
+        let rec = socket_record(
+            "n2",
+            bus::SocketInfo {
+                id: "n2.x".into(),
+                ns: "/".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(rec.user, None);
+        assert!(rec.rooms.is_empty());
+        assert_eq!(rec.handshake.claims_json, "{}");
+        assert_eq!(rec.data_json, "null");
+        assert_eq!(rec.presence, PresenceFlags::default());
+    }
+
+    #[test]
+    fn member_bodies_map_to_events() {
+        use bus::member_message::Body;
+        let cases = [
+            (
+                Body::Disconnect(bus::Disconnect {
+                    id: "n.a".into(),
+                    reason: "transport close".into(),
+                }),
+                Some(MemberEvent::Disconnect {
+                    id: "n.a".into(),
+                    reason: "transport close".into(),
+                }),
+            ),
+            (
+                Body::Join(bus::RoomChange {
+                    id: "n.a".into(),
+                    room: "r".into(),
+                }),
+                Some(MemberEvent::Join {
+                    id: "n.a".into(),
+                    room: "r".into(),
+                }),
+            ),
+            (
+                Body::Leave(bus::RoomChange {
+                    id: "n.a".into(),
+                    room: "r".into(),
+                }),
+                Some(MemberEvent::Leave {
+                    id: "n.a".into(),
+                    room: "r".into(),
+                }),
+            ),
+            (Body::Leaving(bus::NodeLeaving {}), None),
+            (Body::Snapshot(bus::SnapshotPart::default()), None),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(member_event("n", body), expected);
+        }
+        let connect = member_event("n1", Body::Connect(full_info()));
+        assert_eq!(
+            connect,
+            Some(MemberEvent::Connect(socket_record("n1", full_info())))
+        );
+    }
+
+    #[test]
+    fn presence_follows_the_flags() {
+        const ROOMS: PresenceFlags = PresenceFlags {
+            rooms: true,
+            users: false,
+        };
+        const USERS: PresenceFlags = PresenceFlags {
+            rooms: false,
+            users: true,
+        };
+        let s = |v: &str| v.to_owned();
+        let member_joined = |flags| Change::RoomMemberJoined {
+            ns: s("/c"),
+            room: s("r"),
+            socket: s("n.1"),
+            user: None,
+            flags,
+        };
+        let member_left = |flags| Change::RoomMemberLeft {
+            ns: s("/c"),
+            room: s("r"),
+            socket: s("n.1"),
+            user: Some(s("u")),
+            reason: Reason::Leave,
+            flags,
+        };
+        let user_joined = |flags| Change::RoomUserJoined {
+            ns: s("/c"),
+            room: s("r"),
+            user: s("u"),
+            socket: s("n.1"),
+            flags,
+        };
+        let user_left = |flags| Change::RoomUserLeft {
+            ns: s("/c"),
+            room: s("r"),
+            user: s("u"),
+            socket: s("n.1"),
+            reason: Reason::Disconnect(s("ping timeout")),
+            flags,
+        };
+        let online = |flags| Change::UserOnline {
+            ns: s("/c"),
+            user: s("u"),
+            socket: s("n.1"),
+            flags,
+        };
+        let offline = |flags| Change::UserOffline {
+            ns: s("/c"),
+            user: s("u"),
+            socket: s("n.1"),
+            reason: Reason::NodeLost,
+            flags,
+        };
+        /// The expected event's (kind, room, user, reason), or none.
+        type Expected = Option<(Kind, &'static str, Option<&'static str>, &'static str)>;
+        let cases: Vec<(Change, Expected)> = vec![
+            (
+                member_joined(ROOMS),
+                Some((Kind::MemberJoined, "r", None, "")),
+            ),
+            (member_joined(USERS), None),
+            (
+                member_left(ROOMS),
+                Some((Kind::MemberLeft, "r", Some("u"), "leave")),
+            ),
+            (member_left(USERS), None),
+            (
+                user_joined(ROOMS),
+                Some((Kind::UserJoined, "r", Some("u"), "")),
+            ),
+            (user_joined(USERS), None),
+            (
+                user_left(ROOMS),
+                Some((Kind::UserLeft, "r", Some("u"), "ping timeout")),
+            ),
+            (user_left(USERS), None),
+            (online(USERS), Some((Kind::UserOnline, "", Some("u"), ""))),
+            (online(ROOMS), None),
+            (
+                offline(USERS),
+                Some((Kind::UserOffline, "", Some("u"), "node_lost")),
+            ),
+            (offline(ROOMS), None),
+            (online(PresenceFlags::default()), None),
+        ];
+        for (change, expected) in cases {
+            let got = presence_event(&change).map(|e| {
+                assert_eq!(e.ns, "/c");
+                assert_eq!(e.socket_id, "n.1");
+                (e.kind(), e.room, e.user, e.reason)
+            });
+            let expected = expected.map(|(kind, room, user, reason)| {
+                (
+                    kind,
+                    room.to_owned(),
+                    user.map(str::to_owned),
+                    reason.to_owned(),
+                )
+            });
+            assert_eq!(got, expected, "{change:?}");
+        }
+    }
+}

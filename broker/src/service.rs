@@ -1,0 +1,577 @@
+//! The broker service: the NATS adapter around the [`Directory`].
+//!
+//! One task (the worker) owns the bus side: it reads every gateway's membership messages and
+//! heartbeats, reassembles snapshots, asks for snapshots when a node's sequence shows a gap
+//! (at most one request per node per heartbeat interval; heartbeats retry), expires silent
+//! nodes every half heartbeat, rebroadcasts a resync whenever the bus link comes back, and — while
+//! this broker leads — answers room capacity reservations and announces presence changes in the
+//! order the directory produced them. Because a single task applies everything, the directory sees
+//! one node's messages in bus order and reservations serialised with them.
+//!
+//! The directory lives behind a std mutex shared with readers ([`Broker::state_json`], the admin
+//! API); the lock is never held across an `.await`. Leadership comes from [`crate::leader`].
+//!
+//! Start order matters: the membership and heartbeat subscriptions exist before the first resync
+//! request goes out, so no gateway's answer can be missed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use switchboard_bus::{Bus, BusError, Link, Message, Subscription};
+use switchboard_proto::Message as _;
+use switchboard_proto::bus;
+use switchboard_proto::subject::{Parsed, Subjects};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::convert;
+use crate::leader::{self, LeaderMode};
+use crate::metrics as m;
+use crate::snapshot::{self, Assembler, Outcome};
+use crate::state::{Applied, Change, Directory, NodeInfo, Reason, ReserveError, Reserved};
+
+/// What a broker needs to start.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// This broker's id (in snapshot and resync requests, and the leader lease).
+    pub id: String,
+    /// The cluster's subject prefix.
+    pub prefix: String,
+    /// A node silent for this long is lost; also the leader lease's TTL.
+    pub lease: Duration,
+    /// The gateways' heartbeat interval: paces expiry checks and snapshot request retries.
+    pub heartbeat: Duration,
+    /// How the leader is chosen.
+    pub leader: LeaderMode,
+}
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The configuration is unusable.
+    #[error("invalid broker configuration: {0}")]
+    Config(String),
+    /// Subscribing or publishing on the bus failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// Leader election needs JetStream, which the bus does not offer.
+    #[error(
+        "JetStream is required to elect a leader among several brokers (run nats-server with -js), \
+         or run a single broker with leader mode `always`: {0}"
+    )]
+    JetStreamRequired(String),
+}
+
+/// A running broker (cheap to clone; every clone is the same broker).
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    bus: Bus,
+    directory: Arc<Mutex<Directory>>,
+    leader: watch::Receiver<bool>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("id", &self.inner.id)
+            .field("leader", &self.is_leader())
+            .finish()
+    }
+}
+
+impl Broker {
+    /// Subscribes, asks every gateway for its state, and spawns the broker's tasks.
+    pub async fn start(bus: Bus, cfg: BrokerConfig) -> Result<Broker, BrokerError> {
+        let subjects =
+            Subjects::new(&cfg.prefix).map_err(|e| BrokerError::Config(e.to_string()))?;
+        if cfg.id.is_empty() {
+            return Err(BrokerError::Config("empty broker id".into()));
+        }
+        if cfg.heartbeat.is_zero() || cfg.lease <= cfg.heartbeat {
+            return Err(BrokerError::Config(format!(
+                "the lease ({:?}) must exceed the heartbeat interval ({:?}), which must not be 0",
+                cfg.lease, cfg.heartbeat
+            )));
+        }
+        let store = match cfg.leader {
+            LeaderMode::KvLease => Some(leader::open(&bus, &cfg.prefix, cfg.lease).await?),
+            LeaderMode::Always | LeaderMode::Never => None,
+        };
+        let (leader_tx, leader_rx) = watch::channel(cfg.leader == LeaderMode::Always);
+        let leader_tx = Arc::new(leader_tx);
+
+        let members = bus.subscribe(subjects.all_members()).await?;
+        let heartbeats = bus.subscribe(subjects.all_heartbeats()).await?;
+        let reserve = if *leader_rx.borrow() {
+            Some(bus.subscribe(subjects.reserve()).await?)
+        } else {
+            None
+        };
+        let link = bus.link();
+        let generation = link.borrow().generation;
+
+        let directory = Arc::new(Mutex::new(Directory::new(cfg.lease)));
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut worker = Worker {
+            id: cfg.id.clone(),
+            bus: bus.clone(),
+            subjects,
+            heartbeat: cfg.heartbeat,
+            directory: directory.clone(),
+            assembler: Assembler::new(),
+            requested: HashMap::new(),
+            next_request: 1,
+            leader: leader_rx.clone(),
+            reserve,
+            link,
+            generation,
+            _leader_tx: leader_tx.clone(),
+        };
+        worker.resync().await;
+        metrics::gauge!(m::LEADER).set(if *leader_rx.borrow() { 1.0 } else { 0.0 });
+        tracker.spawn(worker.run(members, heartbeats, cancel.clone()));
+        if let Some(store) = store {
+            let (id, ttl, cancel) = (cfg.id.clone(), cfg.lease, cancel.clone());
+            tracker.spawn(async move { leader::run(store, id, ttl, &leader_tx, cancel).await });
+        }
+        tracing::info!(broker = %cfg.id, prefix = %cfg.prefix, leader = ?cfg.leader, "broker started");
+        Ok(Broker {
+            inner: Arc::new(Inner {
+                id: cfg.id,
+                bus,
+                directory,
+                leader: leader_rx,
+                cancel,
+                tracker,
+            }),
+        })
+    }
+
+    /// This broker's id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The `/v1/state` document: this broker, its nodes and every socket, sorted by id.
+    pub fn state_json(&self) -> serde_json::Value {
+        let dir = lock(&self.inner.directory);
+        let nodes: Vec<serde_json::Value> = dir
+            .stats()
+            .nodes
+            .into_iter()
+            .map(|n| {
+                serde_json::json!({
+                    "id": n.id,
+                    "epoch": n.epoch,
+                    "seq": n.last_seq,
+                    "sockets": n.sockets,
+                    "connections": n.connections,
+                    "address": n.address,
+                })
+            })
+            .collect();
+        let mut sockets: Vec<_> = dir.sockets().collect();
+        sockets.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let sockets: Vec<serde_json::Value> = sockets
+            .into_iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.id,
+                    "ns": s.ns,
+                    "node": s.node,
+                    "user": s.user,
+                    "rooms": s.rooms,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "broker": self.inner.id,
+            "leader": self.is_leader(),
+            "nodes": nodes,
+            "sockets": sockets,
+        })
+    }
+
+    /// The directory, for queries (never hold the lock across an `.await`).
+    pub fn directory(&self) -> Arc<Mutex<Directory>> {
+        self.inner.directory.clone()
+    }
+
+    /// Whether this broker leads now.
+    pub fn is_leader(&self) -> bool {
+        *self.inner.leader.borrow()
+    }
+
+    /// Watches leadership changes.
+    pub fn leadership(&self) -> watch::Receiver<bool> {
+        self.inner.leader.clone()
+    }
+
+    /// Stops the broker's tasks (releasing the leader lease) and flushes the bus. Idempotent.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+        if let Err(e) = self.inner.bus.flush().await {
+            tracing::debug!(error = %e, "flush at shutdown failed");
+        }
+        tracing::info!(broker = %self.inner.id, "broker stopped");
+    }
+}
+
+fn lock(directory: &Mutex<Directory>) -> MutexGuard<'_, Directory> {
+    // A panic while holding the lock cannot leave the directory half-updated in a way that
+    // matters more than stopping would: its operations do not panic (see `state`).
+    directory.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The clock, from tokio so that tests with a paused clock control leases.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// The task that owns the bus side. See the module docs.
+struct Worker {
+    id: String,
+    bus: Bus,
+    subjects: Subjects,
+    heartbeat: Duration,
+    directory: Arc<Mutex<Directory>>,
+    assembler: Assembler,
+    /// When a snapshot was last asked of each node (until one repairs it).
+    requested: HashMap<String, Instant>,
+    next_request: u64,
+    leader: watch::Receiver<bool>,
+    /// Held while leading.
+    reserve: Option<Subscription>,
+    link: watch::Receiver<Link>,
+    /// The link generation the last resync was sent for.
+    generation: u64,
+    /// Keeps the leadership watch open whatever the election does.
+    _leader_tx: Arc<watch::Sender<bool>>,
+}
+
+impl Worker {
+    async fn run(
+        mut self,
+        mut members: Subscription,
+        mut heartbeats: Subscription,
+        cancel: CancellationToken,
+    ) {
+        let mut expiry = tokio::time::interval(self.heartbeat / 2);
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut link_open = true;
+        let mut leader_open = true;
+        loop {
+            // Every branch is cancel-safe: subscription reads, watch changes, interval ticks.
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                msg = members.next() => match msg {
+                    Some(msg) => self.on_member(msg).await,
+                    None => {
+                        tracing::warn!("membership subscription closed; broker worker stops");
+                        break;
+                    }
+                },
+                msg = heartbeats.next() => match msg {
+                    Some(msg) => self.on_heartbeat(msg).await,
+                    None => {
+                        tracing::warn!("heartbeat subscription closed; broker worker stops");
+                        break;
+                    }
+                },
+                msg = next_or_pending(&mut self.reserve) => match msg {
+                    Some(msg) => self.on_reserve(msg).await,
+                    None => {
+                        tracing::warn!("reserve subscription closed");
+                        self.reserve = None;
+                    }
+                },
+                _ = expiry.tick() => self.expire().await,
+                changed = self.link.changed(), if link_open => match changed {
+                    Ok(()) => self.on_link().await,
+                    Err(_) => link_open = false,
+                },
+                changed = self.leader.changed(), if leader_open => match changed {
+                    Ok(()) => self.on_leadership().await,
+                    Err(_) => leader_open = false,
+                },
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Directory> {
+        lock(&self.directory)
+    }
+
+    fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    async fn on_member(&mut self, msg: Message) {
+        let node = match self.subjects.parse(&msg.subject) {
+            Ok(Parsed::Member { node }) => node,
+            _ => return malformed("member subject", &msg.subject),
+        };
+        let message = match bus::MemberMessage::decode(msg.payload) {
+            Ok(message) => message,
+            Err(e) => return malformed("member message", &e),
+        };
+        if !message.node.is_empty() && message.node != node {
+            return malformed("member message node", &message.node);
+        }
+        let bus::MemberMessage {
+            epoch, seq, body, ..
+        } = message;
+        let Some(body) = body else {
+            return malformed("member message body", &"missing");
+        };
+        let now = now();
+        use bus::member_message::Body;
+        match body {
+            Body::Snapshot(part) => {
+                let sockets = part
+                    .sockets
+                    .into_iter()
+                    .map(|s| convert::socket_record(&node, s))
+                    .collect();
+                let part = snapshot::Part {
+                    epoch,
+                    seq,
+                    request_id: part.request_id,
+                    part: part.part,
+                    last: part.last,
+                    sockets,
+                };
+                match self.assembler.part(&node, part) {
+                    Outcome::Pending => {}
+                    Outcome::Dropped => {
+                        metrics::counter!(m::SNAPSHOTS_DROPPED).increment(1);
+                        tracing::debug!(%node, "snapshot part out of order; snapshot dropped");
+                    }
+                    Outcome::Complete {
+                        epoch,
+                        seq,
+                        sockets,
+                    } => {
+                        let count = sockets.len();
+                        let applied = self.lock().snapshot(&node, epoch, seq, sockets, now);
+                        metrics::counter!(m::MESSAGES_APPLIED, "kind" => "snapshot").increment(1);
+                        tracing::debug!(%node, epoch, seq, sockets = count, "snapshot applied");
+                        if !applied.need_snapshot {
+                            self.requested.remove(&node);
+                        }
+                        self.after(&node, applied, now).await;
+                    }
+                }
+            }
+            Body::Leaving(_) => {
+                self.assembler.forget(&node);
+                self.requested.remove(&node);
+                let changes = {
+                    let mut dir = self.lock();
+                    (dir.node_epoch(&node) == Some(epoch))
+                        .then(|| dir.remove_node(&node, Reason::NodeLeft))
+                };
+                if let Some(changes) = changes {
+                    metrics::counter!(m::MESSAGES_APPLIED, "kind" => "leaving").increment(1);
+                    metrics::counter!(m::NODES_LEFT).increment(1);
+                    tracing::info!(%node, epoch, "gateway node left");
+                    self.announce(&changes).await;
+                }
+            }
+            body => {
+                let kind = match &body {
+                    Body::Connect(_) => "connect",
+                    Body::Disconnect(_) => "disconnect",
+                    Body::Join(_) => "join",
+                    _ => "leave",
+                };
+                let Some(event) = convert::member_event(&node, body) else {
+                    return;
+                };
+                // By the contract no event falls between two parts of one snapshot.
+                self.assembler.forget(&node);
+                let applied = self.lock().apply(&node, epoch, seq, event, now);
+                metrics::counter!(m::MESSAGES_APPLIED, "kind" => kind).increment(1);
+                if applied.need_snapshot {
+                    metrics::counter!(m::SEQUENCE_GAPS).increment(1);
+                    tracing::debug!(%node, epoch, seq, "sequence gap");
+                }
+                self.after(&node, applied, now).await;
+            }
+        }
+    }
+
+    async fn on_heartbeat(&mut self, msg: Message) {
+        let node = match self.subjects.parse(&msg.subject) {
+            Ok(Parsed::Heartbeat { node }) => node,
+            _ => return malformed("heartbeat subject", &msg.subject),
+        };
+        let beat = match bus::Heartbeat::decode(msg.payload) {
+            Ok(beat) => beat,
+            Err(e) => return malformed("heartbeat", &e),
+        };
+        if !beat.node.is_empty() && beat.node != node {
+            return malformed("heartbeat node", &beat.node);
+        }
+        let now = now();
+        let info = NodeInfo {
+            address: beat.address,
+            connections: beat.connections,
+        };
+        let applied = self
+            .lock()
+            .heartbeat(&node, beat.epoch, beat.seq, info, now);
+        metrics::counter!(m::MESSAGES_APPLIED, "kind" => "heartbeat").increment(1);
+        self.after(&node, applied, now).await;
+    }
+
+    async fn on_reserve(&mut self, msg: Message) {
+        let request = match bus::ReserveRequest::decode(msg.payload) {
+            Ok(request) => request,
+            Err(e) => return malformed("reserve request", &e),
+        };
+        let max = usize::try_from(request.max_members).unwrap_or(usize::MAX);
+        let result = self
+            .lock()
+            .reserve(&request.ns, &request.room, &request.socket_id, max);
+        use bus::reserve_reply::Outcome as Wire;
+        let (outcome, label, changes) = match result {
+            Ok(Reserved::Joined(changes)) => (Wire::Joined, "joined", changes),
+            Ok(Reserved::AlreadyMember) => (Wire::AlreadyMember, "already_member", Vec::new()),
+            Err(ReserveError::RoomFull) => (Wire::Full, "full", Vec::new()),
+            Err(ReserveError::UnknownSocket) => (Wire::UnknownSocket, "unknown_socket", Vec::new()),
+        };
+        metrics::counter!(m::RESERVATIONS, "outcome" => label).increment(1);
+        if let Some(reply) = msg.reply {
+            let payload = bus::ReserveReply {
+                outcome: outcome as i32,
+            }
+            .encode_to_vec();
+            self.publish(reply, payload).await;
+        }
+        self.announce(&changes).await;
+    }
+
+    async fn expire(&mut self) {
+        let now = now();
+        let (lost, sockets, nodes) = {
+            let mut dir = self.lock();
+            let lost = dir.expire(now);
+            (lost, dir.len(), dir.stats().nodes.len())
+        };
+        metrics::gauge!(m::SOCKETS).set(sockets as f64);
+        metrics::gauge!(m::NODES).set(nodes as f64);
+        for (node, changes) in lost {
+            metrics::counter!(m::NODES_LOST).increment(1);
+            tracing::info!(%node, purged = changes.len(), "gateway node lost (lease expired)");
+            self.assembler.forget(&node);
+            self.requested.remove(&node);
+            self.announce(&changes).await;
+        }
+    }
+
+    async fn on_link(&mut self) {
+        let link = *self.link.borrow_and_update();
+        if link.up && link.generation != self.generation {
+            tracing::info!(generation = link.generation, "bus link up again; resyncing");
+            self.generation = link.generation;
+            self.resync().await;
+        }
+    }
+
+    async fn on_leadership(&mut self) {
+        let leading = *self.leader.borrow_and_update();
+        metrics::gauge!(m::LEADER).set(if leading { 1.0 } else { 0.0 });
+        if leading && self.reserve.is_none() {
+            match self.bus.subscribe(self.subjects.reserve()).await {
+                Ok(sub) => self.reserve = Some(sub),
+                Err(e) => tracing::warn!(error = %e, "cannot take the reserve subscription"),
+            }
+        } else if !leading {
+            self.reserve = None;
+        }
+    }
+
+    /// Follows up on what a node's message did: a snapshot request if needed, announcements.
+    async fn after(&mut self, node: &str, applied: Applied, now: Instant) {
+        if applied.need_snapshot {
+            self.request_snapshot(node, now).await;
+        }
+        self.announce(&applied.changes).await;
+    }
+
+    async fn request_snapshot(&mut self, node: &str, now: Instant) {
+        if let Some(at) = self.requested.get(node)
+            && now.saturating_duration_since(*at) < self.heartbeat
+        {
+            return;
+        }
+        self.requested.insert(node.to_owned(), now);
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let payload = bus::SnapshotRequest {
+            broker: self.id.clone(),
+            request_id,
+        }
+        .encode_to_vec();
+        metrics::counter!(m::SNAPSHOT_REQUESTS).increment(1);
+        tracing::debug!(%node, request_id, "asking for a snapshot");
+        self.publish(self.subjects.snapshot(node), payload).await;
+    }
+
+    async fn resync(&mut self) {
+        let payload = bus::ResyncRequest {
+            broker: self.id.clone(),
+        }
+        .encode_to_vec();
+        metrics::counter!(m::RESYNCS).increment(1);
+        self.publish(self.subjects.resync(), payload).await;
+    }
+
+    /// Publishes the presence events of `changes`, in order, if this broker leads.
+    async fn announce(&self, changes: &[Change]) {
+        if changes.is_empty() || !self.is_leader() {
+            return;
+        }
+        for change in changes {
+            if let Some(event) = convert::presence_event(change) {
+                let subject = self.subjects.presence(&event.ns);
+                metrics::counter!(m::PRESENCE_EVENTS).increment(1);
+                self.publish(subject, event.encode_to_vec()).await;
+            }
+        }
+    }
+
+    async fn publish(&self, subject: String, payload: Vec<u8>) {
+        if let Err(e) = self.bus.publish(subject, Bytes::from(payload)).await {
+            metrics::counter!(m::PUBLISH_ERRORS).increment(1);
+            tracing::debug!(error = %e, "publish failed");
+        }
+    }
+}
+
+/// The next message of an optional subscription; never resolves without one.
+async fn next_or_pending(sub: &mut Option<Subscription>) -> Option<Message> {
+    match sub {
+        Some(sub) => sub.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn malformed(what: &str, detail: &dyn std::fmt::Display) {
+    metrics::counter!(m::MESSAGES_MALFORMED).increment(1);
+    tracing::debug!(%detail, "malformed {what}; ignored");
+}

@@ -1,0 +1,766 @@
+//! The broker service over the in-process hub, driven by a fake gateway that speaks the wire
+//! contract (membership messages, heartbeats, snapshots) and an observer that watches what the
+//! broker publishes (resync and snapshot requests, presence). No NATS, no fixed sleeps: every
+//! expectation waits for its condition with a deadline.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+use switchboard_broker::{Broker, BrokerConfig, LeaderMode};
+use switchboard_bus::{Bus, BusError, Hub, Subscription};
+use switchboard_proto::Message as _;
+use switchboard_proto::bus::{self, member_message::Body, presence_event::Kind};
+use switchboard_proto::subject::Subjects;
+
+const PREFIX: &str = "t";
+/// How long any expectation may take before the test fails.
+const WAIT: Duration = Duration::from_secs(5);
+
+fn subjects() -> Subjects {
+    Subjects::new(PREFIX).expect("valid prefix")
+}
+
+fn config(id: &str, leader: LeaderMode) -> BrokerConfig {
+    BrokerConfig {
+        id: id.to_owned(),
+        prefix: PREFIX.to_owned(),
+        lease: Duration::from_secs(30),
+        heartbeat: Duration::from_millis(40),
+        leader,
+    }
+}
+
+async fn start(hub: &Hub, cfg: BrokerConfig) -> Broker {
+    Broker::start(hub.client(), cfg)
+        .await
+        .expect("broker starts")
+}
+
+/// Polls `cond` until it holds, failing after [`WAIT`].
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn recv<M: switchboard_proto::Message + Default>(sub: &mut Subscription, what: &str) -> M {
+    let msg = tokio::time::timeout(WAIT, sub.next())
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        .expect("subscription open");
+    M::decode(msg.payload).unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+fn socket(
+    id: &str,
+    ns: &str,
+    user: Option<&str>,
+    rooms: &[&str],
+    presence: bool,
+) -> bus::SocketInfo {
+    bus::SocketInfo {
+        id: id.to_owned(),
+        ns: ns.to_owned(),
+        user: user.map(str::to_owned),
+        rooms: rooms.iter().map(|r| (*r).to_owned()).collect(),
+        handshake: None,
+        data_json: String::new(),
+        presence: Some(bus::PresenceFlags {
+            rooms: presence,
+            users: presence,
+        }),
+    }
+}
+
+/// A gateway node as the broker sees it: a bus client publishing its membership stream.
+struct Gateway {
+    bus: Bus,
+    node: String,
+    epoch: u64,
+    seq: u64,
+    subjects: Subjects,
+}
+
+impl Gateway {
+    fn new(hub: &Hub, node: &str, epoch: u64) -> Self {
+        Self {
+            bus: hub.client(),
+            node: node.to_owned(),
+            epoch,
+            seq: 0,
+            subjects: subjects(),
+        }
+    }
+
+    async fn snapshot_requests(&self) -> Subscription {
+        self.bus
+            .subscribe(self.subjects.snapshot(&self.node))
+            .await
+            .expect("subscribe")
+    }
+
+    async fn send_at(&self, seq: u64, body: Body) {
+        let msg = bus::MemberMessage {
+            node: self.node.clone(),
+            epoch: self.epoch,
+            seq,
+            body: Some(body),
+        };
+        self.bus
+            .publish(
+                self.subjects.member(&self.node),
+                Bytes::from(msg.encode_to_vec()),
+            )
+            .await
+            .expect("publish");
+    }
+
+    /// Sends the next event of the sequence.
+    async fn event(&mut self, body: Body) {
+        self.seq += 1;
+        self.send_at(self.seq, body).await;
+    }
+
+    /// Consumes a sequence number without sending it (a lost event).
+    fn lose_event(&mut self) {
+        self.seq += 1;
+    }
+
+    async fn connect(&mut self, info: bus::SocketInfo) {
+        self.event(Body::Connect(info)).await;
+    }
+
+    async fn join(&mut self, id: &str, room: &str) {
+        self.event(Body::Join(bus::RoomChange {
+            id: id.to_owned(),
+            room: room.to_owned(),
+        }))
+        .await;
+    }
+
+    async fn leave(&mut self, id: &str, room: &str) {
+        self.event(Body::Leave(bus::RoomChange {
+            id: id.to_owned(),
+            room: room.to_owned(),
+        }))
+        .await;
+    }
+
+    async fn disconnect(&mut self, id: &str, reason: &str) {
+        self.event(Body::Disconnect(bus::Disconnect {
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+        }))
+        .await;
+    }
+
+    async fn heartbeat(&self) {
+        let beat = bus::Heartbeat {
+            node: self.node.clone(),
+            epoch: self.epoch,
+            seq: self.seq,
+            connections: 3,
+            sockets: 2,
+            address: format!("{}.local:3000", self.node),
+        };
+        self.bus
+            .publish(
+                self.subjects.heartbeat(&self.node),
+                Bytes::from(beat.encode_to_vec()),
+            )
+            .await
+            .expect("publish");
+    }
+
+    /// Sends a snapshot at the current sequence in the given parts (numbered as listed).
+    async fn snapshot(&self, request_id: u64, parts: Vec<(u32, bool, Vec<bus::SocketInfo>)>) {
+        for (part, last, sockets) in parts {
+            self.send_at(
+                self.seq,
+                Body::Snapshot(bus::SnapshotPart {
+                    part,
+                    last,
+                    sockets,
+                    request_id,
+                }),
+            )
+            .await;
+        }
+    }
+
+    async fn leaving(&self, epoch: u64) {
+        let msg = bus::MemberMessage {
+            node: self.node.clone(),
+            epoch,
+            seq: self.seq,
+            body: Some(Body::Leaving(bus::NodeLeaving {})),
+        };
+        self.bus
+            .publish(
+                self.subjects.member(&self.node),
+                Bytes::from(msg.encode_to_vec()),
+            )
+            .await
+            .expect("publish");
+    }
+}
+
+/// The sorted socket ids in a broker's state document.
+fn socket_ids(broker: &Broker) -> Vec<String> {
+    broker.state_json()["sockets"]
+        .as_array()
+        .expect("sockets array")
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+fn node_ids(broker: &Broker) -> Vec<String> {
+    broker.state_json()["nodes"]
+        .as_array()
+        .expect("nodes array")
+        .iter()
+        .map(|n| n["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// One presence event as (kind, ns, room, user, socket, reason), for comparing to tables.
+type Seen = (Kind, String, String, Option<String>, String, String);
+
+async fn presence(sub: &mut Subscription) -> Seen {
+    let e: bus::PresenceEvent = recv(sub, "a presence event").await;
+    (e.kind(), e.ns, e.room, e.user, e.socket_id, e.reason)
+}
+
+fn seen(kind: Kind, ns: &str, room: &str, user: Option<&str>, socket: &str, reason: &str) -> Seen {
+    (
+        kind,
+        ns.to_owned(),
+        room.to_owned(),
+        user.map(str::to_owned),
+        socket.to_owned(),
+        reason.to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn resync_is_requested_on_start() {
+    let hub = Hub::new();
+    let observer = hub.client();
+    let mut resync = observer
+        .subscribe(subjects().resync())
+        .await
+        .expect("subscribe");
+    let broker = start(&hub, config("b1", LeaderMode::Always)).await;
+    let request: bus::ResyncRequest = recv(&mut resync, "resync request").await;
+    assert_eq!(request.broker, "b1");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn membership_events_build_the_state_document() {
+    let hub = Hub::new();
+    let broker = start(&hub, config("b1", LeaderMode::Always)).await;
+    let mut gw = Gateway::new(&hub, "gw1", 7);
+    gw.connect(socket(
+        "gw1.a",
+        "/chat",
+        Some("alice"),
+        &["zeta", "alpha"],
+        false,
+    ))
+    .await;
+    gw.connect(socket("gw1.b", "/", None, &[], false)).await;
+    gw.connect(socket("gw1.c", "/", None, &[], false)).await;
+    gw.join("gw1.b", "lobby").await;
+    gw.join("gw1.a", "mid").await;
+    gw.leave("gw1.a", "zeta").await;
+    gw.disconnect("gw1.c", "transport close").await;
+    gw.heartbeat().await;
+    let expected = json!({
+        "broker": "b1",
+        "leader": true,
+        "nodes": [{
+            "id": "gw1", "epoch": 7, "seq": 7, "sockets": 2, "connections": 3,
+            "address": "gw1.local:3000",
+        }],
+        "sockets": [
+            {"id": "gw1.a", "ns": "/chat", "node": "gw1", "user": "alice", "rooms": ["alpha", "mid"]},
+            {"id": "gw1.b", "ns": "/", "node": "gw1", "user": null, "rooms": ["lobby"]},
+        ],
+    });
+    wait_until("the state document", || broker.state_json() == expected).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lost_event_asks_for_a_snapshot_that_repairs_the_state() {
+    let hub = Hub::new();
+    let broker = start(&hub, config("b1", LeaderMode::Always)).await;
+    let mut gw = Gateway::new(&hub, "gw1", 1);
+    let mut requests = gw.snapshot_requests().await;
+    gw.connect(socket("gw1.a", "/", None, &[], false)).await;
+    gw.lose_event(); // the connect of gw1.b never arrives
+    gw.join("gw1.a", "r").await;
+    let request: bus::SnapshotRequest = recv(&mut requests, "snapshot request").await;
+    assert_eq!(request.broker, "b1");
+    assert_ne!(request.request_id, 0, "0 is reserved for resync snapshots");
+    gw.snapshot(
+        request.request_id,
+        vec![(
+            0,
+            true,
+            vec![
+                socket("gw1.a", "/", None, &["r"], false),
+                socket("gw1.b", "/", None, &[], false),
+            ],
+        )],
+    )
+    .await;
+    wait_until("the repaired state", || {
+        socket_ids(&broker) == ["gw1.a", "gw1.b"]
+    })
+    .await;
+    // In-order events keep applying on top of the snapshot.
+    gw.disconnect("gw1.a", "ping timeout").await;
+    wait_until("the disconnect", || socket_ids(&broker) == ["gw1.b"]).await;
+    assert_eq!(broker.state_json()["nodes"][0]["seq"], 4);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_heartbeat_ahead_of_the_broker_asks_for_a_snapshot_and_retries() {
+    let hub = Hub::new();
+    let broker = start(&hub, config("b1", LeaderMode::Always)).await;
+    let mut gw = Gateway::new(&hub, "gw1", 1);
+    let mut requests = gw.snapshot_requests().await;
+    gw.connect(socket("gw1.a", "/", None, &[], false)).await;
+    gw.lose_event(); // the last event is lost: only the heartbeat can tell
+    gw.heartbeat().await;
+    let first: bus::SnapshotRequest = recv(&mut requests, "snapshot request").await;
+    // Unanswered: later heartbeats ask again once the retry interval has passed.
+    let heartbeats = async {
+        loop {
+            gw.heartbeat().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let second: bus::SnapshotRequest = tokio::select! {
+        r = recv(&mut requests, "retried snapshot request") => r,
+        () = heartbeats => unreachable!(),
+    };
+    assert!(second.request_id > first.request_id);
+    gw.snapshot(
+        second.request_id,
+        vec![(0, true, vec![socket("gw1.z", "/", None, &[], false)])],
+    )
+    .await;
+    wait_until("the snapshot", || socket_ids(&broker) == ["gw1.z"]).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn multi_part_snapshots_are_assembled_and_broken_ones_dropped() {
+    let hub = Hub::new();
+    let broker = start(&hub, config("b1", LeaderMode::Always)).await;
+    let mut gw = Gateway::new(&hub, "gw1", 1);
+    let mut requests = gw.snapshot_requests().await;
+    let s = |id: &str| socket(id, "/", None, &[], false);
+
+    // A resync answer (request id 0) in three parts.
+    gw.seq = 5;
+    gw.snapshot(
+        0,
+        vec![
+            (0, false, vec![s("gw1.a")]),
+            (1, false, vec![s("gw1.b"), s("gw1.c")]),
+            (2, true, vec![]),
+        ],
+    )
+    .await;
+    wait_until("the assembled snapshot", || {
+        socket_ids(&broker) == ["gw1.a", "gw1.b", "gw1.c"]
+    })
+    .await;
+    assert_eq!(broker.state_json()["nodes"][0]["seq"], 5);
+
+    // Events are lost; the heartbeat asks for a snapshot, whose middle part goes missing.
+    gw.seq = 9;
+    gw.heartbeat().await;
+    let request: bus::SnapshotRequest = recv(&mut requests, "snapshot request").await;
+    gw.snapshot(
+        request.request_id,
+        vec![(0, false, vec![s("gw1.x")]), (2, true, vec![s("gw1.y")])],
+    )
+    .await;
+    // Nothing applied; the next heartbeats ask again, and a whole snapshot repairs.
+    let heartbeats = async {
+        loop {
+            gw.heartbeat().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let again: bus::SnapshotRequest = tokio::select! {
+        r = recv(&mut requests, "snapshot request after the broken snapshot") => r,
+        () = heartbeats => unreachable!(),
+    };
+    assert_eq!(
+        socket_ids(&broker),
+        ["gw1.a", "gw1.b", "gw1.c"],
+        "a broken snapshot is not applied"
+    );
+    gw.snapshot(
+        again.request_id,
+        vec![(0, false, vec![s("gw1.x")]), (1, true, vec![s("gw1.y")])],
+    )
+    .await;
+    wait_until("the repaired state", || {
+        socket_ids(&broker) == ["gw1.x", "gw1.y"]
+    })
+    .await;
+    assert_eq!(broker.state_json()["nodes"][0]["seq"], 9);
+
+    // A node with no sockets sends one empty last part.
+    gw.snapshot(0, vec![(0, true, vec![])]).await;
+    wait_until("the empty snapshot", || socket_ids(&broker).is_empty()).await;
+    assert_eq!(node_ids(&broker), ["gw1"]);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn presence_is_announced_by_the_leader_only_in_order() {
+    let hub = Hub::new();
+    let observer = hub.client();
+    let mut events = observer
+        .subscribe(subjects().all_presence())
+        .await
+        .expect("subscribe");
+    let leader = start(&hub, config("lead", LeaderMode::Always)).await;
+    let follower = start(&hub, config("follow", LeaderMode::Never)).await;
+    assert!(leader.is_leader());
+    assert!(!follower.is_leader());
+
+    let mut gw = Gateway::new(&hub, "gw1", 1);
+    // A socket whose namespace wants no presence: nothing is announced for it.
+    gw.connect(socket("gw1.q", "/quiet", Some("bob"), &["r"], false))
+        .await;
+    gw.connect(socket("gw1.a", "/chat", Some("alice"), &["r"], true))
+        .await;
+    gw.join("gw1.a", "s").await;
+    gw.leave("gw1.a", "r").await;
+    gw.disconnect("gw1.a", "transport close").await;
+
+    use Kind::*;
+    let a = Some("alice");
+    let expected = [
+        seen(UserOnline, "/chat", "", a, "gw1.a", ""),
+        seen(MemberJoined, "/chat", "r", a, "gw1.a", ""),
+        seen(UserJoined, "/chat", "r", a, "gw1.a", ""),
+        seen(MemberJoined, "/chat", "s", a, "gw1.a", ""),
+        seen(UserJoined, "/chat", "s", a, "gw1.a", ""),
+        seen(MemberLeft, "/chat", "r", a, "gw1.a", "leave"),
+        seen(UserLeft, "/chat", "r", a, "gw1.a", "leave"),
+        seen(MemberLeft, "/chat", "s", a, "gw1.a", "transport close"),
+        seen(UserLeft, "/chat", "s", a, "gw1.a", "transport close"),
+        seen(UserOffline, "/chat", "", a, "gw1.a", "transport close"),
+    ];
+    for want in expected {
+        assert_eq!(presence(&mut events).await, want);
+    }
+    // The follower applied everything too, announcing nothing: had it published, its copies would
+    // precede this marker's events.
+    wait_until("the follower's state", || {
+        socket_ids(&follower) == ["gw1.q"]
+    })
+    .await;
+    assert_eq!(follower.state_json()["leader"], false);
+    gw.connect(socket("gw1.m", "/chat", None, &["marker"], true))
+        .await;
+    assert_eq!(
+        presence(&mut events).await,
+        seen(MemberJoined, "/chat", "marker", None, "gw1.m", "")
+    );
+    leader.shutdown().await;
+    follower.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_node_is_lost_with_node_lost() {
+    let hub = Hub::new();
+    let observer = hub.client();
+    let mut events = observer
+        .subscribe(subjects().all_presence())
+        .await
+        .expect("subscribe");
+    let cfg = BrokerConfig {
+        lease: Duration::from_millis(150),
+        heartbeat: Duration::from_millis(40),
+        ..config("b1", LeaderMode::Always)
+    };
+    let broker = start(&hub, cfg).await;
+    let mut gw = Gateway::new(&hub, "gw1", 1);
+    let mut other = Gateway::new(&hub, "gw2", 1);
+    gw.connect(socket("gw1.a", "/chat", Some("alice"), &["r"], true))
+        .await;
+    other
+        .connect(socket("gw2.a", "/chat", None, &[], false))
+        .await;
+    use Kind::*;
+    let a = Some("alice");
+    assert_eq!(
+        presence(&mut events).await,
+        seen(UserOnline, "/chat", "", a, "gw1.a", "")
+    );
+    assert_eq!(
+        presence(&mut events).await,
+        seen(MemberJoined, "/chat", "r", a, "gw1.a", "")
+    );
+    assert_eq!(
+        presence(&mut events).await,
+        seen(UserJoined, "/chat", "r", a, "gw1.a", "")
+    );
+    // gw2 keeps beating; gw1 falls silent.
+    let beats = async {
+        loop {
+            other.heartbeat().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let lost = async {
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(presence(&mut events).await);
+        }
+        got
+    };
+    let got = tokio::select! {
+        got = lost => got,
+        () = beats => unreachable!(),
+    };
+    assert_eq!(
+        got,
+        [
+            seen(MemberLeft, "/chat", "r", a, "gw1.a", "node_lost"),
+            seen(UserLeft, "/chat", "r", a, "gw1.a", "node_lost"),
+            seen(UserOffline, "/chat", "", a, "gw1.a", "node_lost"),
+        ]
+    );
+    assert_eq!(node_ids(&broker), ["gw2"]);
+    assert_eq!(socket_ids(&broker), ["gw2.a"]);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_leaving_node_departs_with_node_left_for_its_own_epoch_only() {
+    let hub = Hub::new();
+    let observer = hub.client();
+    let mut events = observer
+        .subscribe(subjects().all_presence())
+        .await
+        .expect("subscribe");
+    let broker = start(&hub, config("b1", LeaderMode::Always)).await;
+    let mut gw = Gateway::new(&hub, "gw1", 5);
+    gw.connect(socket("gw1.a", "/chat", Some("alice"), &[], true))
+        .await;
+    assert_eq!(presence(&mut events).await.0, Kind::UserOnline);
+    gw.leaving(4).await; // a stale epoch: ignored
+    gw.join("gw1.a", "r").await;
+    assert_eq!(presence(&mut events).await.0, Kind::MemberJoined);
+    assert_eq!(presence(&mut events).await.0, Kind::UserJoined);
+    assert_eq!(socket_ids(&broker), ["gw1.a"]);
+    gw.leaving(5).await;
+    let a = Some("alice");
+    assert_eq!(
+        presence(&mut events).await,
+        seen(Kind::MemberLeft, "/chat", "r", a, "gw1.a", "node_left")
+    );
+    assert_eq!(
+        presence(&mut events).await,
+        seen(Kind::UserLeft, "/chat", "r", a, "gw1.a", "node_left")
+    );
+    assert_eq!(
+        presence(&mut events).await,
+        seen(Kind::UserOffline, "/chat", "", a, "gw1.a", "node_left")
+    );
+    wait_until("the node gone", || node_ids(&broker).is_empty()).await;
+    broker.shutdown().await;
+}
+
+async fn reserve(
+    bus: &Bus,
+    ns: &str,
+    room: &str,
+    id: &str,
+    max: u32,
+) -> Result<bus::reserve_reply::Outcome, BusError> {
+    let request = bus::ReserveRequest {
+        ns: ns.to_owned(),
+        room: room.to_owned(),
+        socket_id: id.to_owned(),
+        max_members: max,
+    };
+    let reply = bus
+        .request(
+            subjects().reserve(),
+            Bytes::from(request.encode_to_vec()),
+            WAIT,
+        )
+        .await?;
+    Ok(bus::ReserveReply::decode(reply)
+        .expect("reply decodes")
+        .outcome())
+}
+
+#[tokio::test]
+async fn reservations_are_answered_by_the_leader() {
+    use bus::reserve_reply::Outcome::*;
+    let hub = Hub::new();
+    let observer = hub.client();
+    let mut events = observer
+        .subscribe(subjects().all_presence())
+        .await
+        .expect("subscribe");
+    let broker = start(&hub, config("b1", LeaderMode::Always)).await;
+    let _follower = start(&hub, config("b2", LeaderMode::Never)).await;
+    let mut gw = Gateway::new(&hub, "gw1", 1);
+    gw.connect(socket("gw1.a", "/chat", None, &[], true)).await;
+    gw.connect(socket("gw1.b", "/chat", None, &[], false)).await;
+    wait_until("both sockets", || socket_ids(&broker).len() == 2).await;
+
+    let cases = [
+        ("/chat", "vip", "gw1.a", 1, Joined),
+        ("/chat", "vip", "gw1.a", 1, AlreadyMember),
+        ("/chat", "vip", "gw1.b", 1, Full),
+        ("/chat", "vip", "gw1.b", 2, Joined),
+        ("/chat", "vip", "gw1.nope", 0, UnknownSocket),
+        ("/other", "vip", "gw1.a", 0, UnknownSocket),
+        ("/chat", "open", "gw1.b", 0, Joined),
+    ];
+    for (ns, room, id, max, want) in cases {
+        let got = reserve(&gw.bus, ns, room, id, max)
+            .await
+            .expect("an answer");
+        assert_eq!(got, want, "reserve {ns} {room} {id} max {max}");
+    }
+    // Only gw1.a announces presence: its reservation's join.
+    assert_eq!(
+        presence(&mut events).await,
+        seen(Kind::MemberJoined, "/chat", "vip", None, "gw1.a", "")
+    );
+    let rooms = |id: &str| {
+        broker.state_json()["sockets"]
+            .as_array()
+            .expect("sockets")
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| s["rooms"].clone())
+    };
+    assert_eq!(rooms("gw1.b"), Some(json!(["open", "vip"])));
+    // The gateway's own join event that follows a reservation is a duplicate.
+    gw.join("gw1.a", "vip").await;
+    gw.join("gw1.a", "after").await;
+    assert_eq!(
+        presence(&mut events).await,
+        seen(Kind::MemberJoined, "/chat", "after", None, "gw1.a", "")
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_a_leader_takes_reservations() {
+    let hub = Hub::new();
+    let follower = start(&hub, config("b2", LeaderMode::Never)).await;
+    let gw = Gateway::new(&hub, "gw1", 1);
+    let got = reserve(&gw.bus, "/chat", "vip", "gw1.a", 1).await;
+    assert!(matches!(got, Err(BusError::NoResponders)), "{got:?}");
+    follower.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_messages_are_ignored() {
+    let hub = Hub::new();
+    let broker = start(&hub, config("b1", LeaderMode::Always)).await;
+    let s = subjects();
+    let junk = hub.client();
+    let garbage = Bytes::from_static(b"\xff\xff\xff\xffnot protobuf");
+    for subject in [
+        s.member("gw1"),
+        s.heartbeat("gw1"),
+        s.reserve(),
+        s.member("_2E"),
+    ] {
+        junk.publish(subject, garbage.clone())
+            .await
+            .expect("publish");
+    }
+    // A message whose node disagrees with its subject, one without a body, and a request
+    // that does not decode.
+    let liar = bus::MemberMessage {
+        node: "gw2".into(),
+        epoch: 1,
+        seq: 1,
+        body: Some(Body::Connect(socket("gw2.a", "/", None, &[], false))),
+    };
+    junk.publish(s.member("gw1"), Bytes::from(liar.encode_to_vec()))
+        .await
+        .expect("publish");
+    let empty = bus::MemberMessage {
+        node: "gw1".into(),
+        epoch: 1,
+        seq: 1,
+        body: None,
+    };
+    junk.publish(s.member("gw1"), Bytes::from(empty.encode_to_vec()))
+        .await
+        .expect("publish");
+    let reply = junk
+        .request(s.reserve(), garbage.clone(), Duration::from_millis(50))
+        .await;
+    assert!(matches!(reply, Err(BusError::Timeout)), "{reply:?}");
+
+    let mut gw = Gateway::new(&hub, "gw1", 1);
+    gw.connect(socket("gw1.a", "/", None, &[], false)).await;
+    wait_until("the valid message", || socket_ids(&broker) == ["gw1.a"]).await;
+    assert_eq!(broker.state_json()["nodes"][0]["seq"], 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_configuration_is_refused() {
+    let hub = Hub::new();
+    let cases = [
+        BrokerConfig {
+            prefix: "a b".into(),
+            ..config("b1", LeaderMode::Always)
+        },
+        BrokerConfig {
+            id: String::new(),
+            ..config("b1", LeaderMode::Always)
+        },
+        BrokerConfig {
+            lease: Duration::from_millis(40),
+            ..config("b1", LeaderMode::Always)
+        },
+        BrokerConfig {
+            heartbeat: Duration::ZERO,
+            ..config("b1", LeaderMode::Always)
+        },
+    ];
+    for cfg in cases {
+        let got = Broker::start(hub.client(), cfg.clone()).await;
+        assert!(
+            matches!(got, Err(switchboard_broker::BrokerError::Config(_))),
+            "{cfg:?}"
+        );
+    }
+    // The KV lease needs JetStream, which the in-process hub has not.
+    let got = Broker::start(hub.client(), config("b1", LeaderMode::KvLease)).await;
+    let err = got.expect_err("no JetStream");
+    assert!(err.to_string().contains("JetStream is required"), "{err}");
+}

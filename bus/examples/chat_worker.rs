@@ -1,0 +1,522 @@
+//! The worked example: a chat service as a backend worker behind Switchboard gateways.
+//!
+//! Run the cluster (nats-server, `switchboard-broker`, gateways started with
+//! `deploy/chat.toml`), then this worker:
+//!
+//! ```text
+//! SWITCHBOARD_NATS_URL=nats://127.0.0.1:4222 cargo run --release -p switchboard-bus --example chat_worker
+//! ```
+//!
+//! Clients (official socket.io-client, with a JWT whose `sub` is the user id) talk to the `/chat`
+//! namespace. The gateways `forward` these events to this worker (queue group `chat-workers`)
+//! and send its replies back as the events' acks:
+//!
+//! | client emits | worker does | ack |
+//! |---|---|---|
+//! | `pm {to, text}` | emits `pm {from, text}` to room `user:{to}` (every socket of that user, on any gateway; each socket joins `user:{sub}` on connect) | `{ok:true}` / `{ok:false,error}` |
+//! | `join {room, password?, limit?}` | the first joiner creates the room with its password and member limit (default and cap: `CHAT_MAX_MEMBERS`, 50); later joiners must give the password; the place is reserved by the broker (capacity counted cluster-wide), then the socket's gateway is told to join it | `{ok:true, room}` / `{ok:false, error: "wrong password" \| "room full" \| ...}` |
+//! | `leave {room}` | the socket's gateway is told to leave the room | `{ok:true}` |
+//! | `say {room, text}` | emits `say {from, room, text}` to the room's other members (only a member may speak) | `{ok:true}` / `{ok:false, error: "not a member"}` |
+//!
+//! And from the broker's presence stream (the namespace has `[namespace.presence]` with
+//! `to_clients = false`, so the gateways leave the wording to the worker): `notice {kind, user,
+//! room?, text}` — "alice joined #lobby" / "alice left #lobby" to the room's members, "alice is
+//! online" / "alice is offline" to the namespace.
+//!
+//! Everything goes over the bus contract of `proto/proto/bus.proto`: replies to the forwarded
+//! requests, `Delivery` envelopes (pre-encoded Socket.IO packets) on room, namespace and node
+//! subjects, `Command` envelopes to the socket's gateway, `ReserveRequest` to the broker.
+//!
+//! State (rooms and their passwords and limits) lives in this process: run one worker, or move
+//! it to a shared store before running several.
+//!
+//! Environment: `SWITCHBOARD_NATS_URL` (default `nats://127.0.0.1:4222`),
+//! `SWITCHBOARD_SUBJECT_PREFIX` (`sio`), `CHAT_NAMESPACE` (`/chat`), `CHAT_MAX_MEMBERS` (50).
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use switchboard_bus::{Bus, Message, NatsOptions};
+use switchboard_proto::Message as _;
+use switchboard_proto::bus as pb;
+use switchboard_proto::subject::Subjects;
+
+/// Longest chat message, in characters.
+const MAX_TEXT: usize = 2000;
+/// How long the broker may take to reserve a place in a room.
+const RESERVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A room the worker manages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChatRoom {
+    password: Option<String>,
+    limit: u32,
+}
+
+/// What the worker sends in answer to something.
+#[derive(Debug, Clone, PartialEq)]
+enum Action {
+    /// Emit `event(payload)` in the namespace to `target`.
+    Emit {
+        target: pb::Target,
+        event: &'static str,
+        payload: Value,
+    },
+    /// Ask the broker for a place in `room` (capacity `limit`), then tell the socket's gateway to
+    /// join it.
+    ReserveAndJoin { room: String, limit: u32 },
+    /// Tell the socket's gateway to leave `room`.
+    Leave { room: String },
+}
+
+/// The chat logic: no I/O, so it can be tested as is.
+struct Chat {
+    max_members: u32,
+    rooms: HashMap<String, ChatRoom>,
+}
+
+/// A refused request: the client's ack is `{ok:false, error}`.
+type Refusal = &'static str;
+
+fn room_target(room: &str) -> pb::Target {
+    pb::Target {
+        rooms: vec![room.to_owned()],
+        ..Default::default()
+    }
+}
+
+fn text_arg(args: &Value, key: &str) -> Result<String, Refusal> {
+    match args.get(key) {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_TEXT => {
+            Ok(s.clone())
+        }
+        Some(Value::String(s)) if !s.trim().is_empty() => Err("text too long"),
+        _ => Err("bad request"),
+    }
+}
+
+impl Chat {
+    fn new(max_members: u32) -> Self {
+        Self {
+            max_members,
+            rooms: HashMap::new(),
+        }
+    }
+
+    /// Handles one forwarded client event: the actions to take, or why it is refused.
+    fn on_event(&mut self, ev: &pb::ClientEvent) -> Result<Vec<Action>, Refusal> {
+        let args: Vec<Value> = serde_json::from_str(&ev.args_json).map_err(|_| "bad request")?;
+        let first = args.first().cloned().unwrap_or(Value::Null);
+        let user = ev.user.clone().ok_or("not signed in")?;
+        match ev.event.as_str() {
+            "pm" => {
+                let to = text_arg(&first, "to")?;
+                let text = text_arg(&first, "text")?;
+                Ok(vec![Action::Emit {
+                    target: room_target(&format!("user:{to}")),
+                    event: "pm",
+                    payload: json!({ "from": user, "text": text }),
+                }])
+            }
+            "join" => {
+                let room = text_arg(&first, "room")?;
+                if room.starts_with("user:") {
+                    return Err("room not allowed");
+                }
+                let password = first.get("password").and_then(Value::as_str).map(str::to_owned);
+                let limit = first
+                    .get("limit")
+                    .and_then(Value::as_u64)
+                    .map_or(self.max_members, |l| {
+                        u32::try_from(l).unwrap_or(u32::MAX).clamp(1, self.max_members)
+                    });
+                let entry = self.rooms.entry(room.clone()).or_insert(ChatRoom {
+                    password: password.clone(),
+                    limit,
+                });
+                if entry.password.is_some() && entry.password != password {
+                    return Err("wrong password");
+                }
+                Ok(vec![Action::ReserveAndJoin {
+                    room,
+                    limit: entry.limit,
+                }])
+            }
+            "leave" => Ok(vec![Action::Leave {
+                room: text_arg(&first, "room")?,
+            }]),
+            "say" => {
+                let room = text_arg(&first, "room")?;
+                let text = text_arg(&first, "text")?;
+                if !ev.rooms.contains(&room) {
+                    return Err("not a member");
+                }
+                Ok(vec![Action::Emit {
+                    target: pb::Target {
+                        except_sockets: vec![ev.socket_id.clone()],
+                        ..room_target(&room)
+                    },
+                    event: "say",
+                    payload: json!({ "from": user, "room": room, "text": text }),
+                }])
+            }
+            _ => Err("unknown event"),
+        }
+    }
+
+    /// Turns a presence announcement of the broker into a notice.
+    fn on_presence(ev: &pb::PresenceEvent) -> Option<Action> {
+        use pb::presence_event::Kind;
+        let user = ev.user.as_deref().unwrap_or_default();
+        if user.is_empty() {
+            return None;
+        }
+        let room = ev.room.as_str();
+        let (kind, text, target) = match Kind::try_from(ev.kind).ok()? {
+            Kind::UserJoined => ("user_joined", format!("{user} joined #{room}"), room_target(room)),
+            Kind::UserLeft => ("user_left", format!("{user} left #{room}"), room_target(room)),
+            Kind::UserOnline => ("user_online", format!("{user} is online"), pb::Target::default()),
+            Kind::UserOffline => {
+                ("user_offline", format!("{user} is offline"), pb::Target::default())
+            }
+            Kind::MemberJoined | Kind::MemberLeft => return None,
+        };
+        let room = if matches!(kind, "user_joined" | "user_left") {
+            Value::String(room.to_owned())
+        } else {
+            Value::Null
+        };
+        Some(Action::Emit {
+            target,
+            event: "notice",
+            payload: json!({ "kind": kind, "user": user, "room": room, "text": text, "reason": ev.reason }),
+        })
+    }
+}
+
+/// The Engine.IO text frame of a Socket.IO EVENT in `ns`: `42/chat,["event",payload]`.
+fn event_packet(ns: &str, event: &str, payload: &Value) -> Bytes {
+    let body = json!([event, payload]).to_string();
+    let packet = if ns == "/" {
+        format!("42{body}")
+    } else {
+        format!("42{ns},{body}")
+    };
+    Bytes::from(packet)
+}
+
+struct Worker {
+    bus: Bus,
+    subjects: Subjects,
+    ns: String,
+    chat: Mutex<Chat>,
+}
+
+impl Worker {
+    /// The subject an emit to `target` goes on (one room → the room's subject; else the
+    /// namespace's), as the gateways route their own broadcasts.
+    fn emit_subject(&self, target: &pb::Target) -> String {
+        match target.rooms.as_slice() {
+            [room] => self.subjects.room(&self.ns, room),
+            _ => self.subjects.namespace(&self.ns),
+        }
+    }
+
+    async fn publish_envelope(&self, subject: String, body: pb::envelope::Body) {
+        let env = pb::Envelope { body: Some(body) };
+        if let Err(e) = self.bus.publish(subject, Bytes::from(env.encode_to_vec())).await {
+            tracing::warn!(error = %e, "publish failed");
+        }
+    }
+
+    async fn emit(&self, target: pb::Target, event: &str, payload: &Value) {
+        let subject = self.emit_subject(&target);
+        let delivery = pb::Delivery {
+            origin: "chat-worker".to_owned(),
+            ns: self.ns.clone(),
+            target: Some(target),
+            packet: event_packet(&self.ns, event, payload),
+            attachments: Vec::new(),
+            volatile: false,
+        };
+        self.publish_envelope(subject, pb::envelope::Body::Delivery(delivery)).await;
+    }
+
+    async fn command(&self, ev: &pb::ClientEvent, action: pb::command::Action) {
+        let command = pb::Command {
+            origin: "chat-worker".to_owned(),
+            ns: self.ns.clone(),
+            target: Some(pb::Target {
+                socket_ids: vec![ev.socket_id.clone()],
+                ..Default::default()
+            }),
+            action: Some(action),
+        };
+        self.publish_envelope(self.subjects.node(&ev.node), pb::envelope::Body::Command(command))
+            .await;
+    }
+
+    async fn reserve(&self, ev: &pb::ClientEvent, room: &str, limit: u32) -> Result<(), Refusal> {
+        use pb::reserve_reply::Outcome;
+        let req = pb::ReserveRequest {
+            ns: self.ns.clone(),
+            room: room.to_owned(),
+            socket_id: ev.socket_id.clone(),
+            max_members: limit,
+        };
+        let reply = self
+            .bus
+            .request(self.subjects.reserve(), Bytes::from(req.encode_to_vec()), RESERVE_TIMEOUT)
+            .await
+            .map_err(|_| "broker unavailable")?;
+        let reply = pb::ReserveReply::decode(reply).map_err(|_| "broker unavailable")?;
+        match Outcome::try_from(reply.outcome) {
+            Ok(Outcome::Joined | Outcome::AlreadyMember) => Ok(()),
+            Ok(Outcome::Full) => Err("room full"),
+            Ok(Outcome::UnknownSocket) | Err(_) => Err("try again"),
+        }
+    }
+
+    async fn handle_event(&self, msg: Message) {
+        let Ok(ev) = pb::ClientEvent::decode(msg.payload) else {
+            tracing::debug!("malformed client event ignored");
+            return;
+        };
+        let planned = self
+            .chat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .on_event(&ev);
+        let (mut reply, actions) = match planned {
+            Ok(actions) => (Ok(json!({ "ok": true })), actions),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        for action in actions {
+            match action {
+                Action::Emit {
+                    target,
+                    event,
+                    payload,
+                } => self.emit(target, event, &payload).await,
+                Action::ReserveAndJoin { room, limit } => match self.reserve(&ev, &room, limit).await {
+                    Ok(()) => {
+                        let join = pb::RoomList {
+                            rooms: vec![room.clone()],
+                        };
+                        self.command(&ev, pb::command::Action::Join(join)).await;
+                        reply = Ok(json!({ "ok": true, "room": room }));
+                    }
+                    Err(e) => reply = Err(e),
+                },
+                Action::Leave { room } => {
+                    let leave = pb::RoomList { rooms: vec![room] };
+                    self.command(&ev, pb::command::Action::Leave(leave)).await;
+                }
+            }
+        }
+        let Some(to) = msg.reply else {
+            return;
+        };
+        let args = match reply {
+            Ok(v) => json!([v]),
+            Err(e) => json!([{ "ok": false, "error": e }]),
+        };
+        let answer = pb::EventReply {
+            args_json: args.to_string(),
+            ..Default::default()
+        };
+        if let Err(e) = self.bus.publish(to, Bytes::from(answer.encode_to_vec())).await {
+            tracing::warn!(error = %e, "reply failed");
+        }
+    }
+
+    async fn handle_presence(&self, msg: Message) {
+        let Ok(ev) = pb::PresenceEvent::decode(msg.payload) else {
+            return;
+        };
+        if ev.ns != self.ns {
+            return;
+        }
+        if let Some(Action::Emit {
+            target,
+            event,
+            payload,
+        }) = Chat::on_presence(&ev)
+        {
+            self.emit(target, event, &payload).await;
+        }
+    }
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+async fn run() -> Result<(), String> {
+    let url = env_or("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:4222");
+    let subjects = Subjects::new(&env_or("SWITCHBOARD_SUBJECT_PREFIX", "sio"))
+        .map_err(|e| format!("SWITCHBOARD_SUBJECT_PREFIX: {e}"))?;
+    let ns = env_or("CHAT_NAMESPACE", "/chat");
+    let max_members = env_or("CHAT_MAX_MEMBERS", "50")
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or("CHAT_MAX_MEMBERS must be a positive number")?;
+    let bus = Bus::connect(&NatsOptions {
+        url,
+        name: "switchboard chat worker".to_owned(),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let worker = Arc::new(Worker {
+        bus: bus.clone(),
+        subjects: subjects.clone(),
+        ns: ns.clone(),
+        chat: Mutex::new(Chat::new(max_members)),
+    });
+    let mut events = bus
+        .queue_subscribe(subjects.all_events_in(&ns), "chat-workers".to_owned())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut presence = bus
+        .queue_subscribe(subjects.presence(&ns), "chat-workers".to_owned())
+        .await
+        .map_err(|e| e.to_string())?;
+    bus.flush().await.map_err(|e| e.to_string())?;
+    println!("chat worker ready: namespace {ns}, prefix {}", subjects.prefix());
+    loop {
+        tokio::select! {
+            Some(msg) = events.next() => {
+                let w = worker.clone();
+                tokio::spawn(async move { w.handle_event(msg).await });
+            }
+            Some(msg) = presence.next() => worker.handle_presence(msg).await,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            else => return Err("the bus closed".to_owned()),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str, args: Value, user: Option<&str>, rooms: &[&str]) -> pb::ClientEvent {
+        pb::ClientEvent {
+            node: "gw1".into(),
+            socket_id: "gw1.abc".into(),
+            ns: "/chat".into(),
+            event: name.into(),
+            args_json: args.to_string(),
+            user: user.map(str::to_owned),
+            rooms: rooms.iter().map(|r| (*r).to_owned()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn private_message_goes_to_the_user_room() {
+        let mut chat = Chat::new(50);
+        let got = chat.on_event(&event("pm", json!([{ "to": "bob", "text": "hi" }]), Some("alice"), &[]));
+        assert_eq!(
+            got,
+            Ok(vec![Action::Emit {
+                target: room_target("user:bob"),
+                event: "pm",
+                payload: json!({ "from": "alice", "text": "hi" }),
+            }])
+        );
+        let anonymous = chat.on_event(&event("pm", json!([{ "to": "bob", "text": "hi" }]), None, &[]));
+        assert_eq!(anonymous, Err("not signed in"));
+        let bad = chat.on_event(&event("pm", json!([{ "to": "bob" }]), Some("alice"), &[]));
+        assert_eq!(bad, Err("bad request"));
+    }
+
+    #[test]
+    fn rooms_keep_their_first_password_and_limit() {
+        let mut chat = Chat::new(10);
+        let create = json!([{ "room": "r", "password": "pw", "limit": 99 }]);
+        assert_eq!(
+            chat.on_event(&event("join", create, Some("a"), &[])),
+            Ok(vec![Action::ReserveAndJoin { room: "r".into(), limit: 10 }])
+        );
+        let wrong = json!([{ "room": "r", "password": "nope", "limit": 1 }]);
+        assert_eq!(chat.on_event(&event("join", wrong, Some("b"), &[])), Err("wrong password"));
+        let none = json!([{ "room": "r" }]);
+        assert_eq!(chat.on_event(&event("join", none, Some("b"), &[])), Err("wrong password"));
+        let right = json!([{ "room": "r", "password": "pw" }]);
+        assert_eq!(
+            chat.on_event(&event("join", right, Some("b"), &[])),
+            Ok(vec![Action::ReserveAndJoin { room: "r".into(), limit: 10 }])
+        );
+        let user_room = json!([{ "room": "user:b" }]);
+        assert_eq!(chat.on_event(&event("join", user_room, Some("a"), &[])), Err("room not allowed"));
+    }
+
+    #[test]
+    fn only_members_speak_and_not_to_themselves() {
+        let mut chat = Chat::new(10);
+        let say = json!([{ "room": "r", "text": "yo" }]);
+        assert_eq!(chat.on_event(&event("say", say.clone(), Some("a"), &[])), Err("not a member"));
+        let Ok(actions) = chat.on_event(&event("say", say, Some("a"), &["r"])) else {
+            panic!("a member may speak");
+        };
+        let [Action::Emit { target, event, .. }] = actions.as_slice() else {
+            panic!("one emit expected: {actions:?}");
+        };
+        assert_eq!(*event, "say");
+        assert_eq!(target.rooms, vec!["r".to_owned()]);
+        assert_eq!(target.except_sockets, vec!["gw1.abc".to_owned()]);
+    }
+
+    #[test]
+    fn presence_becomes_notices() {
+        use pb::presence_event::Kind;
+        let ev = |kind: Kind, user: &str| pb::PresenceEvent {
+            kind: kind as i32,
+            ns: "/chat".into(),
+            room: "lobby".into(),
+            user: Some(user.into()),
+            socket_id: "gw1.x".into(),
+            reason: "node_lost".into(),
+        };
+        let Some(Action::Emit { target, payload, .. }) = Chat::on_presence(&ev(Kind::UserLeft, "al")) else {
+            panic!("a notice expected");
+        };
+        assert_eq!(target, room_target("lobby"));
+        assert_eq!(payload["text"], "al left #lobby");
+        assert_eq!(payload["reason"], "node_lost");
+        let Some(Action::Emit { target, payload, .. }) = Chat::on_presence(&ev(Kind::UserOnline, "al")) else {
+            panic!("a notice expected");
+        };
+        assert_eq!(target, pb::Target::default());
+        assert_eq!(payload["room"], Value::Null);
+        assert_eq!(Chat::on_presence(&ev(Kind::MemberJoined, "al")), None);
+        assert_eq!(Chat::on_presence(&ev(Kind::UserJoined, "")), None);
+    }
+
+    #[test]
+    fn packets_are_engine_io_text_frames() {
+        assert_eq!(&event_packet("/chat", "pm", &json!({"a": 1}))[..], br#"42/chat,["pm",{"a":1}]"#);
+        assert_eq!(&event_packet("/", "pm", &json!(null))[..], br#"42["pm",null]"#);
+    }
+}
