@@ -127,13 +127,19 @@ impl Chat {
                 if room.starts_with("user:") {
                     return Err("room not allowed");
                 }
-                let password = first.get("password").and_then(Value::as_str).map(str::to_owned);
-                let limit = first
-                    .get("limit")
-                    .and_then(Value::as_u64)
-                    .map_or(self.max_members, |l| {
-                        u32::try_from(l).unwrap_or(u32::MAX).clamp(1, self.max_members)
-                    });
+                let password = first
+                    .get("password")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                let limit =
+                    first
+                        .get("limit")
+                        .and_then(Value::as_u64)
+                        .map_or(self.max_members, |l| {
+                            u32::try_from(l)
+                                .unwrap_or(u32::MAX)
+                                .clamp(1, self.max_members)
+                        });
                 let entry = self.rooms.entry(room.clone()).or_insert(ChatRoom {
                     password: password.clone(),
                     limit,
@@ -177,12 +183,26 @@ impl Chat {
         }
         let room = ev.room.as_str();
         let (kind, text, target) = match Kind::try_from(ev.kind).ok()? {
-            Kind::UserJoined => ("user_joined", format!("{user} joined #{room}"), room_target(room)),
-            Kind::UserLeft => ("user_left", format!("{user} left #{room}"), room_target(room)),
-            Kind::UserOnline => ("user_online", format!("{user} is online"), pb::Target::default()),
-            Kind::UserOffline => {
-                ("user_offline", format!("{user} is offline"), pb::Target::default())
-            }
+            Kind::UserJoined => (
+                "user_joined",
+                format!("{user} joined #{room}"),
+                room_target(room),
+            ),
+            Kind::UserLeft => (
+                "user_left",
+                format!("{user} left #{room}"),
+                room_target(room),
+            ),
+            Kind::UserOnline => (
+                "user_online",
+                format!("{user} is online"),
+                pb::Target::default(),
+            ),
+            Kind::UserOffline => (
+                "user_offline",
+                format!("{user} is offline"),
+                pb::Target::default(),
+            ),
             Kind::MemberJoined | Kind::MemberLeft => return None,
         };
         let room = if matches!(kind, "user_joined" | "user_left") {
@@ -228,7 +248,11 @@ impl Worker {
 
     async fn publish_envelope(&self, subject: String, body: pb::envelope::Body) {
         let env = pb::Envelope { body: Some(body) };
-        if let Err(e) = self.bus.publish(subject, Bytes::from(env.encode_to_vec())).await {
+        if let Err(e) = self
+            .bus
+            .publish(subject, Bytes::from(env.encode_to_vec()))
+            .await
+        {
             tracing::warn!(error = %e, "publish failed");
         }
     }
@@ -243,7 +267,8 @@ impl Worker {
             attachments: Vec::new(),
             volatile: false,
         };
-        self.publish_envelope(subject, pb::envelope::Body::Delivery(delivery)).await;
+        self.publish_envelope(subject, pb::envelope::Body::Delivery(delivery))
+            .await;
     }
 
     async fn command(&self, ev: &pb::ClientEvent, action: pb::command::Action) {
@@ -256,8 +281,11 @@ impl Worker {
             }),
             action: Some(action),
         };
-        self.publish_envelope(self.subjects.node(&ev.node), pb::envelope::Body::Command(command))
-            .await;
+        self.publish_envelope(
+            self.subjects.node(&ev.node),
+            pb::envelope::Body::Command(command),
+        )
+        .await;
     }
 
     async fn reserve(&self, ev: &pb::ClientEvent, room: &str, limit: u32) -> Result<(), Refusal> {
@@ -270,7 +298,11 @@ impl Worker {
         };
         let reply = self
             .bus
-            .request(self.subjects.reserve(), Bytes::from(req.encode_to_vec()), RESERVE_TIMEOUT)
+            .request(
+                self.subjects.reserve(),
+                Bytes::from(req.encode_to_vec()),
+                RESERVE_TIMEOUT,
+            )
             .await
             .map_err(|_| "broker unavailable")?;
         let reply = pb::ReserveReply::decode(reply).map_err(|_| "broker unavailable")?;
@@ -302,16 +334,18 @@ impl Worker {
                     event,
                     payload,
                 } => self.emit(target, event, &payload).await,
-                Action::ReserveAndJoin { room, limit } => match self.reserve(&ev, &room, limit).await {
-                    Ok(()) => {
-                        let join = pb::RoomList {
-                            rooms: vec![room.clone()],
-                        };
-                        self.command(&ev, pb::command::Action::Join(join)).await;
-                        reply = Ok(json!({ "ok": true, "room": room }));
+                Action::ReserveAndJoin { room, limit } => {
+                    match self.reserve(&ev, &room, limit).await {
+                        Ok(()) => {
+                            let join = pb::RoomList {
+                                rooms: vec![room.clone()],
+                            };
+                            self.command(&ev, pb::command::Action::Join(join)).await;
+                            reply = Ok(json!({ "ok": true, "room": room }));
+                        }
+                        Err(e) => reply = Err(e),
                     }
-                    Err(e) => reply = Err(e),
-                },
+                }
                 Action::Leave { room } => {
                     let leave = pb::RoomList { rooms: vec![room] };
                     self.command(&ev, pb::command::Action::Leave(leave)).await;
@@ -329,7 +363,11 @@ impl Worker {
             args_json: args.to_string(),
             ..Default::default()
         };
-        if let Err(e) = self.bus.publish(to, Bytes::from(answer.encode_to_vec())).await {
+        if let Err(e) = self
+            .bus
+            .publish(to, Bytes::from(answer.encode_to_vec()))
+            .await
+        {
             tracing::warn!(error = %e, "reply failed");
         }
     }
@@ -391,7 +429,10 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     bus.flush().await.map_err(|e| e.to_string())?;
-    println!("chat worker ready: namespace {ns}, prefix {}", subjects.prefix());
+    println!(
+        "chat worker ready: namespace {ns}, prefix {}",
+        subjects.prefix()
+    );
     loop {
         tokio::select! {
             Some(msg) = events.next() => {
@@ -436,7 +477,12 @@ mod tests {
     #[test]
     fn private_message_goes_to_the_user_room() {
         let mut chat = Chat::new(50);
-        let got = chat.on_event(&event("pm", json!([{ "to": "bob", "text": "hi" }]), Some("alice"), &[]));
+        let got = chat.on_event(&event(
+            "pm",
+            json!([{ "to": "bob", "text": "hi" }]),
+            Some("alice"),
+            &[],
+        ));
         assert_eq!(
             got,
             Ok(vec![Action::Emit {
@@ -445,7 +491,12 @@ mod tests {
                 payload: json!({ "from": "alice", "text": "hi" }),
             }])
         );
-        let anonymous = chat.on_event(&event("pm", json!([{ "to": "bob", "text": "hi" }]), None, &[]));
+        let anonymous = chat.on_event(&event(
+            "pm",
+            json!([{ "to": "bob", "text": "hi" }]),
+            None,
+            &[],
+        ));
         assert_eq!(anonymous, Err("not signed in"));
         let bad = chat.on_event(&event("pm", json!([{ "to": "bob" }]), Some("alice"), &[]));
         assert_eq!(bad, Err("bad request"));
@@ -457,26 +508,44 @@ mod tests {
         let create = json!([{ "room": "r", "password": "pw", "limit": 99 }]);
         assert_eq!(
             chat.on_event(&event("join", create, Some("a"), &[])),
-            Ok(vec![Action::ReserveAndJoin { room: "r".into(), limit: 10 }])
+            Ok(vec![Action::ReserveAndJoin {
+                room: "r".into(),
+                limit: 10
+            }])
         );
         let wrong = json!([{ "room": "r", "password": "nope", "limit": 1 }]);
-        assert_eq!(chat.on_event(&event("join", wrong, Some("b"), &[])), Err("wrong password"));
+        assert_eq!(
+            chat.on_event(&event("join", wrong, Some("b"), &[])),
+            Err("wrong password")
+        );
         let none = json!([{ "room": "r" }]);
-        assert_eq!(chat.on_event(&event("join", none, Some("b"), &[])), Err("wrong password"));
+        assert_eq!(
+            chat.on_event(&event("join", none, Some("b"), &[])),
+            Err("wrong password")
+        );
         let right = json!([{ "room": "r", "password": "pw" }]);
         assert_eq!(
             chat.on_event(&event("join", right, Some("b"), &[])),
-            Ok(vec![Action::ReserveAndJoin { room: "r".into(), limit: 10 }])
+            Ok(vec![Action::ReserveAndJoin {
+                room: "r".into(),
+                limit: 10
+            }])
         );
         let user_room = json!([{ "room": "user:b" }]);
-        assert_eq!(chat.on_event(&event("join", user_room, Some("a"), &[])), Err("room not allowed"));
+        assert_eq!(
+            chat.on_event(&event("join", user_room, Some("a"), &[])),
+            Err("room not allowed")
+        );
     }
 
     #[test]
     fn only_members_speak_and_not_to_themselves() {
         let mut chat = Chat::new(10);
         let say = json!([{ "room": "r", "text": "yo" }]);
-        assert_eq!(chat.on_event(&event("say", say.clone(), Some("a"), &[])), Err("not a member"));
+        assert_eq!(
+            chat.on_event(&event("say", say.clone(), Some("a"), &[])),
+            Err("not a member")
+        );
         let Ok(actions) = chat.on_event(&event("say", say, Some("a"), &["r"])) else {
             panic!("a member may speak");
         };
@@ -499,13 +568,19 @@ mod tests {
             socket_id: "gw1.x".into(),
             reason: "node_lost".into(),
         };
-        let Some(Action::Emit { target, payload, .. }) = Chat::on_presence(&ev(Kind::UserLeft, "al")) else {
+        let Some(Action::Emit {
+            target, payload, ..
+        }) = Chat::on_presence(&ev(Kind::UserLeft, "al"))
+        else {
             panic!("a notice expected");
         };
         assert_eq!(target, room_target("lobby"));
         assert_eq!(payload["text"], "al left #lobby");
         assert_eq!(payload["reason"], "node_lost");
-        let Some(Action::Emit { target, payload, .. }) = Chat::on_presence(&ev(Kind::UserOnline, "al")) else {
+        let Some(Action::Emit {
+            target, payload, ..
+        }) = Chat::on_presence(&ev(Kind::UserOnline, "al"))
+        else {
             panic!("a notice expected");
         };
         assert_eq!(target, pb::Target::default());
@@ -516,7 +591,13 @@ mod tests {
 
     #[test]
     fn packets_are_engine_io_text_frames() {
-        assert_eq!(&event_packet("/chat", "pm", &json!({"a": 1}))[..], br#"42/chat,["pm",{"a":1}]"#);
-        assert_eq!(&event_packet("/", "pm", &json!(null))[..], br#"42["pm",null]"#);
+        assert_eq!(
+            &event_packet("/chat", "pm", &json!({"a": 1}))[..],
+            br#"42/chat,["pm",{"a":1}]"#
+        );
+        assert_eq!(
+            &event_packet("/", "pm", &json!(null))[..],
+            br#"42["pm",null]"#
+        );
     }
 }

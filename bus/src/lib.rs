@@ -367,7 +367,10 @@ fn on_event(tx: &watch::Sender<Link>, event: async_nats::Event) {
 enum SubInner {
     Nats(async_nats::Subscriber),
     /// The guard is held for its `Drop`: it unsubscribes.
-    Local(tokio::sync::mpsc::Receiver<Message>, #[allow(dead_code)] local::SubGuard),
+    Local(
+        tokio::sync::mpsc::Receiver<Message>,
+        #[allow(dead_code)] local::SubGuard,
+    ),
 }
 
 /// A subscription: messages in order of arrival. Dropping it unsubscribes.

@@ -91,7 +91,9 @@ impl Inner {
         let pattern: Vec<String> = subject.split('.').map(str::to_owned).collect();
         let valid = !subject.is_empty()
             && pattern.iter().enumerate().all(|(i, t)| {
-                !t.is_empty() && (t != ">" || i + 1 == pattern.len()) && !t.contains(char::is_whitespace)
+                !t.is_empty()
+                    && (t != ">" || i + 1 == pattern.len())
+                    && !t.contains(char::is_whitespace)
             });
         if !valid {
             return Err(BusError::Subscribe(format!("invalid subject {subject:?}")));
@@ -108,10 +110,13 @@ impl Inner {
                 group,
                 tx,
             });
-        Ok((rx, SubGuard {
-            hub: self.clone(),
-            id,
-        }))
+        Ok((
+            rx,
+            SubGuard {
+                hub: self.clone(),
+                id,
+            },
+        ))
     }
 
     /// Delivers to every matching subscription of other clients (one member per queue group);

@@ -12,10 +12,14 @@ async fn publish_reaches_other_clients_not_the_publisher() {
     let (a, b) = (hub.client(), hub.client());
     let mut on_a = a.subscribe("x.*".into()).await.expect("subscribe");
     let mut on_b = b.subscribe("x.*".into()).await.expect("subscribe");
-    a.publish("x.1".into(), Bytes::from_static(b"hi")).await.expect("publish");
+    a.publish("x.1".into(), Bytes::from_static(b"hi"))
+        .await
+        .expect("publish");
     let m = on_b.next().await.expect("b receives");
     assert_eq!((m.subject.as_str(), &m.payload[..]), ("x.1", &b"hi"[..]));
-    b.publish("x.2".into(), Bytes::from_static(b"back")).await.expect("publish");
+    b.publish("x.2".into(), Bytes::from_static(b"back"))
+        .await
+        .expect("publish");
     let m = on_a.next().await.expect("a receives b's message");
     // a's own message never came back: the first thing a sees is b's.
     assert_eq!(m.subject, "x.2");
@@ -27,14 +31,17 @@ async fn order_is_kept_and_drop_unsubscribes() {
     let (a, b) = (hub.client(), hub.client());
     let mut sub = b.subscribe("r".into()).await.expect("subscribe");
     for i in 0..100u8 {
-        a.publish("r".into(), Bytes::from(vec![i])).await.expect("publish");
+        a.publish("r".into(), Bytes::from(vec![i]))
+            .await
+            .expect("publish");
     }
     for i in 0..100u8 {
         assert_eq!(sub.next().await.expect("message").payload[0], i);
     }
     drop(sub);
     assert!(matches!(
-        a.request("r".into(), Bytes::new(), Duration::from_millis(50)).await,
+        a.request("r".into(), Bytes::new(), Duration::from_millis(50))
+            .await,
         Err(BusError::NoResponders)
     ));
 }
@@ -44,10 +51,18 @@ async fn queue_groups_share_messages() {
     let hub = Hub::new();
     let p = hub.client();
     let (w1, w2) = (hub.client(), hub.client());
-    let mut s1 = w1.queue_subscribe("job".into(), "workers".into()).await.expect("sub");
-    let mut s2 = w2.queue_subscribe("job".into(), "workers".into()).await.expect("sub");
+    let mut s1 = w1
+        .queue_subscribe("job".into(), "workers".into())
+        .await
+        .expect("sub");
+    let mut s2 = w2
+        .queue_subscribe("job".into(), "workers".into())
+        .await
+        .expect("sub");
     for _ in 0..10 {
-        p.publish("job".into(), Bytes::new()).await.expect("publish");
+        p.publish("job".into(), Bytes::new())
+            .await
+            .expect("publish");
     }
     let mut got = 0;
     for s in [&mut s1, &mut s2] {
@@ -75,13 +90,21 @@ async fn request_reply_and_timeout() {
         }
     });
     let got = client
-        .request("echo".into(), Bytes::from_static(b"ping"), Duration::from_secs(5))
+        .request(
+            "echo".into(),
+            Bytes::from_static(b"ping"),
+            Duration::from_secs(5),
+        )
         .await
         .expect("answered");
     assert_eq!(&got[..], b"ping");
     tokio::time::pause();
     let late = client
-        .request("echo".into(), Bytes::from_static(b"2"), Duration::from_millis(100))
+        .request(
+            "echo".into(),
+            Bytes::from_static(b"2"),
+            Duration::from_millis(100),
+        )
         .await;
     assert!(matches!(late, Err(BusError::Timeout)), "{late:?}");
     answer.abort();

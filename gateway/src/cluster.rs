@@ -27,7 +27,7 @@ use switchboard_bus::{Bus, BusError, Subscription};
 use switchboard_proto::Message as _;
 use switchboard_proto::bus::{self as pb, envelope, member_message, presence_event};
 use switchboard_proto::subject::Subjects;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::auth::Claims;
@@ -38,6 +38,8 @@ use crate::sio::{Adapter, Args, DisconnectReason, Room, Server, Socket, Target};
 
 /// Messages the publisher may hold before new ones are dropped.
 const OUT_QUEUE: usize = 65_536;
+/// Longest wait for the subscriptions of a join before its ack goes anyway.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a room capacity check may take.
 const RESERVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a capacity check is asked while the broker does not know the socket yet.
@@ -121,6 +123,8 @@ struct Inner {
     st: Mutex<St>,
     out: mpsc::Sender<Out>,
     interest_changed: Notify,
+    /// The interest version whose subscriptions the NATS server has confirmed.
+    applied: watch::Sender<u64>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -156,6 +160,7 @@ impl Cluster {
                 st: Mutex::new(St::default()),
                 out: tx,
                 interest_changed: Notify::new(),
+                applied: watch::Sender::new(0),
                 tasks: Mutex::new(Vec::new()),
             }),
         };
@@ -558,6 +563,20 @@ impl Bridge for Cluster {
         })
     }
 
+    /// Resolves once the subscriptions for this node's current memberships are in place at the
+    /// NATS server (at once while the link is down; at most [`SETTLE_TIMEOUT`]).
+    fn settled(&self) -> BoxFuture<()> {
+        let version = lock(&self.inner.st).version;
+        let mut applied = self.inner.applied.subscribe();
+        let up = self.inner.bus.is_up();
+        Box::pin(async move {
+            if up {
+                let _ =
+                    tokio::time::timeout(SETTLE_TIMEOUT, applied.wait_for(|v| *v >= version)).await;
+            }
+        })
+    }
+
     /// Asks the broker (the leader's reserve subscription) for a place in the room. The broker
     /// may not have seen the socket's connect yet: an unknown socket is asked about again.
     fn reserve(
@@ -897,15 +916,194 @@ async fn interests(cluster: Cluster) {
             tokio::time::sleep(Duration::from_millis(500)).await;
             seen = u64::MAX;
         } else {
+            // The server has every SUB before it answers the flush's PING.
+            if tokio::time::timeout(SETTLE_TIMEOUT, cluster.inner.bus.flush())
+                .await
+                .is_ok()
+            {
+                cluster.inner.applied.send_replace(version);
+            }
             seen = version;
         }
     }
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::engine::{Conn, Engine, Handler as _, HandshakeInfo, Transport};
+    use crate::engineio::Payload;
+    use crate::sio::{Config, ConnData};
+    use switchboard_bus::Hub;
+
+    struct Node {
+        io: Server,
+        engine: Arc<Engine<Server>>,
+        cluster: Cluster,
+    }
+
+    async fn node(hub: &Hub, id: &str, drop_seqs: Vec<u64>) -> Node {
+        let io = Server::new(Config::default());
+        io.of("/chat");
+        let node = NodeId::parse(id).unwrap();
+        let cfg = ClusterConfig {
+            node: node.clone(),
+            subjects: Subjects::new("t").unwrap(),
+            heartbeat: Duration::from_secs(3600),
+            presence: HashMap::new(),
+            connections: Arc::new(|| 0),
+            drop_seqs,
+        };
+        let cluster = Cluster::start(hub.client(), io.clone(), cfg).await.unwrap();
+        let engine = Engine::new(Default::default(), io.clone(), node);
+        Node {
+            io,
+            engine,
+            cluster,
+        }
+    }
+
+    impl Node {
+        fn socket(&self) -> (Arc<Conn<ConnData>>, Socket) {
+            let info = HandshakeInfo {
+                remote: "127.0.0.1:1".parse().unwrap(),
+                headers: http::HeaderMap::new(),
+                query: Vec::new(),
+                issued_ms: 0,
+            };
+            let (conn, _) = self
+                .engine
+                .open(Transport::WebSocket, info, tokio::time::Instant::now())
+                .unwrap();
+            self.engine
+                .handler
+                .on_message(&conn, Payload::Text(Bytes::from_static(b"0/chat,")));
+            let socket = self.io.all_sockets().into_iter().last().unwrap();
+            drain(&conn);
+            (conn, socket)
+        }
+    }
+
+    fn drain(conn: &Arc<Conn<ConnData>>) -> Vec<Bytes> {
+        conn.lock()
+            .drain()
+            .into_iter()
+            .map(|f| match f {
+                Frame::Text(b) | Frame::Binary(b) => b,
+            })
+            .collect()
+    }
+
+    /// Waits (bounded) until `f` holds, yielding to the cluster's tasks.
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..2000 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    async fn next_member(sub: &mut Subscription) -> pb::MemberMessage {
+        let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        pb::MemberMessage::decode(msg.payload).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_room_emit_crosses_nodes_as_the_same_bytes_once() {
+        let hub = Hub::new();
+        let a = node(&hub, "a", vec![]).await;
+        let b = node(&hub, "b", vec![]).await;
+        let (_ca, sa) = a.socket();
+        let (cb, sb) = b.socket();
+        let (cb2, _outsider) = b.socket();
+        sa.join("room");
+        sb.join("room");
+        // The join's subscription is confirmed before a join ack would go out.
+        b.cluster.settled().await;
+        sa.to("room").emit("hi", Args::new(vec![json!({"n": 1})]));
+        let mut got = Vec::new();
+        until("the relay on b", || {
+            got.extend(drain(&cb));
+            !got.is_empty()
+        })
+        .await;
+        assert_eq!(got, vec![Bytes::from_static(br#"42/chat,["hi",{"n":1}]"#)]);
+        // Several rooms and an exception go by the namespace subject, filtered at b.
+        a.io.get("/chat")
+            .unwrap()
+            .to("room")
+            .to("other")
+            .except_socket(sb.id())
+            .emit("x", Args::none());
+        a.io.get("/chat")
+            .unwrap()
+            .broadcast()
+            .to_socket(sb.id())
+            .emit("direct", Args::none());
+        let mut got = Vec::new();
+        until("the direct emit on b", || {
+            got.extend(drain(&cb));
+            !got.is_empty()
+        })
+        .await;
+        assert_eq!(got, vec![Bytes::from_static(br#"42/chat,["direct"]"#)]);
+        assert!(drain(&cb2).is_empty(), "b's other socket is in no room");
+    }
+
+    #[tokio::test]
+    async fn membership_is_sequenced_and_a_dropped_event_leaves_a_gap_a_snapshot_fills() {
+        let hub = Hub::new();
+        let broker = hub.client();
+        let subjects = Subjects::new("t").unwrap();
+        let mut members = broker.subscribe(subjects.all_members()).await.unwrap();
+        let a = node(&hub, "a", vec![2]).await;
+        let start = next_member(&mut members).await;
+        assert!(
+            matches!(start.body, Some(member_message::Body::Snapshot(ref p)) if p.last && p.sockets.is_empty())
+        );
+        let (_c, s) = a.socket();
+        s.join("r1");
+        s.join("r2");
+        let connect = next_member(&mut members).await;
+        assert_eq!(connect.seq, 1);
+        assert!(matches!(
+            connect.body,
+            Some(member_message::Body::Connect(_))
+        ));
+        let join = next_member(&mut members).await;
+        assert_eq!(
+            join.seq, 3,
+            "seq 2 (the join of r1) was dropped by the fault injection"
+        );
+        broker
+            .publish(
+                subjects.snapshot("a"),
+                Bytes::from(
+                    pb::SnapshotRequest {
+                        broker: "x".into(),
+                        request_id: 7,
+                    }
+                    .encode_to_vec(),
+                ),
+            )
+            .await
+            .unwrap();
+        let snap = next_member(&mut members).await;
+        let Some(member_message::Body::Snapshot(part)) = snap.body else {
+            panic!("a snapshot expected: {snap:?}");
+        };
+        assert_eq!((snap.seq, part.request_id, part.last), (3, 7, true));
+        assert_eq!(part.sockets.len(), 1);
+        let mut rooms = part.sockets[0].rooms.clone();
+        rooms.sort();
+        assert_eq!(rooms, vec!["r1".to_owned(), "r2".to_owned()]);
+    }
 
     #[test]
     fn query_encoding_is_unambiguous() {

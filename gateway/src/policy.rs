@@ -656,6 +656,9 @@ pub trait Bridge: Send + Sync + 'static {
         args: Args,
         timeout: Option<Duration>,
     ) -> BoxFuture<Result<Args, String>>;
+    /// Resolves once what this node's sockets have joined so far is subscribed cluster-wide, so
+    /// that a join's ack promises the room's traffic.
+    fn settled(&self) -> BoxFuture<()>;
     /// Reserves a place in a room with capacity `max_members` for the socket.
     fn reserve(
         &self,
@@ -808,7 +811,19 @@ impl NamespacePolicy {
                 return self.join_cluster(socket, event, rule, claims);
             }
             Action::Forward(rule) => return self.forward(socket, event, rule),
-            Action::Join(rule) => self.join(socket, &event, rule, claims),
+            Action::Join(rule) => {
+                let outcome = self.join(socket, &event, rule, claims);
+                if let (Ok(()), Some(bridge), Some(acker)) =
+                    (&outcome, &self.bridge, event.take_ack())
+                {
+                    let settled = bridge.settled();
+                    tokio::spawn(async move {
+                        settled.await;
+                        acker.send(ack_args(&Ok(())));
+                    });
+                }
+                outcome
+            }
             Action::Leave(rule) => leave(socket, &event, rule, claims),
             Action::Relay(rule) => return self.finish_owned(relay(socket, event, rule, claims)),
             Action::Broadcast(rule) => return self.finish_owned(broadcast(socket, event, rule)),
@@ -878,6 +893,7 @@ impl NamespacePolicy {
                             .to(room.as_str())
                             .emit(announce, Args::new(vec![payload]));
                     }
+                    bridge.settled().await;
                     Ok(())
                 }
                 Err(e) => {

@@ -350,3 +350,154 @@ fn room_capacity_is_checked_under_the_lock() {
     assert_eq!(sockets[2].join_within("r", 0), Ok(true), "0 means no limit");
     assert_eq!(ns.room_len("r"), 3);
 }
+
+/// Records what the server reports to its adapter.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl Adapter for Recorder {
+    fn connected(&self, socket: &Socket) {
+        self.push(format!(
+            "connect {} {:?}",
+            socket.namespace().name(),
+            socket.rooms()
+        ));
+    }
+    fn disconnected(&self, socket: &Socket, rooms: &[Room], reason: DisconnectReason) {
+        self.push(format!("disconnect {rooms:?} {reason}"));
+        assert!(
+            socket.rooms().is_empty(),
+            "memberships are gone when reported"
+        );
+    }
+    fn joined(&self, _: &Socket, room: &Room) {
+        self.push(format!("join {room}"));
+    }
+    fn left(&self, _: &Socket, room: &Room) {
+        self.push(format!("leave {room}"));
+    }
+    fn broadcast(&self, ns: &str, target: &Target, frames: &[Frame], volatile: bool) {
+        let first = match frames.first() {
+            Some(Frame::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+            _ => String::new(),
+        };
+        self.push(format!(
+            "broadcast {ns} {:?} {first} {volatile}",
+            target.rooms
+        ));
+    }
+}
+
+impl Recorder {
+    fn push(&self, s: String) {
+        self.0.lock().expect("lock").push(s);
+    }
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+    }
+}
+
+#[test]
+fn the_adapter_hears_every_membership_change_and_broadcast_once() {
+    let (io, engine) = setup();
+    let rec = Arc::new(Recorder::default());
+    assert!(io.set_adapter(rec.clone()));
+    assert!(!io.set_adapter(rec.clone()), "an adapter is set once");
+    io.of("/chat").use_middleware(|req| {
+        req.join("auto");
+        Ok(())
+    });
+    let conn = open(&engine);
+    let id = connect(&engine, &conn, "/chat");
+    let socket = io
+        .get("/chat")
+        .and_then(|ns| ns.socket(&id))
+        .expect("socket");
+    assert!(socket.join("r1"));
+    assert!(!socket.join("r1"), "a second join changes nothing");
+    assert!(socket.leave("r1"));
+    assert!(!socket.leave("r1"));
+    io.get("/chat")
+        .expect("ns")
+        .to("auto")
+        .emit("hi", Args::new(vec![json!(1)]));
+    io.get("/chat")
+        .expect("ns")
+        .to("auto")
+        .local()
+        .emit("quiet", Args::none());
+    socket.disconnect();
+    assert_eq!(
+        rec.take(),
+        vec![
+            r#"connect /chat ["auto"]"#.to_owned(),
+            "join r1".to_owned(),
+            "leave r1".to_owned(),
+            r#"broadcast /chat ["auto"] 42/chat,["hi",1] false"#.to_owned(),
+            r#"disconnect ["auto"] server namespace disconnect"#.to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn remote_deliveries_follow_the_target_and_are_not_reported_again() {
+    let (io, engine) = setup();
+    let rec = Arc::new(Recorder::default());
+    io.set_adapter(rec.clone());
+    io.of("/");
+    let conns: Vec<_> = (0..4).map(|_| open(&engine)).collect();
+    let ids: Vec<String> = conns.iter().map(|c| connect(&engine, c, "/")).collect();
+    let sockets: Vec<Socket> = ids
+        .iter()
+        .map(|id| io.get("/").and_then(|ns| ns.socket(id)).expect("socket"))
+        .collect();
+    sockets[0].join("a");
+    sockets[1].join("a");
+    sockets[1].join("b");
+    sockets[2].join("b");
+    for c in &conns {
+        out(c);
+    }
+    rec.take();
+    let frames = vec![Frame::Text(Bytes::from_static(br#"42["x"]"#))];
+    let target = Target {
+        rooms: vec!["a".into(), "b".into()],
+        except_rooms: vec![],
+        except_sockets: vec![ids[2].as_str().into()],
+        sockets: vec![ids[3].as_str().into(), ids[0].as_str().into()],
+    };
+    assert_eq!(io.deliver_remote("/", &target, &frames, false), 3);
+    let got: Vec<usize> = conns.iter().map(|c| out(c).len()).collect();
+    assert_eq!(
+        got,
+        vec![1, 1, 0, 1],
+        "each selected socket once, the excepted one never"
+    );
+    let except_room = Target {
+        except_rooms: vec!["b".into()],
+        ..Target::default()
+    };
+    assert_eq!(io.deliver_remote("/", &except_room, &frames, false), 2);
+    assert_eq!(
+        io.deliver_remote("/nowhere", &Target::default(), &frames, false),
+        0
+    );
+    assert!(
+        rec.take().is_empty(),
+        "remote deliveries are not published again"
+    );
+    let selected: Vec<String> = io
+        .select(
+            "/",
+            &Target {
+                rooms: vec!["b".into()],
+                ..Target::default()
+            },
+        )
+        .iter()
+        .map(|s| s.id().to_owned())
+        .collect();
+    assert_eq!(selected.len(), 2);
+    assert!(selected.contains(&ids[1]) && selected.contains(&ids[2]));
+    assert_eq!(io.all_sockets().len(), 4);
+}
