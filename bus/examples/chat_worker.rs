@@ -266,6 +266,7 @@ impl Worker {
             packet: event_packet(&self.ns, event, payload),
             attachments: Vec::new(),
             volatile: false,
+            ack: None,
         };
         self.publish_envelope(subject, pb::envelope::Body::Delivery(delivery))
             .await;

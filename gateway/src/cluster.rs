@@ -91,6 +91,10 @@ pub struct ClusterConfig {
     pub drop_seqs: Vec<u64>,
 }
 
+/// A socket's `data` as the cluster set it (JSON text), carried in snapshots.
+#[derive(Debug, Clone)]
+pub struct SocketData(pub String);
+
 /// Subscriptions that follow local membership.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Interest {
@@ -310,7 +314,9 @@ impl Cluster {
                 claims_json: claims_json(claims.as_deref()),
                 connected_at_ms: hs.issued_ms,
             }),
-            data_json: "null".to_owned(),
+            data_json: socket
+                .get::<SocketData>()
+                .map_or_else(|| "null".to_owned(), |d| d.0.clone()),
             presence: Some(pb::PresenceFlags {
                 rooms: presence.is_some_and(|p| p.rooms),
                 users: presence.is_some_and(|p| p.users),
@@ -428,12 +434,62 @@ impl Cluster {
     fn on_delivery(&self, d: pb::Delivery) {
         ::metrics::counter!(RECEIVED).increment(1);
         let target = from_pb_target(d.target.unwrap_or_default());
+        if let Some(ack) = d.ack {
+            self.emit_with_acks(&d.ns, &target, ack, d.attachments);
+            return;
+        }
         let mut frames = Vec::with_capacity(1 + d.attachments.len());
         frames.push(Frame::Text(d.packet));
         frames.extend(d.attachments.into_iter().map(Frame::Binary));
         self.inner
             .io
             .deliver_remote(&d.ns, &target, &frames, d.volatile);
+    }
+
+    /// An emit whose every recipient's ack goes back to the sender, one `AckReply` each.
+    fn emit_with_acks(
+        &self,
+        ns: &str,
+        target: &Target,
+        ack: pb::AckRequest,
+        attachments: Vec<Bytes>,
+    ) {
+        let values = match serde_json::from_str::<Value>(&ack.args_json) {
+            Ok(Value::Array(v)) => v,
+            Ok(Value::Null) | Err(_) if ack.args_json.is_empty() => Vec::new(),
+            _ => {
+                ::metrics::counter!(MALFORMED).increment(1);
+                return;
+            }
+        };
+        let timeout = Duration::from_millis(ack.timeout_ms.clamp(1, 600_000));
+        for socket in self.inner.io.select(ns, target) {
+            let args = Args::new(values.clone()).with_attachments(attachments.clone());
+            let bus = self.inner.bus.clone();
+            let reply_to = ack.reply.clone();
+            let socket_id = socket.id().to_owned();
+            socket.emit_with_ack_cb(&ack.event, args, timeout, move |result| {
+                let reply = match result {
+                    Ok(args) => pb::AckReply {
+                        socket_id,
+                        args_json: Value::Array(args.values).to_string(),
+                        attachments: args.attachments,
+                        timed_out: false,
+                    },
+                    Err(_) => pb::AckReply {
+                        socket_id,
+                        timed_out: true,
+                        ..Default::default()
+                    },
+                };
+                let payload = Bytes::from(reply.encode_to_vec());
+                tokio::spawn(async move {
+                    if let Err(e) = bus.publish(reply_to, payload).await {
+                        tracing::debug!(error = %e, "ack reply not published");
+                    }
+                });
+            });
+        }
     }
 
     fn on_command(&self, c: pb::Command) {
@@ -456,11 +512,23 @@ impl Cluster {
             }
             Some(pb::command::Action::Disconnect(kick)) => {
                 for s in &sockets {
+                    if !kick.reason.is_empty() {
+                        s.emit("kicked", Args::new(vec![json!({ "reason": kick.reason })]));
+                    }
                     if kick.close_connection {
                         s.close_connection();
                     } else {
                         s.disconnect();
                     }
+                }
+            }
+            Some(pb::command::Action::SetData(set)) => {
+                if serde_json::from_str::<serde::de::IgnoredAny>(&set.data_json).is_err() {
+                    ::metrics::counter!(MALFORMED).increment(1);
+                    return;
+                }
+                for s in &sockets {
+                    s.insert(SocketData(set.data_json.clone()));
                 }
             }
             None => ::metrics::counter!(MALFORMED).increment(1),
@@ -696,6 +764,7 @@ impl Adapter for Cluster {
                 packet: packet.clone(),
                 attachments: attachments.clone(),
                 volatile,
+                ack: None,
             })),
         };
         if target.rooms.is_empty() && !target.sockets.is_empty() {

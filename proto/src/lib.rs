@@ -13,4 +13,15 @@ pub mod bus {
     include!(concat!(env!("OUT_DIR"), "/switchboard.bus.v1.rs"));
 }
 
+/// The broker's gRPC API (`proto/admin.proto`, package `switchboard.admin.v1`): messages, the
+/// tonic server trait and a client.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod admin {
+    include!(concat!(env!("OUT_DIR"), "/switchboard.admin.v1.rs"));
+
+    /// The encoded file descriptor set, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/admin_descriptor.bin"));
+}
+
 pub use prost::Message;
