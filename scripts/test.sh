@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: `bash scripts/test.sh`.
 #
-# 1. Installs what is missing (Debian packages: chromium for the browser test; nodejs and npm
-#    only when node is absent), with a single `apt-get update`, and only if something is missing.
+# 1. Installs what is missing (Debian packages: chromium for the browser test, nats-server for
+#    the cluster tests; nodejs and npm only when node is absent), with a single
+#    `apt-get update`, and only if something is missing.
 # 2. Builds the workspace once in release mode (binaries and examples), runs the Rust tests
 #    (reusing that build).
 # 3. Runs the end-to-end tests in tests/e2e (node's test runner): first the conformance tests
@@ -33,6 +34,8 @@ need node nodejs
 need npm npm
 need /usr/bin/chromium chromium   # the browser test (playwright-core drives Debian's Chromium)
 need taskset util-linux           # the load-test smoke run pins server and generator to cores
+# the cluster tests; Debian installs it in /usr/sbin, often not on a user's PATH
+command -v nats-server >/dev/null 2>&1 || need /usr/sbin/nats-server nats-server
 
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing missing packages: ${missing[*]}"
@@ -79,6 +82,7 @@ npm ci --no-audit --no-fund --loglevel=error </dev/null
 target="${CARGO_TARGET_DIR:-target}"
 [[ "$target" == /* ]] || target="$ROOT/$target"
 export SWITCHBOARD_GATEWAY_BIN="${SWITCHBOARD_GATEWAY_BIN:-$target/release/switchboard-gateway}"
+export SWITCHBOARD_BROKER_BIN="${SWITCHBOARD_BROKER_BIN:-$target/release/switchboard-broker}"
 export SWITCHBOARD_CONFORMANCE_BIN="${SWITCHBOARD_CONFORMANCE_BIN:-$target/release/examples/conformance}"
 
 if [ -z "${E2E_ONLY:-}" ]; then

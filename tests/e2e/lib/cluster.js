@@ -1,0 +1,421 @@
+'use strict';
+// Multi-process clusters for the end-to-end tests: a nats-server, the broker and N gateways,
+// all on 127.0.0.1 with free ports, a fresh subject prefix per cluster and test-friendly timings
+// (heartbeat 200 ms, lease 1200 ms). Plus `waitFor`, to wait for convergence instead of
+// sleeping, and `brokerTruth`, to compare the broker's view with what the clients know.
+//
+// The broker and the gateways are started with server.js's `start` (its spawning, logging,
+// `listening on` parsing and SIGKILL-on-exit). nats-server prints no such line: it is spawned
+// here, found ready through the ports file it writes, and tracked the same way. Only processes
+// started here (or by server.js) are ever signalled.
+
+const { spawn } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const util = require('node:util');
+const { start, gatewayBin, REPO } = require('./server');
+
+const TARGET = process.env.CARGO_TARGET_DIR ? path.resolve(REPO, process.env.CARGO_TARGET_DIR) : path.join(REPO, 'target');
+const START_TIMEOUT_MS = 20_000;
+const STOP_GRACE_MS = 5000;
+const LOG_LIMIT = 64 * 1024;
+/** Test-friendly timings, overridable through `env`. */
+const TIMINGS = { SWITCHBOARD_HEARTBEAT_MS: '200', SWITCHBOARD_LEASE_MS: '1200' };
+const NATS_MISSING = 'nats-server not found: apt-get install nats-server (scripts/test.sh installs it)';
+
+const natsChildren = new Set();
+const natsDirs = new Set();
+process.on('exit', () => {
+  for (const child of natsChildren) {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  for (const dir of natsDirs) {
+    try {
+      fs.rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // best effort
+    }
+  }
+});
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Path of the broker binary (override: SWITCHBOARD_BROKER_BIN). */
+function brokerBin() {
+  return process.env.SWITCHBOARD_BROKER_BIN || path.join(TARGET, 'release', 'switchboard-broker');
+}
+
+/** Path of nats-server on PATH (or Debian's /usr/sbin, often not on a user's PATH), or null. */
+function natsServerBin() {
+  const dirs = (process.env.PATH || '').split(path.delimiter).filter(Boolean);
+  for (const dir of [...dirs, '/usr/sbin', '/usr/local/sbin']) {
+    const candidate = path.join(dir, 'nats-server');
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      if (fs.statSync(candidate).isFile()) return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+/** A fresh subject prefix: `t` + 8 hex digits. */
+function uniquePrefix() {
+  return `t${crypto.randomBytes(4).toString('hex')}`;
+}
+
+/**
+ * Polls the (async) predicate `fn` every `intervalMs` until it returns something truthy, and
+ * resolves to that. Throws from `fn` count as "not yet". Rejects after `timeoutMs` with a message
+ * naming `what` and the last value (or error) seen.
+ */
+async function waitFor(fn, { timeoutMs = 5000, intervalMs = 50, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  const pending = Symbol('pending');
+  let last = '(never evaluated)';
+  for (;;) {
+    let timer;
+    try {
+      // an evaluation still running at the deadline does not hold the wait up
+      const value = await Promise.race([
+        Promise.resolve().then(fn),
+        new Promise((resolve) => {
+          timer = setTimeout(() => resolve(pending), Math.max(deadline - Date.now(), 0));
+        }),
+      ]);
+      if (value === pending) {
+        if (last === '(never evaluated)') last = new Error(`the first evaluation was still running after ${timeoutMs} ms`);
+      } else if (value) {
+        return value;
+      } else {
+        last = value;
+      }
+    } catch (err) {
+      last = err;
+    } finally {
+      clearTimeout(timer);
+    }
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      const seen = last instanceof Error ? `error: ${last.message}` : util.inspect(last, { depth: 6, breakLength: Infinity });
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value seen: ${seen}`);
+    }
+    await sleep(Math.min(intervalMs, left));
+  }
+}
+
+/**
+ * A /v1/state JSON as `{ socketId: [room, ...] }`, socket ids and rooms sorted, to deepStrictEqual
+ * against what the clients know. `ns` keeps only that namespace's sockets. Throws on a malformed
+ * state or on a socket id listed twice (which the map would otherwise hide).
+ */
+function brokerTruth(state, { ns } = {}) {
+  if (!state || !Array.isArray(state.sockets)) {
+    throw new Error(`not a /v1/state document (no "sockets" array): ${JSON.stringify(state)}`);
+  }
+  const rooms = new Map();
+  for (const socket of state.sockets) {
+    if (ns !== undefined && socket.ns !== ns) continue;
+    if (rooms.has(socket.id)) throw new Error(`socket ${socket.id} is listed twice in the state`);
+    rooms.set(socket.id, [...(socket.rooms || [])].sort());
+  }
+  return Object.fromEntries([...rooms.keys()].sort().map((id) => [id, rooms.get(id)]));
+}
+
+/** Resolves once a TCP connection to host:port succeeds (and closes it); rejects otherwise. */
+function tcpConnect(port, host = '127.0.0.1', ms = 2000) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host });
+    socket.setTimeout(ms, () => socket.destroy(new Error(`connect to ${host}:${port} timed out`)));
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve();
+    });
+    socket.once('error', reject);
+  });
+}
+
+/** Resolves once the server.js-started process `handle` has exited (polls its `exited()`). */
+async function exitOf(handle) {
+  while (!handle.exited()) await sleep(10);
+}
+
+/** SIGKILL (kill -9) a server.js-started process and wait for it to be gone. */
+async function killHandle(handle) {
+  if (handle.exited()) return;
+  try {
+    process.kill(handle.pid, 'SIGKILL');
+  } catch {
+    // exited meanwhile
+  }
+  await exitOf(handle);
+}
+
+/** SIGTERM, wait for the exit, SIGKILL after `graceMs`. */
+async function terminateHandle(handle, graceMs = STOP_GRACE_MS) {
+  if (handle.exited()) return;
+  try {
+    process.kill(handle.pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  const timer = setTimeout(() => {
+    if (!handle.exited()) process.kill(handle.pid, 'SIGKILL');
+  }, graceMs);
+  await exitOf(handle);
+  clearTimeout(timer);
+}
+
+/** GET `url` and parse the JSON body; throws on a non-2xx status. */
+async function getJson(url) {
+  const res = await fetch(url);
+  const body = await res.text();
+  if (!res.ok) throw new Error(`GET ${url}: ${res.status} ${body}`);
+  return JSON.parse(body);
+}
+
+/**
+ * A nats-server with JetStream on 127.0.0.1 (a free port, or `port`). Resolves to
+ * { url, port, pid, stop(), kill(), restart(), logs() }; `pid` follows restarts.
+ */
+async function startNats({ port } = {}) {
+  const bin = natsServerBin();
+  if (!bin) throw new Error(NATS_MISSING);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-nats-'));
+  natsDirs.add(dir);
+  let logs = '';
+  let current = null; // { child, exited, exitedPromise }
+
+  const keep = (chunk) => {
+    logs += chunk;
+    if (logs.length > LOG_LIMIT) logs = logs.slice(-LOG_LIMIT);
+    if (process.env.E2E_VERBOSE) process.stderr.write(`[nats] ${chunk}`);
+  };
+
+  /** One nats-server process; resolves to its client port once it accepts connections. */
+  const spawnOnce = (wantPort) =>
+    new Promise((resolve, reject) => {
+      fs.mkdirSync(path.join(dir, 'js'), { recursive: true });
+      const args = ['-a', '127.0.0.1', '-p', String(wantPort ?? -1), '--ports_file_dir', dir, '-js', '-sd', path.join(dir, 'js')];
+      const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      natsChildren.add(child);
+      const proc = { child, exited: false };
+      proc.exitedPromise = new Promise((done) => {
+        child.once('exit', (code, signal) => {
+          proc.exited = true;
+          natsChildren.delete(child);
+          done({ code, signal });
+        });
+      });
+      current = proc;
+      for (const stream of [child.stdout, child.stderr]) {
+        stream.setEncoding('utf8');
+        stream.on('data', keep);
+      }
+      let settled = false;
+      const fail = (why) => {
+        if (settled) return;
+        settled = true;
+        if (!proc.exited) child.kill('SIGKILL');
+        reject(new Error(`nats-server (${bin} ${args.join(' ')}): ${why}\n--- its output ---\n${logs}`));
+      };
+      child.once('error', (err) => fail(`could not start: ${err.message}`));
+      proc.exitedPromise.then(({ code, signal }) => fail(`exited before ready (code ${code}, signal ${signal})`));
+      const deadline = Date.now() + START_TIMEOUT_MS;
+      const portsFile = () => path.join(dir, `nats-server_${child.pid}.ports`);
+      (async () => {
+        while (!settled) {
+          if (Date.now() > deadline) return fail(`no ports file within ${START_TIMEOUT_MS} ms`);
+          let ports = null;
+          try {
+            ports = JSON.parse(fs.readFileSync(portsFile(), 'utf8'));
+          } catch {
+            // not written (completely) yet
+          }
+          const url = ports && (ports.nats || []).find((u) => /^nats:\/\/127\.0\.0\.1:\d+$/.test(u));
+          if (url) {
+            const got = Number(/:(\d+)$/.exec(url)[1]);
+            try {
+              await tcpConnect(got);
+            } catch {
+              await sleep(25);
+              continue;
+            }
+            if (settled) return undefined;
+            settled = true;
+            return resolve(got);
+          }
+          await sleep(25);
+        }
+        return undefined;
+      })();
+    });
+
+  /** SIGTERM, wait for the exit, SIGKILL after 5 s. */
+  const halt = async () => {
+    const proc = current;
+    if (!proc || proc.exited) return;
+    proc.child.kill('SIGTERM');
+    const timer = setTimeout(() => {
+      if (!proc.exited) proc.child.kill('SIGKILL');
+    }, STOP_GRACE_MS);
+    await proc.exitedPromise;
+    clearTimeout(timer);
+  };
+
+  /** Starts on `wantPort`, retrying for a while if the port is not free yet (a restart). */
+  const launch = async (wantPort) => {
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    for (;;) {
+      try {
+        return await spawnOnce(wantPort);
+      } catch (err) {
+        const busy = wantPort != null && /address already in use/i.test(err.message);
+        if (!busy || Date.now() > deadline) throw err;
+        await sleep(100);
+      }
+    }
+  };
+
+  const got = await launch(port);
+  const nats = {
+    url: `nats://127.0.0.1:${got}`,
+    port: got,
+    get pid() {
+      return current.child.pid;
+    },
+    dir,
+    logs: () => logs,
+    exited: () => !current || current.exited,
+    /** SIGTERM (SIGKILL after 5 s), wait for the exit, remove its data directory. */
+    async stop() {
+      await halt();
+      fs.rmSync(dir, { recursive: true, force: true });
+      natsDirs.delete(dir);
+    },
+    /** SIGKILL (kill -9) and wait for the exit; the data directory stays (for a restart). */
+    async kill() {
+      const proc = current;
+      if (!proc || proc.exited) return;
+      proc.child.kill('SIGKILL');
+      await proc.exitedPromise;
+    },
+    /** Stops it, then starts it again on the same port; resolves once it accepts connections. */
+    async restart() {
+      await halt();
+      natsDirs.add(dir);
+      await launch(got);
+      return nats;
+    },
+  };
+  return nats;
+}
+
+/**
+ * The broker, connected to `natsUrl`. Resolves to
+ * { url, port, pid, stop(), kill(), logs(), exited(), state() }.
+ */
+async function startBroker({ natsUrl, prefix, env = {} } = {}) {
+  if (!natsUrl) throw new Error('startBroker: natsUrl is required');
+  const handle = await start('broker', brokerBin(), [], {
+    SWITCHBOARD_BROKER_HOST: '127.0.0.1',
+    SWITCHBOARD_BROKER_HTTP_PORT: '0',
+    ...TIMINGS,
+    ...(prefix ? { SWITCHBOARD_SUBJECT_PREFIX: prefix } : {}),
+    ...env,
+    SWITCHBOARD_NATS_URL: natsUrl,
+  });
+  return {
+    ...handle,
+    stop: () => terminateHandle(handle, STOP_GRACE_MS),
+    kill: () => killHandle(handle),
+    state: () => getJson(`${handle.url}/v1/state`),
+  };
+}
+
+/**
+ * A gateway: in cluster mode with `natsUrl`, standalone (embedded broker) without. `config` is a
+ * TOML file, absolute or relative to fixtures/. Resolves to server.js's
+ * { url, port, pid, stop(), logs(), exited() } plus nodeId, kill(), ready() (GET /ready → status)
+ * and state() (GET /v1/state, parsed; the standalone gateway serves it).
+ */
+async function startGateway({ natsUrl, nodeId = 'gw1', prefix, config, env = {} } = {}) {
+  const extra = {
+    SWITCHBOARD_PORT: '0',
+    PORT: '0',
+    SWITCHBOARD_HOST: '127.0.0.1',
+    SWITCHBOARD_NODE_ID: nodeId,
+    ...TIMINGS,
+    ...(prefix ? { SWITCHBOARD_SUBJECT_PREFIX: prefix } : {}),
+    ...(natsUrl ? { SWITCHBOARD_NATS_URL: natsUrl } : {}),
+    ...env,
+  };
+  if (config) extra.SWITCHBOARD_CONFIG = path.resolve(__dirname, '..', 'fixtures', config);
+  // Standalone means no NATS, whatever our own environment says.
+  const childEnv = natsUrl || env.SWITCHBOARD_NATS_URL ? extra : { ...extra, SWITCHBOARD_NATS_URL: undefined };
+  const handle = await start(`gateway ${nodeId}`, gatewayBin(), [], childEnv);
+  return {
+    ...handle,
+    nodeId,
+    kill: () => killHandle(handle),
+    ready: async () => (await fetch(`${handle.url}/ready`)).status,
+    state: () => getJson(`${handle.url}/v1/state`),
+  };
+}
+
+/**
+ * nats, the broker, then gateways gw1..gwN in parallel, all with a fresh prefix. `env` goes to
+ * the broker and every gateway (it can override the timings). Resolves to
+ * { nats, broker, gateways, prefix, stop() }; if any part fails to start, what did start is
+ * stopped and the error is rethrown.
+ */
+async function startCluster({ gateways = 3, config, env = {} } = {}) {
+  const prefix = uniquePrefix();
+  const started = [];
+  const stopAll = async () => {
+    // gateways first, then the broker, then NATS
+    const gws = started.filter((p) => p.role === 'gateway');
+    await Promise.allSettled(gws.map((p) => p.handle.stop()));
+    for (const role of ['broker', 'nats']) {
+      for (const p of started.filter((q) => q.role === role)) await p.handle.stop().catch(() => {});
+    }
+  };
+  try {
+    const nats = await startNats();
+    started.push({ role: 'nats', handle: nats });
+    const broker = await startBroker({ natsUrl: nats.url, prefix, env });
+    started.push({ role: 'broker', handle: broker });
+    const results = await Promise.allSettled(
+      Array.from({ length: gateways }, (_, i) => startGateway({ natsUrl: nats.url, nodeId: `gw${i + 1}`, prefix, config, env })),
+    );
+    for (const r of results) if (r.status === 'fulfilled') started.push({ role: 'gateway', handle: r.value });
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    return { nats, broker, gateways: results.map((r) => r.value), prefix, stop: stopAll };
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+}
+
+module.exports = {
+  startNats,
+  startBroker,
+  startGateway,
+  startCluster,
+  waitFor,
+  brokerTruth,
+  tcpConnect,
+  uniquePrefix,
+  brokerBin,
+  natsServerBin,
+  TIMINGS,
+};
