@@ -813,8 +813,9 @@ impl NamespacePolicy {
             Action::Forward(rule) => return self.forward(socket, event, rule),
             Action::Join(rule) => {
                 let outcome = self.join(socket, &event, rule, claims);
-                if let (Ok(()), Some(bridge), Some(acker)) =
-                    (&outcome, &self.bridge, event.take_ack())
+                // Only take the ack when a bridge will send it: taking it otherwise would drop it.
+                if let (Ok(()), Some(bridge)) = (&outcome, &self.bridge)
+                    && let Some(acker) = event.take_ack()
                 {
                     let settled = bridge.settled();
                     tokio::spawn(async move {
