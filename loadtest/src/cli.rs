@@ -2,6 +2,11 @@
 //!
 //! Every count and duration has an upper bound, so no invocation can run away; unknown flags are
 //! errors rather than silently ignored.
+//!
+//! `--url` and `--pid` take comma-separated lists (`fanout` only; `idle` takes one of each):
+//! several gateways of one cluster, and the processes whose CPU is measured, each optionally
+//! named (`gw1=123`). The name prefixes that process's keys in the report (`gw1_cpu_s`); a bare
+//! PID is named `server`, which keeps the single-server output as it always was.
 
 use std::fmt::Display;
 use std::str::FromStr;
@@ -19,10 +24,14 @@ scenarios:
   idle    --url http://127.0.0.1:PORT --pid SERVER_PID --connections N
           [--namespace /] [--hold-secs 0] [--settle-secs 2]
           Server memory (VmRSS delta) and CPU per idle, connected Socket.IO connection.
-  fanout  --url http://127.0.0.1:PORT --pid SERVER_PID --members N --rate R --seconds T
+  fanout  --url http://127.0.0.1:PORT[,URL...] --pid PID|NAME=PID[,NAME=PID...]
+          --members N --rate R --seconds T
           [--payload-bytes 16] [--namespace /chat] [--room bench] [--window 8]
           N members join a room; one sender emits `say` at R msg/s (0 = saturate, at most
           --window messages' worth of deliveries in flight); latency, loss, CPU per delivery.
+          Several URLs (gateways of one cluster): members go round-robin over them, the
+          sender to the first. Several PIDs (each NAME=PID, NAME lowercase [a-z0-9_]):
+          CPU per delivery of each process and of all of them together.
   floor   [--writes 200000] [--size 64] [--sockets 1] [--bursts-per-sec 0]
           [--writer-cpu C] [--reader-cpu C]
           CPU cost of one small write on a loopback TCP connection; with --sockets K and
@@ -42,6 +51,14 @@ const MAX_CONCURRENCY: u64 = 10_000;
 const MAX_WRITES: u64 = 100_000_000;
 const MAX_WRITE_SIZE: u64 = 1 << 20;
 const MAX_FLOOR_SOCKETS: u64 = 50_000;
+/// Entries in a `--url` or `--pid` list.
+const MAX_LIST: usize = 16;
+/// Characters in a process name.
+const MAX_NAME_CHARS: usize = 16;
+/// The name of a process given by a bare PID.
+pub(crate) const DEFAULT_PROCESS_NAME: &str = "server";
+/// Names that would collide with other keys of the report (`client_cpu_s`, `total_cpu_s`).
+const RESERVED_NAMES: &[&str] = &["client", "total"];
 
 /// What to run.
 #[derive(Debug, PartialEq)]
@@ -56,13 +73,21 @@ pub(crate) enum Command {
     Floor(Floor),
 }
 
+/// A process whose CPU time and memory a run measures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Watched {
+    /// Prefix of its keys in the report: lowercase `[a-z][a-z0-9_]*`.
+    pub(crate) name: String,
+    pub(crate) pid: u32,
+}
+
 /// Settings shared by the scenarios that talk to a server.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Common {
-    /// The server.
-    pub(crate) target: Target,
-    /// The server's process id (for RSS and CPU).
-    pub(crate) pid: u32,
+    /// The servers (gateways of one cluster), never empty; `idle` has exactly one.
+    pub(crate) targets: Vec<Target>,
+    /// The processes measured, never empty, names and PIDs distinct; `idle` has exactly one.
+    pub(crate) watched: Vec<Watched>,
     /// Runtime worker threads (1: a current-thread runtime).
     pub(crate) threads: usize,
     /// Connection handshakes in flight at once.
@@ -185,10 +210,84 @@ fn namespace(flags: &mut Flags, default: &str) -> Result<String> {
     Ok(nsp)
 }
 
+/// The non-empty entries of a comma-separated `--key` list.
+fn list<'a>(key: &str, value: &'a str) -> Result<Vec<&'a str>> {
+    let items: Vec<&str> = value.split(',').map(str::trim).collect();
+    ensure!(
+        items.iter().all(|i| !i.is_empty()),
+        "--{key}: empty entry in {value:?}"
+    );
+    ensure!(
+        items.len() <= MAX_LIST,
+        "--{key}: at most {MAX_LIST} entries (got {})",
+        items.len()
+    );
+    Ok(items)
+}
+
+/// `--url URL[,URL...]`: distinct loopback targets.
+pub(crate) fn parse_urls(value: &str) -> Result<Vec<Target>> {
+    let mut targets: Vec<Target> = Vec::new();
+    for url in list("url", value)? {
+        let target = Target::parse(url)?;
+        ensure!(!targets.contains(&target), "--url: {url} is listed twice");
+        targets.push(target);
+    }
+    Ok(targets)
+}
+
+/// `--pid PID` (named [`DEFAULT_PROCESS_NAME`]) or `--pid NAME=PID[,NAME=PID...]`.
+pub(crate) fn parse_pids(value: &str) -> Result<Vec<Watched>> {
+    let items = list("pid", value)?;
+    let mut watched: Vec<Watched> = Vec::new();
+    for item in &items {
+        let (name, pid) = match item.split_once('=') {
+            Some((name, pid)) => (name.trim(), pid.trim()),
+            None => {
+                ensure!(
+                    items.len() == 1,
+                    "--pid: with several processes, name each one (NAME=PID, got {item:?})"
+                );
+                (DEFAULT_PROCESS_NAME, *item)
+            }
+        };
+        ensure!(
+            name.len() <= MAX_NAME_CHARS
+                && name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "--pid: process name {name:?} must be 1..={MAX_NAME_CHARS} characters of a-z, 0-9 \
+             and _, starting with a letter"
+        );
+        ensure!(
+            !RESERVED_NAMES.contains(&name),
+            "--pid: process name {name:?} is reserved (its keys would collide with the report's own)"
+        );
+        let pid: u32 = pid
+            .parse()
+            .with_context(|| format!("bad value {pid:?} for --pid: not a process id"))?;
+        ensure!(pid > 0, "--pid: 0 is not a process id");
+        ensure!(
+            !watched.iter().any(|w| w.name == name),
+            "--pid: process name {name:?} is used twice"
+        );
+        ensure!(
+            !watched.iter().any(|w| w.pid == pid),
+            "--pid: process {pid} is listed twice"
+        );
+        watched.push(Watched {
+            name: name.to_owned(),
+            pid,
+        });
+    }
+    Ok(watched)
+}
+
 fn common(flags: &mut Flags) -> Result<Common> {
     Ok(Common {
-        target: Target::parse(&flags.required::<String>("url")?)?,
-        pid: flags.required("pid")?,
+        targets: parse_urls(&flags.required::<String>("url")?)?,
+        watched: parse_pids(&flags.required::<String>("pid")?)?,
         threads: bounded(
             "threads",
             flags.take("threads")?.unwrap_or(1),
@@ -219,7 +318,14 @@ pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Command> {
     let command = match scenario.as_str() {
         "" | "help" | "-h" | "--help" => return Ok(Command::Help),
         "idle" => Command::Idle(Idle {
-            common: common(&mut flags)?,
+            common: {
+                let common = common(&mut flags)?;
+                ensure!(
+                    common.targets.len() == 1 && common.watched.len() == 1,
+                    "idle takes one --url and one --pid (lists are for fanout)"
+                );
+                common
+            },
             connections: bounded(
                 "connections",
                 flags.required("connections")?,
@@ -303,7 +409,14 @@ mod tests {
         let Command::Idle(idle) = cmd else {
             panic!("not idle: {cmd:?}")
         };
-        assert_eq!(idle.common.pid, 42);
+        assert_eq!(
+            idle.common.watched,
+            [Watched {
+                name: "server".to_owned(),
+                pid: 42
+            }]
+        );
+        assert_eq!(idle.common.targets.len(), 1);
         assert_eq!(idle.common.threads, 1);
         assert_eq!(idle.connections, 10_000);
         assert_eq!(idle.namespace, "/");
@@ -333,6 +446,100 @@ mod tests {
             ),
             ("/chat", "bench", 16, 8)
         );
+    }
+
+    #[test]
+    fn fanout_cluster() {
+        let cmd = parse_str(
+            "fanout --url http://127.0.0.1:1,http://localhost:2/sio --pid gw1=11,gw2=12,nats=13,broker=14 \
+             --members 2000 --rate 10 --seconds 20",
+        )
+        .expect("valid");
+        let Command::Fanout(f) = cmd else {
+            panic!("not fanout: {cmd:?}")
+        };
+        let urls: Vec<_> = f
+            .common
+            .targets
+            .iter()
+            .map(|t| (t.addr.port(), t.host.as_str(), t.path.as_str()))
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                (1, "127.0.0.1:1", "/socket.io/"),
+                (2, "localhost:2", "/sio/")
+            ]
+        );
+        let watched: Vec<_> = f
+            .common
+            .watched
+            .iter()
+            .map(|w| (w.name.as_str(), w.pid))
+            .collect();
+        assert_eq!(
+            watched,
+            [("gw1", 11), ("gw2", 12), ("nats", 13), ("broker", 14)]
+        );
+    }
+
+    #[test]
+    fn pid_lists() {
+        let table: &[(&str, &[(&str, u32)])] = &[
+            ("42", &[("server", 42)]),
+            ("gw=42", &[("gw", 42)]),
+            ("server=7", &[("server", 7)]),
+            ("a=1,b_2=2", &[("a", 1), ("b_2", 2)]),
+            (" gw1 = 5 , gw2=6", &[("gw1", 5), ("gw2", 6)]),
+        ];
+        for &(value, want) in table {
+            let got = parse_pids(value).expect(value);
+            let got: Vec<_> = got.iter().map(|w| (w.name.as_str(), w.pid)).collect();
+            assert_eq!(got, want, "{value}");
+        }
+    }
+
+    #[test]
+    fn list_errors() {
+        let pids = [
+            ("", "empty entry"),
+            ("1,,2", "empty entry"),
+            ("gw1=1,", "empty entry"),
+            ("1,2", "name each one"),
+            ("gw1=1,2", "name each one"),
+            ("gw1=x", "not a process id"),
+            ("gw1=-1", "not a process id"),
+            ("gw1=", "not a process id"),
+            ("0", "0 is not a process id"),
+            ("=5", "must be 1..=16 characters"),
+            ("GW=5", "must be 1..=16 characters"),
+            ("1gw=5", "must be 1..=16 characters"),
+            ("gw-1=5", "must be 1..=16 characters"),
+            ("a_very_long_process_name=5", "must be 1..=16 characters"),
+            ("client=5", "reserved"),
+            ("total=5", "reserved"),
+            ("gw=1,gw=2", "used twice"),
+            ("a=1,b=1", "process 1 is listed twice"),
+            (
+                "a=1,b=2,c=3,d=4,e=5,f=6,g=7,h=8,i=9,j=10,k=11,l=12,m=13,n=14,o=15,p=16,q=17",
+                "at most 16",
+            ),
+        ];
+        for (value, want) in pids {
+            let err = parse_pids(value).expect_err(value);
+            assert!(format!("{err:#}").contains(want), "{value:?}: {err:#}");
+        }
+        let urls = [
+            ("http://127.0.0.1:1,", "empty entry"),
+            ("http://127.0.0.1:1,http://127.0.0.1:1", "listed twice"),
+            ("http://127.0.0.1:1,http://10.0.0.1:2", "non-loopback"),
+            ("http://127.0.0.1:1,127.0.0.1:2", "must start with http://"),
+            ("http://127.0.0.1:1,http://127.0.0.1", "explicit port"),
+        ];
+        for (value, want) in urls {
+            let err = parse_urls(value).expect_err(value);
+            assert!(format!("{err:#}").contains(want), "{value:?}: {err:#}");
+        }
     }
 
     #[test]
@@ -388,6 +595,18 @@ mod tests {
             (
                 "fanout --url http://127.0.0.1:1 --pid 1 --members 5 --rate 1",
                 "--seconds is required",
+            ),
+            (
+                "idle --url http://127.0.0.1:1,http://127.0.0.1:2 --pid 1 --connections 5",
+                "idle takes one --url and one --pid",
+            ),
+            (
+                "idle --url http://127.0.0.1:1 --pid a=1,b=2 --connections 5",
+                "idle takes one --url and one --pid",
+            ),
+            (
+                "fanout --url http://127.0.0.1:1 --pid 1,2 --members 5 --rate 1 --seconds 1",
+                "name each one",
             ),
             ("floor --writes", "needs a value"),
             (

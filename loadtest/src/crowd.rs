@@ -2,7 +2,9 @@
 //! then listens, answering heartbeats and timing `say` deliveries, until told to stop.
 //!
 //! Per connection there is one task, one [`Client`] (a socket and a small buffer) and a watch
-//! receiver; everything else is shared in [`Shared`]. Handshakes in flight are bounded by a
+//! receiver; everything else is shared in [`Shared`]. With several targets (gateways of one
+//! cluster), connection `i` goes to target `i % targets`, and deliveries are also counted and
+//! timed per target, so that loss or delay on one gateway shows. Handshakes in flight are bounded by a
 //! semaphore, setup by a deadline, shutdown by a deadline after which the remaining tasks are
 //! aborted. All tasks live in one `JoinSet`, so none outlives the crowd.
 
@@ -51,6 +53,9 @@ pub(crate) struct Shared {
     pub(crate) last_delivery_ns: AtomicU64,
     /// Latency of every delivery, ns.
     pub(crate) latency: Histogram,
+    /// With several targets: latency of the deliveries to each target's members (their counts
+    /// are the deliveries per target). Empty with one target, to keep its hot path short.
+    pub(crate) latency_by_target: Vec<Histogram>,
     /// Per message (by send time, ns) with a delivery slower than [`SLOW_DELIVERY`]: how many
     /// of its deliveries were, and the slowest (ns). At most one entry per message sent.
     pub(crate) slow: Mutex<BTreeMap<u64, (u64, u64)>>,
@@ -65,8 +70,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Shared state for `members` connections and a window of `window` messages.
-    pub(crate) fn new(members: usize, window: u64) -> Self {
+    /// Shared state for `members` connections spread over `targets` servers and a window of
+    /// `window` messages.
+    pub(crate) fn new(members: usize, window: u64, targets: usize) -> Self {
         Self {
             epoch: Instant::now(),
             members: members as u64,
@@ -75,6 +81,11 @@ impl Shared {
             delivered: AtomicU64::new(0),
             last_delivery_ns: AtomicU64::new(0),
             latency: Histogram::default(),
+            latency_by_target: if targets > 1 {
+                (0..targets).map(|_| Histogram::default()).collect()
+            } else {
+                Vec::new()
+            },
             slow: Mutex::new(BTreeMap::new()),
             sender_waiting: AtomicBool::new(false),
             wake: Notify::new(),
@@ -114,10 +125,14 @@ impl Shared {
         self.window_open()
     }
 
-    fn on_delivery(&self, sent_ns: u64) {
+    /// Counts a delivery of the message sent at `sent_ns` to a member of target `target`.
+    fn on_delivery(&self, sent_ns: u64, target: usize) {
         let now = self.now_ns();
         let latency = now.saturating_sub(sent_ns);
         self.latency.record(latency);
+        if let Some(h) = self.latency_by_target.get(target) {
+            h.record(latency);
+        }
         if latency >= SLOW_DELIVERY.as_nanos() as u64 {
             let mut slow = lock(&self.slow);
             let entry = slow.entry(sent_ns).or_default();
@@ -148,7 +163,8 @@ pub(crate) fn say_time(packet: &Packet, nsp: &str) -> Option<u64> {
 
 /// What every connection of the crowd does.
 pub(crate) struct Plan {
-    pub(crate) target: Target,
+    /// The servers, never empty; member `i` connects to `targets[i % targets.len()]`.
+    pub(crate) targets: Vec<Target>,
     pub(crate) nsp: String,
     /// Room to join after connecting, if any.
     pub(crate) room: Option<String>,
@@ -158,9 +174,22 @@ pub(crate) struct Plan {
     pub(crate) say: Say,
 }
 
+/// Which of `targets` servers member `i` connects to.
+pub(crate) fn target_of(i: usize, targets: usize) -> usize {
+    i % targets.max(1)
+}
+
+/// How many of `members` connect to target `t` of `targets`.
+pub(crate) fn members_of(t: usize, members: usize, targets: usize) -> usize {
+    let targets = targets.max(1);
+    members / targets + usize::from(t < members % targets)
+}
+
 /// What one connection reports when it ends.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Outcome {
+    /// The index of the target it connected to.
+    pub(crate) target: usize,
     /// `say` deliveries it received.
     pub(crate) deliveries: u64,
     /// Heartbeats it answered.
@@ -192,8 +221,9 @@ pub(crate) async fn start(
     let (ready_tx, mut ready_rx) = mpsc::channel(n.max(1));
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    for _ in 0..n {
+    for i in 0..n {
         tasks.spawn(member(
+            target_of(i, plan.targets.len()),
             plan.clone(),
             shared.clone(),
             permits.clone(),
@@ -259,26 +289,30 @@ impl Crowd {
     }
 }
 
-async fn setup(plan: &Plan) -> Result<(Client, Open)> {
-    let (mut client, open) = Client::connect(&plan.target, &plan.nsp).await?;
+async fn setup(plan: &Plan, target: &Target) -> Result<(Client, Open)> {
+    let (mut client, open) = Client::connect(target, &plan.nsp).await?;
     if let Some(room) = &plan.room {
         client.join(&plan.nsp, room).await?;
     }
     Ok((client, open))
 }
 
-/// One connection's life.
+/// One connection's life, to `plan.targets[target]`.
 async fn member(
+    target: usize,
     plan: Arc<Plan>,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
     ready: mpsc::Sender<Result<Open, String>>,
     mut stop: watch::Receiver<bool>,
 ) -> Outcome {
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        target,
+        ..Outcome::default()
+    };
     let setup = {
         let _permit = permits.acquire().await;
-        timeout(SETUP_TIMEOUT, setup(&plan)).await
+        timeout(SETUP_TIMEOUT, setup(&plan, &plan.targets[target])).await
     };
     let mut client = match setup {
         Ok(Ok((client, open))) => {
@@ -347,12 +381,12 @@ fn handle_buffered(
         match event {
             Event::Say(t) => {
                 outcome.deliveries += 1;
-                shared.on_delivery(t);
+                shared.on_delivery(t, outcome.target);
             }
             Event::Packet(p) => match say_time(&p, &plan.nsp) {
                 Some(t) => {
                     outcome.deliveries += 1;
-                    shared.on_delivery(t);
+                    shared.on_delivery(t, outcome.target);
                 }
                 None => lock(&shared.unexpected).push(Event::Packet(p).to_string()),
             },
@@ -399,13 +433,13 @@ mod tests {
 
     #[test]
     fn window_accounting() {
-        let shared = Shared::new(10, 2);
+        let shared = Shared::new(10, 2, 1);
         assert!(shared.window_open());
         shared.sent.store(2, Ordering::SeqCst);
         assert_eq!(shared.outstanding(), 20);
         assert!(!shared.arm_wake());
         for _ in 0..10 {
-            shared.on_delivery(shared.now_ns());
+            shared.on_delivery(shared.now_ns(), 0);
         }
         assert_eq!(shared.outstanding(), 10);
         assert!(shared.window_open());
@@ -414,12 +448,52 @@ mod tests {
         assert_eq!(shared.latency.count(), 10);
     }
 
+    #[test]
+    fn round_robin() {
+        // (members, targets) → members per target.
+        let table: &[(usize, usize, &[usize])] = &[
+            (2000, 2, &[1000, 1000]),
+            (5, 2, &[3, 2]),
+            (5, 1, &[5]),
+            (1, 3, &[1, 0, 0]),
+            (7, 3, &[3, 2, 2]),
+        ];
+        for &(members, targets, want) in table {
+            let got: Vec<_> = (0..targets)
+                .map(|t| members_of(t, members, targets))
+                .collect();
+            assert_eq!(got, want, "{members} over {targets}");
+        }
+        assert_eq!(
+            (0..5).map(|i| target_of(i, 2)).collect::<Vec<_>>(),
+            [0, 1, 0, 1, 0]
+        );
+    }
+
+    #[test]
+    fn deliveries_per_target() {
+        let single = Shared::new(4, 1, 1);
+        single.on_delivery(single.now_ns(), 0);
+        assert!(single.latency_by_target.is_empty());
+        let shared = Shared::new(4, 1, 2);
+        for target in [0, 1, 1, 1] {
+            shared.on_delivery(shared.now_ns(), target);
+        }
+        let counts: Vec<_> = shared
+            .latency_by_target
+            .iter()
+            .map(Histogram::count)
+            .collect();
+        assert_eq!(counts, [1, 3]);
+        assert_eq!(shared.latency.count(), 4);
+    }
+
     #[tokio::test]
     async fn wake_permit_is_not_lost() {
-        let shared = Shared::new(1, 1);
+        let shared = Shared::new(1, 1, 1);
         shared.sent.store(1, Ordering::SeqCst);
         assert!(!shared.arm_wake());
-        shared.on_delivery(shared.now_ns());
+        shared.on_delivery(shared.now_ns(), 0);
         timeout(Duration::from_secs(1), shared.wake.notified())
             .await
             .expect("woken");

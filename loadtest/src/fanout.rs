@@ -13,7 +13,12 @@
 //!
 //! After T seconds it stops sending and drains: waits until every due delivery has arrived, or
 //! none has for [`DRAIN_IDLE`], or [`DRAIN_MAX`] passed. CPU is measured over first send → end of
-//! drain.
+//! drain, for each watched process (`--pid`) and for all of them together.
+//!
+//! With several `--url`s (gateways of one cluster) the members are spread round-robin over them
+//! and the sender connects to the first, so deliveries to the other gateways' members cross the
+//! bus. Deliveries, loss and latency are then also reported per gateway (`url1_…`, `url2_…`):
+//! a relay that reaches one gateway but not another shows as loss on that one.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,8 +29,9 @@ use serde_json::json;
 use tokio::time::timeout;
 
 use crate::cli;
-use crate::client::{Client, Event, Say, event_text};
-use crate::crowd::{self, Plan, SAY, SLOW_DELIVERY, Shared, lock, say_time};
+use crate::client::{Client, Event, Say, Target, event_text};
+use crate::crowd::{self, Plan, SAY, SLOW_DELIVERY, Shared, lock, members_of, say_time};
+use crate::histogram::Histogram;
 use crate::idle::{check_fd_limit, setup_deadline};
 use crate::report::{Report, Samples};
 use crate::usage::{Proc, Snapshot, loadavg, utilisation};
@@ -176,21 +182,117 @@ fn micros(ns: u64) -> f64 {
     ns as f64 / 1e3
 }
 
+/// How a target is written in the report.
+fn url(target: &Target) -> String {
+    format!("http://{}{}", target.host, target.path)
+}
+
+/// The deliveries to one target's members, with their loss and latency (several targets only).
+fn add_target(
+    r: &mut Report,
+    index: usize,
+    target: &Target,
+    members: usize,
+    sent: u64,
+    h: &Histogram,
+) {
+    let key = format!("url{}", index + 1);
+    let label = format!("url {}", index + 1);
+    let expected = sent * members as u64;
+    let delivered = h.count();
+    r.add(key.clone(), label.clone(), url(target), "");
+    r.add(
+        format!("{key}_members"),
+        format!("{label}: members"),
+        members as u64,
+        "",
+    );
+    r.add(
+        format!("{key}_expected_deliveries"),
+        format!("{label}: deliveries due"),
+        expected,
+        "",
+    );
+    r.add(
+        format!("{key}_deliveries"),
+        format!("{label}: deliveries received"),
+        delivered,
+        "",
+    );
+    r.add(
+        format!("{key}_loss"),
+        format!("{label}: deliveries lost"),
+        expected.saturating_sub(delivered),
+        "",
+    );
+    for (suffix, name, q) in [("p50", "p50", 0.50), ("p99", "p99", 0.99)] {
+        r.add(
+            format!("{key}_latency_{suffix}_us"),
+            format!("{label}: latency {name}"),
+            micros(h.quantile(q)),
+            "µs",
+        );
+    }
+    r.add(
+        format!("{key}_latency_max_us"),
+        format!("{label}: latency max"),
+        micros(h.max()),
+        "µs",
+    );
+    if delivered < expected {
+        r.problem(format!(
+            "{} of {expected} deliveries to the {members} members on {} lost",
+            expected - delivered,
+            url(target)
+        ));
+    } else if delivered > expected {
+        r.problem(format!(
+            "{} deliveries more than sent × members on {} (duplicates?)",
+            delivered - expected,
+            url(target)
+        ));
+    }
+}
+
 /// Runs the scenario.
 pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
     check_fd_limit(cfg.members + 1)?;
-    let server = Proc::Pid(cfg.common.pid);
+    let servers: Vec<Proc> = cfg
+        .common
+        .watched
+        .iter()
+        .map(|w| Proc::Pid(w.pid))
+        .collect();
+    let targets = &cfg.common.targets;
     let n = cfg.members;
     let plan = Arc::new(Plan {
-        target: cfg.common.target.clone(),
+        targets: targets.clone(),
         nsp: cfg.namespace.clone(),
         room: Some(cfg.room.clone()),
         concurrency: cfg.common.concurrency,
         say: Say::new(&cfg.namespace),
     });
-    let shared = Arc::new(Shared::new(n, cfg.window));
+    let shared = Arc::new(Shared::new(n, cfg.window, targets.len()));
     let mut r = Report::new("fanout");
     r.add("members", "room members", n as u64, "");
+    if targets.len() > 1 {
+        r.add(
+            "gateways",
+            "gateways (members round-robin)",
+            targets.len() as u64,
+            "",
+        );
+        r.add("sender_url", "sender connected to", url(&targets[0]), "");
+    }
+    if cfg.common.watched.len() > 1 {
+        let list: Vec<String> = cfg
+            .common
+            .watched
+            .iter()
+            .map(|w| format!("{}={}", w.name, w.pid))
+            .collect();
+        r.add("watched", "processes measured", list.join(","), "");
+    }
     r.add("namespace", "namespace", cfg.namespace.as_str(), "");
     r.add("room", "room", cfg.room.as_str(), "");
     r.add(
@@ -217,10 +319,12 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
     );
 
     eprintln!(
-        "fanout: {n} members joining {} in {}",
-        cfg.room, cfg.namespace
+        "fanout: {n} members joining {} in {} on {}",
+        cfg.room,
+        cfg.namespace,
+        targets.iter().map(url).collect::<Vec<_>>().join(", ")
     );
-    let setup_start = Snapshot::take(Some(server))?;
+    let setup_start = Snapshot::take(&servers)?;
     let crowd = crowd::start(n, plan.clone(), shared.clone(), setup_deadline(n)).await;
     if crowd.connected < n {
         r.problem(format!(
@@ -232,7 +336,7 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
         return Ok(r);
     }
     let sender = timeout(SENDER_SETUP, async {
-        let (mut client, _) = Client::connect(&plan.target, &plan.nsp).await?;
+        let (mut client, _) = Client::connect(&plan.targets[0], &plan.nsp).await?;
         client.join(&plan.nsp, &cfg.room).await?;
         anyhow::Ok(client)
     })
@@ -248,7 +352,7 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
         }
     };
     let open = crowd.open.clone();
-    let setup_end = Snapshot::take(Some(server))?;
+    let setup_end = Snapshot::take(&servers)?;
     let setup_unexpected = lock(&shared.unexpected).count();
 
     eprintln!(
@@ -260,8 +364,11 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
             format!("{} msg/s", cfg.rate)
         }
     );
-    let rss_start = server.rss()?;
-    let start = Snapshot::take(Some(server))?;
+    let rss_start = servers
+        .iter()
+        .map(|s| s.rss())
+        .collect::<Result<Vec<_>>>()?;
+    let start = Snapshot::take(&servers)?;
     let first_send_ns = shared.now_ns();
     let mut stats = SendStats::default();
     let mut outcome = send_loop(&mut sender, &shared, &cfg, &plan, &mut stats).await;
@@ -269,8 +376,11 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
         eprintln!("fanout: draining");
         outcome = drain(&mut sender, &shared, &plan, &mut stats).await;
     }
-    let end = Snapshot::take(Some(server))?;
-    let rss_end = server.rss()?;
+    let end = Snapshot::take(&servers)?;
+    let rss_end = servers
+        .iter()
+        .map(|s| s.rss())
+        .collect::<Result<Vec<_>>>()?;
 
     let sent = shared.sent.load(Ordering::SeqCst);
     let delivered = shared.delivered.load(Ordering::SeqCst);
@@ -281,14 +391,16 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
         .max(first_send_ns);
     let delivery_wall = shared.instant(last_ns) - shared.instant(first_send_ns);
     let wall = end.at - start.at;
-    let server_cpu = end
-        .server
-        .unwrap_or_default()
-        .saturating_sub(start.server.unwrap_or_default());
+    let server_cpus = end.server_cpu_since(&start);
+    let server_cpu: Duration = server_cpus.iter().sum();
     let client_cpu = end.client.saturating_sub(start.client);
     let per_delivery = |cpu: Duration| cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64;
     let client_util = utilisation(client_cpu, wall);
     let server_util = utilisation(server_cpu, wall);
+    let busiest_util = server_cpus
+        .iter()
+        .map(|&cpu| utilisation(cpu, wall))
+        .fold(0.0, f64::max);
     let h = &shared.latency;
 
     eprintln!("fanout: closing");
@@ -377,20 +489,53 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
         max_member,
         "",
     );
+    if targets.len() > 1 {
+        for (t, target) in targets.iter().enumerate() {
+            let h = &shared.latency_by_target[t];
+            add_target(&mut r, t, target, members_of(t, n, targets.len()), sent, h);
+        }
+    }
     r.add(
         "measured_wall_s",
         "measured period (send + drain)",
         wall.as_secs_f64(),
         "s",
     );
-    r.add("server_cpu_s", "server CPU", server_cpu.as_secs_f64(), "s");
-    r.add("server_cpu_util", "server CPU use", server_util, "cores");
-    r.add(
-        "server_cpu_us_per_delivery",
-        "server CPU per delivery",
-        per_delivery(server_cpu),
-        "µs",
-    );
+    let mut processes: Vec<(&str, Duration)> = cfg
+        .common
+        .watched
+        .iter()
+        .map(|w| w.name.as_str())
+        .zip(server_cpus.iter().copied())
+        .collect();
+    if processes.len() > 1 {
+        processes.push(("total", server_cpu));
+    }
+    for (name, cpu) in processes {
+        let label = if name == "total" {
+            "all measured processes"
+        } else {
+            name
+        };
+        r.add(
+            format!("{name}_cpu_s"),
+            format!("{label} CPU"),
+            cpu.as_secs_f64(),
+            "s",
+        );
+        r.add(
+            format!("{name}_cpu_util"),
+            format!("{label} CPU use"),
+            utilisation(cpu, wall),
+            "cores",
+        );
+        r.add(
+            format!("{name}_cpu_us_per_delivery"),
+            format!("{label} CPU per delivery"),
+            per_delivery(cpu),
+            "µs",
+        );
+    }
     r.add(
         "client_cpu_s",
         "load generator CPU",
@@ -409,13 +554,25 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
         per_delivery(client_cpu),
         "µs",
     );
-    r.add(
-        "server_rss_start_bytes",
-        "server RSS at start",
-        rss_start,
-        "B",
-    );
-    r.add("server_rss_end_bytes", "server RSS at end", rss_end, "B");
+    for (w, (a, b)) in cfg
+        .common
+        .watched
+        .iter()
+        .zip(rss_start.iter().zip(&rss_end))
+    {
+        r.add(
+            format!("{}_rss_start_bytes", w.name),
+            format!("{} RSS at start", w.name),
+            *a,
+            "B",
+        );
+        r.add(
+            format!("{}_rss_end_bytes", w.name),
+            format!("{} RSS at end", w.name),
+            *b,
+            "B",
+        );
+    }
     r.add(
         "setup_wall_s",
         "time for all members to connect and join",
@@ -428,7 +585,7 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
         "setup_",
         "while the members connected",
     );
-    r.add_machine_load(&start, &end, server, server_util, client_util);
+    r.add_machine_load(&start, &end, &servers, server_util, client_util);
     r.add_tcp_counters(&start, &end, "", "while sending");
     if let Some(open) = &open {
         r.add(
@@ -547,14 +704,21 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
             client_util * 100.0
         ));
     }
-    if cfg.rate == 0 && server_util < CLIENT_BUSY {
+    if cfg.rate == 0 && busiest_util < CLIENT_BUSY {
         r.note(format!(
-            "at saturation the server used only {:.0} % of a core",
-            server_util * 100.0
+            "at saturation the {} used only {:.0} % of a core",
+            if servers.len() == 1 {
+                "server"
+            } else {
+                "busiest measured process"
+            },
+            busiest_util * 100.0
         ));
     }
     if server_cpu < Duration::from_millis(500) {
         r.note("under 0.5 s of server CPU: the 10 ms tick makes CPU per delivery coarse");
+    } else if servers.len() > 1 && server_cpus.iter().any(|&c| c < Duration::from_millis(500)) {
+        r.note("a measured process used under 0.5 s of CPU: the 10 ms tick makes its CPU per delivery coarse");
     }
     Ok(r)
 }

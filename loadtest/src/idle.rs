@@ -42,27 +42,28 @@ pub(crate) fn setup_deadline(n: usize) -> Instant {
 /// Runs the scenario.
 pub(crate) async fn run(cfg: cli::Idle) -> Result<Report> {
     check_fd_limit(cfg.connections)?;
-    let server = Proc::Pid(cfg.common.pid);
+    // The command line guarantees exactly one target and one watched process.
+    let server = Proc::Pid(cfg.common.watched[0].pid);
     let n = cfg.connections;
     let plan = Arc::new(Plan {
-        target: cfg.common.target.clone(),
+        targets: cfg.common.targets.clone(),
         nsp: cfg.namespace.clone(),
         room: None,
         concurrency: cfg.common.concurrency,
         say: Say::new(&cfg.namespace),
     });
-    let shared = Arc::new(Shared::new(n, 1));
+    let shared = Arc::new(Shared::new(n, 1, 1));
 
     let loadavg = usage::loadavg().unwrap_or(-1.0);
     let rss_before = server.rss()?;
     let client_rss_before = Proc::Current.rss()?;
-    let start = Snapshot::take(Some(server))?;
+    let start = Snapshot::take(&[server])?;
     eprintln!(
         "idle: opening {n} connections to {} (namespace {})",
-        plan.target.addr, plan.nsp
+        plan.targets[0].addr, plan.nsp
     );
     let crowd = crowd::start(n, plan.clone(), shared.clone(), setup_deadline(n)).await;
-    let connected_at = Snapshot::take(Some(server))?;
+    let connected_at = Snapshot::take(&[server])?;
 
     tokio::time::sleep(cfg.settle).await;
     let rss_after = server.rss()?;
@@ -74,7 +75,7 @@ pub(crate) async fn run(cfg: cli::Idle) -> Result<Report> {
         );
         tokio::time::sleep(cfg.hold).await;
     }
-    let held = Snapshot::take(Some(server))?;
+    let held = Snapshot::take(&[server])?;
     let dropped = lock(&shared.dropped).count();
     let unexpected = lock(&shared.unexpected).count();
     let (connected, failures, open) = (
@@ -91,11 +92,7 @@ pub(crate) async fn run(cfg: cli::Idle) -> Result<Report> {
     tokio::time::sleep(cfg.settle).await;
     let rss_closed = server.rss()?;
 
-    let cpu = |a: &Snapshot, b: &Snapshot| {
-        b.server
-            .unwrap_or_default()
-            .saturating_sub(a.server.unwrap_or_default())
-    };
+    let cpu = |a: &Snapshot, b: &Snapshot| b.server_cpu_since(a).iter().sum::<Duration>();
     let connect_wall = connected_at.at - start.at;
     let connect_cpu = cpu(&start, &connected_at);
     let idle_cpu = cpu(&connected_at, &held);
@@ -224,7 +221,7 @@ pub(crate) async fn run(cfg: cli::Idle) -> Result<Report> {
     r.add_machine_load(
         &start,
         &held,
-        server,
+        &[server],
         utilisation(cpu(&start, &held), whole),
         utilisation(client_cpu, whole),
     );

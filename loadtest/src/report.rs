@@ -72,32 +72,46 @@ impl Report {
         });
     }
 
-    /// Adds how busy the server's and this process's CPUs were between `a` and `b`, beyond what
-    /// the two processes used themselves (`server_used`, `client_used`, in cores): on a shared
-    /// machine, other processes' load disturbs every number, and the reader must be told.
+    /// Adds how busy the servers' and this process's CPUs were between `a` and `b`, beyond what
+    /// the watched processes used themselves (`server_used` all together, `client_used`, in
+    /// cores): on a shared machine, other processes' load disturbs every number, and the reader
+    /// must be told. With several servers the `server_*` keys describe them together (their
+    /// run-queue waits summed, the union of their CPUs).
     pub(crate) fn add_machine_load(
         &mut self,
         a: &Snapshot,
         b: &Snapshot,
-        server: Proc,
+        servers: &[Proc],
         server_used: f64,
         client_used: f64,
     ) {
-        let (Ok(server_cpus), Ok(client_cpus)) =
-            (server.cpus_allowed(), Proc::Current.cpus_allowed())
-        else {
+        let mut server_cpus = Vec::new();
+        for server in servers {
+            let Ok(cpus) = server.cpus_allowed() else {
+                return;
+            };
+            server_cpus.extend(cpus);
+        }
+        server_cpus.sort_unstable();
+        server_cpus.dedup();
+        let Ok(client_cpus) = Proc::Current.cpus_allowed() else {
             return;
         };
-        let wall = b.at.saturating_duration_since(a.at).as_secs_f64().max(1e-9);
-        let waited = |x: Option<std::time::Duration>, y: Option<std::time::Duration>| match (x, y) {
-            (Some(x), Some(y)) => y.saturating_sub(x).as_secs_f64(),
-            _ => 0.0,
+        let who = if servers.len() == 1 {
+            "server"
+        } else {
+            "servers (together)"
         };
-        let server_wait = waited(a.server_wait, b.server_wait);
-        let client_wait = waited(Some(a.client_wait), Some(b.client_wait));
+        let wall = b.at.saturating_duration_since(a.at).as_secs_f64().max(1e-9);
+        let server_wait: f64 = b
+            .server_wait_since(a)
+            .iter()
+            .map(std::time::Duration::as_secs_f64)
+            .sum();
+        let client_wait = b.client_wait.saturating_sub(a.client_wait).as_secs_f64();
         self.add(
             "server_runqueue_wait_s",
-            "server time runnable but not running",
+            format!("{who} time runnable but not running"),
             server_wait,
             "s",
         );
@@ -109,7 +123,7 @@ impl Report {
         );
         if server_wait / wall > RUNQUEUE_WAIT_NOTE || client_wait / wall > RUNQUEUE_WAIT_NOTE {
             self.note(format!(
-                "over {wall:.1} s the server waited {server_wait:.3} s and the load generator {client_wait:.3} s for a \
+                "over {wall:.1} s the {who} waited {server_wait:.3} s and the load generator {client_wait:.3} s for a \
                  CPU held by another thread or process: latencies include that wait"
             ));
         }
@@ -121,11 +135,11 @@ impl Report {
         };
         let s = cpu_load(&a.system, &b.system, &server_cpus);
         let c = cpu_load(&a.system, &b.system, &client_cpus);
-        self.add("server_cpus", "server CPUs", list(&server_cpus), "");
+        self.add("server_cpus", format!("{who} CPUs"), list(&server_cpus), "");
         self.add("client_cpus", "load generator CPUs", list(&client_cpus), "");
         self.add(
             "server_cpus_irq_cores",
-            "interrupt time on server CPUs",
+            format!("interrupt time on {who} CPUs"),
             s.irq,
             "cores",
         );
@@ -137,7 +151,7 @@ impl Report {
         let other_client = (c.busy - client_used).max(0.0);
         self.add(
             "server_cpus_other_cores",
-            "other processes on server CPUs",
+            format!("other processes on {who} CPUs"),
             other_server,
             "cores",
         );

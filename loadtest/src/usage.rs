@@ -315,15 +315,15 @@ fn ticks_to_duration(ticks: u64, per_sec: u64) -> Duration {
     Duration::from_micros(ticks.saturating_mul(1_000_000) / per_sec)
 }
 
-/// CPU time of this process and of the watched server at one instant.
+/// CPU time of this process and of the watched servers at one instant.
 #[derive(Clone, Debug)]
 pub(crate) struct Snapshot {
-    /// The server's CPU time (None if not watched).
-    pub(crate) server: Option<Duration>,
+    /// Each watched server's CPU time, in the order they were given.
+    pub(crate) servers: Vec<Duration>,
     /// This process's CPU time.
     pub(crate) client: Duration,
-    /// The server's run-queue wait (None if not watched).
-    pub(crate) server_wait: Option<Duration>,
+    /// Each watched server's run-queue wait.
+    pub(crate) server_waits: Vec<Duration>,
     /// This process's run-queue wait.
     pub(crate) client_wait: Duration,
     /// Every CPU's counters.
@@ -335,18 +335,36 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads both counters now.
-    pub(crate) fn take(server: Option<Proc>) -> Result<Self> {
+    /// Reads every counter now.
+    pub(crate) fn take(servers: &[Proc]) -> Result<Self> {
         Ok(Self {
-            server: server.map(Proc::cpu).transpose()?,
+            servers: servers.iter().map(|p| p.cpu()).collect::<Result<_>>()?,
             client: Proc::Current.cpu()?,
-            server_wait: server.map(Proc::run_delay).transpose()?,
+            server_waits: servers
+                .iter()
+                .map(|p| p.run_delay())
+                .collect::<Result<_>>()?,
             client_wait: Proc::Current.run_delay()?,
             system: system_cpus()?,
             tcp: tcp_counters(),
             at: std::time::Instant::now(),
         })
     }
+
+    /// CPU time each watched server used since `earlier` (same servers, same order).
+    pub(crate) fn server_cpu_since(&self, earlier: &Self) -> Vec<Duration> {
+        deltas(&earlier.servers, &self.servers)
+    }
+
+    /// Run-queue wait of each watched server since `earlier`.
+    pub(crate) fn server_wait_since(&self, earlier: &Self) -> Vec<Duration> {
+        deltas(&earlier.server_waits, &self.server_waits)
+    }
+}
+
+/// Element-wise `b - a`, saturating (counters of a process that was replaced may go back).
+fn deltas(a: &[Duration], b: &[Duration]) -> Vec<Duration> {
+    a.iter().zip(b).map(|(a, b)| b.saturating_sub(*a)).collect()
 }
 
 /// Fraction of one core used during `cpu` of CPU time over `wall`.
@@ -483,6 +501,21 @@ mod tests {
         assert_eq!(parse_net_counter(text, "TcpExt", "Missing"), None);
         assert_eq!(parse_net_counter(text, "IpExt", "InOctets"), None);
         assert_eq!(tcp_counters().len(), TCP_COUNTERS.len());
+    }
+
+    #[test]
+    fn snapshot_deltas() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            deltas(&[ms(10), ms(50)], &[ms(30), ms(40)]),
+            [ms(20), ms(0)]
+        );
+        let me = Proc::Pid(std::process::id());
+        let a = Snapshot::take(&[me, Proc::Current]).expect("own counters");
+        let b = Snapshot::take(&[me, Proc::Current]).expect("own counters");
+        assert_eq!(b.server_cpu_since(&a).len(), 2);
+        assert_eq!(b.server_wait_since(&a).len(), 2);
+        assert!(Snapshot::take(&[]).expect("no servers").servers.is_empty());
     }
 
     #[test]
