@@ -429,7 +429,10 @@ async fn run() -> Result<(), String> {
         .queue_subscribe(subjects.presence(&ns), "chat-workers".to_owned())
         .await
         .map_err(|e| e.to_string())?;
-    bus.flush().await.map_err(|e| e.to_string())?;
+    // "ready" means the subscriptions are in effect at the server, not just sent.
+    bus.barrier(std::time::Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
     println!(
         "chat worker ready: namespace {ns}, prefix {}",
         subjects.prefix()

@@ -328,6 +328,30 @@ impl Bus {
         }
     }
 
+    /// Waits until the server has *processed* everything this client sent before (its SUBs
+    /// included), so a message another client publishes after this returns reaches those
+    /// subscriptions. [`Bus::flush`] is not enough for that: async-nats' flush only empties the
+    /// socket buffer, and the SUB may still sit unread at the server. This is a request to a
+    /// fresh inbox nobody subscribes to: the server handles one connection's operations in order
+    /// and answers "no responders" itself, so that answer comes after every earlier SUB took
+    /// effect. In-process hubs apply subscriptions at once.
+    pub async fn barrier(&self, timeout: Duration) -> Result<(), BusError> {
+        match &self.backend {
+            Backend::Nats(c) => {
+                let request = async_nats::Request::new().timeout(Some(timeout));
+                match c.send_request(c.new_inbox(), request).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => match e.kind() {
+                        async_nats::RequestErrorKind::NoResponders => Ok(()),
+                        async_nats::RequestErrorKind::TimedOut => Err(BusError::Timeout),
+                        _ => Err(BusError::Request(e.to_string())),
+                    },
+                }
+            }
+            Backend::Local { .. } => Ok(()),
+        }
+    }
+
     /// Waits until everything published so far has been written to the server (NATS), so a
     /// process that exits right after does not lose it.
     pub async fn flush(&self) -> Result<(), BusError> {

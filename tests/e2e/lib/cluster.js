@@ -345,7 +345,7 @@ async function startBroker({ natsUrl, prefix, env = {} } = {}) {
  * A gateway: in cluster mode with `natsUrl`, standalone (embedded broker) without. `config` is a
  * TOML file, absolute or relative to fixtures/. Resolves to server.js's
  * { url, port, pid, stop(), logs(), exited() } plus nodeId, kill(), ready() (GET /ready → status)
- * and state() (GET /v1/state, parsed; the standalone gateway serves it).
+ * and state() (GET /v1/state, parsed; the standalone gateway serves it), once /ready answers 200.
  */
 async function startGateway({ natsUrl, nodeId = 'gw1', prefix, config, env = {} } = {}) {
   const extra = {
@@ -362,13 +362,22 @@ async function startGateway({ natsUrl, nodeId = 'gw1', prefix, config, env = {} 
   // Standalone means no NATS, whatever our own environment says.
   const childEnv = natsUrl || env.SWITCHBOARD_NATS_URL ? extra : { ...extra, SWITCHBOARD_NATS_URL: undefined };
   const handle = await start(`gateway ${nodeId}`, gatewayBin(), [], childEnv);
-  return {
+  const gw = {
     ...handle,
     nodeId,
     kill: () => killHandle(handle),
     ready: async () => (await fetch(`${handle.url}/ready`)).status,
     state: () => getJson(`${handle.url}/v1/state`),
   };
+  // Listening is not ready: in cluster mode the NATS link comes up in the background, and until
+  // it does /ready answers 503. A started gateway is a ready one.
+  try {
+    await waitFor(async () => (await gw.ready()) === 200, { timeoutMs: 10_000, what: `gateway ${nodeId} /ready 200` });
+  } catch (err) {
+    await handle.stop().catch(() => {});
+    throw err;
+  }
+  return gw;
 }
 
 /**
