@@ -6,7 +6,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `SWITCHBOARD_NATS_URL` | (required) | NATS server URL(s), comma-separated |
-//! | `SWITCHBOARD_NATS_USER` | | `user:password` for NATS |
+//! | `SWITCHBOARD_NATS_USER`, `SWITCHBOARD_NATS_PASSWORD` | | NATS user and password |
 //! | `SWITCHBOARD_NATS_TOKEN` | | NATS token |
 //! | `SWITCHBOARD_NATS_CREDS` | | path of a NATS `.creds` file |
 //! | `SWITCHBOARD_BROKER_HOST` | `127.0.0.1` | IP address the HTTP port binds |
@@ -70,15 +70,12 @@ impl Config {
 
         const URL: &str = "SWITCHBOARD_NATS_URL";
         let url = get(URL).ok_or_else(|| err(URL, "required (e.g. nats://127.0.0.1:4222)"))?;
-        const USER: &str = "SWITCHBOARD_NATS_USER";
-        let user = match get(USER) {
-            None => None,
-            Some(v) => match v.split_once(':') {
-                Some((user, password)) if !user.is_empty() => {
-                    Some((user.to_owned(), password.to_owned()))
-                }
-                _ => return Err(err(USER, "expected user:password")),
-            },
+        // The same variables as the gateway's, so one environment serves both tiers.
+        const PASSWORD: &str = "SWITCHBOARD_NATS_PASSWORD";
+        let user = match (get("SWITCHBOARD_NATS_USER"), get(PASSWORD)) {
+            (Some(u), password) => Some((u, password.unwrap_or_default())),
+            (None, Some(_)) => return Err(err(PASSWORD, "set without SWITCHBOARD_NATS_USER")),
+            (None, None) => None,
         };
         let token = get("SWITCHBOARD_NATS_TOKEN");
         const CREDS: &str = "SWITCHBOARD_NATS_CREDS";
@@ -218,7 +215,8 @@ mod tests {
     fn explicit_values() {
         let cfg = parse(&[
             URL,
-            ("SWITCHBOARD_NATS_USER", "u:p:w"),
+            ("SWITCHBOARD_NATS_USER", "u"),
+            ("SWITCHBOARD_NATS_PASSWORD", "p:w"),
             ("SWITCHBOARD_NATS_TOKEN", "t"),
             ("SWITCHBOARD_BROKER_HOST", "::1"),
             ("SWITCHBOARD_BROKER_HTTP_PORT", "0"),
@@ -244,8 +242,8 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[], "SWITCHBOARD_NATS_URL"),
             (
-                &[URL, ("SWITCHBOARD_NATS_USER", "nopassword")],
-                "SWITCHBOARD_NATS_USER",
+                &[URL, ("SWITCHBOARD_NATS_PASSWORD", "secret")],
+                "SWITCHBOARD_NATS_PASSWORD",
             ),
             (
                 &[URL, ("SWITCHBOARD_NATS_CREDS", "/nonexistent/x.creds")],

@@ -100,6 +100,9 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
             }
         }
     }
+    if set("SWITCHBOARD_NATS_PASSWORD").is_some() && set("SWITCHBOARD_NATS_USER").is_none() {
+        problems.push("SWITCHBOARD_NATS_PASSWORD is set without SWITCHBOARD_NATS_USER".to_owned());
+    }
     let nats = set("SWITCHBOARD_NATS_URL").map(|url| NatsOptions {
         url,
         name: String::new(),
@@ -305,6 +308,71 @@ async fn watch_bus(bus: Bus, router: Arc<Router>) {
         router.set_bus_up(up);
         if link.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<ClusterEnv, String> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        cluster_env(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn no_url_is_standalone_with_the_default_timings() {
+        let env = parse(&[]).map_err(|e| e.to_string()).unwrap();
+        assert!(env.nats.is_none());
+        assert_eq!(env.heartbeat, Duration::from_millis(2000));
+        assert_eq!(env.lease, Duration::from_millis(6000));
+        assert_eq!(env.subjects.prefix(), "sio");
+    }
+
+    #[test]
+    fn cluster_settings_are_read() {
+        let env = parse(&[
+            ("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:4222"),
+            ("SWITCHBOARD_NATS_USER", "gw"),
+            ("SWITCHBOARD_NATS_PASSWORD", "p:w"),
+            ("SWITCHBOARD_NODE_ID", "gw7"),
+            ("SWITCHBOARD_SUBJECT_PREFIX", "prod"),
+            ("SWITCHBOARD_HEARTBEAT_MS", "500"),
+            ("SWITCHBOARD_FAULT_DROP_MEMBER_SEQ", "3, 5"),
+        ])
+        .map_err(|e| e.to_string())
+        .unwrap();
+        let nats = env.nats.unwrap();
+        assert_eq!(nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(nats.user, Some(("gw".to_owned(), "p:w".to_owned())));
+        assert_eq!(env.node.as_str(), "gw7");
+        assert_eq!(env.subjects.prefix(), "prod");
+        assert_eq!(env.lease, Duration::from_millis(1500));
+        assert_eq!(env.drop_seqs, [3, 5]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_variable() {
+        let Err(e) = parse(&[
+            ("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:4222"),
+            ("SWITCHBOARD_NATS_PASSWORD", "secret"),
+            ("SWITCHBOARD_HEARTBEAT_MS", "2000"),
+            ("SWITCHBOARD_LEASE_MS", "1000"),
+            ("SWITCHBOARD_FAULT_DROP_MEMBER_SEQ", "x"),
+        ]) else {
+            panic!("accepted");
+        };
+        for var in [
+            "SWITCHBOARD_NATS_PASSWORD",
+            "SWITCHBOARD_LEASE_MS",
+            "SWITCHBOARD_FAULT_DROP_MEMBER_SEQ",
+        ] {
+            assert!(e.contains(var), "{var} missing from: {e}");
         }
     }
 }

@@ -17,6 +17,8 @@ const CONFIG = 'cluster.toml';
 const SECRET = 'e2e-secret-0123456789abcdef0123456789abcdef';
 const ENV = { SWITCHBOARD_JWT_SECRET: SECRET };
 const NS = '/chat';
+// The disconnect reason of a socket whose gateway shuts down (gateway/src/engine.rs CloseReason::Shutdown).
+const SIGTERM_REASON = 'server shutting down';
 const OK = { ok: true };
 /** Generous upper bounds for convergence (the lease is 1.2 s); no test asserts a timing. */
 const CONVERGE_MS = 8000;
@@ -513,6 +515,24 @@ describe('cluster: a gateway killed with -9', () => {
         { kind: 'user_offline', room: null, user: 'carol', socket: doomed.id, reason: 'node_lost' },
       ]);
     }
+  });
+
+  it('a gateway stopped with SIGTERM takes its sockets along at once, not through the lease', async () => {
+    const [g1, g2] = ctx.cluster.gateways;
+    const stay = await ctx.members.connect(g1, { user: 'dan' });
+    const going = await ctx.members.connect(g2, { user: 'erin' });
+    for (const m of [stay, going]) assert.deepEqual(await m.join('sigterm-room'), OK);
+    await converged(() => ctx.cluster.broker.state(), ctx.members);
+
+    await g2.stop();
+    for (const m of ctx.members.all) if (m.gw === g2) m.gone = true;
+    const state = await converged(() => ctx.cluster.broker.state(), ctx.members, { what: 'gw2 and its sockets gone from the broker state' });
+    assert.ok(!state.nodes.some((n) => n.id === 'gw2'), `gw2 left the node list: ${JSON.stringify(state.nodes)}`);
+    const left = (args) => args[0] && args[0].kind === 'member_left' && args[0].socket === going.id;
+    await stay.until('presence', left);
+    const got = stay.of('presence', left).map((x) => x[0]);
+    assert.equal(got.length, 1, JSON.stringify(got));
+    assert.equal(got[0].reason, SIGTERM_REASON, 'the socket left with its disconnect reason, not node_lost after the lease');
   });
 });
 
