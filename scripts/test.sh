@@ -142,7 +142,8 @@ else
 fi
 
 # ---- 4. load-test smoke run ------------------------------------------------------------------
-# Seconds-long versions of the benchmarks (100 connections, 2 s): keeps the load-test tool and
+# Seconds-long versions of the benchmarks (100-200 connections, 2 s; standalone, then two gateways
+# through NATS): keep the load-test tool and
 # its scenarios working and checks that no delivery is lost. The numbers come from full runs by
 # hand (scripts/bench.sh), not from here.
 if [ -z "${E2E_ONLY:-}" ]; then
@@ -154,6 +155,13 @@ if [ -z "${E2E_ONLY:-}" ]; then
     exit 1
   }
   echo "load-test smoke run: ok (log: ${TMPDIR:-/tmp}/switchboard-bench-smoke.log)"
+  log "scripts/bench-cluster.sh --quick (cross-gateway fan-out smoke run)"
+  bash scripts/bench-cluster.sh --no-build --quick </dev/null >"${TMPDIR:-/tmp}/switchboard-bench-cluster-smoke.log" 2>&1 || {
+    cat "${TMPDIR:-/tmp}/switchboard-bench-cluster-smoke.log"
+    echo "error: the cross-gateway fan-out smoke run failed" >&2
+    exit 1
+  }
+  echo "cluster fan-out smoke run: ok (log: ${TMPDIR:-/tmp}/switchboard-bench-cluster-smoke.log)"
 fi
 
 # The e2e runner's totals again as the last line, after the smoke run's output.
