@@ -144,7 +144,7 @@ fi
 # ---- 4. load-test smoke run ------------------------------------------------------------------
 # Seconds-long versions of the benchmarks (100-200 connections, 2 s; standalone, then two gateways
 # through NATS): keep the load-test tool and
-# its scenarios working and checks that no delivery is lost. The numbers come from full runs by
+# its scenarios working and check that no delivery is lost. The numbers come from full runs by
 # hand (scripts/bench.sh), not from here.
 if [ -z "${E2E_ONLY:-}" ]; then
   cd "$ROOT"

@@ -476,14 +476,18 @@ describe('cluster: forward to workers, connect and disconnect notices', () => {
 describe('cluster: a gateway killed with -9', () => {
   const ctx = clusterSuite();
 
-  it('is purged by the broker after the lease; its room mates get presence with reason node_lost', async () => {
+  it('is purged by the broker after the lease; its room mates get presence with reason node_lost, once with two brokers', async () => {
     const [g1, g2, g3] = ctx.cluster.gateways;
+    // A second broker on the same NATS and prefix: both purge, only the KV-lease leader announces.
+    const broker2 = await startBroker({ natsUrl: ctx.cluster.nats.url, prefix: ctx.cluster.prefix });
+    ctx.stopLater.push(broker2);
     const a = await ctx.members.connect(g1, { user: 'alice' });
     const b = await ctx.members.connect(g2);
     const doomed = await ctx.members.connect(g3, { user: 'carol' });
     const doomed2 = await ctx.members.connect(g3);
     for (const m of [a, b, doomed, doomed2]) assert.deepEqual(await m.join('doomed-room'), OK);
     await converged(() => ctx.cluster.broker.state(), ctx.members);
+    await converged(() => broker2.state(), ctx.members, { what: 'the second broker to equal the truth' });
 
     await g3.kill();
     doomed.gone = true;
@@ -495,6 +499,7 @@ describe('cluster: a gateway killed with -9', () => {
       `the lost node is no longer listed: ${JSON.stringify(state.nodes)}`,
     );
     assert.equal(state.sockets.filter((s) => s.node === 'gw3').length, 0);
+    await converged(() => broker2.state(), ctx.members, { what: 'gw3 gone from the second broker too' });
 
     const left = (who) => (args) => args[0] && args[0].kind === 'member_left' && args[0].socket === who.id;
     await Promise.all([a, b].flatMap((m) => [m.until('presence', left(doomed)), m.until('presence', left(doomed2))]));
@@ -514,6 +519,8 @@ describe('cluster: a gateway killed with -9', () => {
       assert.deepEqual(m.of('presence', (x) => x[0].kind === 'user_offline' && x[0].user === 'carol').map((x) => x[0]), [
         { kind: 'user_offline', room: null, user: 'carol', socket: doomed.id, reason: 'node_lost' },
       ]);
+      // Still once each, now that the later announcements arrived too.
+      for (const who of [doomed, doomed2]) assert.equal(m.of('presence', left(who)).length, 1);
     }
   });
 
