@@ -4,11 +4,12 @@
 //! [`state`] is its pure core (no I/O, no clock); everything else is a thin adapter around it:
 //! [`convert`] maps the bus envelopes to the directory's types, [`snapshot`] reassembles
 //! multi-part snapshots, [`leader`] elects the one broker that announces presence and decides
-//! room capacity, [`service`] runs the NATS side ([`Broker`]), and [`http`] serves health,
-//! metrics and the state document. [`config`] reads the binary's environment.
+//! room capacity, [`service`] runs the NATS side ([`Broker`]), [`grpc`] serves the admin API
+//! (queries and actions) over gRPC, and [`http`] serves health, metrics and the state document. [`config`] reads the binary's environment.
 
 pub mod config;
 pub mod convert;
+pub mod grpc;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -1,13 +1,15 @@
 //! `switchboard-broker`: the cluster's control plane as a process.
 //!
 //! Reads its configuration from the environment (see `switchboard_broker::config`), validates
-//! all of it, binds the HTTP port, connects to NATS, starts the broker, prints
-//! `listening on http://HOST:PORT` on stdout, and runs until SIGTERM or SIGINT, then stops
+//! all of it, binds the HTTP (and, with `SWITCHBOARD_ADMIN_TOKEN`, the gRPC) port, connects to
+//! NATS, starts the broker, prints `grpc on HOST:PORT` (when served) and then `listening on http://HOST:PORT`
+//! on stdout, and runs until SIGTERM or SIGINT, then stops
 //! cleanly (exit 0). Logs go to stderr (`RUST_LOG`, default `info`).
 
 use anyhow::Context as _;
 use switchboard_broker::config::Config;
-use switchboard_broker::{Broker, BrokerError, LeaderMode, http, metrics};
+use switchboard_broker::{Broker, BrokerError, LeaderMode, grpc, http, metrics};
+use switchboard_proto::subject::Subjects;
 use switchboard_bus::Bus;
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +21,10 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let config = match Config::from_lookup(|k| std::env::var(k).ok()) {
+    let env = |k: &str| std::env::var(k).ok();
+    let config = match Config::from_lookup(env)
+        .and_then(|c| Ok((c, grpc::options_from_lookup(env)?)))
+    {
         Ok(config) => config,
         Err(e) => {
             eprintln!("switchboard-broker: configuration error: {e}");
@@ -45,7 +50,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run((config, grpc_opts): (Config, Option<(std::net::SocketAddr, grpc::GrpcOptions)>)) -> anyhow::Result<()> {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
@@ -64,7 +69,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if config.broker.leader == LeaderMode::KvLease {
         wait_for_link(&bus).await?;
     }
-    let broker = match Broker::start(bus, config.broker).await {
+    let grpc_listener = match &grpc_opts {
+        Some((addr, _)) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the gRPC port {addr}"))?,
+        ),
+        None => None,
+    };
+    let subjects = Subjects::new(&config.broker.prefix).context("subject prefix")?;
+    let broker = match Broker::start(bus.clone(), config.broker).await {
         Ok(broker) => broker,
         Err(BrokerError::JetStreamRequired(detail)) => {
             anyhow::bail!(
@@ -81,17 +95,57 @@ async fn run(config: Config) -> anyhow::Result<()> {
         metrics: Some(prometheus),
     };
     let server = tokio::spawn(http::serve(listener, routes, shutdown.clone()));
+    let grpc_server = match (grpc_listener, grpc_opts) {
+        (Some(listener), Some((_, opts))) => {
+            let addr = listener.local_addr().context("reading the bound gRPC address")?;
+            let service = grpc::AdminService::new(&broker, bus.clone(), subjects);
+            let server = tokio::spawn(grpc::serve(listener, service, opts, shutdown.clone()));
+            println!("grpc on {addr}");
+            Some(server)
+        }
+        _ => {
+            tracing::info!("gRPC admin API off (set SWITCHBOARD_ADMIN_TOKEN to serve it)");
+            None
+        }
+    };
+
     println!("listening on http://{local}");
     tracing::info!(%local, broker = broker.id(), "serving HTTP");
-
-    signal().await?;
+    let mut grpc_server = grpc_server;
+    let failed = match &mut grpc_server {
+        Some(server) => tokio::select! {
+            r = signal() => { r?; None }
+            r = server => Some(match r {
+                Ok(Ok(())) => "the gRPC server stopped".to_owned(),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            }),
+        },
+        None => {
+            signal().await?;
+            None
+        }
+    };
+    if failed.is_some() {
+        grpc_server = None;
+    }
     tracing::info!("shutting down");
     shutdown.cancel();
     if let Err(e) = server.await {
         tracing::warn!(error = %e, "HTTP server task failed");
     }
+    if let Some(server) = grpc_server {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server failed"),
+            Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
+        }
+    }
     broker.shutdown().await;
-    Ok(())
+    match failed {
+        Some(why) => anyhow::bail!("{why}"),
+        None => Ok(()),
+    }
 }
 
 /// How long to wait for the first NATS connection before giving up (the leader lease needs it).

@@ -715,6 +715,11 @@ impl Directory {
         }
     }
 
+    /// Distinct users with a socket in `ns`.
+    pub fn namespace_users(&self, ns: &str) -> usize {
+        self.namespaces.get(ns).map_or(0, |s| s.users.len())
+    }
+
     /// The current epoch of a node, if registered.
     pub fn node_epoch(&self, node: &str) -> Option<u64> {
         self.nodes.get(node).map(|n| n.epoch)

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use switchboard_broker::{Broker, BrokerConfig, LeaderMode};
+use switchboard_broker::{Broker, BrokerConfig, LeaderMode, grpc};
 use switchboard_bus::{Bus, Hub, NatsOptions};
 use switchboard_gateway::cluster::{Cluster, ClusterConfig, PresenceConfig};
 use switchboard_gateway::config::{Config, NamespaceMatch};
@@ -41,6 +41,9 @@ struct ClusterEnv {
     lease: Duration,
     /// `SWITCHBOARD_FAULT_DROP_MEMBER_SEQ`: test fault injection, comma-separated.
     drop_seqs: Vec<u64>,
+    /// `SWITCHBOARD_ADMIN_TOKEN` and friends: the gRPC admin API (standalone only; in a cluster
+    /// the brokers serve it).
+    grpc: Option<(SocketAddr, grpc::GrpcOptions)>,
 }
 
 fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, String> {
@@ -100,6 +103,10 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
             }
         }
     }
+    let grpc = grpc::options_from_lookup(&env).unwrap_or_else(|e| {
+        problems.push(e.to_string());
+        None
+    });
     if set("SWITCHBOARD_NATS_PASSWORD").is_some() && set("SWITCHBOARD_NATS_USER").is_none() {
         problems.push("SWITCHBOARD_NATS_PASSWORD is set without SWITCHBOARD_NATS_USER".to_owned());
     }
@@ -119,6 +126,7 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
             heartbeat,
             lease,
             drop_seqs,
+            grpc,
         })
     } else {
         Err(problems.join("\n"))
@@ -276,6 +284,25 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
         router = router.state(Arc::new(move || b.state_json().to_string()));
     }
     let router = Arc::new(router);
+    // Standalone: the broker's gRPC admin API in-process, on its own port.
+    let grpc_shutdown = tokio_util::sync::CancellationToken::new();
+    let grpc_task = match (&broker, &hub, env.grpc.clone()) {
+        (Some(b), Some(hub), Some((grpc_addr, opts))) => {
+            let listener = tokio::net::TcpListener::bind(grpc_addr)
+                .await
+                .with_context(|| format!("cannot listen on {grpc_addr} (gRPC)"))?;
+            let bound = listener.local_addr().context("reading the bound gRPC address")?;
+            let service = grpc::AdminService::new(b, hub.client(), env.subjects.clone());
+            let task = tokio::spawn(grpc::serve(listener, service, opts, grpc_shutdown.clone()));
+            println!("grpc on {bound}");
+            Some(task)
+        }
+        (None, _, Some(_)) => {
+            tracing::info!("SWITCHBOARD_ADMIN_TOKEN ignored: in a cluster the brokers serve gRPC");
+            None
+        }
+        _ => None,
+    };
     let listener = http::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     cluster.set_address(
         listener
@@ -291,6 +318,12 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("cannot serve on {addr}"))?;
     watch.abort();
+    grpc_shutdown.cancel();
+    if let Some(task) = grpc_task
+        && let Ok(Err(e)) = task.await
+    {
+        tracing::warn!(error = %e, "gRPC server failed");
+    }
     cluster.leave(Duration::from_secs(2)).await;
     cluster.shutdown();
     if let Some(b) = broker {

@@ -45,7 +45,7 @@ function conformanceBin() {
 
 /**
  * Spawns `bin` with `args` and `env` added to ours, waits for its `listening on` line.
- * Resolves to { url, port, pid, stop(), logs() }.
+ * Resolves to { url, port, grpcAddr (when printed), pid, stop(), logs() }.
  */
 function start(name, bin, args, env) {
   if (!fs.existsSync(bin)) {
@@ -116,6 +116,8 @@ function start(name, bin, args, env) {
         name,
         url: m[1],
         port: Number(m[2]),
+        // `grpc on HOST:PORT`, printed before `listening on` by binaries serving the admin API.
+        grpcAddr: (/grpc on (127\.0\.0\.1:\d+)/.exec(stdout) || [])[1],
         pid: child.pid,
         stop,
         logs: () => logs,

@@ -1,0 +1,1020 @@
+//! The broker's gRPC API (`proto/proto/admin.proto`): cluster-wide Socket.IO queries and admin
+//! actions for operators and backend services.
+//!
+//! Queries are answered from the broker's [`Directory`](crate::state::Directory), under its lock,
+//! without asking the gateways: no scatter/gather, no timeout to wait out. Actions resolve their
+//! selector in the directory too, then publish one message per owning gateway on its node subject,
+//! naming the sockets (in chunks of [`IDS_PER_MESSAGE`]), so each targeted socket gets an action
+//! exactly once and the returned counts are the directory's. Acks are collected on a fresh inbox:
+//! every gateway answers each recipient's ack (or its timeout) with an `AckReply`.
+//!
+//! Every Admin call (and reflection) needs `authorization: Bearer <token>`; the standard health
+//! service (`grpc.health.v1.Health`) is open so that probes need no secret. Requests are
+//! validated (`INVALID_ARGUMENT` says what is wrong); deadlines (`grpc-timeout`) are honoured by
+//! tonic, which cancels the call when the client's deadline passes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::Value;
+use switchboard_bus::Bus;
+use switchboard_proto::Message as _;
+use switchboard_proto::admin as pb;
+use switchboard_proto::admin::admin_server::{Admin, AdminServer};
+use switchboard_proto::bus::{self as bus, command, envelope};
+use switchboard_proto::subject::Subjects;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::service::Broker;
+use crate::state::{Directory, Selector, SocketRecord};
+
+/// Socket ids per published action message (keeps a message far below NATS' 1 MiB default).
+pub const IDS_PER_MESSAGE: usize = 1000;
+/// Page size when the request gives none.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Largest page a request may ask for.
+pub const MAX_PAGE_SIZE: usize = 10_000;
+/// Longest ack timeout a request may ask for.
+pub const MAX_ACK_TIMEOUT_MS: u32 = 600_000;
+/// How long after the ack timeout the broker still waits for the gateways' timeout markers.
+const ACK_GRACE: Duration = Duration::from_millis(500);
+/// Sockets per directory lock while streaming.
+const STREAM_CHUNK: usize = 500;
+/// Event names a server may not emit (Socket.IO reserves them).
+const RESERVED_EVENTS: &[&str] = &[
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// The Admin service over one broker's directory and its bus.
+#[derive(Clone)]
+pub struct AdminService {
+    directory: Arc<Mutex<Directory>>,
+    bus: Bus,
+    subjects: Subjects,
+    origin: String,
+}
+
+impl AdminService {
+    /// The service for `broker`, publishing its actions on `bus` under `subjects`.
+    pub fn new(broker: &Broker, bus: Bus, subjects: Subjects) -> Self {
+        Self {
+            directory: broker.directory(),
+            bus,
+            subjects,
+            origin: broker.id().to_owned(),
+        }
+    }
+
+    fn dir(&self) -> MutexGuard<'_, Directory> {
+        self.directory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The ids and nodes of the sockets `sel` matches, in id order.
+    fn resolve(&self, sel: &Selector) -> Vec<(String, String)> {
+        self.dir()
+            .select(sel, None, 0)
+            .items
+            .into_iter()
+            .map(|r| (r.id.clone(), r.node.clone()))
+            .collect()
+    }
+
+    /// Publishes `make(target)` to each owning node, naming its sockets.
+    async fn publish_to_owners(
+        &self,
+        ns: &str,
+        sockets: &[(String, String)],
+        make: impl Fn(bus::Target) -> envelope::Body,
+    ) -> Result<(), Status> {
+        let mut by_node: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (id, node) in sockets {
+            by_node.entry(node).or_default().push(id.clone());
+        }
+        for (node, ids) in by_node {
+            for chunk in ids.chunks(IDS_PER_MESSAGE) {
+                let target = bus::Target {
+                    socket_ids: chunk.to_vec(),
+                    ..Default::default()
+                };
+                let env = bus::Envelope {
+                    body: Some(make(target)),
+                };
+                self.bus
+                    .publish(self.subjects.node(node), Bytes::from(env.encode_to_vec()))
+                    .await
+                    .map_err(|e| Status::unavailable(format!("cluster bus: {e}")))?;
+            }
+        }
+        tracing::debug!(ns, sockets = sockets.len(), "admin action published");
+        Ok(())
+    }
+
+    async fn command(
+        &self,
+        ns: &str,
+        sockets: &[(String, String)],
+        action: command::Action,
+    ) -> Result<(), Status> {
+        let origin = self.origin.clone();
+        self.publish_to_owners(ns, sockets, |target| {
+            envelope::Body::Command(bus::Command {
+                origin: origin.clone(),
+                ns: ns.to_owned(),
+                target: Some(target),
+                action: Some(action.clone()),
+            })
+        })
+        .await
+    }
+
+    /// Emits to `sockets`; with a timeout, collects one ack per socket (in id order).
+    async fn emit(
+        &self,
+        ns: &str,
+        sockets: &[(String, String)],
+        emit: &Emit,
+    ) -> Result<Vec<pb::SocketAck>, Status> {
+        let origin = self.origin.clone();
+        let Some(timeout) = emit.ack_timeout else {
+            let packet = emit.packet(ns);
+            self.publish_to_owners(ns, sockets, |target| {
+                envelope::Body::Delivery(bus::Delivery {
+                    origin: origin.clone(),
+                    ns: ns.to_owned(),
+                    target: Some(target),
+                    packet: packet.clone(),
+                    attachments: emit.attachments.clone(),
+                    volatile: emit.volatile,
+                    ack: None,
+                })
+            })
+            .await?;
+            return Ok(Vec::new());
+        };
+        let inbox = self.bus.new_inbox();
+        let mut replies = self
+            .bus
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| Status::unavailable(format!("cluster bus: {e}")))?;
+        // The gateways answer on a subscription that must exist before they get the emit.
+        self.bus
+            .barrier(Duration::from_secs(5))
+            .await
+            .map_err(|e| Status::unavailable(format!("cluster bus: {e}")))?;
+        let ack = bus::AckRequest {
+            reply: inbox,
+            timeout_ms: u64::from(timeout.as_millis() as u32),
+            event: emit.event.clone(),
+            args_json: emit.args_json.clone(),
+        };
+        self.publish_to_owners(ns, sockets, |target| {
+            envelope::Body::Delivery(bus::Delivery {
+                origin: origin.clone(),
+                ns: ns.to_owned(),
+                target: Some(target),
+                packet: Bytes::new(),
+                attachments: emit.attachments.clone(),
+                volatile: emit.volatile,
+                ack: Some(ack.clone()),
+            })
+        })
+        .await?;
+        let mut got: HashMap<String, pb::SocketAck> = HashMap::with_capacity(sockets.len());
+        let wanted: std::collections::HashSet<&str> =
+            sockets.iter().map(|(id, _)| id.as_str()).collect();
+        let deadline = tokio::time::Instant::now() + timeout + ACK_GRACE;
+        while got.len() < wanted.len() {
+            let Ok(Some(msg)) = tokio::time::timeout_at(deadline, replies.next()).await else {
+                break;
+            };
+            let Ok(reply) = bus::AckReply::decode(msg.payload) else {
+                continue;
+            };
+            if wanted.contains(reply.socket_id.as_str()) {
+                got.insert(
+                    reply.socket_id.clone(),
+                    pb::SocketAck {
+                        socket_id: reply.socket_id,
+                        args_json: reply.args_json,
+                        attachments: reply.attachments,
+                        timed_out: reply.timed_out,
+                    },
+                );
+            }
+        }
+        Ok(sockets
+            .iter()
+            .map(|(id, _)| {
+                got.remove(id).unwrap_or_else(|| pb::SocketAck {
+                    socket_id: id.clone(),
+                    timed_out: true,
+                    ..Default::default()
+                })
+            })
+            .collect())
+    }
+}
+
+/// A validated emit.
+struct Emit {
+    event: String,
+    args_json: String,
+    args: Vec<Value>,
+    attachments: Vec<Bytes>,
+    volatile: bool,
+    ack_timeout: Option<Duration>,
+}
+
+impl Emit {
+    fn parse(
+        event: String,
+        args_json: &str,
+        attachments: Vec<Bytes>,
+        volatile: bool,
+        ack_timeout_ms: u32,
+    ) -> Result<Self, Status> {
+        if event.is_empty() {
+            return Err(invalid("event: required"));
+        }
+        if RESERVED_EVENTS.contains(&event.as_str()) {
+            return Err(invalid(format!("event: {event:?} is reserved by Socket.IO")));
+        }
+        let args = match args_json.trim() {
+            "" => Vec::new(),
+            text => match serde_json::from_str::<Value>(text) {
+                Ok(Value::Array(args)) => args,
+                Ok(_) => return Err(invalid("args_json: must be a JSON array")),
+                Err(e) => return Err(invalid(format!("args_json: invalid JSON: {e}"))),
+            },
+        };
+        let mut used = vec![false; attachments.len()];
+        check_placeholders(&args, &mut used)?;
+        if let Some(n) = used.iter().position(|u| !u) {
+            return Err(invalid(format!(
+                "attachments: attachment {n} is not referenced by a placeholder in args_json"
+            )));
+        }
+        if ack_timeout_ms > MAX_ACK_TIMEOUT_MS {
+            return Err(invalid(format!(
+                "ack_timeout_ms: at most {MAX_ACK_TIMEOUT_MS}"
+            )));
+        }
+        Ok(Self {
+            args_json: Value::Array(args.clone()).to_string(),
+            event,
+            args,
+            attachments,
+            volatile,
+            ack_timeout: (ack_timeout_ms > 0)
+                .then(|| Duration::from_millis(u64::from(ack_timeout_ms))),
+        })
+    }
+
+    /// The Engine.IO text frame of the EVENT (or BINARY_EVENT) packet, as clients receive it.
+    fn packet(&self, ns: &str) -> Bytes {
+        let mut all = Vec::with_capacity(self.args.len() + 1);
+        all.push(Value::String(self.event.clone()));
+        all.extend(self.args.iter().cloned());
+        let body = Value::Array(all).to_string();
+        let head = if self.attachments.is_empty() {
+            "42".to_owned()
+        } else {
+            format!("45{}-", self.attachments.len())
+        };
+        let nsp = if ns == "/" {
+            String::new()
+        } else {
+            format!("{ns},")
+        };
+        Bytes::from(format!("{head}{nsp}{body}"))
+    }
+}
+
+/// Every `{"_placeholder":true,"num":N}` must name an attachment.
+fn check_placeholders(values: &[Value], used: &mut [bool]) -> Result<(), Status> {
+    for v in values {
+        match v {
+            Value::Object(map) if map.get("_placeholder") == Some(&Value::Bool(true)) => {
+                let n = map
+                    .get("num")
+                    .and_then(Value::as_u64)
+                    .and_then(|n| usize::try_from(n).ok());
+                match n {
+                    Some(n) if n < used.len() => used[n] = true,
+                    _ => {
+                        return Err(invalid(format!(
+                            "args_json: placeholder {} names no attachment (there are {})",
+                            Value::Object(map.clone()),
+                            used.len()
+                        )));
+                    }
+                }
+            }
+            Value::Object(map) => {
+                let inner: Vec<Value> = map.values().cloned().collect();
+                check_placeholders(&inner, used)?;
+            }
+            Value::Array(items) => check_placeholders(items, used)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn invalid(msg: impl Into<String>) -> Status {
+    Status::invalid_argument(msg.into())
+}
+
+fn check_ns(field: &str, ns: &str) -> Result<(), Status> {
+    if ns.is_empty() {
+        return Err(invalid(format!("{field}: required (e.g. \"/chat\")")));
+    }
+    if !ns.starts_with('/') {
+        return Err(invalid(format!("{field}: must start with '/' (got {ns:?})")));
+    }
+    Ok(())
+}
+
+fn selector(sel: Option<pb::Selector>) -> Result<Selector, Status> {
+    let sel = sel.ok_or_else(|| invalid("selector: required"))?;
+    check_ns("selector.ns", &sel.ns)?;
+    Ok(Selector {
+        ns: sel.ns,
+        rooms: sel.rooms,
+        except_rooms: sel.except_rooms,
+        socket_ids: sel.socket_ids,
+        user_ids: sel.user_ids,
+    })
+}
+
+fn page_size(n: u32) -> Result<usize, Status> {
+    match usize::try_from(n).unwrap_or(usize::MAX) {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n if n <= MAX_PAGE_SIZE => Ok(n),
+        _ => Err(invalid(format!("page_size: at most {MAX_PAGE_SIZE}"))),
+    }
+}
+
+/// Page tokens are the last key of the previous page, marked so a stray string is refused.
+const TOKEN_MARK: &str = "after:";
+
+fn page_token(token: &str) -> Result<Option<&str>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .strip_prefix(TOKEN_MARK)
+        .map(Some)
+        .ok_or_else(|| invalid("page_token: not a token from a previous response"))
+}
+
+fn next_token(next: Option<String>) -> String {
+    next.map(|k| format!("{TOKEN_MARK}{k}")).unwrap_or_default()
+}
+
+fn summary(r: &SocketRecord) -> pb::SocketSummary {
+    pb::SocketSummary {
+        id: r.id.clone(),
+        ns: r.ns.clone(),
+        node: r.node.clone(),
+        user: r.user.clone(),
+        rooms: r.rooms.iter().cloned().collect(),
+        handshake: Some(pb::Handshake {
+            address: r.handshake.address.clone(),
+            headers: r
+                .handshake
+                .headers
+                .iter()
+                .map(|(name, value)| pb::Header {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            query: r.handshake.query.clone(),
+            claims_json: r.handshake.claims_json.clone(),
+            connected_at_ms: r.handshake.connected_at_ms,
+        }),
+        data_json: r.data_json.clone(),
+    }
+}
+
+fn ms_ago(then: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(then).as_millis()).unwrap_or(u64::MAX)
+}
+
+type SocketStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SocketSummary, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn fetch_sockets(
+        &self,
+        request: Request<pb::FetchSocketsRequest>,
+    ) -> Result<Response<pb::FetchSocketsResponse>, Status> {
+        let req = request.into_inner();
+        let sel = selector(req.selector)?;
+        let limit = page_size(req.page_size)?;
+        let after = page_token(&req.page_token)?;
+        let dir = self.dir();
+        let page = dir.select(&sel, after, limit);
+        Ok(Response::new(pb::FetchSocketsResponse {
+            sockets: page.items.iter().map(|r| summary(r)).collect(),
+            next_page_token: next_token(page.next),
+            total: dir.count(&sel) as u64,
+        }))
+    }
+
+    type StreamSocketsStream = SocketStream;
+
+    async fn stream_sockets(
+        &self,
+        request: Request<pb::Selector>,
+    ) -> Result<Response<Self::StreamSocketsStream>, Status> {
+        let sel = selector(Some(request.into_inner()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHUNK);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let mut after: Option<String> = None;
+            loop {
+                let (items, next) = {
+                    let dir = svc.dir();
+                    let page = dir.select(&sel, after.as_deref(), STREAM_CHUNK);
+                    let items: Vec<_> = page.items.iter().map(|r| summary(r)).collect();
+                    (items, page.next)
+                };
+                for item in items {
+                    if tx.send(Ok(item)).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+                match next {
+                    Some(n) => after = Some(n),
+                    None => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn rooms(
+        &self,
+        request: Request<pb::RoomsRequest>,
+    ) -> Result<Response<pb::RoomsResponse>, Status> {
+        let req = request.into_inner();
+        check_ns("ns", &req.ns)?;
+        let limit = page_size(req.page_size)?;
+        let after = page_token(&req.page_token)?;
+        let page = self.dir().rooms(&req.ns, &req.prefix, after, limit);
+        Ok(Response::new(pb::RoomsResponse {
+            rooms: page
+                .items
+                .into_iter()
+                .map(|r| pb::RoomInfo {
+                    name: r.name,
+                    members: r.members as u64,
+                    users: r.users as u64,
+                })
+                .collect(),
+            next_page_token: next_token(page.next),
+        }))
+    }
+
+    async fn room_members(
+        &self,
+        request: Request<pb::RoomMembersRequest>,
+    ) -> Result<Response<pb::RoomMembersResponse>, Status> {
+        let req = request.into_inner();
+        check_ns("ns", &req.ns)?;
+        let limit = page_size(req.page_size)?;
+        let after = page_token(&req.page_token)?;
+        let sel = Selector {
+            ns: req.ns,
+            rooms: vec![req.room],
+            ..Selector::default()
+        };
+        let dir = self.dir();
+        let page = dir.select(&sel, after, limit);
+        Ok(Response::new(pb::RoomMembersResponse {
+            members: page.items.iter().map(|r| summary(r)).collect(),
+            next_page_token: next_token(page.next),
+        }))
+    }
+
+    async fn presence(
+        &self,
+        request: Request<pb::PresenceRequest>,
+    ) -> Result<Response<pb::PresenceResponse>, Status> {
+        let req = request.into_inner();
+        check_ns("ns", &req.ns)?;
+        let users = self
+            .dir()
+            .presence(&req.ns, &req.room)
+            .into_iter()
+            .map(|(user, n)| pb::UserPresence {
+                user: user.to_owned(),
+                sockets: n as u64,
+            })
+            .collect();
+        Ok(Response::new(pb::PresenceResponse { users }))
+    }
+
+    async fn user_sockets(
+        &self,
+        request: Request<pb::UserSocketsRequest>,
+    ) -> Result<Response<pb::UserSocketsResponse>, Status> {
+        let req = request.into_inner();
+        if req.user.is_empty() {
+            return Err(invalid("user: required"));
+        }
+        if !req.ns.is_empty() {
+            check_ns("ns", &req.ns)?;
+        }
+        let ns = (!req.ns.is_empty()).then_some(req.ns.as_str());
+        let sockets = self
+            .dir()
+            .user_sockets(ns, &req.user)
+            .into_iter()
+            .map(summary)
+            .collect();
+        Ok(Response::new(pb::UserSocketsResponse { sockets }))
+    }
+
+    async fn stats(
+        &self,
+        _request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let dir = self.dir();
+        let stats = dir.stats();
+        let now = Instant::now();
+        let mut namespaces = Vec::with_capacity(stats.sockets_per_ns.len());
+        for (ns, sockets) in &stats.sockets_per_ns {
+            let rooms = dir.rooms(ns, "", None, 0).items.len() as u64;
+            let users = dir.namespace_users(ns) as u64;
+            namespaces.push(pb::NamespaceStats {
+                ns: ns.clone(),
+                sockets: *sockets as u64,
+                rooms,
+                users,
+            });
+        }
+        Ok(Response::new(pb::StatsResponse {
+            nodes: stats
+                .nodes
+                .iter()
+                .map(|n| pb::NodeStats {
+                    id: n.id.clone(),
+                    epoch: n.epoch,
+                    connections: n.connections,
+                    sockets: n.sockets as u64,
+                    address: n.address.clone(),
+                    last_heartbeat_ms_ago: ms_ago(n.last_heartbeat.unwrap_or(n.last_seen), now),
+                })
+                .collect(),
+            namespaces,
+            sockets: stats.sockets as u64,
+            rooms: stats.rooms as u64,
+        }))
+    }
+
+    async fn broadcast(
+        &self,
+        request: Request<pb::BroadcastRequest>,
+    ) -> Result<Response<pb::BroadcastResponse>, Status> {
+        let req = request.into_inner();
+        let sel = selector(req.selector)?;
+        let emit = Emit::parse(
+            req.event,
+            &req.args_json,
+            req.attachments.into_iter().map(Bytes::from).collect(),
+            req.volatile,
+            req.ack_timeout_ms,
+        )?;
+        let sockets = self.resolve(&sel);
+        let acks = self.emit(&sel.ns, &sockets, &emit).await?;
+        Ok(Response::new(pb::BroadcastResponse {
+            targeted: sockets.len() as u64,
+            acks,
+        }))
+    }
+
+    async fn emit_to_socket(
+        &self,
+        request: Request<pb::EmitToSocketRequest>,
+    ) -> Result<Response<pb::EmitToSocketResponse>, Status> {
+        let req = request.into_inner();
+        check_ns("ns", &req.ns)?;
+        if req.socket_id.is_empty() {
+            return Err(invalid("socket_id: required"));
+        }
+        let emit = Emit::parse(
+            req.event,
+            &req.args_json,
+            req.attachments.into_iter().map(Bytes::from).collect(),
+            false,
+            req.ack_timeout_ms,
+        )?;
+        let node = self
+            .dir()
+            .socket(&req.socket_id)
+            .filter(|r| r.ns == req.ns)
+            .map(|r| r.node.clone());
+        let Some(node) = node else {
+            return Ok(Response::new(pb::EmitToSocketResponse {
+                found: false,
+                ack: None,
+            }));
+        };
+        let sockets = [(req.socket_id, node)];
+        let ack = self.emit(&req.ns, &sockets, &emit).await?.pop();
+        Ok(Response::new(pb::EmitToSocketResponse { found: true, ack }))
+    }
+
+    async fn disconnect(
+        &self,
+        request: Request<pb::DisconnectRequest>,
+    ) -> Result<Response<pb::DisconnectResponse>, Status> {
+        let req = request.into_inner();
+        let sel = selector(req.selector)?;
+        let sockets = self.resolve(&sel);
+        let kick = command::Action::Disconnect(bus::Kick {
+            close_connection: req.close_connection,
+            reason: req.reason,
+        });
+        self.command(&sel.ns, &sockets, kick).await?;
+        Ok(Response::new(pb::DisconnectResponse {
+            disconnected: sockets.len() as u64,
+        }))
+    }
+
+    async fn sockets_join(
+        &self,
+        request: Request<pb::RoomsChangeRequest>,
+    ) -> Result<Response<pb::RoomsChangeResponse>, Status> {
+        self.rooms_change(request.into_inner(), true).await
+    }
+
+    async fn sockets_leave(
+        &self,
+        request: Request<pb::RoomsChangeRequest>,
+    ) -> Result<Response<pb::RoomsChangeResponse>, Status> {
+        self.rooms_change(request.into_inner(), false).await
+    }
+
+    async fn update_socket_data(
+        &self,
+        request: Request<pb::UpdateSocketDataRequest>,
+    ) -> Result<Response<pb::UpdateSocketDataResponse>, Status> {
+        let req = request.into_inner();
+        if req.socket_id.is_empty() {
+            return Err(invalid("socket_id: required"));
+        }
+        let data: Value = serde_json::from_str(&req.data_json)
+            .map_err(|e| invalid(format!("data_json: invalid JSON: {e}")))?;
+        let data_json = data.to_string();
+        let owner = {
+            let mut dir = self.dir();
+            let owner = dir
+                .socket(&req.socket_id)
+                .map(|r| (r.ns.clone(), r.node.clone()));
+            if owner.is_some() {
+                dir.set_data(&req.socket_id, data_json.clone());
+            }
+            owner
+        };
+        let Some((ns, node)) = owner else {
+            return Ok(Response::new(pb::UpdateSocketDataResponse { updated: false }));
+        };
+        // The gateway keeps it too, so its snapshots (and a rebuilt broker) carry it.
+        let action = command::Action::SetData(bus::SetData { data_json });
+        self.command(&ns, &[(req.socket_id, node)], action).await?;
+        Ok(Response::new(pb::UpdateSocketDataResponse { updated: true }))
+    }
+}
+
+impl AdminService {
+    async fn rooms_change(
+        &self,
+        req: pb::RoomsChangeRequest,
+        join: bool,
+    ) -> Result<Response<pb::RoomsChangeResponse>, Status> {
+        let sel = selector(req.selector)?;
+        if req.rooms.is_empty() {
+            return Err(invalid("rooms: at least one room"));
+        }
+        let sockets = self.resolve(&sel);
+        let list = bus::RoomList { rooms: req.rooms };
+        let action = if join {
+            command::Action::Join(list)
+        } else {
+            command::Action::Leave(list)
+        };
+        self.command(&sel.ns, &sockets, action).await?;
+        Ok(Response::new(pb::RoomsChangeResponse {
+            sockets: sockets.len() as u64,
+        }))
+    }
+}
+
+/// How the gRPC port is served.
+#[derive(Clone)]
+pub struct GrpcOptions {
+    /// The bearer token every Admin and reflection call must carry.
+    pub token: String,
+    /// PEM certificate chain and private key, for TLS.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for GrpcOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcOptions")
+            .field("token", &"<redacted>")
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Default gRPC port.
+pub const DEFAULT_GRPC_PORT: u16 = 50051;
+/// Shortest admin token accepted.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// Where and how to serve gRPC, from the environment (the broker binary and the standalone
+/// gateway read the same variables); `None` when `SWITCHBOARD_ADMIN_TOKEN` is unset (gRPC off).
+///
+/// | variable | default | meaning |
+/// |---|---|---|
+/// | `SWITCHBOARD_ADMIN_TOKEN` | unset: no gRPC | bearer token of every call, at least 16 bytes |
+/// | `SWITCHBOARD_GRPC_HOST` | `127.0.0.1` | IP address the gRPC port binds |
+/// | `SWITCHBOARD_GRPC_PORT` | `50051` | gRPC port; 0 = any free port |
+/// | `SWITCHBOARD_GRPC_TLS_CERT`, `SWITCHBOARD_GRPC_TLS_KEY` | unset: plaintext | PEM files (both or neither) |
+pub fn options_from_lookup(
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<(SocketAddr, GrpcOptions)>, crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    let get = |name: &str| var(name).filter(|v| !v.is_empty());
+    let err = |var: &'static str, message: String| ConfigError { var, message };
+    const TOKEN: &str = "SWITCHBOARD_ADMIN_TOKEN";
+    let Some(token) = get(TOKEN) else {
+        return Ok(None);
+    };
+    if token.len() < MIN_TOKEN_BYTES || token.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(err(
+            TOKEN,
+            format!("must be at least {MIN_TOKEN_BYTES} bytes without spaces (e.g. `openssl rand -hex 24`)"),
+        ));
+    }
+    const HOST: &str = "SWITCHBOARD_GRPC_HOST";
+    let host: std::net::IpAddr = match get(HOST) {
+        None => std::net::IpAddr::from([127, 0, 0, 1]),
+        Some(v) => v
+            .parse()
+            .map_err(|_| err(HOST, format!("{v:?} is not an IP address")))?,
+    };
+    const PORT: &str = "SWITCHBOARD_GRPC_PORT";
+    let port = match get(PORT) {
+        None => DEFAULT_GRPC_PORT,
+        Some(v) => v
+            .parse::<u16>()
+            .map_err(|_| err(PORT, format!("{v:?} is not a port number (0-65535)")))?,
+    };
+    const CERT: &str = "SWITCHBOARD_GRPC_TLS_CERT";
+    const KEY: &str = "SWITCHBOARD_GRPC_TLS_KEY";
+    let read = |var: &'static str, path: String| {
+        std::fs::read(&path).map_err(|e| err(var, format!("cannot read {path}: {e}")))
+    };
+    let tls = match (get(CERT), get(KEY)) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let pair = (read(CERT, cert)?, read(KEY, key)?);
+            // Parsed now, so a bad pair stops the process before it serves anything.
+            let identity = tonic::transport::Identity::from_pem(&pair.0, &pair.1);
+            tonic::transport::Server::builder()
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(|e| err(CERT, format!("unusable certificate or key: {e}")))?;
+            Some(pair)
+        }
+        (Some(_), None) => return Err(err(KEY, format!("required with {CERT}"))),
+        (None, Some(_)) => return Err(err(CERT, format!("required with {KEY}"))),
+    };
+    Ok(Some((SocketAddr::new(host, port), GrpcOptions { token, tls })))
+}
+
+/// Checks `authorization: Bearer <token>` in constant time (for a given token length).
+#[derive(Clone)]
+pub struct BearerAuth {
+    expected: Arc<[u8]>,
+}
+
+impl BearerAuth {
+    /// Accepts exactly `token`.
+    pub fn new(token: &str) -> Self {
+        Self {
+            expected: Arc::from(format!("Bearer {token}").into_bytes()),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(value) = req.metadata().get("authorization") else {
+            return Err(Status::unauthenticated(
+                "missing authorization: Bearer <token>",
+            ));
+        };
+        let got = value.as_bytes();
+        let same = got.len() == self.expected.len()
+            && got
+                .iter()
+                .zip(self.expected.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("invalid bearer token"))
+        }
+    }
+}
+
+/// Errors starting the gRPC server.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    /// The reflection descriptor could not be loaded.
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
+    /// The TLS certificate or key is unusable, or the server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves the Admin service, health and reflection on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    service: AdminService,
+    opts: GrpcOptions,
+    shutdown: CancellationToken,
+) -> Result<(), GrpcError> {
+    let auth = BearerAuth::new(&opts.token);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<AdminServer<AdminService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| GrpcError::Reflection(e.to_string()))?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &opts.tls {
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    let local: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(addr = ?local, tls = opts.tls.is_some(), "gRPC admin API listening");
+    builder
+        .add_service(health)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection,
+            auth.clone(),
+        ))
+        .add_service(AdminServer::with_interceptor(service, auth))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn emit(args: &str, attachments: usize) -> Result<Emit, Status> {
+        Emit::parse(
+            "news".into(),
+            args,
+            (0..attachments).map(|i| Bytes::from(vec![i as u8])).collect(),
+            false,
+            0,
+        )
+    }
+
+    #[test]
+    fn packets_are_what_clients_receive() {
+        assert_eq!(emit("[1,\"a\"]", 0).unwrap().packet("/chat"), "42/chat,[\"news\",1,\"a\"]");
+        assert_eq!(emit("", 0).unwrap().packet("/"), "42[\"news\"]");
+        let bin = emit(r#"[{"_placeholder":true,"num":0},{"x":{"_placeholder":true,"num":1}}]"#, 2)
+            .unwrap();
+        assert_eq!(
+            bin.packet("/"),
+            r#"452-["news",{"_placeholder":true,"num":0},{"x":{"_placeholder":true,"num":1}}]"#
+        );
+    }
+
+    #[test]
+    fn bad_emits_say_what_is_wrong() {
+        let msg = |r: Result<Emit, Status>| r.err().map(|s| (s.code(), s.message().to_owned()));
+        let cases = [
+            (emit("{}", 0), "args_json: must be a JSON array"),
+            (emit("[", 0), "args_json: invalid JSON"),
+            (emit(r#"[{"_placeholder":true,"num":3}]"#, 1), "names no attachment"),
+            (emit("[]", 1), "attachment 0 is not referenced"),
+        ];
+        for (got, want) in cases {
+            let (code, text) = msg(got).unwrap();
+            assert_eq!(code, tonic::Code::InvalidArgument);
+            assert!(text.contains(want), "{text} lacks {want}");
+        }
+        let reserved = Emit::parse("disconnect".into(), "[]", Vec::new(), false, 0);
+        assert!(msg(reserved).unwrap().1.contains("reserved"));
+        let long = Emit::parse("e".into(), "[]", Vec::new(), false, MAX_ACK_TIMEOUT_MS + 1);
+        assert!(msg(long).unwrap().1.contains("ack_timeout_ms"));
+    }
+
+    #[test]
+    fn selectors_and_pages_are_validated() {
+        assert!(selector(None).is_err());
+        let s = |ns: &str| pb::Selector { ns: ns.into(), ..Default::default() };
+        assert!(selector(Some(s(""))).unwrap_err().message().contains("required"));
+        assert!(selector(Some(s("chat"))).unwrap_err().message().contains("start with '/'"));
+        assert_eq!(selector(Some(s("/chat"))).unwrap().ns, "/chat");
+        assert_eq!(page_size(0).unwrap(), DEFAULT_PAGE_SIZE);
+        assert_eq!(page_size(10_000).unwrap(), 10_000);
+        assert!(page_size(10_001).is_err());
+        assert_eq!(page_token("").unwrap(), None);
+        assert_eq!(page_token(&next_token(Some("gw1.a".into()))).unwrap(), Some("gw1.a"));
+        assert!(page_token("gw1.a").is_err());
+        assert_eq!(next_token(None), "");
+    }
+
+    #[test]
+    fn options_come_from_the_environment() {
+        let parse = |vars: &[(&str, &str)]| {
+            let vars: HashMap<String, String> =
+                vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            options_from_lookup(|k| vars.get(k).cloned())
+        };
+        assert!(parse(&[]).unwrap().is_none());
+        let (addr, opts) = parse(&[("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef")]).unwrap().unwrap();
+        assert_eq!(addr, "127.0.0.1:50051".parse().unwrap());
+        assert_eq!(opts.token, "0123456789abcdef");
+        assert!(opts.tls.is_none());
+        let (addr, _) = parse(&[
+            ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef"),
+            ("SWITCHBOARD_GRPC_HOST", "::1"),
+            ("SWITCHBOARD_GRPC_PORT", "0"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(addr, "[::1]:0".parse().unwrap());
+        let bad = [
+            (vec![("SWITCHBOARD_ADMIN_TOKEN", "short")], "SWITCHBOARD_ADMIN_TOKEN"),
+            (vec![("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef"), ("SWITCHBOARD_GRPC_PORT", "x")], "SWITCHBOARD_GRPC_PORT"),
+            (vec![("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef"), ("SWITCHBOARD_GRPC_TLS_CERT", "/x")], "SWITCHBOARD_GRPC_TLS_KEY"),
+            (
+                vec![
+                    ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef"),
+                    ("SWITCHBOARD_GRPC_TLS_CERT", "/nonexistent/c.pem"),
+                    ("SWITCHBOARD_GRPC_TLS_KEY", "/nonexistent/k.pem"),
+                ],
+                "SWITCHBOARD_GRPC_TLS_CERT",
+            ),
+        ];
+        for (vars, var) in bad {
+            assert_eq!(parse(&vars).err().map(|e| e.var), Some(var), "{vars:?}");
+        }
+    }
+
+    #[test]
+    fn bearer_tokens_must_match_exactly() {
+        use tonic::service::Interceptor as _;
+        let mut auth = BearerAuth::new("s3cret");
+        let with = |v: Option<&str>| {
+            let mut req = Request::new(());
+            if let Some(v) = v {
+                req.metadata_mut().insert("authorization", v.parse().unwrap());
+            }
+            req
+        };
+        assert!(auth.call(with(Some("Bearer s3cret"))).is_ok());
+        for bad in [None, Some("Bearer s3cre"), Some("Bearer s3cret2"), Some("s3cret"), Some("Basic s3cret")] {
+            let err = auth.call(with(bad)).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{bad:?}");
+        }
+    }
+}
