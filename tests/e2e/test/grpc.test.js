@@ -1,0 +1,322 @@
+'use strict';
+// The broker's gRPC Admin API end to end: a nats-server, the broker (serving gRPC with a bearer
+// token) and two gateways (lib/cluster.js), official socket.io-clients on both gateways, and the
+// official @grpc/grpc-js client (lib/admin.js). Every RPC's answer is checked against what the
+// clients are and what they actually receive. Then the same API in-process on a standalone
+// gateway, and the operators' CLI (switchboard-admin) against the cluster.
+
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const path = require('node:path');
+const { execFile } = require('node:child_process');
+const { startCluster, startGateway, waitFor } = require('../lib/cluster');
+const { Members, converged, CONFIG, ENV, NS, OK } = require('../lib/members');
+const { adminClient, status } = require('../lib/admin');
+const { within } = require('../lib/client');
+
+const TOKEN = 'e2e-admin-token-0123456789';
+const GRPC_ENV = { ...ENV, SWITCHBOARD_ADMIN_TOKEN: TOKEN, SWITCHBOARD_GRPC_PORT: '0' };
+const ADMIN_BIN = process.env.SWITCHBOARD_ADMIN_BIN || path.resolve(__dirname, '..', '..', '..', 'target', 'release', 'switchboard-admin');
+
+const sel = (extra = {}) => ({ ns: NS, ...extra });
+const ids = (sockets) => sockets.map((s) => s.id).sort();
+const byId = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** Rejects unless `promise` fails with gRPC status `code`; resolves to the error. */
+async function failsWith(promise, code) {
+  try {
+    await promise;
+  } catch (err) {
+    assert.equal(err.code, code, `expected status ${code}, got ${err.code}: ${err.details}`);
+    return err;
+  }
+  assert.fail(`expected status ${code}, the call succeeded`);
+}
+
+describe('gRPC admin API on a cluster of two gateways', () => {
+  let cluster;
+  let admin;
+  const members = new Members();
+  // alice: two sockets (gw1, gw2) in lobby; bob: gw2, in lobby and vip; anon: gw1, in vip only.
+  let alice1;
+  let alice2;
+  let bob;
+  let anon;
+
+  before(async () => {
+    cluster = await startCluster({ config: CONFIG, env: GRPC_ENV, gateways: 2 });
+    assert.ok(cluster.broker.grpcAddr, 'the broker printed its gRPC address');
+    admin = adminClient(cluster.broker.grpcAddr, TOKEN);
+    const [g1, g2] = cluster.gateways;
+    alice1 = await members.connect(g1, { user: 'alice' });
+    alice2 = await members.connect(g2, { user: 'alice' });
+    bob = await members.connect(g2, { user: 'bob' });
+    anon = await members.connect(g1);
+    for (const m of [alice1, alice2, bob]) assert.deepEqual(await m.join('lobby'), OK);
+    for (const m of [bob, anon]) assert.deepEqual(await m.join('vip'), OK);
+    await converged(() => cluster.broker.state(), members);
+  });
+  after(async () => {
+    members.closeAll();
+    if (admin) admin.close();
+    if (cluster) await cluster.stop();
+  });
+
+  it('refuses calls without the bearer token or with a wrong one: UNAUTHENTICATED', async () => {
+    await failsWith(admin.call('Stats', {}, { token: null }), status.UNAUTHENTICATED);
+    const err = await failsWith(admin.call('Stats', {}, { token: 'wrong-token-0123456789' }), status.UNAUTHENTICATED);
+    assert.match(err.details, /token/);
+    await failsWith(admin.stream(sel(), { token: null }), status.UNAUTHENTICATED);
+  });
+
+  it('refuses malformed requests with INVALID_ARGUMENT saying what is wrong', async () => {
+    const cases = [
+      ['FetchSockets', {}, /selector: required/],
+      ['FetchSockets', { selector: { ns: 'chat' } }, /start with '\/'/],
+      ['FetchSockets', { selector: sel(), page_size: 20000 }, /page_size/],
+      ['FetchSockets', { selector: sel(), page_token: 'garbage' }, /page_token/],
+      ['Broadcast', { selector: sel(), event: 'x', args_json: '[' }, /args_json/],
+      ['Broadcast', { selector: sel(), event: 'x', args_json: '{"a":1}' }, /JSON array/],
+      ['Broadcast', { selector: sel(), event: 'disconnect' }, /reserved/],
+      ['Broadcast', { selector: sel(), event: '' }, /event: required/],
+      ['Broadcast', { selector: sel(), event: 'x', args_json: '[]', attachments: [Buffer.from('z')] }, /attachment 0/],
+      ['SocketsJoin', { selector: sel(), rooms: [] }, /rooms/],
+      ['UpdateSocketData', { socket_id: alice1.id, data_json: '{nope' }, /data_json/],
+      ['UserSockets', { user: '' }, /user: required/],
+    ];
+    for (const [method, req, message] of cases) {
+      const err = await failsWith(admin.call(method, req), status.INVALID_ARGUMENT);
+      assert.match(err.details, message, `${method} ${JSON.stringify(req)}`);
+    }
+  });
+
+  it('FetchSockets and StreamSockets return what the clients are: ids, nodes, users, rooms, handshake', async () => {
+    const res = await admin.call('FetchSockets', { selector: sel() });
+    assert.equal(res.total, 4);
+    assert.equal(res.next_page_token, '');
+    assert.deepEqual(ids(res.sockets), [alice1, alice2, bob, anon].map((m) => m.id).sort());
+    for (const m of [alice1, alice2, bob, anon]) {
+      const s = res.sockets.find((x) => x.id === m.id);
+      assert.equal(s.node, m.gw.nodeId);
+      assert.equal(s.ns, NS);
+      assert.deepEqual([...s.rooms].sort(), [...m.rooms].sort());
+      assert.match(s.handshake.address, /^127\.0\.0\.1:\d+$/);
+      if (m === anon) {
+        assert.equal(s.user, undefined);
+      } else {
+        assert.equal(s.user, m === bob ? 'bob' : 'alice');
+        assert.equal(JSON.parse(s.handshake.claims_json).sub, s.user);
+      }
+    }
+    const streamed = await admin.stream(sel({ rooms: ['lobby'] }));
+    assert.deepEqual(streamed.map((s) => s.id), [alice1, alice2, bob].map((m) => m.id).sort(byId));
+    // Restrictions intersect: lobby members of user alice, not in vip.
+    const narrowed = await admin.call('FetchSockets', { selector: sel({ rooms: ['lobby', 'vip'], except_rooms: ['vip'], user_ids: ['alice'] }) });
+    assert.deepEqual(ids(narrowed.sockets), [alice1.id, alice2.id].sort());
+    const two = await admin.call('FetchSockets', { selector: sel({ socket_ids: [bob.id, anon.id, 'gw9.nobody'] }) });
+    assert.deepEqual(ids(two.sockets), [bob.id, anon.id].sort());
+  });
+
+  it('Rooms, RoomMembers, Presence, UserSockets and Stats', async () => {
+    const rooms = await admin.call('Rooms', { ns: NS });
+    const lobby = rooms.rooms.find((r) => r.name === 'lobby');
+    const vip = rooms.rooms.find((r) => r.name === 'vip');
+    assert.deepEqual({ members: lobby.members, users: lobby.users }, { members: 3, users: 2 });
+    assert.deepEqual({ members: vip.members, users: vip.users }, { members: 2, users: 1 });
+    const prefixed = await admin.call('Rooms', { ns: NS, prefix: 'vi' });
+    assert.ok(prefixed.rooms.every((r) => r.name.startsWith('vi')) && prefixed.rooms.some((r) => r.name === 'vip'));
+    const roomMembers = await admin.call('RoomMembers', { ns: NS, room: 'lobby' });
+    assert.deepEqual(ids(roomMembers.members), [alice1.id, alice2.id, bob.id].sort());
+    const presence = await admin.call('Presence', { ns: NS, room: 'lobby' });
+    assert.deepEqual(presence.users, [{ user: 'alice', sockets: 2 }, { user: 'bob', sockets: 1 }]);
+    const userSockets = await admin.call('UserSockets', { user: 'alice', ns: NS });
+    assert.deepEqual(userSockets.sockets.map((s) => [s.id, s.node]).sort(), [[alice1.id, 'gw1'], [alice2.id, 'gw2']].sort());
+    const stats = await admin.call('Stats', {});
+    assert.deepEqual(stats.nodes.map((n) => [n.id, n.sockets]).sort(), [['gw1', 2], ['gw2', 2]]);
+    const chat = stats.namespaces.find((n) => n.ns === NS);
+    assert.equal(chat.sockets, 4);
+    assert.equal(chat.users, 2);
+    assert.ok(stats.rooms >= 2);
+    for (const n of stats.nodes) assert.ok(n.last_heartbeat_ms_ago < 60000, `heartbeat age ${n.last_heartbeat_ms_ago}`);
+  });
+
+  it('Broadcast reaches each targeted socket exactly once, on both gateways, and nobody else', async () => {
+    const res = await admin.call('Broadcast', { selector: sel({ rooms: ['lobby'] }), event: 'news', args_json: '[{"n":1},"two"]' });
+    assert.equal(res.targeted, 3);
+    await Promise.all([alice1, alice2, bob].map((m) => m.until('news')));
+    // A fence: a later broadcast to everyone, once it arrived anything earlier did too.
+    await admin.call('Broadcast', { selector: sel(), event: 'fence', args_json: '[1]' });
+    await Promise.all([alice1, alice2, bob, anon].map((m) => m.until('fence')));
+    for (const m of [alice1, alice2, bob]) assert.deepEqual(m.of('news'), [[{ n: 1 }, 'two']]);
+    assert.deepEqual(anon.of('news'), []);
+    // Binary attachments arrive as binary.
+    const bin = await admin.call('Broadcast', {
+      selector: sel({ socket_ids: [anon.id] }),
+      event: 'blob',
+      args_json: '[{"_placeholder":true,"num":0}]',
+      attachments: [Buffer.from([1, 2, 3])],
+    });
+    assert.equal(bin.targeted, 1);
+    await anon.until('blob');
+    assert.deepEqual([...anon.of('blob')[0][0]], [1, 2, 3]);
+  });
+
+  it('Broadcast with acks returns every socket\'s ack, and a timeout marker for a socket that never answers', async () => {
+    for (const m of [alice1, alice2, bob]) m.socket.on('poll', (q, cb) => cb({ from: m.id, q }));
+    // anon has no handler for `poll`: its ack never comes.
+    const res = await admin.call('Broadcast', { selector: sel(), event: 'poll', args_json: '["q1"]', ack_timeout_ms: 1000 });
+    assert.equal(res.targeted, 4);
+    assert.deepEqual(res.acks.map((a) => a.socket_id), [alice1, alice2, bob, anon].map((m) => m.id).sort(byId));
+    for (const a of res.acks) {
+      if (a.socket_id === anon.id) {
+        assert.equal(a.timed_out, true);
+      } else {
+        assert.equal(a.timed_out, false);
+        assert.deepEqual(JSON.parse(a.args_json), [{ from: a.socket_id, q: 'q1' }]);
+      }
+    }
+  });
+
+  it('EmitToSocket delivers to one socket on another gateway and returns its ack; an unknown socket is not found', async () => {
+    bob.socket.on('direct', (x, cb) => cb(x * 2));
+    const res = await admin.call('EmitToSocket', { ns: NS, socket_id: bob.id, event: 'direct', args_json: '[21]', ack_timeout_ms: 3000 });
+    assert.equal(res.found, true);
+    assert.deepEqual(JSON.parse(res.ack.args_json), [42]);
+    const plain = await admin.call('EmitToSocket', { ns: NS, socket_id: alice1.id, event: 'hello', args_json: '["there"]' });
+    assert.equal(plain.found, true);
+    await alice1.until('hello');
+    assert.deepEqual(alice1.of('hello'), [['there']]);
+    const missing = await admin.call('EmitToSocket', { ns: NS, socket_id: 'gw1.nobody', event: 'hello' });
+    assert.equal(missing.found, false);
+  });
+
+  it('honours the deadline: an ack wait longer than the call\'s deadline ends in DEADLINE_EXCEEDED', async () => {
+    await failsWith(
+      admin.call('Broadcast', { selector: sel({ socket_ids: [anon.id] }), event: 'poll', args_json: '[]', ack_timeout_ms: 10000 }, { deadlineMs: 300 }),
+      status.DEADLINE_EXCEEDED,
+    );
+  });
+
+  it('SocketsJoin makes later room emits arrive; SocketsLeave stops them; the counts are the matched sockets', async () => {
+    const joined = await admin.call('SocketsJoin', { selector: sel({ user_ids: ['bob'] }), rooms: ['granted'] });
+    assert.equal(joined.sockets, 1);
+    bob.rooms.add('granted');
+    await converged(() => cluster.broker.state(), members);
+    assert.deepEqual(await alice1.join('granted'), OK);
+    await converged(() => cluster.broker.state(), members);
+    alice1.socket.emit('say', { room: 'granted', text: 'welcome' });
+    await bob.until('say', (a) => a[0].text === 'welcome');
+    const left = await admin.call('SocketsLeave', { selector: sel({ socket_ids: [bob.id] }), rooms: ['granted'] });
+    assert.equal(left.sockets, 1);
+    bob.rooms.delete('granted');
+    await converged(() => cluster.broker.state(), members);
+    alice1.socket.emit('say', { room: 'granted', text: 'after leave' });
+    // A fence from the same sender to a room bob is still in: it arrives after anything earlier.
+    alice1.socket.emit('say', { room: 'lobby', text: 'fence' });
+    await bob.until('say', (a) => a[0].text === 'fence');
+    assert.equal(bob.of('say', (a) => a[0].text === 'after leave').length, 0);
+  });
+
+  it('UpdateSocketData sets data that later queries show', async () => {
+    const res = await admin.call('UpdateSocketData', { socket_id: bob.id, data_json: '{"tier":"gold","n":[1,2]}' });
+    assert.equal(res.updated, true);
+    const got = await admin.call('FetchSockets', { selector: sel({ socket_ids: [bob.id] }) });
+    assert.deepEqual(JSON.parse(got.sockets[0].data_json), { tier: 'gold', n: [1, 2] });
+    const missing = await admin.call('UpdateSocketData', { socket_id: 'gw1.nobody', data_json: '1' });
+    assert.equal(missing.updated, false);
+  });
+
+  it('Disconnect kicks across gateways: the client gets `kicked` with the reason, then its disconnect', async () => {
+    const [g1] = cluster.gateways;
+    const victim = await members.connect(g1, { user: 'mallory' });
+    const victim2 = await members.connect(cluster.gateways[1], { user: 'mallory' });
+    await converged(() => cluster.broker.state(), members);
+    const gone = (m) => new Promise((resolve) => m.socket.once('disconnect', resolve));
+    const reasons = Promise.all([gone(victim), gone(victim2)]);
+    const res = await admin.call('Disconnect', { selector: sel({ user_ids: ['mallory'] }), reason: 'spam' });
+    assert.equal(res.disconnected, 2);
+    assert.deepEqual(await within(reasons, 'both mallory sockets to disconnect'), ['io server disconnect', 'io server disconnect']);
+    for (const m of [victim, victim2]) assert.deepEqual(m.of('kicked'), [[{ reason: 'spam' }]]);
+    await converged(() => cluster.broker.state(), members);
+    // close_connection closes the whole Engine.IO connection.
+    const whole = await members.connect(g1);
+    const closed = gone(whole);
+    assert.equal((await admin.call('Disconnect', { selector: sel({ socket_ids: [whole.id] }), close_connection: true })).disconnected, 1);
+    assert.equal(await within(closed, 'the connection to close'), 'transport close');
+  });
+
+  it('the switchboard-admin CLI: stats, sockets, rooms, presence, broadcast and kick', async () => {
+    const run = (...args) =>
+      new Promise((resolve) => {
+        execFile(ADMIN_BIN, ['--addr', `http://${cluster.broker.grpcAddr}`, ...args], { env: { ...process.env, SWITCHBOARD_ADMIN_TOKEN: TOKEN } }, (err, stdout, stderr) =>
+          resolve({ code: err ? err.code : 0, stdout, stderr }),
+        );
+      });
+    const lines = (out) => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const stats = await run('--json', 'stats');
+    assert.equal(stats.code, 0, stats.stderr);
+    assert.ok(stats.stdout.includes('gw1') && stats.stdout.includes('gw2'), stats.stdout);
+    const sockets = await run('--json', 'sockets', '--ns', NS, '--room', 'lobby');
+    assert.equal(sockets.code, 0, sockets.stderr);
+    assert.deepEqual(lines(sockets.stdout).map((s) => s.id).sort(), [alice1.id, alice2.id, bob.id].sort());
+    const rooms = await run('rooms', '--ns', NS);
+    assert.equal(rooms.code, 0, rooms.stderr);
+    assert.match(rooms.stdout, /lobby/);
+    const presence = await run('presence', '--ns', NS, '--room', 'lobby');
+    assert.equal(presence.code, 0, presence.stderr);
+    assert.match(presence.stdout, /alice/);
+    const broadcast = await run('broadcast', '--ns', NS, '--room', 'vip', '--event', 'cli-news', '--args', '["hi"]');
+    assert.equal(broadcast.code, 0, broadcast.stderr);
+    assert.match(broadcast.stdout, /targeted 2/);
+    await Promise.all([bob, anon].map((m) => m.until('cli-news')));
+    assert.deepEqual(anon.of('cli-news'), [['hi']]);
+    const target = await members.connect(cluster.gateways[1]);
+    await converged(() => cluster.broker.state(), members);
+    const gone = new Promise((resolve) => target.socket.once('disconnect', resolve));
+    const kick = await run('kick', '--ns', NS, '--socket', target.id, '--reason', 'cli');
+    assert.equal(kick.code, 0, kick.stderr);
+    assert.match(kick.stdout, /disconnected 1/);
+    await within(gone, 'the CLI-kicked socket to disconnect');
+    assert.deepEqual(target.of('kicked'), [[{ reason: 'cli' }]]);
+    const bad = await run('--token', 'wrong-token-0123456789', 'stats');
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /Unauthenticated/i);
+    const usage = await run('frobnicate');
+    assert.equal(usage.code, 2);
+  });
+});
+
+describe('gRPC admin API in-process on a standalone gateway', () => {
+  let gw;
+  let admin;
+  const members = new Members();
+  before(async () => {
+    gw = await startGateway({ nodeId: 'solo', config: CONFIG, env: GRPC_ENV });
+    assert.ok(gw.grpcAddr, 'the standalone gateway printed its gRPC address');
+    admin = adminClient(gw.grpcAddr, TOKEN);
+  });
+  after(async () => {
+    members.closeAll();
+    if (admin) admin.close();
+    if (gw) await gw.stop();
+  });
+
+  it('answers queries from the embedded broker and carries out actions', async () => {
+    const a = await members.connect(gw, { user: 'zoe' });
+    const b = await members.connect(gw);
+    assert.deepEqual(await a.join('room1'), OK);
+    await converged(() => gw.state(), members);
+    const res = await admin.call('FetchSockets', { selector: sel() });
+    assert.deepEqual(ids(res.sockets), [a.id, b.id].sort());
+    assert.equal(res.sockets.find((s) => s.id === a.id).user, 'zoe');
+    const sent = await admin.call('Broadcast', { selector: sel({ rooms: ['room1'] }), event: 'solo-news', args_json: '[7]' });
+    assert.equal(sent.targeted, 1);
+    await a.until('solo-news');
+    assert.deepEqual(a.of('solo-news'), [[7]]);
+    const gone = new Promise((resolve) => b.socket.once('disconnect', resolve));
+    assert.equal((await admin.call('Disconnect', { selector: sel({ socket_ids: [b.id] }), reason: 'bye' })).disconnected, 1);
+    assert.equal(await within(gone, 'the kicked socket to disconnect'), 'io server disconnect');
+    await waitFor(async () => (await admin.call('FetchSockets', { selector: sel() })).total === 1, { what: 'the kicked socket gone from queries' });
+    await failsWith(admin.call('Stats', {}, { token: null }), status.UNAUTHENTICATED);
+  });
+});
