@@ -38,6 +38,11 @@ scenarios:
           --bursts-per-sec B, writes go round-robin to K connections in B bursts a second
           (the shape of a K-member fan-out at B msg/s).
 
+  admin   --url http://127.0.0.1:PORT --grpc 127.0.0.1:PORT --members N [--calls 50]
+          [--namespace /chat] [--room bench] [--concurrency 256]   (token: $SWITCHBOARD_ADMIN_TOKEN)
+          N members join a room; the broker's gRPC API: FetchSockets of the whole room and
+          Broadcast to it, each --calls times: latency, and call → last delivery.
+
 common: [--threads 1] (runtime worker threads) [--concurrency 256] (handshakes in flight)
 Only loopback targets are accepted. Output: a table and one JSON line on stdout.";
 
@@ -71,6 +76,23 @@ pub(crate) enum Command {
     Fanout(Fanout),
     /// Loopback write floor.
     Floor(Floor),
+    /// The broker's gRPC API under a room.
+    Admin(Admin),
+}
+
+/// `admin` settings.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Admin {
+    /// The gateway the members connect to.
+    pub(crate) target: Target,
+    /// The gRPC address (loopback).
+    pub(crate) grpc: std::net::SocketAddr,
+    pub(crate) token: String,
+    pub(crate) members: usize,
+    pub(crate) calls: usize,
+    pub(crate) namespace: String,
+    pub(crate) room: String,
+    pub(crate) concurrency: usize,
 }
 
 /// A process whose CPU time and memory a run measures.
@@ -374,6 +396,33 @@ pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Command> {
             writer_cpu: flags.take("writer-cpu")?,
             reader_cpu: flags.take("reader-cpu")?,
         }),
+        "admin" => Command::Admin(Admin {
+            target: {
+                let mut targets = parse_urls(&flags.required::<String>("url")?)?;
+                ensure!(targets.len() == 1, "admin takes one --url");
+                targets.remove(0)
+            },
+            grpc: {
+                let addr: std::net::SocketAddr = flags.required("grpc")?;
+                ensure!(addr.ip().is_loopback(), "--grpc must be a loopback address");
+                addr
+            },
+            token: match flags.take::<String>("token")? {
+                Some(t) => t,
+                None => std::env::var("SWITCHBOARD_ADMIN_TOKEN")
+                    .map_err(|_| anyhow!("--token or SWITCHBOARD_ADMIN_TOKEN is required"))?,
+            },
+            members: bounded("members", flags.required("members")?, 1, MAX_CONNECTIONS)? as usize,
+            calls: bounded("calls", flags.take("calls")?.unwrap_or(50), 1, 10_000)? as usize,
+            namespace: namespace(&mut flags, "/chat")?,
+            room: flags.take("room")?.unwrap_or_else(|| "bench".to_owned()),
+            concurrency: bounded(
+                "concurrency",
+                flags.take("concurrency")?.unwrap_or(256),
+                1,
+                MAX_CONCURRENCY,
+            )? as usize,
+        }),
         other => bail!("unknown scenario {other:?}\n\n{USAGE}"),
     };
     if let Command::Floor(f) = &command
@@ -398,6 +447,25 @@ mod tests {
 
     fn parse_str(line: &str) -> Result<Command> {
         parse(line.split_whitespace().map(str::to_owned))
+    }
+
+    #[test]
+    fn admin_takes_a_gateway_a_grpc_address_and_a_token() {
+        let cmd = parse_str(
+            "admin --url http://127.0.0.1:3000 --grpc 127.0.0.1:50051 --members 10 --token abc",
+        )
+        .unwrap();
+        let Command::Admin(a) = cmd else { panic!("{cmd:?}") };
+        assert_eq!((a.members, a.calls, a.token.as_str()), (10, 50, "abc"));
+        assert_eq!(a.grpc, "127.0.0.1:50051".parse().unwrap());
+        assert_eq!((a.namespace.as_str(), a.room.as_str()), ("/chat", "bench"));
+        for bad in [
+            "admin --url http://127.0.0.1:3000 --grpc 10.0.0.1:50051 --members 10 --token t",
+            "admin --url http://127.0.0.1:3000 --members 10 --token t",
+            "admin --url http://127.0.0.1:3000 --grpc 127.0.0.1:1 --members 0 --token t",
+        ] {
+            assert!(parse_str(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

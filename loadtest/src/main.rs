@@ -2,7 +2,8 @@
 //!
 //! Scenarios: `idle` (server memory and CPU per idle connection), `fanout` (room broadcast
 //! throughput, latency, loss and CPU per delivery) and `floor` (CPU cost of one small loopback
-//! write, the floor a per-delivery cost is compared with). See `cli::USAGE` and
+//! write, the floor a per-delivery cost is compared with) and `admin` (the broker's gRPC API
+//! under a room: FetchSockets latency, Broadcast call → last delivery). See `cli::USAGE` and
 //! `scripts/bench.sh`, which runs them all against a release build.
 //!
 //! It must not: talk to anything but loopback, run unbounded in count or time, or re-implement
@@ -10,6 +11,7 @@
 //! run on stdout; progress goes to stderr. Exit status: 0 ok, 1 the run found problems,
 //! 2 the run could not be made.
 
+mod admin;
 mod cli;
 mod client;
 mod crowd;
@@ -50,6 +52,7 @@ fn run() -> Result<Option<Report>> {
         Command::Floor(cfg) => floor::run(&cfg)?,
         Command::Idle(cfg) => runtime(cfg.common.threads)?.block_on(idle::run(cfg))?,
         Command::Fanout(cfg) => runtime(cfg.common.threads)?.block_on(fanout::run(cfg))?,
+        Command::Admin(cfg) => runtime(1)?.block_on(admin::run(cfg))?,
     }))
 }
 
