@@ -162,6 +162,13 @@ if [ -z "${E2E_ONLY:-}" ]; then
     exit 1
   }
   echo "cluster fan-out smoke run: ok (log: ${TMPDIR:-/tmp}/switchboard-bench-cluster-smoke.log)"
+  log "scripts/bench-admin.sh --quick (gRPC admin API smoke run)"
+  bash scripts/bench-admin.sh --no-build --quick </dev/null >"${TMPDIR:-/tmp}/switchboard-bench-admin-smoke.log" 2>&1 || {
+    cat "${TMPDIR:-/tmp}/switchboard-bench-admin-smoke.log"
+    echo "error: the gRPC admin API smoke run failed" >&2
+    exit 1
+  }
+  echo "admin API smoke run: ok (log: ${TMPDIR:-/tmp}/switchboard-bench-admin-smoke.log)"
 fi
 
 # The e2e runner's totals again as the last line, after the smoke run's output.

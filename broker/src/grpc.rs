@@ -892,7 +892,10 @@ pub async fn serve(
         ))
         .add_service(AdminServer::with_interceptor(service, auth))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // No Nagle: small responses must not wait for the peer's delayed ACK (~40 ms).
+            tonic::transport::server::TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60))),
             shutdown.cancelled_owned(),
         )
         .await?;

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Benchmarks the broker's gRPC admin API on this machine, over loopback: 10 000 members in one
+# room on a gateway, then FetchSockets of the whole room and Broadcast to it (50 calls each):
+# call latency and Broadcast call → last delivery (`switchboard-loadtest admin`). Twice:
+#   standalone  one gateway, its embedded broker serving gRPC in-process;
+#   cluster     nats-server, switchboard-broker (serving gRPC), one gateway.
+# Servers run pinned to CPU $SERVER_CPU (default 0), the load generator to $CLIENT_CPU (1).
+#
+#   scripts/bench-admin.sh            10 000 members, 50 calls
+#   scripts/bench-admin.sh --quick    500 members, 5 calls: a smoke test
+#   scripts/bench-admin.sh --no-build skip `cargo build --release --bins`
+#
+# JSON lines go to target/bench/admin-results.jsonl, logs to target/bench/admin-*.log. Only the
+# processes this script started are stopped (by PID). Exit: 0 ok, 1 a run found problems, 2 set-up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+members=10000 calls=50 build=1
+for arg in "$@"; do
+    case "$arg" in
+        --quick) members=500 calls=5 ;;
+        --no-build) build=0 ;;
+        -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench-admin.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+NATS_SERVER=${NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-server)}
+OUT=target/bench
+export SWITCHBOARD_ADMIN_TOKEN="bench-admin-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+die() { echo "bench-admin.sh: $*" >&2; exit 2; }
+[[ $build == 1 ]] && cargo build --release --bins --quiet
+mkdir -p "$OUT"
+results="$OUT/admin-results.jsonl"
+: >"$results"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+# Starts "$@" pinned to the server CPU with stdout to $1.out; waits for the line matching $2.
+start() {
+    local name=$1 pattern=$2; shift 2
+    taskset -c "$SERVER_CPU" "$@" >"$OUT/admin-$name.out" 2>"$OUT/admin-$name.log" &
+    pids+=($!)
+    for _ in $(seq 300); do
+        grep -q "$pattern" "$OUT/admin-$name.out" 2>/dev/null && return 0
+        kill -0 "${pids[-1]}" 2>/dev/null || die "$name exited: $(tail -5 "$OUT/admin-$name.log")"
+        sleep 0.1
+    done
+    die "$name did not print $pattern"
+}
+
+run() {
+    local mode=$1 url=$2 grpc=$3
+    echo "== $mode: $members members, $calls calls =="
+    local line status=0
+    taskset -c "$CLIENT_CPU" target/release/switchboard-loadtest admin --url "$url" --grpc "$grpc" \
+        --members "$members" --calls "$calls" | tee "$OUT/admin-$mode.txt" || status=$?
+    line=$(grep '^{' "$OUT/admin-$mode.txt" | tail -1)
+    echo "{\"mode\":\"$mode\",${line#\{}" >>"$results"
+    return $status
+}
+
+status=0
+export SWITCHBOARD_PORT=0 SWITCHBOARD_GRPC_PORT=0
+start standalone 'listening on' target/release/switchboard-gateway loadtest/bench.toml
+url=$(grep -o 'http://127.0.0.1:[0-9]*' "$OUT/admin-standalone.out" | head -1)
+grpc=$(grep -o 'grpc on [0-9.:]*' "$OUT/admin-standalone.out" | cut -d' ' -f3)
+run standalone "$url" "$grpc" || status=1
+cleanup; pids=()
+
+dir=$(mktemp -d)
+nats_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+taskset -c "$SERVER_CPU" "$NATS_SERVER" -a 127.0.0.1 -p "$nats_port" >"$OUT/admin-nats.log" 2>&1 &
+pids+=($!)
+export SWITCHBOARD_NATS_URL="nats://127.0.0.1:$nats_port" SWITCHBOARD_SUBJECT_PREFIX=benchadmin
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break; sleep 0.1; done
+SWITCHBOARD_BROKER_HTTP_PORT=0 SWITCHBOARD_BROKER_LEADER=always \
+    start broker 'listening on' target/release/switchboard-broker
+grpc=$(grep -o 'grpc on [0-9.:]*' "$OUT/admin-broker.out" | cut -d' ' -f3)
+SWITCHBOARD_NODE_ID=gw1 start gateway 'listening on' target/release/switchboard-gateway loadtest/bench.toml
+url=$(grep -o 'http://127.0.0.1:[0-9]*' "$OUT/admin-gateway.out" | head -1)
+run cluster "$url" "$grpc" || status=1
+rm -rf "$dir"
+echo "== results ($results) =="
+cat "$results"
+exit $status
