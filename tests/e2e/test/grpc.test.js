@@ -3,12 +3,10 @@
 // token) and two gateways (lib/cluster.js), official socket.io-clients on both gateways, and the
 // official @grpc/grpc-js client (lib/admin.js). Every RPC's answer is checked against what the
 // clients are and what they actually receive. Then the same API in-process on a standalone
-// gateway, and the operators' CLI (switchboard-admin) against the cluster.
+// gateway.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const path = require('node:path');
-const { execFile } = require('node:child_process');
 const { startCluster, startGateway, waitFor } = require('../lib/cluster');
 const { Members, converged, CONFIG, ENV, NS, OK } = require('../lib/members');
 const { adminClient, status } = require('../lib/admin');
@@ -16,7 +14,6 @@ const { within } = require('../lib/client');
 
 const TOKEN = 'e2e-admin-token-0123456789';
 const GRPC_ENV = { ...ENV, SWITCHBOARD_ADMIN_TOKEN: TOKEN, SWITCHBOARD_GRPC_PORT: '0' };
-const ADMIN_BIN = process.env.SWITCHBOARD_ADMIN_BIN || path.resolve(__dirname, '..', '..', '..', 'target', 'release', 'switchboard-admin');
 
 const sel = (extra = {}) => ({ ns: NS, ...extra });
 const ids = (sockets) => sockets.map((s) => s.id).sort();
@@ -243,46 +240,6 @@ describe('gRPC admin API on a cluster of two gateways', () => {
     const closed = gone(whole);
     assert.equal((await admin.call('Disconnect', { selector: sel({ socket_ids: [whole.id] }), close_connection: true })).disconnected, 1);
     assert.equal(await within(closed, 'the connection to close'), 'transport close');
-  });
-
-  it('the switchboard-admin CLI: stats, sockets, rooms, presence, broadcast and kick', async () => {
-    const run = (...args) =>
-      new Promise((resolve) => {
-        execFile(ADMIN_BIN, ['--addr', `http://${cluster.broker.grpcAddr}`, ...args], { env: { ...process.env, SWITCHBOARD_ADMIN_TOKEN: TOKEN } }, (err, stdout, stderr) =>
-          resolve({ code: err ? err.code : 0, stdout, stderr }),
-        );
-      });
-    const lines = (out) => out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
-    const stats = await run('--json', 'stats');
-    assert.equal(stats.code, 0, stats.stderr);
-    assert.ok(stats.stdout.includes('gw1') && stats.stdout.includes('gw2'), stats.stdout);
-    const sockets = await run('--json', 'sockets', '--ns', NS, '--room', 'lobby');
-    assert.equal(sockets.code, 0, sockets.stderr);
-    assert.deepEqual(lines(sockets.stdout).map((s) => s.id).sort(), [alice1.id, alice2.id, bob.id].sort());
-    const rooms = await run('rooms', '--ns', NS);
-    assert.equal(rooms.code, 0, rooms.stderr);
-    assert.match(rooms.stdout, /lobby/);
-    const presence = await run('presence', '--ns', NS, '--room', 'lobby');
-    assert.equal(presence.code, 0, presence.stderr);
-    assert.match(presence.stdout, /alice/);
-    const broadcast = await run('broadcast', '--ns', NS, '--room', 'vip', '--event', 'cli-news', '--args', '["hi"]');
-    assert.equal(broadcast.code, 0, broadcast.stderr);
-    assert.match(broadcast.stdout, /targeted 2/);
-    await Promise.all([bob, anon].map((m) => m.until('cli-news')));
-    assert.deepEqual(anon.of('cli-news'), [['hi']]);
-    const target = await members.connect(cluster.gateways[1]);
-    await converged(() => cluster.broker.state(), members);
-    const gone = new Promise((resolve) => target.socket.once('disconnect', resolve));
-    const kick = await run('kick', '--ns', NS, '--socket', target.id, '--reason', 'cli');
-    assert.equal(kick.code, 0, kick.stderr);
-    assert.match(kick.stdout, /disconnected 1/);
-    await within(gone, 'the CLI-kicked socket to disconnect');
-    assert.deepEqual(target.of('kicked'), [[{ reason: 'cli' }]]);
-    const bad = await run('--token', 'wrong-token-0123456789', 'stats');
-    assert.equal(bad.code, 1);
-    assert.match(bad.stderr, /Unauthenticated/i);
-    const usage = await run('frobnicate');
-    assert.equal(usage.code, 2);
   });
 });
 
