@@ -599,7 +599,7 @@ impl Admin for AdminService {
         let emit = Emit::parse(
             req.event,
             &req.args_json,
-            req.attachments.into_iter().map(Bytes::from).collect(),
+            req.attachments,
             req.volatile,
             req.ack_timeout_ms,
         )?;
@@ -623,7 +623,7 @@ impl Admin for AdminService {
         let emit = Emit::parse(
             req.event,
             &req.args_json,
-            req.attachments.into_iter().map(Bytes::from).collect(),
+            req.attachments,
             false,
             req.ack_timeout_ms,
         )?;
