@@ -1,0 +1,1815 @@
+//! `switchboard-admin`: the operators' command line for the broker's gRPC Admin API
+//! (`proto/proto/admin.proto`, service `switchboard.admin.v1.Admin`), served by the broker and by
+//! a standalone gateway.
+//!
+//! ```text
+//! switchboard-admin [--addr URL] [--token TOKEN] [--ca FILE] [--json] [--timeout-ms N] <command> [options]
+//!
+//!   sockets   --ns NS [selector]             every matching socket: id, node, user, rooms
+//!   rooms     --ns NS [--prefix P]           every room: name, members, users
+//!   presence  --ns NS --room R               the users in a room, with their socket counts
+//!   stats                                    nodes, namespaces and totals
+//!   kick      --ns NS [selector] [--reason TEXT] [--close]
+//!                                            disconnects the matching sockets: "disconnected N"
+//!   broadcast --ns NS [selector] --event E [--args JSON_ARRAY] [--volatile] [--ack-timeout-ms N]
+//!                                            emits to the matching sockets: "targeted N", then
+//!                                            one line per ack (socket id, args or "timeout")
+//!   help, --help, -h                         the usage
+//!
+//!   selector: --room R, --except R, --user U, --socket ID (each repeatable; they intersect)
+//! ```
+//!
+//! * `--addr` defaults to `$SWITCHBOARD_ADMIN_ADDR`, else `http://127.0.0.1:50051`. An
+//!   `https://` address needs `--ca FILE` (PEM): the workspace's tonic has no built-in root
+//!   certificates (its `tls-native-roots`/`tls-webpki-roots` features are off).
+//! * `--token` defaults to `$SWITCHBOARD_ADMIN_TOKEN`; every call carries it as
+//!   `authorization: Bearer <token>`.
+//! * `--timeout-ms` (default 10000) is the deadline of each call (`grpc-timeout`); a broadcast
+//!   that collects acks gets `--ack-timeout-ms` more.
+//! * `--json`: one JSON object per line: a socket, a room, a user; for `stats` one object with
+//!   everything; for `kick` and `broadcast` one object with the counts (and the acks).
+//!
+//! `sockets` and `rooms` page through the whole result (pages of [`PAGE_SIZE`]). Exit status: 0
+//! ok; 1 when the connection or a call fails (`switchboard-admin: <code>: <message>` on stderr);
+//! 2 for a usage error (a one-line message and "try --help" on stderr).
+//!
+//! The command line is parsed by hand by [`parse`] (a pure function of the arguments and the
+//! environment), and the output comes from pure functions of the response messages, so both are
+//! unit-tested without a server.
+
+use std::fmt;
+use std::future::Future;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_broker::grpc::MAX_ACK_TIMEOUT_MS;
+use switchboard_proto::admin as pb;
+use switchboard_proto::admin::admin_client::AdminClient;
+use tonic::codegen::http::Uri;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request, Response, Status};
+
+/// The address used when neither `--addr` nor `$SWITCHBOARD_ADMIN_ADDR` gives one.
+const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
+/// The environment variable `--addr` defaults to.
+const ENV_ADDR: &str = "SWITCHBOARD_ADMIN_ADDR";
+/// The environment variable `--token` defaults to (the one the server reads, too).
+const ENV_TOKEN: &str = "SWITCHBOARD_ADMIN_TOKEN";
+/// The default per-call deadline, in milliseconds.
+const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+/// The longest per-call deadline `--timeout-ms` accepts (a day).
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
+/// Sockets or rooms asked for per page.
+const PAGE_SIZE: u32 = 1000;
+/// The largest response accepted (tonic's default, 4 MiB, is too small for a page of 1000
+/// sockets with large handshake headers).
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// The `--help` text.
+const USAGE: &str = "\
+switchboard-admin: the operators' command line for Switchboard's gRPC Admin API
+
+usage: switchboard-admin [global options] <command> [options]
+
+global options (also accepted after the command):
+  --addr URL        the broker's (or a standalone gateway's) gRPC address
+                    [default: $SWITCHBOARD_ADMIN_ADDR, else http://127.0.0.1:50051]
+  --token TOKEN     the admin bearer token [default: $SWITCHBOARD_ADMIN_TOKEN; required]
+  --ca FILE         PEM CA certificate(s) to verify an https:// address with; required for
+                    https:// (this build has no built-in root certificates)
+  --json            machine output: one JSON object per line
+  --timeout-ms N    the deadline of each call, in milliseconds [default: 10000]
+  -h, --help        this help
+
+commands:
+  sockets   --ns NS [selector]       every matching socket: id, node, user, rooms
+  rooms     --ns NS [--prefix P]     every room (optionally by name prefix): name, members, users
+  presence  --ns NS --room R         the users in a room, with their socket counts
+  stats                              nodes, namespaces and totals
+  kick      --ns NS [selector] [--reason TEXT] [--close]
+                                     disconnects the matching sockets (`--close`: their whole
+                                     connections); prints \"disconnected N\"
+  broadcast --ns NS [selector] --event E [--args JSON_ARRAY] [--volatile] [--ack-timeout-ms N]
+                                     emits E to the matching sockets; prints \"targeted N\" and,
+                                     with --ack-timeout-ms, one line per socket: its ack's
+                                     arguments or \"timeout\" (the call's deadline grows by N)
+  help                               this help
+
+selector (each option repeatable; the restrictions intersect):
+  --room R       members of any of these rooms (none: every socket of the namespace)
+  --except R     not members of any of these rooms
+  --user U       only the sockets of these users
+  --socket ID    only these sockets
+Without a selector option, kick and broadcast address every socket of the namespace.
+
+An option takes its value as the next argument or as --name=VALUE (needed for a value that
+starts with \"--\").
+
+exit status: 0 ok, 1 the connection or a call failed, 2 usage error
+";
+
+// ---------------------------------------------------------------------------------------------
+// The command line
+// ---------------------------------------------------------------------------------------------
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+enum Cli {
+    /// `help`, `--help` or `-h`: print [`USAGE`].
+    Help,
+    /// Call the Admin API.
+    Run(Box<Run>),
+}
+
+/// A command and how to run it.
+#[derive(Debug, PartialEq)]
+struct Run {
+    target: Target,
+    /// `--json`: machine output.
+    json: bool,
+    /// The deadline of each call.
+    timeout: Duration,
+    command: Command,
+}
+
+/// Where the Admin API is and how to authenticate to it.
+#[derive(PartialEq)]
+struct Target {
+    /// `http://HOST:PORT` or `https://HOST:PORT`.
+    addr: String,
+    /// The bearer token (a valid header value).
+    token: String,
+    /// The CA certificates (PEM) of an `https://` address.
+    ca: Option<PathBuf>,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("addr", &self.addr)
+            .field("token", &"<redacted>")
+            .field("ca", &self.ca)
+            .finish()
+    }
+}
+
+/// One command, with its request (page fields are filled in while paging).
+#[derive(Debug, PartialEq)]
+enum Command {
+    /// Every socket the selector matches (FetchSockets, paged).
+    Sockets(pb::Selector),
+    /// Every room of a namespace whose name starts with `prefix` (Rooms, paged).
+    Rooms { ns: String, prefix: String },
+    /// The users in one room (Presence).
+    Presence(pb::PresenceRequest),
+    /// Nodes, namespaces and totals (Stats).
+    Stats,
+    /// Disconnect the sockets a selector matches (Disconnect).
+    Kick(pb::DisconnectRequest),
+    /// Emit an event to the sockets a selector matches (Broadcast).
+    Broadcast(pb::BroadcastRequest),
+}
+
+/// A command line that cannot be run; exit status 2.
+#[derive(Debug, PartialEq)]
+struct UsageError(String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn usage(message: impl Into<String>) -> UsageError {
+    UsageError(message.into())
+}
+
+/// The commands.
+const COMMANDS: &[&str] = &["sockets", "rooms", "presence", "stats", "kick", "broadcast"];
+/// The options valid before and after the command.
+const GLOBAL_OPTIONS: &[&str] = &["addr", "token", "ca", "json", "timeout-ms"];
+/// The options that take no value.
+const FLAGS: &[&str] = &["json", "close", "volatile"];
+/// The options of a selector.
+const SELECTOR_OPTIONS: &[&str] = &["ns", "room", "except", "user", "socket"];
+
+/// The options of `command` (besides the global ones).
+fn command_options(command: &str) -> &'static [&'static str] {
+    match command {
+        "sockets" => SELECTOR_OPTIONS,
+        "rooms" => &["ns", "prefix"],
+        "presence" => &["ns", "room"],
+        "kick" => &["ns", "room", "except", "user", "socket", "reason", "close"],
+        "broadcast" => &[
+            "ns",
+            "room",
+            "except",
+            "user",
+            "socket",
+            "event",
+            "args",
+            "volatile",
+            "ack-timeout-ms",
+        ],
+        _ => &[],
+    }
+}
+
+/// Whether any command has the option `name`.
+fn is_command_option(name: &str) -> bool {
+    COMMANDS.iter().any(|c| command_options(c).contains(&name))
+}
+
+/// The options given, in order: name (without `--`) and value (`None` for a flag).
+#[derive(Default)]
+struct Given<'a>(Vec<(&'a str, Option<&'a str>)>);
+
+impl<'a> Given<'a> {
+    /// Every value of a repeatable option.
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .filter_map(|(_, v)| v.map(str::to_owned))
+            .collect()
+    }
+
+    /// The value of an option given at most once.
+    fn one(&self, name: &str) -> Result<Option<&'a str>, UsageError> {
+        let mut values = self
+            .0
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .filter_map(|(_, v)| *v);
+        let first = values.next();
+        if values.next().is_some() {
+            return Err(usage(format!("--{name} given more than once")));
+        }
+        Ok(first)
+    }
+
+    /// Whether a flag was given.
+    fn flag(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| *n == name)
+    }
+
+    /// The value of an option `command` cannot do without.
+    fn required(&self, name: &str, command: &str) -> Result<String, UsageError> {
+        self.one(name)?
+            .map(str::to_owned)
+            .ok_or_else(|| usage(format!("{command} needs --{name}")))
+    }
+}
+
+/// Parses the arguments (without the program name); `env` looks up the environment
+/// (`$SWITCHBOARD_ADMIN_ADDR`, `$SWITCHBOARD_ADMIN_TOKEN`; empty counts as unset).
+///
+/// Global options go before or after the command, the command's options after it; an option's
+/// value is the next argument (which may not start with `--`) or follows `=`.
+fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Cli, UsageError> {
+    let mut globals = Given::default();
+    let mut options = Given::default();
+    let mut command: Option<&str> = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if arg == "--help" || arg == "-h" {
+            return Ok(Cli::Help);
+        }
+        if let Some(body) = arg.strip_prefix("--") {
+            let (name, inline) = match body.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (body, None),
+            };
+            let global = GLOBAL_OPTIONS.contains(&name);
+            if !global && !command.is_some_and(|c| command_options(c).contains(&name)) {
+                return Err(match command {
+                    _ if !is_command_option(name) => usage(format!("unknown option --{name}")),
+                    Some(c) => usage(format!("--{name} is not an option of {c}")),
+                    None => usage(format!("--{name} goes after the command")),
+                });
+            }
+            let value = if FLAGS.contains(&name) {
+                if inline.is_some() {
+                    return Err(usage(format!("--{name} takes no value")));
+                }
+                None
+            } else {
+                match inline {
+                    Some(v) => Some(v),
+                    None => match rest.next() {
+                        Some(v) if !v.starts_with("--") => Some(v.as_str()),
+                        _ => return Err(usage(format!("--{name} needs a value"))),
+                    },
+                }
+            };
+            if global {
+                globals.0.push((name, value));
+            } else {
+                options.0.push((name, value));
+            }
+        } else if arg.len() > 1 && arg.starts_with('-') {
+            return Err(usage(format!("unknown option {arg}")));
+        } else if command.is_none() {
+            if arg == "help" {
+                return Ok(Cli::Help);
+            }
+            if !COMMANDS.contains(&arg.as_str()) {
+                return Err(usage(format!("unknown command {arg:?}")));
+            }
+            command = Some(arg);
+        } else {
+            return Err(usage(format!("unexpected argument {arg:?}")));
+        }
+    }
+    let Some(command) = command else {
+        return Err(usage("no command given"));
+    };
+    let command = build_command(command, &options)?;
+    let target = build_target(&globals, &env)?;
+    let timeout_ms = match globals.one("timeout-ms")? {
+        Some(text) => number("timeout-ms", text, 1, MAX_TIMEOUT_MS)?,
+        None => DEFAULT_TIMEOUT_MS,
+    };
+    Ok(Cli::Run(Box::new(Run {
+        target,
+        json: globals.flag("json"),
+        timeout: Duration::from_millis(timeout_ms),
+        command,
+    })))
+}
+
+/// The command `name` with its options (all of which [`command_options`] allows).
+fn build_command(name: &str, o: &Given<'_>) -> Result<Command, UsageError> {
+    let selector = || -> Result<pb::Selector, UsageError> {
+        Ok(pb::Selector {
+            ns: o.required("ns", name)?,
+            rooms: o.all("room"),
+            except_rooms: o.all("except"),
+            socket_ids: o.all("socket"),
+            user_ids: o.all("user"),
+        })
+    };
+    Ok(match name {
+        "sockets" => Command::Sockets(selector()?),
+        "rooms" => Command::Rooms {
+            ns: o.required("ns", name)?,
+            prefix: o.one("prefix")?.unwrap_or_default().to_owned(),
+        },
+        "presence" => Command::Presence(pb::PresenceRequest {
+            ns: o.required("ns", name)?,
+            room: o.required("room", name)?,
+        }),
+        "stats" => Command::Stats,
+        "kick" => Command::Kick(pb::DisconnectRequest {
+            selector: Some(selector()?),
+            close_connection: o.flag("close"),
+            reason: o.one("reason")?.unwrap_or_default().to_owned(),
+        }),
+        "broadcast" => {
+            let selector = selector()?;
+            let event = o.required("event", name)?;
+            let args_json = match o.one("args")? {
+                None => String::new(),
+                Some(text) => match serde_json::from_str::<Value>(text) {
+                    Ok(Value::Array(_)) => text.to_owned(),
+                    Ok(_) => {
+                        return Err(usage(r#"--args: must be a JSON array (e.g. '["hi", 1]')"#));
+                    }
+                    Err(e) => return Err(usage(format!("--args: invalid JSON: {e}"))),
+                },
+            };
+            let ack_timeout_ms = match o.one("ack-timeout-ms")? {
+                Some(text) => number("ack-timeout-ms", text, 0, MAX_ACK_TIMEOUT_MS)?,
+                None => 0,
+            };
+            Command::Broadcast(pb::BroadcastRequest {
+                selector: Some(selector),
+                event,
+                args_json,
+                attachments: Vec::new(),
+                volatile: o.flag("volatile"),
+                ack_timeout_ms,
+            })
+        }
+        other => return Err(usage(format!("unknown command {other:?}"))),
+    })
+}
+
+/// The address, token and CA from the global options and the environment.
+fn build_target(
+    globals: &Given<'_>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Target, UsageError> {
+    let from_env = |var: &str| env(var).filter(|v| !v.is_empty());
+    let addr = match globals.one("addr")? {
+        Some(addr) => addr.to_owned(),
+        None => from_env(ENV_ADDR).unwrap_or_else(|| DEFAULT_ADDR.to_owned()),
+    };
+    let ca = globals.one("ca")?.map(PathBuf::from);
+    let https = check_addr(&addr)?;
+    match (https, &ca) {
+        (true, None) => {
+            return Err(usage(format!(
+                "{addr}: an https:// address needs --ca FILE (this build has no built-in root certificates)"
+            )));
+        }
+        (false, Some(_)) => return Err(usage("--ca is only for https:// addresses")),
+        _ => {}
+    }
+    let token = match globals.one("token")? {
+        Some(token) => token.to_owned(),
+        None => from_env(ENV_TOKEN).unwrap_or_default(),
+    };
+    if token.is_empty() {
+        return Err(usage(format!(
+            "no token: give --token TOKEN or set ${ENV_TOKEN}"
+        )));
+    }
+    if bearer(&token).is_none() {
+        return Err(usage(
+            "the token may not contain control characters (it goes in a header)",
+        ));
+    }
+    Ok(Target { addr, token, ca })
+}
+
+/// Checks that `addr` is `http[s]://HOST[:PORT]`; true for `https`.
+fn check_addr(addr: &str) -> Result<bool, UsageError> {
+    let bad = |why: &str| {
+        usage(format!(
+            "{addr:?} is not a gRPC address: {why} (e.g. {DEFAULT_ADDR})"
+        ))
+    };
+    let uri: Uri = addr.parse().map_err(|_| bad("not a URL"))?;
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(bad("the scheme must be http:// or https://")),
+    };
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(bad("it may not have a path"));
+    }
+    if Endpoint::from_shared(addr.to_owned()).is_err() {
+        return Err(bad("not a valid endpoint"));
+    }
+    Ok(https)
+}
+
+/// The `authorization` header value of `token` (`None` if it cannot be a header value).
+fn bearer(token: &str) -> Option<MetadataValue<Ascii>> {
+    let mut value: MetadataValue<Ascii> = format!("Bearer {token}").parse().ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
+/// `text` as a number from `min` to `max`, for `--name`.
+fn number<T: FromStr + PartialOrd + fmt::Display>(
+    name: &str,
+    text: &str,
+    min: T,
+    max: T,
+) -> Result<T, UsageError> {
+    match text.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(usage(format!(
+            "--{name}: expected a whole number from {min} to {max}, got {text:?}"
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output: pure functions from response messages to lines
+// ---------------------------------------------------------------------------------------------
+
+/// How a table column is aligned.
+#[derive(Clone, Copy)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// A header line and one line per row, columns separated by two spaces (no trailing spaces).
+fn table(columns: &[(&str, Align)], rows: &[Vec<String>]) -> Vec<String> {
+    let mut widths: Vec<usize> = columns
+        .iter()
+        .map(|(title, _)| title.chars().count())
+        .collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::new();
+        for (i, ((cell, (_, align)), width)) in cells.zip(columns).zip(&widths).enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            let pad = " ".repeat(width.saturating_sub(cell.chars().count()));
+            match align {
+                Align::Right => {
+                    out.push_str(&pad);
+                    out.push_str(cell);
+                }
+                Align::Left => {
+                    out.push_str(cell);
+                    if i + 1 < columns.len() {
+                        out.push_str(&pad);
+                    }
+                }
+            }
+        }
+        out.truncate(out.trim_end().len());
+        out
+    };
+    let mut lines = Vec::with_capacity(rows.len() + 1);
+    lines.push(line(&mut columns.iter().map(|(title, _)| *title)));
+    for row in rows {
+        lines.push(line(&mut row.iter().map(String::as_str)));
+    }
+    lines
+}
+
+/// `text` safe for a terminal: control characters (newlines, escapes) are shown escaped.
+fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `n` and the noun, singular or plural.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A JSON text carried in a string field: its value, `null` when empty, the text itself (as a
+/// string) when it is not JSON.
+fn embedded(text: &str) -> Value {
+    if text.trim().is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// The `sockets` table: id, node, user (`-` for none), rooms; then the count.
+fn sockets_table(sockets: &[pb::SocketSummary]) -> Vec<String> {
+    let rows: Vec<Vec<String>> = sockets
+        .iter()
+        .map(|s| {
+            let rooms: Vec<String> = s.rooms.iter().map(|r| clean(r)).collect();
+            vec![
+                clean(&s.id),
+                clean(&s.node),
+                s.user.as_deref().map_or_else(|| "-".to_owned(), clean),
+                rooms.join(","),
+            ]
+        })
+        .collect();
+    let columns = [
+        ("ID", Align::Left),
+        ("NODE", Align::Left),
+        ("USER", Align::Left),
+        ("ROOMS", Align::Left),
+    ];
+    let mut lines = table(&columns, &rows);
+    lines.push(count(sockets.len(), "socket", "sockets"));
+    lines
+}
+
+/// One socket as a JSON line (the JSON fields of the message decoded).
+fn socket_json(s: &pb::SocketSummary) -> String {
+    let handshake = s.handshake.as_ref().map(|h| {
+        json!({
+            "address": h.address,
+            "headers": h.headers.iter().map(|x| json!({"name": x.name, "value": x.value})).collect::<Vec<_>>(),
+            "query": h.query,
+            "claims": embedded(&h.claims_json),
+            "connected_at_ms": h.connected_at_ms,
+        })
+    });
+    json!({
+        "id": s.id,
+        "ns": s.ns,
+        "node": s.node,
+        "user": s.user,
+        "rooms": s.rooms,
+        "handshake": handshake,
+        "data": embedded(&s.data_json),
+    })
+    .to_string()
+}
+
+/// The `rooms` table: name, members, users; then the count.
+fn rooms_table(rooms: &[pb::RoomInfo]) -> Vec<String> {
+    let rows: Vec<Vec<String>> = rooms
+        .iter()
+        .map(|r| vec![clean(&r.name), r.members.to_string(), r.users.to_string()])
+        .collect();
+    let columns = [
+        ("NAME", Align::Left),
+        ("MEMBERS", Align::Right),
+        ("USERS", Align::Right),
+    ];
+    let mut lines = table(&columns, &rows);
+    lines.push(count(rooms.len(), "room", "rooms"));
+    lines
+}
+
+/// One room as a JSON line.
+fn room_json(r: &pb::RoomInfo) -> String {
+    json!({"name": r.name, "members": r.members, "users": r.users}).to_string()
+}
+
+/// The `presence` output: one line per user (a table, or JSON objects).
+fn presence_lines(resp: &pb::PresenceResponse, as_json: bool) -> Vec<String> {
+    if as_json {
+        return resp
+            .users
+            .iter()
+            .map(|u| json!({"user": u.user, "sockets": u.sockets}).to_string())
+            .collect();
+    }
+    let rows: Vec<Vec<String>> = resp
+        .users
+        .iter()
+        .map(|u| vec![clean(&u.user), u.sockets.to_string()])
+        .collect();
+    let mut lines = table(&[("USER", Align::Left), ("SOCKETS", Align::Right)], &rows);
+    lines.push(count(resp.users.len(), "user", "users"));
+    lines
+}
+
+/// The `stats` output: a node table, a namespace table and the totals; or one JSON object.
+fn stats_lines(resp: &pb::StatsResponse, as_json: bool) -> Vec<String> {
+    if as_json {
+        let nodes: Vec<Value> = resp
+            .nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "id": n.id,
+                    "epoch": n.epoch,
+                    "address": n.address,
+                    "connections": n.connections,
+                    "sockets": n.sockets,
+                    "last_heartbeat_ms_ago": n.last_heartbeat_ms_ago,
+                })
+            })
+            .collect();
+        let namespaces: Vec<Value> = resp
+            .namespaces
+            .iter()
+            .map(|s| json!({"ns": s.ns, "sockets": s.sockets, "rooms": s.rooms, "users": s.users}))
+            .collect();
+        let all = json!({
+            "nodes": nodes,
+            "namespaces": namespaces,
+            "sockets": resp.sockets,
+            "rooms": resp.rooms,
+        });
+        return vec![all.to_string()];
+    }
+    let nodes: Vec<Vec<String>> = resp
+        .nodes
+        .iter()
+        .map(|n| {
+            vec![
+                clean(&n.id),
+                n.connections.to_string(),
+                n.sockets.to_string(),
+                format!("{} ms ago", n.last_heartbeat_ms_ago),
+            ]
+        })
+        .collect();
+    let mut lines = table(
+        &[
+            ("NODE", Align::Left),
+            ("CONNECTIONS", Align::Right),
+            ("SOCKETS", Align::Right),
+            ("LAST HEARTBEAT", Align::Right),
+        ],
+        &nodes,
+    );
+    lines.push(String::new());
+    let namespaces: Vec<Vec<String>> = resp
+        .namespaces
+        .iter()
+        .map(|s| {
+            vec![
+                clean(&s.ns),
+                s.sockets.to_string(),
+                s.rooms.to_string(),
+                s.users.to_string(),
+            ]
+        })
+        .collect();
+    lines.extend(table(
+        &[
+            ("NAMESPACE", Align::Left),
+            ("SOCKETS", Align::Right),
+            ("ROOMS", Align::Right),
+            ("USERS", Align::Right),
+        ],
+        &namespaces,
+    ));
+    lines.push(String::new());
+    lines.push(format!(
+        "total: {}, {}, {}",
+        count(resp.nodes.len(), "node", "nodes"),
+        count(
+            usize::try_from(resp.sockets).unwrap_or(usize::MAX),
+            "socket",
+            "sockets"
+        ),
+        count(
+            usize::try_from(resp.rooms).unwrap_or(usize::MAX),
+            "room",
+            "rooms"
+        ),
+    ));
+    lines
+}
+
+/// The `kick` output.
+fn kick_lines(resp: &pb::DisconnectResponse, as_json: bool) -> Vec<String> {
+    vec![if as_json {
+        json!({"disconnected": resp.disconnected}).to_string()
+    } else {
+        format!("disconnected {}", resp.disconnected)
+    }]
+}
+
+/// The `broadcast` output: the count, then (when acks were asked for) one line per socket.
+fn broadcast_lines(resp: &pb::BroadcastResponse, with_acks: bool, as_json: bool) -> Vec<String> {
+    if as_json {
+        let mut out = json!({"targeted": resp.targeted});
+        if with_acks {
+            let acks: Vec<Value> = resp
+                .acks
+                .iter()
+                .map(|a| {
+                    json!({
+                        "socket_id": a.socket_id,
+                        "timed_out": a.timed_out,
+                        "args": if a.timed_out { Value::Null } else { embedded(&a.args_json) },
+                        "attachments": a.attachments.len(),
+                    })
+                })
+                .collect();
+            out["acks"] = Value::Array(acks);
+        }
+        return vec![out.to_string()];
+    }
+    let mut lines = vec![format!("targeted {}", resp.targeted)];
+    for ack in &resp.acks {
+        let answer = if ack.timed_out {
+            "timeout".to_owned()
+        } else {
+            let args = match ack.args_json.trim() {
+                "" => "[]".to_owned(),
+                text => clean(text),
+            };
+            match ack.attachments.len() {
+                0 => args,
+                n => format!("{args} (+{})", count(n, "attachment", "attachments")),
+            }
+        };
+        lines.push(format!("{}  {answer}", clean(&ack.socket_id)));
+    }
+    lines
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calling the Admin API
+// ---------------------------------------------------------------------------------------------
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+struct Bearer(MetadataValue<Ascii>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+type Client = AdminClient<InterceptedService<Channel, Bearer>>;
+
+/// Why a run failed; exit status 1.
+#[derive(Debug)]
+enum Failure {
+    /// No connection to the server.
+    Connect { addr: String, error: String },
+    /// A call failed.
+    Rpc(Status),
+    /// The server's answers make no sense.
+    Protocol(String),
+    /// The output could not be written.
+    Io(io::Error),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Connect { addr, error } => write!(f, "cannot connect to {addr}: {error}"),
+            Failure::Rpc(status) => f.write_str(&status_line(status)),
+            Failure::Protocol(message) => write!(f, "unexpected answer: {message}"),
+            Failure::Io(e) => write!(f, "cannot write the output: {e}"),
+        }
+    }
+}
+
+/// `<code name>: <message>` (the code's description when there is no message), with the
+/// status's sources (a transport failure's cause).
+fn status_line(status: &Status) -> String {
+    let message = match status.message() {
+        "" => status.code().description(),
+        message => message,
+    };
+    let line = with_sources(message.to_owned(), std::error::Error::source(status));
+    format!("{:?}: {line}", status.code())
+}
+
+/// tonic reports a passed deadline as `Cancelled: Timeout expired`; says what happened instead.
+fn deadline_status(status: Status, timeout: Duration) -> Status {
+    if status.code() == Code::Cancelled && status.message() == "Timeout expired" {
+        Status::deadline_exceeded(format!(
+            "no answer within {} ms (see --timeout-ms)",
+            timeout.as_millis()
+        ))
+    } else {
+        status
+    }
+}
+
+/// An error with its sources, as one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    with_sources(error.to_string(), error.source())
+}
+
+/// `first`, then each source's text not already said, joined by `: ` (terminal-safe).
+fn with_sources(first: String, mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut line = first;
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = e.source();
+    }
+    clean(&line)
+}
+
+/// Connects to `target` (within `timeout`).
+async fn connect(target: &Target, timeout: Duration) -> Result<Client, Failure> {
+    let fail = |error: String| Failure::Connect {
+        addr: target.addr.clone(),
+        error,
+    };
+    let mut endpoint = Endpoint::from_shared(target.addr.clone())
+        .map_err(|e| fail(error_chain(&e)))?
+        .connect_timeout(timeout);
+    if let Some(ca) = &target.ca {
+        let pem = std::fs::read(ca)
+            .map_err(|e| fail(format!("cannot read --ca {}: {e}", ca.display())))?;
+        const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+        if !pem.windows(BEGIN.len()).any(|w| w == BEGIN) {
+            return Err(fail(format!(
+                "--ca {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+                ca.display()
+            )));
+        }
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| fail(error_chain(&e)))?;
+    }
+    let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(e)) => return Err(fail(error_chain(&e))),
+        Err(_) => {
+            return Err(fail(format!(
+                "no connection within {} ms",
+                timeout.as_millis()
+            )));
+        }
+    };
+    let auth = bearer(&target.token)
+        .ok_or_else(|| fail("the token is not a valid header value".into()))?;
+    Ok(AdminClient::with_interceptor(channel, Bearer(auth))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// `message` with the deadline `timeout`.
+fn request<T>(message: T, timeout: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// The answer of a call made with the deadline `timeout`.
+async fn answer<T>(
+    call: impl Future<Output = Result<Response<T>, Status>>,
+    timeout: Duration,
+) -> Result<T, Failure> {
+    call.await
+        .map(Response::into_inner)
+        .map_err(|status| Failure::Rpc(deadline_status(status, timeout)))
+}
+
+/// The token of the next page (`None` after the last page).
+fn next_page(previous: &str, next: String) -> Result<Option<String>, Failure> {
+    if next.is_empty() {
+        Ok(None)
+    } else if next == previous {
+        Err(Failure::Protocol(format!(
+            "the page token {next:?} came back twice"
+        )))
+    } else {
+        Ok(Some(next))
+    }
+}
+
+/// Writes `lines`, each with a newline.
+fn write_lines(
+    out: &mut dyn Write,
+    lines: impl IntoIterator<Item = String>,
+) -> Result<(), Failure> {
+    for line in lines {
+        writeln!(out, "{line}").map_err(Failure::Io)?;
+    }
+    Ok(())
+}
+
+/// Runs the command, writing its output to `out`.
+async fn execute(run: &Run, out: &mut dyn Write) -> Result<(), Failure> {
+    let mut client = connect(&run.target, run.timeout).await?;
+    let timeout = run.timeout;
+    let as_json = run.json;
+    match &run.command {
+        Command::Sockets(selector) => {
+            let mut all = Vec::new();
+            let mut token = String::new();
+            loop {
+                let req = pb::FetchSocketsRequest {
+                    selector: Some(selector.clone()),
+                    page_size: PAGE_SIZE,
+                    page_token: token.clone(),
+                };
+                let page = answer(client.fetch_sockets(request(req, timeout)), timeout).await?;
+                if as_json {
+                    write_lines(out, page.sockets.iter().map(socket_json))?;
+                } else {
+                    all.extend(page.sockets);
+                }
+                match next_page(&token, page.next_page_token)? {
+                    Some(next) => token = next,
+                    None => break,
+                }
+            }
+            if !as_json {
+                write_lines(out, sockets_table(&all))?;
+            }
+        }
+        Command::Rooms { ns, prefix } => {
+            let mut all = Vec::new();
+            let mut token = String::new();
+            loop {
+                let req = pb::RoomsRequest {
+                    ns: ns.clone(),
+                    prefix: prefix.clone(),
+                    page_size: PAGE_SIZE,
+                    page_token: token.clone(),
+                };
+                let page = answer(client.rooms(request(req, timeout)), timeout).await?;
+                if as_json {
+                    write_lines(out, page.rooms.iter().map(room_json))?;
+                } else {
+                    all.extend(page.rooms);
+                }
+                match next_page(&token, page.next_page_token)? {
+                    Some(next) => token = next,
+                    None => break,
+                }
+            }
+            if !as_json {
+                write_lines(out, rooms_table(&all))?;
+            }
+        }
+        Command::Presence(req) => {
+            let resp = answer(client.presence(request(req.clone(), timeout)), timeout).await?;
+            write_lines(out, presence_lines(&resp, as_json))?;
+        }
+        Command::Stats => {
+            let resp = answer(client.stats(request(pb::StatsRequest {}, timeout)), timeout).await?;
+            write_lines(out, stats_lines(&resp, as_json))?;
+        }
+        Command::Kick(req) => {
+            let resp = answer(client.disconnect(request(req.clone(), timeout)), timeout).await?;
+            write_lines(out, kick_lines(&resp, as_json))?;
+        }
+        Command::Broadcast(req) => {
+            // The broker answers after collecting the acks: give it that long on top.
+            let timeout =
+                timeout.saturating_add(Duration::from_millis(u64::from(req.ack_timeout_ms)));
+            let resp = answer(client.broadcast(request(req.clone(), timeout)), timeout).await?;
+            write_lines(out, broadcast_lines(&resp, req.ack_timeout_ms > 0, as_json))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `message` to stderr (ignoring a closed stderr: there is nowhere else to say it).
+fn say(message: &str) {
+    let _ = writeln!(io::stderr().lock(), "switchboard-admin: {message}");
+}
+
+fn usage_exit(error: &UsageError) -> ExitCode {
+    say(&error.0);
+    let _ = writeln!(io::stderr().lock(), "try `switchboard-admin --help`");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Result<Vec<String>, _> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect();
+    let args = match args {
+        Ok(args) => args,
+        Err(bad) => {
+            let bad = bad.to_string_lossy().into_owned();
+            return usage_exit(&usage(format!("argument {bad:?} is not valid UTF-8")));
+        }
+    };
+    let run = match parse(&args, |var| std::env::var(var).ok()) {
+        Ok(Cli::Help) => {
+            let _ = io::stdout().lock().write_all(USAGE.as_bytes());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Cli::Run(run)) => *run,
+        Err(e) => return usage_exit(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            say(&format!("cannot start the runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let result = runtime
+        .block_on(execute(&run, &mut out))
+        .and_then(|()| out.flush().map_err(Failure::Io));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): not an error of ours.
+        Err(Failure::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(failure) => {
+            let _ = out.flush();
+            say(&failure.to_string());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const TOKEN: &str = "0123456789abcdef0123";
+
+    fn words(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn parse_with(line: &str, env: &[(&str, &str)]) -> Result<Cli, UsageError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        parse(&words(line), |k| env.get(k).cloned())
+    }
+
+    /// Parses with the token in the environment.
+    fn run(line: &str) -> Run {
+        match parse_with(line, &[(ENV_TOKEN, TOKEN)]) {
+            Ok(Cli::Run(run)) => *run,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    fn command(line: &str) -> Command {
+        run(line).command
+    }
+
+    /// The usage error of `line` (token in the environment).
+    fn error(line: &str) -> String {
+        match parse_with(line, &[(ENV_TOKEN, TOKEN)]) {
+            Err(e) => e.0,
+            Ok(cli) => panic!("{line}: parsed as {cli:?}"),
+        }
+    }
+
+    fn sel(ns: &str) -> pb::Selector {
+        pb::Selector {
+            ns: ns.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_command_parses() {
+        assert_eq!(
+            command("sockets --ns /chat"),
+            Command::Sockets(sel("/chat"))
+        );
+        assert_eq!(
+            command("rooms --ns /chat"),
+            Command::Rooms {
+                ns: "/chat".into(),
+                prefix: String::new()
+            }
+        );
+        assert_eq!(
+            command("rooms --ns / --prefix team-"),
+            Command::Rooms {
+                ns: "/".into(),
+                prefix: "team-".into()
+            }
+        );
+        assert_eq!(
+            command("presence --ns /chat --room lobby"),
+            Command::Presence(pb::PresenceRequest {
+                ns: "/chat".into(),
+                room: "lobby".into()
+            })
+        );
+        assert_eq!(command("stats"), Command::Stats);
+        assert_eq!(
+            command("kick --ns /chat --socket abc --reason spam --close"),
+            Command::Kick(pb::DisconnectRequest {
+                selector: Some(pb::Selector {
+                    socket_ids: vec!["abc".into()],
+                    ..sel("/chat")
+                }),
+                close_connection: true,
+                reason: "spam".into(),
+            })
+        );
+        assert_eq!(
+            command("kick --ns /chat"),
+            Command::Kick(pb::DisconnectRequest {
+                selector: Some(sel("/chat")),
+                ..Default::default()
+            })
+        );
+        assert_eq!(
+            command(
+                r#"broadcast --ns /chat --room vip --event news --args ["hi",1] --volatile --ack-timeout-ms 500"#
+            ),
+            Command::Broadcast(pb::BroadcastRequest {
+                selector: Some(pb::Selector {
+                    rooms: vec!["vip".into()],
+                    ..sel("/chat")
+                }),
+                event: "news".into(),
+                args_json: r#"["hi",1]"#.into(),
+                attachments: Vec::new(),
+                volatile: true,
+                ack_timeout_ms: 500,
+            })
+        );
+        let plain = command("broadcast --ns /chat --event news");
+        let Command::Broadcast(req) = plain else {
+            panic!("{plain:?}")
+        };
+        assert_eq!(
+            (req.args_json.as_str(), req.volatile, req.ack_timeout_ms),
+            ("", false, 0)
+        );
+    }
+
+    #[test]
+    fn selector_options_repeat_in_order() {
+        let line = "sockets --ns /chat --room a --except x --room b --user u1 --socket s1 \
+                    --user u2 --except y --socket s2";
+        assert_eq!(
+            command(line),
+            Command::Sockets(pb::Selector {
+                ns: "/chat".into(),
+                rooms: vec!["a".into(), "b".into()],
+                except_rooms: vec!["x".into(), "y".into()],
+                socket_ids: vec!["s1".into(), "s2".into()],
+                user_ids: vec!["u1".into(), "u2".into()],
+            })
+        );
+    }
+
+    #[test]
+    fn help_needs_nothing_else() {
+        for line in [
+            "help",
+            "--help",
+            "-h",
+            "sockets --help",
+            "help sockets",
+            "--json -h",
+        ] {
+            assert_eq!(parse_with(line, &[]), Ok(Cli::Help), "{line}");
+        }
+    }
+
+    #[test]
+    fn globals_default_from_the_environment() {
+        let r = run("stats");
+        assert_eq!(r.target.addr, DEFAULT_ADDR);
+        assert_eq!(r.target.token, TOKEN);
+        assert_eq!(r.target.ca, None);
+        assert_eq!(r.timeout, Duration::from_millis(DEFAULT_TIMEOUT_MS));
+        assert!(!r.json);
+        let env = [
+            (ENV_ADDR, "http://10.0.0.5:7000"),
+            (ENV_TOKEN, "from-env-token-123"),
+        ];
+        let Ok(Cli::Run(r)) = parse_with("stats", &env) else {
+            panic!()
+        };
+        assert_eq!(
+            (r.target.addr.as_str(), r.target.token.as_str()),
+            ("http://10.0.0.5:7000", "from-env-token-123")
+        );
+        // Options win over the environment; empty variables count as unset.
+        let Ok(Cli::Run(r)) = parse_with("--addr http://h:1 --token flag-token stats", &env) else {
+            panic!()
+        };
+        assert_eq!(
+            (r.target.addr.as_str(), r.target.token.as_str()),
+            ("http://h:1", "flag-token")
+        );
+        let Ok(Cli::Run(r)) = parse_with("--token t stats", &[(ENV_ADDR, "")]) else {
+            panic!()
+        };
+        assert_eq!(r.target.addr, DEFAULT_ADDR);
+        // No token at all.
+        for env in [&[][..], &[(ENV_TOKEN, "")][..]] {
+            let err = parse_with("stats", env).unwrap_err().0;
+            assert!(err.contains("no token") && err.contains(ENV_TOKEN), "{err}");
+        }
+        assert!(
+            parse_with("--token= stats", &[])
+                .unwrap_err()
+                .0
+                .contains("no token")
+        );
+    }
+
+    #[test]
+    fn global_options_go_anywhere_and_take_both_forms() {
+        let r = run("--json --timeout-ms 2500 sockets --ns /chat");
+        assert!(r.json);
+        assert_eq!(r.timeout, Duration::from_millis(2500));
+        let r = run(
+            "sockets --ns=/chat --json --timeout-ms=300 --addr=https://admin.example:443 --ca=/etc/ca.pem",
+        );
+        assert!(r.json);
+        assert_eq!(r.timeout, Duration::from_millis(300));
+        assert_eq!(r.target.addr, "https://admin.example:443");
+        assert_eq!(r.target.ca, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(r.command, Command::Sockets(sel("/chat")));
+        // `=` lets a value start with `--`.
+        let Command::Kick(req) = command("kick --ns /chat --reason=--spam--") else {
+            panic!()
+        };
+        assert_eq!(req.reason, "--spam--");
+        // A value may start with a single dash.
+        let Command::Broadcast(req) = command("broadcast --ns /chat --event e --args [-1]") else {
+            panic!()
+        };
+        assert_eq!(req.args_json, "[-1]");
+    }
+
+    #[test]
+    fn missing_values_are_usage_errors() {
+        let cases = [
+            ("sockets --ns", "--ns needs a value"),
+            ("sockets --ns --room a", "--ns needs a value"),
+            ("sockets --ns /chat --room", "--room needs a value"),
+            ("stats --addr", "--addr needs a value"),
+            ("--token", "--token needs a value"),
+            ("stats --timeout-ms", "--timeout-ms needs a value"),
+            ("kick --ns /chat --reason --close", "--reason needs a value"),
+            ("sockets", "sockets needs --ns"),
+            ("sockets --room a", "sockets needs --ns"),
+            ("rooms", "rooms needs --ns"),
+            ("presence --ns /chat", "presence needs --room"),
+            ("presence --room lobby", "presence needs --ns"),
+            ("kick", "kick needs --ns"),
+            ("broadcast --ns /chat", "broadcast needs --event"),
+            ("", "no command given"),
+            ("--json", "no command given"),
+        ];
+        for (line, want) in cases {
+            assert_eq!(error(line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn unknown_and_misplaced_options_are_usage_errors() {
+        let cases = [
+            ("frobnicate", "unknown command \"frobnicate\""),
+            ("SOCKETS --ns /", "unknown command \"SOCKETS\""),
+            ("stats --frob", "unknown option --frob"),
+            ("sockets --ns /chat -r a", "unknown option -r"),
+            ("--", "unknown option --"),
+            ("stats --ns /chat", "--ns is not an option of stats"),
+            (
+                "sockets --ns /chat --prefix a",
+                "--prefix is not an option of sockets",
+            ),
+            (
+                "rooms --ns /chat --room a",
+                "--room is not an option of rooms",
+            ),
+            (
+                "sockets --ns /chat --event e",
+                "--event is not an option of sockets",
+            ),
+            (
+                "kick --ns /chat --volatile",
+                "--volatile is not an option of kick",
+            ),
+            ("--ns /chat sockets", "--ns goes after the command"),
+            ("stats extra", "unexpected argument \"extra\""),
+            ("sockets --ns /chat lobby", "unexpected argument \"lobby\""),
+            ("--json=yes stats", "--json takes no value"),
+            ("kick --ns /chat --close=1", "--close takes no value"),
+            ("sockets --ns /a --ns /b", "--ns given more than once"),
+            (
+                "presence --ns /a --room x --room y",
+                "--room given more than once",
+            ),
+            (
+                "rooms --ns /a --prefix x --prefix y",
+                "--prefix given more than once",
+            ),
+            (
+                "--addr http://a:1 stats --addr http://b:1",
+                "--addr given more than once",
+            ),
+            (
+                "kick --ns /a --reason x --reason y",
+                "--reason given more than once",
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(error(line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        let cases = [
+            (
+                "--timeout-ms abc stats",
+                "--timeout-ms: expected a whole number from 1 to 86400000, got \"abc\"",
+            ),
+            (
+                "--timeout-ms 0 stats",
+                "--timeout-ms: expected a whole number from 1 to 86400000, got \"0\"",
+            ),
+            ("--timeout-ms -5 stats", "got \"-5\""),
+            ("--timeout-ms 1.5 stats", "got \"1.5\""),
+            (
+                "--timeout-ms 99999999999999999999999 stats",
+                "expected a whole number",
+            ),
+            (
+                "broadcast --ns / --event e --ack-timeout-ms x",
+                "--ack-timeout-ms: expected a whole number from 0 to 600000",
+            ),
+            (
+                "broadcast --ns / --event e --ack-timeout-ms 600001",
+                "got \"600001\"",
+            ),
+            (
+                "broadcast --ns / --event e --args {}",
+                "--args: must be a JSON array",
+            ),
+            (
+                "broadcast --ns / --event e --args [1,",
+                "--args: invalid JSON",
+            ),
+            (
+                "broadcast --ns / --event e --args hi",
+                "--args: invalid JSON",
+            ),
+            ("--addr 127.0.0.1:50051 stats", "not a gRPC address"),
+            (
+                "--addr ftp://h:1 stats",
+                "the scheme must be http:// or https://",
+            ),
+            ("--addr http:// stats", "not a gRPC address"),
+            ("--addr http://h:1/admin stats", "it may not have a path"),
+            ("--addr https://h:1 stats", "needs --ca FILE"),
+            (
+                "--ca /tmp/ca.pem stats",
+                "--ca is only for https:// addresses",
+            ),
+        ];
+        for (line, want) in cases {
+            let got = error(line);
+            assert!(got.contains(want), "{line}: {got}");
+        }
+        assert!(
+            parse_with("stats", &[(ENV_TOKEN, "tok\nen")])
+                .unwrap_err()
+                .0
+                .contains("control characters")
+        );
+        // The server compares bytes, so a UTF-8 token works.
+        assert!(matches!(
+            parse_with("--token tökén0123456789 stats", &[]),
+            Ok(Cli::Run(_))
+        ));
+        assert!(
+            parse_with("stats", &[(ENV_TOKEN, TOKEN), (ENV_ADDR, "nonsense")])
+                .unwrap_err()
+                .0
+                .contains("not a gRPC address")
+        );
+        let r = run("broadcast --ns / --event e --ack-timeout-ms 600000");
+        let Command::Broadcast(req) = r.command else {
+            panic!()
+        };
+        assert_eq!(req.ack_timeout_ms, 600_000);
+    }
+
+    #[test]
+    fn the_token_debug_is_redacted() {
+        let text = format!("{:?}", run("stats"));
+        assert!(!text.contains(TOKEN), "{text}");
+        let mut value = bearer(TOKEN).unwrap();
+        assert_eq!(value.to_str().unwrap(), format!("Bearer {TOKEN}"));
+        assert!(value.is_sensitive());
+        value.set_sensitive(false);
+    }
+
+    fn socket(id: &str, node: &str, user: Option<&str>, rooms: &[&str]) -> pb::SocketSummary {
+        pb::SocketSummary {
+            id: id.into(),
+            ns: "/chat".into(),
+            node: node.into(),
+            user: user.map(str::to_owned),
+            rooms: rooms.iter().map(|r| (*r).to_owned()).collect(),
+            handshake: Some(pb::Handshake {
+                address: "127.0.0.1:4000".into(),
+                headers: vec![pb::Header {
+                    name: "user-agent".into(),
+                    value: "node".into(),
+                }],
+                query: "EIO=4".into(),
+                claims_json: r#"{"sub":"alice"}"#.into(),
+                connected_at_ms: 1_700_000_000_000,
+            }),
+            data_json: "null".into(),
+        }
+    }
+
+    #[test]
+    fn sockets_as_a_table_and_as_json() {
+        let sockets = [
+            socket("gw1.aaaa", "gw1", Some("alice"), &["lobby", "vip"]),
+            socket("gw2.b", "gw2", None, &[]),
+        ];
+        assert_eq!(
+            sockets_table(&sockets),
+            [
+                "ID        NODE  USER   ROOMS",
+                "gw1.aaaa  gw1   alice  lobby,vip",
+                "gw2.b     gw2   -",
+                "2 sockets",
+            ]
+        );
+        assert_eq!(sockets_table(&[]), ["ID  NODE  USER  ROOMS", "0 sockets"]);
+        assert_eq!(
+            socket_json(&sockets[0]),
+            r#"{"id":"gw1.aaaa","ns":"/chat","node":"gw1","user":"alice","rooms":["lobby","vip"],"handshake":{"address":"127.0.0.1:4000","headers":[{"name":"user-agent","value":"node"}],"query":"EIO=4","claims":{"sub":"alice"},"connected_at_ms":1700000000000},"data":null}"#
+        );
+        let mut bare = socket("s", "n", None, &[]);
+        bare.handshake = None;
+        bare.data_json = r#"{"score":3}"#.into();
+        let v: Value = serde_json::from_str(&socket_json(&bare)).unwrap();
+        assert_eq!(v["user"], Value::Null);
+        assert_eq!(v["handshake"], Value::Null);
+        assert_eq!(v["data"], json!({"score": 3}));
+    }
+
+    #[test]
+    fn table_cells_cannot_reach_the_terminal_raw() {
+        let sockets = [socket("a\x1b[31m", "n", Some("bob\nmallory"), &["r\tx"])];
+        let lines = sockets_table(&sockets);
+        assert!(
+            lines.iter().all(|l| !l.chars().any(char::is_control)),
+            "{lines:?}"
+        );
+        assert!(lines[1].contains(r"a\u{1b}[31m") && lines[1].contains(r"bob\nmallory"));
+        assert_eq!(embedded("not json"), Value::String("not json".into()));
+        assert_eq!(embedded(""), Value::Null);
+    }
+
+    #[test]
+    fn rooms_and_presence() {
+        let rooms = [
+            pb::RoomInfo {
+                name: "lobby".into(),
+                members: 12,
+                users: 3,
+            },
+            pb::RoomInfo {
+                name: "a-long-room-name".into(),
+                members: 1,
+                users: 1,
+            },
+        ];
+        assert_eq!(
+            rooms_table(&rooms),
+            [
+                "NAME              MEMBERS  USERS",
+                "lobby                  12      3",
+                "a-long-room-name        1      1",
+                "2 rooms",
+            ]
+        );
+        assert_eq!(
+            room_json(&rooms[0]),
+            r#"{"name":"lobby","members":12,"users":3}"#
+        );
+        let presence = pb::PresenceResponse {
+            users: vec![
+                pb::UserPresence {
+                    user: "alice".into(),
+                    sockets: 2,
+                },
+                pb::UserPresence {
+                    user: "bob".into(),
+                    sockets: 1,
+                },
+            ],
+        };
+        assert_eq!(
+            presence_lines(&presence, false),
+            [
+                "USER   SOCKETS",
+                "alice        2",
+                "bob          1",
+                "2 users"
+            ]
+        );
+        assert_eq!(
+            presence_lines(&presence, true),
+            [
+                r#"{"user":"alice","sockets":2}"#,
+                r#"{"user":"bob","sockets":1}"#
+            ]
+        );
+        assert_eq!(
+            presence_lines(&pb::PresenceResponse::default(), true),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn stats_output() {
+        let stats = pb::StatsResponse {
+            nodes: vec![pb::NodeStats {
+                id: "gw1".into(),
+                epoch: 7,
+                connections: 3,
+                sockets: 4,
+                address: "10.0.0.1:3000".into(),
+                last_heartbeat_ms_ago: 120,
+            }],
+            namespaces: vec![pb::NamespaceStats {
+                ns: "/chat".into(),
+                sockets: 4,
+                rooms: 2,
+                users: 1,
+            }],
+            sockets: 4,
+            rooms: 2,
+        };
+        assert_eq!(
+            stats_lines(&stats, false),
+            [
+                "NODE  CONNECTIONS  SOCKETS  LAST HEARTBEAT",
+                "gw1             3        4      120 ms ago",
+                "",
+                "NAMESPACE  SOCKETS  ROOMS  USERS",
+                "/chat            4      2      1",
+                "",
+                "total: 1 node, 4 sockets, 2 rooms",
+            ]
+        );
+        assert_eq!(
+            stats_lines(&stats, true),
+            [
+                r#"{"nodes":[{"id":"gw1","epoch":7,"address":"10.0.0.1:3000","connections":3,"sockets":4,"last_heartbeat_ms_ago":120}],"namespaces":[{"ns":"/chat","sockets":4,"rooms":2,"users":1}],"sockets":4,"rooms":2}"#
+            ]
+        );
+        let empty = stats_lines(&pb::StatsResponse::default(), false);
+        assert_eq!(empty.last().unwrap(), "total: 0 nodes, 0 sockets, 0 rooms");
+    }
+
+    #[test]
+    fn action_output() {
+        let kicked = pb::DisconnectResponse { disconnected: 3 };
+        assert_eq!(kick_lines(&kicked, false), ["disconnected 3"]);
+        assert_eq!(kick_lines(&kicked, true), [r#"{"disconnected":3}"#]);
+        let sent = pb::BroadcastResponse {
+            targeted: 3,
+            acks: vec![
+                pb::SocketAck {
+                    socket_id: "s1".into(),
+                    args_json: r#"["ok"]"#.into(),
+                    ..Default::default()
+                },
+                pb::SocketAck {
+                    socket_id: "s2".into(),
+                    timed_out: true,
+                    ..Default::default()
+                },
+                pb::SocketAck {
+                    socket_id: "s3".into(),
+                    args_json: r#"[{"_placeholder":true,"num":0}]"#.into(),
+                    attachments: vec![tonic::codegen::Bytes::from_static(b"x")],
+                    timed_out: false,
+                },
+            ],
+        };
+        assert_eq!(
+            broadcast_lines(&sent, true, false),
+            [
+                "targeted 3",
+                r#"s1  ["ok"]"#,
+                "s2  timeout",
+                r#"s3  [{"_placeholder":true,"num":0}] (+1 attachment)"#,
+            ]
+        );
+        assert_eq!(
+            broadcast_lines(&sent, true, true),
+            [
+                r#"{"targeted":3,"acks":[{"socket_id":"s1","timed_out":false,"args":["ok"],"attachments":0},{"socket_id":"s2","timed_out":true,"args":null,"attachments":0},{"socket_id":"s3","timed_out":false,"args":[{"_placeholder":true,"num":0}],"attachments":1}]}"#
+            ]
+        );
+        let fire = pb::BroadcastResponse {
+            targeted: 2,
+            acks: Vec::new(),
+        };
+        assert_eq!(broadcast_lines(&fire, false, false), ["targeted 2"]);
+        assert_eq!(broadcast_lines(&fire, false, true), [r#"{"targeted":2}"#]);
+        assert_eq!(
+            broadcast_lines(&fire, true, true),
+            [r#"{"targeted":2,"acks":[]}"#]
+        );
+    }
+
+    #[test]
+    fn failures_say_what_went_wrong() {
+        let status = Status::unauthenticated("invalid bearer token");
+        assert_eq!(
+            Failure::Rpc(status).to_string(),
+            "Unauthenticated: invalid bearer token"
+        );
+        let status = Status::invalid_argument("selector.ns: must start with '/' (got \"chat\")");
+        assert_eq!(
+            status_line(&status),
+            "InvalidArgument: selector.ns: must start with '/' (got \"chat\")"
+        );
+        assert_eq!(
+            status_line(&Status::new(Code::Unimplemented, "")),
+            "Unimplemented: Operation is not implemented or not supported"
+        );
+        let mut transport = Status::unknown("transport error");
+        transport.set_source(std::sync::Arc::new(io::Error::other(
+            "frame with invalid size",
+        )));
+        assert_eq!(
+            status_line(&transport),
+            "Unknown: transport error: frame with invalid size"
+        );
+        let late = deadline_status(
+            Status::cancelled("Timeout expired"),
+            Duration::from_millis(250),
+        );
+        assert_eq!(
+            status_line(&late),
+            "DeadlineExceeded: no answer within 250 ms (see --timeout-ms)"
+        );
+        let other = deadline_status(
+            Status::cancelled("client went away"),
+            Duration::from_millis(250),
+        );
+        assert_eq!(other.code(), Code::Cancelled);
+        let refused = Failure::Connect {
+            addr: "http://127.0.0.1:1".into(),
+            error: "tcp connect error".into(),
+        };
+        assert_eq!(
+            refused.to_string(),
+            "cannot connect to http://127.0.0.1:1: tcp connect error"
+        );
+    }
+
+    #[test]
+    fn paging_stops_at_the_last_page_and_on_a_repeated_token() {
+        assert_eq!(next_page("", String::new()).unwrap(), None);
+        assert_eq!(
+            next_page("", "after:a".into()).unwrap(),
+            Some("after:a".into())
+        );
+        assert_eq!(
+            next_page("after:a", "after:b".into()).unwrap(),
+            Some("after:b".into())
+        );
+        assert!(matches!(
+            next_page("after:a", "after:a".into()),
+            Err(Failure::Protocol(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn connection_failures_are_reported_not_panicked() {
+        // A port nobody listens on (bound, then released).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let run = run(&format!(
+            "--addr http://127.0.0.1:{port} --timeout-ms 2000 stats"
+        ));
+        let mut out = Vec::new();
+        let err = execute(&run, &mut out).await.unwrap_err();
+        assert!(matches!(err, Failure::Connect { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot connect to http://127.0.0.1:{port}: ")),
+            "{err}"
+        );
+        assert!(out.is_empty());
+        let missing = Run {
+            target: Target {
+                addr: "https://127.0.0.1:1".into(),
+                token: TOKEN.into(),
+                ca: Some("/nonexistent/ca.pem".into()),
+            },
+            ..run
+        };
+        let err = execute(&missing, &mut out).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot read --ca /nonexistent/ca.pem"),
+            "{err}"
+        );
+        let not_pem =
+            std::env::temp_dir().join(format!("switchboard-admin-test-{}.pem", std::process::id()));
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        let bad_ca = Run {
+            target: Target {
+                ca: Some(not_pem.clone()),
+                ..missing.target
+            },
+            ..missing
+        };
+        let err = execute(&bad_ca, &mut out).await.unwrap_err();
+        let _ = std::fs::remove_file(&not_pem);
+        assert!(err.to_string().contains("no PEM certificate"), "{err}");
+    }
+}
