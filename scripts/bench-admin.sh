@@ -72,7 +72,6 @@ grpc=$(grep -o 'grpc on [0-9.:]*' "$OUT/admin-standalone.out" | cut -d' ' -f3)
 run standalone "$url" "$grpc" || status=1
 cleanup; pids=()
 
-dir=$(mktemp -d)
 nats_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 taskset -c "$SERVER_CPU" "$NATS_SERVER" -a 127.0.0.1 -p "$nats_port" >"$OUT/admin-nats.log" 2>&1 &
 pids+=($!)
@@ -84,7 +83,6 @@ grpc=$(grep -o 'grpc on [0-9.:]*' "$OUT/admin-broker.out" | cut -d' ' -f3)
 SWITCHBOARD_NODE_ID=gw1 start gateway 'listening on' target/release/switchboard-gateway loadtest/bench.toml
 url=$(grep -o 'http://127.0.0.1:[0-9]*' "$OUT/admin-gateway.out" | head -1)
 run cluster "$url" "$grpc" || status=1
-rm -rf "$dir"
 echo "== results ($results) =="
 cat "$results"
 exit $status

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use switchboard_bus::Bus;
 use switchboard_proto::Message as _;
+use switchboard_proto::RESERVED_EVENTS;
 use switchboard_proto::admin as pb;
 use switchboard_proto::admin::admin_server::{Admin, AdminServer};
 use switchboard_proto::bus::{self as bus, command, envelope};
@@ -46,15 +47,6 @@ pub const MAX_ACK_TIMEOUT_MS: u32 = 600_000;
 const ACK_GRACE: Duration = Duration::from_millis(500);
 /// Sockets per directory lock while streaming.
 const STREAM_CHUNK: usize = 500;
-/// Event names a server may not emit (Socket.IO reserves them).
-const RESERVED_EVENTS: &[&str] = &[
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
 
 /// The Admin service over one broker's directory and its bus.
 #[derive(Clone)]
@@ -145,52 +137,45 @@ impl AdminService {
         sockets: &[(String, String)],
         emit: &Emit,
     ) -> Result<Vec<pb::SocketAck>, Status> {
+        let bus_error =
+            |e: switchboard_bus::BusError| Status::unavailable(format!("cluster bus: {e}"));
+        // Without acks the packet is encoded once here; with acks each gateway encodes it per
+        // recipient (each with its own ack id) and answers on a fresh inbox, which must be
+        // subscribed at the server before any gateway gets the emit.
+        let (packet, ack, replies) = match emit.ack_timeout {
+            None => (emit.packet(ns), None, None),
+            Some(timeout) => {
+                let inbox = self.bus.new_inbox();
+                let replies = self.bus.subscribe(inbox.clone()).await.map_err(bus_error)?;
+                self.bus
+                    .barrier(Duration::from_secs(5))
+                    .await
+                    .map_err(bus_error)?;
+                let ack = bus::AckRequest {
+                    reply: inbox,
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                    event: emit.event.clone(),
+                    args_json: emit.args_json.clone(),
+                };
+                (Bytes::new(), Some(ack), Some((replies, timeout)))
+            }
+        };
         let origin = self.origin.clone();
-        let Some(timeout) = emit.ack_timeout else {
-            let packet = emit.packet(ns);
-            self.publish_to_owners(ns, sockets, |target| {
-                envelope::Body::Delivery(bus::Delivery {
-                    origin: origin.clone(),
-                    ns: ns.to_owned(),
-                    target: Some(target),
-                    packet: packet.clone(),
-                    attachments: emit.attachments.clone(),
-                    volatile: emit.volatile,
-                    ack: None,
-                })
-            })
-            .await?;
-            return Ok(Vec::new());
-        };
-        let inbox = self.bus.new_inbox();
-        let mut replies = self
-            .bus
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| Status::unavailable(format!("cluster bus: {e}")))?;
-        // The gateways answer on a subscription that must exist before they get the emit.
-        self.bus
-            .barrier(Duration::from_secs(5))
-            .await
-            .map_err(|e| Status::unavailable(format!("cluster bus: {e}")))?;
-        let ack = bus::AckRequest {
-            reply: inbox,
-            timeout_ms: u64::from(timeout.as_millis() as u32),
-            event: emit.event.clone(),
-            args_json: emit.args_json.clone(),
-        };
         self.publish_to_owners(ns, sockets, |target| {
             envelope::Body::Delivery(bus::Delivery {
                 origin: origin.clone(),
                 ns: ns.to_owned(),
                 target: Some(target),
-                packet: Bytes::new(),
+                packet: packet.clone(),
                 attachments: emit.attachments.clone(),
                 volatile: emit.volatile,
-                ack: Some(ack.clone()),
+                ack: ack.clone(),
             })
         })
         .await?;
+        let Some((mut replies, timeout)) = replies else {
+            return Ok(Vec::new());
+        };
         let mut got: HashMap<String, pb::SocketAck> = HashMap::with_capacity(sockets.len());
         let wanted: std::collections::HashSet<&str> =
             sockets.iter().map(|(id, _)| id.as_str()).collect();
@@ -249,7 +234,9 @@ impl Emit {
             return Err(invalid("event: required"));
         }
         if RESERVED_EVENTS.contains(&event.as_str()) {
-            return Err(invalid(format!("event: {event:?} is reserved by Socket.IO")));
+            return Err(invalid(format!(
+                "event: {event:?} is reserved by Socket.IO"
+            )));
         }
         let args = match args_json.trim() {
             "" => Vec::new(),
@@ -342,7 +329,9 @@ fn check_ns(field: &str, ns: &str) -> Result<(), Status> {
         return Err(invalid(format!("{field}: required (e.g. \"/chat\")")));
     }
     if !ns.starts_with('/') {
-        return Err(invalid(format!("{field}: must start with '/' (got {ns:?})")));
+        return Err(invalid(format!(
+            "{field}: must start with '/' (got {ns:?})"
+        )));
     }
     Ok(())
 }
@@ -562,13 +551,12 @@ impl Admin for AdminService {
         let now = Instant::now();
         let mut namespaces = Vec::with_capacity(stats.sockets_per_ns.len());
         for (ns, sockets) in &stats.sockets_per_ns {
-            let rooms = dir.rooms(ns, "", None, 0).items.len() as u64;
-            let users = dir.namespace_users(ns) as u64;
+            let (rooms, users) = dir.namespace_counts(ns);
             namespaces.push(pb::NamespaceStats {
                 ns: ns.clone(),
                 sockets: *sockets as u64,
-                rooms,
-                users,
+                rooms: rooms as u64,
+                users: users as u64,
             });
         }
         Ok(Response::new(pb::StatsResponse {
@@ -696,12 +684,16 @@ impl Admin for AdminService {
             owner
         };
         let Some((ns, node)) = owner else {
-            return Ok(Response::new(pb::UpdateSocketDataResponse { updated: false }));
+            return Ok(Response::new(pb::UpdateSocketDataResponse {
+                updated: false,
+            }));
         };
         // The gateway keeps it too, so its snapshots (and a rebuilt broker) carry it.
         let action = command::Action::SetData(bus::SetData { data_json });
         self.command(&ns, &[(req.socket_id, node)], action).await?;
-        Ok(Response::new(pb::UpdateSocketDataResponse { updated: true }))
+        Ok(Response::new(pb::UpdateSocketDataResponse {
+            updated: true,
+        }))
     }
 }
 
@@ -771,11 +763,12 @@ pub fn options_from_lookup(
     let Some(token) = get(TOKEN) else {
         return Ok(None);
     };
-    if token.len() < MIN_TOKEN_BYTES || token.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
+    if token.len() < MIN_TOKEN_BYTES || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(err(
             TOKEN,
-            format!("must be at least {MIN_TOKEN_BYTES} bytes without spaces (e.g. `openssl rand -hex 24`)"),
+            format!(
+                "must be at least {MIN_TOKEN_BYTES} bytes without spaces (e.g. `openssl rand -hex 24`)"
+            ),
         ));
     }
     const HOST: &str = "SWITCHBOARD_GRPC_HOST";
@@ -811,7 +804,10 @@ pub fn options_from_lookup(
         (Some(_), None) => return Err(err(KEY, format!("required with {CERT}"))),
         (None, Some(_)) => return Err(err(CERT, format!("required with {KEY}"))),
     };
-    Ok(Some((SocketAddr::new(host, port), GrpcOptions { token, tls })))
+    Ok(Some((
+        SocketAddr::new(host, port),
+        GrpcOptions { token, tls },
+    )))
 }
 
 /// Checks `authorization: Bearer <token>` in constant time (for a given token length).
@@ -880,7 +876,8 @@ pub async fn serve(
     let mut builder = tonic::transport::Server::builder();
     if let Some((cert, key)) = &opts.tls {
         let identity = tonic::transport::Identity::from_pem(cert, key);
-        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+        builder =
+            builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
     let local: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(addr = ?local, tls = opts.tls.is_some(), "gRPC admin API listening");
@@ -911,7 +908,9 @@ mod tests {
         Emit::parse(
             "news".into(),
             args,
-            (0..attachments).map(|i| Bytes::from(vec![i as u8])).collect(),
+            (0..attachments)
+                .map(|i| Bytes::from(vec![i as u8]))
+                .collect(),
             false,
             0,
         )
@@ -919,10 +918,16 @@ mod tests {
 
     #[test]
     fn packets_are_what_clients_receive() {
-        assert_eq!(emit("[1,\"a\"]", 0).unwrap().packet("/chat"), "42/chat,[\"news\",1,\"a\"]");
+        assert_eq!(
+            emit("[1,\"a\"]", 0).unwrap().packet("/chat"),
+            "42/chat,[\"news\",1,\"a\"]"
+        );
         assert_eq!(emit("", 0).unwrap().packet("/"), "42[\"news\"]");
-        let bin = emit(r#"[{"_placeholder":true,"num":0},{"x":{"_placeholder":true,"num":1}}]"#, 2)
-            .unwrap();
+        let bin = emit(
+            r#"[{"_placeholder":true,"num":0},{"x":{"_placeholder":true,"num":1}}]"#,
+            2,
+        )
+        .unwrap();
         assert_eq!(
             bin.packet("/"),
             r#"452-["news",{"_placeholder":true,"num":0},{"x":{"_placeholder":true,"num":1}}]"#
@@ -935,7 +940,10 @@ mod tests {
         let cases = [
             (emit("{}", 0), "args_json: must be a JSON array"),
             (emit("[", 0), "args_json: invalid JSON"),
-            (emit(r#"[{"_placeholder":true,"num":3}]"#, 1), "names no attachment"),
+            (
+                emit(r#"[{"_placeholder":true,"num":3}]"#, 1),
+                "names no attachment",
+            ),
             (emit("[]", 1), "attachment 0 is not referenced"),
         ];
         for (got, want) in cases {
@@ -952,15 +960,31 @@ mod tests {
     #[test]
     fn selectors_and_pages_are_validated() {
         assert!(selector(None).is_err());
-        let s = |ns: &str| pb::Selector { ns: ns.into(), ..Default::default() };
-        assert!(selector(Some(s(""))).unwrap_err().message().contains("required"));
-        assert!(selector(Some(s("chat"))).unwrap_err().message().contains("start with '/'"));
+        let s = |ns: &str| pb::Selector {
+            ns: ns.into(),
+            ..Default::default()
+        };
+        assert!(
+            selector(Some(s("")))
+                .unwrap_err()
+                .message()
+                .contains("required")
+        );
+        assert!(
+            selector(Some(s("chat")))
+                .unwrap_err()
+                .message()
+                .contains("start with '/'")
+        );
         assert_eq!(selector(Some(s("/chat"))).unwrap().ns, "/chat");
         assert_eq!(page_size(0).unwrap(), DEFAULT_PAGE_SIZE);
         assert_eq!(page_size(10_000).unwrap(), 10_000);
         assert!(page_size(10_001).is_err());
         assert_eq!(page_token("").unwrap(), None);
-        assert_eq!(page_token(&next_token(Some("gw1.a".into()))).unwrap(), Some("gw1.a"));
+        assert_eq!(
+            page_token(&next_token(Some("gw1.a".into()))).unwrap(),
+            Some("gw1.a")
+        );
         assert!(page_token("gw1.a").is_err());
         assert_eq!(next_token(None), "");
     }
@@ -968,12 +992,16 @@ mod tests {
     #[test]
     fn options_come_from_the_environment() {
         let parse = |vars: &[(&str, &str)]| {
-            let vars: HashMap<String, String> =
-                vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            let vars: HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
             options_from_lookup(|k| vars.get(k).cloned())
         };
         assert!(parse(&[]).unwrap().is_none());
-        let (addr, opts) = parse(&[("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef")]).unwrap().unwrap();
+        let (addr, opts) = parse(&[("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef")])
+            .unwrap()
+            .unwrap();
         assert_eq!(addr, "127.0.0.1:50051".parse().unwrap());
         assert_eq!(opts.token, "0123456789abcdef");
         assert!(opts.tls.is_none());
@@ -986,9 +1014,24 @@ mod tests {
         .unwrap();
         assert_eq!(addr, "[::1]:0".parse().unwrap());
         let bad = [
-            (vec![("SWITCHBOARD_ADMIN_TOKEN", "short")], "SWITCHBOARD_ADMIN_TOKEN"),
-            (vec![("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef"), ("SWITCHBOARD_GRPC_PORT", "x")], "SWITCHBOARD_GRPC_PORT"),
-            (vec![("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef"), ("SWITCHBOARD_GRPC_TLS_CERT", "/x")], "SWITCHBOARD_GRPC_TLS_KEY"),
+            (
+                vec![("SWITCHBOARD_ADMIN_TOKEN", "short")],
+                "SWITCHBOARD_ADMIN_TOKEN",
+            ),
+            (
+                vec![
+                    ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef"),
+                    ("SWITCHBOARD_GRPC_PORT", "x"),
+                ],
+                "SWITCHBOARD_GRPC_PORT",
+            ),
+            (
+                vec![
+                    ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef"),
+                    ("SWITCHBOARD_GRPC_TLS_CERT", "/x"),
+                ],
+                "SWITCHBOARD_GRPC_TLS_KEY",
+            ),
             (
                 vec![
                     ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef"),
@@ -1010,12 +1053,19 @@ mod tests {
         let with = |v: Option<&str>| {
             let mut req = Request::new(());
             if let Some(v) = v {
-                req.metadata_mut().insert("authorization", v.parse().unwrap());
+                req.metadata_mut()
+                    .insert("authorization", v.parse().unwrap());
             }
             req
         };
         assert!(auth.call(with(Some("Bearer s3cret"))).is_ok());
-        for bad in [None, Some("Bearer s3cre"), Some("Bearer s3cret2"), Some("s3cret"), Some("Basic s3cret")] {
+        for bad in [
+            None,
+            Some("Bearer s3cre"),
+            Some("Bearer s3cret2"),
+            Some("s3cret"),
+            Some("Basic s3cret"),
+        ] {
             let err = auth.call(with(bad)).unwrap_err();
             assert_eq!(err.code(), tonic::Code::Unauthenticated, "{bad:?}");
         }

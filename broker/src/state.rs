@@ -715,9 +715,11 @@ impl Directory {
         }
     }
 
-    /// Distinct users with a socket in `ns`.
-    pub fn namespace_users(&self, ns: &str) -> usize {
-        self.namespaces.get(ns).map_or(0, |s| s.users.len())
+    /// The rooms of `ns` and the distinct users with a socket in it.
+    pub fn namespace_counts(&self, ns: &str) -> (usize, usize) {
+        self.namespaces
+            .get(ns)
+            .map_or((0, 0), |s| (s.rooms.len(), s.users.len()))
     }
 
     /// The current epoch of a node, if registered.

@@ -70,15 +70,7 @@ const MAX_KEY_FILE_BYTES: u64 = 1024 * 1024;
 /// Regex size limit for namespace patterns (bytes of compiled program).
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
-/// Event names a Socket.IO client cannot emit nor receive as ordinary events.
-pub const RESERVED_EVENTS: &[&str] = &[
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
+pub use switchboard_proto::RESERVED_EVENTS;
 
 /// Where a problem is: the file (or `environment`), and line and column when known (1-based).
 #[derive(Clone, Debug, PartialEq, Eq)]

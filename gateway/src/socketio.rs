@@ -24,15 +24,7 @@ use serde_json::{Map, Value};
 
 use crate::engineio::{self, Frame, put_decimal};
 
-/// Event names an application may not emit, because the client library uses them itself.
-pub const RESERVED_EVENTS: &[&str] = &[
-    "connect",
-    "connect_error",
-    "disconnect",
-    "disconnecting",
-    "newListener",
-    "removeListener",
-];
+pub use switchboard_proto::RESERVED_EVENTS;
 
 /// The seven Socket.IO packet types, written as the digits `'0'`..`'6'`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

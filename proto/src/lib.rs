@@ -7,6 +7,18 @@
 
 pub mod subject;
 
+/// Event names an application may neither emit nor handle as ordinary events, because the
+/// Socket.IO client libraries use them themselves. The gateway (config validation, the codec)
+/// and the broker (admin emits) check against this one list.
+pub const RESERVED_EVENTS: &[&str] = &[
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
 /// The NATS message envelopes (`proto/bus.proto`, package `switchboard.bus.v1`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod bus {
