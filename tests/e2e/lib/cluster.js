@@ -52,6 +52,11 @@ function brokerBin() {
   return process.env.SWITCHBOARD_BROKER_BIN || path.join(TARGET, 'release', 'switchboard-broker');
 }
 
+/** Path of the operators' CLI, switchboard-admin (override: SWITCHBOARD_ADMIN_BIN). */
+function adminBin() {
+  return process.env.SWITCHBOARD_ADMIN_BIN || path.join(TARGET, 'release', 'switchboard-admin');
+}
+
 /** Path of nats-server on PATH (or Debian's /usr/sbin, often not on a user's PATH), or null. */
 function natsServerBin() {
   const dirs = (process.env.PATH || '').split(path.delimiter).filter(Boolean);
@@ -425,6 +430,7 @@ module.exports = {
   tcpConnect,
   uniquePrefix,
   brokerBin,
+  adminBin,
   natsServerBin,
   TIMINGS,
 };

@@ -7,7 +7,8 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startCluster, startGateway, waitFor } = require('../lib/cluster');
+const { execFile } = require('node:child_process');
+const { startCluster, startGateway, waitFor, adminBin } = require('../lib/cluster');
 const { Members, converged, CONFIG, ENV, NS, OK } = require('../lib/members');
 const { adminClient, status } = require('../lib/admin');
 const { within } = require('../lib/client');
@@ -18,6 +19,23 @@ const GRPC_ENV = { ...ENV, SWITCHBOARD_ADMIN_TOKEN: TOKEN, SWITCHBOARD_GRPC_PORT
 const sel = (extra = {}) => ({ ns: NS, ...extra });
 const ids = (sockets) => sockets.map((s) => s.id).sort();
 const byId = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * Runs the operators' CLI against `addr` with `args`; resolves to { code, stdout, stderr } (a
+ * non-zero exit is a result, not a rejection). The token comes from the environment, as an
+ * operator would set it, unless the args name one.
+ */
+function cli(addr, args, { token = TOKEN } = {}) {
+  const env = { ...process.env, SWITCHBOARD_ADMIN_TOKEN: token };
+  return new Promise((resolve) => {
+    execFile(adminBin(), ['--addr', `http://${addr}`, ...args], { env, timeout: 20000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** The CLI's --json output, one object per line. */
+const jsonLines = (out) => out.split('\n').filter(Boolean).map((line) => JSON.parse(line));
 
 /** Rejects unless `promise` fails with gRPC status `code`; resolves to the error. */
 async function failsWith(promise, code) {
@@ -221,6 +239,67 @@ describe('gRPC admin API on a cluster of two gateways', () => {
     assert.deepEqual(JSON.parse(got.sockets[0].data_json), { tier: 'gold', n: [1, 2] });
     const missing = await admin.call('UpdateSocketData', { socket_id: 'gw1.nobody', data_json: '1' });
     assert.equal(missing.updated, false);
+  });
+
+  it('switchboard-admin (the CLI) lists, counts, broadcasts and kicks like the API, with exit codes', async () => {
+    const addr = cluster.broker.grpcAddr;
+    const ok = async (args) => {
+      const res = await cli(addr, args);
+      assert.equal(res.code, 0, `switchboard-admin ${args.join(' ')}: ${res.stderr}`);
+      return res.stdout;
+    };
+    // sockets: one JSON line per socket, equal to what the API returns (and to who is connected).
+    const api = (await admin.call('FetchSockets', { selector: sel() })).sockets.sort((a, b) => byId(a.id, b.id));
+    const listed = jsonLines(await ok(['sockets', '--ns', NS, '--json'])).sort((a, b) => byId(a.id, b.id));
+    assert.deepEqual(listed.map((s) => s.id), ids(api));
+    assert.deepEqual(listed.map((s) => s.id), members.all.filter((m) => !m.gone).map((m) => m.id).sort());
+    for (const s of listed) {
+      const want = api.find((x) => x.id === s.id);
+      assert.equal(s.node, want.node);
+      assert.equal(s.user || null, want.user || null); // no user: null in the CLI's JSON, unset in the API's
+      assert.deepEqual([...s.rooms].sort(), [...want.rooms].sort());
+    }
+    const lobbyIds = jsonLines(await ok(['sockets', '--ns', NS, '--room', 'lobby', '--json'])).map((s) => s.id).sort();
+    assert.deepEqual(lobbyIds, [alice1.id, alice2.id, bob.id].sort());
+    // The table form ends with the count.
+    assert.match(await ok(['sockets', '--ns', NS, '--room', 'vip']), /^2 sockets$/m);
+    // rooms and presence.
+    const rooms = jsonLines(await ok(['rooms', '--ns', NS, '--json']));
+    assert.deepEqual(rooms.find((r) => r.name === 'lobby'), { name: 'lobby', members: 3, users: 2 });
+    assert.deepEqual(rooms.find((r) => r.name === 'vip'), { name: 'vip', members: 2, users: 1 });
+    const presence = jsonLines(await ok(['presence', '--ns', NS, '--room', 'lobby', '--json']));
+    assert.deepEqual(presence.sort((a, b) => byId(a.user, b.user)), [{ user: 'alice', sockets: 2 }, { user: 'bob', sockets: 1 }]);
+    // stats: the nodes and their connections.
+    const [stats] = jsonLines(await ok(['stats', '--json']));
+    const apiStats = await admin.call('Stats', {});
+    assert.deepEqual(stats.nodes.map((n) => [n.id, n.sockets]).sort(), apiStats.nodes.map((n) => [n.id, n.sockets]).sort());
+    assert.equal(stats.sockets, listed.length);
+    assert.match(await ok(['stats']), /^NODE\s+CONNECTIONS\s+SOCKETS/m);
+    // broadcast: "targeted N", and it arrives once at each targeted client.
+    assert.equal((await ok(['broadcast', '--ns', NS, '--room', 'vip', '--event', 'cli-news', '--args', '[{"from":"cli"}]'])).trim(), 'targeted 2');
+    await Promise.all([bob, anon].map((m) => m.until('cli-news')));
+    await admin.call('Broadcast', { selector: sel(), event: 'cli-fence', args_json: '[]' });
+    await Promise.all([alice1, alice2, bob, anon].map((m) => m.until('cli-fence')));
+    for (const m of [bob, anon]) assert.deepEqual(m.of('cli-news'), [[{ from: 'cli' }]]);
+    for (const m of [alice1, alice2]) assert.deepEqual(m.of('cli-news'), []);
+    // kick: "disconnected 1", and the client hears the reason and its disconnect.
+    const victim = await members.connect(cluster.gateways[1], { user: 'trudy' });
+    await converged(() => cluster.broker.state(), members);
+    const gone = new Promise((resolve) => victim.socket.once('disconnect', resolve));
+    assert.equal((await ok(['kick', '--ns', NS, '--socket', victim.id, '--reason', 'cli says bye'])).trim(), 'disconnected 1');
+    assert.equal(await within(gone, 'the kicked client to disconnect'), 'io server disconnect');
+    assert.deepEqual(victim.of('kicked'), [[{ reason: 'cli says bye' }]]);
+    victim.gone = true;
+    await converged(() => cluster.broker.state(), members);
+    // Failures: a wrong token exits 1 naming the status; a usage error exits 2.
+    const denied = await cli(addr, ['stats'], { token: 'wrong-token-0123456789' });
+    assert.equal(denied.code, 1, denied.stderr);
+    assert.match(denied.stderr, /Unauthenticated/i);
+    const usage = await cli(addr, ['frobnicate']);
+    assert.equal(usage.code, 2, usage.stderr);
+    assert.match(usage.stderr, /--help/);
+    const missing = await cli(addr, ['presence', '--ns', NS]);
+    assert.equal(missing.code, 2, missing.stderr);
   });
 
   it('Disconnect kicks across gateways: the client gets `kicked` with the reason, then its disconnect', async () => {
