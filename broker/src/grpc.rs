@@ -38,7 +38,7 @@ use crate::state::{Directory, Selector, SocketRecord};
 /// Socket ids per published action message (keeps a message far below NATS' 1 MiB default).
 pub const IDS_PER_MESSAGE: usize = 1000;
 /// Page size when the request gives none.
-pub const DEFAULT_PAGE_SIZE: usize = 100;
+pub const DEFAULT_PAGE_SIZE: usize = 1000;
 /// Largest page a request may ask for.
 pub const MAX_PAGE_SIZE: usize = 10_000;
 /// Longest ack timeout a request may ask for.
@@ -142,6 +142,9 @@ impl AdminService {
         // Without acks the packet is encoded once here; with acks each gateway encodes it per
         // recipient (each with its own ack id) and answers on a fresh inbox, which must be
         // subscribed at the server before any gateway gets the emit.
+        if sockets.is_empty() {
+            return Ok(Vec::new()); // nobody to emit to, no acks to wait for
+        }
         let (packet, ack, replies) = match emit.ack_timeout {
             None => (emit.packet(ns), None, None),
             Some(timeout) => {
@@ -488,6 +491,9 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::RoomMembersResponse>, Status> {
         let req = request.into_inner();
         check_ns("ns", &req.ns)?;
+        if req.room.is_empty() {
+            return Err(invalid("room: required"));
+        }
         let limit = page_size(req.page_size)?;
         let after = page_token(&req.page_token)?;
         let sel = Selector {
@@ -509,6 +515,9 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::PresenceResponse>, Status> {
         let req = request.into_inner();
         check_ns("ns", &req.ns)?;
+        if req.room.is_empty() {
+            return Err(invalid("room: required"));
+        }
         let users = self
             .dir()
             .presence(&req.ns, &req.room)
@@ -673,27 +682,25 @@ impl Admin for AdminService {
         let data: Value = serde_json::from_str(&req.data_json)
             .map_err(|e| invalid(format!("data_json: invalid JSON: {e}")))?;
         let data_json = data.to_string();
-        let owner = {
-            let mut dir = self.dir();
-            let owner = dir
-                .socket(&req.socket_id)
-                .map(|r| (r.ns.clone(), r.node.clone()));
-            if owner.is_some() {
-                dir.set_data(&req.socket_id, data_json.clone());
-            }
-            owner
-        };
+        let owner = self
+            .dir()
+            .socket(&req.socket_id)
+            .map(|r| (r.ns.clone(), r.node.clone()));
         let Some((ns, node)) = owner else {
             return Ok(Response::new(pb::UpdateSocketDataResponse {
                 updated: false,
             }));
         };
-        // The gateway keeps it too, so its snapshots (and a rebuilt broker) carry it.
-        let action = command::Action::SetData(bus::SetData { data_json });
-        self.command(&ns, &[(req.socket_id, node)], action).await?;
-        Ok(Response::new(pb::UpdateSocketDataResponse {
-            updated: true,
-        }))
+        // The gateway keeps it too, so its snapshots (and a rebuilt broker) carry it. It is told
+        // first: when the publish fails the call fails and the directory is left as it was.
+        let action = command::Action::SetData(bus::SetData {
+            data_json: data_json.clone(),
+        });
+        self.command(&ns, &[(req.socket_id.clone(), node)], action)
+            .await?;
+        // The socket may have gone meanwhile; set_data on a socket that is gone does nothing.
+        let updated = self.dir().set_data(&req.socket_id, data_json);
+        Ok(Response::new(pb::UpdateSocketDataResponse { updated }))
     }
 }
 

@@ -98,6 +98,8 @@ describe('gRPC admin API on a cluster of two gateways', () => {
       ['SocketsJoin', { selector: sel(), rooms: [] }, /rooms/],
       ['UpdateSocketData', { socket_id: alice1.id, data_json: '{nope' }, /data_json/],
       ['UserSockets', { user: '' }, /user: required/],
+      ['Presence', { ns: NS, room: '' }, /room: required/],
+      ['RoomMembers', { ns: NS, room: '' }, /room: required/],
     ];
     for (const [method, req, message] of cases) {
       const err = await failsWith(admin.call(method, req), status.INVALID_ARGUMENT);
@@ -190,6 +192,10 @@ describe('gRPC admin API on a cluster of two gateways', () => {
         assert.deepEqual(JSON.parse(a.args_json), [{ from: a.socket_id, q: 'q1' }]);
       }
     }
+    // A selector that matches nobody: nothing targeted, no acks.
+    const none = await admin.call('Broadcast', { selector: sel({ rooms: ['nobody-here'] }), event: 'poll', args_json: '[]', ack_timeout_ms: 1000 });
+    assert.equal(Number(none.targeted), 0);
+    assert.deepEqual(none.acks, []);
   });
 
   it('EmitToSocket delivers to one socket on another gateway and returns its ack; an unknown socket is not found', async () => {
@@ -316,6 +322,7 @@ describe('gRPC admin API on a cluster of two gateways', () => {
     await converged(() => cluster.broker.state(), members);
     // close_connection closes the whole Engine.IO connection.
     const whole = await members.connect(g1);
+    await converged(() => cluster.broker.state(), members); // the broker knows it before the kick
     const closed = gone(whole);
     assert.equal((await admin.call('Disconnect', { selector: sel({ socket_ids: [whole.id] }), close_connection: true })).disconnected, 1);
     assert.equal(await within(closed, 'the connection to close'), 'transport close');
