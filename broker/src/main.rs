@@ -9,8 +9,8 @@
 use anyhow::Context as _;
 use switchboard_broker::config::Config;
 use switchboard_broker::{Broker, BrokerError, LeaderMode, grpc, http, metrics};
-use switchboard_proto::subject::Subjects;
 use switchboard_bus::Bus;
+use switchboard_proto::subject::Subjects;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> std::process::ExitCode {
@@ -22,15 +22,14 @@ fn main() -> std::process::ExitCode {
         )
         .init();
     let env = |k: &str| std::env::var(k).ok();
-    let config = match Config::from_lookup(env)
-        .and_then(|c| Ok((c, grpc::options_from_lookup(env)?)))
-    {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("switchboard-broker: configuration error: {e}");
-            return std::process::ExitCode::from(2);
-        }
-    };
+    let config =
+        match Config::from_lookup(env).and_then(|c| Ok((c, grpc::options_from_lookup(env)?))) {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("switchboard-broker: configuration error: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,7 +49,9 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run((config, grpc_opts): (Config, Option<(std::net::SocketAddr, grpc::GrpcOptions)>)) -> anyhow::Result<()> {
+async fn run(
+    (config, grpc_opts): (Config, Option<(std::net::SocketAddr, grpc::GrpcOptions)>),
+) -> anyhow::Result<()> {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
@@ -97,7 +98,9 @@ async fn run((config, grpc_opts): (Config, Option<(std::net::SocketAddr, grpc::G
     let server = tokio::spawn(http::serve(listener, routes, shutdown.clone()));
     let grpc_server = match (grpc_listener, grpc_opts) {
         (Some(listener), Some((_, opts))) => {
-            let addr = listener.local_addr().context("reading the bound gRPC address")?;
+            let addr = listener
+                .local_addr()
+                .context("reading the bound gRPC address")?;
             let service = grpc::AdminService::new(&broker, bus.clone(), subjects);
             let server = tokio::spawn(grpc::serve(listener, service, opts, shutdown.clone()));
             println!("grpc on {addr}");

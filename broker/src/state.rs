@@ -436,7 +436,12 @@ impl Node {
 impl Directory {
     /// An empty directory; a node silent for longer than `lease` is lost.
     pub fn new(lease: Duration) -> Self {
-        Self { lease, sockets: HashMap::new(), namespaces: BTreeMap::new(), nodes: BTreeMap::new() }
+        Self {
+            lease,
+            sockets: HashMap::new(),
+            namespaces: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+        }
     }
 
     /// Applies one membership event of `node`. Sequences start at 1 per epoch: an old or
@@ -457,13 +462,19 @@ impl Directory {
             return Applied::default();
         };
         if seq <= known.last_seq {
-            return Applied { changes, need_snapshot: false };
+            return Applied {
+                changes,
+                need_snapshot: false,
+            };
         }
         let gap = seq - known.last_seq > 1;
         known.last_seq = seq;
         known.dirty |= gap;
         self.event(node, event, &mut changes);
-        Applied { changes, need_snapshot: gap }
+        Applied {
+            changes,
+            need_snapshot: gap,
+        }
     }
 
     /// Records a heartbeat: renews the lease and stores `info`. `seq` is the node's latest
@@ -484,7 +495,10 @@ impl Directory {
         known.info = info;
         known.last_heartbeat = Some(now);
         let need_snapshot = known.dirty || seq > known.last_seq;
-        Applied { changes, need_snapshot }
+        Applied {
+            changes,
+            need_snapshot,
+        }
     }
 
     /// Replaces `node`'s sockets by exactly `sockets`, its full local state as of `seq`. Vanished
@@ -504,7 +518,10 @@ impl Directory {
             return Applied::default();
         };
         if seq < known.last_seq {
-            return Applied { changes, need_snapshot: known.dirty };
+            return Applied {
+                changes,
+                need_snapshot: known.dirty,
+            };
         }
         known.last_seq = seq;
         known.dirty = false;
@@ -513,8 +530,12 @@ impl Directory {
             node.clone_into(&mut rec.node);
             incoming.insert(rec.id.clone(), rec);
         }
-        let vanished: Vec<String> =
-            known.sockets.iter().filter(|id| !incoming.contains_key(*id)).cloned().collect();
+        let vanished: Vec<String> = known
+            .sockets
+            .iter()
+            .filter(|id| !incoming.contains_key(*id))
+            .cloned()
+            .collect();
         // Upserts before removals, so a user whose socket was replaced does not flap offline.
         for rec in incoming.into_values() {
             self.upsert(rec, true, &mut changes);
@@ -522,7 +543,10 @@ impl Directory {
         for id in &vanished {
             self.remove_socket(id, &Reason::Resync, &mut changes);
         }
-        Applied { changes, need_snapshot: false }
+        Applied {
+            changes,
+            need_snapshot: false,
+        }
     }
 
     /// Purges and forgets every node silent for longer than the lease (`node_lost`), by node id.
@@ -634,7 +658,10 @@ impl Directory {
         limit: usize,
     ) -> Page<RoomInfo> {
         let Some(space) = self.namespaces.get(ns) else {
-            return Page { items: Vec::new(), next: None };
+            return Page {
+                items: Vec::new(),
+                next: None,
+            };
         };
         let start = match after {
             Some(after) if after >= prefix => Bound::Excluded(after),
@@ -661,7 +688,10 @@ impl Directory {
     /// The distinct users in a room with their member socket counts, by user.
     pub fn presence(&self, ns: &str, room: &str) -> Vec<(&str, usize)> {
         self.room(ns, room).map_or_else(Vec::new, |r| {
-            r.users.iter().map(|(user, n)| (user.as_str(), *n)).collect()
+            r.users
+                .iter()
+                .map(|(user, n)| (user.as_str(), *n))
+                .collect()
         })
     }
 
@@ -684,9 +714,12 @@ impl Directory {
     pub fn stats(&self) -> Stats {
         let users = match self.namespaces.len() {
             0 | 1 => self.namespaces.values().map(|s| s.users.len()).sum(),
-            _ => {
-                self.namespaces.values().flat_map(|s| s.users.keys()).collect::<BTreeSet<_>>().len()
-            }
+            _ => self
+                .namespaces
+                .values()
+                .flat_map(|s| s.users.keys())
+                .collect::<BTreeSet<_>>()
+                .len(),
         };
         Stats {
             nodes: self
@@ -831,7 +864,14 @@ impl Directory {
             self.insert_socket(rec, changes);
             return;
         }
-        let SocketRecord { id, rooms, handshake, data_json, presence, .. } = rec;
+        let SocketRecord {
+            id,
+            rooms,
+            handshake,
+            data_json,
+            presence,
+            ..
+        } = rec;
         old.handshake = handshake;
         old.data_json = data_json;
         old.presence = presence;
@@ -938,7 +978,10 @@ impl Directory {
     ) -> impl Iterator<Item = &'a SocketRecord> + 'a {
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         let range = move |set: &'a BTreeSet<String>| -> Ids<'a> {
-            Box::new(set.range::<str, _>((lower, Bound::Unbounded)).map(String::as_str))
+            Box::new(
+                set.range::<str, _>((lower, Bound::Unbounded))
+                    .map(String::as_str),
+            )
         };
         let mut users: Vec<&str> = sel.user_ids.iter().map(String::as_str).collect();
         users.sort_unstable();
@@ -949,11 +992,16 @@ impl Directory {
                 let mut ids: Vec<&str> = sel.socket_ids.iter().map(String::as_str).collect();
                 ids.sort_unstable();
                 ids.dedup();
-                vec![Box::new(ids.into_iter().filter(move |id| after.is_none_or(|a| *id > a)))]
+                vec![Box::new(
+                    ids.into_iter()
+                        .filter(move |id| after.is_none_or(|a| *id > a)),
+                )]
             }
-            Some(space) if !users.is_empty() => {
-                users.iter().filter_map(|user| space.users.get(*user)).map(range).collect()
-            }
+            Some(space) if !users.is_empty() => users
+                .iter()
+                .filter_map(|user| space.users.get(*user))
+                .map(range)
+                .collect(),
             Some(space) if !sel.rooms.is_empty() => sel
                 .rooms
                 .iter()
@@ -962,9 +1010,11 @@ impl Directory {
                 .collect(),
             Some(space) => vec![range(&space.sockets)],
         };
-        Union { heads: heads.into_iter().map(Iterator::peekable).collect() }
-            .filter_map(move |id| self.sockets.get(id))
-            .filter(move |rec| admits(sel, &users, rec))
+        Union {
+            heads: heads.into_iter().map(Iterator::peekable).collect(),
+        }
+        .filter_map(move |id| self.sockets.get(id))
+        .filter(move |rec| admits(sel, &users, rec))
     }
 }
 
@@ -1043,7 +1093,10 @@ fn admits(sel: &Selector, users: &[&str], rec: &SocketRecord) -> bool {
         && (sel.rooms.is_empty() || sel.rooms.iter().any(|room| rec.rooms.contains(room)))
         && !sel.except_rooms.iter().any(|room| rec.rooms.contains(room))
         && (users.is_empty()
-            || rec.user.as_deref().is_some_and(|user| users.binary_search(&user).is_ok()))
+            || rec
+                .user
+                .as_deref()
+                .is_some_and(|user| users.binary_search(&user).is_ok()))
 }
 
 /// Takes at most `limit` items (0: all); the cursor is the last one's key when more follow.
@@ -1054,8 +1107,11 @@ fn page<T>(
 ) -> Page<T> {
     let limit = if limit == 0 { usize::MAX } else { limit };
     let taken: Vec<T> = items.by_ref().take(limit).collect();
-    let next =
-        if taken.len() == limit && items.next().is_some() { taken.last().map(key) } else { None };
+    let next = if taken.len() == limit && items.next().is_some() {
+        taken.last().map(key)
+    } else {
+        None
+    };
     Page { items: taken, next }
 }
 
@@ -1071,7 +1127,11 @@ impl<'a> Iterator for Union<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         self.heads.retain_mut(|head| head.peek().is_some());
-        let min = self.heads.iter_mut().filter_map(|head| head.peek().copied()).min()?;
+        let min = self
+            .heads
+            .iter_mut()
+            .filter_map(|head| head.peek().copied())
+            .min()?;
         for head in &mut self.heads {
             if head.peek() == Some(&min) {
                 head.next();
@@ -1092,12 +1152,20 @@ impl Directory {
                 .get(&rec.node)
                 .unwrap_or_else(|| panic!("{id}: node {} unregistered", rec.node));
             assert!(node.sockets.contains(id), "{id} missing from node index");
-            let space =
-                self.namespaces.get(&rec.ns).unwrap_or_else(|| panic!("{id}: namespace missing"));
-            assert!(space.sockets.contains(id), "{id} missing from namespace index");
+            let space = self
+                .namespaces
+                .get(&rec.ns)
+                .unwrap_or_else(|| panic!("{id}: namespace missing"));
+            assert!(
+                space.sockets.contains(id),
+                "{id} missing from namespace index"
+            );
             for room in &rec.rooms {
                 assert!(
-                    space.rooms.get(room).is_some_and(|r| r.members.contains(id)),
+                    space
+                        .rooms
+                        .get(room)
+                        .is_some_and(|r| r.members.contains(id)),
                     "{id} missing from {room}"
                 );
             }
@@ -1159,7 +1227,10 @@ mod tests {
     use super::*;
 
     const LEASE: Duration = Duration::from_secs(6);
-    const ALL: PresenceFlags = PresenceFlags { rooms: true, users: true };
+    const ALL: PresenceFlags = PresenceFlags {
+        rooms: true,
+        users: true,
+    };
 
     /// A socket of the node named by the id's prefix, announcing everything.
     fn sock(id: &str, ns: &str, user: Option<&str>, rooms: &[&str]) -> SocketRecord {
@@ -1177,15 +1248,24 @@ mod tests {
     }
 
     fn disconnect(id: &str, reason: &str) -> MemberEvent {
-        MemberEvent::Disconnect { id: id.to_owned(), reason: reason.to_owned() }
+        MemberEvent::Disconnect {
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+        }
     }
 
     fn join(id: &str, room: &str) -> MemberEvent {
-        MemberEvent::Join { id: id.to_owned(), room: room.to_owned() }
+        MemberEvent::Join {
+            id: id.to_owned(),
+            room: room.to_owned(),
+        }
     }
 
     fn leave(id: &str, room: &str) -> MemberEvent {
-        MemberEvent::Leave { id: id.to_owned(), room: room.to_owned() }
+        MemberEvent::Leave {
+            id: id.to_owned(),
+            room: room.to_owned(),
+        }
     }
 
     /// One line per change, so expectations read as a table.
@@ -1193,20 +1273,36 @@ mod tests {
         changes
             .iter()
             .map(|c| match c {
-                Change::RoomMemberJoined { ns, room, socket, .. } => {
+                Change::RoomMemberJoined {
+                    ns, room, socket, ..
+                } => {
                     format!("+member {ns} {room} {socket}")
                 }
-                Change::RoomMemberLeft { ns, room, socket, reason, .. } => {
+                Change::RoomMemberLeft {
+                    ns,
+                    room,
+                    socket,
+                    reason,
+                    ..
+                } => {
                     format!("-member {ns} {room} {socket} {reason}")
                 }
                 Change::RoomUserJoined { ns, room, user, .. } => {
                     format!("+user {ns} {room} {user}")
                 }
-                Change::RoomUserLeft { ns, room, user, reason, .. } => {
+                Change::RoomUserLeft {
+                    ns,
+                    room,
+                    user,
+                    reason,
+                    ..
+                } => {
                     format!("-user {ns} {room} {user} {reason}")
                 }
                 Change::UserOnline { ns, user, .. } => format!("online {ns} {user}"),
-                Change::UserOffline { ns, user, reason, .. } => {
+                Change::UserOffline {
+                    ns, user, reason, ..
+                } => {
                     format!("offline {ns} {user} {reason}")
                 }
             })
@@ -1222,7 +1318,11 @@ mod tests {
 
     impl Feed {
         fn new() -> Self {
-            Self { dir: Directory::new(LEASE), now: Instant::now(), seqs: HashMap::new() }
+            Self {
+                dir: Directory::new(LEASE),
+                now: Instant::now(),
+                seqs: HashMap::new(),
+            }
         }
 
         fn send(&mut self, node: &str, event: MemberEvent) -> Vec<String> {
@@ -1242,9 +1342,17 @@ mod tests {
             (
                 "anonymous socket: socket level only",
                 vec![
-                    ("a", connect("a.1", None, &["lobby"]), vec!["+member /chat lobby a.1"]),
+                    (
+                        "a",
+                        connect("a.1", None, &["lobby"]),
+                        vec!["+member /chat lobby a.1"],
+                    ),
                     ("a", join("a.1", "r2"), vec!["+member /chat r2 a.1"]),
-                    ("a", leave("a.1", "lobby"), vec!["-member /chat lobby a.1 leave"]),
+                    (
+                        "a",
+                        leave("a.1", "lobby"),
+                        vec!["-member /chat lobby a.1 leave"],
+                    ),
                     (
                         "a",
                         disconnect("a.1", "transport close"),
@@ -1267,7 +1375,10 @@ mod tests {
                     (
                         "a",
                         leave("a.1", "lobby"),
-                        vec!["-member /chat lobby a.1 leave", "-user /chat lobby alice leave"],
+                        vec![
+                            "-member /chat lobby a.1 leave",
+                            "-user /chat lobby alice leave",
+                        ],
                     ),
                     (
                         "a",
@@ -1322,7 +1433,11 @@ mod tests {
                     (
                         "a",
                         connect("a.1", Some("bob"), &["r"]),
-                        vec!["online /chat bob", "+member /chat r a.1", "+user /chat r bob"],
+                        vec![
+                            "online /chat bob",
+                            "+member /chat r a.1",
+                            "+user /chat r bob",
+                        ],
                     ),
                     ("a", join("a.1", "r"), vec![]),
                     ("a", leave("a.1", "x"), vec![]),
@@ -1343,7 +1458,11 @@ mod tests {
                     (
                         "a",
                         connect("a.1", Some("bob"), &["r"]),
-                        vec!["online /chat bob", "+member /chat r a.1", "+user /chat r bob"],
+                        vec![
+                            "online /chat bob",
+                            "+member /chat r a.1",
+                            "+user /chat r bob",
+                        ],
                     ),
                     (
                         "a",
@@ -1363,7 +1482,11 @@ mod tests {
                     (
                         "a",
                         connect("a.1", Some("alice"), &["r"]),
-                        vec!["online /chat alice", "+member /chat r a.1", "+user /chat r alice"],
+                        vec![
+                            "online /chat alice",
+                            "+member /chat r a.1",
+                            "+user /chat r alice",
+                        ],
                     ),
                     ("b", disconnect("a.1", "transport close"), vec![]),
                     ("b", join("a.1", "x"), vec![]),
@@ -1392,8 +1515,14 @@ mod tests {
     #[test]
     fn changes_carry_socket_user_and_flags() {
         let mut dir = Directory::new(LEASE);
-        let flags = PresenceFlags { rooms: true, users: false };
-        let rec = SocketRecord { presence: flags, ..sock("a.1", "/chat", Some("alice"), &["r"]) };
+        let flags = PresenceFlags {
+            rooms: true,
+            users: false,
+        };
+        let rec = SocketRecord {
+            presence: flags,
+            ..sock("a.1", "/chat", Some("alice"), &["r"])
+        };
         let applied = dir.apply("a", 1, 1, MemberEvent::Connect(rec), Instant::now());
         let (ns, user, socket) = ("/chat".to_owned(), "alice".to_owned(), "a.1".to_owned());
         assert_eq!(
@@ -1412,7 +1541,13 @@ mod tests {
                     user: Some(user.clone()),
                     flags
                 },
-                Change::RoomUserJoined { ns, room: "r".to_owned(), user, socket, flags },
+                Change::RoomUserJoined {
+                    ns,
+                    room: "r".to_owned(),
+                    user,
+                    socket,
+                    flags
+                },
             ]
         );
         assert!(applied.changes.iter().all(|c| c.flags() == flags));
@@ -1425,7 +1560,13 @@ mod tests {
             (
                 "in order",
                 vec![
-                    (1, 1, connect("a.1", Some("alice"), &[]), false, vec!["online /chat alice"]),
+                    (
+                        1,
+                        1,
+                        connect("a.1", Some("alice"), &[]),
+                        false,
+                        vec!["online /chat alice"],
+                    ),
                     (
                         1,
                         2,
@@ -1438,7 +1579,13 @@ mod tests {
             (
                 "duplicate ignored",
                 vec![
-                    (1, 1, connect("a.1", Some("alice"), &[]), false, vec!["online /chat alice"]),
+                    (
+                        1,
+                        1,
+                        connect("a.1", Some("alice"), &[]),
+                        false,
+                        vec!["online /chat alice"],
+                    ),
                     (1, 1, join("a.1", "r"), false, vec![]),
                     (
                         1,
@@ -1452,7 +1599,13 @@ mod tests {
             (
                 "gap applied and asks for a snapshot; older numbers then ignored",
                 vec![
-                    (1, 1, connect("a.1", Some("alice"), &[]), false, vec!["online /chat alice"]),
+                    (
+                        1,
+                        1,
+                        connect("a.1", Some("alice"), &[]),
+                        false,
+                        vec!["online /chat alice"],
+                    ),
                     (
                         1,
                         4,
@@ -1472,9 +1625,18 @@ mod tests {
             ),
             (
                 "unknown node first seen at 5",
-                vec![(1, 5, connect("a.1", Some("alice"), &[]), true, vec!["online /chat alice"])],
+                vec![(
+                    1,
+                    5,
+                    connect("a.1", Some("alice"), &[]),
+                    true,
+                    vec!["online /chat alice"],
+                )],
             ),
-            ("seq 0 is never new", vec![(1, 0, connect("a.1", Some("alice"), &[]), false, vec![])]),
+            (
+                "seq 0 is never new",
+                vec![(1, 0, connect("a.1", Some("alice"), &[]), false, vec![])],
+            ),
             (
                 "new epoch purges the old sockets",
                 vec![
@@ -1483,7 +1645,11 @@ mod tests {
                         1,
                         connect("a.1", Some("alice"), &["r"]),
                         false,
-                        vec!["online /chat alice", "+member /chat r a.1", "+user /chat r alice"],
+                        vec![
+                            "online /chat alice",
+                            "+member /chat r a.1",
+                            "+user /chat r alice",
+                        ],
                     ),
                     (
                         2,
@@ -1502,7 +1668,13 @@ mod tests {
             (
                 "new epoch first seen mid-stream",
                 vec![
-                    (1, 1, connect("a.1", Some("alice"), &[]), false, vec!["online /chat alice"]),
+                    (
+                        1,
+                        1,
+                        connect("a.1", Some("alice"), &[]),
+                        false,
+                        vec!["online /chat alice"],
+                    ),
                     (
                         2,
                         3,
@@ -1515,7 +1687,13 @@ mod tests {
             (
                 "late messages of a retired epoch are ignored",
                 vec![
-                    (1, 1, connect("a.1", Some("alice"), &[]), false, vec!["online /chat alice"]),
+                    (
+                        1,
+                        1,
+                        connect("a.1", Some("alice"), &[]),
+                        false,
+                        vec!["online /chat alice"],
+                    ),
                     (
                         2,
                         1,
@@ -1584,7 +1762,10 @@ mod tests {
             assert_eq!(feed.dir.socket(&rec.id), Some(rec));
         }
         assert_eq!(feed.dir.room_members("/chat", "r1"), vec!["a.4", "b.1"]);
-        assert_eq!(feed.dir.presence("/chat", "r1"), vec![("bob", 1), ("carol", 1)]);
+        assert_eq!(
+            feed.dir.presence("/chat", "r1"),
+            vec![("bob", 1), ("carol", 1)]
+        );
     }
 
     #[test]
@@ -1618,14 +1799,32 @@ mod tests {
         // With a gap unrepaired, a stale snapshot asks again; one at the current number repairs it.
         let gap = feed.dir.apply("a", 1, 9, join("a.1", "x"), feed.now);
         assert!(gap.need_snapshot);
-        assert!(feed.dir.snapshot("a", 1, 8, Vec::new(), feed.now).need_snapshot);
-        assert!(feed.dir.heartbeat("a", 1, 9, NodeInfo::default(), feed.now).need_snapshot);
-        let applied =
-            feed.dir.snapshot("a", 1, 9, vec![sock("a.1", "/chat", None, &["r"])], feed.now);
+        assert!(
+            feed.dir
+                .snapshot("a", 1, 8, Vec::new(), feed.now)
+                .need_snapshot
+        );
+        assert!(
+            feed.dir
+                .heartbeat("a", 1, 9, NodeInfo::default(), feed.now)
+                .need_snapshot
+        );
+        let applied = feed.dir.snapshot(
+            "a",
+            1,
+            9,
+            vec![sock("a.1", "/chat", None, &["r"])],
+            feed.now,
+        );
         feed.dir.check_invariants();
         assert!(!applied.need_snapshot);
         assert_eq!(feed.dir.len(), 1);
-        assert!(!feed.dir.heartbeat("a", 1, 9, NodeInfo::default(), feed.now).need_snapshot);
+        assert!(
+            !feed
+                .dir
+                .heartbeat("a", 1, 9, NodeInfo::default(), feed.now)
+                .need_snapshot
+        );
         assert!(!feed.dir.stats().nodes[0].needs_snapshot);
     }
 
@@ -1645,7 +1844,10 @@ mod tests {
         feed.dir.check_invariants();
         assert_eq!(render(&applied.changes), Vec::<String>::new());
         assert_eq!(feed.dir.socket("a.5").map(|s| s.node.as_str()), Some("a"));
-        assert_eq!(feed.dir.socket("b.1").and_then(|s| s.user.as_deref()), Some("bob"));
+        assert_eq!(
+            feed.dir.socket("b.1").and_then(|s| s.user.as_deref()),
+            Some("bob")
+        );
         assert_eq!(feed.dir.node_epoch("a"), Some(7));
     }
 
@@ -1653,8 +1855,13 @@ mod tests {
     fn snapshot_with_a_new_epoch_purges_as_restarted() {
         let mut feed = Feed::new();
         feed.send("a", connect("a.1", Some("alice"), &[]));
-        let applied =
-            feed.dir.snapshot("a", 2, 4, vec![sock("a.2", "/chat", Some("alice"), &[])], feed.now);
+        let applied = feed.dir.snapshot(
+            "a",
+            2,
+            4,
+            vec![sock("a.2", "/chat", Some("alice"), &[])],
+            feed.now,
+        );
         feed.dir.check_invariants();
         assert_eq!(
             render(&applied.changes),
@@ -1675,8 +1882,17 @@ mod tests {
                 .need_snapshot
         );
         // Duplicates are liveness too.
-        dir.apply("c", 1, 1, connect("c.1", Some("carol"), &[]), t0 + Duration::from_secs(5));
-        assert!(dir.expire(t0 + LEASE).is_empty(), "a lease of exactly LEASE still holds");
+        dir.apply(
+            "c",
+            1,
+            1,
+            connect("c.1", Some("carol"), &[]),
+            t0 + Duration::from_secs(5),
+        );
+        assert!(
+            dir.expire(t0 + LEASE).is_empty(),
+            "a lease of exactly LEASE still holds"
+        );
 
         let lost = dir.expire(t0 + LEASE + Duration::from_millis(1));
         dir.check_invariants();
@@ -1695,12 +1911,21 @@ mod tests {
         assert_eq!(dir.len(), 2);
 
         let lost = dir.expire(t0 + Duration::from_secs(12));
-        assert_eq!(lost.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), vec!["b", "c"]);
+        assert_eq!(
+            lost.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            vec!["b", "c"]
+        );
         assert!(dir.is_empty());
         dir.check_invariants();
 
         // A lost node that comes back mid-stream is registered again and asked for a snapshot.
-        let back = dir.apply("a", 1, 10, connect("a.2", None, &[]), t0 + Duration::from_secs(13));
+        let back = dir.apply(
+            "a",
+            1,
+            10,
+            connect("a.2", None, &[]),
+            t0 + Duration::from_secs(13),
+        );
         assert!(back.need_snapshot);
         assert_eq!(dir.node_sockets("a"), 1);
     }
@@ -1709,7 +1934,10 @@ mod tests {
     fn heartbeat_records_info_and_detects_lag() {
         let mut dir = Directory::new(LEASE);
         let t0 = Instant::now();
-        let info = NodeInfo { address: "10.0.0.1:3000".to_owned(), connections: 42 };
+        let info = NodeInfo {
+            address: "10.0.0.1:3000".to_owned(),
+            connections: 42,
+        };
         assert!(!dir.heartbeat("a", 1, 0, info.clone(), t0).need_snapshot);
         dir.apply("a", 1, 1, connect("a.1", Some("alice"), &[]), t0);
         assert!(!dir.heartbeat("a", 1, 1, info.clone(), t0).need_snapshot);
@@ -1723,8 +1951,14 @@ mod tests {
         let restarted = dir.heartbeat("a", 2, 3, info, t1);
         dir.check_invariants();
         assert!(restarted.need_snapshot);
-        assert_eq!(render(&restarted.changes), vec!["offline /chat alice node_restarted"]);
-        assert!(dir.expire(t1 + LEASE).is_empty(), "the heartbeat renewed the lease");
+        assert_eq!(
+            render(&restarted.changes),
+            vec!["offline /chat alice node_restarted"]
+        );
+        assert!(
+            dir.expire(t1 + LEASE).is_empty(),
+            "the heartbeat renewed the lease"
+        );
     }
 
     #[test]
@@ -1736,7 +1970,10 @@ mod tests {
         feed.dir.check_invariants();
         assert_eq!(render(&changes), vec!["-member /chat r a.1 node_left"]);
         assert_eq!(feed.dir.node_epoch("a"), None);
-        assert_eq!(render(&feed.dir.remove_node("b", Reason::NodeLeft)).len(), 3);
+        assert_eq!(
+            render(&feed.dir.remove_node("b", Reason::NodeLeft)).len(),
+            3
+        );
         assert!(feed.dir.remove_node("nope", Reason::NodeLeft).is_empty());
     }
 
@@ -1749,24 +1986,50 @@ mod tests {
         feed.send("b", MemberEvent::Connect(sock("b.3", "/other", None, &[])));
 
         let joined = feed.dir.reserve("/chat", "game", "a.1", 2);
-        let Ok(Reserved::Joined(changes)) = joined else { panic!("{joined:?}") };
-        assert_eq!(render(&changes), vec!["+member /chat game a.1", "+user /chat game alice"]);
+        let Ok(Reserved::Joined(changes)) = joined else {
+            panic!("{joined:?}")
+        };
+        assert_eq!(
+            render(&changes),
+            vec!["+member /chat game a.1", "+user /chat game alice"]
+        );
         assert_eq!(
             feed.send("a", join("a.1", "game")),
             Vec::<String>::new(),
             "the gateway's join is a duplicate"
         );
-        assert!(matches!(feed.dir.reserve("/chat", "game", "b.1", 2), Ok(Reserved::Joined(_))));
-        assert_eq!(feed.dir.reserve("/chat", "game", "b.2", 2), Err(ReserveError::RoomFull));
-        assert_eq!(feed.dir.reserve("/chat", "game", "a.1", 2), Ok(Reserved::AlreadyMember));
-        assert_eq!(feed.dir.reserve("/chat", "game", "zz.1", 2), Err(ReserveError::UnknownSocket));
-        assert_eq!(feed.dir.reserve("/chat", "game", "b.3", 2), Err(ReserveError::UnknownSocket));
+        assert!(matches!(
+            feed.dir.reserve("/chat", "game", "b.1", 2),
+            Ok(Reserved::Joined(_))
+        ));
+        assert_eq!(
+            feed.dir.reserve("/chat", "game", "b.2", 2),
+            Err(ReserveError::RoomFull)
+        );
+        assert_eq!(
+            feed.dir.reserve("/chat", "game", "a.1", 2),
+            Ok(Reserved::AlreadyMember)
+        );
+        assert_eq!(
+            feed.dir.reserve("/chat", "game", "zz.1", 2),
+            Err(ReserveError::UnknownSocket)
+        );
+        assert_eq!(
+            feed.dir.reserve("/chat", "game", "b.3", 2),
+            Err(ReserveError::UnknownSocket)
+        );
         assert!(
-            matches!(feed.dir.reserve("/chat", "game", "b.2", 0), Ok(Reserved::Joined(_))),
+            matches!(
+                feed.dir.reserve("/chat", "game", "b.2", 0),
+                Ok(Reserved::Joined(_))
+            ),
             "0 is unlimited"
         );
         feed.dir.check_invariants();
-        assert_eq!(feed.dir.room_members("/chat", "game"), vec!["a.1", "b.1", "b.2"]);
+        assert_eq!(
+            feed.dir.room_members("/chat", "game"),
+            vec!["a.1", "b.1", "b.2"]
+        );
     }
 
     fn selector(rooms: &[&str], except: &[&str], ids: &[&str], users: &[&str]) -> Selector {
@@ -1788,19 +2051,43 @@ mod tests {
         feed.send("b", connect("b.1", Some("alice"), &["r1", "r2", "vip"]));
         feed.send("b", connect("b.2", None, &["r3"]));
         feed.send("b", connect("b.3", Some("carol"), &[]));
-        feed.send("a", MemberEvent::Connect(sock("a.3", "/admin", Some("alice"), &["r1"])));
+        feed.send(
+            "a",
+            MemberEvent::Connect(sock("a.3", "/admin", Some("alice"), &["r1"])),
+        );
         let cases = [
-            (selector(&[], &[], &[], &[]), vec!["a.1", "a.2", "b.1", "b.2", "b.3"]),
-            (selector(&["r1", "r2"], &[], &[], &[]), vec!["a.1", "a.2", "b.1"]),
-            (selector(&["r1", "r2"], &["vip"], &[], &[]), vec!["a.1", "a.2"]),
+            (
+                selector(&[], &[], &[], &[]),
+                vec!["a.1", "a.2", "b.1", "b.2", "b.3"],
+            ),
+            (
+                selector(&["r1", "r2"], &[], &[], &[]),
+                vec!["a.1", "a.2", "b.1"],
+            ),
+            (
+                selector(&["r1", "r2"], &["vip"], &[], &[]),
+                vec!["a.1", "a.2"],
+            ),
             (selector(&[], &["r1"], &[], &[]), vec!["a.2", "b.2", "b.3"]),
-            (selector(&[], &[], &["b.3", "a.1", "a.3", "zz", "a.1"], &[]), vec!["a.1", "b.3"]),
+            (
+                selector(&[], &[], &["b.3", "a.1", "a.3", "zz", "a.1"], &[]),
+                vec!["a.1", "b.3"],
+            ),
             (selector(&[], &[], &[], &["alice"]), vec!["a.1", "b.1"]),
-            (selector(&["r1"], &[], &[], &["alice", "carol"]), vec!["a.1", "b.1"]),
+            (
+                selector(&["r1"], &[], &[], &["alice", "carol"]),
+                vec!["a.1", "b.1"],
+            ),
             (selector(&[], &[], &["a.1", "a.2"], &["bob"]), vec!["a.2"]),
             (selector(&["r2"], &[], &["a.1", "b.1"], &[]), vec!["b.1"]),
             (selector(&["nope"], &[], &[], &[]), vec![]),
-            (Selector { ns: "/none".to_owned(), ..Selector::default() }, vec![]),
+            (
+                Selector {
+                    ns: "/none".to_owned(),
+                    ..Selector::default()
+                },
+                vec![],
+            ),
         ];
         for (sel, expected) in cases {
             let ids: Vec<&str> = feed.dir.matching(&sel).map(|s| s.id.as_str()).collect();
@@ -1855,53 +2142,114 @@ mod tests {
         }
         assert_eq!(seen.len(), 10_000);
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "ascending, each once");
-        assert!(seen.iter().all(|id| feed.dir.socket(id).is_some_and(|s| s.rooms.contains("big"))));
+        assert!(
+            seen.iter()
+                .all(|id| feed.dir.socket(id).is_some_and(|s| s.rooms.contains("big")))
+        );
         assert_eq!(pages, 10_000usize.div_ceil(333));
         assert_eq!(feed.dir.count(&sel), 10_000);
-        assert_eq!(feed.dir.count(&selector(&["big"], &["none"], &[], &[])), 10_000);
+        assert_eq!(
+            feed.dir.count(&selector(&["big"], &["none"], &[], &[])),
+            10_000
+        );
         assert_eq!(feed.dir.count(&selector(&[], &["big"], &[], &[])), 2_000);
-        assert_eq!(feed.dir.select(&sel, None, 0).items.len(), 10_000, "0 is no limit");
+        assert_eq!(
+            feed.dir.select(&sel, None, 0).items.len(),
+            10_000,
+            "0 is no limit"
+        );
     }
 
     #[test]
     fn read_queries() {
         let mut feed = Feed::new();
-        feed.send("a", connect("a.1", Some("alice"), &["game:1", "game:2", "lobby"]));
+        feed.send(
+            "a",
+            connect("a.1", Some("alice"), &["game:1", "game:2", "lobby"]),
+        );
         feed.send("a", connect("a.2", Some("alice"), &["game:1"]));
         feed.send("b", connect("b.1", Some("bob"), &["game:1"]));
-        feed.send("b", MemberEvent::Connect(sock("b.2", "/admin", Some("alice"), &["ops"])));
+        feed.send(
+            "b",
+            MemberEvent::Connect(sock("b.2", "/admin", Some("alice"), &["ops"])),
+        );
 
         let page = feed.dir.rooms("/chat", "game:", None, 1);
-        assert_eq!(page.items, vec![RoomInfo { name: "game:1".to_owned(), members: 3, users: 2 }]);
+        assert_eq!(
+            page.items,
+            vec![RoomInfo {
+                name: "game:1".to_owned(),
+                members: 3,
+                users: 2
+            }]
+        );
         assert_eq!(page.next.as_deref(), Some("game:1"));
         let page = feed.dir.rooms("/chat", "game:", page.next.as_deref(), 1);
-        assert_eq!(page.items, vec![RoomInfo { name: "game:2".to_owned(), members: 1, users: 1 }]);
+        assert_eq!(
+            page.items,
+            vec![RoomInfo {
+                name: "game:2".to_owned(),
+                members: 1,
+                users: 1
+            }]
+        );
         assert_eq!(page.next, None);
-        let names: Vec<String> =
-            feed.dir.rooms("/chat", "", Some("a"), 0).items.into_iter().map(|r| r.name).collect();
+        let names: Vec<String> = feed
+            .dir
+            .rooms("/chat", "", Some("a"), 0)
+            .items
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
         assert_eq!(names, vec!["game:1", "game:2", "lobby"]);
-        assert!(feed.dir.rooms("/chat", "game:", Some("zzz"), 0).items.is_empty());
+        assert!(
+            feed.dir
+                .rooms("/chat", "game:", Some("zzz"), 0)
+                .items
+                .is_empty()
+        );
         assert!(feed.dir.rooms("/none", "", None, 0).items.is_empty());
 
-        assert_eq!(feed.dir.room_members("/chat", "game:1"), vec!["a.1", "a.2", "b.1"]);
+        assert_eq!(
+            feed.dir.room_members("/chat", "game:1"),
+            vec!["a.1", "a.2", "b.1"]
+        );
         assert!(feed.dir.room_members("/chat", "nope").is_empty());
-        assert_eq!(feed.dir.presence("/chat", "game:1"), vec![("alice", 2), ("bob", 1)]);
+        assert_eq!(
+            feed.dir.presence("/chat", "game:1"),
+            vec![("alice", 2), ("bob", 1)]
+        );
         let ids = |v: Vec<&SocketRecord>| v.into_iter().map(|s| s.id.clone()).collect::<Vec<_>>();
-        assert_eq!(ids(feed.dir.user_sockets(Some("/chat"), "alice")), vec!["a.1", "a.2"]);
-        assert_eq!(ids(feed.dir.user_sockets(None, "alice")), vec!["b.2", "a.1", "a.2"]);
+        assert_eq!(
+            ids(feed.dir.user_sockets(Some("/chat"), "alice")),
+            vec!["a.1", "a.2"]
+        );
+        assert_eq!(
+            ids(feed.dir.user_sockets(None, "alice")),
+            vec!["b.2", "a.1", "a.2"]
+        );
         assert!(feed.dir.user_sockets(Some("/none"), "alice").is_empty());
 
         assert!(feed.dir.set_data("a.1", "{\"score\":3}".to_owned()));
         assert!(!feed.dir.set_data("zz", "1".to_owned()));
-        assert_eq!(feed.dir.socket("a.1").map(|s| s.data_json.as_str()), Some("{\"score\":3}"));
+        assert_eq!(
+            feed.dir.socket("a.1").map(|s| s.data_json.as_str()),
+            Some("{\"score\":3}")
+        );
 
         let stats = feed.dir.stats();
         assert_eq!(stats.sockets, 4);
         assert_eq!(stats.users, 2);
         assert_eq!(stats.rooms, 4);
-        assert_eq!(stats.sockets_per_ns, vec![("/admin".to_owned(), 1), ("/chat".to_owned(), 3)]);
-        let nodes: Vec<(String, u64, usize)> =
-            stats.nodes.into_iter().map(|n| (n.id, n.last_seq, n.sockets)).collect();
+        assert_eq!(
+            stats.sockets_per_ns,
+            vec![("/admin".to_owned(), 1), ("/chat".to_owned(), 3)]
+        );
+        let nodes: Vec<(String, u64, usize)> = stats
+            .nodes
+            .into_iter()
+            .map(|n| (n.id, n.last_seq, n.sockets))
+            .collect();
         assert_eq!(nodes, vec![("a".to_owned(), 2, 2), ("b".to_owned(), 2, 2)]);
     }
 
@@ -1946,7 +2294,10 @@ mod tests {
                 self.sockets.retain(|_, s| s.node != node);
                 self.nodes.remove(node);
             }
-            self.nodes.entry(node.to_owned()).or_insert((epoch, 0, now)).2 = now;
+            self.nodes
+                .entry(node.to_owned())
+                .or_insert((epoch, 0, now))
+                .2 = now;
         }
 
         fn upsert(&mut self, node: &str, rec: &SocketRecord, exact: bool) {
@@ -2018,7 +2369,8 @@ mod tests {
             known.1 = seq;
             let incoming: BTreeMap<&str, &SocketRecord> =
                 sockets.iter().map(|s| (s.id.as_str(), s)).collect();
-            self.sockets.retain(|id, s| s.node != node || incoming.contains_key(id.as_str()));
+            self.sockets
+                .retain(|id, s| s.node != node || incoming.contains_key(id.as_str()));
             for rec in incoming.values() {
                 self.upsert(node, rec, true);
             }
@@ -2048,8 +2400,11 @@ mod tests {
             id: &str,
             max: usize,
         ) -> Result<bool, ReserveError> {
-            let members =
-                self.sockets.values().filter(|s| s.ns == ns && s.rooms.contains(room)).count();
+            let members = self
+                .sockets
+                .values()
+                .filter(|s| s.ns == ns && s.rooms.contains(room))
+                .count();
             let s = self
                 .sockets
                 .get_mut(id)
@@ -2078,12 +2433,12 @@ mod tests {
         fn feed(&mut self, changes: &[Change]) {
             for c in changes {
                 let fresh = match c.clone() {
-                    Change::RoomMemberJoined { ns, room, socket, .. } => {
-                        self.members.insert((ns, room, socket))
-                    }
-                    Change::RoomMemberLeft { ns, room, socket, .. } => {
-                        self.members.remove(&(ns, room, socket))
-                    }
+                    Change::RoomMemberJoined {
+                        ns, room, socket, ..
+                    } => self.members.insert((ns, room, socket)),
+                    Change::RoomMemberLeft {
+                        ns, room, socket, ..
+                    } => self.members.remove(&(ns, room, socket)),
                     Change::RoomUserJoined { ns, room, user, .. } => {
                         self.room_users.insert((ns, room, user))
                     }
@@ -2120,12 +2475,21 @@ mod tests {
             .nodes
             .iter()
             .map(|(id, n)| {
-                (id.clone(), n.0, n.1, model.sockets.values().filter(|s| &s.node == id).count())
+                (
+                    id.clone(),
+                    n.0,
+                    n.1,
+                    model.sockets.values().filter(|s| &s.node == id).count(),
+                )
             })
             .collect();
         nodes.sort();
-        let got: Vec<_> =
-            dir.stats().nodes.into_iter().map(|n| (n.id, n.epoch, n.last_seq, n.sockets)).collect();
+        let got: Vec<_> = dir
+            .stats()
+            .nodes
+            .into_iter()
+            .map(|n| (n.id, n.epoch, n.last_seq, n.sockets))
+            .collect();
         assert_eq!(got, nodes);
 
         let mut members = BTreeSet::new();
@@ -2149,7 +2513,10 @@ mod tests {
         for ns in namespaces {
             let in_ns: Vec<(&String, &ModelSocket)> =
                 model.sockets.iter().filter(|(_, s)| s.ns == *ns).collect();
-            let sel = Selector { ns: (*ns).to_owned(), ..Selector::default() };
+            let sel = Selector {
+                ns: (*ns).to_owned(),
+                ..Selector::default()
+            };
             assert_eq!(dir.count(&sel), in_ns.len());
             let mut rooms: BTreeMap<String, (Vec<String>, BTreeMap<String, usize>)> =
                 BTreeMap::new();
@@ -2186,8 +2553,11 @@ mod tests {
                     .map(|(id, _)| *id)
                     .collect();
                 ids.sort();
-                let got: Vec<&String> =
-                    dir.user_sockets(Some(ns), user).into_iter().map(|s| &s.id).collect();
+                let got: Vec<&String> = dir
+                    .user_sockets(Some(ns), user)
+                    .into_iter()
+                    .map(|s| &s.id)
+                    .collect();
                 assert_eq!(got, ids);
             }
         }
@@ -2199,8 +2569,11 @@ mod tests {
         const NAMESPACES: [&str; 2] = ["/x", "/y"];
         const ROOMS: [&str; 5] = ["r0", "r1", "r2", "r3", "r4"];
         const USERS: [&str; 4] = ["u0", "u1", "u2", "u3"];
-        const REASONS: [&str; 3] =
-            ["transport close", "ping timeout", "client namespace disconnect"];
+        const REASONS: [&str; 3] = [
+            "transport close",
+            "ping timeout",
+            "client namespace disconnect",
+        ];
 
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let mut dir = Directory::new(LEASE);
@@ -2212,17 +2585,27 @@ mod tests {
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
 
         let random_socket = |rng: &mut Rng, node: &str| {
-            let owner = if rng.below(10) == 0 { rng.pick(&NODES) } else { node };
+            let owner = if rng.below(10) == 0 {
+                rng.pick(&NODES)
+            } else {
+                node
+            };
             format!("{owner}.{}", rng.below(6))
         };
         let random_record = |rng: &mut Rng, id: String| {
             let user = (rng.below(5) != 0).then(|| rng.pick(&USERS).to_owned());
-            let rooms: BTreeSet<String> =
-                ROOMS.iter().filter(|_| rng.below(3) == 0).map(|r| (*r).to_owned()).collect();
+            let rooms: BTreeSet<String> = ROOMS
+                .iter()
+                .filter(|_| rng.below(3) == 0)
+                .map(|r| (*r).to_owned())
+                .collect();
             let mut rec = SocketRecord::new(id, rng.pick(&NAMESPACES), "?");
             rec.user = user;
             rec.rooms = rooms;
-            rec.presence = PresenceFlags { rooms: rng.below(2) == 0, users: rng.below(2) == 0 };
+            rec.presence = PresenceFlags {
+                rooms: rng.below(2) == 0,
+                users: rng.below(2) == 0,
+            };
             rec
         };
 
@@ -2261,7 +2644,11 @@ mod tests {
                         *seen.entry("snapshot asked").or_default() += 1;
                     }
                     *seen
-                        .entry(if applied.changes.is_empty() { "no change" } else { "changed" })
+                        .entry(if applied.changes.is_empty() {
+                            "no change"
+                        } else {
+                            "changed"
+                        })
                         .or_default() += 1;
                     replica.feed(&applied.changes);
                 }
@@ -2277,7 +2664,11 @@ mod tests {
                             random_record(&mut rng, id)
                         })
                         .collect();
-                    let seq = if rng.below(4) == 0 { sent.saturating_sub(1) } else { *sent };
+                    let seq = if rng.below(4) == 0 {
+                        sent.saturating_sub(1)
+                    } else {
+                        *sent
+                    };
                     model.snapshot(node, *epoch, seq, &sockets, now);
                     let applied = dir.snapshot(node, *epoch, seq, sockets, now);
                     replica.feed(&applied.changes);
@@ -2318,11 +2709,17 @@ mod tests {
                         Ok(Reserved::AlreadyMember) => Ok(false),
                         Err(e) => Err(e),
                     };
-                    assert_eq!(outcome, expected, "step {step}: reserve {ns} {room} {id} {max}");
+                    assert_eq!(
+                        outcome, expected,
+                        "step {step}: reserve {ns} {room} {id} {max}"
+                    );
                 }
                 _ => {
                     let id = random_socket(&mut rng, node);
-                    assert_eq!(dir.set_data(&id, "1".to_owned()), model.sockets.contains_key(&id));
+                    assert_eq!(
+                        dir.set_data(&id, "1".to_owned()),
+                        model.sockets.contains_key(&id)
+                    );
                 }
             }
             dir.check_invariants();

@@ -137,7 +137,11 @@ async fn fetch_sockets_paginates_ten_thousand_sockets_exactly_once_in_order() {
             }
             token = res.next_page_token;
         }
-        assert_eq!(pages, (SOCKETS as u32).div_ceil(page_size), "page size {page_size}");
+        assert_eq!(
+            pages,
+            (SOCKETS as u32).div_ceil(page_size),
+            "page size {page_size}"
+        );
         let mut want: Vec<String> = (0..SOCKETS)
             .map(|i| format!("{}.s{i:05}", if i % 2 == 0 { "gw1" } else { "gw2" }))
             .collect();
@@ -229,17 +233,20 @@ async fn streams_rooms_and_members_cover_everything() {
     assert_eq!(stats.sockets, SOCKETS as u64);
     assert_eq!(stats.rooms, ROOMS as u64 + 1);
     let big = stats.namespaces.iter().find(|n| n.ns == "/big").unwrap();
-    assert_eq!((big.sockets, big.rooms, big.users), (SOCKETS as u64, ROOMS as u64 + 1, 100));
+    assert_eq!(
+        (big.sockets, big.rooms, big.users),
+        (SOCKETS as u64, ROOMS as u64 + 1, 100)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_open_and_reflection_lists_the_services() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let served = serve().await;
     let ch = channel(served.addr).await;
@@ -274,6 +281,12 @@ async fn health_is_open_and_reflection_lists_the_services() {
         panic!("not a service list: {msg:?}");
     };
     let names: Vec<String> = services.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"switchboard.admin.v1.Admin".to_owned()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"switchboard.admin.v1.Admin".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
 }

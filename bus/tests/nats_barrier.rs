@@ -86,11 +86,18 @@ async fn a_subscription_is_in_effect_once_the_barrier_returns() {
             _ => missed.push(i),
         }
     }
-    assert_eq!(missed, Vec::<i32>::new(), "published right after the barrier, not received");
+    assert_eq!(
+        missed,
+        Vec::<i32>::new(),
+        "published right after the barrier, not received"
+    );
 }
 
 #[tokio::test]
 async fn the_barrier_of_an_in_process_hub_returns_at_once() {
     let hub = switchboard_bus::Hub::new();
-    hub.client().barrier(Duration::from_millis(1)).await.unwrap();
+    hub.client()
+        .barrier(Duration::from_millis(1))
+        .await
+        .unwrap();
 }

@@ -44,6 +44,8 @@ struct ClusterEnv {
     /// `SWITCHBOARD_ADMIN_TOKEN` and friends: the gRPC admin API (standalone only; in a cluster
     /// the brokers serve it).
     grpc: Option<(SocketAddr, grpc::GrpcOptions)>,
+    /// Cluster mode with `SWITCHBOARD_ADMIN_TOKEN` set: said once at startup.
+    grpc_ignored: bool,
 }
 
 fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, String> {
@@ -103,10 +105,18 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
             }
         }
     }
-    let grpc = grpc::options_from_lookup(&env).unwrap_or_else(|e| {
-        problems.push(e.to_string());
+    // Only a standalone gateway serves gRPC, so only then are its variables read (and its TLS
+    // files loaded); in a cluster they belong to the brokers and are ignored here.
+    let grpc_ignored =
+        set("SWITCHBOARD_NATS_URL").is_some() && set("SWITCHBOARD_ADMIN_TOKEN").is_some();
+    let grpc = if set("SWITCHBOARD_NATS_URL").is_none() {
+        grpc::options_from_lookup(&env).unwrap_or_else(|e| {
+            problems.push(e.to_string());
+            None
+        })
+    } else {
         None
-    });
+    };
     if set("SWITCHBOARD_NATS_PASSWORD").is_some() && set("SWITCHBOARD_NATS_USER").is_none() {
         problems.push("SWITCHBOARD_NATS_PASSWORD is set without SWITCHBOARD_NATS_USER".to_owned());
     }
@@ -127,6 +137,7 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
             lease,
             drop_seqs,
             grpc,
+            grpc_ignored,
         })
     } else {
         Err(problems.join("\n"))
@@ -291,17 +302,22 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(grpc_addr)
                 .await
                 .with_context(|| format!("cannot listen on {grpc_addr} (gRPC)"))?;
-            let bound = listener.local_addr().context("reading the bound gRPC address")?;
+            let bound = listener
+                .local_addr()
+                .context("reading the bound gRPC address")?;
             let service = grpc::AdminService::new(b, hub.client(), env.subjects.clone());
             let task = tokio::spawn(grpc::serve(listener, service, opts, grpc_shutdown.clone()));
             println!("grpc on {bound}");
             Some(task)
         }
-        (None, _, Some(_)) => {
-            tracing::info!("SWITCHBOARD_ADMIN_TOKEN ignored: in a cluster the brokers serve gRPC");
+        _ => {
+            if env.grpc_ignored {
+                tracing::info!(
+                    "SWITCHBOARD_ADMIN_TOKEN ignored: in a cluster the brokers serve gRPC"
+                );
+            }
             None
         }
-        _ => None,
     };
     let listener = http::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     cluster.set_address(
@@ -387,6 +403,27 @@ mod tests {
         assert_eq!(env.subjects.prefix(), "prod");
         assert_eq!(env.lease, Duration::from_millis(1500));
         assert_eq!(env.drop_seqs, [3, 5]);
+    }
+
+    #[test]
+    fn grpc_is_read_only_standalone() {
+        let tls = [
+            ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef-token"),
+            ("SWITCHBOARD_GRPC_TLS_CERT", "/nonexistent/cert.pem"),
+            ("SWITCHBOARD_GRPC_TLS_KEY", "/nonexistent/key.pem"),
+        ];
+        // Standalone: the TLS files are loaded, so missing ones are a startup error.
+        let Err(e) = parse(&tls) else {
+            panic!("accepted missing TLS files");
+        };
+        assert!(e.contains("SWITCHBOARD_GRPC_TLS_CERT"), "{e}");
+        let standalone = parse(&tls[..1]).map_err(|e| e.to_string()).unwrap();
+        assert!(standalone.grpc.is_some() && !standalone.grpc_ignored);
+        // In a cluster the brokers serve gRPC: the same variables are not read.
+        let mut cluster = tls.to_vec();
+        cluster.push(("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:4222"));
+        let env = parse(&cluster).map_err(|e| e.to_string()).unwrap();
+        assert!(env.grpc.is_none() && env.grpc_ignored);
     }
 
     #[test]

@@ -94,7 +94,10 @@ pub(crate) async fn run(cfg: cli::Admin) -> Result<Report> {
         ..Default::default()
     };
 
-    eprintln!("admin: {n} members joining {} in {}", cfg.room, cfg.namespace);
+    eprintln!(
+        "admin: {n} members joining {} in {}",
+        cfg.room, cfg.namespace
+    );
     let crowd = crowd::start(n, plan, shared.clone(), setup_deadline(n)).await;
     if crowd.connected < n {
         bail!(
@@ -122,7 +125,10 @@ pub(crate) async fn run(cfg: cli::Admin) -> Result<Report> {
             break;
         }
         if started.elapsed() > CONVERGE_TIMEOUT {
-            bail!("the broker sees {} of {n} members after {CONVERGE_TIMEOUT:?}", res.total);
+            bail!(
+                "the broker sees {} of {n} members after {CONVERGE_TIMEOUT:?}",
+                res.total
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -146,7 +152,10 @@ pub(crate) async fn run(cfg: cli::Admin) -> Result<Report> {
             .into_inner();
         fetch.record(t0.elapsed().as_nanos() as u64);
         if res.sockets.len() != n {
-            r.problem(format!("FetchSockets returned {} of {n} sockets", res.sockets.len()));
+            r.problem(format!(
+                "FetchSockets returned {} of {n} sockets",
+                res.sockets.len()
+            ));
         }
     }
 
@@ -194,7 +203,12 @@ pub(crate) async fn run(cfg: cli::Admin) -> Result<Report> {
     let outcomes = crowd.close(Duration::from_secs(10)).await;
     let received: u64 = outcomes.iter().map(|o| o.deliveries).sum();
 
-    add_histogram(&mut r, "fetch_latency", "FetchSockets (whole room) latency", &fetch);
+    add_histogram(
+        &mut r,
+        "fetch_latency",
+        "FetchSockets (whole room) latency",
+        &fetch,
+    );
     add_histogram(&mut r, "broadcast_call", "Broadcast call latency", &call);
     add_histogram(
         &mut r,

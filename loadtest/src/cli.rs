@@ -455,7 +455,9 @@ mod tests {
             "admin --url http://127.0.0.1:3000 --grpc 127.0.0.1:50051 --members 10 --token abc",
         )
         .unwrap();
-        let Command::Admin(a) = cmd else { panic!("{cmd:?}") };
+        let Command::Admin(a) = cmd else {
+            panic!("{cmd:?}")
+        };
         assert_eq!((a.members, a.calls, a.token.as_str()), (10, 50, "abc"));
         assert_eq!(a.grpc, "127.0.0.1:50051".parse().unwrap());
         assert_eq!((a.namespace.as_str(), a.room.as_str()), ("/chat", "bench"));
