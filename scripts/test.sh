@@ -2,8 +2,8 @@
 # The one test command: `bash scripts/test.sh`.
 #
 # 1. Installs what is missing (Debian packages: chromium for the browser test, nats-server for
-#    the cluster tests; nodejs and npm only when node is absent), with a single
-#    `apt-get update`, and only if something is missing.
+#    the cluster tests, nginx for the load-balancer tests; nodejs and npm only when node is
+#    absent), with a single `apt-get update`, and only if something is missing.
 # 2. Builds the workspace once in release mode (binaries and examples), runs the Rust tests
 #    (reusing that build).
 # 3. Runs the end-to-end tests in tests/e2e (node's test runner): first the conformance tests
@@ -36,6 +36,8 @@ need /usr/bin/chromium chromium   # the browser test (playwright-core drives Deb
 need taskset util-linux           # the load-test smoke run pins server and generator to cores
 # the cluster tests; Debian installs it in /usr/sbin, often not on a user's PATH
 command -v nats-server >/dev/null 2>&1 || need /usr/sbin/nats-server nats-server
+# the load-balancer tests run deploy/nginx/'s configs in a real nginx (also in /usr/sbin)
+command -v nginx >/dev/null 2>&1 || need /usr/sbin/nginx nginx
 
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing missing packages: ${missing[*]}"

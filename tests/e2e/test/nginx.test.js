@@ -1,0 +1,76 @@
+'use strict';
+// The shipped nginx configs (deploy/nginx/) in front of a real cluster: a nats-server, the broker
+// and three gateways (lib/cluster.js), a real nginx (lib/nginx.js) running the file as shipped
+// but for its addresses, and official socket.io-clients, polling-only and upgrading, all through
+// nginx. Each client must keep its session (every polling request reaching the gateway that owns
+// the sid) and get a room's relays exactly once.
+
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { startCluster, waitFor } = require('../lib/cluster');
+const { startNginx } = require('../lib/nginx');
+const { Members, converged, CONFIG, ENV, OK } = require('../lib/members');
+
+const POLLING = ['polling'];
+const UPGRADING = ['polling', 'websocket'];
+
+function throughNginx(file, { spread }) {
+  describe(`nginx: deploy/nginx/${file}`, () => {
+    let cluster;
+    let nginx;
+    const members = new Members();
+    before(async () => {
+      cluster = await startCluster({ config: CONFIG, env: ENV, gateways: 3 });
+      nginx = await startNginx(file, cluster.gateways);
+    });
+    after(async () => {
+      members.closeAll();
+      if (nginx) await nginx.stop();
+      if (cluster) await cluster.stop();
+    });
+
+    it('polling-only and upgrading clients keep their sessions and get each relay once', async () => {
+      const lb = { url: nginx.url };
+      const polling = [];
+      const upgrading = [];
+      for (let i = 0; i < 6; i++) {
+        polling.push(await members.connect(lb, { transports: POLLING }));
+        upgrading.push(await members.connect(lb, { transports: UPGRADING }));
+      }
+      const everyone = [...polling, ...upgrading];
+      for (const m of everyone) assert.deepEqual(await m.join('lb-room'), OK);
+      await converged(() => cluster.broker.state(), members);
+      // The upgrading clients are on WebSocket now; the polling ones stayed on polling.
+      await waitFor(() => upgrading.every((m) => m.socket.io.engine.transport.name === 'websocket'), {
+        what: 'the upgrading clients to upgrade through nginx',
+      });
+      for (const m of polling) assert.equal(m.socket.io.engine.transport.name, 'polling');
+      const nodes = new Set(everyone.map((m) => m.id.split('.')[0]));
+      if (spread) assert.ok(nodes.size >= 2, `handshakes balanced over the gateways: ${[...nodes]}`);
+      // Three rounds of relays, each sender once: every other member gets each exactly once.
+      const senders = [polling[0], upgrading[1], polling[5]];
+      for (const [round, sender] of senders.entries()) {
+        sender.socket.emit('say', { room: 'lb-room', text: `round ${round}` });
+      }
+      for (const m of everyone) {
+        const want = senders.filter((s) => s !== m).length;
+        await m.until('say', (a) => /^round /.test(a[0].text), want);
+      }
+      // A fence after the rounds: once it arrived, no duplicate can still be on its way.
+      const fence = upgrading[0];
+      fence.socket.emit('say', { room: 'lb-room', text: 'fence' });
+      for (const m of everyone.filter((x) => x !== fence)) await m.until('say', (a) => a[0].text === 'fence');
+      for (const m of everyone) {
+        const got = m.of('say', (a) => /^round /.test(a[0].text)).map((a) => a[0].text).sort();
+        const want = senders.map((s, r) => (s === m ? null : `round ${r}`)).filter(Boolean).sort();
+        assert.deepEqual(got, want, `${m.id} got each relay once`);
+      }
+      // Nobody lost its session on the way (a polling request at the wrong gateway ends it).
+      for (const m of everyone) assert.equal(m.gone, false, `${m.id} still connected`);
+      assert.equal(new Set(everyone.map((m) => m.socket.id)).size, everyone.length);
+    });
+  });
+}
+
+throughNginx('switchboard-sid.conf', { spread: true });
+throughNginx('switchboard-hash.conf', { spread: false });
