@@ -171,6 +171,13 @@ if [ -z "${E2E_ONLY:-}" ]; then
     exit 1
   }
   echo "admin API smoke run: ok (log: ${TMPDIR:-/tmp}/switchboard-bench-admin-smoke.log)"
+  log "scripts/bench-forward.sh --quick (forwarded polling requests smoke run)"
+  bash scripts/bench-forward.sh --no-build --quick </dev/null >"${TMPDIR:-/tmp}/switchboard-bench-forward-smoke.log" 2>&1 || {
+    cat "${TMPDIR:-/tmp}/switchboard-bench-forward-smoke.log"
+    echo "error: the forwarding smoke run failed" >&2
+    exit 1
+  }
+  echo "forwarding smoke run: ok (log: ${TMPDIR:-/tmp}/switchboard-bench-forward-smoke.log)"
 fi
 
 # The e2e runner's totals again as the last line, after the smoke run's output.

@@ -106,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     .endpoint("/engine.io/", raw.clone())
     .endpoint("/socket.io/", socketio.clone());
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    http::run(addr, Arc::new(router), move || {
+    http::run(addr, Arc::new(router), async move || {
         for conn in raw.all() {
             conn.close(CloseReason::Shutdown);
         }

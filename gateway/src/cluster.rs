@@ -197,9 +197,11 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Sets the address reported in heartbeats (`host:port`, once the listener is bound).
+    /// Sets the address reported in heartbeats (`host:port`, once the listener is bound) and
+    /// sends a heartbeat at once, so that the other gateways can forward to this one right away.
     pub fn set_address(&self, address: String) {
         *lock(&self.inner.address) = address;
+        self.heartbeat();
     }
 
     /// The bus this node uses.

@@ -537,6 +537,24 @@ impl<D: Send + Sync + 'static> Conn<D> {
     }
 }
 
+/// When each of `n` sessions is closed during a drain of `window`: independent uniform
+/// moments in `[0, window)`, sorted. Uniform jitter makes the reconnections arriving at the
+/// other gateways a steady stream of `n / window` instead of a burst of `n`.
+pub fn drain_schedule(n: usize, window: Duration, rng: &mut impl rand::Rng) -> Vec<Duration> {
+    let nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+    let mut at: Vec<Duration> = (0..n)
+        .map(|_| {
+            if nanos == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_nanos(rng.random_range(0..nanos))
+            }
+        })
+        .collect();
+    at.sort_unstable();
+    at
+}
+
 type Sessions<D> = HashMap<Arc<str>, Arc<Conn<D>>>;
 /// A new session and its handshake frame.
 pub type Opened<D> = (Arc<Conn<D>>, Frame);
@@ -597,6 +615,20 @@ impl<H: Handler> Engine<H> {
     /// Whether there are no open sessions.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Closes every open session with [`CloseReason::Shutdown`], each at its own random moment
+    /// of `window` (see [`drain_schedule`]), so that their clients reconnect elsewhere spread
+    /// over the window instead of all at once. Sessions opened meanwhile are not waited for (the
+    /// caller refuses new ones). Returns once the last scheduled session is closed.
+    pub async fn drain(&self, window: Duration) {
+        let conns = self.all();
+        let start = Instant::now();
+        let schedule = drain_schedule(conns.len(), window, &mut rand::rng());
+        for (conn, at) in conns.iter().zip(schedule) {
+            tokio::time::sleep_until(start + at).await;
+            conn.close(CloseReason::Shutdown);
+        }
     }
 
     /// Every open session (for shutdown).
@@ -798,6 +830,53 @@ mod tests {
             max_queued_frames: 3,
             ..Config::default()
         }
+    }
+
+    #[test]
+    fn drain_schedule_spreads_over_the_window() {
+        use rand::SeedableRng as _;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let window = Duration::from_secs(10);
+        let at = drain_schedule(10_000, window, &mut rng);
+        assert_eq!(at.len(), 10_000);
+        assert!(at.windows(2).all(|w| w[0] <= w[1]), "sorted");
+        assert!(at.iter().all(|&t| t < window), "inside the window");
+        // Spread, not bunched: every tenth of the window gets a share near a tenth.
+        for tenth in 0..10u32 {
+            let (lo, hi) = (window * tenth / 10, window * (tenth + 1) / 10);
+            let n = at.iter().filter(|&&t| t >= lo && t < hi).count();
+            assert!((800..=1200).contains(&n), "tenth {tenth}: {n}");
+        }
+        assert_eq!(
+            drain_schedule(3, Duration::ZERO, &mut rng),
+            [Duration::ZERO; 3]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_closes_every_session_within_the_window() {
+        let (engine, rec) = engine(Config::default());
+        let now = Instant::now();
+        for _ in 0..50 {
+            engine
+                .open(Transport::WebSocket, info(), now)
+                .expect("open");
+        }
+        let window = Duration::from_secs(5);
+        let drain = engine.drain(window);
+        tokio::pin!(drain);
+        // Halfway through, some but not all are closed.
+        tokio::select! {
+            () = &mut drain => panic!("finished before the window was half over"),
+            () = tokio::time::sleep(window / 2) => {}
+        }
+        let half = rec.closes.lock().expect("test lock").len();
+        assert!(half > 0 && half < 50, "closed at half time: {half}");
+        drain.await;
+        assert!(Instant::now() <= now + window);
+        let closes = rec.closes.lock().expect("test lock").clone();
+        assert_eq!(closes, vec![CloseReason::Shutdown; 50]);
+        assert!(engine.is_empty());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::forward::Forwarder;
 use crate::transport::{Body, Endpoint};
 
 /// How long a client may take to send request headers.
@@ -97,9 +98,10 @@ pub struct Router {
     cors: Cors,
     demo: bool,
     client_js: Option<Bytes>,
-    ready: AtomicBool,
+    draining: AtomicBool,
     bus_up: AtomicBool,
     state: Option<StateFn>,
+    forward: Option<Arc<Forwarder>>,
 }
 
 /// Renders a JSON document served under `/v1/state`.
@@ -113,9 +115,10 @@ impl Router {
             cors,
             demo: false,
             client_js: None,
-            ready: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
             bus_up: AtomicBool::new(true),
             state: None,
+            forward: None,
         }
     }
 
@@ -146,14 +149,21 @@ impl Router {
         self
     }
 
+    /// Passes requests for sessions of other gateways to their owner (cluster mode).
+    pub fn forward(mut self, forwarder: Arc<Forwarder>) -> Self {
+        self.forward = Some(forwarder);
+        self
+    }
+
+    /// Starts draining: `/ready` answers 503 and new sessions are refused with 503 (a load
+    /// balancer retries them elsewhere), while the sessions this node holds are still served.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
     /// Records whether the cluster bus is reachable: while it is not, `/ready` answers 503.
     pub fn set_bus_up(&self, up: bool) {
         self.bus_up.store(up, Ordering::SeqCst);
-    }
-
-    /// Marks the server as not ready (draining): `/ready` answers 503.
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
     }
 
     async fn route(self: Arc<Self>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
@@ -167,6 +177,19 @@ impl Router {
             let origin = req.headers().get(header::ORIGIN).cloned();
             if req.method() == Method::OPTIONS {
                 return self.preflight(&req, origin.as_ref());
+            }
+            let sid = crate::forward::sid_of(req.uri());
+            if let Some(fwd) = &self.forward
+                && let Some(owner) = fwd.owner(req.headers(), sid.as_deref())
+            {
+                // The owner answers CORS as it would have answered the client.
+                return fwd.forward(owner, req, remote).await;
+            }
+            if sid.is_none() && self.draining.load(Ordering::SeqCst) {
+                return crate::transport::json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    r#"{"code":3,"message":"Server draining"}"#,
+                );
             }
             if fastwebsockets::upgrade::is_upgrade_request(&req)
                 && self
@@ -187,7 +210,7 @@ impl Router {
         match (req.method(), path) {
             (&Method::GET, "/health") => plain(StatusCode::OK, "ok"),
             (&Method::GET, "/ready") => {
-                if !self.ready.load(Ordering::SeqCst) {
+                if self.draining.load(Ordering::SeqCst) {
                     plain(StatusCode::SERVICE_UNAVAILABLE, "draining")
                 } else if !self.bus_up.load(Ordering::SeqCst) {
                     plain(
@@ -333,14 +356,15 @@ pub async fn serve(
 }
 
 /// Binds `addr`, prints `listening on http://ADDR` on stdout (tests read it), serves `router`
-/// until SIGTERM or Ctrl-C, then stops accepting, runs `on_shutdown` (closing sessions) and waits
-/// for open HTTP connections to finish.
+/// until SIGTERM or Ctrl-C, then drains: `/ready` and new sessions get 503 at once, `drain` runs
+/// (closing the sessions, gradually if it wants) while the listener still serves the sessions
+/// that are left, and then the listener stops and open HTTP connections are asked to finish.
 pub async fn run(
     addr: SocketAddr,
     router: Arc<Router>,
-    on_shutdown: impl FnOnce() + Send,
+    drain: impl AsyncFnOnce(),
 ) -> std::io::Result<()> {
-    run_bound(bind(addr)?, router, on_shutdown).await
+    run_bound(bind(addr)?, router, drain).await
 }
 
 /// Binds the listener [`run_bound`] serves (so the caller knows the port first).
@@ -352,7 +376,7 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn run_bound(
     listener: TcpListener,
     router: Arc<Router>,
-    on_shutdown: impl FnOnce() + Send,
+    drain: impl AsyncFnOnce(),
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
     println!("listening on http://{local}");
@@ -366,10 +390,11 @@ pub async fn run_bound(
         tracker.clone(),
     ));
     wait_for_signal().await;
+    tracing::info!("draining");
+    router.start_draining();
+    drain().await;
     tracing::info!("shutting down");
-    router.set_ready(false);
     shutdown.cancel();
-    on_shutdown();
     let _ = server.await;
     tracker.close();
     if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
@@ -396,7 +421,8 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGTERM or Ctrl-C (SIGINT).
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

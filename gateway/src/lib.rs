@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod engineio;
+pub mod forward;
 pub mod http;
 pub mod id;
 pub mod metrics;

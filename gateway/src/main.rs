@@ -21,11 +21,18 @@ use switchboard_bus::{Bus, Hub, NatsOptions};
 use switchboard_gateway::cluster::{Cluster, ClusterConfig, PresenceConfig};
 use switchboard_gateway::config::{Config, NamespaceMatch};
 use switchboard_gateway::engine::{CloseReason, Engine};
+use switchboard_gateway::forward::{Forwarder, Peers};
 use switchboard_gateway::http::{self, Router};
 use switchboard_gateway::id::NodeId;
 use switchboard_gateway::policy::Bridge;
 use switchboard_gateway::{metrics, policy, sio};
 use switchboard_proto::subject::Subjects;
+
+/// The drain window of a gateway in a cluster.
+const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+/// After the drain, how long the listener stays for the closed sessions' last answers (and how
+/// long relayed connections may take to end).
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// The cluster settings, from the environment.
 struct ClusterEnv {
@@ -46,6 +53,15 @@ struct ClusterEnv {
     grpc: Option<(SocketAddr, grpc::GrpcOptions)>,
     /// Cluster mode with `SWITCHBOARD_ADMIN_TOKEN` set: said once at startup.
     grpc_ignored: bool,
+    /// `SWITCHBOARD_DRAIN_MS`: on SIGTERM, sessions are closed at random moments of this window
+    /// (default 10 s in a cluster, 0 standalone: there is no other gateway to go to).
+    drain: Duration,
+    /// `SWITCHBOARD_ADVERTISE_ADDR`: the `ip:port` other gateways reach this one's HTTP port at
+    /// (default: the bound address).
+    advertise: Option<SocketAddr>,
+    /// `SWITCHBOARD_FORWARD` (default on in a cluster): pass requests for other gateways'
+    /// sessions to their owner.
+    forward: bool,
 }
 
 fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, String> {
@@ -120,6 +136,38 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
     if set("SWITCHBOARD_NATS_PASSWORD").is_some() && set("SWITCHBOARD_NATS_USER").is_none() {
         problems.push("SWITCHBOARD_NATS_PASSWORD is set without SWITCHBOARD_NATS_USER".to_owned());
     }
+    let standalone = set("SWITCHBOARD_NATS_URL").is_none();
+    let drain = match set("SWITCHBOARD_DRAIN_MS") {
+        None if standalone => Duration::ZERO,
+        None => DEFAULT_DRAIN,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n <= 3_600_000 => Duration::from_millis(n),
+            _ => {
+                problems.push(format!(
+                    "SWITCHBOARD_DRAIN_MS={v:?} must be a number of milliseconds from 0 to 3600000"
+                ));
+                DEFAULT_DRAIN
+            }
+        },
+    };
+    let advertise = set("SWITCHBOARD_ADVERTISE_ADDR").and_then(|v| match v.parse::<SocketAddr>() {
+        Ok(a) if !a.ip().is_unspecified() && a.port() != 0 => Some(a),
+        _ => {
+            problems.push(format!(
+                "SWITCHBOARD_ADVERTISE_ADDR={v:?} must be the IP address and port other gateways \
+                 reach this one at (e.g. 10.0.0.7:3000)"
+            ));
+            None
+        }
+    });
+    let forward = match set("SWITCHBOARD_FORWARD").as_deref() {
+        None | Some("1" | "true" | "on") => true,
+        Some("0" | "false" | "off") => false,
+        Some(v) => {
+            problems.push(format!("SWITCHBOARD_FORWARD={v:?} must be on or off"));
+            true
+        }
+    };
     let nats = set("SWITCHBOARD_NATS_URL").map(|url| NatsOptions {
         url,
         name: String::new(),
@@ -138,6 +186,9 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
             drop_seqs,
             grpc,
             grpc_ignored,
+            drain,
+            advertise,
+            forward,
         })
     } else {
         Err(problems.join("\n"))
@@ -294,6 +345,20 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
         let b = b.clone();
         router = router.state(Arc::new(move || b.state_json().to_string()));
     }
+    // Cluster: requests for other gateways' sessions go to their owner, found by heartbeat.
+    let forwarder = (!standalone && env.forward).then(|| {
+        let peers = Peers::default();
+        tokio::spawn(peers.clone().follow(bus.clone(), env.subjects.clone()));
+        Arc::new(Forwarder::new(
+            env.node.clone(),
+            peers,
+            env.lease,
+            env.heartbeat,
+        ))
+    });
+    if let Some(f) = &forwarder {
+        router = router.forward(f.clone());
+    }
     let router = Arc::new(router);
     // Standalone: the broker's gRPC admin API in-process, on its own port.
     let grpc_shutdown = tokio_util::sync::CancellationToken::new();
@@ -320,15 +385,37 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
         }
     };
     let listener = http::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
-    cluster.set_address(
-        listener
-            .local_addr()
-            .map_or_else(|_| addr.to_string(), |a| a.to_string()),
-    );
+    let bound = listener.local_addr().unwrap_or(addr);
+    if !standalone && env.advertise.is_none() && bound.ip().is_unspecified() {
+        tracing::warn!(
+            %bound,
+            "listening on every interface without SWITCHBOARD_ADVERTISE_ADDR: other gateways \
+             cannot forward this node's sessions to it"
+        );
+    }
+    cluster.set_address(env.advertise.unwrap_or(bound).to_string());
     let watch = tokio::spawn(watch_bus(bus.clone(), router.clone()));
-    http::run_bound(listener, router, move || {
+    let drain_window = env.drain;
+    http::run_bound(listener, router, async move || {
+        tracing::info!(
+            sessions = engine.len(),
+            window_ms = u64::try_from(drain_window.as_millis()).unwrap_or(u64::MAX),
+            "closing sessions over the drain window"
+        );
+        tokio::select! {
+            () = engine.drain(drain_window) => {}
+            () = http::wait_for_signal() => {
+                tracing::warn!("second signal: closing the remaining sessions at once");
+            }
+        }
         for conn in engine.all() {
             conn.close(CloseReason::Shutdown);
+        }
+        // The listener stays a moment longer, for the closed sessions' last answers (a polling
+        // client's next request gets its close); relayed connections end as their owners close.
+        tokio::time::sleep(DRAIN_GRACE).await;
+        if let Some(f) = &forwarder {
+            f.close(DRAIN_GRACE).await;
         }
     })
     .await

@@ -22,8 +22,11 @@ const TARGET = process.env.CARGO_TARGET_DIR ? path.resolve(REPO, process.env.CAR
 const START_TIMEOUT_MS = 20_000;
 const STOP_GRACE_MS = 5000;
 const LOG_LIMIT = 64 * 1024;
-/** Test-friendly timings, overridable through `env`. */
-const TIMINGS = { SWITCHBOARD_HEARTBEAT_MS: '200', SWITCHBOARD_LEASE_MS: '1200' };
+/**
+ * Test-friendly timings, overridable through `env`. A stopped gateway closes its sessions at once
+ * (no drain window) unless a test asks for one.
+ */
+const TIMINGS = { SWITCHBOARD_HEARTBEAT_MS: '200', SWITCHBOARD_LEASE_MS: '1200', SWITCHBOARD_DRAIN_MS: '0' };
 const NATS_MISSING = 'nats-server not found: apt-get install nats-server (scripts/test.sh installs it)';
 
 const natsChildren = new Set();

@@ -45,7 +45,7 @@ function conformanceBin() {
 
 /**
  * Spawns `bin` with `args` and `env` added to ours, waits for its `listening on` line.
- * Resolves to { url, port, grpcAddr (when printed), pid, stop(), logs() }.
+ * Resolves to { url, port, grpcAddr (when printed), pid, stop(graceMs), logs(), exited(), exitStatus() }.
  */
 function start(name, bin, args, env) {
   if (!fs.existsSync(bin)) {
@@ -74,12 +74,13 @@ function start(name, bin, args, env) {
     });
   });
 
-  const stop = async () => {
+  /** SIGTERM, then SIGKILL if it has not exited after `graceMs`; resolves once it exited. */
+  const stop = async (graceMs = 3000) => {
     if (exited) return;
     child.kill('SIGTERM');
     const timer = setTimeout(() => {
       if (!exited) child.kill('SIGKILL');
-    }, 3000);
+    }, graceMs);
     await exitedPromise;
     clearTimeout(timer);
   };
@@ -122,6 +123,8 @@ function start(name, bin, args, env) {
         stop,
         logs: () => logs,
         exited: () => exited,
+        /** Resolves to { code, signal } once the process exited. */
+        exitStatus: () => exitedPromise,
       });
     });
   });

@@ -3,13 +3,16 @@
 // and three gateways (lib/cluster.js), a real nginx (lib/nginx.js) running the file as shipped
 // but for its addresses, and official socket.io-clients, polling-only and upgrading, all through
 // nginx. Each client must keep its session (every polling request reaching the gateway that owns
-// the sid) and get a room's relays exactly once.
+// the sid, directly or passed on by the gateway it reached) and get a room's relays exactly once.
+// Variant (c), plain round robin, works only because gateways pass requests for other gateways'
+// sessions to their owner: the control at the end turns that off and sees sessions break.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { startCluster, waitFor } = require('../lib/cluster');
 const { startNginx } = require('../lib/nginx');
 const { Members, converged, CONFIG, ENV, OK } = require('../lib/members');
+const { within } = require('../lib/client');
 
 const POLLING = ['polling'];
 const UPGRADING = ['polling', 'websocket'];
@@ -74,3 +77,40 @@ function throughNginx(file, { spread }) {
 
 throughNginx('switchboard-sid.conf', { spread: true });
 throughNginx('switchboard-hash.conf', { spread: false });
+throughNginx('switchboard-roundrobin.conf', { spread: true });
+
+describe('nginx: round robin without forwarding (control)', () => {
+  let cluster;
+  let nginx;
+  const members = new Members();
+  before(async () => {
+    cluster = await startCluster({ config: CONFIG, env: { ...ENV, SWITCHBOARD_FORWARD: 'off' }, gateways: 3 });
+    nginx = await startNginx('switchboard-roundrobin.conf', cluster.gateways);
+  });
+  after(async () => {
+    members.closeAll();
+    if (nginx) await nginx.stop();
+    if (cluster) await cluster.stop();
+  });
+
+  it('polling sessions break when gateways do not pass requests on', async () => {
+    const lb = { url: nginx.url };
+    let failures = 0;
+    const attempts = [];
+    for (let i = 0; i < 6; i++) {
+      attempts.push(
+        members.connect(lb, { transports: POLLING }).then(
+          (m) => m.join('lb-room'),
+          () => (failures += 1),
+        ),
+      );
+    }
+    await within(Promise.allSettled(attempts), 'the connection attempts to settle', 20_000);
+    // A request of a session that reaches another gateway gets "Session ID unknown", which ends
+    // the session (or fails its connect): with round robin over three gateways that happens.
+    await waitFor(() => failures > 0 || members.all.some((m) => m.gone), {
+      timeoutMs: 10_000,
+      what: 'a polling session to break behind round robin without forwarding',
+    });
+  });
+});
