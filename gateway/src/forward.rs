@@ -148,6 +148,9 @@ pub struct Forwarder {
     client: Client<HttpConnector, Incoming>,
     /// Upgraded connections being relayed (closed and awaited at shutdown).
     relays: TaskTracker,
+    /// Set to the drain window when the node drains: each relay then ends at its own random
+    /// moment of it, like the node's own sessions.
+    drain: tokio::sync::watch::Sender<Option<Duration>>,
 }
 
 impl Forwarder {
@@ -168,6 +171,7 @@ impl Forwarder {
             wait: heartbeat,
             client,
             relays: TaskTracker::new(),
+            drain: tokio::sync::watch::Sender::new(None),
         }
     }
 
@@ -260,6 +264,7 @@ impl Forwarder {
         }
         ::metrics::counter!(FORWARDED, "kind" => "upgrade", "result" => "ok").increment(1);
         let owner_upgrade = hyper::upgrade::on(&mut res);
+        let drain = self.drain.subscribe();
         self.relays.spawn(async move {
             let (client, owner) = match tokio::join!(client_upgrade, owner_upgrade) {
                 (Ok(c), Ok(o)) => (c, o),
@@ -274,8 +279,14 @@ impl Forwarder {
             };
             let mut client = TokioIo::new(client);
             let mut owner = TokioIo::new(owner);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut owner).await {
-                tracing::debug!(error = %e, "relayed connection ended with an error");
+            // Dropping the copy loses nothing: both connections are closed right after.
+            tokio::select! {
+                r = tokio::io::copy_bidirectional(&mut client, &mut owner) => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "relayed connection ended with an error");
+                    }
+                }
+                () = drained(drain) => tracing::debug!("relayed connection closed by the drain"),
             }
         });
         let mut out = Response::new(Full::new(Bytes::new()));
@@ -284,11 +295,29 @@ impl Forwarder {
         out
     }
 
-    /// Waits (at most `wait`) for the relayed connections to end.
-    pub async fn close(&self, wait: Duration) {
+    /// Drains the relayed connections: each is closed at its own random moment of `window`
+    /// (its client reconnects, as the node's own sessions' clients do); returns when all have
+    /// ended, or `window + grace` has passed.
+    pub async fn drain(&self, window: Duration, grace: Duration) {
+        self.drain.send_replace(Some(window));
         self.relays.close();
-        let _ = tokio::time::timeout(wait, self.relays.wait()).await;
+        let _ = tokio::time::timeout(window + grace, self.relays.wait()).await;
     }
+}
+
+/// Resolves at a random moment of the drain window, once a drain has started.
+async fn drained(mut drain: tokio::sync::watch::Receiver<Option<Duration>>) {
+    let window = loop {
+        if let Some(w) = *drain.borrow_and_update() {
+            break w;
+        }
+        if drain.changed().await.is_err() {
+            // The forwarder is gone without a drain: the process is ending anyway.
+            std::future::pending::<()>().await;
+        }
+    };
+    let at = crate::engine::drain_schedule(1, window, &mut rand::rng());
+    tokio::time::sleep(at.first().copied().unwrap_or_default()).await;
 }
 
 /// The request's sid, if any (the only thing a gateway reads before choosing to forward).
@@ -434,6 +463,19 @@ mod tests {
         let asked = Instant::now();
         assert_eq!(peers.resolve("gw8", lease, wait).await, None);
         assert_eq!(Instant::now() - asked, wait, "gave up after one wait");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relay_ends_within_the_drain_window_once_a_drain_starts() {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let relay = tokio::spawn(drained(rx));
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!relay.is_finished(), "no drain, no end");
+        let window = Duration::from_secs(10);
+        let started = Instant::now();
+        tx.send_replace(Some(window));
+        relay.await.unwrap();
+        assert!(Instant::now() - started < window);
     }
 
     #[tokio::test]

@@ -402,8 +402,15 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
             window_ms = u64::try_from(drain_window.as_millis()).unwrap_or(u64::MAX),
             "closing sessions over the drain window"
         );
+        // This node's sessions and the connections it relays for other gateways' sessions
+        // (behind a load balancer without stickiness) both end spread over the window.
+        let relays = async {
+            if let Some(f) = &forwarder {
+                f.drain(drain_window, DRAIN_GRACE).await;
+            }
+        };
         tokio::select! {
-            () = engine.drain(drain_window) => {}
+            _ = async { tokio::join!(engine.drain(drain_window), relays) } => {}
             () = http::wait_for_signal() => {
                 tracing::warn!("second signal: closing the remaining sessions at once");
             }
@@ -412,11 +419,8 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
             conn.close(CloseReason::Shutdown);
         }
         // The listener stays a moment longer, for the closed sessions' last answers (a polling
-        // client's next request gets its close); relayed connections end as their owners close.
+        // client's next request gets its close).
         tokio::time::sleep(DRAIN_GRACE).await;
-        if let Some(f) = &forwarder {
-            f.close(DRAIN_GRACE).await;
-        }
     })
     .await
     .with_context(|| format!("cannot serve on {addr}"))?;
