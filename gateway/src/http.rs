@@ -100,9 +100,10 @@ pub struct Router {
     ready: AtomicBool,
     bus_up: AtomicBool,
     state: Option<StateFn>,
+    metrics: Option<StateFn>,
 }
 
-/// Renders a JSON document served under `/v1/state`.
+/// Renders a document: the JSON under `/v1/state`, the Prometheus text under `/metrics`.
 pub type StateFn = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl Router {
@@ -116,6 +117,7 @@ impl Router {
             ready: AtomicBool::new(true),
             bus_up: AtomicBool::new(true),
             state: None,
+            metrics: None,
         }
     }
 
@@ -143,6 +145,12 @@ impl Router {
     /// Serves `GET /v1/state` with what `f` renders (the embedded broker's view, standalone).
     pub fn state(mut self, f: StateFn) -> Self {
         self.state = Some(f);
+        self
+    }
+
+    /// Serves `GET /metrics` (Prometheus text format) with what `f` renders.
+    pub fn metrics(mut self, f: StateFn) -> Self {
+        self.metrics = Some(f);
         self
     }
 
@@ -204,6 +212,15 @@ impl Router {
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
+                );
+                res
+            }
+            (&Method::GET, "/metrics") if self.metrics.is_some() => {
+                let body = self.metrics.as_ref().map_or_else(String::new, |f| f());
+                let mut res = Response::new(Full::new(Bytes::from(body)));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 );
                 res
             }
