@@ -11,6 +11,7 @@
 // 2. A cluster (nats-server, broker, two gateways, a worker): the broker's directory gauges equal
 //    its state, and the gateways' NATS series (publishes, request latency of forward / reserve /
 //    barrier, a forward timeout) are there with their counts.
+// 3. The Grafana dashboard and the README's table name exactly the series the binaries define.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -19,6 +20,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { io } = require('socket.io-client');
 const { startGateway, startCluster, waitFor } = require('../lib/cluster');
+const { REPO } = require('../lib/server');
 const { Members, converged, CONFIG, ENV, NS, OK } = require('../lib/members');
 const { startWorker } = require('../lib/worker');
 const { adminClient, status } = require('../lib/admin');
@@ -396,5 +398,63 @@ describe('/metrics in a cluster: broker gauges equal its state, NATS series on t
     expect(broker2, 'switchboard_broker_rooms', {}, rooms2.size);
     assert.equal(rooms2.size, rooms.size + 1, 'small-1 is one more room');
     expect(broker2, 'switchboard_broker_reservations_total', { outcome: 'joined' }, 1);
+  });
+});
+
+describe('the dashboard and the README name the series the binaries define', () => {
+  // Every metric name is a string constant in a `metrics` module (and the bus crate's one).
+  const SOURCES = ['gateway/src/metrics.rs', 'broker/src/metrics.rs', 'bus/src/lib.rs'];
+  const defined = new Set();
+  for (const file of SOURCES) {
+    for (const m of fs.readFileSync(path.join(REPO, file), 'utf8').matchAll(/"(switchboard_[a-z_]*[a-z])"/g)) defined.add(m[1]);
+  }
+  // A histogram's series carry a suffix.
+  const base = (name) => (defined.has(name) ? name : name.replace(/_(bucket|count|sum)$/, ''));
+
+  it('every query of the dashboard uses a defined series, and every group of the issue has a panel', () => {
+    const file = path.join(REPO, 'deploy', 'grafana', 'switchboard-dashboard.json');
+    const dashboard = JSON.parse(fs.readFileSync(file, 'utf8'));
+    const exprs = dashboard.panels.flatMap((p) => (p.targets || []).map((t) => t.expr));
+    assert.ok(exprs.length > 0);
+    const used = new Set(exprs.flatMap((e) => [...e.matchAll(/switchboard_[a-z_]+/g)].map((m) => base(m[0]))));
+    for (const name of used) assert.ok(defined.has(name), `the dashboard queries ${name}, which no binary defines`);
+    for (const name of [
+      'switchboard_gateway_connections',
+      'switchboard_gateway_disconnects_total',
+      'switchboard_gateway_namespace_connects_total',
+      'switchboard_gateway_packets_sent_total',
+      'switchboard_gateway_bytes_received_total',
+      'switchboard_gateway_fanout_size',
+      'switchboard_gateway_emits_dropped_total',
+      'switchboard_gateway_auth_failures_total',
+      'switchboard_gateway_bus_errors_total',
+      'switchboard_gateway_bus_request_seconds',
+      'switchboard_broker_sockets',
+      'switchboard_broker_rooms',
+      'switchboard_broker_users',
+      'switchboard_broker_nodes',
+      'switchboard_broker_grpc_calls_total',
+    ]) {
+      assert.ok(used.has(name), `no panel shows ${name}`);
+    }
+    // Histograms are shown as quantiles over their buckets.
+    assert.ok(exprs.some((e) => /histogram_quantile\(0\.99, sum by \(le\) \(rate\(switchboard_gateway_fanout_size_bucket/.test(e)));
+  });
+
+  it("the README's table lists exactly the defined series", () => {
+    const readme = fs.readFileSync(path.join(REPO, 'README.md'), 'utf8');
+    const section = readme.split('\n## Metrics\n')[1];
+    assert.ok(section, 'the README has a Metrics section');
+    const rows = section.split('\n## ')[0].split('\n').filter((l) => /^\| `switchboard_/.test(l));
+    const listed = new Set();
+    for (const row of rows) {
+      // The first cell: full names, and `_suffix` short for the same tier's prefix.
+      const cell = row.split('|')[1];
+      const names = [...cell.matchAll(/`([a-z_]+)`/g)].map((m) => m[1]);
+      const tier = /^switchboard_[a-z]+/.exec(names[0])[0];
+      for (const n of names) listed.add(n.startsWith('_') ? tier + n : n);
+    }
+    assert.ok(defined.size >= 40, `found only ${defined.size} metric names in ${SOURCES.join(', ')}`);
+    assert.deepEqual([...listed].sort(), [...defined].sort());
   });
 });
