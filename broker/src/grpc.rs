@@ -1107,9 +1107,15 @@ mod tests {
     fn metric_labels_come_from_closed_sets() {
         for (path, label) in [
             ("/switchboard.admin.v1.Admin/Stats", "Stats"),
-            ("/switchboard.admin.v1.Admin/UpdateSocketData", "UpdateSocketData"),
+            (
+                "/switchboard.admin.v1.Admin/UpdateSocketData",
+                "UpdateSocketData",
+            ),
             ("/switchboard.admin.v1.Admin/stats", "unknown"),
-            ("/switchboard.admin.v1.Admin/Anything-a-client-sends", "unknown"),
+            (
+                "/switchboard.admin.v1.Admin/Anything-a-client-sends",
+                "unknown",
+            ),
             ("", "unknown"),
         ] {
             assert_eq!(method_label(path), label, "{path}");

@@ -118,7 +118,10 @@ pub fn describe() {
     describe_gauge!(LEADER, "1 while this broker is the leader");
     describe_gauge!(ROOMS, "Rooms in the directory, per (namespace, room)");
     describe_gauge!(USERS, "Distinct user ids in the directory");
-    describe_counter!(GRPC_CALLS, "gRPC Admin calls answered, by method and status code");
+    describe_counter!(
+        GRPC_CALLS,
+        "gRPC Admin calls answered, by method and status code"
+    );
     describe_histogram!(
         GRPC_SECONDS,
         metrics::Unit::Seconds,
