@@ -894,7 +894,7 @@ pub async fn serve(
             reflection,
             auth.clone(),
         ))
-        .add_service(AdminServer::with_interceptor(service, auth))
+        .add_service(Metered::new(AdminServer::with_interceptor(service, auth)))
         .serve_with_incoming_shutdown(
             // No Nagle: small responses must not wait for the peer's delayed ACK (~40 ms).
             tonic::transport::server::TcpIncoming::from(listener)
@@ -906,9 +906,229 @@ pub async fn serve(
     Ok(())
 }
 
+/// The Admin service's RPC names: the closed set of the `method` label of
+/// [`GRPC_CALLS`](crate::metrics::GRPC_CALLS) (anything else is `unknown`).
+pub const METHODS: [&str; 13] = [
+    "FetchSockets",
+    "StreamSockets",
+    "Rooms",
+    "RoomMembers",
+    "Presence",
+    "UserSockets",
+    "Stats",
+    "Broadcast",
+    "EmitToSocket",
+    "Disconnect",
+    "SocketsJoin",
+    "SocketsLeave",
+    "UpdateSocketData",
+];
+
+/// The `method` label for a request path (`/switchboard.admin.v1.Admin/Stats` → `Stats`).
+fn method_label(path: &str) -> &'static str {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    METHODS
+        .iter()
+        .find(|m| **m == name)
+        .copied()
+        .unwrap_or("unknown")
+}
+
+/// The canonical name of a gRPC status code: the `code` label.
+fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// One call being measured: counted once, when its status is known (response headers for an
+/// error, trailers at the end of the body otherwise) or, if the body is dropped before that,
+/// as `CANCELLED`.
+struct Call {
+    method: &'static str,
+    start: Instant,
+    done: bool,
+}
+
+impl Call {
+    fn finish(&mut self, code: tonic::Code) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        use crate::metrics as m;
+        metrics::counter!(m::GRPC_CALLS, "method" => self.method, "code" => code_label(code))
+            .increment(1);
+        metrics::histogram!(m::GRPC_SECONDS, "method" => self.method)
+            .record(self.start.elapsed().as_secs_f64());
+    }
+
+    /// Finishes the call if `headers` carry its status.
+    fn finish_from(&mut self, headers: &tonic::codegen::http::HeaderMap) -> bool {
+        match headers.get("grpc-status") {
+            Some(v) => {
+                self.finish(tonic::Code::from_bytes(v.as_bytes()));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.finish(tonic::Code::Cancelled);
+    }
+}
+
+/// Counts every call of the wrapped service by method and status code (see [`GRPC_CALLS`]),
+/// including calls the bearer-token interceptor refuses.
+///
+/// [`GRPC_CALLS`]: crate::metrics::GRPC_CALLS
+#[derive(Clone)]
+struct Metered<S> {
+    inner: S,
+}
+
+impl<S> Metered<S> {
+    fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Metered<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
+
+impl<S, B, R> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Metered<S>
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<B>,
+            Response = tonic::codegen::http::Response<R>,
+        >,
+    S::Future: Send + 'static,
+    R: hyper::body::Body<Data = Bytes, Error = Status> + Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let mut call = Call {
+            method: method_label(req.uri().path()),
+            start: Instant::now(),
+            done: false,
+        };
+        let response = self.inner.call(req);
+        Box::pin(async move {
+            let (parts, body) = response.await?.into_parts();
+            let body = if call.finish_from(&parts.headers) {
+                tonic::body::Body::new(body)
+            } else {
+                tonic::body::Body::new(MeteredBody {
+                    inner: Box::pin(body),
+                    call,
+                })
+            };
+            Ok(HttpResponse::from_parts(parts, body))
+        })
+    }
+}
+
+/// A response body that finishes its [`Call`] with the status in its trailers.
+struct MeteredBody<R> {
+    inner: Pin<Box<R>>,
+    call: Call,
+}
+
+impl<R: hyper::body::Body<Data = Bytes, Error = Status>> hyper::body::Body for MeteredBody<R> {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.call.finish_from(trailers);
+                }
+            }
+            std::task::Poll::Ready(Some(Err(status))) => this.call.finish(status.code()),
+            // The body ended without trailers: no status was sent.
+            std::task::Poll::Ready(None) => this.call.finish(tonic::Code::Unknown),
+            std::task::Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn metric_labels_come_from_closed_sets() {
+        for (path, label) in [
+            ("/switchboard.admin.v1.Admin/Stats", "Stats"),
+            (
+                "/switchboard.admin.v1.Admin/UpdateSocketData",
+                "UpdateSocketData",
+            ),
+            ("/switchboard.admin.v1.Admin/stats", "unknown"),
+            (
+                "/switchboard.admin.v1.Admin/Anything-a-client-sends",
+                "unknown",
+            ),
+            ("", "unknown"),
+        ] {
+            assert_eq!(method_label(path), label, "{path}");
+        }
+        assert_eq!(code_label(tonic::Code::Ok), "OK");
+        assert_eq!(code_label(tonic::Code::Unauthenticated), "UNAUTHENTICATED");
+        assert_eq!(
+            code_label(tonic::Code::from_bytes(b"3")),
+            "INVALID_ARGUMENT"
+        );
+        // A status a peer could send that is not a code: UNKNOWN, not a new label.
+        assert_eq!(code_label(tonic::Code::from_bytes(b"99")), "UNKNOWN");
+    }
     use super::*;
 
     fn emit(args: &str, attachments: usize) -> Result<Emit, Status> {

@@ -99,6 +99,7 @@ fn handle(routes: &Routes, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match path {
         "/health" => respond(StatusCode::OK, "text/plain", "ok"),
         "/metrics" => {
+            routes.broker.record_gauges();
             let text = routes
                 .metrics
                 .as_ref()

@@ -52,9 +52,7 @@ fn main() -> std::process::ExitCode {
 async fn run(
     (config, grpc_opts): (Config, Option<(std::net::SocketAddr, grpc::GrpcOptions)>),
 ) -> anyhow::Result<()> {
-    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+    let prometheus = metrics::install(&[]).context("installing the metrics recorder")?;
     metrics::describe();
 
     let listener = tokio::net::TcpListener::bind(config.http)
@@ -91,6 +89,7 @@ async fn run(
     };
 
     let shutdown = CancellationToken::new();
+    let upkeep = tokio::spawn(metrics::upkeep(prometheus.clone(), shutdown.clone()));
     let routes = http::Routes {
         broker: broker.clone(),
         metrics: Some(prometheus),
@@ -144,6 +143,7 @@ async fn run(
             Err(e) => tracing::warn!(error = %e, "gRPC server task failed"),
         }
     }
+    let _ = upkeep.await;
     broker.shutdown().await;
     match failed {
         Some(why) => anyhow::bail!("{why}"),

@@ -1,8 +1,17 @@
-//! The broker's metric names (all prefixed `switchboard_broker_`) and their descriptions.
+//! The broker's metric names (all prefixed `switchboard_broker_`), their descriptions, and the
+//! Prometheus recorder both binaries install ([`install`], [`upkeep`]).
 //!
-//! Labels come from closed sets only (message kinds, reserve outcomes); never a node, socket,
-//! room or user. Recording goes through the `metrics` facade: without an installed recorder
-//! (tests, an embedding gateway that installs none) it costs nothing.
+//! Labels come from closed sets only (message kinds, reserve outcomes, gRPC method names and
+//! status codes); never a node, socket, room or user. Recording goes through the `metrics`
+//! facade: without an installed recorder (tests, an embedding gateway that installs none) it
+//! costs nothing. The directory gauges ([`SOCKETS`], [`ROOMS`], [`USERS`], [`NODES`]) are set
+//! from the directory itself whenever it is scraped (`Broker::record_gauges`), so they equal its
+//! state rather than a running sum of events.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
 
 /// Counter: membership messages and heartbeats applied to the directory, by `kind`
 /// (`connect`, `disconnect`, `join`, `leave`, `snapshot`, `leaving`, `heartbeat`).
@@ -32,12 +41,55 @@ pub const PUBLISH_ERRORS: &str = "switchboard_broker_publish_errors_total";
 pub const SOCKETS: &str = "switchboard_broker_sockets";
 /// Gauge: gateway nodes in the directory.
 pub const NODES: &str = "switchboard_broker_nodes";
+/// Gauge: rooms in the directory, counted per (namespace, room).
+pub const ROOMS: &str = "switchboard_broker_rooms";
+/// Gauge: distinct user ids in the directory.
+pub const USERS: &str = "switchboard_broker_users";
+/// Counter: gRPC Admin calls answered, by `method` (the RPC name) and `code` (the gRPC status
+/// name, e.g. `OK`, `UNAUTHENTICATED`).
+pub const GRPC_CALLS: &str = "switchboard_broker_grpc_calls_total";
+/// Histogram: seconds from a gRPC Admin call's arrival to its status, by `method`.
+pub const GRPC_SECONDS: &str = "switchboard_broker_grpc_call_seconds";
+/// Counter (from the bus crate): messages a subscriber dropped because it fell behind.
+pub const BUS_SLOW_CONSUMER_DROPS: &str = switchboard_bus::SLOW_CONSUMER_DROPS;
+
+/// Bucket bounds, in seconds, of every `*_seconds` histogram (both tiers): 0.5 ms to 10 s.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// How often the recorder's histograms are compacted.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Installs the process-wide Prometheus recorder: histograms whose names end in `_seconds` get
+/// [`LATENCY_BUCKETS`], each `(name, buckets)` of `histograms` its own buckets, so every
+/// histogram renders as a Prometheus histogram (never a summary). Render the returned handle
+/// from a `/metrics` route and keep [`upkeep`] running.
+pub fn install(histograms: &[(&str, &[f64])]) -> Result<PrometheusHandle, BuildError> {
+    let mut builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &LATENCY_BUCKETS)?;
+    for (name, buckets) in histograms {
+        builder = builder.set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)?;
+    }
+    builder.install_recorder()
+}
+
+/// Runs the recorder's upkeep every [`UPKEEP_INTERVAL`] until `shutdown`.
+pub async fn upkeep(handle: PrometheusHandle, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
 /// Gauge: 1 while this broker is the leader, else 0.
 pub const LEADER: &str = "switchboard_broker_leader";
 
 /// Describes every metric to the installed recorder (call once, after installing it).
 pub fn describe() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         MESSAGES_APPLIED,
         "Membership messages and heartbeats applied, by kind"
@@ -64,4 +116,19 @@ pub fn describe() {
     describe_gauge!(SOCKETS, "Sockets in the directory");
     describe_gauge!(NODES, "Gateway nodes in the directory");
     describe_gauge!(LEADER, "1 while this broker is the leader");
+    describe_gauge!(ROOMS, "Rooms in the directory, per (namespace, room)");
+    describe_gauge!(USERS, "Distinct user ids in the directory");
+    describe_counter!(
+        GRPC_CALLS,
+        "gRPC Admin calls answered, by method and status code"
+    );
+    describe_histogram!(
+        GRPC_SECONDS,
+        metrics::Unit::Seconds,
+        "Seconds from a gRPC Admin call's arrival to its status, by method"
+    );
+    describe_counter!(
+        BUS_SLOW_CONSUMER_DROPS,
+        "Bus messages a subscriber dropped because it fell behind"
+    );
 }

@@ -203,6 +203,12 @@ impl Broker {
         })
     }
 
+    /// Sets the directory gauges (sockets, rooms, users, nodes) from the directory as it is now;
+    /// called before every render of `/metrics`, so a scrape shows the state, not an estimate.
+    pub fn record_gauges(&self) {
+        record_gauges(&lock(&self.inner.directory));
+    }
+
     /// The directory, for queries (never hold the lock across an `.await`).
     pub fn directory(&self) -> Arc<Mutex<Directory>> {
         self.inner.directory.clone()
@@ -470,13 +476,12 @@ impl Worker {
 
     async fn expire(&mut self) {
         let now = now();
-        let (lost, sockets, nodes) = {
+        let lost = {
             let mut dir = self.lock();
             let lost = dir.expire(now);
-            (lost, dir.len(), dir.stats().nodes.len())
+            record_gauges(&dir);
+            lost
         };
-        metrics::gauge!(m::SOCKETS).set(sockets as f64);
-        metrics::gauge!(m::NODES).set(nodes as f64);
         for (node, changes) in lost {
             metrics::counter!(m::NODES_LOST).increment(1);
             tracing::info!(%node, purged = changes.len(), "gateway node lost (lease expired)");
@@ -572,6 +577,15 @@ async fn next_or_pending(sub: &mut Option<Subscription>) -> Option<Message> {
         Some(sub) => sub.next().await,
         None => std::future::pending().await,
     }
+}
+
+/// Sets the directory gauges from `dir`.
+fn record_gauges(dir: &Directory) {
+    let stats = dir.stats();
+    metrics::gauge!(m::SOCKETS).set(stats.sockets as f64);
+    metrics::gauge!(m::ROOMS).set(stats.rooms as f64);
+    metrics::gauge!(m::USERS).set(stats.users as f64);
+    metrics::gauge!(m::NODES).set(stats.nodes.len() as f64);
 }
 
 fn malformed(what: &str, detail: &dyn std::fmt::Display) {

@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 use crate::auth::Claims;
 use crate::engineio::Frame;
 use crate::id::{NodeId, owner_of};
+use crate::metrics as m;
 use crate::policy::{BoxFuture, Bridge, Reservation};
 use crate::sio::{Adapter, Args, DisconnectReason, Room, Server, Socket, Target};
 
@@ -48,17 +49,6 @@ const RESERVE_ATTEMPTS: u64 = 4;
 const SNAPSHOT_PART: usize = 500;
 /// Handshake headers carried to the broker.
 const HEADERS: [&str; 4] = ["user-agent", "origin", "x-forwarded-for", "referer"];
-
-/// Counter: bus messages dropped because the publisher's queue was full (label `kind`).
-pub const OUT_DROPPED: &str = "switchboard_cluster_out_dropped_total";
-/// Counter: bus messages published (label `kind`).
-pub const PUBLISHED: &str = "switchboard_cluster_published_total";
-/// Counter: deliveries received from the bus.
-pub const RECEIVED: &str = "switchboard_cluster_received_total";
-/// Counter: bus messages that could not be decoded.
-pub const MALFORMED: &str = "switchboard_cluster_malformed_total";
-/// Counter: snapshots sent (label `why`).
-pub const SNAPSHOTS: &str = "switchboard_cluster_snapshots_total";
 
 /// How a namespace shows presence announcements from the broker to its sockets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -263,7 +253,7 @@ impl Cluster {
             })
             .is_err()
         {
-            ::metrics::counter!(OUT_DROPPED, "kind" => kind).increment(1);
+            ::metrics::counter!(m::BUS_OUT_DROPPED, "kind" => kind).increment(1);
         }
     }
 
@@ -353,7 +343,7 @@ impl Cluster {
             self.queue(self.member_subject(), msg, "snapshot");
         }
         drop(st);
-        ::metrics::counter!(SNAPSHOTS, "why" => why).increment(1);
+        ::metrics::counter!(m::SNAPSHOTS, "why" => why).increment(1);
         tracing::debug!(why, sockets = sockets.len(), "snapshot sent");
     }
 
@@ -415,7 +405,7 @@ impl Cluster {
         {
             match pb::PresenceEvent::decode(msg.payload) {
                 Ok(ev) => self.on_presence(&ev),
-                Err(_) => ::metrics::counter!(MALFORMED).increment(1),
+                Err(_) => ::metrics::counter!(m::BUS_MALFORMED).increment(1),
             }
             return;
         }
@@ -427,14 +417,14 @@ impl Cluster {
                 body: Some(envelope::Body::Command(c)),
             }) => self.on_command(c),
             Ok(pb::Envelope { body: None }) | Err(_) => {
-                ::metrics::counter!(MALFORMED).increment(1);
+                ::metrics::counter!(m::BUS_MALFORMED).increment(1);
                 tracing::debug!(subject = %msg.subject, "malformed envelope ignored");
             }
         }
     }
 
     fn on_delivery(&self, d: pb::Delivery) {
-        ::metrics::counter!(RECEIVED).increment(1);
+        ::metrics::counter!(m::BUS_RECEIVED).increment(1);
         let target = from_pb_target(d.target.unwrap_or_default());
         if let Some(ack) = d.ack {
             self.emit_with_acks(&d.ns, &target, ack, d.attachments);
@@ -460,7 +450,7 @@ impl Cluster {
             Ok(Value::Array(v)) => v,
             Ok(Value::Null) | Err(_) if ack.args_json.is_empty() => Vec::new(),
             _ => {
-                ::metrics::counter!(MALFORMED).increment(1);
+                ::metrics::counter!(m::BUS_MALFORMED).increment(1);
                 return;
             }
         };
@@ -487,6 +477,7 @@ impl Cluster {
                 let payload = Bytes::from(reply.encode_to_vec());
                 tokio::spawn(async move {
                     if let Err(e) = bus.publish(reply_to, payload).await {
+                        m::bus_error("reply", &e);
                         tracing::debug!(error = %e, "ack reply not published");
                     }
                 });
@@ -526,14 +517,14 @@ impl Cluster {
             }
             Some(pb::command::Action::SetData(set)) => {
                 if serde_json::from_str::<serde::de::IgnoredAny>(&set.data_json).is_err() {
-                    ::metrics::counter!(MALFORMED).increment(1);
+                    ::metrics::counter!(m::BUS_MALFORMED).increment(1);
                     return;
                 }
                 for s in &sockets {
                     s.insert(SocketData(set.data_json.clone()));
                 }
             }
-            None => ::metrics::counter!(MALFORMED).increment(1),
+            None => ::metrics::counter!(m::BUS_MALFORMED).increment(1),
         }
     }
 
@@ -608,11 +599,17 @@ impl Bridge for Cluster {
                     .publish(subject, payload)
                     .await
                     .map(|()| Args::none())
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| {
+                        m::bus_error("publish", &e);
+                        e.to_string()
+                    });
             };
+            let start = tokio::time::Instant::now();
             let reply = bus
                 .request(subject, payload, timeout)
                 .await
+                .inspect(|_| m::bus_latency("forward", start))
+                .inspect_err(|e| m::bus_error("forward", e))
                 .map_err(|e| match e {
                     BusError::NoResponders => "no worker".to_owned(),
                     BusError::Timeout => "worker timeout".to_owned(),
@@ -666,9 +663,12 @@ impl Bridge for Cluster {
         let bus = self.inner.bus.clone();
         Box::pin(async move {
             for attempt in 1..=RESERVE_ATTEMPTS {
+                let start = tokio::time::Instant::now();
                 let reply = bus
                     .request(subject.clone(), payload.clone(), RESERVE_TIMEOUT)
                     .await
+                    .inspect(|_| m::bus_latency("reserve", start))
+                    .inspect_err(|e| m::bus_error("reserve", e))
                     .map_err(|e| format!("broker: {e}"))?;
                 let reply = pb::ReserveReply::decode(reply)
                     .map_err(|_| "malformed broker reply".to_owned())?;
@@ -906,9 +906,10 @@ fn from_pb_target(t: pb::Target) -> Target {
 async fn publisher(bus: Bus, mut rx: mpsc::Receiver<Out>) {
     while let Some(out) = rx.recv().await {
         match bus.publish(out.subject, out.payload).await {
-            Ok(()) => ::metrics::counter!(PUBLISHED, "kind" => out.kind).increment(1),
+            Ok(()) => ::metrics::counter!(m::BUS_PUBLISHED, "kind" => out.kind).increment(1),
             Err(e) => {
-                ::metrics::counter!(OUT_DROPPED, "kind" => out.kind).increment(1);
+                ::metrics::counter!(m::BUS_OUT_DROPPED, "kind" => out.kind).increment(1);
+                m::bus_error("publish", &e);
                 tracing::debug!(error = %e, "publish failed");
             }
         }
@@ -978,6 +979,7 @@ async fn interests(cluster: Cluster) {
                     active.insert(interest, tokio::spawn(receive(cluster.clone(), sub)));
                 }
                 Err(e) => {
+                    m::bus_error("subscribe", &e);
                     tracing::warn!(error = %e, ?interest, "subscribe failed; retrying");
                     failed = true;
                 }
@@ -988,8 +990,13 @@ async fn interests(cluster: Cluster) {
             seen = u64::MAX;
         } else {
             // A round trip through the server: every SUB above is in effect once it answers.
-            if cluster.inner.bus.barrier(SETTLE_TIMEOUT).await.is_ok() {
-                cluster.inner.applied.send_replace(version);
+            let start = tokio::time::Instant::now();
+            match cluster.inner.bus.barrier(SETTLE_TIMEOUT).await {
+                Ok(()) => {
+                    m::bus_latency("barrier", start);
+                    cluster.inner.applied.send_replace(version);
+                }
+                Err(e) => m::bus_error("barrier", &e),
             }
             seen = version;
         }

@@ -707,7 +707,9 @@ impl<H: Handler> Engine<H> {
                     engine.forget_later(conn);
                     ::metrics::counter!(metrics::DISCONNECTS, "reason" => reason.label())
                         .increment(1);
-                    ::metrics::gauge!(metrics::CONNECTIONS).decrement(1.0);
+                    // Read after `closed` is set, so an upgrade can no longer move the session.
+                    let websocket = conn.transport() == Transport::WebSocket;
+                    metrics::wire(websocket).connections.decrement(1.0);
                     tracing::debug!(sid = %conn.sid, %reason, "session closed");
                     engine.handler.on_close(conn, reason);
                 }
@@ -717,7 +719,9 @@ impl<H: Handler> Engine<H> {
             .unwrap_or_else(|p| p.into_inner())
             .insert(sid, conn.clone());
         ::metrics::counter!(metrics::HANDSHAKES, "transport" => transport.as_str()).increment(1);
-        ::metrics::gauge!(metrics::CONNECTIONS).increment(1.0);
+        metrics::wire(transport == Transport::WebSocket)
+            .connections
+            .increment(1.0);
         tracing::debug!(sid = %conn.sid, transport = transport.as_str(), "session opened");
         Ok((conn, open))
     }

@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::id::{NodeId, owner_of};
+use crate::metrics::{FORWARD_SECONDS, FORWARDED};
 use crate::transport::{Body, json_response, parse_query};
 
 /// Marks a request one gateway passed to another (its value: the passing node's id).
@@ -50,11 +51,6 @@ const POOL_IDLE_PER_HOST: usize = 32;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting to an owner may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Counter: requests passed to their owner, by `kind` (`poll`, `post`, `upgrade`) and `result`.
-pub const FORWARDED: &str = "switchboard_gateway_forwarded_requests_total";
-/// Histogram: seconds from receiving a forwarded request to having the owner's answer head.
-pub const FORWARD_SECONDS: &str = "switchboard_gateway_forward_seconds";
 
 /// Gateways of the cluster and where their HTTP ports are, from their heartbeats.
 #[derive(Clone, Default)]

@@ -102,9 +102,10 @@ pub struct Router {
     bus_up: AtomicBool,
     state: Option<StateFn>,
     forward: Option<Arc<Forwarder>>,
+    metrics: Option<StateFn>,
 }
 
-/// Renders a JSON document served under `/v1/state`.
+/// Renders a document: the JSON under `/v1/state`, the Prometheus text under `/metrics`.
 pub type StateFn = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl Router {
@@ -119,6 +120,7 @@ impl Router {
             bus_up: AtomicBool::new(true),
             state: None,
             forward: None,
+            metrics: None,
         }
     }
 
@@ -159,6 +161,12 @@ impl Router {
     /// balancer retries them elsewhere), while the sessions this node holds are still served.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Serves `GET /metrics` (Prometheus text format) with what `f` renders.
+    pub fn metrics(mut self, f: StateFn) -> Self {
+        self.metrics = Some(f);
+        self
     }
 
     /// Records whether the cluster bus is reachable: while it is not, `/ready` answers 503.
@@ -227,6 +235,15 @@ impl Router {
                 res.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
+                );
+                res
+            }
+            (&Method::GET, "/metrics") if self.metrics.is_some() => {
+                let body = self.metrics.as_ref().map_or_else(String::new, |f| f());
+                let mut res = Response::new(Full::new(Bytes::from(body)));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 );
                 res
             }

@@ -258,6 +258,10 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
         .with_context(|| format!("cannot resolve host {:?}", server.host))?
         .next()
         .with_context(|| format!("host {:?} has no address", server.host))?;
+    // Before anything records: the hot paths bind their metric handles on first use.
+    let prometheus =
+        switchboard_broker::metrics::install(&[(metrics::FANOUT_SIZE, &metrics::FANOUT_BUCKETS)])
+            .context("installing the metrics recorder")?;
     metrics::describe();
     let io = sio::Server::new(server.sio_config());
     let standalone = env.nats.is_none();
@@ -286,6 +290,7 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
             heartbeat: env.heartbeat,
             leader: LeaderMode::Always,
         };
+        switchboard_broker::metrics::describe();
         Some(
             Broker::start(hub.client(), cfg)
                 .await
@@ -359,6 +364,21 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
     if let Some(f) = &forwarder {
         router = router.forward(f.clone());
     }
+    // Standalone: the embedded broker's series are in the same recorder; its gauges are read
+    // from its directory at each scrape.
+    let scraped = broker.clone();
+    let handle = prometheus.clone();
+    router = router.metrics(Arc::new(move || {
+        if let Some(b) = &scraped {
+            b.record_gauges();
+        }
+        handle.render()
+    }));
+    let upkeep_stop = tokio_util::sync::CancellationToken::new();
+    let upkeep = tokio::spawn(switchboard_broker::metrics::upkeep(
+        prometheus,
+        upkeep_stop.clone(),
+    ));
     let router = Arc::new(router);
     // Standalone: the broker's gRPC admin API in-process, on its own port.
     let grpc_shutdown = tokio_util::sync::CancellationToken::new();
@@ -425,6 +445,8 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("cannot serve on {addr}"))?;
     watch.abort();
+    upkeep_stop.cancel();
+    let _ = upkeep.await;
     grpc_shutdown.cancel();
     if let Some(task) = grpc_task
         && let Ok(Err(e)) = task.await

@@ -1,14 +1,40 @@
 //! Metric names of the gateway, in one place, and their descriptions.
 //!
-//! Labels come from closed sets only (transport, reason, kind) — never a sid, room or user.
-//! The Prometheus exporter and the full metric set of the operations issue build on these.
+//! Labels come from closed sets only — transport (`polling`, `websocket`), reason and kind labels
+//! from fixed lists, the namespace as configured (a name or a pattern, never what a client asked
+//! for), bus operations — never a sid, room, user or free-form string.
+//!
+//! Hot paths (every write batch, every received packet) use handles registered once per
+//! transport ([`wire`]) so that recording is an atomic add: no label allocation, no registry
+//! lookup. Those handles bind to the recorder installed when they are first used, so the binary
+//! installs its recorder before it serves anything; without one (tests, an embedder that installs
+//! none) they are no-ops.
 
-/// Open Engine.IO sessions (gauge).
+use std::sync::OnceLock;
+
+use metrics::{Counter, Gauge};
+use switchboard_bus::BusError;
+
+/// Open Engine.IO sessions, by `transport` (gauge; an upgraded session moves from `polling` to
+/// `websocket`).
 pub const CONNECTIONS: &str = "switchboard_gateway_connections";
 /// Engine.IO handshakes by transport (counter).
 pub const HANDSHAKES: &str = "switchboard_gateway_handshakes_total";
 /// Ended sessions by reason (counter).
 pub const DISCONNECTS: &str = "switchboard_gateway_disconnects_total";
+/// Connected Socket.IO sockets, by `namespace` (gauge).
+pub const SOCKETS: &str = "switchboard_gateway_sockets";
+/// Socket.IO namespace connects accepted, by `namespace` (counter).
+pub const NAMESPACE_CONNECTS: &str = "switchboard_gateway_namespace_connects_total";
+/// Engine.IO packets received, by `transport` (counter).
+pub const PACKETS_IN: &str = "switchboard_gateway_packets_received_total";
+/// Engine.IO packets sent, by `transport` (counter).
+pub const PACKETS_OUT: &str = "switchboard_gateway_packets_sent_total";
+/// Bytes of Engine.IO packets received, by `transport` (counter; without HTTP or WebSocket
+/// framing).
+pub const BYTES_IN: &str = "switchboard_gateway_bytes_received_total";
+/// Bytes of Engine.IO packets sent, by `transport` (counter; without HTTP or WebSocket framing).
+pub const BYTES_OUT: &str = "switchboard_gateway_bytes_sent_total";
 /// Frames not delivered because a client's queue was full, by reason (counter).
 pub const EMITS_DROPPED: &str = "switchboard_gateway_emits_dropped_total";
 /// Client events that matched no handler or rule (counter).
@@ -17,13 +43,60 @@ pub const EVENTS_UNMATCHED: &str = "switchboard_gateway_events_unmatched_total";
 pub const FANOUT_SIZE: &str = "switchboard_gateway_fanout_size";
 /// Connect attempts refused, by reason (counter).
 pub const CONNECTS_REFUSED: &str = "switchboard_gateway_connects_refused_total";
+/// Namespace connects refused by token authentication, by `reason` (counter).
+pub const AUTH_FAILURES: &str = "switchboard_gateway_auth_failures_total";
+/// Bus messages not published — the publisher's queue was full, or the publish failed — by
+/// `kind` (counter).
+pub const BUS_OUT_DROPPED: &str = "switchboard_gateway_bus_out_dropped_total";
+/// Bus messages published, by `kind` (counter).
+pub const BUS_PUBLISHED: &str = "switchboard_gateway_bus_published_total";
+/// Deliveries received from the bus (counter).
+pub const BUS_RECEIVED: &str = "switchboard_gateway_bus_received_total";
+/// Bus messages that could not be decoded (counter).
+pub const BUS_MALFORMED: &str = "switchboard_gateway_bus_malformed_total";
+/// Failed bus operations, by `op` and `kind` (counter).
+pub const BUS_ERRORS: &str = "switchboard_gateway_bus_errors_total";
+/// Seconds a bus round trip took, by `op` (histogram): `forward` (a worker's reply), `reserve`
+/// (the broker's capacity answer), `barrier` (subscriptions in effect at the server).
+pub const BUS_SECONDS: &str = "switchboard_gateway_bus_request_seconds";
+/// Membership snapshots sent to the broker, by `why` (counter).
+pub const SNAPSHOTS: &str = "switchboard_gateway_snapshots_total";
+/// Requests for another gateway's session passed to their owner, by `kind` (`poll`, `post`,
+/// `upgrade`) and `result` (`ok`, `unknown_owner`, `unreachable`, `broken`, `refused`) (counter).
+pub const FORWARDED: &str = "switchboard_gateway_forwarded_requests_total";
+/// Seconds from passing a request on to having the owner's answer head (histogram).
+pub const FORWARD_SECONDS: &str = "switchboard_gateway_forward_seconds";
+/// Counter (from the bus crate): messages a subscriber dropped because it fell behind.
+pub const BUS_SLOW_CONSUMER_DROPS: &str = switchboard_bus::SLOW_CONSUMER_DROPS;
+
+/// Bucket bounds of [`FANOUT_SIZE`] (recipients).
+pub const FANOUT_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 2500.0, 10000.0, 25000.0, 100000.0,
+];
 
 /// Registers the descriptions with the installed recorder (call once at start-up).
 pub fn describe() {
-    use ::metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!(CONNECTIONS, "Open Engine.IO sessions");
+    use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(CONNECTIONS, "Open Engine.IO sessions, by transport");
     describe_counter!(HANDSHAKES, "Engine.IO handshakes by transport");
     describe_counter!(DISCONNECTS, "Ended sessions by reason");
+    describe_gauge!(SOCKETS, "Connected Socket.IO sockets, by namespace");
+    describe_counter!(
+        NAMESPACE_CONNECTS,
+        "Socket.IO namespace connects accepted, by namespace"
+    );
+    describe_counter!(PACKETS_IN, "Engine.IO packets received, by transport");
+    describe_counter!(PACKETS_OUT, "Engine.IO packets sent, by transport");
+    describe_counter!(
+        BYTES_IN,
+        Unit::Bytes,
+        "Bytes of Engine.IO packets received, by transport"
+    );
+    describe_counter!(
+        BYTES_OUT,
+        Unit::Bytes,
+        "Bytes of Engine.IO packets sent, by transport"
+    );
     describe_counter!(
         EMITS_DROPPED,
         "Frames not delivered because a client's queue was full"
@@ -34,4 +107,155 @@ pub fn describe() {
     );
     describe_histogram!(FANOUT_SIZE, "Recipients of one broadcast");
     describe_counter!(CONNECTS_REFUSED, "Namespace connects refused, by reason");
+    describe_counter!(
+        AUTH_FAILURES,
+        "Namespace connects refused by token authentication, by reason"
+    );
+    describe_counter!(BUS_OUT_DROPPED, "Bus messages not published, by kind");
+    describe_counter!(BUS_PUBLISHED, "Bus messages published, by kind");
+    describe_counter!(BUS_RECEIVED, "Deliveries received from the bus");
+    describe_counter!(BUS_MALFORMED, "Bus messages that could not be decoded");
+    describe_counter!(BUS_ERRORS, "Failed bus operations, by op and kind");
+    describe_histogram!(
+        BUS_SECONDS,
+        Unit::Seconds,
+        "Seconds a bus round trip took, by op"
+    );
+    describe_counter!(SNAPSHOTS, "Membership snapshots sent, by why");
+    describe_counter!(
+        FORWARDED,
+        "Requests for another gateway's session passed to their owner, by kind and result"
+    );
+    describe_histogram!(
+        FORWARD_SECONDS,
+        Unit::Seconds,
+        "Seconds from passing a request on to the owner's answer head"
+    );
+    describe_counter!(
+        BUS_SLOW_CONSUMER_DROPS,
+        "Bus messages a subscriber dropped because it fell behind"
+    );
+}
+
+/// The per-transport handles of the hot paths.
+pub struct Wire {
+    /// [`CONNECTIONS`] of this transport.
+    pub connections: Gauge,
+    /// [`PACKETS_IN`] of this transport.
+    pub packets_in: Counter,
+    /// [`PACKETS_OUT`] of this transport.
+    pub packets_out: Counter,
+    /// [`BYTES_IN`] of this transport.
+    pub bytes_in: Counter,
+    /// [`BYTES_OUT`] of this transport.
+    pub bytes_out: Counter,
+}
+
+impl Wire {
+    fn new(transport: &'static str) -> Self {
+        Self {
+            connections: ::metrics::gauge!(CONNECTIONS, "transport" => transport),
+            packets_in: ::metrics::counter!(PACKETS_IN, "transport" => transport),
+            packets_out: ::metrics::counter!(PACKETS_OUT, "transport" => transport),
+            bytes_in: ::metrics::counter!(BYTES_IN, "transport" => transport),
+            bytes_out: ::metrics::counter!(BYTES_OUT, "transport" => transport),
+        }
+    }
+
+    /// Counts `packets` received, `bytes` long in all.
+    pub fn received(&self, packets: u64, bytes: u64) {
+        self.packets_in.increment(packets);
+        self.bytes_in.increment(bytes);
+    }
+
+    /// Counts `packets` sent, `bytes` long in all (one call per write batch).
+    pub fn sent(&self, packets: u64, bytes: u64) {
+        if packets > 0 {
+            self.packets_out.increment(packets);
+            self.bytes_out.increment(bytes);
+        }
+    }
+}
+
+/// The handles of the WebSocket transport (`websocket`) or of long-polling (`polling`).
+pub fn wire(websocket: bool) -> &'static Wire {
+    static POLLING: OnceLock<Wire> = OnceLock::new();
+    static WEBSOCKET: OnceLock<Wire> = OnceLock::new();
+    if websocket {
+        WEBSOCKET.get_or_init(|| Wire::new("websocket"))
+    } else {
+        POLLING.get_or_init(|| Wire::new("polling"))
+    }
+}
+
+/// The `kind` label of a failed bus operation.
+pub fn bus_error_kind(e: &BusError) -> &'static str {
+    match e {
+        BusError::Options(_) => "options",
+        BusError::Connect(_) => "connect",
+        BusError::Publish(_) => "publish",
+        BusError::Subscribe(_) => "subscribe",
+        BusError::NoResponders => "no_responders",
+        BusError::Timeout => "timeout",
+        BusError::Request(_) => "request",
+    }
+}
+
+/// Counts a failed bus operation `op` (`publish`, `subscribe`, `forward`, `reserve`, `barrier`,
+/// `reply`).
+pub fn bus_error(op: &'static str, e: &BusError) {
+    ::metrics::counter!(BUS_ERRORS, "op" => op, "kind" => bus_error_kind(e)).increment(1);
+}
+
+/// Records how long a bus round trip `op` took, from `start`.
+pub fn bus_latency(op: &'static str, start: tokio::time::Instant) {
+    ::metrics::histogram!(BUS_SECONDS, "op" => op).record(start.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bus_errors_map_to_a_closed_set() {
+        assert_eq!(bus_error_kind(&BusError::Timeout), "timeout");
+        assert_eq!(bus_error_kind(&BusError::NoResponders), "no_responders");
+        assert_eq!(
+            bus_error_kind(&BusError::Request("connection reset".into())),
+            "request"
+        );
+    }
+
+    #[test]
+    fn every_name_has_the_gateway_prefix_and_no_duplicate() {
+        let names = [
+            CONNECTIONS,
+            HANDSHAKES,
+            DISCONNECTS,
+            SOCKETS,
+            NAMESPACE_CONNECTS,
+            PACKETS_IN,
+            PACKETS_OUT,
+            BYTES_IN,
+            BYTES_OUT,
+            EMITS_DROPPED,
+            EVENTS_UNMATCHED,
+            FANOUT_SIZE,
+            CONNECTS_REFUSED,
+            AUTH_FAILURES,
+            BUS_OUT_DROPPED,
+            BUS_PUBLISHED,
+            BUS_RECEIVED,
+            BUS_MALFORMED,
+            BUS_ERRORS,
+            BUS_SECONDS,
+            SNAPSHOTS,
+        ];
+        let unique: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
+        for n in names {
+            assert!(n.starts_with("switchboard_gateway_"), "{n}");
+        }
+        assert!(FANOUT_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+    }
 }

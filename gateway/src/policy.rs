@@ -748,6 +748,8 @@ impl NamespacePolicy {
         match plan {
             Err(e) => {
                 bump(&self.stats.connects_refused);
+                ::metrics::counter!(crate::metrics::AUTH_FAILURES, "reason" => e.label())
+                    .increment(1);
                 tracing::debug!(nsp = req.namespace(), reason = e.label(), "connect refused");
                 Err(ConnectError::new(e.to_string()).with_data(json!({ "code": e.label() })))
             }

@@ -169,7 +169,12 @@ impl Server {
             .write()
             .unwrap_or_else(|p| p.into_inner());
         let ns = map.entry(name.into()).or_insert_with(|| {
-            NsInner::new(name, SharedHandlers::default(), self.inner.adapter.clone())
+            NsInner::new(
+                name,
+                name,
+                SharedHandlers::default(),
+                self.inner.adapter.clone(),
+            )
         });
         Namespace::from_inner(ns)
     }
@@ -207,14 +212,14 @@ impl Server {
         {
             return Some(ns.clone());
         }
-        let handlers = self
+        let (pattern, handlers) = self
             .inner
             .patterns
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find(|(re, _)| re.is_match(name))
-            .map(|(_, h)| h.clone())?;
+            .map(|(re, h)| (re.as_str().to_owned(), h.clone()))?;
         let mut map = self
             .inner
             .namespaces
@@ -222,7 +227,9 @@ impl Server {
             .unwrap_or_else(|p| p.into_inner());
         Some(
             map.entry(name.into())
-                .or_insert_with(|| NsInner::new(name, handlers, self.inner.adapter.clone()))
+                .or_insert_with(|| {
+                    NsInner::new(name, &pattern, handlers, self.inner.adapter.clone())
+                })
                 .clone(),
         )
     }

@@ -51,16 +51,31 @@ pub(crate) struct NsInner {
     pub(crate) sockets: RwLock<Members>,
     pub(crate) rooms: RwLock<HashMap<Room, Members>>,
     adapter: AdapterSlot,
+    /// [`metrics::SOCKETS`] and [`metrics::NAMESPACE_CONNECTS`] of the namespace's label.
+    connected: ::metrics::Gauge,
+    connects: ::metrics::Counter,
 }
 
 impl NsInner {
-    pub(crate) fn new(name: &str, handlers: SharedHandlers, adapter: AdapterSlot) -> Arc<Self> {
+    /// `label` names the namespace in metrics: its name, or for a child of a dynamic namespace
+    /// the pattern (a closed set: what the server registered, never what a client asked for).
+    pub(crate) fn new(
+        name: &str,
+        label: &str,
+        handlers: SharedHandlers,
+        adapter: AdapterSlot,
+    ) -> Arc<Self> {
         Arc::new(Self {
             name: name.into(),
             handlers,
             sockets: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
             adapter,
+            connected: ::metrics::gauge!(metrics::SOCKETS, "namespace" => label.to_owned()),
+            connects: ::metrics::counter!(
+                metrics::NAMESPACE_CONNECTS,
+                "namespace" => label.to_owned()
+            ),
         })
     }
 
@@ -74,12 +89,20 @@ impl NsInner {
     }
 
     pub(crate) fn add_socket(&self, socket: &Arc<SocketInner>) {
-        write(&self.sockets).insert(socket.id.clone(), socket.clone());
+        if write(&self.sockets)
+            .insert(socket.id.clone(), socket.clone())
+            .is_none()
+        {
+            self.connected.increment(1.0);
+            self.connects.increment(1);
+        }
     }
 
     /// Removes a socket and its room memberships; returns the rooms it was in.
     pub(crate) fn remove_socket(&self, socket: &Arc<SocketInner>) -> Vec<Room> {
-        write(&self.sockets).remove(&socket.id);
+        if write(&self.sockets).remove(&socket.id).is_some() {
+            self.connected.decrement(1.0);
+        }
         let mut rooms = write(&self.rooms);
         let mine = std::mem::take(&mut *socket.rooms());
         for room in &mine {

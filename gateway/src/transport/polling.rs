@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::{Body, EioError};
 use crate::engine::{CloseReason, Conn, Engine, Handler, State, Transport};
 use crate::engineio::{self, Frame};
+use crate::metrics;
 
 /// How long a GET that arrives during an upgrade waits for the upgrade to complete before it is
 /// answered with noop (the reference server checks every 100 ms).
@@ -37,7 +38,10 @@ fn text_response(body: Bytes) -> Response<Body> {
 }
 
 fn payload_response<'a>(frames: impl IntoIterator<Item = &'a Frame> + Clone) -> Response<Body> {
-    let mut out = BytesMut::with_capacity(engineio::payload_len(frames.clone()));
+    let len = engineio::payload_len(frames.clone());
+    let packets = frames.clone().into_iter().count();
+    metrics::wire(false).sent(packets as u64, len as u64);
+    let mut out = BytesMut::with_capacity(len);
     engineio::encode_payload(frames, &mut out);
     text_response(out.freeze())
 }
@@ -233,6 +237,7 @@ pub(super) async fn post<H: Handler>(
             return EioError::BadRequest.response();
         }
     };
+    metrics::wire(false).received(packets.len() as u64, body.len() as u64);
     let now = Instant::now();
     for packet in packets {
         engine.on_packet(&conn, packet, now);

@@ -32,6 +32,7 @@ use crate::engine::{
     CloseReason, Conn, DirectWrite, Engine, Handler, HandshakeInfo, State, Transport,
 };
 use crate::engineio::{self, Frame, Packet, Payload};
+use crate::metrics;
 use crate::websocket::{self, Assembler, Message, OpCode, Role, close_code};
 
 /// Bytes read from the socket per `read` call (on the stack, not kept).
@@ -476,6 +477,9 @@ impl<H: Handler> Io<'_, H> {
     }
 
     fn on_text(&mut self, text: Bytes) -> Flow {
+        if self.phase == Phase::Open {
+            metrics::wire(true).received(1, text.len() as u64);
+        }
         match self.phase {
             Phase::Open => match engineio::decode_text(text) {
                 Ok(packet) => {
@@ -512,6 +516,8 @@ impl<H: Handler> Io<'_, H> {
                         return Flow::Gone;
                     }
                     st.transport = Transport::WebSocket;
+                    metrics::wire(false).connections.decrement(1.0);
+                    metrics::wire(true).connections.increment(1.0);
                     if let Some(poll) = st.poll.take() {
                         let _ = poll.send(());
                     }
@@ -529,6 +535,7 @@ impl<H: Handler> Io<'_, H> {
         if self.phase != Phase::Open {
             return Flow::Gone;
         }
+        metrics::wire(true).received(1, data.len() as u64);
         let packet = Packet::Message(Payload::Binary(data));
         self.engine.on_packet(self.conn, packet, Instant::now());
         Flow::Continue
@@ -652,8 +659,9 @@ impl<H: Handler> Io<'_, H> {
     }
 }
 
-/// Server frames for Engine.IO frames, appended to `out`.
+/// Server frames for Engine.IO frames, appended to `out`; counted as sent (once per batch).
 fn encode_frames<'a>(out: &mut Vec<u8>, frames: impl Iterator<Item = &'a Frame>) {
+    let (mut packets, mut bytes) = (0u64, 0u64);
     for frame in frames {
         let (opcode, data) = match frame {
             Frame::Text(t) => (OpCode::Text, t),
@@ -661,7 +669,10 @@ fn encode_frames<'a>(out: &mut Vec<u8>, frames: impl Iterator<Item = &'a Frame>)
         };
         websocket::write_head(out, opcode, data.len());
         out.extend_from_slice(data);
+        packets += 1;
+        bytes += data.len() as u64;
     }
+    metrics::wire(true).sent(packets, bytes);
 }
 
 /// Writes as much as the kernel accepts without blocking.

@@ -17,7 +17,19 @@ const { within } = require('../lib/client');
 const POLLING = ['polling'];
 const UPGRADING = ['polling', 'websocket'];
 
-function throughNginx(file, { spread }) {
+/** Sum over the gateways of `switchboard_gateway_forwarded_requests_total` with result `ok`. */
+async function forwardedOk(gateways) {
+  let total = 0;
+  for (const gw of gateways) {
+    const text = await (await fetch(`${gw.url}/metrics`)).text();
+    for (const m of text.matchAll(/^switchboard_gateway_forwarded_requests_total\{([^}]*)\} (\d+)$/gm)) {
+      if (/result="ok"/.test(m[1])) total += Number(m[2]);
+    }
+  }
+  return total;
+}
+
+function throughNginx(file, { spread, forwards = false }) {
   describe(`nginx: deploy/nginx/${file}`, () => {
     let cluster;
     let nginx;
@@ -71,13 +83,17 @@ function throughNginx(file, { spread }) {
       // Nobody lost its session on the way (a polling request at the wrong gateway ends it).
       for (const m of everyone) assert.equal(m.gone, false, `${m.id} still connected`);
       assert.equal(new Set(everyone.map((m) => m.socket.id)).size, everyone.length);
+      // Sticky variants never need a gateway to pass a request on; round robin does, often.
+      const passedOn = await forwardedOk(cluster.gateways);
+      if (forwards) assert.ok(passedOn > 0, 'requests were passed to their owner');
+      else assert.equal(passedOn, 0, 'no request reached a gateway other than its owner');
     });
   });
 }
 
 throughNginx('switchboard-sid.conf', { spread: true });
 throughNginx('switchboard-hash.conf', { spread: false });
-throughNginx('switchboard-roundrobin.conf', { spread: true });
+throughNginx('switchboard-roundrobin.conf', { spread: true, forwards: true });
 
 describe('nginx: round robin without forwarding (control)', () => {
   let cluster;
