@@ -194,10 +194,13 @@ impl Router {
                 return fwd.forward(owner, req, remote).await;
             }
             if sid.is_none() && self.draining.load(Ordering::SeqCst) {
-                return crate::transport::json_response(
+                let mut res = crate::transport::json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     r#"{"code":3,"message":"Server draining"}"#,
                 );
+                // A browser must be able to read it as a failed request, not a CORS error.
+                self.cors.apply(origin.as_ref(), &mut res);
+                return res;
             }
             if fastwebsockets::upgrade::is_upgrade_request(&req)
                 && self
