@@ -136,7 +136,9 @@ fi
 
 port_var() {
     local name=$1 value=$2
-    [[ $value =~ ^[0-9]+$ ]] && ((value >= 1 && value <= 65535)) || die "$name=$value is not a port number"
+    if ! [[ $value =~ ^[0-9]{1,5}$ ]] || ((10#$value < 1 || 10#$value > 65535)); then
+        die "$name=$value is not a port number"
+    fi
 }
 NGINX_PORT=${LOCAL_CLUSTER_PORT:-8080}
 BROKER_PORT=${LOCAL_CLUSTER_BROKER_PORT:-9090}
@@ -149,6 +151,9 @@ port_var LOCAL_CLUSTER_BROKER_PORT "$BROKER_PORT"
 port_var LOCAL_CLUSTER_GRPC_PORT "$GRPC_PORT"
 port_var LOCAL_CLUSTER_NATS_PORT "$NATS_PORT"
 for p in "${GW_PORTS[@]}"; do port_var LOCAL_CLUSTER_GATEWAY_PORTS "$p"; done
+# As decimal numbers (a leading zero is not octal here).
+NGINX_PORT=$((10#$NGINX_PORT)) BROKER_PORT=$((10#$BROKER_PORT)) GRPC_PORT=$((10#$GRPC_PORT)) NATS_PORT=$((10#$NATS_PORT))
+GW_PORTS=($((10#${GW_PORTS[0]})) $((10#${GW_PORTS[1]})) $((10#${GW_PORTS[2]})))
 DRAIN_MS=${LOCAL_CLUSTER_DRAIN_MS:-2000}
 [[ $DRAIN_MS =~ ^[0-9]+$ ]] || die "LOCAL_CLUSTER_DRAIN_MS=$DRAIN_MS is not a number of milliseconds"
 CONFIG=${LOCAL_CLUSTER_CONFIG:-}
