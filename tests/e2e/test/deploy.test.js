@@ -510,77 +510,99 @@ function runStop(env) {
   });
 }
 
-describe('deploy/local-cluster.sh', () => {
-  let script;
+/** Fails with how to install what local-cluster.sh needs (it would install it itself; a test must not). */
+function checkLocalClusterNeeds() {
+  const missing = [
+    [natsServerBin(), 'nats-server not found: apt-get install nats-server (scripts/test.sh installs it)'],
+    [nginxBin(), 'nginx not found: apt-get install nginx (scripts/test.sh installs it)'],
+    [fs.existsSync(gatewayBin()), `${gatewayBin()} not found: run \`cargo build --release --workspace --bins\` first`],
+    [fs.existsSync(brokerBin()), `${brokerBin()} not found: run \`cargo build --release --workspace --bins\` first`],
+  ].filter(([ok]) => !ok);
+  if (missing.length > 0) throw new Error(missing.map(([, why]) => why).join('\n'));
+}
+
+/**
+ * Runs deploy/local-cluster.sh on free ports with a fresh state directory until it prints
+ * "local cluster ready". Resolves to { script, output(), exit, env, ports, dir, tree, cleanup() };
+ * `tree` is the script and every process it started; `cleanup()` stops whatever is left (by
+ * `stop`, then by PID) and removes the directory.
+ */
+async function startLocalCluster() {
+  checkLocalClusterNeeds();
+  const [lb, gw1, gw2, gw3, broker, grpc, nats] = await freePorts(7);
+  const ports = { lb, gateways: [gw1, gw2, gw3], broker, grpc, nats };
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-local-cluster-'));
+  const env = {
+    ...process.env,
+    LOCAL_CLUSTER_PORT: String(lb),
+    LOCAL_CLUSTER_GATEWAY_PORTS: `${gw1} ${gw2} ${gw3}`,
+    LOCAL_CLUSTER_BROKER_PORT: String(broker),
+    LOCAL_CLUSTER_GRPC_PORT: String(grpc),
+    LOCAL_CLUSTER_NATS_PORT: String(nats),
+    LOCAL_CLUSTER_DIR: dir,
+    LOCAL_CLUSTER_DRAIN_MS: '1000',
+    SWITCHBOARD_GATEWAY_BIN: gatewayBin(),
+    SWITCHBOARD_BROKER_BIN: brokerBin(),
+  };
+  delete env.SWITCHBOARD_ADMIN_TOKEN;
+  const script = spawn('bash', [SCRIPT], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  let exit;
-  let env;
-  let ports;
-  let dir;
-  /** The script and every process it started (its process tree once it is up). */
-  let tree = [];
-
-  before(async () => {
-    const missing = [
-      [natsServerBin(), 'nats-server not found: apt-get install nats-server (scripts/test.sh installs it)'],
-      [nginxBin(), 'nginx not found: apt-get install nginx (scripts/test.sh installs it)'],
-      [fs.existsSync(gatewayBin()), `${gatewayBin()} not found: run \`cargo build --release --workspace --bins\` first`],
-      [fs.existsSync(brokerBin()), `${brokerBin()} not found: run \`cargo build --release --workspace --bins\` first`],
-    ].filter(([ok]) => !ok);
-    // The script would install these itself; a test run must not, so it fails here instead.
-    if (missing.length > 0) throw new Error(missing.map(([, why]) => why).join('\n'));
-    const [lb, gw1, gw2, gw3, broker, grpc, nats] = await freePorts(7);
-    ports = { lb, gateways: [gw1, gw2, gw3], broker, grpc, nats };
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-local-cluster-'));
-    env = {
-      ...process.env,
-      LOCAL_CLUSTER_PORT: String(lb),
-      LOCAL_CLUSTER_GATEWAY_PORTS: `${gw1} ${gw2} ${gw3}`,
-      LOCAL_CLUSTER_BROKER_PORT: String(broker),
-      LOCAL_CLUSTER_GRPC_PORT: String(grpc),
-      LOCAL_CLUSTER_NATS_PORT: String(nats),
-      LOCAL_CLUSTER_DIR: dir,
-      LOCAL_CLUSTER_DRAIN_MS: '1000',
-      SWITCHBOARD_GATEWAY_BIN: gatewayBin(),
-      SWITCHBOARD_BROKER_BIN: brokerBin(),
-    };
-    delete env.SWITCHBOARD_ADMIN_TOKEN;
-    script = spawn('bash', [SCRIPT], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    exit = new Promise((resolve) => script.once('exit', (code, signal) => resolve({ code, signal })));
-    script.stdout.on('data', (d) => (output += d));
-    script.stderr.on('data', (d) => {
-      output += d;
-      if (process.env.E2E_VERBOSE) process.stderr.write(`[local-cluster] ${d}`);
-    });
-    let exited = null;
-    exit.then((e) => (exited = e));
-    await waitFor(
-      () => {
-        if (exited) throw new Error(`local-cluster.sh exited (${JSON.stringify(exited)}):\n${output}`);
-        return output.includes('local cluster ready');
-      },
-      { timeoutMs: 60_000, intervalMs: 100, what: 'local-cluster.sh to print "local cluster ready"' },
-    ).catch((err) => {
-      throw new Error(`${err.message}\n--- its output ---\n${output}`);
-    });
-    tree = processTree(script.pid);
+  let exited = null;
+  const exit = new Promise((resolve) => script.once('exit', (code, signal) => resolve((exited = { code, signal }))));
+  script.stdout.on('data', (d) => (output += d));
+  script.stderr.on('data', (d) => {
+    output += d;
+    if (process.env.E2E_VERBOSE) process.stderr.write(`[local-cluster] ${d}`);
   });
-
-  after(async () => {
-    // Whatever happened above: stop what the script started, and the script itself.
-    if (script && script.exitCode === null && script.signalCode === null) {
+  const cluster = { script, output: () => output, exit, env, ports, dir, tree: [script.pid] };
+  cluster.cleanup = async () => {
+    if (!exited) {
       await runStop(env);
-      if (script.exitCode === null) script.kill('SIGKILL');
+      if (!exited) script.kill('SIGKILL');
     }
     // A failed stop must not leave processes behind: the ones this run started, by PID.
-    for (const pid of tree.filter(running)) {
+    for (const pid of cluster.tree.filter(running)) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
         // gone meanwhile
       }
     }
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitFor(
+      () => {
+        if (exited) throw new Error(`local-cluster.sh exited (${JSON.stringify(exited)})`);
+        return output.includes('local cluster ready');
+      },
+      { timeoutMs: 60_000, intervalMs: 100, what: 'local-cluster.sh to print "local cluster ready"' },
+    );
+  } catch (err) {
+    await cluster.cleanup();
+    throw new Error(`${err.message}\n--- its output ---\n${output}`);
+  }
+  cluster.tree = processTree(script.pid);
+  return cluster;
+}
+
+describe('deploy/local-cluster.sh', () => {
+  let cluster;
+  let output;
+  let exit;
+  let env;
+  let ports;
+  let dir;
+  let tree;
+
+  before(async () => {
+    cluster = await startLocalCluster();
+    ({ exit, env, ports, dir, tree } = cluster);
+    output = cluster.output();
+  });
+
+  after(async () => {
+    if (cluster) await cluster.cleanup();
   });
 
   it('prints the addresses, routes a client through its nginx, and stops all it started', async () => {
@@ -650,8 +672,26 @@ describe('deploy/local-cluster.sh', () => {
     const stopped = await runStop(env);
     assert.equal(stopped.code, 0, `local-cluster.sh stop: ${stopped.output}`);
     const { code } = await within(exit, 'local-cluster.sh to exit after stop', 30_000);
-    assert.equal(code, 0, `local-cluster.sh exit status:\n${output}`);
+    assert.equal(code, 0, `local-cluster.sh exit status:\n${cluster.output()}`);
     await waitFor(() => tree.every((pid) => !running(pid)), { timeoutMs: 10_000, what: `processes ${tree.join(' ')} to be gone` });
     assert.deepEqual(fs.readdirSync(path.join(dir, 'pids')), [], 'no PID files left');
+  });
+});
+
+describe('deploy/local-cluster.sh: Ctrl-C', () => {
+  let cluster;
+  after(async () => {
+    if (cluster) await cluster.cleanup();
+  });
+
+  it('SIGINT to the script stops everything it started, and it exits 0', async () => {
+    cluster = await startLocalCluster();
+    const { tree, script } = cluster;
+    assert.ok(tree.length >= 7, `the script and its processes: ${tree.join(' ')}`);
+    script.kill('SIGINT');
+    const { code } = await within(cluster.exit, 'local-cluster.sh to exit after SIGINT', 30_000);
+    assert.equal(code, 0, `exit status after SIGINT:\n${cluster.output()}`);
+    await waitFor(() => tree.every((pid) => !running(pid)), { timeoutMs: 10_000, what: `processes ${tree.join(' ')} to be gone` });
+    assert.deepEqual(fs.readdirSync(path.join(cluster.dir, 'pids')), [], 'no PID files left');
   });
 });
