@@ -169,6 +169,12 @@ BROKER_BIN=${SWITCHBOARD_BROKER_BIN:-$TARGET/release/switchboard-broker}
 if [[ -d $PIDS ]] && alive script; then
     die "already running (pid $(pid_of script), state in $STATE): stop it with \`$SCRIPT stop\`"
 fi
+# An earlier run killed with -9 leaves its processes running: `stop` ends them.
+for name in nats broker gw1 gw2 gw3 nginx; do
+    if [[ -d $PIDS ]] && alive "$name"; then
+        die "$name of an earlier run is still running (pid $(pid_of "$name")): run \`$SCRIPT stop\` first"
+    fi
+done
 
 # ---- what is missing -------------------------------------------------------------------------
 
@@ -213,6 +219,8 @@ for p in "${GW_PORTS[@]}"; do check_free LOCAL_CLUSTER_GATEWAY_PORTS "$p"; done
 
 # ---- start -----------------------------------------------------------------------------------
 
+# A fresh cluster each time: no JetStream state (the leader lease) from an earlier run.
+rm -rf "$STATE/nats"
 mkdir -p "$PIDS" "$LOGS" "$STATE/nats" "$STATE/nginx"
 rm -f "$PIDS"/*.pid
 record script $$ "$(exe_of $$)"
