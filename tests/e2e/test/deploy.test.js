@@ -640,6 +640,11 @@ describe('deploy/local-cluster.sh', () => {
       assert.equal(await status(`http://127.0.0.1:${p}/health`), 200, `gateway :${p} /health`);
     }
     assert.equal(await status(`http://127.0.0.1:${ports.broker}/health`), 200, 'broker /health');
+    // The demo page it advertises, through nginx.
+    const page = await fetch(`http://127.0.0.1:${ports.lb}/`);
+    assert.equal(page.status, 200, 'demo page through nginx');
+    assert.match(page.headers.get('content-type'), /text\/html/);
+    await page.arrayBuffer();
 
     // Clients through nginx: a polling-only one and an upgrading one; a join's ack (a round
     // trip) and a relay from one to the other through the cluster.
