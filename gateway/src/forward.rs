@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::uri::Authority;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
@@ -55,23 +56,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Gateways of the cluster and where their HTTP ports are, from their heartbeats.
 #[derive(Clone, Default)]
 pub struct Peers {
-    inner: Arc<Mutex<HashMap<String, (SocketAddr, Instant)>>>,
+    inner: Arc<Mutex<HashMap<String, (Authority, Instant)>>>,
     /// Woken when a node appears or moves.
     changed: Arc<tokio::sync::Notify>,
 }
 
 impl Peers {
     /// Records that `node` was heard from at `now`, at `address` (`host:port`; ignored unless
-    /// it is an IP address and port: a gateway bound to `0.0.0.0` without an advertised
-    /// address cannot be reached, and is left out).
+    /// [`reachable`]: a gateway bound to `0.0.0.0` without an advertised address cannot be
+    /// reached, and is left out).
     pub fn heard(&self, node: &str, address: &str, now: Instant) {
-        let Ok(addr) = address.parse::<SocketAddr>() else {
+        let Some(addr) = reachable(address) else {
             return;
         };
-        if addr.ip().is_unspecified() || addr.port() == 0 {
-            return;
-        }
-        let before = self.lock().insert(node.to_owned(), (addr, now));
+        let before = self.lock().insert(node.to_owned(), (addr.clone(), now));
         if before.is_none_or(|(a, _)| a != addr) {
             self.changed.notify_waiters();
         }
@@ -79,7 +77,7 @@ impl Peers {
 
     /// Where `node` listens, waiting up to `wait` for it to be heard from (a gateway that just
     /// started, or a peer this one has not heard from since it started itself).
-    pub async fn resolve(&self, node: &str, lease: Duration, wait: Duration) -> Option<SocketAddr> {
+    pub async fn resolve(&self, node: &str, lease: Duration, wait: Duration) -> Option<Authority> {
         let deadline = Instant::now() + wait;
         loop {
             let changed = self.changed.notified();
@@ -95,10 +93,12 @@ impl Peers {
     }
 
     /// Where `node` listens, if it was heard from within `lease` before `now`.
-    pub fn address(&self, node: &str, lease: Duration, now: Instant) -> Option<SocketAddr> {
+    pub fn address(&self, node: &str, lease: Duration, now: Instant) -> Option<Authority> {
         let mut peers = self.lock();
         match peers.get(node) {
-            Some(&(addr, seen)) if now.saturating_duration_since(seen) <= lease => Some(addr),
+            Some((addr, seen)) if now.saturating_duration_since(*seen) <= lease => {
+                Some(addr.clone())
+            }
             Some(_) => {
                 peers.remove(node);
                 None
@@ -112,7 +112,7 @@ impl Peers {
         self.lock().remove(node);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (SocketAddr, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Authority, Instant)>> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -316,6 +316,17 @@ async fn drained(mut drain: tokio::sync::watch::Receiver<Option<Duration>>) {
     tokio::time::sleep(at.first().copied().unwrap_or_default()).await;
 }
 
+/// `address` as an HTTP authority another gateway can connect to: `host:port` with a port other
+/// than 0 and a host that is a name or an IP address other than `0.0.0.0` / `::`.
+pub fn reachable(address: &str) -> Option<Authority> {
+    let auth = address.parse::<Authority>().ok()?;
+    let host = auth.host().trim_start_matches('[').trim_end_matches(']');
+    let unspecified = host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified());
+    (auth.port_u16().is_some_and(|p| p != 0) && !host.is_empty() && !unspecified).then_some(auth)
+}
+
 /// The request's sid, if any (the only thing a gateway reads before choosing to forward).
 pub fn sid_of(uri: &http::Uri) -> Option<String> {
     let query = uri.query()?;
@@ -394,20 +405,28 @@ mod tests {
         peers.heard("gw2", "0.0.0.0:3002", t0);
         peers.heard("gw3", "gw3.internal:3003", t0);
         peers.heard("gw4", "127.0.0.1:0", t0);
-        let gw1: SocketAddr = "127.0.0.1:3001".parse().unwrap();
-        assert_eq!(peers.address("gw1", lease, t0 + lease), Some(gw1));
-        for unreachable in ["gw2", "gw3", "gw4", "gw5"] {
+        peers.heard("gw5", "[::]:3005", t0);
+        peers.heard("gw6", "no-port", t0);
+        peers.heard("gw7", "[::1]:3007", t0);
+        let at = |s: &str| Some(s.parse::<Authority>().unwrap());
+        assert_eq!(
+            peers.address("gw1", lease, t0 + lease),
+            at("127.0.0.1:3001")
+        );
+        assert_eq!(peers.address("gw3", lease, t0), at("gw3.internal:3003"));
+        assert_eq!(peers.address("gw7", lease, t0), at("[::1]:3007"));
+        for unreachable in ["gw2", "gw4", "gw5", "gw6", "gw8"] {
             assert_eq!(peers.address(unreachable, lease, t0), None, "{unreachable}");
         }
         // A newer heartbeat moves the node and renews the lease.
         peers.heard("gw1", "127.0.0.1:4001", t0 + lease);
         assert_eq!(
             peers.address("gw1", lease, t0 + lease * 2),
-            Some("127.0.0.1:4001".parse().unwrap())
+            at("127.0.0.1:4001")
         );
         // Past the lease it is forgotten for good, not only hidden.
         assert_eq!(peers.address("gw1", lease, t0 + lease * 3), None);
-        assert!(peers.lock().is_empty());
+        assert!(!peers.lock().contains_key("gw1"));
         peers.heard("gw1", "127.0.0.1:3001", t0);
         peers.forget("gw1");
         assert_eq!(peers.address("gw1", lease, t0), None);
@@ -454,7 +473,7 @@ mod tests {
         });
         assert_eq!(
             peers.resolve("gw9", lease, wait).await,
-            Some("127.0.0.1:3009".parse().unwrap())
+            Some("127.0.0.1:3009".parse::<Authority>().unwrap())
         );
         let asked = Instant::now();
         assert_eq!(peers.resolve("gw8", lease, wait).await, None);
@@ -498,7 +517,7 @@ mod tests {
         }
         assert_eq!(
             peers.address("gw7", lease, Instant::now()),
-            Some("127.0.0.1:3007".parse().unwrap())
+            Some("127.0.0.1:3007".parse::<Authority>().unwrap())
         );
     }
 

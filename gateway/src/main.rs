@@ -21,7 +21,7 @@ use switchboard_bus::{Bus, Hub, NatsOptions};
 use switchboard_gateway::cluster::{Cluster, ClusterConfig, PresenceConfig};
 use switchboard_gateway::config::{Config, NamespaceMatch};
 use switchboard_gateway::engine::{CloseReason, Engine};
-use switchboard_gateway::forward::{Forwarder, Peers};
+use switchboard_gateway::forward::{Forwarder, Peers, reachable};
 use switchboard_gateway::http::{self, Router};
 use switchboard_gateway::id::NodeId;
 use switchboard_gateway::policy::Bridge;
@@ -56,9 +56,9 @@ struct ClusterEnv {
     /// `SWITCHBOARD_DRAIN_MS`: on SIGTERM, sessions are closed at random moments of this window
     /// (default 10 s in a cluster, 0 standalone: there is no other gateway to go to).
     drain: Duration,
-    /// `SWITCHBOARD_ADVERTISE_ADDR`: the `ip:port` other gateways reach this one's HTTP port at
-    /// (default: the bound address).
-    advertise: Option<SocketAddr>,
+    /// `SWITCHBOARD_ADVERTISE_ADDR`: the `host:port` other gateways reach this one's HTTP port
+    /// at (default: the bound address).
+    advertise: Option<String>,
     /// `SWITCHBOARD_FORWARD` (default on in a cluster): pass requests for other gateways'
     /// sessions to their owner.
     forward: bool,
@@ -150,12 +150,12 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
             }
         },
     };
-    let advertise = set("SWITCHBOARD_ADVERTISE_ADDR").and_then(|v| match v.parse::<SocketAddr>() {
-        Ok(a) if !a.ip().is_unspecified() && a.port() != 0 => Some(a),
-        _ => {
+    let advertise = set("SWITCHBOARD_ADVERTISE_ADDR").and_then(|v| match reachable(&v) {
+        Some(a) => Some(a.to_string()),
+        None => {
             problems.push(format!(
-                "SWITCHBOARD_ADVERTISE_ADDR={v:?} must be the IP address and port other gateways \
-                 reach this one at (e.g. 10.0.0.7:3000)"
+                "SWITCHBOARD_ADVERTISE_ADDR={v:?} must be the host (name or IP address, not \
+                 0.0.0.0) and port other gateways reach this one at (e.g. 10.0.0.7:3000)"
             ));
             None
         }
@@ -413,7 +413,7 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
              cannot forward this node's sessions to it"
         );
     }
-    cluster.set_address(env.advertise.unwrap_or(bound).to_string());
+    cluster.set_address(env.advertise.clone().unwrap_or_else(|| bound.to_string()));
     let watch = tokio::spawn(watch_bus(bus.clone(), router.clone()));
     let drain_window = env.drain;
     http::run_bound(listener, router, async move || {
@@ -516,6 +516,39 @@ mod tests {
         assert_eq!(env.subjects.prefix(), "prod");
         assert_eq!(env.lease, Duration::from_millis(1500));
         assert_eq!(env.drop_seqs, [3, 5]);
+        // Drain and forwarding defaults of a cluster node.
+        assert_eq!(env.drain, DEFAULT_DRAIN);
+        assert!(env.forward && env.advertise.is_none());
+    }
+
+    #[test]
+    fn drain_and_forwarding_settings() {
+        let standalone = parse(&[]).map_err(|e| e.to_string()).unwrap();
+        assert_eq!(standalone.drain, Duration::ZERO, "standalone closes at once");
+        let env = parse(&[
+            ("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:4222"),
+            ("SWITCHBOARD_DRAIN_MS", "0"),
+            ("SWITCHBOARD_ADVERTISE_ADDR", "gw1:3000"),
+            ("SWITCHBOARD_FORWARD", "off"),
+        ])
+        .map_err(|e| e.to_string())
+        .unwrap();
+        assert_eq!(env.drain, Duration::ZERO);
+        assert_eq!(env.advertise.as_deref(), Some("gw1:3000"));
+        assert!(!env.forward);
+        for (var, bad) in [
+            ("SWITCHBOARD_DRAIN_MS", "-1"),
+            ("SWITCHBOARD_DRAIN_MS", "3600001"),
+            ("SWITCHBOARD_ADVERTISE_ADDR", "0.0.0.0:3000"),
+            ("SWITCHBOARD_ADVERTISE_ADDR", "10.0.0.7"),
+            ("SWITCHBOARD_ADVERTISE_ADDR", "10.0.0.7:0"),
+            ("SWITCHBOARD_FORWARD", "maybe"),
+        ] {
+            let Err(e) = parse(&[(var, bad)]) else {
+                panic!("{var}={bad} accepted");
+            };
+            assert!(e.contains(var), "{var}={bad}: {e}");
+        }
     }
 
     #[test]
