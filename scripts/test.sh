@@ -2,8 +2,9 @@
 # The one test command: `bash scripts/test.sh`.
 #
 # 1. Installs what is missing (Debian packages: chromium for the browser test, nats-server for
-#    the cluster tests, nginx for the load-balancer tests; nodejs and npm only when node is
-#    absent), with a single `apt-get update`, and only if something is missing.
+#    the cluster tests, nginx for the load-balancer tests, redis-server and jq for the
+#    side-by-side smoke run; nodejs and npm only when node is absent), with a single
+#    `apt-get update`, and only if something is missing.
 # 2. Builds the workspace once in release mode (binaries and examples), runs the Rust tests
 #    (reusing that build).
 # 3. Runs the end-to-end tests in tests/e2e (node's test runner): first the conformance tests
@@ -38,6 +39,9 @@ need taskset util-linux           # the load-test smoke run pins server and gene
 command -v nats-server >/dev/null 2>&1 || need /usr/sbin/nats-server nats-server
 # the load-balancer tests run deploy/nginx/'s configs in a real nginx (also in /usr/sbin)
 command -v nginx >/dev/null 2>&1 || need /usr/sbin/nginx nginx
+# the side-by-side smoke run: the Node peers' cluster uses redis; the script tags results with jq
+command -v redis-server >/dev/null 2>&1 || need /usr/bin/redis-server redis-server
+need jq jq
 
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing missing packages: ${missing[*]}"
@@ -171,6 +175,13 @@ if [ -z "${E2E_ONLY:-}" ]; then
     exit 1
   }
   echo "admin API smoke run: ok (log: ${TMPDIR:-/tmp}/switchboard-bench-admin-smoke.log)"
+  log "scripts/bench-compare.sh --quick (side by side with Node's socket.io, smoke run)"
+  bash scripts/bench-compare.sh --no-build --quick </dev/null >"${TMPDIR:-/tmp}/switchboard-bench-compare-smoke.log" 2>&1 || {
+    cat "${TMPDIR:-/tmp}/switchboard-bench-compare-smoke.log"
+    echo "error: the side-by-side smoke run failed" >&2
+    exit 1
+  }
+  echo "side-by-side smoke run: ok (log: ${TMPDIR:-/tmp}/switchboard-bench-compare-smoke.log)"
 fi
 
 # The e2e runner's totals again as the last line, after the smoke run's output.
