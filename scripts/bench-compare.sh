@@ -109,8 +109,11 @@ if [[ $complete == 1 ]] && ! command -v gnuplot >/dev/null; then
 fi
 command -v gnuplot >/dev/null || plot=0
 
-# One socket per connection on each side (polling members may hold two), plus a few more.
-need_fds=$(( 2 * (IDLE_N > ROOMS * ROOM_SIZE ? IDLE_N : ROOMS * ROOM_SIZE) + 512 ))
+# One socket per connection on each side (a polling member may hold two), plus a few more.
+need_fds=512
+for n in "$IDLE_N" "$CONNECT_N" $(( ROOMS * ROOM_SIZE )) $(( 2 * POLL_MEMBERS )) "$CLUSTER_MEMBERS"; do
+    (( n + 512 > need_fds )) && need_fds=$(( n + 512 ))
+done
 hard=$(ulimit -Hn)
 if [[ $hard != unlimited ]] && (( hard < need_fds )); then
     die "open-files hard limit is $hard, $need_fds are needed (raise it in limits.conf or the container)"
