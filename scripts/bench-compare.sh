@@ -162,7 +162,8 @@ trap cleanup EXIT
 start() {
     local name=$1
     shift
-    taskset -c "$SERVER_CPU" "$@" > "$OUT/$name.log" 2>&1 &
+    : > "$OUT/$name.log"
+    taskset -c "$SERVER_CPU" "$@" >> "$OUT/$name.log" 2>&1 &
     pids[$name]=$!
     started+=("$name")
 }

@@ -260,12 +260,48 @@ pub(crate) fn event_text(nsp: &str, event: &str, args: &Value, id: Option<u64>) 
     }
 }
 
-/// One Socket.IO connection.
+/// A TCP connection to the server with its read buffer; `buf[pos..]` is not parsed yet. Both
+/// transports read through it (the long-polling one adds its HTTP response parsing).
+pub(crate) struct Stream {
+    pub(crate) tcp: TcpStream,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) pos: usize,
+}
+
+impl Stream {
+    /// Connects to `target` (no delay: every write is a whole message).
+    pub(crate) async fn connect(target: &Target) -> Result<Self> {
+        let tcp = TcpStream::connect(target.addr)
+            .await
+            .context("TCP connect")?;
+        tcp.set_nodelay(true).context("TCP_NODELAY")?;
+        Ok(Self {
+            tcp,
+            buf: Vec::with_capacity(READ_CHUNK),
+            pos: 0,
+        })
+    }
+
+    /// Reads whatever the socket has (waiting for at least one byte), after dropping what was
+    /// parsed. Cancel-safe. Returns 0 at end of stream.
+    pub(crate) async fn fill(&mut self) -> Result<usize> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            if self.buf.is_empty() && self.buf.capacity() > BUFFER_KEEP {
+                self.buf = Vec::with_capacity(READ_CHUNK);
+            }
+        }
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        Ok(self.tcp.read_buf(&mut self.buf).await?)
+    }
+}
+
+/// One WebSocket connection.
 pub(crate) struct Client {
-    stream: TcpStream,
-    /// Received bytes; `buf[pos..]` is not parsed yet.
-    buf: Vec<u8>,
-    pos: usize,
+    io: Stream,
     assembler: Assembler,
     /// Frames waiting to be written (heartbeat answers, events).
     out: Vec<u8>,
@@ -277,14 +313,8 @@ impl Client {
     /// Opens a WebSocket connection (the upgrade); the Engine.IO open packet is the first
     /// event. The caller bounds it in time.
     async fn open(target: &Target) -> Result<Self> {
-        let stream = TcpStream::connect(target.addr)
-            .await
-            .context("TCP connect")?;
-        stream.set_nodelay(true).context("TCP_NODELAY")?;
         let mut client = Self {
-            stream,
-            buf: Vec::with_capacity(READ_CHUNK),
-            pos: 0,
+            io: Stream::connect(target).await?,
             assembler: Assembler::default(),
             out: Vec::new(),
             pings: 0,
@@ -294,18 +324,19 @@ impl Client {
         let path = format!("{}?EIO=4&transport=websocket", target.path);
         let request = handshake::request(&target.host, &path, &key);
         client
-            .stream
+            .io
+            .tcp
             .write_all(request.as_bytes())
             .await
             .context("sending the upgrade request")?;
         loop {
-            if let Some(len) = handshake::head_len(&client.buf) {
-                handshake::check_response(&client.buf[..len], &key)?;
-                client.pos = len;
+            if let Some(len) = handshake::head_len(&client.io.buf) {
+                handshake::check_response(&client.io.buf[..len], &key)?;
+                client.io.pos = len;
                 return Ok(client);
             }
             ensure!(
-                client.buf.len() <= MAX_RESPONSE_HEAD,
+                client.io.buf.len() <= MAX_RESPONSE_HEAD,
                 "upgrade response head over {MAX_RESPONSE_HEAD} bytes"
             );
             if client
@@ -316,7 +347,7 @@ impl Client {
             {
                 bail!(
                     "connection closed during the upgrade; received {:?}",
-                    String::from_utf8_lossy(&client.buf)
+                    String::from_utf8_lossy(&client.io.buf)
                 );
             }
         }
@@ -330,17 +361,7 @@ impl Client {
     /// Reads whatever the socket has (waiting for at least one byte). Cancel-safe. Returns 0 at
     /// end of stream.
     pub(crate) async fn fill(&mut self) -> Result<usize> {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-            if self.buf.is_empty() && self.buf.capacity() > BUFFER_KEEP {
-                self.buf = Vec::with_capacity(READ_CHUNK);
-            }
-        }
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        Ok(self.stream.read_buf(&mut self.buf).await?)
+        self.io.fill().await
     }
 
     /// The next event already in the buffer, if any. Heartbeats are answered into the write
@@ -348,7 +369,7 @@ impl Client {
     /// With `say`, `say` events come out as [`Event::Say`].
     pub(crate) fn next_buffered(&mut self, say: Option<&Say>) -> Result<Option<Event>> {
         loop {
-            let rest = &mut self.buf[self.pos..];
+            let rest = &mut self.io.buf[self.io.pos..];
             let Some(head) = websocket::parse(rest, Role::Client, MAX_MESSAGE).map_err(|e| {
                 anyhow!(
                     "bad frame from the server: {e} (bytes {:02x?})",
@@ -358,7 +379,7 @@ impl Client {
             else {
                 return Ok(None);
             };
-            self.pos += head.frame_len();
+            self.io.pos += head.frame_len();
             let payload = &rest[head.header_len..head.frame_len()];
             let event = match self.assembler.push(head, payload, MAX_MESSAGE) {
                 Err(e) => bail!("bad message from the server: {e}"),
@@ -394,7 +415,7 @@ impl Client {
     /// Writes the queued frames.
     pub(crate) async fn flush(&mut self) -> Result<()> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
+            self.io.tcp.write_all(&self.out).await?;
             self.out.clear();
             if self.out.capacity() > BUFFER_KEEP {
                 self.out = Vec::new();
@@ -418,10 +439,10 @@ impl Client {
             return;
         }
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            self.buf.clear();
-            self.pos = 0;
+            self.io.buf.clear();
+            self.io.pos = 0;
             while matches!(self.fill().await, Ok(n) if n > 0) {
-                self.buf.clear();
+                self.io.buf.clear();
             }
         })
         .await;

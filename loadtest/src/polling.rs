@@ -8,7 +8,7 @@
 //! with `\x1e` as well (`engineio::encode_payload`): posts are rare (one per heartbeat), and a
 //! fresh connection cannot have been closed by the server's keep-alive timer in between.
 //!
-//! Cost per session: one socket and a read buffer of [`READ_CHUNK`] bytes while idle.
+//! Cost per session: one socket and its small read buffer ([`Stream`]) while idle.
 //!
 //! Responses must carry `Content-Length` (both the gateway and Node's engine.io send it);
 //! a chunked response is refused with a clear error rather than misread.
@@ -23,15 +23,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::{Bytes, BytesMut};
 use switchboard_gateway::engineio::{self, Frame};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 
-use crate::client::{Event, Say, Target, Text, classify_packet};
+use crate::client::{Event, Say, Stream, Target, Text, classify_packet};
 
-/// Bytes reserved for each read.
-const READ_CHUNK: usize = 1024;
-/// A buffer grown beyond this is shrunk back when emptied.
-const BUFFER_KEEP: usize = 16 * 1024;
 /// Largest response head.
 const MAX_RESPONSE_HEAD: usize = 8 * 1024;
 /// Largest response body accepted.
@@ -125,41 +120,8 @@ pub(crate) fn request(target: &Target, query: &str, body: Option<&[u8]>) -> Vec<
     }
 }
 
-/// An HTTP connection with its read buffer; `buf[pos..]` is not parsed yet.
-struct Http {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Http {
-    async fn connect(target: &Target) -> Result<Self> {
-        let stream = TcpStream::connect(target.addr)
-            .await
-            .context("TCP connect")?;
-        stream.set_nodelay(true).context("TCP_NODELAY")?;
-        Ok(Self {
-            stream,
-            buf: Vec::with_capacity(READ_CHUNK),
-            pos: 0,
-        })
-    }
-
-    /// Reads whatever the socket has; 0 at end of stream. Cancel-safe.
-    async fn fill(&mut self) -> Result<usize> {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-            if self.buf.is_empty() && self.buf.capacity() > BUFFER_KEEP {
-                self.buf = Vec::with_capacity(READ_CHUNK);
-            }
-        }
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        Ok(self.stream.read_buf(&mut self.buf).await?)
-    }
-
+/// HTTP responses on a [`Stream`] (the polling transport's part of it).
+impl Stream {
     /// The next complete response in the buffer (status and body), consumed.
     fn take(&mut self) -> Result<Option<(u16, Bytes)>> {
         let rest = &self.buf[self.pos..];
@@ -190,7 +152,7 @@ pub(crate) struct Polling {
     /// `EIO=4&transport=polling&sid=…` once the session is open.
     query: String,
     /// The connection the GETs go on.
-    get: Http,
+    get: Stream,
     /// Whether a GET has been sent and not answered yet.
     get_in_flight: bool,
     /// Packets of the last GET answer not handed out yet.
@@ -207,7 +169,7 @@ impl Polling {
         let mut polling = Self {
             target: target.clone(),
             query: "EIO=4&transport=polling".to_owned(),
-            get: Http::connect(target).await?,
+            get: Stream::connect(target).await?,
             get_in_flight: false,
             queue: VecDeque::new(),
             out: Vec::new(),
@@ -220,7 +182,7 @@ impl Polling {
     async fn send_get(&mut self) -> Result<()> {
         let request = request(&self.target, &self.query, None);
         self.get
-            .stream
+            .tcp
             .write_all(&request)
             .await
             .context("sending a polling GET")?;
@@ -293,8 +255,8 @@ impl Polling {
         engineio::encode_payload(frames, &mut body);
         let request = request(&self.target, &self.query, Some(&body));
         let (status, answer) = tokio::time::timeout(POST_TIMEOUT, async {
-            let mut http = Http::connect(&self.target).await?;
-            http.stream
+            let mut http = Stream::connect(&self.target).await?;
+            http.tcp
                 .write_all(&request)
                 .await
                 .context("sending a polling POST")?;
