@@ -20,8 +20,8 @@
 # It prints ratios (ours / theirs) and checks the targets of issue 6, MET or MISSED by how much.
 # Results: raw JSON lines (one per run, with "tag" and "target" added) in $OUT (default
 # target/bench/compare, or target/bench/compare-quick), and, in a full run, docs/benchmarks.md
-# (written entirely by this script: command, commit, machine, tables, ratios, targets) and
-# docs/latency-vs-load.png (gnuplot). A --quick or --scenarios run writes its report to $OUT
+# (written entirely by this script: command, commit, machine, tables, ratios, targets), its raw
+# results as docs/benchmarks.jsonl, and docs/latency-vs-load.png (gnuplot). A --quick or --scenarios run writes its report to $OUT
 # instead, so docs/ only ever holds complete runs.
 #
 # Needs: taskset, node/npm (npm ci in loadtest/peers is run here), redis-server and nats-server
@@ -393,6 +393,8 @@ def val(tag, target, key):
 def fmt(x, digits=1):
     if x is None: return "–"
     if isinstance(x, str): return x
+    if isinstance(x, bool): return str(x)
+    if isinstance(x, int): return f"{x:,}".replace(",", " ")
     if abs(x) >= 1000: return f"{x:,.0f}".replace(",", " ")
     return f"{x:.{digits}f}"
 def ratio(a, b):
@@ -420,8 +422,9 @@ try:
 except Exception:
     pass
 w("")
+raw = "benchmarks.jsonl" if env["doc_dir"] == "docs" else env["results"]
 w("Each scenario ran against both servers back to back, the order alternating. "
-  "Raw results: one JSON object per run in `" + env["results"] + "`.")
+  f"Raw results: one JSON object per run in [`{raw}`]({raw}) (`tag` names the run, `target` the server).")
 notes = []
 for r in runs:
     for n in r.get("notes", []):
@@ -445,6 +448,8 @@ def target(name, ours, theirs, good, want, kind):
         met = inv >= want; by = f"{inv:.2f}× lower (want ≥ {want}×)" if met else f"{inv:.2f}× lower — short by {want / inv:.2f}×"
     targets.append((name, ours, theirs, f"{r:.3f}", met, by))
 
+def sat_raw(target_):
+    return val("fanout_saturation", target_, "deliveries_per_sec")
 def per_core(target_):
     # Deliveries per second per server core actually used (both servers are pinned to one core;
     # when the generator is the limit, the server uses less than the whole core).
@@ -484,6 +489,33 @@ if compared:
                     f"lower at all {len(compared)}" if met else "not lower at " + "; ".join(worse)))
 else:
     targets.append(("lower p99 latency at every load level Node sustains", None, None, "–", None, "not measured"))
+
+# ---- ratios (ours / theirs)
+ratios = []
+def add_ratio(name, ours, theirs, unit=""):
+    r = ratio(ours, theirs)
+    ratios.append((name, ours, theirs, unit, r))
+add_ratio("deliveries/s at saturation", sat_raw("switchboard"), sat_raw("node"), "/s")
+add_ratio("deliveries/s per server core at saturation", per_core("switchboard"), per_core("node"), "/s")
+add_ratio("server CPU per delivery at saturation", cpu_ours, cpu_node, "µs")
+add_ratio("server CPU per delivery at low load", low_ours, low_node, "µs")
+add_ratio("server RSS per idle connection", rss_ours, rss_node, "B")
+for rate, offered, o, n, sus in sweep_rows:
+    if sus and o is not None:
+        add_ratio(f"p99 latency at {offered} offered deliveries/s", o.get("latency_p99_us"), n.get("latency_p99_us"), "µs")
+add_ratio("connects per second", con_ours, con_node, "/s")
+add_ratio("server CPU per connect", val("connect", "switchboard", "server_cpu_us_per_connect"), val("connect", "node", "server_cpu_us_per_connect"), "µs")
+w("")
+w("## Ratios (ours / theirs)")
+w("")
+w("| measure | Switchboard | Node | ours / theirs |")
+w("|---|---|---|---|")
+for name, ours, theirs, unit, r in ratios:
+    w(f"| {name} | {fmt(ours, 2)} {unit} | {fmt(theirs, 2)} {unit} | {fmt(r, 3)} |")
+if floor:
+    w(f"| floor: one small loopback write ({members} sockets, {env['LOW_RATE']} bursts/s) | {fmt(floor, 2)} µs | | |")
+    if low_ours is not None:
+        w(f"| our low-load CPU per delivery ÷ floor | {fmt(low_ours / floor, 3)} | | |")
 
 w("")
 w("## Targets (issue 6)")
@@ -544,7 +576,12 @@ w("CPU figures come from `/proc/PID/stat` (10 ms ticks) over the measured period
 open(os.path.join(env["doc_dir"], "benchmarks.md"), "w").write("\n".join(out) + "\n")
 
 # The summary on stdout.
-print("\n== ratios and targets ==")
+print("\n== ratios (ours / theirs) ==")
+for name, ours, theirs, unit, r in ratios:
+    print(f"  {name}: ours {fmt(ours, 2)} {unit}, theirs {fmt(theirs, 2)} {unit}: {fmt(r, 3)}")
+if floor:
+    print(f"  floor (one small loopback write): {fmt(floor, 2)} µs; our low-load CPU per delivery ÷ floor: {fmt(low_ours / floor if low_ours is not None else None, 3)}")
+print("\n== targets ==")
 for name, ours, theirs, r, met, by in targets:
     res = "-" if met is None else ("MET" if met else "MISSED")
     print(f"  {res:7} {name}: ours {fmt(ours, 2)}, theirs {fmt(theirs, 2)}, ours/theirs {r}; {by}")
@@ -555,6 +592,7 @@ with open(os.path.join(env["OUT"], "latency-vs-load.dat"), "w") as f:
         np_ = n.get("latency_p99_us") / 1e3 if n and n.get("latency_p99_us") and sus else "NaN"
         f.write(f"{offered} {op} {np_}\n")
 PY
+[[ $doc_dir == docs ]] && cp "$results" docs/benchmarks.jsonl
 if [[ $plot == 1 && -s $OUT/latency-vs-load.dat ]]; then
     gnuplot <<EOF || echo "bench-compare.sh: gnuplot failed; no plot" >&2
 set terminal pngcairo size 900,560 noenhanced
