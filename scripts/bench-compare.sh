@@ -2,8 +2,8 @@
 # Side by side: Switchboard and Node's socket.io 4.8 (loadtest/peers/server.js, the same /chat
 # behaviours) under the same load generator, in the same run, on this machine, over loopback.
 #
-#   scripts/bench-compare.sh                     every scenario, full size (about 8 minutes)
-#   scripts/bench-compare.sh --quick             tiny counts, about a minute: the CI smoke run
+#   scripts/bench-compare.sh                     every scenario, full size (about 5 minutes)
+#   scripts/bench-compare.sh --quick             tiny counts, about 35 seconds: the CI smoke run
 #   scripts/bench-compare.sh --scenarios a,b     only these of: floor idle connect fanout rooms
 #                                                polling cluster (fanout = saturation, low load
 #                                                and the latency sweep)
