@@ -2,8 +2,9 @@
 # The one test command: `bash scripts/test.sh`.
 #
 # 1. Installs what is missing (Debian packages: chromium for the browser test, nats-server for
-#    the cluster tests, nginx for the load-balancer tests; nodejs and npm only when node is
-#    absent), with a single `apt-get update`, and only if something is missing.
+#    the cluster tests, nginx for the load-balancer tests, redis-server and jq for the
+#    side-by-side smoke run; nodejs and npm only when node is absent), with a single
+#    `apt-get update`, and only if something is missing.
 # 2. Builds the workspace once in release mode (binaries and examples), runs the Rust tests
 #    (reusing that build).
 # 3. Runs the end-to-end tests in tests/e2e (node's test runner): first the conformance tests
@@ -38,6 +39,9 @@ need taskset util-linux           # the load-test smoke run pins server and gene
 command -v nats-server >/dev/null 2>&1 || need /usr/sbin/nats-server nats-server
 # the load-balancer tests run deploy/nginx/'s configs in a real nginx (also in /usr/sbin)
 command -v nginx >/dev/null 2>&1 || need /usr/sbin/nginx nginx
+# the side-by-side smoke run: the Node peers' cluster uses redis; the script tags results with jq
+command -v redis-server >/dev/null 2>&1 || need /usr/bin/redis-server redis-server
+need jq jq
 
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing missing packages: ${missing[*]}"
@@ -143,41 +147,28 @@ else
   echo "official protocol suites: not provided (see scripts/test.sh); the conformance tests above cover the same behaviours"
 fi
 
-# ---- 4. load-test smoke run ------------------------------------------------------------------
-# Seconds-long versions of the benchmarks (100-200 connections, 2 s; standalone, then two gateways
-# through NATS): keep the load-test tool and
-# its scenarios working and check that no delivery is lost. The numbers come from full runs by
-# hand (scripts/bench.sh), not from here.
+# ---- 4. benchmark smoke runs -----------------------------------------------------------------
+# Seconds-long versions of the benchmarks (a few hundred connections, seconds each): keep the
+# load-test tool, its scenarios and the benchmark scripts working, and check that no delivery is
+# lost. The numbers come from full runs by hand (the same scripts without --quick), not from here.
+# smoke SCRIPT WHAT: runs scripts/SCRIPT --no-build --quick, showing its log only if it fails.
+smoke() {
+  local script=$1 what=$2 out="${TMPDIR:-/tmp}/switchboard-${1%.sh}-smoke.log"
+  log "scripts/$script --quick ($what smoke run)"
+  bash "scripts/$script" --no-build --quick </dev/null >"$out" 2>&1 || {
+    cat "$out"
+    echo "error: the $what smoke run failed" >&2
+    exit 1
+  }
+  echo "$what smoke run: ok (log: $out)"
+}
 if [ -z "${E2E_ONLY:-}" ]; then
   cd "$ROOT"
-  log "scripts/bench.sh --quick (load-test smoke run)"
-  bash scripts/bench.sh --no-build --quick </dev/null >"${TMPDIR:-/tmp}/switchboard-bench-smoke.log" 2>&1 || {
-    cat "${TMPDIR:-/tmp}/switchboard-bench-smoke.log"
-    echo "error: the load-test smoke run failed" >&2
-    exit 1
-  }
-  echo "load-test smoke run: ok (log: ${TMPDIR:-/tmp}/switchboard-bench-smoke.log)"
-  log "scripts/bench-cluster.sh --quick (cross-gateway fan-out smoke run)"
-  bash scripts/bench-cluster.sh --no-build --quick </dev/null >"${TMPDIR:-/tmp}/switchboard-bench-cluster-smoke.log" 2>&1 || {
-    cat "${TMPDIR:-/tmp}/switchboard-bench-cluster-smoke.log"
-    echo "error: the cross-gateway fan-out smoke run failed" >&2
-    exit 1
-  }
-  echo "cluster fan-out smoke run: ok (log: ${TMPDIR:-/tmp}/switchboard-bench-cluster-smoke.log)"
-  log "scripts/bench-admin.sh --quick (gRPC admin API smoke run)"
-  bash scripts/bench-admin.sh --no-build --quick </dev/null >"${TMPDIR:-/tmp}/switchboard-bench-admin-smoke.log" 2>&1 || {
-    cat "${TMPDIR:-/tmp}/switchboard-bench-admin-smoke.log"
-    echo "error: the gRPC admin API smoke run failed" >&2
-    exit 1
-  }
-  echo "admin API smoke run: ok (log: ${TMPDIR:-/tmp}/switchboard-bench-admin-smoke.log)"
-  log "scripts/bench-forward.sh --quick (forwarded polling requests smoke run)"
-  bash scripts/bench-forward.sh --no-build --quick </dev/null >"${TMPDIR:-/tmp}/switchboard-bench-forward-smoke.log" 2>&1 || {
-    cat "${TMPDIR:-/tmp}/switchboard-bench-forward-smoke.log"
-    echo "error: the forwarding smoke run failed" >&2
-    exit 1
-  }
-  echo "forwarding smoke run: ok (log: ${TMPDIR:-/tmp}/switchboard-bench-forward-smoke.log)"
+  smoke bench.sh "load-test"
+  smoke bench-cluster.sh "cross-gateway fan-out"
+  smoke bench-admin.sh "gRPC admin API"
+  smoke bench-forward.sh "forwarded polling requests"
+  smoke bench-compare.sh "side-by-side with Node's socket.io"
 fi
 
 # The e2e runner's totals again as the last line, after the smoke run's output.

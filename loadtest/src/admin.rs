@@ -21,10 +21,11 @@ use switchboard_proto::admin::admin_client::AdminClient;
 use tonic::transport::Channel;
 
 use crate::cli;
-use crate::client::Say;
-use crate::crowd::{self, Plan, Shared};
+use crate::client::{Say, Transport};
+use crate::crowd::{self, Plan, Rooms, Shared};
 use crate::histogram::Histogram;
 use crate::idle::{check_fd_limit, setup_deadline};
+use crate::progress::progress;
 use crate::report::Report;
 
 /// How long one broadcast's deliveries may take before it counts as lost.
@@ -72,7 +73,8 @@ pub(crate) async fn run(cfg: cli::Admin) -> Result<Report> {
     let plan = Arc::new(Plan {
         targets: vec![cfg.target.clone()],
         nsp: cfg.namespace.clone(),
-        room: Some(cfg.room.clone()),
+        rooms: Rooms::One(cfg.room.clone()),
+        transport: Transport::WebSocket,
         concurrency: cfg.concurrency,
         say: Say::new(&cfg.namespace),
     });
@@ -94,9 +96,10 @@ pub(crate) async fn run(cfg: cli::Admin) -> Result<Report> {
         ..Default::default()
     };
 
-    eprintln!(
+    progress!(
         "admin: {n} members joining {} in {}",
-        cfg.room, cfg.namespace
+        cfg.room,
+        cfg.namespace
     );
     let crowd = crowd::start(n, plan, shared.clone(), setup_deadline(n)).await;
     if crowd.connected < n {
@@ -133,7 +136,7 @@ pub(crate) async fn run(cfg: cli::Admin) -> Result<Report> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    eprintln!("admin: {} × FetchSockets of the room", cfg.calls);
+    progress!("admin: {} × FetchSockets of the room", cfg.calls);
     let fetch = Histogram::default();
     let page = u32::try_from(n).unwrap_or(u32::MAX);
     for _ in 0..cfg.calls {
@@ -159,7 +162,7 @@ pub(crate) async fn run(cfg: cli::Admin) -> Result<Report> {
         }
     }
 
-    eprintln!("admin: {} × Broadcast to the room", cfg.calls);
+    progress!("admin: {} × Broadcast to the room", cfg.calls);
     let call = Histogram::default();
     let last = Histogram::default();
     let mut lost = 0u64;

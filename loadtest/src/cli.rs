@@ -1,4 +1,4 @@
-//! Command line: `switchboard-loadtest <idle|fanout|floor> [--key value]...`, parsed by hand.
+//! Command line: `switchboard-loadtest <scenario> [--key value]... [--quiet]`, parsed by hand.
 //!
 //! Every count and duration has an upper bound, so no invocation can run away; unknown flags are
 //! errors rather than silently ignored.
@@ -14,16 +14,21 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
-use crate::client::Target;
+use crate::client::{Target, Transport};
 
 /// Printed for `help`, `--help` and usage errors.
 pub(crate) const USAGE: &str = "\
-usage: switchboard-loadtest <scenario> [--key value]...
+usage: switchboard-loadtest <scenario> [--key value]... [--quiet]
 
 scenarios:
   idle    --url http://127.0.0.1:PORT --pid SERVER_PID --connections N
-          [--namespace /] [--hold-secs 0] [--settle-secs 2]
+          [--namespace /] [--hold-secs 0] [--settle-secs 2] [--transport websocket|polling]
           Server memory (VmRSS delta) and CPU per idle, connected Socket.IO connection.
+  connect --url http://127.0.0.1:PORT --pid SERVER_PID --connections N [--concurrency 256]
+          [--namespace /] [--transport websocket|polling]
+          Connection storm: N connections (at most --concurrency handshakes in flight):
+          connects per second, connect time p50/p99 (TCP connect to namespace CONNECT),
+          failures, server CPU per connect. The connections are closed again at the end.
   fanout  --url http://127.0.0.1:PORT[,URL...] --pid PID|NAME=PID[,NAME=PID...]
           --members N --rate R --seconds T
           [--payload-bytes 16] [--namespace /chat] [--room bench] [--window 8]
@@ -32,6 +37,14 @@ scenarios:
           Several URLs (gateways of one cluster): members go round-robin over them, the
           sender to the first. Several PIDs (each NAME=PID, NAME lowercase [a-z0-9_]):
           CPU per delivery of each process and of all of them together.
+  cluster the fan-out across gateways of one cluster: fanout's flags, at least two URLs.
+  polling the fan-out to long-polling members: fanout's flags; members hold one GET each,
+          the sender is a WebSocket.
+  rooms   --url URL[,URL...] --pid PID|NAME=PID[,...] --rooms K --size S --rate R --seconds T
+          [--payload-bytes 16] [--namespace /chat] [--room bench] [--window 8]
+          K rooms `bench-0`..`bench-{K-1}` of S members each; the first member of each room
+          speaks for it: R msg/s in all (0 = saturate), round-robin over the rooms, each
+          delivered to the other S-1 members. Deliveries/s, latency, loss, CPU per delivery.
   floor   [--writes 200000] [--size 64] [--sockets 1] [--bursts-per-sec 0]
           [--writer-cpu C] [--reader-cpu C]
           CPU cost of one small write on a loopback TCP connection; with --sockets K and
@@ -44,6 +57,7 @@ scenarios:
           Broadcast to it, each --calls times: latency, and call → last delivery.
 
 common: [--threads 1] (runtime worker threads) [--concurrency 256] (handshakes in flight)
+        [--quiet] (no progress lines on stderr; otherwise one a second while measuring)
 Only loopback targets are accepted. Output: a table and one JSON line on stdout.";
 
 const MAX_CONNECTIONS: u64 = 200_000;
@@ -56,6 +70,8 @@ const MAX_CONCURRENCY: u64 = 10_000;
 const MAX_WRITES: u64 = 100_000_000;
 const MAX_WRITE_SIZE: u64 = 1 << 20;
 const MAX_FLOOR_SOCKETS: u64 = 50_000;
+const MAX_ROOMS: u64 = 100_000;
+const MAX_ROOM_SIZE: u64 = 10_000;
 /// Entries in a `--url` or `--pid` list.
 const MAX_LIST: usize = 16;
 /// Characters in a process name.
@@ -65,14 +81,22 @@ pub(crate) const DEFAULT_PROCESS_NAME: &str = "server";
 /// Names that would collide with other keys of the report (`client_cpu_s`, `total_cpu_s`).
 const RESERVED_NAMES: &[&str] = &["client", "total"];
 
+/// A parsed command line.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Invocation {
+    pub(crate) command: Command,
+    /// `--quiet`: no progress lines.
+    pub(crate) quiet: bool,
+}
+
 /// What to run.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Command {
     /// Print usage.
     Help,
-    /// Idle connections.
+    /// Idle connections, or a connection storm (`connect`).
     Idle(Idle),
-    /// Room fan-out.
+    /// Room fan-out: one room (`fanout`, `cluster`, `polling`) or many (`rooms`).
     Fanout(Fanout),
     /// Loopback write floor.
     Floor(Floor),
@@ -116,10 +140,13 @@ pub(crate) struct Common {
     pub(crate) concurrency: usize,
 }
 
-/// `idle` settings.
+/// `idle` and `connect` settings.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Idle {
+    /// `idle` or `connect`: the report's name.
+    pub(crate) scenario: &'static str,
     pub(crate) common: Common,
+    pub(crate) transport: Transport,
     pub(crate) connections: usize,
     pub(crate) namespace: String,
     /// Wait after all are connected, before the second RSS reading.
@@ -128,10 +155,24 @@ pub(crate) struct Idle {
     pub(crate) hold: Duration,
 }
 
-/// `fanout` settings.
+/// Many small rooms (`rooms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RoomGrid {
+    pub(crate) rooms: usize,
+    /// Members per room (the speaker included).
+    pub(crate) size: usize,
+}
+
+/// `fanout`, `cluster`, `polling` and `rooms` settings.
 #[derive(Debug, PartialEq)]
 pub(crate) struct Fanout {
+    /// The report's name.
+    pub(crate) scenario: &'static str,
     pub(crate) common: Common,
+    /// How the members connect (the sender always uses a WebSocket).
+    pub(crate) transport: Transport,
+    /// `rooms`: many rooms, `members` = rooms × size; otherwise one room, `room`.
+    pub(crate) grid: Option<RoomGrid>,
     pub(crate) members: usize,
     /// Messages per second; 0 = as fast as the window allows.
     pub(crate) rate: u64,
@@ -139,6 +180,7 @@ pub(crate) struct Fanout {
     /// Length of the `p` padding string in each message.
     pub(crate) payload_bytes: usize,
     pub(crate) namespace: String,
+    /// The room (`rooms`: the prefix of the rooms' names).
     pub(crate) room: String,
     /// At rate 0: messages whose deliveries may be outstanding at once.
     pub(crate) window: u64,
@@ -170,6 +212,8 @@ impl Flags {
             };
             let (key, value) = match key.split_once('=') {
                 Some((k, v)) => (k.to_owned(), v.to_owned()),
+                // The one flag without a value.
+                None if key == "quiet" => (key.to_owned(), "true".to_owned()),
                 None => {
                     let value = args
                         .next()
@@ -333,46 +377,102 @@ fn seconds(flags: &mut Flags, key: &str, default: Option<u64>, low: u64) -> Resu
     Ok(Duration::from_secs(bounded(key, value, low, MAX_SECONDS)?))
 }
 
+fn idle(flags: &mut Flags, scenario: &'static str) -> Result<Idle> {
+    Ok(Idle {
+        scenario,
+        common: {
+            let common = common(flags)?;
+            ensure!(
+                common.targets.len() == 1 && common.watched.len() == 1,
+                "{scenario} takes one --url and one --pid (lists are for fanout)"
+            );
+            common
+        },
+        transport: flags
+            .take::<String>("transport")?
+            .map(|t| t.parse::<Transport>())
+            .transpose()
+            .context("--transport")?
+            .unwrap_or_default(),
+        connections: bounded(
+            "connections",
+            flags.required("connections")?,
+            1,
+            MAX_CONNECTIONS,
+        )? as usize,
+        namespace: namespace(flags, "/")?,
+        // A storm measures the connecting only: nothing to settle, nothing to hold.
+        settle: match scenario {
+            "connect" => Duration::ZERO,
+            _ => seconds(flags, "settle-secs", Some(2), 0)?,
+        },
+        hold: match scenario {
+            "connect" => Duration::ZERO,
+            _ => seconds(flags, "hold-secs", Some(0), 0)?,
+        },
+    })
+}
+
+fn fanout(flags: &mut Flags, scenario: &'static str) -> Result<Fanout> {
+    let common = common(flags)?;
+    if scenario == "cluster" {
+        ensure!(
+            common.targets.len() >= 2,
+            "cluster takes two or more --url (gateways of one cluster), comma-separated"
+        );
+    }
+    let grid = if scenario == "rooms" {
+        let rooms = bounded("rooms", flags.required("rooms")?, 1, MAX_ROOMS)? as usize;
+        let size = bounded("size", flags.required("size")?, 2, MAX_ROOM_SIZE)? as usize;
+        let members = rooms as u64 * size as u64;
+        ensure!(
+            members <= MAX_CONNECTIONS,
+            "--rooms × --size is {members} connections (at most {MAX_CONNECTIONS})"
+        );
+        Some(RoomGrid { rooms, size })
+    } else {
+        None
+    };
+    Ok(Fanout {
+        scenario,
+        common,
+        transport: if scenario == "polling" {
+            Transport::Polling
+        } else {
+            Transport::WebSocket
+        },
+        members: match grid {
+            Some(g) => g.rooms * g.size,
+            None => bounded("members", flags.required("members")?, 1, MAX_CONNECTIONS)? as usize,
+        },
+        grid,
+        rate: bounded("rate", flags.required("rate")?, 0, MAX_RATE)?,
+        duration: seconds(flags, "seconds", None, 1)?,
+        payload_bytes: bounded(
+            "payload-bytes",
+            flags.take("payload-bytes")?.unwrap_or(16),
+            0,
+            MAX_PAYLOAD_BYTES,
+        )? as usize,
+        namespace: namespace(flags, "/chat")?,
+        room: flags.take("room")?.unwrap_or_else(|| "bench".to_owned()),
+        window: bounded("window", flags.take("window")?.unwrap_or(8), 1, MAX_WINDOW)?,
+    })
+}
+
 /// Parses the arguments after the program name.
-pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Command> {
+pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Invocation> {
     let scenario = args.next().unwrap_or_default();
     let mut flags = Flags::parse(args)?;
+    let quiet = flags.take::<bool>("quiet")?.unwrap_or(false);
     let command = match scenario.as_str() {
-        "" | "help" | "-h" | "--help" => return Ok(Command::Help),
-        "idle" => Command::Idle(Idle {
-            common: {
-                let common = common(&mut flags)?;
-                ensure!(
-                    common.targets.len() == 1 && common.watched.len() == 1,
-                    "idle takes one --url and one --pid (lists are for fanout)"
-                );
-                common
-            },
-            connections: bounded(
-                "connections",
-                flags.required("connections")?,
-                1,
-                MAX_CONNECTIONS,
-            )? as usize,
-            namespace: namespace(&mut flags, "/")?,
-            settle: seconds(&mut flags, "settle-secs", Some(2), 0)?,
-            hold: seconds(&mut flags, "hold-secs", Some(0), 0)?,
-        }),
-        "fanout" => Command::Fanout(Fanout {
-            common: common(&mut flags)?,
-            members: bounded("members", flags.required("members")?, 1, MAX_CONNECTIONS)? as usize,
-            rate: bounded("rate", flags.required("rate")?, 0, MAX_RATE)?,
-            duration: seconds(&mut flags, "seconds", None, 1)?,
-            payload_bytes: bounded(
-                "payload-bytes",
-                flags.take("payload-bytes")?.unwrap_or(16),
-                0,
-                MAX_PAYLOAD_BYTES,
-            )? as usize,
-            namespace: namespace(&mut flags, "/chat")?,
-            room: flags.take("room")?.unwrap_or_else(|| "bench".to_owned()),
-            window: bounded("window", flags.take("window")?.unwrap_or(8), 1, MAX_WINDOW)?,
-        }),
+        "" | "help" | "-h" | "--help" => Command::Help,
+        "idle" => Command::Idle(idle(&mut flags, "idle")?),
+        "connect" => Command::Idle(idle(&mut flags, "connect")?),
+        "fanout" => Command::Fanout(fanout(&mut flags, "fanout")?),
+        "cluster" => Command::Fanout(fanout(&mut flags, "cluster")?),
+        "polling" => Command::Fanout(fanout(&mut flags, "polling")?),
+        "rooms" => Command::Fanout(fanout(&mut flags, "rooms")?),
         "floor" => Command::Floor(Floor {
             writes: bounded(
                 "writes",
@@ -437,8 +537,11 @@ pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Command> {
             "that floor would write for {seconds} s (at most {MAX_SECONDS})"
         );
     }
+    if command == Command::Help {
+        return Ok(Invocation { command, quiet });
+    }
     flags.finish()?;
-    Ok(command)
+    Ok(Invocation { command, quiet })
 }
 
 #[cfg(test)]
@@ -446,7 +549,7 @@ mod tests {
     use super::*;
 
     fn parse_str(line: &str) -> Result<Command> {
-        parse(line.split_whitespace().map(str::to_owned))
+        parse(line.split_whitespace().map(str::to_owned)).map(|i| i.command)
     }
 
     #[test]
@@ -551,6 +654,84 @@ mod tests {
             watched,
             [("gw1", 11), ("gw2", 12), ("nats", 13), ("broker", 14)]
         );
+    }
+
+    #[test]
+    fn connect_storm() {
+        let Command::Idle(c) = parse_str(
+            "connect --url http://127.0.0.1:1 --pid 9 --connections 5000 --concurrency 64 --transport polling",
+        )
+        .expect("valid") else {
+            panic!("not idle")
+        };
+        assert_eq!(
+            (c.scenario, c.connections, c.common.concurrency, c.transport),
+            ("connect", 5000, 64, Transport::Polling)
+        );
+        assert_eq!((c.settle, c.hold), (Duration::ZERO, Duration::ZERO));
+        let Command::Idle(i) =
+            parse_str("idle --url http://127.0.0.1:1 --pid 9 --connections 5").expect("valid")
+        else {
+            panic!("not idle")
+        };
+        assert_eq!((i.scenario, i.transport), ("idle", Transport::WebSocket));
+    }
+
+    #[test]
+    fn fanout_family() {
+        let table: &[(&str, &str, Transport, Option<RoomGrid>, usize)] = &[
+            (
+                "fanout --url http://127.0.0.1:1 --pid 1 --members 10 --rate 5 --seconds 1",
+                "fanout",
+                Transport::WebSocket,
+                None,
+                10,
+            ),
+            (
+                "cluster --url http://127.0.0.1:1,http://127.0.0.1:2 --pid a=1,b=2 --members 10 --rate 5 --seconds 1",
+                "cluster",
+                Transport::WebSocket,
+                None,
+                10,
+            ),
+            (
+                "polling --url http://127.0.0.1:1 --pid 1 --members 10 --rate 5 --seconds 1",
+                "polling",
+                Transport::Polling,
+                None,
+                10,
+            ),
+            (
+                "rooms --url http://127.0.0.1:1 --pid 1 --rooms 10000 --size 10 --rate 100 --seconds 1",
+                "rooms",
+                Transport::WebSocket,
+                Some(RoomGrid {
+                    rooms: 10_000,
+                    size: 10,
+                }),
+                100_000,
+            ),
+        ];
+        for &(line, scenario, transport, grid, members) in table {
+            let Command::Fanout(f) = parse_str(line).expect(line) else {
+                panic!("{line}")
+            };
+            assert_eq!(
+                (f.scenario, f.transport, f.grid, f.members),
+                (scenario, transport, grid, members),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn quiet_is_a_flag_without_value() {
+        let line = "floor --quiet --writes 5";
+        let i = parse(line.split_whitespace().map(str::to_owned)).expect(line);
+        assert!(i.quiet);
+        assert!(matches!(i.command, Command::Floor(Floor { writes: 5, .. })));
+        let i = parse(["floor".to_owned()].into_iter()).expect("floor");
+        assert!(!i.quiet);
     }
 
     #[test]
@@ -673,6 +854,38 @@ mod tests {
             (
                 "idle --url http://127.0.0.1:1 --pid a=1,b=2 --connections 5",
                 "idle takes one --url and one --pid",
+            ),
+            (
+                "connect --url http://127.0.0.1:1 --pid 1 --connections 5 --hold-secs 1",
+                "unknown flag --hold-secs",
+            ),
+            (
+                "connect --url http://127.0.0.1:1 --pid 1 --connections 5 --transport smoke",
+                "unknown transport",
+            ),
+            (
+                "cluster --url http://127.0.0.1:1 --pid 1 --members 5 --rate 1 --seconds 1",
+                "cluster takes two or more --url",
+            ),
+            (
+                "rooms --url http://127.0.0.1:1 --pid 1 --rooms 10 --rate 1 --seconds 1",
+                "--size is required",
+            ),
+            (
+                "rooms --url http://127.0.0.1:1 --pid 1 --rooms 10 --size 1 --rate 1 --seconds 1",
+                "--size must be within 2..=10000",
+            ),
+            (
+                "rooms --url http://127.0.0.1:1 --pid 1 --rooms 100000 --size 10 --rate 1 --seconds 1",
+                "is 1000000 connections",
+            ),
+            (
+                "rooms --url http://127.0.0.1:1 --pid 1 --rooms 10 --size 10 --members 5 --rate 1 --seconds 1",
+                "unknown flag --members",
+            ),
+            (
+                "fanout --url http://127.0.0.1:1 --pid 1 --members 5 --rate 1 --seconds 1 --quiet=maybe",
+                "bad value",
             ),
             (
                 "fanout --url http://127.0.0.1:1 --pid 1,2 --members 5 --rate 1 --seconds 1",

@@ -1,6 +1,8 @@
-//! A deliberately small Socket.IO client over WebSocket: one TCP stream, one read buffer, no
-//! task of its own. Enough to open a session, connect a namespace, emit events, wait for acks
-//! and answer heartbeats; nothing else (no polling transport, no reconnection, no binary
+//! A deliberately small Socket.IO client: a WebSocket transport ([`Client`]: one TCP stream,
+//! one read buffer, no task of its own), a long-polling one ([`crate::polling::Polling`]), and
+//! [`Conn`], either of them behind the Socket.IO steps they share (namespace connect, `join`
+//! with its ack). Enough to open a session, connect a namespace, emit events, wait for acks and
+//! answer heartbeats; nothing else (no upgrade from polling, no reconnection, no binary
 //! attachments).
 //!
 //! Framing and packets go through the gateway's own codecs (`websocket`, `engineio`,
@@ -12,23 +14,25 @@
 //! Memory: the read buffer starts at [`READ_CHUNK`] bytes, grows only for a frame larger than
 //! that, and is shrunk back once empty; the write buffer holds at most one outgoing burst.
 //!
-//! Cancel safety: [`Client::fill`] may be raced in `select!` (it only reads); everything that
-//! writes ([`Client::flush`], [`Client::recv`], [`Client::send_text`]) must not be.
+//! Cancel safety: [`Conn::fill`] may be raced in `select!` (it only reads); everything that
+//! writes ([`Conn::flush`], [`Conn::recv`], [`Conn::send_text`]) must not be.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
-use switchboard_gateway::engineio::{Frame, PacketType as EioType};
+use switchboard_gateway::engineio::{self, Frame, Payload};
 use switchboard_gateway::socketio::{self, Decoded, Packet, PacketType};
 use switchboard_gateway::websocket::{self, Assembler, Message, OpCode, Role, close_code};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::handshake;
+use crate::polling::Polling;
 
 /// Bytes reserved for each read.
 const READ_CHUNK: usize = 1024;
@@ -174,10 +178,15 @@ impl Say {
         Self { prefix }
     }
 
-    /// The `t` of a `say` event, or None for anything else (including a `say` this path does
-    /// not recognise, which then goes through the codec).
+    /// The `t` of a `say` event in a whole Engine.IO text message, or None for anything else
+    /// (including a `say` this path does not recognise, which then goes through the codec).
     fn time(&self, text: &str) -> Option<u64> {
-        let json = text.strip_prefix(self.prefix.as_str())?;
+        self.message_time(text.strip_prefix('4')?)
+    }
+
+    /// The same for the data of an Engine.IO message packet (the text after its `4`).
+    fn message_time(&self, data: &str) -> Option<u64> {
+        let json = data.strip_prefix(&self.prefix[1..])?;
         if !json.starts_with('[') {
             return None;
         }
@@ -188,8 +197,8 @@ impl Say {
     }
 }
 
-/// What one Engine.IO text message is.
-enum Text {
+/// What one Engine.IO packet is.
+pub(crate) enum Text {
     Event(Event),
     /// A heartbeat to answer with `3`.
     Ping,
@@ -197,25 +206,41 @@ enum Text {
 
 /// Classifies an Engine.IO text message (a whole WebSocket text message).
 fn classify(text: &str) -> Result<Text> {
-    let first = *text
-        .as_bytes()
-        .first()
-        .ok_or_else(|| anyhow!("empty Engine.IO message"))?;
-    let data = &text[1..];
-    Ok(Text::Event(match EioType::from_byte(first) {
-        Some(EioType::Open) => Event::Open(
-            serde_json::from_str(data)
-                .with_context(|| format!("bad Engine.IO open packet {text:?}"))?,
-        ),
-        Some(EioType::Ping) => return Ok(Text::Ping),
-        Some(EioType::Close) => Event::Closed(format!("Engine.IO close packet {text:?}")),
-        Some(EioType::Message) => match socketio::decode(data) {
-            Ok(Decoded::Complete(packet)) => Event::Packet(packet),
-            Ok(Decoded::NeedAttachments(..)) => Event::Other(format!("binary packet {text:?}")),
-            Err(e) => bail!("undecodable Socket.IO packet {text:?}: {e}"),
-        },
-        Some(other) => Event::Other(format!("Engine.IO {other:?} {text:?}")),
-        None => bail!("unknown Engine.IO packet {text:?}"),
+    let packet = engineio::decode_text(Bytes::copy_from_slice(text.as_bytes()))
+        .map_err(|e| anyhow!("bad Engine.IO packet {text:?}: {e}"))?;
+    classify_packet(packet, None)
+}
+
+/// Classifies a decoded Engine.IO packet (of either transport); with `say`, `say` events come
+/// out as [`Event::Say`].
+pub(crate) fn classify_packet(packet: engineio::Packet, say: Option<&Say>) -> Result<Text> {
+    use engineio::Packet as Eio;
+    Ok(Text::Event(match packet {
+        Eio::Open(data) => Event::Open(serde_json::from_slice(&data).with_context(|| {
+            format!(
+                "bad Engine.IO open packet {:?}",
+                String::from_utf8_lossy(&data)
+            )
+        })?),
+        Eio::Ping(_) => return Ok(Text::Ping),
+        Eio::Close => Event::Closed("Engine.IO close packet".to_owned()),
+        Eio::Message(Payload::Text(data)) => {
+            let text = std::str::from_utf8(&data).context("Socket.IO packet is not UTF-8")?;
+            match say.and_then(|s| s.message_time(text)) {
+                Some(t) => Event::Say(t),
+                None => match socketio::decode(text) {
+                    Ok(Decoded::Complete(packet)) => Event::Packet(packet),
+                    Ok(Decoded::NeedAttachments(..)) => {
+                        Event::Other(format!("binary packet {text:?}"))
+                    }
+                    Err(e) => bail!("undecodable Socket.IO packet {text:?}: {e}"),
+                },
+            }
+        }
+        Eio::Message(Payload::Binary(data)) => {
+            Event::Other(format!("binary message of {} bytes", data.len()))
+        }
+        other => Event::Other(format!("Engine.IO {:?}", other.kind())),
     }))
 }
 
@@ -235,12 +260,48 @@ pub(crate) fn event_text(nsp: &str, event: &str, args: &Value, id: Option<u64>) 
     }
 }
 
-/// One Socket.IO connection.
+/// A TCP connection to the server with its read buffer; `buf[pos..]` is not parsed yet. Both
+/// transports read through it (the long-polling one adds its HTTP response parsing).
+pub(crate) struct Stream {
+    pub(crate) tcp: TcpStream,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) pos: usize,
+}
+
+impl Stream {
+    /// Connects to `target` (no delay: every write is a whole message).
+    pub(crate) async fn connect(target: &Target) -> Result<Self> {
+        let tcp = TcpStream::connect(target.addr)
+            .await
+            .context("TCP connect")?;
+        tcp.set_nodelay(true).context("TCP_NODELAY")?;
+        Ok(Self {
+            tcp,
+            buf: Vec::with_capacity(READ_CHUNK),
+            pos: 0,
+        })
+    }
+
+    /// Reads whatever the socket has (waiting for at least one byte), after dropping what was
+    /// parsed. Cancel-safe. Returns 0 at end of stream.
+    pub(crate) async fn fill(&mut self) -> Result<usize> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            if self.buf.is_empty() && self.buf.capacity() > BUFFER_KEEP {
+                self.buf = Vec::with_capacity(READ_CHUNK);
+            }
+        }
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        Ok(self.tcp.read_buf(&mut self.buf).await?)
+    }
+}
+
+/// One WebSocket connection.
 pub(crate) struct Client {
-    stream: TcpStream,
-    /// Received bytes; `buf[pos..]` is not parsed yet.
-    buf: Vec<u8>,
-    pos: usize,
+    io: Stream,
     assembler: Assembler,
     /// Frames waiting to be written (heartbeat answers, events).
     out: Vec<u8>,
@@ -249,16 +310,11 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    /// Opens a WebSocket session and connects namespace `nsp`. The caller bounds it in time.
-    pub(crate) async fn connect(target: &Target, nsp: &str) -> Result<(Self, Open)> {
-        let stream = TcpStream::connect(target.addr)
-            .await
-            .context("TCP connect")?;
-        stream.set_nodelay(true).context("TCP_NODELAY")?;
+    /// Opens a WebSocket connection (the upgrade); the Engine.IO open packet is the first
+    /// event. The caller bounds it in time.
+    async fn open(target: &Target) -> Result<Self> {
         let mut client = Self {
-            stream,
-            buf: Vec::with_capacity(READ_CHUNK),
-            pos: 0,
+            io: Stream::connect(target).await?,
             assembler: Assembler::default(),
             out: Vec::new(),
             pings: 0,
@@ -268,18 +324,19 @@ impl Client {
         let path = format!("{}?EIO=4&transport=websocket", target.path);
         let request = handshake::request(&target.host, &path, &key);
         client
-            .stream
+            .io
+            .tcp
             .write_all(request.as_bytes())
             .await
             .context("sending the upgrade request")?;
         loop {
-            if let Some(len) = handshake::head_len(&client.buf) {
-                handshake::check_response(&client.buf[..len], &key)?;
-                client.pos = len;
-                break;
+            if let Some(len) = handshake::head_len(&client.io.buf) {
+                handshake::check_response(&client.io.buf[..len], &key)?;
+                client.io.pos = len;
+                return Ok(client);
             }
             ensure!(
-                client.buf.len() <= MAX_RESPONSE_HEAD,
+                client.io.buf.len() <= MAX_RESPONSE_HEAD,
                 "upgrade response head over {MAX_RESPONSE_HEAD} bytes"
             );
             if client
@@ -290,61 +347,8 @@ impl Client {
             {
                 bail!(
                     "connection closed during the upgrade; received {:?}",
-                    String::from_utf8_lossy(&client.buf)
+                    String::from_utf8_lossy(&client.io.buf)
                 );
-            }
-        }
-
-        let open = match client.recv().await? {
-            Event::Open(open) => open,
-            other => bail!("expected the Engine.IO open packet, got {other}"),
-        };
-
-        // Written by hand, as the official client writes it (`40/chat,`), rather than with
-        // `socketio::encode`, which leaves out the comma when nothing follows the namespace.
-        let connect = if nsp == "/" {
-            "40".to_owned()
-        } else {
-            format!("40{nsp},")
-        };
-        client.send_text(connect.as_bytes()).await?;
-        match client.recv().await? {
-            Event::Packet(p) if p.kind == PacketType::Connect && p.nsp == nsp => {}
-            other => bail!("sent {connect:?}, expected a CONNECT reply for {nsp}, got {other}"),
-        }
-        Ok((client, open))
-    }
-
-    /// Emits `join(room)` with an ack id and waits for the ack, which must be `[{"ok":true}]`.
-    /// Events that arrive meanwhile are returned for the caller to count.
-    pub(crate) async fn join(&mut self, nsp: &str, room: &str) -> Result<u64> {
-        let request = event_text(
-            nsp,
-            "join",
-            &Value::from(vec![Value::from(room)]),
-            Some(JOIN_ACK_ID),
-        );
-        self.send_text(&request).await?;
-        let mut other = 0;
-        loop {
-            match self.recv().await? {
-                Event::Packet(p)
-                    if p.kind == PacketType::Ack && p.id == Some(JOIN_ACK_ID) && p.nsp == nsp =>
-                {
-                    let ok = serde_json::json!([{ "ok": true }]);
-                    ensure!(
-                        p.data.as_ref() == Some(&ok),
-                        "sent {:?}, got ack {}",
-                        String::from_utf8_lossy(&request),
-                        Event::Packet(p)
-                    );
-                    return Ok(other);
-                }
-                Event::Packet(p) if p.kind == PacketType::Event => other += 1,
-                e => bail!(
-                    "sent {:?}, expected its ack, got {e}",
-                    String::from_utf8_lossy(&request)
-                ),
             }
         }
     }
@@ -357,17 +361,7 @@ impl Client {
     /// Reads whatever the socket has (waiting for at least one byte). Cancel-safe. Returns 0 at
     /// end of stream.
     pub(crate) async fn fill(&mut self) -> Result<usize> {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-            if self.buf.is_empty() && self.buf.capacity() > BUFFER_KEEP {
-                self.buf = Vec::with_capacity(READ_CHUNK);
-            }
-        }
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        Ok(self.stream.read_buf(&mut self.buf).await?)
+        self.io.fill().await
     }
 
     /// The next event already in the buffer, if any. Heartbeats are answered into the write
@@ -375,7 +369,7 @@ impl Client {
     /// With `say`, `say` events come out as [`Event::Say`].
     pub(crate) fn next_buffered(&mut self, say: Option<&Say>) -> Result<Option<Event>> {
         loop {
-            let rest = &mut self.buf[self.pos..];
+            let rest = &mut self.io.buf[self.io.pos..];
             let Some(head) = websocket::parse(rest, Role::Client, MAX_MESSAGE).map_err(|e| {
                 anyhow!(
                     "bad frame from the server: {e} (bytes {:02x?})",
@@ -385,7 +379,7 @@ impl Client {
             else {
                 return Ok(None);
             };
-            self.pos += head.frame_len();
+            self.io.pos += head.frame_len();
             let payload = &rest[head.header_len..head.frame_len()];
             let event = match self.assembler.push(head, payload, MAX_MESSAGE) {
                 Err(e) => bail!("bad message from the server: {e}"),
@@ -421,28 +415,13 @@ impl Client {
     /// Writes the queued frames.
     pub(crate) async fn flush(&mut self) -> Result<()> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
+            self.io.tcp.write_all(&self.out).await?;
             self.out.clear();
             if self.out.capacity() > BUFFER_KEEP {
                 self.out = Vec::new();
             }
         }
         Ok(())
-    }
-
-    /// Waits for the next event, answering heartbeats on the way; end of stream is
-    /// [`Event::Closed`].
-    pub(crate) async fn recv(&mut self) -> Result<Event> {
-        loop {
-            let event = self.next_buffered(None)?;
-            self.flush().await?;
-            if let Some(event) = event {
-                return Ok(event);
-            }
-            if self.fill().await? == 0 {
-                return Ok(Event::Closed("end of stream".to_owned()));
-            }
-        }
     }
 
     /// Sends one text message (an Engine.IO packet).
@@ -460,13 +439,172 @@ impl Client {
             return;
         }
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
-            self.buf.clear();
-            self.pos = 0;
+            self.io.buf.clear();
+            self.io.pos = 0;
             while matches!(self.fill().await, Ok(n) if n > 0) {
-                self.buf.clear();
+                self.io.buf.clear();
             }
         })
         .await;
+    }
+}
+
+/// How a connection reaches the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// A WebSocket from the first request.
+    #[default]
+    WebSocket,
+    /// HTTP long-polling only (no upgrade).
+    Polling,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "websocket" => Ok(Self::WebSocket),
+            "polling" => Ok(Self::Polling),
+            other => bail!("unknown transport {other:?} (websocket or polling)"),
+        }
+    }
+}
+
+/// One Socket.IO connection over either transport.
+pub(crate) enum Conn {
+    WebSocket(Client),
+    Polling(Polling),
+}
+
+impl Conn {
+    /// Opens a session over `transport` and connects namespace `nsp`. The caller bounds it in
+    /// time.
+    pub(crate) async fn connect(
+        target: &Target,
+        nsp: &str,
+        transport: Transport,
+    ) -> Result<(Self, Open)> {
+        let mut conn = match transport {
+            Transport::WebSocket => Self::WebSocket(Client::open(target).await?),
+            Transport::Polling => Self::Polling(Polling::open(target).await?),
+        };
+        let open = match conn.recv().await? {
+            Event::Open(open) => open,
+            other => bail!("expected the Engine.IO open packet, got {other}"),
+        };
+
+        // Written by hand, as the official client writes it (`40/chat,`), rather than with
+        // `socketio::encode`, which leaves out the comma when nothing follows the namespace.
+        let connect = if nsp == "/" {
+            "40".to_owned()
+        } else {
+            format!("40{nsp},")
+        };
+        conn.send_text(connect.as_bytes()).await?;
+        match conn.recv().await? {
+            Event::Packet(p) if p.kind == PacketType::Connect && p.nsp == nsp => {}
+            other => bail!("sent {connect:?}, expected a CONNECT reply for {nsp}, got {other}"),
+        }
+        Ok((conn, open))
+    }
+
+    /// Emits `join(room)` with an ack id and waits for the ack, which must be `[{"ok":true}]`.
+    /// Returns how many events arrived meanwhile, for the caller to count.
+    pub(crate) async fn join(&mut self, nsp: &str, room: &str) -> Result<u64> {
+        let request = event_text(
+            nsp,
+            "join",
+            &Value::from(vec![Value::from(room)]),
+            Some(JOIN_ACK_ID),
+        );
+        self.send_text(&request).await?;
+        let mut other = 0;
+        loop {
+            match self.recv().await? {
+                Event::Packet(p)
+                    if p.kind == PacketType::Ack && p.id == Some(JOIN_ACK_ID) && p.nsp == nsp =>
+                {
+                    let ok = serde_json::json!([{ "ok": true }]);
+                    ensure!(
+                        p.data.as_ref() == Some(&ok),
+                        "sent {:?}, got ack {}",
+                        String::from_utf8_lossy(&request),
+                        Event::Packet(p)
+                    );
+                    return Ok(other);
+                }
+                Event::Packet(p) if p.kind == PacketType::Event => other += 1,
+                e => bail!(
+                    "sent {:?}, expected its ack, got {e}",
+                    String::from_utf8_lossy(&request)
+                ),
+            }
+        }
+    }
+
+    /// Heartbeats answered so far.
+    pub(crate) fn pings(&self) -> u64 {
+        match self {
+            Self::WebSocket(c) => c.pings(),
+            Self::Polling(p) => p.pings(),
+        }
+    }
+
+    /// Reads whatever the server sent (waiting for at least one byte). Cancel-safe. Returns 0
+    /// at end of stream.
+    pub(crate) async fn fill(&mut self) -> Result<usize> {
+        match self {
+            Self::WebSocket(c) => c.fill().await,
+            Self::Polling(p) => p.fill().await,
+        }
+    }
+
+    /// The next event already received, if any; heartbeats are answered at the next flush.
+    pub(crate) fn next_buffered(&mut self, say: Option<&Say>) -> Result<Option<Event>> {
+        match self {
+            Self::WebSocket(c) => c.next_buffered(say),
+            Self::Polling(p) => p.next_buffered(say),
+        }
+    }
+
+    /// Sends what is queued (and, polling, makes sure a GET is held).
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        match self {
+            Self::WebSocket(c) => c.flush().await,
+            Self::Polling(p) => p.flush().await,
+        }
+    }
+
+    /// Sends one text message (an Engine.IO packet).
+    pub(crate) async fn send_text(&mut self, text: &[u8]) -> Result<()> {
+        match self {
+            Self::WebSocket(c) => c.send_text(text).await,
+            Self::Polling(p) => p.send_text(text).await,
+        }
+    }
+
+    /// Waits for the next event, answering heartbeats on the way; end of stream is
+    /// [`Event::Closed`].
+    pub(crate) async fn recv(&mut self) -> Result<Event> {
+        loop {
+            let event = self.next_buffered(None)?;
+            self.flush().await?;
+            if let Some(event) = event {
+                return Ok(event);
+            }
+            if self.fill().await? == 0 {
+                return Ok(Event::Closed("end of stream".to_owned()));
+            }
+        }
+    }
+
+    /// Closes the session (WebSocket close, or the Engine.IO close packet over polling).
+    pub(crate) async fn close(self) {
+        match self {
+            Self::WebSocket(c) => c.close().await,
+            Self::Polling(p) => p.close().await,
+        }
     }
 }
 

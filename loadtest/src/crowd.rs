@@ -1,12 +1,16 @@
 //! A crowd of N client connections: each one task that connects (and optionally joins a room),
 //! then listens, answering heartbeats and timing `say` deliveries, until told to stop.
 //!
-//! Per connection there is one task, one [`Client`] (a socket and a small buffer) and a watch
+//! Per connection there is one task, one [`Conn`] (a socket or two and a small buffer) and a watch
 //! receiver; everything else is shared in [`Shared`]. With several targets (gateways of one
 //! cluster), connection `i` goes to target `i % targets`, and deliveries are also counted and
 //! timed per target, so that loss or delay on one gateway shows. Handshakes in flight are bounded by a
 //! semaphore, setup by a deadline, shutdown by a deadline after which the remaining tasks are
 //! aborted. All tasks live in one `JoinSet`, so none outlives the crowd.
+//!
+//! With many rooms ([`Rooms::Many`], the `rooms` scenario) member `i` joins room `i / size`,
+//! and the first member of each room is its speaker: besides listening, its task sends what the
+//! scenario's scheduler hands it through a small bounded channel ([`Crowd::speakers`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,13 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use bytes::Bytes;
 use serde_json::Value;
 use switchboard_gateway::socketio::{Packet, PacketType};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use crate::client::{Client, Event, Open, Say, Target};
+use crate::client::{Conn, Event, Open, Say, Target, Transport};
 use crate::histogram::Histogram;
 use crate::report::Samples;
 
@@ -31,6 +36,8 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 pub(crate) const SLOW_DELIVERY: Duration = Duration::from_millis(100);
 /// The event whose deliveries are timed.
 pub(crate) const SAY: &str = "say";
+/// Messages a speaker may have waiting before the scheduler waits for it.
+const SPEAKER_QUEUE: usize = 16;
 
 /// Locks a mutex, ignoring poisoning (the data are counters and samples).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -53,6 +60,9 @@ pub(crate) struct Shared {
     pub(crate) last_delivery_ns: AtomicU64,
     /// Latency of every delivery, ns.
     pub(crate) latency: Histogram,
+    /// Set-up time of every connection that completed it (from its turn to connect to the
+    /// namespace CONNECT, or the join ack), ns.
+    pub(crate) connect_time: Histogram,
     /// With several targets: latency of the deliveries to each target's members (their counts
     /// are the deliveries per target). Empty with one target, to keep its hot path short.
     pub(crate) latency_by_target: Vec<Histogram>,
@@ -70,8 +80,8 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Shared state for `members` connections spread over `targets` servers and a window of
-    /// `window` messages.
+    /// Shared state for `members` deliveries per message (the connections that receive each
+    /// one) spread over `targets` servers and a window of `window` messages.
     pub(crate) fn new(members: usize, window: u64, targets: usize) -> Self {
         Self {
             epoch: Instant::now(),
@@ -81,6 +91,7 @@ impl Shared {
             delivered: AtomicU64::new(0),
             last_delivery_ns: AtomicU64::new(0),
             latency: Histogram::default(),
+            connect_time: Histogram::default(),
             latency_by_target: if targets > 1 {
                 (0..targets).map(|_| Histogram::default()).collect()
             } else {
@@ -161,13 +172,50 @@ pub(crate) fn say_time(packet: &Packet, nsp: &str) -> Option<u64> {
     }
 }
 
+/// Which rooms the connections join.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Rooms {
+    /// None: connect only.
+    None,
+    /// All the same room.
+    One(String),
+    /// `count` rooms of `size` members: member `i` joins `{prefix}{i / size}`, and member
+    /// `k * size` is room `k`'s speaker.
+    Many {
+        count: usize,
+        size: usize,
+        prefix: String,
+    },
+}
+
+impl Rooms {
+    /// The room member `i` joins.
+    pub(crate) fn room_of(&self, i: usize) -> Option<String> {
+        match self {
+            Self::None => None,
+            Self::One(room) => Some(room.clone()),
+            Self::Many { size, prefix, .. } => Some(format!("{prefix}{}", i / size.max(&1))),
+        }
+    }
+
+    /// The room `member` speaks for, if it is a speaker.
+    fn speaker_of(&self, i: usize) -> Option<usize> {
+        match self {
+            Self::Many { size, .. } if i.is_multiple_of(*size.max(&1)) => Some(i / size.max(&1)),
+            _ => None,
+        }
+    }
+}
+
 /// What every connection of the crowd does.
 pub(crate) struct Plan {
     /// The servers, never empty; member `i` connects to `targets[i % targets.len()]`.
     pub(crate) targets: Vec<Target>,
     pub(crate) nsp: String,
-    /// Room to join after connecting, if any.
-    pub(crate) room: Option<String>,
+    /// The rooms to join after connecting.
+    pub(crate) rooms: Rooms,
+    /// How the members connect.
+    pub(crate) transport: Transport,
     /// Handshakes in flight at once.
     pub(crate) concurrency: usize,
     /// Recognises `say` deliveries in `nsp` cheaply.
@@ -208,6 +256,8 @@ pub(crate) struct Crowd {
     pub(crate) failures: Samples,
     /// The first Engine.IO open packet seen (server heartbeat settings).
     pub(crate) open: Option<Open>,
+    /// With [`Rooms::Many`]: room `k`'s speaker takes the texts to send from `speakers[k]`.
+    pub(crate) speakers: Vec<mpsc::Sender<Bytes>>,
 }
 
 /// Opens `n` connections and waits until each is set up or failed, or `deadline` passes.
@@ -221,9 +271,19 @@ pub(crate) async fn start(
     let (ready_tx, mut ready_rx) = mpsc::channel(n.max(1));
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let mut speakers = Vec::new();
     for i in 0..n {
+        let speak = plan.rooms.speaker_of(i).map(|_| {
+            let (tx, rx) = mpsc::channel(SPEAKER_QUEUE);
+            speakers.push(tx);
+            rx
+        });
         tasks.spawn(member(
-            target_of(i, plan.targets.len()),
+            Member {
+                index: i,
+                target: target_of(i, plan.targets.len()),
+                speak,
+            },
             plan.clone(),
             shared.clone(),
             permits.clone(),
@@ -239,9 +299,10 @@ pub(crate) async fn start(
         connected: 0,
         failures: Samples::default(),
         open: None,
+        speakers,
     };
     let started = Instant::now();
-    let mut next_progress = started + Duration::from_secs(2);
+    let mut next_progress = started + Duration::from_secs(1);
     while crowd.connected + (crowd.failures.count() as usize) < n {
         match tokio::time::timeout_at(deadline.into(), ready_rx.recv()).await {
             Ok(Some(Ok(open))) => {
@@ -261,12 +322,13 @@ pub(crate) async fn start(
             }
         }
         if Instant::now() >= next_progress {
-            eprintln!(
-                "  {} of {n} connected after {:.1} s",
+            crate::progress::line(format_args!(
+                "  {} of {n} connected, {} failed after {:.1} s",
                 crowd.connected,
+                crowd.failures.count(),
                 started.elapsed().as_secs_f64()
-            );
-            next_progress += Duration::from_secs(2);
+            ));
+            next_progress += Duration::from_secs(1);
         }
     }
     crowd
@@ -289,30 +351,60 @@ impl Crowd {
     }
 }
 
-async fn setup(plan: &Plan, target: &Target) -> Result<(Client, Open)> {
-    let (mut client, open) = Client::connect(target, &plan.nsp).await?;
-    if let Some(room) = &plan.room {
-        client.join(&plan.nsp, room).await?;
+async fn setup(plan: &Plan, index: usize, target: &Target) -> Result<(Conn, Open)> {
+    let (mut conn, open) = Conn::connect(target, &plan.nsp, plan.transport).await?;
+    if let Some(room) = plan.rooms.room_of(index) {
+        conn.join(&plan.nsp, &room).await?;
     }
-    Ok((client, open))
+    Ok((conn, open))
 }
 
-/// One connection's life, to `plan.targets[target]`.
-async fn member(
+/// Who one member is.
+struct Member {
+    /// Its index in the crowd.
+    index: usize,
+    /// The index of the target it connects to.
     target: usize,
+    /// If it speaks for its room: what to send.
+    speak: Option<mpsc::Receiver<Bytes>>,
+}
+
+/// What a speaker was handed next, or never for a member that is not one.
+async fn next_speech(speak: &mut Option<mpsc::Receiver<Bytes>>) -> Option<Bytes> {
+    match speak {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One connection's life.
+async fn member(
+    who: Member,
     plan: Arc<Plan>,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
     ready: mpsc::Sender<Result<Open, String>>,
     mut stop: watch::Receiver<bool>,
 ) -> Outcome {
+    let Member {
+        index,
+        target,
+        mut speak,
+    } = who;
     let mut outcome = Outcome {
         target,
         ..Outcome::default()
     };
     let setup = {
         let _permit = permits.acquire().await;
-        timeout(SETUP_TIMEOUT, setup(&plan, &plan.targets[target])).await
+        let began = Instant::now();
+        let setup = timeout(SETUP_TIMEOUT, setup(&plan, index, &plan.targets[target])).await;
+        if matches!(setup, Ok(Ok(_))) {
+            shared
+                .connect_time
+                .record(began.elapsed().as_nanos() as u64);
+        }
+        setup
     };
     let mut client = match setup {
         Ok(Ok((client, open))) => {
@@ -341,6 +433,17 @@ async fn member(
                 client.close().await;
                 return outcome;
             }
+            text = next_speech(&mut speak) => match text {
+                Some(text) => {
+                    if let Err(e) = client.send_text(&text).await {
+                        lock(&shared.dropped).push(format!("write error: {e:#}"));
+                        break;
+                    }
+                    continue;
+                }
+                // The scheduler is done: listen only.
+                None => speak = None,
+            },
             read = client.fill() => match read {
                 Ok(0) => {
                     lock(&shared.dropped).push("server closed the connection (end of stream)".to_owned());
@@ -372,7 +475,7 @@ async fn member(
 
 /// Handles every buffered event; false when the server closed the session.
 fn handle_buffered(
-    client: &mut Client,
+    client: &mut Conn,
     plan: &Plan,
     shared: &Shared,
     outcome: &mut Outcome,
@@ -429,6 +532,25 @@ mod tests {
         for &(text, want) in table {
             assert_eq!(say_time(&packet(text), "/chat"), want, "{text}");
         }
+    }
+
+    #[test]
+    fn room_grid() {
+        let grid = Rooms::Many {
+            count: 3,
+            size: 4,
+            prefix: "r-".to_owned(),
+        };
+        let rooms: Vec<_> = (0..12).map(|i| grid.room_of(i).expect("a room")).collect();
+        assert_eq!(rooms[..5], ["r-0", "r-0", "r-0", "r-0", "r-1"]);
+        assert_eq!(rooms[11], "r-2");
+        let speakers: Vec<_> = (0..12).filter_map(|i| grid.speaker_of(i)).collect();
+        assert_eq!(speakers, [0, 1, 2]);
+        assert_eq!(grid.speaker_of(4), Some(1));
+        let one = Rooms::One("bench".to_owned());
+        assert_eq!(one.room_of(7).as_deref(), Some("bench"));
+        assert_eq!(one.speaker_of(0), None);
+        assert_eq!(Rooms::None.room_of(0), None);
     }
 
     #[test]

@@ -18,21 +18,31 @@
 //! With several `--url`s (gateways of one cluster) the members are spread round-robin over them
 //! and the sender connects to the first, so deliveries to the other gateways' members cross the
 //! bus. Deliveries, loss and latency are then also reported per gateway (`url1_…`, `url2_…`):
-//! a relay that reaches one gateway but not another shows as loss on that one.
+//! a relay that reaches one gateway but not another shows as loss on that one. `cluster` is
+//! this with at least two URLs; `polling` the same with long-polling members (the sender stays
+//! a WebSocket: the scenario measures deliveries to polling clients).
+//!
+//! `rooms` is the same machinery with many small rooms: there is no separate sender; the first
+//! member of each room speaks for it (the scheduler hands it each text through
+//! [`crate::crowd::Crowd::speakers`]), messages go round-robin over the rooms, and each is due
+//! to the room's other members. Loss and latency are reported for all rooms together.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
+use bytes::Bytes;
 use serde_json::json;
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use crate::cli;
-use crate::client::{Client, Event, Say, Target, event_text};
-use crate::crowd::{self, Plan, SAY, SLOW_DELIVERY, Shared, lock, members_of, say_time};
+use crate::client::{Conn, Event, Say, Target, Transport, event_text};
+use crate::crowd::{self, Plan, Rooms, SAY, SLOW_DELIVERY, Shared, lock, members_of, say_time};
 use crate::histogram::Histogram;
 use crate::idle::{check_fd_limit, setup_deadline};
+use crate::progress::{Ticker, progress};
 use crate::report::{Report, Samples};
 use crate::usage::{Proc, Snapshot, loadavg, utilisation};
 
@@ -62,17 +72,59 @@ struct SendStats {
     message_bytes: usize,
 }
 
-/// Handles what the server sent to the sender.
-fn sender_events(client: &mut Client, plan: &Plan, stats: &mut SendStats) -> Result<()> {
-    while let Some(event) = client.next_buffered(Some(&plan.say))? {
-        match event {
-            Event::Say(_) => stats.echoes += 1,
-            Event::Packet(p) if say_time(&p, &plan.nsp).is_some() => stats.echoes += 1,
-            Event::Closed(reason) => bail!("server closed the sender: {reason}"),
-            other => stats.unexpected.push(other.to_string()),
+/// Who sends the messages.
+enum Sender {
+    /// One connection in the room (`fanout`, `cluster`, `polling`).
+    Socket(Box<Conn>),
+    /// Each room's speaker, by room (`rooms`).
+    Speakers(Vec<mpsc::Sender<Bytes>>),
+}
+
+impl Sender {
+    /// Waits for the sender's socket to have something; never returns for speakers (their
+    /// own tasks read their sockets). Cancel-safe.
+    async fn fill(&mut self) -> Result<usize> {
+        match self {
+            Self::Socket(conn) => conn.fill().await,
+            Self::Speakers(_) => std::future::pending().await,
         }
     }
-    Ok(())
+
+    /// Handles what the server sent to the sender's socket.
+    async fn service(&mut self, plan: &Plan, stats: &mut SendStats) -> Result<()> {
+        let Self::Socket(conn) = self else {
+            return Ok(());
+        };
+        while let Some(event) = conn.next_buffered(Some(&plan.say))? {
+            match event {
+                Event::Say(_) => stats.echoes += 1,
+                Event::Packet(p) if say_time(&p, &plan.nsp).is_some() => stats.echoes += 1,
+                Event::Closed(reason) => bail!("server closed the sender: {reason}"),
+                other => stats.unexpected.push(other.to_string()),
+            }
+        }
+        conn.flush().await
+    }
+
+    /// Sends message `i`, `text`: on the socket, or by room `i % rooms`'s speaker.
+    async fn send(&mut self, i: u64, text: Bytes) -> Result<()> {
+        match self {
+            Self::Socket(conn) => conn.send_text(&text).await,
+            Self::Speakers(speakers) => {
+                let speaker = &speakers[(i % speakers.len() as u64) as usize];
+                speaker
+                    .send(text)
+                    .await
+                    .map_err(|_| anyhow!("the speaker of room {i} is gone"))
+            }
+        }
+    }
+
+    async fn close(self) {
+        if let Self::Socket(conn) = self {
+            conn.close().await;
+        }
+    }
 }
 
 /// When message `i` is due at `rate` per second.
@@ -80,8 +132,16 @@ fn due(start: Instant, i: u64, rate: u64) -> Instant {
     start + Duration::from_nanos((u128::from(i) * 1_000_000_000 / u128::from(rate)) as u64)
 }
 
+/// The room message `i` goes to.
+fn room_of_message(cfg: &cli::Fanout, i: u64) -> String {
+    match cfg.grid {
+        Some(grid) => format!("{}-{}", cfg.room, i % grid.rooms as u64),
+        None => cfg.room.clone(),
+    }
+}
+
 async fn send_loop(
-    client: &mut Client,
+    sender: &mut Sender,
     shared: &Shared,
     cfg: &cli::Fanout,
     plan: &Plan,
@@ -110,10 +170,10 @@ async fn send_loop(
         if ready {
             force = false;
             let t = shared.now_ns();
-            let args = json!([{ "room": cfg.room, "t": t, "p": padding }]);
+            let args = json!([{ "room": room_of_message(cfg, sent), "t": t, "p": padding }]);
             let text = event_text(&cfg.namespace, SAY, &args, None);
             stats.message_bytes = text.len();
-            client.send_text(&text).await?;
+            sender.send(sent, text).await?;
             shared.sent.fetch_add(1, Ordering::SeqCst);
             continue;
         }
@@ -126,12 +186,11 @@ async fn send_loop(
             (now + WINDOW_STALL).min(deadline)
         };
         tokio::select! {
-            read = client.fill() => {
+            read = sender.fill() => {
                 if read? == 0 {
                     bail!("server closed the sender connection (end of stream)");
                 }
-                sender_events(client, plan, stats)?;
-                client.flush().await?;
+                sender.service(plan, stats).await?;
             }
             _ = tokio::time::sleep_until(wake_at.into()) => {
                 if cfg.rate == 0 && Instant::now() < deadline {
@@ -147,7 +206,7 @@ async fn send_loop(
 
 /// Waits for the outstanding deliveries, servicing the sender's socket meanwhile.
 async fn drain(
-    client: &mut Client,
+    sender: &mut Sender,
     shared: &Shared,
     plan: &Plan,
     stats: &mut SendStats,
@@ -161,12 +220,11 @@ async fn drain(
             break;
         }
         tokio::select! {
-            read = client.fill() => {
+            read = sender.fill() => {
                 if read? == 0 {
                     bail!("server closed the sender connection (end of stream)");
                 }
-                sender_events(client, plan, stats)?;
-                client.flush().await?;
+                sender.service(plan, stats).await?;
             }
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
         }
@@ -268,13 +326,44 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
     let plan = Arc::new(Plan {
         targets: targets.clone(),
         nsp: cfg.namespace.clone(),
-        room: Some(cfg.room.clone()),
+        rooms: match cfg.grid {
+            Some(grid) => Rooms::Many {
+                count: grid.rooms,
+                size: grid.size,
+                prefix: format!("{}-", cfg.room),
+            },
+            None => Rooms::One(cfg.room.clone()),
+        },
+        transport: cfg.transport,
         concurrency: cfg.common.concurrency,
         say: Say::new(&cfg.namespace),
     });
-    let shared = Arc::new(Shared::new(n, cfg.window, targets.len()));
-    let mut r = Report::new("fanout");
+    // Deliveries due per message; with many rooms, only the totals (rooms are not per target).
+    let (per_message, by_target) = match cfg.grid {
+        Some(grid) => (grid.size - 1, 1),
+        None => (n, targets.len()),
+    };
+    let shared = Arc::new(Shared::new(per_message, cfg.window, by_target));
+    let mut r = Report::new(cfg.scenario);
     r.add("members", "room members", n as u64, "");
+    if let Some(grid) = cfg.grid {
+        r.add("rooms", "rooms", grid.rooms as u64, "");
+        r.add(
+            "room_size",
+            "members per room (1 speaks)",
+            grid.size as u64,
+            "",
+        );
+    }
+    r.add(
+        "transport",
+        "members' transport",
+        match cfg.transport {
+            Transport::WebSocket => "websocket",
+            Transport::Polling => "polling",
+        },
+        "",
+    );
     if targets.len() > 1 {
         r.add(
             "gateways",
@@ -318,14 +407,16 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
         "",
     );
 
-    eprintln!(
-        "fanout: {n} members joining {} in {} on {}",
+    progress!(
+        "{}: {n} members joining {}{} in {} on {}",
+        cfg.scenario,
         cfg.room,
+        if cfg.grid.is_some() { "-*" } else { "" },
         cfg.namespace,
         targets.iter().map(url).collect::<Vec<_>>().join(", ")
     );
     let setup_start = Snapshot::take(&servers)?;
-    let crowd = crowd::start(n, plan.clone(), shared.clone(), setup_deadline(n)).await;
+    let mut crowd = crowd::start(n, plan.clone(), shared.clone(), setup_deadline(n)).await;
     if crowd.connected < n {
         r.problem(format!(
             "{} of {n} members failed to connect and join: {}",
@@ -335,28 +426,34 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
         crowd.close(CLOSE_TIMEOUT).await;
         return Ok(r);
     }
-    let sender = timeout(SENDER_SETUP, async {
-        let (mut client, _) = Client::connect(&plan.targets[0], &plan.nsp).await?;
-        client.join(&plan.nsp, &cfg.room).await?;
-        anyhow::Ok(client)
-    })
-    .await
-    .map_err(|_| anyhow!("sender set-up took over {SENDER_SETUP:?}"))
-    .and_then(|r| r);
-    let mut sender = match sender {
-        Ok(client) => client,
-        Err(e) => {
-            r.problem(format!("sender failed to connect and join: {e:#}"));
-            crowd.close(CLOSE_TIMEOUT).await;
-            return Ok(r);
+    let mut sender = if cfg.grid.is_some() {
+        Sender::Speakers(std::mem::take(&mut crowd.speakers))
+    } else {
+        let sender = timeout(SENDER_SETUP, async {
+            let (mut conn, _) =
+                Conn::connect(&plan.targets[0], &plan.nsp, Transport::WebSocket).await?;
+            conn.join(&plan.nsp, &cfg.room).await?;
+            anyhow::Ok(conn)
+        })
+        .await
+        .map_err(|_| anyhow!("sender set-up took over {SENDER_SETUP:?}"))
+        .and_then(|r| r);
+        match sender {
+            Ok(conn) => Sender::Socket(Box::new(conn)),
+            Err(e) => {
+                r.problem(format!("sender failed to connect and join: {e:#}"));
+                crowd.close(CLOSE_TIMEOUT).await;
+                return Ok(r);
+            }
         }
     };
     let open = crowd.open.clone();
     let setup_end = Snapshot::take(&servers)?;
     let setup_unexpected = lock(&shared.unexpected).count();
 
-    eprintln!(
-        "fanout: sending for {:?} at {}",
+    progress!(
+        "{}: sending for {:?} at {}",
+        cfg.scenario,
         cfg.duration,
         if cfg.rate == 0 {
             "saturation".to_owned()
@@ -371,11 +468,28 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
     let start = Snapshot::take(&servers)?;
     let first_send_ns = shared.now_ns();
     let mut stats = SendStats::default();
+    let ticker = {
+        let shared = shared.clone();
+        let mut last = (0, Instant::now());
+        Ticker::start(cfg.scenario, move || {
+            let delivered = shared.delivered.load(Ordering::Relaxed);
+            let now = Instant::now();
+            let rate = (delivered - last.0) as f64 / (now - last.1).as_secs_f64().max(1e-9);
+            last = (delivered, now);
+            format!(
+                "sent {:>9}  delivered {delivered:>11} ({rate:>10.0}/s)  outstanding {:>9}  p99 {:.1} ms",
+                shared.sent.load(Ordering::Relaxed),
+                shared.outstanding(),
+                shared.latency.quantile(0.99) as f64 / 1e6
+            )
+        })
+    };
     let mut outcome = send_loop(&mut sender, &shared, &cfg, &plan, &mut stats).await;
     if outcome.is_ok() {
-        eprintln!("fanout: draining");
+        progress!("{}: draining", cfg.scenario);
         outcome = drain(&mut sender, &shared, &plan, &mut stats).await;
     }
+    drop(ticker);
     let end = Snapshot::take(&servers)?;
     let rss_end = servers
         .iter()
@@ -384,7 +498,7 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
 
     let sent = shared.sent.load(Ordering::SeqCst);
     let delivered = shared.delivered.load(Ordering::SeqCst);
-    let expected = sent * n as u64;
+    let expected = sent * per_message as u64;
     let last_ns = shared
         .last_delivery_ns
         .load(Ordering::SeqCst)
@@ -403,7 +517,7 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
         .fold(0.0, f64::max);
     let h = &shared.latency;
 
-    eprintln!("fanout: closing");
+    progress!("{}: closing", cfg.scenario);
     let outcomes = crowd.close(CLOSE_TIMEOUT).await;
     sender.close().await;
     let per_member = outcomes
@@ -473,23 +587,25 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
     );
     r.add("latency_max_us", "latency max", micros(h.max()), "µs");
     r.add("latency_mean_us", "latency mean", h.mean() / 1e3, "µs");
-    r.add(
-        "member_deliveries_min",
-        "fewest deliveries to one member",
-        if min_member == u64::MAX {
-            0
-        } else {
-            min_member
-        },
-        "",
-    );
-    r.add(
-        "member_deliveries_max",
-        "most deliveries to one member",
-        max_member,
-        "",
-    );
-    if targets.len() > 1 {
+    if cfg.grid.is_none() {
+        r.add(
+            "member_deliveries_min",
+            "fewest deliveries to one member",
+            if min_member == u64::MAX {
+                0
+            } else {
+                min_member
+            },
+            "",
+        );
+        r.add(
+            "member_deliveries_max",
+            "most deliveries to one member",
+            max_member,
+            "",
+        );
+    }
+    if by_target > 1 {
         for (t, target) in targets.iter().enumerate() {
             let h = &shared.latency_by_target[t];
             add_target(&mut r, t, target, members_of(t, n, targets.len()), sent, h);
@@ -610,7 +726,7 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
         "",
     );
     if !slow.is_empty() {
-        let n_total = n;
+        let n_total = per_message;
         let mut worst: Vec<_> = slow.iter().map(|(&t, &(n, max))| (max, n, t)).collect();
         worst.sort_unstable_by(|a, b| b.cmp(a));
         let list: Vec<String> = worst

@@ -1,4 +1,7 @@
-//! The `idle` scenario: what an idle, connected Socket.IO connection costs the server.
+//! The `idle` scenario: what an idle, connected Socket.IO connection costs the server; and
+//! `connect`, the same crowd without settling or holding: a connection storm, for connects per
+//! second and the time each connect took (its turn under `--concurrency` to the namespace
+//! CONNECT, in the same log-linear histogram as delivery latencies).
 //!
 //! Reads the server's RSS, opens N connections (each connected to the namespace) in parallel
 //! batches, lets the server settle, reads the RSS again: `(after - before) / N` is the memory per
@@ -11,8 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 
 use crate::cli;
-use crate::client::Say;
-use crate::crowd::{self, Plan, Shared, lock};
+use crate::client::{Say, Transport};
+use crate::crowd::{self, Plan, Rooms, Shared, lock};
+use crate::progress::{Ticker, progress};
 use crate::report::Report;
 use crate::usage::{self, Proc, Snapshot, utilisation};
 
@@ -48,7 +52,8 @@ pub(crate) async fn run(cfg: cli::Idle) -> Result<Report> {
     let plan = Arc::new(Plan {
         targets: cfg.common.targets.clone(),
         nsp: cfg.namespace.clone(),
-        room: None,
+        rooms: Rooms::None,
+        transport: cfg.transport,
         concurrency: cfg.common.concurrency,
         say: Say::new(&cfg.namespace),
     });
@@ -58,9 +63,13 @@ pub(crate) async fn run(cfg: cli::Idle) -> Result<Report> {
     let rss_before = server.rss()?;
     let client_rss_before = Proc::Current.rss()?;
     let start = Snapshot::take(&[server])?;
-    eprintln!(
-        "idle: opening {n} connections to {} (namespace {})",
-        plan.targets[0].addr, plan.nsp
+    progress!(
+        "{}: opening {n} connections to {} (namespace {}, {:?}, {} at once)",
+        cfg.scenario,
+        plan.targets[0].addr,
+        plan.nsp,
+        plan.transport,
+        plan.concurrency
     );
     let crowd = crowd::start(n, plan.clone(), shared.clone(), setup_deadline(n)).await;
     let connected_at = Snapshot::take(&[server])?;
@@ -69,10 +78,21 @@ pub(crate) async fn run(cfg: cli::Idle) -> Result<Report> {
     let rss_after = server.rss()?;
     let client_rss_after = Proc::Current.rss()?;
     if !cfg.hold.is_zero() {
-        eprintln!(
+        progress!(
             "idle: holding {} connections for {:?}",
-            crowd.connected, cfg.hold
+            crowd.connected,
+            cfg.hold
         );
+        let _ticker = {
+            let shared = shared.clone();
+            let connected = crowd.connected;
+            Ticker::start("idle", move || {
+                format!(
+                    "holding {connected} connections, {} lost",
+                    lock(&shared.dropped).count()
+                )
+            })
+        };
         tokio::time::sleep(cfg.hold).await;
     }
     let held = Snapshot::take(&[server])?;
@@ -85,7 +105,7 @@ pub(crate) async fn run(cfg: cli::Idle) -> Result<Report> {
     );
     let failed = crowd.failures.count();
 
-    eprintln!("idle: closing");
+    progress!("{}: closing", cfg.scenario);
     let closing = Instant::now();
     let outcomes = crowd.close(CLOSE_TIMEOUT).await;
     let close_wall = closing.elapsed();
@@ -105,10 +125,25 @@ pub(crate) async fn run(cfg: cli::Idle) -> Result<Report> {
         }
     };
 
-    let mut r = Report::new("idle");
+    let mut r = Report::new(cfg.scenario);
     r.add("connections", "connections requested", n as u64, "");
     r.add("connected", "connections connected", connected as u64, "");
     r.add("failed", "connections failed", failed, "");
+    r.add(
+        "concurrency",
+        "handshakes in flight at most",
+        plan.concurrency as u64,
+        "",
+    );
+    r.add(
+        "transport",
+        "transport",
+        match plan.transport {
+            Transport::WebSocket => "websocket",
+            Transport::Polling => "polling",
+        },
+        "",
+    );
     r.add("namespace", "namespace", plan.nsp.as_str(), "");
     r.add("loadavg_1m", "load average (1 min) at start", loadavg, "");
     r.add(
@@ -122,6 +157,25 @@ pub(crate) async fn run(cfg: cli::Idle) -> Result<Report> {
         "connections per second",
         connected as f64 / connect_wall.as_secs_f64().max(1e-9),
         "/s",
+    );
+    let h = &shared.connect_time;
+    for (key, label, q) in [
+        ("p50", "p50", 0.5),
+        ("p90", "p90", 0.9),
+        ("p99", "p99", 0.99),
+    ] {
+        r.add(
+            format!("connect_time_{key}_us"),
+            format!("connect time {label}"),
+            h.quantile(q) as f64 / 1e3,
+            "µs",
+        );
+    }
+    r.add(
+        "connect_time_max_us",
+        "connect time max",
+        h.max() as f64 / 1e3,
+        "µs",
     );
     r.add(
         "server_rss_before_bytes",

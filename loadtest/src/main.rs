@@ -1,10 +1,13 @@
 //! `switchboard-loadtest`: the load generator for Switchboard's gateway.
 //!
-//! Scenarios: `idle` (server memory and CPU per idle connection), `fanout` (room broadcast
-//! throughput, latency, loss and CPU per delivery) and `floor` (CPU cost of one small loopback
-//! write, the floor a per-delivery cost is compared with) and `admin` (the broker's gRPC API
-//! under a room: FetchSockets latency, Broadcast call → last delivery). See `cli::USAGE` and
-//! `scripts/bench.sh`, which runs them all against a release build.
+//! Scenarios: `idle` (server memory and CPU per idle connection), `connect` (a connection
+//! storm: connects per second, connect time, failures), `fanout` (room broadcast throughput,
+//! latency, loss and CPU per delivery; `cluster` across gateways, `polling` to long-polling
+//! members), `rooms` (many small chat rooms), `floor` (CPU cost of one small loopback write, the
+//! floor a per-delivery cost is compared with) and `admin` (the broker's gRPC API under a room:
+//! FetchSockets latency, Broadcast call → last delivery). See `cli::USAGE`, `scripts/bench.sh`,
+//! which runs them against a release build, and `scripts/bench-compare.sh`, which runs them
+//! against Node's socket.io as well (`loadtest/peers/`).
 //!
 //! It must not: talk to anything but loopback, run unbounded in count or time, or re-implement
 //! the wire format (it uses the gateway's own codecs). Output is a table and one JSON line per
@@ -20,6 +23,8 @@ mod floor;
 mod handshake;
 mod histogram;
 mod idle;
+mod polling;
+mod progress;
 mod report;
 mod usage;
 
@@ -44,7 +49,9 @@ fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
 }
 
 fn run() -> Result<Option<Report>> {
-    Ok(Some(match cli::parse(std::env::args().skip(1))? {
+    let invocation = cli::parse(std::env::args().skip(1))?;
+    progress::set_quiet(invocation.quiet);
+    Ok(Some(match invocation.command {
         Command::Help => {
             println!("{}", cli::USAGE);
             return Ok(None);
