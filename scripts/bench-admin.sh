@@ -36,22 +36,10 @@ mkdir -p "$OUT"
 results="$OUT/admin-results.jsonl"
 : >"$results"
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-# Starts "$@" pinned to the server CPU with stdout to $1.out; waits for the line matching $2.
-start() {
-    local name=$1 pattern=$2; shift 2
-    taskset -c "$SERVER_CPU" "$@" >"$OUT/admin-$name.out" 2>"$OUT/admin-$name.log" &
-    pids+=($!)
-    for _ in $(seq 300); do
-        grep -q "$pattern" "$OUT/admin-$name.out" 2>/dev/null && return 0
-        kill -0 "${pids[-1]}" 2>/dev/null || die "$name exited: $(tail -5 "$OUT/admin-$name.log")"
-        sleep 0.1
-    done
-    die "$name did not print $pattern"
-}
+STARTUP_TIMEOUT_S=30
+# shellcheck source=scripts/lib/servers.sh
+source scripts/lib/servers.sh
+GRPC='s|.*grpc on \([0-9.:]*\).*|\1|p'
 
 run() {
     local mode=$1 url=$2 grpc=$3
@@ -66,22 +54,20 @@ run() {
 
 status=0
 export SWITCHBOARD_PORT=0 SWITCHBOARD_GRPC_PORT=0
-start standalone 'listening on' target/release/switchboard-gateway loadtest/bench.toml
-url=$(grep -o 'http://127.0.0.1:[0-9]*' "$OUT/admin-standalone.out" | head -1)
-grpc=$(grep -o 'grpc on [0-9.:]*' "$OUT/admin-standalone.out" | cut -d' ' -f3)
+start standalone "$OUT/admin-standalone.log" target/release/switchboard-gateway loadtest/bench.toml
+url=$(wait_for standalone "$OUT/admin-standalone.log" "$LISTENING")
+grpc=$(wait_for standalone "$OUT/admin-standalone.log" "$GRPC")
 run standalone "$url" "$grpc" || status=1
-cleanup; pids=()
+stop_all
 
-nats_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-taskset -c "$SERVER_CPU" "$NATS_SERVER" -a 127.0.0.1 -p "$nats_port" >"$OUT/admin-nats.log" 2>&1 &
-pids+=($!)
-export SWITCHBOARD_NATS_URL="nats://127.0.0.1:$nats_port" SWITCHBOARD_SUBJECT_PREFIX=benchadmin
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break; sleep 0.1; done
+start_nats "$OUT/admin-nats.log"
+export SWITCHBOARD_NATS_URL=$nats_url SWITCHBOARD_SUBJECT_PREFIX=benchadmin
 SWITCHBOARD_BROKER_HTTP_PORT=0 SWITCHBOARD_BROKER_LEADER=always \
-    start broker 'listening on' target/release/switchboard-broker
-grpc=$(grep -o 'grpc on [0-9.:]*' "$OUT/admin-broker.out" | cut -d' ' -f3)
-SWITCHBOARD_NODE_ID=gw1 start gateway 'listening on' target/release/switchboard-gateway loadtest/bench.toml
-url=$(grep -o 'http://127.0.0.1:[0-9]*' "$OUT/admin-gateway.out" | head -1)
+    start broker "$OUT/admin-broker.log" target/release/switchboard-broker
+grpc=$(wait_for broker "$OUT/admin-broker.log" "$GRPC")
+SWITCHBOARD_NODE_ID=gw1 start gateway "$OUT/admin-gateway.log" target/release/switchboard-gateway loadtest/bench.toml
+url=$(wait_for gateway "$OUT/admin-gateway.log" "$LISTENING")
+wait_ready "$url"
 run cluster "$url" "$grpc" || status=1
 echo "== results ($results) =="
 cat "$results"

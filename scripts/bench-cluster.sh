@@ -86,53 +86,10 @@ mkdir -p "$OUT"
 results="$OUT/cluster-results.jsonl"
 : > "$results"
 
-# name → PID of every process this script started; stopped in reverse order on exit.
-declare -A pids=()
-started=()
-stop_all() {
-    local i name pid
-    for (( i = ${#started[@]} - 1; i >= 0; i-- )); do
-        name=${started[i]}
-        pid=${pids[$name]}
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-        fi
-        wait "$pid" 2>/dev/null || true
-    done
-    started=()
-}
-trap stop_all EXIT
+# shellcheck source=scripts/lib/servers.sh
+source scripts/lib/servers.sh
 
-# start NAME LOG COMMAND...: runs COMMAND pinned to the servers' CPU, in the background.
-# taskset execs the command, so $! is the server's own PID.
-start() {
-    local name=$1 log=$2
-    shift 2
-    taskset -c "$SERVER_CPU" "$@" > "$log" 2>&1 &
-    pids[$name]=$!
-    started+=("$name")
-}
-
-# wait_for NAME LOG SED_EXPRESSION: prints the first match of the expression in LOG once it
-# appears; fails if the process exits first or nothing matches within STARTUP_TIMEOUT_S.
-wait_for() {
-    local name=$1 log=$2 expr=$3 found=""
-    for _ in $(seq $(( STARTUP_TIMEOUT_S * 10 ))); do
-        found=$(sed -n "$expr" "$log" | head -n1)
-        [[ -n $found ]] && { echo "$found"; return 0; }
-        kill -0 "${pids[$name]}" 2>/dev/null || { cat "$log" >&2; die "$name exited during start-up (log: $log)"; }
-        sleep 0.1
-    done
-    cat "$log" >&2
-    die "$name did not report its address within ${STARTUP_TIMEOUT_S}s (log: $log)"
-}
-
-# NATS picks a free port itself (-p -1) and logs it, so no port can be taken in between.
-start nats "$OUT/cluster-nats.log" "$NATS_SERVER" -a 127.0.0.1 -p -1
-nats_port=$(wait_for nats "$OUT/cluster-nats.log" 's|.*Listening for client connections on 127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p')
-nats_url="nats://127.0.0.1:$nats_port"
+start_nats "$OUT/cluster-nats.log"
 
 SWITCHBOARD_NATS_URL=$nats_url SWITCHBOARD_BROKER_HTTP_PORT=0 SWITCHBOARD_BROKER_LEADER=always \
     SWITCHBOARD_SUBJECT_PREFIX=$PREFIX start broker "$OUT/cluster-broker.log" "$BROKER"
@@ -149,16 +106,7 @@ for gw in gw1 gw2; do
     gateway_urls+=("http://127.0.0.1:$port")
 done
 # Listening is not joined: wait until each gateway reports its bus up (/ready answers 200).
-for i in 0 1; do
-    ready=0
-    for _ in $(seq $(( STARTUP_TIMEOUT_S * 10 ))); do
-        if [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "${gateway_urls[i]}/ready") == 200 ]]; then
-            ready=1; break
-        fi
-        sleep 0.1
-    done
-    (( ready )) || die "gateway ${gateway_urls[i]} did not answer 200 on /ready within ${STARTUP_TIMEOUT_S}s"
-done
+for u in "${gateway_urls[@]}"; do wait_ready "$u"; done
 
 urls=$(IFS=,; echo "${gateway_urls[*]}")
 watched="gw1=${pids[gw1]},gw2=${pids[gw2]},nats=${pids[nats]},broker=${pids[broker]}"

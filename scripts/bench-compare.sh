@@ -135,52 +135,10 @@ results="$OUT/results.jsonl"
 : > "$results"
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-compare.XXXXXX")
 
-# name → PID of every process this script started; stopped in reverse order.
-declare -A pids=()
-started=()
-stop_one() {
-    local pid=${pids[$1]:-}
-    [[ -n $pid ]] || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-    unset "pids[$1]"
-}
-stop_all() {
-    local i
-    for (( i = ${#started[@]} - 1; i >= 0; i-- )); do stop_one "${started[i]}"; done
-    started=()
-}
+# shellcheck source=scripts/lib/servers.sh
+source scripts/lib/servers.sh
 cleanup() { stop_all; rm -rf "$work"; }
 trap cleanup EXIT
-
-# start NAME COMMAND...: runs COMMAND on the servers' CPU in the background, output to
-# $OUT/NAME.log. taskset execs the command, so $! is the server's own PID.
-start() {
-    local name=$1
-    shift
-    : > "$OUT/$name.log"
-    taskset -c "$SERVER_CPU" "$@" >> "$OUT/$name.log" 2>&1 &
-    pids[$name]=$!
-    started+=("$name")
-}
-
-# wait_for NAME SED_EXPRESSION: the first match in NAME's log once it appears.
-wait_for() {
-    local name=$1 expr=$2 found=""
-    for _ in $(seq $(( STARTUP_TIMEOUT_S * 10 ))); do
-        found=$(sed -n "$expr" "$OUT/$name.log" | head -n1)
-        [[ -n $found ]] && { echo "$found"; return 0; }
-        kill -0 "${pids[$name]}" 2>/dev/null || { cat "$OUT/$name.log" >&2; die "$name exited during start-up"; }
-        sleep 0.1
-    done
-    cat "$OUT/$name.log" >&2
-    die "$name did not report its address within ${STARTUP_TIMEOUT_S}s"
-}
-LISTENING='s|.*listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|http://127.0.0.1:\1|p'
 
 # A free loopback port for redis-server (which cannot pick one and say so).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -188,10 +146,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # up TARGET NAME: starts one standalone server; sets url and pid.
 up() {
     case $1 in
-        switchboard) SWITCHBOARD_PORT=0 start "$2" "$GATEWAY" "$BENCH_CONFIG" ;;
-        node) PORT=0 start "$2" node "$PEER" ;;
+        switchboard) SWITCHBOARD_PORT=0 start "$2" "$OUT/$2.log" "$GATEWAY" "$BENCH_CONFIG" ;;
+        node) PORT=0 start "$2" "$OUT/$2.log" node "$PEER" ;;
     esac
-    url=$(wait_for "$2" "$LISTENING")
+    url=$(wait_for "$2" "$OUT/$2.log" "$LISTENING")
     pid=${pids[$2]}
 }
 
@@ -200,35 +158,28 @@ cluster_up() {
     local n u=()
     case $1 in
         switchboard)
-            start nats "$NATS_SERVER" -a 127.0.0.1 -p -1
-            local nats_url
-            nats_url="nats://127.0.0.1:$(wait_for nats 's|.*Listening for client connections on 127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p')"
+            start_nats "$OUT/nats.log"
             SWITCHBOARD_NATS_URL=$nats_url SWITCHBOARD_BROKER_HTTP_PORT=0 SWITCHBOARD_BROKER_LEADER=always \
-                SWITCHBOARD_SUBJECT_PREFIX=compare start broker "$BROKER"
-            wait_for broker 's|.*listening on \(http://[^ ]*\).*|\1|p' >/dev/null
+                SWITCHBOARD_SUBJECT_PREFIX=compare start broker "$OUT/broker.log" "$BROKER"
+            wait_for broker "$OUT/broker.log" 's|.*listening on \(http://[^ ]*\).*|\1|p' >/dev/null
             for n in gw1 gw2; do
                 SWITCHBOARD_NATS_URL=$nats_url SWITCHBOARD_NODE_ID=$n SWITCHBOARD_SUBJECT_PREFIX=compare \
-                    SWITCHBOARD_PORT=0 SWITCHBOARD_HOST=127.0.0.1 start "$n" "$GATEWAY" "$BENCH_CONFIG"
+                    SWITCHBOARD_PORT=0 SWITCHBOARD_HOST=127.0.0.1 start "$n" "$OUT/$n.log" "$GATEWAY" "$BENCH_CONFIG"
             done
-            for n in gw1 gw2; do u+=("$(wait_for "$n" "$LISTENING")"); done
+            for n in gw1 gw2; do u+=("$(wait_for "$n" "$OUT/$n.log" "$LISTENING")"); done
             # Listening is not joined: wait until each gateway's bus is up (/ready).
-            for n in 0 1; do
-                for _ in $(seq $(( STARTUP_TIMEOUT_S * 10 ))); do
-                    [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "${u[n]}/ready") == 200 ]] && break
-                    sleep 0.1
-                done
-            done
+            for n in 0 1; do wait_ready "${u[n]}"; done
             watched="gw1=${pids[gw1]},gw2=${pids[gw2]},nats=${pids[nats]},broker=${pids[broker]}"
             ;;
         node)
             local port
             port=$(free_port)
             mkdir -p "$work/redis"
-            start redis "$REDIS_SERVER" --bind 127.0.0.1 --port "$port" --dir "$work/redis" \
+            start redis "$OUT/redis.log" "$REDIS_SERVER" --bind 127.0.0.1 --port "$port" --dir "$work/redis" \
                 --save "" --appendonly no --daemonize no
-            wait_for redis 's|.*\(Ready to accept connections\).*|\1|p' >/dev/null
-            for n in node1 node2; do REDIS_URL=redis://127.0.0.1:$port PORT=0 start "$n" node "$PEER"; done
-            for n in node1 node2; do u+=("$(wait_for "$n" "$LISTENING")"); done
+            wait_for redis "$OUT/redis.log" 's|.*\(Ready to accept connections\).*|\1|p' >/dev/null
+            for n in node1 node2; do REDIS_URL=redis://127.0.0.1:$port PORT=0 start "$n" "$OUT/$n.log" node "$PEER"; done
+            for n in node1 node2; do u+=("$(wait_for "$n" "$OUT/$n.log" "$LISTENING")"); done
             watched="node1=${pids[node1]},node2=${pids[node2]},redis=${pids[redis]}"
             ;;
     esac

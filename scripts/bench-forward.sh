@@ -36,49 +36,27 @@ mkdir -p "$OUT"
 results="$OUT/forward-results.jsonl"
 : >"$results"
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+STARTUP_TIMEOUT_S=30
+# shellcheck source=scripts/lib/servers.sh
+source scripts/lib/servers.sh
 
-# Starts "$@" pinned to the server CPU, output to forward-$1.{out,log}; waits for $2 in the output.
-start() {
-    local name=$1 pattern=$2; shift 2
-    taskset -c "$SERVER_CPU" "$@" >"$OUT/forward-$name.out" 2>"$OUT/forward-$name.log" &
-    pids+=($!)
-    for _ in $(seq 300); do
-        grep -q "$pattern" "$OUT/forward-$name.out" "$OUT/forward-$name.log" 2>/dev/null && return 0
-        kill -0 "${pids[-1]}" 2>/dev/null || die "$name exited: $(tail -5 "$OUT/forward-$name.log")"
-        sleep 0.1
-    done
-    die "$name did not print $pattern"
-}
-
-natsdir=$(mktemp -d)
-start nats "Listening for client connections" "$NATS_SERVER" -a 127.0.0.1 -p -1 --ports_file_dir "$natsdir"
-for _ in $(seq 50); do compgen -G "$natsdir/*.ports" >/dev/null && break; sleep 0.1; done
-nats_port=$(sed -n 's/.*"nats":\["[^"]*:\([0-9]*\)".*/\1/p' "$natsdir"/*.ports)
-[[ -n $nats_port ]] || die "no NATS port in $natsdir"
-export SWITCHBOARD_NATS_URL="nats://127.0.0.1:$nats_port" SWITCHBOARD_SUBJECT_PREFIX=$PREFIX SWITCHBOARD_PORT=0 RUST_LOG=warn
-declare -A url pid
+start_nats "$OUT/forward-nats.log"
+export SWITCHBOARD_NATS_URL=$nats_url SWITCHBOARD_SUBJECT_PREFIX=$PREFIX SWITCHBOARD_PORT=0 RUST_LOG=warn
+declare -A url
 for gw in gw1 gw2; do
-    SWITCHBOARD_NODE_ID=$gw start "$gw" "listening on" target/release/switchboard-gateway loadtest/bench.toml
-    pid[$gw]=${pids[-1]}
-    url[$gw]=$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$OUT/forward-$gw.out")
+    SWITCHBOARD_NODE_ID=$gw start "$gw" "$OUT/forward-$gw.log" target/release/switchboard-gateway loadtest/bench.toml
 done
 for gw in gw1 gw2; do
-    for _ in $(seq 100); do
-        [[ $(curl -s -o /dev/null -w '%{http_code}' "${url[$gw]}/ready") == 200 ]] && break
-        sleep 0.1
-    done
+    url[$gw]=$(wait_for "$gw" "$OUT/forward-$gw.log" "$LISTENING")
+    wait_ready "${url[$gw]}"
 done
 
 status=0
 for run in $(seq "$runs"); do
     echo "== run $run: $iterations exchanges (POST + GET) per mode =="
     if ! taskset -c "$CLIENT_CPU" node scripts/bench-forward.js "${url[gw1]}" "${url[gw2]}" "$iterations" \
-        "${pid[gw1]}" "${pid[gw2]}" | tee -a "$results"; then
+        "${pids[gw1]}" "${pids[gw2]}" | tee -a "$results"; then
         status=1
     fi
 done
-rm -rf "$natsdir"
 exit $status
