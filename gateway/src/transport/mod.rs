@@ -144,6 +144,22 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A copy of `headers` that owns its values. hyper's values are slices of the connection's read
+/// buffer (8 KiB or more), and a session keeps its handshake headers for its whole life: a plain
+/// clone would keep that buffer alive per connection, and make every connect allocate fresh memory
+/// (the heap grows, page by page) instead of reusing the buffer of the connection before.
+fn owned_headers(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut out = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        // Valid already (it was parsed as one), so `from_bytes` cannot fail here.
+        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            out.append(name.clone(), copy);
+        }
+    }
+    out
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -188,7 +204,7 @@ async fn handle<H: Handler>(
     }
     let info = HandshakeInfo {
         remote,
-        headers: req.headers().clone(),
+        headers: owned_headers(req.headers()),
         query: pairs,
         issued_ms: unix_ms(),
     };
