@@ -176,14 +176,17 @@ impl Router {
         self.bus_up.store(up, Ordering::SeqCst);
     }
 
-    async fn route(self: Arc<Self>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
-        let path = req.uri().path();
-        let endpoint = self
-            .endpoints
+    /// The endpoint serving `path` (its prefix, with or without the trailing slash).
+    fn endpoint_for(&self, path: &str) -> Option<Arc<dyn Endpoint>> {
+        self.endpoints
             .iter()
             .find(|(p, _)| path == p || path == p.trim_end_matches('/'))
-            .map(|(_, e)| e.clone());
-        if let Some(endpoint) = endpoint {
+            .map(|(_, e)| e.clone())
+    }
+
+    async fn route(self: Arc<Self>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let path = req.uri().path();
+        if let Some(endpoint) = self.endpoint_for(path) {
             let origin = req.headers().get(header::ORIGIN).cloned();
             if req.method() == Method::OPTIONS {
                 return self.preflight(&req, origin.as_ref());
@@ -320,12 +323,7 @@ impl Router {
             return Err(tcp);
         };
         let path = target.split_once('?').map_or(target, |(p, _)| p);
-        let Some(endpoint) = self
-            .endpoints
-            .iter()
-            .find(|(p, _)| path == p || path == p.trim_end_matches('/'))
-            .map(|(_, e)| e.clone())
-        else {
+        let Some(endpoint) = self.endpoint_for(path) else {
             return Err(tcp);
         };
         let mut builder = Request::builder()
