@@ -1,7 +1,9 @@
 //! WebSocket transport: one task per connection that reads, writes and runs the heartbeat.
 //!
-//! fastwebsockets performs the HTTP upgrade handshake; afterwards we take the raw `TcpStream` back
-//! and speak RFC 6455 with our own pure codec ([`crate::websocket`]). The reason is memory and
+//! A new session's upgrade is usually answered here directly ([`open_direct`]: the 101 and the
+//! handshake frame in one write); otherwise fastwebsockets performs the HTTP upgrade handshake
+//! through hyper, and we take the raw `TcpStream` back. Either way we speak RFC 6455 with our
+//! own pure codec ([`crate::websocket`]). The reason is memory and
 //! syscalls: fastwebsockets keeps an 8 KiB read buffer per connection for its whole life and writes
 //! frame by frame, whereas here
 //! - an idle connection holds no buffer: reads go through a stack buffer once the socket is
