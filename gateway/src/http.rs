@@ -29,6 +29,8 @@ use crate::transport::{Body, Endpoint};
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where the demo page loads the official client from when no local copy is configured.
 const CLIENT_CDN_URL: &str = "https://cdn.socket.io/4.8.1/socket.io.min.js";
+/// Most headers a request taken without hyper may have (more: hyper serves it).
+const DIRECT_MAX_HEADERS: usize = 64;
 /// The demo chat page.
 const DEMO_PAGE: &str = include_str!("../static/index.html");
 
@@ -174,14 +176,17 @@ impl Router {
         self.bus_up.store(up, Ordering::SeqCst);
     }
 
-    async fn route(self: Arc<Self>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
-        let path = req.uri().path();
-        let endpoint = self
-            .endpoints
+    /// The endpoint serving `path` (its prefix, with or without the trailing slash).
+    fn endpoint_for(&self, path: &str) -> Option<Arc<dyn Endpoint>> {
+        self.endpoints
             .iter()
             .find(|(p, _)| path == p || path == p.trim_end_matches('/'))
-            .map(|(_, e)| e.clone());
-        if let Some(endpoint) = endpoint {
+            .map(|(_, e)| e.clone())
+    }
+
+    async fn route(self: Arc<Self>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        let path = req.uri().path();
+        if let Some(endpoint) = self.endpoint_for(path) {
             let origin = req.headers().get(header::ORIGIN).cloned();
             if req.method() == Method::OPTIONS {
                 return self.preflight(&req, origin.as_ref());
@@ -278,6 +283,69 @@ impl Router {
         }
     }
 
+    /// The common case without hyper: a connection whose first request is a WebSocket opening a
+    /// new session is answered by the endpoint straight off the socket, the 101 and the Engine.IO
+    /// handshake in one write (a connection storm is mostly this). The request is peeked, not
+    /// read, so anything else — another request, a head that did not arrive whole, draining, a
+    /// refused origin, any error to answer — goes to hyper untouched (`Err`), which answers it
+    /// as before. `Ok` once the connection is taken (or closed: the client went away, or sent
+    /// nothing within the header-read timeout).
+    async fn direct(
+        self: Arc<Self>,
+        tcp: tokio::net::TcpStream,
+        remote: SocketAddr,
+        shutdown: &CancellationToken,
+    ) -> Result<(), tokio::net::TcpStream> {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(tcp);
+        }
+        let mut buf = [0u8; crate::transport::DIRECT_HEAD_MAX];
+        // `peek` is cancel-safe; at shutdown a connection that sent nothing yet is closed, as
+        // hyper closes an idle one.
+        let n = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            r = tokio::time::timeout(HEADER_READ_TIMEOUT, tcp.peek(&mut buf)) => match r {
+                Ok(Ok(n)) if n > 0 => n,
+                Ok(Ok(_) | Err(_)) | Err(_) => return Ok(()),
+            },
+        };
+        let Some(buf) = buf.get(..n) else {
+            return Err(tcp);
+        };
+        let mut headers = [httparse::EMPTY_HEADER; DIRECT_MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let head_len = match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            _ => return Err(tcp),
+        };
+        let (Some("GET"), Some(1), Some(target)) = (parsed.method, parsed.version, parsed.path)
+        else {
+            return Err(tcp);
+        };
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let Some(endpoint) = self.endpoint_for(path) else {
+            return Err(tcp);
+        };
+        let mut builder = Request::builder()
+            .method(Method::GET)
+            .uri(target)
+            .version(http::Version::HTTP_11);
+        for h in parsed.headers.iter() {
+            builder = builder.header(h.name, h.value);
+        }
+        let Ok(mut req) = builder.body(()) else {
+            return Err(tcp);
+        };
+        let h = req.headers();
+        if self
+            .cors
+            .refuses_websocket(h.get(header::ORIGIN), h.get(header::HOST))
+        {
+            return Err(tcp);
+        }
+        endpoint.open_direct(&mut req, head_len, tcp, remote)
+    }
+
     fn preflight(&self, req: &Request<Incoming>, origin: Option<&HeaderValue>) -> Response<Body> {
         let mut res = plain(StatusCode::NO_CONTENT, "");
         self.cors.apply(origin, &mut res);
@@ -347,6 +415,10 @@ pub async fn serve(
         let router = router.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
+            let tcp = match router.clone().direct(tcp, remote, &shutdown).await {
+                Ok(()) => return,
+                Err(tcp) => tcp,
+            };
             let service = service_fn(move |req| {
                 let router = router.clone();
                 async move { Ok::<_, Infallible>(router.route(req, remote).await) }
@@ -467,6 +539,93 @@ pub async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A gateway's HTTP server with the default engine under `/socket.io/`, on a free port.
+    async fn server() -> (SocketAddr, CancellationToken) {
+        let io = crate::sio::Server::new(crate::sio::Config::default());
+        let engine = crate::engine::Engine::new(
+            crate::engine::Config::default(),
+            io,
+            crate::id::NodeId::parse("n1").expect("node id"),
+        );
+        let router = Arc::new(Router::new(Cors::default()).endpoint("/socket.io/", engine));
+        let listener = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            router,
+            shutdown.clone(),
+            TaskTracker::new(),
+        ));
+        (addr, shutdown)
+    }
+
+    /// Sends `parts` (pausing between them) and returns what arrives within a short while.
+    async fn exchange(addr: SocketAddr, parts: &[&str]) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tcp.write_all(part.as_bytes()).await.expect("write");
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn websocket_handshake_with_and_without_hyper() {
+        let (addr, shutdown) = server().await;
+        let line = "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n";
+        let rest = "Host: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let whole = format!("{line}{rest}");
+        // In one piece: answered without hyper (no `date` header). In two: hyper answers.
+        for (parts, through_hyper) in [(vec![whole.as_str()], false), (vec![line, rest], true)] {
+            let raw = exchange(addr, &parts).await;
+            let got = String::from_utf8_lossy(&raw);
+            let end = got.find("\r\n\r\n").expect("a response head") + 4;
+            let (head, frame) = (&got[..end], raw.get(end..).unwrap_or_default());
+            assert!(
+                head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+                "{got:?}"
+            );
+            assert!(
+                head.contains("\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                "{got:?}"
+            );
+            assert_eq!(head.contains("\r\ndate: "), through_hyper, "{got:?}");
+            // Then the Engine.IO handshake, as one unmasked text frame.
+            assert_eq!(frame.first(), Some(&0x81), "{got:?}");
+            assert!(
+                frame.get(2..).is_some_and(|f| f.starts_with(b"0{\"sid\":")),
+                "{got:?}"
+            );
+        }
+        // What the fast path does not take still gets its answer.
+        let old = whole.replace("EIO=4", "EIO=3");
+        let got = String::from_utf8_lossy(&exchange(addr, &[old.as_str()]).await).into_owned();
+        assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got:?}");
+        assert!(
+            got.ends_with(r#"{"code":5,"message":"Unsupported protocol version"}"#),
+            "{got:?}"
+        );
+        let polling = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        let got = String::from_utf8_lossy(&exchange(addr, &[polling]).await).into_owned();
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got:?}");
+        shutdown.cancel();
+    }
 
     fn hv(s: &str) -> HeaderValue {
         HeaderValue::from_str(s).expect("header value")

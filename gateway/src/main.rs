@@ -232,10 +232,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_builder().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchboard-gateway: cannot start the runtime: {e}");
@@ -248,6 +245,21 @@ fn main() -> ExitCode {
             eprintln!("switchboard-gateway: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// With one CPU to run on (a CPU quota or affinity mask of one), a current-thread runtime on the
+/// main thread: a multi-thread runtime would still start a worker thread and hand every task and
+/// wake-up across threads, and its allocations would come from a glibc per-thread arena, which
+/// grows its heap one `mprotect` at a time (the main thread's grows by `brk` with padding) — a
+/// large part of what a connection storm costs. `TOKIO_WORKER_THREADS`, when set, still asks for
+/// a multi-thread runtime of that size.
+fn runtime_builder() -> tokio::runtime::Builder {
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    if one_cpu && std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
     }
 }
 

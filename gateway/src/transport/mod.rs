@@ -15,9 +15,14 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::engine::{Engine, Handler, HandshakeInfo, OpenError, Transport};
+
+/// The most bytes of request head taken without hyper (see [`Endpoint::open_direct`]); a longer
+/// head goes through hyper.
+pub(crate) const DIRECT_HEAD_MAX: usize = 4096;
 
 /// Response body used throughout the gateway.
 pub type Body = Full<Bytes>;
@@ -30,6 +35,21 @@ pub trait Endpoint: Send + Sync + 'static {
         req: Request<Incoming>,
         remote: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+    /// Takes a request read straight off `tcp` (not through hyper; `head_len` bytes of head, not
+    /// consumed yet) if it is one this endpoint serves without hyper: a WebSocket that opens a new
+    /// session. Hands `tcp` back, untouched, for anything else (hyper then serves it, with its
+    /// error answers).
+    fn open_direct(
+        self: Arc<Self>,
+        req: &mut Request<()>,
+        head_len: usize,
+        tcp: TcpStream,
+        remote: SocketAddr,
+    ) -> Result<(), TcpStream> {
+        let _ = (req, head_len, remote);
+        Err(tcp)
+    }
 }
 
 impl<H: Handler> Endpoint for Engine<H> {
@@ -39,6 +59,38 @@ impl<H: Handler> Endpoint for Engine<H> {
         remote: SocketAddr,
     ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
         Box::pin(handle(self, req, remote))
+    }
+
+    fn open_direct(
+        self: Arc<Self>,
+        req: &mut Request<()>,
+        head_len: usize,
+        tcp: TcpStream,
+        remote: SocketAddr,
+    ) -> Result<(), TcpStream> {
+        // The same checks as `handle`, for the one outcome taken here; anything else goes back.
+        let pairs = parse_query(req.uri().query());
+        let q = EioQuery::parse(&pairs);
+        let fits = self.config.allow_websocket
+            && q.transport.as_deref() == Some("websocket")
+            && q.sid.is_none()
+            && q.eio.as_deref() == Some("4")
+            && fastwebsockets::upgrade::is_upgrade_request(req);
+        if !fits {
+            return Err(tcp);
+        }
+        // Checks the key and version and computes the accept key, as on the hyper path.
+        let Ok((res, _)) = fastwebsockets::upgrade::upgrade(&mut *req) else {
+            return Err(tcp);
+        };
+        let info = HandshakeInfo {
+            remote,
+            // Owned already: the request was built from copies.
+            headers: std::mem::take(req.headers_mut()),
+            query: pairs,
+            issued_ms: unix_ms(),
+        };
+        ws::open_direct(self, &res, info, head_len, tcp)
     }
 }
 
@@ -144,6 +196,22 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A copy of `headers` that owns its values. hyper's values are slices of the connection's read
+/// buffer (8 KiB or more), and a session keeps its handshake headers for its whole life: a plain
+/// clone would keep that buffer alive per connection, and make every connect allocate fresh memory
+/// (the heap grows, page by page) instead of reusing the buffer of the connection before.
+fn owned_headers(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut out = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        // Valid already (it was parsed as one), so `from_bytes` cannot fail here.
+        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            out.append(name.clone(), copy);
+        }
+    }
+    out
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -188,7 +256,7 @@ async fn handle<H: Handler>(
     }
     let info = HandshakeInfo {
         remote,
-        headers: req.headers().clone(),
+        headers: owned_headers(req.headers()),
         query: pairs,
         issued_ms: unix_ms(),
     };

@@ -1,7 +1,9 @@
 //! WebSocket transport: one task per connection that reads, writes and runs the heartbeat.
 //!
-//! fastwebsockets performs the HTTP upgrade handshake; afterwards we take the raw `TcpStream` back
-//! and speak RFC 6455 with our own pure codec ([`crate::websocket`]). The reason is memory and
+//! A new session's upgrade is usually answered here directly ([`open_direct`]: the 101 and the
+//! handshake frame in one write); otherwise fastwebsockets performs the HTTP upgrade handshake
+//! through hyper, and we take the raw `TcpStream` back. Either way we speak RFC 6455 with our
+//! own pure codec ([`crate::websocket`]). The reason is memory and
 //! syscalls: fastwebsockets keeps an 8 KiB read buffer per connection for its whole life and writes
 //! frame by frame, whereas here
 //! - an idle connection holds no buffer: reads go through a stack buffer once the socket is
@@ -27,7 +29,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::{Body, EioError, too_many};
+use super::{Body, DIRECT_HEAD_MAX, EioError, too_many};
 use crate::engine::{
     CloseReason, Conn, DirectWrite, Engine, Handler, HandshakeInfo, State, Transport,
 };
@@ -74,12 +76,68 @@ pub(super) fn open<H: Handler>(
         match take_stream(fut).await {
             Some((tcp, pre)) => {
                 engine.opened(&conn);
-                run(engine, conn, tcp, pre, Phase::Open).await;
+                run(engine, conn, tcp, pre, Vec::new(), Phase::Open).await;
             }
             None => conn.close(CloseReason::TransportError),
         }
     });
     switching(res)
+}
+
+/// Opens a new session over a WebSocket whose upgrade request was read off `tcp` without hyper
+/// (see `Endpoint::open_direct`): consumes the request's `head_len` bytes, and queues the 101
+/// response `res` in front of the handshake frame, so that both go out in one write. Hands `tcp`
+/// back, untouched, when the session cannot be opened (hyper then answers with the error).
+pub(super) fn open_direct<H: Handler>(
+    engine: Arc<Engine<H>>,
+    res: &Response<http_body_util::Empty<Bytes>>,
+    info: HandshakeInfo,
+    head_len: usize,
+    tcp: TcpStream,
+) -> Result<(), TcpStream> {
+    let (conn, open) = match engine.open(Transport::WebSocket, info, Instant::now()) {
+        Ok(x) => x,
+        Err(_) => return Err(tcp),
+    };
+    // The head was peeked, so it is all in the socket's buffer: one read takes exactly it.
+    let mut head = [0u8; DIRECT_HEAD_MAX];
+    match head.get_mut(..head_len).map(|h| tcp.try_read(h)) {
+        Some(Ok(n)) if n == head_len => {}
+        _ => {
+            conn.close(CloseReason::TransportError);
+            return Ok(());
+        }
+    }
+    conn.push(open);
+    engine.opened(&conn);
+    let response = response_head(res);
+    tokio::spawn(async move {
+        run(engine, conn, tcp, Bytes::new(), response, Phase::Open).await;
+    });
+    Ok(())
+}
+
+/// A response head as hyper writes it (less the `date` header).
+fn response_head<B>(res: &Response<B>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(res.status().as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        res.status()
+            .canonical_reason()
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in res.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
 }
 
 /// Upgrades a polling session to WebSocket (the probe exchange follows on the socket).
@@ -105,7 +163,7 @@ pub(super) fn upgrade_existing<H: Handler>(
     };
     tokio::spawn(async move {
         match take_stream(fut).await {
-            Some((tcp, pre)) => run(engine, conn, tcp, pre, Phase::Probe).await,
+            Some((tcp, pre)) => run(engine, conn, tcp, pre, Vec::new(), Phase::Probe).await,
             None => abort_upgrade(&conn),
         }
     });
@@ -213,11 +271,13 @@ impl DirectWrite for TcpStream {
     }
 }
 
+/// Serves the WebSocket; `head` (the 101 response, when this side writes it) goes out first.
 async fn run<H: Handler>(
     engine: Arc<Engine<H>>,
     conn: Arc<Conn<H::Data>>,
     tcp: TcpStream,
     pre: Bytes,
+    head: Vec<u8>,
     phase: Phase,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -228,7 +288,7 @@ async fn run<H: Handler>(
         phase,
         asm: Assembler::default(),
         partial: Vec::new(),
-        control: Vec::new(),
+        control: head,
         close: None,
         gap_until: None,
         backlog: false,
