@@ -17,6 +17,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+pub(crate) use crate::engine::parse_query;
 use crate::engine::{Engine, Handler, HandshakeInfo, OpenError, Transport};
 
 /// Response body used throughout the gateway.
@@ -106,44 +107,6 @@ impl EioQuery {
     }
 }
 
-/// Decodes a query string into pairs (percent-decoding, `+` as space).
-pub(crate) fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
-    let Some(q) = query else {
-        return Vec::new();
-    };
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -186,12 +149,7 @@ async fn handle<H: Handler>(
     if (transport == Transport::WebSocket) != is_upgrade {
         return EioError::BadRequest.response();
     }
-    let info = HandshakeInfo {
-        remote,
-        headers: req.headers().clone(),
-        query: pairs,
-        issued_ms: unix_ms(),
-    };
+    let info = HandshakeInfo::new(remote, req.headers(), req.uri().query(), unix_ms());
     match transport {
         Transport::WebSocket => ws::open(engine, req, info),
         _ => match engine.open(Transport::Polling, info, Instant::now()) {
