@@ -16,6 +16,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 
@@ -569,6 +570,11 @@ impl<H: Handler> Io<'_, H> {
             && st.outbox.is_empty()
             && st.spill.is_empty();
         st.direct = idle.then(|| self.direct.clone());
+        if idle && st.outbox.capacity() > 0 {
+            // Pushes to an idle connection are written directly: the (empty) queue's allocation
+            // would only sit there (most connections are idle most of the time).
+            st.outbox = VecDeque::new();
+        }
         result
     }
 
