@@ -295,14 +295,14 @@ impl Cluster {
                 headers: HEADERS
                     .iter()
                     .filter_map(|name| {
-                        let value = hs.headers.get(*name)?.to_str().ok()?;
+                        let value = hs.header(name)?;
                         Some(pb::Header {
                             name: (*name).to_owned(),
                             value: value.to_owned(),
                         })
                     })
                     .collect(),
-                query: encode_query(&hs.query),
+                query: encode_query(&hs.query_pairs()),
                 claims_json: claims_json(claims.as_deref()),
                 connected_at_ms: hs.issued_ms,
             }),
@@ -1041,12 +1041,12 @@ mod tests {
 
     impl Node {
         fn socket(&self) -> (Arc<Conn<ConnData>>, Socket) {
-            let info = HandshakeInfo {
-                remote: "127.0.0.1:1".parse().unwrap(),
-                headers: http::HeaderMap::new(),
-                query: Vec::new(),
-                issued_ms: 0,
-            };
+            let info = HandshakeInfo::new(
+                "127.0.0.1:1".parse().unwrap(),
+                &http::HeaderMap::new(),
+                None,
+                0,
+            );
             let (conn, _) = self
                 .engine
                 .open(Transport::WebSocket, info, tokio::time::Instant::now())
@@ -1178,6 +1178,16 @@ mod tests {
         let mut rooms = part.sockets[0].rooms.clone();
         rooms.sort();
         assert_eq!(rooms, vec!["r1".to_owned(), "r2".to_owned()]);
+    }
+
+    #[test]
+    fn the_headers_carried_to_the_broker_are_kept_by_the_session() {
+        for name in HEADERS {
+            assert!(
+                crate::engine::KEPT_HEADERS.contains(&name),
+                "{name} is not kept"
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - the outbound queue never holds more than `max_queued_frames` frames: past that the client is
 //!   a slow consumer and is disconnected (volatile frames are dropped instead).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -189,17 +190,115 @@ impl Transport {
     }
 }
 
-/// What the client's first request told us.
+/// The handshake request headers a session keeps (lower case): `authorization` for namespace
+/// auth, the others for the broker's view of the socket. Nothing else reads headers after the
+/// handshake. Keeping the whole `HeaderMap` would cost more than the map: its values are slices of
+/// hyper's 8 KiB read buffer, which would then stay allocated for the life of the connection.
+pub const KEPT_HEADERS: [&str; 5] = [
+    "authorization",
+    "user-agent",
+    "origin",
+    "x-forwarded-for",
+    "referer",
+];
+
+/// What the client's first request told us (what of it a session keeps).
 #[derive(Debug)]
 pub struct HandshakeInfo {
     /// Peer address of the connection that made the handshake.
     pub remote: SocketAddr,
-    /// Request headers of the handshake.
-    pub headers: http::HeaderMap,
-    /// Decoded query parameters of the handshake.
-    pub query: Vec<(String, String)>,
+    /// The [`KEPT_HEADERS`] the request had (valid UTF-8 values only), copied out of the request.
+    headers: Box<[(&'static str, Box<str>)]>,
+    /// The raw query string (decoded when asked: one allocation instead of two per parameter).
+    query: Box<str>,
     /// Unix time of the handshake, in milliseconds.
     pub issued_ms: u64,
+}
+
+impl HandshakeInfo {
+    /// Keeps what a session needs of a handshake request: its [`KEPT_HEADERS`] and query string.
+    pub fn new(
+        remote: SocketAddr,
+        headers: &http::HeaderMap,
+        query: Option<&str>,
+        issued_ms: u64,
+    ) -> Self {
+        let headers: Vec<(&'static str, Box<str>)> = KEPT_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let value = headers.get(*name)?.to_str().ok()?;
+                Some((*name, Box::from(value)))
+            })
+            .collect();
+        Self {
+            remote,
+            headers: headers.into_boxed_slice(),
+            query: Box::from(query.unwrap_or("")),
+            issued_ms,
+        }
+    }
+
+    /// A request header, by case-insensitive name; `None` for names not in [`KEPT_HEADERS`].
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| &**v)
+    }
+
+    /// The first query parameter named `key`, decoded.
+    pub fn query(&self, key: &str) -> Option<Cow<'_, str>> {
+        query_params(&self.query)
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// Every query parameter, decoded, in order.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        parse_query(Some(&self.query))
+    }
+}
+
+/// Decodes a query string into pairs (percent-decoding, `+` as space).
+pub(crate) fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
+    query_params(query.unwrap_or(""))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// The decoded parameters of a query string, borrowed where nothing needed decoding.
+fn query_params(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    query.split('&').filter(|p| !p.is_empty()).map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (percent_decode(k), percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return Cow::Borrowed(s);
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// How long a connection must have been quiet before a pusher writes to it directly.
@@ -813,12 +912,57 @@ mod tests {
     }
 
     fn info() -> HandshakeInfo {
-        HandshakeInfo {
-            remote: "127.0.0.1:5000".parse().expect("addr"),
-            headers: http::HeaderMap::new(),
-            query: Vec::new(),
-            issued_ms: 0,
+        HandshakeInfo::new(
+            "127.0.0.1:5000".parse().expect("addr"),
+            &http::HeaderMap::new(),
+            None,
+            0,
+        )
+    }
+
+    #[test]
+    fn handshake_keeps_only_the_headers_read_later_copied_out_of_the_request() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("authorization", "Bearer t".parse().expect("value"));
+        headers.insert("user-agent", "ua/1".parse().expect("value"));
+        headers.insert("sec-websocket-key", "abc".parse().expect("value"));
+        headers.insert("cookie", "a=b".parse().expect("value"));
+        let info = HandshakeInfo::new("127.0.0.1:1".parse().expect("addr"), &headers, None, 0);
+        drop(headers);
+        let cases = [
+            ("authorization", Some("Bearer t")),
+            ("Authorization", Some("Bearer t")),
+            ("user-agent", Some("ua/1")),
+            ("origin", None),
+            ("sec-websocket-key", None),
+            ("cookie", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(info.header(name), want, "{name}");
         }
+    }
+
+    #[test]
+    fn handshake_query_is_decoded_when_asked() {
+        let info = HandshakeInfo::new(
+            "127.0.0.1:1".parse().expect("addr"),
+            &http::HeaderMap::new(),
+            Some("EIO=4&name=a%20b+c&empty&k=1&k=2"),
+            0,
+        );
+        let cases = [
+            ("EIO", Some("4")),
+            ("name", Some("a b c")),
+            ("empty", Some("")),
+            ("k", Some("1")),
+            ("missing", None),
+        ];
+        for (key, want) in cases {
+            assert_eq!(info.query(key).as_deref(), want, "{key}");
+        }
+        let pairs = info.query_pairs();
+        assert_eq!(pairs.len(), 5);
+        assert_eq!(pairs[1], ("name".to_owned(), "a b c".to_owned()));
     }
 
     fn engine(config: Config) -> (Arc<Engine<Arc<Recorder>>>, Arc<Recorder>) {

@@ -536,7 +536,11 @@ mod tests {
     #[test]
     fn drain_and_forwarding_settings() {
         let standalone = parse(&[]).map_err(|e| e.to_string()).unwrap();
-        assert_eq!(standalone.drain, Duration::ZERO, "standalone closes at once");
+        assert_eq!(
+            standalone.drain,
+            Duration::ZERO,
+            "standalone closes at once"
+        );
         let env = parse(&[
             ("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:4222"),
             ("SWITCHBOARD_DRAIN_MS", "0"),

@@ -1873,12 +1873,7 @@ mod glue_tests {
 
     impl World {
         fn open_with(&self, headers: http::HeaderMap) -> Arc<Conn<ConnData>> {
-            let info = HandshakeInfo {
-                remote: "127.0.0.1:1".parse().unwrap(),
-                headers,
-                query: Vec::new(),
-                issued_ms: 0,
-            };
+            let info = HandshakeInfo::new("127.0.0.1:1".parse().unwrap(), &headers, None, 0);
             let opened = self
                 .engine
                 .open(Transport::WebSocket, info, tokio::time::Instant::now())

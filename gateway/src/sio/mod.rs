@@ -69,8 +69,9 @@ pub struct ConnData {
 #[derive(Default)]
 struct ConnSockets {
     sockets: Vec<Arc<SocketInner>>,
-    /// A binary packet waiting for its attachments.
-    partial: Option<Reassembly>,
+    /// A binary packet waiting for its attachments (boxed: rare, and every connection has the
+    /// slot).
+    partial: Option<Box<Reassembly>>,
     /// Namespaces the server disconnected this client from: packets the client sent before it
     /// learned that are dropped rather than treated as a protocol error.
     left: Vec<Arc<str>>,
@@ -450,7 +451,7 @@ impl engine::Handler for Server {
                             drop(st);
                             conn.close(CloseReason::ParseError);
                         } else {
-                            st.partial = Some(Reassembly::new(p, n));
+                            st.partial = Some(Box::new(Reassembly::new(p, n)));
                         }
                     }
                     Err(()) => conn.close(CloseReason::ParseError),

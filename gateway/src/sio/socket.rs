@@ -2,6 +2,7 @@
 //! acknowledgements in both directions.
 
 use std::any::{Any, TypeId};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -466,23 +467,15 @@ impl ConnectRequest<'_> {
         self.auth
     }
 
-    /// A handshake request header.
+    /// A handshake request header, one of [`crate::engine::KEPT_HEADERS`] (the only ones a
+    /// session keeps).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.conn
-            .handshake()
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
+        self.conn.handshake().header(name)
     }
 
-    /// A handshake query parameter.
-    pub fn query(&self, key: &str) -> Option<&str> {
-        self.conn
-            .handshake()
-            .query
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+    /// A handshake query parameter, decoded.
+    pub fn query(&self, key: &str) -> Option<Cow<'_, str>> {
+        self.conn.handshake().query(key)
     }
 
     /// The client's address.

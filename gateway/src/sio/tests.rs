@@ -27,12 +27,12 @@ fn setup() -> (Server, Io) {
 }
 
 fn open(engine: &Io) -> Arc<Conn<ConnData>> {
-    let info = HandshakeInfo {
-        remote: "127.0.0.1:1".parse().expect("addr"),
-        headers: http::HeaderMap::new(),
-        query: vec![("k".into(), "v".into())],
-        issued_ms: 0,
-    };
+    let info = HandshakeInfo::new(
+        "127.0.0.1:1".parse().expect("addr"),
+        &http::HeaderMap::new(),
+        Some("k=v"),
+        0,
+    );
     let (conn, _) = engine
         .open(Transport::WebSocket, info, Instant::now())
         .expect("open");
@@ -292,7 +292,7 @@ fn middleware_data_and_rooms_reach_the_socket() {
     struct User(String);
     let ns = io.of("/");
     ns.use_middleware(|req| {
-        let name = req.query("k").unwrap_or("?").to_owned();
+        let name = req.query("k").unwrap_or("?".into()).into_owned();
         req.join(format!("user:{name}"));
         req.insert(User(name));
         Ok(())

@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+pub(crate) use crate::engine::parse_query;
 use crate::engine::{Engine, Handler, HandshakeInfo, OpenError, Transport};
 
 /// The most bytes of request head taken without hyper (see [`Endpoint::open_direct`]); a longer
@@ -83,13 +84,7 @@ impl<H: Handler> Endpoint for Engine<H> {
         let Ok((res, _)) = fastwebsockets::upgrade::upgrade(&mut *req) else {
             return Err(tcp);
         };
-        let info = HandshakeInfo {
-            remote,
-            // Owned already: the request was built from copies.
-            headers: std::mem::take(req.headers_mut()),
-            query: pairs,
-            issued_ms: unix_ms(),
-        };
+        let info = HandshakeInfo::new(remote, req.headers(), req.uri().query(), unix_ms());
         ws::open_direct(self, &res, info, head_len, tcp)
     }
 }
@@ -158,60 +153,6 @@ impl EioQuery {
     }
 }
 
-/// Decodes a query string into pairs (percent-decoding, `+` as space).
-pub(crate) fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
-    let Some(q) = query else {
-        return Vec::new();
-    };
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A copy of `headers` that owns its values. hyper's values are slices of the connection's read
-/// buffer (8 KiB or more), and a session keeps its handshake headers for its whole life: a plain
-/// clone would keep that buffer alive per connection, and make every connect allocate fresh memory
-/// (the heap grows, page by page) instead of reusing the buffer of the connection before.
-fn owned_headers(headers: &http::HeaderMap) -> http::HeaderMap {
-    let mut out = http::HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        // Valid already (it was parsed as one), so `from_bytes` cannot fail here.
-        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
-            copy.set_sensitive(value.is_sensitive());
-            out.append(name.clone(), copy);
-        }
-    }
-    out
-}
-
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -254,12 +195,7 @@ async fn handle<H: Handler>(
     if (transport == Transport::WebSocket) != is_upgrade {
         return EioError::BadRequest.response();
     }
-    let info = HandshakeInfo {
-        remote,
-        headers: owned_headers(req.headers()),
-        query: pairs,
-        issued_ms: unix_ms(),
-    };
+    let info = HandshakeInfo::new(remote, req.headers(), req.uri().query(), unix_ms());
     match transport {
         Transport::WebSocket => ws::open(engine, req, info),
         _ => match engine.open(Transport::Polling, info, Instant::now()) {

@@ -14,12 +14,16 @@
 //!   out a direct-write handle while nothing waits), so low-rate deliveries wake no task. Every
 //!   write to the socket, the task's and the pushers', happens under the session's lock.
 //!
-//! The task selects only over cancel-safe futures (`readable`, `writable`, `Notify`, `Sleep`).
+//! The task selects only over cancel-safe futures (polled socket readiness, `Notify`, `Sleep`).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -183,7 +187,9 @@ fn refuse_after_upgrade(mut req: Request<Incoming>) -> Response<Body> {
             websocket::write_head(&mut frame, OpCode::Close, payload.len());
             frame.extend_from_slice(&payload);
             if tcp.writable().await.is_ok() && write_some(&tcp, &frame).is_ok() {
-                linger(&tcp, Instant::now() + CLOSE_FLUSH).await;
+                let until = tokio::time::sleep(CLOSE_FLUSH);
+                tokio::pin!(until);
+                linger(&tcp, until).await;
             }
         }
     });
@@ -357,17 +363,19 @@ async fn run<H: Handler>(
         if sleep.deadline() != deadline {
             sleep.as_mut().reset(deadline);
         }
+        let (want_read, want_write) = (closing.is_none(), io.backlog);
         tokio::select! {
             biased;
-            r = tcp.readable(), if closing.is_none() => {
-                flow = match r {
-                    Ok(()) => io.read(&tcp),
-                    Err(_) => Flow::Gone,
-                };
-            }
-            r = tcp.writable(), if io.backlog => {
-                if r.is_err() {
-                    break;
+            // Polled readiness rather than `readable()`/`writable()` futures, which are a few
+            // hundred bytes each of every connection's task; this task is the only one waiting
+            // on the socket's readiness (pushers only try writes).
+            r = poll_fn(|cx| poll_ready(&tcp, cx, want_read, want_write)),
+                if want_read || want_write => {
+                match r {
+                    // Writable: the flush at the top of the loop writes the backlog.
+                    Ok(true) => flow = io.read(&tcp),
+                    Ok(false) => {}
+                    Err(_) => break,
                 }
             }
             () = conn.wake.notified(), if !io.backlog => {}
@@ -387,7 +395,10 @@ async fn run<H: Handler>(
     if let Some(deadline) = closing
         && !io.backlog
     {
-        linger(&tcp, deadline).await;
+        // The heartbeat's timer serves as the deadline: a second one would grow every
+        // connection's task by its size.
+        sleep.as_mut().reset(deadline);
+        linger(&tcp, sleep.as_mut()).await;
     }
     match io.phase {
         Phase::Open => {
@@ -399,14 +410,46 @@ async fn run<H: Handler>(
     }
 }
 
+/// Ready once the socket is readable (if `read`) or writable (if `write`), with whether it is
+/// readable.
+fn poll_ready(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    read: bool,
+    write: bool,
+) -> Poll<io::Result<bool>> {
+    let readable = read && ready(tcp.poll_read_ready(cx))?;
+    let writable = write && ready(tcp.poll_write_ready(cx))?;
+    if readable || writable {
+        Poll::Ready(Ok(readable))
+    } else {
+        Poll::Pending
+    }
+}
+
+/// Whether a readiness poll is ready; its error.
+fn ready(poll: Poll<io::Result<()>>) -> io::Result<bool> {
+    match poll {
+        Poll::Ready(Ok(())) => Ok(true),
+        Poll::Ready(Err(e)) => Err(e),
+        Poll::Pending => Ok(false),
+    }
+}
+
 /// After our close frame: stop writing and discard what the client still sends until it closes
-/// too (or the deadline passes). Dropping a socket with unread bytes makes the kernel send a reset,
+/// too (or `until` fires). Dropping a socket with unread bytes makes the kernel send a reset,
 /// and the client would lose the close frame and whatever else it had not read yet.
-async fn linger(tcp: &TcpStream, deadline: Instant) {
+async fn linger(tcp: &TcpStream, mut until: Pin<&mut Sleep>) {
     let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write);
-    while let Ok(Ok(())) = tokio::time::timeout_at(deadline, tcp.readable()).await {
-        if !discard(tcp) {
-            return;
+    loop {
+        tokio::select! {
+            biased;
+            r = poll_fn(|cx| tcp.poll_read_ready(cx)) => {
+                if r.is_err() || !discard(tcp) {
+                    return;
+                }
+            }
+            () = until.as_mut() => return,
         }
     }
 }
@@ -629,6 +672,11 @@ impl<H: Handler> Io<'_, H> {
             && st.outbox.is_empty()
             && st.spill.is_empty();
         st.direct = idle.then(|| self.direct.clone());
+        if idle && st.outbox.capacity() > 0 {
+            // Pushes to an idle connection are written directly: the (empty) queue's allocation
+            // would only sit there (most connections are idle most of the time).
+            st.outbox = VecDeque::new();
+        }
         result
     }
 
