@@ -240,17 +240,6 @@ if wants floor; then
         --writes $(( MEMBERS * LOW_RATE * SECS )) --sockets "$MEMBERS" --bursts-per-sec "$LOW_RATE"
 fi
 
-if wants idle; then
-    echo "== idle: $IDLE_N connections, server RSS per connection (fresh servers, $REPEAT runs each) =="
-    for _ in $(seq "$REPEAT"); do
-        for target in $(order); do
-            up "$target" "$target-idle"
-            run idle "$target" idle --url "$url" --pid "$pid" --connections "$IDLE_N" --settle-secs 3
-            stop_one "$target-idle"
-        done
-    done
-fi
-
 if wants connect; then
     echo "== connect: a storm of $CONNECT_N connections, 256 at once (fresh servers, $REPEAT runs each) =="
     for _ in $(seq "$REPEAT"); do
@@ -258,6 +247,17 @@ if wants connect; then
             up "$target" "$target-connect"
             run connect "$target" connect --url "$url" --pid "$pid" --connections "$CONNECT_N" --concurrency 256
             stop_one "$target-connect"
+        done
+    done
+fi
+
+if wants idle; then
+    echo "== idle: $IDLE_N connections, server RSS per connection (fresh servers, $REPEAT runs each) =="
+    for _ in $(seq "$REPEAT"); do
+        for target in $(order); do
+            up "$target" "$target-idle"
+            run idle "$target" idle --url "$url" --pid "$pid" --connections "$IDLE_N" --settle-secs 3
+            stop_one "$target-idle"
         done
     done
 fi
