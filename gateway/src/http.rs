@@ -299,41 +299,28 @@ impl Router {
         if self.draining.load(Ordering::SeqCst) {
             return Err(tcp);
         }
-        let mut buf = [0u8; crate::transport::DIRECT_HEAD_MAX];
-        // `peek` is cancel-safe; at shutdown a connection that sent nothing yet is closed, as
-        // hyper closes an idle one.
-        let n = tokio::select! {
+        // `poll_peek` is cancel-safe; at shutdown a connection that sent nothing yet is closed,
+        // as hyper closes an idle one. The head is parsed inside the poll, so the peek buffer
+        // lives on the stack for one poll instead of in this connection's task for its whole
+        // set-up (a 4 KiB transient allocation per connect fragments the heap that the
+        // long-lived session records are interleaved with).
+        let peeked = std::future::poll_fn(|cx| {
+            let mut buf = [0u8; crate::transport::DIRECT_HEAD_MAX];
+            let mut rb = tokio::io::ReadBuf::new(&mut buf);
+            tcp.poll_peek(cx, &mut rb)
+                .map_ok(|n| (n > 0).then(|| direct_head(rb.filled())))
+        });
+        let parsed = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(HEADER_READ_TIMEOUT, tcp.peek(&mut buf)) => match r {
-                Ok(Ok(n)) if n > 0 => n,
-                Ok(Ok(_) | Err(_)) | Err(_) => return Ok(()),
+            r = tokio::time::timeout(HEADER_READ_TIMEOUT, peeked) => match r {
+                Ok(Ok(Some(parsed))) => parsed,
+                Ok(Ok(None) | Err(_)) | Err(_) => return Ok(()),
             },
         };
-        let Some(buf) = buf.get(..n) else {
+        let Some((mut req, head_len)) = parsed else {
             return Err(tcp);
         };
-        let mut headers = [httparse::EMPTY_HEADER; DIRECT_MAX_HEADERS];
-        let mut parsed = httparse::Request::new(&mut headers);
-        let head_len = match parsed.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            _ => return Err(tcp),
-        };
-        let (Some("GET"), Some(1), Some(target)) = (parsed.method, parsed.version, parsed.path)
-        else {
-            return Err(tcp);
-        };
-        let path = target.split_once('?').map_or(target, |(p, _)| p);
-        let Some(endpoint) = self.endpoint_for(path) else {
-            return Err(tcp);
-        };
-        let mut builder = Request::builder()
-            .method(Method::GET)
-            .uri(target)
-            .version(http::Version::HTTP_11);
-        for h in parsed.headers.iter() {
-            builder = builder.header(h.name, h.value);
-        }
-        let Ok(mut req) = builder.body(()) else {
+        let Some(endpoint) = self.endpoint_for(req.uri().path()) else {
             return Err(tcp);
         };
         let h = req.headers();
@@ -368,6 +355,27 @@ impl Router {
         }
         res
     }
+}
+
+/// A complete `GET` request head at the start of `buf`, as an owned request and the head's
+/// length; `None` for anything else (hyper then serves the connection).
+fn direct_head(buf: &[u8]) -> Option<(Request<()>, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; DIRECT_MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let Ok(httparse::Status::Complete(head_len)) = parsed.parse(buf) else {
+        return None;
+    };
+    let (Some("GET"), Some(1), Some(target)) = (parsed.method, parsed.version, parsed.path) else {
+        return None;
+    };
+    let mut builder = Request::builder()
+        .method(Method::GET)
+        .uri(target)
+        .version(http::Version::HTTP_11);
+    for h in parsed.headers.iter() {
+        builder = builder.header(h.name, h.value);
+    }
+    builder.body(()).ok().map(|req| (req, head_len))
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
@@ -419,31 +427,43 @@ pub async fn serve(
                 Ok(()) => return,
                 Err(tcp) => tcp,
             };
-            let service = service_fn(move |req| {
-                let router = router.clone();
-                async move { Ok::<_, Infallible>(router.route(req, remote).await) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .keep_alive(true);
-            let conn = builder
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "http connection ended with an error");
-                    }
-                }
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
+            // Boxed: hyper's connection state is large, and most connections of a storm never
+            // need it; it is allocated only for the connections that do.
+            Box::pin(serve_http(router, tcp, remote, shutdown)).await;
         });
+    }
+}
+
+/// Serves one connection with hyper until it ends or `shutdown` asks it to finish.
+async fn serve_http(
+    router: Arc<Router>,
+    tcp: tokio::net::TcpStream,
+    remote: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let service = service_fn(move |req| {
+        let router = router.clone();
+        async move { Ok::<_, Infallible>(router.route(req, remote).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    let conn = builder
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "http connection ended with an error");
+            }
+        }
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 
