@@ -186,13 +186,13 @@ impl Forwarder {
         mut req: Request<Incoming>,
         remote: SocketAddr,
     ) -> Response<Body> {
+        let kind = kind(&req);
         let Some(addr) = self.peers.resolve(owner, self.lease, self.wait).await else {
             tracing::debug!(%owner, "request for a session of an unknown node");
-            ::metrics::counter!(FORWARDED, "kind" => kind(&req), "result" => "unknown_owner")
+            ::metrics::counter!(FORWARDED, "kind" => kind, "result" => "unknown_owner")
                 .increment(1);
             return crate::transport::EioError::SessionUnknown.response();
         };
-        let kind = kind(&req);
         let upgrade = kind == "upgrade";
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let path = req
@@ -215,50 +215,39 @@ impl Forwarder {
                 tracing::debug!(error = %e, %owner, %addr, "owner unreachable");
                 ::metrics::counter!(FORWARDED, "kind" => kind, "result" => "unreachable")
                     .increment(1);
-                return json_response(
-                    StatusCode::BAD_GATEWAY,
-                    r#"{"code":1,"message":"Session owner unreachable"}"#,
-                );
+                return owner_unreachable();
             }
         };
         ::metrics::histogram!(FORWARD_SECONDS).record(started.elapsed().as_secs_f64());
-        if let Some(client_upgrade) = client_upgrade {
+        let switched = res.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let Some(client_upgrade) = client_upgrade.filter(|_| switched) {
+            ::metrics::counter!(FORWARDED, "kind" => kind, "result" => "ok").increment(1);
             return self.relay(res, client_upgrade);
         }
+        // A plain answer, or the owner's refusal of an upgrade: passed back whole.
         let (mut parts, body) = res.into_parts();
         match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
             Ok(body) => {
-                ::metrics::counter!(FORWARDED, "kind" => kind, "result" => "ok").increment(1);
+                let result = if upgrade { "refused" } else { "ok" };
+                ::metrics::counter!(FORWARDED, "kind" => kind, "result" => result).increment(1);
                 strip_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, Full::new(body.to_bytes()))
             }
             Err(e) => {
                 tracing::debug!(error = %e, %owner, "owner's answer failed");
                 ::metrics::counter!(FORWARDED, "kind" => kind, "result" => "broken").increment(1);
-                json_response(
-                    StatusCode::BAD_GATEWAY,
-                    r#"{"code":1,"message":"Session owner unreachable"}"#,
-                )
+                owner_unreachable()
             }
         }
     }
 
-    /// Answers the client with the owner's answer to an upgrade; if the owner switched
-    /// protocols, relays the two upgraded connections to each other until either side ends.
+    /// Answers the client with the owner's 101 and relays the two upgraded connections to each
+    /// other until either side ends (or the drain ends it).
     fn relay(
         &self,
         mut res: Response<Incoming>,
         client_upgrade: hyper::upgrade::OnUpgrade,
     ) -> Response<Body> {
-        if res.status() != StatusCode::SWITCHING_PROTOCOLS {
-            ::metrics::counter!(FORWARDED, "kind" => "upgrade", "result" => "refused").increment(1);
-            let mut out = Response::new(Full::new(Bytes::new()));
-            *out.status_mut() = res.status();
-            *out.headers_mut() = res.headers().clone();
-            strip_hop_by_hop(out.headers_mut());
-            return out;
-        }
-        ::metrics::counter!(FORWARDED, "kind" => "upgrade", "result" => "ok").increment(1);
         let owner_upgrade = hyper::upgrade::on(&mut res);
         let drain = self.drain.subscribe();
         self.relays.spawn(async move {
@@ -285,10 +274,8 @@ impl Forwarder {
                 () = drained(drain) => tracing::debug!("relayed connection closed by the drain"),
             }
         });
-        let mut out = Response::new(Full::new(Bytes::new()));
-        *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        *out.headers_mut() = res.headers().clone();
-        out
+        let (parts, _) = res.into_parts();
+        Response::from_parts(parts, Full::new(Bytes::new()))
     }
 
     /// Drains the relayed connections: each is closed at its own random moment of `window`
@@ -325,6 +312,14 @@ pub fn reachable(address: &str) -> Option<Authority> {
         .parse::<std::net::IpAddr>()
         .is_ok_and(|ip| ip.is_unspecified());
     (auth.port_u16().is_some_and(|p| p != 0) && !host.is_empty() && !unspecified).then_some(auth)
+}
+
+/// What a client gets when its session's owner cannot be reached or answered badly.
+fn owner_unreachable() -> Response<Body> {
+    json_response(
+        StatusCode::BAD_GATEWAY,
+        r#"{"code":1,"message":"Session owner unreachable"}"#,
+    )
 }
 
 /// The request's sid, if any (the only thing a gateway reads before choosing to forward).
