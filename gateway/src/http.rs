@@ -237,41 +237,20 @@ impl Router {
                     plain(StatusCode::OK, "ready")
                 }
             }
-            (&Method::GET, "/v1/state") if self.state.is_some() => {
-                let body = self.state.as_ref().map_or_else(String::new, |f| f());
-                let mut res = Response::new(Full::new(Bytes::from(body)));
-                res.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                res
-            }
-            (&Method::GET, "/metrics") if self.metrics.is_some() => {
-                let body = self.metrics.as_ref().map_or_else(String::new, |f| f());
-                let mut res = Response::new(Full::new(Bytes::from(body)));
-                res.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                res
-            }
-            (&Method::GET, "/") if self.demo => {
-                let mut res = Response::new(Full::new(Bytes::from_static(DEMO_PAGE.as_bytes())));
-                res.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/html; charset=utf-8"),
-                );
-                res
-            }
+            (&Method::GET, "/v1/state") => match &self.state {
+                Some(f) => document(f(), "application/json"),
+                None => not_found(),
+            },
+            (&Method::GET, "/metrics") => match &self.metrics {
+                Some(f) => document(f(), "text/plain; version=0.0.4; charset=utf-8"),
+                None => not_found(),
+            },
+            (&Method::GET, "/") if self.demo => document(
+                Bytes::from_static(DEMO_PAGE.as_bytes()),
+                "text/html; charset=utf-8",
+            ),
             (&Method::GET, "/assets/socket.io.min.js") if self.demo => match &self.client_js {
-                Some(js) => {
-                    let mut res = Response::new(Full::new(js.clone()));
-                    res.headers_mut().insert(
-                        header::CONTENT_TYPE,
-                        HeaderValue::from_static("application/javascript; charset=utf-8"),
-                    );
-                    res
-                }
+                Some(js) => document(js.clone(), "application/javascript; charset=utf-8"),
                 None => {
                     let mut res = plain(StatusCode::FOUND, "");
                     res.headers_mut()
@@ -279,7 +258,7 @@ impl Router {
                     res
                 }
             },
-            _ => plain(StatusCode::NOT_FOUND, "not found"),
+            _ => not_found(),
         }
     }
 
@@ -376,6 +355,18 @@ fn direct_head(buf: &[u8]) -> Option<(Request<()>, usize)> {
         builder = builder.header(h.name, h.value);
     }
     builder.body(()).ok().map(|req| (req, head_len))
+}
+
+/// A 200 answer with `body` of type `content_type`.
+fn document(body: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {
+    let mut res = Response::new(Full::new(body.into()));
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res
+}
+
+fn not_found() -> Response<Body> {
+    plain(StatusCode::NOT_FOUND, "not found")
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -123,9 +123,9 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
     }
     // Only a standalone gateway serves gRPC, so only then are its variables read (and its TLS
     // files loaded); in a cluster they belong to the brokers and are ignored here.
-    let grpc_ignored =
-        set("SWITCHBOARD_NATS_URL").is_some() && set("SWITCHBOARD_ADMIN_TOKEN").is_some();
-    let grpc = if set("SWITCHBOARD_NATS_URL").is_none() {
+    let standalone = set("SWITCHBOARD_NATS_URL").is_none();
+    let grpc_ignored = !standalone && set("SWITCHBOARD_ADMIN_TOKEN").is_some();
+    let grpc = if standalone {
         grpc::options_from_lookup(&env).unwrap_or_else(|e| {
             problems.push(e.to_string());
             None
@@ -136,7 +136,6 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
     if set("SWITCHBOARD_NATS_PASSWORD").is_some() && set("SWITCHBOARD_NATS_USER").is_none() {
         problems.push("SWITCHBOARD_NATS_PASSWORD is set without SWITCHBOARD_NATS_USER".to_owned());
     }
-    let standalone = set("SWITCHBOARD_NATS_URL").is_none();
     let drain = match set("SWITCHBOARD_DRAIN_MS") {
         None if standalone => Duration::ZERO,
         None => DEFAULT_DRAIN,
