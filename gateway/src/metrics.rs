@@ -66,6 +66,10 @@ pub const SNAPSHOTS: &str = "switchboard_gateway_snapshots_total";
 pub const FORWARDED: &str = "switchboard_gateway_forwarded_requests_total";
 /// Seconds from passing a request on to having the owner's answer head (histogram).
 pub const FORWARD_SECONDS: &str = "switchboard_gateway_forward_seconds";
+/// Client input refused by a limit, by `limit` (counter). The label is one of [`Limit`]'s names:
+/// every limit a client can hit (issue 12, README "Security") counts here, whatever form the
+/// refusal takes on the wire (close code, `connect_error`, error ack, HTTP status).
+pub const LIMITED: &str = "switchboard_gateway_limited_total";
 /// Counter (from the bus crate): messages a subscriber dropped because it fell behind.
 pub const BUS_SLOW_CONSUMER_DROPS: &str = switchboard_bus::SLOW_CONSUMER_DROPS;
 
@@ -131,10 +135,95 @@ pub fn describe() {
         Unit::Seconds,
         "Seconds from passing a request on to the owner's answer head"
     );
+    describe_counter!(LIMITED, "Client input refused by a limit, by limit");
     describe_counter!(
         BUS_SLOW_CONSUMER_DROPS,
         "Bus messages a subscriber dropped because it fell behind"
     );
+}
+
+/// Every limit a client can run into, the closed label set of [`LIMITED`].
+///
+/// Add a variant (and its name) for each new limit; [`limited`] records one refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// A namespace or event name longer than the configured maximum.
+    NameBytes,
+    /// Handshake query or kept headers over their bound.
+    Handshake,
+    /// A binary packet announcing more attachments than allowed.
+    Attachments,
+    /// A binary packet's attachments, in total, over their byte bound.
+    AttachmentBytes,
+    /// A binary packet not completed in time.
+    AttachmentTime,
+    /// More namespaces on one connection than allowed.
+    Namespaces,
+    /// Too many CONNECT packets on one connection within the interval.
+    ConnectRate,
+    /// More acks outstanding than allowed.
+    PendingAcks,
+    /// A request body not finished by its deadline.
+    BodyTime,
+    /// A request body over `max_payload_bytes`.
+    BodyBytes,
+    /// Concurrent requests on one polling session over the bound.
+    PollingInFlight,
+    /// Events over a namespace's rate limit.
+    RateLimit,
+    /// Rooms per socket over `max_rooms`.
+    Rooms,
+    /// Sessions per client address over `max_connections_per_ip`.
+    ConnectionsPerIp,
+    /// A bus message (relay, emit, snapshot part) over the bus's payload limit.
+    BusPayload,
+}
+
+impl Limit {
+    /// Every variant, for tests and documentation.
+    pub const ALL: [Limit; 15] = [
+        Limit::NameBytes,
+        Limit::Handshake,
+        Limit::Attachments,
+        Limit::AttachmentBytes,
+        Limit::AttachmentTime,
+        Limit::Namespaces,
+        Limit::ConnectRate,
+        Limit::PendingAcks,
+        Limit::BodyTime,
+        Limit::BodyBytes,
+        Limit::PollingInFlight,
+        Limit::RateLimit,
+        Limit::Rooms,
+        Limit::ConnectionsPerIp,
+        Limit::BusPayload,
+    ];
+
+    /// The `limit` label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::NameBytes => "name_bytes",
+            Limit::Handshake => "handshake",
+            Limit::Attachments => "attachments",
+            Limit::AttachmentBytes => "attachment_bytes",
+            Limit::AttachmentTime => "attachment_time",
+            Limit::Namespaces => "namespaces",
+            Limit::ConnectRate => "connect_rate",
+            Limit::PendingAcks => "pending_acks",
+            Limit::BodyTime => "body_time",
+            Limit::BodyBytes => "body_bytes",
+            Limit::PollingInFlight => "polling_in_flight",
+            Limit::RateLimit => "rate_limit",
+            Limit::Rooms => "rooms",
+            Limit::ConnectionsPerIp => "connections_per_ip",
+            Limit::BusPayload => "bus_payload",
+        }
+    }
+}
+
+/// Records one refusal by `limit` in [`LIMITED`].
+pub fn limited(limit: Limit) {
+    ::metrics::counter!(LIMITED, "limit" => limit.name()).increment(1);
 }
 
 /// The per-transport handles of the hot paths.
@@ -250,6 +339,7 @@ mod tests {
             BUS_ERRORS,
             BUS_SECONDS,
             SNAPSHOTS,
+            LIMITED,
         ];
         let unique: std::collections::BTreeSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());
@@ -257,5 +347,7 @@ mod tests {
             assert!(n.starts_with("switchboard_gateway_"), "{n}");
         }
         assert!(FANOUT_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+        let limits: std::collections::BTreeSet<_> = Limit::ALL.iter().map(|l| l.name()).collect();
+        assert_eq!(limits.len(), Limit::ALL.len());
     }
 }
