@@ -54,6 +54,16 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(45_000);
 pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_millis(10_000);
 /// Default bound of a connection's outbound queue, in messages.
 pub const DEFAULT_OUTBOUND_QUEUE_MAX_MESSAGES: usize = 1024;
+/// Default time a polling POST has to deliver its whole body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_millis(10_000);
+/// Default bound of the handshake query string a session keeps.
+pub const DEFAULT_MAX_QUERY_BYTES: usize = 2048;
+/// Default bound of the handshake headers a session keeps, all together.
+pub const DEFAULT_MAX_KEPT_HEADER_BYTES: usize = 4096;
+/// Default address of the operator listener (`/metrics`, `/v1/state`): loopback only.
+pub const DEFAULT_OPERATOR_HOST: &str = "127.0.0.1";
+/// Default port of the operator listener (Prometheus exporters' customary 9464).
+pub const DEFAULT_OPERATOR_PORT: u16 = 9464;
 /// Default number of rooms one socket may be in.
 pub const DEFAULT_MAX_ROOMS: usize = 100;
 /// Default clock-skew allowance for `exp` / `nbf`.
@@ -177,6 +187,8 @@ pub struct Config {
     pub origin: String,
     /// HTTP / Engine.IO options.
     pub server: ServerConfig,
+    /// The operator listener.
+    pub operator: OperatorConfig,
     /// Namespaces, in file order (dynamic ones are tried in this order too).
     pub namespaces: Vec<NamespaceConfig>,
 }
@@ -210,6 +222,30 @@ pub struct ServerConfig {
     pub transports: Transports,
     /// Serve the demo page at `/`.
     pub serve_demo_page: bool,
+    /// Time a polling POST has to deliver its whole body.
+    pub body_timeout: Duration,
+    /// Longest handshake query string accepted (it is kept for the session's life).
+    pub max_query_bytes: usize,
+    /// Most bytes of kept handshake header values, all together.
+    pub max_kept_header_bytes: usize,
+}
+
+/// The `[operator]` section: where `/metrics` and `/v1/state` are served, apart from clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorConfig {
+    /// Listen address (IP or host name).
+    pub host: String,
+    /// Listen port (0 = any free port).
+    pub port: u16,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            host: DEFAULT_OPERATOR_HOST.to_owned(),
+            port: DEFAULT_OPERATOR_PORT,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -228,6 +264,9 @@ impl Default for ServerConfig {
             cors: Cors::default(),
             transports: Transports::default(),
             serve_demo_page: false,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
+            max_kept_header_bytes: DEFAULT_MAX_KEPT_HEADER_BYTES,
         }
     }
 }
@@ -247,6 +286,9 @@ impl ServerConfig {
             allow_polling: self.transports.polling,
             allow_websocket: self.transports.websocket,
             max_connections_per_ip: self.max_connections_per_ip,
+            body_timeout: self.body_timeout,
+            max_query_bytes: self.max_query_bytes,
+            max_kept_header_bytes: self.max_kept_header_bytes,
         }
     }
 
@@ -610,11 +652,13 @@ impl Config {
             problems: Vec::new(),
         };
         let server = v.server(raw.server.unwrap_or_default());
+        let operator = v.operator(raw.operator.unwrap_or_default());
         let namespaces = v.namespaces(raw.namespace);
         if v.problems.is_empty() {
             Ok(Self {
                 origin: origin.to_owned(),
                 server,
+                operator,
                 namespaces,
             })
         } else {
@@ -631,9 +675,11 @@ impl Config {
     ///
     /// - `SWITCHBOARD_HOST` overrides `server.host`;
     /// - `SWITCHBOARD_PORT`, else `PORT`, overrides `server.port`;
+    /// - `SWITCHBOARD_OPERATOR_HOST` / `SWITCHBOARD_OPERATOR_PORT` override `operator.host` /
+    ///   `operator.port`;
     /// - every `secret_env` a namespace names is read and turned into its verification key.
     ///
-    /// Empty `SWITCHBOARD_HOST` / `SWITCHBOARD_PORT` / `PORT` count as unset. All problems are
+    /// Empty host and port variables count as unset. All problems are
     /// reported together; on error `self` may be partly updated and should be dropped.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
@@ -646,27 +692,39 @@ impl Config {
             message,
         };
         let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-        if let Some(host) = set("SWITCHBOARD_HOST") {
+        let host = |var: &str, into: &mut String, problems: &mut Vec<Problem>| {
+            let Some(host) = set(var) else { return };
             let host = host.trim();
             if valid_host(host) {
-                self.server.host = bare_host(host).to_owned();
+                *into = bare_host(host).to_owned();
             } else {
                 problems.push(env_problem(format!(
-                    "SWITCHBOARD_HOST={host:?} is not an IP address or host name"
+                    "{var}={host:?} is not an IP address or host name"
                 )));
             }
-        }
-        let port = set("SWITCHBOARD_PORT")
-            .map(|v| ("SWITCHBOARD_PORT", v))
-            .or_else(|| set("PORT").map(|v| ("PORT", v)));
-        if let Some((var, value)) = port {
+        };
+        let port = |found: Option<(&str, String)>, into: &mut u16, problems: &mut Vec<Problem>| {
+            let Some((var, value)) = found else { return };
             match value.trim().parse::<u16>() {
-                Ok(p) => self.server.port = p,
+                Ok(p) => *into = p,
                 Err(_) => problems.push(env_problem(format!(
                     "{var}={value:?} is not a port number (0 to 65535)"
                 ))),
             }
-        }
+        };
+        host("SWITCHBOARD_HOST", &mut self.server.host, &mut problems);
+        let client_port = set("SWITCHBOARD_PORT")
+            .map(|v| ("SWITCHBOARD_PORT", v))
+            .or_else(|| set("PORT").map(|v| ("PORT", v)));
+        port(client_port, &mut self.server.port, &mut problems);
+        host(
+            "SWITCHBOARD_OPERATOR_HOST",
+            &mut self.operator.host,
+            &mut problems,
+        );
+        let operator_port =
+            set("SWITCHBOARD_OPERATOR_PORT").map(|v| ("SWITCHBOARD_OPERATOR_PORT", v));
+        port(operator_port, &mut self.operator.port, &mut problems);
         for ns in &mut self.namespaces {
             let Some(jwt) = ns.jwt.as_mut() else { continue };
             let KeySource::SecretEnv { var, location } = &jwt.key_source else {
@@ -728,6 +786,7 @@ impl NamespaceConfig {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     server: Option<RawServer>,
+    operator: Option<RawOperator>,
     #[serde(default)]
     namespace: Vec<Spanned<RawNamespace>>,
 }
@@ -748,6 +807,16 @@ struct RawServer {
     cors: Option<RawCors>,
     transports: Option<Spanned<Vec<Spanned<Transport>>>>,
     serve_demo_page: Option<bool>,
+    body_timeout_ms: Option<Spanned<u64>>,
+    max_query_bytes: Option<Spanned<u64>>,
+    max_kept_header_bytes: Option<Spanned<u64>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOperator {
+    host: Option<Spanned<String>>,
+    port: Option<u16>,
 }
 
 #[derive(Deserialize)]
@@ -928,22 +997,32 @@ impl Validator<'_> {
         }
     }
 
-    fn server(&mut self, raw: RawServer) -> ServerConfig {
-        let d = ServerConfig::default();
-        let host = match raw.host {
-            None => d.host,
+    /// A listen host (`key` names it in problems).
+    fn host(&mut self, key: &str, raw: Option<Spanned<String>>, default: String) -> String {
+        match raw {
+            None => default,
             Some(h) if valid_host(h.get_ref()) => bare_host(h.get_ref()).to_owned(),
             Some(h) => {
                 self.problem(
                     &h.span(),
-                    format!(
-                        "server.host {:?} is not an IP address or host name",
-                        h.get_ref()
-                    ),
+                    format!("{key} {:?} is not an IP address or host name", h.get_ref()),
                 );
-                d.host
+                default
             }
-        };
+        }
+    }
+
+    fn operator(&mut self, raw: RawOperator) -> OperatorConfig {
+        let d = OperatorConfig::default();
+        OperatorConfig {
+            host: self.host("operator.host", raw.host, d.host),
+            port: raw.port.unwrap_or(d.port),
+        }
+    }
+
+    fn server(&mut self, raw: RawServer) -> ServerConfig {
+        let d = ServerConfig::default();
+        let host = self.host("server.host", raw.host, d.host);
         let path = match raw.path {
             None => d.path,
             Some(p) => match normalize_path(p.get_ref()) {
@@ -1017,6 +1096,17 @@ impl Validator<'_> {
             None => d.transports,
             Some(list) => self.transports(list),
         };
+        let body_timeout = self.duration_ms("body_timeout_ms", raw.body_timeout_ms, d.body_timeout);
+        let max_query_bytes = self.positive_usize(
+            "server.max_query_bytes",
+            raw.max_query_bytes,
+            d.max_query_bytes,
+        );
+        let max_kept_header_bytes = self.positive_usize(
+            "server.max_kept_header_bytes",
+            raw.max_kept_header_bytes,
+            d.max_kept_header_bytes,
+        );
         ServerConfig {
             host,
             port: raw.port.unwrap_or(d.port),
@@ -1031,6 +1121,9 @@ impl Validator<'_> {
             cors,
             transports,
             serve_demo_page: raw.serve_demo_page.unwrap_or(false),
+            body_timeout,
+            max_query_bytes,
+            max_kept_header_bytes,
         }
     }
 
@@ -2010,9 +2103,15 @@ mod tests {
             outbound_queue_max_messages = 16
             transports = ["websocket"]
             serve_demo_page = true
+            body_timeout_ms = 2500
+            max_query_bytes = 512
+            max_kept_header_bytes = 1024
             [server.cors]
             allowed_origins = ["https://app.example.com", "http://localhost:5173"]
             credentials = true
+            [operator]
+            host = "0.0.0.0"
+            port = 9100
             "#,
         )
         .unwrap();
@@ -2039,6 +2138,45 @@ mod tests {
         assert!(s.cors.allows("http://localhost:5173"));
         assert!(s.cors.allows("HTTPS://APP.EXAMPLE.COM"));
         assert!(!s.cors.allows("https://evil.example"));
+        assert_eq!(s.body_timeout, Duration::from_millis(2500));
+        assert_eq!((s.max_query_bytes, s.max_kept_header_bytes), (512, 1024));
+        assert_eq!(
+            c.operator,
+            OperatorConfig {
+                host: "0.0.0.0".into(),
+                port: 9100
+            }
+        );
+    }
+
+    #[test]
+    fn operator_listener_defaults_to_loopback_and_follows_the_environment() {
+        let mut c = parse("").unwrap();
+        assert_eq!(c.operator, OperatorConfig::default());
+        assert_eq!(c.operator.host, "127.0.0.1");
+        assert_eq!(c.operator.port, 9464);
+        c.apply_env(env_of(&[
+            ("SWITCHBOARD_OPERATOR_HOST", "::"),
+            ("SWITCHBOARD_OPERATOR_PORT", "0"),
+        ]))
+        .unwrap();
+        assert_eq!((c.operator.host.as_str(), c.operator.port), ("::", 0));
+        let e = parse("")
+            .unwrap()
+            .apply_env(env_of(&[
+                ("SWITCHBOARD_OPERATOR_HOST", "a b"),
+                ("SWITCHBOARD_OPERATOR_PORT", "x"),
+            ]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SWITCHBOARD_OPERATOR_HOST=\"a b\""), "{e}");
+        assert!(e.contains("SWITCHBOARD_OPERATOR_PORT=\"x\""), "{e}");
+        let e = err("[operator]\nhost = \"exa mple\"\nport = 1");
+        assert!(e.contains("test.toml:2:") && e.contains("operator.host"), "{e}");
+        let e = err("[server]\nbody_timeout_ms = 0\nmax_query_bytes = 0\nmax_kept_header_bytes = 0");
+        for key in ["body_timeout_ms", "max_query_bytes", "max_kept_header_bytes"] {
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 
     /// (name, config text, expected substrings of the error, including file:line:col)

@@ -50,6 +50,12 @@ pub struct Config {
     pub allow_websocket: bool,
     /// Most concurrent sessions per client IP address (0 = no limit).
     pub max_connections_per_ip: usize,
+    /// How long a polling POST may take to deliver its body.
+    pub body_timeout: Duration,
+    /// Longest handshake query string a session may keep.
+    pub max_query_bytes: usize,
+    /// Most bytes of [`KEPT_HEADERS`] values a session may keep, all together.
+    pub max_kept_header_bytes: usize,
 }
 
 /// Default bound of a connection's queued bytes.
@@ -67,6 +73,9 @@ impl Default for Config {
             allow_polling: true,
             allow_websocket: true,
             max_connections_per_ip: 0,
+            body_timeout: Duration::from_millis(10_000),
+            max_query_bytes: 2048,
+            max_kept_header_bytes: 4096,
         }
     }
 }
@@ -215,7 +224,38 @@ pub struct HandshakeInfo {
     pub issued_ms: u64,
 }
 
+/// Why a handshake is refused before anything of it is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeRefusal {
+    /// The query string is longer than `max_query_bytes`.
+    QueryTooLong,
+    /// The [`KEPT_HEADERS`] values together are longer than `max_kept_header_bytes`.
+    HeadersTooLarge,
+}
+
 impl HandshakeInfo {
+    /// Checks what [`HandshakeInfo::new`] would keep against the bounds of `config`, before it is
+    /// copied. Counts the same bytes `new` keeps: the query string and the first value of each
+    /// kept header.
+    pub fn check(
+        config: &Config,
+        headers: &http::HeaderMap,
+        query: Option<&str>,
+    ) -> Result<(), HandshakeRefusal> {
+        if query.map_or(0, str::len) > config.max_query_bytes {
+            return Err(HandshakeRefusal::QueryTooLong);
+        }
+        let kept: usize = KEPT_HEADERS
+            .iter()
+            .filter_map(|name| headers.get(*name))
+            .map(http::HeaderValue::len)
+            .sum();
+        if kept > config.max_kept_header_bytes {
+            return Err(HandshakeRefusal::HeadersTooLarge);
+        }
+        Ok(())
+    }
+
     /// Keeps what a session needs of a handshake request: its [`KEPT_HEADERS`] and query string.
     pub fn new(
         remote: SocketAddr,
@@ -939,6 +979,43 @@ mod tests {
         ];
         for (name, want) in cases {
             assert_eq!(info.header(name), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn handshake_bounds_what_is_kept() {
+        let config = Config {
+            max_query_bytes: 10,
+            max_kept_header_bytes: 8,
+            ..Config::default()
+        };
+        let headers = |pairs: &[(&'static str, &str)]| {
+            let mut h = http::HeaderMap::new();
+            for (name, value) in pairs {
+                h.append(*name, value.parse().expect("value"));
+            }
+            h
+        };
+        let ok = Ok(());
+        let cases = [
+            (headers(&[]), Some("EIO=4&t=ab"), ok),
+            (headers(&[]), Some("EIO=4&t=abc"), Err(HandshakeRefusal::QueryTooLong)),
+            (headers(&[("authorization", "1234"), ("origin", "5678")]), None, ok),
+            (
+                headers(&[("authorization", "1234"), ("origin", "56789")]),
+                None,
+                Err(HandshakeRefusal::HeadersTooLarge),
+            ),
+            // Headers a session does not keep do not count, nor repeats (only the first is kept).
+            (headers(&[("cookie", &"x".repeat(100))]), None, ok),
+            (
+                headers(&[("user-agent", "12345678"), ("user-agent", "more")]),
+                None,
+                ok,
+            ),
+        ];
+        for (i, (h, query, want)) in cases.into_iter().enumerate() {
+            assert_eq!(HandshakeInfo::check(&config, &h, query), want, "case {i}");
         }
     }
 

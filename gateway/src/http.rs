@@ -1,9 +1,17 @@
-//! The HTTP server: accepts connections, routes requests to the Engine.IO endpoints, answers
-//! CORS, health and readiness, and serves the demo page.
+//! The HTTP server: accepts connections and routes requests. One [`Router`] type serves two route
+//! sets on two listeners, which are two trust boundaries:
+//!
+//! - the client route set ([`Router::new`]), public: the Engine.IO endpoints (with CORS), the demo
+//!   page and its asset when enabled, `/health` and `/ready`. Nothing else: anything else is 404.
+//! - the operator route set ([`Router::operator`]), private (loopback by default): `/metrics` and,
+//!   standalone, `/v1/state` — documents that list every socket, user and room.
 //!
 //! Slow clients cannot hold a connection open by dribbling headers: hyper's header-read timeout is
-//! on (it needs the timer set on the builder). Shutdown stops accepting and asks every open HTTP
-//! connection to finish gracefully.
+//! on (it needs the timer set on the builder), and a request head is at most [`MAX_HEAD_BYTES`]
+//! (hyper answers 431 past it). Request bodies are read only by polling POSTs, which have their own
+//! deadline (`transport::polling`); the operator routes never read a body, so an unread body
+//! cannot hold a connection either (hyper closes a connection whose body was not read). Shutdown
+//! stops accepting and asks every open HTTP connection to finish gracefully.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,6 +35,12 @@ use crate::transport::{Body, Endpoint};
 
 /// How long a client may take to send request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers) hyper reads; past it, 431. Without it hyper
+/// stops only at its read buffer's bound (`max_buf_size`, about 400 KiB by default, and then only
+/// checked between reads); nginx's default `large_client_header_buffers` allow 32 KiB.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// How long open connections get to finish after the listener stops.
+const CONNECTION_GRACE: Duration = Duration::from_secs(10);
 /// Where the demo page loads the official client from when no local copy is configured.
 const CLIENT_CDN_URL: &str = "https://cdn.socket.io/4.8.1/socket.io.min.js";
 /// Most headers a request taken without hyper may have (more: hyper serves it).
@@ -94,36 +108,63 @@ impl Cors {
     }
 }
 
-/// What the HTTP server serves.
+/// What one HTTP listener serves: the client route set or the operator route set.
 pub struct Router {
     endpoints: Vec<(String, Arc<dyn Endpoint>)>,
     cors: Cors,
     demo: bool,
     client_js: Option<Bytes>,
+    /// `/health` and `/ready` (the client route set: load balancers probe the port they route to).
+    probes: bool,
     draining: AtomicBool,
     bus_up: AtomicBool,
-    state: Option<StateFn>,
+    /// `GET` documents by path (the operator route set).
+    documents: Vec<Document>,
     forward: Option<Arc<Forwarder>>,
-    metrics: Option<StateFn>,
+}
+
+/// A document served under a fixed path, rendered at each request.
+struct Document {
+    path: &'static str,
+    content_type: &'static str,
+    render: StateFn,
 }
 
 /// Renders a document: the JSON under `/v1/state`, the Prometheus text under `/metrics`.
 pub type StateFn = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl Router {
-    /// A router with no endpoints.
+    /// The client route set with no endpoints yet: `/health` and `/ready` only.
     pub fn new(cors: Cors) -> Self {
         Self {
             endpoints: Vec::new(),
             cors,
             demo: false,
             client_js: None,
+            probes: true,
             draining: AtomicBool::new(false),
             bus_up: AtomicBool::new(true),
-            state: None,
+            documents: Vec::new(),
             forward: None,
-            metrics: None,
         }
+    }
+
+    /// The operator route set, with no documents yet (add them with [`Router::state`] and
+    /// [`Router::metrics`]).
+    pub fn operator() -> Self {
+        Self {
+            probes: false,
+            ..Self::new(Cors::default())
+        }
+    }
+
+    fn document(mut self, path: &'static str, content_type: &'static str, render: StateFn) -> Self {
+        self.documents.push(Document {
+            path,
+            content_type,
+            render,
+        });
+        self
     }
 
     /// Serves an Engine.IO endpoint under `path` (e.g. `/socket.io/`).
@@ -148,9 +189,9 @@ impl Router {
     }
 
     /// Serves `GET /v1/state` with what `f` renders (the embedded broker's view, standalone).
-    pub fn state(mut self, f: StateFn) -> Self {
-        self.state = Some(f);
-        self
+    /// Operator route set only: it names every socket, user and room.
+    pub fn state(self, f: StateFn) -> Self {
+        self.document("/v1/state", "application/json", f)
     }
 
     /// Passes requests for sessions of other gateways to their owner (cluster mode).
@@ -165,10 +206,10 @@ impl Router {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    /// Serves `GET /metrics` (Prometheus text format) with what `f` renders.
-    pub fn metrics(mut self, f: StateFn) -> Self {
-        self.metrics = Some(f);
-        self
+    /// Serves `GET /metrics` (Prometheus text format) with what `f` renders. Operator route set
+    /// only.
+    pub fn metrics(self, f: StateFn) -> Self {
+        self.document("/metrics", "text/plain; version=0.0.4; charset=utf-8", f)
     }
 
     /// Records whether the cluster bus is reachable: while it is not, `/ready` answers 503.
@@ -223,9 +264,14 @@ impl Router {
             }
             return res;
         }
+        if req.method() == Method::GET
+            && let Some(doc) = self.documents.iter().find(|d| d.path == path)
+        {
+            return document((doc.render)(), doc.content_type);
+        }
         match (req.method(), path) {
-            (&Method::GET, "/health") => plain(StatusCode::OK, "ok"),
-            (&Method::GET, "/ready") => {
+            (&Method::GET, "/health") if self.probes => plain(StatusCode::OK, "ok"),
+            (&Method::GET, "/ready") if self.probes => {
                 if self.draining.load(Ordering::SeqCst) {
                     plain(StatusCode::SERVICE_UNAVAILABLE, "draining")
                 } else if !self.bus_up.load(Ordering::SeqCst) {
@@ -237,14 +283,6 @@ impl Router {
                     plain(StatusCode::OK, "ready")
                 }
             }
-            (&Method::GET, "/v1/state") => match &self.state {
-                Some(f) => document(f(), "application/json"),
-                None => not_found(),
-            },
-            (&Method::GET, "/metrics") => match &self.metrics {
-                Some(f) => document(f(), "text/plain; version=0.0.4; charset=utf-8"),
-                None => not_found(),
-            },
             (&Method::GET, "/") if self.demo => document(
                 Bytes::from_static(DEMO_PAGE.as_bytes()),
                 "text/html; charset=utf-8",
@@ -440,6 +478,7 @@ async fn serve_http(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let conn = builder
         .serve_connection(TokioIo::new(tcp), service)
@@ -485,13 +524,7 @@ pub async fn run_bound(
     println!("listening on http://{local}");
     tracing::info!(%local, "listening");
     let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let server = tokio::spawn(serve(
-        listener,
-        router.clone(),
-        shutdown.clone(),
-        tracker.clone(),
-    ));
+    let server = tokio::spawn(serve_until(listener, router.clone(), shutdown.clone()));
     wait_for_signal().await;
     tracing::info!("draining");
     router.start_draining();
@@ -499,14 +532,21 @@ pub async fn run_bound(
     tracing::info!("shutting down");
     shutdown.cancel();
     let _ = server.await;
+    Ok(())
+}
+
+/// [`serve`] with its own task tracker: once `shutdown` is cancelled, returns when the open
+/// connections finished (or after a grace period). The operator listener runs this.
+pub async fn serve_until(listener: TcpListener, router: Arc<Router>, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    serve(listener, router, shutdown, tracker.clone()).await;
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+    if tokio::time::timeout(CONNECTION_GRACE, tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!("some HTTP connections did not finish in time");
     }
-    Ok(())
 }
 
 /// Pending connections the kernel may queue before `accept` (tokio's default, 128, overflows in
@@ -559,17 +599,115 @@ mod tests {
             io,
             crate::id::NodeId::parse("n1").expect("node id"),
         );
-        let router = Arc::new(Router::new(Cors::default()).endpoint("/socket.io/", engine));
+        serve_on_free_port(Router::new(Cors::default()).endpoint("/socket.io/", engine))
+    }
+
+    fn serve_on_free_port(router: Router) -> (SocketAddr, CancellationToken) {
         let listener = bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
         tokio::spawn(serve(
             listener,
-            router,
+            Arc::new(router),
             shutdown.clone(),
             TaskTracker::new(),
         ));
         (addr, shutdown)
+    }
+
+    /// Sends `request` and reads until the server closes the connection (or the paused clock
+    /// passes an hour: the connection was held).
+    async fn until_closed(tcp: &mut tokio::net::TcpStream, request: &str) -> Option<String> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        tcp.write_all(request.as_bytes()).await.expect("write");
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3600), tcp.read_to_end(&mut got))
+            .await
+            .ok()?
+            .ok()?;
+        Some(String::from_utf8_lossy(&got).into_owned())
+    }
+
+    /// Opens a polling session over its own connection; its sid.
+    async fn polling_sid(addr: SocketAddr) -> String {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let got = until_closed(
+            &mut tcp,
+            "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .expect("handshake answered");
+        let start = got.find("\"sid\":\"").expect("a sid") + 7;
+        let len = got[start..].find('"').expect("sid end");
+        got[start..start + len].to_owned()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_polling_body_not_finished_in_time_gets_408_and_the_connection_closes() {
+        let (addr, shutdown) = server().await;
+        let sid = polling_sid(addr).await;
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // Five bytes announced, one sent: the rest never comes.
+        let post = format!(
+            "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: h\r\n\
+             Content-Type: text/plain\r\nContent-Length: 5\r\n\r\n4"
+        );
+        let got = until_closed(&mut tcp, &post)
+            .await
+            .expect("the connection was held open");
+        assert!(got.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{got:?}");
+        assert!(got.contains("\r\nconnection: close\r\n"), "{got:?}");
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_head_over_the_bound_gets_431() {
+        let (addr, shutdown) = server().await;
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let big = format!(
+            "GET /health HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
+        let got = until_closed(&mut tcp, &big).await.expect("answered");
+        assert!(got.starts_with("HTTP/1.1 431 "), "{got:?}");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn operator_documents_are_served_only_by_the_operator_route_set() {
+        let doc = |text: &'static str| -> StateFn { Arc::new(move || text.to_owned()) };
+        // The client route set has no way to serve them; the operator's serves nothing else.
+        let (client, stop_client) = serve_on_free_port(Router::new(Cors::default()));
+        let (operator, stop_operator) = serve_on_free_port(
+            Router::operator()
+                .metrics(doc("# metrics"))
+                .state(doc("{}")),
+        );
+        let cases = [
+            (client, "/metrics", "404"),
+            (client, "/v1/state", "404"),
+            (client, "/health", "200"),
+            (client, "/ready", "200"),
+            (operator, "/metrics", "200"),
+            (operator, "/v1/state", "200"),
+            (operator, "/health", "404"),
+            (operator, "/", "404"),
+        ];
+        for (addr, path, status) in cases {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let got = until_closed(
+                &mut tcp,
+                &format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
+            )
+            .await
+            .expect("answered");
+            assert!(
+                got.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{addr} {path}: {got:?}"
+            );
+        }
+        stop_client.cancel();
+        stop_operator.cancel();
     }
 
     /// Sends `parts` (pausing between them) and returns what arrives within a short while.

@@ -2,7 +2,11 @@
 //!
 //! Cluster mode when `SWITCHBOARD_NATS_URL` is set: the node joins the cluster over NATS (a
 //! broker runs elsewhere). Standalone mode otherwise: the same code paths over an in-process bus,
-//! with the broker embedded (its view at `GET /v1/state`).
+//! with the broker embedded (its view at `GET /v1/state` on the operator listener).
+//!
+//! Two HTTP listeners: the client port (`[server]`) and the operator port (`[operator]`,
+//! loopback by default) with `/metrics` and `/v1/state`. It prints `operator listening on
+//! HOST:PORT`, then `listening on http://HOST:PORT` for the client port (tests read both).
 //!
 //! Configuration: the TOML file named by `SWITCHBOARD_CONFIG` (or the first argument), else the
 //! built-in default; environment variables override the scalars (see [`ClusterEnv`] and
@@ -264,11 +268,8 @@ fn runtime_builder() -> tokio::runtime::Builder {
 
 async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
     let server = &config.server;
-    let addr: SocketAddr = tokio::net::lookup_host((server.host.as_str(), server.port))
-        .await
-        .with_context(|| format!("cannot resolve host {:?}", server.host))?
-        .next()
-        .with_context(|| format!("host {:?} has no address", server.host))?;
+    let addr = resolve(&server.host, server.port).await?;
+    let operator_addr = resolve(&config.operator.host, config.operator.port).await?;
     // Before anything records: the hot paths bind their metric handles on first use.
     let prometheus =
         switchboard_broker::metrics::install(&[(metrics::FANOUT_SIZE, &metrics::FANOUT_BUCKETS)])
@@ -357,9 +358,10 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
         let client_js = std::env::var_os("SWITCHBOARD_CLIENT_JS").map(std::path::PathBuf::from);
         router = router.demo(client_js.as_deref());
     }
+    let mut operator = Router::operator();
     if let Some(b) = &broker {
         let b = b.clone();
-        router = router.state(Arc::new(move || b.state_json().to_string()));
+        operator = operator.state(Arc::new(move || b.state_json().to_string()));
     }
     // Cluster: requests for other gateways' sessions go to their owner, found by heartbeat.
     let forwarder = (!standalone && env.forward).then(|| {
@@ -379,7 +381,7 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
     // from its directory at each scrape.
     let scraped = broker.clone();
     let handle = prometheus.clone();
-    router = router.metrics(Arc::new(move || {
+    operator = operator.metrics(Arc::new(move || {
         if let Some(b) = &scraped {
             b.record_gauges();
         }
@@ -415,6 +417,17 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
             None
         }
     };
+    let operator_listener = http::listen(operator_addr)
+        .with_context(|| format!("cannot listen on {operator_addr} (operator)"))?;
+    let operator_bound = operator_listener.local_addr().unwrap_or(operator_addr);
+    println!("operator listening on {operator_bound}");
+    tracing::info!(local = %operator_bound, "operator listening");
+    let operator_shutdown = tokio_util::sync::CancellationToken::new();
+    let operator_task = tokio::spawn(http::serve_until(
+        operator_listener,
+        Arc::new(operator),
+        operator_shutdown.clone(),
+    ));
     let listener = http::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr().unwrap_or(addr);
     if !standalone && env.advertise.is_none() && bound.ip().is_unspecified() {
@@ -456,6 +469,9 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("cannot serve on {addr}"))?;
     watch.abort();
+    // Metrics stay scrapeable through the drain; the operator listener stops last.
+    operator_shutdown.cancel();
+    let _ = operator_task.await;
     upkeep_stop.cancel();
     let _ = upkeep.await;
     grpc_shutdown.cancel();
@@ -471,6 +487,15 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The first address `host:port` resolves to.
+async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("cannot resolve host {host:?}"))?
+        .next()
+        .with_context(|| format!("host {host:?} has no address"))
 }
 
 /// Keeps `/ready` at 503 while the bus is down.

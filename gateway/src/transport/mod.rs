@@ -19,7 +19,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 pub(crate) use crate::engine::parse_query;
-use crate::engine::{Engine, Handler, HandshakeInfo, OpenError, Transport};
+use crate::engine::{Engine, Handler, HandshakeInfo, HandshakeRefusal, OpenError, Transport};
+use crate::metrics::{self, Limit};
 
 /// The most bytes of request head taken without hyper (see [`Endpoint::open_direct`]); a longer
 /// head goes through hyper.
@@ -76,7 +77,8 @@ impl<H: Handler> Endpoint for Engine<H> {
             && q.transport.as_deref() == Some("websocket")
             && q.sid.is_none()
             && q.eio.as_deref() == Some("4")
-            && fastwebsockets::upgrade::is_upgrade_request(req);
+            && fastwebsockets::upgrade::is_upgrade_request(req)
+            && HandshakeInfo::check(&self.config, req.headers(), req.uri().query()).is_ok();
         if !fits {
             return Err(tcp);
         }
@@ -195,6 +197,9 @@ async fn handle<H: Handler>(
     if (transport == Transport::WebSocket) != is_upgrade {
         return EioError::BadRequest.response();
     }
+    if let Err(refusal) = HandshakeInfo::check(config, req.headers(), req.uri().query()) {
+        return refused_handshake(refusal);
+    }
     let info = HandshakeInfo::new(remote, req.headers(), req.uri().query(), unix_ms());
     match transport {
         Transport::WebSocket => ws::open(engine, req, info),
@@ -202,6 +207,19 @@ async fn handle<H: Handler>(
             Ok((conn, open)) => polling::handshake(engine, conn, open),
             Err(e) => too_many(e),
         },
+    }
+}
+
+/// A handshake over the bounds of what a session keeps: 400 (Bad request) for the query, as the
+/// reference server answers a request it cannot use; 431 for the headers.
+fn refused_handshake(refusal: HandshakeRefusal) -> Response<Body> {
+    metrics::limited(Limit::Handshake);
+    match refusal {
+        HandshakeRefusal::QueryTooLong => EioError::BadRequest.response(),
+        HandshakeRefusal::HeadersTooLarge => json_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            EioError::BadRequest.body(),
+        ),
     }
 }
 

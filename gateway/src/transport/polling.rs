@@ -5,7 +5,15 @@
 //! (a second one closes the session: the first gets a close packet, the second 400); a GET whose
 //! client goes away closes the session; a client close packet answers a pending GET with noop;
 //! while a WebSocket upgrade is under way a GET is answered with noop, or 400 once the upgrade
-//! completed.
+//! completed. Likewise one POST at a time: a second concurrent one closes the session and gets 400.
+//! Both overlaps are answered as the reference answers them, 400 with an empty body ("overlap from
+//! client"); a POST whose session closed while its body was arriving gets 400 (code 1) instead of
+//! having its packets dropped behind an `ok` (the reference drops its connection).
+//!
+//! A POST body must arrive whole within `body_timeout` of its headers: a body trickled in byte by
+//! byte would otherwise hold the request (and the session's one POST slot) open for as long as
+//! the client likes. A late body is answered 408 and its connection closed (what is left of the
+//! body is never read, so the connection cannot be reused).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +28,7 @@ use tokio::time::Instant;
 use super::{Body, EioError};
 use crate::engine::{CloseReason, Conn, Engine, Handler, State, Transport};
 use crate::engineio::{self, Frame};
-use crate::metrics;
+use crate::metrics::{self, Limit};
 
 /// How long a GET that arrives during an upgrade waits for the upgrade to complete before it is
 /// answered with noop (the reference server checks every 100 ms).
@@ -131,7 +139,7 @@ pub(super) async fn poll<D: Send + Sync + 'static>(conn: Arc<Conn<D>>) -> Respon
         Next::Answer(res) => return res,
         Next::Duplicate => {
             conn.close(CloseReason::DuplicatePoll);
-            return EioError::BadRequest.response();
+            return overlap();
         }
         Next::Wait(rx, during_upgrade) => (rx, during_upgrade),
     };
@@ -212,14 +220,20 @@ pub(super) async fn post<H: Handler>(
         if st.post_active {
             drop(st);
             conn.close(CloseReason::TransportError);
-            return EioError::BadRequest.response();
+            return overlap();
         }
         st.post_active = true;
     }
     let _guard = PostGuard(&conn);
-    let body = match Limited::new(req.into_body(), max).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
+    let collect = Limited::new(req.into_body(), max).collect();
+    let body = match tokio::time::timeout(engine.config.body_timeout, collect).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Err(_) => {
+            tracing::debug!(sid = %conn.sid(), "polling body not finished in time");
+            metrics::limited(Limit::BodyTime);
+            return request_timeout();
+        }
+        Ok(Err(e)) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
@@ -238,6 +252,10 @@ pub(super) async fn post<H: Handler>(
         }
     };
     metrics::wire(false).received(packets.len() as u64, body.len() as u64);
+    if conn.is_closed() {
+        // Closed while the body arrived (by an overlapping POST, say): nothing was delivered.
+        return EioError::SessionUnknown.response();
+    }
     let now = Instant::now();
     for packet in packets {
         engine.on_packet(&conn, packet, now);
@@ -250,8 +268,28 @@ pub(super) async fn post<H: Handler>(
     res
 }
 
+/// A second GET or POST while one is in flight: the session is closed, and the request gets what
+/// the reference server answers, 400 with no body.
+fn overlap() -> Response<Body> {
+    metrics::limited(Limit::PollingInFlight);
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::BAD_REQUEST;
+    res
+}
+
 fn too_large() -> Response<Body> {
+    metrics::limited(Limit::BodyBytes);
     let mut res = Response::new(Full::new(Bytes::new()));
     *res.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    res
+}
+
+/// 408 for a body that did not arrive in time; the connection is closed after it (hyper would
+/// close it anyway, the body being unread: the header says so to the client).
+fn request_timeout() -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::new()));
+    *res.status_mut() = StatusCode::REQUEST_TIMEOUT;
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     res
 }
