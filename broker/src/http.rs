@@ -5,6 +5,11 @@
 //! It owns the listener and one tracked task per connection; on shutdown it stops accepting and
 //! lets connections finish their current request (bounded by [`DRAIN`]). It must not change the
 //! directory.
+//!
+//! An operator surface (it binds loopback unless told otherwise, see `config`): `/v1/state` lists
+//! every socket, user and room. A client that connects cannot hold a connection by dribbling
+//! headers ([`HEADER_READ_TIMEOUT`]; hyper's timeout needs the timer set) or by sending a huge head
+//! ([`MAX_HEAD_BYTES`]); no route reads a request body.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -14,7 +19,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +29,11 @@ use crate::Broker;
 
 /// How long open connections get to finish at shutdown.
 pub const DRAIN: Duration = Duration::from_secs(5);
+/// How long a client may take to send request headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head read (hyper answers 431 past it; without it only its ~400 KiB read buffer
+/// bound applies).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -59,6 +69,9 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Cancellation
                 async move { Ok::<_, Infallible>(handle(&routes, &req)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_header_size(MAX_HEAD_BYTES)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let result = tokio::select! {
@@ -126,4 +139,46 @@ fn respond(
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BrokerConfig, LeaderMode};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_never_ends_is_cut_off() {
+        let hub = switchboard_bus::Hub::new();
+        let config = BrokerConfig {
+            id: "b1".to_owned(),
+            prefix: "t".to_owned(),
+            lease: Duration::from_secs(3600),
+            heartbeat: Duration::from_secs(600),
+            leader: LeaderMode::Always,
+        };
+        let broker = Broker::start(hub.client(), config).await.expect("broker");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let routes = Routes {
+            broker: broker.clone(),
+            metrics: None,
+        };
+        let server = tokio::spawn(serve(listener, routes, shutdown.clone()));
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(b"GET /v1/state HTTP/1.1\r\nHost: b\r\n")
+            .await
+            .expect("write");
+        let mut got = Vec::new();
+        // The paused clock runs ahead whenever nothing else can: without the timeout this waits
+        // the whole hour and fails.
+        let read = tokio::time::timeout(Duration::from_secs(3600), tcp.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "the connection is still open");
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got:?}");
+        shutdown.cancel();
+        server.await.expect("server task");
+        broker.shutdown().await;
+    }
 }
