@@ -16,7 +16,8 @@
 #
 # Environment (defaults are the addresses deploy/nginx/switchboard-sid.conf is written for):
 #   LOCAL_CLUSTER_PORT             8080             nginx: where clients connect
-#   LOCAL_CLUSTER_GATEWAY_PORTS    "3001 3002 3003" gw1, gw2, gw3
+#   LOCAL_CLUSTER_GATEWAY_PORTS    "3001 3002 3003" gw1, gw2, gw3 (client ports: Engine.IO, /health, /ready)
+#   LOCAL_CLUSTER_OPERATOR_PORTS   "9464 9465 9466" gw1, gw2, gw3 operator ports (/metrics), loopback
 #   LOCAL_CLUSTER_BROKER_PORT      9090             broker HTTP (/health, /metrics, /v1/state)
 #   LOCAL_CLUSTER_GRPC_PORT        50051            broker gRPC admin API
 #   LOCAL_CLUSTER_NATS_PORT        4222
@@ -146,14 +147,18 @@ GRPC_PORT=${LOCAL_CLUSTER_GRPC_PORT:-50051}
 NATS_PORT=${LOCAL_CLUSTER_NATS_PORT:-4222}
 read -r -a GW_PORTS <<<"${LOCAL_CLUSTER_GATEWAY_PORTS:-3001 3002 3003}"
 ((${#GW_PORTS[@]} == 3)) || die "LOCAL_CLUSTER_GATEWAY_PORTS must list 3 ports (gw1 gw2 gw3), got: ${GW_PORTS[*]}"
+read -r -a OP_PORTS <<<"${LOCAL_CLUSTER_OPERATOR_PORTS:-9464 9465 9466}"
+((${#OP_PORTS[@]} == 3)) || die "LOCAL_CLUSTER_OPERATOR_PORTS must list 3 ports (gw1 gw2 gw3), got: ${OP_PORTS[*]}"
 port_var LOCAL_CLUSTER_PORT "$NGINX_PORT"
 port_var LOCAL_CLUSTER_BROKER_PORT "$BROKER_PORT"
 port_var LOCAL_CLUSTER_GRPC_PORT "$GRPC_PORT"
 port_var LOCAL_CLUSTER_NATS_PORT "$NATS_PORT"
 for p in "${GW_PORTS[@]}"; do port_var LOCAL_CLUSTER_GATEWAY_PORTS "$p"; done
+for p in "${OP_PORTS[@]}"; do port_var LOCAL_CLUSTER_OPERATOR_PORTS "$p"; done
 # As decimal numbers (a leading zero is not octal here).
 NGINX_PORT=$((10#$NGINX_PORT)) BROKER_PORT=$((10#$BROKER_PORT)) GRPC_PORT=$((10#$GRPC_PORT)) NATS_PORT=$((10#$NATS_PORT))
 GW_PORTS=($((10#${GW_PORTS[0]})) $((10#${GW_PORTS[1]})) $((10#${GW_PORTS[2]})))
+OP_PORTS=($((10#${OP_PORTS[0]})) $((10#${OP_PORTS[1]})) $((10#${OP_PORTS[2]})))
 DRAIN_MS=${LOCAL_CLUSTER_DRAIN_MS:-2000}
 [[ $DRAIN_MS =~ ^[0-9]+$ ]] || die "LOCAL_CLUSTER_DRAIN_MS=$DRAIN_MS is not a number of milliseconds"
 CONFIG=${LOCAL_CLUSTER_CONFIG:-}
@@ -216,6 +221,7 @@ check_free LOCAL_CLUSTER_BROKER_PORT "$BROKER_PORT"
 check_free LOCAL_CLUSTER_GRPC_PORT "$GRPC_PORT"
 check_free LOCAL_CLUSTER_NATS_PORT "$NATS_PORT"
 for p in "${GW_PORTS[@]}"; do check_free LOCAL_CLUSTER_GATEWAY_PORTS "$p"; done
+for p in "${OP_PORTS[@]}"; do check_free LOCAL_CLUSTER_OPERATOR_PORTS "$p"; done
 
 # ---- start -----------------------------------------------------------------------------------
 
@@ -290,6 +296,7 @@ for i in 1 2 3; do
     env -u SWITCHBOARD_ADMIN_TOKEN -u SWITCHBOARD_CONFIG \
         SWITCHBOARD_NATS_URL="$NATS_URL" SWITCHBOARD_NODE_ID="gw$i" \
         SWITCHBOARD_HOST=127.0.0.1 SWITCHBOARD_PORT="$port" \
+        SWITCHBOARD_OPERATOR_HOST=127.0.0.1 SWITCHBOARD_OPERATOR_PORT="${OP_PORTS[i - 1]}" \
         SWITCHBOARD_ADVERTISE_ADDR="127.0.0.1:$port" SWITCHBOARD_DRAIN_MS="$DRAIN_MS" \
         RUST_LOG="${RUST_LOG:-info}" "$GATEWAY_BIN" ${CONFIG:+"$CONFIG"} >"$LOGS/gw$i.log" 2>&1 &
     record "gw$i" $! "$GATEWAY_BIN"
@@ -326,9 +333,9 @@ Switchboard local cluster is up (state and logs: $STATE)
 
   clients (through nginx)  http://127.0.0.1:$NGINX_PORT
   demo chat page           http://127.0.0.1:$NGINX_PORT/
-  gateway gw1              http://127.0.0.1:${GW_PORTS[0]}   (/health, /ready)
-  gateway gw2              http://127.0.0.1:${GW_PORTS[1]}
-  gateway gw3              http://127.0.0.1:${GW_PORTS[2]}
+  gateway gw1              http://127.0.0.1:${GW_PORTS[0]}   (/health, /ready)   operator http://127.0.0.1:${OP_PORTS[0]}   (/metrics)
+  gateway gw2              http://127.0.0.1:${GW_PORTS[1]}   operator http://127.0.0.1:${OP_PORTS[1]}
+  gateway gw3              http://127.0.0.1:${GW_PORTS[2]}   operator http://127.0.0.1:${OP_PORTS[2]}
   broker HTTP              http://127.0.0.1:$BROKER_PORT   (/health, /metrics, /v1/state)
   broker gRPC              127.0.0.1:$GRPC_PORT   token: $TOKEN   (also in $STATE/admin-token)
   NATS                     $NATS_URL

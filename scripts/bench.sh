@@ -119,7 +119,7 @@ if [[ -n $BENCH_CONFIG ]]; then
 else
     unset SWITCHBOARD_CONFIG
 fi
-SWITCHBOARD_PORT=0 taskset -c "$SERVER_CPU" "$GATEWAY" > "$server_log" 2>&1 &
+SWITCHBOARD_PORT=0 SWITCHBOARD_OPERATOR_PORT=0 taskset -c "$SERVER_CPU" "$GATEWAY" > "$server_log" 2>&1 &
 server_pid=$!
 port=""
 for _ in $(seq $(( STARTUP_TIMEOUT_S * 10 ))); do

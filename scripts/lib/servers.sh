@@ -15,6 +15,10 @@
 # `pids[NAME]` holds each running server's PID. stop_all runs on exit (trap) unless the script
 # sets its own trap that calls it.
 
+# Gateways started here take a free operator port (/metrics): the default, 9464, can be bound by
+# one gateway on the machine only.
+export SWITCHBOARD_OPERATOR_PORT=${SWITCHBOARD_OPERATOR_PORT:-0}
+
 # name → PID of every process this script started.
 declare -A pids=()
 started=()
