@@ -16,7 +16,7 @@ const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const util = require('node:util');
-const { start, gatewayBin, REPO } = require('./server');
+const { start, gatewayBin, GATEWAY_ENV, REPO } = require('./server');
 
 const TARGET = process.env.CARGO_TARGET_DIR ? path.resolve(REPO, process.env.CARGO_TARGET_DIR) : path.join(REPO, 'target');
 const START_TIMEOUT_MS = 20_000;
@@ -190,6 +190,14 @@ async function getJson(url) {
   return JSON.parse(body);
 }
 
+/** GET `url` and return the body text; throws on a non-2xx status. */
+async function getText(url) {
+  const res = await fetch(url);
+  const body = await res.text();
+  if (!res.ok) throw new Error(`GET ${url}: ${res.status} ${body}`);
+  return body;
+}
+
 /**
  * A nats-server with JetStream on 127.0.0.1 (a free port, or `port`). Resolves to
  * { url, port, pid, stop(), kill(), restart(), logs() }; `pid` follows restarts.
@@ -352,8 +360,10 @@ async function startBroker({ natsUrl, prefix, env = {} } = {}) {
 /**
  * A gateway: in cluster mode with `natsUrl`, standalone (embedded broker) without. `config` is a
  * TOML file, absolute or relative to fixtures/. Resolves to server.js's
- * { url, port, pid, stop(), logs(), exited() } plus nodeId, kill(), ready() (GET /ready → status)
- * and state() (GET /v1/state, parsed; the standalone gateway serves it), once /ready answers 200.
+ * { url, port, operatorUrl, pid, stop(), logs(), exited() } plus nodeId, kill(), ready()
+ * (GET /ready → status), metrics() (GET /metrics on the operator port, text) and state()
+ * (GET /v1/state on the operator port, parsed; the standalone gateway serves it), once /ready
+ * answers 200. The operator port is a free one, read from the gateway's `operator listening on`.
  */
 async function startGateway({ natsUrl, nodeId = 'gw1', prefix, config, env = {} } = {}) {
   const extra = {
@@ -361,6 +371,7 @@ async function startGateway({ natsUrl, nodeId = 'gw1', prefix, config, env = {} 
     PORT: '0',
     SWITCHBOARD_HOST: '127.0.0.1',
     SWITCHBOARD_NODE_ID: nodeId,
+    ...GATEWAY_ENV,
     ...TIMINGS,
     ...(prefix ? { SWITCHBOARD_SUBJECT_PREFIX: prefix } : {}),
     ...(natsUrl ? { SWITCHBOARD_NATS_URL: natsUrl } : {}),
@@ -375,7 +386,8 @@ async function startGateway({ natsUrl, nodeId = 'gw1', prefix, config, env = {} 
     nodeId,
     kill: () => killHandle(handle),
     ready: async () => (await fetch(`${handle.url}/ready`)).status,
-    state: () => getJson(`${handle.url}/v1/state`),
+    state: () => getJson(`${handle.operatorUrl}/v1/state`),
+    metrics: () => getText(`${handle.operatorUrl}/metrics`),
   };
   // Listening is not ready: in cluster mode the NATS link comes up in the background, and until
   // it does /ready answers 503. A started gateway is a ready one.

@@ -9,6 +9,34 @@ const WebSocket = require('ws');
 const DEFAULT_WAIT_MS = 3000;
 const SEP = '\x1e';
 
+/**
+ * A request whose body is sent in parts, on its own connection: `length` bytes are announced,
+ * `first` is written at once, `more(chunk)` writes the next part and `end(rest)` the last.
+ * `response` resolves to { status, headers, body } when the answer is complete (it may come before
+ * the body is), or rejects if the connection ends without one.
+ */
+function partialRequest(url, { method = 'POST', length, first = '', headers = {} } = {}) {
+  let req;
+  const response = new Promise((resolve, reject) => {
+    req = http.request(url, { method, headers: { 'content-length': String(length), ...headers }, agent: false }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
+  // a write after the server closed the connection is expected in these tests: not an error
+  response.catch(() => {});
+  req.write(first);
+  return {
+    response,
+    more: (chunk) => req.write(chunk),
+    end: (rest = '') => req.end(rest),
+    destroy: () => req.destroy(),
+  };
+}
+
 /** One HTTP request on its own connection. Resolves to { status, headers, body (string) }. */
 function request(url, { method = 'GET', headers = {}, body, timeout = 10_000, onRequest } = {}) {
   return new Promise((resolve, reject) => {
@@ -230,4 +258,4 @@ function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-module.exports = { request, parseOpen, Polling, Ws, wsUrl, wsHandshake, sioConnect, sleep, SEP, DEFAULT_WAIT_MS };
+module.exports = { request, partialRequest, parseOpen, Polling, Ws, wsUrl, wsHandshake, sioConnect, sleep, SEP, DEFAULT_WAIT_MS };

@@ -2,7 +2,8 @@
 // Starts the binaries under test as child processes and stops them again.
 //
 // A server is started with port 0 and we read the port from the one line it prints once bound:
-// `listening on http://127.0.0.1:<port>`. Every child is killed by the `stop()` the test calls
+// `listening on http://127.0.0.1:<port>` (a gateway prints `operator listening on HOST:PORT`, its
+// operator port with /metrics and /v1/state, before it). Every child is killed by the `stop()` the test calls
 // in its `after` hook, and, as a last resort, when this process exits. Only processes started
 // here are ever signalled.
 
@@ -45,7 +46,8 @@ function conformanceBin() {
 
 /**
  * Spawns `bin` with `args` and `env` added to ours, waits for its `listening on` line.
- * Resolves to { url, port, grpcAddr (when printed), pid, stop(graceMs), logs(), exited(), exitStatus() }.
+ * Resolves to { url, port, grpcAddr and operatorUrl (when printed), pid, stop(graceMs), logs(),
+ * exited(), exitStatus() }.
  */
 function start(name, bin, args, env) {
   if (!fs.existsSync(bin)) {
@@ -119,6 +121,8 @@ function start(name, bin, args, env) {
         port: Number(m[2]),
         // `grpc on HOST:PORT`, printed before `listening on` by binaries serving the admin API.
         grpcAddr: (/grpc on (127\.0\.0\.1:\d+)/.exec(stdout) || [])[1],
+        // `operator listening on HOST:PORT`, printed before `listening on` by the gateway.
+        operatorUrl: operatorUrlOf(stdout),
         pid: child.pid,
         stop,
         logs: () => logs,
@@ -129,6 +133,18 @@ function start(name, bin, args, env) {
     });
   });
 }
+
+/** The operator URL a gateway printed (`operator listening on 127.0.0.1:PORT`), or undefined. */
+function operatorUrlOf(stdout) {
+  const m = /^operator listening on (127\.0\.0\.1:\d+)$/m.exec(stdout);
+  return m ? `http://${m[1]}` : undefined;
+}
+
+/**
+ * The operator port of every gateway a test starts: a free one (the default, 9464, would be
+ * shared by every gateway on the machine).
+ */
+const GATEWAY_ENV = { SWITCHBOARD_OPERATOR_PORT: '0' };
 
 /**
  * The conformance example (or, with E2E_REFERENCE=1, the Node reference configured the same way).
@@ -145,9 +161,9 @@ function startConformance(env = {}) {
 
 /** The standalone gateway with the given config file (absolute or relative to fixtures/). */
 function startGateway({ config, env = {} } = {}) {
-  const extra = { SWITCHBOARD_PORT: '0', PORT: '0', ...env };
+  const extra = { SWITCHBOARD_PORT: '0', PORT: '0', ...GATEWAY_ENV, ...env };
   if (config) extra.SWITCHBOARD_CONFIG = path.resolve(__dirname, '..', 'fixtures', config);
   return start('gateway', gatewayBin(), [], extra);
 }
 
-module.exports = { start, startConformance, startGateway, gatewayBin, conformanceBin, REPO };
+module.exports = { start, startConformance, startGateway, gatewayBin, conformanceBin, GATEWAY_ENV, REPO };

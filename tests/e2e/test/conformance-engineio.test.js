@@ -6,7 +6,7 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { startConformance } = require('../lib/server');
-const { request, Polling, Ws, wsUrl, wsHandshake, sleep, SEP } = require('../lib/raw');
+const { request, partialRequest, Polling, Ws, wsUrl, wsHandshake, sleep, SEP } = require('../lib/raw');
 
 const PATH = '/engine.io/';
 const MAX_PAYLOAD = 1_000_000;
@@ -178,6 +178,27 @@ describe('polling', () => {
     const statuses = results.map((r) => r.status).sort();
     assert.deepEqual(statuses, [200, 400], JSON.stringify(results.map((r) => [r.status, r.body])));
     assert.equal(results.find((r) => r.status === 200).body, '1');
+    // Node answers an overlap with an empty 400 ("overlap from client"), not an error JSON.
+    assert.equal(results.find((r) => r.status === 400).body, '');
+    await assertError(await session.get(), 1, 'Session ID unknown');
+  });
+
+  it('two concurrent POSTs: the later one gets 400, then the session is gone', async () => {
+    const session = await Polling.handshake(base, PATH);
+    const body = '4hello';
+    const headers = { 'content-type': 'text/plain;charset=UTF-8' };
+    // Both bodies are held unfinished, so they overlap whichever reaches the server first.
+    const posts = [0, 1].map(() => partialRequest(session.url(), { length: body.length, first: body.slice(0, 1), headers }));
+    const refused = await Promise.any(posts.map((p, i) => p.response.then((res) => ({ res, i }))));
+    assert.equal(refused.res.status, 400, JSON.stringify(refused.res));
+    // Node answers an overlap with an empty 400, not an error JSON.
+    assert.equal(refused.res.body, '');
+    // The earlier one delivers nothing either: Node drops its connection, Switchboard answers it
+    // 400 code 1 (the session it posted to is gone).
+    const other = posts[1 - refused.i];
+    other.end(body.slice(1));
+    const res = await other.response.catch((err) => ({ dropped: err.code }));
+    assert.ok(res.dropped === 'ECONNRESET' || (res.status === 400 && res.body === errorBody(1, 'Session ID unknown')), JSON.stringify(res));
     await assertError(await session.get(), 1, 'Session ID unknown');
   });
 

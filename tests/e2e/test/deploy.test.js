@@ -9,6 +9,9 @@
 // - Every binary the Dockerfile, compose and Kubernetes run is a [[bin]] of the workspace, and
 //   every SWITCHBOARD_* variable they (and local-cluster.sh) set is one the binaries read, taken
 //   from the Rust sources, so a typo fails here.
+// - The operator surfaces (/metrics, /v1/state) are never routed to clients: the gateway's operator
+//   port is in no Service and only Prometheus may reach it; the Ingress routes only the client
+//   surface; compose publishes no gateway port; Prometheus scrapes the operator ports.
 // - The real gateway starts with the ConfigMap's TOML and answers its probes.
 // - deploy/local-cluster.sh on free ports: a socket.io-client round trip through its nginx, the
 //   admin CLI with the printed token, then `local-cluster.sh stop` leaves none of its processes.
@@ -23,7 +26,7 @@ const os = require('node:os');
 const path = require('node:path');
 const YAML = require('yaml');
 const { io } = require('socket.io-client');
-const { start, gatewayBin, REPO } = require('../lib/server');
+const { start, gatewayBin, GATEWAY_ENV, REPO } = require('../lib/server');
 const { brokerBin, adminBin, natsServerBin, waitFor } = require('../lib/cluster');
 const { nginxBin, rewrite } = require('../lib/nginx');
 const { within, once, connected, TRANSPORTS } = require('../lib/client');
@@ -330,6 +333,50 @@ describe('deploy/: manifests', () => {
     }
   });
 
+  it('the operator surfaces are never routed to clients; Prometheus scrapes the operator port', () => {
+    const objects = k8sObjects();
+    const served = servedPaths();
+    for (const c of ours(objects, 'switchboard-gateway')) {
+      const env = Object.fromEntries((c.env || []).map((e) => [e.name, e.value]));
+      const operator = c.ports.find((p) => p.name === 'operator');
+      assert.ok(operator, `${c.workload} names its operator port`);
+      assert.equal(String(operator.containerPort), env.SWITCHBOARD_OPERATOR_PORT, 'the operator port is the one the gateway binds');
+      const pod = objects.find((o) => o.kind === 'Deployment' && o.metadata.name === c.workload).spec.template.metadata;
+      assert.equal(pod.annotations['prometheus.io/port'], String(operator.containerPort), 'Prometheus scrapes the operator port');
+      for (const svc of objects.filter((o) => o.kind === 'Service' && o.spec.selector['app.kubernetes.io/name'] === 'switchboard-gateway')) {
+        for (const p of svc.spec.ports) {
+          assert.notEqual(p.targetPort, 'operator', `Service ${svc.metadata.name} does not route to the operator port`);
+          assert.notEqual(String(p.targetPort), String(operator.containerPort), `Service ${svc.metadata.name} does not route to the operator port`);
+        }
+      }
+      const policy = objects.find((o) => o.kind === 'NetworkPolicy' && o.spec.podSelector.matchLabels['app.kubernetes.io/name'] === 'switchboard-gateway');
+      assert.ok(policy, 'a NetworkPolicy guards the gateway pods');
+      for (const rule of policy.spec.ingress) {
+        if (rule.ports.some((p) => p.port === 'operator')) assert.ok(rule.from && rule.from.length > 0, 'the operator port only from selected pods');
+      }
+    }
+    // The Ingress routes the client surface only, path by path.
+    for (const o of objects.filter((x) => x.kind === 'Ingress')) {
+      for (const rule of o.spec.rules) {
+        for (const p of rule.http.paths) {
+          const ok = p.pathType === 'Exact' ? served.gateway.has(p.path) || p.path === '/assets/socket.io.min.js' : p.path === '/socket.io/';
+          assert.ok(ok, `Ingress ${o.metadata.name} routes only the client surface: ${p.pathType} ${p.path}`);
+        }
+      }
+    }
+    // compose: no gateway port is published; nginx is the way in.
+    const compose = yamlDocs('deploy/compose.yaml')[0];
+    for (const [name, svc] of Object.entries(compose.services)) {
+      if (/^gw\d$/.test(name)) assert.equal(svc.ports, undefined, `compose ${name} publishes no port`);
+    }
+    // Prometheus scrapes the gateways' operator ports (local-cluster.sh's defaults).
+    const [prom] = yamlDocs('deploy/prometheus/prometheus.yml');
+    const job = prom.scrape_configs.find((j) => j.job_name === 'switchboard-gateway');
+    const script = fs.readFileSync(SCRIPT, 'utf8');
+    const opPorts = /LOCAL_CLUSTER_OPERATOR_PORTS:-([\d ]+)\}/.exec(script)[1].split(' ');
+    assert.deepEqual(job.static_configs[0].targets, opPorts.map((p) => `127.0.0.1:${p}`));
+  });
+
   it('every binary the Dockerfile, compose and Kubernetes run is a workspace [[bin]], without flags', () => {
     const bins = workspaceBins();
     assert.ok(bins.has('switchboard-gateway') && bins.has('switchboard-broker'), `bins: ${[...bins]}`);
@@ -404,7 +451,7 @@ describe('deploy/: manifests', () => {
     t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
     const file = path.join(dir, 'gateway.toml');
     fs.writeFileSync(file, toml);
-    const env = { SWITCHBOARD_HOST: '127.0.0.1', SWITCHBOARD_PORT: '0', PORT: '0', SWITCHBOARD_CONFIG: file, SWITCHBOARD_NATS_URL: undefined };
+    const env = { SWITCHBOARD_HOST: '127.0.0.1', SWITCHBOARD_PORT: '0', PORT: '0', ...GATEWAY_ENV, SWITCHBOARD_CONFIG: file, SWITCHBOARD_NATS_URL: undefined };
     for (const name of secrets) env[name] = crypto.randomBytes(48).toString('base64');
     const server = await start('gateway (ConfigMap TOML)', gatewayBin(), [], env);
     try {
@@ -525,13 +572,14 @@ function checkLocalClusterNeeds() {
  */
 async function startLocalCluster() {
   checkLocalClusterNeeds();
-  const [lb, gw1, gw2, gw3, broker, grpc, nats] = await freePorts(7);
-  const ports = { lb, gateways: [gw1, gw2, gw3], broker, grpc, nats };
+  const [lb, gw1, gw2, gw3, broker, grpc, nats, op1, op2, op3] = await freePorts(10);
+  const ports = { lb, gateways: [gw1, gw2, gw3], operators: [op1, op2, op3], broker, grpc, nats };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sb-local-cluster-'));
   const env = {
     ...process.env,
     LOCAL_CLUSTER_PORT: String(lb),
     LOCAL_CLUSTER_GATEWAY_PORTS: `${gw1} ${gw2} ${gw3}`,
+    LOCAL_CLUSTER_OPERATOR_PORTS: `${op1} ${op2} ${op3}`,
     LOCAL_CLUSTER_BROKER_PORT: String(broker),
     LOCAL_CLUSTER_GRPC_PORT: String(grpc),
     LOCAL_CLUSTER_NATS_PORT: String(nats),
@@ -606,6 +654,7 @@ describe('deploy/local-cluster.sh', () => {
     for (const want of [
       `http://127.0.0.1:${ports.lb}`,
       ...ports.gateways.map((p) => `http://127.0.0.1:${p}`),
+      ...ports.operators.map((p) => `http://127.0.0.1:${p}`),
       `http://127.0.0.1:${ports.broker}`,
       `127.0.0.1:${ports.grpc}`,
       `nats://127.0.0.1:${ports.nats}`,
@@ -636,6 +685,11 @@ describe('deploy/local-cluster.sh', () => {
       assert.equal(await status(`http://127.0.0.1:${p}/health`), 200, `gateway :${p} /health`);
     }
     assert.equal(await status(`http://127.0.0.1:${ports.broker}/health`), 200, 'broker /health');
+    // /metrics on the operator ports only: not on the client ports, not through nginx.
+    for (const p of ports.operators) assert.equal(await status(`http://127.0.0.1:${p}/metrics`), 200, `operator :${p} /metrics`);
+    for (const p of [...ports.gateways, ports.lb]) {
+      for (const doc of ['/metrics', '/v1/state']) assert.equal(await status(`http://127.0.0.1:${p}${doc}`), 404, `:${p} ${doc}`);
+    }
     // The demo page it advertises, through nginx.
     const page = await fetch(`http://127.0.0.1:${ports.lb}/`);
     assert.equal(page.status, 200, 'demo page through nginx');

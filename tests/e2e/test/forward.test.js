@@ -74,7 +74,7 @@ describe('forwarding: answers for other gateways\' sessions come from their owne
     assert.deepEqual([nobody.status, nobody.body], [400, UNKNOWN_SID]);
 
     // gw2 counted what it passed on and what it could not.
-    const metrics = await (await fetch(`${g2.url}/metrics`)).text();
+    const metrics = await g2.metrics();
     const count = (labels) => {
       const line = metrics
         .split('\n')

@@ -181,7 +181,7 @@ describe('/metrics of a standalone gateway after a scripted scenario', () => {
   });
 
   it('serves the series of both tiers before any client, with histograms as histograms', async () => {
-    const get = await scrape(gw.url);
+    const get = await scrape(gw.operatorUrl);
     for (const ns of ['/', '/chat', '/secure']) {
       expect(get, 'switchboard_gateway_sockets', { namespace: ns }, 0);
       expect(get, 'switchboard_gateway_namespace_connects_total', { namespace: ns }, 0);
@@ -199,7 +199,7 @@ describe('/metrics of a standalone gateway after a scripted scenario', () => {
   });
 
   it('counts connections, namespaces, auth failures, packets, bytes, fan-out and disconnects exactly', async () => {
-    const before0 = await scrape(gw.url);
+    const before0 = await scrape(gw.operatorUrl);
     // ws: WebSocket on /chat; poll: long-polling on /chat; root: WebSocket on /; alice: polling on
     // /secure with a good token; two refused on /secure: a bad signature (WebSocket) and no token
     // (polling).
@@ -214,7 +214,7 @@ describe('/metrics of a standalone gateway after a scripted scenario', () => {
     const refusals = await Promise.all([connectError(forged), connectError(anonymous)]);
     assert.deepEqual(refusals.map((e) => e.data && e.data.code), ['bad_signature', 'missing_token']);
 
-    let get = await scrape(gw.url);
+    let get = await scrape(gw.operatorUrl);
     const delta = (name, labels) => count(get, name, labels) - count(before0, name, labels);
     // Six Engine.IO sessions, each opened on the transport it asked for.
     assert.equal(delta('switchboard_gateway_handshakes_total', { transport: 'websocket' }), 3);
@@ -230,15 +230,15 @@ describe('/metrics of a standalone gateway after a scripted scenario', () => {
     expect(get, 'switchboard_gateway_connects_refused_total', { reason: 'middleware' }, 2);
     // A client refused on its only namespace closes its session (socket.io-client's manager
     // closes once no socket is left): one of each transport remains open per accepted client.
-    await settles(gw.url, 'switchboard_gateway_connections', { transport: 'websocket' }, 2);
-    await settles(gw.url, 'switchboard_gateway_connections', { transport: 'polling' }, 2);
+    await settles(gw.operatorUrl, 'switchboard_gateway_connections', { transport: 'websocket' }, 2);
+    await settles(gw.operatorUrl, 'switchboard_gateway_connections', { transport: 'polling' }, 2);
 
     // One acknowledged event over WebSocket: exactly one packet each way, byte counts of the
     // Engine.IO packets as written.
-    let before1 = await scrape(gw.url);
+    let before1 = await scrape(gw.operatorUrl);
     const reply = await ask(root, 'echo', 'hi');
     assert.deepEqual(reply, ['hi']);
-    get = await scrape(gw.url);
+    get = await scrape(gw.operatorUrl);
     const diff = (name, labels) => count(get, name, labels) - count(before1, name, labels);
     assert.equal(diff('switchboard_gateway_packets_received_total', { transport: 'websocket' }), 1);
     assert.equal(diff('switchboard_gateway_bytes_received_total', { transport: 'websocket' }), '420["echo","hi"]'.length);
@@ -248,9 +248,9 @@ describe('/metrics of a standalone gateway after a scripted scenario', () => {
     assert.equal(diff('switchboard_gateway_packets_sent_total', { transport: 'polling' }), 0);
 
     // The same over long-polling: one POSTed packet, one packet in a GET's answer.
-    before1 = await scrape(gw.url);
+    before1 = await scrape(gw.operatorUrl);
     assert.deepEqual(await ask(poll, 'join', 'lobby'), [OK]);
-    get = await scrape(gw.url);
+    get = await scrape(gw.operatorUrl);
     assert.equal(diff('switchboard_gateway_packets_received_total', { transport: 'polling' }), 1);
     assert.equal(diff('switchboard_gateway_bytes_received_total', { transport: 'polling' }), '42/chat,0["join","lobby"]'.length);
     assert.equal(diff('switchboard_gateway_packets_sent_total', { transport: 'polling' }), 1);
@@ -258,50 +258,50 @@ describe('/metrics of a standalone gateway after a scripted scenario', () => {
     assert.equal(diff('switchboard_gateway_packets_received_total', { transport: 'websocket' }), 0);
 
     // A broadcast to /chat without the sender: one fan-out of one recipient.
-    before1 = await scrape(gw.url);
+    before1 = await scrape(gw.operatorUrl);
     const heard = once(poll, 'shout');
     ws.emit('shout', { text: 'hello' });
     assert.deepEqual(await heard, [{ text: 'hello' }]);
-    get = await scrape(gw.url);
+    get = await scrape(gw.operatorUrl);
     assert.equal(diff('switchboard_gateway_fanout_size_count'), 1);
     assert.equal(diff('switchboard_gateway_fanout_size_sum'), 1);
     assert.equal(diff('switchboard_gateway_fanout_size_bucket', { le: '1' }), 1);
     assert.equal(diff('switchboard_gateway_packets_sent_total', { transport: 'polling' }), 1);
 
     // Disconnects: a polling client says goodbye with a close packet, a WebSocket one closes.
-    before1 = await scrape(gw.url);
+    before1 = await scrape(gw.operatorUrl);
     poll.disconnect();
     ws.disconnect();
-    await settles(gw.url, 'switchboard_gateway_sockets', { namespace: '/chat' }, 0);
-    await settles(gw.url, 'switchboard_gateway_connections', { transport: 'polling' }, 1);
-    await settles(gw.url, 'switchboard_gateway_connections', { transport: 'websocket' }, 1);
-    get = await scrape(gw.url);
+    await settles(gw.operatorUrl, 'switchboard_gateway_sockets', { namespace: '/chat' }, 0);
+    await settles(gw.operatorUrl, 'switchboard_gateway_connections', { transport: 'polling' }, 1);
+    await settles(gw.operatorUrl, 'switchboard_gateway_connections', { transport: 'websocket' }, 1);
+    get = await scrape(gw.operatorUrl);
     assert.equal(diff('switchboard_gateway_disconnects_total', { reason: 'client_close' }), 1);
     assert.equal(diff('switchboard_gateway_disconnects_total', { reason: 'transport_close' }), 1);
     expect(get, 'switchboard_gateway_namespace_connects_total', { namespace: '/chat' }, 2);
   });
 
   it('moves an upgraded session from polling to websocket', async () => {
-    const before0 = await scrape(gw.url);
+    const before0 = await scrape(gw.operatorUrl);
     const up = io(`${gw.url}/`, { transports: ['polling', 'websocket'], upgrade: true, forceNew: true, reconnection: false });
     sockets.push(up);
     await connected(up);
     if (up.io.engine.transport.name !== 'websocket') await once(up.io.engine, 'upgrade');
     const ws0 = before0('switchboard_gateway_connections', { transport: 'websocket' });
     const poll0 = before0('switchboard_gateway_connections', { transport: 'polling' });
-    await settles(gw.url, 'switchboard_gateway_connections', { transport: 'websocket' }, ws0 + 1);
-    const get = await scrape(gw.url);
+    await settles(gw.operatorUrl, 'switchboard_gateway_connections', { transport: 'websocket' }, ws0 + 1);
+    const get = await scrape(gw.operatorUrl);
     expect(get, 'switchboard_gateway_connections', { transport: 'polling' }, poll0);
     assert.equal(count(get, 'switchboard_gateway_handshakes_total', { transport: 'polling' })
       - count(before0, 'switchboard_gateway_handshakes_total', { transport: 'polling' }), 1);
     up.disconnect();
-    await settles(gw.url, 'switchboard_gateway_connections', { transport: 'websocket' }, ws0);
+    await settles(gw.operatorUrl, 'switchboard_gateway_connections', { transport: 'websocket' }, ws0);
   });
 
   it('keeps the embedded broker gauges equal to its directory and counts gRPC calls by method and code', async () => {
     const stats = await admin.call('Stats', {});
     const state = await gw.state();
-    const get = await scrape(gw.url);
+    const get = await scrape(gw.operatorUrl);
     expect(get, 'switchboard_broker_sockets', {}, state.sockets.length);
     expect(get, 'switchboard_broker_sockets', {}, Number(stats.sockets));
     expect(get, 'switchboard_broker_rooms', {}, Number(stats.rooms));
@@ -313,7 +313,7 @@ describe('/metrics of a standalone gateway after a scripted scenario', () => {
     await assert.rejects(admin.call('Stats', {}, { token: 'wrong-token-0123456789abcdef' }), (e) => e.code === status.UNAUTHENTICATED);
     await assert.rejects(admin.call('Rooms', {}, { token: '' }), (e) => e.code === status.UNAUTHENTICATED);
     await assert.rejects(admin.call('RoomMembers', { ns: '/chat', room: '' }), (e) => e.code === status.INVALID_ARGUMENT);
-    const after1 = await scrape(gw.url);
+    const after1 = await scrape(gw.operatorUrl);
     expect(after1, 'switchboard_broker_grpc_calls_total', { method: 'Stats', code: 'OK' }, 1);
     expect(after1, 'switchboard_broker_grpc_calls_total', { method: 'Stats', code: 'UNAUTHENTICATED' }, 1);
     expect(after1, 'switchboard_broker_grpc_calls_total', { method: 'Rooms', code: 'UNAUTHENTICATED' }, 1);
@@ -323,7 +323,7 @@ describe('/metrics of a standalone gateway after a scripted scenario', () => {
   });
 
   it('labels only from closed sets: no sid, room or user appears in any label', async () => {
-    const get = await scrape(gw.url);
+    const get = await scrape(gw.operatorUrl);
     const state = await gw.state();
     const secrets = new Set(['alice', 'mallory', 'lobby', ...state.sockets.map((s) => s.id)]);
     for (const [name, samples] of get.series) {
@@ -374,12 +374,12 @@ describe('/metrics in a cluster: broker gauges equal its state, NATS series on t
     assert.ok(count(broker, 'switchboard_broker_messages_applied_total', { kind: 'join' }) >= 3);
 
     // gw1: a forward answered by the worker, one that times out, and a room with a capacity.
-    const before1 = await scrape(g1.url);
+    const before1 = await scrape(g1.operatorUrl);
     assert.ok(await alice.ack('ask', { q: 1 }), 'the worker answered');
     const timedOut = await alice.ack('slow', {});
     assert.equal(timedOut.ok, false, JSON.stringify(timedOut));
     assert.deepEqual(await alice.join('small-1', 'join-small'), OK);
-    const get = await scrape(g1.url);
+    const get = await scrape(g1.operatorUrl);
     const diff = (name, labels) => count(get, name, labels) - count(before1, name, labels);
     assert.equal(diff('switchboard_gateway_bus_request_seconds_count', { op: 'forward' }), 1);
     assert.equal(diff('switchboard_gateway_bus_errors_total', { op: 'forward', kind: 'timeout' }), 1);

@@ -21,7 +21,7 @@ const UPGRADING = ['polling', 'websocket'];
 async function forwardedOk(gateways) {
   let total = 0;
   for (const gw of gateways) {
-    const text = await (await fetch(`${gw.url}/metrics`)).text();
+    const text = await gw.metrics();
     for (const m of text.matchAll(/^switchboard_gateway_forwarded_requests_total\{([^}]*)\} (\d+)$/gm)) {
       if (/result="ok"/.test(m[1])) total += Number(m[2]);
     }
@@ -42,6 +42,16 @@ function throughNginx(file, { spread, forwards = false }) {
       members.closeAll();
       if (nginx) await nginx.stop();
       if (cluster) await cluster.stop();
+    });
+
+    it('passes the client surface on and never the operator surfaces', async () => {
+      for (const [p, want] of [['/health', 200], ['/ready', 200], ['/metrics', 404], ['/v1/state', 404], ['/metrics/', 404], ['/v1/state?x=1', 404], ['/anything', 404]]) {
+        const res = await fetch(`${nginx.url}${p}`);
+        await res.arrayBuffer();
+        assert.equal(res.status, want, `GET ${p} through nginx`);
+      }
+      // The gateways do serve them, on their operator ports, which nginx is never told about.
+      assert.equal((await fetch(`${cluster.gateways[0].operatorUrl}/metrics`)).status, 200);
     });
 
     it('polling-only and upgrading clients keep their sessions and get each relay once', async () => {
