@@ -18,6 +18,10 @@
 //!   decoding the text frame of [`encode`]`(&p)` gives `p` back (attachments aside, which travel
 //!   in their own frames).
 //! - A completed binary packet's placeholders all reference attachments that exist.
+//! - A [`Reassembly`] never holds more attachment bytes than its bound, nor accepts an
+//!   attachment after its deadline.
+
+use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Map, Value};
@@ -134,6 +138,12 @@ pub enum DecodeError {
     /// A binary attachment arrived that no packet was waiting for.
     #[error("unexpected binary attachment")]
     UnexpectedAttachment,
+    /// A binary packet's attachments together are larger than its [`Reassembly`] allows.
+    #[error("attachments too large")]
+    AttachmentsTooLarge,
+    /// A binary packet's attachment arrived after its [`Reassembly`]'s deadline.
+    #[error("binary packet timeout")]
+    AttachmentsTooLate,
 }
 
 /// Decodes the text of one Socket.IO packet (an Engine.IO message without its `4`).
@@ -261,22 +271,36 @@ fn check_placeholders(data: Option<&Value>, count: usize) -> Result<(), DecodeEr
     Ok(())
 }
 
-/// Collects binary attachments after a BINARY_* header.
+/// Collects binary attachments after a BINARY_* header, within a byte bound and a deadline
+/// (time comes in as an argument: the caller owns the clock and the timer).
 #[derive(Clone, Debug)]
 pub struct Reassembly {
     /// The packet being completed; `None` once it has been handed out.
     packet: Option<Packet>,
     expected: usize,
+    /// Bytes of the attachments so far.
+    bytes: usize,
+    max_bytes: usize,
+    deadline: Instant,
 }
 
 impl Reassembly {
     /// Starts collecting `expected` attachments for `packet` (as returned by
-    /// [`Decoded::NeedAttachments`]).
-    pub fn new(packet: Packet, expected: usize) -> Self {
+    /// [`Decoded::NeedAttachments`]), at most `max_bytes` of them in total, the last one
+    /// before `deadline`.
+    pub fn new(packet: Packet, expected: usize, max_bytes: usize, deadline: Instant) -> Self {
         Self {
             packet: Some(packet),
             expected,
+            bytes: 0,
+            max_bytes,
+            deadline,
         }
+    }
+
+    /// When the packet must be complete.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// How many attachments are still missing.
@@ -286,15 +310,25 @@ impl Reassembly {
             .map_or(0, |p| self.expected.saturating_sub(p.attachments.len()))
     }
 
-    /// Adds one attachment; Some(packet) once all have arrived. Placeholders must reference
-    /// 0..expected, each number well-formed, else error when completing. An attachment beyond
-    /// the declared count (or after completion) is [`DecodeError::UnexpectedAttachment`].
-    pub fn push(&mut self, attachment: Bytes) -> Result<Option<Packet>, DecodeError> {
+    /// Adds one attachment, arrived at `now`; Some(packet) once all have arrived. Placeholders
+    /// must reference 0..expected, each number well-formed, else error when completing. An
+    /// attachment beyond the declared count (or after completion) is
+    /// [`DecodeError::UnexpectedAttachment`]; one that takes the total over the byte bound is
+    /// [`DecodeError::AttachmentsTooLarge`], one at or after the deadline
+    /// [`DecodeError::AttachmentsTooLate`] (both before it is kept).
+    pub fn push(&mut self, attachment: Bytes, now: Instant) -> Result<Option<Packet>, DecodeError> {
         let expected = self.expected;
         let packet = match self.packet.as_mut() {
             Some(p) if p.attachments.len() < expected => p,
             _ => return Err(DecodeError::UnexpectedAttachment),
         };
+        if now >= self.deadline {
+            return Err(DecodeError::AttachmentsTooLate);
+        }
+        self.bytes = self.bytes.saturating_add(attachment.len());
+        if self.bytes > self.max_bytes {
+            return Err(DecodeError::AttachmentsTooLarge);
+        }
         packet.attachments.push(attachment);
         if packet.attachments.len() < expected {
             return Ok(None);
@@ -893,12 +927,12 @@ mod tests {
             panic!("binary header");
         };
         assert_eq!(n, 2);
-        let mut r = Reassembly::new(header.clone(), n);
+        let mut r = Reassembly::new(header.clone(), n, 6, later());
         assert_eq!(r.remaining(), 2);
-        assert_eq!(r.push(Bytes::from_static(&[1, 2, 3])), Ok(None));
+        assert_eq!(r.push(Bytes::from_static(&[1, 2, 3]), t0()), Ok(None));
         assert_eq!(r.remaining(), 1);
         let done = r
-            .push(Bytes::from_static(&[4, 5, 6]))
+            .push(Bytes::from_static(&[4, 5, 6]), t0())
             .expect("valid")
             .expect("complete");
         assert_eq!(
@@ -910,7 +944,10 @@ mod tests {
         );
         assert_eq!(done.data, header.data);
         assert_eq!(r.remaining(), 0);
-        assert_eq!(r.push(Bytes::new()), Err(DecodeError::UnexpectedAttachment));
+        assert_eq!(
+            r.push(Bytes::new(), t0()),
+            Err(DecodeError::UnexpectedAttachment)
+        );
 
         // The official suite echoes it back unchanged.
         let echoed = encode(&done);
@@ -921,9 +958,11 @@ mod tests {
         let mut none = Reassembly::new(
             packet(PacketType::BinaryEvent, "/", None, Some(json!(["x"]))),
             0,
+            6,
+            later(),
         );
         assert_eq!(
-            none.push(Bytes::new()),
+            none.push(Bytes::new(), t0()),
             Err(DecodeError::UnexpectedAttachment)
         );
 
@@ -934,8 +973,66 @@ mod tests {
             None,
             Some(json!(["x", ph(5)])),
         );
-        let mut r = Reassembly::new(bad, 1);
-        assert_eq!(r.push(Bytes::new()), Err(DecodeError::InvalidPlaceholder));
+        let mut r = Reassembly::new(bad, 1, 6, later());
+        assert_eq!(
+            r.push(Bytes::new(), t0()),
+            Err(DecodeError::InvalidPlaceholder)
+        );
+    }
+
+    fn t0() -> Instant {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(Instant::now)
+    }
+
+    fn later() -> Instant {
+        t0() + std::time::Duration::from_secs(10)
+    }
+
+    #[test]
+    fn reassembly_bounds_bytes_and_time() {
+        let header = || {
+            packet(
+                PacketType::BinaryEvent,
+                "/",
+                None,
+                Some(json!(["x", ph(0), ph(1), ph(2)])),
+            )
+        };
+        let two = Bytes::from_static(&[1, 2]);
+        // (bound in bytes, arrival of each attachment after t0 in ms, outcome of each push)
+        type Case = (usize, [u64; 3], [Result<bool, DecodeError>; 3]);
+        let table: [Case; 4] = [
+            (6, [0, 5, 9_999], [Ok(false), Ok(false), Ok(true)]),
+            (
+                5,
+                [0, 0, 0],
+                [Ok(false), Ok(false), Err(DecodeError::AttachmentsTooLarge)],
+            ),
+            (
+                6,
+                [0, 10_000, 0],
+                [Ok(false), Err(DecodeError::AttachmentsTooLate), Ok(false)],
+            ),
+            (
+                0,
+                [0, 0, 0],
+                [Err(DecodeError::AttachmentsTooLarge), Ok(false), Ok(false)],
+            ),
+        ];
+        for (bound, at, want) in table {
+            let mut r = Reassembly::new(header(), 3, bound, later());
+            assert_eq!(r.deadline(), later());
+            for (i, (ms, want)) in at.iter().zip(want).enumerate() {
+                let now = t0() + std::time::Duration::from_millis(*ms);
+                let got = r.push(two.clone(), now).map(|p| p.is_some());
+                assert_eq!(got, want, "bound {bound}, attachment {i}");
+                if got.is_err() {
+                    // The caller closes the connection; nothing more is looked at.
+                    break;
+                }
+            }
+        }
     }
 
     #[test]
@@ -1117,13 +1214,13 @@ mod tests {
             }
             Decoded::NeedAttachments(p, n) => {
                 assert_eq!(n, rest.len());
-                let mut r = Reassembly::new(p, n);
+                let mut r = Reassembly::new(p, n, usize::MAX, later());
                 let mut out = None;
                 for f in rest {
                     let Frame::Binary(b) = f else {
                         panic!("binary attachment")
                     };
-                    out = r.push(b.clone())?;
+                    out = r.push(b.clone(), t0())?;
                 }
                 Ok(out.expect("complete after the last attachment"))
             }
