@@ -2,7 +2,8 @@
 // Socket.IO-level limits of the standalone gateway (README "Security", issue 12): names,
 // namespaces and CONNECTs per connection, binary attachments (count, bytes, time), a rate limit
 // that survives leaving and re-entering its namespace, max_rooms under a batch of joins that wait
-// for the broker, and dynamic namespaces that a flood of refused connects does not create.
+// for the broker, dynamic namespaces that a flood of refused connects does not create, and (on a
+// gateway with NATS and a worker) pending acks of events forwarded to workers.
 // Limits are small in fixtures/limits-socketio.toml so that each is reached in a few packets.
 
 const fs = require('node:fs');
@@ -11,6 +12,9 @@ const assert = require('node:assert/strict');
 const { startGateway } = require('../lib/server');
 const { Polling, wsHandshake, SEP } = require('../lib/raw');
 const { Clients, connectError, hs256, now } = require('../lib/client');
+const { startCluster } = require('../lib/cluster');
+const { startWorker } = require('../lib/worker');
+const { CONFIG: CLUSTER_CONFIG, ENV: CLUSTER_ENV } = require('../lib/members');
 
 const SECRET = 'limits-e2e-secret-0123456789abcdef';
 const ENV = { SWITCHBOARD_JWT_SECRET: SECRET };
@@ -202,5 +206,35 @@ describe('dynamic namespaces under a flood of refused connects', () => {
     assert.ok(grown < 8 * 1024 * 1024, `RSS grew by ${(grown / 1048576).toFixed(1)} MiB over 100 000 refused connects`);
     // A valid token still gets in.
     (await connected(server.url, '/tenant-ok', { token: token() })).close();
+  });
+});
+
+describe('pending acks of events forwarded to workers', () => {
+  let cluster;
+  let worker;
+  before(async () => {
+    cluster = await startCluster({ gateways: 1, config: CLUSTER_CONFIG, env: CLUSTER_ENV });
+    worker = await startWorker({ url: cluster.nats.url, prefix: cluster.prefix });
+  });
+  after(async () => {
+    if (worker) await worker.stop();
+    if (cluster) await cluster.stop();
+  });
+
+  it('answers events past max_pending_acks (128) at once with an error ack', async () => {
+    const s = await Polling.handshake(cluster.gateways[0].url, '/socket.io/');
+    assert.equal((await s.post('40/chat,')).status, 200);
+    assert.match((await s.packets())[0], /^40\/chat,\{"sid":/);
+    // One POST, handled in order: the worker never answers `slow`, so the first 128 wait (for
+    // its 300 ms timeout) and the last two find no place.
+    const events = Array.from({ length: 130 }, (_, i) => `42/chat,${i}["slow",${i}]`);
+    assert.equal((await s.post(events.join(SEP))).status, 200);
+    const acks = await s.collect(130, { timeout: 10_000 });
+    const refused = acks.filter((a) => a.endsWith('[{"ok":false,"error":"too many pending acks"}]'));
+    assert.deepEqual(refused, [128, 129].map((i) => `43/chat,${i}[{"ok":false,"error":"too many pending acks"}]`));
+    // Answered or timed out, the places are free again.
+    assert.equal((await s.post('42/chat,200["ask","hi"]')).status, 200);
+    const [answer] = await s.collect(1, { timeout: 5000 });
+    assert.match(answer, /^43\/chat,200\[\{"ok":true,/);
   });
 });
