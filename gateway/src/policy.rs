@@ -2,8 +2,9 @@
 //! lives", layer 1) run on the embedding API ([`crate::sio`]).
 //!
 //! For every configured namespace, [`install`] registers a connect middleware (token check,
-//! required claims, rooms auto-joined from claim templates, typed [`Claims`] and rate-limit state
-//! attached to the socket) and an `on_any` handler that charges the rate limit and dispatches the
+//! required claims, rooms auto-joined from claim templates, typed [`Claims`] attached to the
+//! socket, rate-limit state kept for the connection so that re-entering the namespace does not
+//! refill it) and an `on_any` handler that charges the rate limit and dispatches the
 //! event to its rule: join, leave, relay, broadcast or echo. Every action answers the client's ack,
 //! if one was asked for, with `{"ok":true}` or `{"ok":false,"error":"<reason>"}`; events without
 //! a rule are dropped and counted, and a requested ack gets `"unknown event"`.

@@ -14,6 +14,12 @@
 //! Handlers are plain closures called on the connection's task, in packet order; one that needs
 //! to wait for something spawns a task with a clone of the [`Socket`]. Anything a connect handler
 //! emits is queued after the CONNECT reply.
+//!
+//! What one connection may make the server hold is bounded by [`Limits`] before the memory is
+//! spent: names, namespaces and CONNECTs, a binary packet's attachments (count, bytes, and time,
+//! its deadline kept by the session's timer), and the acks the server owes (an [`Event`]'s ack
+//! responder counts while it lives). A dynamic namespace's child exists only while an accepted
+//! socket is in it.
 
 mod adapter;
 mod namespace;
