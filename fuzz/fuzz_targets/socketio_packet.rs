@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use switchboard_gateway::engineio::Frame;
 use serde_json::Value;
+use switchboard_gateway::engineio::Frame;
 use switchboard_gateway::socketio::{self, Decoded, Packet, PacketType, Reassembly};
 
 /// More declared attachments than this are checked for decoding only, to keep runs fast.
@@ -23,11 +23,19 @@ fuzz_target!(|data: &[u8]| {
             if n > MAX_REASSEMBLED {
                 return;
             }
-            let mut r = Reassembly::new(header, n);
+            let now = std::time::Instant::now();
+            let mut r = Reassembly::new(
+                header,
+                n,
+                usize::MAX,
+                now + std::time::Duration::from_secs(60),
+            );
             let mut done = None;
             for i in 0..n {
                 assert!(done.is_none(), "completed before the last attachment");
-                done = r.push(Bytes::from(vec![i as u8; i])).expect("placeholders were checked");
+                done = r
+                    .push(Bytes::from(vec![i as u8; i]), now)
+                    .expect("placeholders were checked");
             }
             let packet = done.expect("complete after the last attachment");
             assert_eq!(packet.attachments.len(), n);
@@ -71,13 +79,19 @@ fn round_trip(packet: &Packet) -> Packet {
         }
         Decoded::NeedAttachments(header, n) => {
             assert_eq!(n, attachments.len());
-            let mut r = Reassembly::new(header, n);
+            let now = std::time::Instant::now();
+            let mut r = Reassembly::new(
+                header,
+                n,
+                usize::MAX,
+                now + std::time::Duration::from_secs(60),
+            );
             let mut done = None;
             for frame in attachments {
                 let Frame::Binary(bin) = frame else {
                     panic!("attachments are binary frames");
                 };
-                done = r.push(bin.clone()).expect("attachment accepted");
+                done = r.push(bin.clone(), now).expect("attachment accepted");
             }
             done.expect("complete")
         }

@@ -94,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
     let node = NodeId::random();
     let io = Server::new(sio::Config {
         connect_timeout: Duration::from_secs(1),
+        ..sio::Config::default()
     });
     namespace(&io, "/");
     namespace(&io, "/custom");

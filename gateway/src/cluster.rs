@@ -464,7 +464,7 @@ impl Cluster {
                 let reply = match result {
                     Ok(args) => pb::AckReply {
                         socket_id,
-                        args_json: Value::Array(args.values).to_string(),
+                        args_json: crate::socketio::json_text(&Value::Array(args.values)),
                         attachments: args.attachments,
                         timed_out: false,
                     },
@@ -583,7 +583,7 @@ impl Bridge for Cluster {
             socket_id: socket.id().to_owned(),
             ns: socket.namespace().name().to_owned(),
             event: event.to_owned(),
-            args_json: Value::Array(args.values).to_string(),
+            args_json: crate::socketio::json_text(&Value::Array(args.values)),
             attachments: args.attachments,
             claims_json: claims_json(claims.as_deref()),
             user: user_of(claims.as_deref()),
@@ -623,8 +623,8 @@ impl Bridge for Cluster {
             let values = if reply.args_json.is_empty() {
                 Value::Array(Vec::new())
             } else {
-                serde_json::from_str(&reply.args_json)
-                    .map_err(|_| "malformed worker reply".to_owned())?
+                crate::socketio::parse_json(&reply.args_json)
+                    .ok_or_else(|| "malformed worker reply".to_owned())?
             };
             Ok(Args::from(values).with_attachments(reply.attachments))
         })

@@ -191,6 +191,8 @@ pub struct Config {
     pub operator: OperatorConfig,
     /// Namespaces, in file order (dynamic ones are tried in this order too).
     pub namespaces: Vec<NamespaceConfig>,
+    /// The `[limits]` section: what one client connection may make the gateway hold.
+    pub limits: crate::sio::Limits,
 }
 
 /// The `[server]` section.
@@ -289,13 +291,6 @@ impl ServerConfig {
             body_timeout: self.body_timeout,
             max_query_bytes: self.max_query_bytes,
             max_kept_header_bytes: self.max_kept_header_bytes,
-        }
-    }
-
-    /// The Socket.IO options of the server.
-    pub fn sio_config(&self) -> crate::sio::Config {
-        crate::sio::Config {
-            connect_timeout: self.connect_timeout,
         }
     }
 
@@ -654,15 +649,25 @@ impl Config {
         let server = v.server(raw.server.unwrap_or_default());
         let operator = v.operator(raw.operator.unwrap_or_default());
         let namespaces = v.namespaces(raw.namespace);
+        let limits = v.limits(raw.limits.unwrap_or_default(), &server);
         if v.problems.is_empty() {
             Ok(Self {
                 origin: origin.to_owned(),
                 server,
                 operator,
                 namespaces,
+                limits,
             })
         } else {
             Err(ConfigError::Invalid(Problems(v.problems)))
+        }
+    }
+
+    /// The Socket.IO options of the server: `[server] connect_timeout_ms` and the `[limits]`.
+    pub fn sio_config(&self) -> crate::sio::Config {
+        crate::sio::Config {
+            connect_timeout: self.server.connect_timeout,
+            limits: self.limits.clone(),
         }
     }
 
@@ -789,6 +794,20 @@ struct RawConfig {
     operator: Option<RawOperator>,
     #[serde(default)]
     namespace: Vec<Spanned<RawNamespace>>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_name_bytes: Option<Spanned<u64>>,
+    max_attachments: Option<Spanned<u64>>,
+    max_attachment_bytes: Option<Spanned<u64>>,
+    binary_timeout_ms: Option<Spanned<u64>>,
+    max_namespaces: Option<Spanned<u64>>,
+    connects_per_interval: Option<Spanned<u64>>,
+    connect_interval_ms: Option<Spanned<u64>>,
+    max_pending_acks: Option<Spanned<u64>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -968,12 +987,17 @@ impl Validator<'_> {
         line_col(self.text, span.start).0
     }
 
-    /// A positive duration in milliseconds.
+    /// A positive duration of `[server]` in milliseconds.
     fn duration_ms(&mut self, key: &str, v: Option<Spanned<u64>>, default: Duration) -> Duration {
+        self.positive_ms(&format!("server.{key}"), v, default)
+    }
+
+    /// A positive duration in milliseconds; `key` is the full key (`section.name`).
+    fn positive_ms(&mut self, key: &str, v: Option<Spanned<u64>>, default: Duration) -> Duration {
         match v {
             None => default,
             Some(s) if *s.get_ref() == 0 => {
-                self.problem(&s.span(), format!("server.{key} must be greater than 0"));
+                self.problem(&s.span(), format!("{key} must be greater than 0"));
                 default
             }
             Some(s) => Duration::from_millis(*s.get_ref()),
@@ -1124,6 +1148,61 @@ impl Validator<'_> {
             body_timeout,
             max_query_bytes,
             max_kept_header_bytes,
+        }
+    }
+
+    /// The `[limits]` section; `max_attachment_bytes` defaults to `max_payload_bytes`. Every
+    /// limit is positive: 0 would refuse everything (or, for times, fire at once).
+    fn limits(&mut self, raw: RawLimits, server: &ServerConfig) -> crate::sio::Limits {
+        let d = crate::sio::Limits::default();
+        let connects_per_interval = match raw.connects_per_interval {
+            Some(s) if u32::try_from(*s.get_ref()).is_err() => {
+                self.problem(&s.span(), "limits.connects_per_interval is too large");
+                d.connects_per_interval
+            }
+            v => self.positive_usize(
+                "limits.connects_per_interval",
+                v,
+                d.connects_per_interval as usize,
+            ) as u32,
+        };
+        crate::sio::Limits {
+            max_name_bytes: self.positive_usize(
+                "limits.max_name_bytes",
+                raw.max_name_bytes,
+                d.max_name_bytes,
+            ),
+            max_attachments: self.positive_usize(
+                "limits.max_attachments",
+                raw.max_attachments,
+                d.max_attachments,
+            ),
+            max_attachment_bytes: self.positive_usize(
+                "limits.max_attachment_bytes",
+                raw.max_attachment_bytes,
+                server.max_payload_bytes,
+            ),
+            binary_timeout: self.positive_ms(
+                "limits.binary_timeout_ms",
+                raw.binary_timeout_ms,
+                d.binary_timeout,
+            ),
+            max_namespaces: self.positive_usize(
+                "limits.max_namespaces",
+                raw.max_namespaces,
+                d.max_namespaces,
+            ),
+            connects_per_interval,
+            connect_interval: self.positive_ms(
+                "limits.connect_interval_ms",
+                raw.connect_interval_ms,
+                d.connect_interval,
+            ),
+            max_pending_acks: self.positive_usize(
+                "limits.max_pending_acks",
+                raw.max_pending_acks,
+                d.max_pending_acks,
+            ),
         }
     }
 
@@ -2179,6 +2258,79 @@ mod tests {
         }
     }
 
+    #[test]
+    fn limits_section_is_read_and_checked() {
+        let d = parse("").unwrap();
+        assert_eq!(d.limits, crate::sio::Limits::default());
+        assert_eq!(d.sio_config().limits, d.limits);
+        assert_eq!(
+            Config::builtin().unwrap().limits,
+            crate::sio::Limits::default(),
+            "default.toml states the defaults"
+        );
+        // Attachment bytes follow max_payload_bytes unless set.
+        let c = parse("[server]\nmax_payload_bytes = 5000").unwrap();
+        assert_eq!(c.limits.max_attachment_bytes, 5000);
+        let c = parse(
+            r#"
+            [limits]
+            max_name_bytes = 10
+            max_attachments = 2
+            max_attachment_bytes = 300
+            binary_timeout_ms = 700
+            max_namespaces = 3
+            connects_per_interval = 4
+            connect_interval_ms = 900
+            max_pending_acks = 5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.limits,
+            crate::sio::Limits {
+                max_name_bytes: 10,
+                max_attachments: 2,
+                max_attachment_bytes: 300,
+                binary_timeout: Duration::from_millis(700),
+                max_namespaces: 3,
+                connects_per_interval: 4,
+                connect_interval: Duration::from_millis(900),
+                max_pending_acks: 5,
+            }
+        );
+        // (text, expected substrings of the error)
+        let table: &[(&str, &[&str])] = &[
+            (
+                "[limits]\nmax_name_bytes = 0",
+                &[
+                    "test.toml:2:18",
+                    "limits.max_name_bytes must be greater than 0",
+                ],
+            ),
+            (
+                "[limits]\nbinary_timeout_ms = 0",
+                &[
+                    "test.toml:2:21",
+                    "limits.binary_timeout_ms must be greater than 0",
+                ],
+            ),
+            (
+                "[limits]\nconnects_per_interval = 5000000000",
+                &["limits.connects_per_interval is too large"],
+            ),
+            (
+                "[limits]\nmax_namespace = 3",
+                &["test.toml:2:1", "unknown field `max_namespace`"],
+            ),
+        ];
+        for (text, want) in table {
+            let e = err(text);
+            for w in *want {
+                assert!(e.contains(w), "{text:?}: {e}");
+            }
+        }
+    }
+
     /// (name, config text, expected substrings of the error, including file:line:col)
     #[test]
     fn errors_table() {
@@ -2851,7 +3003,7 @@ mod tests {
             )
         );
         assert_eq!(
-            d.sio_config().connect_timeout,
+            Config::builtin().unwrap().sio_config().connect_timeout,
             crate::sio::Config::default().connect_timeout
         );
         let c = parse(

@@ -103,6 +103,8 @@ pub enum CloseReason {
     ServerClose,
     /// The server is shutting down.
     Shutdown,
+    /// The client ran into a limit that ends the connection (README, "Security").
+    Limited(metrics::Limit),
 }
 
 impl CloseReason {
@@ -119,6 +121,7 @@ impl CloseReason {
             Self::DuplicatePoll => "transport error",
             Self::ServerClose => "forced close",
             Self::Shutdown => "server shutting down",
+            Self::Limited(_) => "limit exceeded",
         }
     }
 
@@ -147,6 +150,7 @@ impl CloseReason {
             Self::DuplicatePoll => "duplicate_poll",
             Self::ServerClose => "server_close",
             Self::Shutdown => "shutdown",
+            Self::Limited(_) => "limited",
         }
     }
 }
@@ -391,6 +395,8 @@ pub(crate) struct State {
     next_ping: Instant,
     pong_deadline: Option<Instant>,
     connect_deadline: Option<Instant>,
+    /// The application's deadline (a binary packet to complete), and the reason to close with.
+    app_deadline: Option<(Instant, CloseReason)>,
 }
 
 impl State {
@@ -436,6 +442,8 @@ pub struct Conn<D> {
     state: Mutex<State>,
     /// Wakes the WebSocket task when there is something to write.
     pub(crate) wake: Notify,
+    /// Set with a new application deadline: the timer's cached next instant may be too late.
+    retick: std::sync::atomic::AtomicBool,
     config: Arc<Config>,
     node: NodeId,
     /// Application state (e.g. the Socket.IO sockets of this connection).
@@ -596,6 +604,25 @@ impl<D: Send + Sync + 'static> Conn<D> {
         self.lock().connect_deadline = None;
     }
 
+    /// Closes the session with `reason` at `deadline` unless cleared before (`None`). Setting
+    /// one wakes the session's timer, which may be sleeping towards a later instant.
+    pub fn set_deadline(&self, deadline: Option<(Instant, CloseReason)>) {
+        self.lock().app_deadline = deadline;
+        if deadline.is_some() {
+            self.retick
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether a deadline was set since the last call: the timer must look again.
+    pub(crate) fn take_retick(&self) -> bool {
+        self.retick.load(std::sync::atomic::Ordering::Relaxed)
+            && self
+                .retick
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A pong arrived.
     pub(crate) fn on_pong(&self, now: Instant) {
         let mut st = self.lock();
@@ -611,9 +638,10 @@ impl<D: Send + Sync + 'static> Conn<D> {
         if st.closed.is_some() {
             return None;
         }
-        let expired = match (st.pong_deadline, st.connect_deadline) {
-            (Some(d), _) if d <= now => Some(CloseReason::PingTimeout),
-            (_, Some(d)) if d <= now => Some(CloseReason::ConnectTimeout),
+        let expired = match (st.pong_deadline, st.connect_deadline, st.app_deadline) {
+            (Some(d), _, _) if d <= now => Some(CloseReason::PingTimeout),
+            (_, Some(d), _) if d <= now => Some(CloseReason::ConnectTimeout),
+            (_, _, Some((d, reason))) if d <= now => Some(reason),
             _ => None,
         };
         if let Some(reason) = expired {
@@ -633,6 +661,9 @@ impl<D: Send + Sync + 'static> Conn<D> {
         }
         let mut next = st.pong_deadline.unwrap_or(st.next_ping);
         if let Some(d) = st.connect_deadline {
+            next = next.min(d);
+        }
+        if let Some((d, _)) = st.app_deadline {
             next = next.min(d);
         }
         Some(next)
@@ -832,8 +863,10 @@ impl<H: Handler> Engine<H> {
                 next_ping: now + self.config.ping_interval,
                 pong_deadline: None,
                 connect_deadline,
+                app_deadline: None,
             }),
             wake: Notify::new(),
+            retick: std::sync::atomic::AtomicBool::new(false),
             config: self.config.clone(),
             node: self.node.clone(),
             data: H::Data::default(),

@@ -275,7 +275,7 @@ async fn run(config: Config, env: ClusterEnv) -> anyhow::Result<()> {
         switchboard_broker::metrics::install(&[(metrics::FANOUT_SIZE, &metrics::FANOUT_BUCKETS)])
             .context("installing the metrics recorder")?;
     metrics::describe();
-    let io = sio::Server::new(server.sio_config());
+    let io = sio::Server::new(config.sio_config());
     let standalone = env.nats.is_none();
     // Standalone: one in-process hub; the embedded broker gets its own client of it (a client
     // never receives its own messages).

@@ -2,8 +2,9 @@
 //! lives", layer 1) run on the embedding API ([`crate::sio`]).
 //!
 //! For every configured namespace, [`install`] registers a connect middleware (token check,
-//! required claims, rooms auto-joined from claim templates, typed [`Claims`] and rate-limit state
-//! attached to the socket) and an `on_any` handler that charges the rate limit and dispatches the
+//! required claims, rooms auto-joined from claim templates, typed [`Claims`] attached to the
+//! socket, rate-limit state kept for the connection so that re-entering the namespace does not
+//! refill it) and an `on_any` handler that charges the rate limit and dispatches the
 //! event to its rule: join, leave, relay, broadcast or echo. Every action answers the client's ack,
 //! if one was asked for, with `{"ok":true}` or `{"ok":false,"error":"<reason>"}`; events without
 //! a rule are dropped and counted, and a requested ack gets `"unknown event"`.
@@ -21,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +33,7 @@ use crate::config::{
     Action, AuthMode, BroadcastRule, Config, EchoRule, ForwardRule, JoinRule, KeySource, LeaveRule,
     NamespaceConfig, NamespaceMatch, RateLimitConfig, RelayRule, RoomRule,
 };
+use crate::metrics::Limit;
 use crate::ratelimit::{Limiter, Verdict};
 use crate::sio::{Args, ConnectError, ConnectRequest, Event, Server, Socket};
 
@@ -414,7 +416,7 @@ pub fn permitted_room<'a>(
 pub struct JoinState {
     /// The socket is already in the room.
     pub already_member: bool,
-    /// Rooms the socket is in.
+    /// Rooms the socket is in, plus those it is waiting to join (a reservation in flight).
     pub room_count: usize,
     /// The namespace's `max_rooms` (0 = unlimited).
     pub max_rooms: usize,
@@ -668,8 +670,31 @@ pub trait Bridge: Send + Sync + 'static {
     ) -> BoxFuture<Result<Reservation, String>>;
 }
 
-/// The state a rate-limited socket carries (private type: nobody else can replace it).
+/// The state a rate-limited socket carries (private type: nobody else can replace it). Kept
+/// for the connection ([`ConnectRequest::keep`]): leaving and re-entering the namespace does not
+/// refill the bucket.
 struct SocketLimiter(Mutex<Limiter>);
+
+/// Joins of a socket that wait for a cluster reservation: they count against `max_rooms` from
+/// the moment they are let through, so that a batch of joins cannot overshoot it.
+#[derive(Default)]
+struct JoinsInFlight(AtomicUsize);
+
+/// One join counted in [`JoinsInFlight`] until dropped.
+struct JoinInFlight(Arc<JoinsInFlight>);
+
+impl JoinInFlight {
+    fn new(joins: Arc<JoinsInFlight>) -> Self {
+        joins.0.fetch_add(1, Ordering::Relaxed);
+        Self(joins)
+    }
+}
+
+impl Drop for JoinInFlight {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// One namespace's policy, shared by its handlers.
 struct NamespacePolicy {
@@ -761,10 +786,12 @@ impl NamespacePolicy {
                     req.insert(claims);
                 }
                 if let Some(rl) = &self.rate_limit {
-                    req.insert(SocketLimiter(Mutex::new(Limiter::new(
-                        &rl.settings,
-                        Instant::now(),
-                    ))));
+                    req.keep(|| {
+                        SocketLimiter(Mutex::new(Limiter::new(&rl.settings, Instant::now())))
+                    });
+                }
+                if self.max_rooms != 0 && self.bridge.is_some() {
+                    req.insert(JoinsInFlight::default());
                 }
                 bump(&self.stats.connects_accepted);
                 Ok(())
@@ -781,6 +808,7 @@ impl NamespacePolicy {
                 .check(now);
             if verdict != Verdict::Allow {
                 bump(&self.stats.events_rate_limited);
+                crate::metrics::limited(Limit::RateLimit);
                 if event.wants_ack() {
                     event.ack(ack_args(&Err(Rejection::RateLimited)));
                 } else if let Some(name) = &rl.error_event {
@@ -840,6 +868,9 @@ impl NamespacePolicy {
         match outcome {
             Ok(()) => bump(&self.stats.events_handled),
             Err(r) => {
+                if *r == Rejection::TooManyRooms {
+                    crate::metrics::limited(Limit::Rooms);
+                }
                 bump(&self.stats.events_rejected);
                 tracing::trace!(reason = r.label(), "event refused");
             }
@@ -878,6 +909,7 @@ impl NamespacePolicy {
         let Some(bridge) = self.bridge.clone() else {
             return;
         };
+        let in_flight = socket.get::<JoinsInFlight>().map(JoinInFlight::new);
         let acker = event.take_ack();
         let policy = self.clone();
         let socket = socket.clone();
@@ -904,6 +936,7 @@ impl NamespacePolicy {
                     Err(Rejection::Unavailable)
                 }
             };
+            drop(in_flight);
             policy.count(&outcome);
             if let Some(acker) = acker {
                 acker.send(ack_args(&outcome));
@@ -951,9 +984,12 @@ impl NamespacePolicy {
         if socket.namespace().socket(room).is_some() {
             return Err(Rejection::RoomNotAllowed);
         }
+        let in_flight = socket
+            .get::<JoinsInFlight>()
+            .map_or(0, |joins| joins.0.load(Ordering::Relaxed));
         let state = JoinState {
             already_member: socket.in_room(room),
-            room_count: socket.room_count(),
+            room_count: socket.room_count() + in_flight,
             max_rooms: self.max_rooms,
             room_len,
             max_members: rule.max_members,

@@ -18,6 +18,10 @@
 //!   decoding the text frame of [`encode`]`(&p)` gives `p` back (attachments aside, which travel
 //!   in their own frames).
 //! - A completed binary packet's placeholders all reference attachments that exist.
+//! - A [`Reassembly`] never holds more attachment bytes than its bound, nor accepts an
+//!   attachment after its deadline.
+
+use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::{Map, Value};
@@ -134,6 +138,12 @@ pub enum DecodeError {
     /// A binary attachment arrived that no packet was waiting for.
     #[error("unexpected binary attachment")]
     UnexpectedAttachment,
+    /// A binary packet's attachments together are larger than its [`Reassembly`] allows.
+    #[error("attachments too large")]
+    AttachmentsTooLarge,
+    /// A binary packet's attachment arrived after its [`Reassembly`]'s deadline.
+    #[error("binary packet timeout")]
+    AttachmentsTooLate,
 }
 
 /// Decodes the text of one Socket.IO packet (an Engine.IO message without its `4`).
@@ -179,7 +189,7 @@ pub fn decode(text: &str) -> Result<Decoded, DecodeError> {
     i += digits;
 
     let data = if i < b.len() {
-        Some(serde_json::from_str::<Value>(&text[i..]).map_err(|_| DecodeError::InvalidJson)?)
+        Some(parse_json(&text[i..]).ok_or(DecodeError::InvalidJson)?)
     } else {
         None
     };
@@ -261,22 +271,192 @@ fn check_placeholders(data: Option<&Value>, count: usize) -> Result<(), DecodeEr
     Ok(())
 }
 
-/// Collects binary attachments after a BINARY_* header.
+// ---------------------------------------------------------------------------------------------
+// JSON text as JavaScript writes it.
+//
+// A JavaScript string is UTF-16 and may hold a lone surrogate, which `JSON.stringify` writes as
+// an escape (`"\ud800"`) and `JSON.parse` reads back. A Rust string cannot hold one, and
+// serde_json refuses such escapes. So that what Node accepts is accepted and reaches recipients
+// unchanged, strings are kept in an escaped form that can hold them: a lone surrogate `u` is the
+// two characters [`MARK`] and `LONE_BASE + (u - 0xD800)`, and a `MARK` the client sent is doubled.
+// Strings without either (all but a handful) are untouched. [`parse_json`] reads into this form,
+// [`write_json`] writes it back as JavaScript would; a string built in code that contains a
+// `MARK` (U+10FFFF, a noncharacter) followed by a `MARK` or a character of the lone range is
+// written as the escape, not as itself.
+
+/// Marks an escaped character in a string (U+10FFFF, a noncharacter).
+const MARK: char = '\u{10FFFF}';
+/// The lone surrogate 0xD800 + k is kept as `MARK` then the character `LONE_BASE + k`.
+const LONE_BASE: u32 = 0x10_F000;
+
+/// Parses JSON text the way `JSON.parse` does, lone surrogate escapes included (see above).
+/// `None` if it is not JSON (or nests deeper than serde_json's limit of 128).
+pub fn parse_json(text: &str) -> Option<Value> {
+    // `JSON.stringify` escapes only control characters and lone surrogates: most texts have no
+    // escape at all and are parsed as they are.
+    if text.contains("\\u") || text.contains(MARK) {
+        serde_json::from_str(&escape_lone_surrogates(text)).ok()
+    } else {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// Rewrites JSON text so that serde_json reads it into the escaped form: a lone surrogate escape
+/// becomes the escapes of `MARK` and its stand-in, a `MARK` (raw or escaped) becomes two. Escapes
+/// are only valid inside strings, so the text needs no further parsing: outside strings it was
+/// invalid before and stays invalid.
+fn escape_lone_surrogates(text: &str) -> String {
+    fn hex4(b: &[u8]) -> Option<u32> {
+        let s = std::str::from_utf8(b.get(..4)?).ok()?;
+        u32::from_str_radix(s, 16)
+            .ok()
+            .filter(|_| s.bytes().all(|c| c.is_ascii_hexdigit()))
+    }
+    fn put_escaped(out: &mut String, c: char) {
+        let mut units = [0u16; 2];
+        for u in c.encode_utf16(&mut units) {
+            out.push_str(&format!("\\u{u:04x}"));
+        }
+    }
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &text[i..];
+        if let Some(after) = rest.strip_prefix(MARK) {
+            out.push(MARK);
+            out.push(MARK);
+            i = text.len() - after.len();
+            continue;
+        }
+        if !rest.starts_with('\\') {
+            let c = rest.chars().next().expect("not at the end");
+            out.push(c);
+            i += c.len_utf8();
+            continue;
+        }
+        let Some(unit) = (b.get(i + 1) == Some(&b'u'))
+            .then(|| hex4(&b[i + 2..]))
+            .flatten()
+        else {
+            // Another escape (or a broken one): copied with the character it escapes.
+            let len = 1 + rest[1..].chars().next().map_or(0, char::len_utf8);
+            out.push_str(&rest[..len]);
+            i += len;
+            continue;
+        };
+        let low = (b.get(i + 6..i + 8) == Some(b"\\u".as_slice()))
+            .then(|| hex4(&b[i + 8..]))
+            .flatten()
+            .filter(|l| (0xDC00..0xE000).contains(l));
+        match (unit, low) {
+            (0xD800..0xDC00, Some(low)) => {
+                let c = char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))
+                    .expect("a surrogate pair is a character");
+                out.push_str(&rest[..12]);
+                if c == MARK {
+                    out.push_str(&rest[..12]);
+                }
+                i += 12;
+            }
+            (0xD800..0xE000, _) => {
+                put_escaped(&mut out, MARK);
+                let stand_in = char::from_u32(LONE_BASE + (unit - 0xD800))
+                    .expect("the lone range lies below U+10FFFF");
+                put_escaped(&mut out, stand_in);
+                i += 6;
+            }
+            _ => {
+                out.push_str(&rest[..6]);
+                i += 6;
+            }
+        }
+    }
+    out
+}
+
+/// Writes a value as compact JSON, strings as JavaScript writes them (see above).
+pub fn write_json(out: &mut BytesMut, value: &(impl serde::Serialize + ?Sized)) {
+    let mut ser = serde_json::Serializer::with_formatter(out.writer(), JsFormatter);
+    value
+        .serialize(&mut ser)
+        .expect("serializing into memory cannot fail");
+}
+
+/// A value as compact JSON text, strings as JavaScript writes them (for workers).
+pub fn json_text(value: &Value) -> String {
+    let mut out = BytesMut::new();
+    write_json(&mut out, value);
+    String::from_utf8(out.to_vec()).expect("JSON text is UTF-8")
+}
+
+/// serde_json's compact formatter, but a string's escaped characters are written as the escape
+/// `JSON.stringify` gives a lone surrogate (`\ud800`, lower case).
+struct JsFormatter;
+
+impl serde_json::ser::Formatter for JsFormatter {
+    fn write_string_fragment<W: std::io::Write + ?Sized>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        // Escaped characters are never escaped by JSON, so a mark and what follows it are
+        // always in the same fragment.
+        if !fragment.contains(MARK) {
+            return writer.write_all(fragment.as_bytes());
+        }
+        let mut chars = fragment.chars();
+        while let Some(c) = chars.next() {
+            if c != MARK {
+                writer.write_all(c.encode_utf8(&mut [0; 4]).as_bytes())?;
+                continue;
+            }
+            match chars.clone().next() {
+                Some(MARK) => {
+                    chars.next();
+                    writer.write_all(c.encode_utf8(&mut [0; 4]).as_bytes())?;
+                }
+                Some(n) if (LONE_BASE..LONE_BASE + 0x800).contains(&u32::from(n)) => {
+                    chars.next();
+                    write!(writer, "\\u{:04x}", u32::from(n) - LONE_BASE + 0xD800)?;
+                }
+                _ => writer.write_all(c.encode_utf8(&mut [0; 4]).as_bytes())?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Collects binary attachments after a BINARY_* header, within a byte bound and a deadline
+/// (time comes in as an argument: the caller owns the clock and the timer).
 #[derive(Clone, Debug)]
 pub struct Reassembly {
     /// The packet being completed; `None` once it has been handed out.
     packet: Option<Packet>,
     expected: usize,
+    /// Bytes of the attachments so far.
+    bytes: usize,
+    max_bytes: usize,
+    deadline: Instant,
 }
 
 impl Reassembly {
     /// Starts collecting `expected` attachments for `packet` (as returned by
-    /// [`Decoded::NeedAttachments`]).
-    pub fn new(packet: Packet, expected: usize) -> Self {
+    /// [`Decoded::NeedAttachments`]), at most `max_bytes` of them in total, the last one
+    /// before `deadline`.
+    pub fn new(packet: Packet, expected: usize, max_bytes: usize, deadline: Instant) -> Self {
         Self {
             packet: Some(packet),
             expected,
+            bytes: 0,
+            max_bytes,
+            deadline,
         }
+    }
+
+    /// When the packet must be complete.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
     }
 
     /// How many attachments are still missing.
@@ -286,15 +466,25 @@ impl Reassembly {
             .map_or(0, |p| self.expected.saturating_sub(p.attachments.len()))
     }
 
-    /// Adds one attachment; Some(packet) once all have arrived. Placeholders must reference
-    /// 0..expected, each number well-formed, else error when completing. An attachment beyond
-    /// the declared count (or after completion) is [`DecodeError::UnexpectedAttachment`].
-    pub fn push(&mut self, attachment: Bytes) -> Result<Option<Packet>, DecodeError> {
+    /// Adds one attachment, arrived at `now`; Some(packet) once all have arrived. Placeholders
+    /// must reference 0..expected, each number well-formed, else error when completing. An
+    /// attachment beyond the declared count (or after completion) is
+    /// [`DecodeError::UnexpectedAttachment`]; one that takes the total over the byte bound is
+    /// [`DecodeError::AttachmentsTooLarge`], one at or after the deadline
+    /// [`DecodeError::AttachmentsTooLate`] (both before it is kept).
+    pub fn push(&mut self, attachment: Bytes, now: Instant) -> Result<Option<Packet>, DecodeError> {
         let expected = self.expected;
         let packet = match self.packet.as_mut() {
             Some(p) if p.attachments.len() < expected => p,
             _ => return Err(DecodeError::UnexpectedAttachment),
         };
+        if now >= self.deadline {
+            return Err(DecodeError::AttachmentsTooLate);
+        }
+        self.bytes = self.bytes.saturating_add(attachment.len());
+        if self.bytes > self.max_bytes {
+            return Err(DecodeError::AttachmentsTooLarge);
+        }
         packet.attachments.push(attachment);
         if packet.attachments.len() < expected {
             return Ok(None);
@@ -327,8 +517,7 @@ pub fn encode(packet: &Packet) -> Vec<Frame> {
     let mut out = BytesMut::with_capacity(64 + packet.nsp.len());
     write_header(&mut out, kind, attachments.len(), &packet.nsp, packet.id);
     if let Some(data) = &packet.data {
-        serde_json::to_writer((&mut out).writer(), data)
-            .expect("serializing a Value into memory cannot fail");
+        write_json(&mut out, data);
     }
     frames(out, attachments)
 }
@@ -354,16 +543,14 @@ pub fn encode_event(
     let mut out = BytesMut::with_capacity(64 + nsp.len() + event.len());
     write_header(&mut out, kind, attachments.len(), nsp, id);
     out.put_u8(b'[');
-    serde_json::to_writer((&mut out).writer(), event)
-        .expect("serializing a str into memory cannot fail");
+    write_json(&mut out, event);
     let args = match args {
         Value::Array(items) => items.as_slice(),
         other => std::slice::from_ref(other),
     };
     for arg in args {
         out.put_u8(b',');
-        serde_json::to_writer((&mut out).writer(), arg)
-            .expect("serializing a Value into memory cannot fail");
+        write_json(&mut out, arg);
     }
     out.put_u8(b']');
     frames(out, attachments)
@@ -893,12 +1080,12 @@ mod tests {
             panic!("binary header");
         };
         assert_eq!(n, 2);
-        let mut r = Reassembly::new(header.clone(), n);
+        let mut r = Reassembly::new(header.clone(), n, 6, later());
         assert_eq!(r.remaining(), 2);
-        assert_eq!(r.push(Bytes::from_static(&[1, 2, 3])), Ok(None));
+        assert_eq!(r.push(Bytes::from_static(&[1, 2, 3]), t0()), Ok(None));
         assert_eq!(r.remaining(), 1);
         let done = r
-            .push(Bytes::from_static(&[4, 5, 6]))
+            .push(Bytes::from_static(&[4, 5, 6]), t0())
             .expect("valid")
             .expect("complete");
         assert_eq!(
@@ -910,7 +1097,10 @@ mod tests {
         );
         assert_eq!(done.data, header.data);
         assert_eq!(r.remaining(), 0);
-        assert_eq!(r.push(Bytes::new()), Err(DecodeError::UnexpectedAttachment));
+        assert_eq!(
+            r.push(Bytes::new(), t0()),
+            Err(DecodeError::UnexpectedAttachment)
+        );
 
         // The official suite echoes it back unchanged.
         let echoed = encode(&done);
@@ -921,9 +1111,11 @@ mod tests {
         let mut none = Reassembly::new(
             packet(PacketType::BinaryEvent, "/", None, Some(json!(["x"]))),
             0,
+            6,
+            later(),
         );
         assert_eq!(
-            none.push(Bytes::new()),
+            none.push(Bytes::new(), t0()),
             Err(DecodeError::UnexpectedAttachment)
         );
 
@@ -934,8 +1126,66 @@ mod tests {
             None,
             Some(json!(["x", ph(5)])),
         );
-        let mut r = Reassembly::new(bad, 1);
-        assert_eq!(r.push(Bytes::new()), Err(DecodeError::InvalidPlaceholder));
+        let mut r = Reassembly::new(bad, 1, 6, later());
+        assert_eq!(
+            r.push(Bytes::new(), t0()),
+            Err(DecodeError::InvalidPlaceholder)
+        );
+    }
+
+    fn t0() -> Instant {
+        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T0.get_or_init(Instant::now)
+    }
+
+    fn later() -> Instant {
+        t0() + std::time::Duration::from_secs(10)
+    }
+
+    #[test]
+    fn reassembly_bounds_bytes_and_time() {
+        let header = || {
+            packet(
+                PacketType::BinaryEvent,
+                "/",
+                None,
+                Some(json!(["x", ph(0), ph(1), ph(2)])),
+            )
+        };
+        let two = Bytes::from_static(&[1, 2]);
+        // (bound in bytes, arrival of each attachment after t0 in ms, outcome of each push)
+        type Case = (usize, [u64; 3], [Result<bool, DecodeError>; 3]);
+        let table: [Case; 4] = [
+            (6, [0, 5, 9_999], [Ok(false), Ok(false), Ok(true)]),
+            (
+                5,
+                [0, 0, 0],
+                [Ok(false), Ok(false), Err(DecodeError::AttachmentsTooLarge)],
+            ),
+            (
+                6,
+                [0, 10_000, 0],
+                [Ok(false), Err(DecodeError::AttachmentsTooLate), Ok(false)],
+            ),
+            (
+                0,
+                [0, 0, 0],
+                [Err(DecodeError::AttachmentsTooLarge), Ok(false), Ok(false)],
+            ),
+        ];
+        for (bound, at, want) in table {
+            let mut r = Reassembly::new(header(), 3, bound, later());
+            assert_eq!(r.deadline(), later());
+            for (i, (ms, want)) in at.iter().zip(want).enumerate() {
+                let now = t0() + std::time::Duration::from_millis(*ms);
+                let got = r.push(two.clone(), now).map(|p| p.is_some());
+                assert_eq!(got, want, "bound {bound}, attachment {i}");
+                if got.is_err() {
+                    // The caller closes the connection; nothing more is looked at.
+                    break;
+                }
+            }
+        }
     }
 
     #[test]
@@ -953,6 +1203,66 @@ mod tests {
         // Deeply nested JSON text is refused by serde_json's recursion limit, not a crash.
         let deep = format!("2[\"x\",{}{}]", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(decode(&deep), Err(DecodeError::InvalidJson));
+    }
+
+    /// Strings as `JSON.stringify` writes them come back as it writes them, lone UTF-16
+    /// surrogates included (Node's socket.io accepts and relays them).
+    #[test]
+    fn lone_surrogates_travel_as_javascript_writes_them() {
+        // (event text after `2`, the text frame of its re-encoding)
+        let table: &[(&str, &str)] = &[
+            (r#"["m","\ud800"]"#, r#"42["m","\ud800"]"#),
+            (
+                r#"["m","a\uDC00b","\udbff"]"#,
+                r#"42["m","a\udc00b","\udbff"]"#,
+            ),
+            // Reversed: two lone surrogates.
+            (r#"["m","\udc00\ud800"]"#, r#"42["m","\udc00\ud800"]"#),
+            // A pair is a character, written as itself.
+            (r#"["m","\ud83d\ude00"]"#, "42[\"m\",\"\u{1f600}\"]"),
+            // The mark itself, raw or escaped, stays itself.
+            ("[\"m\",\"\u{10FFFF}x\"]", "42[\"m\",\"\u{10FFFF}x\"]"),
+            (
+                r#"["m","\udbff\udfff\ud800"]"#,
+                "42[\"m\",\"\u{10FFFF}\\ud800\"]",
+            ),
+            // The lone range's stand-ins, sent as characters, stay characters.
+            ("[\"m\",\"\u{10F000}\"]", "42[\"m\",\"\u{10F000}\"]"),
+            // In keys and event names too; other escapes as serde_json writes them.
+            (
+                r#"["\ud800",{"\udfff":"\u0001\u00e9"}]"#,
+                "42[\"\\ud800\",{\"\\udfff\":\"\\u0001\u{e9}\"}]",
+            ),
+            // An escaped backslash is not the start of an escape.
+            (r#"["m","\\ud800"]"#, r#"42["m","\\ud800"]"#),
+        ];
+        for (text, want) in table {
+            let Ok(Decoded::Complete(p)) = decode(&format!("2{text}")) else {
+                panic!("{text} is accepted");
+            };
+            let frames = encode(&p);
+            assert_eq!(text_of(&frames), *want, "{text}");
+            assert_eq!(decode_frames(&frames), Ok(p.clone()), "{text}");
+            // The fast path for broadcasts writes the same.
+            let Some(Value::Array(items)) = &p.data else {
+                panic!("an array")
+            };
+            let Value::String(name) = &items[0] else {
+                panic!("a name")
+            };
+            let args = Value::Array(items[1..].to_vec());
+            assert_eq!(text_of(&encode_event("/", name, &args, None, &[])), *want);
+            // And what workers get.
+            assert_eq!(json_text(p.data.as_ref().expect("data")), want[2..]);
+        }
+        // Still refused: broken escapes.
+        for bad in [r#"["m","\ud8"]"#, r#"["m","\uZZZZ"]"#, r#"["m","\u+fff"]"#] {
+            assert_eq!(
+                decode(&format!("2{bad}")),
+                Err(DecodeError::InvalidJson),
+                "{bad}"
+            );
+        }
     }
 
     /// Found by the `socketio_packet` fuzz target: a number with many digits changed on decode →
@@ -1117,13 +1427,13 @@ mod tests {
             }
             Decoded::NeedAttachments(p, n) => {
                 assert_eq!(n, rest.len());
-                let mut r = Reassembly::new(p, n);
+                let mut r = Reassembly::new(p, n, usize::MAX, later());
                 let mut out = None;
                 for f in rest {
                     let Frame::Binary(b) = f else {
                         panic!("binary attachment")
                     };
-                    out = r.push(b.clone())?;
+                    out = r.push(b.clone(), t0())?;
                 }
                 Ok(out.expect("complete after the last attachment"))
             }
@@ -1199,6 +1509,12 @@ mod tests {
             ":",
             "true",
             "num",
+            "\\ud800",
+            "\\udfff",
+            "\\u",
+            "\\",
+            "\u{10FFFF}",
+            "\u{10F000}",
         ];
         for _ in 0..20_000 {
             let s: String = (0..rng.below(12))

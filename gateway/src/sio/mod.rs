@@ -14,21 +14,29 @@
 //! Handlers are plain closures called on the connection's task, in packet order; one that needs
 //! to wait for something spawns a task with a clone of the [`Socket`]. Anything a connect handler
 //! emits is queued after the CONNECT reply.
+//!
+//! What one connection may make the server hold is bounded by [`Limits`] before the memory is
+//! spent: names, namespaces and CONNECTs, a binary packet's attachments (count, bytes, and time,
+//! its deadline kept by the session's timer), and the acks the server owes (an [`Event`]'s ack
+//! responder counts while it lives). A dynamic namespace's child exists only while an accepted
+//! socket is in it.
 
 mod adapter;
 mod namespace;
 mod socket;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use regex::Regex;
 use serde_json::Value;
+use tokio::time::Instant;
 
 use crate::engine::{self, CloseReason, Conn};
 use crate::engineio::Payload;
-use crate::metrics;
+use crate::metrics::{self, Limit};
 use crate::socketio::{self, Decoded, PacketType, Reassembly};
 
 pub use adapter::{Adapter, Target};
@@ -39,23 +47,76 @@ pub use socket::{
 
 use adapter::AdapterSlot;
 use namespace::{NsInner, SharedHandlers};
-use socket::{AckResponder, SocketInner};
-
-/// Most binary attachments one packet may declare: they are buffered until the packet is
-/// complete, each up to `max_payload` bytes.
-pub const MAX_ATTACHMENTS: usize = 64;
+use socket::{AckResponder, Data, SocketInner};
 
 /// Socket.IO options.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// A connection must connect to a namespace within this time or be closed.
     pub connect_timeout: Duration,
+    /// What one connection may ask of the server.
+    pub limits: Limits,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             connect_timeout: Duration::from_secs(45),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Bounds on what one Engine.IO connection may make the server hold (README, "Security"). Each
+/// is checked before the memory is spent, and each refusal is counted with
+/// [`metrics::limited`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest namespace name a CONNECT may name, and longest event name, in bytes.
+    pub max_name_bytes: usize,
+    /// Most attachments one binary packet may announce (more: the connection is closed).
+    pub max_attachments: usize,
+    /// Most bytes the attachments of one binary packet may have in total.
+    pub max_attachment_bytes: usize,
+    /// Time from a binary packet's header to its last attachment.
+    pub binary_timeout: Duration,
+    /// Most namespaces one connection may be connected to at once.
+    pub max_namespaces: usize,
+    /// Most CONNECT packets one connection may send per `connect_interval`.
+    pub connects_per_interval: u32,
+    /// The window `connects_per_interval` is counted in.
+    pub connect_interval: Duration,
+    /// Most client events whose ack the server still owes, per connection.
+    pub max_pending_acks: usize,
+}
+
+/// Default of [`Limits::max_name_bytes`].
+pub const DEFAULT_MAX_NAME_BYTES: usize = 256;
+/// Default of [`Limits::max_attachments`].
+pub const DEFAULT_MAX_ATTACHMENTS: usize = 64;
+/// Default of [`Limits::binary_timeout`].
+pub const DEFAULT_BINARY_TIMEOUT: Duration = Duration::from_millis(10_000);
+/// Default of [`Limits::max_namespaces`].
+pub const DEFAULT_MAX_NAMESPACES: usize = 16;
+/// Default of [`Limits::connects_per_interval`].
+pub const DEFAULT_CONNECTS_PER_INTERVAL: u32 = 32;
+/// Default of [`Limits::connect_interval`].
+pub const DEFAULT_CONNECT_INTERVAL: Duration = Duration::from_millis(10_000);
+/// Default of [`Limits::max_pending_acks`].
+pub const DEFAULT_MAX_PENDING_ACKS: usize = 128;
+
+impl Default for Limits {
+    /// The defaults; attachment bytes as the default `max_payload_bytes`.
+    fn default() -> Self {
+        Self {
+            max_name_bytes: DEFAULT_MAX_NAME_BYTES,
+            max_attachments: DEFAULT_MAX_ATTACHMENTS,
+            max_attachment_bytes: crate::config::DEFAULT_MAX_PAYLOAD_BYTES,
+            binary_timeout: DEFAULT_BINARY_TIMEOUT,
+            max_namespaces: DEFAULT_MAX_NAMESPACES,
+            connects_per_interval: DEFAULT_CONNECTS_PER_INTERVAL,
+            connect_interval: DEFAULT_CONNECT_INTERVAL,
+            max_pending_acks: DEFAULT_MAX_PENDING_ACKS,
         }
     }
 }
@@ -64,6 +125,8 @@ impl Default for Config {
 #[derive(Default)]
 pub struct ConnData {
     state: Mutex<ConnSockets>,
+    /// Client events whose ack the server still owes (live [`AckResponder`]s).
+    pending_acks: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -75,13 +138,65 @@ struct ConnSockets {
     /// Namespaces the server disconnected this client from: packets the client sent before it
     /// learned that are dropped rather than treated as a protocol error.
     left: Vec<Arc<str>>,
+    /// CONNECT packets of the current window.
+    connects: ConnectWindow,
+    /// State namespaces keep for this connection across leaving and re-entering them (see
+    /// [`ConnectRequest::keep`]), least recently connected first; at most
+    /// [`Limits::max_namespaces`] namespaces.
+    kept: Vec<(Arc<str>, Data)>,
 }
+
+/// Counts CONNECT packets in fixed windows of [`Limits::connect_interval`].
+#[derive(Default)]
+struct ConnectWindow {
+    opened: Option<Instant>,
+    count: u32,
+}
+
+impl ConnectWindow {
+    /// Counts one CONNECT at `now`; false if it is over `limits.connects_per_interval`.
+    fn admit(&mut self, now: Instant, limits: &Limits) -> bool {
+        if self
+            .opened
+            .is_none_or(|t| now.saturating_duration_since(t) >= limits.connect_interval)
+        {
+            self.opened = Some(now);
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(1);
+        self.count <= limits.connects_per_interval
+    }
+}
+
+/// The namespaces of a server by name: static ones, and the dynamic children that have sockets.
+pub(crate) type Registry = RwLock<HashMap<Arc<str>, Arc<NsInner>>>;
 
 struct ServerInner {
     config: Config,
-    namespaces: RwLock<HashMap<Arc<str>, Arc<NsInner>>>,
+    namespaces: Arc<Registry>,
     patterns: RwLock<Vec<(Regex, SharedHandlers)>>,
     adapter: AdapterSlot,
+}
+
+/// The namespace a CONNECT names, found before its middleware runs.
+enum Found {
+    /// A static namespace.
+    Static(Arc<NsInner>),
+    /// A name that a dynamic namespace's pattern matches: its child exists only while it has
+    /// sockets, so it is created (or found) once the connect is accepted.
+    Dynamic {
+        pattern: String,
+        handlers: SharedHandlers,
+    },
+}
+
+impl Found {
+    fn handlers(&self) -> SharedHandlers {
+        match self {
+            Self::Static(ns) => ns.handlers.clone(),
+            Self::Dynamic { handlers, .. } => handlers.clone(),
+        }
+    }
 }
 
 /// The Socket.IO server (cheap to clone). Hand it to an Engine.IO endpoint as its handler.
@@ -96,7 +211,7 @@ impl Server {
         Self {
             inner: Arc::new(ServerInner {
                 config,
-                namespaces: RwLock::new(HashMap::new()),
+                namespaces: Arc::new(RwLock::new(HashMap::new())),
                 patterns: RwLock::new(Vec::new()),
                 adapter: AdapterSlot::default(),
             }),
@@ -175,13 +290,15 @@ impl Server {
                 name,
                 SharedHandlers::default(),
                 self.inner.adapter.clone(),
+                None,
             )
         });
         Namespace::from_inner(ns)
     }
 
-    /// A dynamic namespace: every namespace name the pattern matches is created on first connect,
-    /// with the handlers registered on the returned value.
+    /// A dynamic namespace: every namespace name the pattern matches is created once a connect to
+    /// it is accepted, with the handlers registered on the returned value, and removed when its
+    /// last socket leaves.
     pub fn of_pattern(&self, re: Regex) -> Namespace {
         let handlers = SharedHandlers::default();
         let name: Arc<str> = re.as_str().into();
@@ -202,37 +319,63 @@ impl Server {
         self.get_inner(name).as_ref().map(Namespace::from_inner)
     }
 
-    /// Finds or (for a dynamic match) creates the namespace a client asks for.
-    fn lookup(&self, name: &str) -> Option<Arc<NsInner>> {
-        if let Some(ns) = self
-            .inner
-            .namespaces
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
+    /// Finds the namespace a client asks for; creates nothing.
+    fn lookup(&self, name: &str) -> Option<Found> {
+        if let Some(ns) = self.get_inner(name)
+            && ns.registry.is_none()
         {
-            return Some(ns.clone());
+            return Some(Found::Static(ns));
         }
-        let (pattern, handlers) = self
-            .inner
+        self.inner
             .patterns
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find(|(re, _)| re.is_match(name))
-            .map(|(re, h)| (re.as_str().to_owned(), h.clone()))?;
-        let mut map = self
-            .inner
-            .namespaces
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        Some(
-            map.entry(name.into())
-                .or_insert_with(|| {
-                    NsInner::new(name, &pattern, handlers, self.inner.adapter.clone())
-                })
-                .clone(),
-        )
+            .map(|(re, h)| Found::Dynamic {
+                pattern: re.as_str().to_owned(),
+                handlers: h.clone(),
+            })
+    }
+
+    /// Adds an accepted socket to its namespace, creating a dynamic child if it has no socket
+    /// yet. A child is created and filled under the registry's lock, the same lock under which
+    /// its last socket's departure removes it: a socket never lands in a removed child.
+    fn attach(
+        &self,
+        found: Found,
+        nsp: &str,
+        make: impl FnOnce(Arc<NsInner>) -> Arc<SocketInner>,
+    ) -> Arc<SocketInner> {
+        match found {
+            Found::Static(ns) => {
+                let socket = make(ns.clone());
+                ns.add_socket(&socket);
+                socket
+            }
+            Found::Dynamic { pattern, handlers } => {
+                let mut map = self
+                    .inner
+                    .namespaces
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner());
+                let ns = map
+                    .entry(nsp.into())
+                    .or_insert_with(|| {
+                        NsInner::new(
+                            nsp,
+                            &pattern,
+                            handlers,
+                            self.inner.adapter.clone(),
+                            Some(Arc::downgrade(&self.inner.namespaces)),
+                        )
+                    })
+                    .clone();
+                let socket = make(ns.clone());
+                ns.add_socket(&socket);
+                socket
+            }
+        }
     }
 
     fn on_packet(&self, conn: &Arc<Conn<ConnData>>, packet: socketio::Packet) {
@@ -246,7 +389,7 @@ impl Server {
                 remove_socket(&s, DisconnectReason::ClientNamespaceDisconnect);
             }
             (PacketType::Event | PacketType::BinaryEvent, Some(s)) => {
-                dispatch_event(conn, s, packet)
+                dispatch_event(&self.inner, conn, s, packet)
             }
             (PacketType::Ack | PacketType::BinaryAck, Some(s)) => {
                 let id = packet.id.unwrap_or(u64::MAX);
@@ -266,9 +409,32 @@ impl Server {
         }
     }
 
+    /// The limits a CONNECT meets before its namespace is looked at: the connection's connect
+    /// rate, the name's length and the connection's number of namespaces.
+    fn refuse_connect(&self, conn: &Conn<ConnData>, nsp: &str) -> Option<(Limit, &'static str)> {
+        let limits = &self.inner.config.limits;
+        let mut st = lock_conn(conn);
+        if !st.connects.admit(Instant::now(), limits) {
+            Some((Limit::ConnectRate, "too many connects"))
+        } else if nsp.len() > limits.max_name_bytes {
+            Some((Limit::NameBytes, "namespace name too long"))
+        } else if st.sockets.len() >= limits.max_namespaces {
+            Some((Limit::Namespaces, "too many namespaces"))
+        } else {
+            None
+        }
+    }
+
     fn connect(&self, conn: &Arc<Conn<ConnData>>, packet: socketio::Packet) {
         let nsp = packet.nsp;
-        let Some(ns) = self.lookup(&nsp) else {
+        if let Some((limit, message)) = self.refuse_connect(conn, &nsp) {
+            metrics::limited(limit);
+            tracing::debug!(sid = %conn.sid(), limit = limit.name(), "connect refused");
+            let frames = namespace::connect_error_frames(&nsp, &ConnectError::new(message));
+            conn.send_all(&frames, false);
+            return;
+        }
+        let Some(found) = self.lookup(&nsp) else {
             ::metrics::counter!(metrics::CONNECTS_REFUSED, "reason" => "invalid_namespace")
                 .increment(1);
             let frames =
@@ -278,31 +444,50 @@ impl Server {
         };
         let empty = Value::Object(serde_json::Map::new());
         let auth = packet.data.unwrap_or(empty);
-        let middleware = ns.handlers().middleware.clone();
+        let middleware = found
+            .handlers()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .middleware
+            .clone();
         let mut req = ConnectRequest {
             auth: &auth,
             conn,
             nsp: &nsp,
             data: Vec::new(),
             rooms: Vec::new(),
+            kept: Vec::new(),
         };
         if let Err(err) = namespace::run_middleware(&middleware, &mut req) {
             ::metrics::counter!(metrics::CONNECTS_REFUSED, "reason" => "middleware").increment(1);
             conn.send_all(&namespace::connect_error_frames(&nsp, &err), false);
             return;
         }
-        let ConnectRequest { data, rooms, .. } = req;
+        let ConnectRequest {
+            data, rooms, kept, ..
+        } = req;
         let id = conn.new_id();
-        let inner = SocketInner::new(id.clone(), ns.clone(), conn.clone(), data);
+        let inner = self.attach(found, &nsp, |ns| {
+            SocketInner::new(id.clone(), ns, conn.clone(), data)
+        });
+        let ns = inner.ns.clone();
         {
             let mut st = lock_conn(conn);
             if conn.is_closed() {
+                drop(st);
+                ns.remove_socket(&inner);
+                ns.release();
                 return;
             }
             st.sockets.push(inner.clone());
             st.left.retain(|n| **n != *nsp);
+            keep(
+                &mut st,
+                &ns.name,
+                kept,
+                self.inner.config.limits.max_namespaces,
+            );
         }
-        ns.add_socket(&inner);
         for room in rooms {
             ns.join(&inner, room);
         }
@@ -328,6 +513,43 @@ impl Server {
     }
 }
 
+/// Records the state a connect's middleware kept for namespace `nsp` (new entries only: found
+/// ones are in the table already) and marks `nsp` as the most recently connected. Past
+/// `max_namespaces` namespaces, the least recently connected one without a socket is forgotten:
+/// a client that cycles through that many other namespaces to reset one pays as much as one
+/// that opens a new connection, which starts afresh anyway.
+fn keep(st: &mut ConnSockets, nsp: &Arc<str>, kept: Data, max_namespaces: usize) {
+    let pos = st.kept.iter().position(|(n, _)| n == nsp);
+    let mut entry = match pos {
+        Some(i) => st.kept.remove(i),
+        None if kept.is_empty() => return,
+        None => (nsp.clone(), Vec::new()),
+    };
+    for (t, v) in kept {
+        if !entry.1.iter().any(|(u, _)| *u == t) {
+            entry.1.push((t, v));
+        }
+    }
+    if st.kept.len() >= max_namespaces {
+        let sockets = &st.sockets;
+        if let Some(i) = st
+            .kept
+            .iter()
+            .position(|(n, _)| !sockets.iter().any(|s| s.ns.name == *n))
+        {
+            st.kept.remove(i);
+        }
+    }
+    st.kept.push(entry);
+}
+
+/// Counts a limit that ends the connection, and ends it.
+fn close_limited(conn: &Arc<Conn<ConnData>>, limit: Limit) {
+    metrics::limited(limit);
+    tracing::debug!(sid = %conn.sid(), limit = limit.name(), "connection closed by a limit");
+    conn.close(CloseReason::Limited(limit));
+}
+
 fn lock_conn(conn: &Conn<ConnData>) -> std::sync::MutexGuard<'_, ConnSockets> {
     conn.data.state.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -349,7 +571,14 @@ fn into_args(data: Option<Value>, attachments: Vec<bytes::Bytes>) -> Args {
     Args::new(values).with_attachments(attachments)
 }
 
-fn dispatch_event(conn: &Arc<Conn<ConnData>>, s: Arc<SocketInner>, packet: socketio::Packet) {
+/// Hands a client event to its handler, unless its name is too long or the connection already
+/// waits for too many acks (both refused with an error ack, if one was asked for).
+fn dispatch_event(
+    server: &ServerInner,
+    conn: &Arc<Conn<ConnData>>,
+    s: Arc<SocketInner>,
+    packet: socketio::Packet,
+) {
     let Some(Value::Array(mut values)) = packet.data else {
         conn.close(CloseReason::ParseError);
         return;
@@ -366,11 +595,28 @@ fn dispatch_event(conn: &Arc<Conn<ConnData>>, s: Arc<SocketInner>, packet: socke
             return;
         }
     };
-    let ack = packet.id.map(|id| AckResponder {
-        conn: conn.clone(),
-        nsp: s.ns.name.clone(),
-        id,
-    });
+    let limits = &server.config.limits;
+    let refusal = if name.len() > limits.max_name_bytes {
+        Some((Limit::NameBytes, "event name too long"))
+    } else if packet.id.is_some()
+        && conn.data.pending_acks.load(Ordering::Relaxed) >= limits.max_pending_acks
+    {
+        Some((Limit::PendingAcks, "too many pending acks"))
+    } else {
+        None
+    };
+    if let Some((limit, error)) = refusal {
+        metrics::limited(limit);
+        tracing::trace!(limit = limit.name(), "event refused");
+        if let Some(id) = packet.id {
+            let reply = serde_json::json!({ "ok": false, "error": error });
+            AckResponder::new(conn.clone(), s.ns.name.clone(), id).send(Args::new(vec![reply]));
+        }
+        return;
+    }
+    let ack = packet
+        .id
+        .map(|id| AckResponder::new(conn.clone(), s.ns.name.clone(), id));
     let handler = {
         let handlers = s.ns.handlers();
         handlers
@@ -425,6 +671,7 @@ fn finish_socket(s: &Arc<SocketInner>, reason: DisconnectReason) {
     if let Some(adapter) = s.ns.adapter() {
         adapter.disconnected(&socket, &rooms, reason);
     }
+    s.ns.release();
     s.fail_acks();
 }
 
@@ -432,6 +679,7 @@ impl engine::Handler for Server {
     type Data = ConnData;
 
     fn on_message(&self, conn: &Arc<Conn<ConnData>>, message: Payload) {
+        let limits = &self.inner.config.limits;
         match message {
             Payload::Text(text) => {
                 let decoded = std::str::from_utf8(&text)
@@ -445,34 +693,54 @@ impl engine::Handler for Server {
                             self.on_packet(conn, p);
                         }
                     }
+                    Ok(Decoded::NeedAttachments(_, n)) if n > limits.max_attachments => {
+                        close_limited(conn, Limit::Attachments);
+                    }
                     Ok(Decoded::NeedAttachments(p, n)) => {
                         let mut st = lock_conn(conn);
-                        if st.partial.is_some() || n > MAX_ATTACHMENTS {
+                        if st.partial.is_some() {
                             drop(st);
                             conn.close(CloseReason::ParseError);
                         } else {
-                            st.partial = Some(Box::new(Reassembly::new(p, n)));
+                            let deadline = Instant::now() + limits.binary_timeout;
+                            let r = Reassembly::new(
+                                p,
+                                n,
+                                limits.max_attachment_bytes,
+                                deadline.into_std(),
+                            );
+                            st.partial = Some(Box::new(r));
+                            drop(st);
+                            let reason = CloseReason::Limited(Limit::AttachmentTime);
+                            conn.set_deadline(Some((deadline, reason)));
                         }
                     }
                     Err(()) => conn.close(CloseReason::ParseError),
                 }
             }
             Payload::Binary(data) => {
+                let now = Instant::now().into_std();
                 let done = {
                     let mut st = lock_conn(conn);
-                    match st.partial.as_mut().map(|r| r.push(data)) {
-                        None | Some(Err(_)) => Err(()),
-                        Some(Ok(None)) => Ok(None),
-                        Some(Ok(Some(p))) => {
-                            st.partial = None;
-                            Ok(Some(p))
-                        }
+                    let pushed = st.partial.as_mut().map(|r| r.push(data, now));
+                    if matches!(pushed, Some(Ok(Some(_)) | Err(_))) {
+                        st.partial = None;
                     }
+                    pushed
                 };
+                if !matches!(done, Some(Ok(None))) {
+                    conn.set_deadline(None);
+                }
                 match done {
-                    Err(()) => conn.close(CloseReason::ParseError),
-                    Ok(Some(p)) => self.on_packet(conn, p),
-                    Ok(None) => {}
+                    Some(Ok(None)) => {}
+                    Some(Ok(Some(p))) => self.on_packet(conn, p),
+                    Some(Err(socketio::DecodeError::AttachmentsTooLarge)) => {
+                        close_limited(conn, Limit::AttachmentBytes);
+                    }
+                    Some(Err(socketio::DecodeError::AttachmentsTooLate)) => {
+                        close_limited(conn, Limit::AttachmentTime);
+                    }
+                    None | Some(Err(_)) => conn.close(CloseReason::ParseError),
                 }
             }
         }

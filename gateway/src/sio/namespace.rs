@@ -5,13 +5,14 @@
 //! its packet once and hands every recipient a clone of the same `Bytes`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use crate::engine::Pushed;
 use crate::engineio::Frame;
 use crate::metrics;
 use crate::socketio;
 
+use super::Registry;
 use super::adapter::{Adapter, AdapterSlot, Target};
 use super::socket::{
     Args, ConnectError, ConnectRequest, DisconnectReason, Event, Socket, SocketInner,
@@ -51,6 +52,9 @@ pub(crate) struct NsInner {
     pub(crate) sockets: RwLock<Members>,
     pub(crate) rooms: RwLock<HashMap<Room, Members>>,
     adapter: AdapterSlot,
+    /// For a child of a dynamic namespace: the server's registry, which it leaves with its last
+    /// socket. `None` for a static namespace, which lives as long as the server.
+    pub(crate) registry: Option<Weak<Registry>>,
     /// [`metrics::SOCKETS`] and [`metrics::NAMESPACE_CONNECTS`] of the namespace's label.
     connected: ::metrics::Gauge,
     connects: ::metrics::Counter,
@@ -64,6 +68,7 @@ impl NsInner {
         label: &str,
         handlers: SharedHandlers,
         adapter: AdapterSlot,
+        registry: Option<Weak<Registry>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             name: name.into(),
@@ -71,6 +76,7 @@ impl NsInner {
             sockets: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
             adapter,
+            registry,
             connected: ::metrics::gauge!(metrics::SOCKETS, "namespace" => label.to_owned()),
             connects: ::metrics::counter!(
                 metrics::NAMESPACE_CONNECTS,
@@ -95,6 +101,20 @@ impl NsInner {
         {
             self.connected.increment(1.0);
             self.connects.increment(1);
+        }
+    }
+
+    /// Takes a dynamic namespace's child out of the server once it has no socket left (checked
+    /// under the registry's lock, under which sockets are added to children).
+    pub(crate) fn release(self: &Arc<Self>) {
+        let Some(registry) = self.registry.as_ref().and_then(Weak::upgrade) else {
+            return;
+        };
+        let mut map = write(&registry);
+        if read(&self.sockets).is_empty()
+            && map.get(&self.name).is_some_and(|ns| Arc::ptr_eq(ns, self))
+        {
+            map.remove(&self.name);
         }
     }
 

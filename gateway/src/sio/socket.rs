@@ -5,6 +5,7 @@ use std::any::{Any, TypeId};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -19,7 +20,8 @@ use crate::socketio::{self, PacketType};
 use super::ConnData;
 use super::namespace::{Broadcast, Namespace, NsInner, Room, RoomFull};
 
-type Data = Vec<(TypeId, Arc<dyn Any + Send + Sync>)>;
+/// Typed values, one per type.
+pub(crate) type Data = Vec<(TypeId, Arc<dyn Any + Send + Sync>)>;
 type AckCallback = Box<dyn FnOnce(Result<Args, AckError>) + Send>;
 
 pub(crate) struct SocketInner {
@@ -286,10 +288,13 @@ impl Socket {
 }
 
 fn insert_data<T: Send + Sync + 'static>(data: &mut Data, value: T) {
-    let value: Arc<dyn Any + Send + Sync> = Arc::new(value);
-    match data.iter_mut().find(|(t, _)| *t == TypeId::of::<T>()) {
+    set_data(data, TypeId::of::<T>(), Arc::new(value));
+}
+
+fn set_data(data: &mut Data, t: TypeId, value: Arc<dyn Any + Send + Sync>) {
+    match data.iter_mut().find(|(u, _)| *u == t) {
         Some(slot) => slot.1 = value,
-        None => data.push((TypeId::of::<T>(), value)),
+        None => data.push((t, value)),
     }
 }
 
@@ -406,10 +411,31 @@ impl fmt::Debug for Event {
     }
 }
 
+/// The server's promise to answer one client event's ack; counted in the connection's pending
+/// acks while it lives.
 pub(crate) struct AckResponder {
-    pub(crate) conn: Arc<Conn<ConnData>>,
-    pub(crate) nsp: Arc<str>,
-    pub(crate) id: u64,
+    conn: Arc<Conn<ConnData>>,
+    nsp: Arc<str>,
+    id: u64,
+}
+
+impl AckResponder {
+    pub(crate) fn new(conn: Arc<Conn<ConnData>>, nsp: Arc<str>, id: u64) -> Self {
+        conn.data.pending_acks.fetch_add(1, Ordering::Relaxed);
+        Self { conn, nsp, id }
+    }
+
+    /// Answers the event (and so keeps the promise).
+    pub(crate) fn send(self, args: Args) {
+        let frames = args.encode(&self.nsp, None, Some(self.id), PacketType::Ack);
+        self.conn.send_all(&frames, false);
+    }
+}
+
+impl Drop for AckResponder {
+    fn drop(&mut self) {
+        self.conn.data.pending_acks.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Event {
@@ -421,8 +447,7 @@ impl Event {
     /// Sends the acknowledgement; does nothing if none was asked for or it was already sent.
     pub fn ack(&mut self, args: Args) {
         if let Some(ack) = self.ack.take() {
-            let frames = args.encode(&ack.nsp, None, Some(ack.id), PacketType::Ack);
-            ack.conn.send_all(&frames, false);
+            ack.send(args);
         }
     }
 
@@ -447,8 +472,7 @@ pub struct Acker(AckResponder);
 impl Acker {
     /// Sends the acknowledgement.
     pub fn send(self, args: Args) {
-        let frames = args.encode(&self.0.nsp, None, Some(self.0.id), PacketType::Ack);
-        self.0.conn.send_all(&frames, false);
+        self.0.send(args);
     }
 }
 
@@ -459,6 +483,8 @@ pub struct ConnectRequest<'a> {
     pub(crate) nsp: &'a str,
     pub(crate) data: Data,
     pub(crate) rooms: Vec<Room>,
+    /// Values [`ConnectRequest::keep`] created, for the connection's table once accepted.
+    pub(crate) kept: Data,
 }
 
 impl ConnectRequest<'_> {
@@ -499,6 +525,28 @@ impl ConnectRequest<'_> {
             .iter()
             .find(|(t, _)| *t == TypeId::of::<T>())
             .and_then(|(_, v)| v.downcast_ref::<T>())
+    }
+
+    /// Attaches to the socket-to-be the connection's value of type `T` for this namespace: the
+    /// one a previous socket of the same connection in the same namespace had, else `init()`.
+    /// Unlike [`insert`](Self::insert)ed data, it survives leaving and re-entering the namespace
+    /// (a rate limit's bucket, say) until the Engine.IO connection ends. A connection remembers
+    /// the values of at most `max_namespaces` namespaces (the least recently connected one
+    /// without a socket is forgotten first).
+    pub fn keep<T: Send + Sync + 'static>(&mut self, init: impl FnOnce() -> T) {
+        let t = TypeId::of::<T>();
+        let found = super::lock_conn(self.conn)
+            .kept
+            .iter()
+            .find(|(n, _)| **n == *self.nsp)
+            .and_then(|(_, data)| data.iter().find(|(u, _)| *u == t))
+            .map(|(_, v)| v.clone());
+        let value = found.unwrap_or_else(|| {
+            let value: Arc<dyn Any + Send + Sync> = Arc::new(init());
+            self.kept.push((t, value.clone()));
+            value
+        });
+        set_data(&mut self.data, t, value);
     }
 
     /// Joins a room as part of connecting (before the CONNECT reply).

@@ -17,7 +17,14 @@ use crate::id::NodeId;
 type Io = Arc<Engine<Server>>;
 
 fn setup() -> (Server, Io) {
-    let io = Server::new(Config::default());
+    setup_with(Limits::default())
+}
+
+fn setup_with(limits: Limits) -> (Server, Io) {
+    let io = Server::new(Config {
+        limits,
+        ..Config::default()
+    });
     let engine = Engine::new(
         EngineConfig::default(),
         io.clone(),
@@ -500,4 +507,286 @@ fn remote_deliveries_follow_the_target_and_are_not_reported_again() {
     assert_eq!(selected.len(), 2);
     assert!(selected.contains(&ids[1]) && selected.contains(&ids[2]));
     assert_eq!(io.all_sockets().len(), 4);
+}
+
+/// Small limits, so that each is reached in a few packets.
+fn small_limits() -> Limits {
+    Limits {
+        max_name_bytes: 8,
+        max_attachments: 2,
+        max_attachment_bytes: 4,
+        binary_timeout: Duration::from_millis(500),
+        max_namespaces: 2,
+        connects_per_interval: 4,
+        connect_interval: Duration::from_secs(10),
+        max_pending_acks: 1,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn connects_are_bounded_per_connection() {
+    // (packets sent on one connection, the answer to the last one)
+    let table: &[(&[&str], &str)] = &[
+        (&["40/a,"], "40/a,{\"sid\""),
+        (&["40/abcdefg,"], "40/abcdefg,{\"sid\""),
+        (
+            &["40/abcdefgh,"],
+            r#"44/abcdefgh,{"message":"namespace name too long"}"#,
+        ),
+        (
+            &["40/a,", "40/b,", "40/c,"],
+            r#"44/c,{"message":"too many namespaces"}"#,
+        ),
+        // Leaving frees the place.
+        (&["40/a,", "40/b,", "41/a,", "40/c,"], "40/c,{\"sid\""),
+        // Five CONNECTs in the window, whatever became of the first four.
+        (
+            &["40/a,", "41/a,", "40/a,", "40/x,", "40/y,", "40/b,"],
+            r#"44/b,{"message":"too many connects"}"#,
+        ),
+    ];
+    for (packets, want) in table {
+        let (io, engine) = setup_with(small_limits());
+        for name in ["/a", "/b", "/c", "/abcdefg", "/abcdefgh"] {
+            io.of(name);
+        }
+        let conn = open(&engine);
+        out(&conn);
+        let mut last = Vec::new();
+        for p in *packets {
+            send(&engine, &conn, p);
+            last = out(&conn);
+        }
+        assert!(
+            last.last().is_some_and(|f| f.starts_with(want)),
+            "{packets:?}: {last:?}"
+        );
+        assert!(!conn.is_closed(), "{packets:?}");
+    }
+    // The window reopens after the interval.
+    let (io, engine) = setup_with(small_limits());
+    io.of("/a");
+    let conn = open(&engine);
+    for _ in 0..4 {
+        send(&engine, &conn, "40/x,");
+    }
+    send(&engine, &conn, "40/a,");
+    assert!(
+        out(&conn)
+            .last()
+            .is_some_and(|f| f.contains("too many connects"))
+    );
+    tokio::time::advance(Duration::from_secs(10)).await;
+    connect(&engine, &conn, "/a");
+}
+
+#[test]
+fn dynamic_namespaces_live_while_accepted_sockets_are_in_them() {
+    let (io, engine) = setup_with(Limits {
+        connects_per_interval: 1000,
+        ..Limits::default()
+    });
+    io.of_pattern(regex::Regex::new(r"^/tenant-\d+$").expect("regex"))
+        .use_middleware(|req| {
+            if req.auth().get("token").is_some() {
+                Ok(())
+            } else {
+                Err(ConnectError::new("no token"))
+            }
+        });
+    let a = open(&engine);
+    let b = open(&engine);
+    for i in 0..100 {
+        send(&engine, &a, &format!("40/tenant-{i},"));
+    }
+    assert!(out(&a).iter().all(|f| f.contains("no token")));
+    assert!(
+        io.get("/tenant-1").is_none(),
+        "refused connects create nothing"
+    );
+    send(&engine, &a, r#"40/tenant-1,{"token":1}"#);
+    send(&engine, &b, r#"40/tenant-1,{"token":1}"#);
+    assert_eq!(io.get("/tenant-1").map(|n| n.len()), Some(2));
+    send(&engine, &a, "41/tenant-1,");
+    assert_eq!(io.get("/tenant-1").map(|n| n.len()), Some(1));
+    b.close(CloseReason::TransportClose);
+    assert!(
+        io.get("/tenant-1").is_none(),
+        "removed with its last socket"
+    );
+    // And comes back with the next accepted socket.
+    send(&engine, &a, r#"40/tenant-1,{"token":1}"#);
+    assert_eq!(io.get("/tenant-1").map(|n| n.len()), Some(1));
+}
+
+#[test]
+fn long_event_names_and_too_many_pending_acks_are_refused() {
+    let (io, engine) = setup_with(small_limits());
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    io.of("/").on_any(move |_, mut e| {
+        if let Some(acker) = e.take_ack() {
+            h.lock().expect("lock").push(acker);
+        }
+    });
+    let conn = open(&engine);
+    connect(&engine, &conn, "/");
+    // (packet, frames answered at once)
+    let table: &[(&str, &[&str])] = &[
+        (
+            r#"421["abcdefghi"]"#,
+            &[r#"431[{"ok":false,"error":"event name too long"}]"#],
+        ),
+        (r#"42["abcdefghi"]"#, &[]),
+        // The handler keeps this one's ack: one pending.
+        (r#"422["abcdefgh"]"#, &[]),
+        (
+            r#"423["x"]"#,
+            &[r#"433[{"ok":false,"error":"too many pending acks"}]"#],
+        ),
+        // Events without ack are not affected.
+        (r#"42["x"]"#, &[]),
+    ];
+    for (packet, want) in table {
+        send(&engine, &conn, packet);
+        assert_eq!(out(&conn), *want, "{packet}");
+    }
+    assert_eq!(held.lock().expect("lock").len(), 1);
+    // Answering the held ack frees the place.
+    let acker = held.lock().expect("lock").pop().expect("held");
+    acker.send(Args::none());
+    assert_eq!(out(&conn), vec!["432[]"]);
+    send(&engine, &conn, r#"424["x"]"#);
+    assert!(out(&conn).is_empty());
+    assert!(!conn.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn binary_packets_are_bounded_in_count_bytes_and_time() {
+    let header = |n: usize| {
+        let ph: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"_placeholder":true,"num":{i}}}"#))
+            .collect();
+        format!(r#"45{n}-["x",{}]"#, ph.join(","))
+    };
+    // (header's attachment count, attachments sent, wait before the last, expected close)
+    type Case = (usize, &'static [&'static [u8]], u64, Option<Limit>);
+    let table: &[Case] = &[
+        (2, &[b"ab", b"cd"], 499, None),
+        (3, &[], 0, Some(Limit::Attachments)),
+        (2, &[b"abc", b"de"], 0, Some(Limit::AttachmentBytes)),
+        (2, &[b"a", b"b"], 500, Some(Limit::AttachmentTime)),
+    ];
+    for (n, attachments, wait, want) in table {
+        let (io, engine) = setup_with(small_limits());
+        let got = Arc::new(AtomicUsize::new(0));
+        let g = got.clone();
+        io.of("/").on("x", move |_, _| {
+            g.fetch_add(1, Ordering::SeqCst);
+        });
+        let conn = open(&engine);
+        connect(&engine, &conn, "/");
+        send(&engine, &conn, &header(*n));
+        for (i, a) in attachments.iter().enumerate() {
+            if i + 1 == attachments.len() && *wait > 0 {
+                tokio::time::advance(Duration::from_millis(*wait)).await;
+            }
+            send_bin(&engine, &conn, a);
+        }
+        let closed = conn.lock().closed;
+        assert_eq!(
+            closed,
+            want.map(CloseReason::Limited),
+            "{n} {attachments:?}"
+        );
+        assert_eq!(got.load(Ordering::SeqCst), usize::from(want.is_none()));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_session_timer_closes_an_incomplete_binary_packet() {
+    let (io, engine) = setup_with(small_limits());
+    io.of("/");
+    let conn = open(&engine);
+    connect(&engine, &conn, "/");
+    let start = Instant::now();
+    assert!(
+        conn.tick(start)
+            .is_some_and(|t| t > start + Duration::from_millis(500))
+    );
+    send(&engine, &conn, r#"451-["x",{"_placeholder":true,"num":0}]"#);
+    assert!(conn.take_retick(), "the timer is told to look again");
+    assert_eq!(conn.tick(start), Some(start + Duration::from_millis(500)));
+    assert_eq!(conn.tick(start + Duration::from_millis(500)), None);
+    assert_eq!(
+        conn.lock().closed,
+        Some(CloseReason::Limited(Limit::AttachmentTime))
+    );
+    // A completed packet clears the deadline.
+    let conn = open(&engine);
+    connect(&engine, &conn, "/");
+    send(&engine, &conn, r#"451-["x",{"_placeholder":true,"num":0}]"#);
+    send_bin(&engine, &conn, b"a");
+    assert!(
+        conn.tick(start)
+            .is_some_and(|t| t > start + Duration::from_millis(500))
+    );
+}
+
+/// State kept with [`ConnectRequest::keep`], counting the connects that saw it.
+struct Visits(AtomicUsize);
+
+#[test]
+fn kept_state_survives_reentry_and_is_bounded() {
+    let (io, engine) = setup_with(Limits {
+        connects_per_interval: 100,
+        ..small_limits()
+    });
+    for name in ["/a", "/b", "/c", "/d"] {
+        let ns = io.of(name);
+        ns.use_middleware(|req| {
+            req.keep(|| Visits(AtomicUsize::new(0)));
+            Ok(())
+        });
+        ns.on_connect(|s| {
+            s.get::<Visits>()
+                .expect("kept")
+                .0
+                .fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    let visits = |conn: &Arc<Conn<ConnData>>, nsp: &str| {
+        io.get(nsp)
+            .and_then(|ns| {
+                let sid = lock_conn(conn)
+                    .sockets
+                    .iter()
+                    .find(|s| &*s.ns.name == nsp)?
+                    .id
+                    .clone();
+                ns.socket(&sid)
+            })
+            .and_then(|s| s.get::<Visits>())
+            .map(|v| v.0.load(Ordering::SeqCst))
+    };
+    let conn = open(&engine);
+    for _ in 0..3 {
+        connect(&engine, &conn, "/a");
+        send(&engine, &conn, "41/a,");
+    }
+    connect(&engine, &conn, "/a");
+    assert_eq!(visits(&conn, "/a"), Some(4), "one value across re-entries");
+    // Another connection has its own.
+    let other = open(&engine);
+    connect(&engine, &other, "/a");
+    assert_eq!(visits(&other, "/a"), Some(1));
+    // At most max_namespaces (2) namespaces are remembered, connected ones never forgotten.
+    connect(&engine, &conn, "/b");
+    send(&engine, &conn, "41/b,");
+    connect(&engine, &conn, "/c");
+    assert_eq!(lock_conn(&conn).kept.len(), 2);
+    send(&engine, &conn, "41/c,");
+    connect(&engine, &conn, "/b");
+    assert_eq!(visits(&conn, "/b"), Some(1), "/b was forgotten for /c");
+    assert_eq!(visits(&conn, "/a"), Some(4), "/a stayed connected");
 }

@@ -38,7 +38,7 @@ use crate::engine::{
     CloseReason, Conn, DirectWrite, Engine, Handler, HandshakeInfo, State, Transport,
 };
 use crate::engineio::{self, Frame, Packet, Payload};
-use crate::metrics;
+use crate::metrics::{self, Limit};
 use crate::websocket::{self, Assembler, Message, OpCode, Role, close_code};
 
 /// Bytes read from the socket per `read` call (on the stack, not kept).
@@ -312,8 +312,9 @@ async fn run<H: Handler>(
     drop(pre);
     let sleep: Sleep = tokio::time::sleep_until(upgrade_deadline);
     tokio::pin!(sleep);
-    // When the session's heartbeat must be looked at next. Deadlines only ever move later
-    // (a pong, a namespace connect), so a cached one at worst wakes the task once for nothing.
+    // When the session's heartbeat must be looked at next. Its deadlines only ever move later
+    // (a pong, a namespace connect), so a cached one at worst wakes the task once for nothing;
+    // an application deadline (`Conn::set_deadline`) asks for a fresh look.
     let mut tick_at: Option<Instant> = None;
     loop {
         match flow {
@@ -346,7 +347,7 @@ async fn run<H: Handler>(
         let deadline = match (closing, io.phase) {
             (Some(d), _) => d,
             (None, Phase::Open) => {
-                if tick_at.is_none_or(|t| t <= now) {
+                if tick_at.is_none_or(|t| t <= now) || conn.take_retick() {
                     tick_at = conn.tick(now);
                 }
                 match tick_at {
@@ -472,7 +473,19 @@ fn close_code_for(reason: Option<CloseReason>) -> u16 {
         Some(CloseReason::ParseError) => close_code::PROTOCOL_ERROR,
         Some(CloseReason::Shutdown) => close_code::GOING_AWAY,
         Some(CloseReason::SlowConsumer) => close_code::POLICY,
+        Some(CloseReason::Limited(Limit::AttachmentBytes)) => close_code::TOO_BIG,
+        Some(CloseReason::Limited(_)) => close_code::POLICY,
         _ => close_code::NORMAL,
+    }
+}
+
+/// The reason text of the close frame: which limit ended the session, else none.
+fn close_text_for(reason: Option<CloseReason>) -> &'static str {
+    match reason {
+        Some(CloseReason::Limited(Limit::Attachments)) => "too many attachments",
+        Some(CloseReason::Limited(Limit::AttachmentBytes)) => "attachments too large",
+        Some(CloseReason::Limited(Limit::AttachmentTime)) => "binary packet timeout",
+        _ => "",
     }
 }
 
@@ -723,7 +736,7 @@ impl<H: Handler> Io<'_, H> {
                 st.release_spare();
             }
             if let Some(code) = close {
-                let payload = websocket::close_payload(code, "");
+                let payload = websocket::close_payload(code, close_text_for(st.closed));
                 websocket::write_head(out, OpCode::Close, payload.len());
                 out.extend_from_slice(&payload);
             }

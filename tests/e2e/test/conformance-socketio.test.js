@@ -273,6 +273,44 @@ describe('events', () => {
   });
 });
 
+describe('edges shared with Node', () => {
+  it('lone UTF-16 surrogates, as JSON.stringify escapes them, are accepted and come back escaped', async () => {
+    const { ws } = await sioConnect(base);
+    try {
+      ws.send(String.raw`42["message","\ud800","a\uDC00b","\udc00\ud800","\ud83d\ude00",{"\udfff":"\u0001"}]`);
+      assert.equal(await ws.nextText(), String.raw`42["message-back","\ud800","a\udc00b","\udc00\ud800","` + '\u{1f600}' + String.raw`",{"\udfff":"\u0001"}]`);
+      ws.send(String.raw`427["message-with-ack","\udbff"]`);
+      assert.equal(await ws.nextText(), String.raw`437["\udbff"]`);
+    } finally {
+      ws.close();
+    }
+  });
+
+  it('U+10FFFF and the last private-use characters pass unchanged, raw or escaped', async () => {
+    const { ws } = await sioConnect(base);
+    try {
+      ws.send('42["message","\u{10FFFF}x","\u{10F000}"]');
+      assert.equal(await ws.nextText(), '42["message-back","\u{10FFFF}x","\u{10F000}"]');
+      ws.send(String.raw`42["message","\udbff\udfff\ud800"]`);
+      assert.equal(await ws.nextText(), '42["message-back","\u{10FFFF}' + String.raw`\ud800"]`);
+    } finally {
+      ws.close();
+    }
+  });
+
+  it('a number event name is accepted and echoed as given', async () => {
+    const { ws } = await sioConnect(base);
+    try {
+      ws.send('421[7,"x"]');
+      ws.send('42["message","after"]');
+      // No handler for "7": nothing comes back for it, and the connection goes on.
+      assert.equal(await ws.nextText(), '42["message-back","after"]');
+    } finally {
+      ws.close();
+    }
+  });
+});
+
 describe('invalid packets close the connection', () => {
   for (const [what, frame] of [
     ['unknown packet type', '4abc'],
