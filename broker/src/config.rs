@@ -9,6 +9,7 @@
 //! | `SWITCHBOARD_NATS_USER`, `SWITCHBOARD_NATS_PASSWORD` | | NATS user and password |
 //! | `SWITCHBOARD_NATS_TOKEN` | | NATS token |
 //! | `SWITCHBOARD_NATS_CREDS` | | path of a NATS `.creds` file |
+//! | `SWITCHBOARD_NATS_NKEY_SEED_FILE` | | path of a file holding a NATS nkey seed (`SU...`) |
 //! | `SWITCHBOARD_BROKER_HOST` | `127.0.0.1` | IP address the HTTP port binds |
 //! | `SWITCHBOARD_BROKER_HTTP_PORT` | `9090` | HTTP port (`/health`, `/metrics`, `/v1/state`); 0 = any free port |
 //! | `SWITCHBOARD_LEASE_MS` | `6000` | a gateway silent this long is lost; also the leader lease |
@@ -78,16 +79,15 @@ impl Config {
             (None, None) => None,
         };
         let token = get("SWITCHBOARD_NATS_TOKEN");
-        const CREDS: &str = "SWITCHBOARD_NATS_CREDS";
-        let credentials_file = get(CREDS).map(PathBuf::from);
-        if let Some(path) = &credentials_file
-            && !path.is_file()
-        {
-            return Err(err(
-                CREDS,
+        let file = |name: &'static str| match get(name).map(PathBuf::from) {
+            Some(path) if !path.is_file() => Err(err(
+                name,
                 format!("{} is not a readable file", path.display()),
-            ));
-        }
+            )),
+            path => Ok(path),
+        };
+        let credentials_file = file("SWITCHBOARD_NATS_CREDS")?;
+        let nkey_seed_file = file("SWITCHBOARD_NATS_NKEY_SEED_FILE")?;
 
         const HOST: &str = "SWITCHBOARD_BROKER_HOST";
         let host: IpAddr = match get(HOST) {
@@ -165,6 +165,7 @@ impl Config {
                 user,
                 token,
                 credentials_file,
+                nkey_seed_file,
             },
             http: SocketAddr::new(host, port),
             broker: BrokerConfig {

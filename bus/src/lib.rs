@@ -82,6 +82,8 @@ pub struct NatsOptions {
     pub token: Option<String>,
     /// A `.creds` file (JWT + nkey seed), if the server wants one.
     pub credentials_file: Option<std::path::PathBuf>,
+    /// A file holding an nkey seed (`SU...`), if the server authenticates users by nkey.
+    pub nkey_seed_file: Option<std::path::PathBuf>,
 }
 
 /// Connection state as seen by the bus client.
@@ -149,6 +151,12 @@ impl Bus {
         }
         if let Some(token) = &opts.token {
             options = options.token(token.clone());
+        }
+        if let Some(path) = &opts.nkey_seed_file {
+            // The seed is a secret: it is read here (once, at start-up), handed to the client and
+            // never logged.
+            let seed = std::fs::read_to_string(path).map_err(|e| BusError::Options(format!("{}: {e}", path.display())))?;
+            options = options.nkey(seed.trim().to_owned());
         }
         if let Some(path) = &opts.credentials_file {
             options = options

@@ -136,6 +136,11 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
     if set("SWITCHBOARD_NATS_PASSWORD").is_some() && set("SWITCHBOARD_NATS_USER").is_none() {
         problems.push("SWITCHBOARD_NATS_PASSWORD is set without SWITCHBOARD_NATS_USER".to_owned());
     }
+    for k in ["SWITCHBOARD_NATS_CREDS", "SWITCHBOARD_NATS_NKEY_SEED_FILE"] {
+        if let Some(path) = set(k).filter(|p| !std::path::Path::new(p).is_file()) {
+            problems.push(format!("{k}={path:?} is not a readable file"));
+        }
+    }
     let drain = match set("SWITCHBOARD_DRAIN_MS") {
         None if standalone => Duration::ZERO,
         None => DEFAULT_DRAIN,
@@ -174,6 +179,7 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
             .map(|u| (u, set("SWITCHBOARD_NATS_PASSWORD").unwrap_or_default())),
         token: set("SWITCHBOARD_NATS_TOKEN"),
         credentials_file: set("SWITCHBOARD_NATS_CREDS").map(std::path::PathBuf::from),
+        nkey_seed_file: set("SWITCHBOARD_NATS_NKEY_SEED_FILE").map(std::path::PathBuf::from),
     });
     if problems.is_empty() {
         Ok(ClusterEnv {
