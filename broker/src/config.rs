@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `SWITCHBOARD_NATS_URL` | (required) | NATS server URL(s), comma-separated |
 //! | `SWITCHBOARD_NATS_USER`, `SWITCHBOARD_NATS_PASSWORD` | | NATS user and password |
+//! | `SWITCHBOARD_NATS_PASSWORD_FILE` | | a file holding the password instead (a Secret volume) |
 //! | `SWITCHBOARD_NATS_TOKEN` | | NATS token |
 //! | `SWITCHBOARD_NATS_CREDS` | | path of a NATS `.creds` file |
 //! | `SWITCHBOARD_NATS_NKEY_SEED_FILE` | | path of a file holding a NATS nkey seed (`SU...`) |
@@ -73,7 +74,18 @@ impl Config {
         let url = get(URL).ok_or_else(|| err(URL, "required (e.g. nats://127.0.0.1:4222)"))?;
         // The same variables as the gateway's, so one environment serves both tiers.
         const PASSWORD: &str = "SWITCHBOARD_NATS_PASSWORD";
-        let user = match (get("SWITCHBOARD_NATS_USER"), get(PASSWORD)) {
+        const PASSWORD_FILE: &str = "SWITCHBOARD_NATS_PASSWORD_FILE";
+        let password = match (get(PASSWORD), get(PASSWORD_FILE)) {
+            (Some(_), Some(_)) => return Err(err(PASSWORD_FILE, "set with SWITCHBOARD_NATS_PASSWORD")),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| err(PASSWORD_FILE, format!("{path}: {e}")))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (password, None) => password,
+        };
+        let user = match (get("SWITCHBOARD_NATS_USER"), password) {
             (Some(u), password) => Some((u, password.unwrap_or_default())),
             (None, Some(_)) => return Err(err(PASSWORD, "set without SWITCHBOARD_NATS_USER")),
             (None, None) => None,

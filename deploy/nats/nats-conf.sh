@@ -9,9 +9,9 @@
 # again with your prefix and node ids when they differ, and restart nats-server.
 #
 # Passwords are not in the output: each is an environment variable of the nats-server process,
-# which the server substitutes when it reads the file ($SWITCHBOARD_NATS_BROKER_PASSWORD,
-# $SWITCHBOARD_NATS_WORKER_PASSWORD, and $SWITCHBOARD_NATS_PASSWORD_<NODE> for gateway NODE,
-# uppercased: SWITCHBOARD_NATS_PASSWORD_GW1). Users are `broker`, `worker` and `gateway-<node>`.
+# which the server substitutes when it reads the file ($NATS_BROKER_PASSWORD,
+# $NATS_WORKER_PASSWORD, and $NATS_PASSWORD_<NODE> for gateway NODE,
+# uppercased: NATS_PASSWORD_GW1). Users are `broker`, `worker` and `gateway-<node>`.
 set -euo pipefail
 
 prefix=${1:-sio}
@@ -37,7 +37,7 @@ authorization {
     # emits), resync and snapshot requests, presence; keep the leader lease (JetStream KV).
     {
       user: "broker"
-      password: \$SWITCHBOARD_NATS_BROKER_PASSWORD
+      password: \$NATS_BROKER_PASSWORD
       permissions: {
         publish: { allow: ["$p.cmd.>", "$p.node.*", "$p.resync", "$p.snapshot.*", "$p.presence.*", "_INBOX.>", "\$JS.API.>", "\$KV.>"] }
         subscribe: { allow: ["$p.member.*", "$p.heartbeat.*", "$p.broker.reserve", "_INBOX.>"] }
@@ -48,7 +48,7 @@ authorization {
     # subjects, no heartbeats, membership, resync or snapshot requests.
     {
       user: "worker"
-      password: \$SWITCHBOARD_NATS_WORKER_PASSWORD
+      password: \$NATS_WORKER_PASSWORD
       permissions: {
         publish: { allow: ["$p.room.*.*", "$p.ns.*", "$p.broker.reserve", "_INBOX.>"] }
         subscribe: { allow: ["$p.event.>", "$p.life.>", "$p.presence.*", "_INBOX.>"] }
@@ -56,7 +56,7 @@ authorization {
     }
 EOF
 for node in "${nodes[@]}"; do
-    var="SWITCHBOARD_NATS_PASSWORD_${node^^}"
+    var="NATS_PASSWORD_${node^^}"
     cat <<EOF
     # Gateway $node: its own membership and heartbeats only (its heartbeat carries the address
     # the other gateways forward its sessions' requests to); deliveries, forwarded events and

@@ -133,7 +133,29 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
     } else {
         None
     };
-    if set("SWITCHBOARD_NATS_PASSWORD").is_some() && set("SWITCHBOARD_NATS_USER").is_none() {
+    // The password, from the variable or from a file (a Kubernetes Secret volume: a StatefulSet
+    // pod reads the key of its own node); never logged.
+    let password = match (
+        set("SWITCHBOARD_NATS_PASSWORD"),
+        set("SWITCHBOARD_NATS_PASSWORD_FILE"),
+    ) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                "SWITCHBOARD_NATS_PASSWORD and SWITCHBOARD_NATS_PASSWORD_FILE are both set"
+                    .to_owned(),
+            );
+            None
+        }
+        (None, Some(path)) => match std::fs::read_to_string(&path) {
+            Ok(p) => Some(p.trim().to_owned()),
+            Err(e) => {
+                problems.push(format!("SWITCHBOARD_NATS_PASSWORD_FILE={path:?}: {e}"));
+                None
+            }
+        },
+        (password, None) => password,
+    };
+    if password.is_some() && set("SWITCHBOARD_NATS_USER").is_none() {
         problems.push("SWITCHBOARD_NATS_PASSWORD is set without SWITCHBOARD_NATS_USER".to_owned());
     }
     for k in ["SWITCHBOARD_NATS_CREDS", "SWITCHBOARD_NATS_NKEY_SEED_FILE"] {
@@ -175,8 +197,7 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
     let nats = set("SWITCHBOARD_NATS_URL").map(|url| NatsOptions {
         url,
         name: String::new(),
-        user: set("SWITCHBOARD_NATS_USER")
-            .map(|u| (u, set("SWITCHBOARD_NATS_PASSWORD").unwrap_or_default())),
+        user: set("SWITCHBOARD_NATS_USER").map(|u| (u, password.unwrap_or_default())),
         token: set("SWITCHBOARD_NATS_TOKEN"),
         credentials_file: set("SWITCHBOARD_NATS_CREDS").map(std::path::PathBuf::from),
         nkey_seed_file: set("SWITCHBOARD_NATS_NKEY_SEED_FILE").map(std::path::PathBuf::from),

@@ -221,9 +221,9 @@ function permissions(dir, { prefix, nodes }) {
   const users = { e2e: { user: 'e2e', pass: password() } };
   const env = {};
   for (const [role, variable] of [
-    ['broker', 'SWITCHBOARD_NATS_BROKER_PASSWORD'],
-    ['worker', 'SWITCHBOARD_NATS_WORKER_PASSWORD'],
-    ...nodes.map((node) => [`gateway-${node}`, `SWITCHBOARD_NATS_PASSWORD_${node.toUpperCase()}`]),
+    ['broker', 'NATS_BROKER_PASSWORD'],
+    ['worker', 'NATS_WORKER_PASSWORD'],
+    ...nodes.map((node) => [`gateway-${node}`, `NATS_PASSWORD_${node.toUpperCase()}`]),
   ]) {
     users[role] = { user: role, pass: password() };
     env[variable] = users[role].pass;

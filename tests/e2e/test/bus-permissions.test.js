@@ -9,10 +9,54 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
+const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
 const { connect } = require('nats');
-const { startCluster, waitFor } = require('../lib/cluster');
+const YAML = require('yaml');
+const { startCluster, waitFor, natsServerBin } = require('../lib/cluster');
 const bus = require('../lib/bus');
 const { Members, converged, CONFIG, ENV, NS, OK } = require('../lib/members');
+const { REPO } = require('../lib/server');
+
+const GENERATOR = path.join(REPO, 'deploy', 'nats', 'nats-conf.sh');
+
+describe('the shipped NATS configurations', () => {
+  const generated = (...args) => execFileSync('bash', [GENERATOR, ...args], { encoding: 'utf8' });
+  const k8s = () => YAML.parseAllDocuments(fs.readFileSync(path.join(REPO, 'deploy', 'k8s', 'nats.yaml'), 'utf8'))
+    .map((d) => d.toJS())
+    .find((o) => o.kind === 'ConfigMap');
+
+  it('are the output of deploy/nats/nats-conf.sh (compose and local: gw1..gw3; Kubernetes: gw0..gw2)', () => {
+    assert.equal(fs.readFileSync(path.join(REPO, 'deploy', 'nats', 'auth.conf'), 'utf8'), generated());
+    assert.equal(k8s().data['auth.conf'], generated('sio', 'gw0', 'gw1', 'gw2'));
+  });
+
+  it('are accepted by nats-server, with every password from the environment', () => {
+    const bin = natsServerBin();
+    assert.ok(bin, 'nats-server not found: apt-get install nats-server');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-nats-conf-'));
+    try {
+      const env = { ...process.env, NATS_BROKER_PASSWORD: 'sba', NATS_WORKER_PASSWORD: 'sbb' };
+      for (const n of [0, 1, 2, 3]) env[`NATS_PASSWORD_GW${n}`] = `sbgw${n}`;
+      const check = (name, conf, auth) => {
+        fs.writeFileSync(path.join(dir, 'auth.conf'), auth);
+        fs.writeFileSync(path.join(dir, name), conf.replace('"/data"', JSON.stringify(path.join(dir, 'js'))));
+        const out = execFileSync(bin, ['-c', path.join(dir, name), '-t'], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+        return out;
+      };
+      check('nats.conf', fs.readFileSync(path.join(REPO, 'deploy', 'nats', 'nats.conf'), 'utf8'), generated());
+      const cm = k8s();
+      check('k8s.conf', cm.data['nats.conf'], cm.data['auth.conf']);
+      // A password the environment does not give is an error, not an empty password.
+      delete env.NATS_WORKER_PASSWORD;
+      assert.throws(() => check('nats.conf', fs.readFileSync(path.join(REPO, 'deploy', 'nats', 'nats.conf'), 'utf8'), generated()));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 /**
  * A raw NATS client as `role`, recording the server's permission violations:
