@@ -251,6 +251,48 @@ mod tests {
     }
 
     #[test]
+    fn nats_credentials_from_files() {
+        let dir = std::env::temp_dir().join(format!("switchboard-broker-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let password = dir.join("password");
+        std::fs::write(&password, "sbsecret\n").expect("write");
+        let password = password.to_str().expect("utf-8 path");
+        let cfg = parse(&[
+            URL,
+            ("SWITCHBOARD_NATS_USER", "broker"),
+            ("SWITCHBOARD_NATS_PASSWORD_FILE", password),
+            ("SWITCHBOARD_NATS_NKEY_SEED_FILE", password),
+        ])
+        .expect("valid");
+        assert_eq!(cfg.nats.user, Some(("broker".to_owned(), "sbsecret".to_owned())));
+        assert_eq!(cfg.nats.nkey_seed_file.as_deref(), Some(std::path::Path::new(password)));
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[URL, ("SWITCHBOARD_NATS_PASSWORD_FILE", "/nonexistent/p")],
+                "SWITCHBOARD_NATS_PASSWORD_FILE",
+            ),
+            (
+                &[
+                    URL,
+                    ("SWITCHBOARD_NATS_PASSWORD", "p"),
+                    ("SWITCHBOARD_NATS_PASSWORD_FILE", password),
+                ],
+                "SWITCHBOARD_NATS_PASSWORD_FILE",
+            ),
+            (
+                &[URL, ("SWITCHBOARD_NATS_NKEY_SEED_FILE", "/nonexistent/s")],
+                "SWITCHBOARD_NATS_NKEY_SEED_FILE",
+            ),
+        ];
+        for (pairs, var) in cases {
+            let e = parse(pairs).expect_err("invalid");
+            assert_eq!(e.var, *var, "{e}");
+            assert!(!e.to_string().contains("sbsecret"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[], "SWITCHBOARD_NATS_URL"),

@@ -1193,6 +1193,70 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn commands_count_only_on_command_subjects() {
+        let hub = Hub::new();
+        let a = node(&hub, "a", vec![]).await;
+        let (conn, socket) = a.socket();
+        a.cluster.settled().await;
+        let subjects = Subjects::new("t").unwrap();
+        let worker = hub.client();
+        let join = |room: &str| {
+            Bytes::from(
+                pb::Envelope {
+                    body: Some(envelope::Body::Command(pb::Command {
+                        origin: "mallory".into(),
+                        ns: "/chat".into(),
+                        target: None,
+                        action: Some(pb::command::Action::Join(pb::RoomList {
+                            rooms: vec![room.into()],
+                        })),
+                    })),
+                }
+                .encode_to_vec(),
+            )
+        };
+        let hello = |n: u8| {
+            Bytes::from(
+                pb::Envelope {
+                    body: Some(envelope::Body::Delivery(pb::Delivery {
+                        ns: "/chat".into(),
+                        packet: Bytes::from(format!(r#"42/chat,["hello",{n}]"#)),
+                        ..Default::default()
+                    })),
+                }
+                .encode_to_vec(),
+            )
+        };
+        // A command on each delivery subject, each followed on the same subject by a delivery:
+        // once both deliveries are in, both commands were handled (and refused).
+        for (n, subject) in [subjects.node("a"), subjects.namespace("/chat")]
+            .into_iter()
+            .enumerate()
+        {
+            let subject = subject.unwrap();
+            worker.publish(subject.clone(), join("kicked")).await.unwrap();
+            worker.publish(subject, hello(n as u8)).await.unwrap();
+        }
+        let mut got = Vec::new();
+        until("both deliveries", || {
+            got.extend(drain(&conn));
+            got.len() >= 2
+        })
+        .await;
+        assert!(!socket.in_room("kicked"), "a command on a delivery subject");
+        // A delivery on a command subject is refused too; a command there is applied.
+        let command_node = subjects.command_node("a").unwrap();
+        worker.publish(command_node.clone(), hello(9)).await.unwrap();
+        worker.publish(command_node, join("joined")).await.unwrap();
+        until("the join by command", || socket.in_room("joined")).await;
+        let command_ns = subjects.command_namespace("/chat").unwrap();
+        worker.publish(command_ns, join("by-selector")).await.unwrap();
+        until("the join by selector", || socket.in_room("by-selector")).await;
+        assert!(drain(&conn).is_empty(), "the delivery on a command subject");
+        assert!(!socket.in_room("kicked"));
+    }
+
+    #[tokio::test]
     async fn membership_is_sequenced_and_a_dropped_event_leaves_a_gap_a_snapshot_fills() {
         let hub = Hub::new();
         let broker = hub.client();

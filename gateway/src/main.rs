@@ -615,6 +615,64 @@ mod tests {
     }
 
     #[test]
+    fn nats_credentials_from_files() {
+        let dir = std::env::temp_dir().join(format!("switchboard-nats-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let password = dir.join("gw0");
+        std::fs::write(&password, "sbsecret\n").unwrap();
+        let seed = dir.join("seed");
+        std::fs::write(&seed, "SUAEXAMPLE").unwrap();
+        let (password, seed) = (password.to_str().unwrap(), seed.to_str().unwrap());
+        let url = ("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:4222");
+        let env = parse(&[
+            url,
+            ("SWITCHBOARD_NATS_USER", "gateway-gw0"),
+            ("SWITCHBOARD_NATS_PASSWORD_FILE", password),
+            ("SWITCHBOARD_NATS_NKEY_SEED_FILE", seed),
+        ])
+        .map_err(|e| e.to_string())
+        .unwrap();
+        let nats = env.nats.unwrap();
+        assert_eq!(
+            nats.user,
+            Some(("gateway-gw0".to_owned(), "sbsecret".to_owned()))
+        );
+        assert_eq!(nats.nkey_seed_file.as_deref(), Some(std::path::Path::new(seed)));
+        for (problem, var) in [
+            (
+                vec![("SWITCHBOARD_NATS_PASSWORD_FILE", "/nonexistent/password")],
+                "SWITCHBOARD_NATS_PASSWORD_FILE",
+            ),
+            (
+                vec![
+                    ("SWITCHBOARD_NATS_USER", "u"),
+                    ("SWITCHBOARD_NATS_PASSWORD", "p"),
+                    ("SWITCHBOARD_NATS_PASSWORD_FILE", password),
+                ],
+                "SWITCHBOARD_NATS_PASSWORD_FILE",
+            ),
+            (
+                vec![("SWITCHBOARD_NATS_NKEY_SEED_FILE", "/nonexistent/seed")],
+                "SWITCHBOARD_NATS_NKEY_SEED_FILE",
+            ),
+            (
+                vec![("SWITCHBOARD_NATS_CREDS", "/nonexistent/x.creds")],
+                "SWITCHBOARD_NATS_CREDS",
+            ),
+        ] {
+            let mut vars = vec![url];
+            vars.extend(problem);
+            let Err(e) = parse(&vars) else {
+                panic!("{vars:?} accepted");
+            };
+            assert!(e.contains(var), "{var} missing from: {e}");
+            // The password itself is never part of a message.
+            assert!(!e.contains("sbsecret"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_variable() {
         let Err(e) = parse(&[
             ("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:4222"),

@@ -42,7 +42,7 @@ describe('the shipped NATS configurations', () => {
       for (const n of [0, 1, 2, 3]) env[`NATS_PASSWORD_GW${n}`] = `sbgw${n}`;
       const check = (name, conf, auth) => {
         fs.writeFileSync(path.join(dir, 'auth.conf'), auth);
-        fs.writeFileSync(path.join(dir, name), conf.replace('"/data"', JSON.stringify(path.join(dir, 'js'))));
+        fs.writeFileSync(path.join(dir, name), conf);
         const out = execFileSync(bin, ['-c', path.join(dir, name), '-t'], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
         return out;
       };
