@@ -76,7 +76,9 @@ impl Config {
         const PASSWORD: &str = "SWITCHBOARD_NATS_PASSWORD";
         const PASSWORD_FILE: &str = "SWITCHBOARD_NATS_PASSWORD_FILE";
         let password = match (get(PASSWORD), get(PASSWORD_FILE)) {
-            (Some(_), Some(_)) => return Err(err(PASSWORD_FILE, "set with SWITCHBOARD_NATS_PASSWORD")),
+            (Some(_), Some(_)) => {
+                return Err(err(PASSWORD_FILE, "set with SWITCHBOARD_NATS_PASSWORD"));
+            }
             (None, Some(path)) => Some(
                 std::fs::read_to_string(&path)
                     .map_err(|e| err(PASSWORD_FILE, format!("{path}: {e}")))?
@@ -252,7 +254,8 @@ mod tests {
 
     #[test]
     fn nats_credentials_from_files() {
-        let dir = std::env::temp_dir().join(format!("switchboard-broker-creds-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("switchboard-broker-creds-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let password = dir.join("password");
         std::fs::write(&password, "sbsecret\n").expect("write");
@@ -264,8 +267,14 @@ mod tests {
             ("SWITCHBOARD_NATS_NKEY_SEED_FILE", password),
         ])
         .expect("valid");
-        assert_eq!(cfg.nats.user, Some(("broker".to_owned(), "sbsecret".to_owned())));
-        assert_eq!(cfg.nats.nkey_seed_file.as_deref(), Some(std::path::Path::new(password)));
+        assert_eq!(
+            cfg.nats.user,
+            Some(("broker".to_owned(), "sbsecret".to_owned()))
+        );
+        assert_eq!(
+            cfg.nats.nkey_seed_file.as_deref(),
+            Some(std::path::Path::new(password))
+        );
         let cases: &[(&[(&str, &str)], &str)] = &[
             (
                 &[URL, ("SWITCHBOARD_NATS_PASSWORD_FILE", "/nonexistent/p")],

@@ -398,9 +398,12 @@ async fn run() -> Result<(), String> {
     let bus = Bus::connect(&NatsOptions {
         url,
         name: "switchboard chat worker".to_owned(),
-        user: std::env::var("SWITCHBOARD_NATS_USER")
-            .ok()
-            .map(|u| (u, std::env::var("SWITCHBOARD_NATS_PASSWORD").unwrap_or_default())),
+        user: std::env::var("SWITCHBOARD_NATS_USER").ok().map(|u| {
+            (
+                u,
+                std::env::var("SWITCHBOARD_NATS_PASSWORD").unwrap_or_default(),
+            )
+        }),
         credentials_file: std::env::var_os("SWITCHBOARD_NATS_CREDS").map(Into::into),
         ..Default::default()
     })

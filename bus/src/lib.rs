@@ -155,7 +155,8 @@ impl Bus {
         if let Some(path) = &opts.nkey_seed_file {
             // The seed is a secret: it is read here (once, at start-up), handed to the client and
             // never logged.
-            let seed = std::fs::read_to_string(path).map_err(|e| BusError::Options(format!("{}: {e}", path.display())))?;
+            let seed = std::fs::read_to_string(path)
+                .map_err(|e| BusError::Options(format!("{}: {e}", path.display())))?;
             options = options.nkey(seed.trim().to_owned());
         }
         if let Some(path) = &opts.credentials_file {

@@ -176,9 +176,15 @@ impl Cluster {
         // (subscription, whether it carries commands)
         let mut fixed = vec![
             (bus.subscribe(subject(subjects.node(node))?).await?, false),
-            (bus.subscribe(subject(subjects.command_node(node))?).await?, true),
+            (
+                bus.subscribe(subject(subjects.command_node(node))?).await?,
+                true,
+            ),
             (bus.subscribe(subjects.resync()).await?, false),
-            (bus.subscribe(subject(subjects.snapshot(node))?).await?, false),
+            (
+                bus.subscribe(subject(subjects.snapshot(node))?).await?,
+                false,
+            ),
         ];
         if cluster.inner.cfg.presence.values().any(|p| p.to_clients) {
             fixed.push((bus.subscribe(subjects.all_presence()).await?, false));
@@ -1234,7 +1240,10 @@ mod tests {
             .enumerate()
         {
             let subject = subject.unwrap();
-            worker.publish(subject.clone(), join("kicked")).await.unwrap();
+            worker
+                .publish(subject.clone(), join("kicked"))
+                .await
+                .unwrap();
             worker.publish(subject, hello(n as u8)).await.unwrap();
         }
         let mut got = Vec::new();
@@ -1246,11 +1255,17 @@ mod tests {
         assert!(!socket.in_room("kicked"), "a command on a delivery subject");
         // A delivery on a command subject is refused too; a command there is applied.
         let command_node = subjects.command_node("a").unwrap();
-        worker.publish(command_node.clone(), hello(9)).await.unwrap();
+        worker
+            .publish(command_node.clone(), hello(9))
+            .await
+            .unwrap();
         worker.publish(command_node, join("joined")).await.unwrap();
         until("the join by command", || socket.in_room("joined")).await;
         let command_ns = subjects.command_namespace("/chat").unwrap();
-        worker.publish(command_ns, join("by-selector")).await.unwrap();
+        worker
+            .publish(command_ns, join("by-selector"))
+            .await
+            .unwrap();
         until("the join by selector", || socket.in_room("by-selector")).await;
         assert!(drain(&conn).is_empty(), "the delivery on a command subject");
         assert!(!socket.in_room("kicked"));

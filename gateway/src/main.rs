@@ -616,7 +616,8 @@ mod tests {
 
     #[test]
     fn nats_credentials_from_files() {
-        let dir = std::env::temp_dir().join(format!("switchboard-nats-creds-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("switchboard-nats-creds-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let password = dir.join("gw0");
         std::fs::write(&password, "sbsecret\n").unwrap();
@@ -637,7 +638,10 @@ mod tests {
             nats.user,
             Some(("gateway-gw0".to_owned(), "sbsecret".to_owned()))
         );
-        assert_eq!(nats.nkey_seed_file.as_deref(), Some(std::path::Path::new(seed)));
+        assert_eq!(
+            nats.nkey_seed_file.as_deref(),
+            Some(std::path::Path::new(seed))
+        );
         for (problem, var) in [
             (
                 vec![("SWITCHBOARD_NATS_PASSWORD_FILE", "/nonexistent/password")],

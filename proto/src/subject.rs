@@ -86,8 +86,7 @@ pub const MAX_PREFIX_BYTES: usize = 128;
 /// Longest subject any builder returns: `{prefix}.event.{ns}.{event}` with the longest prefix and
 /// two worst-case names (1 672 bytes). The NATS server's control line (`max_control_line`,
 /// 4 096 bytes by default) must hold it plus the verb, a reply inbox and the sizes.
-pub const MAX_SUBJECT_BYTES: usize =
-    MAX_PREFIX_BYTES + 1 + EVENT.len() + 2 * (1 + MAX_TOKEN_BYTES);
+pub const MAX_SUBJECT_BYTES: usize = MAX_PREFIX_BYTES + 1 + EVENT.len() + 2 * (1 + MAX_TOKEN_BYTES);
 
 /// The first token of NATS request/reply inboxes, refused as a prefix.
 const RESERVED_INBOX: &str = "_INBOX";
@@ -363,7 +362,12 @@ impl Subjects {
 
     /// `{prefix}.{kind}` followed by `.{escape(name)}` for each name, then `.{suffix}` for each
     /// literal suffix token; refuses a name over [`MAX_NAME_BYTES`].
-    fn build(&self, kind: &[&str], names: &[&str], suffix: &[&str]) -> Result<String, SubjectError> {
+    fn build(
+        &self,
+        kind: &[&str],
+        names: &[&str],
+        suffix: &[&str],
+    ) -> Result<String, SubjectError> {
         for name in names {
             bounded(name)?;
         }
@@ -763,12 +767,18 @@ mod tests {
             (s.node("k3x9q2").unwrap(), "sio.node.k3x9q2"),
             (s.command_namespace("/chat").unwrap(), "sio.cmd.ns._2Fchat"),
             (s.command_node("gw1").unwrap(), "sio.cmd.node.gw1"),
-            (s.event("/chat", "message").unwrap(), "sio.event._2Fchat.message"),
+            (
+                s.event("/chat", "message").unwrap(),
+                "sio.event._2Fchat.message",
+            ),
             (s.event("/", "a b").unwrap(), "sio.event._2F.a_20b"),
             (s.all_events_in("/chat").unwrap(), "sio.event._2Fchat.*"),
             (s.all_events(), "sio.event.>"),
             (s.connect("/chat").unwrap(), "sio.life._2Fchat.connect"),
-            (s.disconnect("/chat").unwrap(), "sio.life._2Fchat.disconnect"),
+            (
+                s.disconnect("/chat").unwrap(),
+                "sio.life._2Fchat.disconnect",
+            ),
             (s.all_life(), "sio.life.>"),
             (s.resync(), "sio.resync"),
             (s.snapshot("gw1").unwrap(), "sio.snapshot.gw1"),
@@ -945,8 +955,14 @@ mod tests {
             let (ns, a, node) = (name(&mut rng), name(&mut rng), name(&mut rng));
             let own = || ns.clone();
             let concrete = [
-                (s.member(&node).unwrap(), Parsed::Member { node: node.clone() }),
-                (s.heartbeat(&node).unwrap(), Parsed::Heartbeat { node: node.clone() }),
+                (
+                    s.member(&node).unwrap(),
+                    Parsed::Member { node: node.clone() },
+                ),
+                (
+                    s.heartbeat(&node).unwrap(),
+                    Parsed::Heartbeat { node: node.clone() },
+                ),
                 (
                     s.room(&ns, &a).unwrap(),
                     Parsed::Room {
@@ -974,7 +990,10 @@ mod tests {
                 (s.connect(&ns).unwrap(), Parsed::Connect { ns: own() }),
                 (s.disconnect(&ns).unwrap(), Parsed::Disconnect { ns: own() }),
                 (s.resync(), Parsed::Resync),
-                (s.snapshot(&node).unwrap(), Parsed::Snapshot { node: node.clone() }),
+                (
+                    s.snapshot(&node).unwrap(),
+                    Parsed::Snapshot { node: node.clone() },
+                ),
                 (s.presence(&ns).unwrap(), Parsed::Presence { ns: own() }),
                 (s.reserve(), Parsed::Reserve),
             ];
@@ -984,14 +1003,46 @@ mod tests {
                 assert_eq!(s.parse(&subject), Ok(parsed), "{subject:?}");
             }
             let wildcards = [
-                (s.all_members(), s.member(&node).unwrap(), s.heartbeat(&node).unwrap()),
-                (s.all_heartbeats(), s.heartbeat(&node).unwrap(), s.member(&node).unwrap()),
-                (s.all_rooms_in(&ns).unwrap(), s.room(&ns, &a).unwrap(), s.event(&ns, &a).unwrap()),
-                (s.all_events_in(&ns).unwrap(), s.event(&ns, &a).unwrap(), s.room(&ns, &a).unwrap()),
-                (s.all_events(), s.event(&ns, &a).unwrap(), s.connect(&ns).unwrap()),
-                (s.all_life(), s.connect(&ns).unwrap(), s.event(&ns, &a).unwrap()),
-                (s.all_life(), s.disconnect(&ns).unwrap(), s.namespace(&ns).unwrap()),
-                (s.all_presence(), s.presence(&ns).unwrap(), s.namespace(&ns).unwrap()),
+                (
+                    s.all_members(),
+                    s.member(&node).unwrap(),
+                    s.heartbeat(&node).unwrap(),
+                ),
+                (
+                    s.all_heartbeats(),
+                    s.heartbeat(&node).unwrap(),
+                    s.member(&node).unwrap(),
+                ),
+                (
+                    s.all_rooms_in(&ns).unwrap(),
+                    s.room(&ns, &a).unwrap(),
+                    s.event(&ns, &a).unwrap(),
+                ),
+                (
+                    s.all_events_in(&ns).unwrap(),
+                    s.event(&ns, &a).unwrap(),
+                    s.room(&ns, &a).unwrap(),
+                ),
+                (
+                    s.all_events(),
+                    s.event(&ns, &a).unwrap(),
+                    s.connect(&ns).unwrap(),
+                ),
+                (
+                    s.all_life(),
+                    s.connect(&ns).unwrap(),
+                    s.event(&ns, &a).unwrap(),
+                ),
+                (
+                    s.all_life(),
+                    s.disconnect(&ns).unwrap(),
+                    s.namespace(&ns).unwrap(),
+                ),
+                (
+                    s.all_presence(),
+                    s.presence(&ns).unwrap(),
+                    s.namespace(&ns).unwrap(),
+                ),
             ];
             for (pattern, hit, miss) in wildcards {
                 assert!(is_subject(&pattern, true), "{pattern:?}");
@@ -1003,8 +1054,14 @@ mod tests {
             // A wildcard on one namespace never reaches another's subjects.
             let other = name(&mut rng);
             if other != ns {
-                assert!(!matches(&s.all_events_in(&ns).unwrap(), &s.event(&other, &a).unwrap()));
-                assert!(!matches(&s.all_rooms_in(&ns).unwrap(), &s.room(&other, &a).unwrap()));
+                assert!(!matches(
+                    &s.all_events_in(&ns).unwrap(),
+                    &s.event(&other, &a).unwrap()
+                ));
+                assert!(!matches(
+                    &s.all_rooms_in(&ns).unwrap(),
+                    &s.room(&other, &a).unwrap()
+                ));
             }
         }
     }
@@ -1056,7 +1113,11 @@ mod tests {
         let mut longest = 0;
         for (kind, subject) in by_kind {
             let subject = subject.expect("bounded names are accepted");
-            assert!(subject.len() <= MAX_SUBJECT_BYTES, "{kind}: {}", subject.len());
+            assert!(
+                subject.len() <= MAX_SUBJECT_BYTES,
+                "{kind}: {}",
+                subject.len()
+            );
             longest = longest.max(subject.len());
             let line = "HPUB ".len() + subject.len() + 1 + REPLY_INBOX + 2 * (1 + 20) + 2;
             assert!(line <= NATS_MAX_CONTROL_LINE, "{kind}: {line}");
