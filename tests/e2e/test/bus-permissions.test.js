@@ -138,9 +138,13 @@ describe('bus permissions: the shipped NATS users, with a real nats-server', () 
 
   it('a kick (Command) published with the worker credential is refused by the server and changes nothing', async () => {
     const before = await cluster.broker.state();
+    // Without the permissions the kick goes through: the socket is disconnected at once.
+    const kicked = new Promise((resolve) => victim.socket.once('disconnect', resolve)).then((reason) => {
+      throw new Error(`the kick went through: the socket was disconnected (${reason})`);
+    });
     for (const subject of [worker.s.commandNode('gw1'), worker.s.commandNamespace(NS), worker.s.node('gw1')]) {
       await worker.publish(subject, kick(NS));
-      const ctx = await worker.refused(subject);
+      const ctx = await Promise.race([worker.refused(subject), kicked]);
       assert.equal(ctx.subject, subject);
     }
     await stillServed('after the refused kicks');
