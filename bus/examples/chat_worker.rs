@@ -23,6 +23,9 @@
 //! room?, text}` — "alice joined #lobby" / "alice left #lobby" to the room's members, "alice is
 //! online" / "alice is offline" to the namespace.
 //!
+//! `join` and `leave` take effect through the reply, so a client sends them with an ack (as
+//! every event of the table expects one); without one there is no reply to carry the rooms.
+//!
 //! Everything goes over the bus contract of `proto/proto/bus.proto`: replies to the forwarded
 //! requests (with the rooms the asking socket joins or leaves), `Delivery` envelopes
 //! (pre-encoded Socket.IO packets) on room and namespace subjects, `ReserveRequest` to the
