@@ -69,8 +69,8 @@ pub enum BusError {
     Request(String),
 }
 
-/// How to reach NATS.
-#[derive(Debug, Clone, Default)]
+/// How to reach NATS. Its `Debug` output leaves the password and the token out.
+#[derive(Clone, Default)]
 pub struct NatsOptions {
     /// Server URL(s), comma-separated: `nats://127.0.0.1:4222`.
     pub url: String,
@@ -84,6 +84,21 @@ pub struct NatsOptions {
     pub credentials_file: Option<std::path::PathBuf>,
     /// A file holding an nkey seed (`SU...`), if the server authenticates users by nkey.
     pub nkey_seed_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for NatsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |set: bool| if set { "<redacted>" } else { "<none>" };
+        f.debug_struct("NatsOptions")
+            .field("url", &self.url)
+            .field("name", &self.name)
+            .field("user", &self.user.as_ref().map(|(user, _)| user))
+            .field("password", &redacted(self.user.is_some()))
+            .field("token", &redacted(self.token.is_some()))
+            .field("credentials_file", &self.credentials_file)
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .finish()
+    }
 }
 
 /// Connection state as seen by the bus client.
