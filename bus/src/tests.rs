@@ -128,6 +128,12 @@ fn nats_options_never_print_their_secrets() {
         ..Default::default()
     };
     let shown = format!("{opts:?} {opts:#?}");
-    assert!(shown.contains("gateway-gw1") && shown.contains("<redacted>"), "{shown}");
-    assert!(!shown.contains("sb-password-1") && !shown.contains("sb-token-2"), "{shown}");
+    assert!(
+        shown.contains("gateway-gw1") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("sb-password-1") && !shown.contains("sb-token-2"),
+        "{shown}"
+    );
 }
