@@ -3,7 +3,10 @@
 # brokers' leader lease needs it), one broker (gRPC admin API with a fresh token), three gateways
 # gw1..gw3 and an nginx of its own in front of them running deploy/nginx/switchboard-sid.conf
 # (requests routed to the gateway named in the sid). The gateways run their built-in
-# configuration, so the demo chat page is at the client URL.
+# configuration, so the demo chat page is at the client URL. NATS runs with the shipped
+# least-privileged users (deploy/nats/nats-conf.sh) and fresh random passwords: the broker,
+# each gateway and workers each have their own (a worker's are in the state directory's
+# nats-worker.env).
 #
 #   deploy/local-cluster.sh           start, print the addresses, run until Ctrl-C (or SIGTERM)
 #   deploy/local-cluster.sh stop      from another shell: stop the running one
@@ -275,14 +278,25 @@ http_status() (
 )
 ready() { [[ $(http_status "$1" /ready 2>/dev/null) == 200 ]]; }
 
-"$NATS_BIN" -js -sd "$STATE/nats" -a 127.0.0.1 -p "$NATS_PORT" >"$LOGS/nats.log" 2>&1 &
+# NATS users (deploy/nats/README.md): passwords nats-server reads from its environment, each
+# process given only its own. They start with letters so that NATS reads them as strings.
+password() { echo "sb$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"; }
+BROKER_PASSWORD=$(password)
+WORKER_PASSWORD=$(password)
+GW_PASSWORDS=("$(password)" "$(password)" "$(password)")
+"$ROOT/deploy/nats/nats-conf.sh" sio gw1 gw2 gw3 >"$STATE/nats-auth.conf" || die "deploy/nats/nats-conf.sh failed"
+(umask 077 && printf 'SWITCHBOARD_NATS_USER=worker\nSWITCHBOARD_NATS_PASSWORD=%s\n' "$WORKER_PASSWORD" >"$STATE/nats-worker.env")
+env NATS_BROKER_PASSWORD="$BROKER_PASSWORD" NATS_WORKER_PASSWORD="$WORKER_PASSWORD" \
+    NATS_PASSWORD_GW1="${GW_PASSWORDS[0]}" NATS_PASSWORD_GW2="${GW_PASSWORDS[1]}" \
+    NATS_PASSWORD_GW3="${GW_PASSWORDS[2]}" \
+    "$NATS_BIN" -c "$STATE/nats-auth.conf" -js -sd "$STATE/nats" -a 127.0.0.1 -p "$NATS_PORT" >"$LOGS/nats.log" 2>&1 &
 record nats $! "$NATS_BIN"
 wait_for nats "a listening client port" listening "$NATS_PORT"
 NATS_URL="nats://127.0.0.1:$NATS_PORT"
 
 TOKEN=${SWITCHBOARD_ADMIN_TOKEN:-$(head -c 24 /dev/urandom | base64 | tr '+/' '-_')}
 (umask 077 && printf '%s\n' "$TOKEN" >"$STATE/admin-token")
-env SWITCHBOARD_NATS_URL="$NATS_URL" \
+env SWITCHBOARD_NATS_URL="$NATS_URL" SWITCHBOARD_NATS_USER=broker SWITCHBOARD_NATS_PASSWORD="$BROKER_PASSWORD" \
     SWITCHBOARD_BROKER_HOST=127.0.0.1 SWITCHBOARD_BROKER_HTTP_PORT="$BROKER_PORT" \
     SWITCHBOARD_ADMIN_TOKEN="$TOKEN" SWITCHBOARD_GRPC_HOST=127.0.0.1 SWITCHBOARD_GRPC_PORT="$GRPC_PORT" \
     RUST_LOG="${RUST_LOG:-info}" "$BROKER_BIN" >"$LOGS/broker.log" 2>&1 &
@@ -295,6 +309,7 @@ for i in 1 2 3; do
     # noted as ignored); the drain and advertise variables are read by gateways that have them.
     env -u SWITCHBOARD_ADMIN_TOKEN -u SWITCHBOARD_CONFIG \
         SWITCHBOARD_NATS_URL="$NATS_URL" SWITCHBOARD_NODE_ID="gw$i" \
+        SWITCHBOARD_NATS_USER="gateway-gw$i" SWITCHBOARD_NATS_PASSWORD="${GW_PASSWORDS[i - 1]}" \
         SWITCHBOARD_HOST=127.0.0.1 SWITCHBOARD_PORT="$port" \
         SWITCHBOARD_OPERATOR_HOST=127.0.0.1 SWITCHBOARD_OPERATOR_PORT="${OP_PORTS[i - 1]}" \
         SWITCHBOARD_ADVERTISE_ADDR="127.0.0.1:$port" SWITCHBOARD_DRAIN_MS="$DRAIN_MS" \
@@ -338,7 +353,7 @@ Switchboard local cluster is up (state and logs: $STATE)
   gateway gw3              http://127.0.0.1:${GW_PORTS[2]}   operator http://127.0.0.1:${OP_PORTS[2]}
   broker HTTP              http://127.0.0.1:$BROKER_PORT   (/health, /metrics, /v1/state)
   broker gRPC              127.0.0.1:$GRPC_PORT   token: $TOKEN   (also in $STATE/admin-token)
-  NATS                     $NATS_URL
+  NATS                     $NATS_URL   (users: deploy/nats/README.md; a worker's: $STATE/nats-worker.env)
 
   SWITCHBOARD_ADMIN_ADDR=http://127.0.0.1:$GRPC_PORT SWITCHBOARD_ADMIN_TOKEN=$TOKEN \\
     $TARGET/release/switchboard-admin stats

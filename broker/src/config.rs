@@ -7,8 +7,10 @@
 //! |---|---|---|
 //! | `SWITCHBOARD_NATS_URL` | (required) | NATS server URL(s), comma-separated |
 //! | `SWITCHBOARD_NATS_USER`, `SWITCHBOARD_NATS_PASSWORD` | | NATS user and password |
+//! | `SWITCHBOARD_NATS_PASSWORD_FILE` | | a file holding the password instead (a Secret volume) |
 //! | `SWITCHBOARD_NATS_TOKEN` | | NATS token |
 //! | `SWITCHBOARD_NATS_CREDS` | | path of a NATS `.creds` file |
+//! | `SWITCHBOARD_NATS_NKEY_SEED_FILE` | | path of a file holding a NATS nkey seed (`SU...`) |
 //! | `SWITCHBOARD_BROKER_HOST` | `127.0.0.1` | IP address the HTTP port binds |
 //! | `SWITCHBOARD_BROKER_HTTP_PORT` | `9090` | HTTP port (`/health`, `/metrics`, `/v1/state`); 0 = any free port |
 //! | `SWITCHBOARD_LEASE_MS` | `6000` | a gateway silent this long is lost; also the leader lease |
@@ -72,22 +74,34 @@ impl Config {
         let url = get(URL).ok_or_else(|| err(URL, "required (e.g. nats://127.0.0.1:4222)"))?;
         // The same variables as the gateway's, so one environment serves both tiers.
         const PASSWORD: &str = "SWITCHBOARD_NATS_PASSWORD";
-        let user = match (get("SWITCHBOARD_NATS_USER"), get(PASSWORD)) {
+        const PASSWORD_FILE: &str = "SWITCHBOARD_NATS_PASSWORD_FILE";
+        let password = match (get(PASSWORD), get(PASSWORD_FILE)) {
+            (Some(_), Some(_)) => {
+                return Err(err(PASSWORD_FILE, "set with SWITCHBOARD_NATS_PASSWORD"));
+            }
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| err(PASSWORD_FILE, format!("{path}: {e}")))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (password, None) => password,
+        };
+        let user = match (get("SWITCHBOARD_NATS_USER"), password) {
             (Some(u), password) => Some((u, password.unwrap_or_default())),
             (None, Some(_)) => return Err(err(PASSWORD, "set without SWITCHBOARD_NATS_USER")),
             (None, None) => None,
         };
         let token = get("SWITCHBOARD_NATS_TOKEN");
-        const CREDS: &str = "SWITCHBOARD_NATS_CREDS";
-        let credentials_file = get(CREDS).map(PathBuf::from);
-        if let Some(path) = &credentials_file
-            && !path.is_file()
-        {
-            return Err(err(
-                CREDS,
+        let file = |name: &'static str| match get(name).map(PathBuf::from) {
+            Some(path) if !path.is_file() => Err(err(
+                name,
                 format!("{} is not a readable file", path.display()),
-            ));
-        }
+            )),
+            path => Ok(path),
+        };
+        let credentials_file = file("SWITCHBOARD_NATS_CREDS")?;
+        let nkey_seed_file = file("SWITCHBOARD_NATS_NKEY_SEED_FILE")?;
 
         const HOST: &str = "SWITCHBOARD_BROKER_HOST";
         let host: IpAddr = match get(HOST) {
@@ -165,6 +179,7 @@ impl Config {
                 user,
                 token,
                 credentials_file,
+                nkey_seed_file,
             },
             http: SocketAddr::new(host, port),
             broker: BrokerConfig {
@@ -235,6 +250,55 @@ mod tests {
         assert_eq!(cfg.broker.prefix, "test.x1");
         assert_eq!(cfg.broker.id, "broker-1");
         assert_eq!(cfg.broker.leader, LeaderMode::Always);
+    }
+
+    #[test]
+    fn nats_credentials_from_files() {
+        let dir =
+            std::env::temp_dir().join(format!("switchboard-broker-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let password = dir.join("password");
+        std::fs::write(&password, "sbsecret\n").expect("write");
+        let password = password.to_str().expect("utf-8 path");
+        let cfg = parse(&[
+            URL,
+            ("SWITCHBOARD_NATS_USER", "broker"),
+            ("SWITCHBOARD_NATS_PASSWORD_FILE", password),
+            ("SWITCHBOARD_NATS_NKEY_SEED_FILE", password),
+        ])
+        .expect("valid");
+        assert_eq!(
+            cfg.nats.user,
+            Some(("broker".to_owned(), "sbsecret".to_owned()))
+        );
+        assert_eq!(
+            cfg.nats.nkey_seed_file.as_deref(),
+            Some(std::path::Path::new(password))
+        );
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[URL, ("SWITCHBOARD_NATS_PASSWORD_FILE", "/nonexistent/p")],
+                "SWITCHBOARD_NATS_PASSWORD_FILE",
+            ),
+            (
+                &[
+                    URL,
+                    ("SWITCHBOARD_NATS_PASSWORD", "p"),
+                    ("SWITCHBOARD_NATS_PASSWORD_FILE", password),
+                ],
+                "SWITCHBOARD_NATS_PASSWORD_FILE",
+            ),
+            (
+                &[URL, ("SWITCHBOARD_NATS_NKEY_SEED_FILE", "/nonexistent/s")],
+                "SWITCHBOARD_NATS_NKEY_SEED_FILE",
+            ),
+        ];
+        for (pairs, var) in cases {
+            let e = parse(pairs).expect_err("invalid");
+            assert_eq!(e.var, *var, "{e}");
+            assert!(!e.to_string().contains("sbsecret"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

@@ -82,7 +82,9 @@ impl AdminService {
             .collect()
     }
 
-    /// Publishes `make(target)` to each owning node, naming its sockets.
+    /// Publishes `make(target)` to each owning node, naming its sockets: on the node's command
+    /// subject for a command, on its delivery subject for an emit (gateways refuse either on the
+    /// other's subject).
     async fn publish_to_owners(
         &self,
         ns: &str,
@@ -99,11 +101,15 @@ impl AdminService {
                     socket_ids: chunk.to_vec(),
                     ..Default::default()
                 };
-                let env = bus::Envelope {
-                    body: Some(make(target)),
-                };
+                let body = make(target);
+                let subject = match body {
+                    envelope::Body::Command(_) => self.subjects.command_node(node),
+                    envelope::Body::Delivery(_) => self.subjects.node(node),
+                }
+                .map_err(|e| Status::internal(format!("node {node}: {e}")))?;
+                let env = bus::Envelope { body: Some(body) };
                 self.bus
-                    .publish(self.subjects.node(node), Bytes::from(env.encode_to_vec()))
+                    .publish(subject, Bytes::from(env.encode_to_vec()))
                     .await
                     .map_err(|e| Status::unavailable(format!("cluster bus: {e}")))?;
             }

@@ -537,7 +537,10 @@ impl Worker {
         .encode_to_vec();
         metrics::counter!(m::SNAPSHOT_REQUESTS).increment(1);
         tracing::debug!(%node, request_id, "asking for a snapshot");
-        self.publish(self.subjects.snapshot(node), payload).await;
+        // `node` came from a parsed subject, so it is a bounded name.
+        if let Ok(subject) = self.subjects.snapshot(node) {
+            self.publish(subject, payload).await;
+        }
     }
 
     async fn resync(&mut self) {
@@ -556,7 +559,10 @@ impl Worker {
         }
         for change in changes {
             if let Some(event) = convert::presence_event(change) {
-                let subject = self.subjects.presence(&event.ns);
+                let Ok(subject) = self.subjects.presence(&event.ns) else {
+                    malformed("presence namespace", &event.ns.len());
+                    continue;
+                };
                 metrics::counter!(m::PRESENCE_EVENTS).increment(1);
                 self.publish(subject, event.encode_to_vec()).await;
             }

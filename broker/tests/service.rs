@@ -100,7 +100,7 @@ impl Gateway {
 
     async fn snapshot_requests(&self) -> Subscription {
         self.bus
-            .subscribe(self.subjects.snapshot(&self.node))
+            .subscribe(self.subjects.snapshot(&self.node).expect("bounded"))
             .await
             .expect("subscribe")
     }
@@ -114,7 +114,7 @@ impl Gateway {
         };
         self.bus
             .publish(
-                self.subjects.member(&self.node),
+                self.subjects.member(&self.node).expect("bounded"),
                 Bytes::from(msg.encode_to_vec()),
             )
             .await
@@ -171,7 +171,7 @@ impl Gateway {
         };
         self.bus
             .publish(
-                self.subjects.heartbeat(&self.node),
+                self.subjects.heartbeat(&self.node).expect("bounded"),
                 Bytes::from(beat.encode_to_vec()),
             )
             .await
@@ -203,7 +203,7 @@ impl Gateway {
         };
         self.bus
             .publish(
-                self.subjects.member(&self.node),
+                self.subjects.member(&self.node).expect("bounded"),
                 Bytes::from(msg.encode_to_vec()),
             )
             .await
@@ -690,10 +690,10 @@ async fn malformed_messages_are_ignored() {
     let junk = hub.client();
     let garbage = Bytes::from_static(b"\xff\xff\xff\xffnot protobuf");
     for subject in [
-        s.member("gw1"),
-        s.heartbeat("gw1"),
+        s.member("gw1").unwrap(),
+        s.heartbeat("gw1").unwrap(),
         s.reserve(),
-        s.member("_2E"),
+        s.member("_2E").unwrap(),
     ] {
         junk.publish(subject, garbage.clone())
             .await
@@ -707,7 +707,7 @@ async fn malformed_messages_are_ignored() {
         seq: 1,
         body: Some(Body::Connect(socket("gw2.a", "/", None, &[], false))),
     };
-    junk.publish(s.member("gw1"), Bytes::from(liar.encode_to_vec()))
+    junk.publish(s.member("gw1").unwrap(), Bytes::from(liar.encode_to_vec()))
         .await
         .expect("publish");
     let empty = bus::MemberMessage {
@@ -716,7 +716,7 @@ async fn malformed_messages_are_ignored() {
         seq: 1,
         body: None,
     };
-    junk.publish(s.member("gw1"), Bytes::from(empty.encode_to_vec()))
+    junk.publish(s.member("gw1").unwrap(), Bytes::from(empty.encode_to_vec()))
         .await
         .expect("publish");
     let reply = junk

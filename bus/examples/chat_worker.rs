@@ -14,8 +14,8 @@
 //! | client emits | worker does | ack |
 //! |---|---|---|
 //! | `pm {to, text}` | emits `pm {from, text}` to room `user:{to}` (every socket of that user, on any gateway; each socket joins `user:{sub}` on connect) | `{ok:true}` / `{ok:false,error}` |
-//! | `join {room, password?, limit?}` | the first joiner creates the room with its password and member limit (default and cap: `CHAT_MAX_MEMBERS`, 50); later joiners must give the password; the place is reserved by the broker (capacity counted cluster-wide), then the socket's gateway is told to join it | `{ok:true, room}` / `{ok:false, error: "wrong password" \| "room full" \| ...}` |
-//! | `leave {room}` | the socket's gateway is told to leave the room | `{ok:true}` |
+//! | `join {room, password?, limit?}` | the first joiner creates the room with its password and member limit (default and cap: `CHAT_MAX_MEMBERS`, 50); later joiners must give the password; the place is reserved by the broker (capacity counted cluster-wide), then the reply tells the socket's gateway to join it | `{ok:true, room}` / `{ok:false, error: "wrong password" \| "room full" \| ...}` |
+//! | `leave {room}` | the reply tells the socket's gateway to leave the room | `{ok:true}` |
 //! | `say {room, text}` | emits `say {from, room, text}` to the room's other members (only a member may speak) | `{ok:true}` / `{ok:false, error: "not a member"}` |
 //!
 //! And from the broker's presence stream (the namespace has `[namespace.presence]` with
@@ -23,14 +23,20 @@
 //! room?, text}` — "alice joined #lobby" / "alice left #lobby" to the room's members, "alice is
 //! online" / "alice is offline" to the namespace.
 //!
+//! `join` and `leave` take effect through the reply, so a client sends them with an ack (as
+//! every event of the table expects one); without one there is no reply to carry the rooms.
+//!
 //! Everything goes over the bus contract of `proto/proto/bus.proto`: replies to the forwarded
-//! requests, `Delivery` envelopes (pre-encoded Socket.IO packets) on room, namespace and node
-//! subjects, `Command` envelopes to the socket's gateway, `ReserveRequest` to the broker.
+//! requests (with the rooms the asking socket joins or leaves), `Delivery` envelopes
+//! (pre-encoded Socket.IO packets) on room and namespace subjects, `ReserveRequest` to the
+//! broker. That is all a worker credential of `deploy/nats/nats.conf` may publish: no commands,
+//! no deliveries to node subjects.
 //!
 //! State (rooms and their passwords and limits) lives in this process: run one worker, or move
 //! it to a shared store before running several.
 //!
-//! Environment: `SWITCHBOARD_NATS_URL` (default `nats://127.0.0.1:4222`),
+//! Environment: `SWITCHBOARD_NATS_URL` (default `nats://127.0.0.1:4222`), the NATS credentials
+//! `SWITCHBOARD_NATS_USER` / `SWITCHBOARD_NATS_PASSWORD` (optional),
 //! `SWITCHBOARD_SUBJECT_PREFIX` (`sio`), `CHAT_NAMESPACE` (`/chat`), `CHAT_MAX_MEMBERS` (50).
 
 use std::collections::HashMap;
@@ -43,7 +49,7 @@ use serde_json::{Value, json};
 use switchboard_bus::{Bus, Message, NatsOptions};
 use switchboard_proto::Message as _;
 use switchboard_proto::bus as pb;
-use switchboard_proto::subject::Subjects;
+use switchboard_proto::subject::{SubjectError, Subjects};
 
 /// Longest chat message, in characters.
 const MAX_TEXT: usize = 2000;
@@ -239,7 +245,7 @@ struct Worker {
 impl Worker {
     /// The subject an emit to `target` goes on (one room → the room's subject; else the
     /// namespace's), as the gateways route their own broadcasts.
-    fn emit_subject(&self, target: &pb::Target) -> String {
+    fn emit_subject(&self, target: &pb::Target) -> Result<String, SubjectError> {
         match target.rooms.as_slice() {
             [room] => self.subjects.room(&self.ns, room),
             _ => self.subjects.namespace(&self.ns),
@@ -258,7 +264,10 @@ impl Worker {
     }
 
     async fn emit(&self, target: pb::Target, event: &str, payload: &Value) {
-        let subject = self.emit_subject(&target);
+        let subject = match self.emit_subject(&target) {
+            Ok(subject) => subject,
+            Err(e) => return tracing::warn!(error = %e, "emit not published"),
+        };
         let delivery = pb::Delivery {
             origin: "chat-worker".to_owned(),
             ns: self.ns.clone(),
@@ -270,23 +279,6 @@ impl Worker {
         };
         self.publish_envelope(subject, pb::envelope::Body::Delivery(delivery))
             .await;
-    }
-
-    async fn command(&self, ev: &pb::ClientEvent, action: pb::command::Action) {
-        let command = pb::Command {
-            origin: "chat-worker".to_owned(),
-            ns: self.ns.clone(),
-            target: Some(pb::Target {
-                socket_ids: vec![ev.socket_id.clone()],
-                ..Default::default()
-            }),
-            action: Some(action),
-        };
-        self.publish_envelope(
-            self.subjects.node(&ev.node),
-            pb::envelope::Body::Command(command),
-        )
-        .await;
     }
 
     async fn reserve(&self, ev: &pb::ClientEvent, room: &str, limit: u32) -> Result<(), Refusal> {
@@ -328,6 +320,8 @@ impl Worker {
             Ok(actions) => (Ok(json!({ "ok": true })), actions),
             Err(e) => (Err(e), Vec::new()),
         };
+        // Rooms the asking socket joins or leaves: carried by the reply, applied by its gateway.
+        let (mut join, mut leave) = (Vec::new(), Vec::new());
         for action in actions {
             match action {
                 Action::Emit {
@@ -338,19 +332,13 @@ impl Worker {
                 Action::ReserveAndJoin { room, limit } => {
                     match self.reserve(&ev, &room, limit).await {
                         Ok(()) => {
-                            let join = pb::RoomList {
-                                rooms: vec![room.clone()],
-                            };
-                            self.command(&ev, pb::command::Action::Join(join)).await;
                             reply = Ok(json!({ "ok": true, "room": room }));
+                            join.push(room);
                         }
                         Err(e) => reply = Err(e),
                     }
                 }
-                Action::Leave { room } => {
-                    let leave = pb::RoomList { rooms: vec![room] };
-                    self.command(&ev, pb::command::Action::Leave(leave)).await;
-                }
+                Action::Leave { room } => leave.push(room),
             }
         }
         let Some(to) = msg.reply else {
@@ -362,6 +350,8 @@ impl Worker {
         };
         let answer = pb::EventReply {
             args_json: args.to_string(),
+            join,
+            leave,
             ..Default::default()
         };
         if let Err(e) = self
@@ -411,6 +401,13 @@ async fn run() -> Result<(), String> {
     let bus = Bus::connect(&NatsOptions {
         url,
         name: "switchboard chat worker".to_owned(),
+        user: std::env::var("SWITCHBOARD_NATS_USER").ok().map(|u| {
+            (
+                u,
+                std::env::var("SWITCHBOARD_NATS_PASSWORD").unwrap_or_default(),
+            )
+        }),
+        credentials_file: std::env::var_os("SWITCHBOARD_NATS_CREDS").map(Into::into),
         ..Default::default()
     })
     .await
@@ -422,11 +419,17 @@ async fn run() -> Result<(), String> {
         chat: Mutex::new(Chat::new(max_members)),
     });
     let mut events = bus
-        .queue_subscribe(subjects.all_events_in(&ns), "chat-workers".to_owned())
+        .queue_subscribe(
+            subjects.all_events_in(&ns).map_err(|e| e.to_string())?,
+            "chat-workers".to_owned(),
+        )
         .await
         .map_err(|e| e.to_string())?;
     let mut presence = bus
-        .queue_subscribe(subjects.presence(&ns), "chat-workers".to_owned())
+        .queue_subscribe(
+            subjects.presence(&ns).map_err(|e| e.to_string())?,
+            "chat-workers".to_owned(),
+        )
         .await
         .map_err(|e| e.to_string())?;
     // "ready" means the subscriptions are in effect at the server, not just sent.

@@ -69,8 +69,8 @@ pub enum BusError {
     Request(String),
 }
 
-/// How to reach NATS.
-#[derive(Debug, Clone, Default)]
+/// How to reach NATS. Its `Debug` output leaves the password and the token out.
+#[derive(Clone, Default)]
 pub struct NatsOptions {
     /// Server URL(s), comma-separated: `nats://127.0.0.1:4222`.
     pub url: String,
@@ -82,6 +82,23 @@ pub struct NatsOptions {
     pub token: Option<String>,
     /// A `.creds` file (JWT + nkey seed), if the server wants one.
     pub credentials_file: Option<std::path::PathBuf>,
+    /// A file holding an nkey seed (`SU...`), if the server authenticates users by nkey.
+    pub nkey_seed_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for NatsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |set: bool| if set { "<redacted>" } else { "<none>" };
+        f.debug_struct("NatsOptions")
+            .field("url", &self.url)
+            .field("name", &self.name)
+            .field("user", &self.user.as_ref().map(|(user, _)| user))
+            .field("password", &redacted(self.user.is_some()))
+            .field("token", &redacted(self.token.is_some()))
+            .field("credentials_file", &self.credentials_file)
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .finish()
+    }
 }
 
 /// Connection state as seen by the bus client.
@@ -149,6 +166,13 @@ impl Bus {
         }
         if let Some(token) = &opts.token {
             options = options.token(token.clone());
+        }
+        if let Some(path) = &opts.nkey_seed_file {
+            // The seed is a secret: it is read here (once, at start-up), handed to the client and
+            // never logged.
+            let seed = std::fs::read_to_string(path)
+                .map_err(|e| BusError::Options(format!("{}: {e}", path.display())))?;
+            options = options.nkey(seed.trim().to_owned());
         }
         if let Some(path) = &opts.credentials_file {
             options = options

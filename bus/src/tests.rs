@@ -118,3 +118,22 @@ async fn invalid_subjects_are_refused() {
         assert!(c.subscribe(bad.into()).await.is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn nats_options_never_print_their_secrets() {
+    let opts = crate::NatsOptions {
+        url: "nats://127.0.0.1:4222".into(),
+        user: Some(("gateway-gw1".into(), "sb-password-1".into())),
+        token: Some("sb-token-2".into()),
+        ..Default::default()
+    };
+    let shown = format!("{opts:?} {opts:#?}");
+    assert!(
+        shown.contains("gateway-gw1") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("sb-password-1") && !shown.contains("sb-token-2"),
+        "{shown}"
+    );
+}

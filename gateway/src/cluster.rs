@@ -9,10 +9,17 @@
 //! message still consumed its sequence number, so the broker sees the gap and asks for a
 //! snapshot.
 //!
-//! In: this node's subject (deliveries and commands for its sockets), a room's subject while a
-//! local socket is in the room, a namespace's subject while a local socket is connected to it,
-//! the resync and snapshot-request subjects, and presence announcements for the namespaces that
-//! show them. Received packets are written to the local recipients as the bytes that came in.
+//! In: this node's delivery and command subjects, a room's subject while a local socket is in
+//! the room, a namespace's delivery and command subjects while a local socket is connected to
+//! it, the resync and snapshot-request subjects, and presence announcements for the namespaces
+//! that show them. Received packets are written to the local recipients as the bytes that came
+//! in. A delivery subject carries only deliveries and a command subject only commands: NATS
+//! permissions let workers publish deliveries but not commands, so a command that arrives on a
+//! delivery subject is refused and counted (`switchboard_gateway_bus_refused_total`).
+//!
+//! A name too long for a subject (`switchboard_proto::subject::MAX_NAME_BYTES`) never reaches
+//! the bus: its forward is refused, its broadcast and subscription are skipped, each counted as
+//! `limited{limit="name_bytes"}`.
 //!
 //! NATS down: local delivery goes on; the publisher's messages are dropped (counted) once the
 //! client's buffer is full; when the link comes back, a full snapshot is sent.
@@ -26,14 +33,14 @@ use serde_json::{Value, json};
 use switchboard_bus::{Bus, BusError, Subscription};
 use switchboard_proto::Message as _;
 use switchboard_proto::bus::{self as pb, envelope, member_message, presence_event};
-use switchboard_proto::subject::Subjects;
+use switchboard_proto::subject::{SubjectError, Subjects};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::auth::Claims;
 use crate::engineio::Frame;
 use crate::id::{NodeId, owner_of};
-use crate::metrics as m;
+use crate::metrics::{self as m, Limit};
 use crate::policy::{BoxFuture, Bridge, Reservation};
 use crate::sio::{Adapter, Args, DisconnectReason, Room, Server, Socket, Target};
 
@@ -90,6 +97,8 @@ pub struct SocketData(pub String);
 enum Interest {
     Room(Arc<str>, Room),
     Namespace(Arc<str>),
+    /// The namespace's command subject (subscribed with [`Interest::Namespace`]).
+    Commands(Arc<str>),
 }
 
 #[derive(Default)]
@@ -160,13 +169,25 @@ impl Cluster {
         };
         let subjects = &cluster.inner.cfg.subjects;
         let node = cluster.inner.cfg.node.as_str();
+        let bus = &cluster.inner.bus;
+        let subject = |s: Result<String, SubjectError>| {
+            s.map_err(|e| BusError::Subscribe(format!("node {node}: {e}")))
+        };
+        // (subscription, whether it carries commands)
         let mut fixed = vec![
-            cluster.inner.bus.subscribe(subjects.node(node)).await?,
-            cluster.inner.bus.subscribe(subjects.resync()).await?,
-            cluster.inner.bus.subscribe(subjects.snapshot(node)).await?,
+            (bus.subscribe(subject(subjects.node(node))?).await?, false),
+            (
+                bus.subscribe(subject(subjects.command_node(node))?).await?,
+                true,
+            ),
+            (bus.subscribe(subjects.resync()).await?, false),
+            (
+                bus.subscribe(subject(subjects.snapshot(node))?).await?,
+                false,
+            ),
         ];
         if cluster.inner.cfg.presence.values().any(|p| p.to_clients) {
-            fixed.push(cluster.inner.bus.subscribe(subjects.all_presence()).await?);
+            fixed.push((bus.subscribe(subjects.all_presence()).await?, false));
         }
         if !io.set_adapter(Arc::new(cluster.clone())) {
             return Err(BusError::Subscribe(
@@ -179,8 +200,8 @@ impl Cluster {
             tokio::spawn(interests(cluster.clone())),
             tokio::spawn(link_watch(cluster.clone())),
         ];
-        for sub in fixed {
-            tasks.push(tokio::spawn(receive(cluster.clone(), sub)));
+        for (sub, commands) in fixed {
+            tasks.push(tokio::spawn(receive(cluster.clone(), sub, commands)));
         }
         lock(&cluster.inner.tasks).extend(tasks);
         cluster.send_snapshot(0, "start");
@@ -226,7 +247,11 @@ impl Cluster {
     }
 
     fn member_subject(&self) -> String {
-        self.inner.cfg.subjects.member(self.inner.cfg.node.as_str())
+        self.inner
+            .cfg
+            .subjects
+            .member(self.inner.cfg.node.as_str())
+            .expect("a node id (at most 32 bytes) is a bounded name")
     }
 
     fn member_message(&self, seq: u64, body: member_message::Body) -> Bytes {
@@ -361,7 +386,8 @@ impl Cluster {
             .inner
             .cfg
             .subjects
-            .heartbeat(self.inner.cfg.node.as_str());
+            .heartbeat(self.inner.cfg.node.as_str())
+            .expect("a node id (at most 32 bytes) is a bounded name");
         self.queue(subject, Bytes::from(msg.encode_to_vec()), "heartbeat");
     }
 
@@ -372,30 +398,32 @@ impl Cluster {
             .keys()
             .map(|(ns, room)| Interest::Room(ns.clone(), room.clone()))
             .collect();
-        set.extend(
-            st.namespaces
-                .keys()
-                .map(|ns| Interest::Namespace(ns.clone())),
-        );
+        for ns in st.namespaces.keys() {
+            set.insert(Interest::Namespace(ns.clone()));
+            set.insert(Interest::Commands(ns.clone()));
+        }
         (st.version, set)
     }
 
-    fn subject_of(&self, interest: &Interest) -> String {
+    fn subject_of(&self, interest: &Interest) -> Result<String, SubjectError> {
+        let subjects = &self.inner.cfg.subjects;
         match interest {
-            Interest::Room(ns, room) => self.inner.cfg.subjects.room(ns, room),
-            Interest::Namespace(ns) => self.inner.cfg.subjects.namespace(ns),
+            Interest::Room(ns, room) => subjects.room(ns, room),
+            Interest::Namespace(ns) => subjects.namespace(ns),
+            Interest::Commands(ns) => subjects.command_namespace(ns),
         }
     }
 
-    /// Handles one message from any subscription.
-    fn on_message(&self, msg: switchboard_bus::Message) {
+    /// Handles one message from any subscription; `commands` tells whether it came on a command
+    /// subject (else a delivery or control subject).
+    fn on_message(&self, msg: switchboard_bus::Message, commands: bool) {
         let subjects = &self.inner.cfg.subjects;
         let node = self.inner.cfg.node.as_str();
         if msg.subject == subjects.resync() {
             self.send_snapshot(0, "resync");
             return;
         }
-        if msg.subject == subjects.snapshot(node) {
+        if subjects.snapshot(node).is_ok_and(|s| s == msg.subject) {
             let id = pb::SnapshotRequest::decode(msg.payload).map_or(0, |r| r.request_id);
             self.send_snapshot(id, "request");
             return;
@@ -412,10 +440,18 @@ impl Cluster {
         match pb::Envelope::decode(msg.payload) {
             Ok(pb::Envelope {
                 body: Some(envelope::Body::Delivery(d)),
-            }) => self.on_delivery(d),
+            }) if !commands => self.on_delivery(d),
             Ok(pb::Envelope {
                 body: Some(envelope::Body::Command(c)),
-            }) => self.on_command(c),
+            }) if commands => self.on_command(c),
+            Ok(pb::Envelope { body: Some(body) }) => {
+                let why = match body {
+                    envelope::Body::Command(_) => "command_on_delivery_subject",
+                    envelope::Body::Delivery(_) => "delivery_on_command_subject",
+                };
+                ::metrics::counter!(m::BUS_REFUSED, "why" => why).increment(1);
+                tracing::debug!(subject = %msg.subject, why, "envelope refused");
+            }
             Ok(pb::Envelope { body: None }) | Err(_) => {
                 ::metrics::counter!(m::BUS_MALFORMED).increment(1);
                 tracing::debug!(subject = %msg.subject, "malformed envelope ignored");
@@ -590,9 +626,16 @@ impl Bridge for Cluster {
             wants_ack: timeout.is_some(),
             rooms: socket.rooms().iter().map(|r| r.to_string()).collect(),
         };
-        let subject = self.inner.cfg.subjects.event(&msg.ns, event);
+        let subject = match self.inner.cfg.subjects.event(&msg.ns, event) {
+            Ok(subject) => subject,
+            Err(e) => {
+                m::limited(Limit::NameBytes);
+                return Box::pin(std::future::ready(Err(e.to_string())));
+            }
+        };
         let payload = Bytes::from(msg.encode_to_vec());
         let bus = self.inner.bus.clone();
+        let (cluster, socket) = (self.clone(), socket.clone());
         Box::pin(async move {
             let Some(timeout) = timeout else {
                 return bus
@@ -619,6 +662,16 @@ impl Bridge for Cluster {
                 pb::EventReply::decode(reply).map_err(|_| "malformed worker reply".to_owned())?;
             if !reply.error.is_empty() {
                 return Err(reply.error);
+            }
+            if !reply.join.is_empty() || !reply.leave.is_empty() {
+                for room in reply.join {
+                    socket.join(room);
+                }
+                for room in &reply.leave {
+                    socket.leave(room);
+                }
+                // The ack tells the client it is in the room: deliveries to it must arrive.
+                cluster.settled().await;
             }
             let values = if reply.args_json.is_empty() {
                 Value::Array(Vec::new())
@@ -785,14 +838,22 @@ impl Adapter for Cluster {
                     sockets,
                     ..target.clone()
                 };
+                let Ok(subject) = subjects.node(owner) else {
+                    m::limited(Limit::NameBytes);
+                    continue;
+                };
                 let payload = Bytes::from(envelope(&t).encode_to_vec());
-                self.queue(subjects.node(owner), payload, "delivery");
+                self.queue(subject, payload, "delivery");
             }
             return;
         }
         let subject = match target.rooms.as_slice() {
             [room] if target.sockets.is_empty() => subjects.room(ns, room),
             _ => subjects.namespace(ns),
+        };
+        let Ok(subject) = subject else {
+            m::limited(Limit::NameBytes);
+            return;
         };
         self.queue(
             subject,
@@ -815,6 +876,10 @@ impl Cluster {
             subjects.connect(&info.ns)
         } else {
             subjects.disconnect(&info.ns)
+        };
+        let Ok(subject) = subject else {
+            m::limited(Limit::NameBytes);
+            return;
         };
         self.queue(subject, Bytes::from(msg.encode_to_vec()), "life");
     }
@@ -941,9 +1006,9 @@ async fn link_watch(cluster: Cluster) {
     }
 }
 
-async fn receive(cluster: Cluster, mut sub: Subscription) {
+async fn receive(cluster: Cluster, mut sub: Subscription, commands: bool) {
     while let Some(msg) = sub.next().await {
-        cluster.on_message(msg);
+        cluster.on_message(msg, commands);
     }
 }
 
@@ -969,14 +1034,16 @@ async fn interests(cluster: Cluster) {
             if active.contains_key(&interest) {
                 continue;
             }
-            match cluster
-                .inner
-                .bus
-                .subscribe(cluster.subject_of(&interest))
-                .await
-            {
+            let Ok(subject) = cluster.subject_of(&interest) else {
+                // Never subscribed (a name too long for a subject); asked again on the next change.
+                m::limited(Limit::NameBytes);
+                continue;
+            };
+            let commands = matches!(interest, Interest::Commands(_));
+            match cluster.inner.bus.subscribe(subject).await {
                 Ok(sub) => {
-                    active.insert(interest, tokio::spawn(receive(cluster.clone(), sub)));
+                    let task = tokio::spawn(receive(cluster.clone(), sub, commands));
+                    active.insert(interest, task);
                 }
                 Err(e) => {
                     m::bus_error("subscribe", &e);
@@ -1132,6 +1199,79 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn commands_count_only_on_command_subjects() {
+        let hub = Hub::new();
+        let a = node(&hub, "a", vec![]).await;
+        let (conn, socket) = a.socket();
+        a.cluster.settled().await;
+        let subjects = Subjects::new("t").unwrap();
+        let worker = hub.client();
+        let join = |room: &str| {
+            Bytes::from(
+                pb::Envelope {
+                    body: Some(envelope::Body::Command(pb::Command {
+                        origin: "mallory".into(),
+                        ns: "/chat".into(),
+                        target: None,
+                        action: Some(pb::command::Action::Join(pb::RoomList {
+                            rooms: vec![room.into()],
+                        })),
+                    })),
+                }
+                .encode_to_vec(),
+            )
+        };
+        let hello = |n: u8| {
+            Bytes::from(
+                pb::Envelope {
+                    body: Some(envelope::Body::Delivery(pb::Delivery {
+                        ns: "/chat".into(),
+                        packet: Bytes::from(format!(r#"42/chat,["hello",{n}]"#)),
+                        ..Default::default()
+                    })),
+                }
+                .encode_to_vec(),
+            )
+        };
+        // A command on each delivery subject, each followed on the same subject by a delivery:
+        // once both deliveries are in, both commands were handled (and refused).
+        for (n, subject) in [subjects.node("a"), subjects.namespace("/chat")]
+            .into_iter()
+            .enumerate()
+        {
+            let subject = subject.unwrap();
+            worker
+                .publish(subject.clone(), join("kicked"))
+                .await
+                .unwrap();
+            worker.publish(subject, hello(n as u8)).await.unwrap();
+        }
+        let mut got = Vec::new();
+        until("both deliveries", || {
+            got.extend(drain(&conn));
+            got.len() >= 2
+        })
+        .await;
+        assert!(!socket.in_room("kicked"), "a command on a delivery subject");
+        // A delivery on a command subject is refused too; a command there is applied.
+        let command_node = subjects.command_node("a").unwrap();
+        worker
+            .publish(command_node.clone(), hello(9))
+            .await
+            .unwrap();
+        worker.publish(command_node, join("joined")).await.unwrap();
+        until("the join by command", || socket.in_room("joined")).await;
+        let command_ns = subjects.command_namespace("/chat").unwrap();
+        worker
+            .publish(command_ns, join("by-selector"))
+            .await
+            .unwrap();
+        until("the join by selector", || socket.in_room("by-selector")).await;
+        assert!(drain(&conn).is_empty(), "the delivery on a command subject");
+        assert!(!socket.in_room("kicked"));
+    }
+
+    #[tokio::test]
     async fn membership_is_sequenced_and_a_dropped_event_leaves_a_gap_a_snapshot_fills() {
         let hub = Hub::new();
         let broker = hub.client();
@@ -1158,7 +1298,7 @@ mod tests {
         );
         broker
             .publish(
-                subjects.snapshot("a"),
+                subjects.snapshot("a").unwrap(),
                 Bytes::from(
                     pb::SnapshotRequest {
                         broker: "x".into(),

@@ -12,6 +12,12 @@
 //! not heard from for a lease is forgotten, so requests for a dead gateway's sessions get the
 //! reference's "Session ID unknown" and their clients reconnect.
 //!
+//! Requests are passed on with their Authorization headers, so an address is trusted only for
+//! the node named by the subject its heartbeat came on (`{prefix}.heartbeat.{node}`), never for
+//! the node the body names: with the shipped NATS permissions only gateway `node` may publish on
+//! that subject (docs/security.md), and a heartbeat whose body names another node is refused and
+//! counted (`switchboard_gateway_bus_refused_total{why="heartbeat_node"}`).
+//!
 //! Invariants: a request is passed on at most once (the `x-switchboard-forwarded` header marks
 //! it, and a marked request is never passed on again, so two gateways that disagree about an
 //! owner cannot bounce a request between them); nothing about the request is interpreted beyond
@@ -33,7 +39,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use switchboard_bus::Bus;
 use switchboard_proto::Message as _;
 use switchboard_proto::bus as pb;
-use switchboard_proto::subject::Subjects;
+use switchboard_proto::subject::{Parsed, Subjects};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
@@ -125,8 +131,18 @@ impl Peers {
         let mut sub = bus.subscribe(subjects.all_heartbeats()).await?;
         while let Some(msg) = sub.next().await {
             tracing::trace!(subject = %msg.subject, "heartbeat");
+            let Ok(Parsed::Heartbeat { node }) = subjects.parse(&msg.subject) else {
+                continue;
+            };
             match pb::Heartbeat::decode(msg.payload) {
-                Ok(hb) => self.heard(&hb.node, &hb.address, Instant::now()),
+                Ok(hb) if hb.node.is_empty() || hb.node == node => {
+                    self.heard(&node, &hb.address, Instant::now());
+                }
+                Ok(hb) => {
+                    ::metrics::counter!(crate::metrics::BUS_REFUSED, "why" => "heartbeat_node")
+                        .increment(1);
+                    tracing::debug!(%node, named = %hb.node, "heartbeat for another node refused");
+                }
                 Err(e) => tracing::debug!(error = %e, "undecodable heartbeat"),
             }
         }
@@ -502,9 +518,12 @@ mod tests {
         };
         let lease = Duration::from_secs(6);
         for _ in 0..200 {
-            gw.publish(subjects.heartbeat("gw7"), Bytes::from(hb.encode_to_vec()))
-                .await
-                .unwrap();
+            gw.publish(
+                subjects.heartbeat("gw7").unwrap(),
+                Bytes::from(hb.encode_to_vec()),
+            )
+            .await
+            .unwrap();
             if peers.address("gw7", lease, Instant::now()).is_some() {
                 break;
             }
@@ -514,6 +533,39 @@ mod tests {
             peers.address("gw7", lease, Instant::now()),
             Some("127.0.0.1:3007".parse::<Authority>().unwrap())
         );
+
+        // A heartbeat on gw8's subject whose body names gw7 (what a client allowed to publish
+        // only gw8's heartbeats could send) is trusted for neither node.
+        let liar = pb::Heartbeat {
+            address: "127.0.0.1:6666".into(),
+            ..hb.clone()
+        };
+        gw.publish(
+            subjects.heartbeat("gw8").unwrap(),
+            Bytes::from(liar.encode_to_vec()),
+        )
+        .await
+        .unwrap();
+        // Then gw9's own heartbeat, from the same client: once it is known, the liar was handled.
+        let gw9 = pb::Heartbeat {
+            node: "gw9".into(),
+            address: "127.0.0.1:3009".into(),
+            ..Default::default()
+        };
+        gw.publish(
+            subjects.heartbeat("gw9").unwrap(),
+            Bytes::from(gw9.encode_to_vec()),
+        )
+        .await
+        .unwrap();
+        while peers.address("gw9", lease, Instant::now()).is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            peers.address("gw7", lease, Instant::now()),
+            Some("127.0.0.1:3007".parse::<Authority>().unwrap())
+        );
+        assert_eq!(peers.address("gw8", lease, Instant::now()), None);
     }
 
     #[test]

@@ -137,8 +137,35 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
     } else {
         None
     };
-    if set("SWITCHBOARD_NATS_PASSWORD").is_some() && set("SWITCHBOARD_NATS_USER").is_none() {
+    // The password, from the variable or from a file (a Kubernetes Secret volume: a StatefulSet
+    // pod reads the key of its own node); never logged.
+    let password = match (
+        set("SWITCHBOARD_NATS_PASSWORD"),
+        set("SWITCHBOARD_NATS_PASSWORD_FILE"),
+    ) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                "SWITCHBOARD_NATS_PASSWORD and SWITCHBOARD_NATS_PASSWORD_FILE are both set"
+                    .to_owned(),
+            );
+            None
+        }
+        (None, Some(path)) => match std::fs::read_to_string(&path) {
+            Ok(p) => Some(p.trim().to_owned()),
+            Err(e) => {
+                problems.push(format!("SWITCHBOARD_NATS_PASSWORD_FILE={path:?}: {e}"));
+                None
+            }
+        },
+        (password, None) => password,
+    };
+    if password.is_some() && set("SWITCHBOARD_NATS_USER").is_none() {
         problems.push("SWITCHBOARD_NATS_PASSWORD is set without SWITCHBOARD_NATS_USER".to_owned());
+    }
+    for k in ["SWITCHBOARD_NATS_CREDS", "SWITCHBOARD_NATS_NKEY_SEED_FILE"] {
+        if let Some(path) = set(k).filter(|p| !std::path::Path::new(p).is_file()) {
+            problems.push(format!("{k}={path:?} is not a readable file"));
+        }
     }
     let drain = match set("SWITCHBOARD_DRAIN_MS") {
         None if standalone => Duration::ZERO,
@@ -174,10 +201,10 @@ fn cluster_env(env: impl Fn(&str) -> Option<String>) -> Result<ClusterEnv, Strin
     let nats = set("SWITCHBOARD_NATS_URL").map(|url| NatsOptions {
         url,
         name: String::new(),
-        user: set("SWITCHBOARD_NATS_USER")
-            .map(|u| (u, set("SWITCHBOARD_NATS_PASSWORD").unwrap_or_default())),
+        user: set("SWITCHBOARD_NATS_USER").map(|u| (u, password.unwrap_or_default())),
         token: set("SWITCHBOARD_NATS_TOKEN"),
         credentials_file: set("SWITCHBOARD_NATS_CREDS").map(std::path::PathBuf::from),
+        nkey_seed_file: set("SWITCHBOARD_NATS_NKEY_SEED_FILE").map(std::path::PathBuf::from),
     });
     if problems.is_empty() {
         Ok(ClusterEnv {
@@ -610,6 +637,68 @@ mod tests {
         cluster.push(("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:4222"));
         let env = parse(&cluster).map_err(|e| e.to_string()).unwrap();
         assert!(env.grpc.is_none() && env.grpc_ignored);
+    }
+
+    #[test]
+    fn nats_credentials_from_files() {
+        let dir =
+            std::env::temp_dir().join(format!("switchboard-nats-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let password = dir.join("gw0");
+        std::fs::write(&password, "sbsecret\n").unwrap();
+        let seed = dir.join("seed");
+        std::fs::write(&seed, "SUAEXAMPLE").unwrap();
+        let (password, seed) = (password.to_str().unwrap(), seed.to_str().unwrap());
+        let url = ("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:4222");
+        let env = parse(&[
+            url,
+            ("SWITCHBOARD_NATS_USER", "gateway-gw0"),
+            ("SWITCHBOARD_NATS_PASSWORD_FILE", password),
+            ("SWITCHBOARD_NATS_NKEY_SEED_FILE", seed),
+        ])
+        .map_err(|e| e.to_string())
+        .unwrap();
+        let nats = env.nats.unwrap();
+        assert_eq!(
+            nats.user,
+            Some(("gateway-gw0".to_owned(), "sbsecret".to_owned()))
+        );
+        assert_eq!(
+            nats.nkey_seed_file.as_deref(),
+            Some(std::path::Path::new(seed))
+        );
+        for (problem, var) in [
+            (
+                vec![("SWITCHBOARD_NATS_PASSWORD_FILE", "/nonexistent/password")],
+                "SWITCHBOARD_NATS_PASSWORD_FILE",
+            ),
+            (
+                vec![
+                    ("SWITCHBOARD_NATS_USER", "u"),
+                    ("SWITCHBOARD_NATS_PASSWORD", "p"),
+                    ("SWITCHBOARD_NATS_PASSWORD_FILE", password),
+                ],
+                "SWITCHBOARD_NATS_PASSWORD_FILE",
+            ),
+            (
+                vec![("SWITCHBOARD_NATS_NKEY_SEED_FILE", "/nonexistent/seed")],
+                "SWITCHBOARD_NATS_NKEY_SEED_FILE",
+            ),
+            (
+                vec![("SWITCHBOARD_NATS_CREDS", "/nonexistent/x.creds")],
+                "SWITCHBOARD_NATS_CREDS",
+            ),
+        ] {
+            let mut vars = vec![url];
+            vars.extend(problem);
+            let Err(e) = parse(&vars) else {
+                panic!("{vars:?} accepted");
+            };
+            assert!(e.contains(var), "{var} missing from: {e}");
+            // The password itself is never part of a message.
+            assert!(!e.contains("sbsecret"), "{e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

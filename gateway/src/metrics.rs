@@ -54,6 +54,11 @@ pub const BUS_PUBLISHED: &str = "switchboard_gateway_bus_published_total";
 pub const BUS_RECEIVED: &str = "switchboard_gateway_bus_received_total";
 /// Bus messages that could not be decoded (counter).
 pub const BUS_MALFORMED: &str = "switchboard_gateway_bus_malformed_total";
+/// Bus messages refused for where they came from, by `why` (counter):
+/// `command_on_delivery_subject`, `delivery_on_command_subject` (an envelope on a subject of the
+/// other kind, which NATS permissions let more clients publish to), `heartbeat_node` (a
+/// heartbeat whose body names another node than its subject).
+pub const BUS_REFUSED: &str = "switchboard_gateway_bus_refused_total";
 /// Failed bus operations, by `op` and `kind` (counter).
 pub const BUS_ERRORS: &str = "switchboard_gateway_bus_errors_total";
 /// Seconds a bus round trip took, by `op` (histogram): `forward` (a worker's reply), `reserve`
@@ -119,6 +124,10 @@ pub fn describe() {
     describe_counter!(BUS_PUBLISHED, "Bus messages published, by kind");
     describe_counter!(BUS_RECEIVED, "Deliveries received from the bus");
     describe_counter!(BUS_MALFORMED, "Bus messages that could not be decoded");
+    describe_counter!(
+        BUS_REFUSED,
+        "Bus messages refused for the subject they came on, by why"
+    );
     describe_counter!(BUS_ERRORS, "Failed bus operations, by op and kind");
     describe_histogram!(
         BUS_SECONDS,
@@ -336,6 +345,7 @@ mod tests {
             BUS_PUBLISHED,
             BUS_RECEIVED,
             BUS_MALFORMED,
+            BUS_REFUSED,
             BUS_ERRORS,
             BUS_SECONDS,
             SNAPSHOTS,

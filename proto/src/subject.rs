@@ -17,11 +17,21 @@
 //! escaped letter where the letter itself is expected, no invalid UTF-8), so a name and its token
 //! are in one-to-one correspondence: two different rooms never share a subject, and a subject read
 //! from the wire decodes to exactly one name. A token is at most three times as long as the name's
-//! UTF-8 bytes (plus one for the empty name). This module does not truncate or refuse long
-//! names: callers must bound them upstream to [`MAX_NAME_BYTES`] (the gateway refuses longer
-//! room names from clients), so a token is at most 768 bytes and a subject stays far below the
-//! NATS server's control-line limit (4 KiB by default; a longer subject makes the server drop the
-//! whole connection, with every subscription on it).
+//! UTF-8 bytes (plus one for the empty name).
+//!
+//! # Bounded by construction
+//!
+//! A subject longer than the NATS server's control line (4 KiB by default) makes the server drop
+//! the whole connection, with every subscription on it. So no builder can make one: every
+//! builder that takes a name refuses a name over [`MAX_NAME_BYTES`] with
+//! [`SubjectError::NameTooLong`] (callers refuse the client's packet or skip the subscription),
+//! and [`Subjects::new`] refuses a prefix over [`MAX_PREFIX_BYTES`]. The longest subject any
+//! builder returns is therefore [`MAX_SUBJECT_BYTES`] (an event subject with two
+//! worst-case names under the longest prefix), which leaves room in the control line for the
+//! verb, a reply inbox and the sizes; a unit test states and checks it for every kind. [`parse`]
+//! refuses over-long names too, so it stays the exact inverse of the builders.
+//!
+//! [`parse`]: Subjects::parse
 //!
 //! # Subjects
 //!
@@ -34,8 +44,10 @@
 //! | `p.member.{node}` | gateway `node`: connect, disconnect, join, leave, with sequence numbers | brokers (`p.member.*`) |
 //! | `p.heartbeat.{node}` | gateway `node`: node id, counts, address | brokers (`p.heartbeat.*`) |
 //! | `p.room.{ns}.{room}` | anyone emitting to one room | gateways with ≥ 1 local member of the room |
-//! | `p.ns.{ns}` | anyone emitting to several rooms, with exceptions, or to the namespace; broker commands by selector | every gateway serving `ns` |
-//! | `p.node.{node}` | anyone emitting to specific sockets; broker commands to one node | gateway `node` |
+//! | `p.ns.{ns}` | anyone emitting to several rooms, with exceptions, or to the namespace | every gateway serving `ns` |
+//! | `p.node.{node}` | anyone emitting to specific sockets of gateway `node` (deliveries only) | gateway `node` |
+//! | `p.cmd.ns.{ns}` | brokers: commands (join, leave, disconnect, set data) by selector | every gateway serving `ns` |
+//! | `p.cmd.node.{node}` | brokers: commands for sockets of gateway `node` | gateway `node` |
 //! | `p.event.{ns}.{event}` | gateways forwarding a client event (request/reply when an ack is wanted) | workers, in a queue group (`p.event.{ns}.*`, `p.event.>`) |
 //! | `p.life.{ns}.connect`, `p.life.{ns}.disconnect` | gateways, when a socket connects to or leaves `ns` | workers, in a queue group (`p.life.>`) |
 //! | `p.resync` | a broker, on start and on detected gaps | every gateway |
@@ -49,21 +61,37 @@
 //! Every builder returns a subject whose kind token fixes how many tokens follow, so subjects of
 //! different kinds, or of the same kind with different names, never coincide.
 //!
+//! Commands have subjects of their own (`cmd`), apart from deliveries, so that NATS permissions
+//! can let workers emit without letting them kick, join or leave sockets
+//! (`deploy/nats/nats.conf`); a gateway ignores, and counts, a command that arrives on a
+//! delivery subject.
+//!
 //! Clusters sharing one NATS account are isolated by their prefixes, which must therefore not be
 //! token-wise prefixes of one another (`sio` and `sio.member` would overlap).
 
 /// The prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "sio";
 
-/// Longest namespace, room or event name, in bytes, that callers should put in a subject.
+/// Longest namespace, room, event name or node id, in bytes, that a builder takes.
 ///
-/// Its token is at most `3 × 256 = 768` bytes, so even a subject with two names and a long prefix
-/// fits the NATS server's default 4 KiB control line with room to spare.
+/// Its token is at most `3 × 256 = 768` bytes ([`MAX_TOKEN_BYTES`]).
 pub const MAX_NAME_BYTES: usize = 256;
+
+/// Longest escaped name token: every byte of a [`MAX_NAME_BYTES`] name escaped.
+pub const MAX_TOKEN_BYTES: usize = 3 * MAX_NAME_BYTES;
+
+/// Longest prefix [`Subjects::new`] accepts, in bytes.
+pub const MAX_PREFIX_BYTES: usize = 128;
+
+/// Longest subject any builder returns: `{prefix}.event.{ns}.{event}` with the longest prefix and
+/// two worst-case names (1 672 bytes). The NATS server's control line (`max_control_line`,
+/// 4 096 bytes by default) must hold it plus the verb, a reply inbox and the sizes.
+pub const MAX_SUBJECT_BYTES: usize = MAX_PREFIX_BYTES + 1 + EVENT.len() + 2 * (1 + MAX_TOKEN_BYTES);
 
 /// The first token of NATS request/reply inboxes, refused as a prefix.
 const RESERVED_INBOX: &str = "_INBOX";
 
+const COMMAND: &str = "cmd";
 const MEMBER: &str = "member";
 const HEARTBEAT: &str = "heartbeat";
 const ROOM: &str = "room";
@@ -85,10 +113,16 @@ const HEX: &[u8; 16] = b"0123456789ABCDEF";
 /// Why a prefix, token or subject was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubjectError {
-    /// The prefix is not one or more `.`-separated tokens of `[A-Za-z0-9_-]`, or starts with the
-    /// reserved `_INBOX` token.
-    #[error("invalid subject prefix {0:?}: expected dot-separated tokens of A-Z a-z 0-9 _ -")]
+    /// The prefix is not one or more `.`-separated tokens of `[A-Za-z0-9_-]`, starts with the
+    /// reserved `_INBOX` token, or is longer than [`MAX_PREFIX_BYTES`].
+    #[error(
+        "invalid subject prefix {0:?}: expected dot-separated tokens of A-Z a-z 0-9 _ -, at most 128 bytes"
+    )]
     InvalidPrefix(String),
+    /// A name (namespace, room, event, node id) is longer than [`MAX_NAME_BYTES`]; its length in
+    /// bytes.
+    #[error("name too long for a subject: {0} bytes (at most 256)")]
+    NameTooLong(usize),
     /// The token is not the output of [`escape`] for any string (bad character, malformed or
     /// non-canonical escape, or empty).
     #[error("invalid escaped token {0:?}")]
@@ -194,6 +228,22 @@ pub fn unescape(token: &str) -> Result<String, SubjectError> {
     String::from_utf8(out).map_err(|_| SubjectError::NotUtf8(token.to_owned()))
 }
 
+/// `name` if a builder takes it: at most [`MAX_NAME_BYTES`].
+fn bounded(name: &str) -> Result<&str, SubjectError> {
+    if name.len() > MAX_NAME_BYTES {
+        Err(SubjectError::NameTooLong(name.len()))
+    } else {
+        Ok(name)
+    }
+}
+
+/// `unescape(token)` if the name is one a builder takes (at most [`MAX_NAME_BYTES`]).
+fn name_of(token: &str) -> Result<String, SubjectError> {
+    let name = unescape(token)?;
+    bounded(&name)?;
+    Ok(name)
+}
+
 /// A subject read back by [`Subjects::parse`], with its names unescaped.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Parsed {
@@ -214,13 +264,23 @@ pub enum Parsed {
         /// The room name.
         room: String,
     },
-    /// An emit or command for a whole namespace, filtered by the receiving gateways.
+    /// An emit for a whole namespace, filtered by the receiving gateways.
     Namespace {
         /// The namespace, with its leading `/`.
         ns: String,
     },
-    /// An emit or command for sockets of gateway `node`.
+    /// An emit for sockets of gateway `node`.
     Node {
+        /// The owning gateway's node id.
+        node: String,
+    },
+    /// A command for the sockets of a namespace, filtered by the receiving gateways.
+    CommandNamespace {
+        /// The namespace, with its leading `/`.
+        ns: String,
+    },
+    /// A command for sockets of gateway `node`.
+    CommandNode {
         /// The owning gateway's node id.
         node: String,
     },
@@ -277,8 +337,8 @@ impl Default for Subjects {
 
 impl Subjects {
     /// Subjects under `prefix`: one or more `.`-separated tokens of `[A-Za-z0-9_-]`, not starting
-    /// with `_INBOX` (NATS request/reply inboxes live there). The prefix is used as it is, not
-    /// escaped.
+    /// with `_INBOX` (NATS request/reply inboxes live there), at most [`MAX_PREFIX_BYTES`]. The
+    /// prefix is used as it is, not escaped.
     pub fn new(prefix: &str) -> Result<Self, SubjectError> {
         let token_ok = |t: &str| {
             !t.is_empty()
@@ -286,7 +346,7 @@ impl Subjects {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         let first_reserved = prefix.split('.').next() == Some(RESERVED_INBOX);
-        if prefix.split('.').all(token_ok) && !first_reserved {
+        if prefix.len() <= MAX_PREFIX_BYTES && prefix.split('.').all(token_ok) && !first_reserved {
             Ok(Self {
                 prefix: prefix.to_owned(),
             })
@@ -301,17 +361,31 @@ impl Subjects {
     }
 
     /// `{prefix}.{kind}` followed by `.{escape(name)}` for each name, then `.{suffix}` for each
-    /// literal suffix token.
-    fn build(&self, kind: &str, names: &[&str], suffix: &[&str]) -> String {
+    /// literal suffix token; refuses a name over [`MAX_NAME_BYTES`].
+    fn build(
+        &self,
+        kind: &[&str],
+        names: &[&str],
+        suffix: &[&str],
+    ) -> Result<String, SubjectError> {
+        for name in names {
+            bounded(name)?;
+        }
+        Ok(self.fixed(kind, names, suffix))
+    }
+
+    /// [`Self::build`] for names known to be bounded (none, or already checked).
+    fn fixed(&self, kind: &[&str], names: &[&str], suffix: &[&str]) -> String {
         let len = self.prefix.len()
-            + 1
-            + kind.len()
+            + kind.iter().map(|k| 1 + k.len()).sum::<usize>()
             + names.iter().map(|n| 1 + escaped_len(n)).sum::<usize>()
             + suffix.iter().map(|s| 1 + s.len()).sum::<usize>();
         let mut out = String::with_capacity(len);
         out.push_str(&self.prefix);
-        out.push('.');
-        out.push_str(kind);
+        for token in kind {
+            out.push('.');
+            out.push_str(token);
+        }
         for name in names {
             out.push('.');
             escape_into(name, &mut out);
@@ -324,103 +398,114 @@ impl Subjects {
     }
 
     /// `{p}.member.{node}`: membership events published by gateway `node`.
-    pub fn member(&self, node: &str) -> String {
-        self.build(MEMBER, &[node], &[])
+    pub fn member(&self, node: &str) -> Result<String, SubjectError> {
+        self.build(&[MEMBER], &[node], &[])
     }
 
     /// `{p}.member.*`: membership events of every gateway (brokers subscribe).
     pub fn all_members(&self) -> String {
-        self.build(MEMBER, &[], &["*"])
+        self.fixed(&[MEMBER], &[], &["*"])
     }
 
     /// `{p}.heartbeat.{node}`: heartbeats published by gateway `node`.
-    pub fn heartbeat(&self, node: &str) -> String {
-        self.build(HEARTBEAT, &[node], &[])
+    pub fn heartbeat(&self, node: &str) -> Result<String, SubjectError> {
+        self.build(&[HEARTBEAT], &[node], &[])
     }
 
     /// `{p}.heartbeat.*`: heartbeats of every gateway (brokers subscribe).
     pub fn all_heartbeats(&self) -> String {
-        self.build(HEARTBEAT, &[], &["*"])
+        self.fixed(&[HEARTBEAT], &[], &["*"])
     }
 
     /// `{p}.room.{ns}.{room}`: emits to one room; a gateway subscribes while it holds a member.
-    pub fn room(&self, ns: &str, room: &str) -> String {
-        self.build(ROOM, &[ns, room], &[])
+    pub fn room(&self, ns: &str, room: &str) -> Result<String, SubjectError> {
+        self.build(&[ROOM], &[ns, room], &[])
     }
 
     /// `{p}.room.{ns}.*`: emits to every room of a namespace.
-    pub fn all_rooms_in(&self, ns: &str) -> String {
-        self.build(ROOM, &[ns], &["*"])
+    pub fn all_rooms_in(&self, ns: &str) -> Result<String, SubjectError> {
+        self.build(&[ROOM], &[ns], &["*"])
     }
 
-    /// `{p}.ns.{ns}`: emits to several rooms, with exceptions or to the whole namespace, and
-    /// commands by selector; every gateway serving `ns` subscribes and filters locally.
-    pub fn namespace(&self, ns: &str) -> String {
-        self.build(NAMESPACE, &[ns], &[])
+    /// `{p}.ns.{ns}`: emits to several rooms, with exceptions or to the whole namespace; every
+    /// gateway serving `ns` subscribes and filters locally.
+    pub fn namespace(&self, ns: &str) -> Result<String, SubjectError> {
+        self.build(&[NAMESPACE], &[ns], &[])
     }
 
-    /// `{p}.node.{node}`: emits to specific sockets and commands for gateway `node`, the owner
-    /// named in their sids.
-    pub fn node(&self, node: &str) -> String {
-        self.build(NODE, &[node], &[])
+    /// `{p}.node.{node}`: emits to specific sockets of gateway `node`, the owner named in their
+    /// sids.
+    pub fn node(&self, node: &str) -> Result<String, SubjectError> {
+        self.build(&[NODE], &[node], &[])
+    }
+
+    /// `{p}.cmd.ns.{ns}`: commands (join, leave, disconnect, set data) by selector; every gateway
+    /// serving `ns` subscribes and filters locally.
+    pub fn command_namespace(&self, ns: &str) -> Result<String, SubjectError> {
+        self.build(&[COMMAND, NAMESPACE], &[ns], &[])
+    }
+
+    /// `{p}.cmd.node.{node}`: commands for sockets of gateway `node`.
+    pub fn command_node(&self, node: &str) -> Result<String, SubjectError> {
+        self.build(&[COMMAND, NODE], &[node], &[])
     }
 
     /// `{p}.event.{ns}.{event}`: client event `event` of namespace `ns` forwarded to workers
     /// (a request when the client wants an ack).
-    pub fn event(&self, ns: &str, event: &str) -> String {
-        self.build(EVENT, &[ns, event], &[])
+    pub fn event(&self, ns: &str, event: &str) -> Result<String, SubjectError> {
+        self.build(&[EVENT], &[ns, event], &[])
     }
 
     /// `{p}.event.{ns}.*`: every forwarded event of one namespace (workers subscribe).
-    pub fn all_events_in(&self, ns: &str) -> String {
-        self.build(EVENT, &[ns], &["*"])
+    pub fn all_events_in(&self, ns: &str) -> Result<String, SubjectError> {
+        self.build(&[EVENT], &[ns], &["*"])
     }
 
     /// `{p}.event.>`: every forwarded event of every namespace (workers subscribe).
     pub fn all_events(&self) -> String {
-        self.build(EVENT, &[], &[">"])
+        self.fixed(&[EVENT], &[], &[">"])
     }
 
     /// `{p}.life.{ns}.connect`: a socket connected to namespace `ns` (notice for workers).
-    pub fn connect(&self, ns: &str) -> String {
-        self.build(LIFE, &[ns], &[CONNECT])
+    pub fn connect(&self, ns: &str) -> Result<String, SubjectError> {
+        self.build(&[LIFE], &[ns], &[CONNECT])
     }
 
     /// `{p}.life.{ns}.disconnect`: a socket left namespace `ns` (notice for workers).
-    pub fn disconnect(&self, ns: &str) -> String {
-        self.build(LIFE, &[ns], &[DISCONNECT])
+    pub fn disconnect(&self, ns: &str) -> Result<String, SubjectError> {
+        self.build(&[LIFE], &[ns], &[DISCONNECT])
     }
 
     /// `{p}.life.>`: connect and disconnect notices of every namespace (workers subscribe).
     pub fn all_life(&self) -> String {
-        self.build(LIFE, &[], &[">"])
+        self.fixed(&[LIFE], &[], &[">"])
     }
 
     /// `{p}.resync`: a broker asks every gateway to resend its membership.
     pub fn resync(&self) -> String {
-        self.build(RESYNC, &[], &[])
+        self.fixed(&[RESYNC], &[], &[])
     }
 
     /// `{p}.snapshot.{node}`: a broker requests a full membership snapshot from gateway `node`.
-    pub fn snapshot(&self, node: &str) -> String {
-        self.build(SNAPSHOT, &[node], &[])
+    pub fn snapshot(&self, node: &str) -> Result<String, SubjectError> {
+        self.build(&[SNAPSHOT], &[node], &[])
     }
 
     /// `{p}.presence.{ns}`: presence changes of namespace `ns` (users joining and leaving rooms,
     /// coming online and going offline), published by the leading broker.
-    pub fn presence(&self, ns: &str) -> String {
-        self.build(PRESENCE, &[ns], &[])
+    pub fn presence(&self, ns: &str) -> Result<String, SubjectError> {
+        self.build(&[PRESENCE], &[ns], &[])
     }
 
     /// `{p}.presence.*`: presence changes of every namespace.
     pub fn all_presence(&self) -> String {
-        self.build(PRESENCE, &[], &["*"])
+        self.fixed(&[PRESENCE], &[], &["*"])
     }
 
     /// `{p}.broker.reserve`: request/reply, a gateway asks a broker (queue group) to admit a
     /// socket into a room that has a capacity, decided for the whole cluster.
     pub fn reserve(&self) -> String {
-        self.build(BROKER, &[], &[RESERVE])
+        self.fixed(&[BROKER], &[], &[RESERVE])
     }
 
     /// The subject a message arrived on, with its names unescaped: the inverse of the builders
@@ -437,36 +522,45 @@ impl Subjects {
         let kind = tokens.next();
         let a = tokens.next();
         let b = tokens.next();
+        let c = tokens.next();
         if tokens.next().is_some() {
             return Err(SubjectError::UnknownSubject(subject.to_owned()));
         }
-        let parsed = match (kind, a, b) {
-            (Some(MEMBER), Some(node), None) => Parsed::Member {
-                node: unescape(node)?,
+        let parsed = match (kind, a, b, c) {
+            (Some(MEMBER), Some(node), None, None) => Parsed::Member {
+                node: name_of(node)?,
             },
-            (Some(HEARTBEAT), Some(node), None) => Parsed::Heartbeat {
-                node: unescape(node)?,
+            (Some(HEARTBEAT), Some(node), None, None) => Parsed::Heartbeat {
+                node: name_of(node)?,
             },
-            (Some(ROOM), Some(ns), Some(room)) => Parsed::Room {
-                ns: unescape(ns)?,
-                room: unescape(room)?,
+            (Some(ROOM), Some(ns), Some(room), None) => Parsed::Room {
+                ns: name_of(ns)?,
+                room: name_of(room)?,
             },
-            (Some(NAMESPACE), Some(ns), None) => Parsed::Namespace { ns: unescape(ns)? },
-            (Some(NODE), Some(node), None) => Parsed::Node {
-                node: unescape(node)?,
+            (Some(NAMESPACE), Some(ns), None, None) => Parsed::Namespace { ns: name_of(ns)? },
+            (Some(NODE), Some(node), None, None) => Parsed::Node {
+                node: name_of(node)?,
             },
-            (Some(EVENT), Some(ns), Some(event)) => Parsed::Event {
-                ns: unescape(ns)?,
-                event: unescape(event)?,
+            (Some(COMMAND), Some(NAMESPACE), Some(ns), None) => {
+                Parsed::CommandNamespace { ns: name_of(ns)? }
+            }
+            (Some(COMMAND), Some(NODE), Some(node), None) => Parsed::CommandNode {
+                node: name_of(node)?,
             },
-            (Some(LIFE), Some(ns), Some(CONNECT)) => Parsed::Connect { ns: unescape(ns)? },
-            (Some(LIFE), Some(ns), Some(DISCONNECT)) => Parsed::Disconnect { ns: unescape(ns)? },
-            (Some(RESYNC), None, None) => Parsed::Resync,
-            (Some(SNAPSHOT), Some(node), None) => Parsed::Snapshot {
-                node: unescape(node)?,
+            (Some(EVENT), Some(ns), Some(event), None) => Parsed::Event {
+                ns: name_of(ns)?,
+                event: name_of(event)?,
             },
-            (Some(PRESENCE), Some(ns), None) => Parsed::Presence { ns: unescape(ns)? },
-            (Some(BROKER), Some(RESERVE), None) => Parsed::Reserve,
+            (Some(LIFE), Some(ns), Some(CONNECT), None) => Parsed::Connect { ns: name_of(ns)? },
+            (Some(LIFE), Some(ns), Some(DISCONNECT), None) => {
+                Parsed::Disconnect { ns: name_of(ns)? }
+            }
+            (Some(RESYNC), None, None, None) => Parsed::Resync,
+            (Some(SNAPSHOT), Some(node), None, None) => Parsed::Snapshot {
+                node: name_of(node)?,
+            },
+            (Some(PRESENCE), Some(ns), None, None) => Parsed::Presence { ns: name_of(ns)? },
+            (Some(BROKER), Some(RESERVE), None, None) => Parsed::Reserve,
             _ => return Err(SubjectError::UnknownSubject(subject.to_owned())),
         };
         Ok(parsed)
@@ -662,35 +756,43 @@ mod tests {
     fn builder_vectors() {
         let s = Subjects::default();
         let cases = [
-            (s.member("gw1"), "sio.member.gw1"),
+            (s.member("gw1").unwrap(), "sio.member.gw1"),
             (s.all_members(), "sio.member.*"),
-            (s.heartbeat("gw1"), "sio.heartbeat.gw1"),
+            (s.heartbeat("gw1").unwrap(), "sio.heartbeat.gw1"),
             (s.all_heartbeats(), "sio.heartbeat.*"),
-            (s.room("/chat", "a.b"), "sio.room._2Fchat.a_2Eb"),
-            (s.room("/", ""), "sio.room._2F._"),
-            (s.all_rooms_in("/chat"), "sio.room._2Fchat.*"),
-            (s.namespace("/"), "sio.ns._2F"),
-            (s.node("k3x9q2"), "sio.node.k3x9q2"),
-            (s.event("/chat", "message"), "sio.event._2Fchat.message"),
-            (s.event("/", "a b"), "sio.event._2F.a_20b"),
-            (s.all_events_in("/chat"), "sio.event._2Fchat.*"),
+            (s.room("/chat", "a.b").unwrap(), "sio.room._2Fchat.a_2Eb"),
+            (s.room("/", "").unwrap(), "sio.room._2F._"),
+            (s.all_rooms_in("/chat").unwrap(), "sio.room._2Fchat.*"),
+            (s.namespace("/").unwrap(), "sio.ns._2F"),
+            (s.node("k3x9q2").unwrap(), "sio.node.k3x9q2"),
+            (s.command_namespace("/chat").unwrap(), "sio.cmd.ns._2Fchat"),
+            (s.command_node("gw1").unwrap(), "sio.cmd.node.gw1"),
+            (
+                s.event("/chat", "message").unwrap(),
+                "sio.event._2Fchat.message",
+            ),
+            (s.event("/", "a b").unwrap(), "sio.event._2F.a_20b"),
+            (s.all_events_in("/chat").unwrap(), "sio.event._2Fchat.*"),
             (s.all_events(), "sio.event.>"),
-            (s.connect("/chat"), "sio.life._2Fchat.connect"),
-            (s.disconnect("/chat"), "sio.life._2Fchat.disconnect"),
+            (s.connect("/chat").unwrap(), "sio.life._2Fchat.connect"),
+            (
+                s.disconnect("/chat").unwrap(),
+                "sio.life._2Fchat.disconnect",
+            ),
             (s.all_life(), "sio.life.>"),
             (s.resync(), "sio.resync"),
-            (s.snapshot("gw1"), "sio.snapshot.gw1"),
-            (s.presence("/chat"), "sio.presence._2Fchat"),
+            (s.snapshot("gw1").unwrap(), "sio.snapshot.gw1"),
+            (s.presence("/chat").unwrap(), "sio.presence._2Fchat"),
             (s.all_presence(), "sio.presence.*"),
             (s.reserve(), "sio.broker.reserve"),
             // Unvalidated node ids are escaped too.
-            (s.node("a.*"), "sio.node.a_2E_2A"),
+            (s.node("a.*").unwrap(), "sio.node.a_2E_2A"),
         ];
         for (built, expected) in cases {
             assert_eq!(built, expected);
         }
         let p = Subjects::new("prod.eu-1").expect("valid prefix");
-        assert_eq!(p.room("/", "r"), "prod.eu-1.room._2F.r");
+        assert_eq!(p.room("/", "r").unwrap(), "prod.eu-1.room._2F.r");
         assert_eq!(p.resync(), "prod.eu-1.resync");
     }
 
@@ -710,6 +812,11 @@ mod tests {
             ),
             ("sio.ns._2F", Parsed::Namespace { ns: own("/") }),
             ("sio.node.gw1", Parsed::Node { node: own("gw1") }),
+            (
+                "sio.cmd.ns._2Fchat",
+                Parsed::CommandNamespace { ns: own("/chat") },
+            ),
+            ("sio.cmd.node.gw1", Parsed::CommandNode { node: own("gw1") }),
             (
                 "sio.event._2F.message",
                 Parsed::Event {
@@ -759,6 +866,12 @@ mod tests {
             "sio.event.>",
             "sio.bogus.x",
             "sio.Member.x",
+            "sio.cmd",
+            "sio.cmd.ns",
+            "sio.cmd.x.a",
+            "sio.cmd.node.a.b",
+            "sio.cmd.member.a",
+            "sio.member.a.b.c",
         ];
         for subject in unknown {
             assert_eq!(
@@ -842,29 +955,46 @@ mod tests {
             let (ns, a, node) = (name(&mut rng), name(&mut rng), name(&mut rng));
             let own = || ns.clone();
             let concrete = [
-                (s.member(&node), Parsed::Member { node: node.clone() }),
-                (s.heartbeat(&node), Parsed::Heartbeat { node: node.clone() }),
                 (
-                    s.room(&ns, &a),
+                    s.member(&node).unwrap(),
+                    Parsed::Member { node: node.clone() },
+                ),
+                (
+                    s.heartbeat(&node).unwrap(),
+                    Parsed::Heartbeat { node: node.clone() },
+                ),
+                (
+                    s.room(&ns, &a).unwrap(),
                     Parsed::Room {
                         ns: own(),
                         room: a.clone(),
                     },
                 ),
-                (s.namespace(&ns), Parsed::Namespace { ns: own() }),
-                (s.node(&node), Parsed::Node { node: node.clone() }),
+                (s.namespace(&ns).unwrap(), Parsed::Namespace { ns: own() }),
+                (s.node(&node).unwrap(), Parsed::Node { node: node.clone() }),
                 (
-                    s.event(&ns, &a),
+                    s.command_namespace(&ns).unwrap(),
+                    Parsed::CommandNamespace { ns: own() },
+                ),
+                (
+                    s.command_node(&node).unwrap(),
+                    Parsed::CommandNode { node: node.clone() },
+                ),
+                (
+                    s.event(&ns, &a).unwrap(),
                     Parsed::Event {
                         ns: own(),
                         event: a.clone(),
                     },
                 ),
-                (s.connect(&ns), Parsed::Connect { ns: own() }),
-                (s.disconnect(&ns), Parsed::Disconnect { ns: own() }),
+                (s.connect(&ns).unwrap(), Parsed::Connect { ns: own() }),
+                (s.disconnect(&ns).unwrap(), Parsed::Disconnect { ns: own() }),
                 (s.resync(), Parsed::Resync),
-                (s.snapshot(&node), Parsed::Snapshot { node: node.clone() }),
-                (s.presence(&ns), Parsed::Presence { ns: own() }),
+                (
+                    s.snapshot(&node).unwrap(),
+                    Parsed::Snapshot { node: node.clone() },
+                ),
+                (s.presence(&ns).unwrap(), Parsed::Presence { ns: own() }),
                 (s.reserve(), Parsed::Reserve),
             ];
             for (subject, parsed) in concrete {
@@ -873,14 +1003,46 @@ mod tests {
                 assert_eq!(s.parse(&subject), Ok(parsed), "{subject:?}");
             }
             let wildcards = [
-                (s.all_members(), s.member(&node), s.heartbeat(&node)),
-                (s.all_heartbeats(), s.heartbeat(&node), s.member(&node)),
-                (s.all_rooms_in(&ns), s.room(&ns, &a), s.event(&ns, &a)),
-                (s.all_events_in(&ns), s.event(&ns, &a), s.room(&ns, &a)),
-                (s.all_events(), s.event(&ns, &a), s.connect(&ns)),
-                (s.all_life(), s.connect(&ns), s.event(&ns, &a)),
-                (s.all_life(), s.disconnect(&ns), s.namespace(&ns)),
-                (s.all_presence(), s.presence(&ns), s.namespace(&ns)),
+                (
+                    s.all_members(),
+                    s.member(&node).unwrap(),
+                    s.heartbeat(&node).unwrap(),
+                ),
+                (
+                    s.all_heartbeats(),
+                    s.heartbeat(&node).unwrap(),
+                    s.member(&node).unwrap(),
+                ),
+                (
+                    s.all_rooms_in(&ns).unwrap(),
+                    s.room(&ns, &a).unwrap(),
+                    s.event(&ns, &a).unwrap(),
+                ),
+                (
+                    s.all_events_in(&ns).unwrap(),
+                    s.event(&ns, &a).unwrap(),
+                    s.room(&ns, &a).unwrap(),
+                ),
+                (
+                    s.all_events(),
+                    s.event(&ns, &a).unwrap(),
+                    s.connect(&ns).unwrap(),
+                ),
+                (
+                    s.all_life(),
+                    s.connect(&ns).unwrap(),
+                    s.event(&ns, &a).unwrap(),
+                ),
+                (
+                    s.all_life(),
+                    s.disconnect(&ns).unwrap(),
+                    s.namespace(&ns).unwrap(),
+                ),
+                (
+                    s.all_presence(),
+                    s.presence(&ns).unwrap(),
+                    s.namespace(&ns).unwrap(),
+                ),
             ];
             for (pattern, hit, miss) in wildcards {
                 assert!(is_subject(&pattern, true), "{pattern:?}");
@@ -892,38 +1054,125 @@ mod tests {
             // A wildcard on one namespace never reaches another's subjects.
             let other = name(&mut rng);
             if other != ns {
-                assert!(!matches(&s.all_events_in(&ns), &s.event(&other, &a)));
-                assert!(!matches(&s.all_rooms_in(&ns), &s.room(&other, &a)));
+                assert!(!matches(
+                    &s.all_events_in(&ns).unwrap(),
+                    &s.event(&other, &a).unwrap()
+                ));
+                assert!(!matches(
+                    &s.all_rooms_in(&ns).unwrap(),
+                    &s.room(&other, &a).unwrap()
+                ));
             }
         }
     }
 
+    /// The worst case, stated: with the longest prefix and names of [`MAX_NAME_BYTES`] whose
+    /// every byte is escaped, no subject of any kind is longer than [`MAX_SUBJECT_BYTES`]
+    /// (1 672 bytes, an event subject), and the longest control line a client writes with it
+    /// (`HPUB <subject> <reply inbox> <header size> <total size>\r\n`) fits the NATS server's
+    /// default `max_control_line` of 4 096 bytes. One byte more in any name is refused.
     #[test]
-    fn longest_names_fit_a_control_line() {
+    fn worst_case_subjects_fit_a_control_line() {
+        const NATS_MAX_CONTROL_LINE: usize = 4096;
+        // `_INBOX.` + a 22-character NUID + `.` + a token of up to 22 characters (async-nats and
+        // nats.js), written generously.
+        const REPLY_INBOX: usize = 64;
         let worst = "\u{10FFFF}".repeat(MAX_NAME_BYTES / 4);
         assert_eq!(worst.len(), MAX_NAME_BYTES);
-        assert_eq!(escape(&worst).len(), 3 * MAX_NAME_BYTES);
-        let s = Subjects::new(&"p".repeat(256)).expect("valid prefix");
-        for subject in [s.room(&worst, &worst), s.event(&worst, &worst)] {
-            // `PUB <subject> <reply inbox> <size>\r\n` must fit in 4096 bytes.
-            assert!(subject.len() + 200 < 4096, "{}", subject.len());
+        assert_eq!(escape(&worst).len(), MAX_TOKEN_BYTES);
+        assert_eq!(MAX_TOKEN_BYTES, 768);
+        assert_eq!(MAX_SUBJECT_BYTES, 1672);
+        let prefix = vec!["p".repeat(63); 2].join(".");
+        assert_eq!(prefix.len(), MAX_PREFIX_BYTES - 1);
+        let prefix = format!("{prefix}p");
+        let s = Subjects::new(&prefix).expect("the longest prefix is valid");
+        let w = worst.as_str();
+        let by_kind = [
+            ("member", s.member(w)),
+            ("heartbeat", s.heartbeat(w)),
+            ("room", s.room(w, w)),
+            ("all_rooms_in", s.all_rooms_in(w)),
+            ("ns", s.namespace(w)),
+            ("node", s.node(w)),
+            ("cmd.ns", s.command_namespace(w)),
+            ("cmd.node", s.command_node(w)),
+            ("event", s.event(w, w)),
+            ("all_events_in", s.all_events_in(w)),
+            ("life.connect", s.connect(w)),
+            ("life.disconnect", s.disconnect(w)),
+            ("snapshot", s.snapshot(w)),
+            ("presence", s.presence(w)),
+            ("all_members", Ok(s.all_members())),
+            ("all_heartbeats", Ok(s.all_heartbeats())),
+            ("all_events", Ok(s.all_events())),
+            ("all_life", Ok(s.all_life())),
+            ("resync", Ok(s.resync())),
+            ("all_presence", Ok(s.all_presence())),
+            ("reserve", Ok(s.reserve())),
+        ];
+        let mut longest = 0;
+        for (kind, subject) in by_kind {
+            let subject = subject.expect("bounded names are accepted");
+            assert!(
+                subject.len() <= MAX_SUBJECT_BYTES,
+                "{kind}: {}",
+                subject.len()
+            );
+            longest = longest.max(subject.len());
+            let line = "HPUB ".len() + subject.len() + 1 + REPLY_INBOX + 2 * (1 + 20) + 2;
+            assert!(line <= NATS_MAX_CONTROL_LINE, "{kind}: {line}");
         }
+        // The bound is tight: the event subject reaches it.
+        assert_eq!(longest, MAX_SUBJECT_BYTES);
+
+        // One byte more is refused by every builder that takes a name, and by `parse`.
+        let over = format!("{worst}a");
+        let too_long = SubjectError::NameTooLong(MAX_NAME_BYTES + 1);
+        for refused in [
+            s.member(&over),
+            s.heartbeat(&over),
+            s.room(&over, "r"),
+            s.room("/", &over),
+            s.all_rooms_in(&over),
+            s.namespace(&over),
+            s.node(&over),
+            s.command_namespace(&over),
+            s.command_node(&over),
+            s.event(&over, "e"),
+            s.event("/", &over),
+            s.all_events_in(&over),
+            s.connect(&over),
+            s.disconnect(&over),
+            s.snapshot(&over),
+            s.presence(&over),
+        ] {
+            assert_eq!(refused, Err(too_long.clone()));
+        }
+        let sio = Subjects::default();
+        let subject = format!("sio.room._2F.{}", escape(&over));
+        assert_eq!(sio.parse(&subject), Err(too_long));
+        assert_eq!(
+            Subjects::new(&format!("{prefix}p")),
+            Err(SubjectError::InvalidPrefix(format!("{prefix}p")))
+        );
     }
 
     #[test]
     fn different_names_never_share_a_subject() {
         let s = Subjects::default();
-        assert_ne!(s.room("a.b", "c"), s.room("a", "b.c"));
-        assert_ne!(s.room("", "a"), s.room("a", ""));
-        assert_ne!(s.event("a", "b"), s.room("a", "b"));
-        assert_ne!(s.connect("/"), s.event("/", "connect"));
+        assert_ne!(s.room("a.b", "c").unwrap(), s.room("a", "b.c").unwrap());
+        assert_ne!(s.room("", "a").unwrap(), s.room("a", "").unwrap());
+        assert_ne!(s.event("a", "b").unwrap(), s.room("a", "b").unwrap());
+        assert_ne!(s.connect("/").unwrap(), s.event("/", "connect").unwrap());
+        assert_ne!(s.namespace("/").unwrap(), s.command_namespace("/").unwrap());
+        assert_ne!(s.node("a").unwrap(), s.command_node("a").unwrap());
 
         let mut rng = Rng(0x1234_5678_9ABC_DEF1);
         let mut rooms: HashMap<String, (String, String)> = HashMap::new();
         let mut all: HashSet<String> = HashSet::new();
         for _ in 0..CASES {
             let pair = (name(&mut rng), name(&mut rng));
-            let subject = s.room(&pair.0, &pair.1);
+            let subject = s.room(&pair.0, &pair.1).unwrap();
             if let Some(other) = rooms.insert(subject.clone(), pair.clone()) {
                 assert_eq!(other, pair, "two rooms share {subject:?}");
             }
@@ -933,11 +1182,13 @@ mod tests {
         for _ in 0..CASES / 10 {
             let (ns, x) = (name(&mut rng), name(&mut rng));
             for subject in [
-                s.event(&ns, &x),
-                s.namespace(&ns),
-                s.connect(&ns),
-                s.member(&x),
-                s.node(&x),
+                s.event(&ns, &x).unwrap(),
+                s.namespace(&ns).unwrap(),
+                s.connect(&ns).unwrap(),
+                s.member(&x).unwrap(),
+                s.node(&x).unwrap(),
+                s.command_namespace(&ns).unwrap(),
+                s.command_node(&x).unwrap(),
             ] {
                 assert!(!all.contains(&subject), "{subject:?}");
             }
@@ -950,6 +1201,8 @@ mod tests {
         let s = Subjects::default();
         let heads = [
             "sio.",
+            "sio.cmd.ns.",
+            "sio.cmd.node.",
             "sio.room.",
             "sio.life.",
             "sio.event._2F.",
@@ -961,17 +1214,19 @@ mod tests {
             if let Ok(parsed) = s.parse(&subject) {
                 // Anything that parses was built by a builder: rebuilding gives the same subject.
                 let rebuilt = match &parsed {
-                    Parsed::Member { node } => s.member(node),
-                    Parsed::Heartbeat { node } => s.heartbeat(node),
-                    Parsed::Room { ns, room } => s.room(ns, room),
-                    Parsed::Namespace { ns } => s.namespace(ns),
-                    Parsed::Node { node } => s.node(node),
-                    Parsed::Event { ns, event } => s.event(ns, event),
-                    Parsed::Connect { ns } => s.connect(ns),
-                    Parsed::Disconnect { ns } => s.disconnect(ns),
+                    Parsed::Member { node } => s.member(node).unwrap(),
+                    Parsed::Heartbeat { node } => s.heartbeat(node).unwrap(),
+                    Parsed::Room { ns, room } => s.room(ns, room).unwrap(),
+                    Parsed::Namespace { ns } => s.namespace(ns).unwrap(),
+                    Parsed::Node { node } => s.node(node).unwrap(),
+                    Parsed::CommandNamespace { ns } => s.command_namespace(ns).unwrap(),
+                    Parsed::CommandNode { node } => s.command_node(node).unwrap(),
+                    Parsed::Event { ns, event } => s.event(ns, event).unwrap(),
+                    Parsed::Connect { ns } => s.connect(ns).unwrap(),
+                    Parsed::Disconnect { ns } => s.disconnect(ns).unwrap(),
                     Parsed::Resync => s.resync(),
-                    Parsed::Snapshot { node } => s.snapshot(node),
-                    Parsed::Presence { ns } => s.presence(ns),
+                    Parsed::Snapshot { node } => s.snapshot(node).unwrap(),
+                    Parsed::Presence { ns } => s.presence(ns).unwrap(),
                     Parsed::Reserve => s.reserve(),
                 };
                 assert_eq!(rebuilt, subject);

@@ -3,6 +3,11 @@
 // proto/src/subject.rs, escaping included), the protobuf messages of proto/proto/bus.proto
 // (loaded at runtime with protobufjs, field names as in the .proto file), and a small client
 // that publishes deliveries and commands, subscribes to notices and decodes what it receives.
+//
+// NATS credentials: a nats-server started by cluster.js with the shipped permissions registers
+// its users here by URL (`registerAuth`); `open` and worker.js then connect with the role they
+// play (`e2e`, the tests' own probe allowed everything; `worker`, the shipped worker user)
+// without each test passing credentials around.
 
 const path = require('node:path');
 const protobuf = require('protobufjs');
@@ -57,9 +62,21 @@ function escape(name) {
   return out;
 }
 
-/** The subjects of one cluster (prefix `p`), as built by proto/src/subject.rs `Subjects`. */
+/** Longest name a subject builder takes, in UTF-8 bytes (subject.rs `MAX_NAME_BYTES`). */
+const MAX_NAME_BYTES = 256;
+
+/**
+ * The subjects of one cluster (prefix `p`), as built by proto/src/subject.rs `Subjects`: a name
+ * over MAX_NAME_BYTES throws, as the Rust builders refuse it.
+ */
 function subjects(prefix) {
-  const build = (kind, names, suffix = []) => [prefix, kind, ...names.map(escape), ...suffix].join('.');
+  const build = (kind, names, suffix = []) => {
+    for (const name of names) {
+      const bytes = Buffer.byteLength(name, 'utf8');
+      if (bytes > MAX_NAME_BYTES) throw new Error(`name too long for a subject: ${bytes} bytes (at most ${MAX_NAME_BYTES})`);
+    }
+    return [prefix, ...kind.split(' '), ...names.map(escape), ...suffix].join('.');
+  };
   return {
     prefix,
     member: (node) => build('member', [node]),
@@ -68,6 +85,8 @@ function subjects(prefix) {
     room: (ns, room) => build('room', [ns, room]),
     namespace: (ns) => build('ns', [ns]),
     node: (node) => build('node', [node]),
+    commandNamespace: (ns) => build('cmd ns', [ns]),
+    commandNode: (node) => build('cmd node', [node]),
     event: (ns, event) => build('event', [ns, event]),
     allEventsIn: (ns) => build('event', [ns], ['*']),
     allEvents: () => build('event', [], ['>']),
@@ -94,12 +113,28 @@ function eventPacket(ns, event, ...args) {
 /** Options for NATS clients of the tests: reconnect forever, quickly (NATS restarts). */
 const NATS_OPTIONS = { reconnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 200, waitOnFirstConnect: true };
 
+/** Users of the nats-servers started with permissions: url → { role: { user, pass } }. */
+const AUTH = new Map();
+
+/** Records the users of the nats-server at `url` (cluster.js). */
+function registerAuth(url, users) {
+  AUTH.set(url, users);
+}
+
+/** `{ user, pass }` of `role` at the nats-server at `url`, or {} when it runs without auth. */
+function credentials(url, role) {
+  const users = AUTH.get(url);
+  if (!users) return {};
+  if (!users[role]) throw new Error(`no NATS user for ${role} at ${url}`);
+  return users[role];
+}
+
 /**
  * A NATS client on the cluster's bus. `open({ url, prefix })` resolves to
  * { nc, subjects, deliver(), command(), listen(), close() }.
  */
-async function open({ url, prefix, name = 'e2e-bus' }) {
-  const nc = await connect({ servers: url, name, ...NATS_OPTIONS });
+async function open({ url, prefix, name = 'e2e-bus', role = 'e2e' }) {
+  const nc = await connect({ servers: url, name, ...NATS_OPTIONS, ...credentials(url, role) });
   const s = subjects(prefix);
   const subs = [];
   return {
@@ -146,4 +181,18 @@ async function open({ url, prefix, name = 'e2e-bus' }) {
   };
 }
 
-module.exports = { PROTO, proto, type, encode, decode, escape, subjects, eventPacket, open, NATS_OPTIONS };
+module.exports = {
+  PROTO,
+  proto,
+  type,
+  encode,
+  decode,
+  escape,
+  subjects,
+  eventPacket,
+  open,
+  NATS_OPTIONS,
+  MAX_NAME_BYTES,
+  registerAuth,
+  credentials,
+};

@@ -4,12 +4,18 @@
 // (heartbeat 200 ms, lease 1200 ms). Plus `waitFor`, to wait for convergence instead of
 // sleeping, and `brokerTruth`, to compare the broker's view with what the clients know.
 //
+// A cluster's nats-server runs with the shipped permissions (deploy/nats/nats-conf.sh, for the
+// cluster's prefix and gateways gw1..gw9) and fresh random passwords: the broker connects as
+// `broker`, gateway gwN as `gateway-gwN`, lib/worker.js as `worker`, so every cluster test runs
+// least-privileged. The tests' own probe (lib/bus.js `open`) is the user `e2e`, allowed
+// everything: it plays a broker or a gateway to inject what they would send.
+//
 // The broker and the gateways are started with server.js's `start` (its spawning, logging,
 // `listening on` parsing and SIGKILL-on-exit). nats-server prints no such line: it is spawned
 // here, found ready through the ports file it writes, and tracked the same way. Only processes
 // started here (or by server.js) are ever signalled.
 
-const { spawn } = require('node:child_process');
+const { execFileSync, spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
@@ -17,6 +23,7 @@ const os = require('node:os');
 const path = require('node:path');
 const util = require('node:util');
 const { start, gatewayBin, GATEWAY_ENV, REPO } = require('./server');
+const { registerAuth, credentials } = require('./bus');
 
 const TARGET = process.env.CARGO_TARGET_DIR ? path.resolve(REPO, process.env.CARGO_TARGET_DIR) : path.join(REPO, 'target');
 const START_TIMEOUT_MS = 20_000;
@@ -198,15 +205,57 @@ async function getText(url) {
   return body;
 }
 
+/** Gateway nodes gw1..gwN a cluster's nats-server has users for: at least 9 (tests add some). */
+const authNodes = (gateways) => Array.from({ length: Math.max(gateways, 9) }, (_, i) => `gw${i + 1}`);
+
+/** SWITCHBOARD_NATS_USER / _PASSWORD of `role` at `natsUrl` (none when it runs without auth). */
+function natsLogin(natsUrl, role) {
+  const { user, pass } = credentials(natsUrl, role);
+  return user ? { SWITCHBOARD_NATS_USER: user, SWITCHBOARD_NATS_PASSWORD: pass } : {};
+}
+
+/** A password nats-server reads as a string from its environment (not a number). */
+const password = () => `sb${crypto.randomBytes(16).toString('hex')}`;
+
 /**
- * A nats-server with JetStream on 127.0.0.1 (a free port, or `port`). Resolves to
- * { url, port, pid, stop(), kill(), restart(), logs() }; `pid` follows restarts.
+ * The shipped permissions (deploy/nats/nats-conf.sh) for `prefix` and `nodes`, plus the tests'
+ * probe user `e2e` allowed everything, written to `dir`. Returns { file, env (the passwords
+ * nats-server reads), users: { role: { user, pass } } } with roles broker, worker, e2e and
+ * gateway-<node>.
  */
-async function startNats({ port } = {}) {
+function permissions(dir, { prefix, nodes }) {
+  const script = path.join(REPO, 'deploy', 'nats', 'nats-conf.sh');
+  const shipped = execFileSync('bash', [script, prefix, ...nodes], { encoding: 'utf8' });
+  const users = { e2e: { user: 'e2e', pass: password() } };
+  const env = {};
+  for (const [role, variable] of [
+    ['broker', 'NATS_BROKER_PASSWORD'],
+    ['worker', 'NATS_WORKER_PASSWORD'],
+    ...nodes.map((node) => [`gateway-${node}`, `NATS_PASSWORD_${node.toUpperCase()}`]),
+  ]) {
+    users[role] = { user: role, pass: password() };
+    env[variable] = users[role].pass;
+  }
+  const probe = `    { user: "e2e", password: "${users.e2e.pass}" }\n  ]\n}\n`;
+  const end = shipped.lastIndexOf('  ]\n}');
+  if (end < 0) throw new Error(`nats-conf.sh: unexpected output:\n${shipped}`);
+  const file = path.join(dir, 'auth.conf');
+  fs.writeFileSync(file, shipped.slice(0, end) + probe);
+  return { file, env, users };
+}
+
+/**
+ * A nats-server with JetStream on 127.0.0.1 (a free port, or `port`). With `auth: { prefix,
+ * nodes }` it runs with the shipped permissions for them (see `permissions`) and registers its
+ * users with lib/bus.js. Resolves to { url, port, pid, users, stop(), kill(), restart(), logs() };
+ * `pid` follows restarts.
+ */
+async function startNats({ port, auth } = {}) {
   const bin = natsServerBin();
   if (!bin) throw new Error(NATS_MISSING);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-nats-'));
   natsDirs.add(dir);
+  const perms = auth ? permissions(dir, auth) : null;
   let logs = '';
   let current = null; // { child, exited, exitedPromise }
 
@@ -221,7 +270,9 @@ async function startNats({ port } = {}) {
     new Promise((resolve, reject) => {
       fs.mkdirSync(path.join(dir, 'js'), { recursive: true });
       const args = ['-a', '127.0.0.1', '-p', String(wantPort ?? -1), '--ports_file_dir', dir, '-js', '-sd', path.join(dir, 'js')];
-      const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      if (perms) args.push('-c', perms.file);
+      const env = { ...process.env, ...(perms ? perms.env : {}) };
+      const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
       natsChildren.add(child);
       const proc = { child, exited: false };
       proc.exitedPromise = new Promise((done) => {
@@ -302,9 +353,11 @@ async function startNats({ port } = {}) {
   };
 
   const got = await launch(port);
+  if (perms) registerAuth(`nats://127.0.0.1:${got}`, perms.users);
   const nats = {
     url: `nats://127.0.0.1:${got}`,
     port: got,
+    users: perms ? perms.users : null,
     get pid() {
       return current.child.pid;
     },
@@ -344,6 +397,7 @@ async function startBroker({ natsUrl, prefix, env = {} } = {}) {
   const handle = await start('broker', brokerBin(), [], {
     SWITCHBOARD_BROKER_HOST: '127.0.0.1',
     SWITCHBOARD_BROKER_HTTP_PORT: '0',
+    ...natsLogin(natsUrl, 'broker'),
     ...TIMINGS,
     ...(prefix ? { SWITCHBOARD_SUBJECT_PREFIX: prefix } : {}),
     ...env,
@@ -372,6 +426,7 @@ async function startGateway({ natsUrl, nodeId = 'gw1', prefix, config, env = {} 
     SWITCHBOARD_HOST: '127.0.0.1',
     SWITCHBOARD_NODE_ID: nodeId,
     ...GATEWAY_ENV,
+    ...(natsUrl ? natsLogin(natsUrl, `gateway-${nodeId}`) : {}),
     ...TIMINGS,
     ...(prefix ? { SWITCHBOARD_SUBJECT_PREFIX: prefix } : {}),
     ...(natsUrl ? { SWITCHBOARD_NATS_URL: natsUrl } : {}),
@@ -418,7 +473,7 @@ async function startCluster({ gateways = 3, config, env = {} } = {}) {
     }
   };
   try {
-    const nats = await startNats();
+    const nats = await startNats({ auth: { prefix, nodes: authNodes(gateways) } });
     started.push({ role: 'nats', handle: nats });
     const broker = await startBroker({ natsUrl: nats.url, prefix, env });
     started.push({ role: 'broker', handle: broker });

@@ -6,13 +6,16 @@
 //    "node": <node>, "claims": <claims>}
 // `refuse` requests with EventReply.error "refused"; `slow` ones never.
 //
+// It connects as the shipped `worker` NATS user when the server runs with permissions (cluster.js).
+//
 // In-process: `const w = await startWorker({ url, prefix, ns: '/chat' })`, then `w.events`,
 // `w.waitFor(pred)`, `await w.stop()`. As a process: `node lib/worker.js` with NATS_URL, PREFIX,
 // NS (default `/chat`) and EVENTS (comma-separated, default `ask,note,slow,refuse`); it prints
-// `worker ready` once subscribed and one JSON line per received event.
+// `worker ready` once subscribed and one JSON line per received event; NATS_USER and NATS_PASS,
+// when set, are its NATS credentials.
 
 const { connect } = require('nats');
-const { encode, decode, subjects, NATS_OPTIONS } = require('./bus');
+const { encode, decode, subjects, credentials, NATS_OPTIONS } = require('./bus');
 
 const QUEUE = 'workers';
 const DEFAULT_EVENTS = ['ask', 'note', 'slow', 'refuse'];
@@ -43,7 +46,7 @@ function answer(ev) {
  * { events, waitFor(pred, ms), stop(), nc }.
  */
 async function startWorker({ url, prefix, ns = '/chat', events = DEFAULT_EVENTS, name = 'e2e-worker', onEvent } = {}) {
-  const nc = await connect({ servers: url, name, ...NATS_OPTIONS });
+  const nc = await connect({ servers: url, name, ...NATS_OPTIONS, ...credentials(url, 'worker') });
   const s = subjects(prefix);
   const received = [];
   let waiters = [];
@@ -107,6 +110,7 @@ if (require.main === module) {
     process.exit(2);
   }
   const events = (process.env.EVENTS || DEFAULT_EVENTS.join(',')).split(',').filter(Boolean);
+  if (process.env.NATS_USER) require('./bus').registerAuth(url, { worker: { user: process.env.NATS_USER, pass: process.env.NATS_PASS } });
   startWorker({ url, prefix, ns: process.env.NS || '/chat', events, onEvent: (ev) => process.stdout.write(`${JSON.stringify(ev)}\n`) })
     .then((w) => {
       process.stdout.write('worker ready\n');

@@ -76,14 +76,22 @@ describe('worked example: chat worker behind two gateways', () => {
 
   before(async () => {
     const prefix = uniquePrefix();
-    nats = await startNats();
+    // The shipped NATS permissions: the worker acts only through its replies, deliveries to rooms
+    // and reservations, never with commands.
+    nats = await startNats({ auth: { prefix, nodes: ['chat1', 'chat2'] } });
     broker = await startBroker({ natsUrl: nats.url, prefix, env: { SWITCHBOARD_BROKER_LEADER: 'always' } });
     const env = { CHAT_JWT_SECRET: SECRET };
     [gw1, gw2] = await Promise.all([
       startGateway({ natsUrl: nats.url, nodeId: 'chat1', prefix, config: CONFIG, env }),
       startGateway({ natsUrl: nats.url, nodeId: 'chat2', prefix, config: CONFIG, env }),
     ]);
-    worker = await startWorker({ SWITCHBOARD_NATS_URL: nats.url, SWITCHBOARD_SUBJECT_PREFIX: prefix, CHAT_MAX_MEMBERS: '10' });
+    worker = await startWorker({
+      SWITCHBOARD_NATS_URL: nats.url,
+      SWITCHBOARD_NATS_USER: nats.users.worker.user,
+      SWITCHBOARD_NATS_PASSWORD: nats.users.worker.pass,
+      SWITCHBOARD_SUBJECT_PREFIX: prefix,
+      CHAT_MAX_MEMBERS: '10',
+    });
   });
 
   after(async () => {

@@ -51,6 +51,10 @@ describe('escape() of lib/bus.js matches proto/src/subject.rs', () => {
     assert.equal(s.allLife(), 'sio.life.>');
     assert.equal(s.member('gw1'), 'sio.member.gw1');
     assert.equal(s.node('a.*'), 'sio.node.a_2E_2A');
+    assert.equal(s.commandNamespace('/chat'), 'sio.cmd.ns._2Fchat');
+    assert.equal(s.commandNode('gw1'), 'sio.cmd.node.gw1');
+    assert.equal(s.room('/', 'x'.repeat(bus.MAX_NAME_BYTES)).length, 'sio.room._2F.'.length + bus.MAX_NAME_BYTES);
+    assert.throws(() => s.room('/', 'é'.repeat(bus.MAX_NAME_BYTES / 2 + 1)), /name too long/);
     assert.equal(bus.subjects('prod.eu-1').room('/', 'r'), 'prod.eu-1.room._2F.r');
   });
 
@@ -232,19 +236,19 @@ describe('cluster: deliveries and commands published on the bus', () => {
     const [, , g3] = ctx.cluster.gateways;
     const m = await ctx.members.connect(g3);
     const s = ctx.client.subjects;
-    await ctx.client.command(s.node('gw3'), { ns: NS, target: { socket_ids: [m.id] }, join: { rooms: ['by-command'] } });
+    await ctx.client.command(s.commandNode('gw3'), { ns: NS, target: { socket_ids: [m.id] }, join: { rooms: ['by-command'] } });
     m.rooms.add('by-command');
     await converged(() => ctx.cluster.broker.state(), ctx.members, { what: 'the joined room in the broker state' });
     // The joined room works for deliveries too.
     await ctx.client.deliver(s.room(NS, 'by-command'), { ns: NS, target: { rooms: ['by-command'] }, packet: bus.eventPacket(NS, 'cmd-room') });
     await m.until('cmd-room');
 
-    await ctx.client.command(s.node('gw3'), { ns: NS, target: { socket_ids: [m.id] }, leave: { rooms: ['by-command'] } });
+    await ctx.client.command(s.commandNode('gw3'), { ns: NS, target: { socket_ids: [m.id] }, leave: { rooms: ['by-command'] } });
     m.rooms.delete('by-command');
     await converged(() => ctx.cluster.broker.state(), ctx.members, { what: 'the left room gone from the broker state' });
 
     const gone = new Promise((resolve) => m.socket.once('disconnect', resolve));
-    await ctx.client.command(s.node('gw3'), { ns: NS, target: { socket_ids: [m.id] }, disconnect: { close_connection: false } });
+    await ctx.client.command(s.commandNode('gw3'), { ns: NS, target: { socket_ids: [m.id] }, disconnect: { close_connection: false } });
     assert.equal(await within(gone, 'the kicked socket to disconnect'), 'io server disconnect');
     await converged(() => ctx.cluster.broker.state(), ctx.members, { what: 'the kicked socket gone from the broker state' });
   });
