@@ -102,6 +102,7 @@ pub struct Router {
     client_js: Option<Bytes>,
     draining: AtomicBool,
     bus_up: AtomicBool,
+    bus_reached: AtomicBool,
     state: Option<StateFn>,
     forward: Option<Arc<Forwarder>>,
     metrics: Option<StateFn>,
@@ -120,6 +121,7 @@ impl Router {
             client_js: None,
             draining: AtomicBool::new(false),
             bus_up: AtomicBool::new(true),
+            bus_reached: AtomicBool::new(false),
             state: None,
             forward: None,
             metrics: None,
@@ -171,9 +173,14 @@ impl Router {
         self
     }
 
-    /// Records whether the cluster bus is reachable: while it is not, `/ready` answers 503.
+    /// Records whether the cluster bus is reachable. `/ready` answers 503 only until the bus
+    /// has been reached once (the node is not in the cluster yet); an outage after that leaves
+    /// it ready, degraded (see the README, "What `/ready` means").
     pub fn set_bus_up(&self, up: bool) {
         self.bus_up.store(up, Ordering::SeqCst);
+        if up {
+            self.bus_reached.store(true, Ordering::SeqCst);
+        }
     }
 
     /// The endpoint serving `path` (its prefix, with or without the trailing slash).
@@ -228,13 +235,16 @@ impl Router {
             (&Method::GET, "/ready") => {
                 if self.draining.load(Ordering::SeqCst) {
                     plain(StatusCode::SERVICE_UNAVAILABLE, "draining")
-                } else if !self.bus_up.load(Ordering::SeqCst) {
+                } else if self.bus_up.load(Ordering::SeqCst) {
+                    plain(StatusCode::OK, "ready")
+                } else if self.bus_reached.load(Ordering::SeqCst) {
+                    // Degraded, not dark: local delivery and new sessions go on.
+                    plain(StatusCode::OK, "ready (degraded: cluster bus down)")
+                } else {
                     plain(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "degraded: cluster bus down",
+                        "starting: cluster bus not reached yet",
                     )
-                } else {
-                    plain(StatusCode::OK, "ready")
                 }
             }
             (&Method::GET, "/v1/state") => match &self.state {
