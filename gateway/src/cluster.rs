@@ -170,11 +170,19 @@ impl Reassembly {
         let key = (f.origin, f.id);
         if f.index == 0 {
             let count = f.count;
-            if count == 0 || u64::from(count) * (f.data.len() as u64) > MAX_SPLIT_BYTES as u64 {
+            let size = u64::from(count) * (f.data.len() as u64);
+            if count == 0 || size > MAX_SPLIT_BYTES as u64 {
                 return None;
             }
             if let Some(old) = self.partial.remove(&key) {
                 self.bytes -= old.data.len();
+            }
+            // Messages whose last fragment was lost stay behind: under pressure, forget them all
+            // rather than refuse new ones.
+            if self.bytes as u64 + size > MAX_REASSEMBLY_BYTES as u64 {
+                ::metrics::counter!(m::BUS_MALFORMED).increment(self.partial.len() as u64);
+                self.partial.clear();
+                self.bytes = 0;
             }
             self.partial.insert(
                 key.clone(),
@@ -1328,6 +1336,12 @@ mod tests {
 
         fn socket_with(&self, headers: &http::HeaderMap) -> (Arc<Conn<ConnData>>, Socket) {
             let info = HandshakeInfo::new("127.0.0.1:1".parse().unwrap(), headers, None, 0);
+            let before: HashSet<String> = self
+                .io
+                .all_sockets()
+                .iter()
+                .map(|s| s.id().to_owned())
+                .collect();
             let (conn, _) = self
                 .engine
                 .open(Transport::WebSocket, info, tokio::time::Instant::now())
@@ -1335,7 +1349,13 @@ mod tests {
             self.engine
                 .handler
                 .on_message(&conn, Payload::Text(Bytes::from_static(b"0/chat,")));
-            let socket = self.io.all_sockets().into_iter().last().unwrap();
+            // The new one (the server's list has no order).
+            let socket = self
+                .io
+                .all_sockets()
+                .into_iter()
+                .find(|s| !before.contains(s.id()))
+                .unwrap();
             drain(&conn);
             (conn, socket)
         }
@@ -1611,6 +1631,36 @@ mod tests {
             .forward(&s, "upload", args, Some(Duration::from_secs(1)))
             .await;
         assert_eq!(refused.unwrap_err(), "message too large");
+    }
+
+    #[test]
+    fn reassembly_takes_fragments_in_order_and_forgets_broken_messages() {
+        let frag = |id, index, count, data: &'static [u8]| pb::Fragment {
+            origin: "a".into(),
+            id,
+            index,
+            count,
+            data: Bytes::from_static(data),
+        };
+        let mut r = Reassembly::default();
+        assert_eq!(r.add(frag(1, 0, 2, b"ab")), None);
+        assert_eq!(r.add(frag(1, 1, 2, b"c")), Some(b"abc".to_vec()));
+        // A lost middle fragment drops the message; the next one starts clean.
+        assert_eq!(r.add(frag(2, 0, 3, b"ab")), None);
+        assert_eq!(r.add(frag(2, 2, 3, b"ef")), None);
+        assert_eq!(r.add(frag(3, 0, 1, b"x")), Some(b"x".to_vec()));
+        // A message whose end never comes is forgotten once room is needed.
+        assert_eq!(r.add(frag(4, 0, 2, b"ab")), None);
+        assert_eq!(r.bytes, 2);
+        let big = vec![0u8; MAX_SPLIT_BYTES / 2];
+        let big: &'static [u8] = Box::leak(big.into_boxed_slice());
+        for id in 5..8 {
+            assert_eq!(r.add(frag(id, 0, 2, big)), None);
+        }
+        assert!(r.bytes <= MAX_REASSEMBLY_BYTES, "{}", r.bytes);
+        assert_eq!(r.add(frag(7, 1, 2, big)).map(|v| v.len()), Some(MAX_SPLIT_BYTES));
+        assert_eq!(r.add(frag(9, 0, u32::MAX, b"ab")), None, "too large to accept");
+        assert!(r.partial.keys().all(|(_, id)| *id != 9));
     }
 
     #[test]
