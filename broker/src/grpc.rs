@@ -95,6 +95,10 @@ impl AdminService {
         for (id, node) in sockets {
             by_node.entry(node).or_default().push(id.clone());
         }
+        // Every message is built and measured first: one over the bus's max_payload refuses
+        // the whole action, so no gateway gets part of it.
+        let max = self.bus.max_payload();
+        let mut out = Vec::new();
         for (node, ids) in by_node {
             for chunk in ids.chunks(IDS_PER_MESSAGE) {
                 let target = bus::Target {
@@ -104,15 +108,27 @@ impl AdminService {
                 let body = make(target);
                 let subject = match body {
                     envelope::Body::Command(_) => self.subjects.command_node(node),
-                    envelope::Body::Delivery(_) => self.subjects.node(node),
+                    envelope::Body::Delivery(_) | envelope::Body::Fragment(_) => {
+                        self.subjects.node(node)
+                    }
                 }
                 .map_err(|e| Status::internal(format!("node {node}: {e}")))?;
                 let env = bus::Envelope { body: Some(body) };
-                self.bus
-                    .publish(subject, Bytes::from(env.encode_to_vec()))
-                    .await
-                    .map_err(|e| Status::unavailable(format!("cluster bus: {e}")))?;
+                let payload = Bytes::from(env.encode_to_vec());
+                if payload.len() > max {
+                    return Err(Status::invalid_argument(format!(
+                        "message too large: {} bytes, the bus takes at most {max}",
+                        payload.len()
+                    )));
+                }
+                out.push((subject, payload));
             }
+        }
+        for (subject, payload) in out {
+            self.bus
+                .publish(subject, payload)
+                .await
+                .map_err(|e| Status::unavailable(format!("cluster bus: {e}")))?;
         }
         tracing::debug!(ns, sockets = sockets.len(), "admin action published");
         Ok(())

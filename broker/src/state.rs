@@ -403,6 +403,8 @@ struct Node {
     dirty: bool,
     last_seen: Instant,
     last_heartbeat: Option<Instant>,
+    /// The sequence number the previous heartbeat announced.
+    beat_seq: u64,
     info: NodeInfo,
     retired: Vec<u64>,
     sockets: BTreeSet<String>,
@@ -416,6 +418,7 @@ impl Node {
             dirty: false,
             last_seen: now,
             last_heartbeat: None,
+            beat_seq: 0,
             info: NodeInfo::default(),
             retired: Vec::new(),
             sockets: BTreeSet::new(),
@@ -429,6 +432,7 @@ impl Node {
         self.retired.push(self.epoch);
         self.epoch = epoch;
         self.last_seq = 0;
+        self.beat_seq = 0;
         self.dirty = false;
     }
 }
@@ -478,8 +482,11 @@ impl Directory {
     }
 
     /// Records a heartbeat: renews the lease and stores `info`. `seq` is the node's latest
-    /// sequence number; a snapshot is needed while the directory is behind it or a gap is
-    /// unrepaired, so heartbeats retry lost snapshot requests.
+    /// sequence number. A heartbeat may overtake the membership messages it counts (they travel
+    /// on another subject), so being behind it is not yet a gap: a snapshot is needed when the
+    /// directory is still behind what the *previous* heartbeat announced — those messages had a
+    /// whole heartbeat interval to arrive — or a gap is unrepaired, so heartbeats retry lost
+    /// snapshot requests.
     pub fn heartbeat(
         &mut self,
         node: &str,
@@ -494,7 +501,8 @@ impl Directory {
         };
         known.info = info;
         known.last_heartbeat = Some(now);
-        let need_snapshot = known.dirty || seq > known.last_seq;
+        let need_snapshot = known.dirty || known.beat_seq > known.last_seq;
+        known.beat_seq = seq;
         Applied {
             changes,
             need_snapshot,
@@ -525,10 +533,17 @@ impl Directory {
         }
         known.last_seq = seq;
         known.dirty = false;
-        let mut incoming = BTreeMap::new();
+        let mut incoming: BTreeMap<String, SocketRecord> = BTreeMap::new();
         for mut rec in sockets {
             node.clone_into(&mut rec.node);
-            incoming.insert(rec.id.clone(), rec);
+            // A socket too large for one snapshot part comes in several: the first copy has
+            // its details, the others only add rooms.
+            match incoming.get_mut(&rec.id) {
+                Some(first) => first.rooms.append(&mut rec.rooms),
+                None => {
+                    incoming.insert(rec.id.clone(), rec);
+                }
+            }
         }
         let vanished: Vec<String> = known
             .sockets
@@ -1931,6 +1946,41 @@ mod tests {
     }
 
     #[test]
+    fn a_heartbeat_that_overtakes_its_membership_message_asks_for_nothing() {
+        // Heartbeats and membership travel on different subjects: the broker may see the
+        // heartbeat announcing seq 2 before the join that is seq 2.
+        let mut dir = Directory::new(LEASE);
+        let t0 = Instant::now();
+        let beat = |dir: &mut Directory, seq| {
+            dir.heartbeat("a", 1, seq, NodeInfo::default(), t0)
+                .need_snapshot
+        };
+        assert!(!dir.apply("a", 1, 1, connect("a.1", None, &[]), t0).need_snapshot);
+        assert!(!beat(&mut dir, 2), "the join is only late");
+        assert!(!dir.apply("a", 1, 2, join("a.1", "r"), t0).need_snapshot);
+        assert!(!beat(&mut dir, 2));
+        assert!(!beat(&mut dir, 3));
+        assert!(!dir.apply("a", 1, 3, join("a.1", "s"), t0).need_snapshot);
+        assert!(!beat(&mut dir, 3));
+        assert!(!dir.stats().nodes[0].needs_snapshot);
+        dir.check_invariants();
+    }
+
+    #[test]
+    fn a_socket_split_over_snapshot_parts_is_merged() {
+        let mut dir = Directory::new(LEASE);
+        let t0 = Instant::now();
+        let mut first = sock("a.1", "/chat", Some("alice"), &["r1", "r2"]);
+        first.data_json = r#"{"k":1}"#.to_owned();
+        let more = sock("a.1", "/chat", Some("alice"), &["r3"]);
+        dir.snapshot("a", 1, 0, vec![first, more], t0);
+        dir.check_invariants();
+        let rec = dir.socket("a.1").unwrap();
+        assert_eq!(rec.rooms.len(), 3);
+        assert_eq!(rec.data_json, r#"{"k":1}"#);
+    }
+
+    #[test]
     fn heartbeat_records_info_and_detects_lag() {
         let mut dir = Directory::new(LEASE);
         let t0 = Instant::now();
@@ -1941,6 +1991,8 @@ mod tests {
         assert!(!dir.heartbeat("a", 1, 0, info.clone(), t0).need_snapshot);
         dir.apply("a", 1, 1, connect("a.1", Some("alice"), &[]), t0);
         assert!(!dir.heartbeat("a", 1, 1, info.clone(), t0).need_snapshot);
+        // Seq 2 may still be on its way; a second heartbeat still ahead shows it was lost.
+        assert!(!dir.heartbeat("a", 1, 2, info.clone(), t0).need_snapshot);
         assert!(dir.heartbeat("a", 1, 2, info.clone(), t0).need_snapshot);
         let stats = dir.stats();
         assert_eq!(stats.nodes[0].connections, 42);
@@ -1948,9 +2000,10 @@ mod tests {
         assert_eq!(stats.nodes[0].last_heartbeat, Some(t0));
 
         let t1 = t0 + Duration::from_secs(5);
-        let restarted = dir.heartbeat("a", 2, 3, info, t1);
+        let restarted = dir.heartbeat("a", 2, 3, info.clone(), t1);
         dir.check_invariants();
-        assert!(restarted.need_snapshot);
+        assert!(!restarted.need_snapshot, "its start snapshot may be on its way");
+        assert!(dir.heartbeat("a", 2, 3, info, t1).need_snapshot);
         assert_eq!(
             render(&restarted.changes),
             vec!["offline /chat alice node_restarted"]
@@ -2367,8 +2420,16 @@ mod tests {
                 return;
             }
             known.1 = seq;
-            let incoming: BTreeMap<&str, &SocketRecord> =
-                sockets.iter().map(|s| (s.id.as_str(), s)).collect();
+            // Copies of one id: the first one's details, every copy's rooms.
+            let mut incoming: BTreeMap<&str, SocketRecord> = BTreeMap::new();
+            for s in sockets {
+                match incoming.get_mut(s.id.as_str()) {
+                    Some(first) => first.rooms.extend(s.rooms.iter().cloned()),
+                    None => {
+                        incoming.insert(s.id.as_str(), s.clone());
+                    }
+                }
+            }
             self.sockets
                 .retain(|id, s| s.node != node || incoming.contains_key(id.as_str()));
             for rec in incoming.values() {

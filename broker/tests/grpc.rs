@@ -25,6 +25,7 @@ const ROOMS: usize = 250;
 
 struct Served {
     addr: std::net::SocketAddr,
+    hub: Hub,
     stop: CancellationToken,
     _broker: Broker,
 }
@@ -71,6 +72,7 @@ async fn serve() -> Served {
     tokio::spawn(grpc::serve(listener, service, opts, stop.clone()));
     Served {
         addr,
+        hub,
         stop,
         _broker: broker,
     }
@@ -289,4 +291,30 @@ async fn health_is_open_and_reflection_lists_the_services() {
         names.contains(&"grpc.health.v1.Health".to_owned()),
         "{names:?}"
     );
+}
+
+#[tokio::test]
+async fn an_emit_over_the_bus_payload_is_refused_whole() {
+    let served = serve().await;
+    let mut c = client(served.addr).await;
+    let gateway = served.hub.client();
+    let subjects = Subjects::new("t").unwrap();
+    let mut on_gw1 = gateway.subscribe(subjects.node("gw1")).await.unwrap();
+    let emit = |attachment: usize| pb::BroadcastRequest {
+        selector: Some(room("r000")),
+        event: "big".into(),
+        args_json: r#"[{"_placeholder":true,"num":0}]"#.into(),
+        attachments: vec![vec![0u8; attachment].into()],
+        ..Default::default()
+    };
+    let refused = c
+        .broadcast(emit(gateway.max_payload()))
+        .await
+        .expect_err("over the bus payload");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().starts_with("message too large"), "{refused:?}");
+    c.broadcast(emit(10)).await.expect("a small emit goes");
+    // The refused emit reached no gateway: the first message gw1 sees is the small one.
+    let first = on_gw1.next().await.unwrap();
+    assert!(first.payload.len() < 10_000, "{}", first.payload.len());
 }

@@ -341,7 +341,9 @@ async fn a_heartbeat_ahead_of_the_broker_asks_for_a_snapshot_and_retries() {
     let mut gw = Gateway::new(&hub, "gw1", 1);
     let mut requests = gw.snapshot_requests().await;
     gw.connect(socket("gw1.a", "/", None, &[], false)).await;
-    gw.lose_event(); // the last event is lost: only the heartbeat can tell
+    gw.lose_event(); // the last event is lost: only the heartbeats can tell
+    gw.heartbeat().await;
+    // The first heartbeat ahead may have overtaken the event; the second one shows the loss.
     gw.heartbeat().await;
     let first: bus::SnapshotRequest = recv(&mut requests, "snapshot request").await;
     // Unanswered: later heartbeats ask again once the retry interval has passed.
@@ -392,6 +394,7 @@ async fn multi_part_snapshots_are_assembled_and_broken_ones_dropped() {
 
     // Events are lost; the heartbeat asks for a snapshot, whose middle part goes missing.
     gw.seq = 9;
+    gw.heartbeat().await;
     gw.heartbeat().await;
     let request: bus::SnapshotRequest = recv(&mut requests, "snapshot request").await;
     gw.snapshot(

@@ -10,6 +10,9 @@
 //!   calls it a slow consumer); both backends count it in [`SLOW_CONSUMER_DROPS`] rather than
 //!   queueing without bound. Reliability is the protocol's job (sequence numbers, snapshots).
 //! - **Order**: messages from one publisher on one subject reach a subscriber in order.
+//! - **Bounded payloads**: a message longer than [`Bus::max_payload`] (the NATS server's
+//!   `max_payload`; the hub's configured bound) is refused with [`BusError::TooLarge`], never
+//!   truncated or half-sent.
 //!
 //! Subjects are built by `switchboard_proto::subject`, never here. This crate knows nothing of
 //! what the payloads mean.
@@ -28,6 +31,9 @@ pub use local::Hub;
 
 /// Messages a subscription buffers before new ones are dropped (slow consumer).
 pub const SUBSCRIPTION_CAPACITY: usize = 8192;
+
+/// The NATS server's default `max_payload` (1 MiB), also the in-process hub's default bound.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 /// Counter (metric name) of messages dropped because a subscriber's buffer was full.
 pub const SLOW_CONSUMER_DROPS: &str = "switchboard_bus_slow_consumer_drops_total";
@@ -67,6 +73,14 @@ pub enum BusError {
     /// The request failed otherwise.
     #[error("request failed: {0}")]
     Request(String),
+    /// The payload is longer than the server accepts (`max_payload`).
+    #[error("message too large: {size} bytes, the bus takes at most {max}")]
+    TooLarge {
+        /// The payload's length.
+        size: usize,
+        /// The bus's bound.
+        max: usize,
+    },
 }
 
 /// How to reach NATS. Its `Debug` output leaves the password and the token out.
@@ -236,8 +250,26 @@ impl Bus {
         self.link.borrow().up
     }
 
+    /// The longest payload one message may carry: the NATS server's `max_payload` as announced
+    /// in its `INFO` (the NATS default until the first `INFO` arrives), or the hub's bound.
+    pub fn max_payload(&self) -> usize {
+        match &self.backend {
+            Backend::Nats(c) => c.max_payload(),
+            Backend::Local { hub, .. } => hub.max_payload,
+        }
+    }
+
+    fn check_size(&self, size: usize) -> Result<(), BusError> {
+        let max = self.max_payload();
+        if size > max {
+            return Err(BusError::TooLarge { size, max });
+        }
+        Ok(())
+    }
+
     /// Publishes a message. Queued, not acknowledged: core NATS is at most once.
     pub async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
+        self.check_size(payload.len())?;
         match &self.backend {
             Backend::Nats(c) => c
                 .publish(subject, payload)
@@ -257,6 +289,7 @@ impl Bus {
         reply: String,
         payload: Bytes,
     ) -> Result<(), BusError> {
+        self.check_size(payload.len())?;
         match &self.backend {
             Backend::Nats(c) => c
                 .publish_with_reply(subject, reply, payload)
@@ -323,6 +356,7 @@ impl Bus {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, BusError> {
+        self.check_size(payload.len())?;
         match &self.backend {
             Backend::Nats(c) => {
                 let request = async_nats::Request::new()

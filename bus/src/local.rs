@@ -8,7 +8,10 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
-use crate::{Bus, BusError, Link, Message, SLOW_CONSUMER_DROPS, SUBSCRIPTION_CAPACITY};
+use crate::{
+    Bus, BusError, DEFAULT_MAX_PAYLOAD_BYTES, Link, Message, SLOW_CONSUMER_DROPS,
+    SUBSCRIPTION_CAPACITY,
+};
 
 struct Sub {
     id: u64,
@@ -23,6 +26,8 @@ pub(crate) struct Inner {
     next_id: AtomicU64,
     /// Round-robin position for queue groups.
     turn: AtomicUsize,
+    /// The longest payload accepted, as a NATS server's `max_payload`.
+    pub(crate) max_payload: usize,
 }
 
 /// An in-process bus: hand a [`Bus`] from [`Hub::client`] to each party (gateway, broker).
@@ -41,8 +46,14 @@ impl Default for Hub {
 }
 
 impl Hub {
-    /// A hub with no clients.
+    /// A hub with no clients that takes payloads up to the NATS default `max_payload`.
     pub fn new() -> Self {
+        Self::with_max_payload(DEFAULT_MAX_PAYLOAD_BYTES)
+    }
+
+    /// A hub with no clients that refuses payloads longer than `max_payload` bytes, as a NATS
+    /// server configured so, so that standalone mode meets the same limit as a cluster.
+    pub fn with_max_payload(max_payload: usize) -> Self {
         let (tx, rx) = watch::channel(Link {
             up: true,
             generation: 1,
@@ -52,6 +63,7 @@ impl Hub {
                 subs: RwLock::new(Vec::new()),
                 next_id: AtomicU64::new(1),
                 turn: AtomicUsize::new(0),
+                max_payload,
             }),
             link: rx,
             _link_tx: Arc::new(tx),

@@ -23,6 +23,19 @@
 //!
 //! NATS down: local delivery goes on; the publisher's messages are dropped (counted) once the
 //! client's buffer is full; when the link comes back, a full snapshot is sent.
+//!
+//! Sizes: nothing is published longer than the bus's `max_payload` ([`Bus::max_payload`]). A
+//! delivery longer than that (a relay with big attachments) is split into [`pb::Fragment`]s on
+//! the subject the whole would have taken and reassembled by the receiving gateways, so every
+//! recipient gets it or, if a part is lost, none on that node; the local members got it already.
+//! A forwarded event that does not fit is refused to the client (`message too large`). Snapshot
+//! parts are filled by encoded bytes, and one socket's record is bounded (handshake values cut,
+//! oversized claims left out, a long room list spread over several parts).
+//!
+//! Ghost joins: a join that completes after its socket disconnected (it waited for a broker
+//! reservation) is undone at once, so neither the room nor its subscription keeps the socket.
+//! A reservation that fails on the gateway's side (timeout) is released with a sequenced leave,
+//! so the broker never keeps counting a member this node does not have.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,8 +65,19 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 const RESERVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a capacity check is asked while the broker does not know the socket yet.
 const RESERVE_ATTEMPTS: u64 = 4;
-/// Sockets per snapshot part.
-const SNAPSHOT_PART: usize = 500;
+/// Bytes of a member message or envelope besides its sockets or fragment data (node id,
+/// epoch, sequence and field headers, with room to spare).
+const MESSAGE_OVERHEAD: usize = 1024;
+/// The longest header value a socket's record carries (longer ones are cut at a char boundary).
+const HEADER_VALUE_BYTES: usize = 1024;
+/// The longest query a socket's record carries.
+const QUERY_BYTES: usize = 2048;
+/// The longest claims JSON a socket's record carries; larger claims are left out (`{}`).
+const CLAIMS_BYTES: usize = 8192;
+/// The longest delivery that is split into fragments (longer: not published, counted).
+const MAX_SPLIT_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of fragments held for reassembly at once, over every origin.
+const MAX_REASSEMBLY_BYTES: usize = 32 * 1024 * 1024;
 /// Handshake headers carried to the broker.
 const HEADERS: [&str; 4] = ["user-agent", "origin", "x-forwarded-for", "referer"];
 
@@ -101,11 +125,12 @@ enum Interest {
     Commands(Arc<str>),
 }
 
+/// Signed, so that a join and a disconnect reported in either order still cancel out.
 #[derive(Default)]
 struct St {
     seq: u64,
-    rooms: HashMap<(Arc<str>, Room), usize>,
-    namespaces: HashMap<Arc<str>, usize>,
+    rooms: HashMap<(Arc<str>, Room), isize>,
+    namespaces: HashMap<Arc<str>, isize>,
     /// Bumped on every change of the interest set.
     version: u64,
 }
@@ -128,7 +153,76 @@ struct Inner {
     interest_changed: Notify,
     /// The interest version whose subscriptions the NATS server has confirmed.
     applied: watch::Sender<u64>,
+    /// Split deliveries: the id of the next one sent, and the ones being received.
+    next_split: std::sync::atomic::AtomicU64,
+    fragments: Mutex<Reassembly>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Deliveries arriving in fragments, by (origin, id). Bounded by [`MAX_REASSEMBLY_BYTES`].
+#[derive(Default)]
+struct Reassembly {
+    partial: HashMap<(String, u64), Partial>,
+    bytes: usize,
+}
+
+struct Partial {
+    next: u32,
+    count: u32,
+    data: Vec<u8>,
+}
+
+impl Reassembly {
+    /// Adds one fragment; the whole envelope once its last fragment is in. A fragment out of
+    /// order (one was lost) drops what was gathered of its message.
+    fn add(&mut self, f: pb::Fragment) -> Option<Vec<u8>> {
+        let key = (f.origin, f.id);
+        if f.index == 0 {
+            let count = f.count;
+            let size = u64::from(count) * (f.data.len() as u64);
+            if count == 0 || size > MAX_SPLIT_BYTES as u64 {
+                return None;
+            }
+            if let Some(old) = self.partial.remove(&key) {
+                self.bytes -= old.data.len();
+            }
+            // Messages whose last fragment was lost stay behind: under pressure, forget them all
+            // rather than refuse new ones.
+            if self.bytes as u64 + size > MAX_REASSEMBLY_BYTES as u64 {
+                ::metrics::counter!(m::BUS_MALFORMED).increment(self.partial.len() as u64);
+                self.partial.clear();
+                self.bytes = 0;
+            }
+            self.partial.insert(
+                key.clone(),
+                Partial {
+                    next: 0,
+                    count,
+                    data: Vec::new(),
+                },
+            );
+        }
+        let p = self.partial.get_mut(&key)?;
+        if f.index != p.next
+            || f.count != p.count
+            || p.data.len() + f.data.len() > MAX_SPLIT_BYTES
+            || self.bytes + f.data.len() > MAX_REASSEMBLY_BYTES
+        {
+            let dropped = self.partial.remove(&key).map_or(0, |p| p.data.len());
+            self.bytes -= dropped;
+            ::metrics::counter!(m::BUS_MALFORMED).increment(1);
+            return None;
+        }
+        p.data.extend_from_slice(&f.data);
+        p.next += 1;
+        self.bytes += f.data.len();
+        if p.next < p.count {
+            return None;
+        }
+        let done = self.partial.remove(&key)?;
+        self.bytes -= done.data.len();
+        Some(done.data)
+    }
 }
 
 /// The cluster adapter of one gateway (cheap to clone).
@@ -164,6 +258,8 @@ impl Cluster {
                 out: tx,
                 interest_changed: Notify::new(),
                 applied: watch::Sender::new(0),
+                next_split: std::sync::atomic::AtomicU64::new(1),
+                fragments: Mutex::new(Reassembly::default()),
                 tasks: Mutex::new(Vec::new()),
             }),
         };
@@ -323,12 +419,14 @@ impl Cluster {
                         let value = hs.header(name)?;
                         Some(pb::Header {
                             name: (*name).to_owned(),
-                            value: value.to_owned(),
+                            value: cut(value, HEADER_VALUE_BYTES).to_owned(),
                         })
                     })
                     .collect(),
-                query: encode_query(&hs.query_pairs()),
-                claims_json: claims_json(claims.as_deref()),
+                query: cut(&encode_query(&hs.query_pairs()), QUERY_BYTES).to_owned(),
+                claims_json: Some(claims_json(claims.as_deref()))
+                    .filter(|c| c.len() <= CLAIMS_BYTES)
+                    .unwrap_or_else(|| "{}".to_owned()),
                 connected_at_ms: hs.issued_ms,
             }),
             data_json: socket
@@ -351,17 +449,19 @@ impl Cluster {
             .iter()
             .map(|s| self.socket_info(s))
             .collect();
-        let parts: Vec<&[pb::SocketInfo]> = if sockets.is_empty() {
-            vec![&[]]
-        } else {
-            sockets.chunks(SNAPSHOT_PART).collect()
-        };
+        let count = sockets.len();
+        let budget = self
+            .inner
+            .bus
+            .max_payload()
+            .saturating_sub(MESSAGE_OVERHEAD);
+        let parts = snapshot_parts(sockets, budget);
         let last = parts.len() - 1;
-        for (i, chunk) in parts.into_iter().enumerate() {
+        for (i, sockets) in parts.into_iter().enumerate() {
             let body = member_message::Body::Snapshot(pb::SnapshotPart {
                 part: u32::try_from(i).unwrap_or(u32::MAX),
                 last: i == last,
-                sockets: chunk.to_vec(),
+                sockets,
                 request_id,
             });
             let msg = self.member_message(st.seq, body);
@@ -369,7 +469,7 @@ impl Cluster {
         }
         drop(st);
         ::metrics::counter!(m::SNAPSHOTS, "why" => why).increment(1);
-        tracing::debug!(why, sockets = sockets.len(), "snapshot sent");
+        tracing::debug!(why, sockets = count, "snapshot sent");
     }
 
     fn heartbeat(&self) {
@@ -395,10 +495,11 @@ impl Cluster {
         let st = lock(&self.inner.st);
         let mut set: HashSet<Interest> = st
             .rooms
-            .keys()
-            .map(|(ns, room)| Interest::Room(ns.clone(), room.clone()))
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|((ns, room), _)| Interest::Room(ns.clone(), room.clone()))
             .collect();
-        for ns in st.namespaces.keys() {
+        for (ns, _) in st.namespaces.iter().filter(|(_, n)| **n > 0) {
             set.insert(Interest::Namespace(ns.clone()));
             set.insert(Interest::Commands(ns.clone()));
         }
@@ -438,6 +539,18 @@ impl Cluster {
             return;
         }
         match pb::Envelope::decode(msg.payload) {
+            Ok(pb::Envelope {
+                body: Some(envelope::Body::Fragment(f)),
+            }) => {
+                let whole = lock(&self.inner.fragments).add(f);
+                match whole.map(|b| pb::Envelope::decode(b.as_slice())) {
+                    None => {}
+                    Some(Ok(pb::Envelope {
+                        body: Some(envelope::Body::Delivery(d)),
+                    })) => self.on_delivery(d),
+                    Some(_) => ::metrics::counter!(m::BUS_MALFORMED).increment(1),
+                }
+            }
             Ok(pb::Envelope {
                 body: Some(envelope::Body::Delivery(d)),
             }) if !commands => self.on_delivery(d),
@@ -635,6 +748,11 @@ impl Bridge for Cluster {
         };
         let payload = Bytes::from(msg.encode_to_vec());
         let bus = self.inner.bus.clone();
+        if payload.len() > bus.max_payload() {
+            // Workers take one message per event: refused whole, before anything is sent.
+            m::limited(m::Limit::BusPayload);
+            return Box::pin(std::future::ready(Err(MESSAGE_TOO_LARGE.to_owned())));
+        }
         let (cluster, socket) = (self.clone(), socket.clone());
         Box::pin(async move {
             let Some(timeout) = timeout else {
@@ -714,7 +832,28 @@ impl Bridge for Cluster {
         let payload = Bytes::from(req.encode_to_vec());
         let subject = self.inner.cfg.subjects.reserve();
         let bus = self.inner.bus.clone();
+        let cluster = self.clone();
+        let socket = socket.clone();
+        let room = Room::from(room);
         Box::pin(async move {
+            let outcome = Self::ask_reservation(bus, subject, payload).await;
+            if outcome.is_err() && !socket.in_room(&room) {
+                // The broker may have granted it with the answer lost: take the place back, in
+                // sequence with this node's membership, so the broker counts no phantom member.
+                cluster.release(&socket, &room);
+            }
+            outcome
+        })
+    }
+}
+
+impl Cluster {
+    async fn ask_reservation(
+        bus: Bus,
+        subject: String,
+        payload: Bytes,
+    ) -> Result<Reservation, String> {
+        {
             for attempt in 1..=RESERVE_ATTEMPTS {
                 let start = tokio::time::Instant::now();
                 let reply = bus
@@ -738,7 +877,21 @@ impl Bridge for Cluster {
                 }
             }
             Err("the broker does not know this socket yet".to_owned())
-        })
+        }
+    }
+
+    /// Tells the broker that `socket` is not in `room` (a leave that changes nothing here).
+    fn release(&self, socket: &Socket, room: &Room) {
+        let body = member_message::Body::Leave(pb::RoomChange {
+            id: socket.id().to_owned(),
+            room: room.to_string(),
+        });
+        self.membership("release", body, |_| false);
+    }
+
+    /// Whether `socket` is still connected to its namespace (not a stale handle).
+    fn is_live(socket: &Socket) -> bool {
+        socket.namespace().socket(socket.id()).is_some()
     }
 }
 
@@ -786,6 +939,12 @@ impl Adapter for Cluster {
             room: room.to_string(),
         });
         self.membership("join", body, |st| bump(&mut st.rooms, (ns, room.clone())));
+        if !Self::is_live(socket) {
+            // The socket disconnected while its join waited (for a broker reservation): take
+            // it out again, which also releases the room's subscription and the broker's place.
+            tracing::debug!(socket = socket.id(), room = %room, "join after disconnect undone");
+            socket.leave(room);
+        }
     }
 
     fn left(&self, socket: &Socket, room: &Room) {
@@ -843,7 +1002,7 @@ impl Adapter for Cluster {
                     continue;
                 };
                 let payload = Bytes::from(envelope(&t).encode_to_vec());
-                self.queue(subject, payload, "delivery");
+                self.deliver(subject, payload);
             }
             return;
         }
@@ -855,11 +1014,48 @@ impl Adapter for Cluster {
             m::limited(Limit::NameBytes);
             return;
         };
-        self.queue(
-            subject,
-            Bytes::from(envelope(target).encode_to_vec()),
-            "delivery",
-        );
+        self.deliver(subject, Bytes::from(envelope(target).encode_to_vec()));
+    }
+}
+
+impl Cluster {
+    /// Queues a delivery envelope, split into fragments if it is longer than the bus takes.
+    fn deliver(&self, subject: String, payload: Bytes) {
+        let max = self.inner.bus.max_payload();
+        if payload.len() <= max {
+            self.queue(subject, payload, "delivery");
+            return;
+        }
+        let chunk = max.saturating_sub(MESSAGE_OVERHEAD).max(1);
+        if payload.len() > MAX_SPLIT_BYTES {
+            m::limited(m::Limit::BusPayload);
+            tracing::warn!(
+                bytes = payload.len(),
+                "delivery longer than {MAX_SPLIT_BYTES} bytes not sent to other nodes"
+            );
+            return;
+        }
+        let id = self
+            .inner
+            .next_split
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let count = u32::try_from(payload.len().div_ceil(chunk)).unwrap_or(u32::MAX);
+        for (index, data) in payload.chunks(chunk).enumerate() {
+            let fragment = pb::Envelope {
+                body: Some(envelope::Body::Fragment(pb::Fragment {
+                    origin: self.inner.cfg.node.as_str().to_owned(),
+                    id,
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    count,
+                    data: payload.slice_ref(data),
+                })),
+            };
+            self.queue(
+                subject.clone(),
+                Bytes::from(fragment.encode_to_vec()),
+                "fragment",
+            );
+        }
     }
 }
 
@@ -885,27 +1081,120 @@ impl Cluster {
     }
 }
 
-/// Counts one more; true if the key is new.
-fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: K) -> bool {
-    let n = map.entry(key).or_insert(0);
-    *n += 1;
-    *n == 1
+/// Counts one more; true if the key became wanted (its count went from 0 to 1).
+fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, isize>, key: K) -> bool {
+    add(map, key, 1) == 1
 }
 
-/// Counts one less; true if the key is gone.
-fn unbump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, usize>, key: &K) -> bool {
-    match map.get_mut(key) {
-        Some(n) if *n > 1 => {
-            *n -= 1;
-            false
+/// Counts one less; true if the key stopped being wanted (its count went from 1 to 0). A
+/// count may go below 0 for a moment: a disconnect reported before the join it undoes.
+fn unbump<K: std::hash::Hash + Eq + Clone>(map: &mut HashMap<K, isize>, key: &K) -> bool {
+    add(map, key.clone(), -1) == 0
+}
+
+/// Adds `d` to the key's count and returns the new count; a zero count is not kept.
+fn add<K: std::hash::Hash + Eq>(map: &mut HashMap<K, isize>, key: K, d: isize) -> isize {
+    use std::collections::hash_map::Entry;
+    match map.entry(key) {
+        Entry::Occupied(mut e) => {
+            let n = *e.get() + d;
+            if n == 0 {
+                e.remove();
+            } else {
+                *e.get_mut() = n;
+            }
+            n
         }
-        Some(_) => {
-            map.remove(key);
-            true
-        }
-        None => false,
+        Entry::Vacant(e) => *e.insert(d),
     }
 }
+
+/// `s` cut to at most `max` bytes, at a char boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Encoded bytes one repeated message field element takes besides its own (tag and length).
+const ELEMENT_OVERHEAD: usize = 11;
+
+/// Splits a node's sockets into snapshot parts of at most `budget` encoded bytes each (always at
+/// least one part). A record too large for one part is spread over several: its first copy
+/// carries everything but some rooms, the next ones only its identity and more rooms (the
+/// broker merges them). A room that cannot fit even alone, or a record whose identity does not,
+/// is left out and logged.
+fn snapshot_parts(sockets: Vec<pb::SocketInfo>, budget: usize) -> Vec<Vec<pb::SocketInfo>> {
+    let mut parts = vec![Vec::new()];
+    let mut used = 0;
+    let mut push = |parts: &mut Vec<Vec<pb::SocketInfo>>, rec: pb::SocketInfo| {
+        let len = rec.encoded_len() + ELEMENT_OVERHEAD;
+        if used + len > budget && used > 0 {
+            parts.push(Vec::new());
+            used = 0;
+        }
+        used += len;
+        if let Some(part) = parts.last_mut() {
+            part.push(rec);
+        }
+    };
+    for rec in sockets {
+        if rec.encoded_len() + ELEMENT_OVERHEAD <= budget {
+            push(&mut parts, rec);
+            continue;
+        }
+        for piece in split_record(rec, budget) {
+            push(&mut parts, piece);
+        }
+    }
+    parts
+}
+
+/// One socket's record as pieces of at most `budget` encoded bytes (see [`snapshot_parts`]).
+fn split_record(mut rec: pb::SocketInfo, budget: usize) -> Vec<pb::SocketInfo> {
+    let rooms = std::mem::take(&mut rec.rooms);
+    if rec.encoded_len() + ELEMENT_OVERHEAD > budget {
+        rec.handshake = None;
+        "null".clone_into(&mut rec.data_json);
+    }
+    let bare = pb::SocketInfo {
+        id: rec.id.clone(),
+        ns: rec.ns.clone(),
+        user: rec.user.clone(),
+        presence: rec.presence,
+        ..Default::default()
+    };
+    if rec.encoded_len() + ELEMENT_OVERHEAD > budget {
+        tracing::warn!(socket = %rec.id, "socket record too large for a snapshot part: left out");
+        return Vec::new();
+    }
+    let mut pieces = vec![rec];
+    let mut used = pieces[0].encoded_len() + ELEMENT_OVERHEAD;
+    for room in rooms {
+        let len = room.len() + ELEMENT_OVERHEAD;
+        if bare.encoded_len() + ELEMENT_OVERHEAD + len > budget {
+            tracing::warn!(socket = %bare.id, "room name too long for a snapshot part: left out");
+            continue;
+        }
+        if used + len > budget {
+            pieces.push(bare.clone());
+            used = bare.encoded_len() + ELEMENT_OVERHEAD;
+        }
+        used += len;
+        if let Some(piece) = pieces.last_mut() {
+            piece.rooms.push(room);
+        }
+    }
+    pieces
+}
+
+/// What a client is told when its message cannot cross the bus.
+const MESSAGE_TOO_LARGE: &str = "message too large";
 
 fn claims_json(claims: Option<&Claims>) -> String {
     claims.map_or_else(
@@ -1108,12 +1397,17 @@ mod tests {
 
     impl Node {
         fn socket(&self) -> (Arc<Conn<ConnData>>, Socket) {
-            let info = HandshakeInfo::new(
-                "127.0.0.1:1".parse().unwrap(),
-                &http::HeaderMap::new(),
-                None,
-                0,
-            );
+            self.socket_with(&http::HeaderMap::new())
+        }
+
+        fn socket_with(&self, headers: &http::HeaderMap) -> (Arc<Conn<ConnData>>, Socket) {
+            let info = HandshakeInfo::new("127.0.0.1:1".parse().unwrap(), headers, None, 0);
+            let before: HashSet<String> = self
+                .io
+                .all_sockets()
+                .iter()
+                .map(|s| s.id().to_owned())
+                .collect();
             let (conn, _) = self
                 .engine
                 .open(Transport::WebSocket, info, tokio::time::Instant::now())
@@ -1121,7 +1415,13 @@ mod tests {
             self.engine
                 .handler
                 .on_message(&conn, Payload::Text(Bytes::from_static(b"0/chat,")));
-            let socket = self.io.all_sockets().into_iter().last().unwrap();
+            // The new one (the server's list has no order).
+            let socket = self
+                .io
+                .all_sockets()
+                .into_iter()
+                .find(|s| !before.contains(s.id()))
+                .unwrap();
             drain(&conn);
             (conn, socket)
         }
@@ -1320,6 +1620,207 @@ mod tests {
         assert_eq!(rooms, vec!["r1".to_owned(), "r2".to_owned()]);
     }
 
+    /// The member messages up to and including the last part of the next snapshot.
+    async fn snapshot_messages(sub: &mut Subscription) -> Vec<(usize, pb::SnapshotPart)> {
+        let mut parts = Vec::new();
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
+                .await
+                .unwrap()
+                .unwrap();
+            let len = msg.payload.len();
+            if let Some(member_message::Body::Snapshot(part)) =
+                pb::MemberMessage::decode(msg.payload).unwrap().body
+            {
+                let last = part.last;
+                parts.push((len, part));
+                if last {
+                    return parts;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_join_that_completes_after_its_socket_left_leaves_no_ghost() {
+        let hub = Hub::new();
+        let a = node(&hub, "a", vec![]).await;
+        let (_c, s) = a.socket();
+        let (_c2, other) = a.socket();
+        other.join("shared");
+        s.disconnect();
+        // What a join that waited for a broker reservation does once the answer comes.
+        s.join("late");
+        s.join("shared");
+        let ns = a.io.get("/chat").unwrap();
+        assert_eq!(ns.room_len("late"), 0, "the ghost is not in the room");
+        assert_eq!(ns.room_len("shared"), 1, "only the live member is");
+        let (_, wanted) = a.cluster.wanted();
+        assert!(
+            !wanted.contains(&Interest::Room("/chat".into(), "late".into())),
+            "the room's subscription is released"
+        );
+        assert!(wanted.contains(&Interest::Room("/chat".into(), "shared".into())));
+        other.disconnect();
+        assert!(a.cluster.wanted().1.is_empty(), "{:?}", a.cluster.wanted().1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reservation_that_fails_on_the_gateway_is_released_in_sequence() {
+        let hub = Hub::new();
+        let broker = hub.client();
+        let subjects = Subjects::new("t").unwrap();
+        let mut members = broker.subscribe(subjects.all_members()).await.unwrap();
+        // A broker that takes the request (and may grant it) but whose answer never arrives.
+        let _silent = broker.subscribe(subjects.reserve()).await.unwrap();
+        let a = node(&hub, "a", vec![]).await;
+        let (_c, s) = a.socket();
+        let refused = a.cluster.reserve(&s, "game", 2).await;
+        assert!(refused.is_err(), "{refused:?}");
+        loop {
+            let msg = next_member(&mut members).await;
+            if let Some(member_message::Body::Leave(change)) = msg.body {
+                assert_eq!((change.id.as_str(), change.room.as_str()), (s.id(), "game"));
+                break;
+            }
+        }
+        assert_eq!(s.rooms(), Vec::<Room>::new());
+    }
+
+    #[tokio::test]
+    async fn snapshot_parts_fit_the_bus_payload_whatever_the_sessions_carry() {
+        const MAX: usize = 16 * 1024;
+        let hub = Hub::with_max_payload(MAX);
+        let broker = hub.client();
+        let subjects = Subjects::new("t").unwrap();
+        let mut members = broker.subscribe(subjects.all_members()).await.unwrap();
+        let a = node(&hub, "a", vec![]).await;
+        snapshot_messages(&mut members).await;
+        let mut headers = http::HeaderMap::new();
+        let big = "x".repeat(400 * 1024);
+        for name in HEADERS {
+            headers.insert(name, big.parse().unwrap());
+        }
+        let mut ids = Vec::new();
+        let mut conns = Vec::new();
+        for _ in 0..12 {
+            let (c, s) = a.socket_with(&headers);
+            ids.push(s.id().to_owned());
+            conns.push(c);
+        }
+        // One socket in more rooms than one part holds.
+        let (_c, crowded) = a.socket();
+        for i in 0..2000 {
+            crowded.join(format!("room-{i:04}"));
+        }
+        broker
+            .publish(subjects.resync(), Bytes::from_static(b""))
+            .await
+            .unwrap();
+        let parts = snapshot_messages(&mut members).await;
+        assert!(parts.len() > 2, "{} parts", parts.len());
+        let mut got: HashMap<String, usize> = HashMap::new();
+        for (len, part) in &parts {
+            assert!(*len <= MAX, "a part of {len} bytes");
+            for rec in &part.sockets {
+                *got.entry(rec.id.clone()).or_default() += rec.rooms.len();
+            }
+        }
+        for id in &ids {
+            assert!(got.contains_key(id), "{id} is in the snapshot");
+        }
+        assert_eq!(got[crowded.id()], 2000, "every room of the crowded socket");
+    }
+
+    #[tokio::test]
+    async fn a_relay_longer_than_the_bus_payload_arrives_whole_on_every_node() {
+        let hub = Hub::with_max_payload(4096);
+        let a = node(&hub, "a", vec![]).await;
+        let b = node(&hub, "b", vec![]).await;
+        let (_ca, sa) = a.socket();
+        let (_ca2, sa2) = a.socket();
+        let (cb, sb) = b.socket();
+        for s in [&sa, &sa2, &sb] {
+            s.join("room");
+        }
+        b.cluster.settled().await;
+        let attachment = Bytes::from(vec![7u8; 20_000]);
+        sa.to("room").emit(
+            "big",
+            Args::new(vec![json!({"n": 1})]).with_attachments(vec![attachment.clone()]),
+        );
+        let mut got = Vec::new();
+        until("the split relay on b", || {
+            got.extend(drain(&cb));
+            got.len() >= 2
+        })
+        .await;
+        assert_eq!(got.len(), 2, "the packet and its attachment");
+        assert_eq!(got[1], attachment);
+    }
+
+    #[tokio::test]
+    async fn a_forward_longer_than_the_bus_payload_is_refused_to_the_client() {
+        let hub = Hub::with_max_payload(4096);
+        let a = node(&hub, "a", vec![]).await;
+        let (_c, s) = a.socket();
+        let args = Args::new(vec![json!(1)]).with_attachments(vec![Bytes::from(vec![0u8; 5000])]);
+        let refused = a
+            .cluster
+            .forward(&s, "upload", args, Some(Duration::from_secs(1)))
+            .await;
+        assert_eq!(refused.unwrap_err(), "message too large");
+    }
+
+    #[test]
+    fn reassembly_takes_fragments_in_order_and_forgets_broken_messages() {
+        let frag = |id, index, count, data: &'static [u8]| pb::Fragment {
+            origin: "a".into(),
+            id,
+            index,
+            count,
+            data: Bytes::from_static(data),
+        };
+        let mut r = Reassembly::default();
+        assert_eq!(r.add(frag(1, 0, 2, b"ab")), None);
+        assert_eq!(r.add(frag(1, 1, 2, b"c")), Some(b"abc".to_vec()));
+        // A lost middle fragment drops the message; the next one starts clean.
+        assert_eq!(r.add(frag(2, 0, 3, b"ab")), None);
+        assert_eq!(r.add(frag(2, 2, 3, b"ef")), None);
+        assert_eq!(r.add(frag(3, 0, 1, b"x")), Some(b"x".to_vec()));
+        // A message whose end never comes is forgotten once room is needed.
+        assert_eq!(r.add(frag(4, 0, 2, b"ab")), None);
+        assert_eq!(r.bytes, 2);
+        let big = vec![0u8; MAX_SPLIT_BYTES / 2];
+        let big: &'static [u8] = Box::leak(big.into_boxed_slice());
+        for id in 5..8 {
+            assert_eq!(r.add(frag(id, 0, 2, big)), None);
+        }
+        assert!(r.bytes <= MAX_REASSEMBLY_BYTES, "{}", r.bytes);
+        assert_eq!(r.add(frag(7, 1, 2, big)).map(|v| v.len()), Some(MAX_SPLIT_BYTES));
+        assert_eq!(r.add(frag(9, 0, u32::MAX, b"ab")), None, "too large to accept");
+        assert!(r.partial.keys().all(|(_, id)| *id != 9));
+    }
+
+    #[test]
+    fn a_socket_record_is_bounded_whatever_the_handshake_holds() {
+        let rec = pb::SocketInfo {
+            id: "a.1".into(),
+            rooms: (0..100).map(|i| format!("r{i}")).collect(),
+            ..Default::default()
+        };
+        let parts = snapshot_parts(vec![rec], 200);
+        let mut rooms = 0;
+        for part in &parts {
+            let len: usize = part.iter().map(|r| r.encoded_len() + ELEMENT_OVERHEAD).sum();
+            assert!(len <= 200, "{len}");
+            rooms += part.iter().map(|r| r.rooms.len()).sum::<usize>();
+        }
+        assert_eq!(rooms, 100);
+        assert_eq!(snapshot_parts(Vec::new(), 200), vec![Vec::new()]);
+        assert_eq!(cut("éé", 3), "é");
+    }
+
     #[test]
     fn the_headers_carried_to_the_broker_are_kept_by_the_session() {
         for name in HEADERS {
@@ -1343,12 +1844,15 @@ mod tests {
 
     #[test]
     fn refcounts() {
-        let mut m: HashMap<&str, usize> = HashMap::new();
+        let mut m: HashMap<&str, isize> = HashMap::new();
         assert!(bump(&mut m, "r"));
         assert!(!bump(&mut m, "r"));
         assert!(!unbump(&mut m, &"r"));
         assert!(unbump(&mut m, &"r"));
+        assert!(m.is_empty());
+        // A disconnect counted before the join it undoes: both orders end at nothing wanted.
         assert!(!unbump(&mut m, &"r"));
+        assert!(!bump(&mut m, "r"));
         assert!(m.is_empty());
     }
 

@@ -120,6 +120,7 @@ pub struct Router {
     bus_up: AtomicBool,
     /// `GET` documents by path (the operator route set).
     documents: Vec<Document>,
+    bus_reached: AtomicBool,
     forward: Option<Arc<Forwarder>>,
 }
 
@@ -145,6 +146,7 @@ impl Router {
             draining: AtomicBool::new(false),
             bus_up: AtomicBool::new(true),
             documents: Vec::new(),
+            bus_reached: AtomicBool::new(false),
             forward: None,
         }
     }
@@ -212,9 +214,14 @@ impl Router {
         self.document("/metrics", "text/plain; version=0.0.4; charset=utf-8", f)
     }
 
-    /// Records whether the cluster bus is reachable: while it is not, `/ready` answers 503.
+    /// Records whether the cluster bus is reachable. `/ready` answers 503 only until the bus
+    /// has been reached once (the node is not in the cluster yet); an outage after that leaves
+    /// it ready, degraded (see the README, "What `/ready` means").
     pub fn set_bus_up(&self, up: bool) {
         self.bus_up.store(up, Ordering::SeqCst);
+        if up {
+            self.bus_reached.store(true, Ordering::SeqCst);
+        }
     }
 
     /// The endpoint serving `path` (its prefix, with or without the trailing slash).
@@ -274,13 +281,16 @@ impl Router {
             (&Method::GET, "/ready") if self.probes => {
                 if self.draining.load(Ordering::SeqCst) {
                     plain(StatusCode::SERVICE_UNAVAILABLE, "draining")
-                } else if !self.bus_up.load(Ordering::SeqCst) {
+                } else if self.bus_up.load(Ordering::SeqCst) {
+                    plain(StatusCode::OK, "ready")
+                } else if self.bus_reached.load(Ordering::SeqCst) {
+                    // Degraded, not dark: local delivery and new sessions go on.
+                    plain(StatusCode::OK, "ready (degraded: cluster bus down)")
+                } else {
                     plain(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "degraded: cluster bus down",
+                        "starting: cluster bus not reached yet",
                     )
-                } else {
-                    plain(StatusCode::OK, "ready")
                 }
             }
             (&Method::GET, "/") if self.demo => document(

@@ -525,12 +525,13 @@ async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("host {host:?} has no address"))
 }
 
-/// Keeps `/ready` at 503 while the bus is down.
+/// Follows the bus link for `/ready` (503 until it is first up) and the bus-up gauge.
 async fn watch_bus(bus: Bus, router: Arc<Router>) {
     let mut link = bus.link();
     loop {
         let up = link.borrow_and_update().up;
         router.set_bus_up(up);
+        ::metrics::gauge!(metrics::BUS_UP).set(if up { 1.0 } else { 0.0 });
         if link.changed().await.is_err() {
             return;
         }

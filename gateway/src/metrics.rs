@@ -75,6 +75,9 @@ pub const FORWARD_SECONDS: &str = "switchboard_gateway_forward_seconds";
 /// every limit a client can hit (issue 12, README "Security") counts here, whatever form the
 /// refusal takes on the wire (close code, `connect_error`, error ack, HTTP status).
 pub const LIMITED: &str = "switchboard_gateway_limited_total";
+/// 1 while the cluster bus (NATS, or the in-process hub) is connected, else 0 (gauge). `/ready`
+/// stays 200 through an outage; this shows it.
+pub const BUS_UP: &str = "switchboard_gateway_bus_up";
 /// Counter (from the bus crate): messages a subscriber dropped because it fell behind.
 pub const BUS_SLOW_CONSUMER_DROPS: &str = switchboard_bus::SLOW_CONSUMER_DROPS;
 
@@ -145,6 +148,7 @@ pub fn describe() {
         "Seconds from passing a request on to the owner's answer head"
     );
     describe_counter!(LIMITED, "Client input refused by a limit, by limit");
+    describe_gauge!(BUS_UP, "1 while the cluster bus is connected, else 0");
     describe_counter!(
         BUS_SLOW_CONSUMER_DROPS,
         "Bus messages a subscriber dropped because it fell behind"
@@ -296,6 +300,7 @@ pub fn bus_error_kind(e: &BusError) -> &'static str {
         BusError::NoResponders => "no_responders",
         BusError::Timeout => "timeout",
         BusError::Request(_) => "request",
+        BusError::TooLarge { .. } => "too_large",
     }
 }
 
