@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use switchboard_gateway::engineio::Frame;
 use serde_json::Value;
+use switchboard_fuzz::round_trip;
 use switchboard_gateway::socketio::{self, Decoded, Packet, PacketType, Reassembly};
 
 /// More declared attachments than this are checked for decoding only, to keep runs fast.
@@ -55,31 +55,4 @@ fn check_event_fast_path(packet: &Packet) {
     let args = Value::Array(args.to_vec());
     let fast = socketio::encode_event(&packet.nsp, event, &args, packet.id, &packet.attachments);
     assert_eq!(fast, socketio::encode(packet));
-}
-
-fn round_trip(packet: &Packet) -> Packet {
-    let frames = socketio::encode(packet);
-    let Some((Frame::Text(text), attachments)) = frames.split_first() else {
-        panic!("encode starts with a text frame");
-    };
-    let text = std::str::from_utf8(text).expect("encoded text is UTF-8");
-    let text = text.strip_prefix('4').expect("an Engine.IO message");
-    match socketio::decode(text).expect("encoded packet decodes") {
-        Decoded::Complete(again) => {
-            assert!(attachments.is_empty());
-            again
-        }
-        Decoded::NeedAttachments(header, n) => {
-            assert_eq!(n, attachments.len());
-            let mut r = Reassembly::new(header, n);
-            let mut done = None;
-            for frame in attachments {
-                let Frame::Binary(bin) = frame else {
-                    panic!("attachments are binary frames");
-                };
-                done = r.push(bin.clone()).expect("attachment accepted");
-            }
-            done.expect("complete")
-        }
-    }
 }
