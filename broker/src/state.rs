@@ -1156,10 +1156,10 @@ impl<'a> Iterator for Union<'a> {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 impl Directory {
-    /// Panics unless every module invariant holds.
-    fn check_invariants(&self) {
+    /// Panics unless every module invariant holds (for the tests and the fuzz targets only).
+    pub fn check_invariants(&self) {
         for (id, rec) in &self.sockets {
             assert_eq!(id, &rec.id);
             let node = self

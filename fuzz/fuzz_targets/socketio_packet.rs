@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use switchboard_gateway::engineio::Frame;
+use switchboard_fuzz::round_trip;
 use switchboard_gateway::socketio::{self, Decoded, Packet, PacketType, Reassembly};
 
 /// More declared attachments than this are checked for decoding only, to keep runs fast.
@@ -23,19 +23,11 @@ fuzz_target!(|data: &[u8]| {
             if n > MAX_REASSEMBLED {
                 return;
             }
-            let now = std::time::Instant::now();
-            let mut r = Reassembly::new(
-                header,
-                n,
-                usize::MAX,
-                now + std::time::Duration::from_secs(60),
-            );
+            let mut r = Reassembly::new(header, n);
             let mut done = None;
             for i in 0..n {
                 assert!(done.is_none(), "completed before the last attachment");
-                done = r
-                    .push(Bytes::from(vec![i as u8; i]), now)
-                    .expect("placeholders were checked");
+                done = r.push(Bytes::from(vec![i as u8; i])).expect("placeholders were checked");
             }
             let packet = done.expect("complete after the last attachment");
             assert_eq!(packet.attachments.len(), n);
@@ -63,37 +55,4 @@ fn check_event_fast_path(packet: &Packet) {
     let args = Value::Array(args.to_vec());
     let fast = socketio::encode_event(&packet.nsp, event, &args, packet.id, &packet.attachments);
     assert_eq!(fast, socketio::encode(packet));
-}
-
-fn round_trip(packet: &Packet) -> Packet {
-    let frames = socketio::encode(packet);
-    let Some((Frame::Text(text), attachments)) = frames.split_first() else {
-        panic!("encode starts with a text frame");
-    };
-    let text = std::str::from_utf8(text).expect("encoded text is UTF-8");
-    let text = text.strip_prefix('4').expect("an Engine.IO message");
-    match socketio::decode(text).expect("encoded packet decodes") {
-        Decoded::Complete(again) => {
-            assert!(attachments.is_empty());
-            again
-        }
-        Decoded::NeedAttachments(header, n) => {
-            assert_eq!(n, attachments.len());
-            let now = std::time::Instant::now();
-            let mut r = Reassembly::new(
-                header,
-                n,
-                usize::MAX,
-                now + std::time::Duration::from_secs(60),
-            );
-            let mut done = None;
-            for frame in attachments {
-                let Frame::Binary(bin) = frame else {
-                    panic!("attachments are binary frames");
-                };
-                done = r.push(bin.clone(), now).expect("attachment accepted");
-            }
-            done.expect("complete")
-        }
-    }
 }

@@ -51,11 +51,12 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::auth::Claims;
-use crate::engineio::Frame;
+use crate::engineio::{Frame, RECORD_SEPARATOR};
 use crate::id::{NodeId, owner_of};
 use crate::metrics::{self as m, Limit};
 use crate::policy::{BoxFuture, Bridge, Reservation};
 use crate::sio::{Adapter, Args, DisconnectReason, Room, Server, Socket, Target};
+use crate::socketio::{self, Decoded, PacketType};
 
 /// Messages the publisher may hold before new ones are dropped.
 const OUT_QUEUE: usize = 65_536;
@@ -579,9 +580,11 @@ impl Cluster {
             self.emit_with_acks(&d.ns, &target, ack, d.attachments);
             return;
         }
-        let mut frames = Vec::with_capacity(1 + d.attachments.len());
-        frames.push(Frame::Text(d.packet));
-        frames.extend(d.attachments.into_iter().map(Frame::Binary));
+        let Some(frames) = delivery_frames(&d.ns, d.packet, d.attachments) else {
+            ::metrics::counter!(m::BUS_MALFORMED).increment(1);
+            tracing::debug!(ns = %d.ns, "delivery with a malformed packet ignored");
+            return;
+        };
         self.inner
             .io
             .deliver_remote(&d.ns, &target, &frames, d.volatile);
@@ -595,17 +598,13 @@ impl Cluster {
         ack: pb::AckRequest,
         attachments: Vec<Bytes>,
     ) {
-        let values = match serde_json::from_str::<Value>(&ack.args_json) {
-            Ok(Value::Array(v)) => v,
-            Ok(Value::Null) | Err(_) if ack.args_json.is_empty() => Vec::new(),
-            _ => {
-                ::metrics::counter!(m::BUS_MALFORMED).increment(1);
-                return;
-            }
+        let Some(args) = ack_request_args(&ack, attachments) else {
+            ::metrics::counter!(m::BUS_MALFORMED).increment(1);
+            return;
         };
         let timeout = Duration::from_millis(ack.timeout_ms.clamp(1, 600_000));
         for socket in self.inner.io.select(ns, target) {
-            let args = Args::new(values.clone()).with_attachments(attachments.clone());
+            let args = args.clone();
             let bus = self.inner.bus.clone();
             let reply_to = ack.reply.clone();
             let socket_id = socket.id().to_owned();
@@ -781,23 +780,19 @@ impl Bridge for Cluster {
             if !reply.error.is_empty() {
                 return Err(reply.error);
             }
-            if !reply.join.is_empty() || !reply.leave.is_empty() {
-                for room in reply.join {
+            let mut reply = reply;
+            let (join, leave) = (std::mem::take(&mut reply.join), std::mem::take(&mut reply.leave));
+            if !join.is_empty() || !leave.is_empty() {
+                for room in join {
                     socket.join(room);
                 }
-                for room in &reply.leave {
+                for room in &leave {
                     socket.leave(room);
                 }
                 // The ack tells the client it is in the room: deliveries to it must arrive.
                 cluster.settled().await;
             }
-            let values = if reply.args_json.is_empty() {
-                Value::Array(Vec::new())
-            } else {
-                crate::socketio::parse_json(&reply.args_json)
-                    .ok_or_else(|| "malformed worker reply".to_owned())?
-            };
-            Ok(Args::from(values).with_attachments(reply.attachments))
+            worker_reply(reply)
         })
     }
 
@@ -1247,6 +1242,73 @@ fn to_pb_target(t: &Target) -> pb::Target {
     }
 }
 
+/// The frames a delivery from the bus writes to its local recipients: the packet as an
+/// Engine.IO text frame, then the attachments. `None` unless the packet is what a gateway's
+/// encoder writes for an emit: `4` and a Socket.IO EVENT or BINARY_EVENT of the delivery's own
+/// namespace, without an ack id, that announces exactly the delivered attachments. So a bus
+/// peer cannot make a gateway write any other packet (an Engine.IO close, a Socket.IO CONNECT
+/// or DISCONNECT, an ack) or a record separator that would split a polling payload in two.
+/// Costs one decode per delivery and gateway, not per recipient.
+pub fn delivery_frames(ns: &str, packet: Bytes, attachments: Vec<Bytes>) -> Option<Vec<Frame>> {
+    let text = std::str::from_utf8(&packet).ok()?.strip_prefix('4')?;
+    let (header, announced) = match socketio::decode(text).ok()? {
+        Decoded::Complete(p) => (p, 0),
+        Decoded::NeedAttachments(p, n) => (p, n),
+    };
+    let emit = matches!(header.kind, PacketType::Event | PacketType::BinaryEvent)
+        && header.nsp == ns
+        && header.id.is_none()
+        && announced == attachments.len()
+        && !packet.contains(&RECORD_SEPARATOR);
+    if !emit {
+        return None;
+    }
+    let mut frames = Vec::with_capacity(1 + attachments.len());
+    frames.push(Frame::Text(packet));
+    frames.extend(attachments.into_iter().map(Frame::Binary));
+    Some(frames)
+}
+
+/// The arguments of a delivery that collects acks: `args_json` (a JSON array; empty for none)
+/// and the delivery's attachments. `None` for an event name the client libraries reserve, other
+/// JSON, or a placeholder naming an attachment that is not there: the recipients could not
+/// decode such an emit.
+pub fn ack_request_args(ack: &pb::AckRequest, attachments: Vec<Bytes>) -> Option<Args> {
+    if socketio::RESERVED_EVENTS.contains(&ack.event.as_str()) {
+        return None;
+    }
+    let values = match serde_json::from_str::<Value>(&ack.args_json) {
+        Ok(Value::Array(values)) => values,
+        Err(_) if ack.args_json.is_empty() => Vec::new(),
+        _ => return None,
+    };
+    acceptable(Args::new(values).with_attachments(attachments))
+}
+
+/// The ack a worker's reply to a forwarded event gives the client: the worker's error, or its
+/// arguments (a JSON array, or one value; none when empty) with its attachments. Malformed JSON,
+/// or a placeholder naming an attachment the reply does not carry, is "malformed worker reply":
+/// the client could not decode that ack.
+pub fn worker_reply(reply: pb::EventReply) -> Result<Args, String> {
+    let malformed = || "malformed worker reply".to_owned();
+    if !reply.error.is_empty() {
+        return Err(reply.error);
+    }
+    let values = if reply.args_json.is_empty() {
+        Value::Array(Vec::new())
+    } else {
+        socketio::parse_json(&reply.args_json).ok_or_else(malformed)?
+    };
+    acceptable(Args::from(values).with_attachments(reply.attachments)).ok_or_else(malformed)
+}
+
+/// `args` if every placeholder in them names one of their attachments.
+fn acceptable(args: Args) -> Option<Args> {
+    let count = args.attachments.len();
+    let named = |v: &Value| socketio::check_placeholders(Some(v), count).is_ok();
+    args.values.iter().all(named).then_some(args)
+}
+
 fn from_pb_target(t: pb::Target) -> Target {
     let arcs = |v: Vec<String>| v.into_iter().map(Arc::from).collect();
     Target {
@@ -1496,6 +1558,104 @@ mod tests {
         .await;
         assert_eq!(got, vec![Bytes::from_static(br#"42/chat,["direct"]"#)]);
         assert!(drain(&cb2).is_empty(), "b's other socket is in no room");
+    }
+
+    #[test]
+    fn bus_arguments_must_fill_their_placeholders() {
+        let one = || vec![Bytes::from_static(b"\x01")];
+        let ph = r#"{"_placeholder":true,"num":0}"#;
+        let reply = |args_json: &str, attachments: Vec<Bytes>| {
+            worker_reply(pb::EventReply {
+                args_json: args_json.to_owned(),
+                attachments,
+                error: String::new(),
+            })
+        };
+        let malformed = Err("malformed worker reply".to_owned());
+        assert_eq!(reply("", vec![]), Ok(Args::none()));
+        assert_eq!(reply("[1]", vec![]), Ok(Args::new(vec![json!(1)])));
+        assert_eq!(reply("7", vec![]), Ok(Args::new(vec![json!(7)])));
+        assert!(reply(&format!("[{ph}]"), one()).is_ok());
+        assert_eq!(reply(&format!("[{ph}]"), vec![]), malformed);
+        assert_eq!(reply(&format!("[{{\"a\":[{ph}]}}]"), vec![]), malformed);
+        assert_eq!(reply(ph, vec![]), malformed);
+        assert_eq!(reply("[", vec![]), malformed);
+        let refused = pb::EventReply {
+            error: "no".into(),
+            ..Default::default()
+        };
+        assert_eq!(worker_reply(refused), Err("no".to_owned()));
+
+        let ack = |event: &str, args_json: &str| pb::AckRequest {
+            event: event.to_owned(),
+            args_json: args_json.to_owned(),
+            ..Default::default()
+        };
+        assert_eq!(ack_request_args(&ack("ping", ""), vec![]), Some(Args::none()));
+        assert!(ack_request_args(&ack("ping", &format!("[{ph}]")), one()).is_some());
+        assert_eq!(ack_request_args(&ack("ping", &format!("[{ph}]")), vec![]), None);
+        assert_eq!(ack_request_args(&ack("ping", "{}"), vec![]), None);
+        assert_eq!(ack_request_args(&ack("connect", "[]"), vec![]), None);
+        assert_eq!(ack_request_args(&ack("disconnect", "[]"), vec![]), None);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_writes_only_an_emit_of_its_own_namespace() {
+        let hub = Hub::new();
+        let b = node(&hub, "b", vec![]).await;
+        let (conn, socket) = b.socket();
+        let publisher = hub.client();
+        let subject = Subjects::new("t").unwrap().node("b");
+        let one = vec![Bytes::from_static(b"\x01")];
+        let attached = r#"451-/chat,["a",{"_placeholder":true,"num":0}]"#;
+        // Refused: not an emit, another namespace, an ack id, attachments that do not match
+        // the header, a record separator, invalid UTF-8. The last one is the fence.
+        let packets: Vec<(&[u8], Vec<Bytes>)> = vec![
+            (b"1", vec![]),
+            (b"6", vec![]),
+            (b"40/chat,", vec![]),
+            (b"41/chat,", vec![]),
+            (br#"44/chat,{"message":"x"}"#, vec![]),
+            (br#"42["other namespace"]"#, vec![]),
+            (br#"42/chat,7["wants an ack"]"#, vec![]),
+            (br#"43/chat,7[]"#, vec![]),
+            (attached.as_bytes(), vec![]),
+            (br#"42/chat,["a"]"#, one.clone()),
+            (b"42/chat,[\"a\"]\x1e41/chat,", vec![]),
+            (b"42/chat,[\"\xff\"]", vec![]),
+            (b"", vec![]),
+            (attached.as_bytes(), one.clone()),
+            (br#"42/chat,["fence"]"#, vec![]),
+        ];
+        for (packet, attachments) in packets {
+            let delivery = pb::Delivery {
+                ns: "/chat".into(),
+                target: Some(pb::Target {
+                    socket_ids: vec![socket.id().to_owned()],
+                    ..Default::default()
+                }),
+                packet: Bytes::copy_from_slice(packet),
+                attachments,
+                ..Default::default()
+            };
+            let envelope = pb::Envelope {
+                body: Some(envelope::Body::Delivery(delivery)),
+            };
+            let payload = Bytes::from(envelope.encode_to_vec());
+            publisher.publish(subject.clone(), payload).await.unwrap();
+        }
+        let mut got = Vec::new();
+        until("the fence", || {
+            got.extend(drain(&conn));
+            got.last().map(Bytes::as_ref) == Some(br#"42/chat,["fence"]"#.as_slice())
+        })
+        .await;
+        let want: Vec<Bytes> = vec![
+            Bytes::from(attached),
+            Bytes::from_static(b"\x01"),
+            Bytes::from_static(br#"42/chat,["fence"]"#),
+        ];
+        assert_eq!(got, want);
     }
 
     #[tokio::test]

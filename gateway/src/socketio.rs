@@ -253,7 +253,8 @@ fn check_payload(
 
 /// Checks that every placeholder (an object whose `_placeholder` is `true`) has an integer `num`
 /// below `count`. Walks with an explicit stack: values built in code have no depth limit.
-fn check_placeholders(data: Option<&Value>, count: usize) -> Result<(), DecodeError> {
+/// Public for arguments that come from the bus rather than from a decoded packet.
+pub fn check_placeholders(data: Option<&Value>, count: usize) -> Result<(), DecodeError> {
     let mut stack: Vec<&Value> = data.into_iter().collect();
     while let Some(value) = stack.pop() {
         match value {

@@ -1,0 +1,292 @@
+//! The broker's directory (`broker/src/state.rs`) driven by bus messages, as the broker's NATS
+//! loop applies them (`broker/src/service.rs`: member messages, snapshot parts through the
+//! assembler, heartbeats, reservations, lease expiry).
+//!
+//! Messages are built from a few node, socket, namespace and room names so that they meet, then
+//! go through protobuf encode → decode (which must give them back unchanged); some are arbitrary
+//! bytes instead. After every operation the directory's invariants hold
+//! (`Directory::check_invariants`), every change converts to its presence event, and:
+//! - a reservation that joins leaves the room within its capacity, one refused as full found
+//!   the room at it, and a socket only joins rooms of its own namespace;
+//! - a node that leaves with its current epoch holds no sockets afterwards.
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::arbitrary::{Result, Unstructured};
+use libfuzzer_sys::fuzz_target;
+use switchboard_broker::convert;
+use switchboard_broker::snapshot::{self, Assembler, Outcome};
+use switchboard_broker::state::{Change, Directory, Reason, Reserved, ReserveError};
+use switchboard_proto::Message;
+use switchboard_proto::bus::{self as pb, member_message::Body};
+
+const LEASE: Duration = Duration::from_secs(6);
+const NODES: &[&str] = &["a", "b", "c"];
+const SOCKETS: &[&str] = &["a.1", "a.2", "b.1", "b.2", "c.1", "x"];
+const NAMESPACES: &[&str] = &["/", "/chat"];
+const ROOMS: &[&str] = &["r1", "r2", "r3", ""];
+const USERS: &[&str] = &["u1", "u2"];
+
+fuzz_target!(|data: &[u8]| {
+    let mut u = Unstructured::new(data);
+    let mut world = World {
+        dir: Directory::new(LEASE),
+        parts: Assembler::new(),
+        now: Instant::now(),
+    };
+    while !u.is_empty() {
+        if world.step(&mut u).is_err() {
+            break;
+        }
+        world.dir.check_invariants();
+    }
+});
+
+struct World {
+    dir: Directory,
+    parts: Assembler,
+    now: Instant,
+}
+
+impl World {
+    fn step(&mut self, u: &mut Unstructured<'_>) -> Result<()> {
+        let node = node(u)?;
+        match u.int_in_range(0..=15u8)? {
+            0..=8 => {
+                let message = member_message(u, &node)?;
+                let again = roundtrip(&message);
+                self.member(&node, again);
+            }
+            9 => {
+                let len = u.int_in_range(0..=64usize)?;
+                if let Ok(message) = pb::MemberMessage::decode(u.bytes(len)?) {
+                    self.member(&node, roundtrip(&message));
+                }
+            }
+            10 => {
+                let beat = roundtrip(&pb::Heartbeat {
+                    node: node.clone(),
+                    epoch: epoch(u)?,
+                    seq: seq(u)?,
+                    connections: u.arbitrary()?,
+                    sockets: u.arbitrary()?,
+                    address: u.arbitrary()?,
+                });
+                let info = switchboard_broker::state::NodeInfo {
+                    address: beat.address,
+                    connections: beat.connections,
+                };
+                let applied = self.dir.heartbeat(&node, beat.epoch, beat.seq, info, self.now);
+                announce(&applied.changes);
+            }
+            11 | 12 => {
+                let request = roundtrip(&pb::ReserveRequest {
+                    ns: (*u.choose(NAMESPACES)?).to_owned(),
+                    room: (*u.choose(ROOMS)?).to_owned(),
+                    socket_id: (*u.choose(SOCKETS)?).to_owned(),
+                    max_members: u.int_in_range(0..=3)?,
+                });
+                self.reserve(&request);
+            }
+            13 => {
+                self.now += Duration::from_millis(u.int_in_range(0..=8_000)?);
+                for (_, changes) in self.dir.expire(self.now) {
+                    announce(&changes);
+                }
+            }
+            14 => {
+                let id = u.choose(SOCKETS)?;
+                let json: String = u.arbitrary()?;
+                let known = self.dir.socket(id).is_some();
+                assert_eq!(self.dir.set_data(id, json.clone()), known);
+                if known {
+                    assert_eq!(self.dir.socket(id).map(|s| s.data_json.as_str()), Some(json.as_str()));
+                }
+            }
+            _ => self.now += Duration::from_millis(u.int_in_range(0..=3_000)?),
+        }
+        Ok(())
+    }
+
+    /// What the broker does with a member message received on `{prefix}.member.{node}`.
+    fn member(&mut self, node: &str, message: pb::MemberMessage) {
+        if !message.node.is_empty() && message.node != node {
+            return;
+        }
+        let pb::MemberMessage {
+            epoch, seq, body, ..
+        } = message;
+        let Some(body) = body else {
+            return;
+        };
+        match body {
+            Body::Snapshot(part) => {
+                let sockets = part
+                    .sockets
+                    .into_iter()
+                    .map(|s| convert::socket_record(node, s))
+                    .collect();
+                let part = snapshot::Part {
+                    epoch,
+                    seq,
+                    request_id: part.request_id,
+                    part: part.part,
+                    last: part.last,
+                    sockets,
+                };
+                if let Outcome::Complete {
+                    epoch,
+                    seq,
+                    sockets,
+                } = self.parts.part(node, part)
+                {
+                    let applied = self.dir.snapshot(node, epoch, seq, sockets, self.now);
+                    announce(&applied.changes);
+                }
+            }
+            Body::Leaving(_) => {
+                self.parts.forget(node);
+                if self.dir.node_epoch(node) == Some(epoch) {
+                    announce(&self.dir.remove_node(node, Reason::NodeLeft));
+                    assert_eq!(self.dir.node_sockets(node), 0);
+                    assert_eq!(self.dir.node_epoch(node), None);
+                }
+            }
+            body => {
+                let Some(event) = convert::member_event(node, body) else {
+                    panic!("connect, disconnect, join and leave are events");
+                };
+                self.parts.forget(node);
+                let applied = self.dir.apply(node, epoch, seq, event, self.now);
+                announce(&applied.changes);
+            }
+        }
+    }
+
+    /// What the leading broker does with a reservation request.
+    fn reserve(&mut self, r: &pb::ReserveRequest) {
+        let max = usize::try_from(r.max_members).unwrap_or(usize::MAX);
+        let members = |dir: &Directory| dir.room_members(&r.ns, &r.room).len();
+        let before = members(&self.dir);
+        let in_ns = self.dir.socket(&r.socket_id).is_some_and(|s| s.ns == r.ns);
+        match self.dir.reserve(&r.ns, &r.room, &r.socket_id, max) {
+            Ok(Reserved::Joined(changes)) => {
+                announce(&changes);
+                assert!(in_ns);
+                assert_eq!(members(&self.dir), before + 1);
+                assert!(max == 0 || before < max, "joined a full room");
+                let rec = self.dir.socket(&r.socket_id).expect("the socket joined");
+                assert!(rec.rooms.contains(&r.room));
+            }
+            Ok(Reserved::AlreadyMember) => {
+                assert_eq!(members(&self.dir), before);
+                assert!(self.dir.room_members(&r.ns, &r.room).contains(&r.socket_id.as_str()));
+            }
+            Err(ReserveError::RoomFull) => {
+                assert!(max != 0 && before >= max);
+                assert_eq!(members(&self.dir), before);
+            }
+            Err(ReserveError::UnknownSocket) => assert!(!in_ns),
+        }
+    }
+}
+
+/// Every change converts to its presence event (or none), which survives the wire.
+fn announce(changes: &[Change]) {
+    for event in changes.iter().filter_map(convert::presence_event) {
+        roundtrip(&event);
+    }
+}
+
+fn roundtrip<M: Message + Default + PartialEq + std::fmt::Debug>(m: &M) -> M {
+    let again = M::decode(m.encode_to_vec().as_slice()).expect("an encoded message decodes");
+    assert_eq!(&again, m);
+    again
+}
+
+fn node(u: &mut Unstructured<'_>) -> Result<String> {
+    if u.ratio(1, 32)? {
+        return u.arbitrary();
+    }
+    Ok((*u.choose(NODES)?).to_owned())
+}
+
+fn epoch(u: &mut Unstructured<'_>) -> Result<u64> {
+    u.int_in_range(1..=3)
+}
+
+fn seq(u: &mut Unstructured<'_>) -> Result<u64> {
+    if u.ratio(1, 32)? {
+        return u.arbitrary();
+    }
+    u.int_in_range(0..=8)
+}
+
+fn member_message(u: &mut Unstructured<'_>, node: &str) -> Result<pb::MemberMessage> {
+    let body = match u.int_in_range(0..=9u8)? {
+        0..=2 => Body::Connect(socket_info(u)?),
+        3 => Body::Disconnect(pb::Disconnect {
+            id: (*u.choose(SOCKETS)?).to_owned(),
+            reason: "transport close".to_owned(),
+        }),
+        4 | 5 => Body::Join(room_change(u)?),
+        6 => Body::Leave(room_change(u)?),
+        7 | 8 => Body::Snapshot(pb::SnapshotPart {
+            part: u.int_in_range(0..=2)?,
+            last: u.arbitrary()?,
+            sockets: (0..u.int_in_range(0..=3u8)?)
+                .map(|_| socket_info(u))
+                .collect::<Result<_>>()?,
+            request_id: u.int_in_range(0..=1)?,
+        }),
+        _ => Body::Leaving(pb::NodeLeaving {}),
+    };
+    let named = if u.ratio(1, 16)? {
+        (*u.choose(NODES)?).to_owned()
+    } else if u.arbitrary()? {
+        node.to_owned()
+    } else {
+        String::new()
+    };
+    Ok(pb::MemberMessage {
+        node: named,
+        epoch: epoch(u)?,
+        seq: seq(u)?,
+        body: Some(body),
+    })
+}
+
+fn room_change(u: &mut Unstructured<'_>) -> Result<pb::RoomChange> {
+    Ok(pb::RoomChange {
+        id: (*u.choose(SOCKETS)?).to_owned(),
+        room: (*u.choose(ROOMS)?).to_owned(),
+    })
+}
+
+fn socket_info(u: &mut Unstructured<'_>) -> Result<pb::SocketInfo> {
+    let mut rooms = Vec::new();
+    for _ in 0..u.int_in_range(0..=3u8)? {
+        rooms.push((*u.choose(ROOMS)?).to_owned());
+    }
+    Ok(pb::SocketInfo {
+        id: (*u.choose(SOCKETS)?).to_owned(),
+        ns: if u.ratio(1, 32)? {
+            String::new()
+        } else {
+            (*u.choose(NAMESPACES)?).to_owned()
+        },
+        user: if u.arbitrary()? {
+            Some((*u.choose(USERS)?).to_owned())
+        } else {
+            None
+        },
+        rooms,
+        handshake: None,
+        data_json: String::new(),
+        presence: Some(pb::PresenceFlags {
+            rooms: u.arbitrary()?,
+            users: u.arbitrary()?,
+        }),
+    })
+}
