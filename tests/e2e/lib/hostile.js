@@ -18,6 +18,7 @@
 
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
+const path = require('node:path');
 const http = require('node:http');
 const net = require('node:net');
 const WebSocket = require('ws');
@@ -25,6 +26,7 @@ const { request, Polling, Ws, wsUrl, wsHandshake, SEP } = require('./raw');
 const { hs256, now, within, connectError } = require('./client');
 const { SECRET } = require('./members');
 const { waitFor, brokerTruth } = require('./cluster');
+const { REPO } = require('./server');
 
 const PATH = '/socket.io/';
 /** fixtures/hostile.toml: `max_payload_bytes`, `/chat`'s rate limit, `max_connections_per_ip`. */
@@ -108,7 +110,7 @@ async function limitedCounts(gw) {
  * Runs one attack against `target.gw` (see the file comment). `spec`: { name, boundMb, limit }
  * where `limit` names the `switchboard_gateway_limited_total` label the refusal must be counted
  * under (omit it for refusals that are not a limit; a list for several). `run(ctx)` gets
- * { gw, url, mark(saw), hold(fn), keep(fn) }: it performs the attack, asserts the refusal, calls
+ * { gw, url, target, mark(saw), hold(fn), keep(fn) }: it performs the attack, asserts the refusal, calls
  * `mark` at the first refusal with a short description of what the client saw, and registers the
  * closers of the connections it opened: `hold`-ed ones are called before the checks, `keep`-ed
  * ones after them (connections that must stay open while relays are checked). Both are called
@@ -141,7 +143,7 @@ async function attack(t, target, spec, run) {
   let mem = null;
   try {
     try {
-      const extra = await run({ gw, url: gw.url, mark, hold: (fn) => held.push(fn), keep: (fn) => kept.push(fn) });
+      const extra = await run({ gw, url: gw.url, target, mark, hold: (fn) => held.push(fn), keep: (fn) => kept.push(fn) });
       if (extra) Object.assign(outcome, extra);
       if (outcome.refusedMs === null) mark(outcome.saw || '(refusal not marked)');
     } catch (err) {
@@ -918,6 +920,147 @@ const origins = define({ name: '13. CORS and Origin mismatches', boundMb: 8 }, a
   return { saw: `no CORS headers (handshake ${handshake.status}, preflight ${preflight.status}); WebSocket 403` };
 });
 
+// ---- cluster-only attacks ----------------------------------------------------------------------
+
+/** 5b. The operator paths through each shipped nginx config (deploy/nginx/) in front of the cluster. */
+const operatorThroughNginx = define({ name: '5b. GET /v1/state and /metrics through each shipped nginx config', boundMb: 8 }, async ({ target, mark }) => {
+  const { startNginx } = require('./nginx');
+  const files = fs.readdirSync(path.join(REPO, 'deploy', 'nginx')).filter((f) => f.endsWith('.conf')).sort();
+  assert.ok(files.length > 0, 'deploy/nginx/ ships configs');
+  const seen = [];
+  const exposed = [];
+  for (const file of files) {
+    const nginx = await startNginx(file, target.cluster.gateways);
+    try {
+      for (const p of ['/v1/state', '/metrics']) {
+        const res = await request(`${nginx.url}${p}`);
+        seen.push(`${file} ${p} → ${res.status}`);
+        mark(`${p} → ${res.status}`);
+        if (res.status !== 404) exposed.push(`${file}: ${p} → ${res.status} ${res.body.slice(0, 80)}`);
+      }
+    } finally {
+      await nginx.stop();
+    }
+  }
+  assert.deepEqual(exposed, [], 'no shipped nginx config reaches the operator surface');
+  return { saw: seen.join(', ') };
+});
+
+/**
+ * The worker credential of the cluster's NATS (lib/cluster.js, once the bus has users): options
+ * for nats.js `connect`, or null while NATS runs without authentication.
+ */
+function workerLogin(cluster) {
+  const creds = cluster.credentials || cluster.nats.credentials || cluster.nats.users || null;
+  const w = creds && creds.worker;
+  if (!w) return null;
+  return { user: w.user, pass: w.pass ?? w.password, ...(w.token ? { token: w.token } : {}) };
+}
+
+/**
+ * 14. A kick (Command{disconnect}) published by a worker for a socket of gw2, on its command
+ * subject and on its delivery subject: NATS refuses the first (permissions), gw2 ignores the
+ * second, and the socket stays connected.
+ */
+const workerKick = define({ name: '14. a kick published on the bus with a worker credential', boundMb: 8 }, async ({ target, mark, hold }) => {
+  const { connect } = require('nats');
+  const bus = require('./bus');
+  const { cluster, members } = target;
+  const login = workerLogin(cluster);
+  const victim = await members.connect(cluster.gateways[1]);
+  const witness = await members.connect(cluster.gateways[2]);
+  for (const m of [victim, witness]) {
+    hold(() => {
+      m.socket.disconnect();
+      m.gone = true;
+    });
+    assert.deepEqual(await m.join('kick-victim'), { ok: true });
+  }
+  const nc = await connect({ servers: cluster.nats.url, name: 'e2e-hostile-worker', ...(login || {}) });
+  hold(() => nc.close());
+  const violations = [];
+  (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === 'error' || /permission/i.test(String(s.data))) {
+        violations.push(String(s.data));
+        mark(`NATS: ${s.data}`);
+      }
+    }
+  })();
+  const command = bus.encode('Envelope', {
+    command: { origin: 'mallory', ns: '/chat', target: { socket_ids: [victim.id] }, disconnect: { close_connection: true, reason: 'kicked by a worker' } },
+  });
+  const p = cluster.prefix;
+  for (const subject of [`${p}.cmd.node.gw2`, `${p}.cmd.ns._2Fchat`, `${p}.node.gw2`, `${p}.ns._2Fchat`]) nc.publish(subject, command);
+  await nc.flush().catch(() => {});
+  // a fence: a relay sent after the kick reached the server arrives, so the kick was handled first
+  witness.socket.emit('say', { room: 'kick-victim', text: 'after the kick' });
+  await victim.until('say', (a) => a[0] && a[0].text === 'after the kick').catch(() => {});
+  assert.equal(victim.gone, false, `the victim was kicked by a worker${login ? '' : ' (NATS runs without credentials: lib/cluster.js gives no worker credential)'}`);
+  assert.ok(login, 'lib/cluster.js gives a worker credential (NATS authentication on)');
+  assert.ok(violations.length > 0, 'NATS reported a permissions violation to the worker');
+  return { saw: `victim still connected; NATS: ${violations[0]}` };
+});
+
+/**
+ * 15. Three sessions with ~400 KB handshake headers (a kept one: user-agent), then a second
+ * broker, whose resync must rebuild every gateway: the kept-header limit refuses the handshakes
+ * (431), or snapshot parts are split by bytes.
+ */
+const snapshotOversize = define({ name: '15. snapshot oversize: 3 sessions with 400 KB handshake headers, then a resync', boundMb: 32, limit: 'handshake' }, async ({ url, target, mark, hold }) => {
+  const { startBroker } = require('./cluster');
+  const { cluster, members } = target;
+  const ua = `hostile/${'x'.repeat(400 * 1024)}`;
+  const statuses = [];
+  for (let i = 0; i < 3; i += 1) {
+    const res = await request(`${url}${PATH}?EIO=4&transport=polling`, { headers: { 'user-agent': ua } }).catch((err) => ({ status: `error ${err.code || err.message}` }));
+    statuses.push(res.status);
+    mark(`handshake ${res.status}`);
+    if (res.status !== 200) continue;
+    const session = new Polling(url, PATH, JSON.parse(res.body.slice(1)).sid, null);
+    hold(() => session.post('1').catch(() => {}));
+    await session.post('40/chat,');
+    const reply = (await session.collect(1, { timeout: 5000 }))[0];
+    const sid = JSON.parse(reply.slice(reply.indexOf('{'))).sid;
+    target.extra[sid] = [];
+    hold(() => delete target.extra[sid]);
+  }
+  const broker2 = await startBroker({ natsUrl: cluster.nats.url, prefix: cluster.prefix, env: cluster.brokerEnv || {} });
+  try {
+    await stateEquals(() => broker2.state(), members, { extra: () => target.extra });
+  } finally {
+    await broker2.stop();
+  }
+  return { saw: `handshakes: ${statuses.join(', ')}; a new broker rebuilt every gateway` };
+});
+
+/**
+ * 16. A relay whose attachments and arguments exceed the bus payload (NATS max_payload, 1 MiB):
+ * the sender gets an error ack, and no member — local or remote — receives it.
+ */
+const busPayload = define({ name: '16. relay over the bus payload (990 KB attachment + 100 KB text)', boundMb: 32, limit: 'bus_payload' }, async ({ target, mark, hold }) => {
+  const { cluster, members } = target;
+  const [gw1, gw2] = cluster.gateways;
+  const sender = await members.connect(gw1);
+  const local = await members.connect(gw1);
+  const remote = await members.connect(gw2);
+  for (const m of [sender, local, remote]) {
+    hold(() => {
+      m.socket.disconnect();
+      m.gone = true;
+    });
+    assert.deepEqual(await m.join('big-room'), { ok: true });
+  }
+  const ack = await sender.ack('say', { room: 'big-room', text: 'x'.repeat(100_000) }, Buffer.alloc(990_000, 7));
+  mark(`ack ${JSON.stringify(ack)}`);
+  sender.socket.emit('say', { room: 'big-room', text: 'fence' });
+  await Promise.all([local, remote].map((m) => m.until('say', (a) => a[0] && a[0].text === 'fence')));
+  const big = (m) => m.of('say', (a) => a[0] && a[0].text !== 'fence').length;
+  assert.deepEqual(ack, { ok: false, error: 'message too large' }, 'the sender is told');
+  assert.deepEqual([big(local), big(remote)], [0, 0], 'neither the local nor the remote member received it');
+  return { saw: `ack ${JSON.stringify(ack)}; local got ${big(local)}, remote got ${big(remote)}` };
+});
+
 // ---- suites -------------------------------------------------------------------------------------
 // One gateway (or one cluster) per suite file, started once and stopped at the end; node's test
 // runner gives each file 60 s (scripts/test.sh's --test-timeout), so the attacks are spread over
@@ -973,6 +1116,10 @@ function clusterSuite(title, attacks) {
 }
 
 module.exports = {
+  operatorThroughNginx,
+  workerKick,
+  snapshotOversize,
+  busPayload,
   standaloneSuite,
   clusterSuite,
   define,
