@@ -534,7 +534,10 @@ const tenantFlood = define({ name: '4. 200 000 × 40/tenant-…, without a token
       ws.on('message', (data) => {
         const text = data.toString();
         if (text === '2') return ws.send('3');
-        if (text[0] === '0') return pump();
+        // connected to `/` first, so that the connect timeout of a session without any
+        // namespace (Node's connectTimeout) does not end the flood
+        if (text[0] === '0') return ws.send('40');
+        if (text.startsWith('40{')) return pump();
         if (text.startsWith('40/tenant-')) accepted += 1;
         if (text.startsWith('44/tenant-')) {
           const { message } = JSON.parse(text.slice(text.indexOf(',{') + 1));
