@@ -455,6 +455,60 @@ const attachmentBomb = define({ name: '1. binary attachment bomb: 8 × (64 attac
   return { note: `frames written before the close: ${sent.join(', ')}` };
 });
 
+/**
+ * 1b. The bomb over polling: two sessions each announce 64 attachments and POST them as
+ * `b<base64>` packets of ~700 KB (one per POST, each under max_payload_bytes): the session is
+ * closed once the attachments pass their byte bound.
+ */
+const attachmentBombPolling = define({ name: '1b. binary attachment bomb over polling: 2 × (64 announced, POSTs of ~700 KB)', boundMb: 64, limit: 'attachment_bytes' }, async ({ url, mark, hold }) => {
+  const packet = `b${Buffer.alloc(700_000, 0x61).toString('base64')}`;
+  const placeholders = Array.from({ length: 64 }, (_, num) => ({ _placeholder: true, num }));
+  const one = async () => {
+    const session = await pollingSession(url);
+    hold(() => session.close());
+    await session.post('40');
+    await session.get();
+    await session.post(`4564-${JSON.stringify(['upload', ...placeholders])}`);
+    let sent = 0;
+    let refused = null;
+    while (sent < 63) {
+      const res = await session.post(packet);
+      if (res.status !== 200) {
+        refused = `POST ${res.status} ${res.body}`;
+        break;
+      }
+      sent += 1;
+    }
+    if (refused) mark(`after ${sent} attachments: ${refused}`);
+    return { refused, sent };
+  };
+  const results = await Promise.all([one(), one()]);
+  for (const r of results) assert.ok(r.refused, `the session was still open after all ${r.sent} attachments`);
+  assert.ok(results.every((r) => r.sent < 63), 'refused before all attachments were taken');
+  return { note: `attachments taken before the refusal: ${results.map((r) => r.sent).join(', ')}` };
+});
+
+/**
+ * 1c. Attachment count and time: 65 attachments announced (over max_attachments, 64) closes with
+ * 1008 "too many attachments"; a binary packet whose second attachment never comes closes with
+ * 1008 "binary packet timeout" after binary_timeout_ms (10 s).
+ */
+const attachmentLimits = define({ name: '1c. 65 attachments announced; a binary packet never completed', boundMb: 16, limit: ['attachments', 'attachment_time'] }, async ({ url, mark, hold }) => {
+  const many = await connectRaw(url, '/', hold);
+  many.send(`4565-${JSON.stringify(['upload', ...Array.from({ length: 65 }, (_, num) => ({ _placeholder: true, num }))])}`);
+  const tooMany = await many.waitClose(5000).catch(() => ({ code: null, reason: 'still open' }));
+  mark(`close ${tooMany.code} "${tooMany.reason}"`);
+  const slow = await connectRaw(url, '/', hold);
+  slow.send(`452-${JSON.stringify(['upload', { _placeholder: true, num: 0 }, { _placeholder: true, num: 1 }])}`);
+  slow.send(Buffer.from([1, 2, 3]));
+  const started = Date.now();
+  const timedOut = await slow.waitClose(20_000).catch(() => ({ code: null, reason: 'still open after 20 s' }));
+  const ms = Date.now() - started;
+  assert.deepEqual([tooMany.code, tooMany.reason], [1008, 'too many attachments'], '65 attachments announced');
+  assert.deepEqual([timedOut.code, timedOut.reason], [1008, 'binary packet timeout'], 'a binary packet never completed');
+  return { saw: `65 announced: close ${tooMany.code} "${tooMany.reason}"; incomplete: close ${timedOut.code} "${timedOut.reason}" after ${ms} ms` };
+});
+
 /** 2. Leaving and re-entering /chat (`41/chat,` then `40/chat,`) must not refill its bucket. */
 const rateLimitReentry = define({ name: '2. rate-limit reset by 41/chat, + 40/chat, (30 rounds of 14 events)', boundMb: 16, limit: 'rate_limit' }, async ({ url, mark, hold }) => {
   const ws = await socket(url);
@@ -571,6 +625,26 @@ const tenantFlood = define({ name: '4. 200 000 × 40/tenant-…, without a token
   assert.equal(replies, sent, 'every CONNECT was answered');
   assert.ok(messages.has('too many connects'), `CONNECTs past the rate refused with "too many connects"; saw ${seen}`);
   return { note: `${sent} CONNECTs sent, answered: ${seen}` };
+});
+
+/**
+ * 4b. Seventeen dynamic namespaces with a valid token on one connection: the 17th is refused
+ * (max_namespaces, 16); once the sockets leave, the namespaces are gone from the state.
+ */
+const tenantNamespaces = define({ name: '4b. 17 /tenant-… namespaces with a valid token on one connection', boundMb: 16, limit: 'namespaces' }, async ({ url, mark, hold }) => {
+  const ws = await socket(url);
+  hold(() => ws.close());
+  const auth = JSON.stringify({ token: token('tenant-hopper') });
+  const replies = [];
+  for (let i = 1; i <= LIMITS.maxNamespaces + 1; i += 1) {
+    ws.send(`40/tenant-hop${i},${auth}`);
+    replies.push(await ws.nextText(5000));
+  }
+  const last = replies.pop();
+  mark(last);
+  replies.forEach((r, i) => assert.match(r, new RegExp(`^40/tenant-hop${i + 1},\\{"sid":`), `namespace ${i + 1} of ${LIMITS.maxNamespaces}`));
+  assert.equal(last, `44/tenant-hop${LIMITS.maxNamespaces + 1},{"message":"too many namespaces"}`);
+  for (let i = 1; i <= LIMITS.maxNamespaces; i += 1) ws.send(`41/tenant-hop${i},`);
 });
 
 /** 5. The operator surface is not on the client port. */
@@ -932,6 +1006,46 @@ const origins = define({ name: '13. CORS and Origin mismatches', boundMb: 8 }, a
   return { saw: `no CORS headers (handshake ${handshake.status}, preflight ${preflight.status}); WebSocket 403` };
 });
 
+/**
+ * 17. Requests in flight on one polling session: a second GET while one is pending, a second
+ * POST while one is still sending its body: 400 {"code":3,"message":"Bad request"} and the
+ * session is closed (Node's "overlap from client").
+ */
+const pollingOverlap = define({ name: '17. a second GET and a second POST in flight on one polling session', boundMb: 16, limit: 'polling_in_flight' }, async ({ gw, url, mark, hold }) => {
+  const saw = [];
+  const gets = await pollingSession(url);
+  hold(() => gets.close());
+  await gets.post('40');
+  await gets.get();
+  // both at once: whichever arrives second overlaps the one parked at the server
+  const pair = await Promise.all([gets.get(), gets.get()]);
+  const overlap = pair.find((r) => r.status === 400);
+  mark(`second GET: ${overlap ? `${overlap.status} ${overlap.body}` : 'not refused'}`);
+  saw.push(`two GETs: ${pair.map((r) => `${r.status} ${JSON.stringify(r.body)}`).join(', ')}`);
+  assert.deepEqual(pair.map((r) => r.status).sort(), [200, 400], 'two concurrent GETs');
+  assert.equal(overlap.body, '{"code":3,"message":"Bad request"}');
+  const after = await gets.get();
+  assert.equal(after.status, 400, 'the session is closed after the overlap');
+
+  const posts = await pollingSession(url);
+  hold(() => posts.close());
+  const conn = tcp(Number(new URL(gw.url).port));
+  hold(() => conn.socket.destroy());
+  await conn.connected;
+  conn.socket.write(
+    `POST ${PATH}?EIO=4&transport=polling&sid=${encodeURIComponent(posts.sid)} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+      'Content-Type: text/plain;charset=UTF-8\r\nContent-Length: 64\r\n\r\n4',
+  );
+  // the slow POST stays in flight until its deadline; a POST sent while it is overlaps it (one
+  // that reaches the server before it is simply answered, so try again)
+  let secondPost = null;
+  for (let i = 0; i < 20 && !(secondPost && secondPost.status !== 200); i += 1) secondPost = await posts.post('6');
+  saw.push(`second POST: ${secondPost.status} ${secondPost.body}`);
+  assert.equal(secondPost.status, 400, 'a second concurrent POST');
+  assert.equal(secondPost.body, '{"code":3,"message":"Bad request"}');
+  return { saw: saw.join('; ') };
+});
+
 // ---- cluster-only attacks ----------------------------------------------------------------------
 
 /** 5b. The operator paths through each shipped nginx config (deploy/nginx/) in front of the cluster. */
@@ -1128,6 +1242,10 @@ function clusterSuite(title, attacks) {
 }
 
 module.exports = {
+  attachmentBombPolling,
+  attachmentLimits,
+  tenantNamespaces,
+  pollingOverlap,
   operatorThroughNginx,
   workerKick,
   snapshotOversize,

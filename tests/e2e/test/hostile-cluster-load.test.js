@@ -7,11 +7,14 @@ const h = require('../lib/hostile');
 
 h.clusterSuite('hostile clients: cluster, floods and malformed input', [
   h.attachmentBomb,
+  h.attachmentBombPolling,
   h.rateLimitReentry,
   h.tenantFlood,
+  h.tenantNamespaces,
   h.oversized,
   h.invalidPackets,
   h.badTokens,
   h.rateFlood,
   h.origins,
+  h.pollingOverlap,
 ]);

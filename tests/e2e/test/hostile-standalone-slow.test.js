@@ -5,4 +5,4 @@
 
 const h = require('../lib/hostile');
 
-h.standaloneSuite('hostile clients: standalone gateway, deadlines and sessions', [h.slowloris, h.perIp, h.upgradeAbuse]);
+h.standaloneSuite('hostile clients: standalone gateway, deadlines and sessions', [h.slowloris, h.attachmentLimits, h.perIp, h.upgradeAbuse]);

@@ -9,13 +9,16 @@ const h = require('../lib/hostile');
 
 h.standaloneSuite('hostile clients: standalone gateway', [
   h.attachmentBomb,
+  h.attachmentBombPolling,
   h.rateLimitReentry,
   h.longNamespace,
   h.tenantFlood,
+  h.tenantNamespaces,
   h.operatorOnClientPort,
   h.oversized,
   h.invalidPackets,
   h.badTokens,
   h.rateFlood,
   h.origins,
+  h.pollingOverlap,
 ]);
