@@ -22,7 +22,7 @@ const path = require('node:path');
 const http = require('node:http');
 const net = require('node:net');
 const WebSocket = require('ws');
-const { request, Polling, Ws, wsUrl, wsHandshake, SEP } = require('./raw');
+const { request, Polling, Ws, wsUrl, wsHandshake } = require('./raw');
 const { hs256, now, within, connectError } = require('./client');
 const { SECRET } = require('./members');
 const { waitFor, brokerTruth } = require('./cluster');
@@ -33,8 +33,8 @@ const PATH = '/socket.io/';
 const MAX_PAYLOAD = 1_000_000;
 const RATE = { perSecond: 20, burst: 40, maxViolations: 20 };
 const PER_IP = 256;
-/** The contract's defaults (helpers' brief): `[limits]` and `[server]`. */
-const LIMITS = { maxNameBytes: 256, maxNamespaces: 16, connectsPerInterval: 32, maxAttachments: 64 };
+/** The defaults of `[limits]` the attacks count on (the suites run with the defaults). */
+const LIMITS = { maxNamespaces: 16 };
 const ISSUER = 'switchboard-e2e';
 const AUDIENCE = 'switchboard';
 const MB = 1024 * 1024;
@@ -251,14 +251,16 @@ async function stateEquals(fetchState, members, { extra = () => ({}), timeoutMs 
   }
 }
 
-/**
- * The NATS link of every process in `procs` (handles with logs()) stayed up since `anchor`: none
- * logged "NATS connection lost" after it. `anchor` is what `logAnchor(procs)` returned.
- */
+/** Where the logs of `procs` (handles with logs()) end now, for `linkLosses`. */
 function logAnchor(procs) {
   return procs.map((p) => p.logs().slice(-200));
 }
 
+/**
+ * The processes of `procs` that lost their NATS link since `anchor` (what `logAnchor` returned):
+ * those that logged "NATS connection lost" (bus/src/lib.rs) after it. The logs kept are the last
+ * 64 KiB: an anchor that scrolled out means the whole log is searched.
+ */
 function linkLosses(procs, anchor) {
   const lost = [];
   procs.forEach((p, i) => {
@@ -302,7 +304,6 @@ async function clusterTarget(cluster, members) {
     cluster,
     members,
     extra: {},
-    stopLater: [],
     anchor: () => logAnchor(procs),
     async check(anchor) {
       for (const g of cluster.gateways) {
@@ -1231,7 +1232,6 @@ function clusterSuite(title, attacks) {
     });
     after(async () => {
       members.closeAll();
-      if (target) for (const stop of target.stopLater) await stop();
       if (cluster) await cluster.stop();
     });
     for (const a of attacks) {
@@ -1242,21 +1242,23 @@ function clusterSuite(title, attacks) {
 }
 
 module.exports = {
-  attachmentBombPolling,
-  attachmentLimits,
-  tenantNamespaces,
-  pollingOverlap,
-  operatorThroughNginx,
-  workerKick,
-  snapshotOversize,
-  busPayload,
   standaloneSuite,
   clusterSuite,
   define,
+  attack,
+  standaloneTarget,
+  clusterTarget,
+  watchMemory,
+  limitedCounts,
+  operatorUrl,
+  stateEquals,
   attachmentBomb,
+  attachmentBombPolling,
+  attachmentLimits,
   rateLimitReentry,
   longNamespace,
   tenantFlood,
+  tenantNamespaces,
   operatorOnClientPort,
   slowloris,
   oversized,
@@ -1266,35 +1268,9 @@ module.exports = {
   perIp,
   upgradeAbuse,
   origins,
-  connectRaw,
-  PATH,
-  MAX_PAYLOAD,
-  RATE,
-  PER_IP,
-  LIMITS,
-  MB,
-  attack,
-  standaloneTarget,
-  clusterTarget,
-  limitedCounts,
-  operatorUrl,
-  watchMemory,
-  stateEquals,
-  token,
-  unsignedToken,
-  socket,
-  sendAwait,
-  tcp,
-  dribble,
-  closedWithin,
-  pollingSession,
-  statusLine,
-  request,
-  Polling,
-  Ws,
-  wsUrl,
-  SEP,
-  sleep,
-  connectError,
-  http,
+  pollingOverlap,
+  operatorThroughNginx,
+  workerKick,
+  snapshotOversize,
+  busPayload,
 };
