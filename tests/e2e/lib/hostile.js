@@ -461,7 +461,7 @@ const attachmentBomb = define({ name: '1. binary attachment bomb: 8 × (64 attac
  * `b<base64>` packets of ~700 KB (one per POST, each under max_payload_bytes): the session is
  * closed once the attachments pass their byte bound.
  */
-const attachmentBombPolling = define({ name: '1b. binary attachment bomb over polling: 2 × (64 announced, POSTs of ~700 KB)', boundMb: 64, limit: 'attachment_bytes' }, async ({ url, mark, hold }) => {
+const attachmentBombPolling = define({ name: '1b. binary attachment bomb over polling: 2 × (64 announced, POSTs of ~700 KB)', boundMb: 32, limit: 'attachment_bytes' }, async ({ url, mark, hold }) => {
   const packet = `b${Buffer.alloc(700_000, 0x61).toString('base64')}`;
   const placeholders = Array.from({ length: 64 }, (_, num) => ({ _placeholder: true, num }));
   const one = async () => {
