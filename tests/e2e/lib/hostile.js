@@ -438,7 +438,8 @@ const attachmentBomb = define({ name: '1. binary attachment bomb: 8 × (64 attac
     const ws = await connectRaw(url, '/', hold);
     ws.send(`4564-${JSON.stringify(['upload', ...placeholders])}`);
     let sent = 0;
-    while (sent < 63 && !ws.closeInfo) {
+    // a close frame from the server makes the socket CLOSING: stop sending there
+    while (sent < 63 && ws.ws.readyState === WebSocket.OPEN) {
       try {
         await sendAwait(ws.ws, frame);
       } catch {
