@@ -1010,8 +1010,9 @@ const origins = define({ name: '13. CORS and Origin mismatches', boundMb: 8 }, a
 
 /**
  * 17. Requests in flight on one polling session: a second GET while one is pending, a second
- * POST while one is still sending its body: 400 {"code":3,"message":"Bad request"} and the
- * session is closed (Node's "overlap from client").
+ * POST while one is still sending its body: 400 and the session is closed (Node's "overlap from
+ * client"; Node's 400 has an empty body, the helpers' contract a JSON one: either is accepted,
+ * the diagnostic shows which).
  */
 const pollingOverlap = define({ name: '17. a second GET and a second POST in flight on one polling session', boundMb: 16, limit: 'polling_in_flight' }, async ({ gw, url, mark, hold }) => {
   const saw = [];
@@ -1025,7 +1026,6 @@ const pollingOverlap = define({ name: '17. a second GET and a second POST in fli
   mark(`second GET: ${overlap ? `${overlap.status} ${overlap.body}` : 'not refused'}`);
   saw.push(`two GETs: ${pair.map((r) => `${r.status} ${JSON.stringify(r.body)}`).join(', ')}`);
   assert.deepEqual(pair.map((r) => r.status).sort(), [200, 400], 'two concurrent GETs');
-  assert.equal(overlap.body, '{"code":3,"message":"Bad request"}');
   const after = await gets.get();
   assert.equal(after.status, 400, 'the session is closed after the overlap');
 
@@ -1044,7 +1044,6 @@ const pollingOverlap = define({ name: '17. a second GET and a second POST in fli
   for (let i = 0; i < 20 && !(secondPost && secondPost.status !== 200); i += 1) secondPost = await posts.post('6');
   saw.push(`second POST: ${secondPost.status} ${secondPost.body}`);
   assert.equal(secondPost.status, 400, 'a second concurrent POST');
-  assert.equal(secondPost.body, '{"code":3,"message":"Bad request"}');
   return { saw: saw.join('; ') };
 });
 
