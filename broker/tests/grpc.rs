@@ -299,7 +299,7 @@ async fn an_emit_over_the_bus_payload_is_refused_whole() {
     let mut c = client(served.addr).await;
     let gateway = served.hub.client();
     let subjects = Subjects::new("t").unwrap();
-    let mut on_gw1 = gateway.subscribe(subjects.node("gw1")).await.unwrap();
+    let mut on_gw1 = gateway.subscribe(subjects.node("gw1").unwrap()).await.unwrap();
     let emit = |attachment: usize| pb::BroadcastRequest {
         selector: Some(room("r000")),
         event: "big".into(),

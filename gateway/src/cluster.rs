@@ -542,7 +542,7 @@ impl Cluster {
         match pb::Envelope::decode(msg.payload) {
             Ok(pb::Envelope {
                 body: Some(envelope::Body::Fragment(f)),
-            }) => {
+            }) if !commands => {
                 let whole = lock(&self.inner.fragments).add(f);
                 match whole.map(|b| pb::Envelope::decode(b.as_slice())) {
                     None => {}
@@ -561,7 +561,10 @@ impl Cluster {
             Ok(pb::Envelope { body: Some(body) }) => {
                 let why = match body {
                     envelope::Body::Command(_) => "command_on_delivery_subject",
-                    envelope::Body::Delivery(_) => "delivery_on_command_subject",
+                    // A fragment is part of a delivery.
+                    envelope::Body::Delivery(_) | envelope::Body::Fragment(_) => {
+                        "delivery_on_command_subject"
+                    }
                 };
                 ::metrics::counter!(m::BUS_REFUSED, "why" => why).increment(1);
                 tracing::debug!(subject = %msg.subject, why, "envelope refused");
@@ -1569,6 +1572,7 @@ mod tests {
                 args_json: args_json.to_owned(),
                 attachments,
                 error: String::new(),
+                ..Default::default()
             })
         };
         let malformed = Err("malformed worker reply".to_owned());
@@ -1605,7 +1609,7 @@ mod tests {
         let b = node(&hub, "b", vec![]).await;
         let (conn, socket) = b.socket();
         let publisher = hub.client();
-        let subject = Subjects::new("t").unwrap().node("b");
+        let subject = Subjects::new("t").unwrap().node("b").unwrap();
         let one = vec![Bytes::from_static(b"\x01")];
         let attached = r#"451-/chat,["a",{"_placeholder":true,"num":0}]"#;
         // Refused: not an emit, another namespace, an ack id, attachments that do not match

@@ -646,6 +646,10 @@ impl<D: Send + Sync + 'static> Conn<D> {
         };
         if let Some(reason) = expired {
             drop(st);
+            if let CloseReason::Limited(limit) = reason {
+                // The application's deadline (a binary packet left unfinished) ran out.
+                metrics::limited(limit);
+            }
             self.close(reason);
             return None;
         }
@@ -825,6 +829,7 @@ impl<H: Handler> Engine<H> {
             let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
             let n = per_ip.entry(ip).or_insert(0);
             if *n >= self.config.max_connections_per_ip {
+                metrics::limited(metrics::Limit::ConnectionsPerIp);
                 return Err(OpenError::TooManyFromAddress);
             }
             *n += 1;
@@ -942,10 +947,13 @@ impl<H: Handler> Engine<H> {
             Packet::Message(payload) => self.handler.on_message(conn, payload),
             Packet::Pong(_) => conn.on_pong(now),
             Packet::Close => conn.close(CloseReason::ClientClose),
-            // Engine.IO v4 clients do not ping (except the upgrade probe) and never send noop;
-            // both are harmless.
-            Packet::Ping(_) | Packet::Noop => {}
-            Packet::Open(_) | Packet::Upgrade => conn.close(CloseReason::ParseError),
+            // Engine.IO v4 clients never send noop: harmless, ignored as Node does.
+            Packet::Noop => {}
+            // In v4 only the server pings (the upgrade probe is handled by the WebSocket
+            // transport): Node closes the session on "invalid heartbeat direction", so do we.
+            Packet::Ping(_) | Packet::Open(_) | Packet::Upgrade => {
+                conn.close(CloseReason::ParseError)
+            }
         }
     }
 }
