@@ -1166,12 +1166,23 @@ impl Validator<'_> {
                 d.connects_per_interval as usize,
             ) as u32,
         };
+        // A name longer than a bus subject can carry would pass the client edge and then be
+        // refused by every cluster path: the subject bound is the ceiling.
+        let max_name_bytes = match raw.max_name_bytes {
+            Some(s) if *s.get_ref() > switchboard_proto::subject::MAX_NAME_BYTES as u64 => {
+                self.problem(
+                    &s.span(),
+                    format!(
+                        "limits.max_name_bytes must be at most {} (the longest name a bus subject carries)",
+                        switchboard_proto::subject::MAX_NAME_BYTES
+                    ),
+                );
+                d.max_name_bytes
+            }
+            v => self.positive_usize("limits.max_name_bytes", v, d.max_name_bytes),
+        };
         crate::sio::Limits {
-            max_name_bytes: self.positive_usize(
-                "limits.max_name_bytes",
-                raw.max_name_bytes,
-                d.max_name_bytes,
-            ),
+            max_name_bytes,
             max_attachments: self.positive_usize(
                 "limits.max_attachments",
                 raw.max_attachments,
@@ -2305,6 +2316,13 @@ mod tests {
                 &[
                     "test.toml:2:18",
                     "limits.max_name_bytes must be greater than 0",
+                ],
+            ),
+            (
+                "[limits]\nmax_name_bytes = 257",
+                &[
+                    "test.toml:2:18",
+                    "limits.max_name_bytes must be at most 256",
                 ],
             ),
             (

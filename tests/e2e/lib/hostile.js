@@ -918,6 +918,9 @@ const upgradeAbuse = define({ name: '12. upgrade abuse: unknown sid, double upgr
   // probe without upgrade: the probe transport is dropped after upgrade_timeout, polling goes on
   const idle = await pollingSession(url);
   hold(() => idle.close());
+  // Connected to a namespace, so that the session outlives connect_timeout_ms (5 s) while the
+  // probe waits out upgrade_timeout_ms (10 s): what ends the probe is the upgrade deadline.
+  assert.equal((await idle.post('40')).status, 200, 'namespace connect of the idle session');
   const prober = await upgradeFor(url, idle.sid);
   assert.notEqual(typeof prober, 'string', `probe transport refused: ${prober}`);
   hold(() => prober.close());
@@ -978,7 +981,7 @@ const upgradeAbuse = define({ name: '12. upgrade abuse: unknown sid, double upgr
   const a = await abandoned;
   saw.push(`probe without upgrade: ${a}`);
   assert.equal(a, 'closed', 'a probe never followed by "5" is dropped');
-  const alive = await idle.post('40');
+  const alive = await idle.post('42["still here"]');
   assert.equal(alive.status, 200, 'the polling session survives the abandoned probe');
   return { saw: saw.join('; ') };
 });
