@@ -103,7 +103,8 @@ pub enum CloseReason {
     ServerClose,
     /// The server is shutting down.
     Shutdown,
-    /// The client ran into a limit that ends the connection (README, "Security").
+    /// The client ran into a limit that ends the connection (README, "Security"); counted in
+    /// `limited_total` by [`Conn::close`].
     Limited(metrics::Limit),
 }
 
@@ -646,10 +647,6 @@ impl<D: Send + Sync + 'static> Conn<D> {
         };
         if let Some(reason) = expired {
             drop(st);
-            if let CloseReason::Limited(limit) = reason {
-                // The application's deadline (a binary packet left unfinished) ran out.
-                metrics::limited(limit);
-            }
             self.close(reason);
             return None;
         }
@@ -699,6 +696,11 @@ impl<D: Send + Sync + 'static> Conn<D> {
             if let Some(poll) = st.poll.take() {
                 let _ = poll.send(());
             }
+        }
+        // Counted here, once per session, whichever path ended it (a limit hit while reading,
+        // or an application deadline that ran out in `tick`).
+        if let CloseReason::Limited(limit) = reason {
+            metrics::limited(limit);
         }
         let hook = self
             .close_hook

@@ -543,9 +543,8 @@ fn keep(st: &mut ConnSockets, nsp: &Arc<str>, kept: Data, max_namespaces: usize)
     st.kept.push(entry);
 }
 
-/// Counts a limit that ends the connection, and ends it.
+/// Ends the connection for a limit (`Conn::close` counts it).
 fn close_limited(conn: &Arc<Conn<ConnData>>, limit: Limit) {
-    metrics::limited(limit);
     tracing::debug!(sid = %conn.sid(), limit = limit.name(), "connection closed by a limit");
     conn.close(CloseReason::Limited(limit));
 }

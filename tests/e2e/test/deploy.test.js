@@ -341,7 +341,7 @@ describe('deploy/: manifests', () => {
       const operator = c.ports.find((p) => p.name === 'operator');
       assert.ok(operator, `${c.workload} names its operator port`);
       assert.equal(String(operator.containerPort), env.SWITCHBOARD_OPERATOR_PORT, 'the operator port is the one the gateway binds');
-      const pod = objects.find((o) => ['Deployment', 'StatefulSet'].includes(o.kind) && o.metadata.name === c.workload).spec.template.metadata;
+      const pod = objects.find((o) => WORKLOADS.has(o.kind) && o.metadata.name === c.workload).spec.template.metadata;
       assert.equal(pod.annotations['prometheus.io/port'], String(operator.containerPort), 'Prometheus scrapes the operator port');
       for (const svc of objects.filter((o) => o.kind === 'Service' && o.spec.selector['app.kubernetes.io/name'] === 'switchboard-gateway')) {
         for (const p of svc.spec.ports) {
