@@ -474,7 +474,17 @@ const attachmentBombPolling = define({ name: '1b. binary attachment bomb over po
     let sent = 0;
     let refused = null;
     while (sent < 63) {
-      const res = await session.post(packet);
+      // Once the session is closed, the gateway may answer 400 before it has read the body and
+      // close the connection: the client then sees EPIPE or ECONNRESET mid-write, which is
+      // the same refusal.
+      let res;
+      try {
+        res = await session.post(packet);
+      } catch (err) {
+        if (err.code !== 'EPIPE' && err.code !== 'ECONNRESET') throw err;
+        refused = `connection closed mid-POST (${err.code})`;
+        break;
+      }
       if (res.status !== 200) {
         refused = `POST ${res.status} ${res.body}`;
         break;
