@@ -1,0 +1,828 @@
+//! The settings both tiers share — NATS, the cluster, the broker, gRPC, logs — read from the
+//! configuration file and the environment, validated before anything binds or connects.
+//!
+//! Why here, in the binaries' crate: these settings compose the tiers (a standalone gateway
+//! embeds the broker and serves its gRPC API; a broker and a gateway of one cluster must agree on
+//! the subject prefix, heartbeat and lease), so they belong to neither library. The gateway's own
+//! tables (`[server]`, `[operator]`, `[limits]`, `[[namespace]]`) stay with the gateway's config
+//! module, which validates them and accepts (without reading) the tables here. One file serves
+//! both binaries: `switchboard-broker` reads the tables here and ignores the gateway's.
+//!
+//! Precedence: environment > file > built-in default. [`VARS`] is the one table mapping each
+//! environment variable to its setting (`[table] key` in the file); [`Settings::load`] is the
+//! one code path that reads both, and every setting is checked by one rule wherever it comes
+//! from. Every problem is reported at once, each located by `file:line:col` (file items) or by
+//! the variable's name (environment items); secrets are never repeated in a message. An empty
+//! variable counts as unset.
+//!
+//! | file | variable | default | meaning |
+//! |---|---|---|---|
+//! | `[nats] url` | `SWITCHBOARD_NATS_URL` | unset: standalone gateway | NATS server URL(s), comma-separated (the broker requires it) |
+//! | `[nats] user`, `password` | `SWITCHBOARD_NATS_USER`, `SWITCHBOARD_NATS_PASSWORD` | | NATS user and password |
+//! | `[nats] password_file` | `SWITCHBOARD_NATS_PASSWORD_FILE` | | a file holding the password instead (a Secret volume) |
+//! | `[nats] token` | `SWITCHBOARD_NATS_TOKEN` | | NATS token |
+//! | `[nats] creds` | `SWITCHBOARD_NATS_CREDS` | | path of a NATS `.creds` file |
+//! | `[nats] nkey_seed_file` | `SWITCHBOARD_NATS_NKEY_SEED_FILE` | | path of a file holding an nkey seed (`SU...`) |
+//! | `[cluster] node_id` | `SWITCHBOARD_NODE_ID` | random | the gateway's node id |
+//! | `[cluster] subject_prefix` | `SWITCHBOARD_SUBJECT_PREFIX` | `sio` | NATS subject prefix of the cluster |
+//! | `[cluster] heartbeat_ms` | `SWITCHBOARD_HEARTBEAT_MS` | `2000` | the gateways' heartbeat interval, 10 to 3600000 |
+//! | `[cluster] lease_ms` | `SWITCHBOARD_LEASE_MS` | 3 heartbeats | a gateway silent this long is lost (also the leader lease); above the heartbeat |
+//! | `[cluster] drain_ms` | `SWITCHBOARD_DRAIN_MS` | 10000 in a cluster, 0 standalone | on SIGTERM, sessions close spread over this window |
+//! | `[cluster] advertise_addr` | `SWITCHBOARD_ADVERTISE_ADDR` | the bound address | `host:port` other gateways reach this one at |
+//! | `[cluster] forward` | `SWITCHBOARD_FORWARD` | `true` | pass requests for other gateways' sessions to their owner |
+//! | `[broker] host` | `SWITCHBOARD_BROKER_HOST` | `127.0.0.1` | the broker's HTTP listen address (name or IP) |
+//! | `[broker] http_port` | `SWITCHBOARD_BROKER_HTTP_PORT` | `9090` | the broker's HTTP port; 0 = any free port |
+//! | `[broker] id` | `SWITCHBOARD_BROKER_ID` | random | the broker's id (`A-Z a-z 0-9 _ -`, at most 64) |
+//! | `[broker] leader` | `SWITCHBOARD_BROKER_LEADER` | `kv` | `kv` (JetStream lease, several brokers) or `always` (one broker) |
+//! | `[grpc] admin_token` | `SWITCHBOARD_ADMIN_TOKEN` | unset: no gRPC | bearer token of every Admin call, at least 16 bytes |
+//! | `[grpc] host` | `SWITCHBOARD_GRPC_HOST` | `127.0.0.1` | gRPC listen address (name or IP) |
+//! | `[grpc] port` | `SWITCHBOARD_GRPC_PORT` | `50051` | gRPC port; 0 = any free port |
+//! | `[grpc] tls_cert`, `tls_key` | `SWITCHBOARD_GRPC_TLS_CERT`, `SWITCHBOARD_GRPC_TLS_KEY` | unset: plaintext | PEM files (both or neither) |
+//! | `[log] format` | `SWITCHBOARD_LOG_FORMAT` | `text` | `text` or `json` (`RUST_LOG` filters) |
+//! | `[server] host` | `SWITCHBOARD_HOST` | `127.0.0.1` | the gateway's client listen address |
+//! | `[server] port` | `SWITCHBOARD_PORT`, else `PORT` | `3000` | the gateway's client port |
+//! | `[operator] host` | `SWITCHBOARD_OPERATOR_HOST` | `127.0.0.1` | the gateway's operator listen address |
+//! | `[operator] port` | `SWITCHBOARD_OPERATOR_PORT` | `9464` | the gateway's operator port |
+//!
+//! The `[server]` and `[operator]` rows are the gateway's tables: the file side is validated by
+//! the gateway's config module, the environment side here ([`Settings::apply_to`]), with the
+//! same host and port rules.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchboard_broker::LeaderMode;
+use switchboard_broker::grpc::{self, DEFAULT_GRPC_PORT, GrpcOptions, MIN_TOKEN_BYTES};
+use switchboard_bus::NatsOptions;
+use switchboard_gateway::config::{Config as GatewayConfig, Location, Problem, Problems};
+use switchboard_gateway::forward::reachable;
+use switchboard_gateway::id::NodeId;
+use switchboard_proto::subject::{DEFAULT_PREFIX, Subjects};
+
+/// One setting: its place in the file and the environment variable that overrides it.
+#[derive(Clone, Copy, Debug)]
+pub struct Var {
+    /// The file's table.
+    pub table: &'static str,
+    /// The key in that table.
+    pub key: &'static str,
+    /// The environment variable.
+    pub env: &'static str,
+    /// A secret: its value is never repeated in a message.
+    pub secret: bool,
+}
+
+const fn var(table: &'static str, key: &'static str, env: &'static str) -> Var {
+    Var {
+        table,
+        key,
+        env,
+        secret: false,
+    }
+}
+
+const fn secret(table: &'static str, key: &'static str, env: &'static str) -> Var {
+    Var {
+        table,
+        key,
+        env,
+        secret: true,
+    }
+}
+
+/// Every setting read from the environment. Where two variables name one setting, the first one
+/// set wins (`SWITCHBOARD_PORT` before `PORT`).
+pub const VARS: &[Var] = &[
+    var("nats", "url", "SWITCHBOARD_NATS_URL"),
+    var("nats", "user", "SWITCHBOARD_NATS_USER"),
+    secret("nats", "password", "SWITCHBOARD_NATS_PASSWORD"),
+    var("nats", "password_file", "SWITCHBOARD_NATS_PASSWORD_FILE"),
+    secret("nats", "token", "SWITCHBOARD_NATS_TOKEN"),
+    var("nats", "creds", "SWITCHBOARD_NATS_CREDS"),
+    var("nats", "nkey_seed_file", "SWITCHBOARD_NATS_NKEY_SEED_FILE"),
+    var("cluster", "node_id", "SWITCHBOARD_NODE_ID"),
+    var("cluster", "subject_prefix", "SWITCHBOARD_SUBJECT_PREFIX"),
+    var("cluster", "heartbeat_ms", "SWITCHBOARD_HEARTBEAT_MS"),
+    var("cluster", "lease_ms", "SWITCHBOARD_LEASE_MS"),
+    var("cluster", "drain_ms", "SWITCHBOARD_DRAIN_MS"),
+    var("cluster", "advertise_addr", "SWITCHBOARD_ADVERTISE_ADDR"),
+    var("cluster", "forward", "SWITCHBOARD_FORWARD"),
+    var("broker", "host", "SWITCHBOARD_BROKER_HOST"),
+    var("broker", "http_port", "SWITCHBOARD_BROKER_HTTP_PORT"),
+    var("broker", "id", "SWITCHBOARD_BROKER_ID"),
+    var("broker", "leader", "SWITCHBOARD_BROKER_LEADER"),
+    secret("grpc", "admin_token", "SWITCHBOARD_ADMIN_TOKEN"),
+    var("grpc", "host", "SWITCHBOARD_GRPC_HOST"),
+    var("grpc", "port", "SWITCHBOARD_GRPC_PORT"),
+    var("grpc", "tls_cert", "SWITCHBOARD_GRPC_TLS_CERT"),
+    var("grpc", "tls_key", "SWITCHBOARD_GRPC_TLS_KEY"),
+    var("log", "format", "SWITCHBOARD_LOG_FORMAT"),
+    var("server", "host", "SWITCHBOARD_HOST"),
+    var("server", "port", "SWITCHBOARD_PORT"),
+    var("server", "port", "PORT"),
+    var("operator", "host", "SWITCHBOARD_OPERATOR_HOST"),
+    var("operator", "port", "SWITCHBOARD_OPERATOR_PORT"),
+    #[cfg(feature = "fault-injection")]
+    var("fault", "drop_member_seq", "SWITCHBOARD_FAULT_DROP_MEMBER_SEQ"),
+];
+
+/// The tables read from the file here; the gateway's config module owns the others.
+const TABLES: [&str; 5] = ["nats", "cluster", "broker", "grpc", "log"];
+/// Tables the gateway's config module reads (the broker accepts and ignores them).
+pub const GATEWAY_TABLES: [&str; 4] = ["server", "operator", "limits", "namespace"];
+
+/// Default gateway heartbeat interval.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(2000);
+/// How many heartbeats the default lease lasts.
+pub const DEFAULT_LEASE_HEARTBEATS: u32 = 3;
+/// Shortest and longest heartbeat and lease, in milliseconds.
+pub const TIMING_MS: std::ops::RangeInclusive<u64> = 10..=3_600_000;
+/// Longest drain window, in milliseconds.
+pub const MAX_DRAIN_MS: u64 = 3_600_000;
+/// The drain window of a gateway in a cluster (standalone: 0, there is no other gateway).
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+/// Default listen address of the broker's HTTP port and of gRPC: loopback only.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// Default broker HTTP port.
+pub const DEFAULT_BROKER_HTTP_PORT: u16 = 9090;
+/// Longest broker id.
+pub const MAX_BROKER_ID_BYTES: usize = 64;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The broker's own settings.
+#[derive(Clone, Debug)]
+pub struct BrokerSettings {
+    /// HTTP listen address (name or IP).
+    pub host: String,
+    /// HTTP port.
+    pub http_port: u16,
+    /// The broker's id; `None`: random at start.
+    pub id: Option<String>,
+    /// How the leader is chosen.
+    pub leader: LeaderMode,
+}
+
+/// Where and how gRPC is served (on when an admin token is set).
+#[derive(Clone, Debug)]
+pub struct GrpcSettings {
+    /// Listen address (name or IP).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// The token and the TLS pair.
+    pub options: GrpcOptions,
+}
+
+/// Which binary reads the settings: what is required and what is read differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Process {
+    /// `switchboard-gateway`: standalone without a NATS URL; in a cluster the brokers serve
+    /// gRPC, so the gateway does not read (or load the TLS files of) `[grpc]`.
+    Gateway,
+    /// `switchboard-broker`: the NATS URL is required.
+    Broker,
+}
+
+/// The shared settings, validated.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How to reach NATS; `None` (no URL): a standalone gateway.
+    pub nats: Option<NatsOptions>,
+    /// The gateway's node id; `None`: random.
+    pub node: Option<NodeId>,
+    /// The cluster's subjects.
+    pub subjects: Subjects,
+    /// The gateways' heartbeat interval.
+    pub heartbeat: Duration,
+    /// A node silent this long is lost.
+    pub lease: Duration,
+    /// The drain window; `None`: the mode's default ([`Settings::drain`]).
+    pub drain: Option<Duration>,
+    /// The `host:port` other gateways reach this one at.
+    pub advertise: Option<String>,
+    /// Whether requests for other gateways' sessions are passed to their owner.
+    pub forward: bool,
+    /// The broker binary's settings.
+    pub broker: BrokerSettings,
+    /// The gRPC admin API; `None`: off.
+    pub grpc: Option<GrpcSettings>,
+    /// A gateway in a cluster given an admin token: said once at startup (the brokers serve
+    /// gRPC).
+    pub grpc_ignored: bool,
+    /// How logs are written.
+    pub log: LogFormat,
+    /// Overrides of the gateway's `[server]` / `[operator]` host and port, from the environment.
+    gateway: GatewayOverrides,
+    /// Test fault injection: membership sequence numbers not published.
+    pub drop_seqs: Vec<u64>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct GatewayOverrides {
+    server_host: Option<String>,
+    server_port: Option<u16>,
+    operator_host: Option<String>,
+    operator_port: Option<u16>,
+}
+
+/// A configuration file's text and the name its problems are reported under.
+#[derive(Clone, Copy, Debug)]
+pub struct File<'a> {
+    /// The path as given.
+    pub origin: &'a str,
+    /// Its content.
+    pub text: &'a str,
+}
+
+/// A configuration file, read.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The path as given, for messages.
+    pub origin: String,
+    /// Its content.
+    pub text: String,
+}
+
+impl Source {
+    /// Reads `path`; the problem names the file.
+    pub fn read(path: &Path) -> Result<Source, Problems> {
+        let origin = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Source { origin, text }),
+            Err(e) => Err(Problems(vec![Problem {
+                location: Location {
+                    origin,
+                    line: None,
+                    column: None,
+                },
+                message: format!("cannot read: {e}"),
+            }])),
+        }
+    }
+
+    /// The file, for [`Settings::load`].
+    pub fn file(&self) -> File<'_> {
+        File {
+            origin: &self.origin,
+            text: &self.text,
+        }
+    }
+}
+
+/// The first address a listen setting's `host:port` resolves to (a host may be a name).
+pub async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    use anyhow::Context as _;
+    tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("cannot resolve host {host:?}"))?
+        .next()
+        .with_context(|| format!("host {host:?} has no address"))
+}
+
+/// A value as given, and where.
+#[derive(Clone, Debug)]
+struct Given {
+    value: String,
+    at: Location,
+    /// The variable, when it came from the environment.
+    env: Option<&'static str>,
+    secret: bool,
+}
+
+impl Given {
+    /// The problem `message` about this value, located, naming the value unless it is secret.
+    fn problem(&self, message: impl fmt::Display) -> Problem {
+        let what = match (self.env, self.secret) {
+            (Some(_), true) => String::new(),
+            (Some(_), false) => format!("{:?}: ", self.value),
+            (None, _) => String::new(),
+        };
+        Problem {
+            location: self.at.clone(),
+            message: format!("{what}{message}"),
+        }
+    }
+}
+
+/// The raw values of the file's shared tables, with their spans.
+type RawTable = BTreeMap<String, toml::Spanned<toml::Value>>;
+
+#[derive(Deserialize, Default)]
+struct RawFile {
+    nats: Option<RawTable>,
+    cluster: Option<RawTable>,
+    broker: Option<RawTable>,
+    grpc: Option<RawTable>,
+    log: Option<RawTable>,
+}
+
+/// The settings as given, before validation: `(table, key)` → value.
+struct Gathered {
+    items: BTreeMap<(&'static str, &'static str), Given>,
+    problems: Vec<Problem>,
+}
+
+impl Gathered {
+    fn get(&self, table: &'static str, key: &'static str) -> Option<&Given> {
+        self.items.get(&(table, key))
+    }
+}
+
+/// Where a value at `offset` of `file` is.
+fn file_location(file: &File<'_>, offset: usize) -> Location {
+    let (line, column) = line_col(file.text, offset);
+    Location {
+        origin: file.origin.to_owned(),
+        line: Some(line),
+        column: Some(column),
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Reads the file's shared tables and the environment into one map (environment over file).
+fn gather(file: Option<File<'_>>, env: &dyn Fn(&str) -> Option<String>) -> Gathered {
+    let mut items = BTreeMap::new();
+    let mut problems = Vec::new();
+    if let Some(file) = file {
+        match toml::from_str::<RawFile>(file.text) {
+            Err(e) => problems.push(Problem {
+                location: match e.span() {
+                    Some(span) => file_location(&file, span.start),
+                    None => Location {
+                        origin: file.origin.to_owned(),
+                        line: None,
+                        column: None,
+                    },
+                },
+                message: e.message().trim().to_owned(),
+            }),
+            Ok(raw) => {
+                let tables = [raw.nats, raw.cluster, raw.broker, raw.grpc, raw.log];
+                for (name, table) in TABLES.into_iter().zip(tables) {
+                    for (key, value) in table.into_iter().flatten() {
+                        let at = file_location(&file, value.span().start);
+                        let Some(row) = VARS.iter().find(|v| v.table == name && v.key == key)
+                        else {
+                            problems.push(Problem {
+                                location: at,
+                                message: format!("[{name}]: unknown key {key:?}"),
+                            });
+                            continue;
+                        };
+                        let value = match value.into_inner() {
+                            toml::Value::String(s) => s,
+                            toml::Value::Integer(n) => n.to_string(),
+                            toml::Value::Boolean(b) => b.to_string(),
+                            other => {
+                                problems.push(Problem {
+                                    location: at,
+                                    message: format!(
+                                        "[{name}] {key}: expected a string, number or boolean, \
+                                         found {}",
+                                        other.type_str()
+                                    ),
+                                });
+                                continue;
+                            }
+                        };
+                        items.insert(
+                            (row.table, row.key),
+                            Given {
+                                value,
+                                at,
+                                env: None,
+                                secret: row.secret,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let mut from_env = std::collections::BTreeSet::new();
+    for row in VARS {
+        // The first variable set wins among those naming one setting.
+        if from_env.contains(&(row.table, row.key)) {
+            continue;
+        }
+        let Some(value) = env(row.env).filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        from_env.insert((row.table, row.key));
+        items.insert(
+            (row.table, row.key),
+            Given {
+                value: value.trim().to_owned(),
+                at: Location {
+                    origin: row.env.to_owned(),
+                    line: None,
+                    column: None,
+                },
+                env: Some(row.env),
+                secret: row.secret,
+            },
+        );
+    }
+    Gathered { items, problems }
+}
+
+/// The validation rules: each parses one kind of value, the same wherever it comes from.
+mod rule {
+    use super::*;
+
+    pub(super) fn millis(
+        g: &Given,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Duration, Problem> {
+        match g.value.parse::<u64>() {
+            Ok(n) if range.contains(&n) => Ok(Duration::from_millis(n)),
+            _ => Err(g.problem(format!(
+                "must be a number of milliseconds from {} to {}",
+                range.start(),
+                range.end()
+            ))),
+        }
+    }
+
+    pub(super) fn port(g: &Given) -> Result<u16, Problem> {
+        g.value
+            .parse::<u16>()
+            .map_err(|_| g.problem("is not a port number (0 to 65535)"))
+    }
+
+    pub(super) fn host(g: &Given) -> Result<String, Problem> {
+        let host = bare_host(&g.value);
+        if valid_host(&g.value) {
+            Ok(host.to_owned())
+        } else {
+            Err(g.problem("is not an IP address or host name"))
+        }
+    }
+
+    pub(super) fn switch(g: &Given) -> Result<bool, Problem> {
+        match g.value.as_str() {
+            "1" | "true" | "on" => Ok(true),
+            "0" | "false" | "off" => Ok(false),
+            _ => Err(g.problem("must be on or off")),
+        }
+    }
+
+    pub(super) fn file(g: &Given) -> Result<PathBuf, Problem> {
+        let path = PathBuf::from(&g.value);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(g.problem("is not a readable file"))
+        }
+    }
+
+    pub(super) fn read(g: &Given) -> Result<Vec<u8>, Problem> {
+        std::fs::read(&g.value).map_err(|e| g.problem(format!("cannot read: {e}")))
+    }
+}
+
+fn bare_host(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// An IP address (IPv6 optionally in brackets) or a DNS host name: the rule of every listen
+/// address, the gateway's `[server] host` included.
+fn valid_host(host: &str) -> bool {
+    if bare_host(host).parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Collects the problems of one validation pass.
+struct Check {
+    problems: Vec<Problem>,
+}
+
+impl Check {
+    /// `rule` applied to the setting, if given; `None` when unset or invalid (noted).
+    fn opt<T>(
+        &mut self,
+        given: &Gathered,
+        (table, key): (&'static str, &'static str),
+        rule: impl FnOnce(&Given) -> Result<T, Problem>,
+    ) -> Option<T> {
+        let g = given.get(table, key)?;
+        rule(g).map_err(|p| self.problems.push(p)).ok()
+    }
+}
+
+impl Settings {
+    /// Reads and validates the shared settings from `file` (if any) and the environment, read
+    /// through `env` (the process's: `|k| std::env::var(k).ok()`). Reads the files the settings
+    /// name (password, TLS pair), nothing else.
+    pub fn load(
+        process: Process,
+        file: Option<File<'_>>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, Problems> {
+        let given = gather(file, &env);
+        let mut c = Check {
+            problems: given.problems.clone(),
+        };
+        let cluster = given.get("nats", "url").is_some();
+        if process == Process::Broker && !cluster {
+            c.problems.push(Problem {
+                location: Location {
+                    origin: "SWITCHBOARD_NATS_URL".to_owned(),
+                    line: None,
+                    column: None,
+                },
+                message: "required ([nats] url in the file, or this variable; e.g. \
+                          nats://127.0.0.1:4222)"
+                    .to_owned(),
+            });
+        }
+
+        let heartbeat = c
+            .opt(&given, ("cluster", "heartbeat_ms"), |g| {
+                rule::millis(g, TIMING_MS)
+            })
+            .unwrap_or(DEFAULT_HEARTBEAT);
+        let lease = c.opt(&given, ("cluster", "lease_ms"), |g| rule::millis(g, TIMING_MS));
+        if let (Some(lease), Some(g)) = (lease, given.get("cluster", "lease_ms"))
+            && lease <= heartbeat
+        {
+            c.problems.push(Problem {
+                location: g.at.clone(),
+                message: format!(
+                    "the lease ({} ms) must exceed the heartbeat ({} ms, [cluster] heartbeat_ms \
+                     or SWITCHBOARD_HEARTBEAT_MS)",
+                    lease.as_millis(),
+                    heartbeat.as_millis()
+                ),
+            });
+        }
+        let lease = lease.unwrap_or(heartbeat * DEFAULT_LEASE_HEARTBEATS);
+        let node = c.opt(&given, ("cluster", "node_id"), |g| {
+            NodeId::parse(&g.value).map_err(|e| g.problem(e))
+        });
+        let subjects = c
+            .opt(&given, ("cluster", "subject_prefix"), |g| {
+                Subjects::new(&g.value).map_err(|e| g.problem(e))
+            })
+            .unwrap_or_else(|| {
+                Subjects::new(DEFAULT_PREFIX).expect("the default prefix is valid")
+            });
+        let drain = c.opt(&given, ("cluster", "drain_ms"), |g| {
+            rule::millis(g, 0..=MAX_DRAIN_MS)
+        });
+        let advertise = c.opt(&given, ("cluster", "advertise_addr"), |g| {
+            reachable(&g.value).map(|a| a.to_string()).ok_or_else(|| {
+                g.problem(
+                    "must be the host (name or IP address, not 0.0.0.0) and port other \
+                     gateways reach this one at (e.g. 10.0.0.7:3000)",
+                )
+            })
+        });
+        let forward = c
+            .opt(&given, ("cluster", "forward"), rule::switch)
+            .unwrap_or(true);
+
+        let nats = c.nats(&given);
+        let broker = BrokerSettings {
+            host: c
+                .opt(&given, ("broker", "host"), rule::host)
+                .unwrap_or_else(|| DEFAULT_HOST.to_owned()),
+            http_port: c
+                .opt(&given, ("broker", "http_port"), rule::port)
+                .unwrap_or(DEFAULT_BROKER_HTTP_PORT),
+            id: c.opt(&given, ("broker", "id"), |g| {
+                let ok = !g.value.is_empty()
+                    && g.value.len() <= MAX_BROKER_ID_BYTES
+                    && g.value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                ok.then(|| g.value.clone()).ok_or_else(|| {
+                    g.problem(format!(
+                        "expected 1 to {MAX_BROKER_ID_BYTES} of A-Z a-z 0-9 _ -"
+                    ))
+                })
+            }),
+            leader: c
+                .opt(&given, ("broker", "leader"), |g| match g.value.as_str() {
+                    "kv" => Ok(LeaderMode::KvLease),
+                    "always" => Ok(LeaderMode::Always),
+                    _ => Err(g.problem("expected kv or always")),
+                })
+                .unwrap_or(LeaderMode::KvLease),
+        };
+        // Only a standalone gateway serves gRPC, so only then are its settings read (and its TLS
+        // files loaded); in a cluster they belong to the brokers.
+        let serves_grpc = process == Process::Broker || !cluster;
+        let grpc = if serves_grpc { c.grpc(&given) } else { None };
+        let grpc_ignored = !serves_grpc && given.get("grpc", "admin_token").is_some();
+        let log = c
+            .opt(&given, ("log", "format"), |g| match g.value.as_str() {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err(g.problem("expected text or json")),
+            })
+            .unwrap_or_default();
+        let gateway = GatewayOverrides {
+            server_host: c.opt(&given, ("server", "host"), rule::host),
+            server_port: c.opt(&given, ("server", "port"), rule::port),
+            operator_host: c.opt(&given, ("operator", "host"), rule::host),
+            operator_port: c.opt(&given, ("operator", "port"), rule::port),
+        };
+        let drop_seqs = c
+            .opt(&given, ("fault", "drop_member_seq"), |g| {
+                g.value
+                    .split(',')
+                    .map(|part| match part.trim().parse::<u64>() {
+                        Ok(n) if n > 0 => Ok(n),
+                        _ => Err(g.problem("must list sequence numbers (1, 2, ...)")),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        if !c.problems.is_empty() {
+            return Err(Problems(c.problems));
+        }
+        Ok(Settings {
+            nats,
+            node,
+            subjects,
+            heartbeat,
+            lease,
+            drain,
+            advertise,
+            forward,
+            broker,
+            grpc,
+            grpc_ignored,
+            log,
+            gateway,
+            drop_seqs,
+        })
+    }
+
+    /// The drain window: as set, else [`DEFAULT_DRAIN`] in a cluster and none standalone.
+    pub fn drain(&self) -> Duration {
+        match (self.drain, &self.nats) {
+            (Some(d), _) => d,
+            (None, Some(_)) => DEFAULT_DRAIN,
+            (None, None) => Duration::ZERO,
+        }
+    }
+
+    /// Applies the environment's overrides of the gateway's `[server]` and `[operator]` host and
+    /// port (the file's values are the gateway config's own).
+    pub fn apply_to(&self, config: &mut GatewayConfig) {
+        let o = &self.gateway;
+        if let Some(h) = &o.server_host {
+            config.server.host = h.clone();
+        }
+        if let Some(p) = o.server_port {
+            config.server.port = p;
+        }
+        if let Some(h) = &o.operator_host {
+            config.operator.host = h.clone();
+        }
+        if let Some(p) = o.operator_port {
+            config.operator.port = p;
+        }
+    }
+}
+
+impl Check {
+    /// `[nats]`: the URL and the credentials.
+    fn nats(&mut self, given: &Gathered) -> Option<NatsOptions> {
+        // The password, from the setting or from a file (a Kubernetes Secret volume: a
+        // StatefulSet pod reads the key of its own node); never logged.
+        let password = match (
+            given.get("nats", "password"),
+            given.get("nats", "password_file"),
+        ) {
+            (Some(_), Some(file)) => {
+                self.problems
+                    .push(file.problem("set with the password itself; set one of them"));
+                None
+            }
+            (None, Some(file)) => match std::fs::read_to_string(&file.value) {
+                Ok(p) => Some(p.trim().to_owned()),
+                Err(e) => {
+                    self.problems.push(file.problem(format!("cannot read: {e}")));
+                    None
+                }
+            },
+            (password, None) => password.map(|g| g.value.clone()),
+        };
+        let user = given.get("nats", "user").map(|g| g.value.clone());
+        if let (Some(_), None) = (&password, &user) {
+            let at = given
+                .get("nats", "password")
+                .or(given.get("nats", "password_file"));
+            if let Some(g) = at {
+                self.problems.push(g.problem(
+                    "a NATS password is set without a user ([nats] user or SWITCHBOARD_NATS_USER)",
+                ));
+            }
+        }
+        let credentials_file = self.opt(given, ("nats", "creds"), rule::file);
+        let nkey_seed_file = self.opt(given, ("nats", "nkey_seed_file"), rule::file);
+        let url = given.get("nats", "url")?.value.clone();
+        Some(NatsOptions {
+            url,
+            name: String::new(),
+            user: user.map(|u| (u, password.unwrap_or_default())),
+            token: given.get("nats", "token").map(|g| g.value.clone()),
+            credentials_file,
+            nkey_seed_file,
+        })
+    }
+
+    /// `[grpc]`: off without a token; the TLS pair is loaded and checked now, so that a bad pair
+    /// stops the process before it serves anything.
+    fn grpc(&mut self, given: &Gathered) -> Option<GrpcSettings> {
+        let host = self
+            .opt(given, ("grpc", "host"), rule::host)
+            .unwrap_or_else(|| DEFAULT_HOST.to_owned());
+        let port = self
+            .opt(given, ("grpc", "port"), rule::port)
+            .unwrap_or(DEFAULT_GRPC_PORT);
+        let token = self.opt(given, ("grpc", "admin_token"), |g| {
+            let ok = g.value.len() >= MIN_TOKEN_BYTES
+                && !g.value.chars().any(|c| c.is_whitespace() || c.is_control());
+            ok.then(|| g.value.clone()).ok_or_else(|| {
+                g.problem(format!(
+                    "must be at least {MIN_TOKEN_BYTES} bytes without spaces (e.g. `openssl \
+                     rand -hex 24`)"
+                ))
+            })
+        });
+        let token = token?;
+        let tls = match (given.get("grpc", "tls_cert"), given.get("grpc", "tls_key")) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let cert_pem = rule::read(cert).map_err(|p| self.problems.push(p)).ok();
+                let key_pem = rule::read(key).map_err(|p| self.problems.push(p)).ok();
+                let (cert_pem, key_pem) = (cert_pem?, key_pem?);
+                if let Err(e) = grpc::check_identity(&cert_pem, &key_pem) {
+                    self.problems
+                        .push(cert.problem(format!("unusable certificate or key: {e}")));
+                    return None;
+                }
+                Some((cert_pem, key_pem))
+            }
+            (Some(cert), None) => {
+                self.problems.push(cert.problem(
+                    "needs the key too ([grpc] tls_key or SWITCHBOARD_GRPC_TLS_KEY)",
+                ));
+                return None;
+            }
+            (None, Some(key)) => {
+                self.problems.push(key.problem(
+                    "needs the certificate too ([grpc] tls_cert or SWITCHBOARD_GRPC_TLS_CERT)",
+                ));
+                return None;
+            }
+        };
+        Some(GrpcSettings {
+            host,
+            port,
+            options: GrpcOptions { token, tls },
+        })
+    }
+}
