@@ -826,3 +826,461 @@ impl Check {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const URL: (&str, &str) = ("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:4222");
+
+    fn load(process: Process, file: Option<&str>, vars: &[(&str, &str)]) -> Result<Settings, String> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let file = file.map(|text| File {
+            origin: "sb.toml",
+            text,
+        });
+        Settings::load(process, file, |k| vars.get(k).cloned()).map_err(|e| e.to_string())
+    }
+
+    fn gateway(vars: &[(&str, &str)]) -> Result<Settings, String> {
+        load(Process::Gateway, None, vars)
+    }
+
+    fn broker(vars: &[(&str, &str)]) -> Result<Settings, String> {
+        load(Process::Broker, None, vars)
+    }
+
+    #[test]
+    fn no_url_is_standalone_with_the_default_timings() {
+        let s = gateway(&[]).unwrap();
+        assert!(s.nats.is_none());
+        assert_eq!(s.heartbeat, Duration::from_millis(2000));
+        assert_eq!(s.lease, Duration::from_millis(6000));
+        assert_eq!(s.subjects.prefix(), "sio");
+        assert_eq!(s.drain(), Duration::ZERO, "standalone closes at once");
+        assert_eq!(s.log, LogFormat::Text);
+    }
+
+    #[test]
+    fn cluster_settings_are_read() {
+        let s = gateway(&[
+            URL,
+            ("SWITCHBOARD_NATS_USER", "gw"),
+            ("SWITCHBOARD_NATS_PASSWORD", "p:w"),
+            ("SWITCHBOARD_NODE_ID", "gw7"),
+            ("SWITCHBOARD_SUBJECT_PREFIX", "prod"),
+            ("SWITCHBOARD_HEARTBEAT_MS", "500"),
+            ("SWITCHBOARD_LOG_FORMAT", "json"),
+        ])
+        .unwrap();
+        let nats = s.nats.clone().unwrap();
+        assert_eq!(nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(nats.user, Some(("gw".to_owned(), "p:w".to_owned())));
+        assert_eq!(s.node.as_ref().unwrap().as_str(), "gw7");
+        assert_eq!(s.subjects.prefix(), "prod");
+        assert_eq!(s.lease, Duration::from_millis(1500), "three heartbeats");
+        assert_eq!(s.log, LogFormat::Json);
+        // Drain and forwarding defaults of a cluster node.
+        assert_eq!(s.drain(), DEFAULT_DRAIN);
+        assert!(s.forward && s.advertise.is_none());
+    }
+
+    #[cfg(feature = "fault-injection")]
+    #[test]
+    fn fault_injection_lists_sequence_numbers() {
+        let s = gateway(&[("SWITCHBOARD_FAULT_DROP_MEMBER_SEQ", "3, 5")]).unwrap();
+        assert_eq!(s.drop_seqs, [3, 5]);
+        let e = gateway(&[("SWITCHBOARD_FAULT_DROP_MEMBER_SEQ", "x")]).unwrap_err();
+        assert!(e.contains("SWITCHBOARD_FAULT_DROP_MEMBER_SEQ"), "{e}");
+    }
+
+    #[test]
+    fn drain_and_forwarding_settings() {
+        let s = gateway(&[
+            URL,
+            ("SWITCHBOARD_DRAIN_MS", "0"),
+            ("SWITCHBOARD_ADVERTISE_ADDR", "gw1:3000"),
+            ("SWITCHBOARD_FORWARD", "off"),
+        ])
+        .unwrap();
+        assert_eq!(s.drain(), Duration::ZERO);
+        assert_eq!(s.advertise.as_deref(), Some("gw1:3000"));
+        assert!(!s.forward);
+        for (var, bad) in [
+            ("SWITCHBOARD_DRAIN_MS", "-1"),
+            ("SWITCHBOARD_DRAIN_MS", "3600001"),
+            ("SWITCHBOARD_ADVERTISE_ADDR", "0.0.0.0:3000"),
+            ("SWITCHBOARD_ADVERTISE_ADDR", "10.0.0.7"),
+            ("SWITCHBOARD_ADVERTISE_ADDR", "10.0.0.7:0"),
+            ("SWITCHBOARD_FORWARD", "maybe"),
+        ] {
+            let e = gateway(&[(var, bad)]).expect_err(var);
+            assert!(e.starts_with(var), "{var}={bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn grpc_is_read_only_where_it_is_served() {
+        let tls = [
+            ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef-token"),
+            ("SWITCHBOARD_GRPC_TLS_CERT", "/nonexistent/cert.pem"),
+            ("SWITCHBOARD_GRPC_TLS_KEY", "/nonexistent/key.pem"),
+        ];
+        // Standalone: the TLS files are loaded, so missing ones are a startup error.
+        let e = gateway(&tls).expect_err("missing TLS files");
+        assert!(e.contains("SWITCHBOARD_GRPC_TLS_CERT"), "{e}");
+        let standalone = gateway(&tls[..1]).unwrap();
+        assert!(standalone.grpc.is_some() && !standalone.grpc_ignored);
+        // A gateway in a cluster: the brokers serve gRPC, the same variables are not read.
+        let mut cluster = tls.to_vec();
+        cluster.push(URL);
+        let s = gateway(&cluster).unwrap();
+        assert!(s.grpc.is_none() && s.grpc_ignored);
+        // The broker reads them.
+        let e = broker(&cluster).expect_err("missing TLS files");
+        assert!(e.contains("SWITCHBOARD_GRPC_TLS_CERT"), "{e}");
+    }
+
+    #[test]
+    fn grpc_options() {
+        assert!(broker(&[URL]).unwrap().grpc.is_none());
+        let g = broker(&[URL, ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef")])
+            .unwrap()
+            .grpc
+            .unwrap();
+        assert_eq!((g.host.as_str(), g.port), ("127.0.0.1", DEFAULT_GRPC_PORT));
+        assert_eq!(g.options.token, "0123456789abcdef");
+        assert!(g.options.tls.is_none());
+        let g = broker(&[
+            URL,
+            ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef"),
+            ("SWITCHBOARD_GRPC_HOST", "[::1]"),
+            ("SWITCHBOARD_GRPC_PORT", "0"),
+        ])
+        .unwrap()
+        .grpc
+        .unwrap();
+        assert_eq!((g.host.as_str(), g.port), ("::1", 0));
+        let token = ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef");
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("SWITCHBOARD_ADMIN_TOKEN", "short")], "SWITCHBOARD_ADMIN_TOKEN"),
+            (&[token, ("SWITCHBOARD_GRPC_PORT", "x")], "SWITCHBOARD_GRPC_PORT"),
+            (&[token, ("SWITCHBOARD_GRPC_HOST", "no such host!")], "SWITCHBOARD_GRPC_HOST"),
+            (&[token, ("SWITCHBOARD_GRPC_TLS_CERT", "/x")], "SWITCHBOARD_GRPC_TLS_CERT"),
+            (&[token, ("SWITCHBOARD_GRPC_TLS_KEY", "/x")], "SWITCHBOARD_GRPC_TLS_KEY"),
+        ];
+        for (vars, var) in cases {
+            let mut vars = vars.to_vec();
+            vars.push(URL);
+            let e = broker(&vars).expect_err(var);
+            assert!(e.starts_with(var), "{var}: {e}");
+            assert!(!e.contains("0123456789abcdef"), "the token is secret: {e}");
+        }
+    }
+
+    #[test]
+    fn broker_defaults_and_explicit_values() {
+        let s = broker(&[URL]).unwrap();
+        assert_eq!(s.broker.host, "127.0.0.1");
+        assert_eq!(s.broker.http_port, DEFAULT_BROKER_HTTP_PORT);
+        assert_eq!(s.broker.leader, LeaderMode::KvLease);
+        assert_eq!(s.broker.id, None);
+        assert_eq!(s.lease, Duration::from_millis(6000));
+        assert_eq!(s.nats.unwrap().user, None);
+        let s = broker(&[
+            URL,
+            ("SWITCHBOARD_NATS_USER", "u"),
+            ("SWITCHBOARD_NATS_PASSWORD", "p:w"),
+            ("SWITCHBOARD_NATS_TOKEN", "t"),
+            ("SWITCHBOARD_BROKER_HOST", "::1"),
+            ("SWITCHBOARD_BROKER_HTTP_PORT", "0"),
+            ("SWITCHBOARD_LEASE_MS", "1200"),
+            ("SWITCHBOARD_HEARTBEAT_MS", "200"),
+            ("SWITCHBOARD_SUBJECT_PREFIX", "test.x1"),
+            ("SWITCHBOARD_BROKER_ID", "broker-1"),
+            ("SWITCHBOARD_BROKER_LEADER", "always"),
+        ])
+        .unwrap();
+        let nats = s.nats.unwrap();
+        assert_eq!(nats.user, Some(("u".to_owned(), "p:w".to_owned())));
+        assert_eq!(nats.token.as_deref(), Some("t"));
+        assert_eq!((s.broker.host.as_str(), s.broker.http_port), ("::1", 0));
+        assert_eq!(s.lease, Duration::from_millis(1200));
+        assert_eq!(s.heartbeat, Duration::from_millis(200));
+        assert_eq!(s.subjects.prefix(), "test.x1");
+        assert_eq!(s.broker.id.as_deref(), Some("broker-1"));
+        assert_eq!(s.broker.leader, LeaderMode::Always);
+        // A host name is a host, for the broker as for the gateway.
+        let s = broker(&[URL, ("SWITCHBOARD_BROKER_HOST", "localhost")]).unwrap();
+        assert_eq!(s.broker.host, "localhost");
+    }
+
+    #[test]
+    fn nats_credentials_from_files() {
+        let dir =
+            std::env::temp_dir().join(format!("switchboard-settings-creds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let password = dir.join("gw0");
+        std::fs::write(&password, "sbsecret\n").unwrap();
+        let seed = dir.join("seed");
+        std::fs::write(&seed, "SUAEXAMPLE").unwrap();
+        let (password, seed) = (password.to_str().unwrap(), seed.to_str().unwrap());
+        for process in [Process::Gateway, Process::Broker] {
+            let s = load(
+                process,
+                None,
+                &[
+                    URL,
+                    ("SWITCHBOARD_NATS_USER", "gateway-gw0"),
+                    ("SWITCHBOARD_NATS_PASSWORD_FILE", password),
+                    ("SWITCHBOARD_NATS_NKEY_SEED_FILE", seed),
+                ],
+            )
+            .unwrap();
+            let nats = s.nats.unwrap();
+            assert_eq!(
+                nats.user,
+                Some(("gateway-gw0".to_owned(), "sbsecret".to_owned()))
+            );
+            assert_eq!(nats.nkey_seed_file.as_deref(), Some(Path::new(seed)));
+        }
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("SWITCHBOARD_NATS_PASSWORD_FILE", "/nonexistent/password")],
+                "SWITCHBOARD_NATS_PASSWORD_FILE",
+            ),
+            (
+                &[
+                    ("SWITCHBOARD_NATS_USER", "u"),
+                    ("SWITCHBOARD_NATS_PASSWORD", "p"),
+                    ("SWITCHBOARD_NATS_PASSWORD_FILE", password),
+                ],
+                "SWITCHBOARD_NATS_PASSWORD_FILE",
+            ),
+            (
+                &[("SWITCHBOARD_NATS_PASSWORD", "sbsecret")],
+                "SWITCHBOARD_NATS_PASSWORD",
+            ),
+            (
+                &[("SWITCHBOARD_NATS_NKEY_SEED_FILE", "/nonexistent/seed")],
+                "SWITCHBOARD_NATS_NKEY_SEED_FILE",
+            ),
+            (
+                &[("SWITCHBOARD_NATS_CREDS", "/nonexistent/x.creds")],
+                "SWITCHBOARD_NATS_CREDS",
+            ),
+        ];
+        for (problem, var) in cases {
+            let mut vars = vec![URL];
+            vars.extend_from_slice(problem);
+            for process in [Process::Gateway, Process::Broker] {
+                let e = load(process, None, &vars).expect_err(var);
+                assert!(e.starts_with(var), "{var} missing from: {e}");
+                // The password itself is never part of a message.
+                assert!(!e.contains("sbsecret"), "{e}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The same rule for a setting in both tiers; each problem names its variable.
+    #[test]
+    fn bad_values_name_their_variable() {
+        let cases: &[(&str, &str)] = &[
+            ("SWITCHBOARD_BROKER_HOST", "no such host!"),
+            ("SWITCHBOARD_BROKER_HTTP_PORT", "70000"),
+            ("SWITCHBOARD_BROKER_HTTP_PORT", "-1"),
+            ("SWITCHBOARD_LEASE_MS", "0"),
+            ("SWITCHBOARD_LEASE_MS", "6s"),
+            ("SWITCHBOARD_HEARTBEAT_MS", "x"),
+            ("SWITCHBOARD_HEARTBEAT_MS", "9"),
+            ("SWITCHBOARD_HEARTBEAT_MS", "3600001"),
+            ("SWITCHBOARD_SUBJECT_PREFIX", "a b"),
+            ("SWITCHBOARD_SUBJECT_PREFIX", "a..b"),
+            ("SWITCHBOARD_NODE_ID", "a.b"),
+            ("SWITCHBOARD_BROKER_ID", "a.b"),
+            ("SWITCHBOARD_BROKER_LEADER", "raft"),
+            ("SWITCHBOARD_LOG_FORMAT", "xml"),
+            ("SWITCHBOARD_HOST", "no such host!"),
+            ("SWITCHBOARD_PORT", "x"),
+            ("PORT", "65536"),
+            ("SWITCHBOARD_OPERATOR_HOST", "-bad"),
+            ("SWITCHBOARD_OPERATOR_PORT", "x"),
+        ];
+        for (var, bad) in cases {
+            for process in [Process::Gateway, Process::Broker] {
+                let e = load(process, None, &[URL, (var, bad)]).expect_err(var);
+                assert!(e.starts_with(var), "{var}={bad}: {e}");
+            }
+        }
+        let e = broker(&[]).expect_err("no URL");
+        assert!(e.starts_with("SWITCHBOARD_NATS_URL"), "{e}");
+        let e = broker(&[
+            URL,
+            ("SWITCHBOARD_LEASE_MS", "2000"),
+            ("SWITCHBOARD_HEARTBEAT_MS", "2000"),
+        ])
+        .expect_err("lease not above the heartbeat");
+        assert!(e.starts_with("SWITCHBOARD_LEASE_MS"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        for process in [Process::Gateway, Process::Broker] {
+            let e = load(
+                process,
+                None,
+                &[
+                    URL,
+                    ("SWITCHBOARD_NATS_PASSWORD", "secret"),
+                    ("SWITCHBOARD_HEARTBEAT_MS", "2000"),
+                    ("SWITCHBOARD_LEASE_MS", "1000"),
+                    ("SWITCHBOARD_BROKER_LEADER", "raft"),
+                    ("SWITCHBOARD_BROKER_HTTP_PORT", "x"),
+                ],
+            )
+            .expect_err("invalid");
+            for var in [
+                "SWITCHBOARD_NATS_PASSWORD",
+                "SWITCHBOARD_LEASE_MS",
+                "SWITCHBOARD_BROKER_LEADER",
+                "SWITCHBOARD_BROKER_HTTP_PORT",
+            ] {
+                assert!(
+                    e.lines().any(|l| l.starts_with(var)),
+                    "{var} missing from: {e}"
+                );
+            }
+        }
+    }
+
+    const FILE: &str = "\
+[server]
+port = 1
+
+[nats]
+url = \"nats://10.0.0.1:4222\"
+
+[cluster]
+heartbeat_ms = 500
+subject_prefix = \"file\"
+
+[broker]
+leader = \"always\"
+http_port = 0
+
+[log]
+format = \"json\"
+";
+
+    #[test]
+    fn the_file_sets_and_the_environment_overrides() {
+        let s = load(Process::Broker, Some(FILE), &[]).unwrap();
+        assert_eq!(s.nats.unwrap().url, "nats://10.0.0.1:4222");
+        assert_eq!(s.heartbeat, Duration::from_millis(500));
+        assert_eq!(s.lease, Duration::from_millis(1500));
+        assert_eq!(s.subjects.prefix(), "file");
+        assert_eq!(s.broker.leader, LeaderMode::Always);
+        assert_eq!(s.broker.http_port, 0);
+        assert_eq!(s.log, LogFormat::Json);
+        let s = load(
+            Process::Broker,
+            Some(FILE),
+            &[
+                ("SWITCHBOARD_NATS_URL", "nats://env:4222"),
+                ("SWITCHBOARD_HEARTBEAT_MS", "250"),
+                ("SWITCHBOARD_BROKER_LEADER", "kv"),
+                // Empty counts as unset: the file's value stays.
+                ("SWITCHBOARD_SUBJECT_PREFIX", " "),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.nats.unwrap().url, "nats://env:4222");
+        assert_eq!(s.heartbeat, Duration::from_millis(250));
+        assert_eq!(s.broker.leader, LeaderMode::KvLease);
+        assert_eq!(s.subjects.prefix(), "file");
+    }
+
+    #[test]
+    fn file_problems_have_their_line_and_column() {
+        let text = "\
+[cluster]
+heartbeat_ms = 5
+lease_ms = \"x\"
+colour = true
+
+[grpc]
+port = [1]
+
+[log]
+format = \"xml\"
+";
+        let e = load(Process::Gateway, Some(text), &[]).unwrap_err();
+        for want in [
+            "sb.toml:2:16: ",
+            "sb.toml:3:12: ",
+            "sb.toml:4:10: [cluster]: unknown key \"colour\"",
+            "sb.toml:7:8: ",
+            "sb.toml:10:10: ",
+        ] {
+            assert!(e.lines().any(|l| l.starts_with(want)), "{want} missing from:\n{e}");
+        }
+        // The environment overrides a bad file value: it is then not read.
+        let s = load(
+            Process::Gateway,
+            Some("[cluster]\nheartbeat_ms = 5\n"),
+            &[("SWITCHBOARD_HEARTBEAT_MS", "100")],
+        )
+        .unwrap();
+        assert_eq!(s.heartbeat, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn gateway_host_and_port_come_from_the_environment() {
+        let mut config = GatewayConfig::builtin().unwrap();
+        let s = gateway(&[
+            ("SWITCHBOARD_HOST", "[::1]"),
+            ("PORT", "4000"),
+            ("SWITCHBOARD_OPERATOR_HOST", "0.0.0.0"),
+            ("SWITCHBOARD_OPERATOR_PORT", "0"),
+        ])
+        .unwrap();
+        s.apply_to(&mut config);
+        assert_eq!((config.server.host.as_str(), config.server.port), ("::1", 4000));
+        assert_eq!(
+            (config.operator.host.as_str(), config.operator.port),
+            ("0.0.0.0", 0)
+        );
+        // SWITCHBOARD_PORT before PORT.
+        let s = gateway(&[("SWITCHBOARD_PORT", "5000"), ("PORT", "4000")]).unwrap();
+        s.apply_to(&mut config);
+        assert_eq!(config.server.port, 5000);
+    }
+
+    #[test]
+    fn every_variable_names_one_setting() {
+        let mut seen = std::collections::HashSet::new();
+        for v in VARS {
+            assert!(seen.insert(v.env), "{} twice", v.env);
+            assert!(
+                TABLES.contains(&v.table) || GATEWAY_TABLES.contains(&v.table) || v.table == "fault",
+                "{}: table {}",
+                v.env,
+                v.table
+            );
+        }
+    }
+
+    #[test]
+    fn line_col_table() {
+        let text = "ab\ncdé\nf";
+        for (offset, want) in [(0, (1, 1)), (3, (2, 1)), (6, (2, 3)), (100, (3, 2))] {
+            assert_eq!(line_col(text, offset), want, "offset {offset}");
+        }
+    }
+}
