@@ -5,7 +5,7 @@
 //! latency, loss and CPU per delivery; `cluster` across gateways, `polling` to long-polling
 //! members), `rooms` (many small chat rooms), `floor` (CPU cost of one small loopback write, the
 //! floor a per-delivery cost is compared with) and `admin` (the broker's gRPC API under a room:
-//! FetchSockets latency, Broadcast call → last delivery). See `cli::USAGE`, `scripts/bench.sh`,
+//! FetchSockets latency, Broadcast call → last delivery). See `switchboard-loadtest --help`, `scripts/bench.sh`,
 //! which runs them against a release build, and `scripts/bench-compare.sh`, which runs them
 //! against Node's socket.io as well (`loadtest/peers/`).
 //!
@@ -48,25 +48,21 @@ fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
     Ok(builder.enable_all().build()?)
 }
 
-fn run() -> Result<Option<Report>> {
-    let invocation = cli::parse(std::env::args().skip(1))?;
+fn run() -> Result<Report> {
+    // Help, version and malformed command lines end here (clap's exit: 0 or 2).
+    let invocation = <cli::Cli as clap::Parser>::parse().invocation()?;
     progress::set_quiet(invocation.quiet);
-    Ok(Some(match invocation.command {
-        Command::Help => {
-            println!("{}", cli::USAGE);
-            return Ok(None);
-        }
+    Ok(match invocation.command {
         Command::Floor(cfg) => floor::run(&cfg)?,
         Command::Idle(cfg) => runtime(cfg.common.threads)?.block_on(idle::run(cfg))?,
         Command::Fanout(cfg) => runtime(cfg.common.threads)?.block_on(fanout::run(cfg))?,
         Command::Admin(cfg) => runtime(1)?.block_on(admin::run(cfg))?,
-    }))
+    })
 }
 
 fn main() -> ExitCode {
     match run() {
-        Ok(None) => ExitCode::SUCCESS,
-        Ok(Some(report)) => {
+        Ok(report) => {
             report.print();
             if report.ok() {
                 ExitCode::SUCCESS
