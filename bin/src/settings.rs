@@ -130,6 +130,17 @@ pub const VARS: &[Var] = &[
     var("fault", "drop_member_seq", "SWITCHBOARD_FAULT_DROP_MEMBER_SEQ"),
 ];
 
+/// The environment variables and their settings, for a binary's `--help`.
+pub fn env_help() -> String {
+    let mut text = String::from(
+        "Environment (overrides the file's setting; an empty variable counts as unset):\n",
+    );
+    for v in VARS {
+        text.push_str(&format!("  {:<34} [{}] {}\n", v.env, v.table, v.key));
+    }
+    text
+}
+
 /// The tables read from the file here; the gateway's config module owns the others.
 const TABLES: [&str; 5] = ["nats", "cluster", "broker", "grpc", "log"];
 /// Tables the gateway's config module reads (the broker accepts and ignores them).
@@ -296,6 +307,8 @@ pub async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
 #[derive(Clone, Debug)]
 struct Given {
     value: String,
+    /// The setting's name in the file: `[table] key`.
+    setting: String,
     at: Location,
     /// The variable, when it came from the environment.
     env: Option<&'static str>,
@@ -305,10 +318,13 @@ struct Given {
 impl Given {
     /// The problem `message` about this value, located, naming the value unless it is secret.
     fn problem(&self, message: impl fmt::Display) -> Problem {
+        // The location names the variable, or the file's line; the message adds the setting
+        // (from a file) and the value (unless secret).
         let what = match (self.env, self.secret) {
             (Some(_), true) => String::new(),
             (Some(_), false) => format!("{:?}: ", self.value),
-            (None, _) => String::new(),
+            (None, true) => format!("{}: ", self.setting),
+            (None, false) => format!("{} = {:?}: ", self.setting, self.value),
         };
         Problem {
             location: self.at.clone(),
@@ -412,6 +428,7 @@ fn gather(file: Option<File<'_>>, env: &dyn Fn(&str) -> Option<String>) -> Gathe
                             (row.table, row.key),
                             Given {
                                 value,
+                                setting: format!("[{}] {}", row.table, row.key),
                                 at,
                                 env: None,
                                 secret: row.secret,
@@ -436,6 +453,7 @@ fn gather(file: Option<File<'_>>, env: &dyn Fn(&str) -> Option<String>) -> Gathe
             (row.table, row.key),
             Given {
                 value: value.trim().to_owned(),
+                setting: format!("[{}] {}", row.table, row.key),
                 at: Location {
                     origin: row.env.to_owned(),
                     line: None,

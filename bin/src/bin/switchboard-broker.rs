@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
-use switchboard::settings::{Process, Settings, Source, resolve};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
+use switchboard::settings::{self, Process, Settings, Source, resolve};
 use switchboard::signal::Signals;
 use switchboard::telemetry;
 use switchboard_broker::{Broker, BrokerConfig, BrokerError, LeaderMode, grpc, http, metrics};
@@ -46,7 +46,12 @@ fn load(path: Option<&std::path::Path>) -> Result<Settings, Problems> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::from_arg_matches(
+        &Args::command()
+            .after_long_help(settings::env_help())
+            .get_matches(),
+    )
+    .unwrap_or_else(|e| e.exit());
     let settings = load(args.config.as_deref());
     telemetry::init_logs(settings.as_ref().map(|s| s.log).unwrap_or_default());
     let settings = match settings {

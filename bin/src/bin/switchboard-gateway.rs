@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
-use switchboard::settings::{Process, Settings, Source, resolve};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser};
+use switchboard::settings::{self, Process, Settings, Source, resolve};
 use switchboard::signal::Signals;
 use switchboard::telemetry;
 use switchboard_broker::{Broker, BrokerConfig, LeaderMode, grpc};
@@ -99,7 +99,12 @@ fn load(path: Option<&Path>) -> Result<Loaded, Problems> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::from_arg_matches(
+        &Args::command()
+            .after_long_help(settings::env_help())
+            .get_matches(),
+    )
+    .unwrap_or_else(|e| e.exit());
     let loaded = load(args.config.as_deref());
     let format = loaded
         .as_ref()
