@@ -73,11 +73,12 @@ fi
 
 # ---- 2. build and Rust tests ----------------------------------------------------------------
 if [ -z "${SKIP_CARGO:-}" ]; then
-  log "cargo build --release --workspace --bins --examples --locked"
-  cargo build --release --workspace --bins --examples --locked
+  # The test build has the fault injection the end-to-end suite uses (never in a release build).
+  log "cargo build --release --workspace --bins --examples --features switchboard/fault-injection --locked"
+  cargo build --release --workspace --bins --examples --features switchboard/fault-injection --locked
 
-  log "cargo test --release --workspace --locked"
-  cargo test --release --workspace --locked
+  log "cargo test --release --workspace --features switchboard/fault-injection --locked"
+  cargo test --release --workspace --features switchboard/fault-injection --locked
 fi
 
 # ---- 3. end-to-end tests --------------------------------------------------------------------
