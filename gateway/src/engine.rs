@@ -103,7 +103,7 @@ pub enum CloseReason {
     ServerClose,
     /// The server is shutting down.
     Shutdown,
-    /// The client ran into a limit that ends the connection (README, "Security"); counted in
+    /// The client ran into a limit that ends the connection (docs/security.md); counted in
     /// `limited_total` by [`Conn::close`].
     Limited(metrics::Limit),
 }

@@ -1,5 +1,5 @@
-//! Namespace policies: the configured application logic (design.md, "Where application logic
-//! lives", layer 1) run on the embedding API ([`crate::sio`]).
+//! Namespace policies: the configured application logic (docs/architecture.md, "Where
+//! application logic lives", layer 1) run on the embedding API ([`crate::sio`]).
 //!
 //! For every configured namespace, [`install`] registers a connect middleware (token check,
 //! required claims, rooms auto-joined from claim templates, typed [`Claims`] attached to the

@@ -67,7 +67,7 @@ impl Default for Config {
     }
 }
 
-/// Bounds on what one Engine.IO connection may make the server hold (README, "Security"). Each
+/// Bounds on what one Engine.IO connection may make the server hold (docs/security.md). Each
 /// is checked before the memory is spent, and each refusal is counted with
 /// [`metrics::limited`].
 #[derive(Clone, Debug, PartialEq, Eq)]
