@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
+use switchboard_codec::engineio::{self, Frame};
+use switchboard_codec::socketio::{self, Decoded, Packet, PacketType, Reassembly};
 use switchboard_fuzz::round_trip;
 use switchboard_gateway::cluster;
-use switchboard_gateway::engineio::{self, Frame};
 use switchboard_gateway::forward::Peers;
 use switchboard_gateway::sio::Args;
-use switchboard_gateway::socketio::{self, Decoded, Packet, PacketType, Reassembly};
 use switchboard_proto::Message;
 use switchboard_proto::bus::{self as pb, envelope};
 

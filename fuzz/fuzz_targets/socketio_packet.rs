@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
+use switchboard_codec::socketio::{self, Decoded, Packet, PacketType, Reassembly};
 use switchboard_fuzz::round_trip;
-use switchboard_gateway::socketio::{self, Decoded, Packet, PacketType, Reassembly};
 
 /// More declared attachments than this are checked for decoding only, to keep runs fast.
 const MAX_REASSEMBLED: usize = 64;

@@ -25,9 +25,9 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
-use switchboard_gateway::engineio::{self, Frame, Payload};
-use switchboard_gateway::socketio::{self, Decoded, Packet, PacketType};
-use switchboard_gateway::websocket::{self, Assembler, Message, OpCode, Role, close_code};
+use switchboard_codec::engineio::{self, Frame, Payload};
+use switchboard_codec::socketio::{self, Decoded, Packet, PacketType};
+use switchboard_codec::websocket::{self, Assembler, Message, OpCode, Role, close_code};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
