@@ -450,14 +450,15 @@ impl Assembler {
         payload: &'a [u8],
         max_payload: usize,
     ) -> Result<Option<Message<'a>>, DecodeError> {
-        let result = self.push_inner(head, payload, max_payload);
+        let result = self.assemble(head, payload, max_payload);
         if result.is_err() {
             self.partial = None;
         }
         result
     }
 
-    fn push_inner<'a>(
+    /// [`Self::push`] without dropping the message in progress on error.
+    fn assemble<'a>(
         &mut self,
         head: Head,
         payload: &'a [u8],
