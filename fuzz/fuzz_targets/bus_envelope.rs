@@ -84,6 +84,18 @@ fn envelope(m: pb::Envelope) {
                 let _ = serde_json::from_str::<Value>(&set.data_json);
             }
         }
+        Some(envelope::Body::Fragment(f)) => {
+            // A gateway joins the parts (`cluster.rs`) and takes only a delivery out of the
+            // whole; a single part holding the whole envelope reaches the same handling.
+            if f.index == 0 && f.count == 1 {
+                if let Some(pb::Envelope {
+                    body: Some(envelope::Body::Delivery(d)),
+                }) = stable::<pb::Envelope>(&f.data)
+                {
+                    delivery(d);
+                }
+            }
+        }
         None => {}
     }
 }
