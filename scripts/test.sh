@@ -73,11 +73,12 @@ fi
 
 # ---- 2. build and Rust tests ----------------------------------------------------------------
 if [ -z "${SKIP_CARGO:-}" ]; then
-  log "cargo build --release --workspace --bins --examples --locked"
-  cargo build --release --workspace --bins --examples --locked
+  # switchboard-loadtest/grpc: the load generator's `admin` scenario (the gRPC smoke run below).
+  log "cargo build --release --workspace --bins --examples --features switchboard-loadtest/grpc --locked"
+  cargo build --release --workspace --bins --examples --features switchboard-loadtest/grpc --locked
 
-  log "cargo test --release --workspace --locked"
-  cargo test --release --workspace --locked
+  log "cargo test --release --workspace --features switchboard-loadtest/grpc --locked"
+  cargo test --release --workspace --features switchboard-loadtest/grpc --locked
 fi
 
 # ---- 3. end-to-end tests --------------------------------------------------------------------

@@ -22,10 +22,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use switchboard_codec::engineio::{self, Frame, Packet, Payload};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-use crate::engineio::{self, Frame, Packet, Payload};
 use crate::id::NodeId;
 use crate::metrics;
 

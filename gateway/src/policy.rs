@@ -1876,7 +1876,7 @@ mod glue_tests {
     use crate::engine::{
         Config as EngineConfig, Conn, Engine, Handler as _, HandshakeInfo, Transport,
     };
-    use crate::engineio::{Frame, Payload};
+    use switchboard_codec::engineio::{Frame, Payload};
     use crate::id::NodeId;
     use crate::sio::{self, ConnData, Server};
 

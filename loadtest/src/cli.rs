@@ -55,6 +55,7 @@ scenarios:
           [--namespace /chat] [--room bench] [--concurrency 256]   (token: $SWITCHBOARD_ADMIN_TOKEN)
           N members join a room; the broker's gRPC API: FetchSockets of the whole room and
           Broadcast to it, each --calls times: latency, and call → last delivery.
+          Only in a build with gRPC (`cargo build -p switchboard-loadtest --features grpc`).
 
 common: [--threads 1] (runtime worker threads) [--concurrency 256] (handshakes in flight)
         [--quiet] (no progress lines on stderr; otherwise one a second while measuring)
@@ -104,8 +105,10 @@ pub(crate) enum Command {
     Admin(Admin),
 }
 
-/// `admin` settings.
+/// `admin` settings. Parsed (and checked) in every build; without the `grpc` feature nothing
+/// reads them, because the scenario is refused.
 #[derive(Debug, PartialEq)]
+#[cfg_attr(not(feature = "grpc"), allow(dead_code))]
 pub(crate) struct Admin {
     /// The gateway the members connect to.
     pub(crate) target: Target,

@@ -32,12 +32,12 @@ use std::time::Duration;
 
 use regex::Regex;
 use serde_json::Value;
+use switchboard_codec::engineio::{Frame, Payload};
+use switchboard_codec::socketio::{self, Decoded, PacketType, Reassembly};
 use tokio::time::Instant;
 
 use crate::engine::{self, CloseReason, Conn};
-use crate::engineio::Payload;
 use crate::metrics::{self, Limit};
-use crate::socketio::{self, Decoded, PacketType, Reassembly};
 
 pub use adapter::{Adapter, Target};
 pub use namespace::{Broadcast, Namespace, Room, RoomFull};
@@ -230,7 +230,7 @@ impl Server {
         &self,
         ns: &str,
         target: &Target,
-        frames: &[crate::engineio::Frame],
+        frames: &[Frame],
         volatile: bool,
     ) -> usize {
         let Some(ns) = self.get_inner(ns) else {
