@@ -34,7 +34,7 @@ use crate::ratelimit;
 
 /// The configuration shipped with the gateway (used when no file is given): namespace `/` and a
 /// demo namespace `/chat`, no secrets needed.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Default listen address.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
@@ -2963,7 +2963,7 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("switchboard-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let key = include_str!("../tests/keys/rs256-public.pem");
+        let key = include_str!("../../tests/keys/rs256-public.pem");
         std::fs::write(dir.join("jwt.pem"), key).unwrap();
         let good = dir.join("good.toml");
         std::fs::write(
