@@ -16,6 +16,7 @@ pub mod id;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
+pub mod rule;
 pub mod sio;
 pub mod socketio;
 pub mod transport;

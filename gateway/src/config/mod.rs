@@ -12,8 +12,8 @@
 //! The file is parsed into private `Raw*` structs that mirror the TOML (unknown keys are errors,
 //! every item keeps its span), then validated into the public model ([`Config`],
 //! [`NamespaceConfig`], [`EventRule`], …), which holds only checked, compiled values: regexes,
-//! room templates, argument paths and verification keys. The policy layer
-//! ([`crate::policy`]) runs that model; it never sees raw TOML.
+//! room templates, argument paths and verification keys. The policy layer (the `policy` module)
+//! runs that model; it never sees raw TOML.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -29,8 +29,8 @@ use serde_json::Value;
 use toml::Spanned;
 
 use crate::auth::{self, Algorithm, RequiredClaim};
-use crate::policy::{ArgPath, Template};
 use crate::ratelimit;
+use crate::rule::{ArgPath, Template};
 
 /// The configuration shipped with the gateway (used when no file is given): namespace `/` and a
 /// demo namespace `/chat`, no secrets needed.
@@ -81,6 +81,13 @@ const MAX_KEY_FILE_BYTES: u64 = 1024 * 1024;
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 
 pub use switchboard_proto::RESERVED_EVENTS;
+
+// The event rules are defined beside the templates they hold; they stay reachable here as part
+// of the configuration model.
+pub use crate::rule::{
+    Action, BroadcastRule, EchoRule, EventRule, ForwardRule, JoinRule, LeaveRule, RelayRule,
+    RoomRule,
+};
 
 /// Where a problem is: the file (or `environment`), and line and column when known (1-based).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -474,114 +481,6 @@ pub struct RateLimitConfig {
     pub settings: ratelimit::Settings,
     /// Event emitted to a client whose event without ack was rejected (None: stay silent).
     pub error_event: Option<String>,
-}
-
-/// One `[[namespace.event]]` rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventRule {
-    /// The client event name.
-    pub name: String,
-    /// What to do.
-    pub action: Action,
-}
-
-/// The built-in actions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Join the room named by an argument.
-    Join(JoinRule),
-    /// Leave the room named by an argument.
-    Leave(LeaveRule),
-    /// Re-emit the event to the room named by an argument.
-    Relay(RelayRule),
-    /// Re-emit the event to the whole namespace.
-    Broadcast(BroadcastRule),
-    /// Send the event back to the sender.
-    Echo(EchoRule),
-    /// Hand the event to backend workers over the bus (queue group per namespace and event).
-    Forward(ForwardRule),
-}
-
-impl Action {
-    /// The action's name as written in the config.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Join(_) => "join",
-            Self::Leave(_) => "leave",
-            Self::Relay(_) => "relay",
-            Self::Broadcast(_) => "broadcast",
-            Self::Echo(_) => "echo",
-            Self::Forward(_) => "forward",
-        }
-    }
-}
-
-/// Which room an event names and which rooms are permitted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoomRule {
-    /// The argument holding the room name.
-    pub room_arg: ArgPath,
-    /// The room must match one of these (empty: any room).
-    pub allow: Vec<Template>,
-    /// The room must match none of these.
-    pub deny: Vec<Template>,
-}
-
-/// `action = "join"`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JoinRule {
-    /// Room and permissions.
-    pub room: RoomRule,
-    /// Room capacity (0 = unlimited).
-    pub max_members: usize,
-    /// Event emitted to the other members on a new join.
-    pub announce: Option<String>,
-}
-
-/// `action = "leave"`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaveRule {
-    /// Room and permissions.
-    pub room: RoomRule,
-    /// Event emitted to the remaining members when the socket left.
-    pub announce: Option<String>,
-}
-
-/// `action = "relay"`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RelayRule {
-    /// Room and permissions.
-    pub room: RoomRule,
-    /// The sender must be a member of the room.
-    pub member_only: bool,
-    /// The sender receives its own event too.
-    pub include_sender: bool,
-    /// Emitted under this name (None: the event's own name).
-    pub as_event: Option<String>,
-}
-
-/// `action = "broadcast"`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BroadcastRule {
-    /// The sender receives its own event too.
-    pub include_sender: bool,
-    /// Emitted under this name (None: the event's own name).
-    pub as_event: Option<String>,
-}
-
-/// `action = "echo"`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EchoRule {
-    /// Emit back under this name; None: ack with the arguments if an ack was asked for, else
-    /// emit back under the event's own name.
-    pub as_event: Option<String>,
-}
-
-/// `action = "forward"`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ForwardRule {
-    /// How long to wait for a worker's reply when the client asked for an ack.
-    pub timeout: Duration,
 }
 
 /// Default ack timeout of `forward`.
