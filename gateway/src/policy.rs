@@ -30,11 +30,12 @@ use serde_json::{Value, json};
 use crate::auth::{self, AuthError, Claims, KeyError, Verifier};
 use crate::config::{
     AuthMode, Config, KeySource, NamespaceConfig, NamespaceMatch, RateLimitConfig,
-};use crate::metrics::Limit;
+};
+use crate::metrics::Limit;
 use crate::ratelimit::{Limiter, Verdict};
 use crate::rule::{
-    Action, ArgPath, BroadcastRule, EchoRule, ForwardRule, JoinRule, LeaveRule, RelayRule, RoomRule,
-    Template,
+    Action, ArgPath, BroadcastRule, EchoRule, ForwardRule, JoinRule, LeaveRule, RelayRule,
+    RoomRule, Template,
 };
 use crate::sio::{Args, ConnectError, ConnectRequest, Event, Server, Socket};
 
