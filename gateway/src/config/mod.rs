@@ -50,7 +50,7 @@ pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_millis(25_000);
 /// Default time a client has to answer a ping.
 pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_millis(20_000);
 /// Default largest message accepted from a client.
-pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1_000_000;
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = crate::engine::DEFAULT_MAX_PAYLOAD_BYTES;
 /// Default time a new connection has to connect to a namespace.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(45_000);
 /// Default time a transport upgrade may take.
