@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod convert;
+pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod leader;
@@ -17,5 +18,6 @@ pub mod service;
 pub mod snapshot;
 pub mod state;
 
+pub use error::BrokerError;
 pub use leader::LeaderMode;
-pub use service::{Broker, BrokerConfig, BrokerError};
+pub use service::{Broker, BrokerConfig};

@@ -17,5 +17,6 @@ pub mod id;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
+pub mod rule;
 pub mod sio;
 pub mod transport;

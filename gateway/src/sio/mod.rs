@@ -111,7 +111,7 @@ impl Default for Limits {
         Self {
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,
             max_attachments: DEFAULT_MAX_ATTACHMENTS,
-            max_attachment_bytes: crate::config::DEFAULT_MAX_PAYLOAD_BYTES,
+            max_attachment_bytes: crate::engine::DEFAULT_MAX_PAYLOAD_BYTES,
             binary_timeout: DEFAULT_BINARY_TIMEOUT,
             max_namespaces: DEFAULT_MAX_NAMESPACES,
             connects_per_interval: DEFAULT_CONNECTS_PER_INTERVAL,
