@@ -1,6 +1,6 @@
-//! Generates the bus envelopes from `proto/bus.proto` with prost, and the broker's gRPC service
-//! from `proto/admin.proto` with tonic (server and client), plus the file descriptor set that
-//! gRPC reflection serves.
+//! Generates the bus envelopes from `proto/bus.proto` with prost, and, with the `grpc` feature,
+//! the broker's gRPC service from `proto/admin.proto` with tonic (server and client), plus the
+//! file descriptor set that gRPC reflection serves.
 //!
 //! `protoc` comes from the `protoc-bin-vendored` crate, so no system install is needed; set
 //! `PROTOC` to use another one (Debian's `protobuf-compiler` 3.21 gives the same output).
@@ -23,9 +23,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(config)
     };
     config()?.compile_protos(&["proto/bus.proto"], &["proto"])?;
-    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out.join("admin_descriptor.bin"))
-        .compile_with_config(config()?, &["proto/admin.proto"], &["proto"])?;
+    #[cfg(feature = "grpc")]
+    {
+        let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+        tonic_prost_build::configure()
+            .file_descriptor_set_path(out.join("admin_descriptor.bin"))
+            .compile_with_config(config()?, &["proto/admin.proto"], &["proto"])?;
+    }
     Ok(())
 }

@@ -8,7 +8,7 @@
 #
 #   scripts/bench-admin.sh            10 000 members, 50 calls
 #   scripts/bench-admin.sh --quick    500 members, 5 calls: a smoke test
-#   scripts/bench-admin.sh --no-build skip `cargo build --release --bins`
+#   scripts/bench-admin.sh --no-build skip `cargo build --release --bins --features switchboard-loadtest/grpc`
 #
 # JSON lines go to target/bench/admin-results.jsonl, logs to target/bench/admin-*.log. Only the
 # processes this script started are stopped (by PID). Exit: 0 ok, 1 a run found problems, 2 set-up.
@@ -31,7 +31,7 @@ OUT=target/bench
 export SWITCHBOARD_ADMIN_TOKEN="bench-admin-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
 die() { echo "bench-admin.sh: $*" >&2; exit 2; }
-[[ $build == 1 ]] && cargo build --release --bins --quiet
+[[ $build == 1 ]] && cargo build --release --bins --features switchboard-loadtest/grpc --quiet
 mkdir -p "$OUT"
 results="$OUT/admin-results.jsonl"
 : >"$results"

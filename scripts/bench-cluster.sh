@@ -73,7 +73,7 @@ fi
 if [[ $hard == unlimited ]]; then ulimit -n 1048576 2>/dev/null || ulimit -n "$need_fds"; else ulimit -n "$hard"; fi
 
 if [[ $build == 1 ]]; then
-    cargo build --release --bins || die "build failed (if others are mid-edit, retry later or use --no-build)"
+    cargo build --release --bins --features switchboard-loadtest/grpc || die "build failed (if others are mid-edit, retry later or use --no-build)"
 fi
 for bin in "$GATEWAY" "$BROKER" "$LOADTEST"; do
     [[ -x $bin ]] || die "$bin missing (build first: cargo build --release --bins)"

@@ -123,7 +123,7 @@ fi
 if [[ $hard == unlimited ]]; then ulimit -n 1048576 2>/dev/null || ulimit -n "$need_fds"; else ulimit -n "$hard"; fi
 
 if [[ $build == 1 ]]; then
-    cargo build --release --bins --locked || die "build failed (use --no-build to run the binaries you have)"
+    cargo build --release --bins --features switchboard-loadtest/grpc --locked || die "build failed (use --no-build to run the binaries you have)"
 fi
 for bin in "$GATEWAY" "$BROKER" "$LOADTEST"; do
     [[ -x $bin ]] || die "$bin missing (build first: cargo build --release --bins)"

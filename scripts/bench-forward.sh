@@ -30,7 +30,7 @@ OUT=target/bench
 PREFIX="benchfwd$$"
 
 die() { echo "bench-forward.sh: $*" >&2; exit 2; }
-[[ $build == 1 ]] && cargo build --release --bins --quiet
+[[ $build == 1 ]] && cargo build --release --bins --features switchboard-loadtest/grpc --quiet
 [[ -x $NATS_SERVER ]] || die "nats-server not found (apt-get install nats-server)"
 mkdir -p "$OUT"
 results="$OUT/forward-results.jsonl"

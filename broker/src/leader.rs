@@ -22,7 +22,7 @@ use switchboard_bus::Bus;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::service::BrokerError;
+use crate::error::BrokerError;
 
 /// The key holding the lease.
 const KEY: &str = "leader";

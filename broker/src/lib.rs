@@ -11,6 +11,7 @@
 //! `switchboard-broker` binary (`bin/`) composes it.
 
 pub mod convert;
+pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod leader;
@@ -19,5 +20,6 @@ pub mod service;
 pub mod snapshot;
 pub mod state;
 
+pub use error::BrokerError;
 pub use leader::LeaderMode;
-pub use service::{Broker, BrokerConfig, BrokerError};
+pub use service::{Broker, BrokerConfig};

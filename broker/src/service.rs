@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use switchboard_bus::{Bus, BusError, Link, Message, Subscription};
+use switchboard_bus::{Bus, Link, Message, Subscription};
 use switchboard_proto::Message as _;
 use switchboard_proto::bus;
 use switchboard_proto::subject::{Parsed, Subjects};
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::convert;
+use crate::error::BrokerError;
 use crate::leader::{self, LeaderMode};
 use crate::metrics as m;
 use crate::snapshot::{self, Assembler, Outcome};
@@ -46,23 +47,6 @@ pub struct BrokerConfig {
     pub heartbeat: Duration,
     /// How the leader is chosen.
     pub leader: LeaderMode,
-}
-
-/// Why a broker could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    /// The configuration is unusable.
-    #[error("invalid broker configuration: {0}")]
-    Config(String),
-    /// Subscribing or publishing on the bus failed.
-    #[error(transparent)]
-    Bus(#[from] BusError),
-    /// Leader election needs JetStream, which the bus does not offer.
-    #[error(
-        "JetStream is required to elect a leader among several brokers (run nats-server with -js), \
-         or run a single broker with leader mode `always`: {0}"
-    )]
-    JetStreamRequired(String),
 }
 
 /// A running broker (cheap to clone; every clone is the same broker).

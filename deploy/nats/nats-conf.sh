@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prints the authorization block of a nats-server configuration for one Switchboard cluster:
 # one user for the brokers, one for the backend workers, and one per gateway node, each allowed
-# exactly the subjects of its role (README, "NATS subjects"; docs/security.md says why).
+# exactly the subjects of its role (docs/cluster.md, "NATS subjects"; docs/security.md says why).
 #
 #   deploy/nats/nats-conf.sh [PREFIX [NODE...]]     defaults: sio gw1 gw2 gw3
 #

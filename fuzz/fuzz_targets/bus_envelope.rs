@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
+use switchboard_codec::engineio::{self, Frame};
+use switchboard_codec::socketio::{self, Decoded, Packet, PacketType, Reassembly};
 use switchboard_fuzz::round_trip;
 use switchboard_gateway::cluster;
-use switchboard_gateway::engineio::{self, Frame};
 use switchboard_gateway::forward::Peers;
 use switchboard_gateway::sio::Args;
-use switchboard_gateway::socketio::{self, Decoded, Packet, PacketType, Reassembly};
 use switchboard_proto::Message;
 use switchboard_proto::bus::{self as pb, envelope};
 
@@ -82,6 +82,18 @@ fn envelope(m: pb::Envelope) {
         Some(envelope::Body::Command(c)) => {
             if let Some(pb::command::Action::SetData(set)) = c.action {
                 let _ = serde_json::from_str::<Value>(&set.data_json);
+            }
+        }
+        Some(envelope::Body::Fragment(f)) => {
+            // A gateway joins the parts (`cluster.rs`) and takes only a delivery out of the
+            // whole; a single part holding the whole envelope reaches the same handling.
+            if f.index == 0 && f.count == 1 {
+                if let Some(pb::Envelope {
+                    body: Some(envelope::Body::Delivery(d)),
+                }) = stable::<pb::Envelope>(&f.data)
+                {
+                    delivery(d);
+                }
             }
         }
         None => {}

@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use switchboard_gateway::engineio::{self, Frame, Packet};
+use switchboard_codec::engineio::{self, Frame, Packet};
 
 fuzz_target!(|data: &[u8]| {
     let body = Bytes::copy_from_slice(data);

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use switchboard_gateway::engineio::{self, Frame, Packet, Payload};
+use switchboard_codec::engineio::{self, Frame, Packet, Payload};
 
 fuzz_target!(|data: &[u8]| {
     let frame = Bytes::copy_from_slice(data);

@@ -12,7 +12,8 @@
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Number, Value};
-use switchboard_gateway::policy::{self, ArgPath, MAX_ROOM_NAME_BYTES, Rejection};
+use switchboard_gateway::policy::{self, MAX_ROOM_NAME_BYTES, Rejection};
+use switchboard_gateway::rule::ArgPath;
 
 const PATH_PIECES: &[&str] = &[
     "0", "1", "2", "00", "01", "+1", "-1", "18446744073709551616", ".", "room", "target", "a", "",

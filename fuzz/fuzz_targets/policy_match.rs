@@ -21,8 +21,8 @@ use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Number, Value};
 use switchboard_gateway::auth::Claims;
-use switchboard_gateway::config::RoomRule;
-use switchboard_gateway::policy::{self, ArgPath, Template};
+use switchboard_gateway::policy;
+use switchboard_gateway::rule::{ArgPath, RoomRule, Template};
 
 /// Pieces templates are made of, so that placeholders name claims that exist.
 const TEMPLATE_PIECES: &[&str] = &[

@@ -2,11 +2,13 @@
 //! decodes to the same packet; a binary header, once given its attachments, does too.
 #![no_main]
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
+use switchboard_codec::socketio::{self, Decoded, Packet, PacketType, Reassembly};
 use switchboard_fuzz::round_trip;
-use switchboard_gateway::socketio::{self, Decoded, Packet, PacketType, Reassembly};
 
 /// More declared attachments than this are checked for decoding only, to keep runs fast.
 const MAX_REASSEMBLED: usize = 64;
@@ -23,11 +25,15 @@ fuzz_target!(|data: &[u8]| {
             if n > MAX_REASSEMBLED {
                 return;
             }
-            let mut r = Reassembly::new(header, n);
+            // No byte or time bound here: the checks are about placeholders, not limits.
+            let now = Instant::now();
+            let mut r = Reassembly::new(header, n, usize::MAX, now + Duration::from_secs(60));
             let mut done = None;
             for i in 0..n {
                 assert!(done.is_none(), "completed before the last attachment");
-                done = r.push(Bytes::from(vec![i as u8; i])).expect("placeholders were checked");
+                done = r
+                    .push(Bytes::from(vec![i as u8; i]), now)
+                    .expect("placeholders were checked");
             }
             let packet = done.expect("complete after the last attachment");
             assert_eq!(packet.attachments.len(), n);

@@ -3,14 +3,15 @@
 //! - `escape` gives a non-empty token of `[A-Za-z0-9_-]`, at most 3 bytes per name byte (1 for
 //!   the empty name), that `unescape` turns back into the name;
 //! - whatever `unescape` accepts, `escape` writes back byte for byte (one token per name);
-//! - a subject built for any names parses back to those names, and is at most the prefix, the
-//!   fixed tokens and the escaped names long;
+//! - a builder refuses exactly the names over `MAX_NAME_BYTES`; a subject built for any other
+//!   names parses back to those names, and is at most the prefix, the fixed tokens and the
+//!   escaped names long;
 //! - whatever `parse` accepts, the builder for what it parsed gives back the very same subject.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use switchboard_proto::subject::{self, Parsed, Subjects};
+use switchboard_proto::subject::{self, MAX_NAME_BYTES, Parsed, SubjectError, Subjects};
 
 const PREFIXES: &[&str] = &["sio", "t", "a.b", "x_y-1", "_INBOX", "", "a..b", "s io"];
 /// Tokens received subjects are made of, so that parsing gets past the kind token.
@@ -88,6 +89,8 @@ fn names(u: &mut Unstructured<'_>, s: &Subjects) -> Result<()> {
     let (a, b) = (a.as_str(), b.as_str());
     let built = [
         (s.member(a), Parsed::Member { node: a.into() }),
+        (s.command_namespace(a), Parsed::CommandNamespace { ns: a.into() }),
+        (s.command_node(a), Parsed::CommandNode { node: a.into() }),
         (s.heartbeat(a), Parsed::Heartbeat { node: a.into() }),
         (s.room(a, b), Parsed::Room { ns: a.into(), room: b.into() }),
         (s.namespace(a), Parsed::Namespace { ns: a.into() }),
@@ -95,10 +98,10 @@ fn names(u: &mut Unstructured<'_>, s: &Subjects) -> Result<()> {
         (s.event(a, b), Parsed::Event { ns: a.into(), event: b.into() }),
         (s.connect(a), Parsed::Connect { ns: a.into() }),
         (s.disconnect(a), Parsed::Disconnect { ns: a.into() }),
-        (s.resync(), Parsed::Resync),
+        (Ok(s.resync()), Parsed::Resync),
         (s.snapshot(a), Parsed::Snapshot { node: a.into() }),
         (s.presence(a), Parsed::Presence { ns: a.into() }),
-        (s.reserve(), Parsed::Reserve),
+        (Ok(s.reserve()), Parsed::Reserve),
     ];
     let bound = s.prefix().len()
         + MAX_FIXED_BYTES
@@ -106,9 +109,17 @@ fn names(u: &mut Unstructured<'_>, s: &Subjects) -> Result<()> {
         + 1
         + subject::escape(b).len();
     for (subject, parsed) in built {
+        let subject = match subject {
+            Ok(subject) => subject,
+            Err(SubjectError::NameTooLong(n)) => {
+                assert!(n > MAX_NAME_BYTES && (n == a.len() || n == b.len()), "refused {n} bytes");
+                continue;
+            }
+            Err(e) => panic!("{parsed:?}: {e}"),
+        };
         assert!(subject.len() <= bound, "{subject:?} is longer than {bound}");
         assert_eq!(s.parse(&subject).as_ref(), Ok(&parsed), "{subject:?}");
-        assert_eq!(rebuild(s, &parsed), subject);
+        assert_eq!(rebuild(s, &parsed), Ok(subject));
     }
     Ok(())
 }
@@ -116,23 +127,25 @@ fn names(u: &mut Unstructured<'_>, s: &Subjects) -> Result<()> {
 /// A subject read from the wire parses to at most one meaning: the one that builds it.
 fn received(s: &Subjects, subject: &str) {
     if let Ok(parsed) = s.parse(subject) {
-        assert_eq!(rebuild(s, &parsed), subject, "parsed as {parsed:?}");
+        assert_eq!(rebuild(s, &parsed).as_deref(), Ok(subject), "parsed as {parsed:?}");
     }
 }
 
-fn rebuild(s: &Subjects, parsed: &Parsed) -> String {
+fn rebuild(s: &Subjects, parsed: &Parsed) -> Result<String, SubjectError> {
     match parsed {
         Parsed::Member { node } => s.member(node),
         Parsed::Heartbeat { node } => s.heartbeat(node),
         Parsed::Room { ns, room } => s.room(ns, room),
         Parsed::Namespace { ns } => s.namespace(ns),
         Parsed::Node { node } => s.node(node),
+        Parsed::CommandNamespace { ns } => s.command_namespace(ns),
+        Parsed::CommandNode { node } => s.command_node(node),
         Parsed::Event { ns, event } => s.event(ns, event),
         Parsed::Connect { ns } => s.connect(ns),
         Parsed::Disconnect { ns } => s.disconnect(ns),
-        Parsed::Resync => s.resync(),
+        Parsed::Resync => Ok(s.resync()),
         Parsed::Snapshot { node } => s.snapshot(node),
         Parsed::Presence { ns } => s.presence(ns),
-        Parsed::Reserve => s.reserve(),
+        Parsed::Reserve => Ok(s.reserve()),
     }
 }

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchboard_gateway::websocket::{self, Assembler, Message, OpCode, Role};
+use switchboard_codec::websocket::{self, Assembler, Message, OpCode, Role};
 
 
 fuzz_target!(|data: &[u8]| {

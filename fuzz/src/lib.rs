@@ -1,7 +1,7 @@
 //! What the fuzz targets share: the client's view of what a gateway writes.
 
-use switchboard_gateway::engineio::Frame;
-use switchboard_gateway::socketio::{self, Decoded, Packet, Reassembly};
+use switchboard_codec::engineio::Frame;
+use switchboard_codec::socketio::{self, Decoded, Packet, Reassembly};
 
 /// Encodes a packet as a gateway writes it and decodes it as a client reads it (text frame,
 /// then its attachments); panics if the client could not.

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use switchboard_codec::engineio::{Packet, Payload};
 use switchboard_gateway::engine::{self, CloseReason, Conn, Engine};
-use switchboard_gateway::engineio::{Packet, Payload};
 use switchboard_gateway::http::{self, Cors, Router};
 use switchboard_gateway::id::NodeId;
 use switchboard_gateway::sio::{self, Args, Server};

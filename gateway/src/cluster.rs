@@ -44,8 +44,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use switchboard_bus::{Bus, BusError, Subscription};
-use switchboard_proto::Message as _;
+use switchboard_codec::engineio::{Frame, RECORD_SEPARATOR};
+use switchboard_codec::socketio::{self, Decoded, PacketType};
 use switchboard_proto::bus::{self as pb, envelope, member_message, presence_event};
+use switchboard_proto::Message as _;
 use switchboard_proto::subject::{SubjectError, Subjects};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -53,12 +55,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Claims;
-use crate::engineio::{Frame, RECORD_SEPARATOR};
 use crate::id::{NodeId, owner_of};
 use crate::metrics::{self as m, Limit};
 use crate::policy::{BoxFuture, Bridge, Reservation};
 use crate::sio::{Adapter, Args, DisconnectReason, Room, Server, Socket, Target};
-use crate::socketio::{self, Decoded, PacketType};
 
 /// Messages the publisher may hold before new ones are dropped.
 const OUT_QUEUE: usize = 65_536;
@@ -657,7 +657,7 @@ impl Cluster {
                 let reply = match result {
                     Ok(args) => pb::AckReply {
                         socket_id,
-                        args_json: crate::socketio::json_text(&Value::Array(args.values)),
+                        args_json: socketio::json_text(&Value::Array(args.values)),
                         attachments: args.attachments,
                         timed_out: false,
                     },
@@ -776,7 +776,7 @@ impl Bridge for Cluster {
             socket_id: socket.id().to_owned(),
             ns: socket.namespace().name().to_owned(),
             event: event.to_owned(),
-            args_json: crate::socketio::json_text(&Value::Array(args.values)),
+            args_json: socketio::json_text(&Value::Array(args.values)),
             attachments: args.attachments,
             claims_json: claims_json(claims.as_deref()),
             user: user_of(claims.as_deref()),
@@ -1477,7 +1477,7 @@ async fn interests(cluster: Cluster) {
 mod tests {
     use super::*;
     use crate::engine::{Conn, Engine, Handler as _, HandshakeInfo, Transport};
-    use crate::engineio::Payload;
+    use switchboard_codec::engineio::Payload;
     use crate::sio::{Config, ConnData};
     use switchboard_bus::Hub;
 

@@ -22,10 +22,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use switchboard_codec::engineio::{self, Frame, Packet, Payload};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-use crate::engineio::{self, Frame, Packet, Payload};
 use crate::id::NodeId;
 use crate::metrics;
 
@@ -58,6 +58,10 @@ pub struct Config {
     pub max_kept_header_bytes: usize,
 }
 
+/// Default largest message (and polling POST body) accepted, in bytes (the reference server's
+/// `maxHttpBufferSize`).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1_000_000;
+
 /// Default bound of a connection's queued bytes.
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 16 * 1024 * 1024;
 
@@ -66,7 +70,7 @@ impl Default for Config {
         Self {
             ping_interval: Duration::from_millis(25_000),
             ping_timeout: Duration::from_millis(20_000),
-            max_payload: 1_000_000,
+            max_payload: DEFAULT_MAX_PAYLOAD_BYTES,
             upgrade_timeout: Duration::from_millis(10_000),
             max_queued_frames: 1024,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
@@ -103,7 +107,7 @@ pub enum CloseReason {
     ServerClose,
     /// The server is shutting down.
     Shutdown,
-    /// The client ran into a limit that ends the connection (README, "Security"); counted in
+    /// The client ran into a limit that ends the connection (docs/security.md); counted in
     /// `limited_total` by [`Conn::close`].
     Limited(metrics::Limit),
 }

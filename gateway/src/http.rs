@@ -216,7 +216,7 @@ impl Router {
 
     /// Records whether the cluster bus is reachable. `/ready` answers 503 only until the bus
     /// has been reached once (the node is not in the cluster yet); an outage after that leaves
-    /// it ready, degraded (see the README, "What `/ready` means").
+    /// it ready, degraded (see docs/cluster.md, "What `/ready` means").
     pub fn set_bus_up(&self, up: bool) {
         self.bus_up.store(up, Ordering::SeqCst);
         if up {

@@ -3,8 +3,8 @@
 //!
 //! Every id this node issues is `{node}.{random}`: the node id (lowercase letters and digits, no
 //! `.`) then 16 URL-safe base64 characters (96 random bits). Anyone holding an id can therefore
-//! tell which gateway owns it without asking the broker (design.md, "Identity"), and the ids stay
-//! opaque URL-safe strings for clients.
+//! tell which gateway owns it without asking the broker (docs/architecture.md, "Identity"), and
+//! the ids stay opaque URL-safe strings for clients.
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,25 +1,22 @@
 //! Switchboard gateway: terminates Socket.IO connections (Engine.IO v4 over long-polling and
 //! WebSocket, Socket.IO protocol v5) and runs the application logic attached to them.
 //!
-//! Dependencies point one way: [`http`] → [`transport`] → [`engine`] / [`sio`] →
-//! [`engineio`] / [`socketio`] / [`websocket`]. The three codec modules are pure: bytes in,
-//! packets out, no tokio, no hyper, no clock. That is what makes them fuzzable.
+//! Dependencies point one way: [`http`] → [`transport`] (`polling`, `ws`) → [`engine`] (the
+//! Engine.IO session layer) / [`sio`] (the Socket.IO server) → the wire codecs, which are a crate
+//! of their own: `switchboard_codec::{engineio, socketio, websocket}`. The codecs are pure (bytes
+//! in, packets out, no tokio, no hyper, no clock) and fuzzed; everything with I/O or a timer is
+//! here.
 
 pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod engine;
-pub mod engineio;
 pub mod forward;
 pub mod http;
 pub mod id;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
+pub mod rule;
 pub mod sio;
-pub mod socketio;
 pub mod transport;
-pub mod websocket;
-
-#[cfg(test)]
-mod testing;

@@ -72,7 +72,7 @@ pub const FORWARDED: &str = "switchboard_gateway_forwarded_requests_total";
 /// Seconds from passing a request on to having the owner's answer head (histogram).
 pub const FORWARD_SECONDS: &str = "switchboard_gateway_forward_seconds";
 /// Client input refused by a limit, by `limit` (counter). The label is one of [`Limit`]'s names:
-/// every limit a client can hit (issue 12, README "Security") counts here, whatever form the
+/// every limit a client can hit (issue 12, docs/security.md) counts here, whatever form the
 /// refusal takes on the wire (close code, `connect_error`, error ack, HTTP status).
 pub const LIMITED: &str = "switchboard_gateway_limited_total";
 /// 1 while the cluster bus (NATS, or the in-process hub) is connected, else 0 (gauge). `/ready`

@@ -1,5 +1,5 @@
 //! The shipped configuration (`config/default.toml`): it loads with an empty environment, says
-//! what the README promises, and its commented `/admin` example is a valid configuration once
+//! what the docs promise, and its commented `/admin` example is a valid configuration once
 //! uncommented.
 
 use std::path::Path;

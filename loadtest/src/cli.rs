@@ -59,8 +59,10 @@ pub(crate) enum Command {
     Admin(Admin),
 }
 
-/// `admin` settings.
+/// `admin` settings. Parsed (and checked) in every build; without the `grpc` feature nothing
+/// reads them, because the scenario is refused.
 #[derive(Debug, PartialEq)]
+#[cfg_attr(not(feature = "grpc"), allow(dead_code))]
 pub(crate) struct Admin {
     /// The gateway the members connect to.
     pub(crate) target: Target,

@@ -5,9 +5,9 @@
 //! answer heartbeats; nothing else (no upgrade from polling, no reconnection, no binary
 //! attachments).
 //!
-//! Framing and packets go through the gateway's own codecs (`websocket`, `engineio`,
-//! `socketio`), so the load generator and the server cannot disagree about the wire format
-//! without the codec's tests disagreeing too. The one exception is the hot path of the fan-out
+//! Framing and packets go through the gateway's own codecs (`switchboard_codec::{websocket,
+//! engineio, socketio}`), so the load generator and the server cannot disagree about the wire
+//! format without the codec's tests disagreeing too. The one exception is the hot path of the fan-out
 //! scenario, `say` deliveries, which [`Say`] reads without building a JSON tree (its test checks
 //! it against the codec).
 //!
@@ -25,9 +25,9 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
-use switchboard_gateway::engineio::{self, Frame, Payload};
-use switchboard_gateway::socketio::{self, Decoded, Packet, PacketType};
-use switchboard_gateway::websocket::{self, Assembler, Message, OpCode, Role, close_code};
+use switchboard_codec::engineio::{self, Frame, Payload};
+use switchboard_codec::socketio::{self, Decoded, Packet, PacketType};
+use switchboard_codec::websocket::{self, Assembler, Message, OpCode, Role, close_code};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use bytes::Bytes;
 use serde_json::Value;
-use switchboard_gateway::socketio::{Packet, PacketType};
+use switchboard_codec::socketio::{Packet, PacketType};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
@@ -506,7 +506,7 @@ fn handle_buffered(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchboard_gateway::socketio::{Decoded, decode};
+    use switchboard_codec::socketio::{Decoded, decode};
 
     fn packet(text: &str) -> Packet {
         match decode(text).expect(text) {

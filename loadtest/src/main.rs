@@ -5,15 +5,18 @@
 //! latency, loss and CPU per delivery; `cluster` across gateways, `polling` to long-polling
 //! members), `rooms` (many small chat rooms), `floor` (CPU cost of one small loopback write, the
 //! floor a per-delivery cost is compared with) and `admin` (the broker's gRPC API under a room:
-//! FetchSockets latency, Broadcast call → last delivery). See `switchboard-loadtest --help`, `scripts/bench.sh`,
-//! which runs them against a release build, and `scripts/bench-compare.sh`, which runs them
-//! against Node's socket.io as well (`loadtest/peers/`).
+//! FetchSockets latency, Broadcast call → last delivery). `admin` is the one scenario that needs
+//! tonic, so it is built only with the `grpc` feature; without it the scenario is refused with a
+//! message saying so. See `switchboard-loadtest --help`, `scripts/bench.sh`, which runs them
+//! against a release build, and `scripts/bench-compare.sh`, which runs them against Node's
+//! socket.io as well (`loadtest/peers/`).
 //!
 //! It must not: talk to anything but loopback, run unbounded in count or time, or re-implement
-//! the wire format (it uses the gateway's own codecs). Output is a table and one JSON line per
-//! run on stdout; progress goes to stderr. Exit status: 0 ok, 1 the run found problems,
-//! 2 the run could not be made.
+//! the wire format (it uses the gateway's codecs, `switchboard_codec`). Output is a table and one
+//! JSON line per run on stdout; progress goes to stderr. Exit status: 0 ok, 1 the run found
+//! problems, 2 the run could not be made.
 
+#[cfg(feature = "grpc")]
 mod admin;
 mod cli;
 mod client;
@@ -56,8 +59,21 @@ fn run() -> Result<Report> {
         Command::Floor(cfg) => floor::run(&cfg)?,
         Command::Idle(cfg) => runtime(cfg.common.threads)?.block_on(idle::run(cfg))?,
         Command::Fanout(cfg) => runtime(cfg.common.threads)?.block_on(fanout::run(cfg))?,
-        Command::Admin(cfg) => runtime(1)?.block_on(admin::run(cfg))?,
+        Command::Admin(cfg) => run_admin(cfg)?,
     })
+}
+
+#[cfg(feature = "grpc")]
+fn run_admin(cfg: cli::Admin) -> Result<Report> {
+    runtime(1)?.block_on(admin::run(cfg))
+}
+
+#[cfg(not(feature = "grpc"))]
+fn run_admin(_: cli::Admin) -> Result<Report> {
+    anyhow::bail!(
+        "`admin` needs a gRPC client, and this binary was built without gRPC: build it with \
+         `cargo build --release -p switchboard-loadtest --features grpc`"
+    )
 }
 
 fn main() -> ExitCode {

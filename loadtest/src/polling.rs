@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::{Bytes, BytesMut};
-use switchboard_gateway::engineio::{self, Frame};
+use switchboard_codec::engineio::{self, Frame};
 use tokio::io::AsyncWriteExt;
 
 use crate::client::{Event, Say, Stream, Target, Text, classify_packet};

@@ -2,7 +2,8 @@
 //!
 //! This crate owns the names and shapes that cross process boundaries: [`subject`], the only
 //! place NATS subjects are made or read back, and [`bus`], the protobuf envelopes of every NATS
-//! message (generated from `proto/bus.proto`). It does no I/O: everything here is a pure
+//! message (generated from `proto/bus.proto`), and, with the `grpc` feature, `admin`, the broker's
+//! gRPC API (tonic, from `proto/admin.proto`). It does no I/O: everything here is a pure
 //! function of its inputs, so both tiers (and tests) agree on the contract by linking it.
 
 pub mod subject;
@@ -26,7 +27,9 @@ pub mod bus {
 }
 
 /// The broker's gRPC API (`proto/admin.proto`, package `switchboard.admin.v1`): messages, the
-/// tonic server trait and a client.
+/// tonic server trait and a client. Only with the `grpc` feature, so that users of the bus
+/// envelopes alone do not compile tonic.
+#[cfg(feature = "grpc")]
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod admin {
     include!(concat!(env!("OUT_DIR"), "/switchboard.admin.v1.rs"));

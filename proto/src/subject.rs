@@ -1,4 +1,4 @@
-//! NATS subjects: the only place they are built and parsed (design.md, "NATS contract").
+//! NATS subjects: the only place they are built and parsed (docs/architecture.md, "NATS contract").
 //!
 //! # Tokens
 //!

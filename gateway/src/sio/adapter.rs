@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::engineio::Frame;
+use switchboard_codec::engineio::Frame;
 
 use super::namespace::Room;
 use super::socket::{DisconnectReason, Socket};

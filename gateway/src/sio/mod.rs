@@ -32,12 +32,12 @@ use std::time::Duration;
 
 use regex::Regex;
 use serde_json::Value;
+use switchboard_codec::engineio::{Frame, Payload};
+use switchboard_codec::socketio::{self, Decoded, PacketType, Reassembly};
 use tokio::time::Instant;
 
 use crate::engine::{self, CloseReason, Conn};
-use crate::engineio::Payload;
 use crate::metrics::{self, Limit};
-use crate::socketio::{self, Decoded, PacketType, Reassembly};
 
 pub use adapter::{Adapter, Target};
 pub use namespace::{Broadcast, Namespace, Room, RoomFull};
@@ -67,7 +67,7 @@ impl Default for Config {
     }
 }
 
-/// Bounds on what one Engine.IO connection may make the server hold (README, "Security"). Each
+/// Bounds on what one Engine.IO connection may make the server hold (docs/security.md). Each
 /// is checked before the memory is spent, and each refusal is counted with
 /// [`metrics::limited`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,7 +111,7 @@ impl Default for Limits {
         Self {
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,
             max_attachments: DEFAULT_MAX_ATTACHMENTS,
-            max_attachment_bytes: crate::config::DEFAULT_MAX_PAYLOAD_BYTES,
+            max_attachment_bytes: crate::engine::DEFAULT_MAX_PAYLOAD_BYTES,
             binary_timeout: DEFAULT_BINARY_TIMEOUT,
             max_namespaces: DEFAULT_MAX_NAMESPACES,
             connects_per_interval: DEFAULT_CONNECTS_PER_INTERVAL,
@@ -230,7 +230,7 @@ impl Server {
         &self,
         ns: &str,
         target: &Target,
-        frames: &[crate::engineio::Frame],
+        frames: &[Frame],
         volatile: bool,
     ) -> usize {
         let Some(ns) = self.get_inner(ns) else {

@@ -7,10 +7,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock, Weak};
 
+use switchboard_codec::engineio::Frame;
+use switchboard_codec::socketio;
+
 use crate::engine::Pushed;
-use crate::engineio::Frame;
 use crate::metrics;
-use crate::socketio;
 
 use super::Registry;
 use super::adapter::{Adapter, AdapterSlot, Target};

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::Value;
+use switchboard_codec::engineio::Frame;
+use switchboard_codec::socketio::{self, PacketType};
 use tokio::sync::oneshot;
 
 use crate::engine::{CloseReason, Conn};
-use crate::engineio::Frame;
-use crate::socketio::{self, PacketType};
 
 use super::ConnData;
 use super::namespace::{Broadcast, Namespace, NsInner, Room, RoomFull};

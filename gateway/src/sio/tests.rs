@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
+use switchboard_codec::engineio::Frame;
 use tokio::time::Instant;
 
 use super::*;
 use crate::engine::{Config as EngineConfig, Engine, Handler as _, HandshakeInfo, Transport};
-use crate::engineio::Frame;
 use crate::id::NodeId;
 
 type Io = Arc<Engine<Server>>;

@@ -22,12 +22,12 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use switchboard_codec::engineio::{self, Frame};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{Body, EioError};
 use crate::engine::{CloseReason, Conn, Engine, Handler, State, Transport};
-use crate::engineio::{self, Frame};
 use crate::metrics::{self, Limit};
 
 /// How long a GET that arrives during an upgrade waits for the upgrade to complete before it is

@@ -3,7 +3,7 @@
 //! A new session's upgrade is usually answered here directly ([`open_direct`]: the 101 and the
 //! handshake frame in one write); otherwise fastwebsockets performs the HTTP upgrade handshake
 //! through hyper, and we take the raw `TcpStream` back. Either way we speak RFC 6455 with our
-//! own pure codec ([`crate::websocket`]). The reason is memory and
+//! own pure codec ([`switchboard_codec::websocket`]). The reason is memory and
 //! syscalls: fastwebsockets keeps an 8 KiB read buffer per connection for its whole life and writes
 //! frame by frame, whereas here
 //! - an idle connection holds no buffer: reads go through a stack buffer once the socket is
@@ -30,6 +30,8 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use switchboard_codec::engineio::{self, Frame, Packet, Payload};
+use switchboard_codec::websocket::{self, Assembler, Message, OpCode, Role, close_code};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
@@ -37,9 +39,7 @@ use super::{Body, DIRECT_HEAD_MAX, EioError, too_many};
 use crate::engine::{
     CloseReason, Conn, DirectWrite, Engine, Handler, HandshakeInfo, State, Transport,
 };
-use crate::engineio::{self, Frame, Packet, Payload};
 use crate::metrics::{self, Limit};
-use crate::websocket::{self, Assembler, Message, OpCode, Role, close_code};
 
 /// Bytes read from the socket per `read` call (on the stack, not kept).
 const READ_CHUNK: usize = 16 * 1024;

@@ -1,5 +1,5 @@
 'use strict';
-// HTTP-level limits of the gateway's client port and its trust boundary (README "Security"),
+// HTTP-level limits of the gateway's client port and its trust boundary (docs/security.md),
 // against a standalone gateway (fixtures/edge-limits.toml):
 //
 // - a polling POST whose body trickles in is cut off at `body_timeout_ms`: 408, connection closed;

@@ -1,5 +1,5 @@
 'use strict';
-// Socket.IO-level limits of the standalone gateway (README "Security", issue 12): names,
+// Socket.IO-level limits of the standalone gateway (docs/security.md "Limits", issue 12): names,
 // namespaces and CONNECTs per connection, binary attachments (count, bytes, time), a rate limit
 // that survives leaving and re-entering its namespace, max_rooms under a batch of joins that wait
 // for the broker, dynamic namespaces that a flood of refused connects does not create, and (on a
