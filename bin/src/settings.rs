@@ -58,7 +58,9 @@ use serde::Deserialize;
 use switchboard_broker::LeaderMode;
 use switchboard_broker::grpc::{self, DEFAULT_GRPC_PORT, GrpcOptions, MIN_TOKEN_BYTES};
 use switchboard_bus::NatsOptions;
-use switchboard_gateway::config::{Config as GatewayConfig, Location, Problem, Problems};
+use switchboard_gateway::config::{
+    Config as GatewayConfig, Location, Problem, Problems, bare_host, line_col, valid_host,
+};
 use switchboard_gateway::forward::reachable;
 use switchboard_gateway::id::NodeId;
 use switchboard_proto::subject::{DEFAULT_PREFIX, Subjects};
@@ -367,17 +369,6 @@ fn file_location(file: &File<'_>, offset: usize) -> Location {
     }
 }
 
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
 /// Reads the file's shared tables and the environment into one map (environment over file).
 fn gather(file: Option<File<'_>>, env: &dyn Fn(&str) -> Option<String>) -> Gathered {
     let mut items = BTreeMap::new();
@@ -520,31 +511,6 @@ mod rule {
     pub(super) fn read(g: &Given) -> Result<Vec<u8>, Problem> {
         std::fs::read(&g.value).map_err(|e| g.problem(format!("cannot read: {e}")))
     }
-}
-
-fn bare_host(host: &str) -> &str {
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-}
-
-/// An IP address (IPv6 optionally in brackets) or a DNS host name: the rule of every listen
-/// address, the gateway's `[server] host` included.
-fn valid_host(host: &str) -> bool {
-    if bare_host(host).parse::<std::net::IpAddr>().is_ok() {
-        return true;
-    }
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 /// Collects the problems of one validation pass.
@@ -1274,10 +1240,13 @@ format = \"xml\"
             (config.operator.host.as_str(), config.operator.port),
             ("0.0.0.0", 0)
         );
-        // SWITCHBOARD_PORT before PORT.
+        // SWITCHBOARD_PORT before PORT; an empty one counts as unset.
         let s = gateway(&[("SWITCHBOARD_PORT", "5000"), ("PORT", "4000")]).unwrap();
         s.apply_to(&mut config);
         assert_eq!(config.server.port, 5000);
+        let s = gateway(&[("SWITCHBOARD_PORT", ""), ("PORT", "4001")]).unwrap();
+        s.apply_to(&mut config);
+        assert_eq!(config.server.port, 4001);
     }
 
     #[test]
@@ -1291,14 +1260,6 @@ format = \"xml\"
                 v.env,
                 v.table
             );
-        }
-    }
-
-    #[test]
-    fn line_col_table() {
-        let text = "ab\ncdé\nf";
-        for (offset, want) in [(0, (1, 1)), (3, (2, 1)), (6, (2, 3)), (100, (3, 2))] {
-            assert_eq!(line_col(text, offset), want, "offset {offset}");
         }
     }
 }

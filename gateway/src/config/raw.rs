@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use toml::Spanned;
 
 use super::{AuthMode, Transport};
@@ -17,6 +18,18 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) namespace: Vec<Spanned<RawNamespace>>,
     pub(super) limits: Option<RawLimits>,
+    // The tables both tiers share: accepted here, read and validated by the binaries' settings
+    // (`bin/src/settings.rs`), so one file configures a gateway and a broker.
+    #[serde(rename = "nats")]
+    _nats: Option<IgnoredAny>,
+    #[serde(rename = "cluster")]
+    _cluster: Option<IgnoredAny>,
+    #[serde(rename = "broker")]
+    _broker: Option<IgnoredAny>,
+    #[serde(rename = "grpc")]
+    _grpc: Option<IgnoredAny>,
+    #[serde(rename = "log")]
+    _log: Option<IgnoredAny>,
 }
 
 #[derive(Default, Deserialize)]
