@@ -6,6 +6,7 @@
 //! environment or OS signals, print, or install a log subscriber or metrics recorder; this crate
 //! does all of that, once per process:
 //!
+//! - [`process`]: command line, configuration check (exit 2), runtime and exit status;
 //! - [`settings`]: the settings both tiers share (file and environment, one table, one parser);
 //! - [`telemetry`]: logs and the Prometheus recorder;
 //! - [`signal`]: SIGTERM / SIGINT.
@@ -14,6 +15,7 @@
 //! stop at different moments, and one `TaskTracker` every long-lived task is spawned on, which
 //! the binary waits for before it exits.
 
+pub mod process;
 pub mod settings;
 pub mod signal;
 pub mod telemetry;

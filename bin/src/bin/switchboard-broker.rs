@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{CommandFactory as _, FromArgMatches as _, Parser};
-use switchboard::settings::{self, Process, Settings, Source, resolve};
+use clap::Parser;
+use switchboard::settings::{Process, Settings, Source, resolve};
 use switchboard::signal::Signals;
-use switchboard::telemetry;
+use switchboard::{process, telemetry};
 use switchboard_broker::{Broker, BrokerConfig, BrokerError, LeaderMode, grpc, http, metrics};
 use switchboard_bus::{Bus, NatsOptions};
 use switchboard_gateway::config::Problems;
@@ -46,38 +46,14 @@ fn load(path: Option<&std::path::Path>) -> Result<Settings, Problems> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::from_arg_matches(
-        &Args::command()
-            .after_long_help(settings::env_help())
-            .get_matches(),
+    let args: Args = process::args();
+    process::main(
+        "switchboard-broker",
+        load(args.config.as_deref()),
+        |settings| settings.log,
+        tokio::runtime::Builder::new_multi_thread(),
+        run,
     )
-    .unwrap_or_else(|e| e.exit());
-    let settings = load(args.config.as_deref());
-    telemetry::init_logs(settings.as_ref().map(|s| s.log).unwrap_or_default());
-    let settings = match settings {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("switchboard-broker: invalid configuration:\n{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("switchboard-broker: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(settings)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("switchboard-broker: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {

@@ -26,10 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{CommandFactory as _, FromArgMatches as _, Parser};
-use switchboard::settings::{self, Process, Settings, Source, resolve};
+use clap::Parser;
+use switchboard::settings::{Process, Settings, Source, resolve};
 use switchboard::signal::Signals;
-use switchboard::telemetry;
+use switchboard::{process, telemetry};
 use switchboard_broker::{Broker, BrokerConfig, LeaderMode, grpc};
 use switchboard_bus::{Bus, Hub, NatsOptions};
 use switchboard_gateway::cluster::{Cluster, ClusterConfig, PresenceConfig};
@@ -99,39 +99,14 @@ fn load(path: Option<&Path>) -> Result<Loaded, Problems> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::from_arg_matches(
-        &Args::command()
-            .after_long_help(settings::env_help())
-            .get_matches(),
+    let args: Args = process::args();
+    process::main(
+        "switchboard-gateway",
+        load(args.config.as_deref()),
+        |loaded| loaded.settings.log,
+        runtime_builder(),
+        run,
     )
-    .unwrap_or_else(|e| e.exit());
-    let loaded = load(args.config.as_deref());
-    let format = loaded
-        .as_ref()
-        .map(|l| l.settings.log)
-        .unwrap_or_default();
-    telemetry::init_logs(format);
-    let loaded = match loaded {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("switchboard-gateway: invalid configuration:\n{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match runtime_builder().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("switchboard-gateway: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(loaded)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("switchboard-gateway: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 /// With one CPU to run on (a CPU quota or affinity mask of one), a current-thread runtime on the
