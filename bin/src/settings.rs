@@ -41,6 +41,7 @@
 //! | `[log] format` | `SWITCHBOARD_LOG_FORMAT` | `text` | `text` or `json` (`RUST_LOG` filters) |
 //! | `[server] host` | `SWITCHBOARD_HOST` | `127.0.0.1` | the gateway's client listen address |
 //! | `[server] port` | `SWITCHBOARD_PORT`, else `PORT` | `3000` | the gateway's client port |
+//! | `[server] client_js` | `SWITCHBOARD_CLIENT_JS` | the test suite's copy | the demo page's `socket.io.min.js` |
 //! | `[operator] host` | `SWITCHBOARD_OPERATOR_HOST` | `127.0.0.1` | the gateway's operator listen address |
 //! | `[operator] port` | `SWITCHBOARD_OPERATOR_PORT` | `9464` | the gateway's operator port |
 //!
@@ -126,6 +127,7 @@ pub const VARS: &[Var] = &[
     var("server", "host", "SWITCHBOARD_HOST"),
     var("server", "port", "SWITCHBOARD_PORT"),
     var("server", "port", "PORT"),
+    var("server", "client_js", "SWITCHBOARD_CLIENT_JS"),
     var("operator", "host", "SWITCHBOARD_OPERATOR_HOST"),
     var("operator", "port", "SWITCHBOARD_OPERATOR_PORT"),
     #[cfg(feature = "fault-injection")]
@@ -247,6 +249,7 @@ pub struct Settings {
 struct GatewayOverrides {
     server_host: Option<String>,
     server_port: Option<u16>,
+    client_js: Option<PathBuf>,
     operator_host: Option<String>,
     operator_port: Option<u16>,
 }
@@ -646,6 +649,7 @@ impl Settings {
         let gateway = GatewayOverrides {
             server_host: c.opt(&given, ("server", "host"), rule::host),
             server_port: c.opt(&given, ("server", "port"), rule::port),
+            client_js: given.get("server", "client_js").map(|g| PathBuf::from(&g.value)),
             operator_host: c.opt(&given, ("operator", "host"), rule::host),
             operator_port: c.opt(&given, ("operator", "port"), rule::port),
         };
@@ -700,6 +704,9 @@ impl Settings {
         }
         if let Some(p) = o.server_port {
             config.server.port = p;
+        }
+        if let Some(p) = &o.client_js {
+            config.server.client_js = Some(p.clone());
         }
         if let Some(h) = &o.operator_host {
             config.operator.host = h.clone();

@@ -267,8 +267,7 @@ async fn serve(
     let _ = engine_slot.set(engine.clone());
     let mut router = Router::new(server.http_cors()).endpoint(&server.path, engine.clone());
     if server.serve_demo_page {
-        let client_js = std::env::var_os("SWITCHBOARD_CLIENT_JS").map(PathBuf::from);
-        router = router.demo(client_js.as_deref());
+        router = router.demo(server.client_js.as_deref());
     }
     let mut operator = Router::operator();
     if let Some(b) = &broker {

@@ -234,6 +234,9 @@ pub struct ServerConfig {
     pub transports: Transports,
     /// Serve the demo page at `/`.
     pub serve_demo_page: bool,
+    /// The demo page's copy of the official client (`socket.io.min.js`); `None`: the test
+    /// suite's `node_modules`, if installed.
+    pub client_js: Option<PathBuf>,
     /// Time a polling POST has to deliver its whole body.
     pub body_timeout: Duration,
     /// Longest handshake query string accepted (it is kept for the session's life).
@@ -276,6 +279,7 @@ impl Default for ServerConfig {
             cors: Cors::default(),
             transports: Transports::default(),
             serve_demo_page: false,
+            client_js: None,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
             max_kept_header_bytes: DEFAULT_MAX_KEPT_HEADER_BYTES,

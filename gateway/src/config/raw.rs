@@ -61,6 +61,7 @@ pub(super) struct RawServer {
     pub(super) cors: Option<RawCors>,
     pub(super) transports: Option<Spanned<Vec<Spanned<Transport>>>>,
     pub(super) serve_demo_page: Option<bool>,
+    pub(super) client_js: Option<String>,
     pub(super) body_timeout_ms: Option<Spanned<u64>>,
     pub(super) max_query_bytes: Option<Spanned<u64>>,
     pub(super) max_kept_header_bytes: Option<Spanned<u64>>,

@@ -336,6 +336,7 @@ impl Validator<'_> {
             cors,
             transports,
             serve_demo_page: raw.serve_demo_page.unwrap_or(false),
+            client_js: raw.client_js.map(|p| self.base_dir.join(p)),
             body_timeout,
             max_query_bytes,
             max_kept_header_bytes,
