@@ -46,6 +46,8 @@ use tokio_util::task::TaskTracker;
 /// After the drain, how long the listener stays for the closed sessions' last answers (and how
 /// long relayed connections may take to end).
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// How long the closed sessions' tasks may take to end after the listener stopped.
+const SESSION_TASKS_GRACE: Duration = Duration::from_secs(5);
 /// How long the node's `leaving` message may take to reach NATS.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -370,6 +372,7 @@ async fn serve(
     println!("listening on http://{bound}");
     tracing::info!(local = %bound, "listening");
     let drain_window = settings.drain();
+    let sessions = engine.clone();
     http::run(listener, router, stop.cancelled(), async move || {
         tracing::info!(
             sessions = engine.len(),
@@ -397,6 +400,18 @@ async fn serve(
         tokio::time::sleep(DRAIN_GRACE).await;
     })
     .await;
+    // The sessions are closed and the listener is gone: their tasks end (closing frames
+    // flushed), within a bound.
+    sessions.tasks().close();
+    if tokio::time::timeout(SESSION_TASKS_GRACE, sessions.tasks().wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            tasks = sessions.tasks().len(),
+            "some session tasks did not end in time"
+        );
+    }
     side.cancel();
     cluster.leave(LEAVE_TIMEOUT).await;
     cluster_stop.cancel();
