@@ -131,7 +131,11 @@ pub const VARS: &[Var] = &[
     var("operator", "host", "SWITCHBOARD_OPERATOR_HOST"),
     var("operator", "port", "SWITCHBOARD_OPERATOR_PORT"),
     #[cfg(feature = "fault-injection")]
-    var("fault", "drop_member_seq", "SWITCHBOARD_FAULT_DROP_MEMBER_SEQ"),
+    var(
+        "fault",
+        "drop_member_seq",
+        "SWITCHBOARD_FAULT_DROP_MEMBER_SEQ",
+    ),
 ];
 
 /// The environment variables and their settings, for a binary's `--help`.
@@ -566,7 +570,9 @@ impl Settings {
                 rule::millis(g, TIMING_MS)
             })
             .unwrap_or(DEFAULT_HEARTBEAT);
-        let lease = c.opt(&given, ("cluster", "lease_ms"), |g| rule::millis(g, TIMING_MS));
+        let lease = c.opt(&given, ("cluster", "lease_ms"), |g| {
+            rule::millis(g, TIMING_MS)
+        });
         if let (Some(lease), Some(g)) = (lease, given.get("cluster", "lease_ms"))
             && lease <= heartbeat
         {
@@ -588,9 +594,7 @@ impl Settings {
             .opt(&given, ("cluster", "subject_prefix"), |g| {
                 Subjects::new(&g.value).map_err(|e| g.problem(e))
             })
-            .unwrap_or_else(|| {
-                Subjects::new(DEFAULT_PREFIX).expect("the default prefix is valid")
-            });
+            .unwrap_or_else(|| Subjects::new(DEFAULT_PREFIX).expect("the default prefix is valid"));
         let drain = c.opt(&given, ("cluster", "drain_ms"), |g| {
             rule::millis(g, 0..=MAX_DRAIN_MS)
         });
@@ -649,7 +653,9 @@ impl Settings {
         let gateway = GatewayOverrides {
             server_host: c.opt(&given, ("server", "host"), rule::host),
             server_port: c.opt(&given, ("server", "port"), rule::port),
-            client_js: given.get("server", "client_js").map(|g| PathBuf::from(&g.value)),
+            client_js: given
+                .get("server", "client_js")
+                .map(|g| PathBuf::from(&g.value)),
             operator_host: c.opt(&given, ("operator", "host"), rule::host),
             operator_port: c.opt(&given, ("operator", "port"), rule::port),
         };
@@ -734,7 +740,8 @@ impl Check {
             (None, Some(file)) => match std::fs::read_to_string(&file.value) {
                 Ok(p) => Some(p.trim().to_owned()),
                 Err(e) => {
-                    self.problems.push(file.problem(format!("cannot read: {e}")));
+                    self.problems
+                        .push(file.problem(format!("cannot read: {e}")));
                     None
                 }
             },
@@ -798,9 +805,9 @@ impl Check {
                 Some((cert_pem, key_pem))
             }
             (Some(cert), None) => {
-                self.problems.push(cert.problem(
-                    "needs the key too ([grpc] tls_key or SWITCHBOARD_GRPC_TLS_KEY)",
-                ));
+                self.problems.push(
+                    cert.problem("needs the key too ([grpc] tls_key or SWITCHBOARD_GRPC_TLS_KEY)"),
+                );
                 return None;
             }
             (None, Some(key)) => {
@@ -826,7 +833,11 @@ mod tests {
 
     const URL: (&str, &str) = ("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:4222");
 
-    fn load(process: Process, file: Option<&str>, vars: &[(&str, &str)]) -> Result<Settings, String> {
+    fn load(
+        process: Process,
+        file: Option<&str>,
+        vars: &[(&str, &str)],
+    ) -> Result<Settings, String> {
         let vars: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -959,11 +970,26 @@ mod tests {
         assert_eq!((g.host.as_str(), g.port), ("::1", 0));
         let token = ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef");
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("SWITCHBOARD_ADMIN_TOKEN", "short")], "SWITCHBOARD_ADMIN_TOKEN"),
-            (&[token, ("SWITCHBOARD_GRPC_PORT", "x")], "SWITCHBOARD_GRPC_PORT"),
-            (&[token, ("SWITCHBOARD_GRPC_HOST", "no such host!")], "SWITCHBOARD_GRPC_HOST"),
-            (&[token, ("SWITCHBOARD_GRPC_TLS_CERT", "/x")], "SWITCHBOARD_GRPC_TLS_CERT"),
-            (&[token, ("SWITCHBOARD_GRPC_TLS_KEY", "/x")], "SWITCHBOARD_GRPC_TLS_KEY"),
+            (
+                &[("SWITCHBOARD_ADMIN_TOKEN", "short")],
+                "SWITCHBOARD_ADMIN_TOKEN",
+            ),
+            (
+                &[token, ("SWITCHBOARD_GRPC_PORT", "x")],
+                "SWITCHBOARD_GRPC_PORT",
+            ),
+            (
+                &[token, ("SWITCHBOARD_GRPC_HOST", "no such host!")],
+                "SWITCHBOARD_GRPC_HOST",
+            ),
+            (
+                &[token, ("SWITCHBOARD_GRPC_TLS_CERT", "/x")],
+                "SWITCHBOARD_GRPC_TLS_CERT",
+            ),
+            (
+                &[token, ("SWITCHBOARD_GRPC_TLS_KEY", "/x")],
+                "SWITCHBOARD_GRPC_TLS_KEY",
+            ),
         ];
         for (vars, var) in cases {
             let mut vars = vars.to_vec();
@@ -1219,7 +1245,10 @@ format = \"xml\"
             "sb.toml:7:8: ",
             "sb.toml:10:10: ",
         ] {
-            assert!(e.lines().any(|l| l.starts_with(want)), "{want} missing from:\n{e}");
+            assert!(
+                e.lines().any(|l| l.starts_with(want)),
+                "{want} missing from:\n{e}"
+            );
         }
         // The environment overrides a bad file value: it is then not read.
         let s = load(
@@ -1242,7 +1271,10 @@ format = \"xml\"
         ])
         .unwrap();
         s.apply_to(&mut config);
-        assert_eq!((config.server.host.as_str(), config.server.port), ("::1", 4000));
+        assert_eq!(
+            (config.server.host.as_str(), config.server.port),
+            ("::1", 4000)
+        );
         assert_eq!(
             (config.operator.host.as_str(), config.operator.port),
             ("0.0.0.0", 0)
@@ -1262,7 +1294,9 @@ format = \"xml\"
         for v in VARS {
             assert!(seen.insert(v.env), "{} twice", v.env);
             assert!(
-                TABLES.contains(&v.table) || GATEWAY_TABLES.contains(&v.table) || v.table == "fault",
+                TABLES.contains(&v.table)
+                    || GATEWAY_TABLES.contains(&v.table)
+                    || v.table == "fault",
                 "{}: table {}",
                 v.env,
                 v.table

@@ -4,8 +4,14 @@
 use std::process::{Command, Output};
 
 const BINARIES: [(&str, &str); 3] = [
-    ("switchboard-gateway", env!("CARGO_BIN_EXE_switchboard-gateway")),
-    ("switchboard-broker", env!("CARGO_BIN_EXE_switchboard-broker")),
+    (
+        "switchboard-gateway",
+        env!("CARGO_BIN_EXE_switchboard-gateway"),
+    ),
+    (
+        "switchboard-broker",
+        env!("CARGO_BIN_EXE_switchboard-broker"),
+    ),
     ("switchboard-admin", env!("CARGO_BIN_EXE_switchboard-admin")),
 ];
 
@@ -48,7 +54,10 @@ fn help_answers_and_shows_the_environment_fallbacks() {
         ("switchboard-broker", &["[env: SWITCHBOARD_CONFIG=]"]),
         (
             "switchboard-admin",
-            &["[env: SWITCHBOARD_ADMIN_ADDR=]", "[env: SWITCHBOARD_ADMIN_TOKEN"],
+            &[
+                "[env: SWITCHBOARD_ADMIN_ADDR=]",
+                "[env: SWITCHBOARD_ADMIN_TOKEN",
+            ],
         ),
     ];
     for ((name, bin), (_, wanted)) in BINARIES.into_iter().zip(wanted) {
@@ -57,7 +66,10 @@ fn help_answers_and_shows_the_environment_fallbacks() {
         let stdout = text(&out.stdout);
         assert!(stdout.contains("Usage:"), "{name}: {stdout}");
         for want in wanted {
-            assert!(stdout.contains(want), "{name}: {want} missing from\n{stdout}");
+            assert!(
+                stdout.contains(want),
+                "{name}: {want} missing from\n{stdout}"
+            );
         }
     }
     // Every admin command answers --help too.

@@ -534,7 +534,10 @@ pub async fn run(
         tracing::info!("shutting down");
         shutdown.cancel();
     };
-    tokio::join!(serve_until(listener, router.clone(), shutdown.clone()), control);
+    tokio::join!(
+        serve_until(listener, router.clone(), shutdown.clone()),
+        control
+    );
 }
 
 /// [`serve`] with its own task tracker: once `shutdown` is cancelled, returns when the open

@@ -458,7 +458,10 @@ fn idle(
     Ok(Idle {
         scenario,
         common,
-        transport: conns.transport.parse::<Transport>().context("--transport")?,
+        transport: conns
+            .transport
+            .parse::<Transport>()
+            .context("--transport")?,
         connections: bounded("connections", conns.connections, 1, MAX_CONNECTIONS)? as usize,
         namespace: namespace(conns.namespace)?,
         settle,
@@ -508,8 +511,7 @@ fn fanout(
         grid,
         rate: bounded("rate", flow.rate, 0, MAX_RATE)?,
         duration: seconds("seconds", flow.seconds, 1)?,
-        payload_bytes: bounded("payload-bytes", flow.payload_bytes, 0, MAX_PAYLOAD_BYTES)?
-            as usize,
+        payload_bytes: bounded("payload-bytes", flow.payload_bytes, 0, MAX_PAYLOAD_BYTES)? as usize,
         namespace: namespace(flow.namespace)?,
         room: flow.room,
         window: bounded("window", flow.window, 1, MAX_WINDOW)?,
@@ -540,9 +542,15 @@ impl Cli {
                 Duration::ZERO,
                 Duration::ZERO,
             )?),
-            Scenario::Fanout(a) => Command::Fanout(fanout("fanout", a.server, Some(a.members), None, a.flow)?),
-            Scenario::Cluster(a) => Command::Fanout(fanout("cluster", a.server, Some(a.members), None, a.flow)?),
-            Scenario::Polling(a) => Command::Fanout(fanout("polling", a.server, Some(a.members), None, a.flow)?),
+            Scenario::Fanout(a) => {
+                Command::Fanout(fanout("fanout", a.server, Some(a.members), None, a.flow)?)
+            }
+            Scenario::Cluster(a) => {
+                Command::Fanout(fanout("cluster", a.server, Some(a.members), None, a.flow)?)
+            }
+            Scenario::Polling(a) => {
+                Command::Fanout(fanout("polling", a.server, Some(a.members), None, a.flow)?)
+            }
             Scenario::Rooms {
                 server,
                 rooms,
@@ -634,7 +642,9 @@ mod tests {
 
     #[test]
     fn every_scenario_answers_help() {
-        for scenario in ["idle", "connect", "fanout", "cluster", "polling", "rooms", "floor", "admin"] {
+        for scenario in [
+            "idle", "connect", "fanout", "cluster", "polling", "rooms", "floor", "admin",
+        ] {
             let e = parse_str(&format!("{scenario} --help")).expect_err(scenario);
             let e = e.downcast::<clap::Error>().expect("a clap error");
             assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{scenario}");

@@ -1123,7 +1123,14 @@ mod tests {
 
     #[test]
     fn help_and_version_need_nothing_else() {
-        for line in ["help", "--help", "-h", "sockets --help", "help sockets", "--json -h"] {
+        for line in [
+            "help",
+            "--help",
+            "-h",
+            "sockets --help",
+            "help sockets",
+            "--json -h",
+        ] {
             let e = Cli::try_parse_from(words(line)).expect_err(line);
             assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{line}");
         }
@@ -1213,7 +1220,10 @@ mod tests {
             ("--timeout-ms 0 stats", "--timeout-ms"),
             ("--timeout-ms 1.5 stats", "--timeout-ms"),
             ("--timeout-ms 99999999999999999999999 stats", "--timeout-ms"),
-            ("broadcast --ns / --event e --ack-timeout-ms x", "--ack-timeout-ms"),
+            (
+                "broadcast --ns / --event e --ack-timeout-ms x",
+                "--ack-timeout-ms",
+            ),
             (
                 "broadcast --ns / --event e --ack-timeout-ms 600001",
                 "--ack-timeout-ms",

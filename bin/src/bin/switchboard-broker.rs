@@ -58,8 +58,7 @@ fn main() -> ExitCode {
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut signals = Signals::install().context("installing the signal handlers")?;
-    let prometheus =
-        telemetry::install_recorder(&[]).context("installing the metrics recorder")?;
+    let prometheus = telemetry::install_recorder(&[]).context("installing the metrics recorder")?;
     metrics::describe();
 
     let http_addr = resolve(&settings.broker.host, settings.broker.http_port).await?;

@@ -176,8 +176,9 @@ async fn serve(
     let addr = resolve(&server.host, server.port).await?;
     let operator_addr = resolve(&config.operator.host, config.operator.port).await?;
     // Before anything records: the hot paths bind their metric handles on first use.
-    let prometheus = telemetry::install_recorder(&[(metrics::FANOUT_SIZE, &metrics::FANOUT_BUCKETS)])
-        .context("installing the metrics recorder")?;
+    let prometheus =
+        telemetry::install_recorder(&[(metrics::FANOUT_SIZE, &metrics::FANOUT_BUCKETS)])
+            .context("installing the metrics recorder")?;
     metrics::describe();
     let node = settings.node.clone().unwrap_or_else(NodeId::random);
     let io = sio::Server::new(config.sio_config());

@@ -738,7 +738,11 @@ fn secrets_table() {
         ),
         (
             "other variables are not read here",
-            &[("ADMIN_SECRET", SECRET), ("SWITCHBOARD_HOST", "a b"), ("PORT", "x")],
+            &[
+                ("ADMIN_SECRET", SECRET),
+                ("SWITCHBOARD_HOST", "a b"),
+                ("PORT", "x"),
+            ],
             Ok(("127.0.0.1", 3000)),
         ),
     ];
