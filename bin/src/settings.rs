@@ -650,14 +650,19 @@ impl Settings {
                 _ => Err(g.problem("expected text or json")),
             })
             .unwrap_or_default();
-        let gateway = GatewayOverrides {
-            server_host: c.opt(&given, ("server", "host"), rule::host),
-            server_port: c.opt(&given, ("server", "port"), rule::port),
-            client_js: given
-                .get("server", "client_js")
-                .map(|g| PathBuf::from(&g.value)),
-            operator_host: c.opt(&given, ("operator", "host"), rule::host),
-            operator_port: c.opt(&given, ("operator", "port"), rule::port),
+        // The gateway's own listeners: the broker neither reads nor checks them.
+        let gateway = if process == Process::Gateway {
+            GatewayOverrides {
+                server_host: c.opt(&given, ("server", "host"), rule::host),
+                server_port: c.opt(&given, ("server", "port"), rule::port),
+                client_js: given
+                    .get("server", "client_js")
+                    .map(|g| PathBuf::from(&g.value)),
+                operator_host: c.opt(&given, ("operator", "host"), rule::host),
+                operator_port: c.opt(&given, ("operator", "port"), rule::port),
+            }
+        } else {
+            GatewayOverrides::default()
         };
         let drop_seqs = c
             .opt(&given, ("fault", "drop_member_seq"), |g| {
@@ -1123,17 +1128,24 @@ mod tests {
             ("SWITCHBOARD_BROKER_ID", "a.b"),
             ("SWITCHBOARD_BROKER_LEADER", "raft"),
             ("SWITCHBOARD_LOG_FORMAT", "xml"),
-            ("SWITCHBOARD_HOST", "no such host!"),
-            ("SWITCHBOARD_PORT", "x"),
-            ("PORT", "65536"),
-            ("SWITCHBOARD_OPERATOR_HOST", "-bad"),
-            ("SWITCHBOARD_OPERATOR_PORT", "x"),
         ];
         for (var, bad) in cases {
             for process in [Process::Gateway, Process::Broker] {
                 let e = load(process, None, &[URL, (var, bad)]).expect_err(var);
                 assert!(e.starts_with(var), "{var}={bad}: {e}");
             }
+        }
+        // The gateway's listeners: the broker does not read them.
+        for (var, bad) in [
+            ("SWITCHBOARD_HOST", "no such host!"),
+            ("SWITCHBOARD_PORT", "x"),
+            ("PORT", "65536"),
+            ("SWITCHBOARD_OPERATOR_HOST", "-bad"),
+            ("SWITCHBOARD_OPERATOR_PORT", "x"),
+        ] {
+            let e = gateway(&[(var, bad)]).expect_err(var);
+            assert!(e.starts_with(var), "{var}={bad}: {e}");
+            assert!(broker(&[URL, (var, bad)]).is_ok(), "{var}");
         }
         let e = broker(&[]).expect_err("no URL");
         assert!(e.starts_with("SWITCHBOARD_NATS_URL"), "{e}");
