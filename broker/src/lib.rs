@@ -7,8 +7,8 @@
 //! room capacity, [`service`] runs the NATS side ([`Broker`]), [`grpc`] serves the admin API
 //! (queries and actions) over gRPC, and [`http`] serves health, metrics and the state document.
 //!
-//! The library never reads the environment, OS signals or installs a metrics recorder: the
-//! `switchboard-broker` binary (`bin/`) composes it.
+//! The library never reads the environment or OS signals and installs no log subscriber or
+//! metrics recorder: the `switchboard-broker` binary (`bin/`) composes it.
 
 pub mod convert;
 pub mod error;
