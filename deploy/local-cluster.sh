@@ -210,7 +210,7 @@ NGINX_BIN=$(find_bin nginx)
 if [[ ! -x $GATEWAY_BIN || ! -x $BROKER_BIN ]]; then
     command -v cargo >/dev/null 2>&1 || die "$GATEWAY_BIN or $BROKER_BIN missing and cargo not found (install Rust with rustup)"
     say "building the release binaries (cargo build --release --locked)"
-    (cd "$ROOT" && cargo build --release --locked -p switchboard-gateway -p switchboard-broker --bins) \
+    (cd "$ROOT" && cargo build --release --locked -p switchboard --bins) \
         || die "cargo build failed"
 fi
 [[ -x $GATEWAY_BIN ]] || die "$GATEWAY_BIN not found"

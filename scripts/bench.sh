@@ -62,7 +62,7 @@ fi
 if [[ $hard == unlimited ]]; then ulimit -n 1048576 2>/dev/null || ulimit -n "$need_fds"; else ulimit -n "$hard"; fi
 
 if [[ $build == 1 ]]; then
-    cargo build --release -p switchboard-gateway -p switchboard-loadtest --features switchboard-loadtest/grpc || die "build failed"
+    cargo build --release -p switchboard -p switchboard-loadtest --features switchboard-loadtest/grpc || die "build failed"
 fi
 [[ -x $GATEWAY && -x $LOADTEST ]] || die "$GATEWAY or $LOADTEST missing (build first)"
 

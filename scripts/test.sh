@@ -73,12 +73,14 @@ fi
 
 # ---- 2. build and Rust tests ----------------------------------------------------------------
 if [ -z "${SKIP_CARGO:-}" ]; then
-  # switchboard-loadtest/grpc: the load generator's `admin` scenario (the gRPC smoke run below).
-  log "cargo build --release --workspace --bins --examples --features switchboard-loadtest/grpc --locked"
-  cargo build --release --workspace --bins --examples --features switchboard-loadtest/grpc --locked
+  # switchboard/fault-injection: the fault injection the end-to-end suite uses (never in a
+  # release build); switchboard-loadtest/grpc: the load generator's `admin` scenario (the gRPC
+  # smoke run below).
+  log "cargo build --release --workspace --bins --examples --features switchboard/fault-injection,switchboard-loadtest/grpc --locked"
+  cargo build --release --workspace --bins --examples --features switchboard/fault-injection,switchboard-loadtest/grpc --locked
 
-  log "cargo test --release --workspace --features switchboard-loadtest/grpc --locked"
-  cargo test --release --workspace --features switchboard-loadtest/grpc --locked
+  log "cargo test --release --workspace --features switchboard/fault-injection,switchboard-loadtest/grpc --locked"
+  cargo test --release --workspace --features switchboard/fault-injection,switchboard-loadtest/grpc --locked
 fi
 
 # ---- 3. end-to-end tests --------------------------------------------------------------------

@@ -773,70 +773,13 @@ pub const DEFAULT_GRPC_PORT: u16 = 50051;
 /// Shortest admin token accepted.
 pub const MIN_TOKEN_BYTES: usize = 16;
 
-/// Where and how to serve gRPC, from the environment (the broker binary and the standalone
-/// gateway read the same variables); `None` when `SWITCHBOARD_ADMIN_TOKEN` is unset (gRPC off).
-///
-/// | variable | default | meaning |
-/// |---|---|---|
-/// | `SWITCHBOARD_ADMIN_TOKEN` | unset: no gRPC | bearer token of every call, at least 16 bytes |
-/// | `SWITCHBOARD_GRPC_HOST` | `127.0.0.1` | IP address the gRPC port binds |
-/// | `SWITCHBOARD_GRPC_PORT` | `50051` | gRPC port; 0 = any free port |
-/// | `SWITCHBOARD_GRPC_TLS_CERT`, `SWITCHBOARD_GRPC_TLS_KEY` | unset: plaintext | PEM files (both or neither) |
-pub fn options_from_lookup(
-    var: impl Fn(&str) -> Option<String>,
-) -> Result<Option<(SocketAddr, GrpcOptions)>, crate::config::ConfigError> {
-    use crate::config::ConfigError;
-    let get = |name: &str| var(name).filter(|v| !v.is_empty());
-    let err = |var: &'static str, message: String| ConfigError { var, message };
-    const TOKEN: &str = "SWITCHBOARD_ADMIN_TOKEN";
-    let Some(token) = get(TOKEN) else {
-        return Ok(None);
-    };
-    if token.len() < MIN_TOKEN_BYTES || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(err(
-            TOKEN,
-            format!(
-                "must be at least {MIN_TOKEN_BYTES} bytes without spaces (e.g. `openssl rand -hex 24`)"
-            ),
-        ));
-    }
-    const HOST: &str = "SWITCHBOARD_GRPC_HOST";
-    let host: std::net::IpAddr = match get(HOST) {
-        None => std::net::IpAddr::from([127, 0, 0, 1]),
-        Some(v) => v
-            .parse()
-            .map_err(|_| err(HOST, format!("{v:?} is not an IP address")))?,
-    };
-    const PORT: &str = "SWITCHBOARD_GRPC_PORT";
-    let port = match get(PORT) {
-        None => DEFAULT_GRPC_PORT,
-        Some(v) => v
-            .parse::<u16>()
-            .map_err(|_| err(PORT, format!("{v:?} is not a port number (0-65535)")))?,
-    };
-    const CERT: &str = "SWITCHBOARD_GRPC_TLS_CERT";
-    const KEY: &str = "SWITCHBOARD_GRPC_TLS_KEY";
-    let read = |var: &'static str, path: String| {
-        std::fs::read(&path).map_err(|e| err(var, format!("cannot read {path}: {e}")))
-    };
-    let tls = match (get(CERT), get(KEY)) {
-        (None, None) => None,
-        (Some(cert), Some(key)) => {
-            let pair = (read(CERT, cert)?, read(KEY, key)?);
-            // Parsed now, so a bad pair stops the process before it serves anything.
-            let identity = tonic::transport::Identity::from_pem(&pair.0, &pair.1);
-            tonic::transport::Server::builder()
-                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-                .map_err(|e| err(CERT, format!("unusable certificate or key: {e}")))?;
-            Some(pair)
-        }
-        (Some(_), None) => return Err(err(KEY, format!("required with {CERT}"))),
-        (None, Some(_)) => return Err(err(CERT, format!("required with {KEY}"))),
-    };
-    Ok(Some((
-        SocketAddr::new(host, port),
-        GrpcOptions { token, tls },
-    )))
+/// Checks that `cert` and `key` (PEM) make a TLS identity the server can use, so that a bad
+/// pair stops the process before it serves anything.
+pub fn check_identity(cert: &[u8], key: &[u8]) -> Result<(), GrpcError> {
+    let identity = tonic::transport::Identity::from_pem(cert, key);
+    tonic::transport::Server::builder()
+        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    Ok(())
 }
 
 /// Checks `authorization: Bearer <token>` in constant time (for a given token length).
@@ -1236,63 +1179,6 @@ mod tests {
         );
         assert!(page_token("gw1.a").is_err());
         assert_eq!(next_token(None), "");
-    }
-
-    #[test]
-    fn options_come_from_the_environment() {
-        let parse = |vars: &[(&str, &str)]| {
-            let vars: HashMap<String, String> = vars
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect();
-            options_from_lookup(|k| vars.get(k).cloned())
-        };
-        assert!(parse(&[]).unwrap().is_none());
-        let (addr, opts) = parse(&[("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef")])
-            .unwrap()
-            .unwrap();
-        assert_eq!(addr, "127.0.0.1:50051".parse().unwrap());
-        assert_eq!(opts.token, "0123456789abcdef");
-        assert!(opts.tls.is_none());
-        let (addr, _) = parse(&[
-            ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef"),
-            ("SWITCHBOARD_GRPC_HOST", "::1"),
-            ("SWITCHBOARD_GRPC_PORT", "0"),
-        ])
-        .unwrap()
-        .unwrap();
-        assert_eq!(addr, "[::1]:0".parse().unwrap());
-        let bad = [
-            (
-                vec![("SWITCHBOARD_ADMIN_TOKEN", "short")],
-                "SWITCHBOARD_ADMIN_TOKEN",
-            ),
-            (
-                vec![
-                    ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef"),
-                    ("SWITCHBOARD_GRPC_PORT", "x"),
-                ],
-                "SWITCHBOARD_GRPC_PORT",
-            ),
-            (
-                vec![
-                    ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef"),
-                    ("SWITCHBOARD_GRPC_TLS_CERT", "/x"),
-                ],
-                "SWITCHBOARD_GRPC_TLS_KEY",
-            ),
-            (
-                vec![
-                    ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef"),
-                    ("SWITCHBOARD_GRPC_TLS_CERT", "/nonexistent/c.pem"),
-                    ("SWITCHBOARD_GRPC_TLS_KEY", "/nonexistent/k.pem"),
-                ],
-                "SWITCHBOARD_GRPC_TLS_CERT",
-            ),
-        ];
-        for (vars, var) in bad {
-            assert_eq!(parse(&vars).err().map(|e| e.var), Some(var), "{vars:?}");
-        }
     }
 
     #[test]

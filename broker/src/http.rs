@@ -6,7 +6,7 @@
 //! lets connections finish their current request (bounded by [`DRAIN`]). It must not change the
 //! directory.
 //!
-//! An operator surface (it binds loopback unless told otherwise, see `config`): `/v1/state` lists
+//! An operator surface (it binds loopback unless told otherwise): `/v1/state` lists
 //! every socket, user and room. A client that connects cannot hold a connection by dribbling
 //! headers ([`HEADER_READ_TIMEOUT`]; hyper's timeout needs the timer set) or by sending a huge head
 //! ([`MAX_HEAD_BYTES`]); no route reads a request body.
@@ -20,7 +20,6 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,13 +34,17 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// bound applies).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
+/// Renders the Prometheus text exposition of the process's metrics.
+pub type Render = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
+
 /// What the handlers read.
 #[derive(Clone)]
 pub struct Routes {
     /// The broker whose state is served.
     pub broker: Broker,
-    /// The Prometheus recorder's handle; `None` serves an empty `/metrics`.
-    pub metrics: Option<PrometheusHandle>,
+    /// Renders the metrics exposition (the binary's Prometheus recorder); `None` serves an
+    /// empty `/metrics`. A function, so the library does not depend on a recorder.
+    pub metrics: Option<Render>,
 }
 
 /// Serves HTTP on `listener` until `shutdown`, then drains.
@@ -116,7 +119,7 @@ fn handle(routes: &Routes, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             let text = routes
                 .metrics
                 .as_ref()
-                .map(PrometheusHandle::render)
+                .map(|render| render())
                 .unwrap_or_default();
             respond(StatusCode::OK, "text/plain; version=0.0.4", text)
         }

@@ -5,9 +5,11 @@
 //! [`convert`] maps the bus envelopes to the directory's types, [`snapshot`] reassembles
 //! multi-part snapshots, [`leader`] elects the one broker that announces presence and decides
 //! room capacity, [`service`] runs the NATS side ([`Broker`]), [`grpc`] serves the admin API
-//! (queries and actions) over gRPC, and [`http`] serves health, metrics and the state document. [`config`] reads the binary's environment.
+//! (queries and actions) over gRPC, and [`http`] serves health, metrics and the state document.
+//!
+//! The library never reads the environment or OS signals and installs no log subscriber or
+//! metrics recorder: the `switchboard-broker` binary (`bin/`) composes it.
 
-pub mod config;
 pub mod convert;
 pub mod error;
 pub mod grpc;

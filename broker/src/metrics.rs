@@ -1,5 +1,7 @@
-//! The broker's metric names (all prefixed `switchboard_broker_`), their descriptions, and the
-//! Prometheus recorder both binaries install ([`install`], [`upkeep`]).
+//! The broker's metric names (all prefixed `switchboard_broker_`) and their descriptions.
+//!
+//! The library records through the `metrics` facade only; the binaries (`bin/`) install the
+//! Prometheus recorder, with [`LATENCY_BUCKETS`] for every `*_seconds` histogram.
 //!
 //! Labels come from closed sets only (message kinds, reserve outcomes, gRPC method names and
 //! status codes); never a node, socket, room or user. Recording goes through the `metrics`
@@ -7,11 +9,6 @@
 //! costs nothing. The directory gauges ([`SOCKETS`], [`ROOMS`], [`USERS`], [`NODES`]) are set
 //! from the directory itself whenever it is scraped (`Broker::record_gauges`), so they equal its
 //! state rather than a running sum of events.
-
-use std::time::Duration;
-
-use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio_util::sync::CancellationToken;
 
 /// Counter: membership messages and heartbeats applied to the directory, by `kind`
 /// (`connect`, `disconnect`, `join`, `leave`, `snapshot`, `leaving`, `heartbeat`).
@@ -57,33 +54,6 @@ pub const BUS_SLOW_CONSUMER_DROPS: &str = switchboard_bus::SLOW_CONSUMER_DROPS;
 pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-/// How often the recorder's histograms are compacted.
-pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Installs the process-wide Prometheus recorder: histograms whose names end in `_seconds` get
-/// [`LATENCY_BUCKETS`], each `(name, buckets)` of `histograms` its own buckets, so every
-/// histogram renders as a Prometheus histogram (never a summary). Render the returned handle
-/// from a `/metrics` route and keep [`upkeep`] running.
-pub fn install(histograms: &[(&str, &[f64])]) -> Result<PrometheusHandle, BuildError> {
-    let mut builder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &LATENCY_BUCKETS)?;
-    for (name, buckets) in histograms {
-        builder = builder.set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)?;
-    }
-    builder.install_recorder()
-}
-
-/// Runs the recorder's upkeep every [`UPKEEP_INTERVAL`] until `shutdown`.
-pub async fn upkeep(handle: PrometheusHandle, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => handle.run_upkeep(),
-        }
-    }
-}
 /// Gauge: 1 while this broker is the leader, else 0.
 pub const LEADER: &str = "switchboard_broker_leader";
 

@@ -107,7 +107,18 @@ async fn main() -> anyhow::Result<()> {
     .endpoint("/engine.io/", raw.clone())
     .endpoint("/socket.io/", socketio.clone());
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    http::run(addr, Arc::new(router), async move || {
+    let listener = http::listen(addr)?;
+    // The end-to-end tests read the port from this line.
+    println!("listening on http://{}", listener.local_addr()?);
+    // SIGTERM (how the tests stop it) or Ctrl-C.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    http::run(listener, Arc::new(router), stop, async move || {
         for conn in raw.all() {
             conn.close(CloseReason::Shutdown);
         }
@@ -115,6 +126,6 @@ async fn main() -> anyhow::Result<()> {
             conn.close(CloseReason::Shutdown);
         }
     })
-    .await?;
+    .await;
     Ok(())
 }

@@ -49,8 +49,10 @@ use switchboard_codec::socketio::{self, Decoded, PacketType};
 use switchboard_proto::bus::{self as pb, envelope, member_message, presence_event};
 use switchboard_proto::Message as _;
 use switchboard_proto::subject::{SubjectError, Subjects};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::Claims;
 use crate::id::{NodeId, owner_of};
@@ -109,7 +111,9 @@ pub struct ClusterConfig {
     pub presence: HashMap<String, PresenceConfig>,
     /// Counts the node's Engine.IO connections, for the heartbeat.
     pub connections: Arc<dyn Fn() -> u64 + Send + Sync>,
-    /// Test fault injection: membership sequence numbers whose message is not published.
+    /// Test fault injection: membership sequence numbers whose message is not published (only
+    /// in test builds: the `fault-injection` feature).
+    #[cfg(any(test, feature = "fault-injection"))]
     pub drop_seqs: Vec<u64>,
 }
 
@@ -140,6 +144,8 @@ struct Out {
     subject: String,
     payload: Bytes,
     kind: &'static str,
+    /// Told once the message was handed to the bus (how [`Cluster::leave`] knows).
+    published: Option<oneshot::Sender<()>>,
 }
 
 struct Inner {
@@ -157,7 +163,10 @@ struct Inner {
     /// Split deliveries: the id of the next one sent, and the ones being received.
     next_split: std::sync::atomic::AtomicU64,
     fragments: Mutex<Reassembly>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Stops every task of the cluster side.
+    stop: CancellationToken,
+    /// Where those tasks run (the process's tracker).
+    tasks: TaskTracker,
 }
 
 /// Deliveries arriving in fragments, by (origin, id). Bounded by [`MAX_REASSEMBLY_BYTES`].
@@ -244,9 +253,16 @@ fn unix_ms() -> u64 {
 
 impl Cluster {
     /// Connects `io` to the cluster over `bus`: installs the adapter, subscribes this node's
-    /// subjects and starts the publisher, the heartbeat and the subscription manager. Fails if
-    /// the server already has an adapter or a fixed subscription cannot be made.
-    pub async fn start(bus: Bus, io: Server, cfg: ClusterConfig) -> Result<Self, BusError> {
+    /// subjects and starts the publisher, the heartbeat and the subscription manager, on `tasks`,
+    /// until `stop` is cancelled (after [`Cluster::leave`]). Fails if the server already has an
+    /// adapter or a fixed subscription cannot be made.
+    pub async fn start(
+        bus: Bus,
+        io: Server,
+        cfg: ClusterConfig,
+        stop: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Result<Self, BusError> {
         let (tx, rx) = mpsc::channel(OUT_QUEUE);
         let cluster = Self {
             inner: Arc::new(Inner {
@@ -261,7 +277,8 @@ impl Cluster {
                 applied: watch::Sender::new(0),
                 next_split: std::sync::atomic::AtomicU64::new(1),
                 fragments: Mutex::new(Reassembly::default()),
-                tasks: Mutex::new(Vec::new()),
+                stop,
+                tasks,
             }),
         };
         let subjects = &cluster.inner.cfg.subjects;
@@ -291,16 +308,13 @@ impl Cluster {
                 "the server already has an adapter".into(),
             ));
         }
-        let mut tasks = vec![
-            tokio::spawn(publisher(cluster.inner.bus.clone(), rx)),
-            tokio::spawn(heartbeats(cluster.clone())),
-            tokio::spawn(interests(cluster.clone())),
-            tokio::spawn(link_watch(cluster.clone())),
-        ];
+        cluster.spawn(publisher(cluster.inner.bus.clone(), rx));
+        cluster.spawn(heartbeats(cluster.clone()));
+        cluster.spawn(interests(cluster.clone()));
+        cluster.spawn(link_watch(cluster.clone()));
         for (sub, commands) in fixed {
-            tasks.push(tokio::spawn(receive(cluster.clone(), sub, commands)));
+            cluster.spawn(receive(cluster.clone(), sub, commands));
         }
-        lock(&cluster.inner.tasks).extend(tasks);
         cluster.send_snapshot(0, "start");
         Ok(cluster)
     }
@@ -328,19 +342,33 @@ impl Cluster {
     }
 
     /// Tells the broker this node is leaving (its sockets go with reason `node_left`) and waits
-    /// for the publisher to pass it on, at most `wait`.
+    /// until the publisher handed it to the bus and the bus flushed it, at most `wait`.
     pub async fn leave(&self, wait: Duration) {
         let msg = self.member_message(0, member_message::Body::Leaving(pb::NodeLeaving {}));
-        self.queue(self.member_subject(), msg, "leaving");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let _ = tokio::time::timeout(wait, self.inner.bus.flush()).await;
+        let (done, published) = oneshot::channel();
+        self.queue_then(self.member_subject(), msg, "leaving", Some(done));
+        let _ = tokio::time::timeout(wait, async {
+            if published.await.is_ok() {
+                let _ = self.inner.bus.flush().await;
+            }
+        })
+        .await;
     }
 
-    /// Stops every task of the cluster side.
-    pub fn shutdown(&self) {
-        for t in lock(&self.inner.tasks).drain(..) {
-            t.abort();
-        }
+    /// Runs `task` on the cluster's tracker until the cluster stops.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) -> JoinHandle<()> {
+        self.spawn_until(self.inner.stop.clone(), task)
+    }
+
+    /// Runs `task` on the cluster's tracker until `stop` (a child of the cluster's token).
+    fn spawn_until(
+        &self,
+        stop: CancellationToken,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        self.inner.tasks.spawn(async move {
+            stop.run_until_cancelled_owned(task).await;
+        })
     }
 
     fn member_subject(&self) -> String {
@@ -365,6 +393,17 @@ impl Cluster {
 
     /// Queues a message for the publisher; drops it (counted) if the queue is full.
     fn queue(&self, subject: String, payload: Bytes, kind: &'static str) {
+        self.queue_then(subject, payload, kind, None);
+    }
+
+    /// [`Cluster::queue`], telling `published` once the message was handed to the bus.
+    fn queue_then(
+        &self,
+        subject: String,
+        payload: Bytes,
+        kind: &'static str,
+        published: Option<oneshot::Sender<()>>,
+    ) {
         if self
             .inner
             .out
@@ -372,6 +411,7 @@ impl Cluster {
                 subject,
                 payload,
                 kind,
+                published,
             })
             .is_err()
         {
@@ -394,6 +434,7 @@ impl Cluster {
             st.version += 1;
             self.inner.interest_changed.notify_one();
         }
+        #[cfg(any(test, feature = "fault-injection"))]
         if self.inner.cfg.drop_seqs.contains(&seq) {
             tracing::warn!(seq, "fault injection: membership message not published");
             return;
@@ -609,6 +650,7 @@ impl Cluster {
         for socket in self.inner.io.select(ns, target) {
             let args = args.clone();
             let bus = self.inner.bus.clone();
+            let tasks = self.inner.tasks.clone();
             let reply_to = ack.reply.clone();
             let socket_id = socket.id().to_owned();
             socket.emit_with_ack_cb(&ack.event, args, timeout, move |result| {
@@ -626,7 +668,7 @@ impl Cluster {
                     },
                 };
                 let payload = Bytes::from(reply.encode_to_vec());
-                tokio::spawn(async move {
+                tasks.spawn(async move {
                     if let Err(e) = bus.publish(reply_to, payload).await {
                         m::bus_error("reply", &e);
                         tracing::debug!(error = %e, "ack reply not published");
@@ -1332,6 +1374,9 @@ async fn publisher(bus: Bus, mut rx: mpsc::Receiver<Out>) {
                 tracing::debug!(error = %e, "publish failed");
             }
         }
+        if let Some(published) = out.published {
+            let _ = published.send(());
+        }
     }
 }
 
@@ -1368,7 +1413,8 @@ async fn receive(cluster: Cluster, mut sub: Subscription, commands: bool) {
 
 /// Keeps one subscription per wanted room and namespace, following local membership.
 async fn interests(cluster: Cluster) {
-    let mut active: HashMap<Interest, JoinHandle<()>> = HashMap::new();
+    // Each subscription's task and the token that ends it.
+    let mut active: HashMap<Interest, (JoinHandle<()>, CancellationToken)> = HashMap::new();
     let mut seen = u64::MAX;
     loop {
         let (version, wanted) = cluster.wanted();
@@ -1376,10 +1422,10 @@ async fn interests(cluster: Cluster) {
             cluster.inner.interest_changed.notified().await;
             continue;
         }
-        active.retain(|interest, task| {
+        active.retain(|interest, (task, stop)| {
             let keep = wanted.contains(interest) && !task.is_finished();
             if !keep {
-                task.abort();
+                stop.cancel();
             }
             keep
         });
@@ -1396,8 +1442,10 @@ async fn interests(cluster: Cluster) {
             let commands = matches!(interest, Interest::Commands(_));
             match cluster.inner.bus.subscribe(subject).await {
                 Ok(sub) => {
-                    let task = tokio::spawn(receive(cluster.clone(), sub, commands));
-                    active.insert(interest, task);
+                    let stop = cluster.inner.stop.child_token();
+                    let task =
+                        cluster.spawn_until(stop.clone(), receive(cluster.clone(), sub, commands));
+                    active.insert(interest, (task, stop));
                 }
                 Err(e) => {
                     m::bus_error("subscribe", &e);
@@ -1451,7 +1499,15 @@ mod tests {
             connections: Arc::new(|| 0),
             drop_seqs,
         };
-        let cluster = Cluster::start(hub.client(), io.clone(), cfg).await.unwrap();
+        let cluster = Cluster::start(
+            hub.client(),
+            io.clone(),
+            cfg,
+            CancellationToken::new(),
+            TaskTracker::new(),
+        )
+        .await
+        .unwrap();
         let engine = Engine::new(Default::default(), io.clone(), node);
         Node {
             io,

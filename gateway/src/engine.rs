@@ -25,6 +25,7 @@ use std::time::Duration;
 use switchboard_codec::engineio::{self, Frame, Packet, Payload};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::id::NodeId;
 use crate::metrics;
@@ -748,6 +749,9 @@ pub struct Engine<H: Handler> {
     node: NodeId,
     sessions: Mutex<Sessions<H::Data>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// The sessions' tasks (transports, heartbeats, closing grace): whoever owns the process
+    /// closes and waits for it at shutdown, after the sessions were closed.
+    tasks: TaskTracker,
 }
 
 /// Why a new session was refused.
@@ -767,7 +771,18 @@ impl<H: Handler> Engine<H> {
             node,
             sessions: Mutex::new(HashMap::new()),
             per_ip: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
         })
+    }
+
+    /// The sessions' tasks: close it and wait for it once the sessions are closed.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// Runs a task of a session on [`Engine::tasks`].
+    pub(crate) fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
     }
 
     /// This node's id.
@@ -918,9 +933,9 @@ impl<H: Handler> Engine<H> {
     fn forget_later(self: &Arc<Self>, conn: &Arc<Conn<H::Data>>) {
         let owed = conn.lock().farewell;
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) if owed => {
+            Ok(_) if owed => {
                 let (engine, conn) = (self.clone(), conn.clone());
-                rt.spawn(async move {
+                self.spawn(async move {
                     tokio::time::sleep(CLOSED_GRACE).await;
                     engine.forget(&conn);
                 });

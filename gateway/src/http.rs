@@ -507,42 +507,37 @@ async fn serve_http(
     }
 }
 
-/// Binds `addr`, prints `listening on http://ADDR` on stdout (tests read it), serves `router`
-/// until SIGTERM or Ctrl-C, then drains: `/ready` and new sessions get 503 at once, `drain` runs
-/// (closing the sessions, gradually if it wants) while the listener still serves the sessions
-/// that are left, and then the listener stops and open HTTP connections are asked to finish.
-pub async fn run(
-    addr: SocketAddr,
-    router: Arc<Router>,
-    drain: impl AsyncFnOnce(),
-) -> std::io::Result<()> {
-    run_bound(bind(addr)?, router, drain).await
-}
-
-/// Binds the listener [`run_bound`] serves (so the caller knows the port first).
+/// Binds the listener [`run`] serves (so the caller knows the port first).
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     bind(addr)
 }
 
-/// [`run`] on a listener already bound with [`listen`].
-pub async fn run_bound(
+/// Serves `router` on `listener` until `stop` completes, then drains: `/ready` and new sessions
+/// get 503 at once, `drain` runs (closing the sessions, gradually if it wants) while the
+/// listener still serves the sessions that are left, and then the listener stops and open HTTP
+/// connections are asked to finish. Returns once they have (or after a grace period).
+///
+/// What stops the server is the caller's business (a binary waits for a signal; a test cancels
+/// a token): this library never reads OS signals.
+pub async fn run(
     listener: TcpListener,
     router: Arc<Router>,
+    stop: impl Future<Output = ()>,
     drain: impl AsyncFnOnce(),
-) -> std::io::Result<()> {
-    let local = listener.local_addr()?;
-    println!("listening on http://{local}");
-    tracing::info!(%local, "listening");
+) {
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve_until(listener, router.clone(), shutdown.clone()));
-    wait_for_signal().await;
-    tracing::info!("draining");
-    router.start_draining();
-    drain().await;
-    tracing::info!("shutting down");
-    shutdown.cancel();
-    let _ = server.await;
-    Ok(())
+    let control = async {
+        stop.await;
+        tracing::info!("draining");
+        router.start_draining();
+        drain().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    };
+    tokio::join!(
+        serve_until(listener, router.clone(), shutdown.clone()),
+        control
+    );
 }
 
 /// [`serve`] with its own task tracker: once `shutdown` is cancelled, returns when the open
@@ -572,29 +567,6 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
-}
-
-/// Waits for SIGTERM or Ctrl-C (SIGINT).
-pub async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[cfg(test)]

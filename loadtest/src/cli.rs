@@ -1,4 +1,5 @@
-//! Command line: `switchboard-loadtest <scenario> [--key value]... [--quiet]`, parsed by hand.
+//! Command line: `switchboard-loadtest <scenario> [--key value]... [--quiet]`, parsed by clap
+//! ([`Cli`]; every scenario answers `--help`) and checked by [`Cli::invocation`].
 //!
 //! Every count and duration has an upper bound, so no invocation can run away; unknown flags are
 //! errors rather than silently ignored.
@@ -9,57 +10,12 @@
 //! PID is named `server`, which keeps the single-server output as it always was.
 
 use std::fmt::Display;
-use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, ensure};
+use clap::{Parser, Subcommand};
 
 use crate::client::{Target, Transport};
-
-/// Printed for `help`, `--help` and usage errors.
-pub(crate) const USAGE: &str = "\
-usage: switchboard-loadtest <scenario> [--key value]... [--quiet]
-
-scenarios:
-  idle    --url http://127.0.0.1:PORT --pid SERVER_PID --connections N
-          [--namespace /] [--hold-secs 0] [--settle-secs 2] [--transport websocket|polling]
-          Server memory (VmRSS delta) and CPU per idle, connected Socket.IO connection.
-  connect --url http://127.0.0.1:PORT --pid SERVER_PID --connections N [--concurrency 256]
-          [--namespace /] [--transport websocket|polling]
-          Connection storm: N connections (at most --concurrency handshakes in flight):
-          connects per second, connect time p50/p99 (TCP connect to namespace CONNECT),
-          failures, server CPU per connect. The connections are closed again at the end.
-  fanout  --url http://127.0.0.1:PORT[,URL...] --pid PID|NAME=PID[,NAME=PID...]
-          --members N --rate R --seconds T
-          [--payload-bytes 16] [--namespace /chat] [--room bench] [--window 8]
-          N members join a room; one sender emits `say` at R msg/s (0 = saturate, at most
-          --window messages' worth of deliveries in flight); latency, loss, CPU per delivery.
-          Several URLs (gateways of one cluster): members go round-robin over them, the
-          sender to the first. Several PIDs (each NAME=PID, NAME lowercase [a-z0-9_]):
-          CPU per delivery of each process and of all of them together.
-  cluster the fan-out across gateways of one cluster: fanout's flags, at least two URLs.
-  polling the fan-out to long-polling members: fanout's flags; members hold one GET each,
-          the sender is a WebSocket.
-  rooms   --url URL[,URL...] --pid PID|NAME=PID[,...] --rooms K --size S --rate R --seconds T
-          [--payload-bytes 16] [--namespace /chat] [--room bench] [--window 8]
-          K rooms `bench-0`..`bench-{K-1}` of S members each; the first member of each room
-          speaks for it: R msg/s in all (0 = saturate), round-robin over the rooms, each
-          delivered to the other S-1 members. Deliveries/s, latency, loss, CPU per delivery.
-  floor   [--writes 200000] [--size 64] [--sockets 1] [--bursts-per-sec 0]
-          [--writer-cpu C] [--reader-cpu C]
-          CPU cost of one small write on a loopback TCP connection; with --sockets K and
-          --bursts-per-sec B, writes go round-robin to K connections in B bursts a second
-          (the shape of a K-member fan-out at B msg/s).
-
-  admin   --url http://127.0.0.1:PORT --grpc 127.0.0.1:PORT --members N [--calls 50]
-          [--namespace /chat] [--room bench] [--concurrency 256]   (token: $SWITCHBOARD_ADMIN_TOKEN)
-          N members join a room; the broker's gRPC API: FetchSockets of the whole room and
-          Broadcast to it, each --calls times: latency, and call → last delivery.
-          Only in a build with gRPC (`cargo build -p switchboard-loadtest --features grpc`).
-
-common: [--threads 1] (runtime worker threads) [--concurrency 256] (handshakes in flight)
-        [--quiet] (no progress lines on stderr; otherwise one a second while measuring)
-Only loopback targets are accepted. Output: a table and one JSON line on stdout.";
 
 const MAX_CONNECTIONS: u64 = 200_000;
 const MAX_SECONDS: u64 = 3_600;
@@ -93,8 +49,6 @@ pub(crate) struct Invocation {
 /// What to run.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Command {
-    /// Print usage.
-    Help,
     /// Idle connections, or a connection storm (`connect`).
     Idle(Idle),
     /// Room fan-out: one room (`fanout`, `cluster`, `polling`) or many (`rooms`).
@@ -202,62 +156,186 @@ pub(crate) struct Floor {
     pub(crate) reader_cpu: Option<u32>,
 }
 
-/// `--key value` pairs not consumed yet.
-struct Flags(Vec<(String, String)>);
+/// The command line, as given; [`Cli::invocation`] checks it.
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchboard-loadtest",
+    version,
+    after_help = "Only loopback targets are accepted. Output: a table and one JSON line on stdout."
+)]
+pub(crate) struct Cli {
+    /// No progress lines on stderr (otherwise one a second while measuring).
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
 
-impl Flags {
-    fn parse(args: impl Iterator<Item = String>) -> Result<Self> {
-        let mut pairs = Vec::new();
-        let mut args = args.peekable();
-        while let Some(arg) = args.next() {
-            let Some(key) = arg.strip_prefix("--") else {
-                bail!("unexpected argument {arg:?}");
-            };
-            let (key, value) = match key.split_once('=') {
-                Some((k, v)) => (k.to_owned(), v.to_owned()),
-                // The one flag without a value.
-                None if key == "quiet" => (key.to_owned(), "true".to_owned()),
-                None => {
-                    let value = args
-                        .next()
-                        .ok_or_else(|| anyhow!("--{key} needs a value"))?;
-                    (key.to_owned(), value)
-                }
-            };
-            ensure!(!pairs.iter().any(|(k, _)| *k == key), "--{key} given twice");
-            pairs.push((key, value));
-        }
-        Ok(Self(pairs))
-    }
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Server memory (VmRSS delta) and CPU per idle, connected Socket.IO connection.
+    Idle {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        conns: ConnectionArgs,
+        /// Wait after all are connected, before the second memory reading (seconds).
+        #[arg(long, default_value_t = 2)]
+        settle_secs: u64,
+        /// Keep the connections open this long after measuring (seconds).
+        #[arg(long, default_value_t = 0)]
+        hold_secs: u64,
+    },
+    /// Connection storm: N connections (at most --concurrency handshakes in flight): connects
+    /// per second, connect time p50/p99 (TCP connect to namespace CONNECT), failures, server
+    /// CPU per connect. The connections are closed again at the end.
+    Connect {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        conns: ConnectionArgs,
+    },
+    /// N members join a room; one sender emits `say` at R msg/s (0 = saturate, at most --window
+    /// messages' worth of deliveries in flight); latency, loss, CPU per delivery. Several URLs
+    /// (gateways of one cluster): members go round-robin over them, the sender to the first.
+    /// Several PIDs (each NAME=PID): CPU per delivery of each process and of all together.
+    Fanout(FanoutArgs),
+    /// The fan-out across gateways of one cluster: fanout's flags, at least two URLs.
+    Cluster(FanoutArgs),
+    /// The fan-out to long-polling members (one GET each); the sender is a WebSocket.
+    Polling(FanoutArgs),
+    /// K rooms `bench-0`..`bench-{K-1}` of S members each; the first member of each room speaks
+    /// for it: R msg/s in all (0 = saturate), round-robin over the rooms. Deliveries/s, latency,
+    /// loss, CPU per delivery.
+    Rooms {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Rooms.
+        #[arg(long, value_name = "K")]
+        rooms: u64,
+        /// Members per room (the speaker included).
+        #[arg(long, value_name = "S")]
+        size: u64,
+        #[command(flatten)]
+        flow: FlowArgs,
+    },
+    /// CPU cost of one small write on a loopback TCP connection; with --sockets K and
+    /// --bursts-per-sec B, writes go round-robin to K connections in B bursts a second (the
+    /// shape of a K-member fan-out at B msg/s).
+    Floor {
+        /// Writes.
+        #[arg(long, default_value_t = 200_000)]
+        writes: u64,
+        /// Bytes per write.
+        #[arg(long, default_value_t = 64)]
+        size: u64,
+        /// Connections written round-robin.
+        #[arg(long, default_value_t = 1)]
+        sockets: u64,
+        /// 0: back to back; else bursts of one write per connection, this many a second.
+        #[arg(long, default_value_t = 0)]
+        bursts_per_sec: u64,
+        /// Pin the writer to this CPU.
+        #[arg(long, value_name = "C")]
+        writer_cpu: Option<u32>,
+        /// Pin the reader to this CPU.
+        #[arg(long, value_name = "C")]
+        reader_cpu: Option<u32>,
+    },
+    /// N members join a room; the broker's gRPC API: FetchSockets of the whole room and
+    /// Broadcast to it, each --calls times: latency, and call → last delivery.
+    Admin {
+        /// The gateway the members connect to.
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// The gRPC address (loopback).
+        #[arg(long, value_name = "HOST:PORT")]
+        grpc: std::net::SocketAddr,
+        /// The admin bearer token.
+        #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Members.
+        #[arg(long, value_name = "N")]
+        members: u64,
+        /// Calls of each kind.
+        #[arg(long, default_value_t = 50)]
+        calls: u64,
+        /// The namespace.
+        #[arg(long, default_value = "/chat")]
+        namespace: String,
+        /// The room.
+        #[arg(long, default_value = "bench")]
+        room: String,
+        /// Connection handshakes in flight at once.
+        #[arg(long, default_value_t = 256)]
+        concurrency: u64,
+    },
+}
 
-    fn take<T: FromStr>(&mut self, key: &str) -> Result<Option<T>>
-    where
-        T::Err: std::error::Error + Send + Sync + 'static,
-    {
-        let Some(i) = self.0.iter().position(|(k, _)| k == key) else {
-            return Ok(None);
-        };
-        let (_, value) = self.0.remove(i);
-        value
-            .parse()
-            .map(Some)
-            .with_context(|| format!("bad value {value:?} for --{key}"))
-    }
+/// The servers under test and how to drive them.
+#[derive(clap::Args, Debug)]
+struct ServerArgs {
+    /// The server (`fanout` and friends: gateways of one cluster, comma-separated).
+    #[arg(long, value_name = "URL[,URL...]")]
+    url: String,
+    /// The processes measured: PID, or NAME=PID[,NAME=PID...] (NAME lowercase [a-z0-9_]).
+    #[arg(long, value_name = "PID")]
+    pid: String,
+    /// Runtime worker threads (1: a current-thread runtime).
+    #[arg(long, default_value_t = 1)]
+    threads: u64,
+    /// Connection handshakes in flight at once.
+    #[arg(long, default_value_t = 256)]
+    concurrency: u64,
+}
 
-    fn required<T: FromStr>(&mut self, key: &str) -> Result<T>
-    where
-        T::Err: std::error::Error + Send + Sync + 'static,
-    {
-        self.take(key)?
-            .ok_or_else(|| anyhow!("--{key} is required"))
-    }
+/// `idle` and `connect`: the connections.
+#[derive(clap::Args, Debug)]
+struct ConnectionArgs {
+    /// Connections.
+    #[arg(long, value_name = "N")]
+    connections: u64,
+    /// The namespace.
+    #[arg(long, default_value = "/")]
+    namespace: String,
+    /// `websocket` or `polling`.
+    #[arg(long, default_value = "websocket")]
+    transport: String,
+}
 
-    fn finish(self) -> Result<()> {
-        match self.0.first() {
-            Some((key, _)) => bail!("unknown flag --{key}"),
-            None => Ok(()),
-        }
-    }
+/// `fanout`, `cluster`, `polling`.
+#[derive(clap::Args, Debug)]
+struct FanoutArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Members of the room.
+    #[arg(long, value_name = "N")]
+    members: u64,
+    #[command(flatten)]
+    flow: FlowArgs,
+}
+
+/// The messages of a fan-out.
+#[derive(clap::Args, Debug)]
+struct FlowArgs {
+    /// Messages per second (0: as fast as the window allows).
+    #[arg(long, value_name = "R")]
+    rate: u64,
+    /// How long to send (seconds).
+    #[arg(long, value_name = "T")]
+    seconds: u64,
+    /// Length of each message's padding.
+    #[arg(long, default_value_t = 16)]
+    payload_bytes: u64,
+    /// The namespace.
+    #[arg(long, default_value = "/chat")]
+    namespace: String,
+    /// The room (`rooms`: the prefix of the rooms' names).
+    #[arg(long, default_value = "bench")]
+    room: String,
+    /// At rate 0: messages whose deliveries may be outstanding at once.
+    #[arg(long, default_value_t = 8)]
+    window: u64,
 }
 
 fn bounded<T: PartialOrd + Display>(key: &str, value: T, low: T, high: T) -> Result<T> {
@@ -268,10 +346,7 @@ fn bounded<T: PartialOrd + Display>(key: &str, value: T, low: T, high: T) -> Res
     Ok(value)
 }
 
-fn namespace(flags: &mut Flags, default: &str) -> Result<String> {
-    let nsp = flags
-        .take::<String>("namespace")?
-        .unwrap_or_else(|| default.to_owned());
+fn namespace(nsp: String) -> Result<String> {
     ensure!(
         nsp.starts_with('/') && !nsp.contains(','),
         "--namespace must start with / and contain no comma"
@@ -353,88 +428,73 @@ pub(crate) fn parse_pids(value: &str) -> Result<Vec<Watched>> {
     Ok(watched)
 }
 
-fn common(flags: &mut Flags) -> Result<Common> {
-    Ok(Common {
-        targets: parse_urls(&flags.required::<String>("url")?)?,
-        watched: parse_pids(&flags.required::<String>("pid")?)?,
-        threads: bounded(
-            "threads",
-            flags.take("threads")?.unwrap_or(1),
-            1,
-            MAX_THREADS,
-        )? as usize,
-        concurrency: bounded(
-            "concurrency",
-            flags.take("concurrency")?.unwrap_or(256),
-            1,
-            MAX_CONCURRENCY,
-        )? as usize,
-    })
+impl ServerArgs {
+    fn check(self) -> Result<Common> {
+        Ok(Common {
+            targets: parse_urls(&self.url)?,
+            watched: parse_pids(&self.pid)?,
+            threads: bounded("threads", self.threads, 1, MAX_THREADS)? as usize,
+            concurrency: bounded("concurrency", self.concurrency, 1, MAX_CONCURRENCY)? as usize,
+        })
+    }
 }
 
-fn seconds(flags: &mut Flags, key: &str, default: Option<u64>, low: u64) -> Result<Duration> {
-    let value = match (flags.take(key)?, default) {
-        (Some(v), _) | (None, Some(v)) => v,
-        (None, None) => bail!("--{key} is required"),
-    };
+fn seconds(key: &str, value: u64, low: u64) -> Result<Duration> {
     Ok(Duration::from_secs(bounded(key, value, low, MAX_SECONDS)?))
 }
 
-fn idle(flags: &mut Flags, scenario: &'static str) -> Result<Idle> {
+fn idle(
+    scenario: &'static str,
+    server: ServerArgs,
+    conns: ConnectionArgs,
+    settle: Duration,
+    hold: Duration,
+) -> Result<Idle> {
+    let common = server.check()?;
+    ensure!(
+        common.targets.len() == 1 && common.watched.len() == 1,
+        "{scenario} takes one --url and one --pid (lists are for fanout)"
+    );
     Ok(Idle {
         scenario,
-        common: {
-            let common = common(flags)?;
-            ensure!(
-                common.targets.len() == 1 && common.watched.len() == 1,
-                "{scenario} takes one --url and one --pid (lists are for fanout)"
-            );
-            common
-        },
-        transport: flags
-            .take::<String>("transport")?
-            .map(|t| t.parse::<Transport>())
-            .transpose()
-            .context("--transport")?
-            .unwrap_or_default(),
-        connections: bounded(
-            "connections",
-            flags.required("connections")?,
-            1,
-            MAX_CONNECTIONS,
-        )? as usize,
-        namespace: namespace(flags, "/")?,
-        // A storm measures the connecting only: nothing to settle, nothing to hold.
-        settle: match scenario {
-            "connect" => Duration::ZERO,
-            _ => seconds(flags, "settle-secs", Some(2), 0)?,
-        },
-        hold: match scenario {
-            "connect" => Duration::ZERO,
-            _ => seconds(flags, "hold-secs", Some(0), 0)?,
-        },
+        common,
+        transport: conns
+            .transport
+            .parse::<Transport>()
+            .context("--transport")?,
+        connections: bounded("connections", conns.connections, 1, MAX_CONNECTIONS)? as usize,
+        namespace: namespace(conns.namespace)?,
+        settle,
+        hold,
     })
 }
 
-fn fanout(flags: &mut Flags, scenario: &'static str) -> Result<Fanout> {
-    let common = common(flags)?;
+fn fanout(
+    scenario: &'static str,
+    server: ServerArgs,
+    members: Option<u64>,
+    grid: Option<(u64, u64)>,
+    flow: FlowArgs,
+) -> Result<Fanout> {
+    let common = server.check()?;
     if scenario == "cluster" {
         ensure!(
             common.targets.len() >= 2,
             "cluster takes two or more --url (gateways of one cluster), comma-separated"
         );
     }
-    let grid = if scenario == "rooms" {
-        let rooms = bounded("rooms", flags.required("rooms")?, 1, MAX_ROOMS)? as usize;
-        let size = bounded("size", flags.required("size")?, 2, MAX_ROOM_SIZE)? as usize;
-        let members = rooms as u64 * size as u64;
-        ensure!(
-            members <= MAX_CONNECTIONS,
-            "--rooms × --size is {members} connections (at most {MAX_CONNECTIONS})"
-        );
-        Some(RoomGrid { rooms, size })
-    } else {
-        None
+    let grid = match grid {
+        Some((rooms, size)) => {
+            let rooms = bounded("rooms", rooms, 1, MAX_ROOMS)? as usize;
+            let size = bounded("size", size, 2, MAX_ROOM_SIZE)? as usize;
+            let members = rooms as u64 * size as u64;
+            ensure!(
+                members <= MAX_CONNECTIONS,
+                "--rooms × --size is {members} connections (at most {MAX_CONNECTIONS})"
+            );
+            Some(RoomGrid { rooms, size })
+        }
+        None => None,
     };
     Ok(Fanout {
         scenario,
@@ -444,107 +504,126 @@ fn fanout(flags: &mut Flags, scenario: &'static str) -> Result<Fanout> {
         } else {
             Transport::WebSocket
         },
-        members: match grid {
-            Some(g) => g.rooms * g.size,
-            None => bounded("members", flags.required("members")?, 1, MAX_CONNECTIONS)? as usize,
+        members: match (grid, members) {
+            (Some(g), _) => g.rooms * g.size,
+            (None, m) => bounded("members", m.unwrap_or(0), 1, MAX_CONNECTIONS)? as usize,
         },
         grid,
-        rate: bounded("rate", flags.required("rate")?, 0, MAX_RATE)?,
-        duration: seconds(flags, "seconds", None, 1)?,
-        payload_bytes: bounded(
-            "payload-bytes",
-            flags.take("payload-bytes")?.unwrap_or(16),
-            0,
-            MAX_PAYLOAD_BYTES,
-        )? as usize,
-        namespace: namespace(flags, "/chat")?,
-        room: flags.take("room")?.unwrap_or_else(|| "bench".to_owned()),
-        window: bounded("window", flags.take("window")?.unwrap_or(8), 1, MAX_WINDOW)?,
+        rate: bounded("rate", flow.rate, 0, MAX_RATE)?,
+        duration: seconds("seconds", flow.seconds, 1)?,
+        payload_bytes: bounded("payload-bytes", flow.payload_bytes, 0, MAX_PAYLOAD_BYTES)? as usize,
+        namespace: namespace(flow.namespace)?,
+        room: flow.room,
+        window: bounded("window", flow.window, 1, MAX_WINDOW)?,
     })
 }
 
-/// Parses the arguments after the program name.
-pub(crate) fn parse(mut args: impl Iterator<Item = String>) -> Result<Invocation> {
-    let scenario = args.next().unwrap_or_default();
-    let mut flags = Flags::parse(args)?;
-    let quiet = flags.take::<bool>("quiet")?.unwrap_or(false);
-    let command = match scenario.as_str() {
-        "" | "help" | "-h" | "--help" => Command::Help,
-        "idle" => Command::Idle(idle(&mut flags, "idle")?),
-        "connect" => Command::Idle(idle(&mut flags, "connect")?),
-        "fanout" => Command::Fanout(fanout(&mut flags, "fanout")?),
-        "cluster" => Command::Fanout(fanout(&mut flags, "cluster")?),
-        "polling" => Command::Fanout(fanout(&mut flags, "polling")?),
-        "rooms" => Command::Fanout(fanout(&mut flags, "rooms")?),
-        "floor" => Command::Floor(Floor {
-            writes: bounded(
-                "writes",
-                flags.take("writes")?.unwrap_or(200_000),
-                1,
-                MAX_WRITES,
-            )?,
-            size: bounded("size", flags.take("size")?.unwrap_or(64), 1, MAX_WRITE_SIZE)? as usize,
-            sockets: bounded(
-                "sockets",
-                flags.take("sockets")?.unwrap_or(1),
-                1,
-                MAX_FLOOR_SOCKETS,
-            )? as usize,
-            bursts_per_sec: bounded(
-                "bursts-per-sec",
-                flags.take("bursts-per-sec")?.unwrap_or(0),
-                0,
-                MAX_RATE,
-            )?,
-            writer_cpu: flags.take("writer-cpu")?,
-            reader_cpu: flags.take("reader-cpu")?,
-        }),
-        "admin" => Command::Admin(Admin {
-            target: {
-                let mut targets = parse_urls(&flags.required::<String>("url")?)?;
-                ensure!(targets.len() == 1, "admin takes one --url");
-                targets.remove(0)
-            },
-            grpc: {
-                let addr: std::net::SocketAddr = flags.required("grpc")?;
-                ensure!(addr.ip().is_loopback(), "--grpc must be a loopback address");
-                addr
-            },
-            token: match flags.take::<String>("token")? {
-                Some(t) => t,
-                None => std::env::var("SWITCHBOARD_ADMIN_TOKEN")
-                    .map_err(|_| anyhow!("--token or SWITCHBOARD_ADMIN_TOKEN is required"))?,
-            },
-            members: bounded("members", flags.required("members")?, 1, MAX_CONNECTIONS)? as usize,
-            calls: bounded("calls", flags.take("calls")?.unwrap_or(50), 1, 10_000)? as usize,
-            namespace: namespace(&mut flags, "/chat")?,
-            room: flags.take("room")?.unwrap_or_else(|| "bench".to_owned()),
-            concurrency: bounded(
-                "concurrency",
-                flags.take("concurrency")?.unwrap_or(256),
-                1,
-                MAX_CONCURRENCY,
-            )? as usize,
-        }),
-        other => bail!("unknown scenario {other:?}\n\n{USAGE}"),
-    };
-    if let Command::Floor(f) = &command
-        && f.bursts_per_sec > 0
-    {
-        let seconds = f
-            .writes
-            .div_ceil(f.sockets as u64)
-            .div_ceil(f.bursts_per_sec);
-        ensure!(
-            seconds <= MAX_SECONDS,
-            "that floor would write for {seconds} s (at most {MAX_SECONDS})"
-        );
+impl Cli {
+    /// The run the command line asks for, every value checked against its bounds.
+    pub(crate) fn invocation(self) -> Result<Invocation> {
+        let command = match self.scenario {
+            Scenario::Idle {
+                server,
+                conns,
+                settle_secs,
+                hold_secs,
+            } => Command::Idle(idle(
+                "idle",
+                server,
+                conns,
+                seconds("settle-secs", settle_secs, 0)?,
+                seconds("hold-secs", hold_secs, 0)?,
+            )?),
+            // A storm measures the connecting only: nothing to settle, nothing to hold.
+            Scenario::Connect { server, conns } => Command::Idle(idle(
+                "connect",
+                server,
+                conns,
+                Duration::ZERO,
+                Duration::ZERO,
+            )?),
+            Scenario::Fanout(a) => {
+                Command::Fanout(fanout("fanout", a.server, Some(a.members), None, a.flow)?)
+            }
+            Scenario::Cluster(a) => {
+                Command::Fanout(fanout("cluster", a.server, Some(a.members), None, a.flow)?)
+            }
+            Scenario::Polling(a) => {
+                Command::Fanout(fanout("polling", a.server, Some(a.members), None, a.flow)?)
+            }
+            Scenario::Rooms {
+                server,
+                rooms,
+                size,
+                flow,
+            } => Command::Fanout(fanout("rooms", server, None, Some((rooms, size)), flow)?),
+            Scenario::Floor {
+                writes,
+                size,
+                sockets,
+                bursts_per_sec,
+                writer_cpu,
+                reader_cpu,
+            } => {
+                let floor = Floor {
+                    writes: bounded("writes", writes, 1, MAX_WRITES)?,
+                    size: bounded("size", size, 1, MAX_WRITE_SIZE)? as usize,
+                    sockets: bounded("sockets", sockets, 1, MAX_FLOOR_SOCKETS)? as usize,
+                    bursts_per_sec: bounded("bursts-per-sec", bursts_per_sec, 0, MAX_RATE)?,
+                    writer_cpu,
+                    reader_cpu,
+                };
+                if floor.bursts_per_sec > 0 {
+                    let seconds = floor
+                        .writes
+                        .div_ceil(floor.sockets as u64)
+                        .div_ceil(floor.bursts_per_sec);
+                    ensure!(
+                        seconds <= MAX_SECONDS,
+                        "that floor would write for {seconds} s (at most {MAX_SECONDS})"
+                    );
+                }
+                Command::Floor(floor)
+            }
+            Scenario::Admin {
+                url,
+                grpc,
+                token,
+                members,
+                calls,
+                namespace: nsp,
+                room,
+                concurrency,
+            } => Command::Admin(Admin {
+                target: {
+                    let mut targets = parse_urls(&url)?;
+                    ensure!(targets.len() == 1, "admin takes one --url");
+                    targets.remove(0)
+                },
+                grpc: {
+                    ensure!(grpc.ip().is_loopback(), "--grpc must be a loopback address");
+                    grpc
+                },
+                token,
+                members: bounded("members", members, 1, MAX_CONNECTIONS)? as usize,
+                calls: bounded("calls", calls, 1, 10_000)? as usize,
+                namespace: namespace(nsp)?,
+                room,
+                concurrency: bounded("concurrency", concurrency, 1, MAX_CONCURRENCY)? as usize,
+            }),
+        };
+        Ok(Invocation {
+            command,
+            quiet: self.quiet,
+        })
     }
-    if command == Command::Help {
-        return Ok(Invocation { command, quiet });
-    }
-    flags.finish()?;
-    Ok(Invocation { command, quiet })
+}
+
+/// Parses the arguments after the program name (clap's errors, help included, as errors).
+#[cfg(test)]
+pub(crate) fn parse(args: impl Iterator<Item = String>) -> Result<Invocation> {
+    let cli = Cli::try_parse_from(std::iter::once("switchboard-loadtest".to_owned()).chain(args))?;
+    cli.invocation()
 }
 
 #[cfg(test)]
@@ -553,6 +632,23 @@ mod tests {
 
     fn parse_str(line: &str) -> Result<Command> {
         parse(line.split_whitespace().map(str::to_owned)).map(|i| i.command)
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_scenario_answers_help() {
+        for scenario in [
+            "idle", "connect", "fanout", "cluster", "polling", "rooms", "floor", "admin",
+        ] {
+            let e = parse_str(&format!("{scenario} --help")).expect_err(scenario);
+            let e = e.downcast::<clap::Error>().expect("a clap error");
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{scenario}");
+        }
     }
 
     #[test]
@@ -816,7 +912,7 @@ mod tests {
         let table = [
             (
                 "idle --url http://127.0.0.1:3000 --pid 1",
-                "--connections is required",
+                "--connections <N>",
             ),
             (
                 "idle --url http://127.0.0.1:3000 --pid 1 --connections 0",
@@ -828,11 +924,11 @@ mod tests {
             ),
             (
                 "idle --url http://127.0.0.1:3000 --pid 1 --connections 5 --bogus 1",
-                "unknown flag --bogus",
+                "--bogus",
             ),
             (
                 "idle --url http://127.0.0.1:3000 --pid 1 --connections 5 --connections 6",
-                "twice",
+                "cannot be used multiple times",
             ),
             (
                 "idle --url http://127.0.0.1:3000 --pid x --connections 5",
@@ -848,7 +944,7 @@ mod tests {
             ),
             (
                 "fanout --url http://127.0.0.1:1 --pid 1 --members 5 --rate 1",
-                "--seconds is required",
+                "--seconds <T>",
             ),
             (
                 "idle --url http://127.0.0.1:1,http://127.0.0.1:2 --pid 1 --connections 5",
@@ -860,7 +956,7 @@ mod tests {
             ),
             (
                 "connect --url http://127.0.0.1:1 --pid 1 --connections 5 --hold-secs 1",
-                "unknown flag --hold-secs",
+                "--hold-secs",
             ),
             (
                 "connect --url http://127.0.0.1:1 --pid 1 --connections 5 --transport smoke",
@@ -872,7 +968,7 @@ mod tests {
             ),
             (
                 "rooms --url http://127.0.0.1:1 --pid 1 --rooms 10 --rate 1 --seconds 1",
-                "--size is required",
+                "--size <S>",
             ),
             (
                 "rooms --url http://127.0.0.1:1 --pid 1 --rooms 10 --size 1 --rate 1 --seconds 1",
@@ -884,28 +980,28 @@ mod tests {
             ),
             (
                 "rooms --url http://127.0.0.1:1 --pid 1 --rooms 10 --size 10 --members 5 --rate 1 --seconds 1",
-                "unknown flag --members",
+                "--members",
             ),
             (
                 "fanout --url http://127.0.0.1:1 --pid 1 --members 5 --rate 1 --seconds 1 --quiet=maybe",
-                "bad value",
+                "--quiet",
             ),
             (
                 "fanout --url http://127.0.0.1:1 --pid 1,2 --members 5 --rate 1 --seconds 1",
                 "name each one",
             ),
-            ("floor --writes", "needs a value"),
+            ("floor --writes", "a value is required"),
             (
                 "floor --writes 1000000 --bursts-per-sec 1",
                 "would write for 1000000 s",
             ),
             ("floor stray", "unexpected argument"),
-            ("burst", "unknown scenario"),
+            ("burst", "unrecognized subcommand"),
         ];
         for (line, want) in table {
             let err = parse_str(line).expect_err(line);
             assert!(format!("{err:#}").contains(want), "{line}: {err:#}");
         }
-        assert_eq!(parse_str("").expect("help"), Command::Help);
+        assert!(parse_str("").is_err(), "a scenario is required");
     }
 }

@@ -7,9 +7,9 @@
 //! floor a per-delivery cost is compared with) and `admin` (the broker's gRPC API under a room:
 //! FetchSockets latency, Broadcast call → last delivery). `admin` is the one scenario that needs
 //! tonic, so it is built only with the `grpc` feature; without it the scenario is refused with a
-//! message saying so. See `cli::USAGE`, `scripts/bench.sh`, which runs them against a release
-//! build, and `scripts/bench-compare.sh`, which runs them against Node's socket.io as well
-//! (`loadtest/peers/`).
+//! message saying so. See `switchboard-loadtest --help`, `scripts/bench.sh`, which runs them
+//! against a release build, and `scripts/bench-compare.sh`, which runs them against Node's
+//! socket.io as well (`loadtest/peers/`).
 //!
 //! It must not: talk to anything but loopback, run unbounded in count or time, or re-implement
 //! the wire format (it uses the gateway's codecs, `switchboard_codec`). Output is a table and one
@@ -51,19 +51,16 @@ fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
     Ok(builder.enable_all().build()?)
 }
 
-fn run() -> Result<Option<Report>> {
-    let invocation = cli::parse(std::env::args().skip(1))?;
+fn run() -> Result<Report> {
+    // Help, version and malformed command lines end here (clap's exit: 0 or 2).
+    let invocation = <cli::Cli as clap::Parser>::parse().invocation()?;
     progress::set_quiet(invocation.quiet);
-    Ok(Some(match invocation.command {
-        Command::Help => {
-            println!("{}", cli::USAGE);
-            return Ok(None);
-        }
+    Ok(match invocation.command {
         Command::Floor(cfg) => floor::run(&cfg)?,
         Command::Idle(cfg) => runtime(cfg.common.threads)?.block_on(idle::run(cfg))?,
         Command::Fanout(cfg) => runtime(cfg.common.threads)?.block_on(fanout::run(cfg))?,
         Command::Admin(cfg) => run_admin(cfg)?,
-    }))
+    })
 }
 
 #[cfg(feature = "grpc")]
@@ -81,8 +78,7 @@ fn run_admin(_: cli::Admin) -> Result<Report> {
 
 fn main() -> ExitCode {
     match run() {
-        Ok(None) => ExitCode::SUCCESS,
-        Ok(Some(report)) => {
+        Ok(report) => {
             report.print();
             if report.ok() {
                 ExitCode::SUCCESS

@@ -1,10 +1,14 @@
 //! The gateway's configuration: a TOML file for the structured parts (server options, namespaces
-//! and their event rules) plus environment variables for the scalars operators change per
-//! deployment (host, port) and for secrets.
+//! and their event rules) plus the secrets the file names, read from the environment.
+//!
+//! The file is shared with the broker: its `[nats]`, `[cluster]`, `[broker]`, `[grpc]` and `[log]`
+//! tables are accepted here but read by the binaries' settings (`bin/src/settings.rs`), which
+//! also own the one table of environment variables (the `[server]` / `[operator]` host and port
+//! included) and apply it on top of this model, with the same rules ([`valid_host`]).
 //!
 //! Loading is two steps, both pure apart from reading the file and key files:
 //! [`Config::from_file`] / [`Config::from_str`] parse and validate everything the file says, and
-//! [`Config::apply_env`] applies the environment (taking a lookup function, so tests need no real
+//! [`Config::apply_env`] reads the secrets (taking a lookup function, so tests need no real
 //! environment). Nothing is bound or started before both succeeded: a bad configuration is one
 //! error listing every problem found, each with the file, line and column of the offending item
 //! (`config.toml:12:5: namespace "/chat": event "say": …`).
@@ -30,6 +34,9 @@ use crate::rule::{ArgPath, Template};
 
 mod raw;
 mod validate;
+
+// The rules the binaries' settings share with this module: one rule per kind of value.
+pub use validate::{bare_host, line_col, valid_host};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::type_complexity)]
@@ -227,6 +234,9 @@ pub struct ServerConfig {
     pub transports: Transports,
     /// Serve the demo page at `/`.
     pub serve_demo_page: bool,
+    /// The demo page's copy of the official client (`socket.io.min.js`); `None`: the test
+    /// suite's `node_modules`, if installed.
+    pub client_js: Option<PathBuf>,
     /// Time a polling POST has to deliver its whole body.
     pub body_timeout: Duration,
     /// Longest handshake query string accepted (it is kept for the session's life).
@@ -269,6 +279,7 @@ impl Default for ServerConfig {
             cors: Cors::default(),
             transports: Transports::default(),
             serve_demo_page: false,
+            client_js: None,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
             max_kept_header_bytes: DEFAULT_MAX_KEPT_HEADER_BYTES,

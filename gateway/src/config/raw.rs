@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use toml::Spanned;
 
 use super::{AuthMode, Transport};
@@ -17,6 +18,18 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) namespace: Vec<Spanned<RawNamespace>>,
     pub(super) limits: Option<RawLimits>,
+    // The tables both tiers share: accepted here, read and validated by the binaries' settings
+    // (`bin/src/settings.rs`), so one file configures a gateway and a broker.
+    #[serde(rename = "nats")]
+    _nats: Option<IgnoredAny>,
+    #[serde(rename = "cluster")]
+    _cluster: Option<IgnoredAny>,
+    #[serde(rename = "broker")]
+    _broker: Option<IgnoredAny>,
+    #[serde(rename = "grpc")]
+    _grpc: Option<IgnoredAny>,
+    #[serde(rename = "log")]
+    _log: Option<IgnoredAny>,
 }
 
 #[derive(Default, Deserialize)]
@@ -48,6 +61,7 @@ pub(super) struct RawServer {
     pub(super) cors: Option<RawCors>,
     pub(super) transports: Option<Spanned<Vec<Spanned<Transport>>>>,
     pub(super) serve_demo_page: Option<bool>,
+    pub(super) client_js: Option<String>,
     pub(super) body_timeout_ms: Option<Spanned<u64>>,
     pub(super) max_query_bytes: Option<Spanned<u64>>,
     pub(super) max_kept_header_bytes: Option<Spanned<u64>>,

@@ -1,5 +1,5 @@
 //! Turning the raw TOML shapes into the checked model, collecting every problem with its
-//! `file:line:col` instead of stopping at the first; and applying the environment on top.
+//! `file:line:col` instead of stopping at the first; and reading the secrets the file names.
 //! The loading entry points ([`Config::from_file`], [`Config::parse`], [`Config::apply_env`])
 //! live here because they are this step's front door; the model itself knows nothing of TOML.
 
@@ -86,60 +86,15 @@ impl Config {
         }
     }
 
-    /// Applies the environment, read through `env` (pass `|k| std::env::var(k).ok()`):
+    /// Reads the secrets the file names (`[namespace.jwt] secret_env`) through `env` (pass
+    /// `|k| std::env::var(k).ok()`) and turns each into its verification key.
     ///
-    /// - `SWITCHBOARD_HOST` overrides `server.host`;
-    /// - `SWITCHBOARD_PORT`, else `PORT`, overrides `server.port`;
-    /// - `SWITCHBOARD_OPERATOR_HOST` / `SWITCHBOARD_OPERATOR_PORT` override `operator.host` /
-    ///   `operator.port`;
-    /// - every `secret_env` a namespace names is read and turned into its verification key.
-    ///
-    /// Empty host and port variables count as unset. All problems are
-    /// reported together; on error `self` may be partly updated and should be dropped.
+    /// The other environment variables (host, port, and the cluster's settings) are read by the
+    /// binaries' one settings table (`bin/src/settings.rs`), which applies them to this model.
+    /// All problems are reported together; on error `self` may be partly updated and should be
+    /// dropped.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        let env_problem = |message: String| Problem {
-            location: Location {
-                origin: "environment".to_owned(),
-                line: None,
-                column: None,
-            },
-            message,
-        };
-        let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-        let host = |var: &str, into: &mut String, problems: &mut Vec<Problem>| {
-            let Some(host) = set(var) else { return };
-            let host = host.trim();
-            if valid_host(host) {
-                *into = bare_host(host).to_owned();
-            } else {
-                problems.push(env_problem(format!(
-                    "{var}={host:?} is not an IP address or host name"
-                )));
-            }
-        };
-        let port = |found: Option<(&str, String)>, into: &mut u16, problems: &mut Vec<Problem>| {
-            let Some((var, value)) = found else { return };
-            match value.trim().parse::<u16>() {
-                Ok(p) => *into = p,
-                Err(_) => problems.push(env_problem(format!(
-                    "{var}={value:?} is not a port number (0 to 65535)"
-                ))),
-            }
-        };
-        host("SWITCHBOARD_HOST", &mut self.server.host, &mut problems);
-        let client_port = set("SWITCHBOARD_PORT")
-            .map(|v| ("SWITCHBOARD_PORT", v))
-            .or_else(|| set("PORT").map(|v| ("PORT", v)));
-        port(client_port, &mut self.server.port, &mut problems);
-        host(
-            "SWITCHBOARD_OPERATOR_HOST",
-            &mut self.operator.host,
-            &mut problems,
-        );
-        let operator_port =
-            set("SWITCHBOARD_OPERATOR_PORT").map(|v| ("SWITCHBOARD_OPERATOR_PORT", v));
-        port(operator_port, &mut self.operator.port, &mut problems);
         for ns in &mut self.namespaces {
             let Some(jwt) = ns.jwt.as_mut() else { continue };
             let KeySource::SecretEnv { var, location } = &jwt.key_source else {
@@ -172,7 +127,7 @@ impl Config {
 }
 
 /// 1-based line and character column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
         offset -= 1;
@@ -381,6 +336,7 @@ impl Validator<'_> {
             cors,
             transports,
             serve_demo_page: raw.serve_demo_page.unwrap_or(false),
+            client_js: raw.client_js.map(|p| self.base_dir.join(p)),
             body_timeout,
             max_query_bytes,
             max_kept_header_bytes,
@@ -1282,14 +1238,15 @@ fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// `[::1]` → `::1` (the bracketed form is for URLs, not for binding).
-fn bare_host(host: &str) -> &str {
+pub fn bare_host(host: &str) -> &str {
     host.strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host)
 }
 
-/// An IP address (IPv6 optionally in brackets) or a DNS host name.
-fn valid_host(host: &str) -> bool {
+/// An IP address (IPv6 optionally in brackets) or a DNS host name: the rule of every listen
+/// address, in the file and in the environment, of both tiers.
+pub fn valid_host(host: &str) -> bool {
     if bare_host(host).parse::<std::net::IpAddr>().is_ok() {
         return true;
     }

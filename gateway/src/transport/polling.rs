@@ -62,7 +62,7 @@ pub(super) fn handshake<H: Handler>(
 ) -> Response<Body> {
     let res = payload_response([&open]);
     engine.opened(&conn);
-    tokio::spawn(heartbeat(conn));
+    engine.spawn(heartbeat(conn));
     res
 }
 

@@ -76,7 +76,7 @@ pub(super) fn open<H: Handler>(
         Err(e) => return too_many(e),
     };
     conn.push(open);
-    tokio::spawn(async move {
+    engine.clone().spawn(async move {
         match take_stream(fut).await {
             Some((tcp, pre)) => {
                 engine.opened(&conn);
@@ -115,7 +115,7 @@ pub(super) fn open_direct<H: Handler>(
     conn.push(open);
     engine.opened(&conn);
     let response = response_head(res);
-    tokio::spawn(async move {
+    engine.clone().spawn(async move {
         run(engine, conn, tcp, Bytes::new(), response, Phase::Open).await;
     });
     Ok(())
@@ -157,7 +157,7 @@ pub(super) fn upgrade_existing<H: Handler>(
         }
         if st.ws_attached || st.transport != Transport::Polling {
             drop(st);
-            return refuse_after_upgrade(req);
+            return refuse_after_upgrade(&engine, req);
         }
         st.ws_attached = true;
     }
@@ -165,7 +165,7 @@ pub(super) fn upgrade_existing<H: Handler>(
         conn.lock().ws_attached = false;
         return EioError::BadRequest.response();
     };
-    tokio::spawn(async move {
+    engine.clone().spawn(async move {
         match take_stream(fut).await {
             Some((tcp, pre)) => run(engine, conn, tcp, pre, Vec::new(), Phase::Probe).await,
             None => abort_upgrade(&conn),
@@ -176,11 +176,14 @@ pub(super) fn upgrade_existing<H: Handler>(
 
 /// A WebSocket for a session that already has one: like the reference server, complete the
 /// upgrade and close it at once (clients handle a close better than a failed handshake).
-fn refuse_after_upgrade(mut req: Request<Incoming>) -> Response<Body> {
+fn refuse_after_upgrade<H: Handler>(
+    engine: &Engine<H>,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     let Ok((res, fut)) = fastwebsockets::upgrade::upgrade(&mut req) else {
         return EioError::BadRequest.response();
     };
-    tokio::spawn(async move {
+    engine.spawn(async move {
         if let Some((tcp, _)) = take_stream(fut).await {
             let mut frame = Vec::with_capacity(4);
             let payload = websocket::close_payload(close_code::POLICY, "");

@@ -153,11 +153,12 @@ function rustFiles(dir) {
 
 /**
  * The SWITCHBOARD_* variables the gateway and broker read: every such string literal in
- * gateway/src and broker/src, outside the unit tests at the bottom of each file.
+ * bin/src (the binaries' one table of variables, bin/src/settings.rs), gateway/src and
+ * broker/src, outside the unit tests at the bottom of each file.
  */
 function variablesRead() {
   const names = new Set();
-  for (const file of [...rustFiles('gateway/src'), ...rustFiles('broker/src')]) {
+  for (const file of [...rustFiles('bin/src'), ...rustFiles('gateway/src'), ...rustFiles('broker/src')]) {
     const text = fs.readFileSync(path.join(REPO, file), 'utf8');
     const code = text.split(/^#\[cfg\(test\)\]/m)[0];
     for (const m of code.matchAll(/"(SWITCHBOARD_[A-Z0-9_]+)"/g)) names.add(m[1]);

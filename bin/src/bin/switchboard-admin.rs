@@ -33,18 +33,17 @@
 //! ok; 1 when the connection or a call fails (`switchboard-admin: <code>: <message>` on stderr);
 //! 2 for a usage error (a one-line message and "try --help" on stderr).
 //!
-//! The command line is parsed by hand by [`parse`] (a pure function of the arguments and the
-//! environment), and the output comes from pure functions of the response messages, so both are
-//! unit-tested without a server.
+//! The command line is parsed by clap ([`Cli`]) and checked by [`Cli::into_run`]; the output
+//! comes from pure functions of the response messages, so both are unit-tested without a server.
 
 use std::fmt;
 use std::future::Future;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::time::Duration;
 
+use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 use switchboard_broker::grpc::MAX_ACK_TIMEOUT_MS;
 use switchboard_proto::admin as pb;
@@ -72,60 +71,135 @@ const PAGE_SIZE: u32 = 1000;
 /// sockets with large handshake headers).
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
-/// The `--help` text.
-const USAGE: &str = "\
-switchboard-admin: the operators' command line for Switchboard's gRPC Admin API
+/// Printed after the options by `--help`.
+const AFTER_HELP: &str = "\
+Selector options (sockets, kick, broadcast) repeat; the restrictions intersect. Without one,
+kick and broadcast address every socket of the namespace.
 
-usage: switchboard-admin [global options] <command> [options]
+Exit status: 0 ok, 1 the connection or a call failed, 2 usage error.";
 
-global options (also accepted after the command):
-  --addr URL        the broker's (or a standalone gateway's) gRPC address
-                    [default: $SWITCHBOARD_ADMIN_ADDR, else http://127.0.0.1:50051]
-  --token TOKEN     the admin bearer token [default: $SWITCHBOARD_ADMIN_TOKEN; required]
-  --ca FILE         PEM CA certificate(s) to verify an https:// address with; required for
-                    https:// (this build has no built-in root certificates)
-  --json            machine output: one JSON object per line
-  --timeout-ms N    the deadline of each call, in milliseconds [default: 10000]
-  -h, --help        this help
+/// The operators' command line for Switchboard's gRPC Admin API (served by the broker and by a
+/// standalone gateway).
+#[derive(Parser, Debug)]
+#[command(name = "switchboard-admin", version, after_help = AFTER_HELP)]
+struct Cli {
+    /// The broker's (or a standalone gateway's) gRPC address.
+    #[arg(long, global = true, value_name = "URL", env = ENV_ADDR, default_value = DEFAULT_ADDR)]
+    addr: String,
+    /// The admin bearer token (required).
+    #[arg(long, global = true, value_name = "TOKEN", env = ENV_TOKEN, hide_env_values = true)]
+    token: Option<String>,
+    /// PEM CA certificate(s) to verify an https:// address with; required for https:// (this
+    /// build has no built-in root certificates).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Machine output: one JSON object per line.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The deadline of each call, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        default_value_t = DEFAULT_TIMEOUT_MS,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_MS),
+    )]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    command: CommandLine,
+}
 
-commands:
-  sockets   --ns NS [selector]       every matching socket: id, node, user, rooms
-  rooms     --ns NS [--prefix P]     every room (optionally by name prefix): name, members, users
-  presence  --ns NS --room R         the users in a room, with their socket counts
-  stats                              nodes, namespaces and totals
-  kick      --ns NS [selector] [--reason TEXT] [--close]
-                                     disconnects the matching sockets (`--close`: their whole
-                                     connections); prints \"disconnected N\"
-  broadcast --ns NS [selector] --event E [--args JSON_ARRAY] [--volatile] [--ack-timeout-ms N]
-                                     emits E to the matching sockets; prints \"targeted N\" and,
-                                     with --ack-timeout-ms, one line per socket: its ack's
-                                     arguments or \"timeout\" (the call's deadline grows by N)
-  help                               this help
+/// The commands, as given.
+#[derive(Subcommand, Debug)]
+enum CommandLine {
+    /// Every matching socket: id, node, user, rooms.
+    Sockets(SelectorArgs),
+    /// Every room (optionally by name prefix): name, members, users.
+    Rooms {
+        /// The namespace.
+        #[arg(long)]
+        ns: String,
+        /// Only the rooms whose name starts with this.
+        #[arg(long, default_value = "", allow_hyphen_values = true)]
+        prefix: String,
+    },
+    /// The users in a room, with their socket counts.
+    Presence {
+        /// The namespace.
+        #[arg(long)]
+        ns: String,
+        /// The room.
+        #[arg(long, allow_hyphen_values = true)]
+        room: String,
+    },
+    /// Nodes, namespaces and totals.
+    Stats,
+    /// Disconnects the matching sockets; prints "disconnected N".
+    Kick {
+        #[command(flatten)]
+        selector: SelectorArgs,
+        /// Told to the sockets (event `kicked`).
+        #[arg(long, default_value = "", value_name = "TEXT")]
+        reason: String,
+        /// Close the sockets' whole connections.
+        #[arg(long)]
+        close: bool,
+    },
+    /// Emits E to the matching sockets; prints "targeted N" and, with --ack-timeout-ms, one
+    /// line per socket: its ack's arguments or "timeout" (the call's deadline grows by N).
+    Broadcast {
+        #[command(flatten)]
+        selector: SelectorArgs,
+        /// The event name.
+        #[arg(long, value_name = "E")]
+        event: String,
+        /// The event's arguments: a JSON array.
+        #[arg(long, value_name = "JSON_ARRAY", allow_hyphen_values = true)]
+        args: Option<String>,
+        /// May be dropped for a slow client.
+        #[arg(long)]
+        volatile: bool,
+        /// Collect acks for this long, in milliseconds (0: none).
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 0,
+            value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_ACK_TIMEOUT_MS)),
+        )]
+        ack_timeout_ms: u32,
+    },
+}
 
-selector (each option repeatable; the restrictions intersect):
-  --room R       members of any of these rooms (none: every socket of the namespace)
-  --except R     not members of any of these rooms
-  --user U       only the sockets of these users
-  --socket ID    only these sockets
-Without a selector option, kick and broadcast address every socket of the namespace.
+/// The sockets a command addresses.
+#[derive(clap::Args, Debug)]
+struct SelectorArgs {
+    /// The namespace.
+    #[arg(long)]
+    ns: String,
+    /// Members of any of these rooms (none: every socket of the namespace).
+    #[arg(long = "room", value_name = "R", allow_hyphen_values = true)]
+    rooms: Vec<String>,
+    /// Not members of any of these rooms.
+    #[arg(long = "except", value_name = "R", allow_hyphen_values = true)]
+    except: Vec<String>,
+    /// Only the sockets of these users.
+    #[arg(long = "user", value_name = "U", allow_hyphen_values = true)]
+    users: Vec<String>,
+    /// Only these sockets.
+    #[arg(long = "socket", value_name = "ID")]
+    sockets: Vec<String>,
+}
 
-An option takes its value as the next argument or as --name=VALUE (needed for a value that
-starts with \"--\").
-
-exit status: 0 ok, 1 the connection or a call failed, 2 usage error
-";
-
-// ---------------------------------------------------------------------------------------------
-// The command line
-// ---------------------------------------------------------------------------------------------
-
-/// What the command line asks for.
-#[derive(Debug, PartialEq)]
-enum Cli {
-    /// `help`, `--help` or `-h`: print [`USAGE`].
-    Help,
-    /// Call the Admin API.
-    Run(Box<Run>),
+impl SelectorArgs {
+    fn into_pb(self) -> pb::Selector {
+        pb::Selector {
+            ns: self.ns,
+            rooms: self.rooms,
+            except_rooms: self.except,
+            socket_ids: self.sockets,
+            user_ids: self.users,
+        }
+    }
 }
 
 /// A command and how to run it.
@@ -191,253 +265,89 @@ fn usage(message: impl Into<String>) -> UsageError {
     UsageError(message.into())
 }
 
-/// The commands.
-const COMMANDS: &[&str] = &["sockets", "rooms", "presence", "stats", "kick", "broadcast"];
-/// The options valid before and after the command.
-const GLOBAL_OPTIONS: &[&str] = &["addr", "token", "ca", "json", "timeout-ms"];
-/// The options that take no value.
-const FLAGS: &[&str] = &["json", "close", "volatile"];
-/// The options of a selector.
-const SELECTOR_OPTIONS: &[&str] = &["ns", "room", "except", "user", "socket"];
-
-/// The options of `command` (besides the global ones).
-fn command_options(command: &str) -> &'static [&'static str] {
-    match command {
-        "sockets" => SELECTOR_OPTIONS,
-        "rooms" => &["ns", "prefix"],
-        "presence" => &["ns", "room"],
-        "kick" => &["ns", "room", "except", "user", "socket", "reason", "close"],
-        "broadcast" => &[
-            "ns",
-            "room",
-            "except",
-            "user",
-            "socket",
-            "event",
-            "args",
-            "volatile",
-            "ack-timeout-ms",
-        ],
-        _ => &[],
-    }
-}
-
-/// Whether any command has the option `name`.
-fn is_command_option(name: &str) -> bool {
-    COMMANDS.iter().any(|c| command_options(c).contains(&name))
-}
-
-/// The options given, in order: name (without `--`) and value (`None` for a flag).
-#[derive(Default)]
-struct Given<'a>(Vec<(&'a str, Option<&'a str>)>);
-
-impl<'a> Given<'a> {
-    /// Every value of a repeatable option.
-    fn all(&self, name: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .filter_map(|(_, v)| v.map(str::to_owned))
-            .collect()
-    }
-
-    /// The value of an option given at most once.
-    fn one(&self, name: &str) -> Result<Option<&'a str>, UsageError> {
-        let mut values = self
-            .0
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .filter_map(|(_, v)| *v);
-        let first = values.next();
-        if values.next().is_some() {
-            return Err(usage(format!("--{name} given more than once")));
-        }
-        Ok(first)
-    }
-
-    /// Whether a flag was given.
-    fn flag(&self, name: &str) -> bool {
-        self.0.iter().any(|(n, _)| *n == name)
-    }
-
-    /// The value of an option `command` cannot do without.
-    fn required(&self, name: &str, command: &str) -> Result<String, UsageError> {
-        self.one(name)?
-            .map(str::to_owned)
-            .ok_or_else(|| usage(format!("{command} needs --{name}")))
-    }
-}
-
-/// Parses the arguments (without the program name); `env` looks up the environment
-/// (`$SWITCHBOARD_ADMIN_ADDR`, `$SWITCHBOARD_ADMIN_TOKEN`; empty counts as unset).
-///
-/// Global options go before or after the command, the command's options after it; an option's
-/// value is the next argument (which may not start with `--`) or follows `=`.
-fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Cli, UsageError> {
-    let mut globals = Given::default();
-    let mut options = Given::default();
-    let mut command: Option<&str> = None;
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        if arg == "--help" || arg == "-h" {
-            return Ok(Cli::Help);
-        }
-        if let Some(body) = arg.strip_prefix("--") {
-            let (name, inline) = match body.split_once('=') {
-                Some((name, value)) => (name, Some(value)),
-                None => (body, None),
-            };
-            let global = GLOBAL_OPTIONS.contains(&name);
-            if !global && !command.is_some_and(|c| command_options(c).contains(&name)) {
-                return Err(match command {
-                    _ if !is_command_option(name) => usage(format!("unknown option --{name}")),
-                    Some(c) => usage(format!("--{name} is not an option of {c}")),
-                    None => usage(format!("--{name} goes after the command")),
-                });
+impl Cli {
+    /// The command and its target, checked beyond what clap checks: the address, the token, the
+    /// CA and the arguments' JSON.
+    fn into_run(self) -> Result<Run, UsageError> {
+        let command = match self.command {
+            CommandLine::Sockets(selector) => Command::Sockets(selector.into_pb()),
+            CommandLine::Rooms { ns, prefix } => Command::Rooms { ns, prefix },
+            CommandLine::Presence { ns, room } => {
+                Command::Presence(pb::PresenceRequest { ns, room })
             }
-            let value = if FLAGS.contains(&name) {
-                if inline.is_some() {
-                    return Err(usage(format!("--{name} takes no value")));
-                }
-                None
-            } else {
-                match inline {
-                    Some(v) => Some(v),
-                    None => match rest.next() {
-                        Some(v) if !v.starts_with("--") => Some(v.as_str()),
-                        _ => return Err(usage(format!("--{name} needs a value"))),
-                    },
-                }
-            };
-            if global {
-                globals.0.push((name, value));
-            } else {
-                options.0.push((name, value));
-            }
-        } else if arg.len() > 1 && arg.starts_with('-') {
-            return Err(usage(format!("unknown option {arg}")));
-        } else if command.is_none() {
-            if arg == "help" {
-                return Ok(Cli::Help);
-            }
-            if !COMMANDS.contains(&arg.as_str()) {
-                return Err(usage(format!("unknown command {arg:?}")));
-            }
-            command = Some(arg);
-        } else {
-            return Err(usage(format!("unexpected argument {arg:?}")));
-        }
-    }
-    let Some(command) = command else {
-        return Err(usage("no command given"));
-    };
-    let command = build_command(command, &options)?;
-    let target = build_target(&globals, &env)?;
-    let timeout_ms = match globals.one("timeout-ms")? {
-        Some(text) => number("timeout-ms", text, 1, MAX_TIMEOUT_MS)?,
-        None => DEFAULT_TIMEOUT_MS,
-    };
-    Ok(Cli::Run(Box::new(Run {
-        target,
-        json: globals.flag("json"),
-        timeout: Duration::from_millis(timeout_ms),
-        command,
-    })))
-}
-
-/// The command `name` with its options (all of which [`command_options`] allows).
-fn build_command(name: &str, o: &Given<'_>) -> Result<Command, UsageError> {
-    let selector = || -> Result<pb::Selector, UsageError> {
-        Ok(pb::Selector {
-            ns: o.required("ns", name)?,
-            rooms: o.all("room"),
-            except_rooms: o.all("except"),
-            socket_ids: o.all("socket"),
-            user_ids: o.all("user"),
-        })
-    };
-    Ok(match name {
-        "sockets" => Command::Sockets(selector()?),
-        "rooms" => Command::Rooms {
-            ns: o.required("ns", name)?,
-            prefix: o.one("prefix")?.unwrap_or_default().to_owned(),
-        },
-        "presence" => Command::Presence(pb::PresenceRequest {
-            ns: o.required("ns", name)?,
-            room: o.required("room", name)?,
-        }),
-        "stats" => Command::Stats,
-        "kick" => Command::Kick(pb::DisconnectRequest {
-            selector: Some(selector()?),
-            close_connection: o.flag("close"),
-            reason: o.one("reason")?.unwrap_or_default().to_owned(),
-        }),
-        "broadcast" => {
-            let selector = selector()?;
-            let event = o.required("event", name)?;
-            let args_json = match o.one("args")? {
-                None => String::new(),
-                Some(text) => match serde_json::from_str::<Value>(text) {
-                    Ok(Value::Array(_)) => text.to_owned(),
-                    Ok(_) => {
-                        return Err(usage(r#"--args: must be a JSON array (e.g. '["hi", 1]')"#));
-                    }
-                    Err(e) => return Err(usage(format!("--args: invalid JSON: {e}"))),
-                },
-            };
-            let ack_timeout_ms = match o.one("ack-timeout-ms")? {
-                Some(text) => number("ack-timeout-ms", text, 0, MAX_ACK_TIMEOUT_MS)?,
-                None => 0,
-            };
-            Command::Broadcast(pb::BroadcastRequest {
-                selector: Some(selector),
+            CommandLine::Stats => Command::Stats,
+            CommandLine::Kick {
+                selector,
+                reason,
+                close,
+            } => Command::Kick(pb::DisconnectRequest {
+                selector: Some(selector.into_pb()),
+                close_connection: close,
+                reason,
+            }),
+            CommandLine::Broadcast {
+                selector,
                 event,
-                args_json,
-                attachments: Vec::new(),
-                volatile: o.flag("volatile"),
+                args,
+                volatile,
                 ack_timeout_ms,
-            })
+            } => {
+                let args_json = match args {
+                    None => String::new(),
+                    Some(text) => match serde_json::from_str::<Value>(&text) {
+                        Ok(Value::Array(_)) => text,
+                        Ok(_) => {
+                            return Err(usage(
+                                r#"--args: must be a JSON array (e.g. '["hi", 1]')"#,
+                            ));
+                        }
+                        Err(e) => return Err(usage(format!("--args: invalid JSON: {e}"))),
+                    },
+                };
+                Command::Broadcast(pb::BroadcastRequest {
+                    selector: Some(selector.into_pb()),
+                    event,
+                    args_json,
+                    attachments: Vec::new(),
+                    volatile,
+                    ack_timeout_ms,
+                })
+            }
+        };
+        let https = check_addr(&self.addr)?;
+        match (https, &self.ca) {
+            (true, None) => {
+                return Err(usage(format!(
+                    "{}: an https:// address needs --ca FILE (this build has no built-in root \
+                     certificates)",
+                    self.addr
+                )));
+            }
+            (false, Some(_)) => return Err(usage("--ca is only for https:// addresses")),
+            _ => {}
         }
-        other => return Err(usage(format!("unknown command {other:?}"))),
-    })
-}
-
-/// The address, token and CA from the global options and the environment.
-fn build_target(
-    globals: &Given<'_>,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<Target, UsageError> {
-    let from_env = |var: &str| env(var).filter(|v| !v.is_empty());
-    let addr = match globals.one("addr")? {
-        Some(addr) => addr.to_owned(),
-        None => from_env(ENV_ADDR).unwrap_or_else(|| DEFAULT_ADDR.to_owned()),
-    };
-    let ca = globals.one("ca")?.map(PathBuf::from);
-    let https = check_addr(&addr)?;
-    match (https, &ca) {
-        (true, None) => {
+        let token = self.token.unwrap_or_default();
+        if token.is_empty() {
             return Err(usage(format!(
-                "{addr}: an https:// address needs --ca FILE (this build has no built-in root certificates)"
+                "no token: give --token TOKEN or set ${ENV_TOKEN}"
             )));
         }
-        (false, Some(_)) => return Err(usage("--ca is only for https:// addresses")),
-        _ => {}
+        if bearer(&token).is_none() {
+            return Err(usage(
+                "the token may not contain control characters (it goes in a header)",
+            ));
+        }
+        Ok(Run {
+            target: Target {
+                addr: self.addr,
+                token,
+                ca: self.ca,
+            },
+            json: self.json,
+            timeout: Duration::from_millis(self.timeout_ms),
+            command,
+        })
     }
-    let token = match globals.one("token")? {
-        Some(token) => token.to_owned(),
-        None => from_env(ENV_TOKEN).unwrap_or_default(),
-    };
-    if token.is_empty() {
-        return Err(usage(format!(
-            "no token: give --token TOKEN or set ${ENV_TOKEN}"
-        )));
-    }
-    if bearer(&token).is_none() {
-        return Err(usage(
-            "the token may not contain control characters (it goes in a header)",
-        ));
-    }
-    Ok(Target { addr, token, ca })
 }
 
 /// Checks that `addr` is `http[s]://HOST[:PORT]`; true for `https`.
@@ -470,21 +380,6 @@ fn bearer(token: &str) -> Option<MetadataValue<Ascii>> {
     let mut value: MetadataValue<Ascii> = format!("Bearer {token}").parse().ok()?;
     value.set_sensitive(true);
     Some(value)
-}
-
-/// `text` as a number from `min` to `max`, for `--name`.
-fn number<T: FromStr + PartialOrd + fmt::Display>(
-    name: &str,
-    text: &str,
-    min: T,
-    max: T,
-) -> Result<T, UsageError> {
-    match text.parse::<T>() {
-        Ok(n) if n >= min && n <= max => Ok(n),
-        _ => Err(usage(format!(
-            "--{name}: expected a whole number from {min} to {max}, got {text:?}"
-        ))),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1051,23 +946,8 @@ fn usage_exit(error: &UsageError) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args: Result<Vec<String>, _> = std::env::args_os()
-        .skip(1)
-        .map(|a| a.into_string())
-        .collect();
-    let args = match args {
-        Ok(args) => args,
-        Err(bad) => {
-            let bad = bad.to_string_lossy().into_owned();
-            return usage_exit(&usage(format!("argument {bad:?} is not valid UTF-8")));
-        }
-    };
-    let run = match parse(&args, |var| std::env::var(var).ok()) {
-        Ok(Cli::Help) => {
-            let _ = io::stdout().lock().write_all(USAGE.as_bytes());
-            return ExitCode::SUCCESS;
-        }
-        Ok(Cli::Run(run)) => *run,
+    let run = match Cli::parse().into_run() {
+        Ok(run) => run,
         Err(e) => return usage_exit(&e),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -1101,39 +981,37 @@ fn main() -> ExitCode {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     const TOKEN: &str = "0123456789abcdef0123";
 
     fn words(line: &str) -> Vec<String> {
-        line.split_whitespace().map(str::to_owned).collect()
+        std::iter::once("switchboard-admin")
+            .chain(line.split_whitespace())
+            .map(str::to_owned)
+            .collect()
     }
 
-    fn parse_with(line: &str, env: &[(&str, &str)]) -> Result<Cli, UsageError> {
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        parse(&words(line), |k| env.get(k).cloned())
+    /// Parses `line` as given (the process environment is not consulted by these tests: they
+    /// pass the token as an option).
+    fn parse(line: &str) -> Result<Run, String> {
+        let cli = Cli::try_parse_from(words(line)).map_err(|e| e.to_string())?;
+        cli.into_run().map_err(|e| e.0)
     }
 
-    /// Parses with the token in the environment.
+    /// Parses with a token.
     fn run(line: &str) -> Run {
-        match parse_with(line, &[(ENV_TOKEN, TOKEN)]) {
-            Ok(Cli::Run(run)) => *run,
-            other => panic!("{line}: {other:?}"),
-        }
+        parse(&format!("--token {TOKEN} {line}")).unwrap_or_else(|e| panic!("{line}: {e}"))
     }
 
     fn command(line: &str) -> Command {
         run(line).command
     }
 
-    /// The usage error of `line` (token in the environment).
+    /// The usage error of `line` (with a token).
     fn error(line: &str) -> String {
-        match parse_with(line, &[(ENV_TOKEN, TOKEN)]) {
-            Err(e) => e.0,
-            Ok(cli) => panic!("{line}: parsed as {cli:?}"),
+        match parse(&format!("--token {TOKEN} {line}")) {
+            Err(e) => e,
+            Ok(run) => panic!("{line}: parsed as {run:?}"),
         }
     }
 
@@ -1142,6 +1020,12 @@ mod tests {
             ns: ns.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
     }
 
     #[test]
@@ -1214,6 +1098,11 @@ mod tests {
             (req.args_json.as_str(), req.volatile, req.ack_timeout_ms),
             ("", false, 0)
         );
+        let Command::Broadcast(req) = command("broadcast --ns / --event e --ack-timeout-ms 600000")
+        else {
+            panic!()
+        };
+        assert_eq!(req.ack_timeout_ms, 600_000);
     }
 
     #[test]
@@ -1233,7 +1122,7 @@ mod tests {
     }
 
     #[test]
-    fn help_needs_nothing_else() {
+    fn help_and_version_need_nothing_else() {
         for line in [
             "help",
             "--help",
@@ -1242,52 +1131,31 @@ mod tests {
             "help sockets",
             "--json -h",
         ] {
-            assert_eq!(parse_with(line, &[]), Ok(Cli::Help), "{line}");
+            let e = Cli::try_parse_from(words(line)).expect_err(line);
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{line}");
         }
+        let e = Cli::try_parse_from(words("--version")).expect_err("version");
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
     }
 
     #[test]
-    fn globals_default_from_the_environment() {
+    fn defaults_and_the_token() {
         let r = run("stats");
-        assert_eq!(r.target.addr, DEFAULT_ADDR);
         assert_eq!(r.target.token, TOKEN);
         assert_eq!(r.target.ca, None);
         assert_eq!(r.timeout, Duration::from_millis(DEFAULT_TIMEOUT_MS));
         assert!(!r.json);
-        let env = [
-            (ENV_ADDR, "http://10.0.0.5:7000"),
-            (ENV_TOKEN, "from-env-token-123"),
-        ];
-        let Ok(Cli::Run(r)) = parse_with("stats", &env) else {
-            panic!()
-        };
-        assert_eq!(
-            (r.target.addr.as_str(), r.target.token.as_str()),
-            ("http://10.0.0.5:7000", "from-env-token-123")
-        );
-        // Options win over the environment; empty variables count as unset.
-        let Ok(Cli::Run(r)) = parse_with("--addr http://h:1 --token flag-token stats", &env) else {
-            panic!()
-        };
-        assert_eq!(
-            (r.target.addr.as_str(), r.target.token.as_str()),
-            ("http://h:1", "flag-token")
-        );
-        let Ok(Cli::Run(r)) = parse_with("--token t stats", &[(ENV_ADDR, "")]) else {
-            panic!()
-        };
-        assert_eq!(r.target.addr, DEFAULT_ADDR);
-        // No token at all.
-        for env in [&[][..], &[(ENV_TOKEN, "")][..]] {
-            let err = parse_with("stats", env).unwrap_err().0;
-            assert!(err.contains("no token") && err.contains(ENV_TOKEN), "{err}");
-        }
-        assert!(
-            parse_with("--token= stats", &[])
-                .unwrap_err()
-                .0
-                .contains("no token")
-        );
+        let r = run("--addr http://h:1 stats");
+        assert_eq!(r.target.addr, "http://h:1");
+        let e = parse("--token= stats").unwrap_err();
+        assert!(e.contains("no token") && e.contains(ENV_TOKEN), "{e}");
+        // The server compares bytes, so a UTF-8 token works.
+        assert!(parse("--token tökén0123456789 stats").is_ok());
+        let e = Cli::try_parse_from(["switchboard-admin", "--token", "tok\nen", "stats"])
+            .unwrap()
+            .into_run()
+            .unwrap_err();
+        assert!(e.0.contains("control characters"), "{e}");
     }
 
     #[test]
@@ -1315,109 +1183,62 @@ mod tests {
         assert_eq!(req.args_json, "[-1]");
     }
 
+    /// Usage errors clap finds: the argument at fault is named.
     #[test]
-    fn missing_values_are_usage_errors() {
+    fn bad_command_lines_are_usage_errors() {
         let cases = [
-            ("sockets --ns", "--ns needs a value"),
-            ("sockets --ns --room a", "--ns needs a value"),
-            ("sockets --ns /chat --room", "--room needs a value"),
-            ("stats --addr", "--addr needs a value"),
-            ("--token", "--token needs a value"),
-            ("stats --timeout-ms", "--timeout-ms needs a value"),
-            ("kick --ns /chat --reason --close", "--reason needs a value"),
-            ("sockets", "sockets needs --ns"),
-            ("sockets --room a", "sockets needs --ns"),
-            ("rooms", "rooms needs --ns"),
-            ("presence --ns /chat", "presence needs --room"),
-            ("presence --room lobby", "presence needs --ns"),
-            ("kick", "kick needs --ns"),
-            ("broadcast --ns /chat", "broadcast needs --event"),
-            ("", "no command given"),
-            ("--json", "no command given"),
-        ];
-        for (line, want) in cases {
-            assert_eq!(error(line), want, "{line}");
-        }
-    }
-
-    #[test]
-    fn unknown_and_misplaced_options_are_usage_errors() {
-        let cases = [
-            ("frobnicate", "unknown command \"frobnicate\""),
-            ("SOCKETS --ns /", "unknown command \"SOCKETS\""),
-            ("stats --frob", "unknown option --frob"),
-            ("sockets --ns /chat -r a", "unknown option -r"),
-            ("--", "unknown option --"),
-            ("stats --ns /chat", "--ns is not an option of stats"),
-            (
-                "sockets --ns /chat --prefix a",
-                "--prefix is not an option of sockets",
-            ),
-            (
-                "rooms --ns /chat --room a",
-                "--room is not an option of rooms",
-            ),
-            (
-                "sockets --ns /chat --event e",
-                "--event is not an option of sockets",
-            ),
-            (
-                "kick --ns /chat --volatile",
-                "--volatile is not an option of kick",
-            ),
-            ("--ns /chat sockets", "--ns goes after the command"),
-            ("stats extra", "unexpected argument \"extra\""),
-            ("sockets --ns /chat lobby", "unexpected argument \"lobby\""),
-            ("--json=yes stats", "--json takes no value"),
-            ("kick --ns /chat --close=1", "--close takes no value"),
-            ("sockets --ns /a --ns /b", "--ns given more than once"),
-            (
-                "presence --ns /a --room x --room y",
-                "--room given more than once",
-            ),
-            (
-                "rooms --ns /a --prefix x --prefix y",
-                "--prefix given more than once",
-            ),
-            (
-                "--addr http://a:1 stats --addr http://b:1",
-                "--addr given more than once",
-            ),
-            (
-                "kick --ns /a --reason x --reason y",
-                "--reason given more than once",
-            ),
-        ];
-        for (line, want) in cases {
-            assert_eq!(error(line), want, "{line}");
-        }
-    }
-
-    #[test]
-    fn bad_values_are_usage_errors() {
-        let cases = [
-            (
-                "--timeout-ms abc stats",
-                "--timeout-ms: expected a whole number from 1 to 86400000, got \"abc\"",
-            ),
-            (
-                "--timeout-ms 0 stats",
-                "--timeout-ms: expected a whole number from 1 to 86400000, got \"0\"",
-            ),
-            ("--timeout-ms -5 stats", "got \"-5\""),
-            ("--timeout-ms 1.5 stats", "got \"1.5\""),
-            (
-                "--timeout-ms 99999999999999999999999 stats",
-                "expected a whole number",
-            ),
+            ("sockets --ns", "--ns"),
+            ("sockets --ns /chat --room", "--room"),
+            ("stats --addr", "--addr"),
+            ("stats --timeout-ms", "--timeout-ms"),
+            ("sockets", "--ns"),
+            ("sockets --room a", "--ns"),
+            ("rooms", "--ns"),
+            ("presence --ns /chat", "--room"),
+            ("presence --room lobby", "--ns"),
+            ("kick", "--ns"),
+            ("broadcast --ns /chat", "--event"),
+            ("", "Usage"),
+            ("--json", "Usage"),
+            ("frobnicate", "frobnicate"),
+            ("SOCKETS --ns /", "SOCKETS"),
+            ("stats --frob", "--frob"),
+            ("sockets --ns /chat -r a", "-r"),
+            ("stats --ns /chat", "--ns"),
+            ("sockets --ns /chat --prefix a", "--prefix"),
+            ("rooms --ns /chat --room a", "--room"),
+            ("sockets --ns /chat --event e", "--event"),
+            ("kick --ns /chat --volatile", "--volatile"),
+            ("--ns /chat sockets", "--ns"),
+            ("stats extra", "extra"),
+            ("sockets --ns /chat lobby", "lobby"),
+            ("--json=yes stats", "--json"),
+            ("kick --ns /chat --close=1", "--close"),
+            ("sockets --ns /a --ns /b", "--ns"),
+            ("presence --ns /a --room x --room y", "--room"),
+            ("--timeout-ms abc stats", "--timeout-ms"),
+            ("--timeout-ms 0 stats", "--timeout-ms"),
+            ("--timeout-ms 1.5 stats", "--timeout-ms"),
+            ("--timeout-ms 99999999999999999999999 stats", "--timeout-ms"),
             (
                 "broadcast --ns / --event e --ack-timeout-ms x",
-                "--ack-timeout-ms: expected a whole number from 0 to 600000",
+                "--ack-timeout-ms",
             ),
             (
                 "broadcast --ns / --event e --ack-timeout-ms 600001",
-                "got \"600001\"",
+                "--ack-timeout-ms",
             ),
+        ];
+        for (line, want) in cases {
+            let e = error(line);
+            assert!(e.contains(want), "{line}: {e}");
+        }
+    }
+
+    /// Usage errors found after parsing.
+    #[test]
+    fn bad_values_are_usage_errors() {
+        let cases = [
             (
                 "broadcast --ns / --event e --args {}",
                 "--args: must be a JSON array",
@@ -1447,28 +1268,6 @@ mod tests {
             let got = error(line);
             assert!(got.contains(want), "{line}: {got}");
         }
-        assert!(
-            parse_with("stats", &[(ENV_TOKEN, "tok\nen")])
-                .unwrap_err()
-                .0
-                .contains("control characters")
-        );
-        // The server compares bytes, so a UTF-8 token works.
-        assert!(matches!(
-            parse_with("--token tökén0123456789 stats", &[]),
-            Ok(Cli::Run(_))
-        ));
-        assert!(
-            parse_with("stats", &[(ENV_TOKEN, TOKEN), (ENV_ADDR, "nonsense")])
-                .unwrap_err()
-                .0
-                .contains("not a gRPC address")
-        );
-        let r = run("broadcast --ns / --event e --ack-timeout-ms 600000");
-        let Command::Broadcast(req) = r.command else {
-            panic!()
-        };
-        assert_eq!(req.ack_timeout_ms, 600_000);
     }
 
     #[test]
