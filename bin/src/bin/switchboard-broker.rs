@@ -28,7 +28,7 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Switchboard's broker: cluster-wide membership, presence and room capacity over NATS.
 ///
 /// Every setting of the file can be overridden by its environment variable (environment >
-/// file > built-in default); see the configuration table in the README.
+/// file > built-in default); every key and variable: docs/configuration.md.
 #[derive(Parser, Debug)]
 #[command(name = "switchboard-broker", version)]
 struct Args {

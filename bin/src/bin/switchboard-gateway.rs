@@ -55,7 +55,7 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// standalone or as a node of a cluster.
 ///
 /// Every setting of the file can be overridden by its environment variable (environment >
-/// file > built-in default); see the configuration table in the README.
+/// file > built-in default); every key and variable: docs/configuration.md.
 #[derive(Parser, Debug)]
 #[command(name = "switchboard-gateway", version)]
 struct Args {
