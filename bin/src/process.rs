@@ -12,12 +12,19 @@ use switchboard_gateway::config::Problems;
 use crate::settings::{self, LogFormat};
 use crate::telemetry;
 
-/// The command line `A` (its long help followed by the environment table), or clap's exit.
-pub fn args<A: CommandFactory + FromArgMatches>() -> A {
+/// The command line `A` of `process` (its long help followed by the environment table it
+/// reads), or clap's exit.
+pub fn args<A: CommandFactory + FromArgMatches>(process: settings::Process) -> A {
     let matches = A::command()
-        .after_long_help(settings::env_help())
+        .after_long_help(settings::env_help(process))
         .get_matches();
     A::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The configuration file's path from the command line or `SWITCHBOARD_CONFIG`; an empty one
+/// counts as unset, like every other variable.
+pub fn config_path(arg: Option<std::ffi::OsString>) -> Option<std::path::PathBuf> {
+    arg.filter(|p| !p.is_empty()).map(std::path::PathBuf::from)
 }
 
 /// Installs the logs (in the configured format), then runs `serve` with the configuration on

@@ -138,12 +138,14 @@ pub const VARS: &[Var] = &[
     ),
 ];
 
-/// The environment variables and their settings, for a binary's `--help`.
-pub fn env_help() -> String {
+/// The environment variables `process` reads and their settings, for its `--help` (the broker
+/// does not read the gateway's listener tables).
+pub fn env_help(process: Process) -> String {
     let mut text = String::from(
         "Environment (overrides the file's setting; an empty variable counts as unset):\n",
     );
-    for v in VARS {
+    let read = |v: &&Var| process == Process::Gateway || !GATEWAY_TABLES.contains(&v.table);
+    for v in VARS.iter().filter(read) {
         text.push_str(&format!("  {:<34} [{}] {}\n", v.env, v.table, v.key));
     }
     text
@@ -322,9 +324,20 @@ struct Given {
     /// The variable, when it came from the environment.
     env: Option<&'static str>,
     secret: bool,
+    /// The directory of the file it came from: a relative path in the file is relative to the
+    /// file, as in the gateway's tables (from the environment: to the working directory).
+    base: Option<PathBuf>,
 }
 
 impl Given {
+    /// The value as a path, resolved against the file's directory when it came from a file.
+    fn path(&self) -> PathBuf {
+        match &self.base {
+            Some(base) => base.join(&self.value),
+            None => PathBuf::from(&self.value),
+        }
+    }
+
     /// The problem `message` about this value, located, naming the value unless it is secret.
     fn problem(&self, message: impl fmt::Display) -> Problem {
         // The location names the variable, or the file's line; the message adds the setting
@@ -430,6 +443,7 @@ fn gather(file: Option<File<'_>>, env: &dyn Fn(&str) -> Option<String>) -> Gathe
                                 at,
                                 env: None,
                                 secret: row.secret,
+                                base: Path::new(file.origin).parent().map(Path::to_path_buf),
                             },
                         );
                     }
@@ -459,6 +473,7 @@ fn gather(file: Option<File<'_>>, env: &dyn Fn(&str) -> Option<String>) -> Gathe
                 },
                 env: Some(row.env),
                 secret: row.secret,
+                base: None,
             },
         );
     }
@@ -507,7 +522,7 @@ mod rule {
     }
 
     pub(super) fn file(g: &Given) -> Result<PathBuf, Problem> {
-        let path = PathBuf::from(&g.value);
+        let path = g.path();
         if path.is_file() {
             Ok(path)
         } else {
@@ -516,7 +531,7 @@ mod rule {
     }
 
     pub(super) fn read(g: &Given) -> Result<Vec<u8>, Problem> {
-        std::fs::read(&g.value).map_err(|e| g.problem(format!("cannot read: {e}")))
+        std::fs::read(g.path()).map_err(|e| g.problem(format!("cannot read: {e}")))
     }
 }
 
@@ -742,7 +757,7 @@ impl Check {
                     .push(file.problem("set with the password itself; set one of them"));
                 None
             }
-            (None, Some(file)) => match std::fs::read_to_string(&file.value) {
+            (None, Some(file)) => match std::fs::read_to_string(file.path()) {
                 Ok(p) => Some(p.trim().to_owned()),
                 Err(e) => {
                     self.problems
@@ -1108,6 +1123,51 @@ mod tests {
             }
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A relative path in the file is relative to the file, as in the gateway's tables; from
+    /// the environment it is relative to the working directory.
+    #[test]
+    fn relative_paths_in_the_file_are_relative_to_the_file() {
+        let dir =
+            std::env::temp_dir().join(format!("switchboard-settings-rel-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("secrets")).unwrap();
+        std::fs::write(dir.join("secrets/password"), "sbsecret\n").unwrap();
+        std::fs::write(dir.join("secrets/seed"), "SUAEXAMPLE").unwrap();
+        let origin = dir.join("sb.toml");
+        let text = "[nats]\nurl = \"nats://127.0.0.1:4222\"\nuser = \"u\"\n\
+                    password_file = \"secrets/password\"\nnkey_seed_file = \"secrets/seed\"\n";
+        let file = File {
+            origin: origin.to_str().unwrap(),
+            text,
+        };
+        let s = Settings::load(Process::Broker, Some(file), |_| None).unwrap();
+        let nats = s.nats.unwrap();
+        assert_eq!(nats.user, Some(("u".to_owned(), "sbsecret".to_owned())));
+        assert_eq!(nats.nkey_seed_file, Some(dir.join("secrets/seed")));
+        // The same relative path from the environment is not found beside the file.
+        let e = load(
+            Process::Broker,
+            None,
+            &[URL, ("SWITCHBOARD_NATS_NKEY_SEED_FILE", "secrets/seed")],
+        )
+        .expect_err("relative to the working directory");
+        assert!(e.starts_with("SWITCHBOARD_NATS_NKEY_SEED_FILE"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The broker's help lists what it reads, not the gateway's listener variables.
+    #[test]
+    fn help_lists_the_variables_each_binary_reads() {
+        let gateway = env_help(Process::Gateway);
+        let broker = env_help(Process::Broker);
+        for var in ["SWITCHBOARD_NATS_URL", "SWITCHBOARD_BROKER_ID", "SWITCHBOARD_LOG_FORMAT"] {
+            assert!(gateway.contains(var) && broker.contains(var), "{var}");
+        }
+        for var in ["SWITCHBOARD_OPERATOR_HOST", "SWITCHBOARD_CLIENT_JS", "SWITCHBOARD_PORT"] {
+            assert!(gateway.contains(var), "{var}");
+            assert!(!broker.contains(var), "{var} in the broker's help");
+        }
     }
 
     /// The same rule for a setting in both tiers; each problem names its variable.

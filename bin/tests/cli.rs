@@ -80,6 +80,26 @@ fn help_answers_and_shows_the_environment_fallbacks() {
     }
 }
 
+/// An empty `SWITCHBOARD_CONFIG` counts as unset, like every other variable: the built-in
+/// configuration is used (here with a bad variable beside it, so the gateway exits 2 on that
+/// instead of starting), not a usage error.
+#[test]
+fn an_empty_config_variable_counts_as_unset() {
+    for (name, bin) in &BINARIES[..2] {
+        let out = run(
+            bin,
+            &[],
+            &[("SWITCHBOARD_CONFIG", ""), ("SWITCHBOARD_HEARTBEAT_MS", "x")],
+        );
+        assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("invalid configuration") && stderr.contains("SWITCHBOARD_HEARTBEAT_MS"),
+            "{name}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn a_bad_configuration_exits_2_listing_every_problem() {
     let (_, gateway) = BINARIES[0];

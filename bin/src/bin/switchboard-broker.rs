@@ -8,7 +8,6 @@
 //! (when served) and then `listening on http://HOST:PORT` on stdout, and runs until SIGTERM or
 //! SIGINT, then stops cleanly (exit 0). Logs go to stderr (`RUST_LOG`, default `info`).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -35,7 +34,7 @@ struct Args {
     /// A TOML configuration file (the gateway's format; the broker reads its `[nats]`,
     /// `[cluster]`, `[broker]`, `[grpc]` and `[log]` tables).
     #[arg(value_name = "CONFIG", env = "SWITCHBOARD_CONFIG")]
-    config: Option<PathBuf>,
+    config: Option<std::ffi::OsString>,
 }
 
 fn load(path: Option<&std::path::Path>) -> Result<Settings, Problems> {
@@ -46,10 +45,10 @@ fn load(path: Option<&std::path::Path>) -> Result<Settings, Problems> {
 }
 
 fn main() -> ExitCode {
-    let args: Args = process::args();
+    let args: Args = process::args(Process::Broker);
     process::main(
         "switchboard-broker",
-        load(args.config.as_deref()),
+        load(process::config_path(args.config).as_deref()),
         |settings| settings.log,
         tokio::runtime::Builder::new_multi_thread(),
         run,

@@ -20,7 +20,7 @@
 //! Every task runs on one tracker under one root token; the process exits 0 once they ended.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +61,7 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 struct Args {
     /// The TOML configuration file (default: the built-in configuration).
     #[arg(value_name = "CONFIG", env = "SWITCHBOARD_CONFIG")]
-    config: Option<PathBuf>,
+    config: Option<std::ffi::OsString>,
 }
 
 /// The configuration, validated: the gateway's and the shared settings.
@@ -101,10 +101,10 @@ fn load(path: Option<&Path>) -> Result<Loaded, Problems> {
 }
 
 fn main() -> ExitCode {
-    let args: Args = process::args();
+    let args: Args = process::args(Process::Gateway);
     process::main(
         "switchboard-gateway",
-        load(args.config.as_deref()),
+        load(process::config_path(args.config).as_deref()),
         |loaded| loaded.settings.log,
         runtime_builder(),
         run,
