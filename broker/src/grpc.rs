@@ -16,10 +16,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
 use serde_json::Value;
 use switchboard_bus::Bus;
 use switchboard_proto::Message as _;
@@ -69,7 +70,7 @@ impl AdminService {
     }
 
     fn dir(&self) -> MutexGuard<'_, Directory> {
-        self.directory.lock().unwrap_or_else(|p| p.into_inner())
+        self.directory.lock()
     }
 
     /// The ids and nodes of the sockets `sel` matches, in id order.

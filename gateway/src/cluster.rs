@@ -38,10 +38,11 @@
 //! so the broker never keeps counting a member this node does not have.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use switchboard_bus::{Bus, BusError, Subscription};
 use switchboard_codec::engineio::{Frame, RECORD_SEPARATOR};
@@ -232,10 +233,6 @@ pub struct Cluster {
     inner: Arc<Inner>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -300,7 +297,7 @@ impl Cluster {
         for (sub, commands) in fixed {
             tasks.push(tokio::spawn(receive(cluster.clone(), sub, commands)));
         }
-        lock(&cluster.inner.tasks).extend(tasks);
+        cluster.inner.tasks.lock().extend(tasks);
         cluster.send_snapshot(0, "start");
         Ok(cluster)
     }
@@ -308,7 +305,7 @@ impl Cluster {
     /// Sets the address reported in heartbeats (`host:port`, once the listener is bound) and
     /// sends a heartbeat at once, so that the other gateways can forward to this one right away.
     pub fn set_address(&self, address: String) {
-        *lock(&self.inner.address) = address;
+        *self.inner.address.lock() = address;
         self.heartbeat();
     }
 
@@ -338,7 +335,7 @@ impl Cluster {
 
     /// Stops every task of the cluster side.
     pub fn shutdown(&self) {
-        for t in lock(&self.inner.tasks).drain(..) {
+        for t in self.inner.tasks.lock().drain(..) {
             t.abort();
         }
     }
@@ -387,7 +384,7 @@ impl Cluster {
         body: member_message::Body,
         f: impl FnOnce(&mut St) -> bool,
     ) {
-        let mut st = lock(&self.inner.st);
+        let mut st = self.inner.st.lock();
         st.seq += 1;
         let seq = st.seq;
         if f(&mut st) {
@@ -442,7 +439,7 @@ impl Cluster {
 
     /// Sends this node's full state as snapshot parts, as of the current sequence number.
     fn send_snapshot(&self, request_id: u64, why: &'static str) {
-        let st = lock(&self.inner.st);
+        let st = self.inner.st.lock();
         let sockets: Vec<pb::SocketInfo> = self
             .inner
             .io
@@ -474,14 +471,14 @@ impl Cluster {
     }
 
     fn heartbeat(&self) {
-        let seq = lock(&self.inner.st).seq;
+        let seq = self.inner.st.lock().seq;
         let msg = pb::Heartbeat {
             node: self.inner.cfg.node.as_str().to_owned(),
             epoch: self.inner.epoch,
             seq,
             connections: (self.inner.cfg.connections)(),
             sockets: self.inner.io.all_sockets().len() as u64,
-            address: lock(&self.inner.address).clone(),
+            address: self.inner.address.lock().clone(),
         };
         let subject = self
             .inner
@@ -493,7 +490,7 @@ impl Cluster {
     }
 
     fn wanted(&self) -> (u64, HashSet<Interest>) {
-        let st = lock(&self.inner.st);
+        let st = self.inner.st.lock();
         let mut set: HashSet<Interest> = st
             .rooms
             .iter()
@@ -543,7 +540,7 @@ impl Cluster {
             Ok(pb::Envelope {
                 body: Some(envelope::Body::Fragment(f)),
             }) if !commands => {
-                let whole = lock(&self.inner.fragments).add(f);
+                let whole = self.inner.fragments.lock().add(f);
                 match whole.map(|b| pb::Envelope::decode(b.as_slice())) {
                     None => {}
                     Some(Ok(pb::Envelope {
@@ -802,7 +799,7 @@ impl Bridge for Cluster {
     /// Resolves once the subscriptions for this node's current memberships are in place at the
     /// NATS server (at once while the link is down; at most [`SETTLE_TIMEOUT`]).
     fn settled(&self) -> BoxFuture<()> {
-        let version = lock(&self.inner.st).version;
+        let version = self.inner.st.lock().version;
         let mut applied = self.inner.applied.subscribe();
         let up = self.inner.bus.is_up();
         Box::pin(async move {

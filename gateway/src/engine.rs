@@ -19,9 +19,10 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::{Mutex, MutexGuard};
 use switchboard_codec::engineio::{self, Frame, Packet, Payload};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
@@ -488,9 +489,7 @@ impl<D: Send + Sync + 'static> Conn<D> {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the state half-updated in a way that
-        // matters more than losing the connection, so a poisoned lock is used as is.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// The transport in use.
@@ -706,11 +705,7 @@ impl<D: Send + Sync + 'static> Conn<D> {
         if let CloseReason::Limited(limit) = reason {
             metrics::limited(limit);
         }
-        let hook = self
-            .close_hook
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let hook = self.close_hook.lock().take();
         if let Some(hook) = hook {
             hook(self, reason);
         }
@@ -777,19 +772,12 @@ impl<H: Handler> Engine<H> {
 
     /// Looks a session up by sid.
     pub fn get(&self, sid: &str) -> Option<Arc<Conn<H::Data>>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(sid)
-            .cloned()
+        self.sessions.lock().get(sid).cloned()
     }
 
     /// Number of open sessions.
     pub fn len(&self) -> usize {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.sessions.lock().len()
     }
 
     /// Whether there are no open sessions.
@@ -813,12 +801,7 @@ impl<H: Handler> Engine<H> {
 
     /// Every open session (for shutdown).
     pub fn all(&self) -> Vec<Arc<Conn<H::Data>>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.sessions.lock().values().cloned().collect()
     }
 
     /// Opens a session: registers it, starts its heartbeat clock (before the handshake is written,
@@ -832,7 +815,7 @@ impl<H: Handler> Engine<H> {
     ) -> Result<Opened<H::Data>, OpenError> {
         let ip = handshake.remote.ip();
         if self.config.max_connections_per_ip > 0 {
-            let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let mut per_ip = self.per_ip.lock();
             let n = per_ip.entry(ip).or_insert(0);
             if *n >= self.config.max_connections_per_ip {
                 metrics::limited(metrics::Limit::ConnectionsPerIp);
@@ -884,23 +867,18 @@ impl<H: Handler> Engine<H> {
             close_hook: Mutex::new(None),
         });
         let engine = Arc::downgrade(self);
-        *conn.close_hook.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Box::new(move |conn: &Arc<Conn<H::Data>>, reason| {
-                if let Some(engine) = engine.upgrade() {
-                    engine.forget_later(conn);
-                    ::metrics::counter!(metrics::DISCONNECTS, "reason" => reason.label())
-                        .increment(1);
-                    // Read after `closed` is set, so an upgrade can no longer move the session.
-                    let websocket = conn.transport() == Transport::WebSocket;
-                    metrics::wire(websocket).connections.decrement(1.0);
-                    tracing::debug!(sid = %conn.sid, %reason, "session closed");
-                    engine.handler.on_close(conn, reason);
-                }
-            }));
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(sid, conn.clone());
+        *conn.close_hook.lock() = Some(Box::new(move |conn: &Arc<Conn<H::Data>>, reason| {
+            if let Some(engine) = engine.upgrade() {
+                engine.forget_later(conn);
+                ::metrics::counter!(metrics::DISCONNECTS, "reason" => reason.label()).increment(1);
+                // Read after `closed` is set, so an upgrade can no longer move the session.
+                let websocket = conn.transport() == Transport::WebSocket;
+                metrics::wire(websocket).connections.decrement(1.0);
+                tracing::debug!(sid = %conn.sid, %reason, "session closed");
+                engine.handler.on_close(conn, reason);
+            }
+        }));
+        self.sessions.lock().insert(sid, conn.clone());
         ::metrics::counter!(metrics::HANDSHAKES, "transport" => transport.as_str()).increment(1);
         metrics::wire(transport == Transport::WebSocket)
             .connections
@@ -930,13 +908,10 @@ impl<H: Handler> Engine<H> {
     }
 
     fn forget(&self, conn: &Arc<Conn<H::Data>>) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(conn.sid());
+        self.sessions.lock().remove(conn.sid());
         if self.config.max_connections_per_ip > 0 {
             let ip = conn.handshake.remote.ip();
-            let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let mut per_ip = self.per_ip.lock();
             if let Some(n) = per_ip.get_mut(&ip) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -988,10 +963,10 @@ mod tests {
             self.opens.fetch_add(1, Ordering::SeqCst);
         }
         fn on_message(&self, _conn: &Arc<Conn<()>>, message: Payload) {
-            self.messages.lock().expect("test lock").push(message);
+            self.messages.lock().push(message);
         }
         fn on_close(&self, _conn: &Arc<Conn<()>>, reason: CloseReason) {
-            self.closes.lock().expect("test lock").push(reason);
+            self.closes.lock().push(reason);
         }
         fn connect_timeout(&self) -> Option<Duration> {
             Some(Duration::from_millis(1000))
@@ -1142,11 +1117,11 @@ mod tests {
             () = &mut drain => panic!("finished before the window was half over"),
             () = tokio::time::sleep(window / 2) => {}
         }
-        let half = rec.closes.lock().expect("test lock").len();
+        let half = rec.closes.lock().len();
         assert!(half > 0 && half < 50, "closed at half time: {half}");
         drain.await;
         assert!(Instant::now() <= now + window);
-        let closes = rec.closes.lock().expect("test lock").clone();
+        let closes = rec.closes.lock().clone();
         assert_eq!(closes, vec![CloseReason::Shutdown; 50]);
         assert!(engine.is_empty());
     }
@@ -1197,10 +1172,7 @@ mod tests {
         assert!(!conn.heartbeat_expired(t3));
         assert!(conn.heartbeat_expired(t3 + Duration::from_millis(200)));
         assert_eq!(conn.tick(t3 + Duration::from_millis(200)), None);
-        assert_eq!(
-            *rec.closes.lock().expect("lock"),
-            vec![CloseReason::PingTimeout]
-        );
+        assert_eq!(*rec.closes.lock(), vec![CloseReason::PingTimeout]);
         assert!(engine.is_empty());
     }
 
@@ -1234,10 +1206,7 @@ mod tests {
         let (conn, _) = engine.open(Transport::Polling, info(), t0).expect("open");
         assert_eq!(conn.tick(t0), Some(t0 + Duration::from_millis(1000)));
         assert_eq!(conn.tick(t0 + Duration::from_millis(1000)), None);
-        assert_eq!(
-            *rec.closes.lock().expect("lock"),
-            vec![CloseReason::ConnectTimeout]
-        );
+        assert_eq!(*rec.closes.lock(), vec![CloseReason::ConnectTimeout]);
     }
 
     #[test]
@@ -1258,13 +1227,10 @@ mod tests {
         assert!(!conn.is_closed());
         assert_eq!(conn.push(f.clone()), Pushed::Closed);
         assert!(conn.is_closed());
-        assert_eq!(
-            *rec.closes.lock().expect("lock"),
-            vec![CloseReason::SlowConsumer]
-        );
+        assert_eq!(*rec.closes.lock(), vec![CloseReason::SlowConsumer]);
         // Closing again changes nothing.
         conn.close(CloseReason::ServerClose);
-        assert_eq!(rec.closes.lock().expect("lock").len(), 1);
+        assert_eq!(rec.closes.lock().len(), 1);
     }
 
     #[test]
@@ -1287,10 +1253,7 @@ mod tests {
             Pushed::Dropped
         );
         assert_eq!(conn.push(f), Pushed::Closed);
-        assert_eq!(
-            *rec.closes.lock().expect("lock"),
-            vec![CloseReason::SlowConsumer]
-        );
+        assert_eq!(*rec.closes.lock(), vec![CloseReason::SlowConsumer]);
     }
 
     #[test]
@@ -1325,10 +1288,7 @@ mod tests {
         );
         engine.on_packet(&conn, Packet::Close, now);
         assert_eq!(rec.opens.load(Ordering::SeqCst), 1);
-        assert_eq!(rec.messages.lock().expect("lock").len(), 1);
-        assert_eq!(
-            *rec.closes.lock().expect("lock"),
-            vec![CloseReason::ClientClose]
-        );
+        assert_eq!(rec.messages.lock().len(), 1);
+        assert_eq!(*rec.closes.lock(), vec![CloseReason::ClientClose]);
     }
 }

@@ -21,12 +21,13 @@
 //! joins can overshoot by one each).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 #[cfg(test)]
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::auth::{self, AuthError, Claims, KeyError, Verifier};
@@ -550,11 +551,7 @@ impl NamespacePolicy {
 
     fn on_event(self: &Arc<Self>, socket: &Socket, mut event: Event, now: Instant) {
         if let (Some(rl), Some(limiter)) = (&self.rate_limit, socket.get::<SocketLimiter>()) {
-            let verdict = limiter
-                .0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .check(now);
+            let verdict = limiter.0.lock().check(now);
             if verdict != Verdict::Allow {
                 tally!(self, events_rate_limited);
                 crate::metrics::limited(Limit::RateLimit);
