@@ -42,6 +42,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use switchboard_bus::{Bus, BusError, Subscription};
@@ -56,7 +57,7 @@ use tokio::task::JoinHandle;
 use crate::auth::Claims;
 use crate::id::{NodeId, owner_of};
 use crate::metrics::{self as m, Limit};
-use crate::policy::{BoxFuture, Bridge, Reservation};
+use crate::policy::{Bridge, Reservation};
 use crate::sio::{Adapter, Args, DisconnectReason, Room, Server, Socket, Target};
 
 /// Messages the publisher may hold before new ones are dropped.
@@ -724,7 +725,7 @@ impl Bridge for Cluster {
         event: &str,
         args: Args,
         timeout: Option<Duration>,
-    ) -> BoxFuture<Result<Args, String>> {
+    ) -> BoxFuture<'static, Result<Args, String>> {
         let claims = socket.get::<Claims>();
         let msg = pb::ClientEvent {
             node: self.inner.cfg.node.as_str().to_owned(),
@@ -798,7 +799,7 @@ impl Bridge for Cluster {
 
     /// Resolves once the subscriptions for this node's current memberships are in place at the
     /// NATS server (at once while the link is down; at most [`SETTLE_TIMEOUT`]).
-    fn settled(&self) -> BoxFuture<()> {
+    fn settled(&self) -> BoxFuture<'static, ()> {
         let version = self.inner.st.lock().version;
         let mut applied = self.inner.applied.subscribe();
         let up = self.inner.bus.is_up();
@@ -817,7 +818,7 @@ impl Bridge for Cluster {
         socket: &Socket,
         room: &str,
         max_members: usize,
-    ) -> BoxFuture<Result<Reservation, String>> {
+    ) -> BoxFuture<'static, Result<Reservation, String>> {
         let req = pb::ReserveRequest {
             ns: socket.namespace().name().to_owned(),
             room: room.to_owned(),

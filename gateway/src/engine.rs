@@ -298,7 +298,7 @@ impl HandshakeInfo {
 
     /// The first query parameter named `key`, decoded.
     pub fn query(&self, key: &str) -> Option<Cow<'_, str>> {
-        query_params(&self.query)
+        form_urlencoded::parse(self.query.as_bytes())
             .find(|(k, _)| k == key)
             .map(|(_, v)| v)
     }
@@ -309,46 +309,12 @@ impl HandshakeInfo {
     }
 }
 
-/// Decodes a query string into pairs (percent-decoding, `+` as space).
+/// Decodes a query string into pairs as the WHATWG `application/x-www-form-urlencoded` parser
+/// does: `+` is a space, invalid `%` sequences stay as they are, bad UTF-8 becomes U+FFFD.
 pub(crate) fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
-    query_params(query.unwrap_or(""))
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
         .collect()
-}
-
-/// The decoded parameters of a query string, borrowed where nothing needed decoding.
-fn query_params(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
-    query.split('&').filter(|p| !p.is_empty()).map(|p| {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        (percent_decode(k), percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> Cow<'_, str> {
-    if !s.contains(['%', '+']) {
-        return Cow::Borrowed(s);
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// How long a connection must have been quiet before a pusher writes to it directly.

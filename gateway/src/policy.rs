@@ -27,6 +27,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
@@ -384,9 +385,6 @@ pub enum PolicyError {
     },
 }
 
-/// A boxed future, for the [`Bridge`]'s answers.
-pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
 /// The cluster-wide outcome of a capacity-checked join.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reservation {
@@ -409,17 +407,17 @@ pub trait Bridge: Send + Sync + 'static {
         event: &str,
         args: Args,
         timeout: Option<Duration>,
-    ) -> BoxFuture<Result<Args, String>>;
+    ) -> BoxFuture<'static, Result<Args, String>>;
     /// Resolves once what this node's sockets have joined so far is subscribed cluster-wide, so
     /// that a join's ack promises the room's traffic.
-    fn settled(&self) -> BoxFuture<()>;
+    fn settled(&self) -> BoxFuture<'static, ()>;
     /// Reserves a place in a room with capacity `max_members` for the socket.
     fn reserve(
         &self,
         socket: &Socket,
         room: &str,
         max_members: usize,
-    ) -> BoxFuture<Result<Reservation, String>>;
+    ) -> BoxFuture<'static, Result<Reservation, String>>;
 }
 
 /// The state a rate-limited socket carries (private type: nobody else can replace it). Kept
