@@ -1,7 +1,7 @@
 //! The `idle` scenario: what an idle, connected Socket.IO connection costs the server; and
 //! `connect`, the same crowd without settling or holding: a connection storm, for connects per
 //! second and the time each connect took (its turn under `--concurrency` to the namespace
-//! CONNECT, in the same log-linear histogram as delivery latencies).
+//! CONNECT, in the same HdrHistogram as delivery latencies).
 //!
 //! Reads the server's RSS, opens N connections (each connected to the namespace) in parallel
 //! batches, lets the server settle, reads the RSS again: `(after - before) / N` is the memory per
