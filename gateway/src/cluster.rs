@@ -9,6 +9,9 @@
 //! message still consumed its sequence number, so the broker sees the gap and asks for a
 //! snapshot.
 //!
+//! [`MemberMessage`]: pb::MemberMessage
+//! [`Envelope`]: pb::Envelope
+//!
 //! In: this node's delivery and command subjects, a room's subject while a local socket is in
 //! the room, a namespace's delivery and command subjects while a local socket is connected to
 //! it, the resync and snapshot-request subjects, and presence announcements for the namespaces
@@ -798,7 +801,7 @@ impl Bridge for Cluster {
     }
 
     /// Resolves once the subscriptions for this node's current memberships are in place at the
-    /// NATS server (at once while the link is down; at most [`SETTLE_TIMEOUT`]).
+    /// NATS server (at once while the link is down; at most `SETTLE_TIMEOUT`).
     fn settled(&self) -> BoxFuture<'static, ()> {
         let version = self.inner.st.lock().version;
         let mut applied = self.inner.applied.subscribe();

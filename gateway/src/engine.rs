@@ -3,7 +3,7 @@
 //!
 //! A `Conn` holds the bounded outbound queue of encoded frames, the heartbeat deadlines and which
 //! transport currently writes. It does no I/O itself: the transports (`transport::polling`,
-//! `transport::ws`) drain the queue and drive the heartbeat with [`Conn::tick`]; the WebSocket
+//! `transport::ws`) drain the queue and drive the heartbeat with `Conn::tick`; the WebSocket
 //! transport may lend it a direct-write handle for quiet connections (`State::direct`). Pushing a frame
 //! wakes whichever writer is active: the WebSocket task through a `Notify`, or the pending long-poll
 //! through a oneshot.

@@ -1,5 +1,5 @@
 //! The Engine.IO transports over HTTP: request validation with the reference server's error
-//! bodies, long-polling ([`polling`]) and WebSocket ([`ws`]).
+//! bodies, long-polling (`polling`) and WebSocket (`ws`).
 //!
 //! An [`Engine`] is served at one path as an [`Endpoint`]; the HTTP layer routes to it and adds
 //! CORS headers.
