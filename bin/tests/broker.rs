@@ -1,116 +1,24 @@
 //! The broker against a real `nats-server` (JetStream leader lease) and the `switchboard-broker`
 //! binary as a process (configuration errors, HTTP surface, SIGTERM). Tests that need
-//! `/usr/sbin/nats-server` print a note and return when it is missing (install it with
-//! `apt-get install nats-server`).
+//! `nats-server` fail when it is missing, saying how to install it (see `switchboard_tests`).
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchboard_broker::{Broker, BrokerConfig, LeaderMode};
-use switchboard_bus::{Bus, NatsOptions};
+use switchboard_bus::Bus;
 use switchboard_proto::Message as _;
 use switchboard_proto::bus;
 use switchboard_proto::subject::Subjects;
+use switchboard_tests::{NatsServer, WAIT, connect, unique};
 
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
-const WAIT: Duration = Duration::from_secs(15);
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard-broker");
 
-static UNIQUE: AtomicU64 = AtomicU64::new(0);
-
-fn unique(what: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{what}{}x{}x{nanos}",
-        std::process::id(),
-        UNIQUE.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A nats-server child process, killed (and its store removed) on drop.
-struct Nats {
-    child: Child,
-    dir: PathBuf,
-    url: String,
-}
-
-impl Nats {
-    /// Starts one, or `None` (with a note) when the binary is missing.
-    fn start(jetstream: bool) -> Option<Nats> {
-        if !Path::new(NATS_SERVER).exists() {
-            eprintln!("note: {NATS_SERVER} not found, test skipped (apt-get install nats-server)");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(unique("switchboard-broker-nats-"));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut cmd = Command::new(NATS_SERVER);
-        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
-        if jetstream {
-            cmd.arg("-js").arg("-sd").arg(&dir);
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        let nats = Nats {
-            child,
-            dir,
-            url: format!("nats://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + WAIT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(nats)
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn connect(url: &str, name: &str) -> Bus {
-    let bus = Bus::connect(&NatsOptions {
-        url: url.to_owned(),
-        name: name.to_owned(),
-        ..NatsOptions::default()
-    })
-    .await
-    .expect("connect");
-    let mut link = bus.link();
-    tokio::time::timeout(WAIT, link.wait_for(|l| l.up))
-        .await
-        .expect("NATS link up")
-        .expect("link watch open");
-    bus
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    switchboard_tests::wait_until(what, WAIT, cond).await;
 }
 
 async fn reserve_answered(bus: &Bus, subjects: &Subjects) -> bool {
@@ -139,9 +47,7 @@ async fn reserve_answered(bus: &Bus, subjects: &Subjects) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_lease_elects_one_leader_and_fails_over() {
-    let Some(nats) = Nats::start(true) else {
-        return;
-    };
+    let nats = NatsServer::start_jetstream();
     let prefix = unique("kv");
     let subjects = Subjects::new(&prefix).expect("prefix");
     let cfg = |id: &str| BrokerConfig {
@@ -151,13 +57,13 @@ async fn kv_lease_elects_one_leader_and_fails_over() {
         heartbeat: Duration::from_millis(300),
         leader: LeaderMode::KvLease,
     };
-    let a = Broker::start(connect(&nats.url, "a").await, cfg("a"))
+    let a = Broker::start(connect(&nats.url(), "a").await, cfg("a"))
         .await
         .expect("a starts");
-    let b = Broker::start(connect(&nats.url, "b").await, cfg("b"))
+    let b = Broker::start(connect(&nats.url(), "b").await, cfg("b"))
         .await
         .expect("b starts");
-    let client = connect(&nats.url, "client").await;
+    let client = connect(&nats.url(), "client").await;
 
     wait_until("a leader", || a.is_leader() || b.is_leader()).await;
     // Exactly one, and it stays that way for a few lease renewals.
@@ -316,11 +222,9 @@ fn bad_configuration_exits_naming_the_variable() {
 
 #[test]
 fn without_jetstream_the_kv_leader_refuses_to_start() {
-    let Some(nats) = Nats::start(false) else {
-        return;
-    };
+    let nats = NatsServer::start();
     let (p, _) = spawn(&[
-        ("SWITCHBOARD_NATS_URL", &nats.url),
+        ("SWITCHBOARD_NATS_URL", &nats.url()),
         ("SWITCHBOARD_BROKER_HTTP_PORT", "0"),
     ]);
     let (code, stderr) = finish(p);
@@ -333,7 +237,7 @@ fn without_jetstream_the_kv_leader_refuses_to_start() {
 
     // One broker without JetStream is fine when told so.
     let (p, stdout) = spawn(&[
-        ("SWITCHBOARD_NATS_URL", &nats.url),
+        ("SWITCHBOARD_NATS_URL", &nats.url()),
         ("SWITCHBOARD_BROKER_HTTP_PORT", "0"),
         ("SWITCHBOARD_BROKER_LEADER", "always"),
     ]);
@@ -344,12 +248,10 @@ fn without_jetstream_the_kv_leader_refuses_to_start() {
 
 #[test]
 fn the_binary_serves_http_and_stops_on_sigterm() {
-    let Some(nats) = Nats::start(true) else {
-        return;
-    };
+    let nats = NatsServer::start_jetstream();
     let prefix = unique("bin");
     let (p, stdout) = spawn(&[
-        ("SWITCHBOARD_NATS_URL", &nats.url),
+        ("SWITCHBOARD_NATS_URL", &nats.url()),
         ("SWITCHBOARD_BROKER_HTTP_PORT", "0"),
         ("SWITCHBOARD_BROKER_ID", "bin1"),
         ("SWITCHBOARD_SUBJECT_PREFIX", &prefix),

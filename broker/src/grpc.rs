@@ -16,11 +16,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use parking_lot::{Mutex, MutexGuard};
 use serde_json::Value;
+use subtle::ConstantTimeEq as _;
 use switchboard_bus::Bus;
 use switchboard_proto::Message as _;
 use switchboard_proto::RESERVED_EVENTS;
@@ -69,7 +73,7 @@ impl AdminService {
     }
 
     fn dir(&self) -> MutexGuard<'_, Directory> {
-        self.directory.lock().unwrap_or_else(|p| p.into_inner())
+        self.directory.lock()
     }
 
     /// The ids and nodes of the sockets `sel` matches, in id order.
@@ -428,8 +432,7 @@ fn ms_ago(then: Instant, now: Instant) -> u64 {
     u64::try_from(now.saturating_duration_since(then).as_millis()).unwrap_or(u64::MAX)
 }
 
-type SocketStream =
-    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SocketSummary, Status>> + Send>>;
+type SocketStream = BoxStream<'static, Result<pb::SocketSummary, Status>>;
 
 #[tonic::async_trait]
 impl Admin for AdminService {
@@ -804,14 +807,7 @@ impl tonic::service::Interceptor for BearerAuth {
                 "missing authorization: Bearer <token>",
             ));
         };
-        let got = value.as_bytes();
-        let same = got.len() == self.expected.len()
-            && got
-                .iter()
-                .zip(self.expected.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if same {
+        if bool::from(value.as_bytes().ct_eq(&self.expected)) {
             Ok(req)
         } else {
             Err(Status::unauthenticated("invalid bearer token"))
@@ -994,7 +990,7 @@ where
 {
     type Response = HttpResponse;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, S::Error>> + Send>>;
+    type Future = BoxFuture<'static, Result<HttpResponse, S::Error>>;
 
     fn poll_ready(
         &mut self,

@@ -15,10 +15,11 @@
 //! request goes out, so no gateway's answer can be missed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use switchboard_bus::{Bus, Link, Message, Subscription};
 use switchboard_proto::Message as _;
 use switchboard_proto::bus;
@@ -149,7 +150,7 @@ impl Broker {
 
     /// The `/v1/state` document: this broker, its nodes and every socket, sorted by id.
     pub fn state_json(&self) -> serde_json::Value {
-        let dir = lock(&self.inner.directory);
+        let dir = self.inner.directory.lock();
         let nodes: Vec<serde_json::Value> = dir
             .stats()
             .nodes
@@ -190,7 +191,7 @@ impl Broker {
     /// Sets the directory gauges (sockets, rooms, users, nodes) from the directory as it is now;
     /// called before every render of `/metrics`, so a scrape shows the state, not an estimate.
     pub fn record_gauges(&self) {
-        record_gauges(&lock(&self.inner.directory));
+        record_gauges(&self.inner.directory.lock());
     }
 
     /// The directory, for queries (never hold the lock across an `.await`).
@@ -221,12 +222,6 @@ impl Broker {
         }
         tracing::info!(broker = %self.inner.id, "broker stopped");
     }
-}
-
-fn lock(directory: &Mutex<Directory>) -> MutexGuard<'_, Directory> {
-    // A panic while holding the lock cannot leave the directory half-updated in a way that
-    // matters more than stopping would: its operations do not panic (see `state`).
-    directory.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The clock, from tokio so that tests with a paused clock control leases.
@@ -304,10 +299,6 @@ impl Worker {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Directory> {
-        lock(&self.directory)
-    }
-
     fn is_leader(&self) -> bool {
         *self.leader.borrow()
     }
@@ -359,7 +350,10 @@ impl Worker {
                         sockets,
                     } => {
                         let count = sockets.len();
-                        let applied = self.lock().snapshot(&node, epoch, seq, sockets, now);
+                        let applied = self
+                            .directory
+                            .lock()
+                            .snapshot(&node, epoch, seq, sockets, now);
                         metrics::counter!(m::MESSAGES_APPLIED, "kind" => "snapshot").increment(1);
                         tracing::debug!(%node, epoch, seq, sockets = count, "snapshot applied");
                         if !applied.need_snapshot {
@@ -373,7 +367,7 @@ impl Worker {
                 self.assembler.forget(&node);
                 self.requested.remove(&node);
                 let changes = {
-                    let mut dir = self.lock();
+                    let mut dir = self.directory.lock();
                     (dir.node_epoch(&node) == Some(epoch))
                         .then(|| dir.remove_node(&node, Reason::NodeLeft))
                 };
@@ -396,7 +390,7 @@ impl Worker {
                 };
                 // By the contract no event falls between two parts of one snapshot.
                 self.assembler.forget(&node);
-                let applied = self.lock().apply(&node, epoch, seq, event, now);
+                let applied = self.directory.lock().apply(&node, epoch, seq, event, now);
                 metrics::counter!(m::MESSAGES_APPLIED, "kind" => kind).increment(1);
                 if applied.need_snapshot {
                     metrics::counter!(m::SEQUENCE_GAPS).increment(1);
@@ -425,6 +419,7 @@ impl Worker {
             connections: beat.connections,
         };
         let applied = self
+            .directory
             .lock()
             .heartbeat(&node, beat.epoch, beat.seq, info, now);
         metrics::counter!(m::MESSAGES_APPLIED, "kind" => "heartbeat").increment(1);
@@ -437,9 +432,10 @@ impl Worker {
             Err(e) => return malformed("reserve request", &e),
         };
         let max = usize::try_from(request.max_members).unwrap_or(usize::MAX);
-        let result = self
-            .lock()
-            .reserve(&request.ns, &request.room, &request.socket_id, max);
+        let result =
+            self.directory
+                .lock()
+                .reserve(&request.ns, &request.room, &request.socket_id, max);
         use bus::reserve_reply::Outcome as Wire;
         let (outcome, label, changes) = match result {
             Ok(Reserved::Joined(changes)) => (Wire::Joined, "joined", changes),
@@ -461,7 +457,7 @@ impl Worker {
     async fn expire(&mut self) {
         let now = now();
         let lost = {
-            let mut dir = self.lock();
+            let mut dir = self.directory.lock();
             let lost = dir.expire(now);
             record_gauges(&dir);
             lost

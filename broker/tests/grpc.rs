@@ -50,7 +50,7 @@ async fn serve() -> Served {
     let broker = Broker::start(hub.client(), cfg).await.unwrap();
     {
         let dir = broker.directory();
-        let mut dir = dir.lock().unwrap();
+        let mut dir = dir.lock();
         for i in 0..SOCKETS {
             let node = if i % 2 == 0 { "gw1" } else { "gw2" };
             let mut rec = SocketRecord::new(format!("{node}.s{i:05}"), "/big", node);

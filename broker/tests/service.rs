@@ -38,15 +38,8 @@ async fn start(hub: &Hub, cfg: BrokerConfig) -> Broker {
 }
 
 /// Polls `cond` until it holds, failing after [`WAIT`].
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    switchboard_tests::wait_until(what, WAIT, cond).await;
 }
 
 async fn recv<M: switchboard_proto::Message + Default>(sub: &mut Subscription, what: &str) -> M {

@@ -41,10 +41,11 @@
 
 use std::collections::HashMap;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use switchboard_bus::{Bus, Message, NatsOptions};
 use switchboard_proto::Message as _;
@@ -311,11 +312,7 @@ impl Worker {
             tracing::debug!("malformed client event ignored");
             return;
         };
-        let planned = self
-            .chat
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .on_event(&ev);
+        let planned = self.chat.lock().on_event(&ev);
         let (mut reply, actions) = match planned {
             Ok(actions) => (Ok(json!({ "ok": true })), actions),
             Err(e) => (Err(e), Vec::new()),

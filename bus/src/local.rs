@@ -2,10 +2,11 @@
 //! subscriber buffers, request/reply) for the processes of one standalone gateway, with no
 //! network and no server.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
+use parking_lot::RwLock;
 use tokio::sync::{mpsc, watch};
 
 use crate::{
@@ -85,11 +86,7 @@ pub(crate) struct SubGuard {
 
 impl Drop for SubGuard {
     fn drop(&mut self) {
-        self.hub
-            .subs
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|s| s.id != self.id);
+        self.hub.subs.write().retain(|s| s.id != self.id);
     }
 }
 
@@ -112,16 +109,13 @@ impl Inner {
         }
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_CAPACITY);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.subs
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Sub {
-                id,
-                client,
-                pattern,
-                group,
-                tx,
-            });
+        self.subs.write().push(Sub {
+            id,
+            client,
+            pattern,
+            group,
+            tx,
+        });
         Ok((
             rx,
             SubGuard {
@@ -140,7 +134,7 @@ impl Inner {
         reply: Option<String>,
         payload: Bytes,
     ) -> bool {
-        let subs = self.subs.read().unwrap_or_else(|p| p.into_inner());
+        let subs = self.subs.read();
         let tokens: Vec<&str> = subject.split('.').collect();
         let message = || Message {
             subject: subject.to_owned(),

@@ -1443,7 +1443,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let mut rng = Rng(0x5eed_1001);
+        let mut rng = Rng::seeded(0x5eed_1001);
         for _ in 0..5000 {
             let p = rng.sio_packet();
             let frames = encode(&p);
@@ -1453,7 +1453,7 @@ mod tests {
 
     #[test]
     fn round_trip_event_fast_path() {
-        let mut rng = Rng(0x5eed_1002);
+        let mut rng = Rng::seeded(0x5eed_1002);
         for _ in 0..2000 {
             let nsp = rng.nsp();
             let Value::String(event) = rng.event_name() else {
@@ -1485,7 +1485,7 @@ mod tests {
 
     #[test]
     fn arbitrary_text_never_panics() {
-        let mut rng = Rng(0x5eed_1003);
+        let mut rng = Rng::seeded(0x5eed_1003);
         const PIECES: &[&str] = &[
             "0",
             "1",

@@ -1005,7 +1005,7 @@ mod tests {
 
     #[test]
     fn apply_mask_matches_bytewise() {
-        let mut rng = Rng(0x5eed_2000);
+        let mut rng = Rng::seeded(0x5eed_2000);
         for len in 0..40 {
             let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
             let mask = (rng.next() as u32).to_ne_bytes();
@@ -1024,7 +1024,7 @@ mod tests {
 
     #[test]
     fn round_trip_frames() {
-        let mut rng = Rng(0x5eed_2001);
+        let mut rng = Rng::seeded(0x5eed_2001);
         let ops = OpCode::ALL;
         for _ in 0..3000 {
             let op = ops[rng.below(ops.len())];
@@ -1066,7 +1066,7 @@ mod tests {
 
     #[test]
     fn round_trip_fragmented_messages() {
-        let mut rng = Rng(0x5eed_2002);
+        let mut rng = Rng::seeded(0x5eed_2002);
         for _ in 0..500 {
             let text = rng.below(2) == 0;
             let message: Vec<u8> = if text {
@@ -1132,7 +1132,7 @@ mod tests {
 
     #[test]
     fn arbitrary_bytes_never_panic() {
-        let mut rng = Rng(0x5eed_2003);
+        let mut rng = Rng::seeded(0x5eed_2003);
         for _ in 0..20_000 {
             let len = rng.below(20);
             let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();

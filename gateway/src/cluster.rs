@@ -9,6 +9,9 @@
 //! message still consumed its sequence number, so the broker sees the gap and asks for a
 //! snapshot.
 //!
+//! [`MemberMessage`]: pb::MemberMessage
+//! [`Envelope`]: pb::Envelope
+//!
 //! In: this node's delivery and command subjects, a room's subject while a local socket is in
 //! the room, a namespace's delivery and command subjects while a local socket is connected to
 //! it, the resync and snapshot-request subjects, and presence announcements for the namespaces
@@ -38,10 +41,12 @@
 //! so the broker never keeps counting a member this node does not have.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use switchboard_bus::{Bus, BusError, Subscription};
 use switchboard_codec::engineio::{Frame, RECORD_SEPARATOR};
@@ -57,7 +62,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Claims;
 use crate::id::{NodeId, owner_of};
 use crate::metrics::{self as m, Limit};
-use crate::policy::{BoxFuture, Bridge, Reservation};
+use crate::policy::{Bridge, Reservation};
 use crate::sio::{Adapter, Args, DisconnectReason, Room, Server, Socket, Target};
 
 /// Messages the publisher may hold before new ones are dropped.
@@ -241,10 +246,6 @@ pub struct Cluster {
     inner: Arc<Inner>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -322,7 +323,7 @@ impl Cluster {
     /// Sets the address reported in heartbeats (`host:port`, once the listener is bound) and
     /// sends a heartbeat at once, so that the other gateways can forward to this one right away.
     pub fn set_address(&self, address: String) {
-        *lock(&self.inner.address) = address;
+        *self.inner.address.lock() = address;
         self.heartbeat();
     }
 
@@ -427,7 +428,7 @@ impl Cluster {
         body: member_message::Body,
         f: impl FnOnce(&mut St) -> bool,
     ) {
-        let mut st = lock(&self.inner.st);
+        let mut st = self.inner.st.lock();
         st.seq += 1;
         let seq = st.seq;
         if f(&mut st) {
@@ -483,7 +484,7 @@ impl Cluster {
 
     /// Sends this node's full state as snapshot parts, as of the current sequence number.
     fn send_snapshot(&self, request_id: u64, why: &'static str) {
-        let st = lock(&self.inner.st);
+        let st = self.inner.st.lock();
         let sockets: Vec<pb::SocketInfo> = self
             .inner
             .io
@@ -515,14 +516,14 @@ impl Cluster {
     }
 
     fn heartbeat(&self) {
-        let seq = lock(&self.inner.st).seq;
+        let seq = self.inner.st.lock().seq;
         let msg = pb::Heartbeat {
             node: self.inner.cfg.node.as_str().to_owned(),
             epoch: self.inner.epoch,
             seq,
             connections: (self.inner.cfg.connections)(),
             sockets: self.inner.io.all_sockets().len() as u64,
-            address: lock(&self.inner.address).clone(),
+            address: self.inner.address.lock().clone(),
         };
         let subject = self
             .inner
@@ -534,7 +535,7 @@ impl Cluster {
     }
 
     fn wanted(&self) -> (u64, HashSet<Interest>) {
-        let st = lock(&self.inner.st);
+        let st = self.inner.st.lock();
         let mut set: HashSet<Interest> = st
             .rooms
             .iter()
@@ -584,7 +585,7 @@ impl Cluster {
             Ok(pb::Envelope {
                 body: Some(envelope::Body::Fragment(f)),
             }) if !commands => {
-                let whole = lock(&self.inner.fragments).add(f);
+                let whole = self.inner.fragments.lock().add(f);
                 match whole.map(|b| pb::Envelope::decode(b.as_slice())) {
                     None => {}
                     Some(Ok(pb::Envelope {
@@ -769,7 +770,7 @@ impl Bridge for Cluster {
         event: &str,
         args: Args,
         timeout: Option<Duration>,
-    ) -> BoxFuture<Result<Args, String>> {
+    ) -> BoxFuture<'static, Result<Args, String>> {
         let claims = socket.get::<Claims>();
         let msg = pb::ClientEvent {
             node: self.inner.cfg.node.as_str().to_owned(),
@@ -842,9 +843,9 @@ impl Bridge for Cluster {
     }
 
     /// Resolves once the subscriptions for this node's current memberships are in place at the
-    /// NATS server (at once while the link is down; at most [`SETTLE_TIMEOUT`]).
-    fn settled(&self) -> BoxFuture<()> {
-        let version = lock(&self.inner.st).version;
+    /// NATS server (at once while the link is down; at most `SETTLE_TIMEOUT`).
+    fn settled(&self) -> BoxFuture<'static, ()> {
+        let version = self.inner.st.lock().version;
         let mut applied = self.inner.applied.subscribe();
         let up = self.inner.bus.is_up();
         Box::pin(async move {
@@ -862,7 +863,7 @@ impl Bridge for Cluster {
         socket: &Socket,
         room: &str,
         max_members: usize,
-    ) -> BoxFuture<Result<Reservation, String>> {
+    ) -> BoxFuture<'static, Result<Reservation, String>> {
         let req = pb::ReserveRequest {
             ns: socket.namespace().name().to_owned(),
             room: room.to_owned(),

@@ -3,7 +3,7 @@
 //!
 //! A `Conn` holds the bounded outbound queue of encoded frames, the heartbeat deadlines and which
 //! transport currently writes. It does no I/O itself: the transports (`transport::polling`,
-//! `transport::ws`) drain the queue and drive the heartbeat with [`Conn::tick`]; the WebSocket
+//! `transport::ws`) drain the queue and drive the heartbeat with `Conn::tick`; the WebSocket
 //! transport may lend it a direct-write handle for quiet connections (`State::direct`). Pushing a frame
 //! wakes whichever writer is active: the WebSocket task through a `Notify`, or the pending long-poll
 //! through a oneshot.
@@ -19,9 +19,10 @@ use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::{Mutex, MutexGuard};
 use switchboard_codec::engineio::{self, Frame, Packet, Payload};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
@@ -298,7 +299,7 @@ impl HandshakeInfo {
 
     /// The first query parameter named `key`, decoded.
     pub fn query(&self, key: &str) -> Option<Cow<'_, str>> {
-        query_params(&self.query)
+        form_urlencoded::parse(self.query.as_bytes())
             .find(|(k, _)| k == key)
             .map(|(_, v)| v)
     }
@@ -309,46 +310,12 @@ impl HandshakeInfo {
     }
 }
 
-/// Decodes a query string into pairs (percent-decoding, `+` as space).
+/// Decodes a query string into pairs as the WHATWG `application/x-www-form-urlencoded` parser
+/// does: `+` is a space, invalid `%` sequences stay as they are, bad UTF-8 becomes U+FFFD.
 pub(crate) fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
-    query_params(query.unwrap_or(""))
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
         .collect()
-}
-
-/// The decoded parameters of a query string, borrowed where nothing needed decoding.
-fn query_params(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
-    query.split('&').filter(|p| !p.is_empty()).map(|p| {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        (percent_decode(k), percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> Cow<'_, str> {
-    if !s.contains(['%', '+']) {
-        return Cow::Borrowed(s);
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// How long a connection must have been quiet before a pusher writes to it directly.
@@ -489,9 +456,7 @@ impl<D: Send + Sync + 'static> Conn<D> {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding this lock cannot leave the state half-updated in a way that
-        // matters more than losing the connection, so a poisoned lock is used as is.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock()
     }
 
     /// The transport in use.
@@ -707,11 +672,7 @@ impl<D: Send + Sync + 'static> Conn<D> {
         if let CloseReason::Limited(limit) = reason {
             metrics::limited(limit);
         }
-        let hook = self
-            .close_hook
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let hook = self.close_hook.lock().take();
         if let Some(hook) = hook {
             hook(self, reason);
         }
@@ -792,19 +753,12 @@ impl<H: Handler> Engine<H> {
 
     /// Looks a session up by sid.
     pub fn get(&self, sid: &str) -> Option<Arc<Conn<H::Data>>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(sid)
-            .cloned()
+        self.sessions.lock().get(sid).cloned()
     }
 
     /// Number of open sessions.
     pub fn len(&self) -> usize {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.sessions.lock().len()
     }
 
     /// Whether there are no open sessions.
@@ -828,12 +782,7 @@ impl<H: Handler> Engine<H> {
 
     /// Every open session (for shutdown).
     pub fn all(&self) -> Vec<Arc<Conn<H::Data>>> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.sessions.lock().values().cloned().collect()
     }
 
     /// Opens a session: registers it, starts its heartbeat clock (before the handshake is written,
@@ -847,7 +796,7 @@ impl<H: Handler> Engine<H> {
     ) -> Result<Opened<H::Data>, OpenError> {
         let ip = handshake.remote.ip();
         if self.config.max_connections_per_ip > 0 {
-            let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let mut per_ip = self.per_ip.lock();
             let n = per_ip.entry(ip).or_insert(0);
             if *n >= self.config.max_connections_per_ip {
                 metrics::limited(metrics::Limit::ConnectionsPerIp);
@@ -899,23 +848,18 @@ impl<H: Handler> Engine<H> {
             close_hook: Mutex::new(None),
         });
         let engine = Arc::downgrade(self);
-        *conn.close_hook.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Box::new(move |conn: &Arc<Conn<H::Data>>, reason| {
-                if let Some(engine) = engine.upgrade() {
-                    engine.forget_later(conn);
-                    ::metrics::counter!(metrics::DISCONNECTS, "reason" => reason.label())
-                        .increment(1);
-                    // Read after `closed` is set, so an upgrade can no longer move the session.
-                    let websocket = conn.transport() == Transport::WebSocket;
-                    metrics::wire(websocket).connections.decrement(1.0);
-                    tracing::debug!(sid = %conn.sid, %reason, "session closed");
-                    engine.handler.on_close(conn, reason);
-                }
-            }));
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(sid, conn.clone());
+        *conn.close_hook.lock() = Some(Box::new(move |conn: &Arc<Conn<H::Data>>, reason| {
+            if let Some(engine) = engine.upgrade() {
+                engine.forget_later(conn);
+                ::metrics::counter!(metrics::DISCONNECTS, "reason" => reason.label()).increment(1);
+                // Read after `closed` is set, so an upgrade can no longer move the session.
+                let websocket = conn.transport() == Transport::WebSocket;
+                metrics::wire(websocket).connections.decrement(1.0);
+                tracing::debug!(sid = %conn.sid, %reason, "session closed");
+                engine.handler.on_close(conn, reason);
+            }
+        }));
+        self.sessions.lock().insert(sid, conn.clone());
         ::metrics::counter!(metrics::HANDSHAKES, "transport" => transport.as_str()).increment(1);
         metrics::wire(transport == Transport::WebSocket)
             .connections
@@ -945,13 +889,10 @@ impl<H: Handler> Engine<H> {
     }
 
     fn forget(&self, conn: &Arc<Conn<H::Data>>) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(conn.sid());
+        self.sessions.lock().remove(conn.sid());
         if self.config.max_connections_per_ip > 0 {
             let ip = conn.handshake.remote.ip();
-            let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let mut per_ip = self.per_ip.lock();
             if let Some(n) = per_ip.get_mut(&ip) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -1003,10 +944,10 @@ mod tests {
             self.opens.fetch_add(1, Ordering::SeqCst);
         }
         fn on_message(&self, _conn: &Arc<Conn<()>>, message: Payload) {
-            self.messages.lock().expect("test lock").push(message);
+            self.messages.lock().push(message);
         }
         fn on_close(&self, _conn: &Arc<Conn<()>>, reason: CloseReason) {
-            self.closes.lock().expect("test lock").push(reason);
+            self.closes.lock().push(reason);
         }
         fn connect_timeout(&self) -> Option<Duration> {
             Some(Duration::from_millis(1000))
@@ -1157,11 +1098,11 @@ mod tests {
             () = &mut drain => panic!("finished before the window was half over"),
             () = tokio::time::sleep(window / 2) => {}
         }
-        let half = rec.closes.lock().expect("test lock").len();
+        let half = rec.closes.lock().len();
         assert!(half > 0 && half < 50, "closed at half time: {half}");
         drain.await;
         assert!(Instant::now() <= now + window);
-        let closes = rec.closes.lock().expect("test lock").clone();
+        let closes = rec.closes.lock().clone();
         assert_eq!(closes, vec![CloseReason::Shutdown; 50]);
         assert!(engine.is_empty());
     }
@@ -1212,10 +1153,7 @@ mod tests {
         assert!(!conn.heartbeat_expired(t3));
         assert!(conn.heartbeat_expired(t3 + Duration::from_millis(200)));
         assert_eq!(conn.tick(t3 + Duration::from_millis(200)), None);
-        assert_eq!(
-            *rec.closes.lock().expect("lock"),
-            vec![CloseReason::PingTimeout]
-        );
+        assert_eq!(*rec.closes.lock(), vec![CloseReason::PingTimeout]);
         assert!(engine.is_empty());
     }
 
@@ -1249,10 +1187,7 @@ mod tests {
         let (conn, _) = engine.open(Transport::Polling, info(), t0).expect("open");
         assert_eq!(conn.tick(t0), Some(t0 + Duration::from_millis(1000)));
         assert_eq!(conn.tick(t0 + Duration::from_millis(1000)), None);
-        assert_eq!(
-            *rec.closes.lock().expect("lock"),
-            vec![CloseReason::ConnectTimeout]
-        );
+        assert_eq!(*rec.closes.lock(), vec![CloseReason::ConnectTimeout]);
     }
 
     #[test]
@@ -1273,13 +1208,10 @@ mod tests {
         assert!(!conn.is_closed());
         assert_eq!(conn.push(f.clone()), Pushed::Closed);
         assert!(conn.is_closed());
-        assert_eq!(
-            *rec.closes.lock().expect("lock"),
-            vec![CloseReason::SlowConsumer]
-        );
+        assert_eq!(*rec.closes.lock(), vec![CloseReason::SlowConsumer]);
         // Closing again changes nothing.
         conn.close(CloseReason::ServerClose);
-        assert_eq!(rec.closes.lock().expect("lock").len(), 1);
+        assert_eq!(rec.closes.lock().len(), 1);
     }
 
     #[test]
@@ -1302,10 +1234,7 @@ mod tests {
             Pushed::Dropped
         );
         assert_eq!(conn.push(f), Pushed::Closed);
-        assert_eq!(
-            *rec.closes.lock().expect("lock"),
-            vec![CloseReason::SlowConsumer]
-        );
+        assert_eq!(*rec.closes.lock(), vec![CloseReason::SlowConsumer]);
     }
 
     #[test]
@@ -1340,10 +1269,7 @@ mod tests {
         );
         engine.on_packet(&conn, Packet::Close, now);
         assert_eq!(rec.opens.load(Ordering::SeqCst), 1);
-        assert_eq!(rec.messages.lock().expect("lock").len(), 1);
-        assert_eq!(
-            *rec.closes.lock().expect("lock"),
-            vec![CloseReason::ClientClose]
-        );
+        assert_eq!(rec.messages.lock().len(), 1);
+        assert_eq!(*rec.closes.lock(), vec![CloseReason::ClientClose]);
     }
 }

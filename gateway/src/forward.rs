@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +36,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use parking_lot::Mutex;
 use switchboard_bus::Bus;
 use switchboard_proto::Message as _;
 use switchboard_proto::bus as pb;
@@ -75,7 +76,10 @@ impl Peers {
         let Some(addr) = reachable(address) else {
             return;
         };
-        let before = self.lock().insert(node.to_owned(), (addr.clone(), now));
+        let before = self
+            .inner
+            .lock()
+            .insert(node.to_owned(), (addr.clone(), now));
         if before.is_none_or(|(a, _)| a != addr) {
             self.changed.notify_waiters();
         }
@@ -100,7 +104,7 @@ impl Peers {
 
     /// Where `node` listens, if it was heard from within `lease` before `now`.
     pub fn address(&self, node: &str, lease: Duration, now: Instant) -> Option<Authority> {
-        let mut peers = self.lock();
+        let mut peers = self.inner.lock();
         match peers.get(node) {
             Some((addr, seen)) if now.saturating_duration_since(*seen) <= lease => {
                 Some(addr.clone())
@@ -115,11 +119,7 @@ impl Peers {
 
     /// Forgets `node` (it said it is leaving).
     pub fn forget(&self, node: &str) {
-        self.lock().remove(node);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Authority, Instant)>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock().remove(node);
     }
 
     /// Follows the cluster's heartbeats on `bus` until the bus closes.
@@ -437,7 +437,7 @@ mod tests {
         );
         // Past the lease it is forgotten for good, not only hidden.
         assert_eq!(peers.address("gw1", lease, t0 + lease * 3), None);
-        assert!(!peers.lock().contains_key("gw1"));
+        assert!(!peers.inner.lock().contains_key("gw1"));
         peers.heard("gw1", "127.0.0.1:3001", t0);
         peers.forget("gw1");
         assert_eq!(peers.address("gw1", lease, t0), None);

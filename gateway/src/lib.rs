@@ -6,6 +6,10 @@
 //! of their own: `switchboard_codec::{engineio, socketio, websocket}`. The codecs are pure (bytes
 //! in, packets out, no tokio, no hyper, no clock) and fuzzed; everything with I/O or a timer is
 //! here.
+//!
+//! The application rules: [`config`] → [`rule`] ← [`policy`]. The rule types the configuration
+//! builds and the policy layer runs (room templates, argument paths, event rules) live in `rule`,
+//! which imports neither; the policy reads the configuration, never the other way round.
 
 pub mod auth;
 pub mod cluster;

@@ -21,10 +21,14 @@
 //! joins can overshoot by one each).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[cfg(test)]
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::auth::{self, AuthError, Claims, KeyError, Verifier};
@@ -287,9 +291,12 @@ pub fn plan_connect(
 // ---------------------------------------------------------------------------------------------
 // Counters.
 
-/// Counters of the policy layer, shared by all namespaces (read with [`Stats::snapshot`]).
+/// Counters of the policy layer, shared by all namespaces (read with [`Stats::snapshot`]). Only
+/// the tests read them, so other builds carry neither the type nor its increments (see
+/// `tally!`); operators get the `metrics` counters instead.
+#[cfg(test)]
 #[derive(Debug, Default)]
-pub struct Stats {
+struct Stats {
     connects_accepted: AtomicU64,
     connects_refused: AtomicU64,
     events_handled: AtomicU64,
@@ -300,27 +307,29 @@ pub struct Stats {
 }
 
 /// A copy of the counters.
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
+struct StatsSnapshot {
     /// Connects the middleware let through.
-    pub connects_accepted: u64,
+    connects_accepted: u64,
     /// Connects refused (token missing or invalid, claims not allowed).
-    pub connects_refused: u64,
+    connects_refused: u64,
     /// Events a rule carried out.
-    pub events_handled: u64,
+    events_handled: u64,
     /// Events a rule refused (room not allowed, full, not a member, …).
-    pub events_rejected: u64,
+    events_rejected: u64,
     /// Events with no rule (dropped).
-    pub events_unmatched: u64,
+    events_unmatched: u64,
     /// Events over the rate limit (dropped).
-    pub events_rate_limited: u64,
+    events_rate_limited: u64,
     /// Sockets disconnected for repeated rate-limit violations.
-    pub abuse_disconnects: u64,
+    abuse_disconnects: u64,
 }
 
+#[cfg(test)]
 impl Stats {
     /// The counters now.
-    pub fn snapshot(&self) -> StatsSnapshot {
+    fn snapshot(&self) -> StatsSnapshot {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StatsSnapshot {
             connects_accepted: r(&self.connects_accepted),
@@ -334,8 +343,12 @@ impl Stats {
     }
 }
 
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
+/// Bumps one `Stats` counter of a [`NamespacePolicy`] in test builds; nothing in others.
+macro_rules! tally {
+    ($policy:expr, $counter:ident) => {{
+        #[cfg(test)]
+        $policy.stats.$counter.fetch_add(1, Ordering::Relaxed);
+    }};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -372,9 +385,6 @@ pub enum PolicyError {
     },
 }
 
-/// A boxed future, for the [`Bridge`]'s answers.
-pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
 /// The cluster-wide outcome of a capacity-checked join.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reservation {
@@ -397,17 +407,17 @@ pub trait Bridge: Send + Sync + 'static {
         event: &str,
         args: Args,
         timeout: Option<Duration>,
-    ) -> BoxFuture<Result<Args, String>>;
+    ) -> BoxFuture<'static, Result<Args, String>>;
     /// Resolves once what this node's sockets have joined so far is subscribed cluster-wide, so
     /// that a join's ack promises the room's traffic.
-    fn settled(&self) -> BoxFuture<()>;
+    fn settled(&self) -> BoxFuture<'static, ()>;
     /// Reserves a place in a room with capacity `max_members` for the socket.
     fn reserve(
         &self,
         socket: &Socket,
         room: &str,
         max_members: usize,
-    ) -> BoxFuture<Result<Reservation, String>>;
+    ) -> BoxFuture<'static, Result<Reservation, String>>;
 }
 
 /// The state a rate-limited socket carries (private type: nobody else can replace it). Kept
@@ -443,16 +453,13 @@ struct NamespacePolicy {
     max_rooms: usize,
     rate_limit: Option<RateLimitConfig>,
     rules: HashMap<String, Action>,
+    #[cfg(test)]
     stats: Arc<Stats>,
     bridge: Option<Arc<dyn Bridge>>,
 }
 
 impl NamespacePolicy {
-    fn build(
-        ns: &NamespaceConfig,
-        stats: Arc<Stats>,
-        bridge: Option<Arc<dyn Bridge>>,
-    ) -> Result<Self, PolicyError> {
+    fn build(ns: &NamespaceConfig, bridge: Option<Arc<dyn Bridge>>) -> Result<Self, PolicyError> {
         let namespace = ns.matcher.describe();
         let gate = match ns.auth {
             AuthMode::None => Gate::Open,
@@ -497,7 +504,8 @@ impl NamespacePolicy {
                 .iter()
                 .map(|e| (e.name.clone(), e.action.clone()))
                 .collect(),
-            stats,
+            #[cfg(test)]
+            stats: Arc::default(),
             bridge,
         })
     }
@@ -512,7 +520,7 @@ impl NamespacePolicy {
         );
         match plan {
             Err(e) => {
-                bump(&self.stats.connects_refused);
+                tally!(self, connects_refused);
                 ::metrics::counter!(crate::metrics::AUTH_FAILURES, "reason" => e.label())
                     .increment(1);
                 tracing::debug!(nsp = req.namespace(), reason = e.label(), "connect refused");
@@ -533,7 +541,7 @@ impl NamespacePolicy {
                 if self.max_rooms != 0 && self.bridge.is_some() {
                     req.insert(JoinsInFlight::default());
                 }
-                bump(&self.stats.connects_accepted);
+                tally!(self, connects_accepted);
                 Ok(())
             }
         }
@@ -541,13 +549,9 @@ impl NamespacePolicy {
 
     fn on_event(self: &Arc<Self>, socket: &Socket, mut event: Event, now: Instant) {
         if let (Some(rl), Some(limiter)) = (&self.rate_limit, socket.get::<SocketLimiter>()) {
-            let verdict = limiter
-                .0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .check(now);
+            let verdict = limiter.0.lock().check(now);
             if verdict != Verdict::Allow {
-                bump(&self.stats.events_rate_limited);
+                tally!(self, events_rate_limited);
                 crate::metrics::limited(Limit::RateLimit);
                 if event.wants_ack() {
                     event.ack(ack_args(&Err(Rejection::RateLimited)));
@@ -557,7 +561,7 @@ impl NamespacePolicy {
                     socket.emit(name, Args::new(vec![payload]));
                 }
                 if verdict == Verdict::Disconnect {
-                    bump(&self.stats.abuse_disconnects);
+                    tally!(self, abuse_disconnects);
                     tracing::debug!(
                         socket = socket.id(),
                         "disconnected for repeated rate-limit violations"
@@ -568,7 +572,7 @@ impl NamespacePolicy {
             }
         }
         let Some(action) = self.rules.get(event.name.as_str()) else {
-            bump(&self.stats.events_unmatched);
+            tally!(self, events_unmatched);
             ::metrics::counter!(crate::metrics::EVENTS_UNMATCHED).increment(1);
             tracing::trace!(socket = socket.id(), event = %event.name, "event without rule dropped");
             event.ack(ack_args(&Err(Rejection::UnknownEvent)));
@@ -606,12 +610,12 @@ impl NamespacePolicy {
 
     fn count(&self, outcome: &Result<(), Rejection>) {
         match outcome {
-            Ok(()) => bump(&self.stats.events_handled),
+            Ok(()) => tally!(self, events_handled),
             Err(r) => {
                 if *r == Rejection::TooManyRooms {
                     crate::metrics::limited(Limit::Rooms);
                 }
-                bump(&self.stats.events_rejected);
+                tally!(self, events_rejected);
                 tracing::trace!(reason = r.label(), "event refused");
             }
         }
@@ -696,7 +700,7 @@ impl NamespacePolicy {
         let name = std::mem::take(&mut event.name);
         let timeout = acker.is_some().then_some(rule.timeout);
         let reply = bridge.forward(socket, &name, event.into_args(), timeout);
-        bump(&self.stats.events_handled);
+        tally!(self, events_handled);
         tokio::spawn(async move {
             let result = reply.await;
             match (acker, result) {
@@ -855,32 +859,56 @@ fn unix_now() -> u64 {
 
 /// Registers every configured namespace's policy on the server: middleware (auth, required
 /// claims, auto-join, rate-limit state) and an `on_any` event dispatcher. Call once, after
-/// [`Config::apply_env`]; nothing is registered if any namespace fails. Returns the counters.
+/// [`Config::apply_env`]; nothing is registered if any namespace fails.
 pub fn install(
     server: &Server,
     config: &Config,
     bridge: Option<Arc<dyn Bridge>>,
+) -> Result<(), PolicyError> {
+    register(server, build_all(config, bridge)?);
+    Ok(())
+}
+
+/// [`install`], sharing one set of counters among the namespaces and returning it.
+#[cfg(test)]
+fn install_counting(
+    server: &Server,
+    config: &Config,
+    bridge: Option<Arc<dyn Bridge>>,
 ) -> Result<Arc<Stats>, PolicyError> {
+    let stats = Arc::<Stats>::default();
+    let mut policies = build_all(config, bridge)?;
+    for (_, policy) in &mut policies {
+        policy.stats = Arc::clone(&stats);
+    }
+    register(server, policies);
+    Ok(stats)
+}
+
+fn build_all(
+    config: &Config,
+    bridge: Option<Arc<dyn Bridge>>,
+) -> Result<Vec<(&NamespaceConfig, NamespacePolicy)>, PolicyError> {
     auth::install_crypto_provider();
-    let stats = Arc::new(Stats::default());
-    let policies = config
+    config
         .namespaces
         .iter()
-        .map(|ns| {
-            NamespacePolicy::build(ns, stats.clone(), bridge.clone()).map(|p| (ns, Arc::new(p)))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|ns| NamespacePolicy::build(ns, bridge.clone()).map(|p| (ns, p)))
+        .collect()
+}
+
+fn register(server: &Server, policies: Vec<(&NamespaceConfig, NamespacePolicy)>) {
     for (ns, policy) in policies {
         let handle = match &ns.matcher {
             NamespaceMatch::Static(name) => server.of(name),
             NamespaceMatch::Pattern(re) => server.of_pattern(re.clone()),
         };
+        let policy = Arc::new(policy);
         let p = policy.clone();
         handle.use_middleware(move |req| p.on_connect_request(req));
         let p = policy;
         handle.on_any(move |socket, event| p.on_event(socket, event, Instant::now()));
     }
-    Ok(stats)
 }
 
 #[cfg(test)]
@@ -1443,8 +1471,7 @@ mod tests {
             "t.toml",
         )
         .unwrap();
-        let stats = Arc::new(Stats::default());
-        let err = NamespacePolicy::build(&config.namespaces[0], stats.clone(), None)
+        let err = NamespacePolicy::build(&config.namespaces[0], None)
             .err()
             .unwrap();
         assert!(matches!(err, PolicyError::SecretNotLoaded { .. }), "{err}");
@@ -1452,7 +1479,7 @@ mod tests {
         config
             .apply_env(|k| (k == "S").then(|| String::from_utf8_lossy(SECRET).into_owned()))
             .unwrap();
-        let p = NamespacePolicy::build(&config.namespaces[0], stats, None).unwrap();
+        let p = NamespacePolicy::build(&config.namespaces[0], None).unwrap();
         assert!(matches!(p.gate, Gate::Required(_)));
     }
 
@@ -1461,7 +1488,7 @@ mod tests {
         let mut config = Config::builtin().unwrap();
         config.apply_env(|_| None).unwrap();
         for ns in &config.namespaces {
-            let p = NamespacePolicy::build(ns, Arc::new(Stats::default()), None).unwrap();
+            let p = NamespacePolicy::build(ns, None).unwrap();
             assert!(matches!(p.gate, Gate::Open));
         }
     }
@@ -1477,7 +1504,7 @@ mod glue_tests {
     use bytes::Bytes;
     use serde_json::{Value, json};
 
-    use super::install;
+    use super::install_counting;
     use crate::config::Config;
     use crate::engine::{
         Config as EngineConfig, Conn, Engine, Handler as _, HandshakeInfo, Transport,
@@ -1500,7 +1527,7 @@ mod glue_tests {
             .apply_env(|k| (k == "TEST_SECRET").then(|| SECRET.to_owned()))
             .unwrap();
         let io = Server::new(sio::Config::default());
-        let stats = install(&io, &config, None).unwrap();
+        let stats = install_counting(&io, &config, None).unwrap();
         let engine = Engine::new(
             EngineConfig::default(),
             io.clone(),

@@ -13,12 +13,13 @@
 //! scenario's scheduler hands it through a small bounded channel ([`Crowd::speakers`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde_json::Value;
 use switchboard_codec::socketio::{Packet, PacketType};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
@@ -38,11 +39,6 @@ pub(crate) const SLOW_DELIVERY: Duration = Duration::from_millis(100);
 pub(crate) const SAY: &str = "say";
 /// Messages a speaker may have waiting before the scheduler waits for it.
 const SPEAKER_QUEUE: usize = 16;
-
-/// Locks a mutex, ignoring poisoning (the data are counters and samples).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// State shared by the crowd, the sender and the scenario.
 pub(crate) struct Shared {
@@ -145,7 +141,7 @@ impl Shared {
             h.record(latency);
         }
         if latency >= SLOW_DELIVERY.as_nanos() as u64 {
-            let mut slow = lock(&self.slow);
+            let mut slow = self.slow.lock();
             let entry = slow.entry(sent_ns).or_default();
             entry.0 += 1;
             entry.1 = entry.1.max(latency);
@@ -436,7 +432,7 @@ async fn member(
             text = next_speech(&mut speak) => match text {
                 Some(text) => {
                     if let Err(e) = client.send_text(&text).await {
-                        lock(&shared.dropped).push(format!("write error: {e:#}"));
+                        shared.dropped.lock().push(format!("write error: {e:#}"));
                         break;
                     }
                     continue;
@@ -446,12 +442,12 @@ async fn member(
             },
             read = client.fill() => match read {
                 Ok(0) => {
-                    lock(&shared.dropped).push("server closed the connection (end of stream)".to_owned());
+                    shared.dropped.lock().push("server closed the connection (end of stream)".to_owned());
                     break;
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    lock(&shared.dropped).push(format!("read error: {e:#}"));
+                    shared.dropped.lock().push(format!("read error: {e:#}"));
                     break;
                 }
             },
@@ -460,12 +456,12 @@ async fn member(
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
-                lock(&shared.dropped).push(format!("{e:#}"));
+                shared.dropped.lock().push(format!("{e:#}"));
                 break;
             }
         }
         if let Err(e) = client.flush().await {
-            lock(&shared.dropped).push(format!("write error: {e:#}"));
+            shared.dropped.lock().push(format!("write error: {e:#}"));
             break;
         }
     }
@@ -491,13 +487,16 @@ fn handle_buffered(
                     outcome.deliveries += 1;
                     shared.on_delivery(t, outcome.target);
                 }
-                None => lock(&shared.unexpected).push(Event::Packet(p).to_string()),
+                None => shared.unexpected.lock().push(Event::Packet(p).to_string()),
             },
             Event::Closed(reason) => {
-                lock(&shared.dropped).push(format!("server closed the session: {reason}"));
+                shared
+                    .dropped
+                    .lock()
+                    .push(format!("server closed the session: {reason}"));
                 return Ok(false);
             }
-            other => lock(&shared.unexpected).push(other.to_string()),
+            other => shared.unexpected.lock().push(other.to_string()),
         }
     }
     Ok(true)

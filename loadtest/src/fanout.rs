@@ -39,7 +39,7 @@ use tokio::time::timeout;
 
 use crate::cli;
 use crate::client::{Conn, Event, Say, Target, Transport, event_text};
-use crate::crowd::{self, Plan, Rooms, SAY, SLOW_DELIVERY, Shared, lock, members_of, say_time};
+use crate::crowd::{self, Plan, Rooms, SAY, SLOW_DELIVERY, Shared, members_of, say_time};
 use crate::histogram::Histogram;
 use crate::idle::{check_fd_limit, setup_deadline};
 use crate::progress::{Ticker, progress};
@@ -449,7 +449,7 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
     };
     let open = crowd.open.clone();
     let setup_end = Snapshot::take(&servers)?;
-    let setup_unexpected = lock(&shared.unexpected).count();
+    let setup_unexpected = shared.unexpected.lock().count();
 
     progress!(
         "{}: sending for {:?} at {}",
@@ -711,7 +711,7 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
             "ms",
         );
     }
-    let slow = lock(&shared.slow);
+    let slow = shared.slow.lock();
     let slow_deliveries: u64 = slow.values().map(|&(n, _)| n).sum();
     r.add(
         "slow_deliveries",
@@ -783,7 +783,7 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
             stats.echoes
         ));
     }
-    let dropped = lock(&shared.dropped);
+    let dropped = shared.dropped.lock();
     if dropped.count() > 0 {
         r.problem(format!(
             "{} members disconnected during the run: {}",
@@ -798,7 +798,7 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
             stats.stalls
         ));
     }
-    let unexpected = lock(&shared.unexpected);
+    let unexpected = shared.unexpected.lock();
     if unexpected.count() > 0 {
         r.note(format!(
             "members got {} unexpected packets ({setup_unexpected} before sending): {}",

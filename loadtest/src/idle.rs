@@ -1,7 +1,7 @@
 //! The `idle` scenario: what an idle, connected Socket.IO connection costs the server; and
 //! `connect`, the same crowd without settling or holding: a connection storm, for connects per
 //! second and the time each connect took (its turn under `--concurrency` to the namespace
-//! CONNECT, in the same log-linear histogram as delivery latencies).
+//! CONNECT, in the same HdrHistogram as delivery latencies).
 //!
 //! Reads the server's RSS, opens N connections (each connected to the namespace) in parallel
 //! batches, lets the server settle, reads the RSS again: `(after - before) / N` is the memory per
@@ -15,7 +15,7 @@ use anyhow::{Result, bail};
 
 use crate::cli;
 use crate::client::{Say, Transport};
-use crate::crowd::{self, Plan, Rooms, Shared, lock};
+use crate::crowd::{self, Plan, Rooms, Shared};
 use crate::progress::{Ticker, progress};
 use crate::report::Report;
 use crate::usage::{self, Proc, Snapshot, utilisation};
@@ -89,15 +89,15 @@ pub(crate) async fn run(cfg: cli::Idle) -> Result<Report> {
             Ticker::start("idle", move || {
                 format!(
                     "holding {connected} connections, {} lost",
-                    lock(&shared.dropped).count()
+                    shared.dropped.lock().count()
                 )
             })
         };
         tokio::time::sleep(cfg.hold).await;
     }
     let held = Snapshot::take(&[server])?;
-    let dropped = lock(&shared.dropped).count();
-    let unexpected = lock(&shared.unexpected).count();
+    let dropped = shared.dropped.lock().count();
+    let unexpected = shared.unexpected.lock().count();
     let (connected, failures, open) = (
         crowd.connected,
         crowd.failures.summary(),
@@ -286,13 +286,13 @@ pub(crate) async fn run(cfg: cli::Idle) -> Result<Report> {
     if dropped > 0 {
         r.problem(format!(
             "{dropped} connections ended while idle: {}",
-            lock(&shared.dropped).summary()
+            shared.dropped.lock().summary()
         ));
     }
     if unexpected > 0 {
         r.note(format!(
             "{unexpected} unexpected packets: {}",
-            lock(&shared.unexpected).summary()
+            shared.unexpected.lock().summary()
         ));
     }
     if let Some(open) = &open

@@ -571,32 +571,27 @@ impl Subjects {
 mod tests {
     use std::collections::{HashMap, HashSet};
 
+    use rand::rngs::SmallRng;
+    use rand::seq::IndexedRandom as _;
+    use rand::{Rng as _, SeedableRng as _};
+
     use super::*;
 
     /// Random inputs per property test.
     const CASES: usize = 100_000;
 
-    /// Xorshift64: deterministic, so a failure reproduces.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
+    /// rand's seeded generator (a failure reproduces), with the draws these tests use.
+    trait Draw: rand::Rng {
         fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
+            self.random_range(..n)
         }
 
         fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-            items[self.below(items.len())]
+            *items.choose(self).expect("something to pick")
         }
     }
+
+    impl Draw for SmallRng {}
 
     const PUNCTUATION: &[char] = &[
         ' ', '.', '*', '>', '_', '-', '/', '%', '\t', '\n', '\r', '\0', '\u{7F}', '!', '#', '$',
@@ -622,7 +617,7 @@ mod tests {
 
     /// A random name mixing ASCII, punctuation, `_`, multi-byte unicode, escape look-alikes and
     /// the empty string.
-    fn name(rng: &mut Rng) -> String {
+    fn name(rng: &mut SmallRng) -> String {
         let mut s = String::new();
         if rng.below(10) == 0 {
             return s;
@@ -636,7 +631,7 @@ mod tests {
                 2 => s.push('_'),
                 3 => s.push(rng.pick(MULTIBYTE)),
                 4 => {
-                    let c = char::from_u32((rng.next() % 0x11_0000) as u32).unwrap_or('\u{FFFD}');
+                    let c = char::from_u32(rng.random_range(..0x11_0000)).unwrap_or('\u{FFFD}');
                     s.push(c);
                 }
                 _ => s.push_str(rng.pick(TRICKY)),
@@ -909,7 +904,7 @@ mod tests {
 
     #[test]
     fn escape_is_an_injective_token_map() {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = SmallRng::seed_from_u64(0x9E37_79B9_7F4A_7C15);
         let mut seen: HashMap<String, String> = HashMap::new();
         let mut empty = 0;
         for _ in 0..CASES {
@@ -931,7 +926,7 @@ mod tests {
 
     #[test]
     fn unescape_accepts_only_canonical_tokens() {
-        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        let mut rng = SmallRng::seed_from_u64(0xD1B5_4A32_D192_ED03);
         let alphabet = b"_0123456789ABCDEFaf-xZ.*> ";
         let mut accepted = 0;
         for _ in 0..CASES {
@@ -948,7 +943,7 @@ mod tests {
 
     #[test]
     fn builders_make_valid_subjects_that_parse_back() {
-        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let mut rng = SmallRng::seed_from_u64(0x2545_F491_4F6C_DD1D);
         let prefixes = ["sio", "a.b", "x_y-1.Z"];
         for _ in 0..CASES {
             let s = Subjects::new(rng.pick(&prefixes)).expect("valid prefix");
@@ -1167,7 +1162,7 @@ mod tests {
         assert_ne!(s.namespace("/").unwrap(), s.command_namespace("/").unwrap());
         assert_ne!(s.node("a").unwrap(), s.command_node("a").unwrap());
 
-        let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+        let mut rng = SmallRng::seed_from_u64(0x1234_5678_9ABC_DEF1);
         let mut rooms: HashMap<String, (String, String)> = HashMap::new();
         let mut all: HashSet<String> = HashSet::new();
         for _ in 0..CASES {
@@ -1197,7 +1192,7 @@ mod tests {
 
     #[test]
     fn parse_never_panics() {
-        let mut rng = Rng(0xA076_1D64_78BD_642F);
+        let mut rng = SmallRng::seed_from_u64(0xA076_1D64_78BD_642F);
         let s = Subjects::default();
         let heads = [
             "sio.",

@@ -26,10 +26,11 @@ mod namespace;
 mod socket;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use parking_lot::{Mutex, RwLock};
 use regex::Regex;
 use serde_json::Value;
 use switchboard_codec::engineio::{Frame, Payload};
@@ -253,14 +254,8 @@ impl Server {
 
     /// Every local socket of every namespace.
     pub fn all_sockets(&self) -> Vec<Socket> {
-        let namespaces: Vec<Arc<NsInner>> = self
-            .inner
-            .namespaces
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let namespaces: Vec<Arc<NsInner>> =
+            self.inner.namespaces.read().values().cloned().collect();
         namespaces
             .iter()
             .flat_map(|ns| ns.select(&Target::default()))
@@ -269,21 +264,12 @@ impl Server {
     }
 
     fn get_inner(&self, name: &str) -> Option<Arc<NsInner>> {
-        self.inner
-            .namespaces
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        self.inner.namespaces.read().get(name).cloned()
     }
 
     /// A static namespace, created if absent.
     pub fn of(&self, name: &str) -> Namespace {
-        let mut map = self
-            .inner
-            .namespaces
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = self.inner.namespaces.write();
         let ns = map.entry(name.into()).or_insert_with(|| {
             NsInner::new(
                 name,
@@ -302,11 +288,7 @@ impl Server {
     pub fn of_pattern(&self, re: Regex) -> Namespace {
         let handlers = SharedHandlers::default();
         let name: Arc<str> = re.as_str().into();
-        self.inner
-            .patterns
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((re, handlers.clone()));
+        self.inner.patterns.write().push((re, handlers.clone()));
         Namespace {
             inner: None,
             handlers,
@@ -329,7 +311,6 @@ impl Server {
         self.inner
             .patterns
             .read()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .find(|(re, _)| re.is_match(name))
             .map(|(re, h)| Found::Dynamic {
@@ -354,11 +335,7 @@ impl Server {
                 socket
             }
             Found::Dynamic { pattern, handlers } => {
-                let mut map = self
-                    .inner
-                    .namespaces
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut map = self.inner.namespaces.write();
                 let ns = map
                     .entry(nsp.into())
                     .or_insert_with(|| {
@@ -400,7 +377,14 @@ impl Server {
             // the connection, unless the server itself just disconnected that namespace (the
             // reference dispatches a batch's packets before the disconnect takes effect).
             (_, None) => {
-                if lock_conn(conn).left.iter().any(|n| **n == *packet.nsp) {
+                if conn
+                    .data
+                    .state
+                    .lock()
+                    .left
+                    .iter()
+                    .any(|n| **n == *packet.nsp)
+                {
                     tracing::trace!(nsp = %packet.nsp, "packet for a namespace the server left");
                 } else {
                     conn.close(CloseReason::ParseError);
@@ -413,7 +397,7 @@ impl Server {
     /// rate, the name's length and the connection's number of namespaces.
     fn refuse_connect(&self, conn: &Conn<ConnData>, nsp: &str) -> Option<(Limit, &'static str)> {
         let limits = &self.inner.config.limits;
-        let mut st = lock_conn(conn);
+        let mut st = conn.data.state.lock();
         if !st.connects.admit(Instant::now(), limits) {
             Some((Limit::ConnectRate, "too many connects"))
         } else if nsp.len() > limits.max_name_bytes {
@@ -444,12 +428,7 @@ impl Server {
         };
         let empty = Value::Object(serde_json::Map::new());
         let auth = packet.data.unwrap_or(empty);
-        let middleware = found
-            .handlers()
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .middleware
-            .clone();
+        let middleware = found.handlers().read().middleware.clone();
         let mut req = ConnectRequest {
             auth: &auth,
             conn,
@@ -472,7 +451,7 @@ impl Server {
         });
         let ns = inner.ns.clone();
         {
-            let mut st = lock_conn(conn);
+            let mut st = conn.data.state.lock();
             if conn.is_closed() {
                 drop(st);
                 ns.remove_socket(&inner);
@@ -549,12 +528,10 @@ fn close_limited(conn: &Arc<Conn<ConnData>>, limit: Limit) {
     conn.close(CloseReason::Limited(limit));
 }
 
-fn lock_conn(conn: &Conn<ConnData>) -> std::sync::MutexGuard<'_, ConnSockets> {
-    conn.data.state.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn find_socket(conn: &Conn<ConnData>, nsp: &str) -> Option<Arc<SocketInner>> {
-    lock_conn(conn)
+    conn.data
+        .state
+        .lock()
         .sockets
         .iter()
         .find(|s| &*s.ns.name == nsp)
@@ -642,7 +619,7 @@ fn dispatch_event(
 /// Takes a socket out of its namespace and connection and tells the disconnect handlers.
 pub(crate) fn remove_socket(s: &Arc<SocketInner>, reason: DisconnectReason) {
     let removed = {
-        let mut st = lock_conn(&s.conn);
+        let mut st = s.conn.data.state.lock();
         let before = st.sockets.len();
         st.sockets.retain(|x| !Arc::ptr_eq(x, s));
         let removed = st.sockets.len() != before;
@@ -686,7 +663,7 @@ impl engine::Handler for Server {
                     .and_then(|t| socketio::decode(t).map_err(|_| ()));
                 match decoded {
                     Ok(Decoded::Complete(p)) => {
-                        if lock_conn(conn).partial.is_some() {
+                        if conn.data.state.lock().partial.is_some() {
                             conn.close(CloseReason::ParseError);
                         } else {
                             self.on_packet(conn, p);
@@ -696,7 +673,7 @@ impl engine::Handler for Server {
                         close_limited(conn, Limit::Attachments);
                     }
                     Ok(Decoded::NeedAttachments(p, n)) => {
-                        let mut st = lock_conn(conn);
+                        let mut st = conn.data.state.lock();
                         if st.partial.is_some() {
                             drop(st);
                             conn.close(CloseReason::ParseError);
@@ -720,7 +697,7 @@ impl engine::Handler for Server {
             Payload::Binary(data) => {
                 let now = Instant::now().into_std();
                 let done = {
-                    let mut st = lock_conn(conn);
+                    let mut st = conn.data.state.lock();
                     let pushed = st.partial.as_mut().map(|r| r.push(data, now));
                     if matches!(pushed, Some(Ok(Some(_)) | Err(_))) {
                         st.partial = None;
@@ -746,7 +723,7 @@ impl engine::Handler for Server {
     }
 
     fn on_close(&self, conn: &Arc<Conn<ConnData>>, reason: CloseReason) {
-        let sockets = std::mem::take(&mut lock_conn(conn).sockets);
+        let sockets = std::mem::take(&mut conn.data.state.lock().sockets);
         for s in sockets {
             finish_socket(&s, DisconnectReason::Connection(reason));
         }

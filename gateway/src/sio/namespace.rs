@@ -5,8 +5,9 @@
 //! its packet once and hands every recipient a clone of the same `Bytes`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
 
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use switchboard_codec::engineio::Frame;
 use switchboard_codec::socketio;
 
@@ -91,12 +92,14 @@ impl NsInner {
         self.adapter.get()
     }
 
-    pub(crate) fn handlers(&self) -> std::sync::RwLockReadGuard<'_, Handlers> {
-        self.handlers.read().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn handlers(&self) -> RwLockReadGuard<'_, Handlers> {
+        self.handlers.read()
     }
 
     pub(crate) fn add_socket(&self, socket: &Arc<SocketInner>) {
-        if write(&self.sockets)
+        if self
+            .sockets
+            .write()
             .insert(socket.id.clone(), socket.clone())
             .is_none()
         {
@@ -111,8 +114,8 @@ impl NsInner {
         let Some(registry) = self.registry.as_ref().and_then(Weak::upgrade) else {
             return;
         };
-        let mut map = write(&registry);
-        if read(&self.sockets).is_empty()
+        let mut map = registry.write();
+        if self.sockets.read().is_empty()
             && map.get(&self.name).is_some_and(|ns| Arc::ptr_eq(ns, self))
         {
             map.remove(&self.name);
@@ -121,10 +124,10 @@ impl NsInner {
 
     /// Removes a socket and its room memberships; returns the rooms it was in.
     pub(crate) fn remove_socket(&self, socket: &Arc<SocketInner>) -> Vec<Room> {
-        if write(&self.sockets).remove(&socket.id).is_some() {
+        if self.sockets.write().remove(&socket.id).is_some() {
             self.connected.decrement(1.0);
         }
-        let mut rooms = write(&self.rooms);
+        let mut rooms = self.rooms.write();
         let mine = std::mem::take(&mut *socket.rooms());
         for room in &mine {
             if let Some(members) = rooms.get_mut(room) {
@@ -160,7 +163,7 @@ impl NsInner {
         room: Room,
         max_members: usize,
     ) -> Result<bool, RoomFull> {
-        let mut rooms = write(&self.rooms);
+        let mut rooms = self.rooms.write();
         let mut mine = socket.rooms();
         if mine.contains(&room) {
             return Ok(false);
@@ -178,7 +181,7 @@ impl NsInner {
 
     /// Removes a socket from a room; false if it was not a member.
     pub(crate) fn leave(&self, socket: &Arc<SocketInner>, room: &str) -> bool {
-        let mut rooms = write(&self.rooms);
+        let mut rooms = self.rooms.write();
         let mut mine = socket.rooms();
         let Some(pos) = mine.iter().position(|r| &**r == room) else {
             return false;
@@ -192,14 +195,6 @@ impl NsInner {
         }
         true
     }
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|p| p.into_inner())
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A namespace (cheap to clone). Handlers registered on a dynamic namespace apply to every child
@@ -233,8 +228,8 @@ impl Namespace {
         &self.name
     }
 
-    fn handlers_mut(&self) -> std::sync::RwLockWriteGuard<'_, Handlers> {
-        write(&self.handlers)
+    fn handlers_mut(&self) -> RwLockWriteGuard<'_, Handlers> {
+        self.handlers.write()
     }
 
     /// Adds a middleware, run in order before the CONNECT reply; an error refuses the connection
@@ -288,12 +283,12 @@ impl Namespace {
     pub fn room_len(&self, room: &str) -> usize {
         self.inner
             .as_ref()
-            .map_or(0, |ns| read(&ns.rooms).get(room).map_or(0, HashMap::len))
+            .map_or(0, |ns| ns.rooms.read().get(room).map_or(0, HashMap::len))
     }
 
     /// Number of sockets connected to the namespace on this node.
     pub fn len(&self) -> usize {
-        self.inner.as_ref().map_or(0, |ns| read(&ns.sockets).len())
+        self.inner.as_ref().map_or(0, |ns| ns.sockets.read().len())
     }
 
     /// Whether no socket is connected to the namespace on this node.
@@ -305,13 +300,14 @@ impl Namespace {
     pub fn rooms(&self) -> Vec<Room> {
         self.inner
             .as_ref()
-            .map_or_else(Vec::new, |ns| read(&ns.rooms).keys().cloned().collect())
+            .map_or_else(Vec::new, |ns| ns.rooms.read().keys().cloned().collect())
     }
 
     /// A connected socket by id.
     pub fn socket(&self, id: &str) -> Option<Socket> {
         let ns = self.inner.as_ref()?;
-        read(&ns.sockets)
+        ns.sockets
+            .read()
             .get(id)
             .map(|s| Socket::from_inner(s.clone()))
     }
@@ -400,13 +396,13 @@ fn visit(ns: &NsInner, target: &Target, mut f: impl FnMut(&Arc<SocketInner>) -> 
     };
     let mut each = |s: &Arc<SocketInner>| excluded(s) || f(s);
     if target.is_everyone() {
-        return read(&ns.sockets).values().all(&mut each);
+        return ns.sockets.read().values().all(&mut each);
     }
     let several = target.rooms.len() + target.sockets.len() > 1;
     let mut seen: HashSet<Arc<str>> = HashSet::new();
     let mut first = |s: &Arc<SocketInner>| (several && !seen.insert(s.id.clone())) || each(s);
     if !target.sockets.is_empty() {
-        let sockets = read(&ns.sockets);
+        let sockets = ns.sockets.read();
         for id in &target.sockets {
             if let Some(s) = sockets.get(id)
                 && !first(s)
@@ -415,7 +411,7 @@ fn visit(ns: &NsInner, target: &Target, mut f: impl FnMut(&Arc<SocketInner>) -> 
             }
         }
     }
-    let rooms = read(&ns.rooms);
+    let rooms = ns.rooms.read();
     target
         .rooms
         .iter()

@@ -5,11 +5,12 @@ use std::any::{Any, TypeId};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
 use serde_json::Value;
 use switchboard_codec::engineio::Frame;
 use switchboard_codec::socketio::{self, PacketType};
@@ -39,10 +40,6 @@ struct Acks {
     pending: HashMap<u64, AckCallback>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl SocketInner {
     pub(crate) fn new(
         id: Arc<str>,
@@ -63,12 +60,14 @@ impl SocketInner {
     /// The socket's own room list (the reverse index); the namespace changes it together with
     /// its room map, under the namespace's room lock.
     pub(crate) fn rooms(&self) -> MutexGuard<'_, Vec<Room>> {
-        lock(&self.rooms)
+        self.rooms.lock()
     }
 
     /// Resolves a pending server→client ack.
     pub(crate) fn resolve_ack(&self, id: u64, args: Args) {
-        let cb = lock(&self.acks)
+        let cb = self
+            .acks
+            .lock()
             .as_mut()
             .and_then(|a| a.pending.remove(&id));
         if let Some(cb) = cb {
@@ -78,7 +77,7 @@ impl SocketInner {
 
     /// Fails every pending ack (the socket is gone).
     pub(crate) fn fail_acks(&self) {
-        let acks = lock(&self.acks).take();
+        let acks = self.acks.lock().take();
         if let Some(acks) = acks {
             for (_, cb) in acks.pending {
                 cb(Err(AckError::Disconnected));
@@ -87,7 +86,9 @@ impl SocketInner {
     }
 
     fn timeout_ack(&self, id: u64) {
-        let cb = lock(&self.acks)
+        let cb = self
+            .acks
+            .lock()
             .as_mut()
             .and_then(|a| a.pending.remove(&id));
         if let Some(cb) = cb {
@@ -143,7 +144,7 @@ impl Socket {
 
     /// Typed data attached by middleware or handlers.
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
-        let data = lock(&self.inner.data);
+        let data = self.inner.data.lock();
         data.iter()
             .find(|(t, _)| *t == TypeId::of::<T>())
             .and_then(|(_, v)| v.clone().downcast::<T>().ok())
@@ -151,7 +152,7 @@ impl Socket {
 
     /// Attaches typed data, replacing any value of the same type.
     pub fn insert<T: Send + Sync + 'static>(&self, value: T) {
-        insert_data(&mut lock(&self.inner.data), value);
+        insert_data(&mut self.inner.data.lock(), value);
     }
 
     /// Emits an event to this socket.
@@ -183,7 +184,7 @@ impl Socket {
         callback: impl FnOnce(Result<Args, AckError>) + Send + 'static,
     ) {
         let id = {
-            let mut acks = lock(&self.inner.acks);
+            let mut acks = self.inner.acks.lock();
             let acks = acks.get_or_insert_with(Box::default);
             let id = acks.next_id;
             acks.next_id += 1;
@@ -535,7 +536,11 @@ impl ConnectRequest<'_> {
     /// without a socket is forgotten first).
     pub fn keep<T: Send + Sync + 'static>(&mut self, init: impl FnOnce() -> T) {
         let t = TypeId::of::<T>();
-        let found = super::lock_conn(self.conn)
+        let found = self
+            .conn
+            .data
+            .state
+            .lock()
             .kept
             .iter()
             .find(|(n, _)| **n == *self.nsp)

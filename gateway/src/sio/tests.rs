@@ -212,11 +212,11 @@ fn invalid_packets_close_the_connection() {
 #[test]
 fn namespace_disconnect_keeps_the_others() {
     let (io, engine) = setup();
-    let reasons = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reasons = Arc::new(Mutex::new(Vec::new()));
     let r = reasons.clone();
     io.of("/");
     io.of("/custom")
-        .on_disconnect(move |_, reason| r.lock().expect("lock").push(reason.to_string()));
+        .on_disconnect(move |_, reason| r.lock().push(reason.to_string()));
     io.of("/")
         .on("ping-me", |s, _| s.emit("pong-you", Args::none()));
     let conn = open(&engine);
@@ -226,10 +226,7 @@ fn namespace_disconnect_keeps_the_others() {
     assert!(out(&conn).is_empty(), "no reply to a client disconnect");
     send(&engine, &conn, r#"42["ping-me"]"#);
     assert_eq!(out(&conn), vec![r#"42["pong-you"]"#]);
-    assert_eq!(
-        *reasons.lock().expect("lock"),
-        vec!["client namespace disconnect"]
-    );
+    assert_eq!(*reasons.lock(), vec!["client namespace disconnect"]);
     assert_eq!(io.get("/custom").map(|n| n.len()), Some(0));
 }
 
@@ -360,7 +357,7 @@ fn room_capacity_is_checked_under_the_lock() {
 
 /// Records what the server reports to its adapter.
 #[derive(Default)]
-struct Recorder(std::sync::Mutex<Vec<String>>);
+struct Recorder(Mutex<Vec<String>>);
 
 impl Adapter for Recorder {
     fn connected(&self, socket: &Socket) {
@@ -397,10 +394,10 @@ impl Adapter for Recorder {
 
 impl Recorder {
     fn push(&self, s: String) {
-        self.0.lock().expect("lock").push(s);
+        self.0.lock().push(s);
     }
     fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.lock().expect("lock"))
+        std::mem::take(&mut *self.0.lock())
     }
 }
 
@@ -622,11 +619,11 @@ fn dynamic_namespaces_live_while_accepted_sockets_are_in_them() {
 #[test]
 fn long_event_names_and_too_many_pending_acks_are_refused() {
     let (io, engine) = setup_with(small_limits());
-    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let held = Arc::new(Mutex::new(Vec::new()));
     let h = held.clone();
     io.of("/").on_any(move |_, mut e| {
         if let Some(acker) = e.take_ack() {
-            h.lock().expect("lock").push(acker);
+            h.lock().push(acker);
         }
     });
     let conn = open(&engine);
@@ -651,9 +648,9 @@ fn long_event_names_and_too_many_pending_acks_are_refused() {
         send(&engine, &conn, packet);
         assert_eq!(out(&conn), *want, "{packet}");
     }
-    assert_eq!(held.lock().expect("lock").len(), 1);
+    assert_eq!(held.lock().len(), 1);
     // Answering the held ack frees the place.
-    let acker = held.lock().expect("lock").pop().expect("held");
+    let acker = held.lock().pop().expect("held");
     acker.send(Args::none());
     assert_eq!(out(&conn), vec!["432[]"]);
     send(&engine, &conn, r#"424["x"]"#);
@@ -758,7 +755,10 @@ fn kept_state_survives_reentry_and_is_bounded() {
     let visits = |conn: &Arc<Conn<ConnData>>, nsp: &str| {
         io.get(nsp)
             .and_then(|ns| {
-                let sid = lock_conn(conn)
+                let sid = conn
+                    .data
+                    .state
+                    .lock()
                     .sockets
                     .iter()
                     .find(|s| &*s.ns.name == nsp)?
@@ -784,7 +784,7 @@ fn kept_state_survives_reentry_and_is_bounded() {
     connect(&engine, &conn, "/b");
     send(&engine, &conn, "41/b,");
     connect(&engine, &conn, "/c");
-    assert_eq!(lock_conn(&conn).kept.len(), 2);
+    assert_eq!(conn.data.state.lock().kept.len(), 2);
     send(&engine, &conn, "41/c,");
     connect(&engine, &conn, "/b");
     assert_eq!(visits(&conn, "/b"), Some(1), "/b was forgotten for /c");

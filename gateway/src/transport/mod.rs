@@ -1,5 +1,5 @@
 //! The Engine.IO transports over HTTP: request validation with the reference server's error
-//! bodies, long-polling ([`polling`]) and WebSocket ([`ws`]).
+//! bodies, long-polling (`polling`) and WebSocket (`ws`).
 //!
 //! An [`Engine`] is served at one path as an [`Endpoint`]; the HTTP layer routes to it and adds
 //! CORS headers.
@@ -8,10 +8,10 @@ mod polling;
 mod ws;
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -36,7 +36,7 @@ pub trait Endpoint: Send + Sync + 'static {
         self: Arc<Self>,
         req: Request<Incoming>,
         remote: SocketAddr,
-    ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+    ) -> BoxFuture<'static, Response<Body>>;
 
     /// Takes a request read straight off `tcp` (not through hyper; `head_len` bytes of head, not
     /// consumed yet) if it is one this endpoint serves without hyper: a WebSocket that opens a new
@@ -59,7 +59,7 @@ impl<H: Handler> Endpoint for Engine<H> {
         self: Arc<Self>,
         req: Request<Incoming>,
         remote: SocketAddr,
-    ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
+    ) -> BoxFuture<'static, Response<Body>> {
         Box::pin(handle(self, req, remote))
     }
 
