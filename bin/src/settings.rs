@@ -1161,10 +1161,18 @@ mod tests {
     fn help_lists_the_variables_each_binary_reads() {
         let gateway = env_help(Process::Gateway);
         let broker = env_help(Process::Broker);
-        for var in ["SWITCHBOARD_NATS_URL", "SWITCHBOARD_BROKER_ID", "SWITCHBOARD_LOG_FORMAT"] {
+        for var in [
+            "SWITCHBOARD_NATS_URL",
+            "SWITCHBOARD_BROKER_ID",
+            "SWITCHBOARD_LOG_FORMAT",
+        ] {
             assert!(gateway.contains(var) && broker.contains(var), "{var}");
         }
-        for var in ["SWITCHBOARD_OPERATOR_HOST", "SWITCHBOARD_CLIENT_JS", "SWITCHBOARD_PORT"] {
+        for var in [
+            "SWITCHBOARD_OPERATOR_HOST",
+            "SWITCHBOARD_CLIENT_JS",
+            "SWITCHBOARD_PORT",
+        ] {
             assert!(gateway.contains(var), "{var}");
             assert!(!broker.contains(var), "{var} in the broker's help");
         }

@@ -89,7 +89,10 @@ fn an_empty_config_variable_counts_as_unset() {
         let out = run(
             bin,
             &[],
-            &[("SWITCHBOARD_CONFIG", ""), ("SWITCHBOARD_HEARTBEAT_MS", "x")],
+            &[
+                ("SWITCHBOARD_CONFIG", ""),
+                ("SWITCHBOARD_HEARTBEAT_MS", "x"),
+            ],
         );
         assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
         let stderr = text(&out.stderr);

@@ -1959,7 +1959,10 @@ mod tests {
             dir.heartbeat("a", 1, seq, NodeInfo::default(), t0)
                 .need_snapshot
         };
-        assert!(!dir.apply("a", 1, 1, connect("a.1", None, &[]), t0).need_snapshot);
+        assert!(
+            !dir.apply("a", 1, 1, connect("a.1", None, &[]), t0)
+                .need_snapshot
+        );
         assert!(!beat(&mut dir, 2), "the join is only late");
         assert!(!dir.apply("a", 1, 2, join("a.1", "r"), t0).need_snapshot);
         assert!(!beat(&mut dir, 2));
@@ -2006,7 +2009,10 @@ mod tests {
         let t1 = t0 + Duration::from_secs(5);
         let restarted = dir.heartbeat("a", 2, 3, info.clone(), t1);
         dir.check_invariants();
-        assert!(!restarted.need_snapshot, "its start snapshot may be on its way");
+        assert!(
+            !restarted.need_snapshot,
+            "its start snapshot may be on its way"
+        );
         assert!(dir.heartbeat("a", 2, 3, info, t1).need_snapshot);
         assert_eq!(
             render(&restarted.changes),

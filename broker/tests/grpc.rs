@@ -299,7 +299,10 @@ async fn an_emit_over_the_bus_payload_is_refused_whole() {
     let mut c = client(served.addr).await;
     let gateway = served.hub.client();
     let subjects = Subjects::new("t").unwrap();
-    let mut on_gw1 = gateway.subscribe(subjects.node("gw1").unwrap()).await.unwrap();
+    let mut on_gw1 = gateway
+        .subscribe(subjects.node("gw1").unwrap())
+        .await
+        .unwrap();
     let emit = |attachment: usize| pb::BroadcastRequest {
         selector: Some(room("r000")),
         event: "big".into(),
@@ -312,7 +315,10 @@ async fn an_emit_over_the_bus_payload_is_refused_whole() {
         .await
         .expect_err("over the bus payload");
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
-    assert!(refused.message().starts_with("message too large"), "{refused:?}");
+    assert!(
+        refused.message().starts_with("message too large"),
+        "{refused:?}"
+    );
     c.broadcast(emit(10)).await.expect("a small emit goes");
     // The refused emit reached no gateway: the first message gw1 sees is the small one.
     let first = on_gw1.next().await.unwrap();

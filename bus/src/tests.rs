@@ -144,7 +144,9 @@ async fn a_payload_over_the_bound_is_refused_whole() {
     let (a, b) = (hub.client(), hub.client());
     assert_eq!(a.max_payload(), 8);
     let mut sub = b.subscribe("p".into()).await.expect("subscribe");
-    let refused = a.publish("p".into(), Bytes::from_static(b"123456789")).await;
+    let refused = a
+        .publish("p".into(), Bytes::from_static(b"123456789"))
+        .await;
     assert!(
         matches!(refused, Err(BusError::TooLarge { size: 9, max: 8 })),
         "{refused:?}"
@@ -152,7 +154,10 @@ async fn a_payload_over_the_bound_is_refused_whole() {
     let refused = a
         .request("p".into(), Bytes::from(vec![0; 9]), Duration::from_secs(1))
         .await;
-    assert!(matches!(refused, Err(BusError::TooLarge { .. })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(BusError::TooLarge { .. })),
+        "{refused:?}"
+    );
     a.publish("p".into(), Bytes::from_static(b"12345678"))
         .await
         .expect("at the bound");

@@ -51,8 +51,8 @@ use serde_json::{Value, json};
 use switchboard_bus::{Bus, BusError, Subscription};
 use switchboard_codec::engineio::{Frame, RECORD_SEPARATOR};
 use switchboard_codec::socketio::{self, Decoded, PacketType};
-use switchboard_proto::bus::{self as pb, envelope, member_message, presence_event};
 use switchboard_proto::Message as _;
+use switchboard_proto::bus::{self as pb, envelope, member_message, presence_event};
 use switchboard_proto::subject::{SubjectError, Subjects};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -827,7 +827,10 @@ impl Bridge for Cluster {
                 return Err(reply.error);
             }
             let mut reply = reply;
-            let (join, leave) = (std::mem::take(&mut reply.join), std::mem::take(&mut reply.leave));
+            let (join, leave) = (
+                std::mem::take(&mut reply.join),
+                std::mem::take(&mut reply.leave),
+            );
             if !join.is_empty() || !leave.is_empty() {
                 for room in join {
                     socket.join(room);
@@ -1478,9 +1481,9 @@ async fn interests(cluster: Cluster) {
 mod tests {
     use super::*;
     use crate::engine::{Conn, Engine, Handler as _, HandshakeInfo, Transport};
-    use switchboard_codec::engineio::Payload;
     use crate::sio::{Config, ConnData};
     use switchboard_bus::Hub;
+    use switchboard_codec::engineio::Payload;
 
     struct Node {
         io: Server,
@@ -1652,9 +1655,15 @@ mod tests {
             args_json: args_json.to_owned(),
             ..Default::default()
         };
-        assert_eq!(ack_request_args(&ack("ping", ""), vec![]), Some(Args::none()));
+        assert_eq!(
+            ack_request_args(&ack("ping", ""), vec![]),
+            Some(Args::none())
+        );
         assert!(ack_request_args(&ack("ping", &format!("[{ph}]")), one()).is_some());
-        assert_eq!(ack_request_args(&ack("ping", &format!("[{ph}]")), vec![]), None);
+        assert_eq!(
+            ack_request_args(&ack("ping", &format!("[{ph}]")), vec![]),
+            None
+        );
         assert_eq!(ack_request_args(&ack("ping", "{}"), vec![]), None);
         assert_eq!(ack_request_args(&ack("connect", "[]"), vec![]), None);
         assert_eq!(ack_request_args(&ack("disconnect", "[]"), vec![]), None);
@@ -1883,7 +1892,11 @@ mod tests {
         );
         assert!(wanted.contains(&Interest::Room("/chat".into(), "shared".into())));
         other.disconnect();
-        assert!(a.cluster.wanted().1.is_empty(), "{:?}", a.cluster.wanted().1);
+        assert!(
+            a.cluster.wanted().1.is_empty(),
+            "{:?}",
+            a.cluster.wanted().1
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -2018,8 +2031,15 @@ mod tests {
             assert_eq!(r.add(frag(id, 0, 2, big)), None);
         }
         assert!(r.bytes <= MAX_REASSEMBLY_BYTES, "{}", r.bytes);
-        assert_eq!(r.add(frag(7, 1, 2, big)).map(|v| v.len()), Some(MAX_SPLIT_BYTES));
-        assert_eq!(r.add(frag(9, 0, u32::MAX, b"ab")), None, "too large to accept");
+        assert_eq!(
+            r.add(frag(7, 1, 2, big)).map(|v| v.len()),
+            Some(MAX_SPLIT_BYTES)
+        );
+        assert_eq!(
+            r.add(frag(9, 0, u32::MAX, b"ab")),
+            None,
+            "too large to accept"
+        );
         assert!(r.partial.keys().all(|(_, id)| *id != 9));
     }
 
@@ -2033,7 +2053,10 @@ mod tests {
         let parts = snapshot_parts(vec![rec], 200);
         let mut rooms = 0;
         for part in &parts {
-            let len: usize = part.iter().map(|r| r.encoded_len() + ELEMENT_OVERHEAD).sum();
+            let len: usize = part
+                .iter()
+                .map(|r| r.encoded_len() + ELEMENT_OVERHEAD)
+                .sum();
             assert!(len <= 200, "{len}");
             rooms += part.iter().map(|r| r.rooms.len()).sum::<usize>();
         }

@@ -1002,8 +1002,16 @@ mod tests {
         let ok = Ok(());
         let cases = [
             (headers(&[]), Some("EIO=4&t=ab"), ok),
-            (headers(&[]), Some("EIO=4&t=abc"), Err(HandshakeRefusal::QueryTooLong)),
-            (headers(&[("authorization", "1234"), ("origin", "5678")]), None, ok),
+            (
+                headers(&[]),
+                Some("EIO=4&t=abc"),
+                Err(HandshakeRefusal::QueryTooLong),
+            ),
+            (
+                headers(&[("authorization", "1234"), ("origin", "5678")]),
+                None,
+                ok,
+            ),
             (
                 headers(&[("authorization", "1234"), ("origin", "56789")]),
                 None,

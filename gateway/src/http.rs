@@ -637,7 +637,10 @@ mod tests {
         let got = until_closed(&mut tcp, &post)
             .await
             .expect("the connection was held open");
-        assert!(got.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{got:?}");
+        assert!(
+            got.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{got:?}"
+        );
         assert!(got.contains("\r\nconnection: close\r\n"), "{got:?}");
         shutdown.cancel();
     }

@@ -1509,9 +1509,9 @@ mod glue_tests {
     use crate::engine::{
         Config as EngineConfig, Conn, Engine, Handler as _, HandshakeInfo, Transport,
     };
-    use switchboard_codec::engineio::{Frame, Payload};
     use crate::id::NodeId;
     use crate::sio::{self, ConnData, Server};
+    use switchboard_codec::engineio::{Frame, Payload};
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
