@@ -26,6 +26,7 @@ use parking_lot::{Mutex, MutexGuard};
 use switchboard_codec::engineio::{self, Frame, Packet, Payload};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::id::NodeId;
@@ -422,6 +423,11 @@ pub struct Conn<D> {
     /// Application state (e.g. the Socket.IO sockets of this connection).
     pub data: D,
     close_hook: Mutex<Option<CloseHook<D>>>,
+    /// The engine's task tracker: the session's own tasks ([`Conn::spawn`]) run on it.
+    tasks: TaskTracker,
+    /// Cancelled when the session closes; made on the first [`Conn::spawn`] (most sessions
+    /// never spawn one, and a token is an allocation).
+    ended: std::sync::OnceLock<CancellationToken>,
 }
 
 type CloseHook<D> = Box<dyn FnOnce(&Arc<Conn<D>>, CloseReason) + Send + Sync>;
@@ -650,6 +656,24 @@ impl<D: Send + Sync + 'static> Conn<D> {
         due <= now
     }
 
+    /// Runs `task` for this session on the engine's tracker ([`Engine::tasks`]): it ends when
+    /// it completes or when the session closes, whichever is first. After the close it is not
+    /// started at all.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let ended = {
+            // Under the state lock, so a close either comes before (nothing starts) or after
+            // (and finds the token to cancel).
+            let st = self.lock();
+            if st.closed.is_some() {
+                return;
+            }
+            self.ended.get_or_init(CancellationToken::new).clone()
+        };
+        self.tasks.spawn(async move {
+            ended.run_until_cancelled_owned(task).await;
+        });
+    }
+
     /// Ends the session: marks it closed, wakes its writer (which flushes and says goodbye), and
     /// runs the close hook (registry removal and [`Handler::on_close`]). Idempotent.
     pub fn close(self: &Arc<Self>, reason: CloseReason) {
@@ -659,6 +683,9 @@ impl<D: Send + Sync + 'static> Conn<D> {
                 return;
             }
             st.closed = Some(reason);
+            if let Some(ended) = self.ended.get() {
+                ended.cancel();
+            }
             st.farewell =
                 reason.owes_farewell() && st.transport != Transport::WebSocket && st.poll.is_none();
             // Wake both possible writers: the WebSocket task and a pending long-poll.
@@ -846,6 +873,8 @@ impl<H: Handler> Engine<H> {
             node: self.node.clone(),
             data: H::Data::default(),
             close_hook: Mutex::new(None),
+            tasks: self.tasks.clone(),
+            ended: std::sync::OnceLock::new(),
         });
         let engine = Arc::downgrade(self);
         *conn.close_hook.lock() = Some(Box::new(move |conn: &Arc<Conn<H::Data>>, reason| {
@@ -1087,6 +1116,37 @@ mod tests {
             drain_schedule(3, Duration::ZERO, &mut rng),
             [Duration::ZERO; 3]
         );
+    }
+
+    /// A session's tasks run on the engine's tracker and end with the session; after the close
+    /// none starts.
+    #[tokio::test(start_paused = true)]
+    async fn session_tasks_end_when_the_session_closes() {
+        let (engine, _) = engine(Config::default());
+        let (conn, _) = engine
+            .open(Transport::WebSocket, info(), Instant::now())
+            .expect("open");
+        let started = Arc::new(AtomicUsize::new(0));
+        let counter = started.clone();
+        conn.spawn(async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            // An ack timer's length: far longer than the test.
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(engine.tasks().len(), 1);
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        conn.close(CloseReason::Shutdown);
+        let counter = started.clone();
+        conn.spawn(async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        engine.tasks().close();
+        // Ends without the clock moving: the close cancelled the sleeper.
+        tokio::time::timeout(Duration::from_millis(1), engine.tasks().wait())
+            .await
+            .expect("the session's task ended with the session");
+        assert_eq!(started.load(Ordering::SeqCst), 1, "spawned after the close");
     }
 
     #[tokio::test(start_paused = true)]

@@ -592,7 +592,7 @@ impl NamespacePolicy {
                     && let Some(acker) = event.take_ack()
                 {
                     let settled = bridge.settled();
-                    tokio::spawn(async move {
+                    socket.spawn(async move {
                         settled.await;
                         acker.send(ack_args(&Ok(())));
                     });
@@ -659,7 +659,8 @@ impl NamespacePolicy {
         let socket = socket.clone();
         let rule = rule.clone();
         let announce_claims = claims.cloned();
-        tokio::spawn(async move {
+        let session = socket.clone();
+        session.spawn(async move {
             let outcome = match bridge.reserve(&socket, &room, rule.max_members).await {
                 Ok(Reservation::Full) => Err(Rejection::RoomFull),
                 Ok(Reservation::Joined | Reservation::AlreadyMember) => {
@@ -701,7 +702,7 @@ impl NamespacePolicy {
         let timeout = acker.is_some().then_some(rule.timeout);
         let reply = bridge.forward(socket, &name, event.into_args(), timeout);
         tally!(self, events_handled);
-        tokio::spawn(async move {
+        socket.spawn(async move {
             let result = reply.await;
             match (acker, result) {
                 (Some(acker), Ok(args)) => acker.send(args),

@@ -202,12 +202,19 @@ impl Socket {
             return;
         }
         let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
+        // Ends with the session too: a close fails the pending acks itself.
+        self.spawn(async move {
             tokio::time::sleep(timeout).await;
             if let Some(inner) = weak.upgrade() {
                 inner.timeout_ack(id);
             }
         });
+    }
+
+    /// Runs `task` for this socket's session on the engine's task tracker, until it completes
+    /// or the session closes ([`crate::engine::Conn::spawn`]).
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.inner.conn.spawn(task);
     }
 
     /// Joins a room; true if the socket was not a member yet.
