@@ -6,10 +6,11 @@
 //! fastwebsockets keeps an 8 KiB read buffer for a connection's whole life and writes frame by
 //! frame. With this codec the caller keeps no buffer while a connection is idle and writes
 //! everything queued for a connection in one `write`. Measured with `scripts/bench-compare.sh`
-//! (docs/benchmarks.md, 10 000 idle connections): 3 127 B of server RSS per idle WebSocket
-//! connection, against 15 438 B for Node's socket.io; that buffer alone would be 8 192 B. At 10
-//! msg/s to 1 000 members, 8.80 µs of server CPU per delivery, 1.13× the cost of one small
-//! loopback `write` (7.80 µs, same run); 0.47 µs at saturation. The numbers are for the whole
+//! (docs/benchmarks.md, 10 000 idle connections): 3.1–3.4 KB of server RSS per idle WebSocket
+//! connection over the runs recorded there, against about 15.4 KB for Node's socket.io; that
+//! buffer alone would be 8 192 B. At 10 msg/s to 1 000 members, 8.8–10.7 µs of server CPU per
+//! delivery, 1.1–1.4× the cost of one small loopback `write` measured in the same run; about
+//! 0.5 µs at saturation. The numbers are for the whole
 //! gateway, not an A/B run against fastwebsockets; the hand-written codec stays because the
 //! fastwebsockets buffer on its own would be more than the whole idle connection costs now.
 //!
