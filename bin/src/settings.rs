@@ -248,6 +248,7 @@ pub struct Settings {
     /// Overrides of the gateway's `[server]` / `[operator]` host and port, from the environment.
     gateway: GatewayOverrides,
     /// Test fault injection: membership sequence numbers not published.
+    #[cfg(feature = "fault-injection")]
     pub drop_seqs: Vec<u64>,
 }
 
@@ -679,6 +680,7 @@ impl Settings {
         } else {
             GatewayOverrides::default()
         };
+        #[cfg(feature = "fault-injection")]
         let drop_seqs = c
             .opt(&given, ("fault", "drop_member_seq"), |g| {
                 g.value
@@ -708,6 +710,7 @@ impl Settings {
             grpc_ignored,
             log,
             gateway,
+            #[cfg(feature = "fault-injection")]
             drop_seqs,
         })
     }

@@ -656,11 +656,11 @@ impl NamespacePolicy {
         let in_flight = socket.get::<JoinsInFlight>().map(JoinInFlight::new);
         let acker = event.take_ack();
         let policy = self.clone();
-        let socket = socket.clone();
+        let joining = socket.clone();
         let rule = rule.clone();
         let announce_claims = claims.cloned();
-        let session = socket.clone();
-        session.spawn(async move {
+        socket.spawn(async move {
+            let socket = joining;
             let outcome = match bridge.reserve(&socket, &room, rule.max_members).await {
                 Ok(Reservation::Full) => Err(Rejection::RoomFull),
                 Ok(Reservation::Joined | Reservation::AlreadyMember) => {
