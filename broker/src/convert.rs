@@ -21,6 +21,8 @@ pub fn socket_record(node: &str, info: bus::SocketInfo) -> SocketRecord {
         handshake,
         data_json,
         presence,
+        recovery: _,
+        recovered: _,
     } = info;
     let handshake = handshake.unwrap_or_default();
     let presence = presence.unwrap_or_default();
@@ -76,6 +78,8 @@ pub fn socket_info(rec: &SocketRecord) -> bus::SocketInfo {
             rooms: rec.presence.rooms,
             users: rec.presence.users,
         }),
+        recovery: None,
+        recovered: false,
     }
 }
 
@@ -97,7 +101,7 @@ pub fn member_event(node: &str, body: bus::member_message::Body) -> Option<Membe
             id: r.id,
             room: r.room,
         }),
-        Body::Snapshot(_) | Body::Leaving(_) => None,
+        Body::Snapshot(_) | Body::Leaving(_) | Body::Data(_) => None,
     }
 }
 
@@ -234,6 +238,8 @@ mod tests {
                 connected_at_ms: 1_700_000_000_000,
             }),
             data_json: r#"{"x":1}"#.into(),
+            recovery: None,
+            recovered: false,
             presence: Some(bus::PresenceFlags {
                 rooms: true,
                 users: false,
@@ -295,6 +301,7 @@ mod tests {
                 Body::Disconnect(bus::Disconnect {
                     id: "n.a".into(),
                     reason: "transport close".into(),
+                    recoverable: false,
                 }),
                 Some(MemberEvent::Disconnect {
                     id: "n.a".into(),

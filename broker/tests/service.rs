@@ -68,6 +68,7 @@ fn socket(
             rooms: presence,
             users: presence,
         }),
+        ..Default::default()
     }
 }
 
@@ -149,6 +150,7 @@ impl Gateway {
         self.event(Body::Disconnect(bus::Disconnect {
             id: id.to_owned(),
             reason: reason.to_owned(),
+            ..Default::default()
         }))
         .await;
     }

@@ -229,6 +229,7 @@ fn member_message(u: &mut Unstructured<'_>, node: &str) -> Result<pb::MemberMess
         3 => Body::Disconnect(pb::Disconnect {
             id: (*u.choose(SOCKETS)?).to_owned(),
             reason: "transport close".to_owned(),
+            recoverable: false,
         }),
         4 | 5 => Body::Join(room_change(u)?),
         6 => Body::Leave(room_change(u)?),
@@ -288,5 +289,7 @@ fn socket_info(u: &mut Unstructured<'_>) -> Result<pb::SocketInfo> {
             rooms: u.arbitrary()?,
             users: u.arbitrary()?,
         }),
+        recovery: None,
+        recovered: false,
     })
 }

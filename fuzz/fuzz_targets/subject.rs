@@ -102,6 +102,22 @@ fn names(u: &mut Unstructured<'_>, s: &Subjects) -> Result<()> {
         (s.snapshot(a), Parsed::Snapshot { node: a.into() }),
         (s.presence(a), Parsed::Presence { ns: a.into() }),
         (Ok(s.reserve()), Parsed::Reserve),
+        (Ok(s.recover()), Parsed::Recover),
+        (
+            s.log_room(a, b),
+            Parsed::LogRoom {
+                ns: a.into(),
+                room: b.into(),
+            },
+        ),
+        (s.log_namespace(a), Parsed::LogNamespace { ns: a.into() }),
+        (
+            s.log_socket(a, b),
+            Parsed::LogSocket {
+                ns: a.into(),
+                socket: b.into(),
+            },
+        ),
     ];
     let bound = s.prefix().len()
         + MAX_FIXED_BYTES
@@ -147,5 +163,9 @@ fn rebuild(s: &Subjects, parsed: &Parsed) -> Result<String, SubjectError> {
         Parsed::Snapshot { node } => s.snapshot(node),
         Parsed::Presence { ns } => s.presence(ns),
         Parsed::Reserve => Ok(s.reserve()),
+        Parsed::Recover => Ok(s.recover()),
+        Parsed::LogRoom { ns, room } => s.log_room(ns, room),
+        Parsed::LogNamespace { ns } => s.log_namespace(ns),
+        Parsed::LogSocket { ns, socket } => s.log_socket(ns, socket),
     }
 }

@@ -479,6 +479,8 @@ impl Cluster {
                 rooms: presence.is_some_and(|p| p.rooms),
                 users: presence.is_some_and(|p| p.users),
             }),
+            recovery: None,
+            recovered: false,
         }
     }
 
@@ -718,7 +720,9 @@ impl Cluster {
                     s.insert(SocketData(set.data_json.clone()));
                 }
             }
-            None => ::metrics::counter!(m::BUS_MALFORMED).increment(1),
+            Some(pb::command::Action::Takeover(_)) | None => {
+                ::metrics::counter!(m::BUS_MALFORMED).increment(1)
+            }
         }
     }
 
@@ -963,6 +967,7 @@ impl Adapter for Cluster {
         let body = member_message::Body::Disconnect(pb::Disconnect {
             id: socket.id().to_owned(),
             reason: reason.as_str().to_owned(),
+            recoverable: false,
         });
         self.membership("disconnect", body, |st| {
             let mut changed = unbump(&mut st.namespaces, &ns);
@@ -1110,6 +1115,8 @@ impl Cluster {
             node: self.inner.cfg.node.as_str().to_owned(),
             socket: Some(info.clone()),
             reason: reason.to_owned(),
+            recoverable: false,
+            recovered: false,
         };
         let subjects = &self.inner.cfg.subjects;
         let subject = if connect {

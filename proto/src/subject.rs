@@ -52,6 +52,8 @@
 //! | `p.life.{ns}.connect`, `p.life.{ns}.disconnect` | gateways, when a socket connects to or leaves `ns` | workers, in a queue group (`p.life.>`) |
 //! | `p.resync` | a broker, on start and on detected gaps | every gateway |
 //! | `p.snapshot.{node}` | a broker that saw a gap in `node`'s sequence (request/reply) | gateway `node` |
+//! | `p.log.{ns}.r.{room}`, `p.log.{ns}.n`, `p.log.{ns}.s.{socket}` | anyone emitting to one room, to several rooms or the namespace, to one socket, in a namespace with connection state recovery (JetStream publish, stored in the log stream) | the log stream; every gateway serving `ns` reads `p.log.{ns}.>` through one ordered consumer |
+//! | `p.broker.recover` | a gateway claiming a disconnected socket's session (request/reply) | brokers, queue group |
 //!
 //! `{ns}`, `{room}` and `{event}` are escaped names (the namespace keeps its leading `/`: `/chat`
 //! is `_2Fchat`, the main namespace `/` is `_2F`). `{node}` is a node id; node ids are already
@@ -106,6 +108,11 @@ const SNAPSHOT: &str = "snapshot";
 const PRESENCE: &str = "presence";
 const BROKER: &str = "broker";
 const RESERVE: &str = "reserve";
+const RECOVER: &str = "recover";
+const LOG: &str = "log";
+const LOG_ROOM: &str = "r";
+const LOG_NAMESPACE: &str = "n";
+const LOG_SOCKET: &str = "s";
 
 /// Uppercase hex digits used by [`escape`].
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -315,6 +322,27 @@ pub enum Parsed {
     },
     /// A gateway asks a broker to admit a socket into a room with a capacity.
     Reserve,
+    /// A gateway claims a disconnected socket's session (connection state recovery).
+    Recover,
+    /// A logged emit to one room of a recovery-enabled namespace.
+    LogRoom {
+        /// The namespace, with its leading `/`.
+        ns: String,
+        /// The room.
+        room: String,
+    },
+    /// A logged emit to several rooms or the whole namespace (the target is in the payload).
+    LogNamespace {
+        /// The namespace, with its leading `/`.
+        ns: String,
+    },
+    /// A logged emit to one socket.
+    LogSocket {
+        /// The namespace, with its leading `/`.
+        ns: String,
+        /// The socket id.
+        socket: String,
+    },
 }
 
 /// Builds and parses the subjects of one cluster, identified by its prefix.
@@ -508,6 +536,54 @@ impl Subjects {
         self.fixed(&[BROKER], &[], &[RESERVE])
     }
 
+    /// `{p}.broker.recover`: request/reply, a gateway claims the session of a disconnected
+    /// socket (connection state recovery) from the brokers (queue group).
+    pub fn recover(&self) -> String {
+        self.fixed(&[BROKER], &[], &[RECOVER])
+    }
+
+    /// `{p}.log.{ns}.r.{room}`: a logged emit to one room of a recovery-enabled namespace.
+    pub fn log_room(&self, ns: &str, room: &str) -> Result<String, SubjectError> {
+        bounded(room)?;
+        self.build(&[LOG], &[ns], &[LOG_ROOM]).map(|mut s| {
+            s.push('.');
+            escape_into(room, &mut s);
+            s
+        })
+    }
+
+    /// `{p}.log.{ns}.n`: a logged emit to several rooms, with exceptions or to the whole
+    /// namespace (the target travels in the payload; gateways filter locally).
+    pub fn log_namespace(&self, ns: &str) -> Result<String, SubjectError> {
+        self.build(&[LOG], &[ns], &[LOG_NAMESPACE])
+    }
+
+    /// `{p}.log.{ns}.s.{socket}`: a logged emit to one socket.
+    pub fn log_socket(&self, ns: &str, socket: &str) -> Result<String, SubjectError> {
+        bounded(socket)?;
+        self.build(&[LOG], &[ns], &[LOG_SOCKET]).map(|mut s| {
+            s.push('.');
+            escape_into(socket, &mut s);
+            s
+        })
+    }
+
+    /// `{p}.log.{ns}.>`: every logged emit of one namespace (a gateway's ordered consumer).
+    pub fn all_log_in(&self, ns: &str) -> Result<String, SubjectError> {
+        self.build(&[LOG], &[ns], &[">"])
+    }
+
+    /// `{p}.log.>`: the subjects of the log stream.
+    pub fn all_log(&self) -> String {
+        self.fixed(&[LOG], &[], &[">"])
+    }
+
+    /// The JetStream stream that stores the log: the prefix with `.` as `_`, then `_log`
+    /// (`sio_log`). A valid prefix makes a valid stream name.
+    pub fn log_stream(&self) -> String {
+        format!("{}_log", self.prefix.replace('.', "_"))
+    }
+
     /// The subject a message arrived on, with its names unescaped: the inverse of the builders
     /// above (wildcard subscriptions are not subjects and do not parse).
     ///
@@ -561,6 +637,18 @@ impl Subjects {
             },
             (Some(PRESENCE), Some(ns), None, None) => Parsed::Presence { ns: name_of(ns)? },
             (Some(BROKER), Some(RESERVE), None, None) => Parsed::Reserve,
+            (Some(BROKER), Some(RECOVER), None, None) => Parsed::Recover,
+            (Some(LOG), Some(ns), Some(LOG_ROOM), Some(room)) => Parsed::LogRoom {
+                ns: name_of(ns)?,
+                room: name_of(room)?,
+            },
+            (Some(LOG), Some(ns), Some(LOG_NAMESPACE), None) => {
+                Parsed::LogNamespace { ns: name_of(ns)? }
+            }
+            (Some(LOG), Some(ns), Some(LOG_SOCKET), Some(socket)) => Parsed::LogSocket {
+                ns: name_of(ns)?,
+                socket: name_of(socket)?,
+            },
             _ => return Err(SubjectError::UnknownSubject(subject.to_owned())),
         };
         Ok(parsed)
@@ -991,6 +1079,25 @@ mod tests {
                 ),
                 (s.presence(&ns).unwrap(), Parsed::Presence { ns: own() }),
                 (s.reserve(), Parsed::Reserve),
+                (s.recover(), Parsed::Recover),
+                (
+                    s.log_room(&ns, &a).unwrap(),
+                    Parsed::LogRoom {
+                        ns: own(),
+                        room: a.clone(),
+                    },
+                ),
+                (
+                    s.log_namespace(&ns).unwrap(),
+                    Parsed::LogNamespace { ns: own() },
+                ),
+                (
+                    s.log_socket(&ns, &a).unwrap(),
+                    Parsed::LogSocket {
+                        ns: own(),
+                        socket: a.clone(),
+                    },
+                ),
             ];
             for (subject, parsed) in concrete {
                 assert!(is_subject(&subject, false), "{subject:?}");
@@ -1038,6 +1145,17 @@ mod tests {
                     s.presence(&ns).unwrap(),
                     s.namespace(&ns).unwrap(),
                 ),
+                (
+                    s.all_log_in(&ns).unwrap(),
+                    s.log_room(&ns, &a).unwrap(),
+                    s.room(&ns, &a).unwrap(),
+                ),
+                (
+                    s.all_log_in(&ns).unwrap(),
+                    s.log_socket(&ns, &a).unwrap(),
+                    s.namespace(&ns).unwrap(),
+                ),
+                (s.all_log(), s.log_namespace(&ns).unwrap(), s.recover()),
             ];
             for (pattern, hit, miss) in wildcards {
                 assert!(is_subject(&pattern, true), "{pattern:?}");
@@ -1104,6 +1222,12 @@ mod tests {
             ("resync", Ok(s.resync())),
             ("all_presence", Ok(s.all_presence())),
             ("reserve", Ok(s.reserve())),
+            ("recover", Ok(s.recover())),
+            ("log.r", s.log_room(w, w)),
+            ("log.n", s.log_namespace(w)),
+            ("log.s", s.log_socket(w, w)),
+            ("all_log_in", s.all_log_in(w)),
+            ("all_log", Ok(s.all_log())),
         ];
         let mut longest = 0;
         for (kind, subject) in by_kind {
@@ -1201,6 +1325,8 @@ mod tests {
             "sio.room.",
             "sio.life.",
             "sio.event._2F.",
+            "sio.log._2F.r.",
+            "sio.log._2F.s.",
             "",
             "sio",
         ];
@@ -1223,6 +1349,10 @@ mod tests {
                     Parsed::Snapshot { node } => s.snapshot(node).unwrap(),
                     Parsed::Presence { ns } => s.presence(ns).unwrap(),
                     Parsed::Reserve => s.reserve(),
+                    Parsed::Recover => s.recover(),
+                    Parsed::LogRoom { ns, room } => s.log_room(ns, room).unwrap(),
+                    Parsed::LogNamespace { ns } => s.log_namespace(ns).unwrap(),
+                    Parsed::LogSocket { ns, socket } => s.log_socket(ns, socket).unwrap(),
                 };
                 assert_eq!(rebuilt, subject);
             }
