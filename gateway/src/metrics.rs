@@ -324,6 +324,9 @@ pub fn bus_error_kind(e: &BusError) -> &'static str {
         BusError::Timeout => "timeout",
         BusError::Request(_) => "request",
         BusError::TooLarge { .. } => "too_large",
+        BusError::NoLog => "no_log",
+        BusError::LogEvicted => "log_evicted",
+        BusError::Log(_) => "log",
     }
 }
 
