@@ -1126,11 +1126,15 @@ impl Adapter for Cluster {
         );
     }
 
+    /// Configured for recovery and the log opened, and the bus link up: while it is down, the
+    /// namespace's emits reach this node's sockets directly (without offsets) rather than nobody
+    /// (docs/recovery.md, "Bus blips").
     fn logged(&self, ns: &str) -> bool {
         self.inner
             .log
             .as_ref()
             .is_some_and(|log| log.namespace(ns).is_some())
+            && self.inner.bus.is_up()
     }
 
     fn recover(&self, ns: &str, pid: &str, offset: &str) -> BoxFuture<'static, Option<Restored>> {
