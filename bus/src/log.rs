@@ -254,6 +254,3 @@ impl Bus {
         Ok(LogReader(inner))
     }
 }
-
-#[cfg(test)]
-mod tests;
