@@ -13,7 +13,7 @@ mod log_support;
 
 use bytes::Bytes;
 use log_support::{next, publish, seqs};
-use switchboard_bus::{BusError, LogConfig};
+use switchboard_bus::{Bus, BusError, LogConfig, LogReader};
 use switchboard_tests::{WAIT, connect, free_port, nats_server_bin, unique};
 
 const STREAM: &str = "t_log";
@@ -318,6 +318,35 @@ async fn an_evicted_range_fails_a_read_and_a_follower_skips_it() {
     assert_eq!(next(&mut follower).await.map(|e| e.0), Some(info.first_seq));
 }
 
+/// A client of `server` with the log ensured and a follower on all of it from the start.
+async fn following_from_the_start(server: &Server) -> (Bus, LogReader) {
+    let bus = connect(&server.url(), "log").await;
+    bus.log_ensure(&config()).await.expect("ensure");
+    let follower = bus
+        .log_follow(STREAM, "t.log.>".into(), Some(0))
+        .await
+        .expect("follow");
+    (bus, follower)
+}
+
+/// Publishes `seqs` (each payload and id its number, on one of three subjects) into a log
+/// holding `seqs.start() - 1` entries, checking the sequences.
+async fn publish_range(bus: &Bus, seqs: std::ops::RangeInclusive<u64>) {
+    for i in seqs {
+        let subject = format!("t.log.s{}", i % 3);
+        let seq = publish(bus, &subject, &i.to_string(), &i.to_string()).await;
+        assert_eq!(seq, i);
+    }
+}
+
+/// Reads `seqs` from `follower`, in order.
+async fn expect_range(follower: &mut LogReader, seqs: std::ops::RangeInclusive<u64>) {
+    for seq in seqs {
+        let (got, _, payload) = next(follower).await.expect("an entry");
+        assert_eq!((got, payload), (seq, seq.to_string()));
+    }
+}
+
 /// A follower keeps its place across a SIGKILL of the server and its restart on the same port
 /// and store: every entry once, in order, with what was published after the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,22 +354,9 @@ async fn a_follower_resumes_across_a_server_restart() {
     let Some(mut server) = Server::start() else {
         return;
     };
-    let bus = connect(&server.url(), "log").await;
-    bus.log_ensure(&config()).await.expect("ensure");
-    let mut follower = bus
-        .log_follow(STREAM, "t.log.>".into(), Some(0))
-        .await
-        .expect("follow");
-    for i in 1..=100u64 {
-        let subject = format!("t.log.s{}", i % 3);
-        assert_eq!(
-            publish(&bus, &subject, &i.to_string(), &i.to_string()).await,
-            i
-        );
-    }
-    for seq in 1..=60 {
-        assert_eq!(next(&mut follower).await.map(|e| e.0), Some(seq));
-    }
+    let (bus, mut follower) = following_from_the_start(&server).await;
+    publish_range(&bus, 1..=100).await;
+    expect_range(&mut follower, 1..=60).await;
 
     let mut link = bus.link();
     let generation = link.borrow().generation;
@@ -373,8 +389,28 @@ async fn a_follower_resumes_across_a_server_restart() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    for seq in 61..=200 {
-        let (got, _, payload) = next(&mut follower).await.expect("an entry");
-        assert_eq!((got, payload), (seq, seq.to_string()));
+    expect_range(&mut follower, 61..=200).await;
+}
+
+/// A follower whose consumer disappears (deleted by an operator, or by the server after
+/// inactivity) makes a new one where it stood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_resumes_when_its_consumer_is_deleted() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let (bus, mut follower) = following_from_the_start(&server).await;
+    publish_range(&bus, 1..=10).await;
+    expect_range(&mut follower, 1..=10).await;
+    let js = async_nats::jetstream::new(bus.nats_client().expect("nats"));
+    let stream = js.get_stream(STREAM).await.expect("stream");
+    let names: Vec<String> = futures_util::TryStreamExt::try_collect(stream.consumer_names())
+        .await
+        .expect("consumer names");
+    assert_eq!(names.len(), 1, "one consumer per follower");
+    for name in names {
+        stream.delete_consumer(&name).await.expect("delete");
     }
+    publish_range(&bus, 11..=20).await;
+    expect_range(&mut follower, 11..=20).await;
 }
