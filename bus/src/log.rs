@@ -45,7 +45,7 @@ pub struct LogConfig {
     pub stream: String,
     /// The subjects it stores (wildcards allowed), e.g. `["sio.log.>"]` (`Subjects::all_log()`).
     pub subjects: Vec<String>,
-    /// Retention: entries older than this are evicted.
+    /// Retention: entries older than this are evicted (zero: no age limit, as on JetStream).
     pub max_age: Duration,
     /// Size bound: beyond it the oldest entries are evicted (JetStream `DiscardPolicy::Old`).
     /// Zero or less means unbounded on JetStream; the in-process hub then uses
