@@ -14,6 +14,10 @@
 //!   `max_payload`; the hub's configured bound) is refused with [`BusError::TooLarge`], never
 //!   truncated or half-sent.
 //!
+//! - **A durable log** besides (`log_*` methods, [`LogConfig`]): JetStream in a cluster, a ring
+//!   per stream on the hub; stored, sequenced, read in one order and replayable. Unlike core
+//!   publish it has no "no echo" and no drops short of retention.
+//!
 //! Subjects are built by `switchboard_proto::subject`, never here. This crate knows nothing of
 //! what the payloads mean.
 

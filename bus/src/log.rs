@@ -33,6 +33,9 @@ use crate::{Backend, Bus, BusError};
 /// them (retention) before it read them. Counted as the stream sequences between where the
 /// follower stood and the stream's first sequence when it noticed, whatever their subject: an
 /// evicted entry's subject is no longer known, so this is an upper bound for a filtered follower.
+/// The hub notices on every read; JetStream only when a follower (re)makes its consumer (after
+/// a blip, a restart, a gap): a live consumer that retention overtakes is moved on by the server
+/// without a word, so those skips are not counted.
 pub const LOG_SKIPPED: &str = "switchboard_bus_log_skipped_total";
 
 /// A log stream's settings, as [`Bus::log_ensure`] makes them true.
@@ -42,7 +45,7 @@ pub struct LogConfig {
     pub stream: String,
     /// The subjects it stores (wildcards allowed), e.g. `["sio.log.>"]` (`Subjects::all_log()`).
     pub subjects: Vec<String>,
-    /// Retention: entries older than this are evicted.
+    /// Retention: entries older than this are evicted (zero: no age limit, as on JetStream).
     pub max_age: Duration,
     /// Size bound: beyond it the oldest entries are evicted (JetStream `DiscardPolicy::Old`).
     /// Zero or less means unbounded on JetStream; the in-process hub then uses
@@ -126,11 +129,12 @@ enum ReaderInner {
 }
 
 impl LogReader {
-    /// The next entry. `None`: a read's range is done (or a read hit an error it reported), or
-    /// the hub's stream is gone. A follower on NATS rides out link losses and server restarts
-    /// by itself (it resumes at the last delivered sequence + 1) and yields an error only for
-    /// what waiting does not cure (the stream was deleted: [`BusError::NoLog`]); it keeps
-    /// trying after that.
+    /// The next entry. `None` only for a read: its range is done, or it reported an error.
+    /// A follower never ends: on NATS it rides out link losses and server restarts by itself
+    /// (it resumes at the last delivered sequence + 1) and yields an error only for what
+    /// waiting does not cure (the stream was deleted: [`BusError::NoLog`], at most every 2 s),
+    /// and keeps trying after that. Cancel-safe on the hub; on NATS dropping the future while it
+    /// makes a new consumer only delays that to the next call.
     pub async fn next(&mut self) -> Option<Result<LogEntry, BusError>> {
         match &mut self.0 {
             ReaderInner::Hub(r) => r.next().await,
@@ -254,6 +258,3 @@ impl Bus {
         Ok(LogReader(inner))
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,12 +1,14 @@
 //! The in-process hub's log, through the [`Bus`] API the gateway uses: the same contract as
-//! JetStream's (bus/tests/nats_log.rs checks that one against a real server).
+//! JetStream's (`nats_log.rs` checks that one against a real server).
+#![allow(clippy::expect_used)]
+
+mod log_support;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-
-use super::{LogConfig, LogReader};
-use crate::{Bus, BusError, Hub};
+use log_support::{next, publish, seqs};
+use switchboard_bus::{Bus, BusError, Hub, LogConfig};
 
 const STREAM: &str = "t_log";
 
@@ -26,35 +28,6 @@ async fn hub_with_log(cfg: &LogConfig) -> Bus {
     let bus = Hub::new().client();
     bus.log_ensure(cfg).await.expect("ensure");
     bus
-}
-
-async fn publish(bus: &Bus, subject: &str, payload: &str, id: &str) -> u64 {
-    bus.log_publish(subject.into(), Bytes::from(payload.to_owned()), id.into())
-        .await
-        .expect("publish")
-        .await
-        .expect("ack")
-}
-
-/// The next entry as (seq, subject, payload), failing after a deadline instead of hanging.
-async fn next(reader: &mut LogReader) -> Option<(u64, String, String)> {
-    let item = tokio::time::timeout(Duration::from_secs(5), reader.next())
-        .await
-        .expect("the reader answers in time")?;
-    let e = item.expect("an entry");
-    Some((
-        e.seq,
-        e.subject,
-        String::from_utf8_lossy(&e.payload).into_owned(),
-    ))
-}
-
-async fn seqs(mut reader: LogReader) -> Vec<u64> {
-    let mut out = Vec::new();
-    while let Some((seq, _, _)) = next(&mut reader).await {
-        out.push(seq);
-    }
-    out
 }
 
 #[tokio::test]
