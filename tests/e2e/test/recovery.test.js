@@ -85,6 +85,7 @@ describe('connection state recovery across three gateways behind nginx', () => {
   let members;
   let sender;
   let n = 0;
+  const restarted = [];
 
   before(async () => {
     cluster = await startCluster({
@@ -99,6 +100,7 @@ describe('connection state recovery across three gateways behind nginx', () => {
   after(async () => {
     if (members) members.closeAll();
     if (nginx) await nginx.stop();
+    await Promise.allSettled(restarted.map((gw) => gw.stop()));
     if (cluster) await cluster.stop();
   });
 
@@ -158,6 +160,7 @@ describe('connection state recovery across three gateways behind nginx', () => {
       config: CONFIG,
       env: { ...CLUSTER_ENV, SWITCHBOARD_PORT: String(gw.port), PORT: String(gw.port) },
     });
+    restarted.push(cluster.gateways[i]);
   }
 
   function sortKeys(o) {
