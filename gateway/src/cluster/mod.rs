@@ -908,6 +908,20 @@ impl Bridge for Cluster {
 
     /// Asks the broker (the leader's reserve subscription) for a place in the room. The broker
     /// may not have seen the socket's connect yet: an unknown socket is asked about again.
+    fn hold_log(&self, ns: &str, join: &mut dyn FnMut()) -> Option<u64> {
+        self.hold(ns, join)
+    }
+
+    fn history(
+        &self,
+        ns: &str,
+        room: &str,
+        end: u64,
+        rule: crate::config::HistoryRule,
+    ) -> BoxFuture<'static, Result<Vec<Value>, String>> {
+        self.room_history(ns, room, end, rule)
+    }
+
     fn reserve(
         &self,
         socket: &Socket,
@@ -2466,5 +2480,74 @@ mod tests {
         let fresh = collect(&again, 1).await;
         let v: Value = serde_json::from_str(&fresh[0]["40/chat,".len()..]).unwrap();
         assert_ne!(v["sid"], sid);
+    }
+
+    #[tokio::test]
+    async fn a_room_history_read_up_to_a_join_meets_live_traffic_exactly() {
+        let hub = Hub::new();
+        let rc = RecoveryConfig {
+            window: Duration::from_secs(60),
+            max_replay_packets: 100,
+            max_replay_bytes: 1 << 20,
+        };
+        let a = node_with(&hub, "a", vec![], HashMap::from([("/chat".to_owned(), rc)])).await;
+        let (_c1, speaker) = a.socket();
+        speaker.join("room");
+        speaker.join("other");
+        let say = |room: &str, n: i64| speaker.to(room).emit("m", Args::new(vec![json!(n)]));
+        for n in 1..=5 {
+            say("room", n);
+        }
+        say("other", 99);
+        // Wait until the follower has dispatched all six.
+        let (_c2, probe) = a.socket();
+        probe.join("other");
+        let mut end = 0;
+        until("six dispatched", || {
+            end = a.cluster.hold("/chat", &mut || {}).unwrap();
+            end >= 6
+        })
+        .await;
+        let (conn, joiner) = a.socket();
+        let at = a
+            .cluster
+            .hold("/chat", &mut || {
+                joiner.join("room");
+            })
+            .unwrap();
+        say("room", 6);
+        let rule = crate::config::HistoryRule {
+            last: 3,
+            max_age: None,
+        };
+        let history = a
+            .cluster
+            .room_history("/chat", "room", at, rule)
+            .await
+            .unwrap();
+        let ns: Vec<i64> = history
+            .iter()
+            .map(|h| h["args"][0].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            ns,
+            [3, 4, 5],
+            "the newest three of the room, not the other room's"
+        );
+        assert!(history.iter().all(|h| h["event"] == "m"));
+        let live = collect(&conn, 1).await;
+        assert!(live[0].starts_with(r#"42/chat,["m",6,""#), "{live:?}");
+        // An age bound that everything is older than gives nothing.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let young = crate::config::HistoryRule {
+            last: 3,
+            max_age: Some(Duration::from_millis(1)),
+        };
+        let none = a
+            .cluster
+            .room_history("/chat", "room", at, young)
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "{none:?}");
     }
 }
