@@ -123,7 +123,8 @@ impl Broker {
                 cfg.lease, cfg.heartbeat
             )));
         }
-        if recovery.takeover_timeout.is_zero() || recovery.takeover_timeout > Duration::from_secs(60)
+        if recovery.takeover_timeout.is_zero()
+            || recovery.takeover_timeout > Duration::from_secs(60)
         {
             return Err(BrokerError::Config(format!(
                 "the takeover timeout ({:?}) must be over 0 and at most 60 s",
@@ -196,7 +197,8 @@ impl Broker {
         &self.inner.id
     }
 
-    /// The `/v1/state` document: this broker, its nodes and every socket, sorted by id.
+    /// The `/v1/state` document: this broker, its nodes and every connected socket, sorted by
+    /// id, and (when there are any) the kept sessions, as `kept_sessions`.
     pub fn state_json(&self) -> serde_json::Value {
         let dir = self.inner.directory.lock();
         let nodes: Vec<serde_json::Value> = dir
@@ -249,13 +251,17 @@ impl Broker {
                 })
             })
             .collect();
-        serde_json::json!({
+        let mut doc = serde_json::json!({
             "broker": self.inner.id,
             "leader": self.is_leader(),
             "nodes": nodes,
             "sockets": sockets,
-            "kept_sessions": kept,
-        })
+        });
+        // Only when there are some, so the document is unchanged without recovery.
+        if !kept.is_empty() {
+            doc["kept_sessions"] = serde_json::Value::Array(kept);
+        }
+        doc
     }
 
     /// Sets the directory gauges (sockets, rooms, users, nodes) from the directory as it is now;
