@@ -381,12 +381,19 @@ impl Cluster {
             );
             d.last_seq
         };
-        let guard = PendingGuard {
+        let mut guard = PendingGuard {
             log: log.clone(),
             id: id.clone(),
             done: false,
+            release: Some((self.clone(), socket.clone())),
         };
-        let missed = self.replay(state, &log, &id, &rooms, after, end).await?;
+        let missed = match self.replay(state, &log, &id, &rooms, after, end).await {
+            Ok(missed) => missed,
+            Err(outcome) => {
+                guard.fail();
+                return Err(outcome);
+            }
+        };
         ::metrics::counter!(m::REPLAYED_PACKETS).increment(missed.len() as u64);
         ::metrics::counter!(m::REPLAYED_BYTES)
             .increment(missed.iter().map(|f| frames_len(f) as u64).sum::<u64>());
@@ -575,31 +582,56 @@ fn history_item(ns: &str, entry: LogEntry, tag: u64, seq: u64) -> Option<Value> 
     }))
 }
 
-/// A socket registered as pending with its namespace's dispatcher; dropped without
-/// [`Handover::complete`], it takes the registration back.
+/// A socket registered as pending with its namespace's dispatcher. Dropped without a
+/// completed hand-over, it takes the registration back and hands the claimed session back to
+/// the broker: a `connect` of the session on this node (what the claim waits for) and at once a
+/// recoverable `disconnect`, as a transport close would — so the client's next attempt can
+/// claim it again instead of waiting out the claim's lease.
 struct PendingGuard {
     log: Arc<NsLog>,
     id: Arc<str>,
     done: bool,
+    release: Option<(Cluster, pb::SocketInfo)>,
+}
+
+impl PendingGuard {
+    /// Gives the session back now (the recovery failed after the claim).
+    fn fail(&mut self) {
+        self.log.dispatch.lock().pending.remove(&self.id);
+        if let Some((cluster, mut info)) = self.release.take() {
+            info.recovered = true;
+            cluster.hand_back(info);
+        }
+        self.done = true;
+    }
 }
 
 impl Handover for PendingGuard {
     fn complete(mut self: Box<Self>, attach: &mut dyn FnMut(Vec<Vec<Frame>>)) -> Result<(), ()> {
-        self.done = true;
+        // Take the buffer and attach under one hold of the dispatcher: an emit dispatched in
+        // between would reach neither the buffer nor the socket.
         let mut d = self.log.dispatch.lock();
-        let pending = d.pending.remove(&self.id).ok_or(())?;
-        if pending.overflow {
-            return Err(());
+        match d.pending.remove(&self.id) {
+            Some(p) if !p.overflow => {
+                attach(p.buffer);
+                drop(d);
+                self.done = true;
+                self.release = None;
+                Ok(())
+            }
+            _ => {
+                drop(d);
+                self.fail();
+                Err(())
+            }
         }
-        attach(pending.buffer);
-        Ok(())
     }
 }
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
         if !self.done {
-            self.log.dispatch.lock().pending.remove(&self.id);
+            self.fail();
         }
     }
 }

@@ -44,7 +44,8 @@ class Client {
       reconnectionDelay,
       reconnectionDelayMax: reconnectionDelay,
       randomizationFactor: 0,
-      timeout: 5000,
+      // socket.io-client's default: a recovery that waits for a takeover takes seconds.
+      timeout: 20_000,
       auth: { token: token(user) },
     });
     this.socket.on('connect', () => this.connects.push({ id: this.socket.id, recovered: this.socket.recovered }));
@@ -355,6 +356,11 @@ describe('(f) a thousand clients recover at once after a gateway kill', () => {
       timeoutMs: 30_000,
       intervalMs: 200,
       what: 'every message to every client',
+    }).catch((err) => {
+      const short = clients.filter((c) => c.says.length < expectedOf(c).length);
+      const victims = short.filter((c) => onVictim.includes(c)).length;
+      const sample = short.slice(0, 3).map((c) => `${c.user} ${JSON.stringify(c.connects)} got ${JSON.stringify(c.says)} of ${JSON.stringify(expectedOf(c))}`);
+      throw new Error(`${err.message}: ${short.length} clients short (${victims} of the killed gateway's ${onVictim.length}); ${sample.join('; ')}`);
     });
     await sleep(300);
     const wrong = clients.filter((c) => JSON.stringify(c.says) !== JSON.stringify(expectedOf(c)));
