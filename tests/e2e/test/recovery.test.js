@@ -468,3 +468,102 @@ describe('recovery on the wire, standalone (built-in /chat)', () => {
     b.close();
   });
 });
+
+// Item 5 of the issue: no loss across a bus blip. Gateway gw2 reaches NATS through a TCP proxy
+// that the test cuts: while gw2 is cut off, a sender on gw1 relays into a room whose other member
+// is on gw2. The emits reach JetStream; when the proxy is back, gw2's follower resumes where it
+// stopped and its client gets every one of them, once and in order, then the live ones.
+describe('a gateway cut off from NATS gets what was logged meanwhile', () => {
+  const net = require('node:net');
+  const { startNats, startBroker } = require('../lib/cluster');
+  let nats;
+  let broker;
+  let gw1;
+  let gw2;
+  let proxy;
+  const members = new Members();
+  const prefix = `blip${process.pid}`;
+
+  /** A TCP proxy to `port` that can be cut (every connection dropped, none accepted) and restored. */
+  function tcpProxy(port) {
+    const sockets = new Set();
+    let server;
+    const listen = (at) =>
+      new Promise((resolve) => {
+        server = net.createServer((client) => {
+          const upstream = net.connect(port, '127.0.0.1');
+          for (const s of [client, upstream]) {
+            sockets.add(s);
+            s.on('error', () => {});
+            s.on('close', () => sockets.delete(s));
+          }
+          client.pipe(upstream).pipe(client);
+        });
+        server.listen(at, '127.0.0.1', () => resolve(server.address().port));
+      });
+    return {
+      listen,
+      async cut() {
+        await new Promise((resolve) => {
+          server.close(resolve);
+          for (const s of sockets) s.destroy();
+        });
+      },
+    };
+  }
+
+  before(async () => {
+    nats = await startNats({ auth: { prefix, nodes: ['gw1', 'gw2'] } });
+    broker = await startBroker({ natsUrl: nats.url, prefix, env: CLUSTER_ENV });
+    gw1 = await startGateway({ natsUrl: nats.url, nodeId: 'gw1', prefix, config: CONFIG, env: CLUSTER_ENV });
+    proxy = tcpProxy(nats.port);
+    proxy.port = await proxy.listen(0);
+    gw2 = await startGateway({
+      natsUrl: nats.url,
+      nodeId: 'gw2',
+      prefix,
+      config: CONFIG,
+      env: { ...CLUSTER_ENV, SWITCHBOARD_NATS_URL: `nats://127.0.0.1:${proxy.port}` },
+    });
+  });
+
+  after(async () => {
+    members.closeAll();
+    for (const p of [gw2, gw1, broker]) if (p) await p.stop().catch(() => {});
+    if (proxy) await proxy.cut().catch(() => {});
+    if (nats) await nats.stop();
+  });
+
+  it('every emit logged while it was away, once and in order, then live ones', async () => {
+    const listener = await members.connect(gw2, { user: 'listener' });
+    const speaker = await members.connect(gw1, { user: 'speaker' });
+    assert.deepEqual(await listener.join('blip'), { ok: true });
+    assert.deepEqual(await speaker.join('blip'), { ok: true });
+    let n = 0;
+    const say = async (count) => {
+      const sent = [];
+      for (let i = 0; i < count; i += 1) {
+        n += 1;
+        sent.push(n);
+        assert.deepEqual(await speaker.ack('say', { room: 'blip', n }), { ok: true });
+      }
+      return sent;
+    };
+    const got = () => listener.of('say').map((args) => args[0].n);
+    const before = await say(3);
+    await waitFor(() => got().length === 3, { timeoutMs: SETTLE_MS, what: 'the first messages' });
+    await proxy.cut();
+    const busUp = async () => /^switchboard_gateway_bus_up 1$/m.test(await gw2.metrics());
+    await waitFor(async () => !(await busUp()), { timeoutMs: SETTLE_MS, what: 'gw2 to notice the cut' });
+    const away = await say(5);
+    await sleep(300);
+    assert.deepEqual(got(), before, 'nothing reaches gw2 while it is cut off');
+    await proxy.listen(proxy.port);
+    await waitFor(() => got().length >= 8, { timeoutMs: 30_000, what: 'the messages logged while gw2 was away' });
+    const after = await say(2);
+    await waitFor(() => got().length >= 10, { timeoutMs: SETTLE_MS, what: 'the live messages' });
+    await sleep(200);
+    assert.deepEqual(got(), [...before, ...away, ...after], 'every message once, in order');
+    assert.ok(!listener.gone, 'the listener stayed connected to gw2 throughout');
+  });
+});
