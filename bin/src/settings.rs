@@ -554,7 +554,36 @@ impl Check {
     }
 }
 
+/// How much longer than the longest recovery window the log keeps an emit: a client's last
+/// offset may be older than its disconnect by the time the packet waited in its queue.
+pub const RECOVERY_RETENTION_MARGIN: Duration = Duration::from_secs(30);
+/// The recovery log's byte bound (the oldest emits go first beyond it; a recovery whose offset
+/// was evicted gets a fresh session).
+pub const RECOVERY_LOG_MAX_BYTES: i64 = 1024 * 1024 * 1024;
+/// How long the log recognises a retried publish by its message id.
+pub const RECOVERY_DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
+
 impl Settings {
+    /// The recovery log's stream for namespaces whose longest window is `longest_window`
+    /// (`None`: no namespace has recovery, no log). One file-backed replica, kept for the window
+    /// plus [`RECOVERY_RETENTION_MARGIN`] and at most [`RECOVERY_LOG_MAX_BYTES`]
+    /// (docs/recovery.md).
+    pub fn recovery_log(
+        &self,
+        longest_window: Option<Duration>,
+    ) -> Option<switchboard_bus::LogConfig> {
+        let window = longest_window?;
+        Some(switchboard_bus::LogConfig {
+            stream: self.subjects.log_stream(),
+            subjects: vec![self.subjects.all_log()],
+            max_age: window + RECOVERY_RETENTION_MARGIN,
+            max_bytes: RECOVERY_LOG_MAX_BYTES,
+            replicas: 1,
+            memory: false,
+            duplicate_window: RECOVERY_DUPLICATE_WINDOW,
+        })
+    }
+
     /// Reads and validates the shared settings from `file` (if any) and the environment, read
     /// through `env` (the process's: `|k| std::env::var(k).ok()`). Reads the files the settings
     /// name (password, TLS pair), nothing else.

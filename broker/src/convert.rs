@@ -9,7 +9,34 @@ use std::collections::BTreeSet;
 
 use switchboard_proto::bus;
 
-use crate::state::{Change, Handshake, MemberEvent, PresenceFlags, SocketRecord};
+use crate::state::{
+    Change, Handshake, MAX_WINDOW, MemberEvent, PID_HASH_BYTES, PresenceFlags, Recovery,
+    SocketRecord,
+};
+
+/// The longest `data_json` a `DataChange` may carry (bytes).
+pub const MAX_DATA_JSON_BYTES: usize = 1 << 20;
+
+/// The directory's recovery settings of a wire `Recovery`; `None` (no recovery) unless the hash
+/// is a SHA-256 and the window is 1 ms ..= [`MAX_WINDOW`].
+pub fn recovery(wire: Option<bus::Recovery>) -> Option<Recovery> {
+    let wire = wire?;
+    let window = std::time::Duration::from_millis(wire.window_ms);
+    (wire.pid_hash.len() == PID_HASH_BYTES && !window.is_zero() && window <= MAX_WINDOW).then_some(
+        Recovery {
+            pid_hash: wire.pid_hash.to_vec(),
+            window,
+        },
+    )
+}
+
+/// The wire form of recovery settings.
+pub fn recovery_info(recovery: &Recovery) -> bus::Recovery {
+    bus::Recovery {
+        pid_hash: recovery.pid_hash.clone().into(),
+        window_ms: u64::try_from(recovery.window.as_millis()).unwrap_or(u64::MAX),
+    }
+}
 
 /// A socket of gateway `node`, as the directory records it.
 pub fn socket_record(node: &str, info: bus::SocketInfo) -> SocketRecord {
@@ -21,7 +48,7 @@ pub fn socket_record(node: &str, info: bus::SocketInfo) -> SocketRecord {
         handshake,
         data_json,
         presence,
-        recovery: _,
+        recovery: wire_recovery,
         recovered: _,
     } = info;
     let handshake = handshake.unwrap_or_default();
@@ -48,6 +75,7 @@ pub fn socket_record(node: &str, info: bus::SocketInfo) -> SocketRecord {
             rooms: presence.rooms,
             users: presence.users,
         },
+        recovery: recovery(wire_recovery),
     }
 }
 
@@ -78,13 +106,14 @@ pub fn socket_info(rec: &SocketRecord) -> bus::SocketInfo {
             rooms: rec.presence.rooms,
             users: rec.presence.users,
         }),
-        recovery: None,
+        recovery: rec.recovery.as_ref().map(recovery_info),
         recovered: false,
     }
 }
 
 /// The directory event of a member message body, for the bodies that are events (not snapshot
-/// parts or departures).
+/// parts or departures). A `DataChange` whose `data_json` is over [`MAX_DATA_JSON_BYTES`] or not
+/// JSON is `None` too (malformed).
 pub fn member_event(node: &str, body: bus::member_message::Body) -> Option<MemberEvent> {
     use bus::member_message::Body;
     match body {
@@ -92,7 +121,17 @@ pub fn member_event(node: &str, body: bus::member_message::Body) -> Option<Membe
         Body::Disconnect(d) => Some(MemberEvent::Disconnect {
             id: d.id,
             reason: d.reason,
+            recoverable: d.recoverable,
         }),
+        Body::Data(d) => {
+            let data_json = or(d.data_json, "null");
+            (data_json.len() <= MAX_DATA_JSON_BYTES
+                && serde_json::from_str::<serde_json::Value>(&data_json).is_ok())
+            .then_some(MemberEvent::Data {
+                id: d.id,
+                data_json,
+            })
+        }
         Body::Join(r) => Some(MemberEvent::Join {
             id: r.id,
             room: r.room,
@@ -101,7 +140,7 @@ pub fn member_event(node: &str, body: bus::member_message::Body) -> Option<Membe
             id: r.id,
             room: r.room,
         }),
-        Body::Snapshot(_) | Body::Leaving(_) | Body::Data(_) => None,
+        Body::Snapshot(_) | Body::Leaving(_) => None,
     }
 }
 
@@ -238,7 +277,10 @@ mod tests {
                 connected_at_ms: 1_700_000_000_000,
             }),
             data_json: r#"{"x":1}"#.into(),
-            recovery: None,
+            recovery: Some(bus::Recovery {
+                pid_hash: vec![7; 32].into(),
+                window_ms: 120_000,
+            }),
             recovered: false,
             presence: Some(bus::PresenceFlags {
                 rooms: true,
@@ -277,6 +319,24 @@ mod tests {
     }
 
     #[test]
+    fn recovery_settings_are_validated() {
+        let wire = |len: usize, window_ms: u64| {
+            Some(bus::Recovery {
+                pid_hash: vec![1; len].into(),
+                window_ms,
+            })
+        };
+        assert!(recovery(wire(32, 1)).is_some());
+        assert!(recovery(wire(32, 86_400_000)).is_some());
+        assert_eq!(recovery(None), None);
+        assert_eq!(recovery(wire(31, 1000)), None);
+        assert_eq!(recovery(wire(0, 1000)), None);
+        assert_eq!(recovery(wire(32, 0)), None);
+        assert_eq!(recovery(wire(32, 86_400_001)), None);
+        assert_eq!(recovery(wire(32, u64::MAX)), None);
+    }
+
+    #[test]
     fn wire_defaults_are_normalised() {
         let rec = socket_record(
             "n2",
@@ -306,7 +366,54 @@ mod tests {
                 Some(MemberEvent::Disconnect {
                     id: "n.a".into(),
                     reason: "transport close".into(),
+                    recoverable: false,
                 }),
+            ),
+            (
+                Body::Disconnect(bus::Disconnect {
+                    id: "n.a".into(),
+                    reason: "ping timeout".into(),
+                    recoverable: true,
+                }),
+                Some(MemberEvent::Disconnect {
+                    id: "n.a".into(),
+                    reason: "ping timeout".into(),
+                    recoverable: true,
+                }),
+            ),
+            (
+                Body::Data(bus::DataChange {
+                    id: "n.a".into(),
+                    data_json: r#"{"n":2}"#.into(),
+                }),
+                Some(MemberEvent::Data {
+                    id: "n.a".into(),
+                    data_json: r#"{"n":2}"#.into(),
+                }),
+            ),
+            (
+                Body::Data(bus::DataChange {
+                    id: "n.a".into(),
+                    data_json: String::new(),
+                }),
+                Some(MemberEvent::Data {
+                    id: "n.a".into(),
+                    data_json: "null".into(),
+                }),
+            ),
+            (
+                Body::Data(bus::DataChange {
+                    id: "n.a".into(),
+                    data_json: "{not json".into(),
+                }),
+                None,
+            ),
+            (
+                Body::Data(bus::DataChange {
+                    id: "n.a".into(),
+                    data_json: format!("\"{}\"", "x".repeat(MAX_DATA_JSON_BYTES)),
+                }),
+                None,
             ),
             (
                 Body::Join(bus::RoomChange {

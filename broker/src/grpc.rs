@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::service::Broker;
-use crate::state::{Directory, Selector, SocketRecord};
+use crate::state::{Directory, Reason, Selector, SocketRecord, SocketState};
 
 /// Socket ids per published action message (keeps a message far below NATS' 1 MiB default).
 pub const IDS_PER_MESSAGE: usize = 1000;
@@ -56,6 +56,7 @@ const STREAM_CHUNK: usize = 500;
 #[derive(Clone)]
 pub struct AdminService {
     directory: Arc<Mutex<Directory>>,
+    leader: tokio::sync::watch::Receiver<bool>,
     bus: Bus,
     subjects: Subjects,
     origin: String,
@@ -66,6 +67,7 @@ impl AdminService {
     pub fn new(broker: &Broker, bus: Bus, subjects: Subjects) -> Self {
         Self {
             directory: broker.directory(),
+            leader: broker.leadership(),
             bus,
             subjects,
             origin: broker.id().to_owned(),
@@ -649,11 +651,14 @@ impl Admin for AdminService {
             false,
             req.ack_timeout_ms,
         )?;
-        let node = self
-            .dir()
-            .socket(&req.socket_id)
-            .filter(|r| r.ns == req.ns)
-            .map(|r| r.node.clone());
+        let node = {
+            let dir = self.dir();
+            // A kept session has no gateway to deliver to.
+            dir.socket(&req.socket_id)
+                .filter(|r| r.ns == req.ns)
+                .filter(|r| matches!(dir.state(&r.id), Some(SocketState::Connected)))
+                .map(|r| r.node.clone())
+        };
         let Some(node) = node else {
             return Ok(Response::new(pb::EmitToSocketResponse {
                 found: false,
@@ -677,8 +682,23 @@ impl Admin for AdminService {
             reason: req.reason,
         });
         self.command(&sel.ns, &sockets, kick).await?;
+        // Kept sessions have no gateway to kick: they end here, announced as a server kick.
+        let (ended, changes) = {
+            let mut dir = self.dir();
+            let reason = Reason::Disconnect(KICKED_SESSION_REASON.to_owned());
+            let ids = dir.kept_matching(&sel);
+            let changes: Vec<_> = ids
+                .iter()
+                .filter_map(|id| dir.end_session(id, &reason))
+                .flatten()
+                .collect();
+            (ids.len(), changes)
+        };
+        if *self.leader.borrow() {
+            crate::service::announce(&self.bus, &self.subjects, &changes).await;
+        }
         Ok(Response::new(pb::DisconnectResponse {
-            disconnected: sockets.len() as u64,
+            disconnected: (sockets.len() + ended) as u64,
         }))
     }
 
@@ -707,15 +727,23 @@ impl Admin for AdminService {
         let data: Value = serde_json::from_str(&req.data_json)
             .map_err(|e| invalid(format!("data_json: invalid JSON: {e}")))?;
         let data_json = data.to_string();
-        let owner = self
-            .dir()
-            .socket(&req.socket_id)
-            .map(|r| (r.ns.clone(), r.node.clone()));
-        let Some((ns, node)) = owner else {
+        let owner = {
+            let dir = self.dir();
+            dir.socket(&req.socket_id).map(|r| {
+                let connected = matches!(dir.state(&r.id), Some(SocketState::Connected));
+                (r.ns.clone(), r.node.clone(), connected)
+            })
+        };
+        let Some((ns, node, connected)) = owner else {
             return Ok(Response::new(pb::UpdateSocketDataResponse {
                 updated: false,
             }));
         };
+        if !connected {
+            // A kept session: its `data` changes here and goes back with it at recovery.
+            let updated = self.dir().set_data(&req.socket_id, data_json);
+            return Ok(Response::new(pb::UpdateSocketDataResponse { updated }));
+        }
         // The gateway keeps it too, so its snapshots (and a rebuilt broker) carry it. It is told
         // first: when the publish fails the call fails and the directory is left as it was.
         let action = command::Action::SetData(bus::SetData {
@@ -752,6 +780,9 @@ impl AdminService {
         }))
     }
 }
+
+/// The leaving reason of a kept session ended by an admin `Disconnect`.
+pub const KICKED_SESSION_REASON: &str = "server namespace disconnect";
 
 /// How the gRPC port is served.
 #[derive(Clone)]

@@ -22,4 +22,4 @@ pub mod state;
 
 pub use error::BrokerError;
 pub use leader::LeaderMode;
-pub use service::{Broker, BrokerConfig};
+pub use service::{Broker, BrokerConfig, RecoveryConfig};

@@ -11,7 +11,7 @@
 //! state rather than a running sum of events.
 
 /// Counter: membership messages and heartbeats applied to the directory, by `kind`
-/// (`connect`, `disconnect`, `join`, `leave`, `snapshot`, `leaving`, `heartbeat`).
+/// (`connect`, `disconnect`, `join`, `leave`, `data`, `snapshot`, `leaving`, `heartbeat`).
 pub const MESSAGES_APPLIED: &str = "switchboard_broker_messages_applied_total";
 /// Counter: bus messages that did not decode or did not fit the contract.
 pub const MESSAGES_MALFORMED: &str = "switchboard_broker_messages_malformed_total";
@@ -32,6 +32,15 @@ pub const PRESENCE_EVENTS: &str = "switchboard_broker_presence_events_total";
 /// Counter: capacity reservations answered, by `outcome` (`joined`, `already_member`, `full`,
 /// `unknown_socket`).
 pub const RESERVATIONS: &str = "switchboard_broker_reservations_total";
+/// Gauge: sessions kept for connection state recovery (claimed or not).
+pub const SESSIONS_KEPT: &str = "switchboard_broker_sessions_kept";
+/// Counter: kept sessions resumed by their socket's recovered `connect`.
+pub const SESSIONS_RECOVERED: &str = "switchboard_broker_sessions_recovered_total";
+/// Counter: kept sessions whose window ended without a recovery.
+pub const SESSIONS_EXPIRED: &str = "switchboard_broker_sessions_expired_total";
+/// Counter: session claims answered (`broker.recover`, leader only), by `outcome`
+/// (`recovered`, `unknown`, `expired`, `busy`).
+pub const RECOVER_REQUESTS: &str = "switchboard_broker_recover_requests_total";
 /// Counter: bus publishes that failed.
 pub const PUBLISH_ERRORS: &str = "switchboard_broker_publish_errors_total";
 /// Gauge: sockets in the directory.
@@ -83,6 +92,19 @@ pub fn describe() {
         "Room capacity reservations answered, by outcome"
     );
     describe_counter!(PUBLISH_ERRORS, "Bus publishes that failed");
+    describe_gauge!(
+        SESSIONS_KEPT,
+        "Sessions kept for connection state recovery (claimed or not)"
+    );
+    describe_counter!(
+        SESSIONS_RECOVERED,
+        "Kept sessions resumed by their socket's recovered connect"
+    );
+    describe_counter!(
+        SESSIONS_EXPIRED,
+        "Kept sessions whose window ended without a recovery"
+    );
+    describe_counter!(RECOVER_REQUESTS, "Session claims answered, by outcome");
     describe_gauge!(SOCKETS, "Sockets in the directory");
     describe_gauge!(NODES, "Gateway nodes in the directory");
     describe_gauge!(LEADER, "1 while this broker is the leader");

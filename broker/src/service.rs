@@ -33,7 +33,32 @@ use crate::error::BrokerError;
 use crate::leader::{self, LeaderMode};
 use crate::metrics as m;
 use crate::snapshot::{self, Assembler, Outcome};
-use crate::state::{Applied, Change, Directory, NodeInfo, Reason, ReserveError, Reserved};
+use crate::state::{
+    Applied, Change, Claim, Directory, NodeInfo, PID_HASH_BYTES, Reason, ReserveError, Reserved,
+    SocketState,
+};
+
+/// The longest `RecoverRequest` payload answered (bytes); longer ones are malformed.
+pub const MAX_RECOVER_REQUEST_BYTES: usize = 1024;
+/// The sessions tick: kept sessions' windows, claims' leases and takeovers' deadlines are checked
+/// this often (or more often, for a takeover timeout under 2 s).
+const SESSIONS_TICK: Duration = Duration::from_secs(1);
+
+/// Connection state recovery settings of a broker (docs/recovery.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecoveryConfig {
+    /// How long a claim for a socket still connected on its old node waits for that node's
+    /// recoverable disconnect before the socket is treated as lost (`node_lost`) and granted.
+    pub takeover_timeout: Duration,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            takeover_timeout: Duration::from_secs(2),
+        }
+    }
+}
 
 /// What a broker needs to start.
 #[derive(Clone, Debug)]
@@ -75,8 +100,18 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    /// Subscribes, asks every gateway for its state, and spawns the broker's tasks.
+    /// Subscribes, asks every gateway for its state, and spawns the broker's tasks (recovery
+    /// settings by default).
     pub async fn start(bus: Bus, cfg: BrokerConfig) -> Result<Broker, BrokerError> {
+        Self::start_with(bus, cfg, RecoveryConfig::default()).await
+    }
+
+    /// [`Broker::start`] with recovery settings.
+    pub async fn start_with(
+        bus: Bus,
+        cfg: BrokerConfig,
+        recovery: RecoveryConfig,
+    ) -> Result<Broker, BrokerError> {
         let subjects =
             Subjects::new(&cfg.prefix).map_err(|e| BrokerError::Config(e.to_string()))?;
         if cfg.id.is_empty() {
@@ -88,6 +123,13 @@ impl Broker {
                 cfg.lease, cfg.heartbeat
             )));
         }
+        if recovery.takeover_timeout.is_zero() || recovery.takeover_timeout > Duration::from_secs(60)
+        {
+            return Err(BrokerError::Config(format!(
+                "the takeover timeout ({:?}) must be over 0 and at most 60 s",
+                recovery.takeover_timeout
+            )));
+        }
         let store = match cfg.leader {
             LeaderMode::KvLease => Some(leader::open(&bus, &cfg.prefix, cfg.lease).await?),
             LeaderMode::Always | LeaderMode::Never => None,
@@ -97,10 +139,13 @@ impl Broker {
 
         let members = bus.subscribe(subjects.all_members()).await?;
         let heartbeats = bus.subscribe(subjects.all_heartbeats()).await?;
-        let reserve = if *leader_rx.borrow() {
-            Some(bus.subscribe(subjects.reserve()).await?)
+        let (reserve, recover) = if *leader_rx.borrow() {
+            (
+                Some(bus.subscribe(subjects.reserve()).await?),
+                Some(bus.subscribe(subjects.recover()).await?),
+            )
         } else {
-            None
+            (None, None)
         };
         let link = bus.link();
         let generation = link.borrow().generation;
@@ -119,6 +164,9 @@ impl Broker {
             next_request: 1,
             leader: leader_rx.clone(),
             reserve,
+            recover,
+            takeover_timeout: recovery.takeover_timeout,
+            pending: HashMap::new(),
             link,
             generation,
             _leader_tx: leader_tx.clone(),
@@ -180,11 +228,33 @@ impl Broker {
                 })
             })
             .collect();
+        // Kept sessions: never their pid hash.
+        let now = now();
+        let mut kept: Vec<_> = dir.kept_sessions().collect();
+        kept.sort_unstable_by(|a, b| a.0.id.cmp(&b.0.id));
+        let kept: Vec<serde_json::Value> = kept
+            .into_iter()
+            .map(|(s, k)| {
+                serde_json::json!({
+                    "id": s.id,
+                    "ns": s.ns,
+                    "last_node": s.node,
+                    "user": s.user,
+                    "rooms": s.rooms,
+                    "state": if k.claim.is_some() { "claimed" } else { "disconnected" },
+                    "reason": k.reason.as_str(),
+                    "expires_in_ms": u64::try_from(
+                        k.expires.saturating_duration_since(now).as_millis()
+                    ).unwrap_or(u64::MAX),
+                })
+            })
+            .collect();
         serde_json::json!({
             "broker": self.inner.id,
             "leader": self.is_leader(),
             "nodes": nodes,
             "sockets": sockets,
+            "kept_sessions": kept,
         })
     }
 
@@ -243,6 +313,11 @@ struct Worker {
     leader: watch::Receiver<bool>,
     /// Held while leading.
     reserve: Option<Subscription>,
+    /// Held while leading.
+    recover: Option<Subscription>,
+    takeover_timeout: Duration,
+    /// Claims waiting for a takeover: socket id → where to answer.
+    pending: HashMap<String, Option<String>>,
     link: watch::Receiver<Link>,
     /// The link generation the last resync was sent for.
     generation: u64,
@@ -259,6 +334,11 @@ impl Worker {
     ) {
         let mut expiry = tokio::time::interval(self.heartbeat / 2);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let tick = SESSIONS_TICK
+            .min(self.takeover_timeout / 2)
+            .max(Duration::from_millis(10));
+        let mut sessions = tokio::time::interval(tick);
+        sessions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut link_open = true;
         let mut leader_open = true;
         loop {
@@ -286,7 +366,15 @@ impl Worker {
                         self.reserve = None;
                     }
                 },
+                msg = next_or_pending(&mut self.recover) => match msg {
+                    Some(msg) => self.on_recover(msg).await,
+                    None => {
+                        tracing::warn!("recover subscription closed");
+                        self.recover = None;
+                    }
+                },
                 _ = expiry.tick() => self.expire().await,
+                _ = sessions.tick() => self.expire_sessions().await,
                 changed = self.link.changed(), if link_open => match changed {
                     Ok(()) => self.on_link().await,
                     Err(_) => link_open = false,
@@ -369,7 +457,7 @@ impl Worker {
                 let changes = {
                     let mut dir = self.directory.lock();
                     (dir.node_epoch(&node) == Some(epoch))
-                        .then(|| dir.remove_node(&node, Reason::NodeLeft))
+                        .then(|| dir.remove_node(&node, Reason::NodeLeft, now))
                 };
                 if let Some(changes) = changes {
                     metrics::counter!(m::MESSAGES_APPLIED, "kind" => "leaving").increment(1);
@@ -377,20 +465,40 @@ impl Worker {
                     tracing::info!(%node, epoch, "gateway node left");
                     self.announce(&changes).await;
                 }
+                self.settle().await;
             }
             body => {
                 let kind = match &body {
                     Body::Connect(_) => "connect",
                     Body::Disconnect(_) => "disconnect",
                     Body::Join(_) => "join",
+                    Body::Data(_) => "data",
                     _ => "leave",
                 };
                 let Some(event) = convert::member_event(&node, body) else {
-                    return;
+                    return malformed("member event", &kind);
                 };
                 // By the contract no event falls between two parts of one snapshot.
                 self.assembler.forget(&node);
-                let applied = self.directory.lock().apply(&node, epoch, seq, event, now);
+                let resumed = {
+                    let mut dir = self.directory.lock();
+                    let was_kept = match &event {
+                        crate::state::MemberEvent::Connect(rec) => matches!(
+                            dir.state(&rec.id),
+                            Some(SocketState::Kept(_) | SocketState::Claimed(_))
+                        )
+                        .then(|| rec.id.clone()),
+                        _ => None,
+                    };
+                    let applied = dir.apply(&node, epoch, seq, event, now);
+                    let resumed = was_kept
+                        .is_some_and(|id| matches!(dir.state(&id), Some(SocketState::Connected)));
+                    (applied, resumed)
+                };
+                let (applied, resumed) = resumed;
+                if resumed {
+                    metrics::counter!(m::SESSIONS_RECOVERED).increment(1);
+                }
                 metrics::counter!(m::MESSAGES_APPLIED, "kind" => kind).increment(1);
                 if applied.need_snapshot {
                     metrics::counter!(m::SEQUENCE_GAPS).increment(1);
@@ -469,6 +577,102 @@ impl Worker {
             self.requested.remove(&node);
             self.announce(&changes).await;
         }
+        self.settle().await;
+    }
+
+    /// Ends kept sessions past their window (announcing their departure), lapses claims and
+    /// times out takeovers. Every broker applies it; only the leader announces and answers.
+    async fn expire_sessions(&mut self) {
+        let (changes, ended) = self.directory.lock().expire_sessions(now());
+        if ended > 0 {
+            metrics::counter!(m::SESSIONS_EXPIRED).increment(ended as u64);
+            tracing::debug!(ended, "kept sessions expired");
+        }
+        self.announce(&changes).await;
+        self.settle().await;
+    }
+
+    /// Answers a claim on a kept session (`broker.recover`, leader only). A socket still
+    /// connected elsewhere is taken over first: its node is told to close it, and the claim is
+    /// answered when that settles ([`Worker::settle`]).
+    async fn on_recover(&mut self, msg: Message) {
+        if msg.payload.len() > MAX_RECOVER_REQUEST_BYTES {
+            return malformed("recover request size", &msg.payload.len());
+        }
+        let request = match bus::RecoverRequest::decode(msg.payload) {
+            Ok(request) => request,
+            Err(e) => return malformed("recover request", &e),
+        };
+        // The claimant must be a node name a subject can carry, the hash a SHA-256.
+        if request.pid_hash.len() != PID_HASH_BYTES
+            || request.ns.is_empty()
+            || self.subjects.command_node(&request.node).is_err()
+        {
+            return malformed("recover request fields", &request.node.len());
+        }
+        let claim = self.directory.lock().claim(
+            &request.ns,
+            &request.pid_hash,
+            &request.node,
+            now(),
+            self.takeover_timeout,
+        );
+        match claim {
+            Claim::Takeover { id, old_node } => {
+                tracing::debug!(socket = %id, %old_node, "claim needs a takeover");
+                self.pending.insert(id.clone(), msg.reply);
+                let command = bus::Envelope {
+                    body: Some(bus::envelope::Body::Command(bus::Command {
+                        origin: self.id.clone(),
+                        ns: request.ns,
+                        target: Some(bus::Target {
+                            socket_ids: vec![id],
+                            ..Default::default()
+                        }),
+                        action: Some(bus::command::Action::Takeover(bus::Takeover {})),
+                    })),
+                };
+                // `old_node` is a registered node: its name came from a parsed subject.
+                if let Ok(subject) = self.subjects.command_node(&old_node) {
+                    self.publish(subject, command.encode_to_vec()).await;
+                }
+            }
+            claim => self.answer_claim(msg.reply, claim).await,
+        }
+    }
+
+    /// Answers the claims whose takeover settled.
+    async fn settle(&mut self) {
+        let grants = self.directory.lock().take_grants();
+        for grant in grants {
+            if let Some(reply) = self.pending.remove(&grant.id) {
+                tracing::debug!(socket = %grant.id, node = %grant.node, "takeover settled");
+                self.answer_claim(reply, grant.claim).await;
+            }
+        }
+    }
+
+    async fn answer_claim(&self, reply: Option<String>, claim: Claim) {
+        use bus::recover_reply::Outcome as Wire;
+        let (outcome, label, socket) = match claim {
+            Claim::Recovered(rec) => (
+                Wire::Recovered,
+                "recovered",
+                Some(convert::socket_info(&rec)),
+            ),
+            Claim::Unknown => (Wire::Unknown, "unknown", None),
+            Claim::Expired => (Wire::Expired, "expired", None),
+            Claim::Busy | Claim::Takeover { .. } => (Wire::Busy, "busy", None),
+        };
+        metrics::counter!(m::RECOVER_REQUESTS, "outcome" => label).increment(1);
+        if let Some(reply) = reply {
+            let payload = bus::RecoverReply {
+                outcome: outcome as i32,
+                socket,
+            }
+            .encode_to_vec();
+            self.publish(reply, payload).await;
+        }
     }
 
     async fn on_link(&mut self) {
@@ -491,6 +695,17 @@ impl Worker {
         } else if !leading {
             self.reserve = None;
         }
+        if leading && self.recover.is_none() {
+            match self.bus.subscribe(self.subjects.recover()).await {
+                Ok(sub) => self.recover = Some(sub),
+                Err(e) => tracing::warn!(error = %e, "cannot take the recover subscription"),
+            }
+        } else if !leading {
+            self.recover = None;
+            // Claims waiting for a takeover go unanswered: their gateways time out and start
+            // fresh sessions.
+            self.pending.clear();
+        }
     }
 
     /// Follows up on what a node's message did: a snapshot request if needed, announcements.
@@ -499,6 +714,7 @@ impl Worker {
             self.request_snapshot(node, now).await;
         }
         self.announce(&applied.changes).await;
+        self.settle().await;
     }
 
     async fn request_snapshot(&mut self, node: &str, now: Instant) {
@@ -534,26 +750,34 @@ impl Worker {
 
     /// Publishes the presence events of `changes`, in order, if this broker leads.
     async fn announce(&self, changes: &[Change]) {
-        if changes.is_empty() || !self.is_leader() {
-            return;
-        }
-        for change in changes {
-            if let Some(event) = convert::presence_event(change) {
-                let Ok(subject) = self.subjects.presence(&event.ns) else {
-                    malformed("presence namespace", &event.ns.len());
-                    continue;
-                };
-                metrics::counter!(m::PRESENCE_EVENTS).increment(1);
-                self.publish(subject, event.encode_to_vec()).await;
-            }
+        if self.is_leader() {
+            announce(&self.bus, &self.subjects, changes).await;
         }
     }
 
     async fn publish(&self, subject: String, payload: Vec<u8>) {
-        if let Err(e) = self.bus.publish(subject, Bytes::from(payload)).await {
-            metrics::counter!(m::PUBLISH_ERRORS).increment(1);
-            tracing::debug!(error = %e, "publish failed");
+        publish(&self.bus, subject, payload).await;
+    }
+}
+
+/// Publishes the presence events of `changes`, in order (the caller leads).
+pub(crate) async fn announce(bus: &Bus, subjects: &Subjects, changes: &[Change]) {
+    for change in changes {
+        if let Some(event) = convert::presence_event(change) {
+            let Ok(subject) = subjects.presence(&event.ns) else {
+                malformed("presence namespace", &event.ns.len());
+                continue;
+            };
+            metrics::counter!(m::PRESENCE_EVENTS).increment(1);
+            publish(bus, subject, event.encode_to_vec()).await;
         }
+    }
+}
+
+async fn publish(bus: &Bus, subject: String, payload: Vec<u8>) {
+    if let Err(e) = bus.publish(subject, Bytes::from(payload)).await {
+        metrics::counter!(m::PUBLISH_ERRORS).increment(1);
+        tracing::debug!(error = %e, "publish failed");
     }
 }
 
@@ -572,6 +796,7 @@ fn record_gauges(dir: &Directory) {
     metrics::gauge!(m::ROOMS).set(stats.rooms as f64);
     metrics::gauge!(m::USERS).set(stats.users as f64);
     metrics::gauge!(m::NODES).set(stats.nodes.len() as f64);
+    metrics::gauge!(m::SESSIONS_KEPT).set(stats.kept as f64);
 }
 
 fn malformed(what: &str, detail: &dyn std::fmt::Display) {

@@ -54,6 +54,84 @@ pub struct PresenceFlags {
     pub users: bool,
 }
 
+/// Connection state recovery settings of a socket (its namespace enables recovery).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Recovery {
+    /// SHA-256 of the session's private id ([`PID_HASH_BYTES`] bytes).
+    pub pid_hash: Vec<u8>,
+    /// How long the session is kept after a recoverable disconnect (1 ms ..= [`MAX_WINDOW`]).
+    pub window: Duration,
+}
+
+/// The length of a pid hash (SHA-256).
+pub const PID_HASH_BYTES: usize = 32;
+/// The longest recovery window accepted (longer ones are not recovery settings).
+pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// How long a granted claim waits for the claimant's `connect` before the session is claimable
+/// again.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(10);
+/// At most this many takeovers wait for their old node at once; more claims are refused (busy).
+pub const MAX_TAKEOVERS: usize = 10_000;
+
+/// The session of a socket that is not connected anywhere: kept for recovery until `expires`,
+/// possibly claimed by a node that is bringing it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kept {
+    /// When the socket dropped.
+    pub since: Instant,
+    /// When its window ends.
+    pub expires: Instant,
+    /// Why it dropped: announced (as the leaving reason) if the window ends.
+    pub reason: Reason,
+    /// A granted claim: the node it is granted to and until when.
+    pub claim: Option<(String, Instant)>,
+}
+
+/// Where a socket is: connected on its node, or kept (`SocketRecord::node` is then its last
+/// node), or kept and claimed by a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketState<'a> {
+    /// Connected on `SocketRecord::node`.
+    Connected,
+    /// Kept for recovery, unclaimed.
+    Kept(&'a Kept),
+    /// Kept and claimed by a node until the claim's lease ends.
+    Claimed(&'a Kept),
+}
+
+/// The answer to a claim on a kept session ([`Directory::claim`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// No session with that pid in that namespace.
+    Unknown,
+    /// The session's window has passed.
+    Expired,
+    /// Another node holds or claims it (or too many takeovers are pending).
+    Busy,
+    /// Granted: the session, now claimed by the claimant for [`CLAIM_LEASE`].
+    Recovered(Box<SocketRecord>),
+    /// The socket is still connected on `old_node`: a takeover is pending, answered later
+    /// through [`Directory::take_grants`].
+    Takeover {
+        /// The socket id.
+        id: String,
+        /// The node to ask to close it.
+        old_node: String,
+    },
+}
+
+/// The settled outcome of a takeover: `Claim::Recovered` or `Claim::Unknown` (the old node
+/// ended the socket for good).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The socket id the takeover was for.
+    pub id: String,
+    /// The claiming node.
+    pub node: String,
+    /// The answer.
+    pub claim: Claim,
+}
+
 /// A socket as the broker records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SocketRecord {
@@ -73,6 +151,8 @@ pub struct SocketRecord {
     pub data_json: String,
     /// Presence announcements wanted for this socket.
     pub presence: PresenceFlags,
+    /// Recovery settings, when its namespace keeps sessions.
+    pub recovery: Option<Recovery>,
 }
 
 impl SocketRecord {
@@ -87,6 +167,7 @@ impl SocketRecord {
             handshake: Handshake::default(),
             data_json: "null".to_owned(),
             presence: PresenceFlags::default(),
+            recovery: None,
         }
     }
 }
@@ -106,6 +187,15 @@ pub enum MemberEvent {
         id: String,
         /// The gateway's reason (`transport close`, `client namespace disconnect`, ...).
         reason: String,
+        /// The client may come back: a socket with recovery settings is kept.
+        recoverable: bool,
+    },
+    /// A socket's `data` changed.
+    Data {
+        /// Socket id.
+        id: String,
+        /// JSON text.
+        data_json: String,
     },
     /// A socket joined a room.
     Join {
@@ -368,8 +458,10 @@ pub struct Stats {
     pub rooms: usize,
     /// Distinct user ids across the cluster.
     pub users: usize,
-    /// Sockets.
+    /// Connected sockets.
     pub sockets: usize,
+    /// Kept sessions (claimed or not).
+    pub kept: usize,
 }
 
 /// Cluster-wide membership: nodes, sockets, rooms and users. See the module docs.
@@ -379,11 +471,22 @@ pub struct Directory {
     sockets: HashMap<String, SocketRecord>,
     namespaces: BTreeMap<String, Namespace>,
     nodes: BTreeMap<String, Node>,
+    /// Kept sessions by socket id (their records stay in `sockets`).
+    kept: HashMap<String, Kept>,
+    /// (namespace, pid hash) → socket id, for the sockets with recovery settings.
+    pids: HashMap<(String, Vec<u8>), String>,
+    /// Pending takeovers: socket id → (claiming node, deadline).
+    takeovers: BTreeMap<String, (String, Instant)>,
+    /// Settled takeovers not yet taken by the caller.
+    grants: Vec<Grant>,
 }
 
 #[derive(Debug, Default)]
 struct Namespace {
+    /// Every socket of the namespace, kept ones included.
     sockets: BTreeSet<String>,
+    /// The kept ones among them.
+    kept: BTreeSet<String>,
     rooms: BTreeMap<String, Room>,
     users: BTreeMap<String, BTreeSet<String>>,
 }
@@ -445,6 +548,10 @@ impl Directory {
             sockets: HashMap::new(),
             namespaces: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            kept: HashMap::new(),
+            pids: HashMap::new(),
+            takeovers: BTreeMap::new(),
+            grants: Vec::new(),
         }
     }
 
@@ -474,7 +581,7 @@ impl Directory {
         let gap = seq - known.last_seq > 1;
         known.last_seq = seq;
         known.dirty |= gap;
-        self.event(node, event, &mut changes);
+        self.event(node, event, now, &mut changes);
         Applied {
             changes,
             need_snapshot: gap,
@@ -574,17 +681,18 @@ impl Directory {
             .collect();
         lost.into_iter()
             .map(|id| {
-                let changes = self.remove_node(&id, Reason::NodeLost);
+                let changes = self.remove_node(&id, Reason::NodeLost, now);
                 (id, changes)
             })
             .collect()
     }
 
     /// Purges and forgets `node` (a graceful departure: `Reason::NodeLeft`). The caller checks the
-    /// message's epoch against [`Directory::node_epoch`] first.
-    pub fn remove_node(&mut self, node: &str, reason: Reason) -> Vec<Change> {
+    /// message's epoch against [`Directory::node_epoch`] first. Its sockets with recovery
+    /// settings are kept (since `now`) instead, announcing nothing.
+    pub fn remove_node(&mut self, node: &str, reason: Reason, now: Instant) -> Vec<Change> {
         let mut changes = Vec::new();
-        self.purge(node, &reason, &mut changes);
+        self.purge(node, &reason, now, &mut changes);
         self.nodes.remove(node);
         changes
     }
@@ -599,7 +707,7 @@ impl Directory {
         max_members: usize,
     ) -> Result<Reserved, ReserveError> {
         let rec = match self.sockets.get(socket) {
-            Some(rec) if rec.ns == ns => rec,
+            Some(rec) if rec.ns == ns && !self.kept.contains_key(socket) => rec,
             _ => return Err(ReserveError::UnknownSocket),
         };
         if rec.rooms.contains(room) {
@@ -625,7 +733,156 @@ impl Directory {
         }
     }
 
-    /// The socket with that id.
+    /// Claims the kept session of `(ns, pid_hash)` for `node` (see [`Claim`]). A session still
+    /// connected on another node gets a pending takeover, settled by that node's disconnect, the
+    /// node's loss, or `takeover_timeout` (then it is kept with `node_lost`), whichever comes
+    /// first; its answer comes out of [`Directory::take_grants`].
+    pub fn claim(
+        &mut self,
+        ns: &str,
+        pid_hash: &[u8],
+        node: &str,
+        now: Instant,
+        takeover_timeout: Duration,
+    ) -> Claim {
+        let Some(id) = self.pids.get(&(ns.to_owned(), pid_hash.to_vec())) else {
+            return Claim::Unknown;
+        };
+        let Some(rec) = self.sockets.get(id) else {
+            return Claim::Unknown;
+        };
+        if let Some(kept) = self.kept.get_mut(id) {
+            if kept.claim.as_ref().is_some_and(|(_, until)| *until > now) {
+                return Claim::Busy;
+            }
+            if kept.expires <= now {
+                return Claim::Expired;
+            }
+            kept.claim = Some((
+                node.to_owned(),
+                now.checked_add(CLAIM_LEASE).unwrap_or(now),
+            ));
+            return Claim::Recovered(Box::new(rec.clone()));
+        }
+        if rec.node == node
+            || self.takeovers.contains_key(id)
+            || self.takeovers.len() >= MAX_TAKEOVERS
+        {
+            return Claim::Busy;
+        }
+        let deadline = now.checked_add(takeover_timeout).unwrap_or(now);
+        self.takeovers
+            .insert(id.clone(), (node.to_owned(), deadline));
+        Claim::Takeover {
+            id: id.clone(),
+            old_node: rec.node.clone(),
+        }
+    }
+
+    /// Ends what is due at `now`: takeovers past their deadline are kept (`node_lost`) and
+    /// granted; claims past their lease are dropped (the session is kept again, same window);
+    /// unclaimed sessions past their window leave for good, announced with their original
+    /// reason. Returns the changes and how many sessions ended.
+    pub fn expire_sessions(&mut self, now: Instant) -> (Vec<Change>, usize) {
+        let late: Vec<String> = self
+            .takeovers
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in late {
+            self.keep(&id, Reason::NodeLost, now);
+            if let Some((by, _)) = self.takeovers.remove(&id) {
+                self.grants.push(Grant {
+                    id,
+                    node: by,
+                    claim: Claim::Unknown,
+                });
+            }
+        }
+        let mut ended: Vec<(String, Reason)> = Vec::new();
+        for (id, kept) in &mut self.kept {
+            if kept.claim.as_ref().is_some_and(|(_, until)| *until <= now) {
+                kept.claim = None;
+            }
+            if kept.claim.is_none() && kept.expires <= now {
+                ended.push((id.clone(), kept.reason.clone()));
+            }
+        }
+        ended.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut changes = Vec::new();
+        for (id, reason) in &ended {
+            self.remove_socket(id, reason, &mut changes);
+        }
+        (changes, ended.len())
+    }
+
+    /// The settled takeovers since the last call, in order.
+    pub fn take_grants(&mut self) -> Vec<Grant> {
+        std::mem::take(&mut self.grants)
+    }
+
+    /// Ends a kept session now (an admin disconnect), announcing its departure with `reason`;
+    /// `None` when `id` is not a kept session.
+    pub fn end_session(&mut self, id: &str, reason: &Reason) -> Option<Vec<Change>> {
+        if !self.kept.contains_key(id) {
+            return None;
+        }
+        let mut changes = Vec::new();
+        self.remove_socket(id, reason, &mut changes);
+        Some(changes)
+    }
+
+    /// The kept sessions `sel` addresses (as [`Directory::matching`] would if they were
+    /// connected), by id.
+    pub fn kept_matching(&self, sel: &Selector) -> Vec<String> {
+        let Some(space) = self.namespaces.get(&sel.ns) else {
+            return Vec::new();
+        };
+        let mut users: Vec<&str> = sel.user_ids.iter().map(String::as_str).collect();
+        users.sort_unstable();
+        users.dedup();
+        space
+            .kept
+            .iter()
+            .filter(|id| sel.socket_ids.is_empty() || sel.socket_ids.contains(*id))
+            .filter(|id| {
+                self.sockets
+                    .get(*id)
+                    .is_some_and(|rec| admits(sel, &users, rec))
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Where a socket is, if the directory holds it.
+    pub fn state(&self, id: &str) -> Option<SocketState<'_>> {
+        self.sockets.get(id)?;
+        Some(match self.kept.get(id) {
+            None => SocketState::Connected,
+            Some(kept) if kept.claim.is_some() => SocketState::Claimed(kept),
+            Some(kept) => SocketState::Kept(kept),
+        })
+    }
+
+    /// The kept sessions with their records, in no particular order.
+    pub fn kept_sessions(&self) -> impl Iterator<Item = (&SocketRecord, &Kept)> + '_ {
+        self.kept
+            .iter()
+            .filter_map(|(id, kept)| Some((self.sockets.get(id)?, kept)))
+    }
+
+    /// How many sessions are kept (claimed or not).
+    pub fn kept_len(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// The seats taken in a room: its connected members and its kept sessions.
+    pub fn room_seats(&self, ns: &str, room: &str) -> usize {
+        self.room(ns, room).map_or(0, |r| r.members.len())
+    }
+
+    /// The socket with that id, connected or kept (see [`Directory::state`]).
     pub fn socket(&self, id: &str) -> Option<&SocketRecord> {
         self.sockets.get(id)
     }
@@ -657,8 +914,10 @@ impl Directory {
         let plain =
             sel.except_rooms.is_empty() && sel.socket_ids.is_empty() && sel.user_ids.is_empty();
         match sel.rooms.as_slice() {
-            [] if plain => space.sockets.len(),
-            [room] if plain => space.rooms.get(room).map_or(0, |r| r.members.len()),
+            [] if plain => space.sockets.len() - space.kept.len(),
+            [room] if plain && space.kept.is_empty() => {
+                space.rooms.get(room).map_or(0, |r| r.members.len())
+            }
             _ => self.matching(sel).count(),
         }
     }
@@ -694,13 +953,20 @@ impl Directory {
         page(rooms, limit, |room| room.name.clone())
     }
 
-    /// The member socket ids of a room, by id.
+    /// The connected member socket ids of a room, by id (kept sessions hold a seat, see
+    /// [`Directory::room_seats`], but are not listed).
     pub fn room_members(&self, ns: &str, room: &str) -> Vec<&str> {
-        self.room(ns, room)
-            .map_or_else(Vec::new, |r| r.members.iter().map(String::as_str).collect())
+        self.room(ns, room).map_or_else(Vec::new, |r| {
+            r.members
+                .iter()
+                .filter(|id| !self.kept.contains_key(*id))
+                .map(String::as_str)
+                .collect()
+        })
     }
 
-    /// The distinct users in a room with their member socket counts, by user.
+    /// The distinct users in a room with their member socket counts, by user. Kept sessions
+    /// count: their departure has not been announced (deferred presence).
     pub fn presence(&self, ns: &str, room: &str) -> Vec<(&str, usize)> {
         self.room(ns, room).map_or_else(Vec::new, |r| {
             r.users
@@ -715,7 +981,11 @@ impl Directory {
         let mut out = Vec::new();
         let mut add = |space: &Namespace| {
             if let Some(ids) = space.users.get(user) {
-                out.extend(ids.iter().filter_map(|id| self.sockets.get(id)));
+                out.extend(
+                    ids.iter()
+                        .filter(|id| !self.kept.contains_key(*id))
+                        .filter_map(|id| self.sockets.get(id)),
+                );
             }
         };
         match ns {
@@ -755,11 +1025,12 @@ impl Directory {
             sockets_per_ns: self
                 .namespaces
                 .iter()
-                .map(|(ns, s)| (ns.clone(), s.sockets.len()))
+                .map(|(ns, s)| (ns.clone(), s.sockets.len() - s.kept.len()))
                 .collect(),
             rooms: self.namespaces.values().map(|s| s.rooms.len()).sum(),
             users,
-            sockets: self.sockets.len(),
+            sockets: self.sockets.len() - self.kept.len(),
+            kept: self.kept.len(),
         }
     }
 
@@ -780,12 +1051,14 @@ impl Directory {
         self.nodes.get(node).map_or(0, |n| n.sockets.len())
     }
 
-    /// Every socket, in no particular order.
+    /// Every connected socket, in no particular order.
     pub fn sockets(&self) -> impl Iterator<Item = &SocketRecord> + '_ {
-        self.sockets.values()
+        self.sockets
+            .values()
+            .filter(|rec| !self.kept.contains_key(&rec.id))
     }
 
-    /// How many sockets the directory holds.
+    /// How many socket records the directory holds (kept sessions included).
     pub fn len(&self) -> usize {
         self.sockets.len()
     }
@@ -808,7 +1081,7 @@ impl Directory {
             Some(known) if known.epoch == epoch => {}
             Some(known) if known.retired.contains(&epoch) => return None,
             Some(_) => {
-                self.purge(node, &Reason::NodeRestarted, changes);
+                self.purge(node, &Reason::NodeRestarted, now, changes);
                 if let Some(known) = self.nodes.get_mut(node) {
                     known.restart(epoch);
                 }
@@ -822,15 +1095,31 @@ impl Directory {
         Some(known)
     }
 
-    fn event(&mut self, node: &str, event: MemberEvent, changes: &mut Vec<Change>) {
+    fn event(&mut self, node: &str, event: MemberEvent, now: Instant, changes: &mut Vec<Change>) {
         match event {
             MemberEvent::Connect(mut rec) => {
                 node.clone_into(&mut rec.node);
                 self.upsert(rec, false, changes);
             }
-            MemberEvent::Disconnect { id, reason } => {
+            MemberEvent::Disconnect {
+                id,
+                reason,
+                recoverable,
+            } => {
                 if self.owns(node, &id) {
-                    self.remove_socket(&id, &Reason::Disconnect(reason), changes);
+                    let reason = Reason::Disconnect(reason);
+                    if recoverable && self.sockets.get(&id).is_some_and(|r| r.recovery.is_some()) {
+                        self.keep(&id, reason, now);
+                    } else {
+                        self.remove_socket(&id, &reason, changes);
+                    }
+                }
+            }
+            MemberEvent::Data { id, data_json } => {
+                if self.owns(node, &id)
+                    && let Some(rec) = self.sockets.get_mut(&id)
+                {
+                    rec.data_json = data_json;
                 }
             }
             MemberEvent::Join { id, room } => {
@@ -846,32 +1135,96 @@ impl Directory {
         }
     }
 
+    /// Whether `id` is connected on `node`.
     fn owns(&self, node: &str, id: &str) -> bool {
-        self.sockets.get(id).is_some_and(|rec| rec.node == node)
+        self.sockets.get(id).is_some_and(|rec| rec.node == node) && !self.kept.contains_key(id)
     }
 
     fn room(&self, ns: &str, room: &str) -> Option<&Room> {
         self.namespaces.get(ns)?.rooms.get(room)
     }
 
-    fn purge(&mut self, node: &str, reason: &Reason, changes: &mut Vec<Change>) {
+    /// Removes the node's sockets (`reason`), keeping (since `now`) those with recovery
+    /// settings.
+    fn purge(&mut self, node: &str, reason: &Reason, now: Instant, changes: &mut Vec<Change>) {
         let Some(known) = self.nodes.get_mut(node) else {
             return;
         };
         for id in std::mem::take(&mut known.sockets) {
-            self.remove_socket(&id, reason, changes);
+            if self.sockets.get(&id).is_some_and(|r| r.recovery.is_some()) {
+                self.keep(&id, reason.clone(), now);
+            } else {
+                self.remove_socket(&id, reason, changes);
+            }
         }
+    }
+
+    /// Turns a connected socket with recovery settings into a kept session (since `now`, for its
+    /// window): it leaves its node's sockets but stays in its rooms and its user's sockets, and
+    /// nothing is announced. A takeover waiting for it is granted.
+    fn keep(&mut self, id: &str, reason: Reason, now: Instant) {
+        if self.kept.contains_key(id) {
+            return;
+        }
+        let Some(rec) = self.sockets.get(id) else {
+            return;
+        };
+        let Some(recovery) = &rec.recovery else {
+            return;
+        };
+        let expires = now.checked_add(recovery.window).unwrap_or(now);
+        if let Some(node) = self.nodes.get_mut(&rec.node) {
+            node.sockets.remove(id);
+        }
+        if let Some(space) = self.namespaces.get_mut(&rec.ns) {
+            space.kept.insert(id.to_owned());
+        }
+        let mut kept = Kept {
+            since: now,
+            expires,
+            reason,
+            claim: None,
+        };
+        if let Some((by, _)) = self.takeovers.remove(id) {
+            kept.claim = Some((by.clone(), now.checked_add(CLAIM_LEASE).unwrap_or(now)));
+            self.grants.push(Grant {
+                id: id.to_owned(),
+                node: by,
+                claim: Claim::Recovered(Box::new(rec.clone())),
+            });
+        }
+        self.kept.insert(id.to_owned(), kept);
     }
 
     /// Inserts or updates a socket of `rec.node`. `exact` makes its rooms exactly `rec.rooms`
     /// (snapshots); otherwise they are joined (connect events). A changed namespace or user is a
-    /// different socket: the old one leaves (`resync`).
-    fn upsert(&mut self, rec: SocketRecord, exact: bool, changes: &mut Vec<Change>) {
+    /// different socket: the old one leaves (`resync`). A kept session (unclaimed, or claimed by
+    /// `rec.node`) is resumed on `rec.node` with exactly `rec.rooms`, announcing only the
+    /// differences.
+    fn upsert(&mut self, rec: SocketRecord, mut exact: bool, changes: &mut Vec<Change>) {
         let Some(old) = self.sockets.get_mut(&rec.id) else {
             self.insert_socket(rec, changes);
             return;
         };
-        if old.node != rec.node {
+        if let Some(kept) = self.kept.get(&rec.id) {
+            if kept
+                .claim
+                .as_ref()
+                .is_some_and(|(by, _)| *by != rec.node)
+                || !self.nodes.contains_key(&rec.node)
+            {
+                return;
+            }
+            self.kept.remove(&rec.id);
+            if let Some(space) = self.namespaces.get_mut(&old.ns) {
+                space.kept.remove(&rec.id);
+            }
+            rec.node.clone_into(&mut old.node);
+            if let Some(node) = self.nodes.get_mut(&rec.node) {
+                node.sockets.insert(rec.id.clone());
+            }
+            exact = true;
+        } else if old.node != rec.node {
             return;
         }
         if old.ns != rec.ns || old.user != rec.user {
@@ -885,11 +1238,22 @@ impl Directory {
             handshake,
             data_json,
             presence,
+            recovery,
             ..
         } = rec;
         old.handshake = handshake;
         old.data_json = data_json;
         old.presence = presence;
+        if old.recovery != recovery {
+            let previous = std::mem::replace(&mut old.recovery, recovery.clone());
+            let ns = old.ns.clone();
+            if let Some(previous) = previous {
+                unindex(&mut self.pids, &ns, previous.pid_hash, &id);
+            }
+            if let Some(recovery) = recovery {
+                self.pids.insert((ns, recovery.pid_hash), id.clone());
+            }
+        }
         if exact {
             let gone: Vec<String> = old.rooms.difference(&rooms).cloned().collect();
             for room in &gone {
@@ -907,6 +1271,10 @@ impl Directory {
             return;
         };
         node.sockets.insert(rec.id.clone());
+        if let Some(recovery) = &rec.recovery {
+            self.pids
+                .insert((rec.ns.clone(), recovery.pid_hash.clone()), rec.id.clone());
+        }
         let space = self.namespaces.entry(rec.ns.clone()).or_default();
         space.sockets.insert(rec.id.clone());
         if let Some(user) = &rec.user {
@@ -933,7 +1301,19 @@ impl Directory {
         let Some(rec) = self.sockets.remove(id) else {
             return;
         };
+        self.kept.remove(id);
+        if let Some(recovery) = &rec.recovery {
+            unindex(&mut self.pids, &rec.ns, recovery.pid_hash.clone(), id);
+        }
+        if let Some((by, _)) = self.takeovers.remove(id) {
+            self.grants.push(Grant {
+                id: id.to_owned(),
+                node: by,
+                claim: Claim::Unknown,
+            });
+        }
         if let Some(space) = self.namespaces.get_mut(&rec.ns) {
+            space.kept.remove(id);
             for room in &rec.rooms {
                 unlink(space, &rec, room, reason, changes);
             }
@@ -1028,8 +1408,18 @@ impl Directory {
         Union {
             heads: heads.into_iter().map(Iterator::peekable).collect(),
         }
+        .filter(move |id| !self.kept.contains_key(*id))
         .filter_map(move |id| self.sockets.get(id))
         .filter(move |rec| admits(sel, &users, rec))
+    }
+}
+
+/// Drops the pid index entry `(ns, pid_hash)` if it names `id` (another socket may have taken
+/// the same hash since).
+fn unindex(pids: &mut HashMap<(String, Vec<u8>), String>, ns: &str, pid_hash: Vec<u8>, id: &str) {
+    let key = (ns.to_owned(), pid_hash);
+    if pids.get(&key).is_some_and(|owner| owner == id) {
+        pids.remove(&key);
     }
 }
 
@@ -1162,11 +1552,6 @@ impl Directory {
     pub fn check_invariants(&self) {
         for (id, rec) in &self.sockets {
             assert_eq!(id, &rec.id);
-            let node = self
-                .nodes
-                .get(&rec.node)
-                .unwrap_or_else(|| panic!("{id}: node {} unregistered", rec.node));
-            assert!(node.sockets.contains(id), "{id} missing from node index");
             let space = self
                 .namespaces
                 .get(&rec.ns)
@@ -1175,6 +1560,24 @@ impl Directory {
                 space.sockets.contains(id),
                 "{id} missing from namespace index"
             );
+            if let Some(kept) = self.kept.get(id) {
+                assert!(rec.recovery.is_some(), "{id} kept without recovery");
+                assert!(space.kept.contains(id), "{id} missing from kept index");
+                assert!(kept.since <= kept.expires);
+                assert!(!self.takeovers.contains_key(id), "{id} kept and taken over");
+                assert!(
+                    self.nodes
+                        .get(&rec.node)
+                        .is_none_or(|n| !n.sockets.contains(id)),
+                    "kept {id} in its node's index"
+                );
+            } else {
+                let node = self
+                    .nodes
+                    .get(&rec.node)
+                    .unwrap_or_else(|| panic!("{id}: node {} unregistered", rec.node));
+                assert!(node.sockets.contains(id), "{id} missing from node index");
+            }
             for room in &rec.rooms {
                 assert!(
                     space
@@ -1191,10 +1594,32 @@ impl Directory {
                 );
             }
         }
+        for ((ns, hash), id) in &self.pids {
+            let rec = &self.sockets[id];
+            assert!(
+                rec.ns == *ns && rec.recovery.as_ref().is_some_and(|r| r.pid_hash == *hash),
+                "pid index of {id} stale"
+            );
+        }
+        for (id, rec) in &self.sockets {
+            if let Some(recovery) = &rec.recovery {
+                let key = (rec.ns.clone(), recovery.pid_hash.clone());
+                assert!(self.pids.contains_key(&key), "{id}'s pid not indexed");
+            }
+        }
+        assert!(self.takeovers.len() <= MAX_TAKEOVERS);
+        for id in self.takeovers.keys() {
+            assert!(self.sockets.contains_key(id), "takeover of unknown {id}");
+        }
         let mut indexed = 0;
+        let mut kept = 0;
         for (ns, space) in &self.namespaces {
             assert!(!space.sockets.is_empty(), "empty namespace {ns} kept");
             indexed += space.sockets.len();
+            kept += space.kept.len();
+            for id in &space.kept {
+                assert!(self.kept.contains_key(id), "{id} kept in {ns} only");
+            }
             for id in &space.sockets {
                 assert_eq!(&self.sockets[id].ns, ns);
             }
@@ -1233,7 +1658,8 @@ impl Directory {
             }
             assert!(node.retired.len() <= RETIRED_EPOCHS);
         }
-        assert_eq!(held, self.sockets.len());
+        assert_eq!(kept, self.kept.len());
+        assert_eq!(held, self.sockets.len() - self.kept.len());
     }
 }
 
@@ -1270,6 +1696,7 @@ mod tests {
         MemberEvent::Disconnect {
             id: id.to_owned(),
             reason: reason.to_owned(),
+            recoverable: false,
         }
     }
 
@@ -2029,15 +2456,15 @@ mod tests {
         let mut feed = Feed::new();
         feed.send("a", connect("a.1", Some("alice"), &["r"]));
         feed.send("b", connect("b.1", Some("alice"), &["r"]));
-        let changes = feed.dir.remove_node("a", Reason::NodeLeft);
+        let changes = feed.dir.remove_node("a", Reason::NodeLeft, feed.now);
         feed.dir.check_invariants();
         assert_eq!(render(&changes), vec!["-member /chat r a.1 node_left"]);
         assert_eq!(feed.dir.node_epoch("a"), None);
         assert_eq!(
-            render(&feed.dir.remove_node("b", Reason::NodeLeft)).len(),
+            render(&feed.dir.remove_node("b", Reason::NodeLeft, feed.now)).len(),
             3
         );
-        assert!(feed.dir.remove_node("nope", Reason::NodeLeft).is_empty());
+        assert!(feed.dir.remove_node("nope", Reason::NodeLeft, feed.now).is_empty());
     }
 
     #[test]
@@ -2406,6 +2833,7 @@ mod tests {
                         s.rooms.remove(room);
                     }
                 }
+                MemberEvent::Data { .. } => {}
             }
         }
 
@@ -2751,7 +3179,7 @@ mod tests {
                 }
                 80..=81 => {
                     model.remove_node(node);
-                    replica.feed(&dir.remove_node(node, Reason::NodeLeft));
+                    replica.feed(&dir.remove_node(node, Reason::NodeLeft, now));
                 }
                 82..=93 => {
                     let (ns, room, id, max) = (

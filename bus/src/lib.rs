@@ -14,10 +14,15 @@
 //!   `max_payload`; the hub's configured bound) is refused with [`BusError::TooLarge`], never
 //!   truncated or half-sent.
 //!
+//! - **A durable log** besides (`log_*` methods, [`LogConfig`]): JetStream in a cluster, a ring
+//!   per stream on the hub; stored, sequenced, read in one order and replayable. Unlike core
+//!   publish it has no "no echo" and no drops short of retention.
+//!
 //! Subjects are built by `switchboard_proto::subject`, never here. This crate knows nothing of
 //! what the payloads mean.
 
 mod local;
+mod log;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +33,10 @@ use futures_util::StreamExt as _;
 use tokio::sync::watch;
 
 pub use local::Hub;
+pub use log::{
+    DEFAULT_DUPLICATE_WINDOW, HUB_DEFAULT_MAX_BYTES, LOG_SKIPPED, LogAck, LogConfig, LogEntry,
+    LogInfo, LogReader,
+};
 
 /// Messages a subscription buffers before new ones are dropped (slow consumer).
 pub const SUBSCRIPTION_CAPACITY: usize = 8192;
@@ -73,6 +82,16 @@ pub enum BusError {
     /// The request failed otherwise.
     #[error("request failed: {0}")]
     Request(String),
+    /// The log stream does not exist (or, for a publish, no log stream stores the subject).
+    #[error("no such log stream")]
+    NoLog,
+    /// Part of the range asked from the log has been evicted (retention): a replay would miss
+    /// entries.
+    #[error("log entries of the range were evicted")]
+    LogEvicted,
+    /// The log (JetStream) refused or failed an operation.
+    #[error("log: {0}")]
+    Log(String),
     /// The payload is longer than the server accepts (`max_payload`).
     #[error("message too large: {size} bytes, the bus takes at most {max}")]
     TooLarge {
@@ -136,6 +155,8 @@ enum Backend {
 #[derive(Clone)]
 pub struct Bus {
     backend: Backend,
+    /// The JetStream context of a NATS client, for the log (`None` for the hub).
+    jetstream: Option<async_nats::jetstream::Context>,
     link: watch::Receiver<Link>,
     inboxes: Arc<AtomicU64>,
 }
@@ -212,6 +233,7 @@ impl Bus {
             });
         }
         Ok(Self {
+            jetstream: Some(async_nats::jetstream::new(client.clone())),
             backend: Backend::Nats(client),
             link: rx,
             inboxes: Arc::new(AtomicU64::new(0)),
@@ -220,6 +242,7 @@ impl Bus {
 
     pub(crate) fn local(hub: Arc<local::Inner>, client: u64, link: watch::Receiver<Link>) -> Self {
         Self {
+            jetstream: None,
             backend: Backend::Local { hub, client },
             link,
             inboxes: Arc::new(AtomicU64::new(0)),

@@ -29,6 +29,8 @@ pub(crate) struct Inner {
     turn: AtomicUsize,
     /// The longest payload accepted, as a NATS server's `max_payload`.
     pub(crate) max_payload: usize,
+    /// The durable logs (standalone mode's JetStream).
+    pub(crate) logs: crate::log::Logs,
 }
 
 /// An in-process bus: hand a [`Bus`] from [`Hub::client`] to each party (gateway, broker).
@@ -65,6 +67,7 @@ impl Hub {
                 next_id: AtomicU64::new(1),
                 turn: AtomicUsize::new(0),
                 max_payload,
+                logs: crate::log::Logs::default(),
             }),
             link: rx,
             _link_tx: Arc::new(tx),
@@ -97,16 +100,9 @@ impl Inner {
         subject: &str,
         group: Option<String>,
     ) -> Result<(mpsc::Receiver<Message>, SubGuard), BusError> {
-        let pattern: Vec<String> = subject.split('.').map(str::to_owned).collect();
-        let valid = !subject.is_empty()
-            && pattern.iter().enumerate().all(|(i, t)| {
-                !t.is_empty()
-                    && (t != ">" || i + 1 == pattern.len())
-                    && !t.contains(char::is_whitespace)
-            });
-        if !valid {
+        let Some(pattern) = parse_pattern(subject) else {
             return Err(BusError::Subscribe(format!("invalid subject {subject:?}")));
-        }
+        };
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_CAPACITY);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.subs.write().push(Sub {
@@ -171,8 +167,21 @@ fn offer(sub: &Sub, message: Message) {
     }
 }
 
+/// A subject or pattern as its tokens; `None` if NATS would refuse it (empty tokens, white
+/// space, `>` before the end).
+pub(crate) fn parse_pattern(subject: &str) -> Option<Vec<String>> {
+    let pattern: Vec<String> = subject.split('.').map(str::to_owned).collect();
+    let valid = !subject.is_empty()
+        && pattern.iter().enumerate().all(|(i, t)| {
+            !t.is_empty()
+                && (t != ">" || i + 1 == pattern.len())
+                && !t.contains(char::is_whitespace)
+        });
+    valid.then_some(pattern)
+}
+
 /// NATS subject matching: `*` is one token, a final `>` one or more.
-fn matches(pattern: &[String], subject: &[&str]) -> bool {
+pub(crate) fn matches(pattern: &[String], subject: &[&str]) -> bool {
     let mut i = 0;
     for (k, p) in pattern.iter().enumerate() {
         if p == ">" {

@@ -43,6 +43,18 @@ pub const EVENTS_UNMATCHED: &str = "switchboard_gateway_events_unmatched_total";
 pub const FANOUT_SIZE: &str = "switchboard_gateway_fanout_size";
 /// Connect attempts refused, by reason (counter).
 pub const CONNECTS_REFUSED: &str = "switchboard_gateway_connects_refused_total";
+/// Session recoveries asked for (a CONNECT with `pid` and `offset`), by `outcome` (counter):
+/// `recovered`, `unknown`, `expired`, `busy`, `bad_offset`, `evicted`, `too_large`,
+/// `unavailable`, `overflow` (docs/recovery.md).
+pub const RECOVERIES: &str = "switchboard_gateway_recoveries_total";
+/// Packets replayed to recovered sessions (counter).
+pub const REPLAYED_PACKETS: &str = "switchboard_gateway_replayed_packets_total";
+/// Bytes of packets replayed to recovered sessions (counter).
+pub const REPLAYED_BYTES: &str = "switchboard_gateway_replayed_bytes_total";
+/// Emits published into the recovery log, by `result` (counter): `ok`, `retried`, `failed`.
+pub const LOG_PUBLISHED: &str = "switchboard_gateway_log_published_total";
+/// Logged emits received from the log and delivered to local sockets (counter).
+pub const LOG_RECEIVED: &str = "switchboard_gateway_log_received_total";
 /// Namespace connects refused by token authentication, by `reason` (counter).
 pub const AUTH_FAILURES: &str = "switchboard_gateway_auth_failures_total";
 /// Bus messages not published — the publisher's queue was full, or the publish failed — by
@@ -119,6 +131,17 @@ pub fn describe() {
     );
     describe_histogram!(FANOUT_SIZE, "Recipients of one broadcast");
     describe_counter!(CONNECTS_REFUSED, "Namespace connects refused, by reason");
+    describe_counter!(RECOVERIES, "Session recoveries asked for, by outcome");
+    describe_counter!(REPLAYED_PACKETS, "Packets replayed to recovered sessions");
+    describe_counter!(
+        REPLAYED_BYTES,
+        "Bytes of packets replayed to recovered sessions"
+    );
+    describe_counter!(
+        LOG_PUBLISHED,
+        "Emits published into the recovery log, by result"
+    );
+    describe_counter!(LOG_RECEIVED, "Logged emits received from the recovery log");
     describe_counter!(
         AUTH_FAILURES,
         "Namespace connects refused by token authentication, by reason"
@@ -301,6 +324,9 @@ pub fn bus_error_kind(e: &BusError) -> &'static str {
         BusError::Timeout => "timeout",
         BusError::Request(_) => "request",
         BusError::TooLarge { .. } => "too_large",
+        BusError::NoLog => "no_log",
+        BusError::LogEvicted => "log_evicted",
+        BusError::Log(_) => "log",
     }
 }
 

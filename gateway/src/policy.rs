@@ -548,6 +548,16 @@ impl NamespacePolicy {
     }
 
     fn on_event(self: &Arc<Self>, socket: &Socket, mut event: Event, now: Instant) {
+        if let Some(rl) = &self.rate_limit
+            && socket.get::<SocketLimiter>().is_none()
+        {
+            // A recovered socket that skipped the connect checks starts a bucket of its own, as
+            // every new connection does.
+            socket.insert(SocketLimiter(Mutex::new(Limiter::new(&rl.settings, now))));
+        }
+        if self.max_rooms != 0 && self.bridge.is_some() && socket.get::<JoinsInFlight>().is_none() {
+            socket.insert(JoinsInFlight::default());
+        }
         if let (Some(rl), Some(limiter)) = (&self.rate_limit, socket.get::<SocketLimiter>()) {
             let verdict = limiter.0.lock().check(now);
             if verdict != Verdict::Allow {
@@ -904,6 +914,12 @@ fn register(server: &Server, policies: Vec<(&NamespaceConfig, NamespacePolicy)>)
             NamespaceMatch::Static(name) => server.of(name),
             NamespaceMatch::Pattern(re) => server.of_pattern(re.clone()),
         };
+        if let Some(r) = &ns.recovery {
+            handle.set_recovery(crate::sio::Recovery {
+                max_disconnection: r.window,
+                skip_middlewares: r.skip_middlewares,
+            });
+        }
         let policy = Arc::new(policy);
         let p = policy.clone();
         handle.use_middleware(move |req| p.on_connect_request(req));

@@ -32,7 +32,7 @@ use switchboard::signal::Signals;
 use switchboard::{process, telemetry};
 use switchboard_broker::{Broker, BrokerConfig, LeaderMode, grpc};
 use switchboard_bus::{Bus, Hub, NatsOptions};
-use switchboard_gateway::cluster::{Cluster, ClusterConfig, PresenceConfig};
+use switchboard_gateway::cluster::{Cluster, ClusterConfig, PresenceConfig, RecoveryConfig};
 use switchboard_gateway::config::{Config, NamespaceMatch, Problems};
 use switchboard_gateway::engine::{CloseReason, Engine};
 use switchboard_gateway::forward::{Forwarder, Peers};
@@ -233,6 +233,22 @@ async fn serve(
             _ => None,
         })
         .collect();
+    let recovery: HashMap<String, RecoveryConfig> = config
+        .namespaces
+        .iter()
+        .filter_map(|ns| match (&ns.matcher, &ns.recovery) {
+            (NamespaceMatch::Static(name), Some(r)) => Some((
+                name.clone(),
+                RecoveryConfig {
+                    window: r.window,
+                    max_replay_packets: r.max_replay_packets,
+                    max_replay_bytes: r.max_replay_bytes,
+                },
+            )),
+            _ => None,
+        })
+        .collect();
+    let log = settings.recovery_log(recovery.values().map(|r| r.window).max());
     let engine_slot: Arc<std::sync::OnceLock<Arc<Engine<sio::Server>>>> = Arc::default();
     let counter = engine_slot.clone();
     let cluster_cfg = ClusterConfig {
@@ -241,6 +257,8 @@ async fn serve(
         heartbeat: settings.heartbeat,
         presence,
         connections: Arc::new(move || counter.get().map_or(0, |e| e.all().len() as u64)),
+        recovery,
+        log,
         #[cfg(feature = "fault-injection")]
         drop_seqs: settings.drop_seqs.clone(),
     };

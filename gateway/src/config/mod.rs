@@ -443,6 +443,8 @@ pub struct NamespaceConfig {
     pub events: Vec<EventRule>,
     /// Presence announcements shown to the namespace's sockets (static namespaces only).
     pub presence: Option<PresenceRule>,
+    /// Connection state recovery (static namespaces only; `None`: off).
+    pub recovery: Option<RecoveryRule>,
     /// Where the entry is in the file.
     pub location: Location,
 }
@@ -492,6 +494,30 @@ pub struct RateLimitConfig {
 
 /// Default ack timeout of `forward`.
 pub const DEFAULT_FORWARD_TIMEOUT_MS: u64 = 5000;
+
+/// `[namespace.recovery]`: connection state recovery, as socket.io's `connectionStateRecovery`
+/// (docs/recovery.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecoveryRule {
+    /// How long a disconnected client's session is kept (`max_disconnection_ms`, default 2 min).
+    pub window: Duration,
+    /// Whether a recovered socket skips the connect checks (token, claims, auto-join) and keeps
+    /// its session's (`skip_middlewares`, default true).
+    pub skip_middlewares: bool,
+    /// A recovery that would replay more packets gives a fresh session instead (default 256;
+    /// with the packets that arrive during the replay, at most twice this is queued at once, so
+    /// it is bounded by `[server] outbound_queue_max_messages`).
+    pub max_replay_packets: usize,
+    /// The same in bytes (default 4 MiB).
+    pub max_replay_bytes: usize,
+}
+
+/// Default of [`RecoveryRule::window`].
+pub const DEFAULT_RECOVERY_WINDOW: Duration = Duration::from_secs(120);
+/// Default of [`RecoveryRule::max_replay_packets`].
+pub const DEFAULT_MAX_REPLAY_PACKETS: usize = 256;
+/// Default of [`RecoveryRule::max_replay_bytes`].
+pub const DEFAULT_MAX_REPLAY_BYTES: usize = 4 * 1024 * 1024;
 
 /// `[namespace.presence]`: which of the broker's presence announcements the namespace's sockets
 /// receive, and under which event name.

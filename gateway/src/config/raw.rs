@@ -93,6 +93,7 @@ pub(super) struct RawNamespace {
     pub(super) max_rooms: Option<Spanned<u64>>,
     pub(super) rate_limit: Option<Spanned<RawRateLimit>>,
     pub(super) presence: Option<Spanned<RawPresence>>,
+    pub(super) recovery: Option<Spanned<RawRecovery>>,
     #[serde(default)]
     pub(super) event: Vec<Spanned<RawEvent>>,
 }
@@ -104,6 +105,16 @@ pub(super) struct RawPresence {
     pub(super) users: Option<bool>,
     pub(super) event: Option<Spanned<String>>,
     pub(super) to_clients: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRecovery {
+    pub(super) enabled: Option<bool>,
+    pub(super) max_disconnection_ms: Option<Spanned<u64>>,
+    pub(super) skip_middlewares: Option<bool>,
+    pub(super) max_replay_packets: Option<Spanned<u64>>,
+    pub(super) max_replay_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

@@ -861,3 +861,72 @@ fn runtime_options_follow_the_server_section() {
     assert_eq!(any.server.http_cors().origins, ["*"]);
     assert!(parse("").unwrap().server.http_cors().origins.is_empty());
 }
+
+#[test]
+fn recovery_is_off_unless_set_and_has_socket_io_defaults() {
+    let c = parse("[[namespace]]\nname = \"/a\"\n").unwrap();
+    assert_eq!(c.namespaces[0].recovery, None);
+    let c = parse("[[namespace]]\nname = \"/a\"\n[namespace.recovery]\n").unwrap();
+    assert_eq!(
+        c.namespaces[0].recovery,
+        Some(RecoveryRule {
+            window: DEFAULT_RECOVERY_WINDOW,
+            skip_middlewares: true,
+            max_replay_packets: DEFAULT_MAX_REPLAY_PACKETS,
+            max_replay_bytes: DEFAULT_MAX_REPLAY_BYTES,
+        })
+    );
+    let c = parse(
+        "[[namespace]]\nname = \"/a\"\n[namespace.recovery]\nenabled = false\nmax_disconnection_ms = 5\n",
+    )
+    .unwrap();
+    assert_eq!(c.namespaces[0].recovery, None);
+    let c = parse(
+        "[[namespace]]\nname = \"/a\"\n[namespace.recovery]\nmax_disconnection_ms = 5000\nskip_middlewares = false\nmax_replay_packets = 10\nmax_replay_bytes = 1000\n",
+    )
+    .unwrap();
+    let r = c.namespaces[0].recovery.unwrap();
+    assert_eq!(r.window, Duration::from_millis(5000));
+    assert!(!r.skip_middlewares);
+    assert_eq!((r.max_replay_packets, r.max_replay_bytes), (10, 1000));
+    // The demo /chat has it on.
+    let builtin = Config::builtin().unwrap();
+    let chat = builtin
+        .namespaces
+        .iter()
+        .find(|n| matches!(&n.matcher, NamespaceMatch::Static(s) if s == "/chat"))
+        .unwrap();
+    assert!(chat.recovery.is_some());
+}
+
+#[test]
+fn recovery_problems_are_located_and_bounded_by_the_outbound_queue() {
+    let e = err("[[namespace]]\npattern = \"^/x\"\n[namespace.recovery]\n");
+    assert!(
+        e.contains("test.toml:3:1")
+            && e.contains("recovery is only available on namespaces with a fixed name"),
+        "{e}"
+    );
+    let e = err("[[namespace]]\nname = \"/a\"\n[namespace.recovery]\nmax_disconnection_ms = 0\n");
+    assert!(
+        e.contains("test.toml:4:24")
+            && e.contains("recovery.max_disconnection_ms must be greater than 0"),
+        "{e}"
+    );
+    let e = err(
+        "[server]\noutbound_queue_max_messages = 100\n[[namespace]]\nname = \"/a\"\n[namespace.recovery]\nmax_replay_packets = 50\n",
+    );
+    assert!(
+        e.contains("test.toml:6:22")
+            && e.contains("at most (server.outbound_queue_max_messages - 16) / 2 = 42"),
+        "{e}"
+    );
+    let e =
+        err("[[namespace]]\nname = \"/a\"\n[namespace.recovery]\nmax_replay_bytes = 100000000\n");
+    assert!(
+        e.contains("max_replay_bytes must be at most 8388608"),
+        "{e}"
+    );
+    let e = err("[[namespace]]\nname = \"/a\"\n[namespace.recovery]\nwindow = 1\n");
+    assert!(e.contains("unknown field `window`"), "{e}");
+}

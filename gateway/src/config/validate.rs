@@ -68,8 +68,10 @@ impl Config {
             text,
             base_dir,
             problems: Vec::new(),
+            queue_max: usize::MAX,
         };
         let server = v.server(raw.server.unwrap_or_default());
+        v.queue_max = server.outbound_queue_max_messages;
         let operator = v.operator(raw.operator.unwrap_or_default());
         let namespaces = v.namespaces(raw.namespace);
         let limits = v.limits(raw.limits.unwrap_or_default(), &server);
@@ -143,6 +145,8 @@ struct Validator<'a> {
     text: &'a str,
     base_dir: &'a Path,
     problems: Vec<Problem>,
+    /// `[server] outbound_queue_max_messages`, which bounds a recovery's replay.
+    queue_max: usize,
 }
 
 /// An event-rule key as written (its span, if present) and the actions it applies to.
@@ -665,6 +669,66 @@ impl Validator<'_> {
                 to_clients: p.to_clients.unwrap_or(true),
             })
         });
+        let recovery = raw.recovery.and_then(|r| {
+            let span = r.span();
+            let r = r.into_inner();
+            if !r.enabled.unwrap_or(true) {
+                return None;
+            }
+            if !matches!(matcher, NamespaceMatch::Static(_)) {
+                self.ctx_problem(
+                    &ctx,
+                    &span,
+                    "recovery is only available on namespaces with a fixed name",
+                );
+                return None;
+            }
+            let window = self.positive_ms(
+                "recovery.max_disconnection_ms",
+                r.max_disconnection_ms,
+                DEFAULT_RECOVERY_WINDOW,
+            );
+            let max_replay_packets = self.positive_usize(
+                "recovery.max_replay_packets",
+                r.max_replay_packets.clone(),
+                DEFAULT_MAX_REPLAY_PACKETS,
+            );
+            if let Some(p) = &r.max_replay_packets
+                && max_replay_packets.saturating_mul(2).saturating_add(16) > self.queue_max
+            {
+                self.ctx_problem(
+                    &ctx,
+                    &p.span(),
+                    format!(
+                        "recovery.max_replay_packets must be at most (server.outbound_queue_max_messages - 16) / 2 = {}",
+                        self.queue_max.saturating_sub(16) / 2
+                    ),
+                );
+            }
+            let max_replay_bytes = self.positive_usize(
+                "recovery.max_replay_bytes",
+                r.max_replay_bytes.clone(),
+                DEFAULT_MAX_REPLAY_BYTES,
+            );
+            if let Some(b) = &r.max_replay_bytes
+                && max_replay_bytes.saturating_mul(2) > crate::engine::DEFAULT_MAX_QUEUED_BYTES
+            {
+                self.ctx_problem(
+                    &ctx,
+                    &b.span(),
+                    format!(
+                        "recovery.max_replay_bytes must be at most {} (half the outbound queue's byte bound)",
+                        crate::engine::DEFAULT_MAX_QUEUED_BYTES / 2
+                    ),
+                );
+            }
+            Some(RecoveryRule {
+                window,
+                skip_middlewares: r.skip_middlewares.unwrap_or(true),
+                max_replay_packets,
+                max_replay_bytes,
+            })
+        });
         let mut events: Vec<EventRule> = Vec::new();
         let mut event_lines: HashMap<String, usize> = HashMap::new();
         for e in raw.event {
@@ -694,6 +758,7 @@ impl Validator<'_> {
             rate_limit,
             events,
             presence,
+            recovery,
             location,
         })
     }

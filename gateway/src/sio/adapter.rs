@@ -7,7 +7,9 @@
 //! them again.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use switchboard_codec::engineio::Frame;
 
 use super::namespace::Room;
@@ -48,8 +50,75 @@ pub trait Adapter: Send + Sync + 'static {
     fn joined(&self, socket: &Socket, room: &Room);
     /// A socket left a room it was in.
     fn left(&self, socket: &Socket, room: &Room);
-    /// A broadcast was delivered locally; `frames` are its encoded packet and attachments.
+    /// A broadcast to spread; `frames` are its encoded packet and attachments. It was delivered
+    /// locally already, unless the namespace is [`logged`](Self::logged) and the broadcast is not
+    /// volatile: then the adapter delivers it to the local recipients too, in the log's order.
     fn broadcast(&self, ns: &str, target: &Target, frames: &[Frame], volatile: bool);
+
+    /// Whether non-volatile emits of `ns` go through the adapter's log (connection state
+    /// recovery, docs/recovery.md): the server then writes them to no local socket itself, and
+    /// the adapter delivers them, local recipients included, in the log's order with their
+    /// offsets. Such a namespace's CONNECT replies carry a `pid`.
+    fn logged(&self, ns: &str) -> bool {
+        let _ = ns;
+        false
+    }
+
+    /// Claims the session `pid` of `ns` for a client that came back with the last `offset` it
+    /// saw, and reads the packets it missed. `None`: nothing to recover (unknown, expired,
+    /// claimed elsewhere, offset unusable); the client gets a fresh session.
+    fn recover(&self, ns: &str, pid: &str, offset: &str) -> BoxFuture<'static, Option<Restored>> {
+        let _ = (ns, pid, offset);
+        Box::pin(async { None })
+    }
+}
+
+/// How a namespace recovers the sessions of clients that come back (socket.io's
+/// `connectionStateRecovery`). Takes effect with an adapter whose [`Adapter::logged`] says so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// How long after a disconnect a client may come back for its session (socket.io's
+    /// `maxDisconnectionDuration`).
+    pub max_disconnection: Duration,
+    /// Whether a recovered socket skips the namespace's middlewares (socket.io's
+    /// `skipMiddlewares`): it keeps what its session had instead.
+    pub skip_middlewares: bool,
+}
+
+impl Default for Recovery {
+    /// socket.io's defaults: 2 minutes, middlewares skipped.
+    fn default() -> Self {
+        Self {
+            max_disconnection: Duration::from_secs(120),
+            skip_middlewares: true,
+        }
+    }
+}
+
+/// A session claimed for a returning client: who it was, and what it missed.
+pub struct Restored {
+    /// The socket id, kept.
+    pub id: Arc<str>,
+    /// Its rooms at the disconnect.
+    pub rooms: Vec<Room>,
+    /// Restores the socket's typed data (claims, `data`) on the new socket, before any handler
+    /// sees it.
+    pub init: Box<dyn FnOnce(&Socket) + Send>,
+    /// The packets it missed, in order, each an encoded packet and its attachments, with
+    /// offsets.
+    pub missed: Vec<Vec<Frame>>,
+    /// Makes the new socket live without losing or repeating a packet.
+    pub handover: Box<dyn Handover>,
+}
+
+/// The last step of a recovery, between the replay and live delivery.
+pub trait Handover: Send {
+    /// Holds live delivery of the namespace still while `attach` writes the replay, the CONNECT
+    /// reply and `buffered` (the packets for this socket that arrived live while the replay was
+    /// read) and makes the socket a live member of its namespace and rooms. `Err(())`: the
+    /// buffer overflowed; `attach` is not called and the client gets a fresh session.
+    #[allow(clippy::result_unit_err)]
+    fn complete(self: Box<Self>, attach: &mut dyn FnMut(Vec<Vec<Frame>>)) -> Result<(), ()>;
 }
 
 /// Where a server's adapter lives, shared with its namespaces (set once, before serving).

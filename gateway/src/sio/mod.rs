@@ -40,7 +40,7 @@ use tokio::time::Instant;
 use crate::engine::{self, CloseReason, Conn};
 use crate::metrics::{self, Limit};
 
-pub use adapter::{Adapter, Target};
+pub use adapter::{Adapter, Handover, Recovery, Restored, Target};
 pub use namespace::{Broadcast, Namespace, Room, RoomFull};
 pub use socket::{
     AckError, Acker, Args, ConnectError, ConnectRequest, DisconnectReason, Event, Socket,
@@ -145,6 +145,8 @@ struct ConnSockets {
     /// [`ConnectRequest::keep`]), least recently connected first; at most
     /// [`Limits::max_namespaces`] namespaces.
     kept: Vec<(Arc<str>, Data)>,
+    /// Namespaces whose CONNECT waits for a session recovery.
+    connecting: Vec<Arc<str>>,
 }
 
 /// Counts CONNECT packets in fixed windows of [`Limits::connect_interval`].
@@ -428,27 +430,160 @@ impl Server {
         };
         let empty = Value::Object(serde_json::Map::new());
         let auth = packet.data.unwrap_or(empty);
-        let middleware = found.handlers().read().middleware.clone();
-        let mut req = ConnectRequest {
-            auth: &auth,
-            conn,
-            nsp: &nsp,
-            data: Vec::new(),
-            rooms: Vec::new(),
-            kept: Vec::new(),
+        let recovery = found.handlers().read().recovery;
+        let adapter = self
+            .inner
+            .adapter
+            .get()
+            .filter(|a| recovery.is_some() && a.logged(&nsp))
+            .cloned();
+        // A client coming back names its session and the last offset it saw (socket.io-client
+        // sends both in the CONNECT payload); anything else is a fresh connect, as in socket.io.
+        let claim = adapter.as_ref().and_then(|_| {
+            let field = |k: &str| {
+                auth.get(k)
+                    .and_then(Value::as_str)
+                    .filter(|v| !v.is_empty() && v.len() <= MAX_RECOVERY_TOKEN_BYTES)
+            };
+            Some((field("pid")?.to_owned(), field("offset")?.to_owned()))
+        });
+        let (Some(adapter), Some((pid, offset))) = (adapter, claim) else {
+            self.admit(conn, found, nsp, auth, recovery, None);
+            return;
         };
-        if let Err(err) = namespace::run_middleware(&middleware, &mut req) {
-            ::metrics::counter!(metrics::CONNECTS_REFUSED, "reason" => "middleware").increment(1);
-            conn.send_all(&namespace::connect_error_frames(&nsp, &err), false);
+        {
+            let mut st = conn.data.state.lock();
+            if st.connecting.iter().any(|n| **n == *nsp) {
+                tracing::debug!(sid = %conn.sid(), nsp = %nsp, "duplicate connect ignored");
+                return;
+            }
+            st.connecting.push(nsp.as_str().into());
+        }
+        let claiming = adapter.recover(&nsp, &pid, &offset);
+        let server = self.clone();
+        let session = conn.clone();
+        conn.spawn(async move {
+            let restored = claiming.await;
+            session.data.state.lock().connecting.retain(|n| **n != *nsp);
+            let pid: Arc<str> = pid.into();
+            server.admit(
+                &session,
+                found,
+                nsp,
+                auth,
+                recovery,
+                restored.map(|r| (r, pid)),
+            );
+        });
+    }
+
+    /// Accepts a CONNECT: recovers the session if `restored` (falling back to a fresh socket
+    /// when the hand-over fails), else runs the middlewares and makes a new socket.
+    fn admit(
+        &self,
+        conn: &Arc<Conn<ConnData>>,
+        found: Found,
+        nsp: String,
+        auth: Value,
+        recovery: Option<Recovery>,
+        restored: Option<(Restored, Arc<str>)>,
+    ) {
+        let skip = recovery.is_some_and(|r| r.skip_middlewares);
+        let run_middleware = |restoring: bool| {
+            let middleware = found.handlers().read().middleware.clone();
+            let mut req = ConnectRequest {
+                auth: &auth,
+                conn,
+                nsp: &nsp,
+                data: Vec::new(),
+                rooms: Vec::new(),
+                kept: Vec::new(),
+            };
+            if restoring && skip {
+                return Ok((Vec::new(), Vec::new(), Vec::new()));
+            }
+            match namespace::run_middleware(&middleware, &mut req) {
+                Ok(()) => Ok((req.data, req.rooms, req.kept)),
+                Err(err) => {
+                    ::metrics::counter!(metrics::CONNECTS_REFUSED, "reason" => "middleware")
+                        .increment(1);
+                    conn.send_all(&namespace::connect_error_frames(&nsp, &err), false);
+                    Err(())
+                }
+            }
+        };
+        let Ok((data, rooms, kept)) = run_middleware(restored.is_some()) else {
+            return;
+        };
+        if let Some((restored, pid)) = restored {
+            let Restored {
+                id,
+                rooms: session_rooms,
+                init,
+                missed,
+                handover,
+            } = restored;
+            let mut parts = Some((found, data, init));
+            let mut made = None;
+            let done = handover.complete(&mut |buffered| {
+                let Some((found, data, init)) = parts.take() else {
+                    return;
+                };
+                for frames in &missed {
+                    conn.send_all(frames, false);
+                }
+                conn.send_apart(&connect_reply(&nsp, &id, Some(&pid)));
+                for frames in &buffered {
+                    conn.send_all(frames, false);
+                }
+                let inner = self.attach(found, &nsp, |ns| {
+                    let inner = SocketInner::new(
+                        id.clone(),
+                        ns,
+                        conn.clone(),
+                        data,
+                        Some(pid.clone()),
+                        true,
+                    );
+                    init(&Socket::from_inner(inner.clone()));
+                    inner
+                });
+                for room in session_rooms.iter().chain(&rooms) {
+                    inner.ns.join(&inner, room.clone());
+                }
+                made = Some(inner);
+            });
+            match (done, made) {
+                (Ok(()), Some(inner)) => {
+                    ::metrics::counter!(metrics::RECOVERIES, "outcome" => "recovered").increment(1);
+                    self.settle(conn, inner, &nsp, kept);
+                }
+                _ => {
+                    ::metrics::counter!(metrics::RECOVERIES, "outcome" => "overflow").increment(1);
+                    let Some((found, _, _)) = parts else {
+                        return;
+                    };
+                    self.admit(conn, found, nsp, auth, recovery, None);
+                }
+            }
             return;
         }
-        let ConnectRequest {
-            data, rooms, kept, ..
-        } = req;
+        let pid = (recovery.is_some() && self.inner.adapter.get().is_some_and(|a| a.logged(&nsp)))
+            .then(new_pid);
         let id = conn.new_id();
         let inner = self.attach(found, &nsp, |ns| {
-            SocketInner::new(id.clone(), ns, conn.clone(), data)
+            SocketInner::new(id.clone(), ns, conn.clone(), data, pid.clone(), false)
         });
+        for room in rooms {
+            inner.ns.join(&inner, room);
+        }
+        conn.send_apart(&connect_reply(&nsp, &id, pid.as_deref()));
+        self.settle(conn, inner, &nsp, kept);
+    }
+
+    /// Registers an attached socket with its connection (or takes it out again if the
+    /// connection closed meanwhile), then tells the adapter and the connect handlers.
+    fn settle(&self, conn: &Arc<Conn<ConnData>>, inner: Arc<SocketInner>, nsp: &str, kept: Data) {
         let ns = inner.ns.clone();
         {
             let mut st = conn.data.state.lock();
@@ -467,20 +602,7 @@ impl Server {
                 self.inner.config.limits.max_namespaces,
             );
         }
-        for room in rooms {
-            ns.join(&inner, room);
-        }
         conn.mark_connected();
-        let mut reply = serde_json::Map::new();
-        reply.insert("sid".into(), Value::String(id.to_string()));
-        let frames = socketio::encode(&socketio::Packet {
-            kind: PacketType::Connect,
-            nsp: nsp.clone(),
-            id: None,
-            data: Some(Value::Object(reply)),
-            attachments: Vec::new(),
-        });
-        conn.send_apart(&frames);
         let socket = Socket::from_inner(inner);
         if let Some(adapter) = ns.adapter() {
             adapter.connected(&socket);
@@ -490,6 +612,38 @@ impl Server {
             h(&socket);
         }
     }
+}
+
+/// Longest `pid` or `offset` a CONNECT may carry for a recovery (ours are 22 and under 30
+/// characters); longer ones are not looked up.
+const MAX_RECOVERY_TOKEN_BYTES: usize = 64;
+
+/// A new session's private id: 128 random bits, URL-safe base64 (22 characters). It names
+/// nothing; the cluster looks up its hash.
+fn new_pid() -> Arc<str> {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(bytes)
+        .into()
+}
+
+/// The CONNECT reply: `{"sid":…}`, with the session's `pid` in a namespace with recovery.
+fn connect_reply(nsp: &str, id: &str, pid: Option<&str>) -> Vec<Frame> {
+    let mut reply = serde_json::Map::new();
+    reply.insert("sid".into(), Value::String(id.to_owned()));
+    if let Some(pid) = pid {
+        reply.insert("pid".into(), Value::String(pid.to_owned()));
+    }
+    socketio::encode(&socketio::Packet {
+        kind: PacketType::Connect,
+        nsp: nsp.to_owned(),
+        id: None,
+        data: Some(Value::Object(reply)),
+        attachments: Vec::new(),
+    })
 }
 
 /// Records the state a connect's middleware kept for namespace `nsp` (new entries only: found

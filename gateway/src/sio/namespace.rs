@@ -15,7 +15,7 @@ use crate::engine::Pushed;
 use crate::metrics;
 
 use super::Registry;
-use super::adapter::{Adapter, AdapterSlot, Target};
+use super::adapter::{Adapter, AdapterSlot, Recovery, Target};
 use super::socket::{
     Args, ConnectError, ConnectRequest, DisconnectReason, Event, Socket, SocketInner,
 };
@@ -42,6 +42,7 @@ pub(crate) struct Handlers {
     pub(crate) events: HashMap<String, EventHandler>,
     pub(crate) any: Option<EventHandler>,
     pub(crate) disconnect: Vec<DisconnectHandler>,
+    pub(crate) recovery: Option<Recovery>,
 }
 
 pub(crate) type SharedHandlers = Arc<RwLock<Handlers>>;
@@ -264,6 +265,14 @@ impl Namespace {
         self.handlers_mut().disconnect.push(Arc::new(f));
     }
 
+    /// Turns on connection state recovery (socket.io's `connectionStateRecovery`) for this
+    /// namespace: with an adapter that logs it ([`Adapter::logged`]), CONNECT replies carry a
+    /// `pid`, emits carry offsets, and a client that comes back within the window gets its
+    /// socket back (same id, rooms, data) with the packets it missed.
+    pub fn set_recovery(&self, recovery: Recovery) {
+        self.handlers_mut().recovery = Some(recovery);
+    }
+
     /// Emits to every socket of the namespace; returns the number of recipients.
     pub fn emit(&self, event: &str, args: Args) -> usize {
         self.broadcast().emit(event, args)
@@ -369,12 +378,22 @@ impl Broadcast {
         self
     }
 
-    /// Emits an event to the targets; returns how many local sockets it was queued for.
+    /// Emits an event to the targets; returns how many local sockets it was queued for (in a
+    /// namespace whose emits go through the cluster's log, [`Adapter::logged`]: 0, since the
+    /// log writes them later, in its order).
     pub fn emit(self, event: &str, args: Args) -> usize {
         let Some(ns) = self.ns.as_ref() else {
             return 0;
         };
         let frames = args.encode_event(&ns.name, event);
+        if !self.local
+            && !self.volatile
+            && let Some(adapter) = ns.adapter()
+            && adapter.logged(&ns.name)
+        {
+            adapter.broadcast(&ns.name, &self.target, &frames, false);
+            return 0;
+        }
         let n = deliver(ns, &self.target, &frames, self.volatile);
         ::metrics::histogram!(metrics::FANOUT_SIZE).record(n as f64);
         if !self.local

@@ -32,6 +32,10 @@ pub(crate) struct SocketInner {
     rooms: Mutex<Vec<Room>>,
     data: Mutex<Data>,
     acks: Mutex<Option<Box<Acks>>>,
+    /// The session's private id, in a namespace with connection state recovery.
+    pub(crate) pid: Option<Arc<str>>,
+    /// Whether this socket is a recovered session.
+    pub(crate) recovered: bool,
 }
 
 #[derive(Default)]
@@ -46,6 +50,8 @@ impl SocketInner {
         ns: Arc<NsInner>,
         conn: Arc<Conn<ConnData>>,
         data: Data,
+        pid: Option<Arc<str>>,
+        recovered: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
             id,
@@ -54,6 +60,8 @@ impl SocketInner {
             rooms: Mutex::new(Vec::new()),
             data: Mutex::new(data),
             acks: Mutex::new(None),
+            pid,
+            recovered,
         })
     }
 
@@ -155,10 +163,33 @@ impl Socket {
         insert_data(&mut self.inner.data.lock(), value);
     }
 
-    /// Emits an event to this socket.
+    /// Emits an event to this socket. In a namespace whose emits go through the cluster's log
+    /// ([`super::Adapter::logged`]) it is logged too, so a recovery can replay it, as socket.io
+    /// does with `connectionStateRecovery`.
     pub fn emit(&self, event: &str, args: Args) {
         let frames = args.encode_event(&self.inner.ns.name, event);
+        if let Some(adapter) = self.inner.ns.adapter()
+            && adapter.logged(&self.inner.ns.name)
+        {
+            let target = super::Target {
+                sockets: vec![self.inner.id.clone()],
+                ..Default::default()
+            };
+            adapter.broadcast(&self.inner.ns.name, &target, &frames, false);
+            return;
+        }
         self.inner.conn.send_all(&frames, false);
+    }
+
+    /// Whether this socket is a session recovered after a disconnect (socket.io's
+    /// `socket.recovered`).
+    pub fn recovered(&self) -> bool {
+        self.inner.recovered
+    }
+
+    /// The session's private id (`pid`), in a namespace with connection state recovery.
+    pub(crate) fn pid(&self) -> Option<&str> {
+        self.inner.pid.as_deref()
     }
 
     /// Emits an event and waits for the client's acknowledgement, at most `timeout`.

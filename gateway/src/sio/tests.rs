@@ -790,3 +790,141 @@ fn kept_state_survives_reentry_and_is_bounded() {
     assert_eq!(visits(&conn, "/b"), Some(1), "/b was forgotten for /c");
     assert_eq!(visits(&conn, "/a"), Some(4), "/a stayed connected");
 }
+
+/// An adapter that logs `/r` and holds one session, `p1`, to recover: what it hands back is
+/// what the server must write, in this order: the missed packets, the CONNECT reply, the
+/// packets that arrived meanwhile.
+struct Sessions {
+    broadcasts: Mutex<Vec<String>>,
+}
+
+impl Adapter for Sessions {
+    fn connected(&self, _: &Socket) {}
+    fn disconnected(&self, _: &Socket, _: &[Room], _: DisconnectReason) {}
+    fn joined(&self, _: &Socket, _: &Room) {}
+    fn left(&self, _: &Socket, _: &Room) {}
+    fn broadcast(&self, ns: &str, target: &Target, frames: &[Frame], _volatile: bool) {
+        let first = match frames.first() {
+            Some(Frame::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+            _ => String::new(),
+        };
+        self.broadcasts.lock().push(format!(
+            "{ns} {:?} {:?} {first}",
+            target.rooms, target.sockets
+        ));
+    }
+    fn logged(&self, ns: &str) -> bool {
+        ns == "/r"
+    }
+    fn recover(
+        &self,
+        _ns: &str,
+        pid: &str,
+        offset: &str,
+    ) -> futures_util::future::BoxFuture<'static, Option<Restored>> {
+        let found = pid == "p1" && offset == "t.4";
+        Box::pin(async move {
+            found.then(|| Restored {
+                id: "n0.old".into(),
+                rooms: vec!["room1".into()],
+                init: Box::new(|s: &Socket| s.insert(7u32)),
+                missed: vec![vec![Frame::Text(Bytes::from_static(
+                    b"42/r,[\"m\",1,\"t.5\"]",
+                ))]],
+                handover: Box::new(Meanwhile),
+            })
+        })
+    }
+}
+
+struct Meanwhile;
+
+impl Handover for Meanwhile {
+    fn complete(self: Box<Self>, attach: &mut dyn FnMut(Vec<Vec<Frame>>)) -> Result<(), ()> {
+        attach(vec![vec![Frame::Text(Bytes::from_static(
+            b"42/r,[\"m\",2,\"t.6\"]",
+        ))]]);
+        Ok(())
+    }
+}
+
+/// Waits for the connection's queue to hold `n` frames (the recovery runs on a task).
+async fn frames(conn: &Arc<Conn<ConnData>>, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        got.extend(out(conn));
+        if got.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_recovered_session_gets_its_id_rooms_and_missed_packets_before_the_connect_reply() {
+    let (io, engine) = setup();
+    let adapter = Arc::new(Sessions {
+        broadcasts: Mutex::new(Vec::new()),
+    });
+    assert!(io.set_adapter(adapter.clone()));
+    let ns = io.of("/r");
+    ns.set_recovery(Recovery::default());
+    ns.on_connect(|s| {
+        if s.recovered() {
+            assert_eq!(s.get::<u32>().as_deref(), Some(&7), "init ran first");
+        }
+    });
+
+    // A fresh socket of a logged namespace gets a pid.
+    let fresh = open(&engine);
+    out(&fresh);
+    send(&engine, &fresh, "40/r,");
+    let reply = out(&fresh).remove(0);
+    let v: serde_json::Value = serde_json::from_str(&reply["40/r,".len()..]).expect("json");
+    assert_eq!(v["pid"].as_str().map(str::len), Some(22), "{reply}");
+
+    // The session comes back.
+    let conn = open(&engine);
+    out(&conn);
+    send(
+        &engine,
+        &conn,
+        r#"40/r,{"pid":"p1","offset":"t.4","token":"x"}"#,
+    );
+    assert_eq!(
+        frames(&conn, 3).await,
+        [
+            r#"42/r,["m",1,"t.5"]"#,
+            r#"40/r,{"sid":"n0.old","pid":"p1"}"#,
+            r#"42/r,["m",2,"t.6"]"#,
+        ]
+    );
+    let socket = ns
+        .socket("n0.old")
+        .expect("the socket is live under its old id");
+    assert!(socket.recovered());
+    assert_eq!(socket.rooms(), vec![Room::from("room1")]);
+
+    // Emits of a logged namespace go through the adapter only, the socket's own too.
+    assert_eq!(ns.to("room1").emit("e", Args::new(vec![json!(1)])), 0);
+    socket.emit("own", Args::none());
+    assert!(out(&conn).is_empty(), "nothing written but by the log");
+    assert_eq!(
+        *adapter.broadcasts.lock(),
+        [
+            r#"/r ["room1"] [] 42/r,["e",1]"#,
+            r#"/r [] ["n0.old"] 42/r,["own"]"#,
+        ]
+    );
+
+    // An unknown session is a fresh connect, with a new id and pid.
+    let other = open(&engine);
+    out(&other);
+    send(&engine, &other, r#"40/r,{"pid":"nope","offset":"t.4"}"#);
+    let got = frames(&other, 1).await;
+    let v: serde_json::Value = serde_json::from_str(&got[0]["40/r,".len()..]).expect("json");
+    assert_ne!(v["sid"], "n0.old");
+    assert_ne!(v["pid"], "nope");
+    assert!(v["pid"].is_string());
+}

@@ -40,6 +40,10 @@
 //! A reservation that fails on the gateway's side (timeout) is released with a sequenced leave,
 //! so the broker never keeps counting a member this node does not have.
 
+mod recovery;
+
+pub use recovery::RecoveryConfig;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -48,7 +52,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use switchboard_bus::{Bus, BusError, Subscription};
+use switchboard_bus::{Bus, BusError, LogConfig, Subscription};
 use switchboard_codec::engineio::{Frame, RECORD_SEPARATOR};
 use switchboard_codec::socketio::{self, Decoded, PacketType};
 use switchboard_proto::Message as _;
@@ -60,10 +64,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Claims;
+use crate::engine::CloseReason;
 use crate::id::{NodeId, owner_of};
 use crate::metrics::{self as m, Limit};
 use crate::policy::{Bridge, Reservation};
-use crate::sio::{Adapter, Args, DisconnectReason, Room, Server, Socket, Target};
+use crate::sio::{Adapter, Args, DisconnectReason, Restored, Room, Server, Socket, Target};
 
 /// Messages the publisher may hold before new ones are dropped.
 const OUT_QUEUE: usize = 65_536;
@@ -116,6 +121,11 @@ pub struct ClusterConfig {
     pub presence: HashMap<String, PresenceConfig>,
     /// Counts the node's Engine.IO connections, for the heartbeat.
     pub connections: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Connection state recovery by namespace name (static namespaces only).
+    pub recovery: HashMap<String, RecoveryConfig>,
+    /// The log that recovery-enabled namespaces' emits go through (created or updated to these
+    /// settings at start); unused when no namespace has recovery.
+    pub log: Option<LogConfig>,
     /// Test fault injection: membership sequence numbers whose message is not published (only
     /// in test builds: the `fault-injection` feature).
     #[cfg(any(test, feature = "fault-injection"))]
@@ -149,6 +159,8 @@ struct Out {
     subject: String,
     payload: Bytes,
     kind: &'static str,
+    /// Published into the recovery log (a JetStream publish, acknowledged), not on core NATS.
+    log: bool,
     /// Told once the message was handed to the bus (how [`Cluster::leave`] knows).
     published: Option<oneshot::Sender<()>>,
 }
@@ -165,6 +177,8 @@ struct Inner {
     interest_changed: Notify,
     /// The interest version whose subscriptions the NATS server has confirmed.
     applied: watch::Sender<u64>,
+    /// The recovery log, when a namespace has recovery and the bus offers a log.
+    log: Option<recovery::LogState>,
     /// Split deliveries: the id of the next one sent, and the ones being received.
     next_split: std::sync::atomic::AtomicU64,
     fragments: Mutex<Reassembly>,
@@ -265,6 +279,10 @@ impl Cluster {
         tasks: TaskTracker,
     ) -> Result<Self, BusError> {
         let (tx, rx) = mpsc::channel(OUT_QUEUE);
+        let log = match &cfg.log {
+            Some(lc) => recovery::LogState::open(&bus, lc, &cfg.recovery).await,
+            None => None,
+        };
         let cluster = Self {
             inner: Arc::new(Inner {
                 bus,
@@ -276,6 +294,7 @@ impl Cluster {
                 out: tx,
                 interest_changed: Notify::new(),
                 applied: watch::Sender::new(0),
+                log,
                 next_split: std::sync::atomic::AtomicU64::new(1),
                 fragments: Mutex::new(Reassembly::default()),
                 stop,
@@ -309,7 +328,18 @@ impl Cluster {
                 "the server already has an adapter".into(),
             ));
         }
-        cluster.spawn(publisher(cluster.inner.bus.clone(), rx));
+        let origin = format!("{}.{}", cluster.inner.cfg.node, cluster.inner.epoch);
+        cluster.spawn(publisher(
+            cluster.inner.bus.clone(),
+            rx,
+            origin,
+            cluster.inner.tasks.clone(),
+        ));
+        if let Some(log) = &cluster.inner.log {
+            for ns in log.all() {
+                cluster.spawn(cluster.clone().follow(ns.clone()));
+            }
+        }
         cluster.spawn(heartbeats(cluster.clone()));
         cluster.spawn(interests(cluster.clone()));
         cluster.spawn(link_watch(cluster.clone()));
@@ -405,17 +435,19 @@ impl Cluster {
         kind: &'static str,
         published: Option<oneshot::Sender<()>>,
     ) {
-        if self
-            .inner
-            .out
-            .try_send(Out {
-                subject,
-                payload,
-                kind,
-                published,
-            })
-            .is_err()
-        {
+        self.enqueue(Out {
+            subject,
+            payload,
+            kind,
+            log: false,
+            published,
+        });
+    }
+
+    /// Hands a message to the publisher (which keeps queue order), or counts it dropped.
+    fn enqueue(&self, out: Out) {
+        let kind = out.kind;
+        if self.inner.out.try_send(out).is_err() {
             ::metrics::counter!(m::BUS_OUT_DROPPED, "kind" => kind).increment(1);
         }
     }
@@ -479,8 +511,14 @@ impl Cluster {
                 rooms: presence.is_some_and(|p| p.rooms),
                 users: presence.is_some_and(|p| p.users),
             }),
-            recovery: None,
-            recovered: false,
+            recovery: socket.pid().and_then(|pid| {
+                let rc = self.inner.cfg.recovery.get(ns.name())?;
+                Some(pb::Recovery {
+                    pid_hash: recovery::pid_hash(pid),
+                    window_ms: u64::try_from(rc.window.as_millis()).unwrap_or(u64::MAX),
+                })
+            }),
+            recovered: socket.recovered(),
         }
     }
 
@@ -720,9 +758,14 @@ impl Cluster {
                     s.insert(SocketData(set.data_json.clone()));
                 }
             }
-            Some(pb::command::Action::Takeover(_)) | None => {
-                ::metrics::counter!(m::BUS_MALFORMED).increment(1)
+            // The client came back on another gateway before this one noticed it had gone: let go
+            // of the socket as if its transport had closed (recoverable), which tells the broker.
+            Some(pb::command::Action::Takeover(_)) => {
+                for s in &sockets {
+                    s.inner.conn.close(CloseReason::TransportClose);
+                }
             }
+            None => ::metrics::counter!(m::BUS_MALFORMED).increment(1),
         }
     }
 
@@ -959,7 +1002,7 @@ impl Adapter for Cluster {
                 changed
             },
         );
-        self.life(&info, "", true);
+        self.life(&info, "", true, false);
     }
 
     fn disconnected(&self, socket: &Socket, rooms: &[Room], reason: DisconnectReason) {
@@ -967,7 +1010,7 @@ impl Adapter for Cluster {
         let body = member_message::Body::Disconnect(pb::Disconnect {
             id: socket.id().to_owned(),
             reason: reason.as_str().to_owned(),
-            recoverable: false,
+            recoverable: recoverable(socket, reason),
         });
         self.membership("disconnect", body, |st| {
             let mut changed = unbump(&mut st.namespaces, &ns);
@@ -978,7 +1021,7 @@ impl Adapter for Cluster {
         });
         let mut info = self.socket_info(socket);
         info.rooms = rooms.iter().map(|r| r.to_string()).collect();
-        self.life(&info, reason.as_str(), false);
+        self.life(&info, reason.as_str(), false, recoverable(socket, reason));
     }
 
     fn joined(&self, socket: &Socket, room: &Room) {
@@ -1030,6 +1073,19 @@ impl Adapter for Cluster {
                 ack: None,
             })),
         };
+        if !volatile && self.logged(ns) {
+            let subject = match (target.rooms.as_slice(), target.sockets.as_slice()) {
+                ([room], []) => subjects.log_room(ns, room),
+                ([], [id]) => subjects.log_socket(ns, id),
+                _ => subjects.log_namespace(ns),
+            };
+            let Ok(subject) = subject else {
+                m::limited(Limit::NameBytes);
+                return;
+            };
+            self.deliver(subject, Bytes::from(envelope(target).encode_to_vec()), true);
+            return;
+        }
         if target.rooms.is_empty() && !target.sockets.is_empty() {
             // Straight to each owner; local sockets were served already.
             let mut by_owner: HashMap<&str, Vec<Arc<str>>> = HashMap::new();
@@ -1051,7 +1107,7 @@ impl Adapter for Cluster {
                     continue;
                 };
                 let payload = Bytes::from(envelope(&t).encode_to_vec());
-                self.deliver(subject, payload);
+                self.deliver(subject, payload, false);
             }
             return;
         }
@@ -1063,16 +1119,45 @@ impl Adapter for Cluster {
             m::limited(Limit::NameBytes);
             return;
         };
-        self.deliver(subject, Bytes::from(envelope(target).encode_to_vec()));
+        self.deliver(
+            subject,
+            Bytes::from(envelope(target).encode_to_vec()),
+            false,
+        );
+    }
+
+    /// Configured for recovery and the log opened, and the bus link up: while it is down, the
+    /// namespace's emits reach this node's sockets directly (without offsets) rather than nobody
+    /// (docs/recovery.md, "Bus blips").
+    fn logged(&self, ns: &str) -> bool {
+        self.inner
+            .log
+            .as_ref()
+            .is_some_and(|log| log.namespace(ns).is_some())
+            && self.inner.bus.is_up()
+    }
+
+    fn recover(&self, ns: &str, pid: &str, offset: &str) -> BoxFuture<'static, Option<Restored>> {
+        self.recover_session(ns, pid, offset)
     }
 }
 
 impl Cluster {
-    /// Queues a delivery envelope, split into fragments if it is longer than the bus takes.
-    fn deliver(&self, subject: String, payload: Bytes) {
+    /// Queues a delivery envelope, split into fragments if it is longer than the bus takes;
+    /// into the recovery log if `log`.
+    fn deliver(&self, subject: String, payload: Bytes, log: bool) {
         let max = self.inner.bus.max_payload();
+        let queue = |subject: String, payload: Bytes, kind: &'static str| {
+            self.enqueue(Out {
+                subject,
+                payload,
+                kind,
+                log,
+                published: None,
+            });
+        };
         if payload.len() <= max {
-            self.queue(subject, payload, "delivery");
+            queue(subject, payload, "delivery");
             return;
         }
         let chunk = max.saturating_sub(MESSAGE_OVERHEAD).max(1);
@@ -1099,7 +1184,7 @@ impl Cluster {
                     data: payload.slice_ref(data),
                 })),
             };
-            self.queue(
+            queue(
                 subject.clone(),
                 Bytes::from(fragment.encode_to_vec()),
                 "fragment",
@@ -1110,13 +1195,13 @@ impl Cluster {
 
 impl Cluster {
     /// Publishes a connect or disconnect notice for workers.
-    fn life(&self, info: &pb::SocketInfo, reason: &str, connect: bool) {
+    fn life(&self, info: &pb::SocketInfo, reason: &str, connect: bool, recoverable: bool) {
         let msg = pb::LifeEvent {
             node: self.inner.cfg.node.as_str().to_owned(),
             socket: Some(info.clone()),
             reason: reason.to_owned(),
-            recoverable: false,
-            recovered: false,
+            recoverable,
+            recovered: connect && info.recovered,
         };
         let subjects = &self.inner.cfg.subjects;
         let subject = if connect {
@@ -1365,6 +1450,24 @@ fn acceptable(args: Args) -> Option<Args> {
     args.values.iter().all(named).then_some(args)
 }
 
+/// Whether the broker may keep `socket`'s session after it left for `reason`: it has a pid, and
+/// the client did not leave on purpose nor was sent away (socket.io's recoverable reasons, minus
+/// the server's own kicks and limits, which a recovery would undo).
+fn recoverable(socket: &Socket, reason: DisconnectReason) -> bool {
+    socket.pid().is_some()
+        && matches!(
+            reason,
+            DisconnectReason::Connection(
+                CloseReason::ClientClose
+                    | CloseReason::TransportClose
+                    | CloseReason::TransportError
+                    | CloseReason::PingTimeout
+                    | CloseReason::DuplicatePoll
+                    | CloseReason::Shutdown
+            )
+        )
+}
+
 fn from_pb_target(t: pb::Target) -> Target {
     let arcs = |v: Vec<String>| v.into_iter().map(Arc::from).collect();
     Target {
@@ -1375,8 +1478,59 @@ fn from_pb_target(t: pb::Target) -> Target {
     }
 }
 
-async fn publisher(bus: Bus, mut rx: mpsc::Receiver<Out>) {
+/// How often a log publish is tried (the same message id each time, so the log stores it once).
+const LOG_PUBLISH_TRIES: u32 = 3;
+
+/// Publishes queued messages in queue order. Log publishes are sent in order here and their
+/// acknowledgements awaited off this task; one that fails is sent again with its message id
+/// (stored once, but possibly after messages queued behind it).
+async fn publisher(bus: Bus, mut rx: mpsc::Receiver<Out>, origin: String, tasks: TaskTracker) {
+    let mut counter: u64 = 0;
     while let Some(out) = rx.recv().await {
+        if out.log {
+            counter += 1;
+            let id = format!("{origin}.{counter}");
+            let sent = bus
+                .log_publish(out.subject.clone(), out.payload.clone(), id.clone())
+                .await;
+            let bus = bus.clone();
+            let (subject, payload) = (out.subject.clone(), out.payload.clone());
+            tasks.spawn(async move {
+                let mut sent = sent;
+                let mut attempt = 1;
+                loop {
+                    let result = match sent {
+                        Ok(ack) => ack.await.map(|_| ()),
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok(()) => {
+                            let result = if attempt == 1 { "ok" } else { "retried" };
+                            ::metrics::counter!(m::LOG_PUBLISHED, "result" => result).increment(1);
+                            return;
+                        }
+                        Err(e) if attempt >= LOG_PUBLISH_TRIES => {
+                            ::metrics::counter!(m::LOG_PUBLISHED, "result" => "failed")
+                                .increment(1);
+                            m::bus_error("log", &e);
+                            tracing::warn!(error = %e, "emit not stored in the recovery log");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, attempt, "recovery log publish retried");
+                            attempt += 1;
+                            sent = bus
+                                .log_publish(subject.clone(), payload.clone(), id.clone())
+                                .await;
+                        }
+                    }
+                }
+            });
+            if let Some(published) = out.published {
+                let _ = published.send(());
+            }
+            continue;
+        }
         match bus.publish(out.subject, out.payload).await {
             Ok(()) => ::metrics::counter!(m::BUS_PUBLISHED, "kind" => out.kind).increment(1),
             Err(e) => {
@@ -1499,8 +1653,34 @@ mod tests {
     }
 
     async fn node(hub: &Hub, id: &str, drop_seqs: Vec<u64>) -> Node {
+        node_with(hub, id, drop_seqs, HashMap::new()).await
+    }
+
+    /// The log of the recovery tests, in the hub.
+    fn test_log() -> LogConfig {
+        LogConfig {
+            stream: "t_log".into(),
+            subjects: vec!["t.log.>".into()],
+            max_age: Duration::from_secs(60),
+            max_bytes: 1 << 20,
+            replicas: 1,
+            memory: true,
+            duplicate_window: Duration::from_secs(30),
+        }
+    }
+
+    async fn node_with(
+        hub: &Hub,
+        id: &str,
+        drop_seqs: Vec<u64>,
+        recovery: HashMap<String, RecoveryConfig>,
+    ) -> Node {
         let io = Server::new(Config::default());
-        io.of("/chat");
+        let chat = io.of("/chat");
+        if !recovery.is_empty() {
+            chat.set_recovery(crate::sio::Recovery::default());
+        }
+        let log = (!recovery.is_empty()).then(test_log);
         let node = NodeId::parse(id).unwrap();
         let cfg = ClusterConfig {
             node: node.clone(),
@@ -1508,6 +1688,8 @@ mod tests {
             heartbeat: Duration::from_secs(3600),
             presence: HashMap::new(),
             connections: Arc::new(|| 0),
+            recovery,
+            log,
             drop_seqs,
         };
         let cluster = Cluster::start(
@@ -2116,5 +2298,173 @@ mod tests {
             sockets: vec!["m.2".into()],
         };
         assert_eq!(from_pb_target(to_pb_target(&t)), t);
+    }
+
+    /// A stand-in for the broker's claims: it remembers every socket a gateway reports and hands
+    /// a session to the first claim with its pid's hash.
+    async fn claims(hub: &Hub) {
+        let bus = hub.client();
+        let subjects = Subjects::new("t").unwrap();
+        let mut members = bus.subscribe(subjects.all_members()).await.unwrap();
+        let mut claims = bus.subscribe(subjects.recover()).await.unwrap();
+        tokio::spawn(async move {
+            let mut known: Vec<pb::SocketInfo> = Vec::new();
+            loop {
+                tokio::select! {
+                    Some(m) = members.next() => {
+                        match pb::MemberMessage::decode(m.payload).map(|m| m.body) {
+                            Ok(Some(member_message::Body::Connect(info))) => known.push(info),
+                            Ok(Some(member_message::Body::Join(j))) => {
+                                for s in known.iter_mut().filter(|s| s.id == j.id) {
+                                    s.rooms.push(j.room.clone());
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    Some(c) = claims.next() => {
+                        let req = pb::RecoverRequest::decode(c.payload).unwrap();
+                        let found = known.iter().position(|s| {
+                            s.recovery.as_ref().is_some_and(|r| r.pid_hash == req.pid_hash)
+                        });
+                        let reply = match found {
+                            Some(i) => pb::RecoverReply {
+                                outcome: pb::recover_reply::Outcome::Recovered as i32,
+                                socket: Some(known.remove(i)),
+                            },
+                            None => pb::RecoverReply::default(),
+                        };
+                        let _ = bus
+                            .publish(c.reply.unwrap(), Bytes::from(reply.encode_to_vec()))
+                            .await;
+                    }
+                    else => return,
+                }
+            }
+        });
+    }
+
+    fn text(frames: &[Bytes]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect()
+    }
+
+    /// Collects frames of `conn` until there are `n` (bounded).
+    async fn collect(conn: &Arc<Conn<ConnData>>, n: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        for _ in 0..2000 {
+            got.extend(text(&drain(conn)));
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("timed out waiting for {n} frames; got {got:?}");
+    }
+
+    #[tokio::test]
+    async fn a_session_comes_back_on_another_node_with_what_it_missed_once_and_in_order() {
+        let hub = Hub::new();
+        claims(&hub).await;
+        let rc = RecoveryConfig {
+            window: Duration::from_secs(60),
+            max_replay_packets: 100,
+            max_replay_bytes: 1 << 20,
+        };
+        let recovery = HashMap::from([("/chat".to_owned(), rc)]);
+        let a = node_with(&hub, "a", vec![], recovery.clone()).await;
+        let b = node_with(&hub, "b", vec![], recovery).await;
+        let info = || {
+            HandshakeInfo::new(
+                "127.0.0.1:1".parse().unwrap(),
+                &http::HeaderMap::new(),
+                None,
+                0,
+            )
+        };
+        let (conn, _) = a
+            .engine
+            .open(Transport::WebSocket, info(), tokio::time::Instant::now())
+            .unwrap();
+        drain(&conn);
+        a.engine
+            .handler
+            .on_message(&conn, Payload::Text(Bytes::from_static(b"0/chat,")));
+        let reply: Value =
+            serde_json::from_str(&text(&drain(&conn))[0]["40/chat,".len()..]).unwrap();
+        let (sid, pid) = (
+            reply["sid"].as_str().unwrap(),
+            reply["pid"].as_str().unwrap(),
+        );
+        let socket = a.io.get("/chat").unwrap().socket(sid).unwrap();
+        socket.join("room");
+        // Emits of a recovery-enabled namespace go through the log, from any node, to the
+        // sender's node too; each carries its offset as its last argument.
+        let emit = |n: i64| {
+            b.io.of("/chat")
+                .to("room")
+                .emit("m", Args::new(vec![json!(n)]))
+        };
+        emit(1);
+        let first = collect(&conn, 1).await;
+        let last_arg = |frame: &str| -> String {
+            let v: Value = serde_json::from_str(&frame["42/chat,".len()..]).unwrap();
+            v.as_array()
+                .unwrap()
+                .last()
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert!(first[0].starts_with(r#"42/chat,["m",1,""#), "{first:?}");
+        let offset = last_arg(&first[0]);
+        conn.close(CloseReason::TransportClose);
+        emit(2);
+        emit(3);
+        // What the client missed, then the CONNECT reply with its old id and pid, then live.
+        let (back, _) = b
+            .engine
+            .open(Transport::WebSocket, info(), tokio::time::Instant::now())
+            .unwrap();
+        drain(&back);
+        let connect = format!(r#"0/chat,{{"pid":"{pid}","offset":"{offset}"}}"#);
+        b.engine
+            .handler
+            .on_message(&back, Payload::Text(Bytes::from(connect)));
+        let got = collect(&back, 3).await;
+        assert!(got[0].starts_with(r#"42/chat,["m",2,""#), "{got:?}");
+        assert!(got[1].starts_with(r#"42/chat,["m",3,""#), "{got:?}");
+        assert_eq!(
+            got[2],
+            format!(r#"40/chat,{{"sid":"{sid}","pid":"{pid}"}}"#)
+        );
+        emit(4);
+        let live = collect(&back, 1).await;
+        assert!(live[0].starts_with(r#"42/chat,["m",4,""#), "{live:?}");
+        // Offsets grow along the one order.
+        let seqs: Vec<u64> = [&first[0], &got[0], &got[1], &live[0]]
+            .iter()
+            .map(|f| recovery::parse_offset(&last_arg(f)).unwrap().1)
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        let recovered = b.io.get("/chat").unwrap().socket(sid).unwrap();
+        assert!(recovered.recovered());
+        assert_eq!(recovered.rooms(), vec![Room::from("room")]);
+        // The session is recovered once: the same pid again is a fresh socket.
+        let (again, _) = b
+            .engine
+            .open(Transport::WebSocket, info(), tokio::time::Instant::now())
+            .unwrap();
+        drain(&again);
+        let connect = format!(r#"0/chat,{{"pid":"{pid}","offset":"{offset}"}}"#);
+        b.engine
+            .handler
+            .on_message(&again, Payload::Text(Bytes::from(connect)));
+        let fresh = collect(&again, 1).await;
+        let v: Value = serde_json::from_str(&fresh[0]["40/chat,".len()..]).unwrap();
+        assert_ne!(v["sid"], sid);
     }
 }
