@@ -123,7 +123,8 @@ impl Broker {
                 cfg.lease, cfg.heartbeat
             )));
         }
-        if recovery.takeover_timeout.is_zero() || recovery.takeover_timeout > Duration::from_secs(60)
+        if recovery.takeover_timeout.is_zero()
+            || recovery.takeover_timeout > Duration::from_secs(60)
         {
             return Err(BrokerError::Config(format!(
                 "the takeover timeout ({:?}) must be over 0 and at most 60 s",

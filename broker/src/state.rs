@@ -758,10 +758,7 @@ impl Directory {
             if kept.expires <= now {
                 return Claim::Expired;
             }
-            kept.claim = Some((
-                node.to_owned(),
-                now.checked_add(CLAIM_LEASE).unwrap_or(now),
-            ));
+            kept.claim = Some((node.to_owned(), now.checked_add(CLAIM_LEASE).unwrap_or(now)));
             return Claim::Recovered(Box::new(rec.clone()));
         }
         if rec.node == node
@@ -1207,10 +1204,7 @@ impl Directory {
             return;
         };
         if let Some(kept) = self.kept.get(&rec.id) {
-            if kept
-                .claim
-                .as_ref()
-                .is_some_and(|(by, _)| *by != rec.node)
+            if kept.claim.as_ref().is_some_and(|(by, _)| *by != rec.node)
                 || !self.nodes.contains_key(&rec.node)
             {
                 return;
@@ -2464,7 +2458,11 @@ mod tests {
             render(&feed.dir.remove_node("b", Reason::NodeLeft, feed.now)).len(),
             3
         );
-        assert!(feed.dir.remove_node("nope", Reason::NodeLeft, feed.now).is_empty());
+        assert!(
+            feed.dir
+                .remove_node("nope", Reason::NodeLeft, feed.now)
+                .is_empty()
+        );
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //!   handshake (the suite's `allowRequest`, for the client's connection timeout), namespaces `/`
 //!   (a middleware refusing `?fail=…` and the suite's handlers), `/foo` (`getId`), `/abc` (emits
 //!   `handshake` on connect), `/no` (a middleware refusing every connect), and the empty
-//!   `/timeout_socket`, `/valid` and `/asd`. It runs over the composition a standalone gateway
-//!   uses (an in-process bus with the broker embedded), which connection state recovery needs.
+//!   `/timeout_socket`, `/valid` and `/asd`; connection state recovery on every namespace with
+//!   socket.io's defaults (2 minutes, middlewares skipped). It runs over the composition a
+//!   standalone gateway uses (an in-process bus with the broker embedded, which keeps the
+//!   sessions; the hub's log keeps the packets).
 //! - 127.0.0.1:3000, `/engine.io/`: a bare Engine.IO echo with pingInterval 500 ms and
 //!   maxPayload 100 bytes; it greets each client with `hi`, answers `give binary`, `give utf8`
 //!   and `sendHeaders`, refuses handshakes with a `deny` query parameter and sets the suite's
@@ -31,9 +33,10 @@ use hyper::{Request, Response, StatusCode};
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use switchboard_broker::{Broker, BrokerConfig, LeaderMode};
-use switchboard_bus::Hub;
+use switchboard_bus::{Hub, LogConfig};
 use switchboard_codec::engineio::{Packet, Payload};
-use switchboard_gateway::cluster::{Cluster, ClusterConfig};
+use switchboard_gateway::cluster::{Cluster, ClusterConfig, RecoveryConfig};
+use switchboard_gateway::config::{DEFAULT_MAX_REPLAY_BYTES, DEFAULT_MAX_REPLAY_PACKETS};
 use switchboard_gateway::engine::{self, CloseReason, Conn, Engine, HandshakeInfo};
 use switchboard_gateway::http::{self, Cors, Router};
 use switchboard_gateway::id::NodeId;
@@ -415,6 +418,23 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
+/// Every namespace of the support server: its `connectionStateRecovery: {}` is server-wide.
+const NAMESPACES: [&str; 7] = [
+    "/",
+    "/foo",
+    "/timeout_socket",
+    "/valid",
+    "/asd",
+    "/abc",
+    "/no",
+];
+
+/// socket.io's `connectionStateRecovery` defaults: 2 minutes, middlewares skipped.
+const RECOVERY: sio::Recovery = sio::Recovery {
+    max_disconnection: Duration::from_secs(120),
+    skip_middlewares: true,
+};
+
 fn socketio_server() -> Server {
     let io = Server::new(sio::Config::default());
     main_namespace(&io);
@@ -437,6 +457,9 @@ fn socketio_server() -> Server {
     });
     io.of("/no")
         .use_middleware(|_| Err(ConnectError::new("Auth failed (custom namespace)")));
+    for name in NAMESPACES {
+        io.of(name).set_recovery(RECOVERY);
+    }
     io
 }
 
@@ -500,10 +523,32 @@ async fn main() -> anyhow::Result<()> {
         io.clone(),
         ClusterConfig {
             node: node.clone(),
-            subjects,
+            subjects: subjects.clone(),
             heartbeat,
             presence: HashMap::new(),
             connections: Arc::new(move || counter.get().map_or(0, |e| e.all().len() as u64)),
+            // The cluster side of recovery: the broker keeps the sessions, the log the packets.
+            recovery: NAMESPACES
+                .iter()
+                .map(|ns| {
+                    let rc = RecoveryConfig {
+                        window: RECOVERY.max_disconnection,
+                        max_replay_packets: DEFAULT_MAX_REPLAY_PACKETS,
+                        max_replay_bytes: DEFAULT_MAX_REPLAY_BYTES,
+                    };
+                    ((*ns).to_owned(), rc)
+                })
+                .collect(),
+            log: Some(LogConfig {
+                stream: subjects.log_stream(),
+                subjects: vec![subjects.all_log()],
+                max_age: RECOVERY.max_disconnection + Duration::from_secs(30),
+                // The hub's own bound.
+                max_bytes: 0,
+                replicas: 1,
+                memory: true,
+                duplicate_window: Duration::from_secs(30),
+            }),
         },
         root.child_token(),
         tasks.clone(),
