@@ -49,8 +49,8 @@ use tokio_util::task::TaskTracker;
 
 // ---- engine.io-client's suite: a bare Engine.IO echo ------------------------------------------
 
-/// The request headers of each session's latest polling request, for `sendHeaders` (the suite
-/// answers with the headers of the request that carried the message).
+/// The request headers of each session's latest polling POST, for `sendHeaders` (the suite
+/// answers with the headers of the data request that carried the message).
 #[derive(Default)]
 struct SeenHeaders(Mutex<HashMap<String, Value>>);
 
@@ -102,7 +102,7 @@ const COOKIES: [&str; 4] = [
 
 /// What the suites' servers do around Engine.IO's own request handling: an `allowRequest`
 /// (refuse `?deny`, or pause before accepting), the handshake's extra headers, and the headers
-/// of each polling request.
+/// of each polling POST.
 struct Around<H: engine::Handler> {
     engine: Arc<Engine<H>>,
     /// Refuse handshakes whose query has `deny` (engine.io-client's suite).
@@ -111,7 +111,7 @@ struct Around<H: engine::Handler> {
     pause: Option<Duration>,
     /// Set-Cookie values for the handshake response.
     cookies: &'static [&'static str],
-    /// Where polling requests' headers go, by sid.
+    /// Where polling POSTs' headers go, by sid.
     seen: Option<Arc<SeenHeaders>>,
 }
 
@@ -145,7 +145,9 @@ impl<H: engine::Handler> Endpoint for Around<H> {
                 if let Some(pause) = self.pause {
                     tokio::time::sleep(pause).await;
                 }
-            } else if let (Some(seen), Some(sid)) = (&self.seen, &sid) {
+            } else if req.method() == hyper::Method::POST
+                && let (Some(seen), Some(sid)) = (&self.seen, &sid)
+            {
                 let headers: Map<String, Value> = req
                     .headers()
                     .iter()
@@ -549,6 +551,8 @@ async fn main() -> anyhow::Result<()> {
                 memory: true,
                 duplicate_window: Duration::from_secs(30),
             }),
+            #[cfg(feature = "fault-injection")]
+            drop_seqs: Vec::new(),
         },
         root.child_token(),
         tasks.clone(),
