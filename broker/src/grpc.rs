@@ -404,6 +404,49 @@ fn next_token(next: Option<String>) -> String {
     next.map(|k| format!("{TOKEN_MARK}{k}")).unwrap_or_default()
 }
 
+/// A room history page's default and largest sizes.
+const DEFAULT_HISTORY_PAGE: usize = 100;
+const MAX_HISTORY_PAGE: usize = 1000;
+
+/// A logged emit to a room as a history message; `None` for what is not a plain event of the
+/// namespace (a fragment, a binary event, something malformed).
+fn history_message(
+    ns: &str,
+    entry: switchboard_bus::LogEntry,
+    tag: u64,
+) -> Option<pb::HistoryMessage> {
+    let Ok(bus::Envelope {
+        body: Some(envelope::Body::Delivery(d)),
+    }) = bus::Envelope::decode(entry.payload)
+    else {
+        return None;
+    };
+    if d.ns != ns || d.ack.is_some() || !d.attachments.is_empty() {
+        return None;
+    }
+    let text = std::str::from_utf8(&d.packet).ok()?.strip_prefix('4')?;
+    let switchboard_codec::socketio::Decoded::Complete(packet) =
+        switchboard_codec::socketio::decode(text).ok()?
+    else {
+        return None;
+    };
+    let Some(Value::Array(mut values)) = packet.data else {
+        return None;
+    };
+    let event = match values.first()? {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    values.remove(0);
+    Some(pb::HistoryMessage {
+        seq: entry.seq,
+        offset: switchboard_proto::offset::format(tag, entry.seq),
+        time_ms: entry.time_ms,
+        event,
+        args_json: Value::Array(values).to_string(),
+    })
+}
+
 fn summary(r: &SocketRecord) -> pb::SocketSummary {
     pb::SocketSummary {
         id: r.id.clone(),
@@ -533,6 +576,76 @@ impl Admin for AdminService {
         Ok(Response::new(pb::RoomMembersResponse {
             members: page.items.iter().map(|r| summary(r)).collect(),
             next_page_token: next_token(page.next),
+        }))
+    }
+
+    async fn room_history(
+        &self,
+        request: Request<pb::RoomHistoryRequest>,
+    ) -> Result<Response<pb::RoomHistoryResponse>, Status> {
+        let req = request.into_inner();
+        check_ns("ns", &req.ns)?;
+        if req.room.is_empty() {
+            return Err(invalid("room: required"));
+        }
+        let limit = match usize::try_from(req.page_size).unwrap_or(usize::MAX) {
+            0 => DEFAULT_HISTORY_PAGE,
+            n if n <= MAX_HISTORY_PAGE => n,
+            _ => return Err(invalid(format!("page_size: at most {MAX_HISTORY_PAGE}"))),
+        };
+        let before = match page_token(&req.page_token)? {
+            None => None,
+            Some(t) => Some(
+                t.parse::<u64>()
+                    .map_err(|_| invalid("page_token: not a token from a previous response"))?,
+            ),
+        };
+        let filter = self
+            .subjects
+            .log_room(&req.ns, &req.room)
+            .map_err(|e| invalid(format!("room: {e}")))?;
+        let stream = self.subjects.log_stream();
+        let unavailable =
+            |e: switchboard_bus::BusError| Status::unavailable(format!("the log: {e}"));
+        let info = match self.bus.log_info(&stream).await {
+            Ok(info) => info,
+            // No namespace has recovery: no room has a history.
+            Err(switchboard_bus::BusError::NoLog) => {
+                return Ok(Response::new(pb::RoomHistoryResponse::default()));
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        let until = before.map_or(info.last_seq, |b| b.saturating_sub(1).min(info.last_seq));
+        let from = info.first_seq.saturating_sub(1);
+        let mut kept = std::collections::VecDeque::with_capacity(limit.min(64));
+        let mut older = false;
+        if until > from {
+            let mut reader = self
+                .bus
+                .log_read(&stream, filter, from, until)
+                .await
+                .map_err(unavailable)?;
+            while let Some(item) = reader.next().await {
+                let entry = match item {
+                    Ok(entry) => entry,
+                    Err(switchboard_bus::BusError::LogEvicted) => continue,
+                    Err(e) => return Err(unavailable(e)),
+                };
+                if let Some(m) = history_message(&req.ns, entry, info.tag) {
+                    kept.push_back(m);
+                    if kept.len() > limit {
+                        kept.pop_front();
+                        older = true;
+                    }
+                }
+            }
+        }
+        let next = older
+            .then(|| kept.front().map(|m: &pb::HistoryMessage| m.seq.to_string()))
+            .flatten();
+        Ok(Response::new(pb::RoomHistoryResponse {
+            messages: kept.into(),
+            next_page_token: next_token(next),
         }))
     }
 
@@ -900,11 +1013,12 @@ pub async fn serve(
 
 /// The Admin service's RPC names: the closed set of the `method` label of
 /// [`GRPC_CALLS`](crate::metrics::GRPC_CALLS) (anything else is `unknown`).
-pub const METHODS: [&str; 13] = [
+pub const METHODS: [&str; 14] = [
     "FetchSockets",
     "StreamSockets",
     "Rooms",
     "RoomMembers",
+    "RoomHistory",
     "Presence",
     "UserSockets",
     "Stats",

@@ -3,10 +3,13 @@
 //! One task (the worker) owns the bus side: it reads every gateway's membership messages and
 //! heartbeats, reassembles snapshots, asks for snapshots when a node's sequence shows a gap
 //! (at most one request per node per heartbeat interval; heartbeats retry), expires silent
-//! nodes every half heartbeat, rebroadcasts a resync whenever the bus link comes back, and — while
-//! this broker leads — answers room capacity reservations and announces presence changes in the
-//! order the directory produced them. Because a single task applies everything, the directory sees
-//! one node's messages in bus order and reservations serialised with them.
+//! nodes every half heartbeat, ends kept sessions past their window every second (connection
+//! state recovery), rebroadcasts a resync whenever the bus link comes back, and — while this
+//! broker leads — answers room capacity reservations and session claims (`broker.recover`, with a
+//! `Takeover` command to the node still holding the socket, answered when that settles) and
+//! announces presence changes in the order the directory produced them. Because a single task
+//! applies everything, the directory sees one node's messages in bus order and reservations and
+//! claims serialised with them.
 //!
 //! The directory lives behind a std mutex shared with readers ([`Broker::state_json`], the admin
 //! API); the lock is never held across an `.await`. Leadership comes from [`crate::leader`].
@@ -197,7 +200,8 @@ impl Broker {
         &self.inner.id
     }
 
-    /// The `/v1/state` document: this broker, its nodes and every socket, sorted by id.
+    /// The `/v1/state` document: this broker, its nodes and every connected socket, sorted by
+    /// id, and (when there are any) the kept sessions, as `kept_sessions`.
     pub fn state_json(&self) -> serde_json::Value {
         let dir = self.inner.directory.lock();
         let nodes: Vec<serde_json::Value> = dir
@@ -250,13 +254,17 @@ impl Broker {
                 })
             })
             .collect();
-        serde_json::json!({
+        let mut doc = serde_json::json!({
             "broker": self.inner.id,
             "leader": self.is_leader(),
             "nodes": nodes,
             "sockets": sockets,
-            "kept_sessions": kept,
-        })
+        });
+        // Only when there are some, so the document is unchanged without recovery.
+        if !kept.is_empty() {
+            doc["kept_sessions"] = serde_json::Value::Array(kept);
+        }
+        doc
     }
 
     /// Sets the directory gauges (sockets, rooms, users, nodes) from the directory as it is now;

@@ -10,15 +10,30 @@
 //! It must not do I/O, spawn, lock or read a clock: time comes in as `now`, announcements go out
 //! as returned [`Change`]s, and snapshot requests as a `need_snapshot` flag. No input panics.
 //!
+//! Connection state recovery (docs/recovery.md): a socket with recovery settings (its pid's hash
+//! and a window) is *kept* instead of removed when it drops recoverably or its node is lost,
+//! leaves or restarts. A kept session stays in its rooms (holding its seat) and its user's
+//! sockets, but belongs to no node and is not shown by the queries (`matching`, `count`,
+//! `room_members`, `user_sockets`, `sockets`); its departure is announced only when its window
+//! ends ([`Directory::expire_sessions`]) or an admin ends it, with the reason it dropped. A node
+//! claims it by pid hash ([`Directory::claim`]): granted once, for [`CLAIM_LEASE`], until that
+//! node's `connect` resumes it, announcing only room differences. A claim on a socket still
+//! connected elsewhere waits for a takeover (bounded by [`MAX_TAKEOVERS`]), settled through
+//! [`Directory::take_grants`].
+//!
 //! Invariants (checked after every operation by the tests):
 //! - a socket is in a room's member set exactly when the room is in the socket's own room set
 //!   (forward index = reverse index);
 //! - a namespace's user index holds exactly its sockets that have that user, and a node's socket
-//!   set exactly the sockets whose `node` is that node, which is always registered;
+//!   set exactly the connected sockets whose `node` is that node, which is always registered (a
+//!   kept session's `node` is its last node, which may be gone);
+//! - a kept session has recovery settings, is in its namespace's kept set, and has no pending
+//!   takeover; the pid index names only sockets with that namespace and pid hash;
 //! - a room's user counts equal a recount of its members' users;
 //! - no empty sets are kept: a room without members, a user without sockets and a namespace
 //!   without sockets are removed;
-//! - a node's messages only ever touch sockets whose `node` is that node.
+//! - a node's messages only ever touch sockets connected on that node (a `connect` or snapshot
+//!   may also resume a kept session not claimed by another node).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -1595,12 +1610,8 @@ impl Directory {
                 "pid index of {id} stale"
             );
         }
-        for (id, rec) in &self.sockets {
-            if let Some(recovery) = &rec.recovery {
-                let key = (rec.ns.clone(), recovery.pid_hash.clone());
-                assert!(self.pids.contains_key(&key), "{id}'s pid not indexed");
-            }
-        }
+        // Not every socket with recovery is indexed: of two with one pid hash (a gateway's bug:
+        // pids are 128 random bits) only the later one is, and neither once it is gone.
         assert!(self.takeovers.len() <= MAX_TAKEOVERS);
         for id in self.takeovers.keys() {
             assert!(self.sockets.contains_key(id), "takeover of unknown {id}");
@@ -3234,5 +3245,514 @@ mod tests {
         feed.send("a", disconnect("a.1", "transport close"));
         let ids: Vec<&str> = feed.dir.sockets().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["b.1"]);
+    }
+
+    // ---- connection state recovery -----------------------------------------------------------
+
+    const WINDOW: Duration = Duration::from_secs(120);
+    const TAKEOVER: Duration = Duration::from_secs(2);
+
+    fn pid(n: u8) -> Vec<u8> {
+        vec![n; PID_HASH_BYTES]
+    }
+
+    /// A socket as [`sock`], with recovery settings (pid hash `pid(n)`, window [`WINDOW`]).
+    fn rsock(id: &str, user: Option<&str>, rooms: &[&str], n: u8) -> SocketRecord {
+        SocketRecord {
+            recovery: Some(Recovery {
+                pid_hash: pid(n),
+                window: WINDOW,
+            }),
+            ..sock(id, "/chat", user, rooms)
+        }
+    }
+
+    fn rconnect(id: &str, user: Option<&str>, rooms: &[&str], n: u8) -> MemberEvent {
+        MemberEvent::Connect(rsock(id, user, rooms, n))
+    }
+
+    fn drop_(id: &str, reason: &str) -> MemberEvent {
+        MemberEvent::Disconnect {
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+            recoverable: true,
+        }
+    }
+
+    impl Feed {
+        fn later(&mut self, by: Duration) {
+            self.now += by;
+        }
+
+        fn sweep(&mut self) -> Vec<String> {
+            let (changes, _) = self.dir.expire_sessions(self.now);
+            self.dir.check_invariants();
+            render(&changes)
+        }
+
+        fn claim(&mut self, n: u8, node: &str) -> Claim {
+            let claim = self.dir.claim("/chat", &pid(n), node, self.now, TAKEOVER);
+            self.dir.check_invariants();
+            claim
+        }
+
+        fn state(&self, id: &str) -> &'static str {
+            match self.dir.state(id) {
+                None => "gone",
+                Some(SocketState::Connected) => "connected",
+                Some(SocketState::Kept(_)) => "kept",
+                Some(SocketState::Claimed(_)) => "claimed",
+            }
+        }
+    }
+
+    fn all(ns: &str) -> Selector {
+        Selector {
+            ns: ns.to_owned(),
+            ..Selector::default()
+        }
+    }
+
+    #[test]
+    fn a_recoverable_disconnect_keeps_a_socket_with_recovery_silently() {
+        let mut feed = Feed::new();
+        feed.send("a", rconnect("a.1", Some("alice"), &["r"], 1));
+        assert!(feed.send("a", drop_("a.1", "transport close")).is_empty());
+        assert_eq!(feed.state("a.1"), "kept");
+        // It holds its seat and its user's presence, but is no longer its node's or listed.
+        assert_eq!(feed.dir.room_seats("/chat", "r"), 1);
+        assert_eq!(feed.dir.presence("/chat", "r"), vec![("alice", 1)]);
+        assert!(feed.dir.room_members("/chat", "r").is_empty());
+        assert!(feed.dir.user_sockets(Some("/chat"), "alice").is_empty());
+        assert_eq!(feed.dir.count(&all("/chat")), 0);
+        assert_eq!(feed.dir.matching(&all("/chat")).count(), 0);
+        assert_eq!(feed.dir.node_sockets("a"), 0);
+        let stats = feed.dir.stats();
+        assert_eq!((stats.sockets, stats.kept), (0, 1));
+        // Its node's later events for it are not its node's any more.
+        assert!(feed.send("a", join("a.1", "r2")).is_empty());
+        assert!(feed.send("a", disconnect("a.1", "late")).is_empty());
+        assert_eq!(feed.state("a.1"), "kept");
+    }
+
+    #[test]
+    fn a_plain_disconnect_or_a_socket_without_recovery_leaves_at_once() {
+        let mut feed = Feed::new();
+        feed.send("a", rconnect("a.1", None, &["r"], 1));
+        feed.send("a", connect("a.2", None, &["r"]));
+        assert_eq!(
+            feed.send("a", disconnect("a.1", "client namespace disconnect")),
+            vec!["-member /chat r a.1 client namespace disconnect"]
+        );
+        assert_eq!(
+            feed.send("a", drop_("a.2", "transport close")),
+            vec!["-member /chat r a.2 transport close"]
+        );
+        assert_eq!(feed.state("a.1"), "gone");
+        assert_eq!(feed.state("a.2"), "gone");
+        assert_eq!(feed.claim(1, "b"), Claim::Unknown);
+    }
+
+    #[test]
+    fn presence_is_deferred_to_the_end_of_the_window_with_the_original_reason() {
+        let mut feed = Feed::new();
+        feed.send("a", rconnect("a.1", Some("alice"), &["r"], 1));
+        feed.send("a", drop_("a.1", "ping timeout"));
+        feed.later(WINDOW - Duration::from_millis(1));
+        assert!(feed.sweep().is_empty());
+        feed.later(Duration::from_millis(1));
+        assert_eq!(
+            feed.sweep(),
+            vec![
+                "-member /chat r a.1 ping timeout",
+                "-user /chat r alice ping timeout",
+                "offline /chat alice ping timeout",
+            ]
+        );
+        assert_eq!(feed.state("a.1"), "gone");
+        assert!(feed.sweep().is_empty());
+        assert_eq!(feed.claim(1, "b"), Claim::Unknown);
+    }
+
+    #[test]
+    fn a_recovered_connect_moves_the_session_without_announcements() {
+        let mut feed = Feed::new();
+        feed.send("a", rconnect("a.1", Some("alice"), &["r", "s"], 1));
+        feed.send("a", drop_("a.1", "transport close"));
+        let Claim::Recovered(rec) = feed.claim(1, "b") else {
+            panic!("not granted");
+        };
+        assert_eq!(rec.id, "a.1");
+        assert_eq!(feed.state("a.1"), "claimed");
+        feed.send("b", connect("b.0", None, &[]));
+        // The same rooms: nothing to announce; other rooms: only the differences.
+        assert!(
+            feed.send("b", rconnect("a.1", Some("alice"), &["r", "s"], 1))
+                .is_empty()
+        );
+        assert_eq!(feed.state("a.1"), "connected");
+        assert_eq!(feed.dir.socket("a.1").map(|r| r.node.as_str()), Some("b"));
+        assert_eq!(feed.dir.node_sockets("b"), 2);
+        assert!(feed.sweep().is_empty());
+        feed.later(WINDOW * 2);
+        assert!(feed.sweep().is_empty());
+        assert_eq!(feed.state("a.1"), "connected");
+        // Dropped again on b, resumed on c with a room less and one more.
+        feed.send("b", drop_("a.1", "transport close"));
+        assert!(matches!(feed.claim(1, "c"), Claim::Recovered(_)));
+        assert_eq!(
+            feed.send("c", rconnect("a.1", Some("alice"), &["r", "t"], 1)),
+            vec![
+                "-member /chat s a.1 resync",
+                "-user /chat s alice resync",
+                "+member /chat t a.1",
+                "+user /chat t alice",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_kept_session_resumes_from_its_own_node_or_an_unclaimed_one_from_any() {
+        let mut feed = Feed::new();
+        feed.send("a", rconnect("a.1", Some("alice"), &["r"], 1));
+        feed.send("a", drop_("a.1", "transport close"));
+        // Kept, unclaimed: the node that brings it back resumes it (a missed claim reply).
+        assert!(
+            feed.send("a", rconnect("a.1", Some("alice"), &["r"], 1))
+                .is_empty()
+        );
+        assert_eq!(feed.state("a.1"), "connected");
+        // Claimed by b: another node's connect for it is refused.
+        feed.send("a", drop_("a.1", "transport close"));
+        assert!(matches!(feed.claim(1, "b"), Claim::Recovered(_)));
+        feed.send("c", connect("c.0", None, &[]));
+        assert!(
+            feed.send("c", rconnect("a.1", Some("alice"), &["x"], 1))
+                .is_empty()
+        );
+        assert_eq!(feed.state("a.1"), "claimed");
+        assert_eq!(feed.dir.socket("a.1").map(|r| r.node.as_str()), Some("a"));
+    }
+
+    #[test]
+    fn a_recovered_connect_of_an_unknown_id_is_a_new_socket() {
+        let mut feed = Feed::new();
+        assert_eq!(
+            feed.send("b", rconnect("a.9", Some("bob"), &["r"], 9)),
+            vec![
+                "online /chat bob",
+                "+member /chat r a.9",
+                "+user /chat r bob"
+            ]
+        );
+        assert_eq!(feed.state("a.9"), "connected");
+    }
+
+    #[test]
+    fn a_lost_departed_or_restarted_node_keeps_its_sockets_with_recovery() {
+        for (how, reason) in [
+            ("lost", "node_lost"),
+            ("left", "node_left"),
+            ("restarted", "node_restarted"),
+        ] {
+            let mut feed = Feed::new();
+            feed.send("a", rconnect("a.1", Some("alice"), &["r"], 1));
+            feed.send("a", connect("a.2", Some("bob"), &["r"]));
+            let purged = match how {
+                "lost" => {
+                    feed.later(LEASE + Duration::from_secs(1));
+                    let lost = feed.dir.expire(feed.now);
+                    assert_eq!(lost.len(), 1);
+                    render(&lost[0].1)
+                }
+                "left" => render(&feed.dir.remove_node("a", Reason::NodeLeft, feed.now)),
+                _ => {
+                    let applied = feed.dir.heartbeat("a", 2, 0, NodeInfo::default(), feed.now);
+                    render(&applied.changes)
+                }
+            };
+            feed.dir.check_invariants();
+            assert_eq!(
+                purged,
+                vec![
+                    format!("-member /chat r a.2 {reason}"),
+                    format!("-user /chat r bob {reason}"),
+                    format!("offline /chat bob {reason}"),
+                ],
+                "{how}"
+            );
+            assert_eq!(feed.state("a.1"), "kept", "{how}");
+            feed.later(WINDOW);
+            assert_eq!(
+                feed.sweep(),
+                vec![
+                    format!("-member /chat r a.1 {reason}"),
+                    format!("-user /chat r alice {reason}"),
+                    format!("offline /chat alice {reason}"),
+                ],
+                "{how}"
+            );
+        }
+    }
+
+    #[test]
+    fn claims_are_unknown_recovered_expired_or_busy() {
+        let mut feed = Feed::new();
+        feed.send("a", rconnect("a.1", Some("alice"), &["r"], 1));
+        feed.send("a", drop_("a.1", "transport close"));
+        assert_eq!(feed.claim(2, "b"), Claim::Unknown);
+        assert_eq!(
+            feed.dir.claim("/other", &pid(1), "b", feed.now, TAKEOVER),
+            Claim::Unknown
+        );
+        let Claim::Recovered(rec) = feed.claim(1, "b") else {
+            panic!("not granted");
+        };
+        assert_eq!(*rec, rsock("a.1", Some("alice"), &["r"], 1));
+        // At most once, whoever asks.
+        assert_eq!(feed.claim(1, "c"), Claim::Busy);
+        assert_eq!(feed.claim(1, "b"), Claim::Busy);
+        // The claim's lease lapses: kept again, same window, claimable again.
+        feed.later(CLAIM_LEASE);
+        assert!(feed.sweep().is_empty());
+        assert_eq!(feed.state("a.1"), "kept");
+        assert!(matches!(feed.claim(1, "c"), Claim::Recovered(_)));
+        // A claim past the window (before the sweep) is expired.
+        feed.later(CLAIM_LEASE);
+        feed.sweep();
+        feed.later(WINDOW);
+        assert_eq!(feed.claim(1, "c"), Claim::Expired);
+        assert_eq!(feed.sweep().len(), 3);
+        assert_eq!(feed.claim(1, "c"), Claim::Unknown);
+    }
+
+    #[test]
+    fn a_claimed_session_past_its_window_ends_when_the_claim_lapses() {
+        let mut feed = Feed::new();
+        feed.send("a", rconnect("a.1", None, &["r"], 1));
+        feed.send("a", drop_("a.1", "transport close"));
+        feed.later(WINDOW - Duration::from_secs(1));
+        assert!(matches!(feed.claim(1, "b"), Claim::Recovered(_)));
+        feed.later(Duration::from_secs(2));
+        assert!(feed.sweep().is_empty(), "the claimant is still coming");
+        feed.later(CLAIM_LEASE);
+        assert_eq!(feed.sweep(), vec!["-member /chat r a.1 transport close"]);
+    }
+
+    #[test]
+    fn a_claim_on_a_connected_socket_takes_it_over() {
+        let mut feed = Feed::new();
+        feed.send("a", rconnect("a.1", Some("alice"), &["r"], 1));
+        assert_eq!(feed.claim(1, "a"), Claim::Busy, "its own node");
+        assert_eq!(
+            feed.claim(1, "b"),
+            Claim::Takeover {
+                id: "a.1".to_owned(),
+                old_node: "a".to_owned()
+            }
+        );
+        assert_eq!(feed.claim(1, "c"), Claim::Busy, "a takeover is pending");
+        assert!(feed.dir.take_grants().is_empty());
+        // The old node closes it as recoverable: granted to b, nothing announced.
+        assert!(feed.send("a", drop_("a.1", "transport close")).is_empty());
+        let grants = feed.dir.take_grants();
+        assert_eq!(grants.len(), 1);
+        assert_eq!(
+            (grants[0].id.as_str(), grants[0].node.as_str()),
+            ("a.1", "b")
+        );
+        assert!(matches!(grants[0].claim, Claim::Recovered(_)));
+        assert_eq!(feed.state("a.1"), "claimed");
+        assert_eq!(feed.claim(1, "c"), Claim::Busy);
+        assert!(
+            feed.send("b", rconnect("a.1", Some("alice"), &["r"], 1))
+                .is_empty()
+        );
+        assert_eq!(feed.state("a.1"), "connected");
+    }
+
+    #[test]
+    fn a_takeover_times_out_into_a_grant_or_ends_with_the_socket() {
+        let mut feed = Feed::new();
+        feed.send("a", rconnect("a.1", Some("alice"), &["r"], 1));
+        feed.send("a", rconnect("a.2", None, &["r"], 2));
+        assert!(matches!(feed.claim(1, "b"), Claim::Takeover { .. }));
+        assert!(matches!(feed.claim(2, "b"), Claim::Takeover { .. }));
+        // a.2's node ends it for good: its claim is unknown.
+        assert_eq!(
+            feed.send("a", disconnect("a.2", "client namespace disconnect")),
+            vec!["-member /chat r a.2 client namespace disconnect"]
+        );
+        let grants = feed.dir.take_grants();
+        assert_eq!(grants.len(), 1);
+        assert_eq!(
+            (grants[0].id.as_str(), &grants[0].claim),
+            ("a.2", &Claim::Unknown)
+        );
+        // a.1's node says nothing: at the timeout it is kept (node_lost) and granted.
+        feed.later(TAKEOVER - Duration::from_millis(1));
+        assert!(feed.sweep().is_empty());
+        assert!(feed.dir.take_grants().is_empty());
+        feed.later(Duration::from_millis(1));
+        assert!(feed.sweep().is_empty());
+        let grants = feed.dir.take_grants();
+        assert_eq!(grants.len(), 1);
+        assert!(matches!(grants[0].claim, Claim::Recovered(_)));
+        let Some(SocketState::Claimed(kept)) = feed.dir.state("a.1") else {
+            panic!("not claimed");
+        };
+        assert_eq!(kept.reason, Reason::NodeLost);
+        assert_eq!(feed.dir.node_sockets("a"), 0);
+        // The old node's late disconnect changes nothing.
+        assert!(feed.send("a", drop_("a.1", "transport close")).is_empty());
+        assert_eq!(feed.state("a.1"), "claimed");
+    }
+
+    #[test]
+    fn takeovers_are_bounded() {
+        let mut feed = Feed::new();
+        for i in 0..=MAX_TAKEOVERS {
+            let n = u8::try_from(i % 250).expect("small");
+            let id = format!("a.{i}");
+            let mut rec = rsock(&id, None, &[], n);
+            if let Some(r) = rec.recovery.as_mut() {
+                r.pid_hash[0] = u8::try_from(i / 250).expect("small");
+            }
+            let seq = u64::try_from(i).expect("small") + 1;
+            feed.dir
+                .apply("a", 1, seq, MemberEvent::Connect(rec), feed.now);
+        }
+        let claims: Vec<Claim> = (0..=MAX_TAKEOVERS)
+            .map(|i| {
+                let mut hash = pid(u8::try_from(i % 250).expect("small"));
+                hash[0] = u8::try_from(i / 250).expect("small");
+                feed.dir.claim("/chat", &hash, "b", feed.now, TAKEOVER)
+            })
+            .collect();
+        assert!(
+            claims[..MAX_TAKEOVERS]
+                .iter()
+                .all(|c| matches!(c, Claim::Takeover { .. }))
+        );
+        assert_eq!(claims[MAX_TAKEOVERS], Claim::Busy);
+        feed.dir.check_invariants();
+    }
+
+    #[test]
+    fn data_changes_update_the_session() {
+        let mut feed = Feed::new();
+        feed.send("a", rconnect("a.1", None, &[], 1));
+        let data = |id: &str, json: &str| MemberEvent::Data {
+            id: id.to_owned(),
+            data_json: json.to_owned(),
+        };
+        assert!(feed.send("a", data("a.1", r#"{"n":2}"#)).is_empty());
+        feed.send("b", data("a.1", r#"{"n":3}"#));
+        feed.send("a", data("a.404", r#"{"n":4}"#));
+        feed.send("a", drop_("a.1", "transport close"));
+        let Claim::Recovered(rec) = feed.claim(1, "b") else {
+            panic!("not granted");
+        };
+        assert_eq!(rec.data_json, r#"{"n":2}"#);
+    }
+
+    #[test]
+    fn an_admin_disconnect_ends_a_kept_session() {
+        let mut feed = Feed::new();
+        feed.send("a", rconnect("a.1", Some("alice"), &["r"], 1));
+        feed.send("a", rconnect("a.2", Some("bob"), &["r"], 2));
+        feed.send("a", drop_("a.1", "transport close"));
+        let reason = Reason::Disconnect("server namespace disconnect".to_owned());
+        assert_eq!(feed.dir.end_session("a.2", &reason), None, "connected");
+        let sel = Selector {
+            socket_ids: vec!["a.1".to_owned(), "a.2".to_owned()],
+            ..all("/chat")
+        };
+        assert_eq!(feed.dir.kept_matching(&sel), vec!["a.1".to_owned()]);
+        let changes = feed.dir.end_session("a.1", &reason).expect("kept");
+        feed.dir.check_invariants();
+        assert_eq!(
+            render(&changes),
+            vec![
+                "-member /chat r a.1 server namespace disconnect",
+                "-user /chat r alice server namespace disconnect",
+                "offline /chat alice server namespace disconnect",
+            ]
+        );
+        assert_eq!(feed.claim(1, "b"), Claim::Unknown);
+    }
+
+    #[test]
+    fn a_user_with_a_kept_socket_stays_online() {
+        let mut feed = Feed::new();
+        feed.send("a", rconnect("a.1", Some("alice"), &["r"], 1));
+        feed.send("b", connect("b.1", Some("alice"), &["r"]));
+        feed.send("a", drop_("a.1", "transport close"));
+        assert_eq!(
+            feed.send("b", disconnect("b.1", "client namespace disconnect")),
+            vec!["-member /chat r b.1 client namespace disconnect"]
+        );
+        feed.later(WINDOW);
+        assert_eq!(
+            feed.sweep(),
+            vec![
+                "-member /chat r a.1 transport close",
+                "-user /chat r alice transport close",
+                "offline /chat alice transport close",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_kept_session_holds_its_seat() {
+        let mut feed = Feed::new();
+        feed.send("a", rconnect("a.1", None, &["game"], 1));
+        feed.send("b", connect("b.1", None, &[]));
+        feed.send("a", drop_("a.1", "transport close"));
+        assert_eq!(
+            feed.dir.reserve("/chat", "game", "b.1", 1),
+            Err(ReserveError::RoomFull)
+        );
+        assert_eq!(
+            feed.dir.reserve("/chat", "other", "a.1", 0),
+            Err(ReserveError::UnknownSocket),
+            "no gateway holds a kept session"
+        );
+    }
+
+    #[test]
+    fn snapshots_leave_kept_sessions_alone_and_list_recovered_ones() {
+        let mut feed = Feed::new();
+        feed.send("a", rconnect("a.1", Some("alice"), &["r"], 1));
+        feed.send("a", drop_("a.1", "transport close"));
+        // The old node's snapshot (without it) does not end it.
+        let applied = feed.dir.snapshot("a", 1, 2, Vec::new(), feed.now);
+        feed.dir.check_invariants();
+        assert!(applied.changes.is_empty());
+        assert_eq!(feed.state("a.1"), "kept");
+        // Recovered on b, then b's snapshots list it normally.
+        assert!(matches!(feed.claim(1, "b"), Claim::Recovered(_)));
+        feed.send("b", rconnect("a.1", Some("alice"), &["r"], 1));
+        let applied = feed.dir.snapshot(
+            "b",
+            1,
+            1,
+            vec![rsock("a.1", Some("alice"), &["r"], 1)],
+            feed.now,
+        );
+        feed.dir.check_invariants();
+        assert!(applied.changes.is_empty());
+        assert_eq!(feed.dir.socket("a.1").map(|r| r.node.as_str()), Some("b"));
+        // And a's snapshot does not take it back.
+        let applied = feed.dir.snapshot(
+            "a",
+            1,
+            2,
+            vec![rsock("a.1", Some("alice"), &["r"], 1)],
+            feed.now,
+        );
+        feed.dir.check_invariants();
+        assert!(applied.changes.is_empty());
+        assert_eq!(feed.dir.socket("a.1").map(|r| r.node.as_str()), Some("b"));
     }
 }

@@ -762,3 +762,238 @@ async fn bad_configuration_is_refused() {
     let err = got.expect_err("no JetStream");
     assert!(err.to_string().contains("JetStream is required"), "{err}");
 }
+
+// ---- connection state recovery --------------------------------------------------------------
+
+const PID: [u8; 32] = [1; 32];
+
+/// A socket of `/chat` with presence and recovery settings (pid hash [`PID`]).
+fn recoverable(id: &str, user: &str, window_ms: u64) -> bus::SocketInfo {
+    bus::SocketInfo {
+        recovery: Some(bus::Recovery {
+            pid_hash: PID.to_vec().into(),
+            window_ms,
+        }),
+        ..socket(id, "/chat", Some(user), &["r"], true)
+    }
+}
+
+impl Gateway {
+    async fn drop_socket(&mut self, id: &str, reason: &str) {
+        self.event(Body::Disconnect(bus::Disconnect {
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+            recoverable: true,
+        }))
+        .await;
+    }
+}
+
+async fn claim(bus: &Bus, pid: &[u8], node: &str) -> bus::RecoverReply {
+    let request = bus::RecoverRequest {
+        ns: "/chat".to_owned(),
+        pid_hash: pid.to_vec().into(),
+        node: node.to_owned(),
+    };
+    let reply = bus
+        .request(
+            subjects().recover(),
+            Bytes::from(request.encode_to_vec()),
+            WAIT,
+        )
+        .await
+        .expect("a claim is answered");
+    bus::RecoverReply::decode(reply).expect("reply decodes")
+}
+
+/// Waits for the three presence events of alice's socket `id` connecting into `r`.
+async fn alice_arrives(events: &mut Subscription, id: &str) {
+    use Kind::*;
+    let a = Some("alice");
+    for expected in [
+        seen(UserOnline, "/chat", "", a, id, ""),
+        seen(MemberJoined, "/chat", "r", a, id, ""),
+        seen(UserJoined, "/chat", "r", a, id, ""),
+    ] {
+        assert_eq!(presence(events).await, expected);
+    }
+}
+
+/// Connects bob on `gw` and checks that his arrival is the next presence event: nothing was
+/// announced in between.
+async fn nothing_announced_before_bob(gw: &mut Gateway, events: &mut Subscription) {
+    gw.connect(socket("bob.1", "/chat", Some("bob"), &[], true))
+        .await;
+    assert_eq!(
+        presence(events).await,
+        seen(Kind::UserOnline, "/chat", "", Some("bob"), "bob.1", "")
+    );
+}
+
+#[tokio::test]
+async fn a_kept_session_is_claimed_over_broker_recover_and_resumed_silently() {
+    use bus::recover_reply::Outcome::*;
+    let hub = Hub::new();
+    let client = hub.client();
+    let mut events = client
+        .subscribe(subjects().all_presence())
+        .await
+        .expect("subscribe");
+    let broker = start(&hub, config("b1", LeaderMode::Always)).await;
+    let mut gw1 = Gateway::new(&hub, "gw1", 1);
+    let mut gw2 = Gateway::new(&hub, "gw2", 1);
+    gw1.connect(recoverable("gw1.a", "alice", 60_000)).await;
+    alice_arrives(&mut events, "gw1.a").await;
+    gw1.drop_socket("gw1.a", "transport close").await;
+    wait_until("the session is kept", || socket_ids(&broker).is_empty()).await;
+    assert_eq!(claim(&client, &[2; 32], "gw2").await.outcome(), Unknown);
+    let granted = claim(&client, &PID, "gw2").await;
+    assert_eq!(granted.outcome(), Recovered);
+    let session = granted.socket.expect("the session");
+    assert_eq!(session.id, "gw1.a");
+    assert_eq!(session.user.as_deref(), Some("alice"));
+    assert_eq!(session.rooms, ["r"]);
+    assert_eq!(
+        session.recovery.map(|r| r.pid_hash.to_vec()),
+        Some(PID.to_vec())
+    );
+    assert_eq!(claim(&client, &PID, "gw3").await.outcome(), Busy);
+    gw2.connect(bus::SocketInfo {
+        recovered: true,
+        ..recoverable("gw1.a", "alice", 60_000)
+    })
+    .await;
+    wait_until("the session is back, on gw2", || {
+        broker.state_json()["sockets"]
+            == json!([
+                {"id": "gw1.a", "ns": "/chat", "node": "gw2", "user": "alice", "rooms": ["r"]},
+            ])
+    })
+    .await;
+    nothing_announced_before_bob(&mut gw2, &mut events).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_claim_takes_over_a_socket_still_connected_on_its_old_node() {
+    use bus::recover_reply::Outcome::*;
+    let hub = Hub::new();
+    let client = hub.client();
+    let mut commands = client
+        .subscribe(subjects().command_node("gw1").expect("bounded"))
+        .await
+        .expect("subscribe");
+    // A long takeover timeout and heartbeat (so a 1 s sessions tick and a 5 s lease tick): the
+    // answer must come with the old node's disconnect, not with a later tick. Three rounds, so
+    // a tick cannot pass for it.
+    let broker = Broker::start_with(
+        hub.client(),
+        BrokerConfig {
+            heartbeat: Duration::from_secs(10),
+            ..config("b1", LeaderMode::Always)
+        },
+        switchboard_broker::RecoveryConfig {
+            takeover_timeout: Duration::from_secs(60),
+        },
+    )
+    .await
+    .expect("broker starts");
+    let mut gw1 = Gateway::new(&hub, "gw1", 1);
+    for n in 1..=3u8 {
+        let id = format!("gw1.{n}");
+        let pid = [n; 32];
+        gw1.connect(bus::SocketInfo {
+            recovery: Some(bus::Recovery {
+                pid_hash: pid.to_vec().into(),
+                window_ms: 60_000,
+            }),
+            ..recoverable(&id, "alice", 60_000)
+        })
+        .await;
+        wait_until("the socket", || socket_ids(&broker).contains(&id)).await;
+        let claimed = tokio::spawn({
+            let client = client.clone();
+            async move { claim(&client, &pid, "gw2").await }
+        });
+        let envelope: bus::Envelope = recv(&mut commands, "the takeover command").await;
+        let Some(bus::envelope::Body::Command(command)) = envelope.body else {
+            panic!("not a command: {envelope:?}");
+        };
+        assert_eq!(command.ns, "/chat");
+        assert_eq!(command.target.map(|t| t.socket_ids), Some(vec![id.clone()]));
+        assert!(matches!(
+            command.action,
+            Some(bus::command::Action::Takeover(_))
+        ));
+        assert!(!claimed.is_finished(), "answered before the takeover");
+        gw1.drop_socket(&id, "transport close").await;
+        let dropped = tokio::time::Instant::now();
+        let reply = claimed.await.expect("claim task");
+        assert!(
+            dropped.elapsed() < Duration::from_millis(300),
+            "answered {:?} after the disconnect",
+            dropped.elapsed()
+        );
+        assert_eq!(reply.outcome(), Recovered);
+        assert_eq!(reply.socket.map(|s| s.id), Some(id));
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_takeover_that_gets_no_answer_is_granted_after_the_timeout() {
+    use bus::recover_reply::Outcome::*;
+    let hub = Hub::new();
+    let client = hub.client();
+    let timeout = Duration::from_millis(300);
+    let broker = Broker::start_with(
+        hub.client(),
+        config("b1", LeaderMode::Always),
+        switchboard_broker::RecoveryConfig {
+            takeover_timeout: timeout,
+        },
+    )
+    .await
+    .expect("broker starts");
+    let mut gw1 = Gateway::new(&hub, "gw1", 1);
+    gw1.connect(recoverable("gw1.a", "alice", 60_000)).await;
+    wait_until("the socket", || socket_ids(&broker) == ["gw1.a"]).await;
+    let asked = tokio::time::Instant::now();
+    let reply = claim(&client, &PID, "gw2").await;
+    assert!(asked.elapsed() >= timeout, "answered before the timeout");
+    assert_eq!(reply.outcome(), Recovered);
+    let kept = &broker.state_json()["kept_sessions"];
+    assert_eq!(kept[0]["id"], "gw1.a");
+    assert_eq!(kept[0]["state"], "claimed");
+    assert_eq!(kept[0]["reason"], "node_lost");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_end_of_a_window_announces_the_departure_once() {
+    use Kind::*;
+    let hub = Hub::new();
+    let client = hub.client();
+    let mut events = client
+        .subscribe(subjects().all_presence())
+        .await
+        .expect("subscribe");
+    let broker = start(&hub, config("b1", LeaderMode::Always)).await;
+    let mut gw1 = Gateway::new(&hub, "gw1", 1);
+    gw1.connect(recoverable("gw1.a", "alice", 300)).await;
+    alice_arrives(&mut events, "gw1.a").await;
+    gw1.drop_socket("gw1.a", "ping timeout").await;
+    let a = Some("alice");
+    for expected in [
+        seen(MemberLeft, "/chat", "r", a, "gw1.a", "ping timeout"),
+        seen(UserLeft, "/chat", "r", a, "gw1.a", "ping timeout"),
+        seen(UserOffline, "/chat", "", a, "gw1.a", "ping timeout"),
+    ] {
+        assert_eq!(presence(&mut events).await, expected);
+    }
+    // A few sweeps later, nothing more about it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(broker.state_json().get("kept_sessions").is_none());
+    nothing_announced_before_bob(&mut gw1, &mut events).await;
+    broker.shutdown().await;
+}

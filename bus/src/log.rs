@@ -90,6 +90,8 @@ pub struct LogEntry {
     pub subject: String,
     /// The payload, as published.
     pub payload: Bytes,
+    /// When it was stored, in milliseconds since the Unix epoch (the store's clock).
+    pub time_ms: u64,
 }
 
 /// The store's acknowledgement of one [`Bus::log_publish`]: resolves to the stream sequence

@@ -1,6 +1,8 @@
 //! The broker's directory (`broker/src/state.rs`) driven by bus messages, as the broker's NATS
 //! loop applies them (`broker/src/service.rs`: member messages, snapshot parts through the
-//! assembler, heartbeats, reservations, lease expiry).
+//! assembler, heartbeats, reservations, lease expiry, and connection state recovery: recoverable
+//! disconnects, data changes, recovered connects, claims, takeovers, session expiry, admin ends
+//! of kept sessions).
 //!
 //! Messages are built from a few node, socket, namespace and room names so that they meet, then
 //! go through protobuf encode → decode (which must give them back unchanged); some are arbitrary
@@ -8,7 +10,13 @@
 //! (`Directory::check_invariants`), every change converts to its presence event, and:
 //! - a reservation that joins leaves the room within its capacity, one refused as full found
 //!   the room at it, and a socket only joins rooms of its own namespace;
-//! - a node that leaves with its current epoch holds no sockets afterwards.
+//! - a node that leaves with its current epoch holds no sockets afterwards;
+//! - no change announces the departure of a socket that is kept afterwards (deferred presence),
+//!   and the admin views (matching, count) never show a kept session;
+//! - a granted claim leaves the session claimed by the claimant, with the claimed pid; a
+//!   takeover names a socket connected on another node; a settled takeover is granted to its
+//!   claimant or answered unknown;
+//! - after a sessions sweep no unclaimed session is past its window and no claim past its lease.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -17,7 +25,9 @@ use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use switchboard_broker::convert;
 use switchboard_broker::snapshot::{self, Assembler, Outcome};
-use switchboard_broker::state::{Change, Directory, Reason, Reserved, ReserveError};
+use switchboard_broker::state::{
+    Change, Claim, Directory, Reason, ReserveError, Reserved, Selector, SocketState,
+};
 use switchboard_proto::Message;
 use switchboard_proto::bus::{self as pb, member_message::Body};
 
@@ -27,6 +37,7 @@ const SOCKETS: &[&str] = &["a.1", "a.2", "b.1", "b.2", "c.1", "x"];
 const NAMESPACES: &[&str] = &["/", "/chat"];
 const ROOMS: &[&str] = &["r1", "r2", "r3", ""];
 const USERS: &[&str] = &["u1", "u2"];
+const TAKEOVER: Duration = Duration::from_secs(2);
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
@@ -40,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
         world.dir.check_invariants();
+        world.views();
     }
 });
 
@@ -52,7 +64,7 @@ struct World {
 impl World {
     fn step(&mut self, u: &mut Unstructured<'_>) -> Result<()> {
         let node = node(u)?;
-        match u.int_in_range(0..=15u8)? {
+        match u.int_in_range(0..=20u8)? {
             0..=8 => {
                 let message = member_message(u, &node)?;
                 let again = roundtrip(&message);
@@ -77,8 +89,11 @@ impl World {
                     address: beat.address,
                     connections: beat.connections,
                 };
-                let applied = self.dir.heartbeat(&node, beat.epoch, beat.seq, info, self.now);
-                announce(&applied.changes);
+                let applied = self
+                    .dir
+                    .heartbeat(&node, beat.epoch, beat.seq, info, self.now);
+                self.announce(&applied.changes);
+                self.settle();
             }
             11 | 12 => {
                 let request = roundtrip(&pb::ReserveRequest {
@@ -92,8 +107,9 @@ impl World {
             13 => {
                 self.now += Duration::from_millis(u.int_in_range(0..=8_000)?);
                 for (_, changes) in self.dir.expire(self.now) {
-                    announce(&changes);
+                    self.announce(&changes);
                 }
+                self.settle();
             }
             14 => {
                 let id = u.choose(SOCKETS)?;
@@ -101,12 +117,152 @@ impl World {
                 let known = self.dir.socket(id).is_some();
                 assert_eq!(self.dir.set_data(id, json.clone()), known);
                 if known {
-                    assert_eq!(self.dir.socket(id).map(|s| s.data_json.as_str()), Some(json.as_str()));
+                    assert_eq!(
+                        self.dir.socket(id).map(|s| s.data_json.as_str()),
+                        Some(json.as_str())
+                    );
                 }
+            }
+            15 | 16 => {
+                let ns = (*u.choose(NAMESPACES)?).to_owned();
+                let pid_hash = pid_hash(u)?;
+                let request = roundtrip(&pb::RecoverRequest {
+                    ns,
+                    pid_hash: pid_hash.into(),
+                    node: node.clone(),
+                });
+                self.claim(&request);
+            }
+            17 => {
+                self.now += Duration::from_millis(u.int_in_range(0..=4_000)?);
+                let (changes, _) = self.dir.expire_sessions(self.now);
+                self.announce(&changes);
+                self.settle();
+                for (_, kept) in self.dir.kept_sessions() {
+                    match &kept.claim {
+                        None => assert!(kept.expires > self.now, "a session past its window"),
+                        Some((_, until)) => assert!(*until > self.now, "a claim past its lease"),
+                    }
+                }
+            }
+            18 => {
+                let id = u.choose(SOCKETS)?;
+                let kept = matches!(
+                    self.dir.state(id),
+                    Some(SocketState::Kept(_) | SocketState::Claimed(_))
+                );
+                let reason = Reason::Disconnect("server namespace disconnect".to_owned());
+                let ended = self.dir.end_session(id, &reason);
+                assert_eq!(ended.is_some(), kept);
+                if let Some(changes) = ended {
+                    self.announce(&changes);
+                    assert!(self.dir.socket(id).is_none());
+                }
+                self.settle();
             }
             _ => self.now += Duration::from_millis(u.int_in_range(0..=3_000)?),
         }
         Ok(())
+    }
+
+    /// What the leading broker does with a claim on `broker.recover`.
+    fn claim(&mut self, r: &pb::RecoverRequest) {
+        let claim = self
+            .dir
+            .claim(&r.ns, &r.pid_hash, &r.node, self.now, TAKEOVER);
+        match claim {
+            Claim::Recovered(rec) => {
+                assert_eq!(rec.ns, r.ns);
+                assert_eq!(
+                    rec.recovery.as_ref().map(|x| x.pid_hash.as_slice()),
+                    Some(&r.pid_hash[..])
+                );
+                self.claimed_by(&rec.id, &r.node);
+                roundtrip(&convert::socket_info(&rec));
+            }
+            Claim::Takeover { id, old_node } => {
+                assert_ne!(old_node, r.node);
+                assert_eq!(self.dir.state(&id), Some(SocketState::Connected));
+                assert_eq!(
+                    self.dir.socket(&id).map(|s| s.node.as_str()),
+                    Some(old_node.as_str())
+                );
+            }
+            Claim::Unknown | Claim::Expired | Claim::Busy => {}
+        }
+        self.settle();
+    }
+
+    fn claimed_by(&self, id: &str, node: &str) {
+        match self.dir.state(id) {
+            Some(SocketState::Claimed(kept)) => {
+                assert_eq!(kept.claim.as_ref().map(|(by, _)| by.as_str()), Some(node));
+            }
+            other => panic!("granted {id} is {other:?}"),
+        }
+    }
+
+    /// Settled takeovers: granted to their claimant, or unknown.
+    fn settle(&mut self) {
+        for grant in self.dir.take_grants() {
+            match &grant.claim {
+                Claim::Recovered(rec) => {
+                    assert_eq!(rec.id, grant.id);
+                    self.claimed_by(&grant.id, &grant.node);
+                }
+                Claim::Unknown => {}
+                other => panic!("a takeover settled as {other:?}"),
+            }
+        }
+    }
+
+    /// Announces `changes`; none is the departure of a socket kept now.
+    fn announce(&self, changes: &[Change]) {
+        announce(changes);
+        for change in changes {
+            let socket = match change {
+                Change::RoomMemberLeft { socket, .. }
+                | Change::RoomUserLeft { socket, .. }
+                | Change::UserOffline { socket, .. } => socket,
+                _ => continue,
+            };
+            assert!(
+                !matches!(
+                    self.dir.state(socket),
+                    Some(SocketState::Kept(_) | SocketState::Claimed(_))
+                ),
+                "departure of kept {socket} announced: {change:?}"
+            );
+        }
+    }
+
+    /// The admin views show connected sockets only, and agree with each other.
+    fn views(&self) {
+        for ns in NAMESPACES {
+            let sel = Selector {
+                ns: (*ns).to_owned(),
+                ..Selector::default()
+            };
+            let listed: Vec<_> = self.dir.matching(&sel).collect();
+            assert_eq!(self.dir.count(&sel), listed.len());
+            for rec in listed {
+                assert_eq!(self.dir.state(&rec.id), Some(SocketState::Connected));
+            }
+            for room in ROOMS {
+                let sel = Selector {
+                    rooms: vec![(*room).to_owned()],
+                    ..sel.clone()
+                };
+                assert_eq!(self.dir.count(&sel), self.dir.matching(&sel).count());
+                assert_eq!(
+                    self.dir.room_members(ns, room).len(),
+                    self.dir.matching(&sel).count()
+                );
+            }
+        }
+        let stats = self.dir.stats();
+        assert_eq!(stats.kept, self.dir.kept_len());
+        assert_eq!(stats.sockets + stats.kept, self.dir.len());
     }
 
     /// What the broker does with a member message received on `{prefix}.member.{node}`.
@@ -142,34 +298,40 @@ impl World {
                 } = self.parts.part(node, part)
                 {
                     let applied = self.dir.snapshot(node, epoch, seq, sockets, self.now);
-                    announce(&applied.changes);
+                    self.announce(&applied.changes);
                 }
             }
             Body::Leaving(_) => {
                 self.parts.forget(node);
                 if self.dir.node_epoch(node) == Some(epoch) {
-                    announce(&self.dir.remove_node(node, Reason::NodeLeft));
+                    let changes = self.dir.remove_node(node, Reason::NodeLeft, self.now);
+                    self.announce(&changes);
                     assert_eq!(self.dir.node_sockets(node), 0);
                     assert_eq!(self.dir.node_epoch(node), None);
                 }
             }
             body => {
+                let data = matches!(body, Body::Data(_));
                 let Some(event) = convert::member_event(node, body) else {
-                    panic!("connect, disconnect, join and leave are events");
+                    assert!(data, "connect, disconnect, join and leave are events");
+                    return;
                 };
                 self.parts.forget(node);
                 let applied = self.dir.apply(node, epoch, seq, event, self.now);
-                announce(&applied.changes);
+                self.announce(&applied.changes);
             }
         }
+        self.settle();
     }
 
     /// What the leading broker does with a reservation request.
     fn reserve(&mut self, r: &pb::ReserveRequest) {
         let max = usize::try_from(r.max_members).unwrap_or(usize::MAX);
-        let members = |dir: &Directory| dir.room_members(&r.ns, &r.room).len();
+        // Kept sessions hold their seats.
+        let members = |dir: &Directory| dir.room_seats(&r.ns, &r.room);
         let before = members(&self.dir);
-        let in_ns = self.dir.socket(&r.socket_id).is_some_and(|s| s.ns == r.ns);
+        let in_ns = self.dir.socket(&r.socket_id).is_some_and(|s| s.ns == r.ns)
+            && self.dir.state(&r.socket_id) == Some(SocketState::Connected);
         match self.dir.reserve(&r.ns, &r.room, &r.socket_id, max) {
             Ok(Reserved::Joined(changes)) => {
                 announce(&changes);
@@ -181,7 +343,11 @@ impl World {
             }
             Ok(Reserved::AlreadyMember) => {
                 assert_eq!(members(&self.dir), before);
-                assert!(self.dir.room_members(&r.ns, &r.room).contains(&r.socket_id.as_str()));
+                assert!(
+                    self.dir
+                        .room_members(&r.ns, &r.room)
+                        .contains(&r.socket_id.as_str())
+                );
             }
             Err(ReserveError::RoomFull) => {
                 assert!(max != 0 && before >= max);
@@ -224,12 +390,21 @@ fn seq(u: &mut Unstructured<'_>) -> Result<u64> {
 }
 
 fn member_message(u: &mut Unstructured<'_>, node: &str) -> Result<pb::MemberMessage> {
-    let body = match u.int_in_range(0..=9u8)? {
+    let body = match u.int_in_range(0..=10u8)? {
         0..=2 => Body::Connect(socket_info(u)?),
         3 => Body::Disconnect(pb::Disconnect {
             id: (*u.choose(SOCKETS)?).to_owned(),
-            reason: "transport close".to_owned(),
-            recoverable: false,
+            reason: (*u.choose(&[
+                "transport close",
+                "ping timeout",
+                "client namespace disconnect",
+            ])?)
+            .to_owned(),
+            recoverable: u.arbitrary()?,
+        }),
+        10 => Body::Data(pb::DataChange {
+            id: (*u.choose(SOCKETS)?).to_owned(),
+            data_json: (*u.choose(&["", "null", "{\"n\":1}", "{bad", "[1,2]"])?).to_owned(),
         }),
         4 | 5 => Body::Join(room_change(u)?),
         6 => Body::Leave(room_change(u)?),
@@ -289,7 +464,23 @@ fn socket_info(u: &mut Unstructured<'_>) -> Result<pb::SocketInfo> {
             rooms: u.arbitrary()?,
             users: u.arbitrary()?,
         }),
-        recovery: None,
-        recovered: false,
+        recovery: if u.arbitrary()? {
+            Some(pb::Recovery {
+                pid_hash: pid_hash(u)?.into(),
+                window_ms: *u.choose(&[0, 1, 500, 3_000, 60_000, u64::MAX])?,
+            })
+        } else {
+            None
+        },
+        recovered: u.arbitrary()?,
+    })
+}
+
+/// A pid hash: mostly one of two valid ones, so that claims meet sessions; sometimes too short.
+fn pid_hash(u: &mut Unstructured<'_>) -> Result<Vec<u8>> {
+    Ok(match u.int_in_range(0..=8u8)? {
+        0 => vec![1; 31],
+        1..=4 => vec![1; 32],
+        _ => vec![2; 32],
     })
 }

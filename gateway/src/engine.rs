@@ -674,6 +674,13 @@ impl<D: Send + Sync + 'static> Conn<D> {
         });
     }
 
+    /// Runs `task` on the engine's tracker to its end, even if the session closes first: for a
+    /// step whose result must be handled to leave shared state right (a session claimed from
+    /// the broker is handed back if nobody takes it). Bound it in time yourself.
+    pub fn spawn_to_end(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
     /// Ends the session: marks it closed, wakes its writer (which flushes and says goodbye), and
     /// runs the close hook (registry removal and [`Handler::on_close`]). Idempotent.
     pub fn close(self: &Arc<Self>, reason: CloseReason) {

@@ -47,6 +47,8 @@ pub const CONNECTS_REFUSED: &str = "switchboard_gateway_connects_refused_total";
 /// `recovered`, `unknown`, `expired`, `busy`, `bad_offset`, `evicted`, `too_large`,
 /// `unavailable`, `overflow` (docs/recovery.md).
 pub const RECOVERIES: &str = "switchboard_gateway_recoveries_total";
+/// Messages of a room's history handed to joining sockets (counter).
+pub const HISTORY_SERVED: &str = "switchboard_gateway_history_served_total";
 /// Packets replayed to recovered sessions (counter).
 pub const REPLAYED_PACKETS: &str = "switchboard_gateway_replayed_packets_total";
 /// Bytes of packets replayed to recovered sessions (counter).
@@ -133,6 +135,10 @@ pub fn describe() {
     describe_counter!(CONNECTS_REFUSED, "Namespace connects refused, by reason");
     describe_counter!(RECOVERIES, "Session recoveries asked for, by outcome");
     describe_counter!(REPLAYED_PACKETS, "Packets replayed to recovered sessions");
+    describe_counter!(
+        HISTORY_SERVED,
+        "Messages of room histories handed to joining sockets"
+    );
     describe_counter!(
         REPLAYED_BYTES,
         "Bytes of packets replayed to recovered sessions"

@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::auth::{self, AuthError, Claims, KeyError, Verifier};
+use crate::config::HistoryRule;
 use crate::config::{
     AuthMode, Config, KeySource, NamespaceConfig, NamespaceMatch, RateLimitConfig,
 };
@@ -418,6 +419,26 @@ pub trait Bridge: Send + Sync + 'static {
         room: &str,
         max_members: usize,
     ) -> BoxFuture<'static, Result<Reservation, String>>;
+    /// Runs `join` (a local join) with the namespace's log held still and returns the last
+    /// sequence the log delivered here: a history read up to it meets the socket's live traffic
+    /// exactly, without a gap or a duplicate. `None` (and `join` run as it is): no log.
+    fn hold_log(&self, ns: &str, join: &mut dyn FnMut()) -> Option<u64> {
+        let _ = ns;
+        join();
+        None
+    }
+    /// The messages of `room` stored in the log up to sequence `end` that `rule` keeps, oldest
+    /// first, each `{"event", "args", "offset"}`.
+    fn history(
+        &self,
+        ns: &str,
+        room: &str,
+        end: u64,
+        rule: HistoryRule,
+    ) -> BoxFuture<'static, Result<Vec<Value>, String>> {
+        let _ = (ns, room, end, rule);
+        Box::pin(async { Err("no history here".to_owned()) })
+    }
 }
 
 /// The state a rate-limited socket carries (private type: nobody else can replace it). Kept
@@ -595,6 +616,9 @@ impl NamespacePolicy {
                 return self.join_cluster(socket, event, rule, claims);
             }
             Action::Forward(rule) => return self.forward(socket, event, rule),
+            Action::Join(rule) if rule.history.is_some() && self.bridge.is_some() => {
+                return self.join_with_history(socket, event, rule, claims);
+            }
             Action::Join(rule) => {
                 let outcome = self.join(socket, &event, rule, claims);
                 // Only take the ack when a bridge will send it: taking it otherwise would drop it.
@@ -671,12 +695,15 @@ impl NamespacePolicy {
         let announce_claims = claims.cloned();
         socket.spawn(async move {
             let socket = joining;
+            let mut history = None;
             let outcome = match bridge.reserve(&socket, &room, rule.max_members).await {
                 Ok(Reservation::Full) => Err(Rejection::RoomFull),
                 Ok(Reservation::Joined | Reservation::AlreadyMember) => {
-                    if socket.join(room.as_str())
-                        && let Some(announce) = &rule.announce
-                    {
+                    let mut joined = false;
+                    let end = bridge.hold_log(socket.namespace().name(), &mut || {
+                        joined = socket.join(room.as_str());
+                    });
+                    if joined && let Some(announce) = &rule.announce {
                         let payload =
                             announce_payload(socket.id(), &room, announce_claims.as_ref());
                         let _ = socket
@@ -684,6 +711,10 @@ impl NamespacePolicy {
                             .emit(announce, Args::new(vec![payload]));
                     }
                     bridge.settled().await;
+                    if let (Some(h), Some(end)) = (rule.history, end) {
+                        let ns = socket.namespace().name().to_owned();
+                        history = Some(bridge.history(&ns, &room, end, h).await);
+                    }
                     Ok(())
                 }
                 Err(e) => {
@@ -694,8 +725,44 @@ impl NamespacePolicy {
             drop(in_flight);
             policy.count(&outcome);
             if let Some(acker) = acker {
-                acker.send(ack_args(&outcome));
+                acker.send(history_ack(&outcome, history));
             }
+        });
+    }
+
+    /// A join whose ack carries the room's recent messages: the join is made with the log held
+    /// still, so the history (read up to that point) and the live traffic that follows meet
+    /// exactly.
+    fn join_with_history(
+        self: &Arc<Self>,
+        socket: &Socket,
+        mut event: Event,
+        rule: &JoinRule,
+        claims: Option<&Claims>,
+    ) {
+        let (Some(bridge), Some(h)) = (self.bridge.clone(), rule.history) else {
+            return;
+        };
+        let mut outcome = Ok(());
+        let ns = socket.namespace().name().to_owned();
+        let end = bridge.hold_log(&ns, &mut || {
+            outcome = self.join(socket, &event, rule, claims);
+        });
+        self.count(&outcome);
+        let Some(acker) = event.take_ack() else {
+            return;
+        };
+        let room = permitted_room(&event.args, &rule.room, claims)
+            .map(str::to_owned)
+            .ok();
+        let settled = bridge.settled();
+        socket.spawn(async move {
+            settled.await;
+            let history = match (&outcome, room, end) {
+                (Ok(()), Some(room), Some(end)) => Some(bridge.history(&ns, &room, end, h).await),
+                _ => None,
+            };
+            acker.send(history_ack(&outcome, history));
         });
     }
 
@@ -860,6 +927,28 @@ fn echo(socket: &Socket, mut event: Event, rule: &EchoRule) -> Result<(), Reject
 
 fn ack_args(outcome: &Result<(), Rejection>) -> Args {
     Args::new(vec![reply(outcome)])
+}
+
+/// A join's ack with the room's history: `{"ok":true,"history":[…]}`; a history that could not
+/// be read leaves the join as it is and says why in `history_error`.
+fn history_ack(
+    outcome: &Result<(), Rejection>,
+    history: Option<Result<Vec<Value>, String>>,
+) -> Args {
+    let mut reply = reply(outcome);
+    if let (Some(history), Value::Object(map)) = (history, &mut reply) {
+        match history {
+            Ok(items) => {
+                ::metrics::counter!(crate::metrics::HISTORY_SERVED).increment(items.len() as u64);
+                map.insert("history".into(), Value::Array(items));
+            }
+            Err(e) => {
+                map.insert("history".into(), Value::Array(Vec::new()));
+                map.insert("history_error".into(), Value::String(e));
+            }
+        }
+    }
+    Args::new(vec![reply])
 }
 
 fn unix_now() -> u64 {

@@ -335,7 +335,23 @@ pub struct JoinRule {
     pub max_members: usize,
     /// Event emitted to the other members on a new join.
     pub announce: Option<String>,
+    /// The room's recent messages, sent with the join's ack (`history_last`,
+    /// `history_max_age_ms`; needs the namespace's recovery log).
+    pub history: Option<HistoryRule>,
 }
+
+/// Which of a room's recent messages a join hands back ([`JoinRule::history`]): the last
+/// `last`, only those younger than `max_age`, or both (docs/recovery.md, "Room history").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryRule {
+    /// At most this many, the newest.
+    pub last: usize,
+    /// Only messages stored within this long.
+    pub max_age: Option<std::time::Duration>,
+}
+
+/// The most messages a join's history may hand back.
+pub const MAX_HISTORY: usize = 1000;
 
 /// `action = "leave"`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 //! gRPC API (tonic, from `proto/admin.proto`). It does no I/O: everything here is a pure
 //! function of its inputs, so both tiers (and tests) agree on the contract by linking it.
 
+pub mod offset;
 pub mod subject;
 
 /// Event names an application may neither emit nor handle as ordinary events, because the

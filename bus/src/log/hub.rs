@@ -69,6 +69,8 @@ struct Stored {
     subject: String,
     payload: Bytes,
     at: Instant,
+    /// Wall-clock time of the store, in ms since the Unix epoch (what a reader sees).
+    time_ms: u64,
 }
 
 struct State {
@@ -233,6 +235,9 @@ impl Logs {
                 subject: subject.to_owned(),
                 payload,
                 at: now,
+                time_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             });
             let seq = state.last_seq();
             if !msg_id.is_empty() {
@@ -349,6 +354,7 @@ impl Reader {
                     seq,
                     subject: stored.subject.clone(),
                     payload: stored.payload.clone(),
+                    time_ms: stored.time_ms,
                 });
             }
         }

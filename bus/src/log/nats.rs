@@ -354,10 +354,11 @@ impl Reader {
                     continue;
                 }
             };
-            let Ok((seq, consumer_seq, pending)) = message
-                .info()
-                .map(|i| (i.stream_sequence, i.consumer_sequence, i.pending))
-            else {
+            let Ok((seq, consumer_seq, pending, time_ms)) = message.info().map(|i| {
+                let ms = i.published.unix_timestamp_nanos() / 1_000_000;
+                let time_ms = u64::try_from(ms).unwrap_or(0);
+                (i.stream_sequence, i.consumer_sequence, i.pending, time_ms)
+            }) else {
                 self.close();
                 continue;
             };
@@ -382,6 +383,7 @@ impl Reader {
                 seq,
                 subject: message.subject.to_string(),
                 payload: message.payload.clone(),
+                time_ms,
             }));
         }
     }

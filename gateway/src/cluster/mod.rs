@@ -476,6 +476,22 @@ impl Cluster {
         self.queue(self.member_subject(), msg, kind);
     }
 
+    /// Hands a claimed session back to the broker, unused: its `connect` on this node (which
+    /// the claim waits for) and at once a recoverable `disconnect`, as a transport close would.
+    /// Interest counts do not change: the socket never was here.
+    fn hand_back(&self, info: pb::SocketInfo) {
+        let id = info.id.clone();
+        self.membership("connect", member_message::Body::Connect(info), |_| false);
+        let body = member_message::Body::Disconnect(pb::Disconnect {
+            id,
+            reason: DisconnectReason::Connection(CloseReason::TransportClose)
+                .as_str()
+                .to_owned(),
+            recoverable: true,
+        });
+        self.membership("disconnect", body, |_| false);
+    }
+
     fn socket_info(&self, socket: &Socket) -> pb::SocketInfo {
         let claims = socket.get::<Claims>();
         let hs = socket.handshake();
@@ -908,6 +924,20 @@ impl Bridge for Cluster {
 
     /// Asks the broker (the leader's reserve subscription) for a place in the room. The broker
     /// may not have seen the socket's connect yet: an unknown socket is asked about again.
+    fn hold_log(&self, ns: &str, join: &mut dyn FnMut()) -> Option<u64> {
+        self.hold(ns, join)
+    }
+
+    fn history(
+        &self,
+        ns: &str,
+        room: &str,
+        end: u64,
+        rule: crate::config::HistoryRule,
+    ) -> BoxFuture<'static, Result<Vec<Value>, String>> {
+        self.room_history(ns, room, end, rule)
+    }
+
     fn reserve(
         &self,
         socket: &Socket,
@@ -2466,5 +2496,165 @@ mod tests {
         let fresh = collect(&again, 1).await;
         let v: Value = serde_json::from_str(&fresh[0]["40/chat,".len()..]).unwrap();
         assert_ne!(v["sid"], sid);
+    }
+
+    #[tokio::test]
+    async fn a_room_history_read_up_to_a_join_meets_live_traffic_exactly() {
+        let hub = Hub::new();
+        let rc = RecoveryConfig {
+            window: Duration::from_secs(60),
+            max_replay_packets: 100,
+            max_replay_bytes: 1 << 20,
+        };
+        let a = node_with(&hub, "a", vec![], HashMap::from([("/chat".to_owned(), rc)])).await;
+        let (_c1, speaker) = a.socket();
+        speaker.join("room");
+        speaker.join("other");
+        let say = |room: &str, n: i64| speaker.to(room).emit("m", Args::new(vec![json!(n)]));
+        for n in 1..=5 {
+            say("room", n);
+        }
+        say("other", 99);
+        // Wait until the follower has dispatched all six.
+        let (_c2, probe) = a.socket();
+        probe.join("other");
+        let mut end = 0;
+        until("six dispatched", || {
+            end = a.cluster.hold("/chat", &mut || {}).unwrap();
+            end >= 6
+        })
+        .await;
+        let (conn, joiner) = a.socket();
+        let at = a
+            .cluster
+            .hold("/chat", &mut || {
+                joiner.join("room");
+            })
+            .unwrap();
+        say("room", 6);
+        let rule = crate::config::HistoryRule {
+            last: 3,
+            max_age: None,
+        };
+        let history = a
+            .cluster
+            .room_history("/chat", "room", at, rule)
+            .await
+            .unwrap();
+        let ns: Vec<i64> = history
+            .iter()
+            .map(|h| h["args"][0].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            ns,
+            [3, 4, 5],
+            "the newest three of the room, not the other room's"
+        );
+        assert!(history.iter().all(|h| h["event"] == "m"));
+        let live = collect(&conn, 1).await;
+        assert!(live[0].starts_with(r#"42/chat,["m",6,""#), "{live:?}");
+        // An age bound that everything is older than gives nothing.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let young = crate::config::HistoryRule {
+            last: 3,
+            max_age: Some(Duration::from_millis(1)),
+        };
+        let none = a
+            .cluster
+            .room_history("/chat", "room", at, young)
+            .await
+            .unwrap();
+        assert!(none.is_empty(), "{none:?}");
+    }
+
+    #[tokio::test]
+    async fn a_claimed_session_that_cannot_be_replayed_is_handed_back_and_the_client_starts_afresh()
+    {
+        let hub = Hub::new();
+        claims(&hub).await;
+        let small = RecoveryConfig {
+            window: Duration::from_secs(60),
+            max_replay_packets: 1,
+            max_replay_bytes: 1 << 20,
+        };
+        let recovery = HashMap::from([("/chat".to_owned(), small)]);
+        let a = node_with(&hub, "a", vec![], recovery.clone()).await;
+        let b = node_with(&hub, "b", vec![], recovery).await;
+        let info = || {
+            HandshakeInfo::new(
+                "127.0.0.1:1".parse().unwrap(),
+                &http::HeaderMap::new(),
+                None,
+                0,
+            )
+        };
+        let (conn, _) = a
+            .engine
+            .open(Transport::WebSocket, info(), tokio::time::Instant::now())
+            .unwrap();
+        drain(&conn);
+        a.engine
+            .handler
+            .on_message(&conn, Payload::Text(Bytes::from_static(b"0/chat,")));
+        let reply: Value =
+            serde_json::from_str(&text(&drain(&conn))[0]["40/chat,".len()..]).unwrap();
+        let (sid, pid) = (
+            reply["sid"].as_str().unwrap(),
+            reply["pid"].as_str().unwrap(),
+        );
+        a.io.get("/chat").unwrap().socket(sid).unwrap().join("room");
+        let emit = |n: i64| {
+            b.io.of("/chat")
+                .to("room")
+                .emit("m", Args::new(vec![json!(n)]))
+        };
+        emit(1);
+        let first = collect(&conn, 1).await;
+        let v: Value = serde_json::from_str(&first[0]["42/chat,".len()..]).unwrap();
+        let offset = v
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+        conn.close(CloseReason::TransportClose);
+        emit(2);
+        emit(3);
+        let mut members = hub
+            .client()
+            .subscribe(Subjects::new("t").unwrap().member("b").unwrap())
+            .await
+            .unwrap();
+        let (back, _) = b
+            .engine
+            .open(Transport::WebSocket, info(), tokio::time::Instant::now())
+            .unwrap();
+        drain(&back);
+        let connect = format!(r#"0/chat,{{"pid":"{pid}","offset":"{offset}"}}"#);
+        b.engine
+            .handler
+            .on_message(&back, Payload::Text(Bytes::from(connect)));
+        // Two missed packets are over the bound of one: a fresh session…
+        let got = collect(&back, 1).await;
+        let v: Value = serde_json::from_str(&got[0]["40/chat,".len()..]).unwrap();
+        assert_ne!(v["sid"], sid, "{got:?}");
+        // …and the claimed one handed back: its connect on b, then a recoverable disconnect.
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            match next_member(&mut members).await.body {
+                Some(member_message::Body::Connect(i)) if i.id == sid => {
+                    assert!(i.recovered);
+                    seen.push("connect");
+                }
+                Some(member_message::Body::Disconnect(d)) if d.id == sid => {
+                    assert!(d.recoverable);
+                    seen.push("disconnect");
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(seen, ["connect", "disconnect"]);
     }
 }

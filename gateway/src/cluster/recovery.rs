@@ -135,34 +135,14 @@ struct Pending {
     overflow: bool,
 }
 
-/// `{tag}.{seq}`, the tag (the stream's incarnation) in base 36: what clients see as the offset.
+/// The offset clients see for sequence `seq` ([`switchboard_proto::offset`]).
 pub(super) fn offset_text(tag: u64, seq: u64) -> String {
-    let mut digits = Vec::new();
-    let mut t = tag;
-    loop {
-        let d = u8::try_from(t % 36).unwrap_or(0);
-        digits.push(if d < 10 { b'0' + d } else { b'a' + d - 10 });
-        t /= 36;
-        if t == 0 {
-            break;
-        }
-    }
-    digits.reverse();
-    format!("{}.{seq}", String::from_utf8_lossy(&digits))
+    switchboard_proto::offset::format(tag, seq)
 }
 
-/// The inverse of [`offset_text`]; `None` for anything it cannot have made.
+/// The inverse of [`offset_text`].
 pub(super) fn parse_offset(s: &str) -> Option<(u64, u64)> {
-    let (tag, seq) = s.split_once('.')?;
-    if tag.is_empty() || tag.len() > 13 || seq.is_empty() || seq.len() > 20 {
-        return None;
-    }
-    let tag = u64::from_str_radix(tag, 36).ok()?;
-    let seq = seq
-        .bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| seq.parse().ok())??;
-    Some((tag, seq))
+    switchboard_proto::offset::parse(s)
 }
 
 /// The packet text with `offset` appended as its last argument: `…]` becomes `…,"offset"]`.
@@ -401,12 +381,19 @@ impl Cluster {
             );
             d.last_seq
         };
-        let guard = PendingGuard {
+        let mut guard = PendingGuard {
             log: log.clone(),
             id: id.clone(),
             done: false,
+            release: Some((self.clone(), socket.clone())),
         };
-        let missed = self.replay(state, &log, &id, &rooms, after, end).await?;
+        let missed = match self.replay(state, &log, &id, &rooms, after, end).await {
+            Ok(missed) => missed,
+            Err(outcome) => {
+                guard.fail();
+                return Err(outcome);
+            }
+        };
         ::metrics::counter!(m::REPLAYED_PACKETS).increment(missed.len() as u64);
         ::metrics::counter!(m::REPLAYED_BYTES)
             .increment(missed.iter().map(|f| frames_len(f) as u64).sum::<u64>());
@@ -486,31 +473,165 @@ impl Cluster {
     }
 }
 
-/// A socket registered as pending with its namespace's dispatcher; dropped without
-/// [`Handover::complete`], it takes the registration back.
+impl Cluster {
+    /// Runs `join` with the namespace's dispatcher held still; the last sequence dispatched
+    /// (see [`crate::policy::Bridge::hold_log`]).
+    pub(super) fn hold(&self, ns: &str, join: &mut dyn FnMut()) -> Option<u64> {
+        let Some(log) = self.inner.log.as_ref().and_then(|l| l.namespace(ns)) else {
+            join();
+            return None;
+        };
+        let d = log.dispatch.lock();
+        join();
+        Some(d.last_seq)
+    }
+
+    /// The room's logged messages up to `end` that `rule` keeps, oldest first (see
+    /// [`crate::policy::Bridge::history`]). Emits to several rooms or the whole namespace are
+    /// not a room's history (they are not on its subject), nor are binary ones.
+    pub(super) fn room_history(
+        &self,
+        ns: &str,
+        room: &str,
+        end: u64,
+        rule: crate::config::HistoryRule,
+    ) -> BoxFuture<'static, Result<Vec<Value>, String>> {
+        let cluster = self.clone();
+        let (ns, room) = (ns.to_owned(), room.to_owned());
+        Box::pin(async move {
+            let unavailable = |e: &dyn std::fmt::Display| format!("history unavailable: {e}");
+            let state = cluster.inner.log.as_ref().ok_or("no log")?;
+            let filter = cluster
+                .inner
+                .cfg
+                .subjects
+                .log_room(&ns, &room)
+                .map_err(|e| unavailable(&e))?;
+            let bus = &cluster.inner.bus;
+            let info = bus
+                .log_info(&state.stream)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let from = info.first_seq.saturating_sub(1);
+            if end <= from {
+                return Ok(Vec::new());
+            }
+            let cutoff = rule.max_age.map(|age| {
+                super::unix_ms().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
+            });
+            let mut reader = bus
+                .log_read(&state.stream, filter, from, end)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            // The reader goes forward through the room's subject from the oldest entry kept (the
+            // retention bounds it), keeping the newest `last`.
+            let mut kept = std::collections::VecDeque::with_capacity(rule.last.min(64));
+            while let Some(item) = reader.next().await {
+                let entry = match item {
+                    Ok(entry) => entry,
+                    // Evicted while we read: what is left is still the room's newest.
+                    Err(switchboard_bus::BusError::LogEvicted) => continue,
+                    Err(e) => return Err(unavailable(&e)),
+                };
+                if cutoff.is_some_and(|c| entry.time_ms < c) {
+                    continue;
+                }
+                let seq = entry.seq;
+                if let Some(item) = history_item(&ns, entry, state.tag, seq) {
+                    kept.push_back(item);
+                    if kept.len() > rule.last {
+                        kept.pop_front();
+                    }
+                }
+            }
+            Ok(kept.into())
+        })
+    }
+}
+
+/// One logged emit as a history item, `{"event", "args", "offset"}`; `None` for what is not a
+/// plain event of the namespace (a fragment, a binary event, something malformed).
+fn history_item(ns: &str, entry: LogEntry, tag: u64, seq: u64) -> Option<Value> {
+    let Ok(pb::Envelope {
+        body: Some(envelope::Body::Delivery(d)),
+    }) = pb::Envelope::decode(entry.payload)
+    else {
+        return None;
+    };
+    if d.ns != ns || d.ack.is_some() || !d.attachments.is_empty() {
+        return None;
+    }
+    let text = std::str::from_utf8(&d.packet).ok()?;
+    let text = text.strip_prefix('4')?;
+    let switchboard_codec::socketio::Decoded::Complete(p) =
+        switchboard_codec::socketio::decode(text).ok()?
+    else {
+        return None;
+    };
+    let Some(Value::Array(mut values)) = p.data else {
+        return None;
+    };
+    if values.is_empty() {
+        return None;
+    }
+    let event = values.remove(0);
+    Some(serde_json::json!({
+        "event": event,
+        "args": values,
+        "offset": offset_text(tag, seq),
+    }))
+}
+
+/// A socket registered as pending with its namespace's dispatcher. Dropped without a
+/// completed hand-over, it takes the registration back and hands the claimed session back to
+/// the broker: a `connect` of the session on this node (what the claim waits for) and at once a
+/// recoverable `disconnect`, as a transport close would — so the client's next attempt can
+/// claim it again instead of waiting out the claim's lease.
 struct PendingGuard {
     log: Arc<NsLog>,
     id: Arc<str>,
     done: bool,
+    release: Option<(Cluster, pb::SocketInfo)>,
+}
+
+impl PendingGuard {
+    /// Gives the session back now (the recovery failed after the claim).
+    fn fail(&mut self) {
+        self.log.dispatch.lock().pending.remove(&self.id);
+        if let Some((cluster, mut info)) = self.release.take() {
+            info.recovered = true;
+            cluster.hand_back(info);
+        }
+        self.done = true;
+    }
 }
 
 impl Handover for PendingGuard {
     fn complete(mut self: Box<Self>, attach: &mut dyn FnMut(Vec<Vec<Frame>>)) -> Result<(), ()> {
-        self.done = true;
+        // Take the buffer and attach under one hold of the dispatcher: an emit dispatched in
+        // between would reach neither the buffer nor the socket.
         let mut d = self.log.dispatch.lock();
-        let pending = d.pending.remove(&self.id).ok_or(())?;
-        if pending.overflow {
-            return Err(());
+        match d.pending.remove(&self.id) {
+            Some(p) if !p.overflow => {
+                attach(p.buffer);
+                drop(d);
+                self.done = true;
+                self.release = None;
+                Ok(())
+            }
+            _ => {
+                drop(d);
+                self.fail();
+                Err(())
+            }
         }
-        attach(pending.buffer);
-        Ok(())
     }
 }
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
         if !self.done {
-            self.log.dispatch.lock().pending.remove(&self.id);
+            self.fail();
         }
     }
 }
@@ -518,34 +639,6 @@ impl Drop for PendingGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn offsets_round_trip_and_refuse_what_they_cannot_be() {
-        for (tag, seq) in [
-            (0, 0),
-            (1_765_000_000_000, 1),
-            (u64::MAX, u64::MAX),
-            (35, 36),
-        ] {
-            let text = offset_text(tag, seq);
-            assert_eq!(parse_offset(&text), Some((tag, seq)), "{text}");
-        }
-        assert_eq!(offset_text(36, 7), "10.7");
-        for bad in [
-            "",
-            ".",
-            "a.",
-            ".1",
-            "a.b",
-            "a.-1",
-            "a.+1",
-            "a.1.2",
-            "zzzzzzzzzzzzzz.1",
-            "A_.1",
-        ] {
-            assert_eq!(parse_offset(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn the_offset_becomes_the_last_argument() {

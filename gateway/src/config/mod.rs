@@ -88,8 +88,8 @@ pub use switchboard_proto::RESERVED_EVENTS;
 // The event rules are defined beside the templates they hold; they stay reachable here as part
 // of the configuration model.
 pub use crate::rule::{
-    Action, BroadcastRule, EchoRule, EventRule, ForwardRule, JoinRule, LeaveRule, RelayRule,
-    RoomRule,
+    Action, BroadcastRule, EchoRule, EventRule, ForwardRule, HistoryRule, JoinRule, LeaveRule,
+    MAX_HISTORY, RelayRule, RoomRule,
 };
 
 /// Where a problem is: the file (or `environment`), and line and column when known (1-based).

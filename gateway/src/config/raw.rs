@@ -171,6 +171,10 @@ pub(super) struct RawEvent {
     pub(super) allow: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) deny: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) max_members: Option<Spanned<u64>>,
+    /// `join`: the room's last messages sent with the join's ack.
+    pub(super) history_last: Option<Spanned<u64>>,
+    /// `join`: only messages younger than this.
+    pub(super) history_max_age_ms: Option<Spanned<u64>>,
     pub(super) announce: Option<Spanned<String>>,
     pub(super) member_only: Option<Spanned<bool>>,
     pub(super) include_sender: Option<Spanned<bool>>,

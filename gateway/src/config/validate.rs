@@ -199,6 +199,43 @@ impl Validator<'_> {
         }
     }
 
+    /// A join rule's history: `history_last` (1 ..= [`MAX_HISTORY`], default the most) and/or
+    /// `history_max_age_ms`; only in a namespace with recovery, whose log holds the messages.
+    fn history(
+        &mut self,
+        ctx: &Ctx,
+        last: Option<Spanned<u64>>,
+        max_age: Option<Spanned<u64>>,
+        logged: bool,
+    ) -> Option<HistoryRule> {
+        let span = last.as_ref().or(max_age.as_ref()).map(Spanned::span)?;
+        if !logged {
+            self.ctx_problem(
+                ctx,
+                &span,
+                "a join's history needs [namespace.recovery] (the log that keeps the messages)",
+            );
+            return None;
+        }
+        let last = match last {
+            None => MAX_HISTORY,
+            Some(n) if *n.get_ref() == 0 || *n.get_ref() > MAX_HISTORY as u64 => {
+                self.ctx_problem(
+                    ctx,
+                    &n.span(),
+                    format!("history_last must be between 1 and {MAX_HISTORY}"),
+                );
+                MAX_HISTORY
+            }
+            Some(n) => usize::try_from(*n.get_ref()).unwrap_or(MAX_HISTORY),
+        };
+        let max_age = max_age.map(|a| {
+            let key = format!("{}: history_max_age_ms", ctx.0);
+            self.positive_ms(&key, Some(a), Duration::from_secs(1))
+        });
+        Some(HistoryRule { last, max_age })
+    }
+
     fn positive_usize(&mut self, key: &str, v: Option<Spanned<u64>>, default: usize) -> usize {
         match v {
             None => default,
@@ -744,7 +781,7 @@ impl Validator<'_> {
                 continue;
             }
             event_lines.insert(name, line);
-            if let Some(rule) = self.event(&ctx, e.into_inner(), claims_ok) {
+            if let Some(rule) = self.event(&ctx, e.into_inner(), claims_ok, recovery.is_some()) {
                 events.push(rule);
             }
         }
@@ -1042,7 +1079,13 @@ impl Validator<'_> {
         }
     }
 
-    fn event(&mut self, ns_ctx: &Ctx, raw: RawEvent, claims_ok: bool) -> Option<EventRule> {
+    fn event(
+        &mut self,
+        ns_ctx: &Ctx,
+        raw: RawEvent,
+        claims_ok: bool,
+        logged: bool,
+    ) -> Option<EventRule> {
         let name = raw.name.get_ref().clone();
         let ctx = Ctx(format!("{}: event {name:?}", ns_ctx.0));
         let mut ok = true;
@@ -1063,7 +1106,7 @@ impl Validator<'_> {
         }
         let kind = *raw.action.get_ref();
         use ActionKind::{Broadcast, Echo, Join, Leave, Relay};
-        let fields: [FieldUse<'_>; 9] = [
+        let fields: [FieldUse<'_>; 11] = [
             (
                 "room_arg",
                 raw.room_arg.as_ref().map(Spanned::span),
@@ -1082,6 +1125,16 @@ impl Validator<'_> {
             (
                 "max_members",
                 raw.max_members.as_ref().map(Spanned::span),
+                &[Join],
+            ),
+            (
+                "history_last",
+                raw.history_last.as_ref().map(Spanned::span),
+                &[Join],
+            ),
+            (
+                "history_max_age_ms",
+                raw.history_max_age_ms.as_ref().map(Spanned::span),
                 &[Join],
             ),
             (
@@ -1150,10 +1203,12 @@ impl Validator<'_> {
                     }
                     Some(m) => usize::try_from(*m.get_ref()).unwrap_or(usize::MAX),
                 };
+                let history = self.history(&ctx, raw.history_last, raw.history_max_age_ms, logged);
                 Action::Join(JoinRule {
                     room: room?,
                     max_members,
                     announce,
+                    history,
                 })
             }
             Leave => Action::Leave(LeaveRule {

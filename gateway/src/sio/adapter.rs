@@ -95,7 +95,8 @@ impl Default for Recovery {
     }
 }
 
-/// A session claimed for a returning client: who it was, and what it missed.
+/// A session claimed for a returning client: who it was, and what it missed. Dropped without a
+/// successful [`Handover::complete`], the adapter hands the session back (claimable again).
 pub struct Restored {
     /// The socket id, kept.
     pub id: Arc<str>,

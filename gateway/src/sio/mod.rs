@@ -459,11 +459,17 @@ impl Server {
             }
             st.connecting.push(nsp.as_str().into());
         }
+        // The claim runs to its end even if this connection closes meanwhile: a session the
+        // broker granted is then dropped here, which hands it back (see `Restored`).
         let claiming = adapter.recover(&nsp, &pid, &offset);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        conn.spawn_to_end(async move {
+            let _ = tx.send(claiming.await);
+        });
         let server = self.clone();
         let session = conn.clone();
         conn.spawn(async move {
-            let restored = claiming.await;
+            let restored = rx.await.ok().flatten();
             session.data.state.lock().connecting.retain(|n| **n != *nsp);
             let pid: Arc<str> = pid.into();
             server.admit(
@@ -589,8 +595,20 @@ impl Server {
             let mut st = conn.data.state.lock();
             if conn.is_closed() {
                 drop(st);
-                ns.remove_socket(&inner);
+                // A recovered session whose new connection is gone already: the claim made the
+                // broker hold it for this node, so hand it back the way a transport close does
+                // (kept again, claimable at once) rather than leave it claimed.
+                let socket = Socket::from_inner(inner.clone());
+                let adapter = ns.adapter().filter(|_| inner.recovered);
+                if let Some(adapter) = adapter {
+                    adapter.connected(&socket);
+                }
+                let rooms = ns.remove_socket(&inner);
                 ns.release();
+                if let Some(adapter) = adapter {
+                    let reason = DisconnectReason::Connection(CloseReason::TransportClose);
+                    adapter.disconnected(&socket, &rooms, reason);
+                }
                 return;
             }
             st.sockets.push(inner.clone());
