@@ -10,8 +10,12 @@
 # dependencies installed from npm and the client compiled as its own `compile` script does (the
 # tests import the package root, i.e. its build). Then mocha runs the suite's test files as its
 # `test:node` script does, minus the `--require test/support/hooks.*` that would start the Node
-# support server in-process: the example serves socket.io-client's suite on 3210 and
-# engine.io-client's on 3000, as the support servers do.
+# support server in-process (the example serves socket.io-client's suite on 3210 and
+# engine.io-client's on 3000, as the support servers do), plus our root hook
+# tests/e2e/tools/client-suites-hooks.cjs, which keeps a failed fake-timers test from breaking
+# every later one. engine.io-client's test/webtransport.mjs (its own HTTP/3 server) is not run,
+# and neither suite runs with --bail. The work directory (SWITCHBOARD_CLIENT_SUITES_WORK, default
+# $TMPDIR/switchboard-client-suites) is reused while the copy and the dependencies are the same.
 #
 # --reference runs the same test files against the suites' own support servers instead (their
 # hooks, with socket.io 4.8 / engine.io 6.6 from npm): the Node figure on the same machine.
