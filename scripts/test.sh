@@ -10,7 +10,8 @@
 # 3. Runs the end-to-end tests in tests/e2e (node's test runner): first the conformance tests
 #    against the Node reference server (to check the tests themselves), then everything against
 #    the built binaries: protocol conformance, the official socket.io-client, and the demo page
-#    in headless Chromium.
+#    in headless Chromium; then, when a copy is provided, the official protocol suites and the
+#    official clients' own test suites.
 #
 # Works unattended (CI=true, no stdin). Exits non-zero if anything fails.
 # Environment: E2E_VERBOSE=1 shows the servers' logs; SKIP_CARGO=1 skips steps 2 (binaries
@@ -148,6 +149,22 @@ if [ -z "${E2E_ONLY:-}" ] && [ -f "$suites/engine.io-protocol/v4-test-suite/test
   trap - EXIT
 else
   echo "official protocol suites: not provided (see scripts/test.sh); the conformance tests above cover the same behaviours"
+fi
+
+# ---- 3c. the official clients' own test suites, when provided ---------------------------------
+# socket.io-client's and engine.io-client's suites (the socket.io monorepo's packages/; not
+# copied here) run unmodified against the client-suite example when a copy is provided — in
+# $SWITCHBOARD_CLIENT_SUITES or ../shared/client-suites. They print passed/total; a failing test
+# does not fail this command (docs/conformance.md lists the known ones).
+client_suites="${SWITCHBOARD_CLIENT_SUITES:-$ROOT/../shared/client-suites}"
+if [ -z "${E2E_ONLY:-}" ] && [ -f "$client_suites/socket.io-client/test/support/server.ts" ] \
+    && [ -f "$client_suites/engine.io-client/test/support/hooks.js" ]; then
+  log "official client suites ($client_suites) against the client-suite example on ports 3210 and 3000"
+  SWITCHBOARD_CLIENT_SUITES="$client_suites" \
+    SWITCHBOARD_CLIENT_SUITE_BIN="${SWITCHBOARD_CLIENT_SUITE_BIN:-$target/release/examples/client-suite}" \
+    bash "$ROOT/scripts/client-suites.sh" </dev/null
+else
+  echo "official client suites: not provided (see scripts/client-suites.sh); skipped"
 fi
 
 # ---- 4. benchmark smoke runs -----------------------------------------------------------------
