@@ -154,11 +154,13 @@ fi
 # Seconds-long versions of the benchmarks (a few hundred connections, seconds each): keep the
 # load-test tool, its scenarios and the benchmark scripts working, and check that no delivery is
 # lost. The numbers come from full runs by hand (the same scripts without --quick), not from here.
-# smoke SCRIPT WHAT: runs scripts/SCRIPT --no-build --quick, showing its log only if it fails.
+# smoke SCRIPT WHAT [ARG...]: runs scripts/SCRIPT --no-build --quick ARG..., showing its log
+# only if it fails.
 smoke() {
-  local script=$1 what=$2 out="${TMPDIR:-/tmp}/switchboard-${1%.sh}-smoke.log"
-  log "scripts/$script --quick ($what smoke run)"
-  bash "scripts/$script" --no-build --quick </dev/null >"$out" 2>&1 || {
+  local script=$1 what=$2 out="${TMPDIR:-/tmp}/switchboard-${1%.sh}${3:+$3}-smoke.log"
+  shift 2
+  log "scripts/$script --quick${*:+ $*} ($what smoke run)"
+  bash "scripts/$script" --no-build --quick "$@" </dev/null >"$out" 2>&1 || {
     cat "$out"
     echo "error: the $what smoke run failed" >&2
     exit 1
@@ -169,6 +171,7 @@ if [ -z "${E2E_ONLY:-}" ]; then
   cd "$ROOT"
   smoke bench.sh "load-test"
   smoke bench-cluster.sh "cross-gateway fan-out"
+  smoke bench-cluster.sh "recovery log against core NATS" --recovery
   smoke bench-admin.sh "gRPC admin API"
   smoke bench-forward.sh "forwarded polling requests"
   smoke bench-compare.sh "side-by-side with Node's socket.io"
