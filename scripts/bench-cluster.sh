@@ -293,18 +293,21 @@ if command -v jq >/dev/null && [[ -s $results ]]; then
 fi
 if [[ $recovery == 1 && -s $results ]]; then
     echo
-    echo "== recovery: the phases (CPU µs per delivery; A = $CORE_NSP core NATS, B = $LOG_NSP recovery log) =="
-    printf '%-6s %-6s %-8s %-12s %-5s %-4s %-7s %-7s %-8s %-8s %-6s %-6s %-6s %-6s %-6s %-7s\n' \
-        msg/s phase nsp delivered loss dup p50_ms p99_ms gw1_p99 gw2_p99 gw1 gw2 nats broker total B/emit
+    echo "== recovery: the phases (A = $CORE_NSP core NATS, B = $LOG_NSP recovery log) =="
+    echo "   latency in ms (gwN_: of the members on gwN); gw1 … total: server CPU µs per delivery;"
+    echo "   B/emit: bytes nats-server wrote to disk per emit sent"
+    printf '%-6s %-6s %-8s %-16s %-5s %-4s %-7s %-7s %-8s %-8s %-8s %-8s %-6s %-6s %-6s %-6s %-6s %-7s\n' \
+        msg/s phase nsp delivered loss dup p50_ms p99_ms gw1_p50 gw2_p50 gw1_p99 gw2_p99 gw1 gw2 nats broker total B/emit
     jq -r '[.rate_target, .phase, .namespace, "\(.deliveries)/\(.expected_deliveries)", .loss, .duplicates,
             (.latency_p50_us/1000*100|round/100), (.latency_p99_us/1000*100|round/100),
+            (.url1_latency_p50_us/1000*100|round/100), (.url2_latency_p50_us/1000*100|round/100),
             (.url1_latency_p99_us/1000*100|round/100), (.url2_latency_p99_us/1000*100|round/100),
-            (.gw1_cpu_us_per_delivery*10|round/10), (.gw2_cpu_us_per_delivery*10|round/10),
-            (.nats_cpu_us_per_delivery*10|round/10), (.broker_cpu_us_per_delivery*10|round/10),
-            (.total_cpu_us_per_delivery*10|round/10), (.nats_write_bytes / ([.sent, 1] | max) | round)]
+            (.gw1_cpu_us_per_delivery*100|round/100), (.gw2_cpu_us_per_delivery*100|round/100),
+            (.nats_cpu_us_per_delivery*100|round/100), (.broker_cpu_us_per_delivery*100|round/100),
+            (.total_cpu_us_per_delivery*100|round/100), (.nats_write_bytes / ([.sent, 1] | max) | round)]
            | @tsv' "$results" |
         while IFS=$'\t' read -r -a row; do
-            printf '%-6s %-6s %-8s %-12s %-5s %-4s %-7s %-7s %-8s %-8s %-6s %-6s %-6s %-6s %-6s %-7s\n' "${row[@]}"
+            printf '%-6s %-6s %-8s %-16s %-5s %-4s %-7s %-7s %-8s %-8s %-8s %-8s %-6s %-6s %-6s %-6s %-6s %-7s\n' "${row[@]}"
         done
     echo
     echo "== recovery: medians of the A and of the B phases, ratio B/A =="
@@ -313,10 +316,12 @@ if [[ $recovery == 1 && -s $results ]]; then
         def median: sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
         def r2: if . == null then "-" else . * 100 | round / 100 end;
         def metrics: [["p50_ms", .latency_p50_us / 1000], ["p99_ms", .latency_p99_us / 1000],
+                      ["gw1_p50_ms", .url1_latency_p50_us / 1000], ["gw2_p50_ms", .url2_latency_p50_us / 1000],
                       ["gw1_p99_ms", .url1_latency_p99_us / 1000], ["gw2_p99_ms", .url2_latency_p99_us / 1000],
                       ["gw1_us", .gw1_cpu_us_per_delivery], ["gw2_us", .gw2_cpu_us_per_delivery],
                       ["nats_us", .nats_cpu_us_per_delivery], ["broker_us", .broker_cpu_us_per_delivery],
                       ["total_us", .total_cpu_us_per_delivery], ["client_us", .client_cpu_us_per_delivery],
+                      ["nats_cpu_us_per_emit", .nats_cpu_s * 1e6 / ([.sent, 1] | max)],
                       ["nats_disk_B_per_emit", .nats_write_bytes / ([.sent, 1] | max)]];
         group_by(.rate_target)[] as $runs
         | ($runs[0].rate_target) as $rate
