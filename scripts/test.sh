@@ -39,7 +39,7 @@ need taskset util-linux           # the load-test smoke run pins server and gene
 command -v nats-server >/dev/null 2>&1 || need /usr/sbin/nats-server nats-server
 # the load-balancer tests run deploy/nginx/'s configs in a real nginx (also in /usr/sbin)
 command -v nginx >/dev/null 2>&1 || need /usr/sbin/nginx nginx
-# the side-by-side smoke run: the Node peers' cluster uses redis; the script tags results with jq
+# redis: the side-by-side smoke run's Node cluster; jq: that run and bench-cluster.sh --recovery
 command -v redis-server >/dev/null 2>&1 || need /usr/bin/redis-server redis-server
 need jq jq
 
