@@ -13,7 +13,7 @@
 # (default 1), with taskset. Each scenario runs against both servers back to back, the order
 # alternating from one scenario (and sweep level) to the next; idle and connect get freshly
 # started servers. Switchboard runs standalone with loadtest/bench.toml (the default config
-# without /chat's rate limit; the peer has none either); the cluster scenario runs two gateways
+# without /chat's rate limit and connection state recovery; the peer has neither); the cluster scenario runs two gateways
 # + nats-server + broker against two Node processes + redis-server (@socket.io/redis-adapter),
 # every server process on $SERVER_CPU.
 #

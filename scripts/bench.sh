@@ -11,7 +11,8 @@
 # $CLIENT_CPU (default 1), with `taskset` (util-linux), so that their CPU figures do not mix. The
 # open-files limit is raised to the hard limit (each side holds one socket per connection).
 # The gateway runs with loadtest/bench.toml: the built-in default configuration without the
-# per-socket rate limit on /chat (which caps one sender at 20 msg/s). BENCH_CONFIG=path picks
+# per-socket rate limit on /chat (which caps one sender at 20 msg/s) and without connection state
+# recovery on /chat (the core path; /chat-r has it). BENCH_CONFIG=path picks
 # another file; BENCH_CONFIG= (empty) runs the built-in default.
 # Every run prints a table and one JSON line; the JSON lines are also written to
 # target/bench/results.jsonl. The script stops the gateway it started (by its PID) on exit.

@@ -40,7 +40,7 @@ need taskset util-linux           # the load-test smoke run pins server and gene
 command -v nats-server >/dev/null 2>&1 || need /usr/sbin/nats-server nats-server
 # the load-balancer tests run deploy/nginx/'s configs in a real nginx (also in /usr/sbin)
 command -v nginx >/dev/null 2>&1 || need /usr/sbin/nginx nginx
-# the side-by-side smoke run: the Node peers' cluster uses redis; the script tags results with jq
+# redis: the side-by-side smoke run's Node cluster; jq: that run and bench-cluster.sh --recovery
 command -v redis-server >/dev/null 2>&1 || need /usr/bin/redis-server redis-server
 need jq jq
 
@@ -171,11 +171,13 @@ fi
 # Seconds-long versions of the benchmarks (a few hundred connections, seconds each): keep the
 # load-test tool, its scenarios and the benchmark scripts working, and check that no delivery is
 # lost. The numbers come from full runs by hand (the same scripts without --quick), not from here.
-# smoke SCRIPT WHAT: runs scripts/SCRIPT --no-build --quick, showing its log only if it fails.
+# smoke SCRIPT WHAT [ARG...]: runs scripts/SCRIPT --no-build --quick ARG..., showing its log
+# only if it fails.
 smoke() {
-  local script=$1 what=$2 out="${TMPDIR:-/tmp}/switchboard-${1%.sh}-smoke.log"
-  log "scripts/$script --quick ($what smoke run)"
-  bash "scripts/$script" --no-build --quick </dev/null >"$out" 2>&1 || {
+  local script=$1 what=$2 out="${TMPDIR:-/tmp}/switchboard-${1%.sh}${3:+$3}-smoke.log"
+  shift 2
+  log "scripts/$script --quick${*:+ $*} ($what smoke run)"
+  bash "scripts/$script" --no-build --quick "$@" </dev/null >"$out" 2>&1 || {
     cat "$out"
     echo "error: the $what smoke run failed" >&2
     exit 1
@@ -186,6 +188,7 @@ if [ -z "${E2E_ONLY:-}" ]; then
   cd "$ROOT"
   smoke bench.sh "load-test"
   smoke bench-cluster.sh "cross-gateway fan-out"
+  smoke bench-cluster.sh "recovery log against core NATS" --recovery
   smoke bench-admin.sh "gRPC admin API"
   smoke bench-forward.sh "forwarded polling requests"
   smoke bench-compare.sh "side-by-side with Node's socket.io"

@@ -158,7 +158,10 @@ impl fmt::Display for Event {
 /// literally against what the gateway's encoder writes for an EVENT without ack id in this
 /// namespace (`42/chat,`), and the JSON array after it is deserialized into a typed shape
 /// (`["say", {"t": …}]`, other fields skipped but still parsed): the JSON is checked as fully
-/// as before, nothing is allocated. Anything else falls back to the codec.
+/// as before, nothing is allocated. A namespace with connection state recovery appends the
+/// packet's offset as the last argument (`["say", {"t": …}, "k3x9q1.1842"]`); that one extra
+/// string is accepted too, so both paths cost the generator the same. Anything else falls back
+/// to the codec.
 pub(crate) struct Say {
     /// `42` + namespace + `,` (just `42` for `/`).
     prefix: String,
@@ -167,6 +170,43 @@ pub(crate) struct Say {
 #[derive(Deserialize)]
 struct SayArg {
     t: u64,
+}
+
+/// `[name, {"t": …}]` or `[name, {"t": …}, "offset"]`, as `(name, t)`.
+struct SayEvent<'a>(&'a str, u64);
+
+impl<'de> Deserialize<'de> for SayEvent<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Shape;
+        impl<'de> serde::de::Visitor<'de> for Shape {
+            type Value = SayEvent<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("[name, {t}] or [name, {t}, offset]")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                use serde::de::Error as _;
+                let name: &'de str = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let arg: SayArg = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                // The recovery offset, if any: one string, and nothing after it.
+                if seq.next_element::<&'de str>()?.is_some()
+                    && seq.next_element::<serde::de::IgnoredAny>()?.is_some()
+                {
+                    return Err(A::Error::invalid_length(4, &self));
+                }
+                Ok(SayEvent(name, arg.t))
+            }
+        }
+        d.deserialize_seq(Shape)
+    }
 }
 
 impl Say {
@@ -190,8 +230,8 @@ impl Say {
         if !json.starts_with('[') {
             return None;
         }
-        match serde_json::from_str::<(&str, SayArg)>(json) {
-            Ok((name, arg)) if name == crate::crowd::SAY => Some(arg.t),
+        match serde_json::from_str::<SayEvent<'_>>(json) {
+            Ok(SayEvent(name, t)) if name == crate::crowd::SAY => Some(t),
             _ => None,
         }
     }
@@ -703,8 +743,18 @@ mod tests {
                 Some(5),
             ),
             (&root, r#"42["say",{"t":7}]"#, Some(7)),
+            // A recovery-enabled namespace's offset, the last argument.
+            (
+                &chat,
+                r#"42/chat,["say",{"t":7,"p":"x"},"k3x9q1.1842"]"#,
+                Some(7),
+            ),
+            (&root, r#"42["say",{"t":8},"k3x9q1.1"]"#, Some(8)),
             // Not recognised here; the codec decides.
-            (&chat, r#"42/chat,["say",{"t":7},"extra"]"#, None),
+            (&chat, r#"42/chat,["say",{"t":7},"k3x9q1.1",2]"#, None),
+            (&chat, r#"42/chat,["say",{"t":7},3]"#, None),
+            (&chat, r#"42/chat,["say",{"t":7},"a\u0062"]"#, None),
+            (&chat, r#"42/chat,["say"]"#, None),
             (&chat, r#"42/chat,["s\u0061y",{"t":7}]"#, None),
             (&chat, r#"42/chat,1["say",{"t":7}]"#, None),
             (&chat, r#"42/chatroom,["say",{"t":7}]"#, None),

@@ -10,7 +10,8 @@
 #                                      appears; die if NAME exits first or nothing comes in time
 #   wait_ready URL                     wait until URL/ready answers 200 (a gateway on its bus)
 #   stop_one NAME / stop_all           SIGTERM, then SIGKILL after 5 s; wait for the exit
-#   start_nats LOG                     a nats-server ($NATS_SERVER) on a free port; sets nats_url
+#   start_nats LOG [ARG...]            a nats-server ($NATS_SERVER) on a free port, with the extra
+#                                      arguments (e.g. -js -sd DIR); sets nats_url
 #
 # `pids[NAME]` holds each running server's PID. stop_all runs on exit (trap) unless the script
 # sets its own trap that calls it.
@@ -76,7 +77,8 @@ wait_ready() {
 # (Not in a command substitution: that would lose the PID it records.)
 start_nats() {
     local log=$1 port
-    start nats "$log" "$NATS_SERVER" -a 127.0.0.1 -p -1
+    shift
+    start nats "$log" "$NATS_SERVER" -a 127.0.0.1 -p -1 "$@"
     port=$(wait_for nats "$log" 's|.*Listening for client connections on 127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p')
     # shellcheck disable=SC2034  # read by the sourcing script
     nats_url="nats://127.0.0.1:$port"
