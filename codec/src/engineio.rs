@@ -262,6 +262,13 @@ pub fn decode_text(frame: Bytes) -> Result<Packet, DecodeError> {
     })
 }
 
+/// Decodes a WebSocket text frame as Node's engine.io does: like one polling segment, so a
+/// `b`-prefixed frame is base64 for a binary message (what a client with `forceBase64` sends
+/// over WebSocket), anything else as [`decode_text`].
+pub fn decode_ws_text(frame: Bytes) -> Result<Packet, DecodeError> {
+    decode_segment(frame)
+}
+
 /// Decodes a WebSocket binary frame: always a binary message.
 pub fn decode_binary(frame: Bytes) -> Packet {
     Packet::Message(Payload::Binary(frame))
@@ -408,6 +415,14 @@ mod tests {
 
     fn bin(b: &'static [u8]) -> Packet {
         Packet::Message(Payload::Binary(Bytes::from_static(b)))
+    }
+
+    #[test]
+    fn a_base64_text_frame_over_websocket_is_a_binary_message() {
+        assert_eq!(decode_ws_text(text("bAQID")), Ok(bin(&[1, 2, 3])));
+        assert_eq!(decode_ws_text(text("4hi")), Ok(msg("hi")));
+        assert_eq!(decode_ws_text(text("b!!")), Err(DecodeError::InvalidBase64));
+        assert_eq!(decode_ws_text(text("7")), Err(DecodeError::UnknownType(b'7')));
     }
 
     #[test]

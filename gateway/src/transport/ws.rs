@@ -600,7 +600,7 @@ impl<H: Handler> Io<'_, H> {
             metrics::wire(true).received(1, text.len() as u64);
         }
         match self.phase {
-            Phase::Open => match engineio::decode_text(text) {
+            Phase::Open => match engineio::decode_ws_text(text) {
                 Ok(packet) => {
                     self.engine.on_packet(self.conn, packet, Instant::now());
                     Flow::Continue
