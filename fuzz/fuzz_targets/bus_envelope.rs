@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&kind, bytes)) = data.split_first() else {
         return;
     };
-    match kind % 13 {
+    match kind % 15 {
         0 => {
             if let Some(m) = stable::<pb::Envelope>(bytes) {
                 envelope(m);
@@ -61,6 +61,12 @@ fuzz_target!(|data: &[u8]| {
         9 => drop(stable::<pb::PresenceEvent>(bytes)),
         10 => drop(stable::<pb::AckReply>(bytes)),
         11 => drop(stable::<pb::ClientEvent>(bytes)),
+        12 => drop(stable::<pb::RecoverRequest>(bytes)),
+        13 => {
+            if let Some(reply) = stable::<pb::RecoverReply>(bytes) {
+                let _ = pb::recover_reply::Outcome::try_from(reply.outcome);
+            }
+        }
         _ => emit_is_delivered(bytes),
     }
 });

@@ -1,5 +1,7 @@
 //! WebSocket text frames: decoding never panics, text stays UTF-8, and a decoded packet
-//! survives re-encoding. Binary frames always decode and round-trip.
+//! survives re-encoding; `decode_ws_text` (what the WebSocket transport uses) agrees with
+//! `decode_text` on everything but a `b` + base64 frame, which is a binary message. Binary
+//! frames always decode and round-trip.
 #![no_main]
 
 use bytes::Bytes;
@@ -17,6 +19,18 @@ fuzz_target!(|data: &[u8]| {
             panic!("a packet decoded from text encodes as text");
         };
         assert_eq!(engineio::decode_text(text), Ok(packet));
+    }
+
+    match data.strip_prefix(b"b") {
+        None => assert_eq!(
+            engineio::decode_ws_text(frame.clone()),
+            engineio::decode_text(frame.clone())
+        ),
+        Some(_) => {
+            if let Ok(packet) = engineio::decode_ws_text(frame.clone()) {
+                assert!(matches!(packet, Packet::Message(Payload::Binary(_))));
+            }
+        }
     }
 
     let packet = engineio::decode_binary(frame.clone());

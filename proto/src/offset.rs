@@ -20,9 +20,14 @@ pub fn format(tag: u64, seq: u64) -> String {
     format!("{}.{seq}", String::from_utf8_lossy(&digits))
 }
 
-/// `(tag, seq)` of an offset [`format`] made; `None` for anything else.
+/// `(tag, seq)` of an offset [`format`] made; `None` for anything else (leading zeros
+/// included: each position has one text).
 pub fn parse(s: &str) -> Option<(u64, u64)> {
     let (tag, seq) = s.split_once('.')?;
+    let padded = |t: &str| t.len() > 1 && t.starts_with('0');
+    if padded(tag) || padded(seq) {
+        return None;
+    }
     let lower36 = |b: u8| b.is_ascii_digit() || b.is_ascii_lowercase();
     if tag.is_empty() || tag.len() > 13 || !tag.bytes().all(lower36) {
         return None;
@@ -61,7 +66,7 @@ mod tests {
             "zzzzzzzzzzzzzz.1",
             "A.1",
             "a_.1",
-            "01.1x",
+            "01.1x", "00.1", "a.01",
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
