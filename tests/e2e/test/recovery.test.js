@@ -567,3 +567,37 @@ describe('a gateway cut off from NATS gets what was logged meanwhile', () => {
     assert.ok(!listener.gone, 'the listener stayed connected to gw2 throughout');
   });
 });
+
+// Room history works standalone too (the embedded broker, the in-process log), with the
+// official client.
+describe('room history, standalone', () => {
+  const server = require('../lib/server');
+  let gw;
+  const clients = [];
+
+  before(async () => {
+    gw = await server.startGateway({ config: CONFIG, env: { ...ENV, SWITCHBOARD_NATS_URL: '' } });
+  });
+
+  after(async () => {
+    for (const c of clients) c.close();
+    if (gw) await gw.stop();
+  });
+
+  it('the last messages with the join ack, then only live ones', async () => {
+    const speaker = new Client(gw.url, 'speaker');
+    const listener = new Client(gw.url, 'listener');
+    clients.push(speaker, listener);
+    await speaker.connected();
+    await listener.connected();
+    assert.deepEqual(await speaker.ack('join', 'h-s'), { ok: true });
+    for (let n = 1; n <= 4; n += 1) assert.deepEqual(await speaker.ack('say', { room: 'h-s', n }), { ok: true });
+    const res = await listener.ack('join-history', 'h-s');
+    assert.equal(res.ok, true, JSON.stringify(res));
+    assert.deepEqual(res.history.map((h) => h.args[0].n), [2, 3, 4]);
+    assert.deepEqual(await speaker.ack('say', { room: 'h-s', n: 5 }), { ok: true });
+    await waitFor(() => listener.says.length >= 1, { timeoutMs: SETTLE_MS, what: 'the live message' });
+    await sleep(200);
+    assert.deepEqual(listener.says, [5]);
+  });
+});
