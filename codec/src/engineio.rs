@@ -422,7 +422,10 @@ mod tests {
         assert_eq!(decode_ws_text(text("bAQID")), Ok(bin(&[1, 2, 3])));
         assert_eq!(decode_ws_text(text("4hi")), Ok(msg("hi")));
         assert_eq!(decode_ws_text(text("b!!")), Err(DecodeError::InvalidBase64));
-        assert_eq!(decode_ws_text(text("7")), Err(DecodeError::UnknownType(b'7')));
+        assert_eq!(
+            decode_ws_text(text("7")),
+            Err(DecodeError::UnknownType(b'7'))
+        );
     }
 
     #[test]

@@ -66,7 +66,9 @@ mod tests {
             "zzzzzzzzzzzzzz.1",
             "A.1",
             "a_.1",
-            "01.1x", "00.1", "a.01",
+            "01.1x",
+            "00.1",
+            "a.01",
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
         }
