@@ -158,6 +158,54 @@ impl AdminService {
         .await
     }
 
+    /// Whether any of `sockets` has connection state recovery: their namespace's emits go
+    /// through the log (the setting is per namespace, the same on every gateway).
+    fn logged(&self, sockets: &[(String, String)]) -> bool {
+        let dir = self.dir();
+        sockets
+            .iter()
+            .any(|(id, _)| dir.socket(id).is_some_and(|r| r.recovery.is_some()))
+    }
+
+    /// Publishes an emit into the recovery log (docs/recovery.md) and waits until it is stored.
+    async fn log_emit(&self, ns: &str, target: bus::Target, emit: &Emit) -> Result<(), Status> {
+        let subject = match (target.rooms.as_slice(), target.socket_ids.as_slice()) {
+            ([room], []) => self.subjects.log_room(ns, room),
+            ([], [id]) => self.subjects.log_socket(ns, id),
+            _ => self.subjects.log_namespace(ns),
+        }
+        .map_err(|e| invalid(format!("selector: {e}")))?;
+        let env = bus::Envelope {
+            body: Some(envelope::Body::Delivery(bus::Delivery {
+                origin: self.origin.clone(),
+                ns: ns.to_owned(),
+                target: Some(target),
+                packet: emit.packet(ns),
+                attachments: emit.attachments.clone(),
+                volatile: false,
+                ack: None,
+            })),
+        };
+        let payload = Bytes::from(env.encode_to_vec());
+        let max = self.bus.max_payload();
+        if payload.len() > max {
+            return Err(invalid(format!(
+                "message too large: {} bytes, the bus takes at most {max}",
+                payload.len()
+            )));
+        }
+        let unavailable =
+            |e: switchboard_bus::BusError| Status::unavailable(format!("the log: {e}"));
+        let ack = self
+            .bus
+            .log_publish(subject, payload, String::new())
+            .await
+            .map_err(unavailable)?;
+        ack.await.map_err(unavailable)?;
+        tracing::debug!(ns, "admin emit logged");
+        Ok(())
+    }
+
     /// Emits to `sockets`; with a timeout, collects one ack per socket (in id order).
     async fn emit(
         &self,
@@ -254,6 +302,12 @@ struct Emit {
 }
 
 impl Emit {
+    /// Whether the emit goes into a recovery log: neither volatile nor asking for acks (as a
+    /// gateway's emits).
+    fn loggable(&self) -> bool {
+        !self.volatile && self.ack_timeout.is_none()
+    }
+
     fn parse(
         event: String,
         args_json: &str,
@@ -741,6 +795,29 @@ impl Admin for AdminService {
             req.ack_timeout_ms,
         )?;
         let sockets = self.resolve(&sel);
+        // In a namespace with connection state recovery, an emit without acks goes into the log
+        // with the selector as its target, as a gateway's broadcast does: every gateway delivers
+        // it in the log's order with its offset, and a session kept meanwhile gets it when it
+        // recovers. (A selector by user, or by rooms and ids at once — an intersection, where a
+        // target is a union — goes to the connected sockets it resolves to, as before.)
+        let as_target =
+            sel.user_ids.is_empty() && (sel.rooms.is_empty() || sel.socket_ids.is_empty());
+        // Kept sessions have recovery by definition: one the selector matches makes the emit a
+        // logged one even when no connected socket does.
+        let logged = self.logged(&sockets) || !self.dir().kept_matching(&sel).is_empty();
+        if as_target && emit.loggable() && logged {
+            let target = bus::Target {
+                rooms: sel.rooms.clone(),
+                except_rooms: sel.except_rooms.clone(),
+                socket_ids: sel.socket_ids.clone(),
+                except_sockets: Vec::new(),
+            };
+            self.log_emit(&sel.ns, target, &emit).await?;
+            return Ok(Response::new(pb::BroadcastResponse {
+                targeted: sockets.len() as u64,
+                acks: Vec::new(),
+            }));
+        }
         let acks = self.emit(&sel.ns, &sockets, &emit).await?;
         Ok(Response::new(pb::BroadcastResponse {
             targeted: sockets.len() as u64,
@@ -764,14 +841,28 @@ impl Admin for AdminService {
             false,
             req.ack_timeout_ms,
         )?;
-        let node = {
+        let (node, logged) = {
             let dir = self.dir();
-            // A kept session has no gateway to deliver to.
-            dir.socket(&req.socket_id)
-                .filter(|r| r.ns == req.ns)
+            let record = dir.socket(&req.socket_id).filter(|r| r.ns == req.ns);
+            // A kept session has no gateway to deliver to, but its recovery will replay what
+            // the log holds for it.
+            let logged = record.is_some_and(|r| r.recovery.is_some());
+            let node = record
                 .filter(|r| matches!(dir.state(&r.id), Some(SocketState::Connected)))
-                .map(|r| r.node.clone())
+                .map(|r| r.node.clone());
+            (node, logged)
         };
+        if logged && emit.loggable() {
+            let target = bus::Target {
+                socket_ids: vec![req.socket_id.clone()],
+                ..Default::default()
+            };
+            self.log_emit(&req.ns, target, &emit).await?;
+            return Ok(Response::new(pb::EmitToSocketResponse {
+                found: true,
+                ack: None,
+            }));
+        }
         let Some(node) = node else {
             return Ok(Response::new(pb::EmitToSocketResponse {
                 found: false,

@@ -262,6 +262,36 @@ describe('connection state recovery across three gateways behind nginx', () => {
     frank.close();
   });
 
+  it("the admin API's emits go through the log: a client away meanwhile gets them on recovery", async () => {
+    const gina = await joined(new Client(nginx.url, 'gina'), 'ra2');
+    const notices = [];
+    gina.socket.on('notice', (...args) => notices.push(args));
+    const admin = adminClient(cluster.broker.grpcAddr, TOKEN);
+    try {
+      const broadcast = (n) =>
+        admin.call('Broadcast', { selector: { ns: NS, rooms: ['ra2'] }, event: 'notice', args_json: JSON.stringify([{ n }]) });
+      await broadcast(1);
+      await waitFor(() => notices.length === 1, { timeoutMs: SETTLE_MS, what: 'the first notice' });
+      const id = gina.connects[0].id;
+      gina.socket.io.engine.close();
+      await broadcast(2);
+      const emitted = await admin.call('EmitToSocket', { ns: NS, socket_id: id, event: 'notice', args_json: JSON.stringify([{ n: 3 }]) });
+      assert.equal(emitted.found, true, 'a kept session is found until its window ends');
+      const back = await gina.connected(2);
+      assert.equal(back.recovered, true);
+      await broadcast(4);
+      await waitFor(() => notices.length >= 4, { timeoutMs: SETTLE_MS, what: 'every notice' }).catch((err) => {
+        throw new Error(`${err.message}: got ${JSON.stringify(notices)}, connects ${JSON.stringify(gina.connects)}`);
+      });
+      await sleep(200);
+      assert.deepEqual(notices.map((a) => a[0].n), [1, 2, 3, 4]);
+      for (const a of notices) assert.match(a[1], /^[0-9a-z]+\.\d+$/, 'each with its offset');
+    } finally {
+      admin.close();
+    }
+    gina.close();
+  });
+
   it('(e) acks and data work on a recovered socket', async () => {
     const erin = await joined(new Client(nginx.url, 'erin'), 're');
     const id = erin.connects[0].id;
