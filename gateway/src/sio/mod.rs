@@ -404,7 +404,7 @@ impl Server {
             Some((Limit::ConnectRate, "too many connects"))
         } else if nsp.len() > limits.max_name_bytes {
             Some((Limit::NameBytes, "namespace name too long"))
-        } else if st.sockets.len() >= limits.max_namespaces {
+        } else if st.sockets.len() + st.connecting.len() >= limits.max_namespaces {
             Some((Limit::Namespaces, "too many namespaces"))
         } else {
             None
