@@ -922,8 +922,6 @@ impl Bridge for Cluster {
         })
     }
 
-    /// Asks the broker (the leader's reserve subscription) for a place in the room. The broker
-    /// may not have seen the socket's connect yet: an unknown socket is asked about again.
     fn hold_log(&self, ns: &str, join: &mut dyn FnMut()) -> Option<u64> {
         self.hold(ns, join)
     }
@@ -938,6 +936,8 @@ impl Bridge for Cluster {
         self.room_history(ns, room, end, rule)
     }
 
+    /// Asks the broker (the leader's reserve subscription) for a place in the room. The broker
+    /// may not have seen the socket's connect yet: an unknown socket is asked about again.
     fn reserve(
         &self,
         socket: &Socket,
