@@ -462,13 +462,10 @@ fn next_token(next: Option<String>) -> String {
 const DEFAULT_HISTORY_PAGE: usize = 100;
 const MAX_HISTORY_PAGE: usize = 1000;
 
-/// A logged emit to a room as a history message; `None` for what is not a plain event of the
-/// namespace (a fragment, a binary event, something malformed).
-fn history_message(
-    ns: &str,
-    entry: switchboard_bus::LogEntry,
-    tag: u64,
-) -> Option<pb::HistoryMessage> {
+/// A logged emit to a room as a history message, its `offset` left to the caller (who knows the
+/// stream's tag); `None` for what is not a plain event of the namespace (a fragment, a binary
+/// event, something malformed).
+fn history_message(ns: &str, entry: switchboard_bus::LogEntry) -> Option<pb::HistoryMessage> {
     let Ok(bus::Envelope {
         body: Some(envelope::Body::Delivery(d)),
     }) = bus::Envelope::decode(entry.payload)
@@ -478,26 +475,17 @@ fn history_message(
     if d.ns != ns || d.ack.is_some() || !d.attachments.is_empty() {
         return None;
     }
-    let text = std::str::from_utf8(&d.packet).ok()?.strip_prefix('4')?;
-    let switchboard_codec::socketio::Decoded::Complete(packet) =
-        switchboard_codec::socketio::decode(text).ok()?
-    else {
-        return None;
-    };
-    let Some(Value::Array(mut values)) = packet.data else {
-        return None;
-    };
-    let event = match values.first()? {
-        Value::String(s) => s.clone(),
+    let (event, args) = switchboard_codec::socketio::plain_event(&d.packet, ns)?;
+    let event = match event {
+        Value::String(s) => s,
         other => other.to_string(),
     };
-    values.remove(0);
     Some(pb::HistoryMessage {
         seq: entry.seq,
-        offset: switchboard_proto::offset::format(tag, entry.seq),
+        offset: String::new(),
         time_ms: entry.time_ms,
         event,
-        args_json: Value::Array(values).to_string(),
+        args_json: Value::Array(args).to_string(),
     })
 }
 
@@ -659,46 +647,30 @@ impl Admin for AdminService {
             .log_room(&req.ns, &req.room)
             .map_err(|e| invalid(format!("room: {e}")))?;
         let stream = self.subjects.log_stream();
-        let unavailable =
-            |e: switchboard_bus::BusError| Status::unavailable(format!("the log: {e}"));
-        let info = match self.bus.log_info(&stream).await {
-            Ok(info) => info,
+        let until = before.map_or(u64::MAX, |b| b.saturating_sub(1));
+        let found = self
+            .bus
+            .log_last(&stream, filter, until, limit, |entry| {
+                history_message(&req.ns, entry)
+            })
+            .await;
+        let mut tail = match found {
+            Ok(tail) => tail,
             // No namespace has recovery: no room has a history.
             Err(switchboard_bus::BusError::NoLog) => {
                 return Ok(Response::new(pb::RoomHistoryResponse::default()));
             }
-            Err(e) => return Err(unavailable(e)),
+            Err(e) => return Err(Status::unavailable(format!("the log: {e}"))),
         };
-        let until = before.map_or(info.last_seq, |b| b.saturating_sub(1).min(info.last_seq));
-        let from = info.first_seq.saturating_sub(1);
-        let mut kept = std::collections::VecDeque::with_capacity(limit.min(64));
-        let mut older = false;
-        if until > from {
-            let mut reader = self
-                .bus
-                .log_read(&stream, filter, from, until)
-                .await
-                .map_err(unavailable)?;
-            while let Some(item) = reader.next().await {
-                let entry = match item {
-                    Ok(entry) => entry,
-                    Err(switchboard_bus::BusError::LogEvicted) => continue,
-                    Err(e) => return Err(unavailable(e)),
-                };
-                if let Some(m) = history_message(&req.ns, entry, info.tag) {
-                    kept.push_back(m);
-                    if kept.len() > limit {
-                        kept.pop_front();
-                        older = true;
-                    }
-                }
-            }
+        for m in &mut tail.items {
+            m.offset = switchboard_proto::offset::format(tail.info.tag, m.seq);
         }
-        let next = older
-            .then(|| kept.front().map(|m: &pb::HistoryMessage| m.seq.to_string()))
+        let next = tail
+            .older
+            .then(|| tail.items.first().map(|m| m.seq.to_string()))
             .flatten();
         Ok(Response::new(pb::RoomHistoryResponse {
-            messages: kept.into(),
+            messages: tail.items,
             next_page_token: next_token(next),
         }))
     }

@@ -35,7 +35,7 @@ use tokio::sync::watch;
 pub use local::Hub;
 pub use log::{
     DEFAULT_DUPLICATE_WINDOW, HUB_DEFAULT_MAX_BYTES, LOG_SKIPPED, LogAck, LogConfig, LogEntry,
-    LogInfo, LogReader,
+    LogInfo, LogReader, LogTail,
 };
 
 /// Messages a subscription buffers before new ones are dropped (slow consumer).

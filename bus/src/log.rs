@@ -81,6 +81,17 @@ pub struct LogInfo {
     pub last_seq: u64,
 }
 
+/// What [`Bus::log_last`] found.
+#[derive(Debug)]
+pub struct LogTail<T> {
+    /// The stream's state when the read began.
+    pub info: LogInfo,
+    /// The newest items, oldest first.
+    pub items: Vec<T>,
+    /// Whether older items were left out.
+    pub older: bool,
+}
+
 /// One stored message.
 #[derive(Clone, Debug)]
 pub struct LogEntry {
@@ -231,6 +242,47 @@ impl Bus {
             )),
         };
         Ok(LogReader(inner))
+    }
+
+    /// The newest `n` entries on `filter` stored up to sequence `until` that `keep` turns into
+    /// items, oldest first, with the stream's state and whether older items were left out. It
+    /// reads forward from the oldest entry retained (what is evicted meanwhile is skipped), so it
+    /// costs the filter's retained traffic: a history, not a hot path.
+    pub async fn log_last<T>(
+        &self,
+        stream: &str,
+        filter: String,
+        until: u64,
+        n: usize,
+        mut keep: impl FnMut(LogEntry) -> Option<T>,
+    ) -> Result<LogTail<T>, BusError> {
+        let info = self.log_info(stream).await?;
+        let from = info.first_seq.saturating_sub(1);
+        let until = until.min(info.last_seq);
+        let mut items = std::collections::VecDeque::new();
+        let mut older = false;
+        if until > from && n > 0 {
+            let mut reader = self.log_read(stream, filter, from, until).await?;
+            while let Some(item) = reader.next().await {
+                let entry = match item {
+                    Ok(entry) => entry,
+                    Err(BusError::LogEvicted) => continue,
+                    Err(e) => return Err(e),
+                };
+                if let Some(item) = keep(entry) {
+                    items.push_back(item);
+                    if items.len() > n {
+                        items.pop_front();
+                        older = true;
+                    }
+                }
+            }
+        }
+        Ok(LogTail {
+            info,
+            items: items.into(),
+            older,
+        })
     }
 
     /// Reads the entries on `filter` with `after < seq <= until`, in order, then ends

@@ -98,6 +98,27 @@ pub struct Packet {
     pub attachments: Vec<Bytes>,
 }
 
+/// The name and arguments of an EVENT of namespace `nsp` without attachments or an ack id,
+/// from its Engine.IO text frame (`42/chat,["say",{…}]`, the form emits are stored in); `None`
+/// for anything else. The name is the first array element as it was (a string, or a number).
+pub fn plain_event(frame: &[u8], nsp: &str) -> Option<(Value, Vec<Value>)> {
+    let text = std::str::from_utf8(frame).ok()?.strip_prefix('4')?;
+    let Ok(Decoded::Complete(packet)) = decode(text) else {
+        return None;
+    };
+    if packet.kind != PacketType::Event || packet.nsp != nsp || packet.id.is_some() {
+        return None;
+    }
+    let Some(Value::Array(mut values)) = packet.data else {
+        return None;
+    };
+    if values.is_empty() {
+        return None;
+    }
+    let name = values.remove(0);
+    Some((name, values))
+}
+
 /// What [`decode`] found.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Decoded {
@@ -616,6 +637,40 @@ mod tests {
 
     fn ph(n: usize) -> Value {
         placeholder(n)
+    }
+
+    #[test]
+    fn plain_events_are_told_from_everything_else() {
+        let got = plain_event(br#"42/chat,["say",{"n":1},"k.9"]"#, "/chat");
+        assert_eq!(
+            got,
+            Some((json!("say"), vec![json!({"n": 1}), json!("k.9")]))
+        );
+        assert_eq!(
+            plain_event(br#"42/chat,[7]"#, "/chat"),
+            Some((json!(7), vec![]))
+        );
+        for (frame, nsp) in [
+            (&br#"42/chat,["say"]"#[..], "/"),
+            (br#"42["say"]"#, "/chat"),
+            (br#"42/chat,1["say"]"#, "/chat"),
+            (br#"43/chat,["say"]"#, "/chat"),
+            (
+                br#"451-/chat,["say",{"_placeholder":true,"num":0}]"#,
+                "/chat",
+            ),
+            (br#"40/chat,{"sid":"x"}"#, "/chat"),
+            (br#"2/chat,["say"]"#, "/chat"),
+            (b"42/chat,[]", "/chat"),
+            (b"\xff", "/chat"),
+        ] {
+            assert_eq!(
+                plain_event(frame, nsp),
+                None,
+                "{}",
+                String::from_utf8_lossy(frame)
+            );
+        }
     }
 
     fn text_of(frames: &[Frame]) -> &str {

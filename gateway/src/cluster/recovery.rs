@@ -507,51 +507,28 @@ impl Cluster {
                 .subjects
                 .log_room(&ns, &room)
                 .map_err(|e| unavailable(&e))?;
-            let bus = &cluster.inner.bus;
-            let info = bus
-                .log_info(&state.stream)
-                .await
-                .map_err(|e| unavailable(&e))?;
-            let from = info.first_seq.saturating_sub(1);
-            if end <= from {
-                return Ok(Vec::new());
-            }
             let cutoff = rule.max_age.map(|age| {
                 super::unix_ms().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
             });
-            let mut reader = bus
-                .log_read(&state.stream, filter, from, end)
+            let tail = cluster
+                .inner
+                .bus
+                .log_last(&state.stream, filter, end, rule.last, |entry| {
+                    if cutoff.is_some_and(|c| entry.time_ms < c) {
+                        return None;
+                    }
+                    history_item(&ns, entry, state.tag)
+                })
                 .await
                 .map_err(|e| unavailable(&e))?;
-            // The reader goes forward through the room's subject from the oldest entry kept (the
-            // retention bounds it), keeping the newest `last`.
-            let mut kept = std::collections::VecDeque::with_capacity(rule.last.min(64));
-            while let Some(item) = reader.next().await {
-                let entry = match item {
-                    Ok(entry) => entry,
-                    // Evicted while we read: what is left is still the room's newest.
-                    Err(switchboard_bus::BusError::LogEvicted) => continue,
-                    Err(e) => return Err(unavailable(&e)),
-                };
-                if cutoff.is_some_and(|c| entry.time_ms < c) {
-                    continue;
-                }
-                let seq = entry.seq;
-                if let Some(item) = history_item(&ns, entry, state.tag, seq) {
-                    kept.push_back(item);
-                    if kept.len() > rule.last {
-                        kept.pop_front();
-                    }
-                }
-            }
-            Ok(kept.into())
+            Ok(tail.items)
         })
     }
 }
 
 /// One logged emit as a history item, `{"event", "args", "offset"}`; `None` for what is not a
 /// plain event of the namespace (a fragment, a binary event, something malformed).
-fn history_item(ns: &str, entry: LogEntry, tag: u64, seq: u64) -> Option<Value> {
+fn history_item(ns: &str, entry: LogEntry, tag: u64) -> Option<Value> {
     let Ok(pb::Envelope {
         body: Some(envelope::Body::Delivery(d)),
     }) = pb::Envelope::decode(entry.payload)
@@ -561,24 +538,11 @@ fn history_item(ns: &str, entry: LogEntry, tag: u64, seq: u64) -> Option<Value> 
     if d.ns != ns || d.ack.is_some() || !d.attachments.is_empty() {
         return None;
     }
-    let text = std::str::from_utf8(&d.packet).ok()?;
-    let text = text.strip_prefix('4')?;
-    let switchboard_codec::socketio::Decoded::Complete(p) =
-        switchboard_codec::socketio::decode(text).ok()?
-    else {
-        return None;
-    };
-    let Some(Value::Array(mut values)) = p.data else {
-        return None;
-    };
-    if values.is_empty() {
-        return None;
-    }
-    let event = values.remove(0);
+    let (event, args) = switchboard_codec::socketio::plain_event(&d.packet, ns)?;
     Some(serde_json::json!({
         "event": event,
-        "args": values,
-        "offset": offset_text(tag, seq),
+        "args": args,
+        "offset": offset_text(tag, entry.seq),
     }))
 }
 
