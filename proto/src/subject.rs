@@ -544,10 +544,16 @@ impl Subjects {
 
     /// `{p}.log.{ns}.r.{room}`: a logged emit to one room of a recovery-enabled namespace.
     pub fn log_room(&self, ns: &str, room: &str) -> Result<String, SubjectError> {
-        bounded(room)?;
-        self.build(&[LOG], &[ns], &[LOG_ROOM]).map(|mut s| {
+        self.log_to(ns, LOG_ROOM, room)
+    }
+
+    /// `{p}.log.{ns}.{kind}.{name}`: a log subject whose kind token comes before its last name
+    /// (which [`Self::build`] cannot order).
+    fn log_to(&self, ns: &str, kind: &str, name: &str) -> Result<String, SubjectError> {
+        bounded(name)?;
+        self.build(&[LOG], &[ns], &[kind]).map(|mut s| {
             s.push('.');
-            escape_into(room, &mut s);
+            escape_into(name, &mut s);
             s
         })
     }
@@ -560,12 +566,7 @@ impl Subjects {
 
     /// `{p}.log.{ns}.s.{socket}`: a logged emit to one socket.
     pub fn log_socket(&self, ns: &str, socket: &str) -> Result<String, SubjectError> {
-        bounded(socket)?;
-        self.build(&[LOG], &[ns], &[LOG_SOCKET]).map(|mut s| {
-            s.push('.');
-            escape_into(socket, &mut s);
-            s
-        })
+        self.log_to(ns, LOG_SOCKET, socket)
     }
 
     /// `{p}.log.{ns}.>`: every logged emit of one namespace (a gateway's ordered consumer).
