@@ -2394,76 +2394,98 @@ mod tests {
         panic!("timed out waiting for {n} frames; got {got:?}");
     }
 
-    #[tokio::test]
-    async fn a_session_comes_back_on_another_node_with_what_it_missed_once_and_in_order() {
+    /// Two nodes `a` and `b` with recovery on `/chat` (replays of at most `max_replay_packets`)
+    /// and the stand-in broker's claims.
+    async fn recovery_pair(max_replay_packets: usize) -> (Hub, Node, Node) {
         let hub = Hub::new();
         claims(&hub).await;
         let rc = RecoveryConfig {
             window: Duration::from_secs(60),
-            max_replay_packets: 100,
+            max_replay_packets,
             max_replay_bytes: 1 << 20,
         };
         let recovery = HashMap::from([("/chat".to_owned(), rc)]);
         let a = node_with(&hub, "a", vec![], recovery.clone()).await;
         let b = node_with(&hub, "b", vec![], recovery).await;
-        let info = || {
-            HandshakeInfo::new(
+        (hub, a, b)
+    }
+
+    impl Node {
+        /// A new session whose first packet is `connect` (`0/chat,…`); its frames so far drained.
+        fn open_with(&self, connect: String) -> Arc<Conn<ConnData>> {
+            let info = HandshakeInfo::new(
                 "127.0.0.1:1".parse().unwrap(),
                 &http::HeaderMap::new(),
                 None,
                 0,
-            )
-        };
-        let (conn, _) = a
-            .engine
-            .open(Transport::WebSocket, info(), tokio::time::Instant::now())
-            .unwrap();
-        drain(&conn);
-        a.engine
-            .handler
-            .on_message(&conn, Payload::Text(Bytes::from_static(b"0/chat,")));
-        let reply: Value =
-            serde_json::from_str(&text(&drain(&conn))[0]["40/chat,".len()..]).unwrap();
-        let (sid, pid) = (
-            reply["sid"].as_str().unwrap(),
-            reply["pid"].as_str().unwrap(),
-        );
-        let socket = a.io.get("/chat").unwrap().socket(sid).unwrap();
-        socket.join("room");
+            );
+            let (conn, _) = self
+                .engine
+                .open(Transport::WebSocket, info, tokio::time::Instant::now())
+                .unwrap();
+            drain(&conn);
+            self.engine
+                .handler
+                .on_message(&conn, Payload::Text(Bytes::from(connect)));
+            conn
+        }
+
+        /// A fresh socket of `/chat` in `room`: its session, sid and pid.
+        fn recoverable(&self, room: &str) -> (Arc<Conn<ConnData>>, String, String) {
+            let conn = self.open_with("0/chat,".to_owned());
+            let reply = connect_reply(&text(&drain(&conn))[0]);
+            let sid = reply["sid"].as_str().unwrap().to_owned();
+            let pid = reply["pid"].as_str().unwrap().to_owned();
+            self.io
+                .get("/chat")
+                .unwrap()
+                .socket(&sid)
+                .unwrap()
+                .join(room);
+            (conn, sid, pid)
+        }
+
+        /// A session coming back for `pid` with the last `offset` it saw.
+        fn come_back(&self, pid: &str, offset: &str) -> Arc<Conn<ConnData>> {
+            self.open_with(format!(r#"0/chat,{{"pid":"{pid}","offset":"{offset}"}}"#))
+        }
+
+        /// Emits `m` with `n` to `/chat`'s room `room`.
+        fn emit_m(&self, room: &str, n: i64) {
+            self.io
+                .of("/chat")
+                .to(room)
+                .emit("m", Args::new(vec![json!(n)]));
+        }
+    }
+
+    /// The JSON of a `/chat` CONNECT reply frame.
+    fn connect_reply(frame: &str) -> Value {
+        serde_json::from_str(&frame["40/chat,".len()..]).unwrap()
+    }
+
+    /// The last argument of a `/chat` EVENT frame: its offset.
+    fn offset_of(frame: &str) -> String {
+        let v: Value = serde_json::from_str(&frame["42/chat,".len()..]).unwrap();
+        let last = v.as_array().and_then(|a| a.last()).and_then(Value::as_str);
+        last.unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_session_comes_back_on_another_node_with_what_it_missed_once_and_in_order() {
+        let (_hub, a, b) = recovery_pair(100).await;
+        let (conn, sid, pid) = a.recoverable("room");
         // Emits of a recovery-enabled namespace go through the log, from any node, to the
         // sender's node too; each carries its offset as its last argument.
-        let emit = |n: i64| {
-            b.io.of("/chat")
-                .to("room")
-                .emit("m", Args::new(vec![json!(n)]))
-        };
-        emit(1);
+        b.emit_m("room", 1);
         let first = collect(&conn, 1).await;
-        let last_arg = |frame: &str| -> String {
-            let v: Value = serde_json::from_str(&frame["42/chat,".len()..]).unwrap();
-            v.as_array()
-                .unwrap()
-                .last()
-                .unwrap()
-                .as_str()
-                .unwrap()
-                .to_owned()
-        };
         assert!(first[0].starts_with(r#"42/chat,["m",1,""#), "{first:?}");
-        let offset = last_arg(&first[0]);
+        let offset = offset_of(&first[0]);
         conn.close(CloseReason::TransportClose);
-        emit(2);
-        emit(3);
+        b.emit_m("room", 2);
+        b.emit_m("room", 3);
         // What the client missed, then the CONNECT reply with its old id and pid, then live.
-        let (back, _) = b
-            .engine
-            .open(Transport::WebSocket, info(), tokio::time::Instant::now())
-            .unwrap();
-        drain(&back);
-        let connect = format!(r#"0/chat,{{"pid":"{pid}","offset":"{offset}"}}"#);
-        b.engine
-            .handler
-            .on_message(&back, Payload::Text(Bytes::from(connect)));
+        let back = b.come_back(&pid, &offset);
         let got = collect(&back, 3).await;
         assert!(got[0].starts_with(r#"42/chat,["m",2,""#), "{got:?}");
         assert!(got[1].starts_with(r#"42/chat,["m",3,""#), "{got:?}");
@@ -2471,31 +2493,22 @@ mod tests {
             got[2],
             format!(r#"40/chat,{{"sid":"{sid}","pid":"{pid}"}}"#)
         );
-        emit(4);
+        b.emit_m("room", 4);
         let live = collect(&back, 1).await;
         assert!(live[0].starts_with(r#"42/chat,["m",4,""#), "{live:?}");
         // Offsets grow along the one order.
         let seqs: Vec<u64> = [&first[0], &got[0], &got[1], &live[0]]
             .iter()
-            .map(|f| recovery::parse_offset(&last_arg(f)).unwrap().1)
+            .map(|f| recovery::parse_offset(&offset_of(f)).unwrap().1)
             .collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
-        let recovered = b.io.get("/chat").unwrap().socket(sid).unwrap();
+        let recovered = b.io.get("/chat").unwrap().socket(&sid).unwrap();
         assert!(recovered.recovered());
         assert_eq!(recovered.rooms(), vec![Room::from("room")]);
         // The session is recovered once: the same pid again is a fresh socket.
-        let (again, _) = b
-            .engine
-            .open(Transport::WebSocket, info(), tokio::time::Instant::now())
-            .unwrap();
-        drain(&again);
-        let connect = format!(r#"0/chat,{{"pid":"{pid}","offset":"{offset}"}}"#);
-        b.engine
-            .handler
-            .on_message(&again, Payload::Text(Bytes::from(connect)));
+        let again = b.come_back(&pid, &offset);
         let fresh = collect(&again, 1).await;
-        let v: Value = serde_json::from_str(&fresh[0]["40/chat,".len()..]).unwrap();
-        assert_ne!(v["sid"], sid);
+        assert_ne!(connect_reply(&fresh[0])["sid"], sid.as_str());
     }
 
     #[tokio::test]
@@ -2570,76 +2583,22 @@ mod tests {
     #[tokio::test]
     async fn a_claimed_session_that_cannot_be_replayed_is_handed_back_and_the_client_starts_afresh()
     {
-        let hub = Hub::new();
-        claims(&hub).await;
-        let small = RecoveryConfig {
-            window: Duration::from_secs(60),
-            max_replay_packets: 1,
-            max_replay_bytes: 1 << 20,
-        };
-        let recovery = HashMap::from([("/chat".to_owned(), small)]);
-        let a = node_with(&hub, "a", vec![], recovery.clone()).await;
-        let b = node_with(&hub, "b", vec![], recovery).await;
-        let info = || {
-            HandshakeInfo::new(
-                "127.0.0.1:1".parse().unwrap(),
-                &http::HeaderMap::new(),
-                None,
-                0,
-            )
-        };
-        let (conn, _) = a
-            .engine
-            .open(Transport::WebSocket, info(), tokio::time::Instant::now())
-            .unwrap();
-        drain(&conn);
-        a.engine
-            .handler
-            .on_message(&conn, Payload::Text(Bytes::from_static(b"0/chat,")));
-        let reply: Value =
-            serde_json::from_str(&text(&drain(&conn))[0]["40/chat,".len()..]).unwrap();
-        let (sid, pid) = (
-            reply["sid"].as_str().unwrap(),
-            reply["pid"].as_str().unwrap(),
-        );
-        a.io.get("/chat").unwrap().socket(sid).unwrap().join("room");
-        let emit = |n: i64| {
-            b.io.of("/chat")
-                .to("room")
-                .emit("m", Args::new(vec![json!(n)]))
-        };
-        emit(1);
-        let first = collect(&conn, 1).await;
-        let v: Value = serde_json::from_str(&first[0]["42/chat,".len()..]).unwrap();
-        let offset = v
-            .as_array()
-            .unwrap()
-            .last()
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (hub, a, b) = recovery_pair(1).await;
+        let (conn, sid, pid) = a.recoverable("room");
+        b.emit_m("room", 1);
+        let offset = offset_of(&collect(&conn, 1).await[0]);
         conn.close(CloseReason::TransportClose);
-        emit(2);
-        emit(3);
+        b.emit_m("room", 2);
+        b.emit_m("room", 3);
         let mut members = hub
             .client()
             .subscribe(Subjects::new("t").unwrap().member("b").unwrap())
             .await
             .unwrap();
-        let (back, _) = b
-            .engine
-            .open(Transport::WebSocket, info(), tokio::time::Instant::now())
-            .unwrap();
-        drain(&back);
-        let connect = format!(r#"0/chat,{{"pid":"{pid}","offset":"{offset}"}}"#);
-        b.engine
-            .handler
-            .on_message(&back, Payload::Text(Bytes::from(connect)));
+        let back = b.come_back(&pid, &offset);
         // Two missed packets are over the bound of one: a fresh session…
         let got = collect(&back, 1).await;
-        let v: Value = serde_json::from_str(&got[0]["40/chat,".len()..]).unwrap();
-        assert_ne!(v["sid"], sid, "{got:?}");
+        assert_ne!(connect_reply(&got[0])["sid"], sid.as_str(), "{got:?}");
         // …and the claimed one handed back: its connect on b, then a recoverable disconnect.
         let mut seen = Vec::new();
         while seen.len() < 2 {
