@@ -1,5 +1,7 @@
 //! Socket.IO packet text: decoding never panics; a complete packet encodes back to text that
 //! decodes to the same packet; a binary header, once given its attachments, does too.
+//! `plain_event` (what a history reads from a stored frame) answers only for an EVENT of the
+//! namespace asked for, without an ack id, and gives back its name and arguments.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -17,6 +19,16 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    let frame = format!("4{text}");
+    if let Some((name, args)) = socketio::plain_event(frame.as_bytes(), "/chat") {
+        let Ok(Decoded::Complete(p)) = socketio::decode(text) else {
+            panic!("plain_event accepted what decode does not complete: {text:?}");
+        };
+        assert!(p.kind == PacketType::Event && p.nsp == "/chat" && p.id.is_none());
+        let mut all = vec![name];
+        all.extend(args);
+        assert_eq!(p.data, Some(Value::Array(all)));
+    }
     let packet = match socketio::decode(text) {
         Err(_) => return,
         Ok(Decoded::Complete(packet)) => packet,
