@@ -691,6 +691,7 @@ async fn malformed_messages_are_ignored() {
         s.member("gw1").unwrap(),
         s.heartbeat("gw1").unwrap(),
         s.reserve(),
+        s.recover(),
         s.member("_2E").unwrap(),
     ] {
         junk.publish(subject, garbage.clone())
