@@ -53,6 +53,7 @@
 //! | `p.resync` | a broker, on start and on detected gaps | every gateway |
 //! | `p.snapshot.{node}` | a broker that saw a gap in `node`'s sequence (request/reply) | gateway `node` |
 //! | `p.log.{ns}.r.{room}`, `p.log.{ns}.n`, `p.log.{ns}.s.{socket}` | anyone emitting to one room, to several rooms or the namespace, to one socket, in a namespace with connection state recovery (JetStream publish, stored in the log stream) | the log stream; every gateway serving `ns` reads `p.log.{ns}.>` through one ordered consumer |
+//! | `p.srv.{ns}.{event}` | emitters and workers: `serverSideEmit`, an event for the backends of `ns` rather than for clients (`ServerSideEmit`) | workers and other backends (`p.srv.{ns}.*`, `p.srv.>`) |
 //! | `p.broker.recover` | a gateway claiming a disconnected socket's session (request/reply) | brokers, queue group |
 //!
 //! `{ns}`, `{room}` and `{event}` are escaped names (the namespace keeps its leading `/`: `/chat`
@@ -100,6 +101,7 @@ const ROOM: &str = "room";
 const NAMESPACE: &str = "ns";
 const NODE: &str = "node";
 const EVENT: &str = "event";
+const SERVER: &str = "srv";
 const LIFE: &str = "life";
 const CONNECT: &str = "connect";
 const DISCONNECT: &str = "disconnect";
@@ -293,6 +295,13 @@ pub enum Parsed {
     },
     /// A client event forwarded to workers.
     Event {
+        /// The namespace, with its leading `/`.
+        ns: String,
+        /// The event name.
+        event: String,
+    },
+    /// An event for the backends of a namespace (`serverSideEmit`).
+    Server {
         /// The namespace, with its leading `/`.
         ns: String,
         /// The event name.
@@ -494,6 +503,22 @@ impl Subjects {
         self.fixed(&[EVENT], &[], &[">"])
     }
 
+    /// `{p}.srv.{ns}.{event}`: event `event` for the backends of namespace `ns`
+    /// (`serverSideEmit` of the emitters and the worker crate; never delivered to clients).
+    pub fn server(&self, ns: &str, event: &str) -> Result<String, SubjectError> {
+        self.build(&[SERVER], &[ns, event], &[])
+    }
+
+    /// `{p}.srv.{ns}.*`: every server-side event of one namespace.
+    pub fn all_server_in(&self, ns: &str) -> Result<String, SubjectError> {
+        self.build(&[SERVER], &[ns], &["*"])
+    }
+
+    /// `{p}.srv.>`: every server-side event of every namespace.
+    pub fn all_server(&self) -> String {
+        self.fixed(&[SERVER], &[], &[">"])
+    }
+
     /// `{p}.life.{ns}.connect`: a socket connected to namespace `ns` (notice for workers).
     pub fn connect(&self, ns: &str) -> Result<String, SubjectError> {
         self.build(&[LIFE], &[ns], &[CONNECT])
@@ -625,6 +650,10 @@ impl Subjects {
                 node: name_of(node)?,
             },
             (Some(EVENT), Some(ns), Some(event), None) => Parsed::Event {
+                ns: name_of(ns)?,
+                event: name_of(event)?,
+            },
+            (Some(SERVER), Some(ns), Some(event), None) => Parsed::Server {
                 ns: name_of(ns)?,
                 event: name_of(event)?,
             },
@@ -858,6 +887,9 @@ mod tests {
             (s.event("/", "a b").unwrap(), "sio.event._2F.a_20b"),
             (s.all_events_in("/chat").unwrap(), "sio.event._2Fchat.*"),
             (s.all_events(), "sio.event.>"),
+            (s.server("/chat", "tick").unwrap(), "sio.srv._2Fchat.tick"),
+            (s.all_server_in("/chat").unwrap(), "sio.srv._2Fchat.*"),
+            (s.all_server(), "sio.srv.>"),
             (s.connect("/chat").unwrap(), "sio.life._2Fchat.connect"),
             (
                 s.disconnect("/chat").unwrap(),
@@ -908,6 +940,13 @@ mod tests {
                     event: own("message"),
                 },
             ),
+            (
+                "sio.srv._2Fchat.a_2Eb",
+                Parsed::Server {
+                    ns: own("/chat"),
+                    event: own("a.b"),
+                },
+            ),
             ("sio.life._2F.connect", Parsed::Connect { ns: own("/") }),
             (
                 "sio.life._2F.disconnect",
@@ -956,6 +995,8 @@ mod tests {
             "sio.cmd.node.a.b",
             "sio.cmd.member.a",
             "sio.member.a.b.c",
+            "sio.srv._2F",
+            "sio.srv._2F.a.b",
         ];
         for subject in unknown {
             assert_eq!(
@@ -1067,6 +1108,13 @@ mod tests {
                 (
                     s.event(&ns, &a).unwrap(),
                     Parsed::Event {
+                        ns: own(),
+                        event: a.clone(),
+                    },
+                ),
+                (
+                    s.server(&ns, &a).unwrap(),
+                    Parsed::Server {
                         ns: own(),
                         event: a.clone(),
                     },
@@ -1212,6 +1260,9 @@ mod tests {
             ("cmd.node", s.command_node(w)),
             ("event", s.event(w, w)),
             ("all_events_in", s.all_events_in(w)),
+            ("srv", s.server(w, w)),
+            ("all_server_in", s.all_server_in(w)),
+            ("all_server", Ok(s.all_server())),
             ("life.connect", s.connect(w)),
             ("life.disconnect", s.disconnect(w)),
             ("snapshot", s.snapshot(w)),
@@ -1242,7 +1293,7 @@ mod tests {
             let line = "HPUB ".len() + subject.len() + 1 + REPLY_INBOX + 2 * (1 + 20) + 2;
             assert!(line <= NATS_MAX_CONTROL_LINE, "{kind}: {line}");
         }
-        // The bound is tight: the event subject reaches it.
+        // The bound is tight: the event subject reaches it (`srv` is shorter than `event`).
         assert_eq!(longest, MAX_SUBJECT_BYTES);
 
         // One byte more is refused by every builder that takes a name, and by `parse`.
@@ -1261,6 +1312,9 @@ mod tests {
             s.event(&over, "e"),
             s.event("/", &over),
             s.all_events_in(&over),
+            s.server(&over, "e"),
+            s.server("/", &over),
+            s.all_server_in(&over),
             s.connect(&over),
             s.disconnect(&over),
             s.snapshot(&over),
@@ -1284,6 +1338,7 @@ mod tests {
         assert_ne!(s.room("", "a").unwrap(), s.room("a", "").unwrap());
         assert_ne!(s.event("a", "b").unwrap(), s.room("a", "b").unwrap());
         assert_ne!(s.connect("/").unwrap(), s.event("/", "connect").unwrap());
+        assert_ne!(s.server("a", "b").unwrap(), s.event("a", "b").unwrap());
         assert_ne!(s.namespace("/").unwrap(), s.command_namespace("/").unwrap());
         assert_ne!(s.node("a").unwrap(), s.command_node("a").unwrap());
 
@@ -1344,6 +1399,7 @@ mod tests {
                     Parsed::CommandNamespace { ns } => s.command_namespace(ns).unwrap(),
                     Parsed::CommandNode { node } => s.command_node(node).unwrap(),
                     Parsed::Event { ns, event } => s.event(ns, event).unwrap(),
+                    Parsed::Server { ns, event } => s.server(ns, event).unwrap(),
                     Parsed::Connect { ns } => s.connect(ns).unwrap(),
                     Parsed::Disconnect { ns } => s.disconnect(ns).unwrap(),
                     Parsed::Resync => s.resync(),
