@@ -12,21 +12,11 @@ from typing import Any, Dict, List
 
 from switchboard_emitter import RESERVED_EVENTS, BroadcastOperator, Emitter, MessageTooLarge
 from switchboard_emitter import _wire as wire
+from vectors import revive
 
 VECTORS: Dict[str, Any] = json.loads(
     (Path(__file__).resolve().parents[2] / "vectors.json").read_text(encoding="utf-8")
 )
-
-
-def revive(v: Any) -> Any:
-    """The vectors' ``{"$bin": base64}`` markers as bytes."""
-    if isinstance(v, list):
-        return [revive(x) for x in v]
-    if isinstance(v, dict):
-        if list(v) == ["$bin"]:
-            return base64.b64decode(v["$bin"])
-        return {k: revive(x) for k, x in v.items()}
-    return v
 
 
 class Recorder:
