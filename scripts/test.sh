@@ -45,8 +45,9 @@ command -v nginx >/dev/null 2>&1 || need /usr/sbin/nginx nginx
 command -v redis-server >/dev/null 2>&1 || need /usr/bin/redis-server redis-server
 need jq jq
 # the Python emitter package (emitters/python) runs in a venv: Debian splits venv out of python3
-command -v python3 >/dev/null 2>&1 || need python3 python3
-if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+if ! command -v python3 >/dev/null 2>&1; then
+  missing+=(python3 python3-venv)
+elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi
 
