@@ -5,8 +5,8 @@
 # (requests routed to the gateway named in the sid). The gateways run their built-in
 # configuration, so the demo chat page is at the client URL. NATS runs with the shipped
 # least-privileged users (deploy/nats/nats-conf.sh) and fresh random passwords: the broker,
-# each gateway and workers each have their own (a worker's are in the state directory's
-# nats-worker.env).
+# each gateway, workers and emitters each have their own (a worker's are in the state
+# directory's nats-worker.env, an emitter's in nats-emitter.env).
 #
 #   deploy/local-cluster.sh           start, print the addresses, run until Ctrl-C (or SIGTERM)
 #   deploy/local-cluster.sh stop      from another shell: stop the running one
@@ -283,10 +283,12 @@ ready() { [[ $(http_status "$1" /ready 2>/dev/null) == 200 ]]; }
 password() { echo "sb$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"; }
 BROKER_PASSWORD=$(password)
 WORKER_PASSWORD=$(password)
+EMITTER_PASSWORD=$(password)
 GW_PASSWORDS=("$(password)" "$(password)" "$(password)")
 "$ROOT/deploy/nats/nats-conf.sh" sio gw1 gw2 gw3 >"$STATE/nats-auth.conf" || die "deploy/nats/nats-conf.sh failed"
 (umask 077 && printf 'SWITCHBOARD_NATS_USER=worker\nSWITCHBOARD_NATS_PASSWORD=%s\n' "$WORKER_PASSWORD" >"$STATE/nats-worker.env")
-env NATS_BROKER_PASSWORD="$BROKER_PASSWORD" NATS_WORKER_PASSWORD="$WORKER_PASSWORD" \
+(umask 077 && printf 'NATS_USER=emitter\nNATS_PASSWORD=%s\n' "$EMITTER_PASSWORD" >"$STATE/nats-emitter.env")
+env NATS_BROKER_PASSWORD="$BROKER_PASSWORD" NATS_WORKER_PASSWORD="$WORKER_PASSWORD" NATS_EMITTER_PASSWORD="$EMITTER_PASSWORD" \
     NATS_PASSWORD_GW1="${GW_PASSWORDS[0]}" NATS_PASSWORD_GW2="${GW_PASSWORDS[1]}" \
     NATS_PASSWORD_GW3="${GW_PASSWORDS[2]}" \
     "$NATS_BIN" -c "$STATE/nats-auth.conf" -js -sd "$STATE/nats" -a 127.0.0.1 -p "$NATS_PORT" >"$LOGS/nats.log" 2>&1 &
@@ -353,7 +355,7 @@ Switchboard local cluster is up (state and logs: $STATE)
   gateway gw3              http://127.0.0.1:${GW_PORTS[2]}   operator http://127.0.0.1:${OP_PORTS[2]}
   broker HTTP              http://127.0.0.1:$BROKER_PORT   (/health, /metrics, /v1/state)
   broker gRPC              127.0.0.1:$GRPC_PORT   token: $TOKEN   (also in $STATE/admin-token)
-  NATS                     $NATS_URL   (users: deploy/nats/README.md; a worker's: $STATE/nats-worker.env)
+  NATS                     $NATS_URL   (users: deploy/nats/README.md; a worker's: $STATE/nats-worker.env; an emitter's: $STATE/nats-emitter.env)
 
   SWITCHBOARD_ADMIN_ADDR=http://127.0.0.1:$GRPC_PORT SWITCHBOARD_ADMIN_TOKEN=$TOKEN \\
     $TARGET/release/switchboard-admin stats

@@ -6,7 +6,8 @@
 #    side-by-side smoke run; nodejs and npm only when node is absent), with a single
 #    `apt-get update`, and only if something is missing.
 # 2. Builds the workspace once in release mode (binaries and examples), runs the Rust tests
-#    (reusing that build).
+#    (reusing that build); then the emitter packages' unit tests (emitters/node with npm,
+#    emitters/python in the venv emitters/python/.venv, made and filled only when missing).
 # 3. Runs the end-to-end tests in tests/e2e (node's test runner): first the conformance tests
 #    against the Node reference server (to check the tests themselves), then everything against
 #    the built binaries: protocol conformance, the official socket.io-client, and the demo page
@@ -43,6 +44,12 @@ command -v nginx >/dev/null 2>&1 || need /usr/sbin/nginx nginx
 # redis: the side-by-side smoke run's Node cluster; jq: that run and bench-cluster.sh --recovery
 command -v redis-server >/dev/null 2>&1 || need /usr/bin/redis-server redis-server
 need jq jq
+# the Python emitter package (emitters/python) runs in a venv: Debian splits venv out of python3
+if ! command -v python3 >/dev/null 2>&1; then
+  missing+=(python3 python3-venv)
+elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing missing packages: ${missing[*]}"
@@ -83,6 +90,25 @@ if [ -z "${SKIP_CARGO:-}" ]; then
   log "cargo test --release --workspace --features switchboard/fault-injection,switchboard-loadtest/grpc --locked"
   cargo test --release --workspace --features switchboard/fault-injection,switchboard-loadtest/grpc --locked
 fi
+
+# ---- 2b. the emitter packages -----------------------------------------------------------------
+# Their encoders are checked byte for byte against emitters/vectors.json (which the Rust tests
+# above check against the Rust code); their types with tsc and mypy --strict. Installs only
+# what is missing: npm ci when the lockfile changed, pip when the venv lacks a package.
+log "emitter packages: unit tests (emitters/node, emitters/python)"
+cd "$ROOT/emitters/node"
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error </dev/null
+fi
+npm test --silent </dev/null
+venv="$ROOT/emitters/python/.venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+if ! "$venv/bin/python" -c 'import switchboard_emitter, nats, mypy' >/dev/null 2>&1; then
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT/emitters/python[test]" </dev/null
+fi
+(cd "$ROOT/emitters/python" && "$venv/bin/python" -m unittest discover -s tests) </dev/null
+# tests/e2e/test/emitters.test.js drives the Python package through this venv.
+export SWITCHBOARD_EMITTER_PYTHON="$venv/bin/python"
 
 # ---- 3. end-to-end tests --------------------------------------------------------------------
 log "npm ci (tests/e2e)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prints the authorization block of a nats-server configuration for one Switchboard cluster:
-# one user for the brokers, one for the backend workers, and one per gateway node, each allowed
+# one user for the brokers, one for the backend workers, one for emitters (the emitter packages in
+# emitters/), and one per gateway node, each allowed
 # exactly the subjects of its role (docs/cluster.md, "NATS subjects"; docs/security.md says why).
 #
 #   deploy/nats/nats-conf.sh [PREFIX [NODE...]]     defaults: sio gw1 gw2 gw3
@@ -10,8 +11,8 @@
 #
 # Passwords are not in the output: each is an environment variable of the nats-server process,
 # which the server substitutes when it reads the file ($NATS_BROKER_PASSWORD,
-# $NATS_WORKER_PASSWORD, and $NATS_PASSWORD_<NODE> for gateway NODE,
-# uppercased: NATS_PASSWORD_GW1). Users are `broker`, `worker` and `gateway-<node>`.
+# $NATS_WORKER_PASSWORD, $NATS_EMITTER_PASSWORD, and $NATS_PASSWORD_<NODE> for gateway NODE,
+# uppercased: NATS_PASSWORD_GW1). Users are `broker`, `worker`, `emitter` and `gateway-<node>`.
 set -euo pipefail
 
 prefix=${1:-sio}
@@ -48,15 +49,28 @@ authorization {
         subscribe: { allow: ["$p.member.*", "$p.heartbeat.*", "$p.broker.reserve", "$p.broker.recover", "_INBOX.>"] }
       }
     }
-    # Workers: read forwarded events, connect/disconnect notices and presence; reply to them, emit
-    # to rooms and namespaces, reserve places in rooms. No commands, no deliveries to node
-    # subjects, no heartbeats, membership, resync or snapshot requests.
+    # Workers: read forwarded events, connect/disconnect notices, presence and server-side events;
+    # reply to them, emit to rooms and namespaces, send server-side events, reserve places in
+    # rooms. No commands, no deliveries to node subjects, no heartbeats, membership, resync or
+    # snapshot requests.
     {
       user: "worker"
       password: \$NATS_WORKER_PASSWORD
       permissions: {
-        publish: { allow: ["$p.room.*.*", "$p.ns.*", "$p.log.*.r.*", "$p.log.*.n", "$p.broker.reserve", "_INBOX.>"] }
-        subscribe: { allow: ["$p.event.>", "$p.life.>", "$p.presence.*", "_INBOX.>"] }
+        publish: { allow: ["$p.room.*.*", "$p.ns.*", "$p.log.*.r.*", "$p.log.*.n", "$p.srv.>", "$p.broker.reserve", "_INBOX.>"] }
+        subscribe: { allow: ["$p.event.>", "$p.life.>", "$p.presence.*", "$p.srv.>", "_INBOX.>"] }
+      }
+    }
+    # Emitters (emitters/node, emitters/python): emit to rooms, namespaces and sockets (their
+    # nodes' subjects), into the recovery log (JetStream publishes: acks come to their inbox),
+    # commands by namespace (join, leave, disconnect), server-side events. Nothing to read but
+    # their inbox: no membership, heartbeats, forwarded events, presence, resync or snapshots.
+    {
+      user: "emitter"
+      password: \$NATS_EMITTER_PASSWORD
+      permissions: {
+        publish: { allow: ["$p.room.*.*", "$p.ns.*", "$p.node.*", "$p.log.*.r.*", "$p.log.*.n", "$p.log.*.s.*", "$p.cmd.ns.*", "$p.srv.>"] }
+        subscribe: { allow: ["_INBOX.>"] }
       }
     }
 EOF

@@ -6,7 +6,8 @@
 //
 // A cluster's nats-server runs with the shipped permissions (deploy/nats/nats-conf.sh, for the
 // cluster's prefix and gateways gw1..gw9) and fresh random passwords: the broker connects as
-// `broker`, gateway gwN as `gateway-gwN`, lib/worker.js as `worker`, so every cluster test runs
+// `broker`, gateway gwN as `gateway-gwN`, lib/worker.js as `worker`, the emitter packages'
+// tests as `emitter`, so every cluster test runs
 // least-privileged. The tests' own probe (lib/bus.js `open`) is the user `e2e`, allowed
 // everything: it plays a broker or a gateway to inject what they would send.
 //
@@ -220,7 +221,7 @@ const password = () => `sb${crypto.randomBytes(16).toString('hex')}`;
 /**
  * The shipped permissions (deploy/nats/nats-conf.sh) for `prefix` and `nodes`, plus the tests'
  * probe user `e2e` allowed everything, written to `dir`. Returns { file, env (the passwords
- * nats-server reads), users: { role: { user, pass } } } with roles broker, worker, e2e and
+ * nats-server reads), users: { role: { user, pass } } } with roles broker, worker, emitter, e2e and
  * gateway-<node>.
  */
 function permissions(dir, { prefix, nodes }) {
@@ -231,6 +232,7 @@ function permissions(dir, { prefix, nodes }) {
   for (const [role, variable] of [
     ['broker', 'NATS_BROKER_PASSWORD'],
     ['worker', 'NATS_WORKER_PASSWORD'],
+    ['emitter', 'NATS_EMITTER_PASSWORD'],
     ...nodes.map((node) => [`gateway-${node}`, `NATS_PASSWORD_${node.toUpperCase()}`]),
   ]) {
     users[role] = { user: role, pass: password() };

@@ -19,6 +19,8 @@ const { startCluster, waitFor, natsServerBin } = require('../lib/cluster');
 const bus = require('../lib/bus');
 const { Members, converged, CONFIG, ENV, NS, OK } = require('../lib/members');
 const { REPO } = require('../lib/server');
+// The emitter package's subject builder (it has `server`, the srv subjects, which lib/bus.js lacks).
+const { Subjects } = require('../../../emitters/node/lib/wire');
 
 const GENERATOR = path.join(REPO, 'deploy', 'nats', 'nats-conf.sh');
 
@@ -38,7 +40,7 @@ describe('the shipped NATS configurations', () => {
     assert.ok(bin, 'nats-server not found: apt-get install nats-server');
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-nats-conf-'));
     try {
-      const env = { ...process.env, NATS_BROKER_PASSWORD: 'sba', NATS_WORKER_PASSWORD: 'sbb' };
+      const env = { ...process.env, NATS_BROKER_PASSWORD: 'sba', NATS_WORKER_PASSWORD: 'sbb', NATS_EMITTER_PASSWORD: 'sbc' };
       for (const n of [0, 1, 2, 3]) env[`NATS_PASSWORD_GW${n}`] = `sbgw${n}`;
       const check = (name, conf, auth) => {
         fs.writeFileSync(path.join(dir, 'auth.conf'), auth);
@@ -50,8 +52,12 @@ describe('the shipped NATS configurations', () => {
       const cm = k8s();
       check('k8s.conf', cm.data['nats.conf'], cm.data['auth.conf']);
       // A password the environment does not give is an error, not an empty password.
-      delete env.NATS_WORKER_PASSWORD;
-      assert.throws(() => check('nats.conf', fs.readFileSync(path.join(REPO, 'deploy', 'nats', 'nats.conf'), 'utf8'), generated()));
+      for (const variable of ['NATS_WORKER_PASSWORD', 'NATS_EMITTER_PASSWORD']) {
+        const saved = env[variable];
+        delete env[variable];
+        assert.throws(() => check('nats.conf', fs.readFileSync(path.join(REPO, 'deploy', 'nats', 'nats.conf'), 'utf8'), generated()), variable);
+        env[variable] = saved;
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -81,9 +87,12 @@ async function as(cluster, role) {
       nc.publish(subject, bytes);
       await nc.flush();
     },
-    /** Resolves once the server reported a permissions violation for publishing to `subject`. */
-    refused(subject) {
-      const match = (ctx) => ctx && ctx.operation === 'publish' && ctx.subject === subject;
+    /**
+     * Resolves once the server reported a permissions violation for publishing to `subject`
+     * (`operation` 'subscription': for subscribing to it).
+     */
+    refused(subject, operation = 'publish') {
+      const match = (ctx) => ctx && ctx.operation === operation && ctx.subject === subject;
       const seen = violations.find(match);
       if (seen) return Promise.resolve(seen);
       return new Promise((resolve) => waiters.push({ match, resolve }));
@@ -196,6 +205,54 @@ describe('bus permissions: the shipped NATS users, with a real nats-server', () 
     await gw1.refused(gw1.s.commandNode('gw2'));
     assert.equal(watcher.socket.connected, true);
     await stillServed('after the gateway credential attempts');
+  });
+
+  it('the emitter credential: emits to rooms and sockets pass; control messages, node commands and reads are refused', async () => {
+    const emitter = await as(cluster, 'emitter');
+    clients.push(emitter);
+    const srv = new Subjects(cluster.prefix);
+    // Allowed: a room emit (a client on another gateway gets it), an emit to one socket on its
+    // node's subject, and a server-side event, which the worker credential may read.
+    await emitter.publish(emitter.s.room(NS, 'lobby'), delivery(NS, 'lobby', 'from-emitter', { n: 1 }));
+    await watcher.until('from-emitter');
+    const toVictim = bus.encode('Envelope', {
+      delivery: { origin: 'e2e', ns: NS, target: { socket_ids: [victim.socket.id] }, packet: bus.eventPacket(NS, 'direct', 1) },
+    });
+    await emitter.publish(emitter.s.node('gw1'), toVictim);
+    await victim.until('direct');
+    const heard = [];
+    const sub = worker.nc.subscribe(srv.server(NS, 'cache.flush'), { callback: (err, m) => err || heard.push(m.data) });
+    await worker.nc.flush();
+    const event = bus.encode('ServerSideEmit', { origin: 'e2e', ns: NS, event: 'cache.flush', args_json: '[]' });
+    await emitter.publish(srv.server(NS, 'cache.flush'), event);
+    await waitFor(() => heard.length === 1, { what: 'the worker credential reads the server-side event' });
+    sub.unsubscribe();
+    // Refused: what brokers and gateways must be trusted for, and commands to a node's subject.
+    const beat = bus.encode('Heartbeat', { node: 'gw1', address: '127.0.0.1:1' });
+    const refusedPublishes = [
+      [emitter.s.heartbeat('gw1'), beat],
+      [emitter.s.member('gw1'), bus.encode('MemberMessage', { node: 'gw1', leaving: {} })],
+      [emitter.s.resync(), bus.encode('ResyncRequest', { broker: 'mallory' })],
+      [emitter.s.snapshot('gw1'), bus.encode('SnapshotRequest', { broker: 'mallory' })],
+      [emitter.s.commandNode('gw1'), kick(NS)],
+      [emitter.s.reserve(), bus.encode('ReserveRequest', { ns: NS, room: 'lobby', socket_id: victim.socket.id, max_members: 1 })],
+      [`${cluster.prefix}.broker.recover`, bus.encode('RecoverRequest', { ns: NS, node: 'gw1' })],
+      [emitter.s.event(NS, 'say'), bus.encode('ClientEvent', { ns: NS, event: 'say' })],
+      [emitter.s.connect(NS), bus.encode('LifeEvent', { node: 'gw1' })],
+      [emitter.s.presence(NS), bus.encode('PresenceEvent', { ns: NS })],
+    ];
+    for (const [subject, bytes] of refusedPublishes) {
+      await emitter.publish(subject, bytes);
+      await emitter.refused(subject);
+    }
+    // It reads nothing of the cluster: deliveries, membership, forwarded events, server-side events.
+    for (const subject of [emitter.s.room(NS, 'lobby'), emitter.s.allMembers(), emitter.s.allEvents(), srv.server(NS, 'cache.flush')]) {
+      const s = emitter.nc.subscribe(subject);
+      (async () => { for await (const _ of s) { /* nothing may arrive */ } })().catch(() => {});
+      await emitter.nc.flush();
+      await emitter.refused(subject, 'subscription');
+    }
+    await stillServed('after the emitter credential attempts');
   });
 
   it('a worker still emits to a room, and a client on another gateway receives it', async () => {
