@@ -28,15 +28,18 @@
 //!
 //! Everything goes through the `switchboard-worker` crate (this file is the chat logic and its
 //! wiring): replies to the forwarded requests (with the rooms the asking socket joins or
-//! leaves), emits to rooms and the namespace, reservations to the broker. That is all a worker
-//! credential of `deploy/nats/` may publish: no commands, no deliveries to node subjects.
+//! leaves), emits to rooms and the namespace (into the recovery log), reservations to the broker.
+//! That is all a worker credential of `deploy/nats/` may publish: no commands, no deliveries to
+//! node subjects.
 //!
 //! State (rooms and their passwords and limits) lives in this process: run one worker, or move
 //! it to a shared store before running several.
 //!
 //! Environment: `SWITCHBOARD_NATS_URL` (default `nats://127.0.0.1:4222`), the NATS credentials
 //! `SWITCHBOARD_NATS_USER` / `SWITCHBOARD_NATS_PASSWORD` or `SWITCHBOARD_NATS_CREDS` (optional),
-//! `SWITCHBOARD_SUBJECT_PREFIX` (`sio`), `CHAT_NAMESPACE` (`/chat`), `CHAT_MAX_MEMBERS` (50).
+//! `SWITCHBOARD_SUBJECT_PREFIX` (`sio`), `CHAT_NAMESPACE` (`/chat`), `CHAT_MAX_MEMBERS` (50),
+//! `CHAT_RECOVERY` (`true`: the namespace has `[namespace.recovery]`, as in `deploy/chat.toml`,
+//! so the worker's emits go into the recovery log; must match the gateways' configuration).
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -320,7 +323,14 @@ async fn run() -> Result<(), String> {
         .filter(|n| *n > 0)
         .ok_or("CHAT_MAX_MEMBERS must be a positive number")?;
     let worker = Worker::connect(opts).await.map_err(|e| e.to_string())?;
-    let chat_ns = worker.of(&ns);
+    // deploy/chat.toml runs /chat with connection state recovery: the emits go into the log,
+    // so a client that comes back gets them with the rest of what it missed.
+    let recovery = match env_or("CHAT_RECOVERY", "true").as_str() {
+        "true" | "1" => true,
+        "false" | "0" => false,
+        _ => return Err("CHAT_RECOVERY must be true or false".to_owned()),
+    };
+    let chat_ns = worker.of(&ns).recovery(recovery);
     let mut events = chat_ns
         .events(Some(QUEUE_GROUP))
         .await
@@ -335,7 +345,7 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     println!(
-        "chat worker ready: namespace {ns}, prefix {}",
+        "chat worker ready: namespace {ns}, prefix {}, recovery {recovery}",
         worker.subjects().prefix()
     );
     let chat = Arc::new(Mutex::new(Chat::new(max_members)));
