@@ -212,6 +212,10 @@ impl Chat {
             return None;
         }
         let room = ev.room.as_deref().unwrap_or_default();
+        // `user:{sub}` rooms are how private messages reach a user, not chat rooms.
+        if room.starts_with("user:") {
+            return None;
+        }
         let (kind, text, target) = match ev.kind {
             PresenceKind::UserJoined => (
                 "user_joined",
@@ -506,5 +510,10 @@ mod tests {
         assert_eq!(payload["room"], Value::Null);
         assert_eq!(Chat::on_presence(&ev(Kind::MemberJoined, "al")), None);
         assert_eq!(Chat::on_presence(&ev(Kind::UserJoined, "")), None);
+        let own_room = PresenceEvent {
+            room: Some("user:al".into()),
+            ..ev(Kind::UserJoined, "al")
+        };
+        assert_eq!(Chat::on_presence(&own_room), None);
     }
 }
