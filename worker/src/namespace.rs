@@ -23,7 +23,8 @@
 //! published into the log and [`Broadcast::emit`] returns once JetStream acknowledged it (with
 //! its stream sequence), trying up to three times with one message id (stored once). Without
 //! it, emits of a recovery namespace still reach connected sockets, but carry no offset and
-//! are not replayed to a client that comes back.
+//! are not replayed to a client that comes back; and socket.io-client takes a last string
+//! argument of such an emit for its offset, so its next recovery fails (docs/recovery.md).
 
 use std::time::Duration;
 
