@@ -139,25 +139,53 @@ impl Options {
     }
 
     /// From the environment, as the gateways name these settings: `SWITCHBOARD_NATS_URL`
-    /// (default `nats://127.0.0.1:4222`), `SWITCHBOARD_NATS_USER` and
-    /// `SWITCHBOARD_NATS_PASSWORD`, `SWITCHBOARD_NATS_TOKEN`, `SWITCHBOARD_NATS_CREDS` (a
-    /// `.creds` file), `SWITCHBOARD_SUBJECT_PREFIX` (default `sio`), and
+    /// (default `nats://127.0.0.1:4222`), `SWITCHBOARD_NATS_USER` with
+    /// `SWITCHBOARD_NATS_PASSWORD` or `SWITCHBOARD_NATS_PASSWORD_FILE` (a file holding it),
+    /// `SWITCHBOARD_NATS_TOKEN`, `SWITCHBOARD_NATS_CREDS` (a `.creds` file),
+    /// `SWITCHBOARD_NATS_NKEY_SEED_FILE`, `SWITCHBOARD_SUBJECT_PREFIX` (default `sio`), and
     /// `SWITCHBOARD_WORKER_NAME` (the origin, default `worker`). Unset and empty are the same.
     pub fn from_env() -> Result<Self, WorkerError> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, WorkerError> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let mut opts = Self::new(
             var("SWITCHBOARD_NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned()),
         );
-        if let Some(user) = var("SWITCHBOARD_NATS_USER") {
-            let password = var("SWITCHBOARD_NATS_PASSWORD").unwrap_or_default();
-            opts.nats.user = Some((user, password));
-        } else if var("SWITCHBOARD_NATS_PASSWORD").is_some() {
-            return Err(WorkerError::Config(
-                "SWITCHBOARD_NATS_PASSWORD is set without SWITCHBOARD_NATS_USER".to_owned(),
-            ));
+        let password = match (
+            var("SWITCHBOARD_NATS_PASSWORD"),
+            var("SWITCHBOARD_NATS_PASSWORD_FILE"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(WorkerError::Config(
+                    "SWITCHBOARD_NATS_PASSWORD and SWITCHBOARD_NATS_PASSWORD_FILE are both set"
+                        .to_owned(),
+                ));
+            }
+            (Some(p), None) => Some(p),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(&file)
+                    .map_err(|e| {
+                        WorkerError::Config(format!("SWITCHBOARD_NATS_PASSWORD_FILE {file}: {e}"))
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        match (var("SWITCHBOARD_NATS_USER"), password) {
+            (Some(user), password) => opts.nats.user = Some((user, password.unwrap_or_default())),
+            (None, Some(_)) => {
+                return Err(WorkerError::Config(
+                    "a NATS password is set without SWITCHBOARD_NATS_USER".to_owned(),
+                ));
+            }
+            (None, None) => {}
         }
         opts.nats.token = var("SWITCHBOARD_NATS_TOKEN");
         opts.nats.credentials_file = var("SWITCHBOARD_NATS_CREDS").map(Into::into);
+        opts.nats.nkey_seed_file = var("SWITCHBOARD_NATS_NKEY_SEED_FILE").map(Into::into);
         if let Some(prefix) = var("SWITCHBOARD_SUBJECT_PREFIX") {
             opts.prefix = prefix;
         }
@@ -258,5 +286,64 @@ impl std::fmt::Debug for Worker {
             .field("prefix", &self.0.subjects.prefix())
             .field("origin", &self.0.origin)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Options, WorkerError> {
+        Options::from_vars(|name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn options_from_the_environment() {
+        let opts = from(&[]).expect("defaults");
+        assert_eq!(opts.nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(
+            (opts.prefix.as_str(), opts.origin.as_str()),
+            ("sio", "worker")
+        );
+        assert!(opts.nats.user.is_none());
+
+        let opts = from(&[
+            ("SWITCHBOARD_NATS_URL", "nats://n:4222"),
+            ("SWITCHBOARD_NATS_USER", "worker"),
+            ("SWITCHBOARD_NATS_PASSWORD", "pw"),
+            ("SWITCHBOARD_SUBJECT_PREFIX", "c1"),
+            ("SWITCHBOARD_WORKER_NAME", "chat"),
+            ("SWITCHBOARD_NATS_CREDS", " "),
+        ])
+        .expect("valid");
+        assert_eq!(opts.nats.url, "nats://n:4222");
+        assert_eq!(opts.nats.user, Some(("worker".to_owned(), "pw".to_owned())));
+        assert_eq!((opts.prefix.as_str(), opts.origin.as_str()), ("c1", "chat"));
+        assert_eq!(opts.nats.credentials_file, None, "blank is unset");
+
+        let file = std::env::temp_dir().join(format!("sbw-pw-{}", std::process::id()));
+        std::fs::write(&file, "from-file\n").expect("a temporary file");
+        let path = file.to_string_lossy().into_owned();
+        let opts = from(&[
+            ("SWITCHBOARD_NATS_USER", "worker"),
+            ("SWITCHBOARD_NATS_PASSWORD_FILE", &path),
+        ])
+        .expect("valid");
+        assert_eq!(
+            opts.nats.user,
+            Some(("worker".to_owned(), "from-file".to_owned()))
+        );
+        let both = from(&[
+            ("SWITCHBOARD_NATS_PASSWORD", "pw"),
+            ("SWITCHBOARD_NATS_PASSWORD_FILE", &path),
+        ]);
+        std::fs::remove_file(&file).expect("removed");
+        assert!(both.is_err());
+        assert!(from(&[("SWITCHBOARD_NATS_PASSWORD", "pw")]).is_err());
+        assert!(from(&[("SWITCHBOARD_NATS_PASSWORD_FILE", "/nonexistent/pw")]).is_err());
     }
 }
