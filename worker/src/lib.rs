@@ -205,9 +205,12 @@ struct Inner {
     subjects: Subjects,
     origin: String,
     /// Random per worker: with `log_count`, the message ids of its log publishes (unique, so
-    /// JetStream's deduplication only drops this worker's own retries).
-    log_epoch: u64,
+    /// JetStream's deduplication only drops this worker's own retries); with `split_count`,
+    /// the names of its split deliveries.
+    epoch: u64,
     log_count: AtomicU64,
+    /// Numbers the deliveries this worker splits into fragments.
+    split_count: AtomicU64,
 }
 
 impl Worker {
@@ -226,8 +229,9 @@ impl Worker {
             bus,
             subjects,
             origin: origin.to_owned(),
-            log_epoch: rand::random(),
+            epoch: rand::random(),
             log_count: AtomicU64::new(0),
+            split_count: AtomicU64::new(0),
         }))
     }
 
@@ -274,9 +278,16 @@ impl Worker {
         sub.map_err(Into::into)
     }
 
+    /// The name and number of a split delivery: the gateways reassemble fragments by both, so
+    /// the name carries this worker's random epoch (workers may share an origin).
+    fn next_split(&self) -> (String, u64) {
+        let id = self.0.split_count.fetch_add(1, Ordering::Relaxed);
+        (format!("{}.{:016x}", self.0.origin, self.0.epoch), id)
+    }
+
     fn next_log_id(&self) -> String {
         let n = self.0.log_count.fetch_add(1, Ordering::Relaxed) + 1;
-        format!("{}.{:016x}.{n}", self.0.origin, self.0.log_epoch)
+        format!("{}.{:016x}.{n}", self.0.origin, self.0.epoch)
     }
 }
 

@@ -38,6 +38,11 @@ use crate::{Args, Worker, WorkerError, frame};
 
 /// How often a log publish is tried (one message id each time, so the log stores it once).
 const LOG_PUBLISH_TRIES: u32 = 3;
+/// Bytes of a fragment envelope besides its data (origin, id, index, count, field headers).
+const FRAGMENT_OVERHEAD: usize = 1024;
+/// The longest delivery an emit may have: a longer one is split into fragments the gateways
+/// reassemble, up to this bound (theirs).
+pub const MAX_SPLIT_BYTES: usize = 16 * 1024 * 1024;
 
 /// A namespace's handle (cheap to clone): `worker.of("/chat")`.
 #[derive(Clone, Debug)]
@@ -309,9 +314,10 @@ impl Broadcast {
 
     /// Emits `event` with `args` to the selection: a Socket.IO EVENT (BINARY_EVENT with
     /// attachments) encoded once, here, as the Engine.IO frames the gateways write, in a
-    /// [`pb::Delivery`] on the subject of the [routing table](self). Refused: a name the
+    /// [`pb::Delivery`] on the subject of the [routing table](self); one longer than the bus's
+    /// `max_payload` goes in [`pb::Fragment`]s the gateways put together. Refused: a name the
     /// client libraries reserve (`connect`, `disconnect`, ...), placeholders naming missing
-    /// attachments, a delivery longer than the bus's `max_payload` (not split into fragments).
+    /// attachments, a delivery longer than [`MAX_SPLIT_BYTES`].
     pub async fn emit(&self, event: &str, args: impl Into<Args>) -> Result<Sent, WorkerError> {
         let ns = &self.ns;
         ns.check()?;
@@ -328,7 +334,7 @@ impl Broadcast {
                 ack: None,
             })),
         };
-        let payload = Bytes::from(delivery.encode_to_vec());
+        let parts = ns.worker.parts(Bytes::from(delivery.encode_to_vec()))?;
         let subjects = ns.worker.subjects();
         let one_room = match (
             self.target.rooms.as_slice(),
@@ -342,14 +348,19 @@ impl Broadcast {
                 Some(room) => subjects.log_room(&ns.name, room)?,
                 None => subjects.log_namespace(&ns.name)?,
             };
-            let seq = ns.worker.log_publish(subject, payload).await?;
+            let mut seq = 0;
+            for part in parts {
+                seq = ns.worker.log_publish(subject.clone(), part).await?;
+            }
             return Ok(Sent { log_seq: Some(seq) });
         }
         let subject = match one_room {
             Some(room) => subjects.room(&ns.name, room)?,
             None => subjects.namespace(&ns.name)?,
         };
-        ns.worker.bus().publish(subject, payload).await?;
+        for part in parts {
+            ns.worker.bus().publish(subject.clone(), part).await?;
+        }
         Ok(Sent { log_seq: None })
     }
 
@@ -407,6 +418,40 @@ fn room_list(rooms: &[&str]) -> pb::RoomList {
 }
 
 impl Worker {
+    /// An envelope as published: itself, or the fragments of it when it is longer than the bus
+    /// takes (published in order on one subject, as the gateways split theirs).
+    fn parts(&self, payload: Bytes) -> Result<Vec<Bytes>, WorkerError> {
+        let max = self.bus().max_payload();
+        if payload.len() <= max {
+            return Ok(vec![payload]);
+        }
+        let chunk = max.saturating_sub(FRAGMENT_OVERHEAD).max(1);
+        let count = payload.len().div_ceil(chunk);
+        // The gateways bound a message by its fragment count times the first one's size.
+        if count.saturating_mul(chunk) > MAX_SPLIT_BYTES {
+            return Err(switchboard_bus::BusError::TooLarge {
+                size: payload.len(),
+                max: MAX_SPLIT_BYTES,
+            }
+            .into());
+        }
+        let (origin, id) = self.next_split();
+        let count = u32::try_from(count).expect("at most MAX_SPLIT_BYTES fragments");
+        let parts = payload.chunks(chunk).zip(0..).map(|(data, index)| {
+            let fragment = pb::Envelope {
+                body: Some(pb::envelope::Body::Fragment(pb::Fragment {
+                    origin: origin.clone(),
+                    id,
+                    index,
+                    count,
+                    data: payload.slice_ref(data),
+                })),
+            };
+            Bytes::from(fragment.encode_to_vec())
+        });
+        Ok(parts.collect())
+    }
+
     /// Publishes into the log and waits for the store's ack, retrying with one message id.
     async fn log_publish(&self, subject: String, payload: Bytes) -> Result<u64, WorkerError> {
         let id = self.next_log_id();
