@@ -1,6 +1,6 @@
 'use strict';
 // The worked example end to end: nats-server, the broker, two gateways running deploy/chat.toml
-// and the chat worker (bus/examples/chat_worker.rs), with official socket.io-client users on
+// and the chat worker (worker/examples/chat_worker.rs), with official socket.io-client users on
 // both gateways: private messages by user id, rooms with a password and a member limit, speech
 // in rooms, and the worker's notices from the broker's presence stream.
 

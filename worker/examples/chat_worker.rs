@@ -4,7 +4,7 @@
 //! `deploy/chat.toml`), then this worker:
 //!
 //! ```text
-//! SWITCHBOARD_NATS_URL=nats://127.0.0.1:4222 cargo run --release -p switchboard-bus --example chat_worker
+//! SWITCHBOARD_NATS_URL=nats://127.0.0.1:4222 cargo run --release -p switchboard-worker --example chat_worker
 //! ```
 //!
 //! Clients (official socket.io-client, with a JWT whose `sub` is the user id) talk to the `/chat`
@@ -26,36 +26,39 @@
 //! `join` and `leave` take effect through the reply, so a client sends them with an ack (as
 //! every event of the table expects one); without one there is no reply to carry the rooms.
 //!
-//! Everything goes over the bus contract of `proto/proto/bus.proto`: replies to the forwarded
-//! requests (with the rooms the asking socket joins or leaves), `Delivery` envelopes
-//! (pre-encoded Socket.IO packets) on room and namespace subjects, `ReserveRequest` to the
-//! broker. That is all a worker credential of `deploy/nats/nats.conf` may publish: no commands,
-//! no deliveries to node subjects.
+//! Everything goes through the `switchboard-worker` crate (this file is the chat logic and its
+//! wiring): replies to the forwarded requests (with the rooms the asking socket joins or
+//! leaves), emits to rooms and the namespace (into the recovery log), reservations to the broker.
+//! That is all a worker credential of `deploy/nats/` may publish: no commands, no deliveries to
+//! node subjects.
 //!
 //! State (rooms and their passwords and limits) lives in this process: run one worker, or move
 //! it to a shared store before running several.
 //!
 //! Environment: `SWITCHBOARD_NATS_URL` (default `nats://127.0.0.1:4222`), the NATS credentials
-//! `SWITCHBOARD_NATS_USER` / `SWITCHBOARD_NATS_PASSWORD` (optional),
-//! `SWITCHBOARD_SUBJECT_PREFIX` (`sio`), `CHAT_NAMESPACE` (`/chat`), `CHAT_MAX_MEMBERS` (50).
+//! `SWITCHBOARD_NATS_USER` / `SWITCHBOARD_NATS_PASSWORD` or `SWITCHBOARD_NATS_CREDS` (optional),
+//! `SWITCHBOARD_SUBJECT_PREFIX` (`sio`), `CHAT_NAMESPACE` (`/chat`), `CHAT_MAX_MEMBERS` (50),
+//! `CHAT_RECOVERY` (`true`: the namespace has `[namespace.recovery]`, as in `deploy/chat.toml`,
+//! so the worker's emits go into the recovery log; must match the gateways' configuration).
 
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use switchboard_bus::{Bus, Message, NatsOptions};
-use switchboard_proto::Message as _;
-use switchboard_proto::bus as pb;
-use switchboard_proto::subject::{SubjectError, Subjects};
+use switchboard_worker::{
+    ClientEvent, EventReply, Namespace, Options, PresenceEvent, PresenceKind, Reservation, Worker,
+    pb,
+};
 
 /// Longest chat message, in characters.
 const MAX_TEXT: usize = 2000;
 /// How long the broker may take to reserve a place in a room.
 const RESERVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The workers' queue group: each event goes to one of them.
+const QUEUE_GROUP: &str = "chat-workers";
 
 /// A room the worker manages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +81,28 @@ enum Action {
     ReserveAndJoin { room: String, limit: u32 },
     /// Tell the socket's gateway to leave `room`.
     Leave { room: String },
+}
+
+/// What the chat logic reads of a forwarded event.
+#[derive(Debug)]
+struct Request {
+    event: String,
+    args: Vec<Value>,
+    user: Option<String>,
+    socket_id: String,
+    rooms: Vec<String>,
+}
+
+impl Request {
+    fn of(ev: &mut ClientEvent) -> Self {
+        Self {
+            event: std::mem::take(&mut ev.event),
+            args: std::mem::take(&mut ev.args.values),
+            user: ev.user.take(),
+            socket_id: std::mem::take(&mut ev.socket_id),
+            rooms: std::mem::take(&mut ev.rooms),
+        }
+    }
 }
 
 /// The chat logic: no I/O, so it can be tested as is.
@@ -115,9 +140,8 @@ impl Chat {
     }
 
     /// Handles one forwarded client event: the actions to take, or why it is refused.
-    fn on_event(&mut self, ev: &pb::ClientEvent) -> Result<Vec<Action>, Refusal> {
-        let args: Vec<Value> = serde_json::from_str(&ev.args_json).map_err(|_| "bad request")?;
-        let first = args.first().cloned().unwrap_or(Value::Null);
+    fn on_event(&mut self, ev: &Request) -> Result<Vec<Action>, Refusal> {
+        let first = ev.args.first().cloned().unwrap_or(Value::Null);
         let user = ev.user.clone().ok_or("not signed in")?;
         match ev.event.as_str() {
             "pm" => {
@@ -182,35 +206,38 @@ impl Chat {
     }
 
     /// Turns a presence announcement of the broker into a notice.
-    fn on_presence(ev: &pb::PresenceEvent) -> Option<Action> {
-        use pb::presence_event::Kind;
+    fn on_presence(ev: &PresenceEvent) -> Option<Action> {
         let user = ev.user.as_deref().unwrap_or_default();
         if user.is_empty() {
             return None;
         }
-        let room = ev.room.as_str();
-        let (kind, text, target) = match Kind::try_from(ev.kind).ok()? {
-            Kind::UserJoined => (
+        let room = ev.room.as_deref().unwrap_or_default();
+        // `user:{sub}` rooms are how private messages reach a user, not chat rooms.
+        if room.starts_with("user:") {
+            return None;
+        }
+        let (kind, text, target) = match ev.kind {
+            PresenceKind::UserJoined => (
                 "user_joined",
                 format!("{user} joined #{room}"),
                 room_target(room),
             ),
-            Kind::UserLeft => (
+            PresenceKind::UserLeft => (
                 "user_left",
                 format!("{user} left #{room}"),
                 room_target(room),
             ),
-            Kind::UserOnline => (
+            PresenceKind::UserOnline => (
                 "user_online",
                 format!("{user} is online"),
                 pb::Target::default(),
             ),
-            Kind::UserOffline => (
+            PresenceKind::UserOffline => (
                 "user_offline",
                 format!("{user} is offline"),
                 pb::Target::default(),
             ),
-            Kind::MemberJoined | Kind::MemberLeft => return None,
+            PresenceKind::MemberJoined | PresenceKind::MemberLeft => return None,
         };
         let room = if matches!(kind, "user_joined" | "user_left") {
             Value::String(room.to_owned())
@@ -225,156 +252,60 @@ impl Chat {
     }
 }
 
-/// The Engine.IO text frame of a Socket.IO EVENT in `ns`: `42/chat,["event",payload]`.
-fn event_packet(ns: &str, event: &str, payload: &Value) -> Bytes {
-    let body = json!([event, payload]).to_string();
-    let packet = if ns == "/" {
-        format!("42{body}")
-    } else {
-        format!("42{ns},{body}")
+/// Emits `event(payload)` to `target`; a failure is logged (the chat goes on).
+async fn emit(ns: &Namespace, target: pb::Target, event: &str, payload: Value) {
+    if let Err(e) = ns.select(target).emit(event, payload).await {
+        tracing::warn!(error = %e, "emit not published");
+    }
+}
+
+async fn reserve(ns: &Namespace, socket_id: &str, room: &str, limit: u32) -> Result<(), Refusal> {
+    match ns.reserve(room, socket_id, limit, RESERVE_TIMEOUT).await {
+        Ok(Reservation::Joined | Reservation::AlreadyMember) => Ok(()),
+        Ok(Reservation::Full) => Err("room full"),
+        Ok(Reservation::UnknownSocket) => Err("try again"),
+        Err(_) => Err("broker unavailable"),
+    }
+}
+
+/// Handles one forwarded event: its actions, then the answer to its ack (which carries the
+/// rooms the asking socket joins or leaves).
+async fn handle_event(ns: Namespace, chat: Arc<Mutex<Chat>>, mut ev: ClientEvent) {
+    let req = Request::of(&mut ev);
+    let planned = chat.lock().on_event(&req);
+    let (mut outcome, actions) = match planned {
+        Ok(actions) => (Ok(json!({ "ok": true })), actions),
+        Err(e) => (Err(e), Vec::new()),
     };
-    Bytes::from(packet)
-}
-
-struct Worker {
-    bus: Bus,
-    subjects: Subjects,
-    ns: String,
-    chat: Mutex<Chat>,
-}
-
-impl Worker {
-    /// The subject an emit to `target` goes on (one room → the room's subject; else the
-    /// namespace's), as the gateways route their own broadcasts.
-    fn emit_subject(&self, target: &pb::Target) -> Result<String, SubjectError> {
-        match target.rooms.as_slice() {
-            [room] => self.subjects.room(&self.ns, room),
-            _ => self.subjects.namespace(&self.ns),
-        }
-    }
-
-    async fn publish_envelope(&self, subject: String, body: pb::envelope::Body) {
-        let env = pb::Envelope { body: Some(body) };
-        if let Err(e) = self
-            .bus
-            .publish(subject, Bytes::from(env.encode_to_vec()))
-            .await
-        {
-            tracing::warn!(error = %e, "publish failed");
-        }
-    }
-
-    async fn emit(&self, target: pb::Target, event: &str, payload: &Value) {
-        let subject = match self.emit_subject(&target) {
-            Ok(subject) => subject,
-            Err(e) => return tracing::warn!(error = %e, "emit not published"),
-        };
-        let delivery = pb::Delivery {
-            origin: "chat-worker".to_owned(),
-            ns: self.ns.clone(),
-            target: Some(target),
-            packet: event_packet(&self.ns, event, payload),
-            attachments: Vec::new(),
-            volatile: false,
-            ack: None,
-        };
-        self.publish_envelope(subject, pb::envelope::Body::Delivery(delivery))
-            .await;
-    }
-
-    async fn reserve(&self, ev: &pb::ClientEvent, room: &str, limit: u32) -> Result<(), Refusal> {
-        use pb::reserve_reply::Outcome;
-        let req = pb::ReserveRequest {
-            ns: self.ns.clone(),
-            room: room.to_owned(),
-            socket_id: ev.socket_id.clone(),
-            max_members: limit,
-        };
-        let reply = self
-            .bus
-            .request(
-                self.subjects.reserve(),
-                Bytes::from(req.encode_to_vec()),
-                RESERVE_TIMEOUT,
-            )
-            .await
-            .map_err(|_| "broker unavailable")?;
-        let reply = pb::ReserveReply::decode(reply).map_err(|_| "broker unavailable")?;
-        match Outcome::try_from(reply.outcome) {
-            Ok(Outcome::Joined | Outcome::AlreadyMember) => Ok(()),
-            Ok(Outcome::Full) => Err("room full"),
-            Ok(Outcome::UnknownSocket) | Err(_) => Err("try again"),
-        }
-    }
-
-    async fn handle_event(&self, msg: Message) {
-        let Ok(ev) = pb::ClientEvent::decode(msg.payload) else {
-            tracing::debug!("malformed client event ignored");
-            return;
-        };
-        let planned = self.chat.lock().on_event(&ev);
-        let (mut reply, actions) = match planned {
-            Ok(actions) => (Ok(json!({ "ok": true })), actions),
-            Err(e) => (Err(e), Vec::new()),
-        };
-        // Rooms the asking socket joins or leaves: carried by the reply, applied by its gateway.
-        let (mut join, mut leave) = (Vec::new(), Vec::new());
-        for action in actions {
-            match action {
-                Action::Emit {
-                    target,
-                    event,
-                    payload,
-                } => self.emit(target, event, &payload).await,
-                Action::ReserveAndJoin { room, limit } => {
-                    match self.reserve(&ev, &room, limit).await {
-                        Ok(()) => {
-                            reply = Ok(json!({ "ok": true, "room": room }));
-                            join.push(room);
-                        }
-                        Err(e) => reply = Err(e),
+    let (mut join, mut leave) = (Vec::new(), Vec::new());
+    for action in actions {
+        match action {
+            Action::Emit {
+                target,
+                event,
+                payload,
+            } => emit(&ns, target, event, payload).await,
+            Action::ReserveAndJoin { room, limit } => {
+                match reserve(&ns, &req.socket_id, &room, limit).await {
+                    Ok(()) => {
+                        outcome = Ok(json!({ "ok": true, "room": room }));
+                        join.push(room);
                     }
+                    Err(e) => outcome = Err(e),
                 }
-                Action::Leave { room } => leave.push(room),
             }
-        }
-        let Some(to) = msg.reply else {
-            return;
-        };
-        let args = match reply {
-            Ok(v) => json!([v]),
-            Err(e) => json!([{ "ok": false, "error": e }]),
-        };
-        let answer = pb::EventReply {
-            args_json: args.to_string(),
-            join,
-            leave,
-            ..Default::default()
-        };
-        if let Err(e) = self
-            .bus
-            .publish(to, Bytes::from(answer.encode_to_vec()))
-            .await
-        {
-            tracing::warn!(error = %e, "reply failed");
+            Action::Leave { room } => leave.push(room),
         }
     }
-
-    async fn handle_presence(&self, msg: Message) {
-        let Ok(ev) = pb::PresenceEvent::decode(msg.payload) else {
-            return;
-        };
-        if ev.ns != self.ns {
-            return;
-        }
-        if let Some(Action::Emit {
-            target,
-            event,
-            payload,
-        }) = Chat::on_presence(&ev)
-        {
-            self.emit(target, event, &payload).await;
-        }
+    // The chat's refusals are acks with `{ok: false, error}` arguments (not `EventReply::error`,
+    // which the client could not tell from the gateway's own errors).
+    let reply = match outcome {
+        Ok(v) => join.into_iter().fold(EventReply::ok(v), EventReply::join),
+        Err(e) => EventReply::ok(json!({ "ok": false, "error": e })),
+    };
+    let reply = leave.into_iter().fold(reply, EventReply::leave);
+    if let Err(e) = ev.reply(reply).await {
+        tracing::warn!(error = %e, "reply failed");
     }
 }
 
@@ -386,64 +317,52 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 async fn run() -> Result<(), String> {
-    let url = env_or("SWITCHBOARD_NATS_URL", "nats://127.0.0.1:4222");
-    let subjects = Subjects::new(&env_or("SWITCHBOARD_SUBJECT_PREFIX", "sio"))
-        .map_err(|e| format!("SWITCHBOARD_SUBJECT_PREFIX: {e}"))?;
+    let mut opts = Options::from_env().map_err(|e| e.to_string())?;
+    opts.nats.name = "switchboard chat worker".to_owned();
+    opts.origin = "chat-worker".to_owned();
     let ns = env_or("CHAT_NAMESPACE", "/chat");
     let max_members = env_or("CHAT_MAX_MEMBERS", "50")
         .parse::<u32>()
         .ok()
         .filter(|n| *n > 0)
         .ok_or("CHAT_MAX_MEMBERS must be a positive number")?;
-    let bus = Bus::connect(&NatsOptions {
-        url,
-        name: "switchboard chat worker".to_owned(),
-        user: std::env::var("SWITCHBOARD_NATS_USER").ok().map(|u| {
-            (
-                u,
-                std::env::var("SWITCHBOARD_NATS_PASSWORD").unwrap_or_default(),
-            )
-        }),
-        credentials_file: std::env::var_os("SWITCHBOARD_NATS_CREDS").map(Into::into),
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    let worker = Arc::new(Worker {
-        bus: bus.clone(),
-        subjects: subjects.clone(),
-        ns: ns.clone(),
-        chat: Mutex::new(Chat::new(max_members)),
-    });
-    let mut events = bus
-        .queue_subscribe(
-            subjects.all_events_in(&ns).map_err(|e| e.to_string())?,
-            "chat-workers".to_owned(),
-        )
+    let worker = Worker::connect(opts).await.map_err(|e| e.to_string())?;
+    // deploy/chat.toml runs /chat with connection state recovery: the emits go into the log,
+    // so a client that comes back gets them with the rest of what it missed.
+    let recovery = match env_or("CHAT_RECOVERY", "true").as_str() {
+        "true" | "1" => true,
+        "false" | "0" => false,
+        _ => return Err("CHAT_RECOVERY must be true or false".to_owned()),
+    };
+    let chat_ns = worker.of(&ns).recovery(recovery);
+    let mut events = chat_ns
+        .events(Some(QUEUE_GROUP))
         .await
         .map_err(|e| e.to_string())?;
-    let mut presence = bus
-        .queue_subscribe(
-            subjects.presence(&ns).map_err(|e| e.to_string())?,
-            "chat-workers".to_owned(),
-        )
+    let mut presence = chat_ns
+        .presence(Some(QUEUE_GROUP))
         .await
         .map_err(|e| e.to_string())?;
     // "ready" means the subscriptions are in effect at the server, not just sent.
-    bus.barrier(std::time::Duration::from_secs(10))
+    worker
+        .ready(Duration::from_secs(10))
         .await
         .map_err(|e| e.to_string())?;
     println!(
-        "chat worker ready: namespace {ns}, prefix {}",
-        subjects.prefix()
+        "chat worker ready: namespace {ns}, prefix {}, recovery {recovery}",
+        worker.subjects().prefix()
     );
+    let chat = Arc::new(Mutex::new(Chat::new(max_members)));
     loop {
         tokio::select! {
-            Some(msg) = events.next() => {
-                let w = worker.clone();
-                tokio::spawn(async move { w.handle_event(msg).await });
+            Some(ev) = events.next() => {
+                tokio::spawn(handle_event(chat_ns.clone(), chat.clone(), ev));
             }
-            Some(msg) = presence.next() => worker.handle_presence(msg).await,
+            Some(ev) = presence.next() => {
+                if let Some(Action::Emit { target, event, payload }) = Chat::on_presence(&ev) {
+                    emit(&chat_ns, target, event, payload).await;
+                }
+            }
             _ = tokio::signal::ctrl_c() => return Ok(()),
             else => return Err("the bus closed".to_owned()),
         }
@@ -465,16 +384,16 @@ async fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn event(name: &str, args: Value, user: Option<&str>, rooms: &[&str]) -> pb::ClientEvent {
-        pb::ClientEvent {
-            node: "gw1".into(),
-            socket_id: "gw1.abc".into(),
-            ns: "/chat".into(),
+    fn event(name: &str, args: Value, user: Option<&str>, rooms: &[&str]) -> Request {
+        let Value::Array(args) = args else {
+            panic!("arguments are an array");
+        };
+        Request {
             event: name.into(),
-            args_json: args.to_string(),
+            args,
             user: user.map(str::to_owned),
+            socket_id: "gw1.abc".into(),
             rooms: rooms.iter().map(|r| (*r).to_owned()).collect(),
-            ..Default::default()
         }
     }
 
@@ -563,11 +482,11 @@ mod tests {
 
     #[test]
     fn presence_becomes_notices() {
-        use pb::presence_event::Kind;
-        let ev = |kind: Kind, user: &str| pb::PresenceEvent {
-            kind: kind as i32,
+        use PresenceKind as Kind;
+        let ev = |kind: Kind, user: &str| PresenceEvent {
+            kind,
             ns: "/chat".into(),
-            room: "lobby".into(),
+            room: Some("lobby".into()),
             user: Some(user.into()),
             socket_id: "gw1.x".into(),
             reason: "node_lost".into(),
@@ -591,17 +510,10 @@ mod tests {
         assert_eq!(payload["room"], Value::Null);
         assert_eq!(Chat::on_presence(&ev(Kind::MemberJoined, "al")), None);
         assert_eq!(Chat::on_presence(&ev(Kind::UserJoined, "")), None);
-    }
-
-    #[test]
-    fn packets_are_engine_io_text_frames() {
-        assert_eq!(
-            &event_packet("/chat", "pm", &json!({"a": 1}))[..],
-            br#"42/chat,["pm",{"a":1}]"#
-        );
-        assert_eq!(
-            &event_packet("/", "pm", &json!(null))[..],
-            br#"42["pm",null]"#
-        );
+        let own_room = PresenceEvent {
+            room: Some("user:al".into()),
+            ..ev(Kind::UserJoined, "al")
+        };
+        assert_eq!(Chat::on_presence(&own_room), None);
     }
 }
