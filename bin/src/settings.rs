@@ -1,4 +1,4 @@
-//! The settings both tiers share — NATS, the cluster, the broker, gRPC, logs — read from the
+//! The settings both tiers share — NATS, the cluster, the broker, gRPC, API keys, logs — read from the
 //! configuration file and the environment, validated before anything binds or connects.
 //!
 //! Why here, in the binaries' crate: these settings compose the tiers (a standalone gateway
