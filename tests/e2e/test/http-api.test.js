@@ -3,11 +3,12 @@
 // listener serves the embedded broker's HTTP API (POST /api/<operation>, docs/admin-api.md) and
 // its gRPC port the same keys. A backend with an emit-only key broadcasts to a room an official
 // socket.io-client is in (the client receives it), but cannot kick or read on either API; an admin
-// key kicks (the client is disconnected). The refusals are counted in the metrics.
+// key kicks (the client is disconnected). The refusals are counted in the metrics. Then the
+// broker binary of a cluster serves the same API on its HTTP port.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { startGateway, waitFor } = require('../lib/cluster');
+const { startCluster, startGateway, waitFor } = require('../lib/cluster');
 const { Members, converged, CONFIG, ENV: MEMBER_ENV, NS, OK } = require('../lib/members');
 const { adminClient, status } = require('../lib/admin');
 const { within } = require('../lib/client');
@@ -139,5 +140,41 @@ describe('HTTP API with scoped keys on a standalone gateway', () => {
     assert.ok(doc.paths['/api/broadcast'].post);
     const client = await fetch(`${gw.url}/api/stats`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: '{}' });
     assert.equal(client.status, 404, 'the client port has no API');
+  });
+});
+
+describe('HTTP API on the broker of a cluster', () => {
+  let cluster;
+  const members = new Members();
+  before(async () => {
+    cluster = await startCluster({ config: CONFIG, env: ENV, gateways: 2 });
+  });
+  after(async () => {
+    members.closeAll();
+    if (cluster) await cluster.stop();
+  });
+
+  it("serves it on the broker's HTTP port: an emit key reaches clients on both gateways, and cannot read", async () => {
+    const [g1, g2] = cluster.gateways;
+    const a = await members.connect(g1);
+    const b = await members.connect(g2);
+    for (const m of [a, b]) assert.deepEqual(await m.join('lobby'), OK);
+    await converged(() => cluster.broker.state(), members);
+    const broker = { operatorUrl: cluster.broker.url };
+    const sent = await api(broker, 'broadcast', { selector: { ns: NS, rooms: ['lobby'] }, event: 'all-hands', argsJson: '[2]' }, EMIT_KEY);
+    assert.equal(sent.status, 200, JSON.stringify(sent.json));
+    assert.deepEqual(sent.json, { targeted: '2' });
+    for (const m of [a, b]) {
+      await m.until('all-hands');
+      assert.deepEqual(m.of('all-hands'), [[2]]);
+    }
+    const refused = await api(broker, 'room_members', { ns: NS, room: 'lobby' }, EMIT_KEY);
+    assert.equal(refused.status, 403);
+    const inRoom = await api(broker, 'room_members', { ns: NS, room: 'lobby' }, READ_KEY);
+    assert.equal(inRoom.status, 200);
+    assert.deepEqual(inRoom.json.members.map((s) => s.id).sort(), [a.id, b.id].sort());
+    // A gateway of a cluster serves no API: the brokers do.
+    const gw = await fetch(`${g1.operatorUrl}/api/stats`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' }, body: '{}' });
+    assert.equal(gw.status, 404);
   });
 });
