@@ -10,7 +10,7 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { startCluster, startGateway, waitFor } = require('../lib/cluster');
 const { Members, converged, CONFIG, ENV: MEMBER_ENV, NS, OK } = require('../lib/members');
-const { adminClient, status } = require('../lib/admin');
+const { adminClient, failsWith, status } = require('../lib/admin');
 const { within } = require('../lib/client');
 
 const ADMIN_KEY = 'e2e-admin-key-0123456789';
@@ -33,16 +33,6 @@ async function api(gw, operation, body, key) {
     signal: AbortSignal.timeout(15000),
   });
   return { status: res.status, json: await res.json() };
-}
-
-async function failsWith(promise, code) {
-  try {
-    await promise;
-  } catch (err) {
-    assert.equal(err.code, code, `expected status ${code}, got ${err.code}: ${err.details}`);
-    return err;
-  }
-  assert.fail(`expected status ${code}, the call succeeded`);
 }
 
 describe('HTTP API with scoped keys on a standalone gateway', () => {
