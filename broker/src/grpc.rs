@@ -1046,10 +1046,10 @@ pub async fn serve(
             reflection,
             AnyKey(opts.keys.clone()),
         ))
-        .add_service(Metered::new(Authorized {
+        .add_service(Guarded {
             inner: AdminServer::new(service),
             keys: opts.keys.clone(),
-        }))
+        })
         .serve_with_incoming_shutdown(
             // No Nagle: small responses must not wait for the peer's delayed ACK (~40 ms).
             tonic::transport::server::TcpIncoming::from(listener)
@@ -1153,34 +1153,31 @@ impl Drop for Call {
     }
 }
 
-/// Counts every call of the wrapped service by method and status code (see [`GRPC_CALLS`]),
-/// including calls the bearer-token interceptor refuses.
+/// Refuses each call whose key (`authorization: Bearer <key>`) lacks the call's scope
+/// ([`ApiKeys::authorize`], the method read from the path) before the service sees it, and
+/// counts every call by method and status code (see [`GRPC_CALLS`]), refused ones included.
 ///
 /// [`GRPC_CALLS`]: crate::metrics::GRPC_CALLS
 #[derive(Clone)]
-struct Metered<S> {
+struct Guarded<S> {
     inner: S,
+    keys: ApiKeys,
 }
 
-impl<S> Metered<S> {
-    fn new(inner: S) -> Self {
-        Self { inner }
-    }
-}
-
-impl<S: tonic::server::NamedService> tonic::server::NamedService for Metered<S> {
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Guarded<S> {
     const NAME: &'static str = S::NAME;
 }
 
 type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
 
-impl<S, B, R> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Metered<S>
+impl<S, B, R> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Guarded<S>
 where
     S: tonic::codegen::Service<
             tonic::codegen::http::Request<B>,
             Response = tonic::codegen::http::Response<R>,
         >,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
     R: hyper::body::Body<Data = Bytes, Error = Status> + Send + 'static,
 {
     type Response = HttpResponse;
@@ -1195,11 +1192,20 @@ where
     }
 
     fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let method = method_label(req.uri().path());
         let mut call = Call {
-            method: method_label(req.uri().path()),
+            method,
             start: Instant::now(),
             done: false,
         };
+        let header = req.headers().get("authorization").map(|v| v.as_bytes());
+        match self.keys.authorize(Api::Grpc, method, header) {
+            Ok(key) => tracing::debug!(key = key.name(), method, "gRPC call"),
+            Err(status) => {
+                call.finish(status.code());
+                return Box::pin(std::future::ready(Ok(status.into_http())));
+            }
+        }
         let response = self.inner.call(req);
         Box::pin(async move {
             let (parts, body) = response.await?.into_parts();
@@ -1213,49 +1219,6 @@ where
             };
             Ok(HttpResponse::from_parts(parts, body))
         })
-    }
-}
-
-/// Refuses each Admin call whose key (`authorization: Bearer <key>`) lacks the call's scope
-/// ([`ApiKeys::authorize`]), with the call's method read from its path, before the service sees
-/// it.
-#[derive(Clone)]
-struct Authorized<S> {
-    inner: S,
-    keys: ApiKeys,
-}
-
-impl<S: tonic::server::NamedService> tonic::server::NamedService for Authorized<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Authorized<S>
-where
-    S: tonic::codegen::Service<tonic::codegen::http::Request<B>, Response = HttpResponse>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = HttpResponse;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<HttpResponse, S::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
-        let method = method_label(req.uri().path());
-        let header = req.headers().get("authorization").map(|v| v.as_bytes());
-        match self.keys.authorize(Api::Grpc, method, header) {
-            Ok(key) => {
-                tracing::debug!(key = key.name(), method, "gRPC call");
-                Box::pin(self.inner.call(req))
-            }
-            Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
-        }
     }
 }
 
