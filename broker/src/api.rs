@@ -88,22 +88,14 @@ operations! {
 /// The HTTP API over one Admin service and its keys; cheap to clone.
 #[derive(Clone)]
 pub struct HttpApi {
-    service: AdminService,
-    keys: ApiKeys,
     router: axum::Router,
 }
 
 impl HttpApi {
     /// The API serving `service` to holders of `keys`.
     pub fn new(service: AdminService, keys: ApiKeys) -> Self {
-        let state = Inner {
-            service: service.clone(),
-            keys: keys.clone(),
-        };
         Self {
-            service,
-            keys,
-            router: router(state),
+            router: router(Inner { service, keys }),
         }
     }
 
@@ -134,16 +126,6 @@ impl HttpApi {
                 hyper::Response::from_parts(parts, Full::new(Bytes::new()))
             }
         }
-    }
-
-    /// The Admin service behind it.
-    pub fn service(&self) -> &AdminService {
-        &self.service
-    }
-
-    /// The keys it accepts.
-    pub fn keys(&self) -> &ApiKeys {
-        &self.keys
     }
 }
 

@@ -691,9 +691,17 @@ mod tests {
         let (operator, stop_operator) = serve_on_free_port(
             Router::operator()
                 .metrics(doc("# metrics"))
-                .state(doc("{}")),
+                .state(doc("{}"))
+                .api(
+                    "/api/",
+                    Arc::new(|_req| Box::pin(async { plain(StatusCode::IM_A_TEAPOT, "api") })),
+                ),
         );
         let cases = [
+            (client, "/api/stats", "404"),
+            (operator, "/api/stats", "418"),
+            (operator, "/api", "418"),
+            (operator, "/apis", "404"),
             (client, "/metrics", "404"),
             (client, "/v1/state", "404"),
             (client, "/health", "200"),
