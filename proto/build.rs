@@ -1,6 +1,7 @@
 //! Generates the bus envelopes from `proto/bus.proto` with prost, and, with the `grpc` feature,
 //! the broker's gRPC service from `proto/admin.proto` with tonic (server and client), plus the
-//! file descriptor set that gRPC reflection serves.
+//! file descriptor set that gRPC reflection serves, and serde impls of the admin messages in the
+//! proto3 canonical JSON mapping (`pbjson-build`), which the broker's HTTP API speaks.
 //!
 //! `protoc` comes from the `protoc-bin-vendored` crate, so no system install is needed; set
 //! `PROTOC` to use another one (Debian's `protobuf-compiler` 3.21 gives the same output).
@@ -29,6 +30,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tonic_prost_build::configure()
             .file_descriptor_set_path(out.join("admin_descriptor.bin"))
             .compile_with_config(config()?, &["proto/admin.proto"], &["proto"])?;
+        // The HTTP API's JSON shapes, generated from the same descriptors: they cannot drift
+        // from the proto.
+        let descriptors = std::fs::read(out.join("admin_descriptor.bin"))?;
+        pbjson_build::Builder::new()
+            .register_descriptors(&descriptors)?
+            .build(&[".switchboard.admin.v1"])?;
     }
     Ok(())
 }

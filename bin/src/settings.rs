@@ -1,4 +1,4 @@
-//! The settings both tiers share — NATS, the cluster, the broker, gRPC, logs — read from the
+//! The settings both tiers share — NATS, the cluster, the broker, gRPC, API keys, logs — read from the
 //! configuration file and the environment, validated before anything binds or connects.
 //!
 //! Why here, in the binaries' crate: these settings compose the tiers (a standalone gateway
@@ -34,7 +34,9 @@
 //! | `[broker] http_port` | `SWITCHBOARD_BROKER_HTTP_PORT` | `9090` | the broker's HTTP port; 0 = any free port |
 //! | `[broker] id` | `SWITCHBOARD_BROKER_ID` | random | the broker's id (`A-Z a-z 0-9 _ -`, at most 64) |
 //! | `[broker] leader` | `SWITCHBOARD_BROKER_LEADER` | `kv` | `kv` (JetStream lease, several brokers) or `always` (one broker) |
-//! | `[grpc] admin_token` | `SWITCHBOARD_ADMIN_TOKEN` | unset: no gRPC | bearer token of every Admin call, at least 16 bytes |
+//! | `[grpc] admin_token` | `SWITCHBOARD_ADMIN_TOKEN` | unset | an API key named `admin_token` with the `admin` scope, at least 16 bytes |
+//! | `[api] keys` | `SWITCHBOARD_API_KEYS` | unset | API keys: `name:scope,scope:secret` entries separated by `;` |
+//! | `[api] keys_file` | `SWITCHBOARD_API_KEYS_FILE` | unset | a TOML file of `[[key]]` tables (`name`, `scopes`, `secret`) |
 //! | `[grpc] host` | `SWITCHBOARD_GRPC_HOST` | `127.0.0.1` | gRPC listen address (name or IP) |
 //! | `[grpc] port` | `SWITCHBOARD_GRPC_PORT` | `50051` | gRPC port; 0 = any free port |
 //! | `[grpc] tls_cert`, `tls_key` | `SWITCHBOARD_GRPC_TLS_CERT`, `SWITCHBOARD_GRPC_TLS_KEY` | unset: plaintext | PEM files (both or neither) |
@@ -44,6 +46,11 @@
 //! | `[server] client_js` | `SWITCHBOARD_CLIENT_JS` | the test suite's copy | the demo page's `socket.io.min.js` |
 //! | `[operator] host` | `SWITCHBOARD_OPERATOR_HOST` | `127.0.0.1` | the gateway's operator listen address |
 //! | `[operator] port` | `SWITCHBOARD_OPERATOR_PORT` | `9464` | the gateway's operator port |
+//!
+//! The admin APIs (gRPC and the HTTP API) are served when at least one API key is configured
+//! (by any of the three `[grpc] admin_token`, `[api] keys`, `[api] keys_file`, together): by the
+//! broker, and by a standalone gateway (in a cluster, the brokers serve them). Key names are
+//! unique, as are secrets; scopes are `read`, `emit`, `admin` (`switchboard_broker::keys`).
 //!
 //! The `[server]` and `[operator]` rows are the gateway's tables: the file side is validated by
 //! the gateway's config module, the environment side here ([`Settings::apply_to`]), with the
@@ -58,6 +65,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchboard_broker::LeaderMode;
 use switchboard_broker::grpc::{self, DEFAULT_GRPC_PORT, GrpcOptions, MIN_TOKEN_BYTES};
+use switchboard_broker::keys::{self, ApiKey, ApiKeys, Scope};
 use switchboard_bus::NatsOptions;
 use switchboard_gateway::config::{
     Config as GatewayConfig, Location, Problem, Problems, bare_host, line_col, valid_host,
@@ -119,6 +127,8 @@ pub const VARS: &[Var] = &[
     var("broker", "id", "SWITCHBOARD_BROKER_ID"),
     var("broker", "leader", "SWITCHBOARD_BROKER_LEADER"),
     secret("grpc", "admin_token", "SWITCHBOARD_ADMIN_TOKEN"),
+    secret("api", "keys", "SWITCHBOARD_API_KEYS"),
+    var("api", "keys_file", "SWITCHBOARD_API_KEYS_FILE"),
     var("grpc", "host", "SWITCHBOARD_GRPC_HOST"),
     var("grpc", "port", "SWITCHBOARD_GRPC_PORT"),
     var("grpc", "tls_cert", "SWITCHBOARD_GRPC_TLS_CERT"),
@@ -152,7 +162,7 @@ pub fn env_help(process: Process) -> String {
 }
 
 /// The tables read from the file here; the gateway's config module owns the others.
-const TABLES: [&str; 5] = ["nats", "cluster", "broker", "grpc", "log"];
+const TABLES: [&str; 6] = ["nats", "cluster", "broker", "grpc", "api", "log"];
 /// Tables the gateway's config module reads (the broker accepts and ignores them).
 pub const GATEWAY_TABLES: [&str; 4] = ["server", "operator", "limits", "namespace"];
 
@@ -196,14 +206,14 @@ pub struct BrokerSettings {
     pub leader: LeaderMode,
 }
 
-/// Where and how gRPC is served (on when an admin token is set).
+/// Where and how gRPC is served (on when an API key is set; the HTTP API is on with it).
 #[derive(Clone, Debug)]
 pub struct GrpcSettings {
     /// Listen address (name or IP).
     pub host: String,
     /// Port.
     pub port: u16,
-    /// The token and the TLS pair.
+    /// The API keys and the TLS pair.
     pub options: GrpcOptions,
 }
 
@@ -238,10 +248,11 @@ pub struct Settings {
     pub forward: bool,
     /// The broker binary's settings.
     pub broker: BrokerSettings,
-    /// The gRPC admin API; `None`: off.
+    /// The admin APIs: gRPC, and with the same keys the HTTP API; `None`: off (no key, or a
+    /// gateway in a cluster).
     pub grpc: Option<GrpcSettings>,
-    /// A gateway in a cluster given an admin token: said once at startup (the brokers serve
-    /// gRPC).
+    /// A gateway in a cluster given API keys: said once at startup (the brokers serve the admin
+    /// APIs).
     pub grpc_ignored: bool,
     /// How logs are written.
     pub log: LogFormat,
@@ -365,6 +376,7 @@ struct RawFile {
     cluster: Option<RawTable>,
     broker: Option<RawTable>,
     grpc: Option<RawTable>,
+    api: Option<RawTable>,
     log: Option<RawTable>,
 }
 
@@ -408,7 +420,14 @@ fn gather(file: Option<File<'_>>, env: &dyn Fn(&str) -> Option<String>) -> Gathe
                 message: e.message().trim().to_owned(),
             }),
             Ok(raw) => {
-                let tables = [raw.nats, raw.cluster, raw.broker, raw.grpc, raw.log];
+                let tables = [
+                    raw.nats,
+                    raw.cluster,
+                    raw.broker,
+                    raw.grpc,
+                    raw.api,
+                    raw.log,
+                ];
                 for (name, table) in TABLES.into_iter().zip(tables) {
                     for (key, value) in table.into_iter().flatten() {
                         let at = file_location(&file, value.span().start);
@@ -687,7 +706,8 @@ impl Settings {
         // files loaded); in a cluster they belong to the brokers.
         let serves_grpc = process == Process::Broker || !cluster;
         let grpc = if serves_grpc { c.grpc(&given) } else { None };
-        let grpc_ignored = !serves_grpc && given.get("grpc", "admin_token").is_some();
+        let grpc_ignored =
+            !serves_grpc && KEY_SETTINGS.iter().any(|&k| given.get(k.0, k.1).is_some());
         let log = c
             .opt(&given, ("log", "format"), |g| match g.value.as_str() {
                 "text" => Ok(LogFormat::Text),
@@ -832,17 +852,10 @@ impl Check {
         let port = self
             .opt(given, ("grpc", "port"), rule::port)
             .unwrap_or(DEFAULT_GRPC_PORT);
-        let token = self.opt(given, ("grpc", "admin_token"), |g| {
-            let ok = g.value.len() >= MIN_TOKEN_BYTES
-                && !g.value.chars().any(|c| c.is_whitespace() || c.is_control());
-            ok.then(|| g.value.clone()).ok_or_else(|| {
-                g.problem(format!(
-                    "must be at least {MIN_TOKEN_BYTES} bytes without spaces (e.g. `openssl \
-                     rand -hex 24`)"
-                ))
-            })
-        });
-        let token = token?;
+        let keys = self.api_keys(given);
+        if keys.is_empty() {
+            return None;
+        }
         let tls = match (given.get("grpc", "tls_cert"), given.get("grpc", "tls_key")) {
             (None, None) => None,
             (Some(cert), Some(key)) => {
@@ -872,9 +885,154 @@ impl Check {
         Some(GrpcSettings {
             host,
             port,
-            options: GrpcOptions { token, tls },
+            options: GrpcOptions { keys, tls },
         })
     }
+
+    /// The API keys of `[grpc] admin_token`, `[api] keys` and `[api] keys_file`, together;
+    /// empty when none is set. Every problem is noted; no secret is repeated.
+    fn api_keys(&mut self, given: &Gathered) -> ApiKeys {
+        // (key, where it was given)
+        let mut found: Vec<(ApiKey, String, Location)> = Vec::new();
+        if let Some(g) = given.get("grpc", "admin_token") {
+            match keys::check_secret(&g.value) {
+                Ok(()) => found.push((
+                    ApiKey::new(ADMIN_TOKEN_KEY, &[Scope::Admin], &g.value),
+                    g.value.clone(),
+                    g.at.clone(),
+                )),
+                Err(e) => self.problems.push(g.problem(format!(
+                    "must be at least {MIN_TOKEN_BYTES} bytes without spaces ({e})"
+                ))),
+            }
+        }
+        if let Some(g) = given.get("api", "keys") {
+            for (n, entry) in g.value.split(';').map(str::trim).enumerate() {
+                if entry.is_empty() {
+                    continue;
+                }
+                let mut parts = entry.splitn(3, ':');
+                let (Some(name), Some(scopes), Some(secret)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    self.problems.push(
+                        g.problem(format!("entry {}: expected name:scope,scope:secret", n + 1)),
+                    );
+                    continue;
+                };
+                let scopes: Vec<&str> = scopes.split(',').map(str::trim).collect();
+                match key(name.trim(), &scopes, secret.trim()) {
+                    Ok(k) => found.push((k, secret.trim().to_owned(), g.at.clone())),
+                    Err(e) => self
+                        .problems
+                        .push(g.problem(format!("entry {}: {e}", n + 1))),
+                }
+            }
+        }
+        if let Some(g) = given.get("api", "keys_file") {
+            match rule::read(g).map(String::from_utf8) {
+                Err(p) => self.problems.push(p),
+                Ok(Err(_)) => self.problems.push(g.problem("is not UTF-8 text")),
+                Ok(Ok(text)) => {
+                    let origin = g.path().display().to_string();
+                    let file = File {
+                        origin: &origin,
+                        text: &text,
+                    };
+                    match toml::from_str::<KeysFile>(&text) {
+                        Err(e) => self.problems.push(Problem {
+                            location: match e.span() {
+                                Some(span) => file_location(&file, span.start),
+                                None => file_location(&file, 0),
+                            },
+                            message: e.message().trim().to_owned(),
+                        }),
+                        Ok(raw) => {
+                            for k in raw.key {
+                                let at = file_location(&file, k.span().start);
+                                let k = k.into_inner();
+                                let scopes: Vec<&str> =
+                                    k.scopes.iter().map(String::as_str).collect();
+                                match key(&k.name, &scopes, &k.secret) {
+                                    Ok(key) => found.push((key, k.secret, at)),
+                                    Err(e) => self.problems.push(Problem {
+                                        location: at,
+                                        message: format!("[[key]]: {e}"),
+                                    }),
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Names and secrets are unique: a log line names one key, a secret is one key's.
+        let mut names = std::collections::BTreeSet::new();
+        let mut secrets = std::collections::BTreeSet::new();
+        let mut keys = Vec::new();
+        for (key, secret, at) in found {
+            if !names.insert(key.name().to_owned()) {
+                self.problems.push(Problem {
+                    location: at,
+                    message: format!("API key {:?}: the name is taken by another key", key.name()),
+                });
+            } else if !secrets.insert(secret) {
+                self.problems.push(Problem {
+                    location: at,
+                    message: format!(
+                        "API key {:?}: its secret is another key's (each key needs its own)",
+                        key.name()
+                    ),
+                });
+            } else {
+                keys.push(key);
+            }
+        }
+        ApiKeys::new(keys)
+    }
+}
+
+/// The settings that configure API keys.
+const KEY_SETTINGS: [(&str, &str); 3] = [
+    ("grpc", "admin_token"),
+    ("api", "keys"),
+    ("api", "keys_file"),
+];
+
+/// The name of the key `[grpc] admin_token` makes.
+pub const ADMIN_TOKEN_KEY: &str = "admin_token";
+
+/// A keys file (`[api] keys_file`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    #[serde(default)]
+    key: Vec<toml::Spanned<RawKey>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    name: String,
+    scopes: Vec<String>,
+    secret: String,
+}
+
+/// One key from its parts; the message never repeats the secret.
+fn key(name: &str, scopes: &[&str], secret: &str) -> Result<ApiKey, String> {
+    keys::check_name(name)?;
+    let parsed = scopes
+        .iter()
+        .map(|s| {
+            Scope::parse(s)
+                .ok_or_else(|| format!("key {name:?}: unknown scope {s:?} (read, emit or admin)"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if parsed.is_empty() {
+        return Err(format!("key {name:?}: no scope (read, emit or admin)"));
+    }
+    keys::check_secret(secret).map_err(|e| format!("key {name:?}: {e}"))?;
+    Ok(ApiKey::new(name, &parsed, secret))
 }
 
 #[cfg(test)]
@@ -1008,7 +1166,10 @@ mod tests {
             .grpc
             .unwrap();
         assert_eq!((g.host.as_str(), g.port), ("127.0.0.1", DEFAULT_GRPC_PORT));
-        assert_eq!(g.options.token, "0123456789abcdef");
+        let keys = g.options.keys.keys();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].name(), ADMIN_TOKEN_KEY);
+        assert_eq!(keys[0].scopes(), [Scope::Admin]);
         assert!(g.options.tls.is_none());
         let g = broker(&[
             URL,
@@ -1050,6 +1211,130 @@ mod tests {
             assert!(e.starts_with(var), "{var}: {e}");
             assert!(!e.contains("0123456789abcdef"), "the token is secret: {e}");
         }
+    }
+
+    fn key_names(s: &Settings) -> Vec<(String, Vec<Scope>)> {
+        s.grpc
+            .as_ref()
+            .map(|g| g.options.keys.keys())
+            .unwrap_or_default()
+            .iter()
+            .map(|k| (k.name().to_owned(), k.scopes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn api_keys_come_from_the_environment_a_file_and_the_admin_token() {
+        let dir = std::env::temp_dir().join(format!("sb-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keys.toml");
+        std::fs::write(
+            &file,
+            "[[key]]\nname = \"ops-new\"\nscopes = [\"admin\"]\nsecret = \"file-secret-0123456789\"\n",
+        )
+        .unwrap();
+        let s = broker(&[
+            URL,
+            ("SWITCHBOARD_ADMIN_TOKEN", "0123456789abcdef"),
+            (
+                "SWITCHBOARD_API_KEYS",
+                "chat:emit:emit-secret-0123456789; stats:read,emit:read-secret-0123:456789;",
+            ),
+            ("SWITCHBOARD_API_KEYS_FILE", file.to_str().unwrap()),
+        ])
+        .unwrap();
+        assert_eq!(
+            key_names(&s),
+            [
+                ("admin_token".to_owned(), vec![Scope::Admin]),
+                ("chat".to_owned(), vec![Scope::Emit]),
+                ("stats".to_owned(), vec![Scope::Read, Scope::Emit]),
+                ("ops-new".to_owned(), vec![Scope::Admin]),
+            ]
+        );
+        // The keys work: a secret with a colon is the rest of its entry.
+        let keys = &s.grpc.as_ref().unwrap().options.keys;
+        let ok = |secret: &str, method: &str| {
+            keys.authorize(
+                keys::Api::Http,
+                method,
+                Some(format!("Bearer {secret}").as_bytes()),
+            )
+            .map(|k| k.name().to_owned())
+            .map_err(|e| e.code())
+        };
+        assert_eq!(
+            ok("read-secret-0123:456789", "Stats"),
+            Ok("stats".to_owned())
+        );
+        assert_eq!(
+            ok("file-secret-0123456789", "Disconnect"),
+            Ok("ops-new".to_owned())
+        );
+        assert_eq!(
+            ok("emit-secret-0123456789", "Disconnect"),
+            Err(tonic::Code::PermissionDenied)
+        );
+        // A key alone turns the admin APIs on, and a cluster gateway ignores it.
+        let only = broker(&[URL, ("SWITCHBOARD_API_KEYS", "a:read:0123456789abcdef")]).unwrap();
+        assert_eq!(key_names(&only), [("a".to_owned(), vec![Scope::Read])]);
+        let gw = gateway(&[URL, ("SWITCHBOARD_API_KEYS", "a:read:0123456789abcdef")]).unwrap();
+        assert!(gw.grpc.is_none() && gw.grpc_ignored);
+        // The same from the file's `[api]` table.
+        let from_file = load(
+            Process::Broker,
+            Some("[api]\nkeys = \"a:admin:0123456789abcdef\"\n"),
+            &[URL],
+        )
+        .unwrap();
+        assert_eq!(
+            key_names(&from_file),
+            [("a".to_owned(), vec![Scope::Admin])]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_api_keys_are_each_reported_without_their_secret() {
+        let dir = std::env::temp_dir().join(format!("sb-badkeys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keys.toml");
+        std::fs::write(
+            &file,
+            "[[key]]\nname = \"f\"\nscopes = [\"root\"]\nsecret = \"file-secret-0123456789\"\n\n\
+             [[key]]\nname = \"g\"\nscopes = [\"read\"]\nsecret = \"tiny-secret\"\n",
+        )
+        .unwrap();
+        let e = broker(&[
+            URL,
+            (
+                "SWITCHBOARD_API_KEYS",
+                "a:read:short-secret;b c:read:0123456789abcdef;d::0123456789abcdef;nocolon;\
+                 e:read:dup-secret-0123456789;e:emit:other-secret-0123456789;\
+                 f2:read:dup-secret-0123456789",
+            ),
+            ("SWITCHBOARD_API_KEYS_FILE", file.to_str().unwrap()),
+        ])
+        .unwrap_err();
+        for expected in [
+            "entry 1: key \"a\": a secret must be at least 16 bytes",
+            "entry 2: a key name must be",
+            "entry 3: key \"d\": unknown scope \"\"",
+            "entry 4: expected name:scope,scope:secret",
+            "API key \"e\": the name is taken",
+            "API key \"f2\": its secret is another key's",
+            "keys.toml:1:1: [[key]]: key \"f\": unknown scope \"root\"",
+            "keys.toml:6:1: [[key]]: key \"g\": a secret must be",
+        ] {
+            assert!(e.contains(expected), "{expected:?} in {e}");
+        }
+        for secret in ["short-secret", "dup-secret", "file-secret", "tiny-secret"] {
+            assert!(!e.contains(secret), "{secret} shown: {e}");
+        }
+        let e =
+            broker(&[URL, ("SWITCHBOARD_API_KEYS_FILE", "/nonexistent/keys.toml")]).unwrap_err();
+        assert!(e.starts_with("SWITCHBOARD_API_KEYS_FILE"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! exactly once and the returned counts are the directory's. Acks are collected on a fresh inbox:
 //! every gateway answers each recipient's ack (or its timeout) with an `AckReply`.
 //!
-//! Every Admin call (and reflection) needs `authorization: Bearer <token>`; the standard health
+//! Every Admin call needs `authorization: Bearer <key>` with a key of the call's scope
+//! ([`crate::keys`]: `UNAUTHENTICATED` without a known key, `PERMISSION_DENIED` without the
+//! scope), reflection any key; the standard health
 //! service (`grpc.health.v1.Health`) is open so that probes need no secret. Requests are
 //! validated (`INVALID_ARGUMENT` says what is wrong); deadlines (`grpc-timeout`) are honoured by
 //! tonic, which cancels the call when the client's deadline passes.
@@ -24,7 +26,6 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use parking_lot::{Mutex, MutexGuard};
 use serde_json::Value;
-use subtle::ConstantTimeEq as _;
 use switchboard_bus::Bus;
 use switchboard_proto::Message as _;
 use switchboard_proto::RESERVED_EVENTS;
@@ -36,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::keys::{Api, ApiKeys};
 use crate::service::Broker;
 use crate::state::{Directory, Reason, Selector, SocketRecord, SocketState};
 
@@ -963,8 +965,9 @@ pub const KICKED_SESSION_REASON: &str = "server namespace disconnect";
 /// How the gRPC port is served.
 #[derive(Clone)]
 pub struct GrpcOptions {
-    /// The bearer token every Admin and reflection call must carry.
-    pub token: String,
+    /// The API keys: every Admin call needs one with the call's scope, reflection any key
+    /// ([`crate::keys`]).
+    pub keys: ApiKeys,
     /// PEM certificate chain and private key, for TLS.
     pub tls: Option<(Vec<u8>, Vec<u8>)>,
 }
@@ -972,7 +975,7 @@ pub struct GrpcOptions {
 impl std::fmt::Debug for GrpcOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrpcOptions")
-            .field("token", &"<redacted>")
+            .field("keys", &self.keys)
             .field("tls", &self.tls.is_some())
             .finish()
     }
@@ -980,8 +983,8 @@ impl std::fmt::Debug for GrpcOptions {
 
 /// Default gRPC port.
 pub const DEFAULT_GRPC_PORT: u16 = 50051;
-/// Shortest admin token accepted.
-pub const MIN_TOKEN_BYTES: usize = 16;
+/// Shortest admin token accepted (a secret of [`crate::keys`]).
+pub const MIN_TOKEN_BYTES: usize = crate::keys::MIN_SECRET_BYTES;
 
 /// Checks that `cert` and `key` (PEM) make a TLS identity the server can use, so that a bad
 /// pair stops the process before it serves anything.
@@ -992,33 +995,15 @@ pub fn check_identity(cert: &[u8], key: &[u8]) -> Result<(), GrpcError> {
     Ok(())
 }
 
-/// Checks `authorization: Bearer <token>` in constant time (for a given token length).
+/// Reflection's key check: any configured key may ask for the schema.
 #[derive(Clone)]
-pub struct BearerAuth {
-    expected: Arc<[u8]>,
-}
+struct AnyKey(ApiKeys);
 
-impl BearerAuth {
-    /// Accepts exactly `token`.
-    pub fn new(token: &str) -> Self {
-        Self {
-            expected: Arc::from(format!("Bearer {token}").into_bytes()),
-        }
-    }
-}
-
-impl tonic::service::Interceptor for BearerAuth {
+impl tonic::service::Interceptor for AnyKey {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        let Some(value) = req.metadata().get("authorization") else {
-            return Err(Status::unauthenticated(
-                "missing authorization: Bearer <token>",
-            ));
-        };
-        if bool::from(value.as_bytes().ct_eq(&self.expected)) {
-            Ok(req)
-        } else {
-            Err(Status::unauthenticated("invalid bearer token"))
-        }
+        let header = req.metadata().get("authorization").map(|v| v.as_bytes());
+        self.0.authenticate(Api::Grpc, header)?;
+        Ok(req)
     }
 }
 
@@ -1040,7 +1025,6 @@ pub async fn serve(
     opts: GrpcOptions,
     shutdown: CancellationToken,
 ) -> Result<(), GrpcError> {
-    let auth = BearerAuth::new(&opts.token);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<AdminServer<AdminService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -1060,9 +1044,12 @@ pub async fn serve(
         .add_service(health)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             reflection,
-            auth.clone(),
+            AnyKey(opts.keys.clone()),
         ))
-        .add_service(Metered::new(AdminServer::with_interceptor(service, auth)))
+        .add_service(Guarded {
+            inner: AdminServer::new(service),
+            keys: opts.keys.clone(),
+        })
         .serve_with_incoming_shutdown(
             // No Nagle: small responses must not wait for the peer's delayed ACK (~40 ms).
             tonic::transport::server::TcpIncoming::from(listener)
@@ -1094,7 +1081,7 @@ pub const METHODS: [&str; 14] = [
 ];
 
 /// The `method` label for a request path (`/switchboard.admin.v1.Admin/Stats` → `Stats`).
-fn method_label(path: &str) -> &'static str {
+pub(crate) fn method_label(path: &str) -> &'static str {
     let name = path.rsplit('/').next().unwrap_or_default();
     METHODS
         .iter()
@@ -1104,7 +1091,7 @@ fn method_label(path: &str) -> &'static str {
 }
 
 /// The canonical name of a gRPC status code: the `code` label.
-fn code_label(code: tonic::Code) -> &'static str {
+pub(crate) fn code_label(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "OK",
@@ -1166,34 +1153,31 @@ impl Drop for Call {
     }
 }
 
-/// Counts every call of the wrapped service by method and status code (see [`GRPC_CALLS`]),
-/// including calls the bearer-token interceptor refuses.
+/// Refuses each call whose key (`authorization: Bearer <key>`) lacks the call's scope
+/// ([`ApiKeys::authorize`], the method read from the path) before the service sees it, and
+/// counts every call by method and status code (see [`GRPC_CALLS`]), refused ones included.
 ///
 /// [`GRPC_CALLS`]: crate::metrics::GRPC_CALLS
 #[derive(Clone)]
-struct Metered<S> {
+struct Guarded<S> {
     inner: S,
+    keys: ApiKeys,
 }
 
-impl<S> Metered<S> {
-    fn new(inner: S) -> Self {
-        Self { inner }
-    }
-}
-
-impl<S: tonic::server::NamedService> tonic::server::NamedService for Metered<S> {
+impl<S: tonic::server::NamedService> tonic::server::NamedService for Guarded<S> {
     const NAME: &'static str = S::NAME;
 }
 
 type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
 
-impl<S, B, R> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Metered<S>
+impl<S, B, R> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Guarded<S>
 where
     S: tonic::codegen::Service<
             tonic::codegen::http::Request<B>,
             Response = tonic::codegen::http::Response<R>,
         >,
     S::Future: Send + 'static,
+    S::Error: Send + 'static,
     R: hyper::body::Body<Data = Bytes, Error = Status> + Send + 'static,
 {
     type Response = HttpResponse;
@@ -1208,11 +1192,20 @@ where
     }
 
     fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let method = method_label(req.uri().path());
         let mut call = Call {
-            method: method_label(req.uri().path()),
+            method,
             start: Instant::now(),
             done: false,
         };
+        let header = req.headers().get("authorization").map(|v| v.as_bytes());
+        match self.keys.authorize(Api::Grpc, method, header) {
+            Ok(key) => tracing::debug!(key = key.name(), method, "gRPC call"),
+            Err(status) => {
+                call.finish(status.code());
+                return Box::pin(std::future::ready(Ok(status.into_http())));
+            }
+        }
         let response = self.inner.call(req);
         Box::pin(async move {
             let (parts, body) = response.await?.into_parts();
@@ -1383,30 +1376,5 @@ mod tests {
         );
         assert!(page_token("gw1.a").is_err());
         assert_eq!(next_token(None), "");
-    }
-
-    #[test]
-    fn bearer_tokens_must_match_exactly() {
-        use tonic::service::Interceptor as _;
-        let mut auth = BearerAuth::new("s3cret");
-        let with = |v: Option<&str>| {
-            let mut req = Request::new(());
-            if let Some(v) = v {
-                req.metadata_mut()
-                    .insert("authorization", v.parse().unwrap());
-            }
-            req
-        };
-        assert!(auth.call(with(Some("Bearer s3cret"))).is_ok());
-        for bad in [
-            None,
-            Some("Bearer s3cre"),
-            Some("Bearer s3cret2"),
-            Some("s3cret"),
-            Some("Basic s3cret"),
-        ] {
-            let err = auth.call(with(bad)).unwrap_err();
-            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{bad:?}");
-        }
     }
 }

@@ -1,6 +1,7 @@
-//! The broker's HTTP port: `GET /health` (`ok`), `GET /metrics` (Prometheus text) and
-//! `GET /v1/state` (the directory as JSON, see [`Broker::state_json`]); anything else is 404,
-//! other methods on those paths 405.
+//! The broker's HTTP port: `GET /health` (`ok`), `GET /metrics` (Prometheus text),
+//! `GET /v1/state` (the directory as JSON, see [`Broker::state_json`]) and, with API keys, the
+//! HTTP API under `/api/` ([`crate::api`]); anything else is 404, other methods on those paths
+//! 405.
 //!
 //! It owns the listener and one tracked task per connection; on shutdown it stops accepting and
 //! lets connections finish their current request (bounded by [`DRAIN`]). It must not change the
@@ -9,7 +10,8 @@
 //! An operator surface (it binds loopback unless told otherwise): `/v1/state` lists
 //! every socket, user and room. A client that connects cannot hold a connection by dribbling
 //! headers ([`HEADER_READ_TIMEOUT`]; hyper's timeout needs the timer set) or by sending a huge head
-//! ([`MAX_HEAD_BYTES`]); no route reads a request body.
+//! ([`MAX_HEAD_BYTES`]); only the HTTP API reads a request body, bounded in size and time by
+//! [`crate::api`].
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::Broker;
+use crate::api::HttpApi;
 
 /// How long open connections get to finish at shutdown.
 pub const DRAIN: Duration = Duration::from_secs(5);
@@ -45,6 +48,8 @@ pub struct Routes {
     /// Renders the metrics exposition (the binary's Prometheus recorder); `None` serves an
     /// empty `/metrics`. A function, so the library does not depend on a recorder.
     pub metrics: Option<Render>,
+    /// The HTTP API under `/api/`; `None` (no API keys): those paths are 404.
+    pub api: Option<HttpApi>,
 }
 
 /// Serves HTTP on `listener` until `shutdown`, then drains.
@@ -69,7 +74,14 @@ pub async fn serve(listener: TcpListener, routes: Routes, shutdown: Cancellation
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let routes = routes.clone();
-                async move { Ok::<_, Infallible>(handle(&routes, &req)) }
+                async move {
+                    if let Some(api) = &routes.api
+                        && HttpApi::owns(req.uri().path())
+                    {
+                        return Ok::<_, Infallible>(api.handle(req).await);
+                    }
+                    Ok::<_, Infallible>(handle(&routes, &req))
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -167,6 +179,7 @@ mod tests {
         let routes = Routes {
             broker: broker.clone(),
             metrics: None,
+            api: None,
         };
         let server = tokio::spawn(serve(listener, routes, shutdown.clone()));
         let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");

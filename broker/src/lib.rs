@@ -5,15 +5,18 @@
 //! [`convert`] maps the bus envelopes to the directory's types, [`snapshot`] reassembles
 //! multi-part snapshots, [`leader`] elects the one broker that announces presence and decides
 //! room capacity, [`service`] runs the NATS side ([`Broker`]), [`grpc`] serves the admin API
-//! (queries and actions) over gRPC, and [`http`] serves health, metrics and the state document.
+//! (queries and actions) over gRPC and [`api`] the same over HTTP/JSON, both for holders of
+//! [`keys`], and [`http`] serves health, metrics, the state document and the HTTP API.
 //!
 //! The library never reads the environment or OS signals and installs no log subscriber or
 //! metrics recorder: the `switchboard-broker` binary (`bin/`) composes it.
 
+pub mod api;
 pub mod convert;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod keys;
 pub mod leader;
 pub mod metrics;
 pub mod service;

@@ -56,6 +56,12 @@ pub const USERS: &str = "switchboard_broker_users";
 pub const GRPC_CALLS: &str = "switchboard_broker_grpc_calls_total";
 /// Histogram: seconds from a gRPC Admin call's arrival to its status, by `method`.
 pub const GRPC_SECONDS: &str = "switchboard_broker_grpc_call_seconds";
+/// Counter: Admin calls (gRPC or HTTP) refused by the API key check, by `api` (`grpc`, `http`)
+/// and `reason` (`missing`, `unknown_key`, `scope`).
+pub const API_AUTH_REFUSED: &str = "switchboard_broker_api_auth_refused_total";
+/// Counter: HTTP API calls answered, by `method` (the Admin RPC name, else `unknown`) and `code`
+/// (the gRPC status name of the answer, `OK` on success).
+pub const HTTP_API_CALLS: &str = "switchboard_broker_http_api_calls_total";
 /// Counter (from the bus crate): messages a subscriber dropped because it fell behind.
 pub const BUS_SLOW_CONSUMER_DROPS: &str = switchboard_bus::SLOW_CONSUMER_DROPS;
 
@@ -118,6 +124,14 @@ pub fn describe() {
         GRPC_SECONDS,
         metrics::Unit::Seconds,
         "Seconds from a gRPC Admin call's arrival to its status, by method"
+    );
+    describe_counter!(
+        API_AUTH_REFUSED,
+        "Admin calls refused by the API key check, by API and reason"
+    );
+    describe_counter!(
+        HTTP_API_CALLS,
+        "HTTP API calls answered, by method and status code"
     );
     describe_counter!(
         BUS_SLOW_CONSUMER_DROPS,

@@ -66,7 +66,7 @@ async fn serve() -> Served {
     let service = AdminService::new(&broker, hub.client(), Subjects::new("t").unwrap());
     let stop = CancellationToken::new();
     let opts = GrpcOptions {
-        token: TOKEN.into(),
+        keys: switchboard_broker::keys::ApiKeys::admin("admin", TOKEN),
         tls: None,
     };
     tokio::spawn(grpc::serve(listener, service, opts, stop.clone()));

@@ -4,13 +4,15 @@
 //! - the client route set ([`Router::new`]), public: the Engine.IO endpoints (with CORS), the demo
 //!   page and its asset when enabled, `/health` and `/ready`. Nothing else: anything else is 404.
 //! - the operator route set ([`Router::operator`]), private (loopback by default): `/metrics` and,
-//!   standalone, `/v1/state` — documents that list every socket, user and room.
+//!   standalone, `/v1/state` — documents that list every socket, user and room — and, standalone
+//!   with API keys, the embedded broker's HTTP API under `/api/` ([`Router::api`]).
 //!
 //! Slow clients cannot hold a connection open by dribbling headers: hyper's header-read timeout is
 //! on (it needs the timer set on the builder), and a request head is at most [`MAX_HEAD_BYTES`]
 //! (hyper answers 431 past it). Request bodies are read only by polling POSTs, which have their own
-//! deadline (`transport::polling`); the operator routes never read a body, so an unread body
-//! cannot hold a connection either (hyper closes a connection whose body was not read). Shutdown
+//! deadline (`transport::polling`); of the operator routes only the HTTP API reads a body, with
+//! its own size and time bounds (`switchboard_broker::api`), so an unread body cannot hold a
+//! connection either (hyper closes a connection whose body was not read). Shutdown
 //! stops accepting and asks every open HTTP connection to finish gracefully.
 
 use std::convert::Infallible;
@@ -122,7 +124,16 @@ pub struct Router {
     documents: Vec<Document>,
     bus_reached: AtomicBool,
     forward: Option<Arc<Forwarder>>,
+    /// The handler of a path prefix (the operator route set).
+    api: Option<(&'static str, Handler)>,
 }
+
+/// Answers every request under a path prefix ([`Router::api`]).
+pub type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// A document served under a fixed path, rendered at each request.
 struct Document {
@@ -148,6 +159,7 @@ impl Router {
             documents: Vec::new(),
             bus_reached: AtomicBool::new(false),
             forward: None,
+            api: None,
         }
     }
 
@@ -194,6 +206,14 @@ impl Router {
     /// Operator route set only: it names every socket, user and room.
     pub fn state(self, f: StateFn) -> Self {
         self.document("/v1/state", "application/json", f)
+    }
+
+    /// Hands every request under `prefix` (e.g. `/api/`, and the bare `/api`) to `handler`,
+    /// which bounds the body it reads itself. Operator route set only: the embedded broker's
+    /// HTTP API, standalone.
+    pub fn api(mut self, prefix: &'static str, handler: Handler) -> Self {
+        self.api = Some((prefix, handler));
+        self
     }
 
     /// Passes requests for sessions of other gateways to their owner (cluster mode).
@@ -270,6 +290,11 @@ impl Router {
                 self.cors.apply(origin.as_ref(), &mut res);
             }
             return res;
+        }
+        if let Some((prefix, handler)) = &self.api
+            && (path.starts_with(prefix) || path == prefix.trim_end_matches('/'))
+        {
+            return handler(req).await;
         }
         if req.method() == Method::GET
             && let Some(doc) = self.documents.iter().find(|d| d.path == path)
@@ -666,9 +691,17 @@ mod tests {
         let (operator, stop_operator) = serve_on_free_port(
             Router::operator()
                 .metrics(doc("# metrics"))
-                .state(doc("{}")),
+                .state(doc("{}"))
+                .api(
+                    "/api/",
+                    Arc::new(|_req| Box::pin(async { plain(StatusCode::IM_A_TEAPOT, "api") })),
+                ),
         );
         let cases = [
+            (client, "/api/stats", "404"),
+            (operator, "/api/stats", "418"),
+            (operator, "/api", "418"),
+            (operator, "/apis", "404"),
             (client, "/metrics", "404"),
             (client, "/v1/state", "404"),
             (client, "/health", "200"),

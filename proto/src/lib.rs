@@ -34,6 +34,8 @@ pub mod bus {
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod admin {
     include!(concat!(env!("OUT_DIR"), "/switchboard.admin.v1.rs"));
+    // serde `Serialize`/`Deserialize` in the proto3 canonical JSON mapping (pbjson).
+    include!(concat!(env!("OUT_DIR"), "/switchboard.admin.v1.serde.rs"));
 
     /// The encoded file descriptor set, for gRPC server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =

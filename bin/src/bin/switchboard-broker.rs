@@ -2,9 +2,9 @@
 //!
 //! Reads its configuration from an optional TOML file (the first argument or
 //! `SWITCHBOARD_CONFIG`; the same file format as the gateway's: it reads `[nats]`, `[cluster]`,
-//! `[broker]`, `[grpc]` and `[log]`) and the environment (`switchboard::settings`), validates
-//! all of it (a bad configuration exits 2, listing every problem), binds the HTTP (and, with an
-//! admin token, the gRPC) port, connects to NATS, starts the broker, prints `grpc on HOST:PORT`
+//! `[broker]`, `[grpc]`, `[api]` and `[log]`) and the environment (`switchboard::settings`), validates
+//! all of it (a bad configuration exits 2, listing every problem), binds the HTTP (and, with API
+//! keys, the gRPC) port — with keys, the HTTP port also serves the HTTP API under `/api/` — connects to NATS, starts the broker, prints `grpc on HOST:PORT`
 //! (when served) and then `listening on http://HOST:PORT` on stdout, and runs until SIGTERM or
 //! SIGINT, then stops cleanly (exit 0). Logs go to stderr (`RUST_LOG`, default `info`).
 
@@ -15,7 +15,7 @@ use clap::Parser;
 use switchboard::settings::{Process, Settings, Source, resolve};
 use switchboard::signal::Signals;
 use switchboard::{process, telemetry};
-use switchboard_broker::{Broker, BrokerConfig, BrokerError, LeaderMode, grpc, http, metrics};
+use switchboard_broker::{Broker, BrokerConfig, BrokerError, LeaderMode, api, grpc, http, metrics};
 use switchboard_bus::{Bus, NatsOptions};
 use switchboard_gateway::config::Problems;
 use tokio_util::sync::CancellationToken;
@@ -32,7 +32,7 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 #[command(name = "switchboard-broker", version)]
 struct Args {
     /// A TOML configuration file (the gateway's format; the broker reads its `[nats]`,
-    /// `[cluster]`, `[broker]`, `[grpc]` and `[log]` tables).
+    /// `[cluster]`, `[broker]`, `[grpc]`, `[api]` and `[log]` tables).
     #[arg(value_name = "CONFIG", env = "SWITCHBOARD_CONFIG")]
     config: Option<std::ffi::OsString>,
 }
@@ -120,9 +120,15 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(telemetry::upkeep(prometheus.clone(), shutdown.clone()));
+    // The admin APIs share one service and one key set: gRPC on its port, the HTTP API under
+    // `/api/` on the HTTP port.
+    let service = grpc::AdminService::new(&broker, bus.clone(), settings.subjects.clone());
     let routes = http::Routes {
         broker: broker.clone(),
         metrics: Some(std::sync::Arc::new(move || prometheus.render())),
+        api: grpc_listener
+            .as_ref()
+            .map(|(_, opts)| api::HttpApi::new(service.clone(), opts.keys.clone())),
     };
     tasks.spawn(http::serve(listener, routes, shutdown.clone()));
     // A gRPC server that ends stops the process (with an error) as a signal would.
@@ -132,7 +138,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             let addr = listener
                 .local_addr()
                 .context("reading the bound gRPC address")?;
-            let service = grpc::AdminService::new(&broker, bus.clone(), settings.subjects.clone());
             let serving = grpc::serve(listener, service, opts, shutdown.clone());
             tasks.spawn(async move {
                 let why = match serving.await {
@@ -147,7 +152,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         None => {
             drop(ended);
             tracing::info!(
-                "gRPC admin API off (set [grpc] admin_token or SWITCHBOARD_ADMIN_TOKEN to serve it)"
+                "admin APIs (gRPC, HTTP /api/) off: set an API key ([api] keys, [api] keys_file \
+                 or [grpc] admin_token) to serve them"
             );
         }
     }

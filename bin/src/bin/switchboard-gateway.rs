@@ -3,10 +3,11 @@
 //! Cluster mode when a NATS URL is set (`[nats] url` / `SWITCHBOARD_NATS_URL`): the node joins
 //! the cluster over NATS (a broker runs elsewhere). Standalone mode otherwise: the same code
 //! paths over an in-process bus (`switchboard_bus::Hub`), with the broker embedded (its view at
-//! `GET /v1/state` on the operator listener) and, with an admin token, its gRPC API.
+//! `GET /v1/state` on the operator listener) and, with API keys, its admin APIs: gRPC on its port
+//! and the HTTP API under `/api/` on the operator listener.
 //!
 //! Two HTTP listeners: the client port (`[server]`) and the operator port (`[operator]`,
-//! loopback by default) with `/metrics` and `/v1/state`. It prints `operator listening on
+//! loopback by default) with `/metrics`, `/v1/state` and the HTTP API. It prints `operator listening on
 //! HOST:PORT`, then (when served) `grpc on HOST:PORT`, then `listening on http://HOST:PORT` for
 //! the client port (tests read them).
 //!
@@ -30,6 +31,7 @@ use clap::Parser;
 use switchboard::settings::{Process, Settings, Source, resolve};
 use switchboard::signal::Signals;
 use switchboard::{process, telemetry};
+use switchboard_broker::api::HttpApi;
 use switchboard_broker::{Broker, BrokerConfig, LeaderMode, grpc};
 use switchboard_bus::{Bus, Hub, NatsOptions};
 use switchboard_gateway::cluster::{Cluster, ClusterConfig, PresenceConfig, RecoveryConfig};
@@ -295,6 +297,25 @@ async fn serve(
         let b = b.clone();
         operator = operator.state(Arc::new(move || b.state_json().to_string()));
     }
+    // Standalone with API keys: the embedded broker's admin APIs, one service behind both (gRPC
+    // on its own port below, the HTTP API under `/api/` here).
+    let admin = match (&broker, &hub, &settings.grpc) {
+        (Some(b), Some(hub), Some(g)) => Some((
+            grpc::AdminService::new(b, hub.client(), settings.subjects.clone()),
+            g,
+        )),
+        _ => None,
+    };
+    if let Some((service, g)) = &admin {
+        let api = HttpApi::new(service.clone(), g.options.keys.clone());
+        operator = operator.api(
+            "/api/",
+            Arc::new(move |req| {
+                let api = api.clone();
+                Box::pin(async move { api.handle(req).await })
+            }),
+        );
+    }
     // What runs beside the client listener (the operator listener, gRPC, metrics upkeep, the
     // bus watch, the peers' heartbeats) stops once the client listener has drained.
     let side = root.child_token();
@@ -343,8 +364,8 @@ async fn serve(
         side.clone(),
     ));
     // Standalone: the broker's gRPC admin API in-process, on its own port.
-    match (&broker, &hub, &settings.grpc) {
-        (Some(b), Some(hub), Some(grpc_settings)) => {
+    match admin {
+        Some((service, grpc_settings)) => {
             let grpc_addr = resolve(&grpc_settings.host, grpc_settings.port).await?;
             let listener = tokio::net::TcpListener::bind(grpc_addr)
                 .await
@@ -352,7 +373,6 @@ async fn serve(
             let bound = listener
                 .local_addr()
                 .context("reading the bound gRPC address")?;
-            let service = grpc::AdminService::new(b, hub.client(), settings.subjects.clone());
             let serving = grpc::serve(
                 listener,
                 service,
@@ -366,9 +386,11 @@ async fn serve(
             });
             println!("grpc on {bound}");
         }
-        _ => {
+        None => {
             if settings.grpc_ignored {
-                tracing::info!("the admin token is ignored: in a cluster the brokers serve gRPC");
+                tracing::info!(
+                    "the API keys are ignored: in a cluster the brokers serve the admin APIs"
+                );
             }
         }
     }

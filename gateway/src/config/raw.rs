@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     _broker: Option<IgnoredAny>,
     #[serde(rename = "grpc")]
     _grpc: Option<IgnoredAny>,
+    #[serde(rename = "api")]
+    _api: Option<IgnoredAny>,
     #[serde(rename = "log")]
     _log: Option<IgnoredAny>,
 }

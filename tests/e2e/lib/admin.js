@@ -37,4 +37,15 @@ function adminClient(addr, token) {
   return { call, stream, close: () => client.close() };
 }
 
-module.exports = { adminClient, status: grpc.status };
+/** Rejects unless `promise` fails with gRPC status `code`; resolves to the error. */
+async function failsWith(promise, code) {
+  try {
+    await promise;
+  } catch (err) {
+    if (err.code !== code) throw new Error(`expected status ${code}, got ${err.code}: ${err.details}`);
+    return err;
+  }
+  throw new Error(`expected status ${code}, the call succeeded`);
+}
+
+module.exports = { adminClient, failsWith, status: grpc.status };

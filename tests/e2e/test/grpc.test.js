@@ -10,7 +10,7 @@ const assert = require('node:assert/strict');
 const { execFile } = require('node:child_process');
 const { startCluster, startGateway, waitFor, adminBin } = require('../lib/cluster');
 const { Members, converged, CONFIG, ENV, NS, OK } = require('../lib/members');
-const { adminClient, status } = require('../lib/admin');
+const { adminClient, failsWith, status } = require('../lib/admin');
 const { within } = require('../lib/client');
 
 const TOKEN = 'e2e-admin-token-0123456789';
@@ -36,17 +36,6 @@ function cli(addr, args, { token = TOKEN } = {}) {
 
 /** The CLI's --json output, one object per line. */
 const jsonLines = (out) => out.split('\n').filter(Boolean).map((line) => JSON.parse(line));
-
-/** Rejects unless `promise` fails with gRPC status `code`; resolves to the error. */
-async function failsWith(promise, code) {
-  try {
-    await promise;
-  } catch (err) {
-    assert.equal(err.code, code, `expected status ${code}, got ${err.code}: ${err.details}`);
-    return err;
-  }
-  assert.fail(`expected status ${code}, the call succeeded`);
-}
 
 describe('gRPC admin API on a cluster of two gateways', () => {
   let cluster;
