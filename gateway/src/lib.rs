@@ -18,6 +18,7 @@ pub mod engine;
 pub mod forward;
 pub mod http;
 pub mod id;
+pub mod jwks;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;

@@ -489,25 +489,31 @@ impl NamespacePolicy {
                     namespace: namespace.clone(),
                     auth: mode,
                 })?;
-                let key = jwt
-                    .key
-                    .clone()
-                    .ok_or_else(|| PolicyError::SecretNotLoaded {
-                        namespace: namespace.clone(),
-                        var: match &jwt.key_source {
-                            KeySource::SecretEnv { var, .. } => var.clone(),
-                            KeySource::PublicKeyFile { path } => path.display().to_string(),
-                        },
-                    })?;
-                let verifier = Verifier::new(jwt.algorithm, key)
-                    .map_err(|source| PolicyError::Key {
-                        namespace: namespace.clone(),
-                        source,
-                    })?
-                    .with_issuers(jwt.issuers.clone())
-                    .with_audiences(jwt.audiences.clone())
-                    .with_leeway_seconds(jwt.leeway_seconds)
-                    .with_required_claims(ns.required_claims.clone());
+                let verifier = match &jwt.jwks {
+                    Some(source) => Verifier::with_jwks(Arc::clone(source)),
+                    None => {
+                        let key = jwt
+                            .key
+                            .clone()
+                            .ok_or_else(|| PolicyError::SecretNotLoaded {
+                                namespace: namespace.clone(),
+                                var: match &jwt.key_source {
+                                    KeySource::SecretEnv { var, .. } => var.clone(),
+                                    KeySource::PublicKeyFile { path } => path.display().to_string(),
+                                    KeySource::Jwks(origin) => origin.to_string(),
+                                },
+                            })?;
+                        Verifier::new(jwt.algorithm, key)
+                    }
+                }
+                .map_err(|source| PolicyError::Key {
+                    namespace: namespace.clone(),
+                    source,
+                })?
+                .with_issuers(jwt.issuers.clone())
+                .with_audiences(jwt.audiences.clone())
+                .with_leeway_seconds(jwt.leeway_seconds)
+                .with_required_claims(ns.required_claims.clone());
                 if mode == AuthMode::Required {
                     Gate::Required(Arc::new(verifier))
                 } else {
