@@ -43,6 +43,10 @@ use crate::auth::{self, AuthError};
 
 /// Largest JWKS document accepted (an identity provider's set is a few KiB).
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// Smallest RSA modulus accepted from a key set (NIST SP 800-131A).
+pub const MIN_RSA_BITS: usize = 2048;
+/// Largest RSA modulus accepted (the verifier's own limit).
+pub const MAX_RSA_BITS: usize = 4096;
 /// Most keys one set may hold; a larger set is refused as a whole.
 pub const MAX_JWKS_KEYS: usize = 64;
 /// Refresh interval when the response has no `Cache-Control: max-age` (and for `jwks_file`).
@@ -274,7 +278,7 @@ fn usable_key(jwk: &Jwk, algorithms: &[Algorithm]) -> Option<Key> {
         jwk_alg.is_none_or(|j| j == *alg)
             && key.family() == alg.family()
             && curve_fits(&jwk.algorithm, *alg)
-            && secret_fits(&key, *alg)
+            && strength_fits(&key, *alg)
             && auth::check_key(*alg, &key).is_ok()
     };
     let fitting: Vec<Algorithm> = algorithms.iter().copied().filter(fits).collect();
@@ -302,9 +306,23 @@ fn curve_fits(params: &AlgorithmParameters, alg: Algorithm) -> bool {
     }
 }
 
-/// An `oct` key is as strong as a configured secret must be (RFC 7518 §3.2).
-fn secret_fits(key: &DecodingKey, alg: Algorithm) -> bool {
+/// An `oct` key is as strong as a configured secret must be (RFC 7518 §3.2); an RSA key has a
+/// modulus of [`MIN_RSA_BITS`] to [`MAX_RSA_BITS`] and an odd exponent above 1 (checked here
+/// because `jsonwebtoken` builds RSA keys from components lazily, at the first signature).
+fn strength_fits(key: &DecodingKey, alg: Algorithm) -> bool {
     match key.kind() {
+        jsonwebtoken::DecodingKeyKind::RsaModulusExponent { n, e } => {
+            let bits = |b: &[u8]| {
+                let b = &b[b.iter().take_while(|x| **x == 0).count()..];
+                b.first().map_or(0, |top| {
+                    (b.len() - 1) * 8 + (8 - top.leading_zeros() as usize)
+                })
+            };
+            (MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits(n))
+                && bits(e) > 1
+                && bits(e) <= 64
+                && e.last().is_some_and(|l| l & 1 == 1)
+        }
         jsonwebtoken::DecodingKeyKind::SecretOrDer(bytes)
             if alg.family() == AlgorithmFamily::Hmac =>
         {
@@ -702,5 +720,293 @@ mod tests {
         for (age, want) in cases {
             assert_eq!(s.next_refresh(age), want, "{age:?}");
         }
+    }
+
+    const RS_PRIVATE: &str = include_str!("../tests/keys/rs256-private.pem");
+    const ES_PRIVATE: &str = include_str!("../tests/keys/es256-private.pem");
+    const ES384_PRIVATE: &str = include_str!("../tests/keys/es384-private.pem");
+
+    fn jwk(pem: &str, alg: Algorithm, extra: serde_json::Value) -> serde_json::Value {
+        auth::install_crypto_provider();
+        let key = match alg.family() {
+            AlgorithmFamily::Rsa => jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()),
+            _ => jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()),
+        }
+        .unwrap();
+        let mut v = serde_json::to_value(Jwk::from_encoding_key(&key, alg).unwrap()).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("alg");
+        for (k, x) in extra.as_object().unwrap() {
+            obj.insert(k.clone(), x.clone());
+        }
+        v
+    }
+
+    fn kids(
+        body: &serde_json::Value,
+        algs: &[Algorithm],
+    ) -> Result<Vec<Option<String>>, FetchError> {
+        parse_set(body.to_string().as_bytes(), algs)
+            .map(|ks| ks.iter().map(|k| k.kid.clone()).collect())
+    }
+
+    #[test]
+    fn only_keys_that_fit_the_configured_algorithms_are_kept() {
+        use serde_json::json;
+        let rs = |extra| jwk(RS_PRIVATE, Algorithm::RS256, extra);
+        let es = |extra| jwk(ES_PRIVATE, Algorithm::ES256, extra);
+        let es384 = |extra| jwk(ES384_PRIVATE, Algorithm::ES384, extra);
+        let oct = |kid: &str, len: usize| {
+            json!({"kty": "oct", "kid": kid, "k": base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD, vec![7u8; len])})
+        };
+        let rs256 = [Algorithm::RS256];
+        // (name, keys, algorithms, kept kids or error label)
+        let cases: Vec<(
+            &str,
+            serde_json::Value,
+            Vec<Algorithm>,
+            Result<Vec<&str>, &str>,
+        )> = vec![
+            (
+                "rsa",
+                json!([rs(json!({"kid": "a"}))]),
+                rs256.to_vec(),
+                Ok(vec!["a"]),
+            ),
+            (
+                "alg fits",
+                json!([rs(json!({"kid": "a", "alg": "RS256"}))]),
+                rs256.to_vec(),
+                Ok(vec!["a"]),
+            ),
+            (
+                "alg other",
+                json!([rs(json!({"kid": "a", "alg": "RS384"}))]),
+                rs256.to_vec(),
+                Err("no_usable_key"),
+            ),
+            (
+                "alg unknown",
+                json!([rs(json!({"kid": "a", "alg": "XX1"}))]),
+                rs256.to_vec(),
+                Err("no_usable_key"),
+            ),
+            (
+                "use enc",
+                json!([
+                    rs(json!({"kid": "a", "use": "enc"})),
+                    rs(json!({"kid": "b", "use": "sig"}))
+                ]),
+                rs256.to_vec(),
+                Ok(vec!["b"]),
+            ),
+            (
+                "key_ops sign only",
+                json!([rs(json!({"kid": "a", "key_ops": ["sign"]}))]),
+                rs256.to_vec(),
+                Err("no_usable_key"),
+            ),
+            (
+                "ec for rsa config",
+                json!([es(json!({"kid": "e"}))]),
+                rs256.to_vec(),
+                Err("no_usable_key"),
+            ),
+            (
+                "ec P-256",
+                json!([es(json!({"kid": "e"})), es384(json!({"kid": "f"}))]),
+                vec![Algorithm::ES256],
+                Ok(vec!["e"]),
+            ),
+            (
+                "ec P-384",
+                json!([es(json!({"kid": "e"})), es384(json!({"kid": "f"}))]),
+                vec![Algorithm::ES384],
+                Ok(vec!["f"]),
+            ),
+            (
+                "oct without HS configured",
+                json!([oct("h", 32), rs(json!({"kid": "a"}))]),
+                rs256.to_vec(),
+                Ok(vec!["a"]),
+            ),
+            (
+                "oct with HS256",
+                json!([oct("h", 32)]),
+                vec![Algorithm::HS256],
+                Ok(vec!["h"]),
+            ),
+            (
+                "oct too short",
+                json!([oct("h", 31)]),
+                vec![Algorithm::HS256],
+                Err("no_usable_key"),
+            ),
+            (
+                "unknown kty skipped",
+                json!([{"kty": "XYZ", "kid": "x"}, rs(json!({"kid": "a"}))]),
+                rs256.to_vec(),
+                Ok(vec!["a"]),
+            ),
+            (
+                "bad rsa modulus",
+                json!([{"kty": "RSA", "kid": "x", "n": "AQAB", "e": "AQAB"}, rs(json!({"kid": "a"}))]),
+                rs256.to_vec(),
+                Ok(vec!["a"]),
+            ),
+            (
+                "duplicate kid: first wins",
+                json!([rs(json!({"kid": "a"})), es(json!({"kid": "a"}))]),
+                vec![Algorithm::RS256, Algorithm::ES256],
+                Ok(vec!["a"]),
+            ),
+            (
+                "not an object",
+                json!([1, "x", null, rs(json!({"kid": "a"}))]),
+                rs256.to_vec(),
+                Ok(vec!["a"]),
+            ),
+            ("empty", json!([]), rs256.to_vec(), Err("no_usable_key")),
+            (
+                "too many",
+                serde_json::Value::Array(vec![json!({}); MAX_JWKS_KEYS + 1]),
+                rs256.to_vec(),
+                Err("too_many_keys"),
+            ),
+        ];
+        for (name, keys, algs, want) in cases {
+            let got = kids(&json!({ "keys": keys }), &algs);
+            match want {
+                Ok(want) => {
+                    let want: Vec<Option<String>> =
+                        want.iter().map(|k| Some((*k).to_owned())).collect();
+                    assert_eq!(got, Ok(want), "{name}");
+                }
+                Err(label) => assert_eq!(got.map_err(|e| e.label()), Err(label), "{name}"),
+            }
+        }
+        for body in ["", "[]", "{\"keys\": {}}", "{\"nokeys\": []}", "\u{0}"] {
+            assert_eq!(
+                parse_set(body.as_bytes(), &rs256)
+                    .map(drop)
+                    .map_err(|e| e.label()),
+                Err("bad_json"),
+                "{body:?}"
+            );
+        }
+    }
+
+    fn source(grace: Duration) -> Arc<Source> {
+        let mut s = Settings::new(
+            Origin::File("x".into()),
+            vec![Algorithm::RS256, Algorithm::ES256],
+        );
+        s.grace = grace;
+        s.unknown_kid_interval = Duration::from_secs(10);
+        Source::new(s)
+    }
+
+    fn keys(kids: &[&str]) -> Vec<Key> {
+        let v = serde_json::json!({ "keys": kids.iter().map(|k| jwk(RS_PRIVATE, Algorithm::RS256, serde_json::json!({"kid": k}))).collect::<Vec<_>>() });
+        parse_set(v.to_string().as_bytes(), &[Algorithm::RS256]).unwrap()
+    }
+
+    #[test]
+    fn retired_keys_verify_during_the_grace_only() {
+        let t0 = Instant::now();
+        let s = source(Duration::from_secs(60));
+        let rs = Algorithm::RS256;
+        assert_eq!(
+            s.key_at(Some("a"), rs, t0).map(drop),
+            Err(AuthError::KeysUnavailable)
+        );
+        s.install(keys(&["a"]), t0);
+        assert!(s.key_at(Some("a"), rs, t0).is_ok());
+        // "a" leaves the set at t0 + 10 s.
+        let t1 = t0 + Duration::from_secs(10);
+        s.install(keys(&["b"]), t1);
+        assert!(s.key_at(Some("a"), rs, t1).is_ok());
+        assert!(
+            s.key_at(Some("a"), rs, t1 + Duration::from_secs(59))
+                .is_ok()
+        );
+        assert_eq!(
+            s.key_at(Some("a"), rs, t1 + Duration::from_secs(60))
+                .map(drop),
+            Err(AuthError::UnknownKey)
+        );
+        // A later fetch keeps its retirement time (not restarted) and drops it past the grace.
+        s.install(keys(&["b"]), t1 + Duration::from_secs(30));
+        assert!(
+            s.key_at(Some("a"), rs, t1 + Duration::from_secs(31))
+                .is_ok()
+        );
+        s.install(keys(&["b"]), t1 + Duration::from_secs(61));
+        assert_eq!(s.current_kids(), vec![Some("b".to_owned())]);
+        assert_eq!(s.state.lock().keys.len(), 1);
+        // A key that comes back is current again.
+        s.install(keys(&["a"]), t1 + Duration::from_secs(62));
+        assert_eq!(s.current_kids(), vec![Some("a".to_owned())]);
+
+        let zero = source(Duration::ZERO);
+        zero.install(keys(&["a"]), t0);
+        zero.install(keys(&["b"]), t1);
+        assert_eq!(
+            zero.key_at(Some("a"), rs, t1).map(drop),
+            Err(AuthError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn kid_selection_and_algorithm_fit() {
+        let t0 = Instant::now();
+        let s = source(Duration::from_secs(60));
+        s.install(keys(&["a"]), t0);
+        // One key: a token without kid may use it.
+        assert!(s.key_at(None, Algorithm::RS256, t0).is_ok());
+        // The key serves RS256 only, even though ES256 is configured.
+        assert_eq!(
+            s.key_at(Some("a"), Algorithm::ES256, t0).map(drop),
+            Err(AuthError::WrongAlgorithm)
+        );
+        assert_eq!(
+            s.key_at(None, Algorithm::ES256, t0).map(drop),
+            Err(AuthError::WrongAlgorithm)
+        );
+        // Two current keys: a token without kid is ambiguous.
+        s.install(keys(&["a", "b"]), t0);
+        assert_eq!(
+            s.key_at(None, Algorithm::RS256, t0).map(drop),
+            Err(AuthError::UnknownKey)
+        );
+        // One current and one retired: the current one is the only candidate.
+        s.install(keys(&["b"]), t0);
+        assert!(s.key_at(None, Algorithm::RS256, t0).is_ok());
+    }
+
+    #[test]
+    fn unknown_kids_ask_for_one_fetch_per_interval() {
+        let t0 = Instant::now();
+        let s = source(Duration::ZERO);
+        s.install(keys(&["a"]), t0);
+        let asked = |s: &Source| s.state.lock().last_unknown_kid;
+        assert_eq!(
+            s.key_at(Some("x"), Algorithm::RS256, t0).map(drop),
+            Err(AuthError::UnknownKey)
+        );
+        assert_eq!(asked(&s), Some(t0));
+        // Within the interval: no new ask, whatever the kid.
+        for (i, kid) in ["x", "y", "z"].iter().enumerate() {
+            let at = t0 + Duration::from_secs(3 * i as u64 + 1);
+            let _ = s.key_at(Some(kid), Algorithm::RS256, at);
+            assert_eq!(asked(&s), Some(t0), "{kid}");
+        }
+        // Known kids never ask.
+        let _ = s.key_at(Some("a"), Algorithm::RS256, t0 + Duration::from_secs(20));
+        assert_eq!(asked(&s), Some(t0));
+        let t1 = t0 + Duration::from_secs(10);
+        let _ = s.key_at(Some("y"), Algorithm::RS256, t1);
+        assert_eq!(asked(&s), Some(t1));
     }
 }
