@@ -676,7 +676,7 @@ pub async fn start(sources: &[Arc<Source>], tasks: &TaskTracker, stop: &Cancella
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::type_complexity)]
 mod tests {
     use super::*;
 
