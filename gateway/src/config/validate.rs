@@ -1067,24 +1067,35 @@ impl Validator<'_> {
             self.ctx_problem(ctx, &a.span(), "jwt.jwks_allow_http is for jwks_url");
         }
         let mut settings = jwks::Settings::new(origin, algorithms);
-        let ms =
-            |v: &Option<Spanned<u64>>| v.as_ref().map(|s| Spanned::new(s.span(), *s.get_ref()));
-        let key = |name: &str| format!("{}: jwt.{name}", ctx.0);
-        settings.refresh = self.positive_ms(
-            &key("jwks_refresh_ms"),
-            ms(&raw.jwks_refresh_ms),
-            settings.refresh,
-        );
-        settings.min_refresh = self.positive_ms(
-            &key("jwks_refresh_min_ms"),
-            ms(&raw.jwks_refresh_min_ms),
-            settings.min_refresh,
-        );
-        settings.max_refresh = self.positive_ms(
-            &key("jwks_refresh_max_ms"),
-            ms(&raw.jwks_refresh_max_ms),
-            settings.max_refresh,
-        );
+        for (name, value, field) in [
+            (
+                "jwks_refresh_ms",
+                &raw.jwks_refresh_ms,
+                &mut settings.refresh,
+            ),
+            (
+                "jwks_refresh_min_ms",
+                &raw.jwks_refresh_min_ms,
+                &mut settings.min_refresh,
+            ),
+            (
+                "jwks_refresh_max_ms",
+                &raw.jwks_refresh_max_ms,
+                &mut settings.max_refresh,
+            ),
+            (
+                "jwks_unknown_kid_interval_ms",
+                &raw.jwks_unknown_kid_interval_ms,
+                &mut settings.unknown_kid_interval,
+            ),
+            (
+                "jwks_timeout_ms",
+                &raw.jwks_timeout_ms,
+                &mut settings.timeout,
+            ),
+        ] {
+            *field = self.positive_ms(&format!("{}: jwt.{name}", ctx.0), value.clone(), *field);
+        }
         if settings.min_refresh > settings.max_refresh {
             let span = raw
                 .jwks_refresh_min_ms
@@ -1099,16 +1110,6 @@ impl Validator<'_> {
                 );
             }
         }
-        settings.unknown_kid_interval = self.positive_ms(
-            &key("jwks_unknown_kid_interval_ms"),
-            ms(&raw.jwks_unknown_kid_interval_ms),
-            settings.unknown_kid_interval,
-        );
-        settings.timeout = self.positive_ms(
-            &key("jwks_timeout_ms"),
-            ms(&raw.jwks_timeout_ms),
-            settings.timeout,
-        );
         if let Some(t) = &raw.jwks_timeout_ms
             && *t.get_ref() > MAX_JWKS_TIMEOUT_MS
         {
