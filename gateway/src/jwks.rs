@@ -227,6 +227,11 @@ impl Key {
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
     }
+
+    /// The configured algorithms this key serves (never empty).
+    pub fn algorithms(&self) -> &[Algorithm] {
+        &self.algorithms
+    }
 }
 
 #[derive(Deserialize)]

@@ -88,6 +88,15 @@ describe('JWKS: socket.io-client → gateway with jwks_url, keys rotated mid-tes
     }
   }
 
+  /** Resolves once the JWKS server has had more than `n` requests. */
+  async function requestsAbove(n, what) {
+    const deadline = Date.now() + DEADLINE_MS;
+    while (requests <= n) {
+      if (Date.now() > deadline) assert.fail(`${what}: ${requests} requests`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
   /** Attempts until `want(result)` holds or the deadline passes. */
   async function until(token, want, what) {
     const deadline = Date.now() + DEADLINE_MS;
@@ -107,11 +116,18 @@ describe('JWKS: socket.io-client → gateway with jwks_url, keys rotated mid-tes
     assert.equal((await connectError(clients.socket('/idp', {}))).message, 'missing token');
     const forged = keyPair('RS256', 'old-rs');
     assert.equal((await attempt(sign(forged, 'eve'))).message, 'invalid token');
-    assert.equal((await attempt(sign(newKey, 'ada'))).message, 'invalid token');
+    const before = requests;
+    const unknown = await attempt(sign(newKey, 'ada'));
+    assert.equal(unknown.message, 'invalid token');
+    assert.equal(unknown.data.code, 'unknown_key');
+    // The unknown kid made the gateway refetch (the set it got still lacks the key).
+    await requestsAbove(before, 'no refetch after an unknown kid');
   });
 
   it('accepts a token with a new kid once the refetch found it, long before the scheduled refresh', async () => {
     keys = [oldKey.jwk, newKey.jwk];
+    // The gateway has not fetched since: the first attempt is refused and asks for the refetch.
+    assert.equal((await attempt(sign(newKey, 'bob'))).data.code, 'unknown_key');
     await until(sign(newKey, 'bob'), (r) => r === null, 'new key never accepted');
     assert.equal(await attempt(sign(oldKey, 'ada')), null, 'the old key still verifies');
     // Two keys: a token without kid is ambiguous.
@@ -124,7 +140,9 @@ describe('JWKS: socket.io-client → gateway with jwks_url, keys rotated mid-tes
     // A token with an unknown kid makes the gateway refetch; the set without the old key
     // retires it, and after the grace its tokens are refused.
     const probe = keyPair('ES256', 'probe');
-    await until(sign(probe, 'x'), () => requests > before, 'no refetch after an unknown kid');
+    // (Retried: an ask within jwks_unknown_kid_interval_ms of the last one fetches nothing.)
+    const probed = await until(sign(probe, 'x'), () => requests > before, 'no refetch after an unknown kid');
+    assert.equal(probed.data.code, 'unknown_key');
     const refused = await until(sign(oldKey, 'ada'), (r) => r !== null, 'retired key still accepted');
     assert.equal(refused.message, 'invalid token');
     assert.equal(refused.data.code, 'unknown_key');
