@@ -1596,6 +1596,30 @@ mod tests {
     }
 
     #[test]
+    fn a_jwks_namespace_refuses_tokens_until_its_set_is_loaded() {
+        let config = Config::from_str(
+            "[[namespace]]\nname = \"/a\"\nauth = \"optional\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"https://idp.example/jwks\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let p = NamespacePolicy::build(&config.namespaces[0], None).unwrap();
+        assert!(matches!(p.gate, Gate::Optional(_)));
+        let token = json!({ "token": "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsifQ.e30.c2ln" });
+        assert_eq!(
+            plan_connect(&p.gate, &[], &token, None, 0),
+            Err(AuthError::KeysUnavailable)
+        );
+        // The header's algorithm is checked first: HS256 is not configured.
+        let hs = json!({ "token": "eyJhbGciOiJIUzI1NiIsImtpZCI6ImsifQ.e30.c2ln" });
+        assert_eq!(
+            plan_connect(&p.gate, &[], &hs, None, 0),
+            Err(AuthError::WrongAlgorithm)
+        );
+        // Optional: no token, anonymous.
+        assert!(plan_connect(&p.gate, &[], &json!({}), None, 0).is_ok());
+    }
+
+    #[test]
     fn builtin_config_builds() {
         let mut config = Config::builtin().unwrap();
         config.apply_env(|_| None).unwrap();
