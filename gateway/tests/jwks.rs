@@ -400,3 +400,18 @@ async fn jwks_file_is_reread_on_unknown_kid() {
     run.stop().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn https_to_a_plain_http_server_fails_and_loads_nothing() {
+    let server = JwksServer::start(set(vec![jwk(&rs_key(), Algorithm::RS256, "a")])).await;
+    let url: http::Uri = format!("https://{}/jwks", server.addr).parse().unwrap();
+    let run = Running::start(settings(Origin::Url(url))).await;
+    // The TLS client (rustls, ring, the system's roots) gets no TLS answer: the fetch fails.
+    run.until_attempts(1).await;
+    assert!(!run.source.is_loaded());
+    assert_eq!(
+        run.verify(&token(&rs_key(), Algorithm::RS256, Some("a"))),
+        Err(AuthError::KeysUnavailable)
+    );
+    run.stop().await;
+}
