@@ -50,7 +50,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     }
 
     let algorithms = CONFIGS[usize::from(u.arbitrary::<u8>()?) % CONFIGS.len()];
-    let body = u.take_rest();
+    let body = u.bytes(u.len())?;
     let first = parse_set(body, algorithms);
     let again = parse_set(body, algorithms);
     match (&first, &again) {
