@@ -399,6 +399,16 @@ fn errors_table() {
             &["test.toml:6:12:", "needs a scheme and a host"],
         ),
         (
+            "jwks url and durations all reported",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"http://idp.example/jwks\"\njwks_timeout_ms = 0",
+            &[
+                "test.toml:6:12:",
+                "loopback",
+                "test.toml:7:19:",
+                "jwks_timeout_ms must be greater than 0",
+            ],
+        ),
+        (
             "jwks url ftp",
             "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"ftp://idp.example/jwks\"",
             &["test.toml:6:12:", "the scheme must be https"],

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Read as _;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1027,13 +1027,13 @@ impl Validator<'_> {
         let origin = match (&raw.jwks_url, &raw.jwks_file) {
             (Some(_), Some(f)) => {
                 self.ctx_problem(ctx, &f.span(), "give jwks_url or jwks_file, not both");
-                return None;
+                None
             }
             (Some(url), None) => match check_jwks_url(url.get_ref(), allow_http) {
-                Ok(uri) => jwks::Origin::Url(uri),
+                Ok(uri) => Some(jwks::Origin::Url(uri)),
                 Err(why) => {
                     self.ctx_problem(ctx, &url.span(), format!("jwt.jwks_url: {why}"));
-                    return None;
+                    None
                 }
             },
             (None, Some(file)) => {
@@ -1055,18 +1055,21 @@ impl Validator<'_> {
                         .map(drop)
                         .map_err(|e| format!("jwks_file {}: {e}", path.display())),
                 };
-                if let Err(why) = checked {
-                    self.ctx_problem(ctx, &file.span(), why);
-                    return None;
+                match checked {
+                    Err(why) => {
+                        self.ctx_problem(ctx, &file.span(), why);
+                        None
+                    }
+                    Ok(()) => Some(jwks::Origin::File(path)),
                 }
-                jwks::Origin::File(path)
             }
-            (None, None) => return None,
+            (None, None) => None,
         };
-        if let (Some(a), jwks::Origin::File(_)) = (&raw.jwks_allow_http, &origin) {
+        if let (Some(a), Some(jwks::Origin::File(_))) = (&raw.jwks_allow_http, &origin) {
             self.ctx_problem(ctx, &a.span(), "jwt.jwks_allow_http is for jwks_url");
         }
-        let mut settings = jwks::Settings::new(origin, algorithms);
+        // The durations are checked even when the origin is not, to report every problem.
+        let mut settings = jwks::Settings::new(jwks::Origin::File(PathBuf::new()), algorithms);
         for (name, value, field) in [
             (
                 "jwks_refresh_ms",
@@ -1130,6 +1133,7 @@ impl Validator<'_> {
                 settings.grace = Duration::from_millis(*g.get_ref());
             }
         }
+        settings.origin = origin?;
         Some(jwks::Source::new(settings))
     }
 
