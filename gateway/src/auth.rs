@@ -3,20 +3,27 @@
 //!
 //! Verification is pure: the current time comes in as an argument (`now_unix`, seconds since
 //! the Unix epoch), so expiry is tested without a clock. Signatures are checked by
-//! `jsonwebtoken` (RustCrypto backend) against exactly one configured algorithm: a token whose
+//! `jsonwebtoken` (RustCrypto backend) against the configured algorithms only: a token whose
 //! header names another algorithm is refused before any key is touched, which rules out
 //! algorithm-confusion attacks (an HMAC token "signed" with a public RSA key). Time and audience
 //! checks are done here, not by `jsonwebtoken`, because its checks read the system clock.
+//!
+//! The key is either one configured key (an HS secret or a PEM public key, one algorithm) or a
+//! JWKS ([`crate::jwks::Source`], possibly several algorithms), where the token header's `kid`
+//! picks the key and the key must also fit the header's algorithm.
 //!
 //! [`AuthError`]'s `Display` is the message the client sees in its `connect_error`: it never
 //! contains key material or token contents. [`KeyError`] is for operators (start-up).
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{AlgorithmFamily, DecodingKey, DecodingKeyKind, Validation};
 use serde_json::{Map, Value};
+
+use crate::jwks;
 
 pub use jsonwebtoken::Algorithm;
 
@@ -54,6 +61,9 @@ pub enum KeyError {
         /// What kind of key it needs.
         needs: &'static str,
     },
+    /// A JWKS configured with no algorithm.
+    #[error("no algorithm configured")]
+    NoAlgorithm,
     /// The PEM text is not a public key usable with the algorithm.
     #[error("not a {algorithm:?} public key in PEM format (-----BEGIN PUBLIC KEY-----): {reason}")]
     BadPublicKey {
@@ -76,9 +86,17 @@ pub enum AuthError {
     /// The signature does not verify with the configured key.
     #[error("invalid token")]
     BadSignature,
-    /// The token header names another algorithm than the configured one.
+    /// The token header names another algorithm than the configured ones (or one its JWKS key
+    /// does not serve).
     #[error("invalid token")]
     WrongAlgorithm,
+    /// JWKS: the token's `kid` is not in the key set (or it has none and the set has several
+    /// keys). An early refetch of the set was asked for.
+    #[error("invalid token")]
+    UnknownKey,
+    /// JWKS: no key set has been loaded yet.
+    #[error("token keys unavailable")]
+    KeysUnavailable,
     /// `exp` is in the past (beyond the leeway).
     #[error("token expired")]
     Expired,
@@ -111,6 +129,8 @@ impl AuthError {
             Self::Malformed => "malformed",
             Self::BadSignature => "bad_signature",
             Self::WrongAlgorithm => "wrong_algorithm",
+            Self::UnknownKey => "unknown_key",
+            Self::KeysUnavailable => "keys_unavailable",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::NoExpiry => "no_expiry",
@@ -292,7 +312,7 @@ fn pem_label(pem: &[u8]) -> Option<&str> {
 
 /// Parses the key fully, the way verification will (the PEM decoder alone only extracts bytes,
 /// and the RSA verifier parses lazily, at the first token).
-fn check_key(algorithm: Algorithm, key: &DecodingKey) -> Result<(), String> {
+pub(crate) fn check_key(algorithm: Algorithm, key: &DecodingKey) -> Result<(), String> {
     install_crypto_provider();
     let provider = &jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER;
     (provider.verifier_factory)(&algorithm, key).map_err(|e| describe_key_error(e.kind()))?;
@@ -315,12 +335,21 @@ fn describe_key_error(kind: &ErrorKind) -> String {
     }
 }
 
+/// Where a [`Verifier`]'s keys come from.
+#[derive(Clone)]
+enum Keys {
+    /// One configured key.
+    Fixed(DecodingKey),
+    /// A key set, by `kid`.
+    Jwks(Arc<jwks::Source>),
+}
+
 /// Verifies tokens for one namespace. Cheap to share (`Arc`), immutable.
 #[derive(Clone)]
 pub struct Verifier {
-    algorithm: Algorithm,
-    key: DecodingKey,
-    validation: Validation,
+    /// The accepted algorithms, each with its `jsonwebtoken` validation (never empty).
+    algorithms: Vec<(Algorithm, Validation)>,
+    keys: Keys,
     issuers: Vec<String>,
     audiences: Vec<String>,
     leeway_seconds: u64,
@@ -330,7 +359,10 @@ pub struct Verifier {
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
-            .field("algorithm", &self.algorithm)
+            .field(
+                "algorithms",
+                &self.algorithms.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+            )
             .field("issuers", &self.issuers)
             .field("audiences", &self.audiences)
             .field("leeway_seconds", &self.leeway_seconds)
@@ -356,23 +388,39 @@ impl Verifier {
         }
         check_key(algorithm, &key)
             .map_err(|reason| KeyError::BadPublicKey { algorithm, reason })?;
+        Ok(Self::with_keys(vec![algorithm], Keys::Fixed(key)))
+    }
+
+    /// A verifier whose keys come from a JWKS, for its configured algorithms (each key serves
+    /// only those that fit it; see [`jwks`]).
+    pub fn with_jwks(source: Arc<jwks::Source>) -> Result<Self, KeyError> {
+        let algorithms = source.settings().algorithms.clone();
+        if algorithms.is_empty() {
+            return Err(KeyError::NoAlgorithm);
+        }
+        Ok(Self::with_keys(algorithms, Keys::Jwks(source)))
+    }
+
+    fn with_keys(algorithms: Vec<Algorithm>, keys: Keys) -> Self {
         // Only the signature and the header's algorithm are left to jsonwebtoken: its time
         // checks read the system clock, and ours take `now` as an argument.
-        let mut validation = Validation::new(algorithm);
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.leeway = 0;
-        Ok(Self {
-            algorithm,
-            key,
-            validation,
+        let validation = |algorithm| {
+            let mut v = Validation::new(algorithm);
+            v.required_spec_claims.clear();
+            v.validate_exp = false;
+            v.validate_nbf = false;
+            v.validate_aud = false;
+            v.leeway = 0;
+            (algorithm, v)
+        };
+        Self {
+            algorithms: algorithms.into_iter().map(validation).collect(),
+            keys,
             issuers: Vec::new(),
             audiences: Vec::new(),
             leeway_seconds: 0,
             required_claims: Vec::new(),
-        })
+        }
     }
 
     /// Accepts only tokens whose `iss` is one of these (empty: `iss` is not checked).
@@ -400,9 +448,9 @@ impl Verifier {
         self
     }
 
-    /// The configured algorithm.
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
+    /// The accepted algorithms.
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        self.algorithms.iter().map(|(a, _)| *a).collect()
     }
 
     /// Verifies a token at `now_unix` (seconds since the Unix epoch) and returns its claims.
@@ -411,15 +459,24 @@ impl Verifier {
             return Err(AuthError::Malformed);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
-        if header.alg != self.algorithm {
+        let Some((_, validation)) = self.algorithms.iter().find(|(a, _)| *a == header.alg) else {
             return Err(AuthError::WrongAlgorithm);
-        }
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
-            .map_err(|e| match e.kind() {
-            ErrorKind::InvalidSignature => AuthError::BadSignature,
-            ErrorKind::InvalidAlgorithm => AuthError::WrongAlgorithm,
-            _ => AuthError::Malformed,
-        })?;
+        };
+        let jwks_key;
+        let key = match &self.keys {
+            Keys::Fixed(key) => key,
+            Keys::Jwks(source) => {
+                jwks_key = source.key_for(header.kid.as_deref(), header.alg)?;
+                &*jwks_key
+            }
+        };
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::InvalidAlgorithm => AuthError::WrongAlgorithm,
+                _ => AuthError::Malformed,
+            },
+        )?;
         let claims = Claims(data.claims);
         self.check_claims(&claims, now_unix)?;
         Ok(claims)

@@ -10,6 +10,10 @@
 //! The application rules: [`config`] → [`rule`] ← [`policy`]. The rule types the configuration
 //! builds and the policy layer runs (room templates, argument paths, event rules) live in `rule`,
 //! which imports neither; the policy reads the configuration, never the other way round.
+//!
+//! Token verification: [`auth`] (pure: a token, keys, `now` in; claims or a refusal out) takes
+//! its keys from the configuration or from a [`jwks`] source, whose background task (started by
+//! the binary with [`jwks::start`]) is the only part that touches the network.
 
 pub mod auth;
 pub mod cluster;
@@ -18,6 +22,7 @@ pub mod engine;
 pub mod forward;
 pub mod http;
 pub mod id;
+pub mod jwks;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;

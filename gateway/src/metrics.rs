@@ -59,6 +59,9 @@ pub const LOG_PUBLISHED: &str = "switchboard_gateway_log_published_total";
 pub const LOG_RECEIVED: &str = "switchboard_gateway_log_received_total";
 /// Namespace connects refused by token authentication, by `reason` (counter).
 pub const AUTH_FAILURES: &str = "switchboard_gateway_auth_failures_total";
+/// JWKS fetches, by `result` (counter): `ok`, or why it failed (`network`, `timeout`, `status`,
+/// `too_large`, `bad_json`, `too_many_keys`, `no_usable_key`, `file`).
+pub const JWKS_FETCHES: &str = "switchboard_gateway_jwks_fetches_total";
 /// Bus messages not published — the publisher's queue was full, or the publish failed — by
 /// `kind` (counter).
 pub const BUS_OUT_DROPPED: &str = "switchboard_gateway_bus_out_dropped_total";
@@ -151,6 +154,10 @@ pub fn describe() {
     describe_counter!(
         AUTH_FAILURES,
         "Namespace connects refused by token authentication, by reason"
+    );
+    describe_counter!(
+        JWKS_FETCHES,
+        "JWKS fetches, by result (a failure keeps the last good set)"
     );
     describe_counter!(BUS_OUT_DROPPED, "Bus messages not published, by kind");
     describe_counter!(BUS_PUBLISHED, "Bus messages published, by kind");
@@ -378,6 +385,7 @@ mod tests {
             FANOUT_SIZE,
             CONNECTS_REFUSED,
             AUTH_FAILURES,
+            JWKS_FETCHES,
             BUS_OUT_DROPPED,
             BUS_PUBLISHED,
             BUS_RECEIVED,

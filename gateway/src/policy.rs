@@ -489,25 +489,31 @@ impl NamespacePolicy {
                     namespace: namespace.clone(),
                     auth: mode,
                 })?;
-                let key = jwt
-                    .key
-                    .clone()
-                    .ok_or_else(|| PolicyError::SecretNotLoaded {
-                        namespace: namespace.clone(),
-                        var: match &jwt.key_source {
-                            KeySource::SecretEnv { var, .. } => var.clone(),
-                            KeySource::PublicKeyFile { path } => path.display().to_string(),
-                        },
-                    })?;
-                let verifier = Verifier::new(jwt.algorithm, key)
-                    .map_err(|source| PolicyError::Key {
-                        namespace: namespace.clone(),
-                        source,
-                    })?
-                    .with_issuers(jwt.issuers.clone())
-                    .with_audiences(jwt.audiences.clone())
-                    .with_leeway_seconds(jwt.leeway_seconds)
-                    .with_required_claims(ns.required_claims.clone());
+                let verifier = match &jwt.jwks {
+                    Some(source) => Verifier::with_jwks(Arc::clone(source)),
+                    None => {
+                        let key = jwt
+                            .key
+                            .clone()
+                            .ok_or_else(|| PolicyError::SecretNotLoaded {
+                                namespace: namespace.clone(),
+                                var: match &jwt.key_source {
+                                    KeySource::SecretEnv { var, .. } => var.clone(),
+                                    KeySource::PublicKeyFile { path } => path.display().to_string(),
+                                    KeySource::Jwks(origin) => origin.to_string(),
+                                },
+                            })?;
+                        Verifier::new(jwt.algorithm, key)
+                    }
+                }
+                .map_err(|source| PolicyError::Key {
+                    namespace: namespace.clone(),
+                    source,
+                })?
+                .with_issuers(jwt.issuers.clone())
+                .with_audiences(jwt.audiences.clone())
+                .with_leeway_seconds(jwt.leeway_seconds)
+                .with_required_claims(ns.required_claims.clone());
                 if mode == AuthMode::Required {
                     Gate::Required(Arc::new(verifier))
                 } else {
@@ -1587,6 +1593,30 @@ mod tests {
             .unwrap();
         let p = NamespacePolicy::build(&config.namespaces[0], None).unwrap();
         assert!(matches!(p.gate, Gate::Required(_)));
+    }
+
+    #[test]
+    fn a_jwks_namespace_refuses_tokens_until_its_set_is_loaded() {
+        let config = Config::from_str(
+            "[[namespace]]\nname = \"/a\"\nauth = \"optional\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"https://idp.example/jwks\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let p = NamespacePolicy::build(&config.namespaces[0], None).unwrap();
+        assert!(matches!(p.gate, Gate::Optional(_)));
+        let token = json!({ "token": "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsifQ.e30.c2ln" });
+        assert_eq!(
+            plan_connect(&p.gate, &[], &token, None, 0),
+            Err(AuthError::KeysUnavailable)
+        );
+        // The header's algorithm is checked first: HS256 is not configured.
+        let hs = json!({ "token": "eyJhbGciOiJIUzI1NiIsImtpZCI6ImsifQ.e30.c2ln" });
+        assert_eq!(
+            plan_connect(&p.gate, &[], &hs, None, 0),
+            Err(AuthError::WrongAlgorithm)
+        );
+        // Optional: no token, anonymous.
+        assert!(plan_connect(&p.gate, &[], &json!({}), None, 0).is_ok());
     }
 
     #[test]

@@ -319,6 +319,9 @@ async fn serve(
     // What runs beside the client listener (the operator listener, gRPC, metrics upkeep, the
     // bus watch, the peers' heartbeats) stops once the client listener has drained.
     let side = root.child_token();
+    // JWKS refresh tasks; the first fetch is tried before clients are served (bounded by its
+    // timeout: a namespace whose set is not loaded refuses tokens until a fetch succeeds).
+    switchboard_gateway::jwks::start(&config.jwks_sources(), tasks, &side).await;
     // Cluster: requests for other gateways' sessions go to their owner, found by heartbeat.
     let forwarder = (!standalone && settings.forward).then(|| {
         let peers = Peers::default();

@@ -22,6 +22,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::DecodingKey;
@@ -29,6 +30,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::auth::{Algorithm, RequiredClaim};
+use crate::jwks;
 use crate::ratelimit;
 use crate::rule::{ArgPath, Template};
 
@@ -80,6 +82,10 @@ pub const DEFAULT_MAX_ROOMS: usize = 100;
 pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
 /// Largest accepted leeway: more would make `exp` meaningless.
 pub const MAX_LEEWAY_SECONDS: u64 = 3600;
+/// Longest `jwt.jwks_timeout_ms`.
+pub const MAX_JWKS_TIMEOUT_MS: u64 = 60_000;
+/// Longest `jwt.jwks_grace_ms` (a day: longer than any sensible token lifetime).
+pub const MAX_JWKS_GRACE_MS: u64 = 24 * 60 * 60 * 1000;
 /// Default event used to tell a client that an event without ack was rate limited.
 pub const DEFAULT_RATE_LIMIT_EVENT: &str = "error";
 
@@ -452,12 +458,17 @@ pub struct NamespaceConfig {
 /// `[namespace.jwt]`.
 #[derive(Clone, Debug)]
 pub struct JwtConfig {
-    /// The one accepted algorithm.
+    /// The accepted algorithm (the first of [`JwtConfig::algorithms`]).
     pub algorithm: Algorithm,
+    /// Every accepted algorithm: just `algorithm` for a fixed key; one or more for a JWKS.
+    pub algorithms: Vec<Algorithm>,
     /// Where the key comes from.
     pub key_source: KeySource,
-    /// The key: loaded at parse time for key files, by [`Config::apply_env`] for secrets.
+    /// The key: loaded at parse time for key files, by [`Config::apply_env`] for secrets; `None`
+    /// for a JWKS.
     pub key: Option<DecodingKey>,
+    /// The key set (`jwks_url` / `jwks_file`): empty until [`crate::jwks::start`] loads it.
+    pub jwks: Option<Arc<jwks::Source>>,
     /// Accepted `iss` values (empty: not checked).
     pub issuers: Vec<String>,
     /// Accepted `aud` values (empty: tokens naming an audience are refused).
@@ -481,6 +492,9 @@ pub enum KeySource {
         /// The path (resolved against the config file's directory).
         path: PathBuf,
     },
+    /// A JWKS (`jwks_url` or `jwks_file`, the path resolved against the config file's
+    /// directory).
+    Jwks(jwks::Origin),
 }
 
 /// A namespace's rate limit.
@@ -556,6 +570,14 @@ impl Config {
                 Some(KeySource::SecretEnv { var, .. }) => Some(var.as_str()),
                 _ => None,
             })
+            .collect()
+    }
+
+    /// The JWKS sources of the namespaces, for [`crate::jwks::start`].
+    pub fn jwks_sources(&self) -> Vec<Arc<jwks::Source>> {
+        self.namespaces
+            .iter()
+            .filter_map(|ns| ns.jwt.as_ref()?.jwks.clone())
             .collect()
     }
 

@@ -122,9 +122,19 @@ pub(super) struct RawRecovery {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawJwt {
-    pub(super) algorithm: Spanned<String>,
+    /// A name, or (with a JWKS) a list of names.
+    pub(super) algorithm: Spanned<toml::Value>,
     pub(super) secret_env: Option<Spanned<String>>,
     pub(super) public_key_file: Option<Spanned<String>>,
+    pub(super) jwks_url: Option<Spanned<String>>,
+    pub(super) jwks_file: Option<Spanned<String>>,
+    pub(super) jwks_allow_http: Option<Spanned<bool>>,
+    pub(super) jwks_refresh_ms: Option<Spanned<u64>>,
+    pub(super) jwks_refresh_min_ms: Option<Spanned<u64>>,
+    pub(super) jwks_refresh_max_ms: Option<Spanned<u64>>,
+    pub(super) jwks_unknown_kid_interval_ms: Option<Spanned<u64>>,
+    pub(super) jwks_grace_ms: Option<Spanned<u64>>,
+    pub(super) jwks_timeout_ms: Option<Spanned<u64>>,
     pub(super) issuer: Option<Spanned<toml::Value>>,
     pub(super) audience: Option<Spanned<toml::Value>>,
     pub(super) leeway_seconds: Option<Spanned<u64>>,

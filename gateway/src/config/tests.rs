@@ -369,6 +369,107 @@ fn errors_table() {
             &["test.toml:5:13:", "not supported"],
         ),
         (
+            "jwks algorithm none",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = [\"RS256\", \"none\"]\njwks_url = \"https://idp.example/jwks\"",
+            &["test.toml:5:13:", "\"none\" is not supported"],
+        ),
+        (
+            "algorithm list without jwks",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = [\"RS256\", \"ES256\"]\npublic_key_file = \"x.pem\"",
+            &["test.toml:5:13:", "a list of algorithms needs a key set"],
+        ),
+        (
+            "empty algorithm list",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = []\njwks_url = \"https://idp.example/jwks\"",
+            &["test.toml:5:13:", "non-empty list"],
+        ),
+        (
+            "mixed hmac and public",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = [\"HS256\", \"RS256\"]\njwks_url = \"https://idp.example/jwks\"",
+            &["test.toml:5:13:", "mixes HMAC"],
+        ),
+        (
+            "jwks url not a url",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"idp.example/jwks\"",
+            &["test.toml:6:12:", "jwt.jwks_url: not a URL"],
+        ),
+        (
+            "jwks url no host",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"/jwks\"",
+            &["test.toml:6:12:", "needs a scheme and a host"],
+        ),
+        (
+            "jwks url and durations all reported",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"http://idp.example/jwks\"\njwks_timeout_ms = 0",
+            &[
+                "test.toml:6:12:",
+                "loopback",
+                "test.toml:7:19:",
+                "jwks_timeout_ms must be greater than 0",
+            ],
+        ),
+        (
+            "jwks url ftp",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"ftp://idp.example/jwks\"",
+            &["test.toml:6:12:", "the scheme must be https"],
+        ),
+        (
+            "jwks url http remote",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"http://idp.example/jwks\"",
+            &["test.toml:6:12:", "http is only allowed to a loopback host"],
+        ),
+        (
+            "jwks url credentials",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"https://me:pw@idp.example/jwks\"",
+            &["test.toml:6:12:", "credentials"],
+        ),
+        (
+            "jwks url and file",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"https://idp.example/jwks\"\njwks_file = \"jwks.json\"",
+            &["test.toml:7:13:", "not both"],
+        ),
+        (
+            "jwks with a key file",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"https://idp.example/jwks\"\npublic_key_file = \"x.pem\"",
+            &[
+                "test.toml:7:19:",
+                "public_key_file cannot be used with a key set",
+            ],
+        ),
+        (
+            "jwks file missing",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_file = \"no-such-jwks.json\"",
+            &["test.toml:6:13:", "cannot read jwks_file"],
+        ),
+        (
+            "jwks keys without jwks",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\npublic_key_file = \"tests/keys/rs256-public.pem\"\njwks_grace_ms = 10",
+            &[
+                "test.toml:7:17:",
+                "jwt.jwks_grace_ms needs jwks_url or jwks_file",
+            ],
+        ),
+        (
+            "jwks refresh zero",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"https://idp.example/jwks\"\njwks_refresh_ms = 0",
+            &["test.toml:7:19:", "jwks_refresh_ms must be greater than 0"],
+        ),
+        (
+            "jwks min over max",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"https://idp.example/jwks\"\njwks_refresh_min_ms = 5000\njwks_refresh_max_ms = 1000",
+            &["test.toml:7:", "must not exceed jwks_refresh_max_ms"],
+        ),
+        (
+            "jwks timeout too long",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"https://idp.example/jwks\"\njwks_timeout_ms = 600000",
+            &["test.toml:7:19:", "at most 60000"],
+        ),
+        (
+            "jwks grace too long",
+            "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"RS256\"\njwks_url = \"https://idp.example/jwks\"\njwks_grace_ms = 86400001",
+            &["test.toml:7:17:", "at most 86400000"],
+        ),
+        (
             "hs without secret",
             "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\nalgorithm = \"HS256\"",
             &["test.toml:5:", "needs secret_env"],
@@ -929,4 +1030,35 @@ fn recovery_problems_are_located_and_bounded_by_the_outbound_queue() {
     );
     let e = err("[[namespace]]\nname = \"/a\"\n[namespace.recovery]\nwindow = 1\n");
     assert!(e.contains("unknown field `window`"), "{e}");
+}
+
+#[test]
+fn jwks_settings() {
+    let text = "[[namespace]]\nname = \"/a\"\nauth = \"required\"\n[namespace.jwt]\n\
+                algorithm = [\"RS256\", \"ES256\", \"RS256\"]\njwks_url = \"http://127.0.0.1:8080/jwks\"\n\
+                jwks_refresh_ms = 60000\njwks_refresh_min_ms = 1000\njwks_refresh_max_ms = 3600000\n\
+                jwks_unknown_kid_interval_ms = 2000\njwks_grace_ms = 300000\njwks_timeout_ms = 3000\n\
+                [[namespace]]\nname = \"/b\"\nauth = \"optional\"\n[namespace.jwt]\n\
+                algorithm = \"ES256\"\njwks_url = \"http://idp.internal/jwks\"\njwks_allow_http = true\n";
+    let c = Config::from_str(text, "test.toml").unwrap();
+    let jwt = c.namespaces[0].jwt.as_ref().unwrap();
+    assert_eq!(jwt.algorithms, vec![Algorithm::RS256, Algorithm::ES256]);
+    assert!(jwt.key.is_none());
+    let s = jwt.jwks.as_ref().unwrap().settings();
+    assert_eq!(
+        s.origin,
+        crate::jwks::Origin::Url("http://127.0.0.1:8080/jwks".parse().unwrap())
+    );
+    assert_eq!(jwt.key_source, KeySource::Jwks(s.origin.clone()));
+    assert_eq!(s.refresh, Duration::from_secs(60));
+    assert_eq!(s.min_refresh, Duration::from_secs(1));
+    assert_eq!(s.max_refresh, Duration::from_secs(3600));
+    assert_eq!(s.unknown_kid_interval, Duration::from_secs(2));
+    assert_eq!(s.grace, Duration::from_secs(300));
+    assert_eq!(s.timeout, Duration::from_secs(3));
+    let b = c.namespaces[1].jwt.as_ref().unwrap().jwks.as_ref().unwrap();
+    assert_eq!(b.settings().grace, crate::jwks::DEFAULT_GRACE);
+    assert_eq!(b.settings().refresh, crate::jwks::DEFAULT_REFRESH);
+    assert_eq!(c.jwks_sources().len(), 2);
+    assert!(c.secret_vars().is_empty());
 }

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Read as _;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -16,6 +17,7 @@ use toml::Spanned;
 use super::raw::*;
 use super::*;
 use crate::auth;
+use crate::jwks;
 
 /// Socket.IO clients run `setTimeout(pingInterval + pingTimeout)`; JavaScript timers fire at
 /// once past 2^31 - 1 ms, so larger values would make every client time out immediately.
@@ -800,30 +802,20 @@ impl Validator<'_> {
         })
     }
 
-    fn jwt(&mut self, ctx: &Ctx, raw: RawJwt) -> Option<JwtConfig> {
+    fn jwt(&mut self, ctx: &Ctx, mut raw: RawJwt) -> Option<JwtConfig> {
         let alg_span = raw.algorithm.span();
-        let algorithm = match raw.algorithm.get_ref().parse::<Algorithm>() {
-            Ok(a) => a,
-            Err(_) => {
-                self.ctx_problem(
-                    ctx,
-                    &alg_span,
-                    format!(
-                        "jwt.algorithm {:?} is not supported; use one of HS256, HS384, HS512, RS256, \
-                         RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA",
-                        raw.algorithm.get_ref()
-                    ),
-                );
-                return None;
-            }
-        };
+        let uses_jwks = raw.jwks_url.is_some() || raw.jwks_file.is_some();
+        let algorithms = self.algorithms(ctx, raw.algorithm.clone(), uses_jwks)?;
+        let algorithm = algorithms[0];
         let issuers = raw
             .issuer
+            .take()
             .map_or_else(Vec::new, |v| self.string_list(ctx, "jwt.issuer", v));
         let audiences = raw
             .audience
+            .take()
             .map_or_else(Vec::new, |v| self.string_list(ctx, "jwt.audience", v));
-        let leeway_seconds = match raw.leeway_seconds {
+        let leeway_seconds = match raw.leeway_seconds.take() {
             None => DEFAULT_LEEWAY_SECONDS,
             Some(l) if *l.get_ref() > MAX_LEEWAY_SECONDS => {
                 self.ctx_problem(
@@ -835,6 +827,22 @@ impl Validator<'_> {
             }
             Some(l) => *l.get_ref(),
         };
+        if uses_jwks {
+            let source = self.jwks(ctx, &raw, algorithms.clone())?;
+            return Some(JwtConfig {
+                algorithm,
+                algorithms,
+                key_source: KeySource::Jwks(source.settings().origin.clone()),
+                key: None,
+                jwks: Some(source),
+                issuers,
+                audiences,
+                leeway_seconds,
+            });
+        }
+        for (key, span) in jwks_only_keys(&raw) {
+            self.ctx_problem(ctx, &span, format!("jwt.{key} needs jwks_url or jwks_file"));
+        }
         let (key_source, key) = if auth::uses_secret(algorithm) {
             if let Some(f) = &raw.public_key_file {
                 self.ctx_problem(
@@ -915,12 +923,218 @@ impl Validator<'_> {
         };
         Some(JwtConfig {
             algorithm,
+            algorithms,
             key_source,
             key,
+            jwks: None,
             issuers,
             audiences,
             leeway_seconds,
         })
+    }
+
+    /// `jwt.algorithm`: one name, or (with a JWKS) a non-empty list of names of one kind (HMAC or
+    /// public-key). `none` is not an algorithm here.
+    fn algorithms(
+        &mut self,
+        ctx: &Ctx,
+        raw: Spanned<toml::Value>,
+        uses_jwks: bool,
+    ) -> Option<Vec<Algorithm>> {
+        let span = raw.span();
+        let names: Vec<String> = match raw.into_inner() {
+            toml::Value::String(s) => vec![s],
+            toml::Value::Array(items) if uses_jwks => {
+                let names: Option<Vec<String>> = items
+                    .into_iter()
+                    .map(|v| v.as_str().map(str::to_owned))
+                    .collect();
+                match names {
+                    Some(n) if !n.is_empty() => n,
+                    _ => {
+                        self.ctx_problem(
+                            ctx,
+                            &span,
+                            "jwt.algorithm must be a name or a non-empty list of names",
+                        );
+                        return None;
+                    }
+                }
+            }
+            toml::Value::Array(_) => {
+                self.ctx_problem(
+                    ctx,
+                    &span,
+                    "a list of algorithms needs a key set (jwks_url or jwks_file); a single key \
+                     has one algorithm",
+                );
+                return None;
+            }
+            _ => {
+                self.ctx_problem(ctx, &span, "jwt.algorithm must be a string");
+                return None;
+            }
+        };
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            match name.parse::<Algorithm>() {
+                Ok(a) if !out.contains(&a) => out.push(a),
+                Ok(_) => {}
+                Err(_) => {
+                    self.ctx_problem(
+                        ctx,
+                        &span,
+                        format!(
+                            "jwt.algorithm {name:?} is not supported; use one of HS256, HS384, \
+                             HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA"
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+        if out.iter().any(|a| auth::uses_secret(*a)) && out.iter().any(|a| !auth::uses_secret(*a)) {
+            self.ctx_problem(
+                ctx,
+                &span,
+                "jwt.algorithm mixes HMAC (HS*) and public-key algorithms; use one kind",
+            );
+            return None;
+        }
+        Some(out)
+    }
+
+    /// The key set of `[namespace.jwt]` with `jwks_url` or `jwks_file`: the source, not loaded.
+    fn jwks(
+        &mut self,
+        ctx: &Ctx,
+        raw: &RawJwt,
+        algorithms: Vec<Algorithm>,
+    ) -> Option<Arc<jwks::Source>> {
+        for (key, other) in [
+            ("secret_env", raw.secret_env.as_ref()),
+            ("public_key_file", raw.public_key_file.as_ref()),
+        ] {
+            if let Some(o) = other {
+                self.ctx_problem(
+                    ctx,
+                    &o.span(),
+                    format!("jwt.{key} cannot be used with a key set (jwks_url / jwks_file)"),
+                );
+            }
+        }
+        let allow_http = raw.jwks_allow_http.as_ref().is_some_and(|b| *b.get_ref());
+        let origin = match (&raw.jwks_url, &raw.jwks_file) {
+            (Some(_), Some(f)) => {
+                self.ctx_problem(ctx, &f.span(), "give jwks_url or jwks_file, not both");
+                None
+            }
+            (Some(url), None) => match check_jwks_url(url.get_ref(), allow_http) {
+                Ok(uri) => Some(jwks::Origin::Url(uri)),
+                Err(why) => {
+                    self.ctx_problem(ctx, &url.span(), format!("jwt.jwks_url: {why}"));
+                    None
+                }
+            },
+            (None, Some(file)) => {
+                let path = self.base_dir.join(file.get_ref());
+                let read = std::fs::File::open(&path).and_then(|f| {
+                    let mut buf = Vec::new();
+                    f.take(jwks::MAX_JWKS_BYTES as u64 + 1)
+                        .read_to_end(&mut buf)
+                        .map(|_| buf)
+                });
+                let checked = match read {
+                    Err(e) => Err(format!("cannot read jwks_file {}: {e}", path.display())),
+                    Ok(b) if b.len() > jwks::MAX_JWKS_BYTES => Err(format!(
+                        "jwks_file {}: larger than {} bytes",
+                        path.display(),
+                        jwks::MAX_JWKS_BYTES
+                    )),
+                    Ok(b) => jwks::parse_set(&b, &algorithms)
+                        .map(drop)
+                        .map_err(|e| format!("jwks_file {}: {e}", path.display())),
+                };
+                match checked {
+                    Err(why) => {
+                        self.ctx_problem(ctx, &file.span(), why);
+                        None
+                    }
+                    Ok(()) => Some(jwks::Origin::File(path)),
+                }
+            }
+            (None, None) => None,
+        };
+        if let (Some(a), Some(jwks::Origin::File(_))) = (&raw.jwks_allow_http, &origin) {
+            self.ctx_problem(ctx, &a.span(), "jwt.jwks_allow_http is for jwks_url");
+        }
+        // The durations are checked even when the origin is not, to report every problem.
+        let mut settings = jwks::Settings::new(jwks::Origin::File(PathBuf::new()), algorithms);
+        for (name, value, field) in [
+            (
+                "jwks_refresh_ms",
+                &raw.jwks_refresh_ms,
+                &mut settings.refresh,
+            ),
+            (
+                "jwks_refresh_min_ms",
+                &raw.jwks_refresh_min_ms,
+                &mut settings.min_refresh,
+            ),
+            (
+                "jwks_refresh_max_ms",
+                &raw.jwks_refresh_max_ms,
+                &mut settings.max_refresh,
+            ),
+            (
+                "jwks_unknown_kid_interval_ms",
+                &raw.jwks_unknown_kid_interval_ms,
+                &mut settings.unknown_kid_interval,
+            ),
+            (
+                "jwks_timeout_ms",
+                &raw.jwks_timeout_ms,
+                &mut settings.timeout,
+            ),
+        ] {
+            *field = self.positive_ms(&format!("{}: jwt.{name}", ctx.0), value.clone(), *field);
+        }
+        if settings.min_refresh > settings.max_refresh {
+            let span = raw
+                .jwks_refresh_min_ms
+                .as_ref()
+                .or(raw.jwks_refresh_max_ms.as_ref())
+                .map(Spanned::span);
+            if let Some(span) = span {
+                self.ctx_problem(
+                    ctx,
+                    &span,
+                    "jwt.jwks_refresh_min_ms must not exceed jwks_refresh_max_ms",
+                );
+            }
+        }
+        if let Some(t) = &raw.jwks_timeout_ms
+            && *t.get_ref() > MAX_JWKS_TIMEOUT_MS
+        {
+            self.ctx_problem(
+                ctx,
+                &t.span(),
+                format!("jwt.jwks_timeout_ms must be at most {MAX_JWKS_TIMEOUT_MS}"),
+            );
+        }
+        if let Some(g) = &raw.jwks_grace_ms {
+            if *g.get_ref() > MAX_JWKS_GRACE_MS {
+                self.ctx_problem(
+                    ctx,
+                    &g.span(),
+                    format!("jwt.jwks_grace_ms must be at most {MAX_JWKS_GRACE_MS}"),
+                );
+            } else {
+                settings.grace = Duration::from_millis(*g.get_ref());
+            }
+        }
+        settings.origin = origin?;
+        Some(jwks::Source::new(settings))
     }
 
     /// A string or a non-empty list of non-empty strings.
@@ -1355,6 +1569,62 @@ fn read_limited(path: &Path) -> std::io::Result<Vec<u8>> {
         return Err(std::io::Error::other("file too large for a public key"));
     }
     Ok(buf)
+}
+
+/// The `jwks_*` keys that mean nothing without a key set, with their spans.
+fn jwks_only_keys(raw: &RawJwt) -> Vec<(&'static str, Range<usize>)> {
+    let ms = [
+        ("jwks_refresh_ms", &raw.jwks_refresh_ms),
+        ("jwks_refresh_min_ms", &raw.jwks_refresh_min_ms),
+        ("jwks_refresh_max_ms", &raw.jwks_refresh_max_ms),
+        (
+            "jwks_unknown_kid_interval_ms",
+            &raw.jwks_unknown_kid_interval_ms,
+        ),
+        ("jwks_grace_ms", &raw.jwks_grace_ms),
+        ("jwks_timeout_ms", &raw.jwks_timeout_ms),
+    ];
+    let mut out: Vec<_> = ms
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.as_ref()?.span())))
+        .collect();
+    if let Some(a) = &raw.jwks_allow_http {
+        out.push(("jwks_allow_http", a.span()));
+    }
+    out
+}
+
+/// A `jwks_url`: absolute `https://host/…`, or `http://` to a loopback host (or any host with
+/// `allow_http`); no credentials in it (they would end up in logs).
+fn check_jwks_url(url: &str, allow_http: bool) -> Result<http::Uri, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL ({e})"))?;
+    let Some(authority) = uri.authority() else {
+        return Err("needs a scheme and a host (https://host/path)".to_owned());
+    };
+    if authority.as_str().contains('@') {
+        return Err("must not contain credentials (user@host)".to_owned());
+    }
+    let host = bare_host(authority.host());
+    if host.is_empty() {
+        return Err("needs a host".to_owned());
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(uri),
+        Some("http") if allow_http || is_loopback(host) => Ok(uri),
+        Some("http") => Err(
+            "http is only allowed to a loopback host (localhost, 127.0.0.0/8, ::1); use https, \
+             or set jwks_allow_http = true if the network path is trusted"
+                .to_owned(),
+        ),
+        _ => Err("the scheme must be https (or http to a loopback host)".to_owned()),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `[::1]` → `::1` (the bracketed form is for URLs, not for binding).
