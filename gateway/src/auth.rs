@@ -453,6 +453,14 @@ impl Verifier {
         self.algorithms.iter().map(|(a, _)| *a).collect()
     }
 
+    /// The key set it reads, when its keys come from a JWKS.
+    pub fn jwks(&self) -> Option<Arc<jwks::Source>> {
+        match &self.keys {
+            Keys::Fixed(_) => None,
+            Keys::Jwks(source) => Some(Arc::clone(source)),
+        }
+    }
+
     /// Verifies a token at `now_unix` (seconds since the Unix epoch) and returns its claims.
     pub fn verify(&self, token: &str, now_unix: u64) -> Result<Claims, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
@@ -560,6 +568,15 @@ fn numeric_date(v: &Value) -> Result<u64, AuthError> {
         }),
         _ => Err(AuthError::Malformed),
     }
+}
+
+/// A token's header, read without verifying anything (to pick its key); `None` for what is not a
+/// bounded JWT.
+pub fn peek_header(token: &str) -> Option<jsonwebtoken::Header> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return None;
+    }
+    jsonwebtoken::decode_header(token).ok()
 }
 
 /// The token a client presented: the CONNECT payload's `token` field (Socket.IO's

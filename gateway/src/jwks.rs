@@ -4,9 +4,12 @@
 //!
 //! What it owns: one [`Source`] per configured set (the last good keys, their retirement times)
 //! and the refresh task that feeds it ([`start`]). Verification ([`Source::key_for`]) only reads
-//! memory: it never waits on the network. A token naming an unknown `kid` is refused and asks the
-//! refresh task for an early fetch, at most one per [`Settings::unknown_kid_interval`]; the
-//! client's next attempt then finds the key.
+//! memory: it never waits on the network. A token naming an unknown `kid` asks the refresh task
+//! for an early fetch, at most one per [`Settings::unknown_kid_interval`]. Before verifying, the
+//! connect waits for that fetch ([`Source::wait_for_key`], run by the namespace's
+//! `prepare_connect` step, off the connection's read path), so the first token signed with a
+//! newly published key is accepted; tokens that arrive while the fetch runs wait for the same
+//! one; an unknown `kid` after it is refused without waiting.
 //!
 //! Invariants:
 //! - Key material is parsed by `jsonwebtoken` (`Jwk`, `DecodingKey::from_jwk`); this module only
@@ -21,7 +24,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -344,6 +346,9 @@ struct State {
     loaded: bool,
     /// The last fetch asked for by an unknown `kid`.
     last_unknown_kid: Option<Instant>,
+    /// How many fetches had finished when it was asked for: it is still to come while that many
+    /// have.
+    asked_after: u64,
 }
 
 /// One JWKS: the keys verification reads, and the handle its refresh task feeds.
@@ -353,10 +358,9 @@ pub struct Source {
     /// Wakes the refresh task for an unknown-`kid` fetch (one stored permit: concurrent asks
     /// share one fetch).
     wake: Notify,
-    /// Becomes true after the first fetch attempt, good or not.
-    attempted: watch::Sender<bool>,
-    /// Fetch attempts finished (good or not), for tests and logs.
-    attempts: AtomicU64,
+    /// Fetch attempts finished (good or not): the start waits for the first, connects with an
+    /// unknown `kid` for the one they asked for.
+    finished: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Source {
@@ -375,8 +379,7 @@ impl Source {
             settings,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
-            attempted: watch::Sender::new(false),
-            attempts: AtomicU64::new(0),
+            finished: watch::Sender::new(0),
         })
     }
 
@@ -387,7 +390,7 @@ impl Source {
 
     /// Fetch attempts finished so far (good or failed).
     pub fn attempts(&self) -> u64 {
-        self.attempts.load(Ordering::Relaxed)
+        *self.finished.borrow()
     }
 
     /// Whether a set has been loaded.
@@ -396,7 +399,8 @@ impl Source {
     }
 
     /// The key for a token's header (`kid`, `alg`; `alg` is one of the configured algorithms),
-    /// now. Never waits: an unknown `kid` asks the refresh task for a fetch and is refused.
+    /// now. Never waits: an unknown `kid` asks the refresh task for a fetch and is refused (a
+    /// connect waits for that fetch first: [`Self::wait_for_key`]).
     pub fn key_for(
         &self,
         kid: Option<&str>,
@@ -444,15 +448,52 @@ impl Source {
         }
     }
 
-    /// Wakes the refresh task unless an unknown-`kid` fetch was asked for too recently.
-    fn ask_fetch(&self, st: &mut State, now: Instant) {
+    /// Wakes the refresh task unless an unknown-`kid` fetch was asked for too recently. Returns
+    /// the number of finished fetches the asked-for one will exceed while it is still to come
+    /// (asked now or earlier), `None` when it is done and the limit forbids another.
+    fn ask_fetch(&self, st: &mut State, now: Instant) -> Option<u64> {
+        let finished = self.attempts();
         let recent = st
             .last_unknown_kid
             .is_some_and(|at| now < at + self.settings.unknown_kid_interval);
         if !recent {
             st.last_unknown_kid = Some(now);
+            st.asked_after = finished;
             self.wake.notify_one();
+            return Some(finished);
         }
+        (st.asked_after == finished).then_some(finished)
+    }
+
+    /// For a token header's `kid`: `None` when verification can go ahead now (the key is known,
+    /// or no fetch could bring it), else a wait that ends when the fetch asked for it has finished
+    /// (good or not; at most the fetch timeout and a second). Never fails: verification after it
+    /// decides. Tokens without `kid` never wait once a set is loaded.
+    pub fn wait_for_key(
+        &self,
+        kid: Option<&str>,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        if st.loaded {
+            let kid = kid?;
+            let live = |k: &&Key| k.retired_at.is_none_or(|at| now < at + self.settings.grace);
+            if st
+                .keys
+                .iter()
+                .filter(live)
+                .any(|k| k.kid.as_deref() == Some(kid))
+            {
+                return None;
+            }
+        }
+        let base = self.ask_fetch(&mut st, now)?;
+        drop(st);
+        let mut finished = self.finished.subscribe();
+        let limit = self.settings.timeout + Duration::from_secs(1);
+        Some(async move {
+            let _ = tokio::time::timeout(limit, finished.wait_for(|n| *n > base)).await;
+        })
     }
 
     /// Replaces the set: keys that left it are retired (kept for the grace), keys past their
@@ -527,8 +568,7 @@ impl Source {
                         self.settings.min_refresh
                     }
                 };
-            self.attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempted.send_replace(true);
+            self.finished.send_modify(|n| *n += 1);
         }
     }
 
@@ -670,11 +710,11 @@ pub async fn start(sources: &[Arc<Source>], tasks: &TaskTracker, stop: &Cancella
     let mut waits = Vec::with_capacity(sources.len());
     for source in sources {
         let fetcher = Fetcher::new(&source.settings);
-        let mut attempted = source.attempted.subscribe();
+        let mut finished = source.finished.subscribe();
         tasks.spawn(Arc::clone(source).run(fetcher, stop.clone()));
         let limit = source.settings.timeout + Duration::from_secs(1);
         waits.push(async move {
-            let _ = tokio::time::timeout(limit, attempted.wait_for(|done| *done)).await;
+            let _ = tokio::time::timeout(limit, finished.wait_for(|n| *n > 0)).await;
         });
     }
     futures_util::future::join_all(waits).await;

@@ -258,6 +258,16 @@ pub enum Gate {
     Required(Arc<Verifier>),
 }
 
+impl Gate {
+    /// The key set its verifier reads, if it has one.
+    fn jwks(&self) -> Option<Arc<crate::jwks::Source>> {
+        match self {
+            Gate::Open => None,
+            Gate::Optional(v) | Gate::Required(v) => v.jwks(),
+        }
+    }
+}
+
 /// What a successful connect brings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConnectPlan {
@@ -1013,6 +1023,16 @@ fn register(server: &Server, policies: Vec<(&NamespaceConfig, NamespacePolicy)>)
             handle.set_recovery(crate::sio::Recovery {
                 max_disconnection: r.window,
                 skip_middlewares: r.skip_middlewares,
+            });
+        }
+        if let Some(source) = policy.gate.jwks() {
+            // A token naming a key the set does not hold yet waits for the fetch it asks for
+            // (bounded, rate-limited), so the first token of a rotated key is accepted.
+            handle.prepare_connect(move |auth_payload, authorization| {
+                let token = auth::extract_token(auth_payload, authorization).ok()??;
+                let header = auth::peek_header(token)?;
+                let wait = source.wait_for_key(header.kid.as_deref())?;
+                Some(Box::pin(wait) as futures_util::future::BoxFuture<'static, ()>)
             });
         }
         let policy = Arc::new(policy);

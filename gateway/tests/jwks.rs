@@ -275,6 +275,38 @@ async fn rotation_new_key_by_refetch_and_retired_key_during_grace() {
 }
 
 #[tokio::test]
+async fn a_connect_with_a_new_kid_waits_for_the_refetch_and_is_accepted_at_once() {
+    let server = JwksServer::start(set(vec![jwk(&rs_key(), Algorithm::RS256, "old")])).await;
+    let mut s = settings(Origin::Url(server.url()));
+    s.unknown_kid_interval = Duration::from_secs(3600);
+    let run = Running::start(s).await;
+    // A known key: nothing to wait for.
+    assert!(run.source.wait_for_key(Some("old")).is_none());
+    server.set(Reply::Set(set(vec![
+        jwk(&rs_key(), Algorithm::RS256, "old"),
+        jwk(&es_key(), Algorithm::ES256, "new"),
+    ])));
+    // Two connects with the new kid arrive together: both wait, for one fetch.
+    let first = run.source.wait_for_key(Some("new")).expect("a wait");
+    let second = run
+        .source
+        .wait_for_key(Some("new"))
+        .expect("a wait for the same fetch");
+    tokio::join!(first, second);
+    // The first verification after the wait accepts it (no retry).
+    let new = token(&es_key(), Algorithm::ES256, Some("new"));
+    run.verify(&new).unwrap();
+    assert_eq!(server.hits(), 2, "start-up fetch + one refetch for both");
+    // A kid still unknown after that fetch, within the interval: refused without waiting.
+    assert!(run.source.wait_for_key(Some("nobody")).is_none());
+    assert_eq!(
+        run.verify(&token(&es_key(), Algorithm::ES256, Some("nobody"))),
+        Err(AuthError::UnknownKey)
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
 async fn retired_key_is_refused_once_the_grace_ends() {
     let server = JwksServer::start(set(vec![
         jwk(&rs_key(), Algorithm::RS256, "old"),

@@ -430,7 +430,13 @@ impl Server {
         };
         let empty = Value::Object(serde_json::Map::new());
         let auth = packet.data.unwrap_or(empty);
-        let recovery = found.handlers().read().recovery;
+        let (recovery, prepare) = {
+            let shared = found.handlers();
+            let handlers = shared.read();
+            (handlers.recovery, handlers.prepare.clone())
+        };
+        // Something to wait for before the middlewares run (a key being fetched).
+        let waiting = prepare.and_then(|p| p(&auth, conn.handshake().header("authorization")));
         let adapter = self
             .inner
             .adapter
@@ -448,16 +454,24 @@ impl Server {
             Some((field("pid")?.to_owned(), field("offset")?.to_owned()))
         });
         let (Some(adapter), Some((pid, offset))) = (adapter, claim) else {
-            self.admit(conn, found, nsp, auth, recovery, None);
-            return;
-        };
-        {
-            let mut st = conn.data.state.lock();
-            if st.connecting.iter().any(|n| **n == *nsp) {
-                tracing::debug!(sid = %conn.sid(), nsp = %nsp, "duplicate connect ignored");
+            let Some(waiting) = waiting else {
+                self.admit(conn, found, nsp, auth, recovery, None);
+                return;
+            };
+            if !mark_connecting(conn, &nsp) {
                 return;
             }
-            st.connecting.push(nsp.as_str().into());
+            let server = self.clone();
+            let session = conn.clone();
+            conn.spawn(async move {
+                waiting.await;
+                session.data.state.lock().connecting.retain(|n| **n != *nsp);
+                server.admit(&session, found, nsp, auth, recovery, None);
+            });
+            return;
+        };
+        if !mark_connecting(conn, &nsp) {
+            return;
         }
         // The claim runs to its end even if this connection closes meanwhile: a session the
         // broker granted is then dropped here, which hands it back (see `Restored`).
@@ -470,6 +484,9 @@ impl Server {
         let session = conn.clone();
         conn.spawn(async move {
             let restored = rx.await.ok().flatten();
+            if let Some(waiting) = waiting {
+                waiting.await;
+            }
             session.data.state.lock().connecting.retain(|n| **n != *nsp);
             let pid: Arc<str> = pid.into();
             server.admit(
@@ -649,6 +666,18 @@ fn new_pid() -> Arc<str> {
 }
 
 /// The CONNECT reply: `{"sid":…}`, with the session's `pid` in a namespace with recovery.
+/// Marks a CONNECT of `nsp` as in progress on `conn` while it waits for something (a recovery
+/// claim, a key); false (and nothing to do) when one already is: a duplicate CONNECT is ignored.
+fn mark_connecting(conn: &Conn<ConnData>, nsp: &str) -> bool {
+    let mut st = conn.data.state.lock();
+    if st.connecting.iter().any(|n| **n == *nsp) {
+        tracing::debug!(sid = %conn.sid(), nsp = %nsp, "duplicate connect ignored");
+        return false;
+    }
+    st.connecting.push(nsp.into());
+    true
+}
+
 fn connect_reply(nsp: &str, id: &str, pid: Option<&str>) -> Vec<Frame> {
     let mut reply = serde_json::Map::new();
     reply.insert("sid".into(), Value::String(id.to_owned()));

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use serde_json::Value;
 use switchboard_codec::engineio::Frame;
 use switchboard_codec::socketio;
 
@@ -30,6 +31,11 @@ pub struct RoomFull;
 
 pub(crate) type Middleware =
     Arc<dyn Fn(&mut ConnectRequest<'_>) -> Result<(), ConnectError> + Send + Sync>;
+pub(crate) type Prepare = Arc<
+    dyn Fn(&Value, Option<&str>) -> Option<futures_util::future::BoxFuture<'static, ()>>
+        + Send
+        + Sync,
+>;
 pub(crate) type ConnectHandler = Arc<dyn Fn(&Socket) + Send + Sync>;
 pub(crate) type EventHandler = Arc<dyn Fn(&Socket, Event) + Send + Sync>;
 pub(crate) type DisconnectHandler = Arc<dyn Fn(&Socket, DisconnectReason) + Send + Sync>;
@@ -38,6 +44,7 @@ pub(crate) type DisconnectHandler = Arc<dyn Fn(&Socket, DisconnectReason) + Send
 #[derive(Default)]
 pub(crate) struct Handlers {
     pub(crate) middleware: Vec<Middleware>,
+    pub(crate) prepare: Option<Prepare>,
     pub(crate) connect: Vec<ConnectHandler>,
     pub(crate) events: HashMap<String, EventHandler>,
     pub(crate) any: Option<EventHandler>,
@@ -240,6 +247,21 @@ impl Namespace {
         f: impl Fn(&mut ConnectRequest<'_>) -> Result<(), ConnectError> + Send + Sync + 'static,
     ) {
         self.handlers_mut().middleware.push(Arc::new(f));
+    }
+
+    /// Sets the step that runs before the middlewares of a CONNECT: given the CONNECT payload and
+    /// the handshake's `Authorization` header, it may return something to wait for first (the
+    /// connection goes on reading meanwhile; the wait is bounded by whoever makes the future).
+    /// How a namespace whose keys come from a JWKS fetches a key it does not know yet before its
+    /// middleware verifies the token.
+    pub fn prepare_connect(
+        &self,
+        f: impl Fn(&Value, Option<&str>) -> Option<futures_util::future::BoxFuture<'static, ()>>
+        + Send
+        + Sync
+        + 'static,
+    ) {
+        self.handlers_mut().prepare = Some(Arc::new(f));
     }
 
     /// Adds a connect handler, called once the CONNECT reply is queued (so anything it emits
