@@ -1,6 +1,6 @@
 'use strict';
-// The NATS side of the cluster for the tests: the subject builder (a port of
-// proto/src/subject.rs, escaping included), the protobuf messages of proto/proto/bus.proto
+// The NATS side of the cluster for the tests: the subject builder (proto/src/subject.rs's kinds, on
+// the Node emitter's escaping), the protobuf messages of proto/proto/bus.proto
 // (loaded at runtime with protobufjs, field names as in the .proto file), and a small client
 // that publishes deliveries and commands, subscribes to notices and decodes what it receives.
 //
@@ -43,27 +43,9 @@ function decode(name, bytes) {
   return T.toObject(T.decode(bytes), { longs: String, defaults: true, oneofs: true, bytes: Buffer });
 }
 
-/** Whether `escape` keeps this byte as it is: ASCII letters, digits and `-`. */
-function isLiteral(b) {
-  return (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b === 0x2d;
-}
-
-/**
- * One NATS subject token for any name, injectively (proto/src/subject.rs `escape`): ASCII
- * letters, digits and `-` kept, every other byte of the UTF-8 encoding as `_` and two uppercase
- * hex digits, the empty name as `_`.
- */
-function escape(name) {
-  if (name === '') return '_';
-  let out = '';
-  for (const b of Buffer.from(name, 'utf8')) {
-    out += isLiteral(b) ? String.fromCharCode(b) : `_${b.toString(16).toUpperCase().padStart(2, '0')}`;
-  }
-  return out;
-}
-
-/** Longest name a subject builder takes, in UTF-8 bytes (subject.rs `MAX_NAME_BYTES`). */
-const MAX_NAME_BYTES = 256;
+// The escaping and its bound are the Node emitter's (emitters/node/lib/wire.js, tested against
+// the vectors proto/src/subject.rs writes): one copy in JavaScript, not one per user.
+const { escape, bounded, MAX_NAME_BYTES } = require(path.join(REPO, 'emitters', 'node', 'lib', 'wire.js'));
 
 /**
  * The subjects of one cluster (prefix `p`), as built by proto/src/subject.rs `Subjects`: a name
@@ -71,10 +53,7 @@ const MAX_NAME_BYTES = 256;
  */
 function subjects(prefix) {
   const build = (kind, names, suffix = []) => {
-    for (const name of names) {
-      const bytes = Buffer.byteLength(name, 'utf8');
-      if (bytes > MAX_NAME_BYTES) throw new Error(`name too long for a subject: ${bytes} bytes (at most ${MAX_NAME_BYTES})`);
-    }
+    for (const name of names) bounded(name);
     return [prefix, ...kind.split(' '), ...names.map(escape), ...suffix].join('.');
   };
   return {
@@ -98,6 +77,7 @@ function subjects(prefix) {
     presence: (ns) => build('presence', [ns]),
     allPresence: () => build('presence', [], ['*']),
     reserve: () => build('broker', [], ['reserve']),
+    server: (ns, event) => build('srv', [ns, event]),
   };
 }
 
