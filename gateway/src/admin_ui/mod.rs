@@ -13,6 +13,10 @@
 //! [`MAX_USERNAME_BYTES`], [`MAX_PASSWORD_BYTES`]) before it is used; the session store holds at
 //! most [`MAX_SESSIONS`] ids.
 
+pub mod server;
+
+pub use server::{Cluster, ClusterError, Options, install};
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
