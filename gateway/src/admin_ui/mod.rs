@@ -13,8 +13,10 @@
 //! [`MAX_USERNAME_BYTES`], [`MAX_PASSWORD_BYTES`]) before it is used; the session store holds at
 //! most [`MAX_SESSIONS`] ids.
 
+pub mod assets;
 pub mod server;
 
+pub use assets::Assets;
 pub use server::{Cluster, ClusterError, Options, install};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
