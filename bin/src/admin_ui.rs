@@ -4,24 +4,36 @@
 //! the same service methods, validation and delivery as every other admin call (docs/admin-ui.md).
 //!
 //! Fetching every socket takes one `Stats` (for the namespaces) and paginated `FetchSockets` per
-//! namespace, stopping at [`MAX_SOCKETS`].
+//! namespace, stopping at [`MAX_SOCKETS`]. [`start`] is what a gateway binary calls to turn the
+//! UI on.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
+use anyhow::Context as _;
 use switchboard_broker::grpc::AdminService;
-use switchboard_gateway::admin_ui::{Cluster, ClusterError, Command, NodeInfo, SocketInfo, Target};
+use switchboard_gateway::admin_ui::{
+    self, Assets, Cluster, ClusterError, Command, NodeInfo, Options, SocketInfo, Target,
+};
+use switchboard_gateway::http::Router;
+use switchboard_gateway::sio;
 use switchboard_proto::admin as pb;
 use switchboard_proto::admin::admin_client::AdminClient;
 use switchboard_proto::admin::admin_server::Admin;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::settings::AdminUiSettings;
+
 /// The most sockets one fetch for the UI takes (the rest of a larger cluster is not shown).
 pub const MAX_SOCKETS: usize = 10_000;
-/// Sockets per `FetchSockets` page (the service's maximum).
-const PAGE_SIZE: u32 = 10_000;
+/// Sockets per `FetchSockets` page: small enough that a page of sockets with their handshakes
+/// stays under tonic's 4 MiB default message bound.
+const PAGE_SIZE: u32 = 1000;
 /// The reason a socket disconnected from the UI is given (its `kicked` event).
 pub const KICK_REASON: &str = "admin UI";
 
@@ -38,6 +50,43 @@ pub enum BrokerCluster {
         /// `Bearer <API key>`.
         authorization: MetadataValue<Ascii>,
     },
+}
+
+/// Sets up the Admin UI on a gateway: the `/admin` namespace on `io`, fed by the embedded
+/// broker's service (`standalone`) or else the cluster's broker (`settings.remote`), and the UI's
+/// files on `router` when `static_dir` is set. The poller runs on `tracker` until `shutdown`.
+pub fn start(
+    settings: &AdminUiSettings,
+    io: &sio::Server,
+    mut router: Router,
+    standalone: Option<AdminService>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<Router> {
+    let cluster = match (standalone, &settings.remote) {
+        (Some(service), _) => BrokerCluster::InProcess(Box::new(service)),
+        (None, Some((url, key))) => BrokerCluster::Remote {
+            client: AdminClient::new(
+                Channel::from_shared(url.clone())
+                    .context("[admin_ui] broker_url")?
+                    .connect_lazy(),
+            ),
+            authorization: format!("Bearer {key}")
+                .parse()
+                .context("[admin_ui] api_key is not a header value")?,
+        },
+        (None, None) => anyhow::bail!("the Admin UI needs the broker: [admin_ui] broker_url"),
+    };
+    if let Some(dir) = &settings.static_dir {
+        let assets = Assets::load(dir, &settings.path).context("loading the Admin UI's files")?;
+        router = router.admin_ui(Arc::new(assets));
+    }
+    let options = Options {
+        credentials: Some(settings.credentials.clone()),
+        ..Options::default()
+    };
+    admin_ui::install(io, options, Arc::new(cluster), shutdown.clone(), tracker);
+    Ok(router)
 }
 
 /// One admin call, whichever way the service is reached.

@@ -50,7 +50,7 @@
 //! | `[admin_ui] username` | `SWITCHBOARD_ADMIN_UI_USERNAME` | `admin` | its user name |
 //! | `[admin_ui] static_dir` | `SWITCHBOARD_ADMIN_UI_STATIC_DIR` | unset: not served | the UI's files (`@socket.io/admin-ui`'s `ui/dist`) |
 //! | `[admin_ui] path` | `SWITCHBOARD_ADMIN_UI_PATH` | `/admin-ui/` | where they are served on the client port |
-//! | `[admin_ui] broker_url` | `SWITCHBOARD_ADMIN_UI_BROKER_URL` | | in a cluster (required there): the broker's gRPC URL |
+//! | `[admin_ui] broker_url` | `SWITCHBOARD_ADMIN_UI_BROKER_URL` | | in a cluster (required there): the broker's gRPC URL, `http://host:port` (no TLS yet) |
 //! | `[admin_ui] api_key` | `SWITCHBOARD_ADMIN_UI_API_KEY` | | in a cluster (required there): an API key with the `read` and `admin` scopes |
 //!
 //! The admin APIs (gRPC and the HTTP API) are served when at least one API key is configured
@@ -944,9 +944,10 @@ impl Check {
         let mut remote = None;
         if cluster {
             let url = self.opt(given, ("admin_ui", "broker_url"), |g| {
-                let ok = g.value.starts_with("http://") || g.value.starts_with("https://");
-                ok.then(|| g.value.clone())
-                    .ok_or_else(|| g.problem("must be the broker's gRPC URL (http:// or https://)"))
+                let ok = g.value.starts_with("http://") && g.value.len() <= MAX_ADMIN_UI_PATH_BYTES;
+                ok.then(|| g.value.clone()).ok_or_else(|| {
+                    g.problem("must be the broker's gRPC URL, http://host:port (no TLS yet)")
+                })
             });
             let key = self.opt(given, ("admin_ui", "api_key"), |g| {
                 (g.value.len() >= MIN_TOKEN_BYTES && g.value.bytes().all(|b| b.is_ascii_graphic()))

@@ -134,3 +134,134 @@ async fn over_grpc_with_an_api_key_the_same() {
     stop.cancel();
     served.await.unwrap().unwrap();
 }
+
+/// An HTTP/1.1 exchange over its own connection: the status line and the body.
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (String, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tcp.read_to_end(&mut got).await.unwrap();
+    let got = String::from_utf8_lossy(&got).into_owned();
+    let (head, body) = got.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// A long-polling Socket.IO client of `/admin` sending `auth`: the packets it got until one
+/// starts with `until` (bounded by a number of polls: the failure path).
+async fn admin_client(addr: std::net::SocketAddr, auth: &str, until: &str) -> Vec<String> {
+    let (_, open) = http(addr, "GET", "/socket.io/?EIO=4&transport=polling", "").await;
+    let v: serde_json::Value = serde_json::from_str(&open[1..]).unwrap();
+    let sid = v["sid"].as_str().unwrap().to_owned();
+    let at = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let (status, _) = http(addr, "POST", &at, &format!("40/admin,{auth}")).await;
+    assert!(status.contains("200"), "{status}");
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        let (_, body) = http(addr, "GET", &at, "").await;
+        seen.extend(body.split('\u{1e}').map(str::to_owned));
+        if seen.iter().any(|p| p.starts_with(until)) {
+            return seen;
+        }
+    }
+    panic!("no {until} in {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_gateway_serves_the_ui_and_its_namespace() {
+    use std::sync::Arc;
+
+    use switchboard::settings::{AdminUiSettings, DEFAULT_ADMIN_UI_PATH};
+    use switchboard_gateway::admin_ui::Credentials;
+    use switchboard_gateway::engine::{Config as EngineConfig, Engine};
+    use switchboard_gateway::http::{self as gw_http, Cors, Router};
+    use switchboard_gateway::id::NodeId;
+    use switchboard_gateway::sio;
+    use tokio_util::task::TaskTracker;
+
+    let (broker, hub) = broker().await;
+    let service = AdminService::new(&broker, hub.client(), Subjects::new("t").unwrap());
+    let dir = std::env::temp_dir().join(format!("sb-admin-ui-start-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<title>Socket.IO Admin UI</title>").unwrap();
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let settings = AdminUiSettings {
+        credentials: Credentials::new("admin", &hash).unwrap(),
+        static_dir: Some(dir.clone()),
+        path: DEFAULT_ADMIN_UI_PATH.to_owned(),
+        remote: None,
+    };
+    let io = sio::Server::new(sio::Config::default());
+    let engine = Engine::new(
+        EngineConfig::default(),
+        io.clone(),
+        NodeId::parse("n1").unwrap(),
+    );
+    let router = Router::new(Cors::default()).endpoint("/socket.io/", engine);
+    let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+    let router =
+        switchboard::admin_ui::start(&settings, &io, router, Some(service), &stop, &tasks).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tasks.spawn(gw_http::serve(
+        listener,
+        Arc::new(router),
+        stop.clone(),
+        tasks.clone(),
+    ));
+
+    let (status, page) = http(addr, "GET", "/admin-ui/", "").await;
+    assert!(
+        status.contains("200") && page.contains("Admin UI"),
+        "{status} {page}"
+    );
+
+    let refused = admin_client(
+        addr,
+        r#"{"username":"admin","password":"nope"}"#,
+        "44/admin,",
+    )
+    .await;
+    assert!(
+        refused.iter().any(|p| p.contains("invalid credentials")),
+        "{refused:?}"
+    );
+
+    let seen = admin_client(
+        addr,
+        r#"{"username":"admin","password":"s3cret"}"#,
+        r#"42/admin,["all_sockets""#,
+    )
+    .await;
+    let all = seen
+        .iter()
+        .find(|p| p.starts_with(r#"42/admin,["all_sockets""#))
+        .unwrap();
+    let all: serde_json::Value = serde_json::from_str(&all["42/admin,".len()..]).unwrap();
+    let mut ids: Vec<&str> = all[1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["c0", "s0", "s1", "s2", "s3", "s4", "s5"]);
+    assert!(
+        seen.iter().any(|p| p.starts_with(r#"42/admin,["session""#)),
+        "{seen:?}"
+    );
+    stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+}
