@@ -271,8 +271,10 @@ async fn call<T>(f: BoxFuture<'_, Result<T, ClusterError>>) -> Result<T, Cluster
         .unwrap_or_else(|_| Err(ClusterError("timed out".into())))
 }
 
-/// Every `interval` while an admin socket is connected: fetch, emit the diff's events and one
-/// `server_stats` per node. With no admin connected it forgets the last fetch, so the next
+/// Every `interval` while an admin socket is connected here: fetch, emit the diff's events and
+/// one `server_stats` per node to this gateway's admin sockets only (`local`: every gateway with
+/// an admin connected polls for its own, so a cluster-wide emit would repeat each event once per
+/// such gateway). With no admin connected it forgets the last fetch, so the next
 /// admin's `all_sockets` is not followed by stale events.
 async fn poll(
     ns: sio::Namespace,
@@ -304,13 +306,15 @@ async fn poll(
         if let Some(previous) = previous {
             for change in diff(&previous, &sockets) {
                 let (name, args) = change.event(&now);
-                ns.emit(name, Args::new(args));
+                ns.broadcast().local().emit(name, Args::new(args));
             }
         }
         // The broker does not know a node's start time: the UI shows 0.
         for node in &nodes {
             let stats = server_stats(node, &sockets, 0.0);
-            ns.emit("server_stats", Args::new(vec![stats]));
+            ns.broadcast()
+                .local()
+                .emit("server_stats", Args::new(vec![stats]));
         }
     }
 }
@@ -366,8 +370,27 @@ mod tests {
         }
     }
 
+    /// A cluster adapter that records what the namespace broadcasts through the cluster.
+    #[derive(Default)]
+    struct Broadcasts(Mutex<Vec<String>>);
+
+    impl sio::Adapter for Broadcasts {
+        fn connected(&self, _: &Socket) {}
+        fn disconnected(&self, _: &Socket, _: &[sio::Room], _: sio::DisconnectReason) {}
+        fn joined(&self, _: &Socket, _: &sio::Room) {}
+        fn left(&self, _: &Socket, _: &sio::Room) {}
+        fn broadcast(&self, ns: &str, _: &sio::Target, _: &[Frame], _: bool) {
+            self.0.lock().push(ns.to_owned());
+        }
+    }
+
     fn harness(credentials: Option<Credentials>) -> Harness {
+        harness_with(credentials, Arc::new(Broadcasts::default()))
+    }
+
+    fn harness_with(credentials: Option<Credentials>, adapter: Arc<Broadcasts>) -> Harness {
         let io = Server::new(sio::Config::default());
+        io.set_adapter(adapter);
         let engine = Engine::new(
             EngineConfig::default(),
             io.clone(),
@@ -493,6 +516,16 @@ mod tests {
         h.reconnect();
         h.send(&format!(r#"0/admin,{{"sessionId":"{id}"}}"#));
         h.until("40/admin,").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pollers_events_stay_on_this_gateway() {
+        let adapter = Arc::new(Broadcasts::default());
+        let mut h = harness_with(None, adapter.clone());
+        h.send("0/admin,{}");
+        h.until("40/admin,").await;
+        h.until(r#"42/admin,["server_stats""#).await;
+        assert!(adapter.0.lock().is_empty(), "{:?}", adapter.0.lock());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
