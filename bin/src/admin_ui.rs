@@ -63,6 +63,13 @@ pub fn start(
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<Router> {
+    // Handlers of an application namespace of the same name would run beside the UI's.
+    if io.get(admin_ui::NAMESPACE).is_some() {
+        anyhow::bail!(
+            "the Admin UI needs the namespace {}, which the configuration also declares",
+            admin_ui::NAMESPACE
+        );
+    }
     let cluster = match (standalone, &settings.remote) {
         (Some(service), _) => BrokerCluster::InProcess(Box::new(service)),
         (None, Some((url, key))) => BrokerCluster::Remote {

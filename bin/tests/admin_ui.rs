@@ -209,6 +209,23 @@ async fn a_standalone_gateway_serves_the_ui_and_its_namespace() {
     );
     let router = Router::new(Cors::default()).endpoint("/socket.io/", engine);
     let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+
+    // A configuration that declares /admin itself is refused.
+    let taken = sio::Server::new(sio::Config::default());
+    taken.of("/admin");
+    let refused = switchboard::admin_ui::start(
+        &settings,
+        &taken,
+        Router::new(Cors::default()),
+        Some(service.clone()),
+        &stop,
+        &tasks,
+    );
+    let Err(refused) = refused else {
+        panic!("a declared /admin was accepted")
+    };
+    assert!(refused.to_string().contains("/admin"), "{refused}");
+
     let router =
         switchboard::admin_ui::start(&settings, &io, router, Some(service), &stop, &tasks).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
