@@ -85,7 +85,7 @@ struct Auth {
     sessions: Mutex<Sessions>,
     /// Digests of credentials bcrypt accepted, waiting for their middleware.
     verified: Mutex<HashMap<[u8; 32], Instant>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
 }
 
 impl Auth {
@@ -113,11 +113,16 @@ impl Auth {
         let payload = payload.clone();
         Some(Box::pin(async move {
             let check = async {
-                let _permit = auth.permits.acquire().await.ok()?;
+                let permit = auth.permits.clone().acquire_owned().await.ok()?;
                 let credentials = auth.credentials.clone();
-                tokio::task::spawn_blocking(move || credentials.verify(&payload))
-                    .await
-                    .ok()
+                // The permit goes with the hashing: a CONNECT that gives up waiting does not
+                // free a turn while its bcrypt still runs.
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    credentials.verify(&payload)
+                })
+                .await
+                .ok()
             };
             if let Ok(Some(true)) = tokio::time::timeout(VERIFY_TIMEOUT, check).await {
                 let now = Instant::now();
@@ -162,7 +167,7 @@ pub fn install(
             credentials,
             sessions: Mutex::new(Sessions::new(options.session_ttl)),
             verified: Mutex::new(HashMap::new()),
-            permits: Semaphore::new(MAX_CONCURRENT_VERIFICATIONS),
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_VERIFICATIONS)),
         });
         let a = auth.clone();
         ns.prepare_connect(move |payload, _| a.prepare(payload));
