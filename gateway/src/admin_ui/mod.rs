@@ -287,7 +287,7 @@ pub enum Change {
 
 impl Change {
     /// The event name and arguments the UI expects; `now` is the `Date` argument (an ISO 8601
-    /// string, as a `Date` becomes in JSON).
+    /// string with milliseconds, as a JavaScript `Date` becomes in JSON).
     pub fn event(&self, now: &str) -> (&'static str, Vec<Value>) {
         match self {
             Self::Connected(s) => ("socket_connected", vec![serialize(s), now.into()]),

@@ -306,7 +306,8 @@ async fn poll(
                 continue;
             }
         };
-        let now = httpdate::fmt_http_date(SystemTime::now());
+        // As a JavaScript `Date` is sent: ISO 8601 in UTC with milliseconds (the UI sorts them).
+        let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let previous = last.replace(sockets.clone());
         if let Some(previous) = previous {
             for change in diff(&previous, &sockets) {
@@ -339,13 +340,13 @@ mod tests {
     use crate::sio::{ConnData, Server};
 
     struct Fake {
-        sockets: Vec<SocketInfo>,
+        sockets: Mutex<Vec<SocketInfo>>,
         ran: Mutex<Vec<Command>>,
     }
 
     impl Cluster for Fake {
         fn sockets(&self) -> BoxFuture<'_, Result<Vec<SocketInfo>, ClusterError>> {
-            Box::pin(async { Ok(self.sockets.clone()) })
+            Box::pin(async { Ok(self.sockets.lock().clone()) })
         }
         fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, ClusterError>> {
             Box::pin(async {
@@ -402,18 +403,13 @@ mod tests {
             NodeId::parse("n1").expect("node id"),
         );
         let fake = Arc::new(Fake {
-            sockets: vec![SocketInfo {
-                id: "s1".into(),
-                ns: "/".into(),
-                node: "gw-1".into(),
-                rooms: vec!["lobby".into()],
-                ..Default::default()
-            }],
+            sockets: Mutex::new(vec![socket("s1")]),
             ran: Mutex::new(Vec::new()),
         });
         let shutdown = CancellationToken::new();
         let options = Options {
             credentials,
+            poll_interval: Duration::from_millis(20),
             ..Options::default()
         };
         install(
@@ -476,6 +472,16 @@ mod tests {
         }
     }
 
+    fn socket(id: &str) -> SocketInfo {
+        SocketInfo {
+            id: id.into(),
+            ns: "/".into(),
+            node: "gw-1".into(),
+            rooms: vec!["lobby".into()],
+            ..Default::default()
+        }
+    }
+
     fn credentials() -> Credentials {
         let hash = bcrypt::hash("s3cret", 4).expect("hash");
         Credentials::new("admin", &hash).expect("credentials")
@@ -531,6 +537,38 @@ mod tests {
         h.until("40/admin,").await;
         h.until(r#"42/admin,["server_stats""#).await;
         assert!(adapter.0.lock().is_empty(), "{:?}", adapter.0.lock());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_in_the_cluster_become_live_events() {
+        let mut h = harness(None);
+        h.send("0/admin,{}");
+        h.until(r#"42/admin,["all_sockets""#).await;
+        // Two polls: the second one has seen the first as its base.
+        h.until(r#"42/admin,["server_stats""#).await;
+        h.seen.clear();
+        h.until(r#"42/admin,["server_stats""#).await;
+        *h.fake.sockets.lock() = vec![socket("s2")];
+        let came = body(&h.until(r#"42/admin,["socket_connected""#).await);
+        assert_eq!(came[1]["id"], "s2");
+        let gone = body(&h.until(r#"42/admin,["socket_disconnected""#).await);
+        let gone = gone.as_array().expect("an event");
+        assert_eq!(gone[1..4], [json!("/"), json!("s1"), json!("unknown")]);
+        // A JavaScript Date's JSON: 2026-01-02T03:04:05.678Z.
+        let at = gone[4].as_str().expect("a date");
+        assert!(
+            at.len() == 24 && at.ends_with('Z') && at.as_bytes()[10] == b'T',
+            "{at}"
+        );
+        h.seen.clear();
+        h.until(r#"42/admin,["server_stats""#).await;
+        h.seen.clear();
+        h.until(r#"42/admin,["server_stats""#).await;
+        assert!(
+            !h.seen.iter().any(|f| f.contains("socket_connected")),
+            "a change is reported once: {:?}",
+            h.seen
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
