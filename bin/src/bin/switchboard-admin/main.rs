@@ -1104,7 +1104,15 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Client, Failure> 
     }
     let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
         Ok(Ok(channel)) => channel,
-        Ok(Err(e)) => return Err(fail(error_chain(&e))),
+        Ok(Err(e)) => {
+            let mut error = error_chain(&e);
+            if error.contains("UnknownIssuer") && target.ca.is_none() {
+                error.push_str(
+                    " (not signed by a system root: give the server's CA with --ca FILE)",
+                );
+            }
+            return Err(fail(error));
+        }
         Err(_) => {
             return Err(fail(format!(
                 "no connection within {} ms",
