@@ -155,42 +155,6 @@ enum CommandLine {
         #[arg(long, allow_hyphen_values = true)]
         room: String,
     },
-    /// Nodes, namespaces and totals.
-    Stats,
-    /// Disconnects the matching sockets; prints "disconnected N".
-    Kick {
-        #[command(flatten)]
-        selector: SelectorArgs,
-        /// Told to the sockets (event `kicked`).
-        #[arg(long, default_value = "", value_name = "TEXT")]
-        reason: String,
-        /// Close the sockets' whole connections.
-        #[arg(long)]
-        close: bool,
-    },
-    /// Emits E to the matching sockets; prints "targeted N" and, with --ack-timeout-ms, one
-    /// line per socket: its ack's arguments or "timeout" (the call's deadline grows by N).
-    Broadcast {
-        #[command(flatten)]
-        selector: SelectorArgs,
-        /// The event name.
-        #[arg(long, value_name = "E")]
-        event: String,
-        /// The event's arguments: a JSON array.
-        #[arg(long, value_name = "JSON_ARRAY", allow_hyphen_values = true)]
-        args: Option<String>,
-        /// May be dropped for a slow client.
-        #[arg(long)]
-        volatile: bool,
-        /// Collect acks for this long, in milliseconds (0: none).
-        #[arg(
-            long,
-            value_name = "N",
-            default_value_t = 0,
-            value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_ACK_TIMEOUT_MS)),
-        )]
-        ack_timeout_ms: u32,
-    },
     /// Every matching socket, one line each as the server streams them (the deadline,
     /// --timeout-ms, bounds the whole stream).
     Stream(SelectorArgs),
@@ -229,6 +193,30 @@ enum CommandLine {
         #[arg(long)]
         ns: Option<String>,
     },
+    /// Nodes, namespaces and totals.
+    Stats,
+    /// Disconnects the matching sockets; prints "disconnected N".
+    Kick {
+        #[command(flatten)]
+        selector: SelectorArgs,
+        /// Told to the sockets (event `kicked`).
+        #[arg(long, default_value = "", value_name = "TEXT")]
+        reason: String,
+        /// Close the sockets' whole connections.
+        #[arg(long)]
+        close: bool,
+    },
+    /// Emits E to the matching sockets; prints "targeted N" and, with --ack-timeout-ms, one
+    /// line per socket: its ack's arguments or "timeout" (the call's deadline grows by N).
+    Broadcast {
+        #[command(flatten)]
+        selector: SelectorArgs,
+        #[command(flatten)]
+        emit: EventArgs,
+        /// May be dropped for a slow client.
+        #[arg(long)]
+        volatile: bool,
+    },
     /// Emits E to one socket; prints "sent" or, with --ack-timeout-ms, its ack's arguments or
     /// "timeout". An unknown socket exits 1.
     Emit {
@@ -238,20 +226,8 @@ enum CommandLine {
         /// The socket id.
         #[arg(long, value_name = "ID")]
         socket: String,
-        /// The event name.
-        #[arg(long, value_name = "E")]
-        event: String,
-        /// The event's arguments: a JSON array.
-        #[arg(long, value_name = "JSON_ARRAY", allow_hyphen_values = true)]
-        args: Option<String>,
-        /// Wait this long for the socket's ack, in milliseconds (0: none).
-        #[arg(
-            long,
-            value_name = "N",
-            default_value_t = 0,
-            value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_ACK_TIMEOUT_MS)),
-        )]
-        ack_timeout_ms: u32,
+        #[command(flatten)]
+        emit: EventArgs,
     },
     /// Makes the matching sockets join the rooms; prints "joined N" (the sockets matched).
     Join {
@@ -282,6 +258,25 @@ enum CommandLine {
     /// Mints a JWT for a namespace's HMAC key and prints it (needs no server): the key from a
     /// gateway configuration file (--config FILE --ns NS) or from --secret-env VAR --alg ALG.
     Token(token::TokenArgs),
+}
+
+/// The event an emit sends (broadcast, emit).
+#[derive(clap::Args, Debug)]
+struct EventArgs {
+    /// The event name.
+    #[arg(long, value_name = "E")]
+    event: String,
+    /// The event's arguments: a JSON array.
+    #[arg(long, value_name = "JSON_ARRAY", allow_hyphen_values = true)]
+    args: Option<String>,
+    /// Collect the acks for this long, in milliseconds (0: none).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_ACK_TIMEOUT_MS)),
+    )]
+    ack_timeout_ms: u32,
 }
 
 /// The sockets a command addresses.
@@ -436,17 +431,15 @@ impl Cli {
             }),
             CommandLine::Broadcast {
                 selector,
-                event,
-                args,
+                emit,
                 volatile,
-                ack_timeout_ms,
             } => Command::Broadcast(pb::BroadcastRequest {
                 selector: Some(selector.into_pb()),
-                event,
-                args_json: args_array(args)?,
+                args_json: args_array(emit.args)?,
+                event: emit.event,
                 attachments: Vec::new(),
                 volatile,
-                ack_timeout_ms,
+                ack_timeout_ms: emit.ack_timeout_ms,
             }),
             CommandLine::Stream(selector) => Command::Stream(selector.into_pb()),
             CommandLine::Members { ns, room } => Command::Members { ns, room },
@@ -455,19 +448,13 @@ impl Cli {
                 user,
                 ns: ns.unwrap_or_default(),
             }),
-            CommandLine::Emit {
-                ns,
-                socket,
-                event,
-                args,
-                ack_timeout_ms,
-            } => Command::Emit(pb::EmitToSocketRequest {
+            CommandLine::Emit { ns, socket, emit } => Command::Emit(pb::EmitToSocketRequest {
                 ns,
                 socket_id: socket,
-                event,
-                args_json: args_array(args)?,
+                args_json: args_array(emit.args)?,
+                event: emit.event,
                 attachments: Vec::new(),
-                ack_timeout_ms,
+                ack_timeout_ms: emit.ack_timeout_ms,
             }),
             CommandLine::Join { selector, to } => Command::Join(pb::RoomsChangeRequest {
                 selector: Some(selector.into_pb()),
