@@ -74,7 +74,23 @@ fn help_answers_and_shows_the_environment_fallbacks() {
     }
     // Every admin command answers --help too.
     let (_, admin) = BINARIES[2];
-    for command in ["sockets", "rooms", "presence", "stats", "kick", "broadcast"] {
+    for command in [
+        "sockets",
+        "stream",
+        "rooms",
+        "members",
+        "presence",
+        "history",
+        "user-sockets",
+        "stats",
+        "kick",
+        "broadcast",
+        "emit",
+        "join",
+        "leave",
+        "set-data",
+        "token",
+    ] {
         let out = run(admin, &[command, "--help"], &[]);
         assert!(out.status.success(), "{command}: {out:?}");
     }
