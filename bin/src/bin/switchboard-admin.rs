@@ -168,6 +168,12 @@ enum CommandLine {
         )]
         ack_timeout_ms: u32,
     },
+    /// Prints the shell completion script for this command (needs no address or token).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The sockets a command addresses.
@@ -276,6 +282,10 @@ impl Cli {
                 Command::Presence(pb::PresenceRequest { ns, room })
             }
             CommandLine::Stats => Command::Stats,
+            // Answered by `main` before anything is checked; not a call.
+            CommandLine::Completions { .. } => {
+                return Err(usage("completions makes no call"));
+            }
             CommandLine::Kick {
                 selector,
                 reason,
@@ -946,7 +956,11 @@ fn usage_exit(error: &UsageError) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let run = match Cli::parse().into_run() {
+    let cli = Cli::parse();
+    if let CommandLine::Completions { shell } = cli.command {
+        return switchboard::process::completions::<Cli>(shell);
+    }
+    let run = match cli.into_run() {
         Ok(run) => run,
         Err(e) => return usage_exit(&e),
     };

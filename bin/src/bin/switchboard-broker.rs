@@ -29,12 +29,21 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Every setting of the file can be overridden by its environment variable (environment >
 /// file > built-in default); every key and variable: docs/configuration.md.
 #[derive(Parser, Debug)]
-#[command(name = "switchboard-broker", version)]
+#[command(
+    name = "switchboard-broker",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
     /// A TOML configuration file (the gateway's format; the broker reads its `[nats]`,
     /// `[cluster]`, `[broker]`, `[grpc]`, `[api]` and `[log]` tables).
     #[arg(value_name = "CONFIG", env = "SWITCHBOARD_CONFIG")]
     config: Option<std::ffi::OsString>,
+    /// Instead of serving: an operator command (a file named like one: `./check-config`). No
+    /// `print-config`: the broker has no built-in file (its defaults are the settings'
+    /// defaults), and it needs a NATS URL, which no default can name.
+    #[command(subcommand)]
+    command: Option<process::Operation>,
 }
 
 fn load(path: Option<&std::path::Path>) -> Result<Settings, Problems> {
@@ -46,6 +55,9 @@ fn load(path: Option<&std::path::Path>) -> Result<Settings, Problems> {
 
 fn main() -> ExitCode {
     let args: Args = process::args(Process::Broker);
+    if let Some(op) = args.command {
+        return op.run::<Args, _>("switchboard-broker", |file| load(Some(file)));
+    }
     process::main(
         "switchboard-broker",
         load(process::config_path(args.config).as_deref()),

@@ -35,7 +35,7 @@ use switchboard_broker::api::HttpApi;
 use switchboard_broker::{Broker, BrokerConfig, LeaderMode, grpc};
 use switchboard_bus::{Bus, Hub, NatsOptions};
 use switchboard_gateway::cluster::{Cluster, ClusterConfig, PresenceConfig, RecoveryConfig};
-use switchboard_gateway::config::{Config, NamespaceMatch, Problems};
+use switchboard_gateway::config::{Config, DEFAULT_TOML, NamespaceMatch, Problems};
 use switchboard_gateway::engine::{CloseReason, Engine};
 use switchboard_gateway::forward::{Forwarder, Peers};
 use switchboard_gateway::http::{self, Router};
@@ -59,11 +59,27 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Every setting of the file can be overridden by its environment variable (environment >
 /// file > built-in default); every key and variable: docs/configuration.md.
 #[derive(Parser, Debug)]
-#[command(name = "switchboard-gateway", version)]
+#[command(
+    name = "switchboard-gateway",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
     /// The TOML configuration file (default: the built-in configuration).
     #[arg(value_name = "CONFIG", env = "SWITCHBOARD_CONFIG")]
     config: Option<std::ffi::OsString>,
+    /// Instead of serving: an operator command (a file named like one: `./check-config`).
+    #[command(subcommand)]
+    command: Option<Operation>,
+}
+
+/// The operator commands: none starts anything or binds a port.
+#[derive(clap::Subcommand, Debug)]
+enum Operation {
+    /// Prints the built-in configuration (what runs without a file), to copy and edit.
+    PrintConfig,
+    #[command(flatten)]
+    Shared(process::Operation),
 }
 
 /// The configuration, validated: the gateway's and the shared settings.
@@ -104,6 +120,15 @@ fn load(path: Option<&Path>) -> Result<Loaded, Problems> {
 
 fn main() -> ExitCode {
     let args: Args = process::args(Process::Gateway);
+    match args.command {
+        Some(Operation::PrintConfig) => {
+            return process::print("switchboard-gateway", DEFAULT_TOML.as_bytes());
+        }
+        Some(Operation::Shared(op)) => {
+            return op.run::<Args, _>("switchboard-gateway", |file| load(Some(file)));
+        }
+        None => {}
+    }
     process::main(
         "switchboard-gateway",
         load(process::config_path(args.config).as_deref()),
