@@ -45,6 +45,9 @@ use switchboard_gateway::{metrics, policy, sio};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// The official Socket.IO browser client for the demo page, built in by `build.rs` from its
+/// checksum-pinned npm tarball; empty when the build could not fetch it.
+const BUILT_IN_CLIENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/socket.io.min.js"));
 /// After the drain, how long the listener stays for the closed sessions' last answers (and how
 /// long relayed connections may take to end).
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
@@ -315,7 +318,8 @@ async fn serve(
     let _ = engine_slot.set(engine.clone());
     let mut router = Router::new(server.http_cors()).endpoint(&server.path, engine.clone());
     if server.serve_demo_page {
-        router = router.demo(server.client_js.as_deref());
+        let built_in = (!BUILT_IN_CLIENT.is_empty()).then_some(BUILT_IN_CLIENT);
+        router = router.demo(server.client_js.as_deref(), built_in);
     }
     let mut operator = Router::operator();
     if let Some(b) = &broker {
