@@ -311,3 +311,24 @@ fn completions_name_every_command_and_flag() {
         assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
     }
 }
+
+#[test]
+fn the_configuration_file_is_still_the_first_argument_or_the_variable() {
+    let (_, gateway) = BINARIES[0];
+    let dir = temp_dir("positional");
+    // Named like a command: given as a path, it is a configuration file.
+    let file = dir.join("check-config");
+    std::fs::write(&file, "[server]\nping_interval_ms = 0\n").expect("write");
+    let path = file.to_str().expect("utf-8 path");
+    let want = format!("{path}:2:20: ");
+    for (args, env) in [
+        (&[path][..], &[][..]),
+        (&[], &[("SWITCHBOARD_CONFIG", path)][..]),
+    ] {
+        let out = run(gateway, args, env);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {out:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(&want), "{args:?} {env:?}: {stderr}");
+    }
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
