@@ -7,6 +7,7 @@
 //! keys, the gRPC) port — with keys, the HTTP port also serves the HTTP API under `/api/` — connects to NATS, starts the broker, prints `grpc on HOST:PORT`
 //! (when served) and then `listening on http://HOST:PORT` on stdout, and runs until SIGTERM or
 //! SIGINT, then stops cleanly (exit 0). Logs go to stderr (`RUST_LOG`, default `info`).
+//! Operator commands instead of serving: `check-config FILE` and `completions SHELL`.
 
 use std::process::ExitCode;
 

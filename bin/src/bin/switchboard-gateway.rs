@@ -16,6 +16,10 @@
 //! validated before a port is bound: a bad configuration exits with status 2, listing every
 //! problem with its file, line and column (or variable).
 //!
+//! Operator commands instead of serving (none binds a port): `check-config FILE` (the same
+//! loading and validation, exit 0 or 2), `print-config` (the built-in file) and `completions
+//! SHELL`.
+//!
 //! Shutdown: the first SIGTERM or SIGINT starts the drain (sessions close spread over the
 //! drain window, `/ready` answers 503); a second one closes the remaining sessions at once.
 //! Every task runs on one tracker under one root token; the process exits 0 once they ended.
