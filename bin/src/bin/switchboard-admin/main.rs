@@ -258,6 +258,12 @@ enum CommandLine {
     /// Mints a JWT for a namespace's HMAC key and prints it (needs no server): the key from a
     /// gateway configuration file (--config FILE --ns NS) or from --secret-env VAR --alg ALG.
     Token(token::TokenArgs),
+    /// Prints the shell completion script for this command (needs no address or token).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The event an emit sends (broadcast, emit).
@@ -420,6 +426,10 @@ impl Cli {
                 Command::Presence(pb::PresenceRequest { ns, room })
             }
             CommandLine::Stats => Command::Stats,
+            // Answered by `main` before anything is checked; not a call.
+            CommandLine::Completions { .. } => {
+                return Err(usage("completions makes no call"));
+            }
             CommandLine::Kick {
                 selector,
                 reason,
@@ -1380,7 +1390,11 @@ fn mint(args: &token::TokenArgs, as_json: bool) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let run = match Cli::parse().into_task() {
+    let cli = Cli::parse();
+    if let CommandLine::Completions { shell } = cli.command {
+        return switchboard::process::completions::<Cli>(shell);
+    }
+    let run = match cli.into_task() {
         Ok(Task::Call(run)) => run,
         Ok(Task::Mint { args, json }) => return mint(&args, json),
         Err(e) => return usage_exit(&e),
