@@ -74,7 +74,23 @@ fn help_answers_and_shows_the_environment_fallbacks() {
     }
     // Every admin command answers --help too.
     let (_, admin) = BINARIES[2];
-    for command in ["sockets", "rooms", "presence", "stats", "kick", "broadcast"] {
+    for command in [
+        "sockets",
+        "stream",
+        "rooms",
+        "members",
+        "presence",
+        "history",
+        "user-sockets",
+        "stats",
+        "kick",
+        "broadcast",
+        "emit",
+        "join",
+        "leave",
+        "set-data",
+        "token",
+    ] {
         let out = run(admin, &[command, "--help"], &[]);
         assert!(out.status.success(), "{command}: {out:?}");
     }
@@ -139,6 +155,201 @@ fn a_bad_configuration_exits_2_listing_every_problem() {
         "SWITCHBOARD_NATS_URL".to_owned(),
     ] {
         assert!(stderr.contains(&want), "{want} missing from\n{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// A fresh directory for one test's files (removed by the test).
+fn temp_dir(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchboard-cli-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+#[test]
+fn print_config_prints_a_file_check_config_accepts() {
+    let (_, gateway) = BINARIES[0];
+    let out = run(gateway, &["print-config"], &[]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text(&out.stdout).contains("[server]"), "{out:?}");
+    let dir = temp_dir("print");
+    let file = dir.join("my.toml");
+    std::fs::write(&file, &out.stdout).expect("write");
+    let path = file.to_str().expect("utf-8 path");
+    let out = run(gateway, &["check-config", path], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text(&out.stdout).trim(), format!("{path}: valid"));
+    // Still the file the gateway runs with (the positional CONFIG is not taken for a command):
+    // a bad environment makes the same file fail the check, as it would fail the start.
+    let out = run(
+        gateway,
+        &["check-config", path],
+        &[("SWITCHBOARD_HEARTBEAT_MS", "x")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("SWITCHBOARD_HEARTBEAT_MS"),
+        "{out:?}"
+    );
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn check_config_lists_every_problem_and_starts_nothing() {
+    let (_, gateway) = BINARIES[0];
+    let dir = temp_dir("check");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nport = 3000\nping_interval_ms = 0\n\n[limits]\nmax_namespaces = 0\n\n\
+         [cluster]\nheartbeat_ms = \"x\"\n",
+    )
+    .expect("write");
+    let origin = bad.display().to_string();
+    // SWITCHBOARD_CONFIG names another file: the command's FILE is the one checked.
+    let out = run(
+        gateway,
+        &["check-config", &origin],
+        &[("SWITCHBOARD_CONFIG", "/nonexistent.toml")],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = text(&out.stderr);
+    for at in ["3:20", "6:18", "9:16"] {
+        let want = format!("{origin}:{at}: ");
+        assert!(stderr.contains(&want), "{want} missing from\n{stderr}");
+    }
+    assert!(text(&out.stdout).is_empty(), "{out:?}");
+    // A valid file whose ports are taken: the check binds nothing, so it passes (serving it
+    // could not).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let good = dir.join("taken.toml");
+    std::fs::write(
+        &good,
+        format!("[server]\nport = {port}\n\n[operator]\nport = {port}\n"),
+    )
+    .expect("write");
+    let out = run(
+        gateway,
+        &["check-config", good.to_str().expect("utf-8")],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // A missing file is a problem too, and a missing FILE a usage error.
+    let out = run(gateway, &["check-config", "/nonexistent.toml"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("/nonexistent.toml"), "{out:?}");
+    let out = run(gateway, &["check-config"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("<FILE>"), "{out:?}");
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+#[test]
+fn the_broker_checks_its_configuration_too() {
+    let (_, broker) = BINARIES[1];
+    let dir = temp_dir("broker");
+    let file = dir.join("broker.toml");
+    std::fs::write(&file, "[nats]\nurl = \"nats://127.0.0.1:4222\"\n").expect("write");
+    let path = file.to_str().expect("utf-8 path");
+    let out = run(broker, &["check-config", path], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    std::fs::write(&file, "[broker]\nleader = \"raft\"\n").expect("write");
+    let out = run(broker, &["check-config", path], &[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = text(&out.stderr);
+    for want in [format!("{path}:2:10: "), "SWITCHBOARD_NATS_URL".to_owned()] {
+        assert!(stderr.contains(&want), "{want} missing from\n{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// The subcommands and long flags `--help` lists for `args` (its `Commands:` and `Options:`
+/// sections), without clap's own `help` command.
+fn listed(bin: &str, args: &[&str]) -> (Vec<String>, Vec<String>) {
+    let help = text(&run(bin, &[args, &["--help"]].concat(), &[]).stdout);
+    let (mut commands, mut flags) = (Vec::new(), Vec::new());
+    let mut section = "";
+    for line in help.lines().filter(|l| !l.is_empty()) {
+        if !line.starts_with(' ') {
+            section = line;
+            continue;
+        }
+        let first = line.split_whitespace().next().unwrap_or("");
+        match section {
+            "Commands:" if first != "help" => commands.push(first.to_owned()),
+            // The flags are in the line's spec, before the two spaces that start its help text.
+            "Options:" | "Arguments:" => flags.extend(
+                line.trim_start()
+                    .split("  ")
+                    .next()
+                    .unwrap_or("")
+                    .split([' ', ','])
+                    .filter(|w| w.starts_with("--"))
+                    .map(|w| w.split(['=', '[', '<']).next().unwrap_or(w).to_owned()),
+            ),
+            _ => {}
+        }
+    }
+    (commands, flags)
+}
+
+#[test]
+fn completions_name_every_command_and_flag() {
+    for (name, bin) in BINARIES {
+        let (commands, flags) = listed(bin, &[]);
+        assert!(
+            commands.contains(&"completions".to_owned()),
+            "{name}: {commands:?}"
+        );
+        if name != "switchboard-admin" {
+            assert!(
+                commands.contains(&"check-config".to_owned()),
+                "{name}: {commands:?}"
+            );
+        }
+        // Each command's own flags are in the script too.
+        let mut flags = flags;
+        for command in &commands {
+            flags.extend(listed(bin, &[command]).1);
+        }
+        assert!(flags.contains(&"--version".to_owned()), "{name}: {flags:?}");
+        for shell in ["bash", "zsh", "fish"] {
+            let out = run(bin, &["completions", shell], &[]);
+            assert!(out.status.success(), "{name} {shell}: {out:?}");
+            let script = text(&out.stdout);
+            assert!(script.contains(name), "{name} {shell}: no command name");
+            for word in commands.iter().chain(&flags) {
+                // fish names long flags without their dashes (`-l version`).
+                let bare = word.trim_start_matches('-');
+                assert!(
+                    script.contains(word.as_str()) || (shell == "fish" && script.contains(bare)),
+                    "{name} {shell}: {word} missing"
+                );
+            }
+        }
+        let out = run(bin, &["completions", "tcsh"], &[]);
+        assert_eq!(out.status.code(), Some(2), "{name}: {out:?}");
+    }
+}
+
+#[test]
+fn the_configuration_file_is_still_the_first_argument_or_the_variable() {
+    let (_, gateway) = BINARIES[0];
+    let dir = temp_dir("positional");
+    // Named like a command: given as a path, it is a configuration file.
+    let file = dir.join("check-config");
+    std::fs::write(&file, "[server]\nping_interval_ms = 0\n").expect("write");
+    let path = file.to_str().expect("utf-8 path");
+    let want = format!("{path}:2:20: ");
+    for (args, env) in [
+        (&[path][..], &[][..]),
+        (&[], &[("SWITCHBOARD_CONFIG", path)][..]),
+    ] {
+        let out = run(gateway, args, env);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {out:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(&want), "{args:?} {env:?}: {stderr}");
     }
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }

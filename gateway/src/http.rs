@@ -43,8 +43,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long open connections get to finish after the listener stops.
 const CONNECTION_GRACE: Duration = Duration::from_secs(10);
-/// Where the demo page loads the official client from when no local copy is configured.
-const CLIENT_CDN_URL: &str = "https://cdn.socket.io/4.8.1/socket.io.min.js";
+/// Where the demo page's client paths redirect when there is no local copy (none configured,
+/// none built in, none installed); the version the build pins (`bin/build.rs`).
+const CLIENT_CDN_URL: &str = "https://cdn.socket.io/4.8.4/socket.io.min.js";
 /// Most headers a request taken without hyper may have (more: hyper serves it).
 const DIRECT_MAX_HEADERS: usize = 64;
 /// The demo chat page.
@@ -194,15 +195,31 @@ impl Router {
         self
     }
 
-    /// Serves the demo chat page at `/` and the official client at `/assets/socket.io.min.js`.
-    pub fn demo(mut self, client_js: Option<&Path>) -> Self {
+    /// Serves the demo chat page at `/` and the official client where Node's socket.io serves
+    /// it, `{path}socket.io.min.js` and `{path}socket.io.js` of each endpoint (the minified
+    /// bundle at both), and at `/assets/socket.io.min.js`. The client is the file `client_js`
+    /// when given, else `built_in` (the binary's copy, when it has one), else the copy the test
+    /// suite's `npm ci` installs; without any, those paths redirect to the CDN.
+    pub fn demo(mut self, client_js: Option<&Path>, built_in: Option<&'static [u8]>) -> Self {
         self.demo = true;
-        self.client_js = client_js
-            .map(Path::to_path_buf)
-            .or_else(find_client_js)
-            .and_then(|p| std::fs::read(&p).ok())
-            .map(Bytes::from);
+        self.client_js = match client_js {
+            Some(path) => std::fs::read(path).ok().map(Bytes::from),
+            None => built_in.map(Bytes::from_static).or_else(|| {
+                find_client_js()
+                    .and_then(|p| std::fs::read(p).ok())
+                    .map(Bytes::from)
+            }),
+        };
         self
+    }
+
+    /// Whether `path` is one the demo page's client is served at (see [`Router::demo`]).
+    fn is_client_path(&self, path: &str) -> bool {
+        path == "/assets/socket.io.min.js"
+            || self.endpoints.iter().any(|(prefix, _)| {
+                path.strip_prefix(prefix.as_str())
+                    .is_some_and(|file| file == "socket.io.min.js" || file == "socket.io.js")
+            })
     }
 
     /// Serves `GET /v1/state` with what `f` renders (the embedded broker's view, standalone).
@@ -346,7 +363,8 @@ impl Router {
                 Bytes::from_static(DEMO_PAGE.as_bytes()),
                 "text/html; charset=utf-8",
             ),
-            (&Method::GET, "/assets/socket.io.min.js") if self.demo => match &self.client_js {
+            (&Method::GET, path) if self.demo && self.is_client_path(path) => match &self.client_js
+            {
                 Some(js) => document(js.clone(), "application/javascript; charset=utf-8"),
                 None => {
                     let mut res = plain(StatusCode::FOUND, "");
@@ -781,6 +799,61 @@ mod tests {
             assert!(got.contains(has), "{path}: {got:?}");
         }
         stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_demo_client_is_served_where_node_serves_it() {
+        const BUILT: &str = "/* built in */";
+        const FILE: &str = "/* configured */";
+        let engine = || {
+            crate::engine::Engine::new(
+                crate::engine::Config::default(),
+                crate::sio::Server::new(crate::sio::Config::default()),
+                crate::id::NodeId::parse("n1").expect("node id"),
+            )
+        };
+        let file =
+            std::env::temp_dir().join(format!("switchboard-client-{}.js", std::process::id()));
+        std::fs::write(&file, FILE).expect("write");
+        let (built, stop_plain) = serve_on_free_port(
+            Router::new(Cors::default())
+                .endpoint("/socket.io/", engine())
+                .endpoint("/io", engine())
+                .demo(None, Some(BUILT.as_bytes())),
+        );
+        let (configured, stop_configured) = serve_on_free_port(
+            Router::new(Cors::default())
+                .endpoint("/socket.io/", engine())
+                .demo(Some(&file), Some(BUILT.as_bytes())),
+        );
+        let (off, stop_off) =
+            serve_on_free_port(Router::new(Cors::default()).endpoint("/socket.io/", engine()));
+        let cases = [
+            (built, "/socket.io/socket.io.min.js", "200", BUILT),
+            (built, "/socket.io/socket.io.js", "200", BUILT),
+            (built, "/io/socket.io.min.js", "200", BUILT),
+            (built, "/assets/socket.io.min.js", "200", BUILT),
+            (built, "/socket.io/socket.io.esm.min.js", "404", ""),
+            (built, "/socket.io.min.js", "404", ""),
+            (configured, "/socket.io/socket.io.min.js", "200", FILE),
+            (off, "/socket.io/socket.io.min.js", "404", ""),
+            (off, "/assets/socket.io.min.js", "404", ""),
+        ];
+        for (addr, path, status, body) in cases {
+            let got = get(addr, path).await;
+            assert!(
+                got.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{path}: {got:?}"
+            );
+            assert!(got.ends_with(body), "{path}: {got:?}");
+            if status == "200" {
+                assert!(got.contains("application/javascript"), "{path}: {got:?}");
+            }
+        }
+        std::fs::remove_file(&file).expect("cleanup");
+        for stop in [stop_plain, stop_configured, stop_off] {
+            stop.cancel();
+        }
     }
 
     /// Sends `parts` (pausing between them) and returns what arrives within a short while.

@@ -161,12 +161,19 @@ pub(crate) struct Floor {
 #[command(
     name = "switchboard-loadtest",
     version,
-    after_help = "Only loopback targets are accepted. Output: a table and one JSON line on stdout."
+    after_help = "Only loopback targets are accepted unless --allow-remote is given. Output: a \
+                  table and one JSON line on stdout."
 )]
 pub(crate) struct Cli {
     /// No progress lines on stderr (otherwise one a second while measuring).
     #[arg(long, global = true)]
     quiet: bool,
+    /// Accept targets on other machines (--url, --grpc: any IP address but 0.0.0.0 / ::). The
+    /// bounds on counts and time stay; --pid still names processes on this machine, so their
+    /// CPU columns say nothing of a remote server (and `idle`, which measures the server's
+    /// memory, stays local).
+    #[arg(long, global = true)]
+    allow_remote: bool,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -369,11 +376,11 @@ fn list<'a>(key: &str, value: &'a str) -> Result<Vec<&'a str>> {
     Ok(items)
 }
 
-/// `--url URL[,URL...]`: distinct loopback targets.
-pub(crate) fn parse_urls(value: &str) -> Result<Vec<Target>> {
+/// `--url URL[,URL...]`: distinct targets, loopback unless `remote` (`--allow-remote`).
+pub(crate) fn parse_urls(value: &str, remote: bool) -> Result<Vec<Target>> {
     let mut targets: Vec<Target> = Vec::new();
     for url in list("url", value)? {
-        let target = Target::parse(url)?;
+        let target = Target::parse(url, remote)?;
         ensure!(!targets.contains(&target), "--url: {url} is listed twice");
         targets.push(target);
     }
@@ -429,9 +436,9 @@ pub(crate) fn parse_pids(value: &str) -> Result<Vec<Watched>> {
 }
 
 impl ServerArgs {
-    fn check(self) -> Result<Common> {
+    fn check(self, remote: bool) -> Result<Common> {
         Ok(Common {
-            targets: parse_urls(&self.url)?,
+            targets: parse_urls(&self.url, remote)?,
             watched: parse_pids(&self.pid)?,
             threads: bounded("threads", self.threads, 1, MAX_THREADS)? as usize,
             concurrency: bounded("concurrency", self.concurrency, 1, MAX_CONCURRENCY)? as usize,
@@ -449,8 +456,14 @@ fn idle(
     conns: ConnectionArgs,
     settle: Duration,
     hold: Duration,
+    remote: bool,
 ) -> Result<Idle> {
-    let common = server.check()?;
+    ensure!(
+        !(remote && scenario == "idle"),
+        "idle measures the server's memory through /proc, so it loads a local server only \
+         (without --allow-remote)"
+    );
+    let common = server.check(remote)?;
     ensure!(
         common.targets.len() == 1 && common.watched.len() == 1,
         "{scenario} takes one --url and one --pid (lists are for fanout)"
@@ -475,8 +488,9 @@ fn fanout(
     members: Option<u64>,
     grid: Option<(u64, u64)>,
     flow: FlowArgs,
+    remote: bool,
 ) -> Result<Fanout> {
-    let common = server.check()?;
+    let common = server.check(remote)?;
     if scenario == "cluster" {
         ensure!(
             common.targets.len() >= 2,
@@ -533,6 +547,7 @@ impl Cli {
                 conns,
                 seconds("settle-secs", settle_secs, 0)?,
                 seconds("hold-secs", hold_secs, 0)?,
+                self.allow_remote,
             )?),
             // A storm measures the connecting only: nothing to settle, nothing to hold.
             Scenario::Connect { server, conns } => Command::Idle(idle(
@@ -541,22 +556,45 @@ impl Cli {
                 conns,
                 Duration::ZERO,
                 Duration::ZERO,
+                self.allow_remote,
             )?),
-            Scenario::Fanout(a) => {
-                Command::Fanout(fanout("fanout", a.server, Some(a.members), None, a.flow)?)
-            }
-            Scenario::Cluster(a) => {
-                Command::Fanout(fanout("cluster", a.server, Some(a.members), None, a.flow)?)
-            }
-            Scenario::Polling(a) => {
-                Command::Fanout(fanout("polling", a.server, Some(a.members), None, a.flow)?)
-            }
+            Scenario::Fanout(a) => Command::Fanout(fanout(
+                "fanout",
+                a.server,
+                Some(a.members),
+                None,
+                a.flow,
+                self.allow_remote,
+            )?),
+            Scenario::Cluster(a) => Command::Fanout(fanout(
+                "cluster",
+                a.server,
+                Some(a.members),
+                None,
+                a.flow,
+                self.allow_remote,
+            )?),
+            Scenario::Polling(a) => Command::Fanout(fanout(
+                "polling",
+                a.server,
+                Some(a.members),
+                None,
+                a.flow,
+                self.allow_remote,
+            )?),
             Scenario::Rooms {
                 server,
                 rooms,
                 size,
                 flow,
-            } => Command::Fanout(fanout("rooms", server, None, Some((rooms, size)), flow)?),
+            } => Command::Fanout(fanout(
+                "rooms",
+                server,
+                None,
+                Some((rooms, size)),
+                flow,
+                self.allow_remote,
+            )?),
             Scenario::Floor {
                 writes,
                 size,
@@ -596,12 +634,20 @@ impl Cli {
                 concurrency,
             } => Command::Admin(Admin {
                 target: {
-                    let mut targets = parse_urls(&url)?;
+                    let mut targets = parse_urls(&url, self.allow_remote)?;
                     ensure!(targets.len() == 1, "admin takes one --url");
                     targets.remove(0)
                 },
                 grpc: {
-                    ensure!(grpc.ip().is_loopback(), "--grpc must be a loopback address");
+                    ensure!(
+                        !grpc.ip().is_unspecified(),
+                        "--grpc: the unspecified address {} names no server",
+                        grpc.ip()
+                    );
+                    ensure!(
+                        self.allow_remote || grpc.ip().is_loopback(),
+                        "--grpc must be a loopback address unless --allow-remote is given"
+                    );
                     grpc
                 },
                 token,
@@ -887,8 +933,68 @@ mod tests {
             ("http://127.0.0.1:1,http://127.0.0.1", "explicit port"),
         ];
         for (value, want) in urls {
-            let err = parse_urls(value).expect_err(value);
+            let err = parse_urls(value, false).expect_err(value);
             assert!(format!("{err:#}").contains(want), "{value:?}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn remote_targets_only_when_allowed() {
+        let remote = [
+            "fanout --url http://10.1.1.1:3000 --pid 1 --members 5 --rate 1 --seconds 1",
+            "cluster --url http://10.1.1.1:3000,http://10.1.1.2:3000 --pid 1 --members 5 --rate 1 --seconds 1",
+            "connect --url http://192.0.2.7:3000 --pid 1 --connections 5",
+            "rooms --url http://10.1.1.1:3000 --pid 1 --rooms 2 --size 2 --rate 1 --seconds 1",
+            "admin --url http://10.1.1.1:3000 --grpc 10.1.1.1:50051 --members 5 --token t",
+        ];
+        for line in remote {
+            let err = parse_str(line).expect_err(line);
+            assert!(
+                format!("{err:#}").contains("unless --allow-remote"),
+                "{line}: {err:#}"
+            );
+            // The flag is global: before or after the scenario.
+            for allowed in [
+                format!("--allow-remote {line}"),
+                format!("{line} --allow-remote"),
+            ] {
+                parse_str(&allowed).unwrap_or_else(|e| panic!("{allowed}: {e:#}"));
+            }
+        }
+        let Command::Fanout(f) =
+            parse_str("fanout --allow-remote --url http://10.1.1.1:3000 --pid 1 --members 5 --rate 1 --seconds 1")
+                .expect("valid")
+        else {
+            panic!("fanout");
+        };
+        assert_eq!(f.common.targets[0].addr.to_string(), "10.1.1.1:3000");
+        // The bounds stay, and what cannot be measured remotely stays local.
+        for (line, want) in [
+            (
+                "fanout --allow-remote --url http://10.1.1.1:3000 --pid 1 --members 200001 --rate 1 --seconds 1",
+                "within",
+            ),
+            (
+                "fanout --allow-remote --url http://10.1.1.1:3000 --pid 1 --members 5 \
+                 --rate 1 --seconds 3601",
+                "within",
+            ),
+            (
+                "idle --allow-remote --url http://10.1.1.1:3000 --pid 1 --connections 5",
+                "local server only",
+            ),
+            (
+                "fanout --allow-remote --url http://0.0.0.0:3000 --pid 1 --members 5 --rate 1 --seconds 1",
+                "unspecified",
+            ),
+            (
+                "admin --allow-remote --url http://10.1.1.1:3000 --grpc 0.0.0.0:1 --members 5 \
+                 --token t",
+                "unspecified",
+            ),
+        ] {
+            let err = parse_str(line).expect_err(line);
+            assert!(format!("{err:#}").contains(want), "{line}: {err:#}");
         }
     }
 

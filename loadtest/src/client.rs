@@ -47,10 +47,11 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// Ack id used for the join request (the only ack a connection asks for).
 const JOIN_ACK_ID: u64 = 1;
 
-/// Where the server is: a loopback address and the Engine.IO path.
+/// Where the server is: an address (loopback unless remote targets are allowed) and the
+/// Engine.IO path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Target {
-    /// The server's address; always loopback.
+    /// The server's address; loopback unless `--allow-remote` was given.
     pub(crate) addr: SocketAddr,
     /// The `Host` header value.
     pub(crate) host: String,
@@ -59,9 +60,10 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// Parses `http://HOST:PORT[/path/]` (or `ws://`). HOST must be a loopback address or
-    /// `localhost`: this tool only ever loads a server on the same machine.
-    pub(crate) fn parse(url: &str) -> Result<Self> {
+    /// Parses `http://HOST:PORT[/path/]` (or `ws://`). HOST is an IP address or `localhost`;
+    /// unless `remote` (`--allow-remote`, an explicit choice to load another machine), it must
+    /// be a loopback address. The unspecified address (`0.0.0.0`, `::`) is never a target.
+    pub(crate) fn parse(url: &str, remote: bool) -> Result<Self> {
         let rest = url
             .strip_prefix("http://")
             .or_else(|| url.strip_prefix("ws://"))
@@ -96,8 +98,13 @@ impl Target {
                 })?,
         };
         ensure!(
-            ip.is_loopback(),
-            "refusing non-loopback target {ip}: this tool only loads a local server"
+            !ip.is_unspecified(),
+            "refusing target {ip}: the unspecified address names no server"
+        );
+        ensure!(
+            remote || ip.is_loopback(),
+            "refusing non-loopback target {ip}: this tool loads a local server unless \
+             --allow-remote is given"
         );
         Ok(Self {
             addr: SocketAddr::new(ip, port),
@@ -662,7 +669,7 @@ mod tests {
             ("http://[::1]:3000", "[::1]:3000", "/socket.io/"),
         ];
         for &(url, addr, path) in ok {
-            let t = Target::parse(url).expect(url);
+            let t = Target::parse(url, false).expect(url);
             assert_eq!(
                 (t.addr.to_string().as_str(), t.path.as_str()),
                 (addr, path),
@@ -679,7 +686,26 @@ mod tests {
             "http://127.0.0.1:3000/x?y=1",
         ];
         for url in bad {
-            assert!(Target::parse(url).is_err(), "{url} must be refused");
+            assert!(Target::parse(url, false).is_err(), "{url} must be refused");
+        }
+        // Allowed remote targets: any IP address but the unspecified one; still no host names
+        // (no resolver in the loop) and the same URL rules.
+        for (url, addr) in [
+            ("http://10.0.0.1:3000", "10.0.0.1:3000"),
+            ("ws://[2001:db8::1]:80/io", "[2001:db8::1]:80"),
+            ("http://127.0.0.1:3000", "127.0.0.1:3000"),
+        ] {
+            let t = Target::parse(url, true).expect(url);
+            assert_eq!(t.addr.to_string(), addr, "{url}");
+        }
+        for url in [
+            "http://0.0.0.0:3000",
+            "http://[::]:3000",
+            "http://example.com:3000",
+            "https://10.0.0.1:3000",
+            "http://10.0.0.1",
+        ] {
+            assert!(Target::parse(url, true).is_err(), "{url} must be refused");
         }
     }
 

@@ -11,7 +11,8 @@
 //! against a release build, and `scripts/bench-compare.sh`, which runs them against Node's
 //! socket.io as well (`loadtest/peers/`).
 //!
-//! It must not: talk to anything but loopback, run unbounded in count or time, or re-implement
+//! It must not: talk to anything but loopback unless told to (`--allow-remote`: a deliberate
+//! run against another machine, same bounds), run unbounded in count or time, or re-implement
 //! the wire format (it uses the gateway's codecs, `switchboard_codec`). Output is a table and one
 //! JSON line per run on stdout; progress goes to stderr. Exit status: 0 ok, 1 the run found
 //! problems, 2 the run could not be made.

@@ -291,7 +291,7 @@ mod tests {
     use super::*;
 
     fn target() -> Target {
-        Target::parse("http://127.0.0.1:3000").expect("valid")
+        Target::parse("http://127.0.0.1:3000", false).expect("valid")
     }
 
     #[test]

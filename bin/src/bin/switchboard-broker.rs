@@ -7,6 +7,7 @@
 //! keys, the gRPC) port — with keys, the HTTP port also serves the HTTP API under `/api/` — connects to NATS, starts the broker, prints `grpc on HOST:PORT`
 //! (when served) and then `listening on http://HOST:PORT` on stdout, and runs until SIGTERM or
 //! SIGINT, then stops cleanly (exit 0). Logs go to stderr (`RUST_LOG`, default `info`).
+//! Operator commands instead of serving: `check-config FILE` and `completions SHELL`.
 
 use std::process::ExitCode;
 
@@ -29,12 +30,21 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Every setting of the file can be overridden by its environment variable (environment >
 /// file > built-in default); every key and variable: docs/configuration.md.
 #[derive(Parser, Debug)]
-#[command(name = "switchboard-broker", version)]
+#[command(
+    name = "switchboard-broker",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
     /// A TOML configuration file (the gateway's format; the broker reads its `[nats]`,
     /// `[cluster]`, `[broker]`, `[grpc]`, `[api]` and `[log]` tables).
     #[arg(value_name = "CONFIG", env = "SWITCHBOARD_CONFIG")]
     config: Option<std::ffi::OsString>,
+    /// Instead of serving: an operator command (a file named like one: `./check-config`). No
+    /// `print-config`: the broker has no built-in file (its defaults are the settings'
+    /// defaults), and it needs a NATS URL, which no default can name.
+    #[command(subcommand)]
+    command: Option<process::Operation>,
 }
 
 fn load(path: Option<&std::path::Path>) -> Result<Settings, Problems> {
@@ -46,6 +56,9 @@ fn load(path: Option<&std::path::Path>) -> Result<Settings, Problems> {
 
 fn main() -> ExitCode {
     let args: Args = process::args(Process::Broker);
+    if let Some(op) = args.command {
+        return op.run::<Args, _>("switchboard-broker", |file| load(Some(file)));
+    }
     process::main(
         "switchboard-broker",
         load(process::config_path(args.config).as_deref()),

@@ -16,6 +16,10 @@
 //! validated before a port is bound: a bad configuration exits with status 2, listing every
 //! problem with its file, line and column (or variable).
 //!
+//! Operator commands instead of serving (none binds a port): `check-config FILE` (the same
+//! loading and validation, exit 0 or 2), `print-config` (the built-in file) and `completions
+//! SHELL`.
+//!
 //! Shutdown: the first SIGTERM or SIGINT starts the drain (sessions close spread over the
 //! drain window, `/ready` answers 503); a second one closes the remaining sessions at once.
 //! Every task runs on one tracker under one root token; the process exits 0 once they ended.
@@ -35,7 +39,7 @@ use switchboard_broker::api::HttpApi;
 use switchboard_broker::{Broker, BrokerConfig, LeaderMode, grpc};
 use switchboard_bus::{Bus, Hub, NatsOptions};
 use switchboard_gateway::cluster::{Cluster, ClusterConfig, PresenceConfig, RecoveryConfig};
-use switchboard_gateway::config::{Config, NamespaceMatch, Problems};
+use switchboard_gateway::config::{Config, DEFAULT_TOML, NamespaceMatch, Problems};
 use switchboard_gateway::engine::{CloseReason, Engine};
 use switchboard_gateway::forward::{Forwarder, Peers};
 use switchboard_gateway::http::{self, Router};
@@ -45,6 +49,9 @@ use switchboard_gateway::{metrics, policy, sio};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// The official Socket.IO browser client for the demo page, built in by `build.rs` from its
+/// checksum-pinned npm tarball; empty when the build could not fetch it.
+const BUILT_IN_CLIENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/socket.io.min.js"));
 /// After the drain, how long the listener stays for the closed sessions' last answers (and how
 /// long relayed connections may take to end).
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
@@ -59,11 +66,27 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Every setting of the file can be overridden by its environment variable (environment >
 /// file > built-in default); every key and variable: docs/configuration.md.
 #[derive(Parser, Debug)]
-#[command(name = "switchboard-gateway", version)]
+#[command(
+    name = "switchboard-gateway",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
     /// The TOML configuration file (default: the built-in configuration).
     #[arg(value_name = "CONFIG", env = "SWITCHBOARD_CONFIG")]
     config: Option<std::ffi::OsString>,
+    /// Instead of serving: an operator command (a file named like one: `./check-config`).
+    #[command(subcommand)]
+    command: Option<Operation>,
+}
+
+/// The operator commands: none starts anything or binds a port.
+#[derive(clap::Subcommand, Debug)]
+enum Operation {
+    /// Prints the built-in configuration (what runs without a file), to copy and edit.
+    PrintConfig,
+    #[command(flatten)]
+    Shared(process::Operation),
 }
 
 /// The configuration, validated: the gateway's and the shared settings.
@@ -104,6 +127,15 @@ fn load(path: Option<&Path>) -> Result<Loaded, Problems> {
 
 fn main() -> ExitCode {
     let args: Args = process::args(Process::Gateway);
+    match args.command {
+        Some(Operation::PrintConfig) => {
+            return process::print("switchboard-gateway", DEFAULT_TOML.as_bytes());
+        }
+        Some(Operation::Shared(op)) => {
+            return op.run::<Args, _>("switchboard-gateway", |file| load(Some(file)));
+        }
+        None => {}
+    }
     process::main(
         "switchboard-gateway",
         load(process::config_path(args.config).as_deref()),
@@ -290,7 +322,8 @@ async fn serve(
     let _ = engine_slot.set(engine.clone());
     let mut router = Router::new(server.http_cors()).endpoint(&server.path, engine.clone());
     if server.serve_demo_page {
-        router = router.demo(server.client_js.as_deref());
+        let built_in = (!BUILT_IN_CLIENT.is_empty()).then_some(BUILT_IN_CLIENT);
+        router = router.demo(server.client_js.as_deref(), built_in);
     }
     let mut operator = Router::operator();
     if let Some(b) = &broker {

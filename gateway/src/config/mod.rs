@@ -240,8 +240,8 @@ pub struct ServerConfig {
     pub transports: Transports,
     /// Serve the demo page at `/`.
     pub serve_demo_page: bool,
-    /// The demo page's copy of the official client (`socket.io.min.js`); `None`: the test
-    /// suite's `node_modules`, if installed.
+    /// The demo page's copy of the official client (`socket.io.min.js`); `None`: the copy the
+    /// binary has built in (if its build could fetch it), else the test suite's `node_modules`.
     pub client_js: Option<PathBuf>,
     /// Time a polling POST has to deliver its whole body.
     pub body_timeout: Duration,

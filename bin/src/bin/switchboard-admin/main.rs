@@ -3,37 +3,52 @@
 //! a standalone gateway.
 //!
 //! ```text
-//! switchboard-admin [--addr URL] [--token TOKEN] [--ca FILE] [--json] [--timeout-ms N] <command> [options]
+//! switchboard-admin [--addr ADDR] [--token TOKEN] [--ca FILE] [--json] [--timeout-ms N] <command> [options]
 //!
-//!   sockets   --ns NS [selector]             every matching socket: id, node, user, rooms
-//!   rooms     --ns NS [--prefix P]           every room: name, members, users
-//!   presence  --ns NS --room R               the users in a room, with their socket counts
-//!   stats                                    nodes, namespaces and totals
+//!   sockets   --ns NS [selector]             every matching socket: id, node, user, rooms (FetchSockets)
+//!   stream    --ns NS [selector]             the same, one line per socket as it comes (StreamSockets)
+//!   rooms     --ns NS [--prefix P]           every room: name, members, users (Rooms)
+//!   members   --ns NS --room R               the sockets in a room (RoomMembers)
+//!   presence  --ns NS --room R               the users in a room, with their socket counts (Presence)
+//!   history   --ns NS --room R [--limit N]   a room's last N messages, oldest first (RoomHistory)
+//!   user-sockets --user U [--ns NS]          a user's sockets (UserSockets)
+//!   stats                                    nodes, namespaces and totals (Stats)
 //!   kick      --ns NS [selector] [--reason TEXT] [--close]
 //!                                            disconnects the matching sockets: "disconnected N"
 //!   broadcast --ns NS [selector] --event E [--args JSON_ARRAY] [--volatile] [--ack-timeout-ms N]
 //!                                            emits to the matching sockets: "targeted N", then
 //!                                            one line per ack (socket id, args or "timeout")
+//!   emit      --ns NS --socket ID --event E [--args JSON_ARRAY] [--ack-timeout-ms N]
+//!                                            emits to one socket: "sent", or its ack (EmitToSocket)
+//!   join      --ns NS [selector] ROOM...     the matching sockets join the rooms: "joined N"
+//!   leave     --ns NS [selector] ROOM...     the matching sockets leave the rooms: "left N"
+//!   set-data  --socket ID --data JSON        sets a socket's data: "updated" (UpdateSocketData)
+//!   token     (--config FILE --ns NS | --secret-env VAR --alg HS256) --sub USER [--ttl 1h] [--claim K=V]
+//!                                            mints a JWT for a namespace's HMAC key (no server)
 //!   help, --help, -h                         the usage
 //!
 //!   selector: --room R, --except R, --user U, --socket ID (each repeatable; they intersect)
 //! ```
 //!
-//! * `--addr` defaults to `$SWITCHBOARD_ADMIN_ADDR`, else `http://127.0.0.1:50051`. An
-//!   `https://` address needs `--ca FILE` (PEM): the workspace's tonic has no built-in root
-//!   certificates (its `tls-native-roots`/`tls-webpki-roots` features are off).
+//! * `--addr` defaults to `$SWITCHBOARD_ADMIN_ADDR`, else `127.0.0.1:50051`. It is `HOST:PORT`
+//!   (what the servers print: `grpc on 127.0.0.1:50051`; plaintext), `http://HOST:PORT` or
+//!   `https://HOST:PORT`. An `https://` server's certificate is verified with the system's root
+//!   certificates, or with `--ca FILE` (PEM) only when given.
 //! * `--token` defaults to `$SWITCHBOARD_ADMIN_TOKEN`; every call carries it as
 //!   `authorization: Bearer <token>`.
 //! * `--timeout-ms` (default 10000) is the deadline of each call (`grpc-timeout`); a broadcast
-//!   that collects acks gets `--ack-timeout-ms` more.
-//! * `--json`: one JSON object per line: a socket, a room, a user; for `stats` one object with
-//!   everything; for `kick` and `broadcast` one object with the counts (and the acks).
+//!   that collects acks gets `--ack-timeout-ms` more; for `stream` it bounds the whole stream.
+//! * `--json`: one JSON object per line: a socket, a room, a user, a message; for `stats` one
+//!   object with everything; for the actions one object with the counts (and the acks); for
+//!   `token` `{"token": …}`.
 //!
-//! `sockets` and `rooms` page through the whole result (pages of [`PAGE_SIZE`]). Exit status: 0
-//! ok; 1 when the connection or a call fails (`switchboard-admin: <code>: <message>` on stderr);
-//! 2 for a usage error (a one-line message and "try --help" on stderr).
+//! `sockets`, `rooms`, `members` and `history` page through the whole result (pages of
+//! [`PAGE_SIZE`]). Exit status: 0 ok; 1 when the connection or a call fails
+//! (`switchboard-admin: <code>: <message>` on stderr), or `emit` / `set-data` name an unknown
+//! socket; 2 for a usage error (a one-line message and "try --help" on stderr), which includes
+//! every `token` failure (a missing secret, a namespace without an HMAC key).
 //!
-//! The command line is parsed by clap ([`Cli`]) and checked by [`Cli::into_run`]; the output
+//! The command line is parsed by clap ([`Cli`]) and checked by [`Cli::into_task`]; the output
 //! comes from pure functions of the response messages, so both are unit-tested without a server.
 
 use std::fmt;
@@ -55,8 +70,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
+mod token;
+
 /// The address used when neither `--addr` nor `$SWITCHBOARD_ADMIN_ADDR` gives one.
-const DEFAULT_ADDR: &str = "http://127.0.0.1:50051";
+const DEFAULT_ADDR: &str = "127.0.0.1:50051";
 /// The environment variable `--addr` defaults to.
 const ENV_ADDR: &str = "SWITCHBOARD_ADMIN_ADDR";
 /// The environment variable `--token` defaults to (the one the server reads, too).
@@ -65,32 +82,38 @@ const ENV_TOKEN: &str = "SWITCHBOARD_ADMIN_TOKEN";
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// The longest per-call deadline `--timeout-ms` accepts (a day).
 const MAX_TIMEOUT_MS: u64 = 86_400_000;
-/// Sockets or rooms asked for per page.
+/// Sockets, rooms or messages asked for per page.
 const PAGE_SIZE: u32 = 1000;
+/// The default of `history --limit`.
+const DEFAULT_HISTORY_LIMIT: u32 = 100;
+/// The largest `history --limit`.
+const MAX_HISTORY_LIMIT: u32 = 100_000;
 /// The largest response accepted (tonic's default, 4 MiB, is too small for a page of 1000
 /// sockets with large handshake headers).
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Printed after the options by `--help`.
 const AFTER_HELP: &str = "\
-Selector options (sockets, kick, broadcast) repeat; the restrictions intersect. Without one,
-kick and broadcast address every socket of the namespace.
+Selector options (sockets, stream, kick, broadcast, join, leave) repeat; the restrictions
+intersect. Without one, kick, broadcast, join and leave address every socket of the namespace.
 
-Exit status: 0 ok, 1 the connection or a call failed, 2 usage error.";
+Exit status: 0 ok, 1 the connection or a call failed (or emit / set-data found no such socket),
+2 usage error (token: every failure).";
 
 /// The operators' command line for Switchboard's gRPC Admin API (served by the broker and by a
 /// standalone gateway).
 #[derive(Parser, Debug)]
 #[command(name = "switchboard-admin", version, after_help = AFTER_HELP)]
 struct Cli {
-    /// The broker's (or a standalone gateway's) gRPC address.
-    #[arg(long, global = true, value_name = "URL", env = ENV_ADDR, default_value = DEFAULT_ADDR)]
+    /// The broker's (or a standalone gateway's) gRPC address: HOST:PORT as the server prints it
+    /// (plaintext), http://HOST:PORT or https://HOST:PORT.
+    #[arg(long, global = true, value_name = "ADDR", env = ENV_ADDR, default_value = DEFAULT_ADDR)]
     addr: String,
     /// The admin bearer token (required).
     #[arg(long, global = true, value_name = "TOKEN", env = ENV_TOKEN, hide_env_values = true)]
     token: Option<String>,
-    /// PEM CA certificate(s) to verify an https:// address with; required for https:// (this
-    /// build has no built-in root certificates).
+    /// PEM CA certificate(s) to verify an https:// address with, instead of the system's root
+    /// certificates.
     #[arg(long, global = true, value_name = "FILE")]
     ca: Option<PathBuf>,
     /// Machine output: one JSON object per line.
@@ -132,6 +155,44 @@ enum CommandLine {
         #[arg(long, allow_hyphen_values = true)]
         room: String,
     },
+    /// Every matching socket, one line each as the server streams them (the deadline,
+    /// --timeout-ms, bounds the whole stream).
+    Stream(SelectorArgs),
+    /// The sockets in a room.
+    Members {
+        /// The namespace.
+        #[arg(long)]
+        ns: String,
+        /// The room.
+        #[arg(long, allow_hyphen_values = true)]
+        room: String,
+    },
+    /// A room's last messages, oldest first (namespaces with connection state recovery).
+    History {
+        /// The namespace.
+        #[arg(long)]
+        ns: String,
+        /// The room.
+        #[arg(long, allow_hyphen_values = true)]
+        room: String,
+        /// At most this many messages (the newest).
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = DEFAULT_HISTORY_LIMIT,
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_HISTORY_LIMIT)),
+        )]
+        limit: u32,
+    },
+    /// The sockets of a user.
+    UserSockets {
+        /// The user id.
+        #[arg(long, value_name = "U", allow_hyphen_values = true)]
+        user: String,
+        /// Only in this namespace (default: every namespace).
+        #[arg(long)]
+        ns: Option<String>,
+    },
     /// Nodes, namespaces and totals.
     Stats,
     /// Disconnects the matching sockets; prints "disconnected N".
@@ -150,24 +211,78 @@ enum CommandLine {
     Broadcast {
         #[command(flatten)]
         selector: SelectorArgs,
-        /// The event name.
-        #[arg(long, value_name = "E")]
-        event: String,
-        /// The event's arguments: a JSON array.
-        #[arg(long, value_name = "JSON_ARRAY", allow_hyphen_values = true)]
-        args: Option<String>,
+        #[command(flatten)]
+        emit: EventArgs,
         /// May be dropped for a slow client.
         #[arg(long)]
         volatile: bool,
-        /// Collect acks for this long, in milliseconds (0: none).
-        #[arg(
-            long,
-            value_name = "N",
-            default_value_t = 0,
-            value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_ACK_TIMEOUT_MS)),
-        )]
-        ack_timeout_ms: u32,
     },
+    /// Emits E to one socket; prints "sent" or, with --ack-timeout-ms, its ack's arguments or
+    /// "timeout". An unknown socket exits 1.
+    Emit {
+        /// The namespace.
+        #[arg(long)]
+        ns: String,
+        /// The socket id.
+        #[arg(long, value_name = "ID")]
+        socket: String,
+        #[command(flatten)]
+        emit: EventArgs,
+    },
+    /// Makes the matching sockets join the rooms; prints "joined N" (the sockets matched).
+    Join {
+        #[command(flatten)]
+        selector: SelectorArgs,
+        /// The rooms to join.
+        #[arg(value_name = "ROOM", required = true)]
+        to: Vec<String>,
+    },
+    /// Makes the matching sockets leave the rooms; prints "left N" (the sockets matched).
+    Leave {
+        #[command(flatten)]
+        selector: SelectorArgs,
+        /// The rooms to leave.
+        #[arg(value_name = "ROOM", required = true)]
+        from: Vec<String>,
+    },
+    /// Sets a socket's data (shown by later queries); prints "updated". An unknown socket
+    /// exits 1.
+    SetData {
+        /// The socket id.
+        #[arg(long, value_name = "ID")]
+        socket: String,
+        /// The data: any JSON value.
+        #[arg(long, value_name = "JSON", allow_hyphen_values = true)]
+        data: String,
+    },
+    /// Mints a JWT for a namespace's HMAC key and prints it (needs no server): the key from a
+    /// gateway configuration file (--config FILE --ns NS) or from --secret-env VAR --alg ALG.
+    Token(token::TokenArgs),
+    /// Prints the shell completion script for this command (needs no address or token).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The event an emit sends (broadcast, emit).
+#[derive(clap::Args, Debug)]
+struct EventArgs {
+    /// The event name.
+    #[arg(long, value_name = "E")]
+    event: String,
+    /// The event's arguments: a JSON array.
+    #[arg(long, value_name = "JSON_ARRAY", allow_hyphen_values = true)]
+    args: Option<String>,
+    /// Collect the acks for this long, in milliseconds (0: none).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_ACK_TIMEOUT_MS)),
+    )]
+    ack_timeout_ms: u32,
 }
 
 /// The sockets a command addresses.
@@ -200,6 +315,15 @@ impl SelectorArgs {
             user_ids: self.users,
         }
     }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+enum Task {
+    /// A call to the Admin API.
+    Call(Run),
+    /// A token, made here.
+    Mint { args: token::TokenArgs, json: bool },
 }
 
 /// A command and how to run it.
@@ -249,11 +373,31 @@ enum Command {
     Kick(pb::DisconnectRequest),
     /// Emit an event to the sockets a selector matches (Broadcast).
     Broadcast(pb::BroadcastRequest),
+    /// Every socket the selector matches, as streamed (StreamSockets).
+    Stream(pb::Selector),
+    /// The sockets in a room (RoomMembers, paged).
+    Members { ns: String, room: String },
+    /// A room's newest `limit` messages (RoomHistory, paged).
+    History {
+        ns: String,
+        room: String,
+        limit: u32,
+    },
+    /// A user's sockets (UserSockets).
+    UserSockets(pb::UserSocketsRequest),
+    /// Emit an event to one socket (EmitToSocket).
+    Emit(pb::EmitToSocketRequest),
+    /// The sockets a selector matches join rooms (SocketsJoin).
+    Join(pb::RoomsChangeRequest),
+    /// The sockets a selector matches leave rooms (SocketsLeave).
+    Leave(pb::RoomsChangeRequest),
+    /// Set a socket's data (UpdateSocketData).
+    SetData(pb::UpdateSocketDataRequest),
 }
 
 /// A command line that cannot be run; exit status 2.
 #[derive(Debug, PartialEq)]
-struct UsageError(String);
+pub(crate) struct UsageError(String);
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -261,21 +405,31 @@ impl fmt::Display for UsageError {
     }
 }
 
-fn usage(message: impl Into<String>) -> UsageError {
+pub(crate) fn usage(message: impl Into<String>) -> UsageError {
     UsageError(message.into())
 }
 
 impl Cli {
     /// The command and its target, checked beyond what clap checks: the address, the token, the
     /// CA and the arguments' JSON.
-    fn into_run(self) -> Result<Run, UsageError> {
+    fn into_task(self) -> Result<Task, UsageError> {
         let command = match self.command {
+            CommandLine::Token(args) => {
+                return Ok(Task::Mint {
+                    args,
+                    json: self.json,
+                });
+            }
             CommandLine::Sockets(selector) => Command::Sockets(selector.into_pb()),
             CommandLine::Rooms { ns, prefix } => Command::Rooms { ns, prefix },
             CommandLine::Presence { ns, room } => {
                 Command::Presence(pb::PresenceRequest { ns, room })
             }
             CommandLine::Stats => Command::Stats,
+            // Answered by `main` before anything is checked; not a call.
+            CommandLine::Completions { .. } => {
+                return Err(usage("completions makes no call"));
+            }
             CommandLine::Kick {
                 selector,
                 reason,
@@ -287,44 +441,54 @@ impl Cli {
             }),
             CommandLine::Broadcast {
                 selector,
-                event,
-                args,
+                emit,
                 volatile,
-                ack_timeout_ms,
-            } => {
-                let args_json = match args {
-                    None => String::new(),
-                    Some(text) => match serde_json::from_str::<Value>(&text) {
-                        Ok(Value::Array(_)) => text,
-                        Ok(_) => {
-                            return Err(usage(
-                                r#"--args: must be a JSON array (e.g. '["hi", 1]')"#,
-                            ));
-                        }
-                        Err(e) => return Err(usage(format!("--args: invalid JSON: {e}"))),
-                    },
-                };
-                Command::Broadcast(pb::BroadcastRequest {
-                    selector: Some(selector.into_pb()),
-                    event,
-                    args_json,
-                    attachments: Vec::new(),
-                    volatile,
-                    ack_timeout_ms,
+            } => Command::Broadcast(pb::BroadcastRequest {
+                selector: Some(selector.into_pb()),
+                args_json: args_array(emit.args)?,
+                event: emit.event,
+                attachments: Vec::new(),
+                volatile,
+                ack_timeout_ms: emit.ack_timeout_ms,
+            }),
+            CommandLine::Stream(selector) => Command::Stream(selector.into_pb()),
+            CommandLine::Members { ns, room } => Command::Members { ns, room },
+            CommandLine::History { ns, room, limit } => Command::History { ns, room, limit },
+            CommandLine::UserSockets { user, ns } => Command::UserSockets(pb::UserSocketsRequest {
+                user,
+                ns: ns.unwrap_or_default(),
+            }),
+            CommandLine::Emit { ns, socket, emit } => Command::Emit(pb::EmitToSocketRequest {
+                ns,
+                socket_id: socket,
+                args_json: args_array(emit.args)?,
+                event: emit.event,
+                attachments: Vec::new(),
+                ack_timeout_ms: emit.ack_timeout_ms,
+            }),
+            CommandLine::Join { selector, to } => Command::Join(pb::RoomsChangeRequest {
+                selector: Some(selector.into_pb()),
+                rooms: to,
+            }),
+            CommandLine::Leave { selector, from } => Command::Leave(pb::RoomsChangeRequest {
+                selector: Some(selector.into_pb()),
+                rooms: from,
+            }),
+            CommandLine::SetData { socket, data } => {
+                if let Err(e) = serde_json::from_str::<Value>(&data) {
+                    return Err(usage(format!(
+                        "--data: invalid JSON: {e} (a string is quoted: '\"gold\"')"
+                    )));
+                }
+                Command::SetData(pb::UpdateSocketDataRequest {
+                    socket_id: socket,
+                    data_json: data,
                 })
             }
         };
-        let https = check_addr(&self.addr)?;
-        match (https, &self.ca) {
-            (true, None) => {
-                return Err(usage(format!(
-                    "{}: an https:// address needs --ca FILE (this build has no built-in root \
-                     certificates)",
-                    self.addr
-                )));
-            }
-            (false, Some(_)) => return Err(usage("--ca is only for https:// addresses")),
-            _ => {}
+        let (addr, https) = check_addr(&self.addr)?;
+        if !https && self.ca.is_some() {
+            return Err(usage("--ca is only for https:// addresses"));
         }
         let token = self.token.unwrap_or_default();
         if token.is_empty() {
@@ -337,25 +501,51 @@ impl Cli {
                 "the token may not contain control characters (it goes in a header)",
             ));
         }
-        Ok(Run {
+        Ok(Task::Call(Run {
             target: Target {
-                addr: self.addr,
+                addr,
                 token,
                 ca: self.ca,
             },
             json: self.json,
             timeout: Duration::from_millis(self.timeout_ms),
             command,
-        })
+        }))
     }
 }
 
-/// Checks that `addr` is `http[s]://HOST[:PORT]`; true for `https`.
-fn check_addr(addr: &str) -> Result<bool, UsageError> {
+/// `--args`: empty when not given, else a JSON array.
+fn args_array(args: Option<String>) -> Result<String, UsageError> {
+    let Some(text) = args else {
+        return Ok(String::new());
+    };
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Array(_)) => Ok(text),
+        Ok(_) => Err(usage(r#"--args: must be a JSON array (e.g. '["hi", 1]')"#)),
+        Err(e) => Err(usage(format!("--args: invalid JSON: {e}"))),
+    }
+}
+
+/// Checks that `addr` is `HOST:PORT` (what the servers print; plaintext) or
+/// `http[s]://HOST[:PORT]`; the address as a URL, and true for `https`.
+fn check_addr(given: &str) -> Result<(String, bool), UsageError> {
     let bad = |why: &str| {
         usage(format!(
-            "{addr:?} is not a gRPC address: {why} (e.g. {DEFAULT_ADDR})"
+            "{given:?} is not a gRPC address: {why} (e.g. {DEFAULT_ADDR}, \
+             http://{DEFAULT_ADDR} or https://admin.example:443)"
         ))
+    };
+    let addr = if given.contains("://") {
+        given.to_owned()
+    } else {
+        if given.parse::<std::net::SocketAddr>().is_err()
+            && given.rsplit_once(':').is_none_or(|(host, port)| {
+                host.is_empty() || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit())
+            })
+        {
+            return Err(bad("expected HOST:PORT or a URL"));
+        }
+        format!("http://{given}")
     };
     let uri: Uri = addr.parse().map_err(|_| bad("not a URL"))?;
     let https = match uri.scheme_str() {
@@ -369,10 +559,10 @@ fn check_addr(addr: &str) -> Result<bool, UsageError> {
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(bad("it may not have a path"));
     }
-    if Endpoint::from_shared(addr.to_owned()).is_err() {
+    if Endpoint::from_shared(addr.clone()).is_err() {
         return Err(bad("not a valid endpoint"));
     }
-    Ok(https)
+    Ok((addr, https))
 }
 
 /// The `authorization` header value of `token` (`None` if it cannot be a header value).
@@ -655,39 +845,140 @@ fn broadcast_lines(resp: &pb::BroadcastResponse, with_acks: bool, as_json: bool)
     if as_json {
         let mut out = json!({"targeted": resp.targeted});
         if with_acks {
-            let acks: Vec<Value> = resp
-                .acks
-                .iter()
-                .map(|a| {
-                    json!({
-                        "socket_id": a.socket_id,
-                        "timed_out": a.timed_out,
-                        "args": if a.timed_out { Value::Null } else { embedded(&a.args_json) },
-                        "attachments": a.attachments.len(),
-                    })
-                })
-                .collect();
-            out["acks"] = Value::Array(acks);
+            out["acks"] = Value::Array(resp.acks.iter().map(ack_json).collect());
         }
         return vec![out.to_string()];
     }
     let mut lines = vec![format!("targeted {}", resp.targeted)];
     for ack in &resp.acks {
-        let answer = if ack.timed_out {
-            "timeout".to_owned()
-        } else {
-            let args = match ack.args_json.trim() {
-                "" => "[]".to_owned(),
-                text => clean(text),
-            };
-            match ack.attachments.len() {
-                0 => args,
-                n => format!("{args} (+{})", count(n, "attachment", "attachments")),
-            }
-        };
-        lines.push(format!("{}  {answer}", clean(&ack.socket_id)));
+        lines.push(format!("{}  {}", clean(&ack.socket_id), ack_text(ack)));
     }
     lines
+}
+
+/// One ack as JSON.
+fn ack_json(a: &pb::SocketAck) -> Value {
+    json!({
+        "socket_id": a.socket_id,
+        "timed_out": a.timed_out,
+        "args": if a.timed_out { Value::Null } else { embedded(&a.args_json) },
+        "attachments": a.attachments.len(),
+    })
+}
+
+/// One ack as text: its arguments (and attachment count), or `timeout`.
+fn ack_text(ack: &pb::SocketAck) -> String {
+    if ack.timed_out {
+        return "timeout".to_owned();
+    }
+    let args = match ack.args_json.trim() {
+        "" => "[]".to_owned(),
+        text => clean(text),
+    };
+    match ack.attachments.len() {
+        0 => args,
+        n => format!("{args} (+{})", count(n, "attachment", "attachments")),
+    }
+}
+
+/// The `emit` output: `sent`, or the ack (when one was waited for); `not found` for an unknown
+/// socket.
+fn emit_lines(resp: &pb::EmitToSocketResponse, with_ack: bool, as_json: bool) -> Vec<String> {
+    let ack = resp.ack.as_ref().filter(|_| with_ack && resp.found);
+    if as_json {
+        let mut out = json!({"found": resp.found});
+        if let Some(ack) = ack {
+            out["ack"] = ack_json(ack);
+        }
+        return vec![out.to_string()];
+    }
+    vec![match (resp.found, ack) {
+        (false, _) => "not found".to_owned(),
+        (true, None) => "sent".to_owned(),
+        (true, Some(ack)) => ack_text(ack),
+    }]
+}
+
+/// The `join` / `leave` output: the verb and how many sockets the selector matched.
+fn rooms_change_lines(verb: &str, resp: &pb::RoomsChangeResponse, as_json: bool) -> Vec<String> {
+    vec![if as_json {
+        json!({"sockets": resp.sockets}).to_string()
+    } else {
+        format!("{verb} {}", resp.sockets)
+    }]
+}
+
+/// The `set-data` output.
+fn set_data_lines(resp: &pb::UpdateSocketDataResponse, as_json: bool) -> Vec<String> {
+    vec![if as_json {
+        json!({"updated": resp.updated}).to_string()
+    } else if resp.updated {
+        "updated".to_owned()
+    } else {
+        "not found".to_owned()
+    }]
+}
+
+/// One streamed socket as a text line: id, node, user (`-` for none), rooms.
+fn stream_line(s: &pb::SocketSummary) -> String {
+    let rooms: Vec<String> = s.rooms.iter().map(|r| clean(r)).collect();
+    let user = s.user.as_deref().map_or_else(|| "-".to_owned(), clean);
+    let line = format!(
+        "{}  {}  {user}  {}",
+        clean(&s.id),
+        clean(&s.node),
+        rooms.join(",")
+    );
+    line.trim_end().to_owned()
+}
+
+/// The `history` output: a table (offset, time, event, arguments) and the count, or one JSON
+/// object per message.
+fn history_lines(messages: &[pb::HistoryMessage], as_json: bool) -> Vec<String> {
+    if as_json {
+        return messages
+            .iter()
+            .map(|m| {
+                json!({
+                    "seq": m.seq,
+                    "offset": m.offset,
+                    "time_ms": m.time_ms,
+                    "event": m.event,
+                    "args": embedded(&m.args_json),
+                })
+                .to_string()
+            })
+            .collect();
+    }
+    let rows: Vec<Vec<String>> = messages
+        .iter()
+        .map(|m| {
+            vec![
+                m.seq.to_string(),
+                m.time_ms.to_string(),
+                clean(&m.event),
+                clean(&m.args_json),
+            ]
+        })
+        .collect();
+    let columns = [
+        ("SEQ", Align::Right),
+        ("TIME MS", Align::Right),
+        ("EVENT", Align::Left),
+        ("ARGS", Align::Left),
+    ];
+    let mut lines = table(&columns, &rows);
+    lines.push(count(messages.len(), "message", "messages"));
+    lines
+}
+
+/// The newest `limit` messages of pages fetched newest page first (each page oldest first),
+/// oldest first.
+fn newest(pages: Vec<Vec<pb::HistoryMessage>>, limit: usize) -> Vec<pb::HistoryMessage> {
+    let mut all: Vec<pb::HistoryMessage> = pages.into_iter().rev().flatten().collect();
+    let extra = all.len().saturating_sub(limit);
+    all.drain(..extra);
+    all
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -718,6 +1009,8 @@ enum Failure {
     Rpc(Status),
     /// The server's answers make no sense.
     Protocol(String),
+    /// The socket named does not exist (emit, set-data).
+    NotFound(String),
     /// The output could not be written.
     Io(io::Error),
 }
@@ -728,6 +1021,7 @@ impl fmt::Display for Failure {
             Failure::Connect { addr, error } => write!(f, "cannot connect to {addr}: {error}"),
             Failure::Rpc(status) => f.write_str(&status_line(status)),
             Failure::Protocol(message) => write!(f, "unexpected answer: {message}"),
+            Failure::NotFound(socket) => write!(f, "NotFound: no socket {}", clean(socket)),
             Failure::Io(e) => write!(f, "cannot write the output: {e}"),
         }
     }
@@ -784,24 +1078,38 @@ async fn connect(target: &Target, timeout: Duration) -> Result<Client, Failure> 
     let mut endpoint = Endpoint::from_shared(target.addr.clone())
         .map_err(|e| fail(error_chain(&e)))?
         .connect_timeout(timeout);
-    if let Some(ca) = &target.ca {
-        let pem = std::fs::read(ca)
-            .map_err(|e| fail(format!("cannot read --ca {}: {e}", ca.display())))?;
-        const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
-        if !pem.windows(BEGIN.len()).any(|w| w == BEGIN) {
-            return Err(fail(format!(
-                "--ca {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
-                ca.display()
-            )));
-        }
-        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+    if endpoint.uri().scheme_str() == Some("https") {
+        let tls = match &target.ca {
+            // Only the given roots: a private CA does not widen to every public one.
+            Some(ca) => {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| fail(format!("cannot read --ca {}: {e}", ca.display())))?;
+                const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+                if !pem.windows(BEGIN.len()).any(|w| w == BEGIN) {
+                    return Err(fail(format!(
+                        "--ca {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+                        ca.display()
+                    )));
+                }
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+            }
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
         endpoint = endpoint
             .tls_config(tls)
             .map_err(|e| fail(error_chain(&e)))?;
     }
     let channel = match tokio::time::timeout(timeout, endpoint.connect()).await {
         Ok(Ok(channel)) => channel,
-        Ok(Err(e)) => return Err(fail(error_chain(&e))),
+        Ok(Err(e)) => {
+            let mut error = error_chain(&e);
+            if error.contains("UnknownIssuer") && target.ca.is_none() {
+                error.push_str(
+                    " (not signed by a system root: give the server's CA with --ca FILE)",
+                );
+            }
+            return Err(fail(error));
+        }
         Err(_) => {
             return Err(fail(format!(
                 "no connection within {} ms",
@@ -930,6 +1238,121 @@ async fn execute(run: &Run, out: &mut dyn Write) -> Result<(), Failure> {
             let resp = answer(client.broadcast(request(req.clone(), timeout)), timeout).await?;
             write_lines(out, broadcast_lines(&resp, req.ack_timeout_ms > 0, as_json))?;
         }
+        Command::Stream(selector) => {
+            let mut stream = answer(
+                client.stream_sockets(request(selector.clone(), timeout)),
+                timeout,
+            )
+            .await?;
+            loop {
+                let next = stream
+                    .message()
+                    .await
+                    .map_err(|status| Failure::Rpc(deadline_status(status, timeout)))?;
+                let Some(socket) = next else { break };
+                let line = if as_json {
+                    socket_json(&socket)
+                } else {
+                    stream_line(&socket)
+                };
+                write_lines(out, [line])?;
+                // As they come: a reader of the pipe sees each socket when it arrives.
+                out.flush().map_err(Failure::Io)?;
+            }
+        }
+        Command::Members { ns, room } => {
+            let mut all = Vec::new();
+            let mut token = String::new();
+            loop {
+                let req = pb::RoomMembersRequest {
+                    ns: ns.clone(),
+                    room: room.clone(),
+                    page_size: PAGE_SIZE,
+                    page_token: token.clone(),
+                };
+                let page = answer(client.room_members(request(req, timeout)), timeout).await?;
+                if as_json {
+                    write_lines(out, page.members.iter().map(socket_json))?;
+                } else {
+                    all.extend(page.members);
+                }
+                match next_page(&token, page.next_page_token)? {
+                    Some(next) => token = next,
+                    None => break,
+                }
+            }
+            if !as_json {
+                write_lines(out, sockets_table(&all))?;
+            }
+        }
+        Command::History { ns, room, limit } => {
+            // Pages come newest first; each is oldest first.
+            let mut pages = Vec::new();
+            let mut left = *limit;
+            let mut token = String::new();
+            while left > 0 {
+                let req = pb::RoomHistoryRequest {
+                    ns: ns.clone(),
+                    room: room.clone(),
+                    page_size: left.min(PAGE_SIZE),
+                    page_token: token.clone(),
+                };
+                let page = answer(client.room_history(request(req, timeout)), timeout).await?;
+                let got = u32::try_from(page.messages.len()).unwrap_or(u32::MAX);
+                left = left.saturating_sub(got.max(1));
+                pages.push(page.messages);
+                match next_page(&token, page.next_page_token)? {
+                    Some(next) => token = next,
+                    None => break,
+                }
+            }
+            let limit = usize::try_from(*limit).unwrap_or(usize::MAX);
+            write_lines(out, history_lines(&newest(pages, limit), as_json))?;
+        }
+        Command::UserSockets(req) => {
+            let resp = answer(client.user_sockets(request(req.clone(), timeout)), timeout).await?;
+            if as_json {
+                write_lines(out, resp.sockets.iter().map(socket_json))?;
+            } else {
+                write_lines(out, sockets_table(&resp.sockets))?;
+            }
+        }
+        Command::Emit(req) => {
+            let timeout =
+                timeout.saturating_add(Duration::from_millis(u64::from(req.ack_timeout_ms)));
+            let resp = answer(
+                client.emit_to_socket(request(req.clone(), timeout)),
+                timeout,
+            )
+            .await?;
+            if as_json || resp.found {
+                write_lines(out, emit_lines(&resp, req.ack_timeout_ms > 0, as_json))?;
+            }
+            if !resp.found {
+                return Err(Failure::NotFound(req.socket_id.clone()));
+            }
+        }
+        Command::Join(req) => {
+            let resp = answer(client.sockets_join(request(req.clone(), timeout)), timeout).await?;
+            write_lines(out, rooms_change_lines("joined", &resp, as_json))?;
+        }
+        Command::Leave(req) => {
+            let resp = answer(client.sockets_leave(request(req.clone(), timeout)), timeout).await?;
+            write_lines(out, rooms_change_lines("left", &resp, as_json))?;
+        }
+        Command::SetData(req) => {
+            let resp = answer(
+                client.update_socket_data(request(req.clone(), timeout)),
+                timeout,
+            )
+            .await?;
+            if as_json || resp.updated {
+                write_lines(out, set_data_lines(&resp, as_json))?;
+            }
+            if !resp.updated {
+                return Err(Failure::NotFound(req.socket_id.clone()));
+            }
+        }
     }
     Ok(())
 }
@@ -945,9 +1368,35 @@ fn usage_exit(error: &UsageError) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// `token`: prints the minted token (exit 0) or says why not (exit 2).
+fn mint(args: &token::TokenArgs, as_json: bool) -> ExitCode {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match args.mint(|var| std::env::var(var).ok(), now) {
+        Ok(token) => {
+            let line = if as_json {
+                json!({"token": token}).to_string()
+            } else {
+                token
+            };
+            if writeln!(io::stdout().lock(), "{line}").is_err() {
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage_exit(&e),
+    }
+}
+
 fn main() -> ExitCode {
-    let run = match Cli::parse().into_run() {
-        Ok(run) => run,
+    let cli = Cli::parse();
+    if let CommandLine::Completions { shell } = cli.command {
+        return switchboard::process::completions::<Cli>(shell);
+    }
+    let run = match cli.into_task() {
+        Ok(Task::Call(run)) => run,
+        Ok(Task::Mint { args, json }) => return mint(&args, json),
         Err(e) => return usage_exit(&e),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -995,7 +1444,10 @@ mod tests {
     /// pass the token as an option).
     fn parse(line: &str) -> Result<Run, String> {
         let cli = Cli::try_parse_from(words(line)).map_err(|e| e.to_string())?;
-        cli.into_run().map_err(|e| e.0)
+        match cli.into_task().map_err(|e| e.0)? {
+            Task::Call(run) => Ok(run),
+            Task::Mint { .. } => Err("a token, not a call".into()),
+        }
     }
 
     /// Parses with a token.
@@ -1103,6 +1555,88 @@ mod tests {
             panic!()
         };
         assert_eq!(req.ack_timeout_ms, 600_000);
+        assert_eq!(
+            command("stream --ns /chat --user u"),
+            Command::Stream(pb::Selector {
+                user_ids: vec!["u".into()],
+                ..sel("/chat")
+            })
+        );
+        assert_eq!(
+            command("members --ns /chat --room lobby"),
+            Command::Members {
+                ns: "/chat".into(),
+                room: "lobby".into()
+            }
+        );
+        assert_eq!(
+            command("history --ns /chat --room lobby"),
+            Command::History {
+                ns: "/chat".into(),
+                room: "lobby".into(),
+                limit: DEFAULT_HISTORY_LIMIT
+            }
+        );
+        assert_eq!(
+            command("history --ns /chat --room lobby --limit 5000"),
+            Command::History {
+                ns: "/chat".into(),
+                room: "lobby".into(),
+                limit: 5000
+            }
+        );
+        assert_eq!(
+            command("user-sockets --user alice"),
+            Command::UserSockets(pb::UserSocketsRequest {
+                user: "alice".into(),
+                ns: String::new()
+            })
+        );
+        assert_eq!(
+            command("user-sockets --user alice --ns /chat"),
+            Command::UserSockets(pb::UserSocketsRequest {
+                user: "alice".into(),
+                ns: "/chat".into()
+            })
+        );
+        assert_eq!(
+            command(
+                r#"emit --ns /chat --socket gw1.a --event ping --args [1] --ack-timeout-ms 900"#
+            ),
+            Command::Emit(pb::EmitToSocketRequest {
+                ns: "/chat".into(),
+                socket_id: "gw1.a".into(),
+                event: "ping".into(),
+                args_json: "[1]".into(),
+                attachments: Vec::new(),
+                ack_timeout_ms: 900,
+            })
+        );
+        assert_eq!(
+            command("join --ns /chat --user alice --room lobby vip staff"),
+            Command::Join(pb::RoomsChangeRequest {
+                selector: Some(pb::Selector {
+                    rooms: vec!["lobby".into()],
+                    user_ids: vec!["alice".into()],
+                    ..sel("/chat")
+                }),
+                rooms: vec!["vip".into(), "staff".into()],
+            })
+        );
+        assert_eq!(
+            command("leave --ns /chat vip"),
+            Command::Leave(pb::RoomsChangeRequest {
+                selector: Some(sel("/chat")),
+                rooms: vec!["vip".into()],
+            })
+        );
+        assert_eq!(
+            command(r#"set-data --socket gw1.a --data {"tier":"gold"}"#),
+            Command::SetData(pb::UpdateSocketDataRequest {
+                socket_id: "gw1.a".into(),
+                data_json: r#"{"tier":"gold"}"#.into(),
+            })
+        );
     }
 
     #[test]
@@ -1138,6 +1672,27 @@ mod tests {
         assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
     }
 
+    /// What a server prints (`grpc on HOST:PORT`) is what `--addr` takes; URLs keep their scheme.
+    #[test]
+    fn addresses_in_every_form() {
+        let cases = [
+            ("127.0.0.1:50051", "http://127.0.0.1:50051"),
+            ("[::1]:50051", "http://[::1]:50051"),
+            ("localhost:1", "http://localhost:1"),
+            ("admin.example:443", "http://admin.example:443"),
+            ("http://127.0.0.1:50051", "http://127.0.0.1:50051"),
+            ("https://admin.example:443", "https://admin.example:443"),
+            ("https://admin.example", "https://admin.example"),
+        ];
+        for (given, want) in cases {
+            let r = run(&format!("--addr {given} stats"));
+            assert_eq!(r.target.addr, want, "{given}");
+        }
+        assert_eq!(run("stats").target.addr, format!("http://{DEFAULT_ADDR}"));
+        // https:// without --ca: the system's roots (no usage error).
+        assert_eq!(run("--addr https://h:1 stats").target.ca, None);
+    }
+
     #[test]
     fn defaults_and_the_token() {
         let r = run("stats");
@@ -1147,13 +1702,19 @@ mod tests {
         assert!(!r.json);
         let r = run("--addr http://h:1 stats");
         assert_eq!(r.target.addr, "http://h:1");
+        // `token` needs no admin token.
+        let cli = Cli::try_parse_from(words("token --secret-env S --alg HS256 --sub a")).unwrap();
+        assert!(matches!(
+            cli.into_task(),
+            Ok(Task::Mint { json: false, .. })
+        ));
         let e = parse("--token= stats").unwrap_err();
         assert!(e.contains("no token") && e.contains(ENV_TOKEN), "{e}");
         // The server compares bytes, so a UTF-8 token works.
         assert!(parse("--token tökén0123456789 stats").is_ok());
         let e = Cli::try_parse_from(["switchboard-admin", "--token", "tok\nen", "stats"])
             .unwrap()
-            .into_run()
+            .into_task()
             .unwrap_err();
         assert!(e.0.contains("control characters"), "{e}");
     }
@@ -1228,6 +1789,33 @@ mod tests {
                 "broadcast --ns / --event e --ack-timeout-ms 600001",
                 "--ack-timeout-ms",
             ),
+            ("join --ns /chat", "ROOM"),
+            ("leave --ns /chat --room a", "ROOM"),
+            ("members --ns /chat", "--room"),
+            ("history --ns /chat --room r --limit 0", "--limit"),
+            ("history --ns /chat --room r --limit 100001", "--limit"),
+            ("user-sockets --ns /chat", "--user"),
+            ("emit --ns / --event e", "--socket"),
+            ("emit --ns / --socket s", "--event"),
+            (
+                "emit --ns / --socket s --event e --ack-timeout-ms 600001",
+                "--ack-timeout-ms",
+            ),
+            ("set-data --socket s", "--data"),
+            ("token --sub a", "--config"),
+            ("token --config c.toml --sub a", "--ns"),
+            ("token --secret-env S --sub a", "--alg"),
+            ("token --secret-env S --alg RS256 --sub a", "RS256"),
+            (
+                "token --config c.toml --ns / --secret-env S --alg HS256 --sub a",
+                "--secret-env",
+            ),
+            ("token --secret-env S --alg HS256", "--sub"),
+            ("token --secret-env S --alg HS256 --sub a --ttl 0", "--ttl"),
+            (
+                "token --secret-env S --alg HS256 --sub a --claim x",
+                "--claim",
+            ),
         ];
         for (line, want) in cases {
             let e = error(line);
@@ -1251,18 +1839,31 @@ mod tests {
                 "broadcast --ns / --event e --args hi",
                 "--args: invalid JSON",
             ),
-            ("--addr 127.0.0.1:50051 stats", "not a gRPC address"),
+            ("--addr 127.0.0.1 stats", "expected HOST:PORT or a URL"),
+            ("--addr host: stats", "expected HOST:PORT or a URL"),
+            ("--addr :50051 stats", "expected HOST:PORT or a URL"),
+            ("--addr h:x1 stats", "expected HOST:PORT or a URL"),
+            ("--addr h:1/path stats", "expected HOST:PORT or a URL"),
             (
                 "--addr ftp://h:1 stats",
                 "the scheme must be http:// or https://",
             ),
             ("--addr http:// stats", "not a gRPC address"),
             ("--addr http://h:1/admin stats", "it may not have a path"),
-            ("--addr https://h:1 stats", "needs --ca FILE"),
             (
                 "--ca /tmp/ca.pem stats",
                 "--ca is only for https:// addresses",
             ),
+            (
+                "--addr 127.0.0.1:50051 --ca /tmp/ca.pem stats",
+                "--ca is only for https:// addresses",
+            ),
+            (
+                "emit --ns / --socket s --event e --args 1",
+                "--args: must be a JSON array",
+            ),
+            ("set-data --socket s --data {", "--data: invalid JSON"),
+            ("set-data --socket s --data gold", "--data: invalid JSON"),
         ];
         for (line, want) in cases {
             let got = error(line);
@@ -1496,6 +2097,105 @@ mod tests {
         assert_eq!(
             broadcast_lines(&fire, true, true),
             [r#"{"targeted":2,"acks":[]}"#]
+        );
+    }
+
+    #[test]
+    fn new_action_output() {
+        let found = pb::EmitToSocketResponse {
+            found: true,
+            ack: Some(pb::SocketAck {
+                socket_id: "s1".into(),
+                args_json: r#"["pong"]"#.into(),
+                ..Default::default()
+            }),
+        };
+        assert_eq!(emit_lines(&found, true, false), [r#"["pong"]"#]);
+        assert_eq!(emit_lines(&found, false, false), ["sent"]);
+        assert_eq!(
+            emit_lines(&found, true, true),
+            [
+                r#"{"found":true,"ack":{"socket_id":"s1","timed_out":false,"args":["pong"],"attachments":0}}"#
+            ]
+        );
+        assert_eq!(emit_lines(&found, false, true), [r#"{"found":true}"#]);
+        let late = pb::EmitToSocketResponse {
+            found: true,
+            ack: Some(pb::SocketAck {
+                socket_id: "s1".into(),
+                timed_out: true,
+                ..Default::default()
+            }),
+        };
+        assert_eq!(emit_lines(&late, true, false), ["timeout"]);
+        let missing = pb::EmitToSocketResponse::default();
+        assert_eq!(emit_lines(&missing, true, false), ["not found"]);
+        assert_eq!(emit_lines(&missing, true, true), [r#"{"found":false}"#]);
+        let moved = pb::RoomsChangeResponse { sockets: 2 };
+        assert_eq!(rooms_change_lines("joined", &moved, false), ["joined 2"]);
+        assert_eq!(
+            rooms_change_lines("left", &moved, true),
+            [r#"{"sockets":2}"#]
+        );
+        let set = pb::UpdateSocketDataResponse { updated: true };
+        assert_eq!(set_data_lines(&set, false), ["updated"]);
+        assert_eq!(set_data_lines(&set, true), [r#"{"updated":true}"#]);
+        assert_eq!(
+            set_data_lines(&pb::UpdateSocketDataResponse::default(), true),
+            [r#"{"updated":false}"#]
+        );
+        assert_eq!(
+            Failure::NotFound("gw1.x\n".into()).to_string(),
+            r"NotFound: no socket gw1.x\n"
+        );
+    }
+
+    #[test]
+    fn stream_lines_are_one_per_socket() {
+        assert_eq!(
+            stream_line(&socket("gw1.a", "gw1", Some("alice"), &["lobby", "vip"])),
+            "gw1.a  gw1  alice  lobby,vip"
+        );
+        assert_eq!(
+            stream_line(&socket("gw2.b\x1b", "gw2", None, &[])),
+            r"gw2.b\u{1b}  gw2  -"
+        );
+    }
+
+    fn message(seq: u64) -> pb::HistoryMessage {
+        pb::HistoryMessage {
+            seq,
+            offset: format!("o{seq}"),
+            time_ms: 1_700_000_000_000 + seq,
+            event: "say".into(),
+            args_json: format!(r#"[{{"n":{seq}}}]"#),
+        }
+    }
+
+    #[test]
+    fn history_is_oldest_first_and_keeps_the_newest() {
+        // Newest page first, each page oldest first.
+        let pages = vec![
+            vec![message(5), message(6)],
+            vec![message(3), message(4)],
+            vec![message(1), message(2)],
+        ];
+        let seqs = |v: Vec<pb::HistoryMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(newest(pages.clone(), 100)), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(seqs(newest(pages.clone(), 3)), [4, 5, 6]);
+        assert_eq!(seqs(newest(Vec::new(), 3)), Vec::<u64>::new());
+        assert_eq!(
+            history_lines(&[message(7), message(12)], false),
+            [
+                "SEQ        TIME MS  EVENT  ARGS",
+                "  7  1700000000007  say    [{\"n\":7}]",
+                " 12  1700000000012  say    [{\"n\":12}]",
+                "2 messages",
+            ]
+        );
+        assert_eq!(
+            history_lines(&[message(7)], true),
+            [r#"{"seq":7,"offset":"o7","time_ms":1700000000007,"event":"say","args":[{"n":7}]}"#]
         );
     }
 
