@@ -46,7 +46,7 @@
 //! | `[server] client_js` | `SWITCHBOARD_CLIENT_JS` | the test suite's copy | the demo page's `socket.io.min.js` |
 //! | `[operator] host` | `SWITCHBOARD_OPERATOR_HOST` | `127.0.0.1` | the gateway's operator listen address |
 //! | `[operator] port` | `SWITCHBOARD_OPERATOR_PORT` | `9464` | the gateway's operator port |
-//! | `[admin_ui] password_hash` | `SWITCHBOARD_ADMIN_UI_PASSWORD_HASH` | unset: no Admin UI | the bcrypt hash of the Socket.IO Admin UI's password; set, it turns the UI on ([admin-ui.md](../../docs/admin-ui.md); **in progress**: the `[admin_ui]` settings are read and checked, but `switchboard-gateway` does not act on them yet) |
+//! | `[admin_ui] password_hash` | `SWITCHBOARD_ADMIN_UI_PASSWORD_HASH` | unset: no Admin UI | the bcrypt hash of the Socket.IO Admin UI's password; set, it turns the UI on ([admin-ui.md](../../docs/admin-ui.md)) |
 //! | `[admin_ui] username` | `SWITCHBOARD_ADMIN_UI_USERNAME` | `admin` | its user name |
 //! | `[admin_ui] static_dir` | `SWITCHBOARD_ADMIN_UI_STATIC_DIR` | unset: not served | the UI's files (`@socket.io/admin-ui`'s `ui/dist`) |
 //! | `[admin_ui] path` | `SWITCHBOARD_ADMIN_UI_PATH` | `/admin-ui/` | where they are served on the client port |

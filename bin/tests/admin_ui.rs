@@ -177,6 +177,27 @@ async fn admin_client(addr: std::net::SocketAddr, auth: &str, until: &str) -> Ve
     panic!("no {until} in {seen:?}");
 }
 
+/// The `/admin` namespace refuses password `nope` and takes `s3cret`: what the client got until
+/// `all_sockets`.
+async fn log_in(addr: std::net::SocketAddr) -> Vec<String> {
+    let refused = admin_client(
+        addr,
+        r#"{"username":"admin","password":"nope"}"#,
+        "44/admin,",
+    )
+    .await;
+    assert!(
+        refused.iter().any(|p| p.contains("invalid credentials")),
+        "{refused:?}"
+    );
+    admin_client(
+        addr,
+        r#"{"username":"admin","password":"s3cret"}"#,
+        r#"42/admin,["all_sockets""#,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standalone_gateway_serves_the_ui_and_its_namespace() {
     use std::sync::Arc;
@@ -244,23 +265,7 @@ async fn a_standalone_gateway_serves_the_ui_and_its_namespace() {
         "{status} {page}"
     );
 
-    let refused = admin_client(
-        addr,
-        r#"{"username":"admin","password":"nope"}"#,
-        "44/admin,",
-    )
-    .await;
-    assert!(
-        refused.iter().any(|p| p.contains("invalid credentials")),
-        "{refused:?}"
-    );
-
-    let seen = admin_client(
-        addr,
-        r#"{"username":"admin","password":"s3cret"}"#,
-        r#"42/admin,["all_sockets""#,
-    )
-    .await;
+    let seen = log_in(addr).await;
     let all = seen
         .iter()
         .find(|p| p.starts_with(r#"42/admin,["all_sockets""#))
@@ -281,4 +286,56 @@ async fn a_standalone_gateway_serves_the_ui_and_its_namespace() {
     stop.cancel();
     tasks.close();
     tasks.wait().await;
+}
+
+/// The gateway binary, killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standalone_binary_turns_the_ui_on_with_a_password_hash_and_no_api_keys() {
+    use std::io::BufRead as _;
+    use std::process::{Command as Process, Stdio};
+
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let mut cmd = Process::new(env!("CARGO_BIN_EXE_switchboard-gateway"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SWITCHBOARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .env("SWITCHBOARD_HOST", "127.0.0.1")
+        .env("SWITCHBOARD_PORT", "0")
+        .env("SWITCHBOARD_OPERATOR_PORT", "0")
+        .env("SWITCHBOARD_ADMIN_UI_PASSWORD_HASH", &hash)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the gateway starts");
+    let stdout = child.stdout.take().unwrap();
+    let _gateway = Child(child);
+    let addr = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("listening on http://").map(str::to_owned))
+            .expect("the gateway says where it listens")
+    })
+    .await
+    .unwrap();
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+
+    let seen = log_in(addr).await;
+    assert!(
+        seen.iter().any(|p| p.starts_with(r#"42/admin,["session""#)),
+        "{seen:?}"
+    );
 }
