@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::BoxFuture;
@@ -173,7 +174,12 @@ pub fn install(
         ns.prepare_connect(move |payload, _| a.prepare(payload));
         ns.use_middleware(move |req| auth.admit(req));
     }
+    // Set once an admin got its `all_sockets`: the poller's next round sends everyone a fresh
+    // `all_sockets` instead of the diff, as the changes since its last fetch may or may not be in
+    // what the newcomer got.
+    let resync = Arc::new(AtomicBool::new(false));
     let c = cluster.clone();
+    let fresh = resync.clone();
     ns.on_connect(move |socket| {
         if let Some(session) = socket.get::<NewSession>() {
             socket.emit("session", Args::new(vec![session.0.clone().into()]));
@@ -182,22 +188,20 @@ pub fn install(
             "config",
             Args::new(vec![json!({ "supportedFeatures": SUPPORTED_FEATURES })]),
         );
-        let (c, s) = (c.clone(), socket.clone());
+        let (c, s, fresh) = (c.clone(), socket.clone(), fresh.clone());
         socket.spawn(async move {
             match call(c.sockets()).await {
-                Ok(sockets) => {
-                    let all: Vec<Value> = sockets.iter().map(serialize).collect();
-                    s.emit("all_sockets", Args::new(vec![Value::Array(all)]));
-                }
+                Ok(sockets) => s.emit("all_sockets", all_sockets(&sockets)),
                 Err(e) => tracing::warn!(error = %e, "admin UI: fetching the sockets failed"),
             }
+            fresh.store(true, Ordering::Release);
         });
     });
     for event in ["_disconnect", "join", "leave"] {
         let c = cluster.clone();
         ns.on(event, move |socket, event| on_command(socket, event, &c));
     }
-    let poller = poll(ns, cluster, options.poll_interval, shutdown);
+    let poller = poll(ns, cluster, options.poll_interval, resync, shutdown);
     tracker.spawn(poller);
 }
 
@@ -269,6 +273,11 @@ async fn resolve(command: Command, cluster: &dyn Cluster) -> Result<Command, Clu
     })
 }
 
+/// The `all_sockets` event's arguments.
+fn all_sockets(sockets: &[SocketInfo]) -> Args {
+    Args::new(vec![Value::Array(sockets.iter().map(serialize).collect())])
+}
+
 /// A cluster call bounded by [`CLUSTER_CALL_TIMEOUT`].
 async fn call<T>(f: BoxFuture<'_, Result<T, ClusterError>>) -> Result<T, ClusterError> {
     tokio::time::timeout(CLUSTER_CALL_TIMEOUT, f)
@@ -279,15 +288,20 @@ async fn call<T>(f: BoxFuture<'_, Result<T, ClusterError>>) -> Result<T, Cluster
 /// Every `interval` while an admin socket is connected here: fetch, emit the diff's events and
 /// one `server_stats` per node to this gateway's admin sockets only (`local`: every gateway with
 /// an admin connected polls for its own, so a cluster-wide emit would repeat each event once per
-/// such gateway). With no admin connected it forgets the last fetch, so the next
-/// admin's `all_sockets` is not followed by stale events.
+/// such gateway). A round without a base to diff against (the first one, or after a failed
+/// fetch) or after an admin connected (`resync`) sends `all_sockets` instead, which the UI takes
+/// as the whole state: a change between a newcomer's `all_sockets` and the poller's next fetch is
+/// so never lost (the UI's events list does not show it). With no admin connected it forgets the
+/// last fetch.
 async fn poll(
     ns: sio::Namespace,
     cluster: Arc<dyn Cluster>,
     interval: Duration,
+    resync: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(interval);
+    // The first round one interval from now: nobody is connected yet.
+    let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Option<Vec<SocketInfo>> = None;
     loop {
@@ -299,20 +313,30 @@ async fn poll(
             last = None;
             continue;
         }
+        // Taken before the fetch: this round's fetch is newer than a newcomer's `all_sockets`.
+        let whole = resync.swap(false, Ordering::AcqRel);
         let (sockets, nodes) = match (call(cluster.sockets()).await, call(cluster.nodes()).await) {
             (Ok(s), Ok(n)) => (s, n),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(error = %e, "admin UI: polling the cluster failed");
+                last = None;
                 continue;
             }
         };
         // As a JavaScript `Date` is sent: ISO 8601 in UTC with milliseconds (the UI sorts them).
         let now = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let previous = last.replace(sockets.clone());
-        if let Some(previous) = previous {
-            for change in diff(&previous, &sockets) {
-                let (name, args) = change.event(&now);
-                ns.broadcast().local().emit(name, Args::new(args));
+        match previous {
+            Some(previous) if !whole => {
+                for change in diff(&previous, &sockets) {
+                    let (name, args) = change.event(&now);
+                    ns.broadcast().local().emit(name, Args::new(args));
+                }
+            }
+            _ => {
+                ns.broadcast()
+                    .local()
+                    .emit("all_sockets", all_sockets(&sockets));
             }
         }
         // The broker does not know a node's start time: the UI shows 0.
@@ -341,12 +365,19 @@ mod tests {
 
     struct Fake {
         sockets: Mutex<Vec<SocketInfo>>,
+        /// What the cluster holds once the next fetch has been answered.
+        then: Mutex<Option<Vec<SocketInfo>>>,
         ran: Mutex<Vec<Command>>,
     }
 
     impl Cluster for Fake {
         fn sockets(&self) -> BoxFuture<'_, Result<Vec<SocketInfo>, ClusterError>> {
-            Box::pin(async { Ok(self.sockets.lock().clone()) })
+            let mut sockets = self.sockets.lock();
+            let now = sockets.clone();
+            if let Some(then) = self.then.lock().take() {
+                *sockets = then;
+            }
+            Box::pin(async { Ok(now) })
         }
         fn nodes(&self) -> BoxFuture<'_, Result<Vec<NodeInfo>, ClusterError>> {
             Box::pin(async {
@@ -361,6 +392,9 @@ mod tests {
             Box::pin(async { Ok(1) })
         }
     }
+
+    /// The poller's interval in most tests.
+    const POLL: Duration = Duration::from_millis(20);
 
     struct Harness {
         engine: Arc<Engine<Server>>,
@@ -391,10 +425,14 @@ mod tests {
     }
 
     fn harness(credentials: Option<Credentials>) -> Harness {
-        harness_with(credentials, Arc::new(Broadcasts::default()))
+        harness_with(credentials, Arc::new(Broadcasts::default()), POLL)
     }
 
-    fn harness_with(credentials: Option<Credentials>, adapter: Arc<Broadcasts>) -> Harness {
+    fn harness_with(
+        credentials: Option<Credentials>,
+        adapter: Arc<Broadcasts>,
+        poll_interval: Duration,
+    ) -> Harness {
         let io = Server::new(sio::Config::default());
         io.set_adapter(adapter);
         let engine = Engine::new(
@@ -404,12 +442,13 @@ mod tests {
         );
         let fake = Arc::new(Fake {
             sockets: Mutex::new(vec![socket("s1")]),
+            then: Mutex::new(None),
             ran: Mutex::new(Vec::new()),
         });
         let shutdown = CancellationToken::new();
         let options = Options {
             credentials,
-            poll_interval: Duration::from_millis(20),
+            poll_interval,
             ..Options::default()
         };
         install(
@@ -532,7 +571,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_pollers_events_stay_on_this_gateway() {
         let adapter = Arc::new(Broadcasts::default());
-        let mut h = harness_with(None, adapter.clone());
+        let mut h = harness_with(None, adapter.clone(), POLL);
         h.send("0/admin,{}");
         h.until("40/admin,").await;
         h.until(r#"42/admin,["server_stats""#).await;
@@ -569,6 +608,26 @@ mod tests {
             "a change is reported once: {:?}",
             h.seen
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_change_right_after_the_admins_all_sockets_reaches_it() {
+        // Rounds far apart, so that the admin's own fetch comes first (the case to check).
+        let mut h = harness_with(None, Arc::default(), Duration::from_millis(300));
+        // The cluster changes as soon as the connecting admin's `all_sockets` was fetched.
+        *h.fake.then.lock() = Some(vec![socket("s2")]);
+        h.send("0/admin,{}");
+        // A few poll rounds (bounded: the failure path) until the admin has heard of s2, in an
+        // `all_sockets` or a `socket_connected`.
+        let stats = r#"42/admin,["server_stats""#;
+        for _ in 0..3 {
+            h.until(stats).await;
+            if h.seen.iter().any(|f| f.contains(r#""s2""#)) {
+                return;
+            }
+            h.seen.retain(|f| !f.starts_with(stats));
+        }
+        panic!("s2 never reached the admin: {:?}", h.seen);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
