@@ -46,6 +46,12 @@
 //! | `[server] client_js` | `SWITCHBOARD_CLIENT_JS` | the test suite's copy | the demo page's `socket.io.min.js` |
 //! | `[operator] host` | `SWITCHBOARD_OPERATOR_HOST` | `127.0.0.1` | the gateway's operator listen address |
 //! | `[operator] port` | `SWITCHBOARD_OPERATOR_PORT` | `9464` | the gateway's operator port |
+//! | `[admin_ui] password_hash` | `SWITCHBOARD_ADMIN_UI_PASSWORD_HASH` | unset: no Admin UI | the bcrypt hash of the Socket.IO Admin UI's password; set, it turns the UI on ([admin-ui.md](../../docs/admin-ui.md)) |
+//! | `[admin_ui] username` | `SWITCHBOARD_ADMIN_UI_USERNAME` | `admin` | its user name |
+//! | `[admin_ui] static_dir` | `SWITCHBOARD_ADMIN_UI_STATIC_DIR` | unset: not served | the UI's files (`@socket.io/admin-ui`'s `ui/dist`) |
+//! | `[admin_ui] path` | `SWITCHBOARD_ADMIN_UI_PATH` | `/admin-ui/` | where they are served on the client port |
+//! | `[admin_ui] broker_url` | `SWITCHBOARD_ADMIN_UI_BROKER_URL` | | in a cluster (required there): the broker's gRPC URL, `http://host:port` (no TLS yet) |
+//! | `[admin_ui] api_key` | `SWITCHBOARD_ADMIN_UI_API_KEY` | | in a cluster (required there): an API key with the `read` and `admin` scopes |
 //!
 //! The admin APIs (gRPC and the HTTP API) are served when at least one API key is configured
 //! (by any of the three `[grpc] admin_token`, `[api] keys`, `[api] keys_file`, together): by the
@@ -67,6 +73,7 @@ use switchboard_broker::LeaderMode;
 use switchboard_broker::grpc::{self, DEFAULT_GRPC_PORT, GrpcOptions, MIN_TOKEN_BYTES};
 use switchboard_broker::keys::{self, ApiKey, ApiKeys, Scope};
 use switchboard_bus::NatsOptions;
+use switchboard_gateway::admin_ui::{Credentials as AdminCredentials, CredentialsError};
 use switchboard_gateway::config::{
     Config as GatewayConfig, Location, Problem, Problems, bare_host, line_col, valid_host,
 };
@@ -140,6 +147,16 @@ pub const VARS: &[Var] = &[
     var("server", "client_js", "SWITCHBOARD_CLIENT_JS"),
     var("operator", "host", "SWITCHBOARD_OPERATOR_HOST"),
     var("operator", "port", "SWITCHBOARD_OPERATOR_PORT"),
+    secret(
+        "admin_ui",
+        "password_hash",
+        "SWITCHBOARD_ADMIN_UI_PASSWORD_HASH",
+    ),
+    var("admin_ui", "username", "SWITCHBOARD_ADMIN_UI_USERNAME"),
+    var("admin_ui", "static_dir", "SWITCHBOARD_ADMIN_UI_STATIC_DIR"),
+    var("admin_ui", "path", "SWITCHBOARD_ADMIN_UI_PATH"),
+    var("admin_ui", "broker_url", "SWITCHBOARD_ADMIN_UI_BROKER_URL"),
+    secret("admin_ui", "api_key", "SWITCHBOARD_ADMIN_UI_API_KEY"),
     #[cfg(feature = "fault-injection")]
     var(
         "fault",
@@ -154,7 +171,10 @@ pub fn env_help(process: Process) -> String {
     let mut text = String::from(
         "Environment (overrides the file's setting; an empty variable counts as unset):\n",
     );
-    let read = |v: &&Var| process == Process::Gateway || !GATEWAY_TABLES.contains(&v.table);
+    let read = |v: &&Var| {
+        process == Process::Gateway
+            || !(GATEWAY_TABLES.contains(&v.table) || GATEWAY_ONLY_TABLES.contains(&v.table))
+    };
     for v in VARS.iter().filter(read) {
         text.push_str(&format!("  {:<34} [{}] {}\n", v.env, v.table, v.key));
     }
@@ -162,9 +182,13 @@ pub fn env_help(process: Process) -> String {
 }
 
 /// The tables read from the file here; the gateway's config module owns the others.
-const TABLES: [&str; 6] = ["nats", "cluster", "broker", "grpc", "api", "log"];
+const TABLES: [&str; 7] = [
+    "nats", "cluster", "broker", "grpc", "api", "log", "admin_ui",
+];
 /// Tables the gateway's config module reads (the broker accepts and ignores them).
 pub const GATEWAY_TABLES: [&str; 4] = ["server", "operator", "limits", "namespace"];
+/// Tables read here for the gateway only (the broker accepts and ignores them).
+const GATEWAY_ONLY_TABLES: [&str; 1] = ["admin_ui"];
 
 /// Default gateway heartbeat interval.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(2000);
@@ -205,6 +229,35 @@ pub struct BrokerSettings {
     /// How the leader is chosen.
     pub leader: LeaderMode,
 }
+
+/// The Socket.IO Admin UI's settings (docs/admin-ui.md).
+#[derive(Clone)]
+pub struct AdminUiSettings {
+    /// The user the UI logs in as.
+    pub credentials: AdminCredentials,
+    /// The UI's files, served at `path`; `None`: not served.
+    pub static_dir: Option<PathBuf>,
+    /// Where the files are served on the client port.
+    pub path: String,
+    /// In a cluster: the broker's gRPC URL and the API key.
+    pub remote: Option<(String, String)>,
+}
+
+impl fmt::Debug for AdminUiSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminUiSettings")
+            .field("credentials", &self.credentials)
+            .field("static_dir", &self.static_dir)
+            .field("path", &self.path)
+            .field("broker_url", &self.remote.as_ref().map(|r| &r.0))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the Admin UI's files are served by default.
+pub const DEFAULT_ADMIN_UI_PATH: &str = "/admin-ui/";
+/// Longest Admin UI path.
+pub const MAX_ADMIN_UI_PATH_BYTES: usize = 256;
 
 /// Where and how gRPC is served (on when an API key is set; the HTTP API is on with it).
 #[derive(Clone, Debug)]
@@ -256,6 +309,8 @@ pub struct Settings {
     pub grpc_ignored: bool,
     /// How logs are written.
     pub log: LogFormat,
+    /// The Socket.IO Admin UI; `None`: off (no password hash, or the broker).
+    pub admin_ui: Option<AdminUiSettings>,
     /// Overrides of the gateway's `[server]` / `[operator]` host and port, from the environment.
     gateway: GatewayOverrides,
     /// Test fault injection: membership sequence numbers not published.
@@ -378,6 +433,7 @@ struct RawFile {
     grpc: Option<RawTable>,
     api: Option<RawTable>,
     log: Option<RawTable>,
+    admin_ui: Option<RawTable>,
 }
 
 /// The settings as given, before validation: `(table, key)` → value.
@@ -427,6 +483,7 @@ fn gather(file: Option<File<'_>>, env: &dyn Fn(&str) -> Option<String>) -> Gathe
                     raw.grpc,
                     raw.api,
                     raw.log,
+                    raw.admin_ui,
                 ];
                 for (name, table) in TABLES.into_iter().zip(tables) {
                     for (key, value) in table.into_iter().flatten() {
@@ -729,6 +786,11 @@ impl Settings {
         } else {
             GatewayOverrides::default()
         };
+        let admin_ui = if process == Process::Gateway {
+            c.admin_ui(&given, cluster)
+        } else {
+            None
+        };
         #[cfg(feature = "fault-injection")]
         let drop_seqs = c
             .opt(&given, ("fault", "drop_member_seq"), |g| {
@@ -758,6 +820,7 @@ impl Settings {
             grpc,
             grpc_ignored,
             log,
+            admin_ui,
             gateway,
             #[cfg(feature = "fault-injection")]
             drop_seqs,
@@ -840,6 +903,78 @@ impl Check {
             token: given.get("nats", "token").map(|g| g.value.clone()),
             credentials_file,
             nkey_seed_file,
+        })
+    }
+
+    /// `[admin_ui]`: off without a password hash; in a cluster the broker's URL and a key are
+    /// required (the gateway reaches the broker's admin service with them).
+    fn admin_ui(&mut self, given: &Gathered, cluster: bool) -> Option<AdminUiSettings> {
+        let hash = given.get("admin_ui", "password_hash")?;
+        let username = given
+            .get("admin_ui", "username")
+            .map_or("admin", |g| g.value.as_str());
+        let credentials = AdminCredentials::new(username, &hash.value)
+            .map_err(|e| {
+                let at = match e {
+                    CredentialsError::Username => given.get("admin_ui", "username").unwrap_or(hash),
+                    CredentialsError::Hash => hash,
+                };
+                self.problems.push(at.problem(e));
+            })
+            .ok();
+        let static_dir = self.opt(given, ("admin_ui", "static_dir"), |g| {
+            let dir = g.path();
+            if dir.join("index.html").is_file() {
+                Ok(dir)
+            } else {
+                Err(g.problem("is not a directory holding index.html (the package's ui/dist)"))
+            }
+        });
+        let path = self
+            .opt(given, ("admin_ui", "path"), |g| {
+                let ok = g.value.starts_with('/')
+                    && g.value.ends_with('/')
+                    && g.value.len() <= MAX_ADMIN_UI_PATH_BYTES
+                    && g.value.bytes().all(|b| b.is_ascii_graphic() && b != b'%');
+                ok.then(|| g.value.clone()).ok_or_else(|| {
+                    g.problem("must start and end with '/' (e.g. /admin-ui/), printable ASCII")
+                })
+            })
+            .unwrap_or_else(|| DEFAULT_ADMIN_UI_PATH.to_owned());
+        let mut remote = None;
+        if cluster {
+            let url = self.opt(given, ("admin_ui", "broker_url"), |g| {
+                let ok = g.value.starts_with("http://") && g.value.len() <= MAX_ADMIN_UI_PATH_BYTES;
+                ok.then(|| g.value.clone()).ok_or_else(|| {
+                    g.problem("must be the broker's gRPC URL, http://host:port (no TLS yet)")
+                })
+            });
+            let key = self.opt(given, ("admin_ui", "api_key"), |g| {
+                (g.value.len() >= MIN_TOKEN_BYTES && g.value.bytes().all(|b| b.is_ascii_graphic()))
+                    .then(|| g.value.clone())
+                    .ok_or_else(|| {
+                        g.problem(format!(
+                            "must be at least {MIN_TOKEN_BYTES} printable ASCII bytes"
+                        ))
+                    })
+            });
+            for (key_name, var) in [
+                ("broker_url", "SWITCHBOARD_ADMIN_UI_BROKER_URL"),
+                ("api_key", "SWITCHBOARD_ADMIN_UI_API_KEY"),
+            ] {
+                if given.get("admin_ui", key_name).is_none() {
+                    self.problems.push(hash.problem(format!(
+                        "in a cluster the Admin UI also needs [admin_ui] {key_name} (or {var})"
+                    )));
+                }
+            }
+            remote = Some((url?, key?));
+        }
+        Some(AdminUiSettings {
+            credentials: credentials?,
+            static_dir,
+            path,
+            remote,
         })
     }
 
@@ -1683,6 +1818,58 @@ format = \"xml\"
         let s = gateway(&[("SWITCHBOARD_PORT", ""), ("PORT", "4001")]).unwrap();
         s.apply_to(&mut config);
         assert_eq!(config.server.port, 4001);
+    }
+
+    /// "changeit" at cost 10, from the `@socket.io/admin-ui` README.
+    const ADMIN_HASH: &str = "$2b$10$heqvAkYMez.Va6Et2uXInOnkCT6/uQj1brkrbyG3LpopDklcq7ZOS";
+
+    #[test]
+    fn admin_ui_is_off_by_default_and_checked_when_on() {
+        assert!(gateway(&[]).unwrap().admin_ui.is_none());
+        let hash = ("SWITCHBOARD_ADMIN_UI_PASSWORD_HASH", ADMIN_HASH);
+        let on = gateway(&[hash]).unwrap().admin_ui.unwrap();
+        assert_eq!(on.path, DEFAULT_ADMIN_UI_PATH);
+        assert!(on.static_dir.is_none() && on.remote.is_none());
+        assert!(on.credentials.verify(&serde_json::json!({
+            "username": "admin", "password": "changeit"
+        })));
+
+        let err = gateway(&[("SWITCHBOARD_ADMIN_UI_PASSWORD_HASH", "changeit")]).unwrap_err();
+        assert!(err.contains("SWITCHBOARD_ADMIN_UI_PASSWORD_HASH"), "{err}");
+        assert!(err.contains("bcrypt") && !err.contains("changeit"), "{err}");
+        let long = "u".repeat(300);
+        let err = gateway(&[hash, ("SWITCHBOARD_ADMIN_UI_USERNAME", &long)]).unwrap_err();
+        assert!(err.contains("SWITCHBOARD_ADMIN_UI_USERNAME"), "{err}");
+        let err = gateway(&[hash, ("SWITCHBOARD_ADMIN_UI_PATH", "admin")]).unwrap_err();
+        assert!(err.contains("SWITCHBOARD_ADMIN_UI_PATH"), "{err}");
+        let err = gateway(&[hash, ("SWITCHBOARD_ADMIN_UI_STATIC_DIR", "/nonexistent")]);
+        assert!(err.unwrap_err().contains("index.html"));
+
+        // In a cluster the gateway reaches the broker's admin service: URL and key required.
+        let err = gateway(&[URL, hash]).unwrap_err();
+        assert!(
+            err.contains("broker_url") && err.contains("api_key"),
+            "{err}"
+        );
+        let key = "k".repeat(MIN_TOKEN_BYTES);
+        let s = gateway(&[
+            URL,
+            hash,
+            ("SWITCHBOARD_ADMIN_UI_BROKER_URL", "http://127.0.0.1:50051"),
+            ("SWITCHBOARD_ADMIN_UI_API_KEY", &key),
+        ])
+        .unwrap();
+        let shown = format!("{s:?}");
+        let remote = s.admin_ui.unwrap().remote.unwrap();
+        assert_eq!(remote, ("http://127.0.0.1:50051".to_owned(), key.clone()));
+        assert!(!shown.contains(&key), "the key is secret: {shown}");
+
+        // The broker accepts the table and does not read it.
+        let file = "[admin_ui]\npassword_hash = \"not a hash\"\n";
+        let b = load(Process::Broker, Some(file), &[URL]).unwrap();
+        assert!(b.admin_ui.is_none());
+        assert!(!env_help(Process::Broker).contains("ADMIN_UI"));
+        assert!(env_help(Process::Gateway).contains("SWITCHBOARD_ADMIN_UI_PASSWORD_HASH"));
     }
 
     #[test]

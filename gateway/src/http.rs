@@ -127,6 +127,8 @@ pub struct Router {
     forward: Option<Arc<Forwarder>>,
     /// The handler of a path prefix (the operator route set).
     api: Option<(&'static str, Handler)>,
+    /// The Socket.IO Admin UI's files (the client route set, when configured).
+    admin_ui: Option<Arc<crate::admin_ui::Assets>>,
 }
 
 /// Answers every request under a path prefix ([`Router::api`]).
@@ -161,6 +163,7 @@ impl Router {
             bus_reached: AtomicBool::new(false),
             forward: None,
             api: None,
+            admin_ui: None,
         }
     }
 
@@ -230,6 +233,13 @@ impl Router {
     /// HTTP API, standalone.
     pub fn api(mut self, prefix: &'static str, handler: Handler) -> Self {
         self.api = Some((prefix, handler));
+        self
+    }
+
+    /// Serves the Socket.IO Admin UI's files under their mount path (docs/admin-ui.md); the bare
+    /// mount without its final `/` redirects to it, so the UI's relative links resolve.
+    pub fn admin_ui(mut self, assets: Arc<crate::admin_ui::Assets>) -> Self {
+        self.admin_ui = Some(assets);
         self
     }
 
@@ -317,6 +327,20 @@ impl Router {
             && let Some(doc) = self.documents.iter().find(|d| d.path == path)
         {
             return document((doc.render)(), doc.content_type);
+        }
+        if req.method() == Method::GET
+            && let Some(assets) = &self.admin_ui
+        {
+            if let Some((content_type, body)) = assets.get(path) {
+                return document(body, content_type);
+            }
+            if path == assets.mount().trim_end_matches('/') {
+                let mut res = plain(StatusCode::MOVED_PERMANENTLY, "");
+                if let Ok(to) = HeaderValue::from_str(assets.mount()) {
+                    res.headers_mut().insert(header::LOCATION, to);
+                }
+                return res;
+            }
         }
         match (req.method(), path) {
             (&Method::GET, "/health") if self.probes => plain(StatusCode::OK, "ok"),
@@ -653,6 +677,13 @@ mod tests {
         Some(String::from_utf8_lossy(&got).into_owned())
     }
 
+    /// `GET path` over its own connection; the whole answer.
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+        until_closed(&mut tcp, &request).await.expect("answered")
+    }
+
     /// Opens a polling session over its own connection; its sid.
     async fn polling_sid(addr: SocketAddr) -> String {
         let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -730,13 +761,7 @@ mod tests {
             (operator, "/", "404"),
         ];
         for (addr, path, status) in cases {
-            let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            let got = until_closed(
-                &mut tcp,
-                &format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
-            )
-            .await
-            .expect("answered");
+            let got = get(addr, path).await;
             assert!(
                 got.starts_with(&format!("HTTP/1.1 {status} ")),
                 "{addr} {path}: {got:?}"
@@ -747,16 +772,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_demo_client_is_served_where_node_serves_it() {
-        async fn get(addr: SocketAddr, path: &str) -> String {
-            let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            until_closed(
-                &mut tcp,
-                &format!("GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"),
-            )
-            .await
-            .expect("answered")
+    async fn the_admin_ui_files_are_served_under_their_mount_only() {
+        let dir = std::env::temp_dir().join(format!("sb-http-admin-ui-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("js")).expect("mkdir");
+        std::fs::write(dir.join("index.html"), "<html>ui").expect("write");
+        std::fs::write(dir.join("js/app.js"), "app()").expect("write");
+        let assets = crate::admin_ui::Assets::load(&dir, "/admin-ui/").expect("assets");
+        std::fs::remove_dir_all(&dir).expect("rm");
+        let (addr, stop) =
+            serve_on_free_port(Router::new(Cors::default()).admin_ui(Arc::new(assets)));
+        let cases = [
+            ("/admin-ui/", "200", "<html>ui"),
+            ("/admin-ui/js/app.js", "200", "app()"),
+            ("/admin-ui", "301", "location: /admin-ui/"),
+            ("/admin-ui/../index.html", "404", ""),
+            ("/admin-ui/nope.js", "404", ""),
+            ("/js/app.js", "404", ""),
+            ("/health", "200", "ok"),
+        ];
+        for (path, status, has) in cases {
+            let got = get(addr, path).await;
+            assert!(
+                got.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{path}: {got:?}"
+            );
+            assert!(got.contains(has), "{path}: {got:?}");
         }
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_demo_client_is_served_where_node_serves_it() {
         const BUILT: &str = "/* built in */";
         const FILE: &str = "/* configured */";
         let engine = || {

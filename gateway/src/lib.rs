@@ -15,6 +15,7 @@
 //! its keys from the configuration or from a [`jwks`] source, whose background task (started by
 //! the binary with [`jwks::start`]) is the only part that touches the network.
 
+pub mod admin_ui;
 pub mod auth;
 pub mod cluster;
 pub mod config;

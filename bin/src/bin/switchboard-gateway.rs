@@ -6,6 +6,9 @@
 //! `GET /v1/state` on the operator listener) and, with API keys, its admin APIs: gRPC on its port
 //! and the HTTP API under `/api/` on the operator listener.
 //!
+//! With `[admin_ui] password_hash`, the Socket.IO Admin UI's `/admin` namespace (and its files)
+//! on the client port, fed by the embedded broker or `[admin_ui] broker_url` (docs/admin-ui.md).
+//!
 //! Two HTTP listeners: the client port (`[server]`) and the operator port (`[operator]`,
 //! loopback by default) with `/metrics`, `/v1/state` and the HTTP API. It prints `operator listening on
 //! HOST:PORT`, then (when served) `grpc on HOST:PORT`, then `listening on http://HOST:PORT` for
@@ -318,7 +321,7 @@ async fn serve(
         tracing::warn!("forward rules need workers on NATS: standalone, they answer `no worker`");
     }
     tracing::info!(node = %node, mode = if standalone { "standalone" } else { "cluster" }, "starting");
-    let engine = Engine::new(server.engine_config(), io, node.clone());
+    let engine = Engine::new(server.engine_config(), io.clone(), node.clone());
     let _ = engine_slot.set(engine.clone());
     let mut router = Router::new(server.http_cors()).endpoint(&server.path, engine.clone());
     if server.serve_demo_page {
@@ -352,6 +355,16 @@ async fn serve(
     // What runs beside the client listener (the operator listener, gRPC, metrics upkeep, the
     // bus watch, the peers' heartbeats) stops once the client listener has drained.
     let side = root.child_token();
+    // The Socket.IO Admin UI: the `/admin` namespace (and the UI's files) on the client port,
+    // fed by the embedded broker's admin service (even without API keys) or the cluster's.
+    if let Some(ui) = &settings.admin_ui {
+        let embedded = broker
+            .as_ref()
+            .zip(hub.as_ref())
+            .map(|(b, hub)| grpc::AdminService::new(b, hub.client(), settings.subjects.clone()));
+        router = switchboard::admin_ui::start(ui, &io, router, embedded, &side, tasks)
+            .context("starting the Admin UI")?;
+    }
     // JWKS refresh tasks; the first fetch is tried before clients are served (bounded by its
     // timeout: a namespace whose set is not loaded refuses tokens until a fetch succeeds).
     switchboard_gateway::jwks::start(&config.jwks_sources(), tasks, &side).await;

@@ -32,6 +32,8 @@ pub(super) struct RawConfig {
     _api: Option<IgnoredAny>,
     #[serde(rename = "log")]
     _log: Option<IgnoredAny>,
+    #[serde(rename = "admin_ui")]
+    _admin_ui: Option<IgnoredAny>,
 }
 
 #[derive(Default, Deserialize)]

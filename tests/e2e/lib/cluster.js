@@ -459,11 +459,12 @@ async function startGateway({ natsUrl, nodeId = 'gw1', prefix, config, env = {} 
 
 /**
  * nats, the broker, then gateways gw1..gwN in parallel, all with a fresh prefix. `env` goes to
- * the broker and every gateway (it can override the timings). Resolves to
+ * the broker and every gateway (it can override the timings); `gatewayEnv(broker)`, when given,
+ * adds what the gateways need to know of the started broker (e.g. its gRPC address). Resolves to
  * { nats, broker, gateways, prefix, stop() }; if any part fails to start, what did start is
  * stopped and the error is rethrown.
  */
-async function startCluster({ gateways = 3, config, env = {} } = {}) {
+async function startCluster({ gateways = 3, config, env = {}, gatewayEnv = () => ({}) } = {}) {
   const prefix = uniquePrefix();
   const started = [];
   const stopAll = async () => {
@@ -479,8 +480,9 @@ async function startCluster({ gateways = 3, config, env = {} } = {}) {
     started.push({ role: 'nats', handle: nats });
     const broker = await startBroker({ natsUrl: nats.url, prefix, env });
     started.push({ role: 'broker', handle: broker });
+    const gwEnv = { ...env, ...gatewayEnv(broker) };
     const results = await Promise.allSettled(
-      Array.from({ length: gateways }, (_, i) => startGateway({ natsUrl: nats.url, nodeId: `gw${i + 1}`, prefix, config, env })),
+      Array.from({ length: gateways }, (_, i) => startGateway({ natsUrl: nats.url, nodeId: `gw${i + 1}`, prefix, config, env: gwEnv })),
     );
     for (const r of results) if (r.status === 'fulfilled') started.push({ role: 'gateway', handle: r.value });
     const failed = results.find((r) => r.status === 'rejected');

@@ -9,36 +9,19 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { startGateway } = require('../lib/server');
+const { launchChromium } = require('../lib/browser');
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const WAIT_MS = 10_000;
-// As the machine notes say: without the background-networking flags Chromium keeps trying to
-// reach Google's hosts, which this closed network refuses.
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 let server;
 let browser;
 let shots;
 
 before(async () => {
-  if (!fs.existsSync(CHROMIUM)) {
-    throw new Error(`Chromium not found at ${CHROMIUM}: install it with \`apt-get install chromium\` (scripts/test.sh does), or set CHROMIUM_PATH`);
-  }
-  const { chromium } = require('playwright-core');
   shots = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-e2e-shots-'));
   // the built-in configuration (gateway/config/default.toml): what `switchboard-gateway` runs
   server = await startGateway();
-  // launch() gives every run a fresh, empty user-data-dir of its own (removed on close).
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  browser = await launchChromium();
 });
 
 after(async () => {
