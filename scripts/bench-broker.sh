@@ -56,6 +56,21 @@ results="$OUT/broker-results.jsonl"
 STARTUP_TIMEOUT_S=30
 # shellcheck source=scripts/lib/servers.sh
 source scripts/lib/servers.sh
+# broker_bench starts the broker itself and writes its PID here: if the bench is killed, the
+# broker (which inherits this script's descriptors, the bench lock's included) is stopped too.
+pidfile="$OUT/broker-bench.pid"
+stop_broker() {
+    local pid
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    # Only if that PID is still a switchboard-broker started from here (not a reused PID).
+    if [[ -n $pid && $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$PWD" ]] &&
+        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q switchboard-broker; then
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+    return 0
+}
+trap 'stop_broker; stop_all' EXIT
 
 status=0
 for run in $(seq "$runs"); do
@@ -65,7 +80,9 @@ for run in $(seq "$runs"); do
     line=$(taskset -c "$CLIENT_CPU" target/release/examples/broker_bench --nats "$nats_url" \
         --broker target/release/switchboard-broker --broker-cpu "$SERVER_CPU" \
         --sockets "$sockets" --gateways 50 --churn "$churn" --queries "$queries" \
-        --presence "$presence" --headers "$headers" --log "$OUT/broker-process.log") || status=1
+        --presence "$presence" --headers "$headers" --log "$OUT/broker-process.log" \
+        --pidfile "$pidfile") || status=1
+    stop_broker
     stop_all
     [[ -n $line ]] || { cat "$OUT/broker-process.log" >&2; die "run $run produced no result"; }
     echo "$line" | tee -a "$results"

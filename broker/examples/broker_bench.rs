@@ -89,13 +89,17 @@ struct Args {
     restart: bool,
     prefix: String,
     log: PathBuf,
+    /// Where the running broker's PID is written, so that a script can stop it if the bench
+    /// itself is killed (the broker would outlive it).
+    pidfile: Option<PathBuf>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: broker_bench --nats URL --broker PATH [--broker-cpu N] [--sockets N] [--gateways N] \
          [--churn N] [--queries N] [--rate EVENTS_PER_S (0: as fast as the broker applies)] \
-         [--presence on|off] [--headers browser|none] [--restart on|off] [--prefix P] [--log FILE]"
+         [--presence on|off] [--headers browser|none] [--restart on|off] [--prefix P] [--log FILE] \
+         [--pidfile FILE]"
     );
     std::process::exit(2)
 }
@@ -115,6 +119,7 @@ fn parse_args() -> Args {
         restart: true,
         prefix: "benchbroker".into(),
         log: PathBuf::from("target/bench/broker-process.log"),
+        pidfile: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(key) = it.next() {
@@ -139,6 +144,7 @@ fn parse_args() -> Args {
             "--restart" => a.restart = on(&value),
             "--prefix" => a.prefix = value,
             "--log" => a.log = value.into(),
+            "--pidfile" => a.pidfile = Some(value.into()),
             _ => usage(),
         }
     }
@@ -190,6 +196,9 @@ impl BrokerProc {
             .stderr(log);
         // taskset execs the broker, so the child's PID is the broker's.
         let mut child = cmd.spawn()?;
+        if let Some(path) = &args.pidfile {
+            std::fs::write(path, child.id().to_string())?;
+        }
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         std::thread::spawn(move || {
