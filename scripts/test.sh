@@ -216,6 +216,7 @@ if [ -z "${E2E_ONLY:-}" ]; then
   smoke bench-cluster.sh "cross-gateway fan-out"
   smoke bench-cluster.sh "recovery log against core NATS" --recovery
   smoke bench-admin.sh "gRPC admin API"
+  smoke bench-broker.sh "broker capacity (50 simulated gateways)"
   smoke bench-forward.sh "forwarded polling requests"
   smoke bench-compare.sh "side-by-side with Node's socket.io"
 fi
