@@ -466,13 +466,17 @@ if noisy:
 
 # ---- the sweep
 levels = sorted({int(r["tag"].split("_")[1]) for r in runs if r.get("tag", "").startswith("sweep_")})
-def sustained(rec, offered):
-    return rec is not None and bool(rec.get("ok")) and (rec.get("deliveries_per_sec") or 0) >= 0.95 * offered
+def sustained(tag, target_, offered):
+    # As the script decides whether to go on: most of the runs lost nothing and delivered at
+    # least 95 % of the offered load.
+    found = [r for r in runs if r.get("tag") == tag and r.get("target") == target_]
+    good = [r for r in found if r.get("ok") and (r.get("deliveries_per_sec") or 0) >= 0.95 * offered]
+    return bool(found) and 2 * len(good) > len(found)
 sweep = []   # (rate, offered, {server: rec}, {server: sustained})
 for rate in levels:
     offered = rate * members
     recs = {t: get(f"sweep_{rate}", t) for t in SERVERS}
-    sweep.append((rate, offered, recs, {t: sustained(recs[t], offered) for t in SERVERS}))
+    sweep.append((rate, offered, recs, {t: sustained(f"sweep_{rate}", t, offered) for t in SERVERS}))
 
 # ---- targets of issue 17: no worse than the best peer, at every level and at saturation
 t17 = []   # (what, ours, best peer name, best value, met, how much)

@@ -13,14 +13,16 @@
 //!           Refusals answer the ack, if any, with {ok:false, error}.
 //! ```
 //!
-//! Environment: PORT (0 or unset: a free port; a first command-line argument overrides it),
+//! `socketioxide-peer --version` prints the socketioxide version. Environment: PORT (0 or unset:
+//! a free port; a first command-line argument overrides it),
 //! HOST (default 127.0.0.1), SIO_RUNTIME (`current_thread`, the default, or `multi_thread`: one
 //! worker thread; docs/benchmarks.md says which is faster and by how much). Prints
 //! `listening on http://HOST:PORT (…)` once it accepts connections; SIGTERM/SIGINT stop it.
 //!
 //! The limits are those of server.js (and gateway/config/default.toml): ping interval 25 s,
-//! ping timeout 20 s, payloads up to 1 MB, at most 50 rooms per socket. TCP_NODELAY is set on
-//! every connection, as Node and Switchboard do.
+//! ping timeout 20 s, connect timeout 45 s, payloads up to 1 MB, at most 50 rooms per socket,
+//! and 1024 packets queued per connection (Switchboard's `outbound_queue_max_messages`).
+//! TCP_NODELAY is set on every connection, as Node and Switchboard do.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -42,6 +44,9 @@ const PING_INTERVAL: Duration = Duration::from_millis(25_000);
 const PING_TIMEOUT: Duration = Duration::from_millis(20_000);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(45_000);
 const MAX_PAYLOAD_BYTES: u64 = 1_000_000;
+/// Packets queued per connection before emits to it fail: Switchboard's
+/// `outbound_queue_max_messages` (socketioxide's default is 128).
+const MAX_BUFFERED_PACKETS: usize = 1024;
 const SOCKETIOXIDE_VERSION: &str = "0.18.9";
 
 /// All of an event's arguments, in order. socketioxide hands a non-tuple type only the first
@@ -179,6 +184,7 @@ async fn serve(host: String, port: u16, multi: bool) -> std::io::Result<()> {
         .ping_timeout(PING_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
         .max_payload(MAX_PAYLOAD_BYTES)
+        .max_buffer_size(MAX_BUFFERED_PACKETS)
         .build_svc();
     io.ns("/", async |_: SocketRef| {});
     io.ns("/chat", async |socket: SocketRef| chat(socket));
@@ -229,6 +235,10 @@ async fn serve(host: String, port: u16, multi: bool) -> std::io::Result<()> {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--version") {
+        println!("{SOCKETIOXIDE_VERSION}");
+        return;
+    }
     let (host, port, multi) = match config() {
         Ok(c) => c,
         Err(e) => {
