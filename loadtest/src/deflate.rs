@@ -88,7 +88,11 @@ pub(crate) fn padding(len: usize) -> String {
             .wrapping_add(1_442_695_040_888_963_407);
         let word = WORDS[((state >> 33) % WORDS.len() as u64) as usize];
         out.push_str(word);
-        out.push(if (state >> 20) % 9 == 0 { '.' } else { ' ' });
+        out.push(if (state >> 20).is_multiple_of(9) {
+            '.'
+        } else {
+            ' '
+        });
     }
     out.truncate(len);
     out
