@@ -4,7 +4,9 @@
 //! - [`engineio`]: Engine.IO v4 packets, in WebSocket frames and long-polling bodies;
 //! - [`socketio`]: Socket.IO v5 packets (the default parser's text format) and the reassembly
 //!   of binary packets from their attachments;
-//! - [`websocket`]: RFC 6455 frames, masking, close payloads and fragment reassembly.
+//! - [`websocket`]: RFC 6455 frames, masking, close payloads and fragment reassembly;
+//! - [`deflate`]: permessage-deflate (RFC 7692): negotiation, and the per-message compression
+//!   and bounded decompression the WebSocket frames carry.
 //!
 //! Everything here is bytes in, packets out (and back): no tokio, no hyper, no sockets, no clock
 //! (where a deadline matters, `now` is an argument). That is what lets the gateway, the load
@@ -13,6 +15,7 @@
 //! I/O or a timer belongs in the gateway (`switchboard_gateway::engine`, `sio`, `transport`), not
 //! here.
 
+pub mod deflate;
 pub mod engineio;
 pub mod socketio;
 pub mod websocket;

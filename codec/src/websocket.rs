@@ -23,7 +23,10 @@
 //!   `head.header_len + head.payload_len <= buf.len()`.
 //! - A header is rejected (including [`DecodeError::TooLarge`]) as soon as its bytes are present,
 //!   so no payload of a refused frame is ever waited for or buffered.
-//! - No extension is negotiated: any reserved bit set is an error.
+//! - The only extension is permessage-deflate ([`crate::deflate`]): RSV1 is accepted only where
+//!   the caller says it was negotiated ([`parse_with`]), and only on the first frame of a data
+//!   message; RSV2 and RSV3 are always errors. A compressed message is inflated by the
+//!   [`Assembler`] with the same size bound as an uncompressed one.
 //! - Every [`Message::Text`] is valid UTF-8; every [`Message::Close`] code may be sent on the wire.
 
 use std::borrow::Cow;
@@ -36,6 +39,7 @@ pub const MAX_HEADER_LEN: usize = 14;
 
 const FIN: u8 = 0x80;
 const RSV: u8 = 0x70;
+const RSV1: u8 = 0x40;
 const MASK: u8 = 0x80;
 
 /// Frame opcodes (RFC 6455 section 5.2); the reserved ones are refused by [`parse`].
@@ -117,6 +121,8 @@ pub struct Head {
     pub header_len: usize,
     /// Bytes of payload after the header.
     pub payload_len: usize,
+    /// RSV1: the message this frame starts is compressed (permessage-deflate).
+    pub compressed: bool,
 }
 
 impl Head {
@@ -133,6 +139,12 @@ pub enum DecodeError {
     /// RSV1, RSV2 or RSV3 is set, but no extension was negotiated.
     #[error("reserved bits set")]
     ReservedBits,
+    /// RSV1 (compressed) on a control frame or a continuation frame (RFC 7692 section 6).
+    #[error("compressed bit on a control or continuation frame")]
+    MisplacedCompressed,
+    /// A compressed message is not valid deflate data (close with 1007, as Node's `ws`).
+    #[error("invalid compressed data")]
+    InvalidDeflate,
     /// The opcode is one of the reserved values.
     #[error("unknown opcode {0:#x}")]
     UnknownOpcode(u8),
@@ -176,7 +188,7 @@ impl DecodeError {
     pub const fn close_code(&self) -> u16 {
         match self {
             Self::TooLarge => close_code::TOO_BIG,
-            Self::InvalidUtf8 => close_code::INVALID_DATA,
+            Self::InvalidUtf8 | Self::InvalidDeflate => close_code::INVALID_DATA,
             _ => close_code::PROTOCOL_ERROR,
         }
     }
@@ -209,13 +221,31 @@ pub mod close_code {
 /// bytes; parsing the same bytes again would mask them back. Non-minimal length encodings are
 /// accepted.
 pub fn parse(buf: &mut [u8], role: Role, max_payload: usize) -> Result<Option<Head>, DecodeError> {
+    parse_with(buf, role, max_payload, false)
+}
+
+/// [`parse`] on a connection where permessage-deflate was negotiated if `deflate`: RSV1 is then
+/// accepted on the first frame of a data message ([`Head::compressed`]) and refused on control
+/// and continuation frames ([`DecodeError::MisplacedCompressed`]). Without `deflate`, RSV1 is
+/// [`DecodeError::ReservedBits`] as any reserved bit.
+pub fn parse_with(
+    buf: &mut [u8],
+    role: Role,
+    max_payload: usize,
+    deflate: bool,
+) -> Result<Option<Head>, DecodeError> {
     let [b0, b1, ..] = *buf else {
         return Ok(None);
     };
-    if b0 & RSV != 0 {
+    let rsv = if deflate { RSV & !RSV1 } else { RSV };
+    if b0 & rsv != 0 {
         return Err(DecodeError::ReservedBits);
     }
     let opcode = OpCode::from_bits(b0 & 0x0F).ok_or(DecodeError::UnknownOpcode(b0 & 0x0F))?;
+    let compressed = b0 & RSV1 != 0;
+    if compressed && (opcode.is_control() || opcode == OpCode::Continuation) {
+        return Err(DecodeError::MisplacedCompressed);
+    }
     let fin = b0 & FIN != 0;
     let masked = b1 & MASK != 0;
     match (role, masked) {
@@ -274,6 +304,7 @@ pub fn parse(buf: &mut [u8], role: Role, max_payload: usize) -> Result<Option<He
         opcode,
         header_len,
         payload_len,
+        compressed,
     }))
 }
 
@@ -297,6 +328,28 @@ pub fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
 /// Appends a frame header (server side: unmasked; FIN set) for a payload of `len` bytes.
 pub fn write_head(out: &mut Vec<u8>, opcode: OpCode, len: usize) {
     write_header(out, true, opcode, len, None);
+}
+
+/// Appends a server frame header like [`write_head`], with RSV1 set: the `len` bytes that follow
+/// are a permessage-deflate message ([`crate::deflate::Deflater::compress`]).
+pub fn write_compressed_head(out: &mut Vec<u8>, opcode: OpCode, len: usize) {
+    let at = out.len();
+    write_header(out, true, opcode, len, None);
+    out[at] |= RSV1;
+}
+
+/// Appends a whole client frame with RSV1 set (masked with `mask` if given): for tests, fuzzing
+/// and the load-test client. `fin` false starts a fragmented compressed message.
+pub fn write_compressed_frame(
+    out: &mut Vec<u8>,
+    fin: bool,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) {
+    let at = out.len();
+    write_frame(out, fin, opcode, payload, mask);
+    out[at] |= RSV1;
 }
 
 /// Appends a whole client frame (masked with `mask`) — used by the load-test client and tests.
@@ -405,6 +458,9 @@ pub struct Assembler {
 #[derive(Debug)]
 struct Partial {
     text: bool,
+    /// The message is compressed: `buf` holds deflate data, inflated (and its UTF-8 checked)
+    /// once the last fragment is in.
+    compressed: bool,
     buf: Vec<u8>,
     /// Prefix of `buf` already known to be valid UTF-8 (text only), so each byte is checked once
     /// and invalid text fails at the fragment that carries it.
@@ -414,7 +470,7 @@ struct Partial {
 impl Partial {
     /// Checks the newly appended text; a character cut at the end is fine until the last fragment.
     fn check_utf8(&mut self, last: bool) -> Result<(), DecodeError> {
-        if !self.text {
+        if !self.text || self.compressed {
             return Ok(());
         }
         match std::str::from_utf8(&self.buf[self.checked..]) {
@@ -451,19 +507,73 @@ impl Assembler {
         payload: &'a [u8],
         max_payload: usize,
     ) -> Result<Option<Message<'a>>, DecodeError> {
-        let result = self.assemble(head, payload, max_payload);
+        self.push_inflating(head, payload, max_payload, None)
+    }
+
+    /// [`Self::push`] on a connection with permessage-deflate: a compressed message (RSV1 on its
+    /// first frame) is inflated with `inflater` into an owned buffer, bounded by `max_payload`
+    /// like any message ([`DecodeError::TooLarge`]); invalid deflate data is
+    /// [`DecodeError::InvalidDeflate`]. Without an inflater, a compressed frame is
+    /// [`DecodeError::ReservedBits`].
+    pub fn push_inflating<'a>(
+        &'a mut self,
+        head: Head,
+        payload: &'a [u8],
+        max_payload: usize,
+        inflater: Option<&mut crate::deflate::Inflater>,
+    ) -> Result<Option<Message<'a>>, DecodeError> {
+        let result = match (head.compressed, inflater) {
+            (false, inflater) => self.assemble_with(head, payload, max_payload, inflater),
+            (true, None) => Err(DecodeError::ReservedBits),
+            (true, Some(inflater)) => {
+                self.assemble_compressed(head, payload, max_payload, inflater)
+            }
+        };
         if result.is_err() {
             self.partial = None;
         }
         result
     }
 
-    /// [`Self::push`] without dropping the message in progress on error.
-    fn assemble<'a>(
+    /// The first frame of a compressed message: inflated now if it is the only one, else kept.
+    fn assemble_compressed<'a>(
+        &mut self,
+        head: Head,
+        payload: &[u8],
+        max_payload: usize,
+        inflater: &mut crate::deflate::Inflater,
+    ) -> Result<Option<Message<'a>>, DecodeError> {
+        let text = match head.opcode {
+            OpCode::Text => true,
+            OpCode::Binary => false,
+            // `parse_with` refuses RSV1 on anything else.
+            _ => return Err(DecodeError::MisplacedCompressed),
+        };
+        if self.partial.is_some() {
+            return Err(DecodeError::ExpectedContinuation);
+        }
+        if payload.len() > max_payload {
+            return Err(DecodeError::TooLarge);
+        }
+        if !head.fin {
+            self.partial = Some(Partial {
+                text,
+                compressed: true,
+                buf: payload.to_vec(),
+                checked: 0,
+            });
+            return Ok(None);
+        }
+        inflated(text, payload, max_payload, inflater).map(Some)
+    }
+
+    /// [`Self::push_inflating`] without dropping the message in progress on error.
+    fn assemble_with<'a>(
         &mut self,
         head: Head,
         payload: &'a [u8],
         max_payload: usize,
+        inflater: Option<&mut crate::deflate::Inflater>,
     ) -> Result<Option<Message<'a>>, DecodeError> {
         let text = match head.opcode {
             OpCode::Ping => return Ok(Some(Message::Ping(payload))),
@@ -485,6 +595,11 @@ impl Assembler {
                     return Ok(None);
                 }
                 let partial = self.partial.take().expect("checked Some above");
+                if partial.compressed {
+                    // Only `push_inflating` starts a compressed message.
+                    let inflater = inflater.ok_or(DecodeError::ReservedBits)?;
+                    return inflated(partial.text, &partial.buf, max_payload, inflater).map(Some);
+                }
                 return Ok(Some(if partial.text {
                     let text =
                         String::from_utf8(partial.buf).map_err(|_| DecodeError::InvalidUtf8)?;
@@ -510,6 +625,7 @@ impl Assembler {
         }
         let mut partial = Partial {
             text,
+            compressed: false,
             buf: payload.to_vec(),
             checked: 0,
         };
@@ -517,6 +633,24 @@ impl Assembler {
         self.partial = Some(partial);
         Ok(None)
     }
+}
+
+/// A whole compressed message, inflated into an owned message.
+fn inflated<'a>(
+    text: bool,
+    data: &[u8],
+    max_payload: usize,
+    inflater: &mut crate::deflate::Inflater,
+) -> Result<Message<'a>, DecodeError> {
+    let mut out = Vec::new();
+    inflater.inflate(data, max_payload, &mut out)?;
+    Ok(if text {
+        Message::Text(Cow::Owned(
+            String::from_utf8(out).map_err(|_| DecodeError::InvalidUtf8)?,
+        ))
+    } else {
+        Message::Binary(Cow::Owned(out))
+    })
 }
 
 #[cfg(test)]
@@ -531,6 +665,7 @@ mod tests {
             opcode,
             header_len,
             payload_len,
+            compressed: false,
         }
     }
 
@@ -986,6 +1121,152 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn parse_with_deflate() {
+        use DecodeError::*;
+        // (first byte, deflate negotiated, want: Ok(compressed) or the error).
+        let table: &[(u8, bool, Result<bool, DecodeError>)] = &[
+            (0xC1, true, Ok(true)),  // text, RSV1
+            (0xC2, true, Ok(true)),  // binary, RSV1
+            (0x41, true, Ok(true)),  // first fragment, RSV1
+            (0x81, true, Ok(false)), // plain text on a deflate connection
+            (0xC1, false, Err(ReservedBits)),
+            (0xC2, false, Err(ReservedBits)),
+            (0xA1, true, Err(ReservedBits)),        // RSV2
+            (0x91, true, Err(ReservedBits)),        // RSV3
+            (0xE1, true, Err(ReservedBits)),        // RSV1 + RSV2
+            (0xC0, true, Err(MisplacedCompressed)), // continuation
+            (0x40, true, Err(MisplacedCompressed)),
+            (0xC8, true, Err(MisplacedCompressed)), // close
+            (0xC9, true, Err(MisplacedCompressed)), // ping
+            (0xCA, true, Err(MisplacedCompressed)), // pong
+            (0xC8, false, Err(ReservedBits)),
+        ];
+        for (b0, deflate, want) in table {
+            let mut buf = vec![*b0, 0x80, 1, 2, 3, 4];
+            let got = parse_with(&mut buf, Role::Server, 100, *deflate)
+                .map(|h| h.expect("whole").compressed);
+            assert_eq!(&got, want, "{b0:#x} deflate {deflate}");
+        }
+        let mut buf = Vec::new();
+        write_compressed_head(&mut buf, OpCode::Text, 300);
+        assert_eq!(buf, [0xC1, 126, 1, 44]);
+        assert_eq!(
+            DecodeError::InvalidDeflate.close_code(),
+            close_code::INVALID_DATA
+        );
+        assert_eq!(
+            DecodeError::MisplacedCompressed.close_code(),
+            close_code::PROTOCOL_ERROR
+        );
+    }
+
+    /// Frames of one message through `parse_with` and `push_inflating`; the message or the error.
+    fn through_inflater(wire: &mut [u8], max: usize) -> Result<Option<Vec<u8>>, DecodeError> {
+        let mut asm = Assembler::default();
+        let mut inf = crate::deflate::Inflater::default();
+        let mut at = 0;
+        let mut got = None;
+        while at < wire.len() {
+            let h = parse_with(&mut wire[at..], Role::Server, max, true)?.expect("whole");
+            let payload = &wire[at + h.header_len..at + h.frame_len()];
+            match asm.push_inflating(h, payload, max, Some(&mut inf))? {
+                Some(Message::Text(t)) => got = Some(t.into_owned().into_bytes()),
+                Some(Message::Binary(b)) => got = Some(b.into_owned()),
+                Some(_) | None => {}
+            }
+            at += h.frame_len();
+        }
+        assert!(!asm.in_progress() || got.is_none());
+        Ok(got)
+    }
+
+    #[test]
+    fn compressed_messages() {
+        use crate::deflate::Deflater;
+        let text = "{\"user\":\"ana\",\"text\":\"héllo\"}".repeat(20);
+        let mut z = Vec::new();
+        Deflater::new(6, 15).compress(text.as_bytes(), &mut z);
+
+        // One frame.
+        let mut wire = Vec::new();
+        write_compressed_frame(&mut wire, true, OpCode::Text, &z, Some(M));
+        assert_eq!(
+            through_inflater(&mut wire, 1 << 16),
+            Ok(Some(text.clone().into_bytes()))
+        );
+
+        // Fragmented, with a ping between: RSV1 on the first frame only.
+        let mut wire = Vec::new();
+        let (a, b) = z.split_at(z.len() / 2);
+        write_compressed_frame(&mut wire, false, OpCode::Binary, a, Some(M));
+        write_masked(&mut wire, OpCode::Ping, b"p", M);
+        write_frame(&mut wire, true, OpCode::Continuation, b, Some(M));
+        assert_eq!(
+            through_inflater(&mut wire, 1 << 16),
+            Ok(Some(text.clone().into_bytes()))
+        );
+
+        // Inflated past the limit: TooLarge (close 1009), though the compressed bytes fit.
+        let mut wire = Vec::new();
+        write_compressed_frame(&mut wire, true, OpCode::Text, &z, Some(M));
+        assert!(z.len() < 200);
+        assert_eq!(
+            through_inflater(&mut wire, text.len() - 1),
+            Err(DecodeError::TooLarge)
+        );
+        let mut wire = Vec::new();
+        write_compressed_frame(&mut wire, false, OpCode::Text, a, Some(M));
+        write_frame(&mut wire, true, OpCode::Continuation, b, Some(M));
+        assert_eq!(
+            through_inflater(&mut wire, text.len() - 1),
+            Err(DecodeError::TooLarge)
+        );
+
+        // RSV1 on the continuation: refused.
+        let mut wire = Vec::new();
+        write_compressed_frame(&mut wire, false, OpCode::Text, a, Some(M));
+        write_compressed_frame(&mut wire, true, OpCode::Continuation, b, Some(M));
+        assert_eq!(
+            through_inflater(&mut wire, 1 << 16),
+            Err(DecodeError::MisplacedCompressed)
+        );
+
+        // Not deflate data.
+        let mut wire = Vec::new();
+        write_compressed_frame(&mut wire, true, OpCode::Text, &[0xff, 0xff], Some(M));
+        assert_eq!(
+            through_inflater(&mut wire, 1 << 16),
+            Err(DecodeError::InvalidDeflate)
+        );
+
+        // Deflate data that inflates to invalid UTF-8 in a text message.
+        let mut bad = Vec::new();
+        Deflater::new(6, 15).compress(b"ok\xff", &mut bad);
+        let mut wire = Vec::new();
+        write_compressed_frame(&mut wire, true, OpCode::Text, &bad, Some(M));
+        assert_eq!(
+            through_inflater(&mut wire, 1 << 16),
+            Err(DecodeError::InvalidUtf8)
+        );
+
+        // Without an inflater, a compressed head is a reserved bit.
+        let mut wire = Vec::new();
+        write_compressed_frame(&mut wire, true, OpCode::Text, &z, Some(M));
+        let h = parse_with(&mut wire, Role::Server, 1 << 16, true)
+            .expect("valid")
+            .expect("whole");
+        let mut asm = Assembler::default();
+        assert_eq!(
+            asm.push_inflating(h, &wire[h.header_len..], 1 << 16, None),
+            Err(DecodeError::ReservedBits)
+        );
+        assert_eq!(
+            asm.push(h, &wire[h.header_len..], 1 << 16),
+            Err(DecodeError::ReservedBits)
+        );
     }
 
     #[test]

@@ -59,7 +59,17 @@ pub struct Config {
     pub max_query_bytes: usize,
     /// Most bytes of [`KEPT_HEADERS`] values a session may keep, all together.
     pub max_kept_header_bytes: usize,
+    /// permessage-deflate over WebSocket, when a client offers it: `None` = off (Node's default);
+    /// `Some(n)`: messages of `n` bytes or more are sent compressed.
+    pub per_message_deflate: Option<usize>,
+    /// Polling responses of this many bytes or more are compressed (gzip or deflate, as the
+    /// request's `Accept-Encoding` allows); `None` = never. Node's default: on, 1 024 bytes.
+    pub http_compression: Option<usize>,
 }
+
+/// Default threshold of compression (Node's engine.io, for both `perMessageDeflate` and
+/// `httpCompression`).
+pub const DEFAULT_COMPRESSION_THRESHOLD_BYTES: usize = 1024;
 
 /// Default largest message (and polling POST body) accepted, in bytes (the reference server's
 /// `maxHttpBufferSize`).
@@ -83,6 +93,8 @@ impl Default for Config {
             body_timeout: Duration::from_millis(10_000),
             max_query_bytes: 2048,
             max_kept_header_bytes: 4096,
+            per_message_deflate: None,
+            http_compression: Some(DEFAULT_COMPRESSION_THRESHOLD_BYTES),
         }
     }
 }

@@ -354,6 +354,8 @@ pub(crate) struct Client {
     out: Vec<u8>,
     /// Server heartbeats answered so far.
     pings: u64,
+    /// permessage-deflate was agreed (`SWITCHBOARD_LOADTEST_DEFLATE`, [`crate::deflate`]).
+    inflater: Option<switchboard_codec::deflate::Inflater>,
 }
 
 impl Client {
@@ -365,11 +367,19 @@ impl Client {
             assembler: Assembler::default(),
             out: Vec::new(),
             pings: 0,
+            inflater: None,
         };
 
         let key = handshake::random_key();
         let path = format!("{}?EIO=4&transport=websocket", target.path);
-        let request = handshake::request(&target.host, &path, &key);
+        let mut request = handshake::request(&target.host, &path, &key);
+        if crate::deflate::offered() {
+            request.truncate(request.len() - 2);
+            request.push_str(&format!(
+                "Sec-WebSocket-Extensions: {}\r\n\r\n",
+                crate::deflate::OFFER
+            ));
+        }
         client
             .io
             .tcp
@@ -379,6 +389,9 @@ impl Client {
         loop {
             if let Some(len) = handshake::head_len(&client.io.buf) {
                 handshake::check_response(&client.io.buf[..len], &key)?;
+                if crate::deflate::agreed(&client.io.buf[..len]) {
+                    client.inflater = Some(switchboard_codec::deflate::Inflater::default());
+                }
                 client.io.pos = len;
                 return Ok(client);
             }
@@ -417,7 +430,9 @@ impl Client {
     pub(crate) fn next_buffered(&mut self, say: Option<&Say>) -> Result<Option<Event>> {
         loop {
             let rest = &mut self.io.buf[self.io.pos..];
-            let Some(head) = websocket::parse(rest, Role::Client, MAX_MESSAGE).map_err(|e| {
+            let deflate = self.inflater.is_some();
+            let parsed = websocket::parse_with(rest, Role::Client, MAX_MESSAGE, deflate);
+            let Some(head) = parsed.map_err(|e| {
                 anyhow!(
                     "bad frame from the server: {e} (bytes {:02x?})",
                     &rest[..rest.len().min(16)]
@@ -428,7 +443,10 @@ impl Client {
             };
             self.io.pos += head.frame_len();
             let payload = &rest[head.header_len..head.frame_len()];
-            let event = match self.assembler.push(head, payload, MAX_MESSAGE) {
+            let pushed =
+                self.assembler
+                    .push_inflating(head, payload, MAX_MESSAGE, self.inflater.as_mut());
+            let event = match pushed {
                 Err(e) => bail!("bad message from the server: {e}"),
                 Ok(None) | Ok(Some(Message::Pong(_))) => continue,
                 Ok(Some(Message::Ping(data))) => {

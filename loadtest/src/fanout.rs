@@ -147,7 +147,7 @@ async fn send_loop(
     plan: &Plan,
     stats: &mut SendStats,
 ) -> Result<()> {
-    let padding = "x".repeat(cfg.payload_bytes);
+    let padding = crate::deflate::padding(cfg.payload_bytes);
     let start = Instant::now();
     let deadline = start + cfg.duration;
     let mut force = false;

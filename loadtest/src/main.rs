@@ -22,6 +22,7 @@ mod admin;
 mod cli;
 mod client;
 mod crowd;
+mod deflate;
 mod fanout;
 mod floor;
 mod handshake;

@@ -249,6 +249,16 @@ pub struct ServerConfig {
     pub max_query_bytes: usize,
     /// Most bytes of kept handshake header values, all together.
     pub max_kept_header_bytes: usize,
+    /// permessage-deflate over WebSocket when the client offers it (Node: `perMessageDeflate`,
+    /// off by default).
+    pub per_message_deflate: bool,
+    /// WebSocket messages shorter than this are sent uncompressed.
+    pub per_message_deflate_threshold_bytes: usize,
+    /// gzip or deflate polling responses, as `Accept-Encoding` allows (Node: `httpCompression`,
+    /// on by default).
+    pub http_compression: bool,
+    /// Polling responses shorter than this are sent uncompressed.
+    pub http_compression_threshold_bytes: usize,
 }
 
 /// The `[operator]` section: where `/metrics` and `/v1/state` are served, apart from clients.
@@ -289,6 +299,10 @@ impl Default for ServerConfig {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
             max_kept_header_bytes: DEFAULT_MAX_KEPT_HEADER_BYTES,
+            per_message_deflate: false,
+            per_message_deflate_threshold_bytes: crate::engine::DEFAULT_COMPRESSION_THRESHOLD_BYTES,
+            http_compression: true,
+            http_compression_threshold_bytes: crate::engine::DEFAULT_COMPRESSION_THRESHOLD_BYTES,
         }
     }
 }
@@ -311,6 +325,12 @@ impl ServerConfig {
             body_timeout: self.body_timeout,
             max_query_bytes: self.max_query_bytes,
             max_kept_header_bytes: self.max_kept_header_bytes,
+            per_message_deflate: self
+                .per_message_deflate
+                .then_some(self.per_message_deflate_threshold_bytes),
+            http_compression: self
+                .http_compression
+                .then_some(self.http_compression_threshold_bytes),
         }
     }
 

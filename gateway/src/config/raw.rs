@@ -69,6 +69,10 @@ pub(super) struct RawServer {
     pub(super) body_timeout_ms: Option<Spanned<u64>>,
     pub(super) max_query_bytes: Option<Spanned<u64>>,
     pub(super) max_kept_header_bytes: Option<Spanned<u64>>,
+    pub(super) per_message_deflate: Option<bool>,
+    pub(super) per_message_deflate_threshold_bytes: Option<Spanned<u64>>,
+    pub(super) http_compression: Option<bool>,
+    pub(super) http_compression_threshold_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Default, Deserialize)]

@@ -124,6 +124,55 @@ fn the_shared_tables_are_accepted_and_left_to_the_binaries() {
 }
 
 #[test]
+fn compression_follows_node_defaults_and_is_configurable() {
+    let d = parse("").unwrap().server;
+    assert!(!d.per_message_deflate);
+    assert!(d.http_compression);
+    let e = d.engine_config();
+    assert_eq!(e.per_message_deflate, None);
+    assert_eq!(e.http_compression, Some(1024));
+
+    let c = parse(
+        "[server]\nper_message_deflate = true\nper_message_deflate_threshold_bytes = 0\n\
+         http_compression = false\nhttp_compression_threshold_bytes = 64",
+    )
+    .unwrap()
+    .server;
+    assert_eq!(
+        (
+            c.per_message_deflate_threshold_bytes,
+            c.http_compression_threshold_bytes
+        ),
+        (0, 64)
+    );
+    let e = c.engine_config();
+    assert_eq!(e.per_message_deflate, Some(0));
+    assert_eq!(e.http_compression, None);
+
+    // The built-in file says the same as the defaults.
+    let builtin = Config::builtin().unwrap().server;
+    assert_eq!(
+        (
+            builtin.per_message_deflate,
+            builtin.per_message_deflate_threshold_bytes
+        ),
+        (false, 1024)
+    );
+    assert_eq!(
+        (
+            builtin.http_compression,
+            builtin.http_compression_threshold_bytes
+        ),
+        (true, 1024)
+    );
+
+    let err = parse("[server]\nper_message_deflate = 1")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("test.toml:2:"), "{err}");
+}
+
+#[test]
 fn operator_listener_defaults_to_loopback() {
     let c = parse("").unwrap();
     assert_eq!(c.operator, OperatorConfig::default());

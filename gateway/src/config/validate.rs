@@ -238,6 +238,17 @@ impl Validator<'_> {
         Some(HistoryRule { last, max_age })
     }
 
+    /// A byte count that may be 0; `key` is the full key (`section.name`).
+    fn any_usize(&mut self, key: &str, v: Option<Spanned<u64>>, default: usize) -> usize {
+        match v {
+            None => default,
+            Some(s) => usize::try_from(*s.get_ref()).unwrap_or_else(|_| {
+                self.problem(&s.span(), format!("{key} is too large"));
+                default
+            }),
+        }
+    }
+
     fn positive_usize(&mut self, key: &str, v: Option<Spanned<u64>>, default: usize) -> usize {
         match v {
             None => default,
@@ -365,6 +376,16 @@ impl Validator<'_> {
             raw.max_kept_header_bytes,
             d.max_kept_header_bytes,
         );
+        let per_message_deflate_threshold_bytes = self.any_usize(
+            "server.per_message_deflate_threshold_bytes",
+            raw.per_message_deflate_threshold_bytes,
+            d.per_message_deflate_threshold_bytes,
+        );
+        let http_compression_threshold_bytes = self.any_usize(
+            "server.http_compression_threshold_bytes",
+            raw.http_compression_threshold_bytes,
+            d.http_compression_threshold_bytes,
+        );
         ServerConfig {
             host,
             port: raw.port.unwrap_or(d.port),
@@ -383,6 +404,10 @@ impl Validator<'_> {
             body_timeout,
             max_query_bytes,
             max_kept_header_bytes,
+            per_message_deflate: raw.per_message_deflate.unwrap_or(d.per_message_deflate),
+            per_message_deflate_threshold_bytes,
+            http_compression: raw.http_compression.unwrap_or(d.http_compression),
+            http_compression_threshold_bytes,
         }
     }
 

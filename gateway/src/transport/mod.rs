@@ -2,8 +2,10 @@
 //! bodies, long-polling (`polling`) and WebSocket (`ws`).
 //!
 //! An [`Engine`] is served at one path as an [`Endpoint`]; the HTTP layer routes to it and adds
-//! CORS headers.
+//! CORS headers. Polling responses are compressed per `Accept-Encoding` (`compress`), WebSocket
+//! messages with permessage-deflate (`ws`), as the engine's configuration allows.
 
+mod compress;
 mod polling;
 mod ws;
 
@@ -83,11 +85,11 @@ impl<H: Handler> Endpoint for Engine<H> {
             return Err(tcp);
         }
         // Checks the key and version and computes the accept key, as on the hyper path.
-        let Ok((res, _)) = fastwebsockets::upgrade::upgrade(&mut *req) else {
+        let Ok((mut res, _)) = fastwebsockets::upgrade::upgrade(&mut *req) else {
             return Err(tcp);
         };
         let info = HandshakeInfo::new(remote, req.headers(), req.uri().query(), unix_ms());
-        ws::open_direct(self, &res, info, head_len, tcp)
+        ws::open_direct(self, &mut res, req.headers(), info, head_len, tcp)
     }
 }
 
@@ -181,7 +183,13 @@ async fn handle<H: Handler>(
         };
         return match (transport, is_upgrade) {
             (Transport::WebSocket, true) => ws::upgrade_existing(engine, conn, req),
-            (Transport::Polling, false) if req.method() == Method::GET => polling::poll(conn).await,
+            (Transport::Polling, false) if req.method() == Method::GET => {
+                let threshold = config.http_compression;
+                let accept = threshold.and_then(|_| {
+                    compress::preferred(req.headers().get_all(header::ACCEPT_ENCODING))
+                });
+                compress::response(threshold, accept, polling::poll(conn).await).await
+            }
             (Transport::Polling, false) if req.method() == Method::POST => {
                 polling::post(engine, conn, req).await
             }

@@ -15,6 +15,13 @@
 //!   write to the socket, the task's and the pushers', happens under the session's lock.
 //!
 //! The task selects only over cancel-safe futures (polled socket readiness, `Notify`, `Sleep`).
+//!
+//! permessage-deflate ([`switchboard_codec::deflate`]) is agreed when the engine allows it and
+//! the client offers it, always without context takeover: the compressor and the decompressor
+//! are per thread, reset for every message, so a compressed connection holds no zlib state.
+//! Frames of at least the threshold are compressed where they are encoded (the task's flush or a
+//! pusher's direct write); a compressed message from the client is inflated with the same size
+//! limit as any message.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -26,10 +33,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use switchboard_codec::deflate::{self, Deflater, Inflater};
 use switchboard_codec::engineio::{self, Frame, Packet, Payload};
 use switchboard_codec::websocket::{self, Assembler, Message, OpCode, Role, close_code};
 use tokio::net::TcpStream;
@@ -54,6 +62,55 @@ const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// permessage-deflate compressors, by window bits (9 to 15), made on first use.
+    static DEFLATERS: RefCell<[Option<Deflater>; 7]> = const { RefCell::new([const { None }; 7]) };
+    /// One message's compressed bytes, before its header is known.
+    static DEFLATED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The permessage-deflate decompressor (taken out while in use).
+    static INFLATER: RefCell<Option<Inflater>> = const { RefCell::new(None) };
+    /// The last message compressed on this thread: (window bits, message, compressed bytes).
+    static LAST_DEFLATED: RefCell<(u8, Vec<u8>, Vec<u8>)> =
+        const { RefCell::new((0, Vec::new(), Vec::new())) };
+}
+
+/// Largest message whose compressed form is kept for the next connection (see
+/// [`write_deflated`]).
+const DEFLATE_REUSE_MAX: usize = 64 * 1024;
+
+/// zlib level of permessage-deflate: 1 (fastest) was chosen by measurement on JSON chat
+/// messages (docs/scaling.md, Compression).
+const DEFLATE_LEVEL: u32 = 1;
+
+/// permessage-deflate as agreed for one connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Deflate {
+    /// The window our compressor may use.
+    window_bits: u8,
+    /// Frames of this many bytes or more are sent compressed.
+    threshold: usize,
+}
+
+/// Agrees permessage-deflate for an upgrade request, if the engine allows it and the client
+/// offers it, and says so in the 101 response.
+fn negotiate<B>(
+    config: &crate::engine::Config,
+    headers: &HeaderMap,
+    res: &mut Response<B>,
+) -> Option<Deflate> {
+    let threshold = config.per_message_deflate?;
+    let agreed = deflate::negotiate(
+        headers
+            .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )?;
+    let value = HeaderValue::from_str(&agreed.response_header()).ok()?;
+    res.headers_mut()
+        .insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+    Some(Deflate {
+        window_bits: agreed.server_max_window_bits,
+        threshold,
+    })
 }
 
 fn switching(res: Response<http_body_util::Empty<Bytes>>) -> Response<Body> {
@@ -67,9 +124,10 @@ pub(super) fn open<H: Handler>(
     mut req: Request<Incoming>,
     info: HandshakeInfo,
 ) -> Response<Body> {
-    let Ok((res, fut)) = fastwebsockets::upgrade::upgrade(&mut req) else {
+    let Ok((mut res, fut)) = fastwebsockets::upgrade::upgrade(&mut req) else {
         return EioError::BadRequest.response();
     };
+    let deflate = negotiate(&engine.config, req.headers(), &mut res);
     // Open the session (and start its heartbeat clock) before the 101 goes out.
     let (conn, open) = match engine.open(Transport::WebSocket, info, Instant::now()) {
         Ok(x) => x,
@@ -80,7 +138,7 @@ pub(super) fn open<H: Handler>(
         match take_stream(fut).await {
             Some((tcp, pre)) => {
                 engine.opened(&conn);
-                run(engine, conn, tcp, pre, Vec::new(), Phase::Open).await;
+                run(engine, conn, tcp, pre, Vec::new(), Phase::Open, deflate).await;
             }
             None => conn.close(CloseReason::TransportError),
         }
@@ -94,7 +152,8 @@ pub(super) fn open<H: Handler>(
 /// back, untouched, when the session cannot be opened (hyper then answers with the error).
 pub(super) fn open_direct<H: Handler>(
     engine: Arc<Engine<H>>,
-    res: &Response<http_body_util::Empty<Bytes>>,
+    res: &mut Response<http_body_util::Empty<Bytes>>,
+    headers: &HeaderMap,
     info: HandshakeInfo,
     head_len: usize,
     tcp: TcpStream,
@@ -114,9 +173,19 @@ pub(super) fn open_direct<H: Handler>(
     }
     conn.push(open);
     engine.opened(&conn);
+    let deflate = negotiate(&engine.config, headers, res);
     let response = response_head(res);
     engine.clone().spawn(async move {
-        run(engine, conn, tcp, Bytes::new(), response, Phase::Open).await;
+        run(
+            engine,
+            conn,
+            tcp,
+            Bytes::new(),
+            response,
+            Phase::Open,
+            deflate,
+        )
+        .await;
     });
     Ok(())
 }
@@ -161,13 +230,16 @@ pub(super) fn upgrade_existing<H: Handler>(
         }
         st.ws_attached = true;
     }
-    let Ok((res, fut)) = fastwebsockets::upgrade::upgrade(&mut req) else {
+    let Ok((mut res, fut)) = fastwebsockets::upgrade::upgrade(&mut req) else {
         conn.lock().ws_attached = false;
         return EioError::BadRequest.response();
     };
+    let deflate = negotiate(&engine.config, req.headers(), &mut res);
     engine.clone().spawn(async move {
         match take_stream(fut).await {
-            Some((tcp, pre)) => run(engine, conn, tcp, pre, Vec::new(), Phase::Probe).await,
+            Some((tcp, pre)) => {
+                run(engine, conn, tcp, pre, Vec::new(), Phase::Probe, deflate).await;
+            }
             None => abort_upgrade(&conn),
         }
     });
@@ -256,6 +328,8 @@ struct Io<'a, H: Handler> {
     backlog: bool,
     /// The socket, for pushers to write to while nothing else waits (see `State::direct`).
     direct: Arc<dyn DirectWrite>,
+    /// permessage-deflate, if agreed.
+    deflate: Option<Deflate>,
 }
 
 /// Lets pushers write frames to the socket directly.
@@ -264,8 +338,35 @@ impl DirectWrite for TcpStream {
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             s.clear();
-            encode_frames(&mut s, frames.iter());
+            encode_frames(&mut s, frames.iter(), None);
             let result = write_some(self, &s);
+            if let Ok(n) = result
+                && n < s.len()
+            {
+                spill.extend_from_slice(&s[n..]);
+            }
+            s.clear();
+            if s.capacity() > SCRATCH_KEEP {
+                *s = Vec::new();
+            }
+            result.map(|_| ())
+        })
+    }
+}
+
+/// A socket with permessage-deflate, for pushers' direct writes.
+struct Compressing {
+    tcp: Arc<TcpStream>,
+    deflate: Deflate,
+}
+
+impl DirectWrite for Compressing {
+    fn write(&self, frames: &[Frame], spill: &mut Vec<u8>) -> io::Result<()> {
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            s.clear();
+            encode_frames(&mut s, frames.iter(), Some(self.deflate));
+            let result = write_some(&self.tcp, &s);
             if let Ok(n) = result
                 && n < s.len()
             {
@@ -288,9 +389,17 @@ async fn run<H: Handler>(
     pre: Bytes,
     head: Vec<u8>,
     phase: Phase,
+    deflate: Option<Deflate>,
 ) {
     let _ = tcp.set_nodelay(true);
     let tcp = Arc::new(tcp);
+    let direct: Arc<dyn DirectWrite> = match deflate {
+        None => tcp.clone(),
+        Some(deflate) => Arc::new(Compressing {
+            tcp: tcp.clone(),
+            deflate,
+        }),
+    };
     let mut io = Io {
         engine: &engine,
         conn: &conn,
@@ -301,7 +410,8 @@ async fn run<H: Handler>(
         close: None,
         gap_until: None,
         backlog: false,
-        direct: tcp.clone(),
+        direct,
+        deflate,
     };
     let upgrade_deadline = Instant::now() + engine.config.upgrade_timeout;
     let mut closing: Option<Instant> = None;
@@ -537,7 +647,9 @@ impl<H: Handler> Io<'_, H> {
         let max = self.engine.config.max_payload;
         let mut off = 0;
         loop {
-            let head = match websocket::parse(&mut buf[off..], Role::Server, max) {
+            let parsed =
+                websocket::parse_with(&mut buf[off..], Role::Server, max, self.deflate.is_some());
+            let head = match parsed {
                 Ok(Some(head)) => head,
                 Ok(None) => return (off, Flow::Continue),
                 Err(e) => return (off, self.protocol_error(&e)),
@@ -545,7 +657,16 @@ impl<H: Handler> Io<'_, H> {
             let start = off + head.header_len;
             let end = start + head.payload_len;
             off = end;
-            let message = match self.asm.push(head, &buf[start..end], max) {
+            // A data frame on a deflate connection may start or continue a compressed message.
+            let mut inflater = (self.deflate.is_some() && !head.opcode.is_control())
+                .then(|| INFLATER.with(|i| i.borrow_mut().take()).unwrap_or_default());
+            let pushed = self
+                .asm
+                .push_inflating(head, &buf[start..end], max, inflater.as_mut());
+            if let Some(inflater) = inflater {
+                INFLATER.with(|i| *i.borrow_mut() = Some(inflater));
+            }
+            let message = match pushed {
                 Ok(Some(m)) => m,
                 Ok(None) => continue,
                 Err(e) => {
@@ -729,7 +850,7 @@ impl<H: Handler> Io<'_, H> {
                 } else {
                     st.outbox.len()
                 };
-                encode_frames(out, st.outbox.iter().take(n));
+                encode_frames(out, st.outbox.iter().take(n), self.deflate);
                 if n > 0 {
                     st.last_write = Some(now);
                 }
@@ -784,19 +905,82 @@ impl<H: Handler> Io<'_, H> {
 }
 
 /// Server frames for Engine.IO frames, appended to `out`; counted as sent (once per batch).
-fn encode_frames<'a>(out: &mut Vec<u8>, frames: impl Iterator<Item = &'a Frame>) {
+/// With permessage-deflate, frames of at least its threshold are compressed.
+fn encode_frames<'a>(
+    out: &mut Vec<u8>,
+    frames: impl Iterator<Item = &'a Frame>,
+    deflate: Option<Deflate>,
+) {
     let (mut packets, mut bytes) = (0u64, 0u64);
     for frame in frames {
         let (opcode, data) = match frame {
             Frame::Text(t) => (OpCode::Text, t),
             Frame::Binary(b) => (OpCode::Binary, b),
         };
-        websocket::write_head(out, opcode, data.len());
-        out.extend_from_slice(data);
+        match deflate {
+            Some(d) if data.len() >= d.threshold => write_deflated(out, opcode, data, d),
+            _ => {
+                websocket::write_head(out, opcode, data.len());
+                out.extend_from_slice(data);
+            }
+        }
         packets += 1;
         bytes += data.len() as u64;
     }
     metrics::wire(true).sent(packets, bytes);
+}
+
+/// Appends `data` as one compressed frame, with this thread's compressor for the window.
+///
+/// Without context takeover, a message compresses to the same bytes on every connection with
+/// the same window, so a room broadcast, which encodes the same frame for each member in turn,
+/// compresses it once: the last message (up to [`DEFLATE_REUSE_MAX`] bytes) and its compressed
+/// form are kept per thread, and reused when the next one is equal byte for byte.
+fn write_deflated(out: &mut Vec<u8>, opcode: OpCode, data: &[u8], d: Deflate) {
+    let bits = d
+        .window_bits
+        .clamp(deflate::MIN_WINDOW_BITS, deflate::MAX_WINDOW_BITS);
+    let reused = LAST_DEFLATED.with(|last| {
+        let last = last.borrow();
+        let (last_bits, input, output) = &*last;
+        let hit = *last_bits == bits && input.as_slice() == data;
+        if hit {
+            websocket::write_compressed_head(out, opcode, output.len());
+            out.extend_from_slice(output);
+        }
+        hit
+    });
+    if reused {
+        return;
+    }
+    let index = usize::from(bits - deflate::MIN_WINDOW_BITS);
+    DEFLATED.with(|z| {
+        let mut z = z.borrow_mut();
+        z.clear();
+        DEFLATERS.with(|all| {
+            let mut all = all.borrow_mut();
+            all[index]
+                .get_or_insert_with(|| Deflater::new(DEFLATE_LEVEL, bits))
+                .compress(data, &mut z);
+        });
+        websocket::write_compressed_head(out, opcode, z.len());
+        out.extend_from_slice(&z);
+        if data.len() <= DEFLATE_REUSE_MAX {
+            LAST_DEFLATED.with(|last| {
+                let mut last = last.borrow_mut();
+                let (last_bits, input, output) = &mut *last;
+                *last_bits = bits;
+                input.clear();
+                input.extend_from_slice(data);
+                output.clear();
+                output.extend_from_slice(&z);
+            });
+        }
+        z.clear();
+        if z.capacity() > SCRATCH_KEEP {
+            *z = Vec::new();
+        }
+    });
 }
 
 /// Writes as much as the kernel accepts without blocking.
