@@ -219,6 +219,7 @@ if [ -z "${E2E_ONLY:-}" ]; then
   smoke bench-broker.sh "broker capacity (50 simulated gateways)"
   smoke bench-forward.sh "forwarded polling requests"
   smoke bench-compare.sh "side-by-side with Node's socket.io"
+  smoke bench-storm.sh "reconnect storm (kill and drain of a gateway behind nginx)"
 fi
 
 # The e2e runner's totals again as the last line, after the smoke run's output.

@@ -57,6 +57,10 @@ pub(crate) enum Command {
     Floor(Floor),
     /// The broker's gRPC API under a room.
     Admin(Admin),
+    /// A reconnect storm: a server of a cluster dies or drains under its clients.
+    Storm(crate::storm::Storm),
+    /// One process of the storm's clients (started by `storm`).
+    StormShard(crate::storm_client::Shard),
 }
 
 /// `admin` settings. Parsed (and checked) in every build; without the `grpc` feature nothing
@@ -277,6 +281,14 @@ enum Scenario {
         #[arg(long, default_value_t = 256)]
         concurrency: u64,
     },
+    /// Reconnect storm: N clients behind a load balancer join rooms; then one server (--kill-pid)
+    /// gets SIGKILL or SIGTERM (a drain). Its clients reconnect with socket.io-client's backoff and
+    /// rejoin; the time until all are back (and, with --broker, until the broker's state equals
+    /// theirs), connect p99 in the storm, failed attempts, lost clients.
+    Storm(crate::storm::StormArgs),
+    /// Internal: one process of the storm's clients, started by `storm`.
+    #[command(hide = true)]
+    StormShard(crate::storm::ShardArgs),
 }
 
 /// The servers under test and how to drive them.
@@ -353,7 +365,7 @@ fn bounded<T: PartialOrd + Display>(key: &str, value: T, low: T, high: T) -> Res
     Ok(value)
 }
 
-fn namespace(nsp: String) -> Result<String> {
+pub(crate) fn namespace(nsp: String) -> Result<String> {
     ensure!(
         nsp.starts_with('/') && !nsp.contains(','),
         "--namespace must start with / and contain no comma"
@@ -657,6 +669,10 @@ impl Cli {
                 room,
                 concurrency: bounded("concurrency", concurrency, 1, MAX_CONCURRENCY)? as usize,
             }),
+            Scenario::Storm(a) => Command::Storm(a.check(self.allow_remote, MAX_CONNECTIONS)?),
+            Scenario::StormShard(a) => {
+                Command::StormShard(a.check(self.allow_remote, MAX_CONNECTIONS)?)
+            }
         };
         Ok(Invocation {
             command,
@@ -689,7 +705,7 @@ mod tests {
     #[test]
     fn every_scenario_answers_help() {
         for scenario in [
-            "idle", "connect", "fanout", "cluster", "polling", "rooms", "floor", "admin",
+            "idle", "connect", "fanout", "cluster", "polling", "rooms", "floor", "admin", "storm",
         ] {
             let e = parse_str(&format!("{scenario} --help")).expect_err(scenario);
             let e = e.downcast::<clap::Error>().expect("a clap error");

@@ -550,6 +550,17 @@ impl Conn {
         nsp: &str,
         transport: Transport,
     ) -> Result<(Self, Open)> {
+        let (conn, open, _) = Self::connect_sid(target, nsp, transport).await?;
+        Ok((conn, open))
+    }
+
+    /// [`Conn::connect`], also returning the Socket.IO socket id from the CONNECT reply
+    /// (`40/chat,{"sid":"…"}`), or an empty string if the reply carried none.
+    pub(crate) async fn connect_sid(
+        target: &Target,
+        nsp: &str,
+        transport: Transport,
+    ) -> Result<(Self, Open, String)> {
         let mut conn = match transport {
             Transport::WebSocket => Self::WebSocket(Client::open(target).await?),
             Transport::Polling => Self::Polling(Polling::open(target).await?),
@@ -567,11 +578,17 @@ impl Conn {
             format!("40{nsp},")
         };
         conn.send_text(connect.as_bytes()).await?;
-        match conn.recv().await? {
-            Event::Packet(p) if p.kind == PacketType::Connect && p.nsp == nsp => {}
+        let sid = match conn.recv().await? {
+            Event::Packet(p) if p.kind == PacketType::Connect && p.nsp == nsp => p
+                .data
+                .as_ref()
+                .and_then(|d| d.get("sid"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
             other => bail!("sent {connect:?}, expected a CONNECT reply for {nsp}, got {other}"),
-        }
-        Ok((conn, open))
+        };
+        Ok((conn, open, sid))
     }
 
     /// Emits `join(room)` with an ack id and waits for the ack, which must be `[{"ok":true}]`.

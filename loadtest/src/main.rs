@@ -5,7 +5,9 @@
 //! latency, loss and CPU per delivery; `cluster` across gateways, `polling` to long-polling
 //! members), `rooms` (many small chat rooms), `floor` (CPU cost of one small loopback write, the
 //! floor a per-delivery cost is compared with) and `admin` (the broker's gRPC API under a room:
-//! FetchSockets latency, Broadcast call → last delivery). `admin` is the one scenario that needs
+//! FetchSockets latency, Broadcast call → last delivery) and `storm` (a reconnect storm: a
+//! server dies or drains under its clients behind a load balancer; their reconnects, and the
+//! broker's view of them). `admin` is the one scenario that needs
 //! tonic, so it is built only with the `grpc` feature; without it the scenario is refused with a
 //! message saying so. See `switchboard-loadtest --help`, `scripts/bench.sh`, which runs them
 //! against a release build, and `scripts/bench-compare.sh`, which runs them against Node's
@@ -31,6 +33,8 @@ mod idle;
 mod polling;
 mod progress;
 mod report;
+mod storm;
+mod storm_client;
 mod usage;
 
 use std::process::ExitCode;
@@ -62,6 +66,12 @@ fn run() -> Result<Report> {
         Command::Idle(cfg) => runtime(cfg.common.threads)?.block_on(idle::run(cfg))?,
         Command::Fanout(cfg) => runtime(cfg.common.threads)?.block_on(fanout::run(cfg))?,
         Command::Admin(cfg) => run_admin(cfg)?,
+        Command::Storm(cfg) => storm::run(cfg, invocation.quiet)?,
+        Command::StormShard(shard) => {
+            // A shard reports through its line protocol, never with a report.
+            runtime(1)?.block_on(storm_client::run(shard))?;
+            std::process::exit(0)
+        }
     })
 }
 
