@@ -45,6 +45,7 @@
 # Every run prints a table and one JSON line; the JSON lines also go to
 # target/bench/cluster-results.jsonl (with --recovery: cluster-recovery-results.jsonl, each line
 # with its phase, path and the log's counters), the servers' logs to target/bench/cluster-*.log.
+# BENCH_CLUSTER_RATES (default "10 50") sets the rates.
 # The script stops the processes it started (by PID) on exit, and only those.
 #
 # Exit status: 0 when every run reported ok, 1 when a run found problems, 2 on set-up failure.
@@ -89,7 +90,8 @@ OUT=target/bench
 STARTUP_TIMEOUT_S=30
 # How long the load generator may take beyond its sending time (set-up, drain, close).
 RUN_SLACK_S=180
-RATES=(10 50)
+# The rates (msg/s) of a run; BENCH_CLUSTER_RATES="50" runs one.
+read -r -a RATES <<< "${BENCH_CLUSTER_RATES:-10 50}"
 # --recovery: the phases at each rate, A = core path, B = recovery log.
 PHASES=(A B A B A B)
 CORE_NSP=/chat
