@@ -29,7 +29,7 @@
 #   scripts/bench-cluster.sh --kill-node N
 #                                       --nats-cluster, one run at $KILL_RATE msg/s (default 50):
 #                                       halfway through its sending time, node N (1: the sender's
-#                                       gateway's, 2: the receiving gateway's (default), 3: the
+#                                       gateway's, 2: the receiving gateway's, 3: the
 #                                       broker's) is killed with -9. Reports the deliveries lost
 #                                       (and the emits they amount to), how long each gateway's
 #                                       NATS link was down (its log), p99 and the slowest
@@ -44,7 +44,8 @@
 # on /chat, plus /chat-r: /chat with recovery).
 # Every run prints a table and one JSON line; the JSON lines also go to
 # target/bench/cluster-results.jsonl (with --recovery: cluster-recovery-results.jsonl, each line
-# with its phase, path and the log's counters), the servers' logs to target/bench/cluster-*.log.
+# with its phase, path and the log's counters; --nats-cluster: cluster-nats3-…, --kill-node N:
+# cluster-nats3-killN-…), the servers' logs to target/bench/cluster-*.log.
 # BENCH_CLUSTER_RATES (default "10 50") sets the rates.
 # The script stops the processes it started (by PID) on exit, and only those.
 #
