@@ -18,6 +18,22 @@
 #                                       JetStream (`-js`, file store in a temporary directory,
 #                                       removed on exit); needs jq. With --quick: a smoke run,
 #                                       one A and one B phase per rate.
+#   scripts/bench-cluster.sh --nats-cluster
+#                                       the same over a 3-node NATS cluster (n1..n3, routes on
+#                                       loopback): gw1 is given the node list starting at n1, gw2
+#                                       at n2, the broker at n3, so every cross-gateway delivery
+#                                       crosses a route; with --recovery, clustered JetStream and
+#                                       an R3 log (SWITCHBOARD_NATS_REPLICAS=3). CPU per delivery
+#                                       counts all three nats-servers (nats = nats1+nats2+nats3).
+#                                       Needs python3 and jq.
+#   scripts/bench-cluster.sh --kill-node N
+#                                       --nats-cluster, one run at $KILL_RATE msg/s (default 50):
+#                                       halfway through its sending time, node N (1: the sender's
+#                                       gateway's, 2: the receiving gateway's, 3: the
+#                                       broker's) is killed with -9. Reports the deliveries lost
+#                                       (and the emits they amount to), how long each gateway's
+#                                       NATS link was down (its log), p99 and the slowest
+#                                       deliveries; loss is expected and is not a failure here.
 #
 # The servers (both gateways, nats-server, the broker) run pinned to CPU $SERVER_CPU (default 0),
 # the load generator to CPU $CLIENT_CPU (default 1), with `taskset`, so that the load generator's
@@ -28,7 +44,9 @@
 # on /chat, plus /chat-r: /chat with recovery).
 # Every run prints a table and one JSON line; the JSON lines also go to
 # target/bench/cluster-results.jsonl (with --recovery: cluster-recovery-results.jsonl, each line
-# with its phase, path and the log's counters), the servers' logs to target/bench/cluster-*.log.
+# with its phase, path and the log's counters; --nats-cluster: cluster-nats3-…, --kill-node N:
+# cluster-nats3-killN-…), the servers' logs to target/bench/cluster-*.log.
+# BENCH_CLUSTER_RATES (default "10 50") sets the rates.
 # The script stops the processes it started (by PID) on exit, and only those.
 #
 # Exit status: 0 when every run reported ok, 1 when a run found problems, 2 on set-up failure.
@@ -39,15 +57,27 @@ cd "$(dirname "$0")/.."
 quick=0
 build=1
 recovery=0
+nats_nodes=1
+want_kill=0
+kill_node=0
 for arg in "$@"; do
+    if [[ $want_kill == 1 ]]; then
+        [[ $arg =~ ^[123]$ ]] || { echo "bench-cluster.sh: --kill-node takes 1, 2 or 3" >&2; exit 2; }
+        kill_node=$arg; nats_nodes=3; want_kill=0; continue
+    fi
     case "$arg" in
         --quick) quick=1 ;;
         --no-build) build=0 ;;
         --recovery) recovery=1 ;;
-        -h | --help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --nats-cluster) nats_nodes=3 ;;
+        --kill-node) want_kill=1 ;;
+        -h | --help) sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-cluster.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
+
+[[ $want_kill == 0 ]] || { echo "bench-cluster.sh: --kill-node takes 1, 2 or 3" >&2; exit 2; }
+(( kill_node == 0 || recovery == 0 )) || { echo "bench-cluster.sh: --kill-node and --recovery do not combine" >&2; exit 2; }
 
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -61,7 +91,8 @@ OUT=target/bench
 STARTUP_TIMEOUT_S=30
 # How long the load generator may take beyond its sending time (set-up, drain, close).
 RUN_SLACK_S=180
-RATES=(10 50)
+# The rates (msg/s) of a run; BENCH_CLUSTER_RATES="50" runs one.
+read -r -a RATES <<< "${BENCH_CLUSTER_RATES:-10 50}"
 # --recovery: the phases at each rate, A = core path, B = recovery log.
 PHASES=(A B A B A B)
 CORE_NSP=/chat
@@ -73,6 +104,10 @@ if [[ $quick == 1 ]]; then
 else
     MEMBERS=2000; SECONDS_PER_RUN=20
 fi
+if (( kill_node > 0 )); then
+    RATES=("${KILL_RATE:-50}")
+    (( quick == 0 )) || SECONDS_PER_RUN=6
+fi
 
 die() { echo "bench-cluster.sh: $*" >&2; exit 2; }
 
@@ -82,6 +117,10 @@ ncpu=$(nproc)
 (( SERVER_CPU < ncpu && CLIENT_CPU < ncpu )) || die "need CPUs $SERVER_CPU and $CLIENT_CPU, this machine has $ncpu"
 [[ $SERVER_CPU != "$CLIENT_CPU" ]] || echo "bench-cluster.sh: warning: servers and load generator share CPU $SERVER_CPU" >&2
 [[ -f $BENCH_CONFIG ]] || die "configuration $BENCH_CONFIG not found"
+if (( nats_nodes > 1 )); then
+    command -v jq >/dev/null || die "--nats-cluster needs jq (apt-get install jq)"
+    command -v python3 >/dev/null || die "--nats-cluster needs python3"
+fi
 if [[ $recovery == 1 ]]; then
     command -v jq >/dev/null || die "--recovery needs jq (apt-get install jq)"
     grep -q "^name = \"$LOG_NSP\"" "$BENCH_CONFIG" ||
@@ -107,30 +146,51 @@ done
 unset SWITCHBOARD_CONFIG
 
 mkdir -p "$OUT"
-results="$OUT/cluster-results.jsonl"
-[[ $recovery == 0 ]] || results="$OUT/cluster-recovery-results.jsonl"
+# One results file per mode, so that a run of one does not overwrite another's.
+mode=""
+(( nats_nodes == 1 )) || mode="-nats$nats_nodes"
+(( kill_node == 0 )) || mode="-nats$nats_nodes-kill$kill_node"
+results="$OUT/cluster$mode-results.jsonl"
+[[ $recovery == 0 ]] || results="$OUT/cluster$mode-recovery-results.jsonl"
 : > "$results"
 
 # shellcheck source=scripts/lib/servers.sh
 source scripts/lib/servers.sh
 
-if [[ $recovery == 1 ]]; then
+# Where each process connects: the one nats-server, or on a NATS cluster its own node first
+# (gw1 → n1, gw2 → n2, broker → n3).
+declare -A nats_for=()
+if (( nats_nodes > 1 )); then
+    if [[ $recovery == 1 ]]; then
+        start_nats_cluster "$nats_nodes" "$OUT/cluster-nats" -js
+        export SWITCHBOARD_NATS_REPLICAS=3
+    else
+        start_nats_cluster "$nats_nodes" "$OUT/cluster-nats"
+    fi
+    nats_for=([gw1]=$(nats_list_from 1) [gw2]=$(nats_list_from 2) [broker]=$(nats_list_from 3))
+    nats_names=()
+    for (( i = 1; i <= nats_nodes; i++ )); do nats_names+=("nats$i"); done
+elif [[ $recovery == 1 ]]; then
     # JetStream's file store, as deployed (docs/recovery.md), on the disk /tmp is on.
     js_dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-cluster-js.XXXXXX")
     trap 'stop_all; rm -rf "$js_dir"' EXIT
     start_nats "$OUT/cluster-nats.log" -js -sd "$js_dir"
+    nats_for=([gw1]=$nats_url [gw2]=$nats_url [broker]=$nats_url)
+    nats_names=(nats)
 else
     start_nats "$OUT/cluster-nats.log"
+    nats_for=([gw1]=$nats_url [gw2]=$nats_url [broker]=$nats_url)
+    nats_names=(nats)
 fi
 
-SWITCHBOARD_NATS_URL=$nats_url SWITCHBOARD_BROKER_HTTP_PORT=0 SWITCHBOARD_BROKER_LEADER=always \
+SWITCHBOARD_NATS_URL=${nats_for[broker]} SWITCHBOARD_BROKER_HTTP_PORT=0 SWITCHBOARD_BROKER_LEADER=always \
     SWITCHBOARD_SUBJECT_PREFIX=$PREFIX start broker "$OUT/cluster-broker.log" "$BROKER"
 broker_url=$(wait_for broker "$OUT/cluster-broker.log" 's|.*listening on \(http://[^ ]*\).*|\1|p')
 
 gateway_urls=()
 declare -A operator=()
 for gw in gw1 gw2; do
-    SWITCHBOARD_NATS_URL=$nats_url SWITCHBOARD_NODE_ID=$gw SWITCHBOARD_SUBJECT_PREFIX=$PREFIX \
+    SWITCHBOARD_NATS_URL=${nats_for[$gw]} SWITCHBOARD_NODE_ID=$gw SWITCHBOARD_SUBJECT_PREFIX=$PREFIX \
         SWITCHBOARD_PORT=0 SWITCHBOARD_HOST=127.0.0.1 \
         start "$gw" "$OUT/cluster-$gw.log" "$GATEWAY" "$BENCH_CONFIG"
 done
@@ -151,18 +211,33 @@ if [[ $recovery == 1 ]]; then
 fi
 
 urls=$(IFS=,; echo "${gateway_urls[*]}")
-watched="gw1=${pids[gw1]},gw2=${pids[gw2]},nats=${pids[nats]},broker=${pids[broker]}"
+watched="gw1=${pids[gw1]},gw2=${pids[gw2]}"
+for name in "${nats_names[@]}"; do
+    # The node killed during the run is not watched: its CPU cannot be read once it is gone.
+    [[ $kill_node != 0 && $name == "nats$kill_node" ]] && continue
+    watched+=",$name=${pids[$name]}"
+done
+watched+=",broker=${pids[broker]}"
 
 echo "== machine =="
 echo "  $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 echo "  kernel $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg), open files $(ulimit -n)"
-echo "  gw1, gw2, nats-server and broker on CPU $SERVER_CPU; load generator on CPU $CLIENT_CPU$([[ $quick == 1 ]] && echo ', quick mode')"
+echo "  gw1, gw2, nats-server$( (( nats_nodes > 1 )) && echo "s ($nats_nodes)") and broker on CPU $SERVER_CPU; load generator on CPU $CLIENT_CPU$([[ $quick == 1 ]] && echo ', quick mode')"
 echo "  $("$NATS_SERVER" --version 2>&1 | head -n1)"
 echo "== cluster =="
-echo "  nats   pid ${pids[nats]}   $nats_url"
-echo "  broker pid ${pids[broker]}   $broker_url (leader: always)"
-echo "  gw1    pid ${pids[gw1]}   ${gateway_urls[0]} (the sender's gateway)"
-echo "  gw2    pid ${pids[gw2]}   ${gateway_urls[1]}"
+for name in "${nats_names[@]}"; do
+    if [[ $name == nats ]]; then
+        echo "  nats   pid ${pids[nats]}   $nats_url"
+    else
+        echo "  $name  pid ${pids[$name]}   ${nats_urls[${name#nats} - 1]}"
+    fi
+done
+echo "  broker pid ${pids[broker]}   $broker_url (leader: always; NATS ${nats_for[broker]})"
+echo "  gw1    pid ${pids[gw1]}   ${gateway_urls[0]} (the sender's gateway; NATS ${nats_for[gw1]})"
+echo "  gw2    pid ${pids[gw2]}   ${gateway_urls[1]} (NATS ${nats_for[gw2]})"
+if (( kill_node > 0 )); then
+    echo "  kill -9 of nats$kill_node halfway through the sending time (${SECONDS_PER_RUN}s at ${RATES[0]} msg/s)"
+fi
 echo "  subject prefix $PREFIX, config $BENCH_CONFIG, logs $OUT/cluster-*.log"
 if [[ $recovery == 1 ]]; then
     echo "  JetStream file store $js_dir; phases ${PHASES[*]} at each rate: A = $CORE_NSP (core NATS), B = $LOG_NSP (recovery log)"
@@ -185,7 +260,7 @@ run() {
     local rc=0
     timeout --kill-after=10 $(( SECONDS_PER_RUN + RUN_SLACK_S )) "$@" > "$OUT/cluster-run.out" || rc=$?
     cat "$OUT/cluster-run.out"
-    grep '^{' "$OUT/cluster-run.out" >> "$results" || true
+    grep '^{' "$OUT/cluster-run.out" | annotate >> "$results" || true
     if (( rc != 0 )); then
         echo "bench-cluster.sh: run failed (exit $rc): $*" >&2
         status=1
@@ -218,7 +293,7 @@ phase() {
         --namespace "$nsp" > "$OUT/cluster-run.out" || rc=$?
     read -r -a after <<< "$(log_counters)"
     cat "$OUT/cluster-run.out"
-    line=$(grep -m1 '^{' "$OUT/cluster-run.out" || true)
+    line=$(grep -m1 '^{' "$OUT/cluster-run.out" | annotate || true)
     if [[ -z $line ]]; then
         echo "bench-cluster.sh: phase $label ($nsp, $rate msg/s) printed no result (exit $rc)" >&2
         status=1; echo; return
@@ -249,6 +324,76 @@ phase() {
     echo
 }
 
+# The JSON line of a run on a NATS cluster, annotated: the node count, and `nats` as the sum of
+# the nodes' CPU (so the summaries read it as for one nats-server).
+annotate() {
+    if (( nats_nodes == 1 )); then cat; return; fi
+    jq -c --argjson nodes "$nats_nodes" '. + {nats_nodes: $nodes}
+        | . + ([to_entries[] | select(.key | test("^nats[0-9]+_cpu_(s|us_per_delivery)$"))]
+               | group_by(.key | sub("^nats[0-9]+_"; "")) | map({key: ("nats_" + (.[0].key | sub("^nats[0-9]+_"; ""))), value: (map(.value) | add)})
+               | from_entries)'
+}
+
+# When gateway GW's NATS link went down last and came back up after it (its log's
+# "NATS connection lost" and the next "NATS connected"), in ms; empty if it did not go down.
+link_down_ms() {
+    awk '
+        function ms(ts,   d, t, h) { split(ts, d, "T"); split(d[2], t, ":"); sub("Z", "", t[3]);
+                                      return ((t[1] * 60 + t[2]) * 60 + t[3]) * 1000 }
+        /NATS connection lost/ { down = ms($1); up = "" }
+        /NATS connected/ && down != "" && up == "" { up = ms($1) }
+        END { if (down != "" && up != "") printf "%.0f\n", up - down }' "$OUT/cluster-$1.log"
+}
+
+# --kill-node: one fan-out run at RATE; nats$kill_node is killed with -9 halfway through the
+# sending time. Loss is expected: it is reported (with the emits it amounts to, and how long each
+# gateway's link was down), not counted as a failure; any other problem is.
+run_kill() {
+    local rate=$1 rc=0 victim="nats$kill_node" vpid killer line err="$OUT/cluster-run.err"
+    vpid=${pids[$victim]}
+    : > "$err"
+    (
+        for _ in $(seq $(( RUN_SLACK_S * 10 ))); do grep -q ': sending for' "$err" && break; sleep 0.1; done
+        sleep "$(( SECONDS_PER_RUN / 2 ))"
+        kill -KILL "$vpid" 2>/dev/null
+    ) &
+    killer=$!
+    timeout --kill-after=10 $(( SECONDS_PER_RUN + RUN_SLACK_S )) "${gen[@]}" fanout --url "$urls" \
+        --pid "$watched" --members "$MEMBERS" --rate "$rate" --seconds "$SECONDS_PER_RUN" \
+        > "$OUT/cluster-run.out" 2> >(tee "$err" >&2) || rc=$?
+    wait "$killer" || true
+    wait "$vpid" 2>/dev/null || true
+    unset "pids[$victim]"
+    local keep=()
+    for name in "${started[@]}"; do [[ $name == "$victim" ]] || keep+=("$name"); done
+    started=("${keep[@]}")
+    cat "$OUT/cluster-run.out"
+    line=$(grep -m1 '^{' "$OUT/cluster-run.out" || true)
+    if [[ -z $line ]]; then
+        echo "bench-cluster.sh: the run printed no result (exit $rc)" >&2
+        status=1; return
+    fi
+    local d1 d2 db
+    d1=$(link_down_ms gw1); d2=$(link_down_ms gw2); db=$(link_down_ms broker)
+    line=$(annotate <<< "$line" | jq -c --argjson node "$kill_node" --arg d1 "$d1" --arg d2 "$d2" --arg db "$db" '
+        def num: if . == "" then null else tonumber end;
+        . + {killed_node: $node, gw1_link_down_ms: ($d1 | num), gw2_link_down_ms: ($d2 | num),
+             broker_link_down_ms: ($db | num),
+             emits_lost_gw1: (if .url1_members > 0 then .url1_loss / .url1_members else 0 end),
+             emits_lost_gw2: (if .url2_members > 0 then .url2_loss / .url2_members else 0 end)}
+        | . + {gap_ms_gw2: (.emits_lost_gw2 / .rate_target * 1000)}')
+    echo "$line" >> "$results"
+    echo "  killed nats$kill_node: link down gw1 ${d1:-no} ms, gw2 ${d2:-no} ms, broker ${db:-no} ms;" \
+        "deliveries lost $(jq .loss <<< "$line") = $(jq .emits_lost_gw1 <<< "$line") emits on gw1's members," \
+        "$(jq .emits_lost_gw2 <<< "$line") on gw2's (≈ $(jq '.gap_ms_gw2 | round' <<< "$line") ms of sending)"
+    # Loss was the point; anything else the run found is a failure.
+    if [[ -n $(jq -r '.problems[] | select(test(" lost$") | not)' <<< "$line") ]]; then
+        echo "bench-cluster.sh: the run found more than the loss: $(jq -c .problems <<< "$line")" >&2
+        status=1
+    fi
+    echo
+}
+
 gen=(taskset -c "$CLIENT_CPU" "$LOADTEST")
 for rate in "${RATES[@]}"; do
     if [[ $recovery == 1 ]]; then
@@ -265,7 +410,11 @@ for rate in "${RATES[@]}"; do
         continue
     fi
     alive || die "a server died before the $rate msg/s run"
-    echo "== fan-out: $MEMBERS members over gw1 + gw2, $rate msg/s for $SECONDS_PER_RUN s =="
+    echo "== fan-out: $MEMBERS members over gw1 + gw2, $rate msg/s for $SECONDS_PER_RUN s$( (( kill_node > 0 )) && echo ", nats$kill_node killed halfway") =="
+    if (( kill_node > 0 )); then
+        run_kill "$rate"
+        continue
+    fi
     run "${gen[@]}" fanout --url "$urls" --pid "$watched" --members "$MEMBERS" --rate "$rate" \
         --seconds "$SECONDS_PER_RUN"
     sleep 2

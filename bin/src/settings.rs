@@ -23,6 +23,7 @@
 //! | `[nats] token` | `SWITCHBOARD_NATS_TOKEN` | | NATS token |
 //! | `[nats] creds` | `SWITCHBOARD_NATS_CREDS` | | path of a NATS `.creds` file |
 //! | `[nats] nkey_seed_file` | `SWITCHBOARD_NATS_NKEY_SEED_FILE` | | path of a file holding an nkey seed (`SU...`) |
+//! | `[nats] replicas` | `SWITCHBOARD_NATS_REPLICAS` | `1` | copies of the JetStream streams and buckets Switchboard makes (recovery log, leader lease), 1 to 5; 3 in a 3-node NATS cluster |
 //! | `[cluster] node_id` | `SWITCHBOARD_NODE_ID` | random | the gateway's node id |
 //! | `[cluster] subject_prefix` | `SWITCHBOARD_SUBJECT_PREFIX` | `sio` | NATS subject prefix of the cluster |
 //! | `[cluster] heartbeat_ms` | `SWITCHBOARD_HEARTBEAT_MS` | `2000` | the gateways' heartbeat interval, 10 to 3600000 |
@@ -122,6 +123,7 @@ pub const VARS: &[Var] = &[
     secret("nats", "token", "SWITCHBOARD_NATS_TOKEN"),
     var("nats", "creds", "SWITCHBOARD_NATS_CREDS"),
     var("nats", "nkey_seed_file", "SWITCHBOARD_NATS_NKEY_SEED_FILE"),
+    var("nats", "replicas", "SWITCHBOARD_NATS_REPLICAS"),
     var("cluster", "node_id", "SWITCHBOARD_NODE_ID"),
     var("cluster", "subject_prefix", "SWITCHBOARD_SUBJECT_PREFIX"),
     var("cluster", "heartbeat_ms", "SWITCHBOARD_HEARTBEAT_MS"),
@@ -196,6 +198,8 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(2000);
 pub const DEFAULT_LEASE_HEARTBEATS: u32 = 3;
 /// Shortest and longest heartbeat and lease, in milliseconds.
 pub const TIMING_MS: std::ops::RangeInclusive<u64> = 10..=3_600_000;
+/// JetStream replicas: 1 (one NATS server) to 5 (JetStream's most).
+pub const REPLICAS: std::ops::RangeInclusive<usize> = 1..=5;
 /// Longest drain window, in milliseconds.
 pub const MAX_DRAIN_MS: u64 = 3_600_000;
 /// The drain window of a gateway in a cluster (standalone: 0, there is no other gateway).
@@ -575,6 +579,20 @@ mod rule {
         }
     }
 
+    pub(super) fn count(
+        g: &Given,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> Result<usize, Problem> {
+        match g.value.parse::<usize>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(g.problem(format!(
+                "must be a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ))),
+        }
+    }
+
     pub(super) fn port(g: &Given) -> Result<u16, Problem> {
         g.value
             .parse::<u16>()
@@ -641,9 +659,9 @@ pub const RECOVERY_DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
 
 impl Settings {
     /// The recovery log's stream for namespaces whose longest window is `longest_window`
-    /// (`None`: no namespace has recovery, no log). One file-backed replica, kept for the window
-    /// plus [`RECOVERY_RETENTION_MARGIN`] and at most [`RECOVERY_LOG_MAX_BYTES`]
-    /// (docs/recovery.md).
+    /// (`None`: no namespace has recovery, no log). File-backed, `[nats] replicas` copies (one
+    /// standalone), kept for the window plus [`RECOVERY_RETENTION_MARGIN`] and at most
+    /// [`RECOVERY_LOG_MAX_BYTES`] (docs/recovery.md).
     pub fn recovery_log(
         &self,
         longest_window: Option<Duration>,
@@ -654,7 +672,7 @@ impl Settings {
             subjects: vec![self.subjects.all_log()],
             max_age: window + RECOVERY_RETENTION_MARGIN,
             max_bytes: RECOVERY_LOG_MAX_BYTES,
-            replicas: 1,
+            replicas: self.nats.as_ref().map_or(1, |n| n.replicas.max(1)),
             memory: false,
             duplicate_window: RECOVERY_DUPLICATE_WINDOW,
         })
@@ -895,6 +913,9 @@ impl Check {
         }
         let credentials_file = self.opt(given, ("nats", "creds"), rule::file);
         let nkey_seed_file = self.opt(given, ("nats", "nkey_seed_file"), rule::file);
+        let replicas = self
+            .opt(given, ("nats", "replicas"), |g| rule::count(g, REPLICAS))
+            .unwrap_or(1);
         let url = given.get("nats", "url")?.value.clone();
         Some(NatsOptions {
             url,
@@ -903,6 +924,7 @@ impl Check {
             token: given.get("nats", "token").map(|g| g.value.clone()),
             credentials_file,
             nkey_seed_file,
+            replicas,
         })
     }
 
@@ -1211,6 +1233,32 @@ mod tests {
         assert_eq!(s.subjects.prefix(), "sio");
         assert_eq!(s.drain(), Duration::ZERO, "standalone closes at once");
         assert_eq!(s.log, LogFormat::Text);
+    }
+
+    #[test]
+    fn jetstream_replicas_are_read_and_bounded() {
+        let one = gateway(&[URL]).unwrap();
+        assert_eq!(one.nats.as_ref().unwrap().replicas, 1);
+        let window = Some(Duration::from_secs(60));
+        assert_eq!(one.recovery_log(window).unwrap().replicas, 1);
+
+        let three = broker(&[URL, ("SWITCHBOARD_NATS_REPLICAS", "3")]).unwrap();
+        assert_eq!(three.nats.as_ref().unwrap().replicas, 3);
+        assert_eq!(three.recovery_log(window).unwrap().replicas, 3);
+        let file = "[nats]\nurl = \"nats://a:4222,nats://b:4222\"\nreplicas = 5\n";
+        let five = load(Process::Gateway, Some(file), &[]).unwrap();
+        assert_eq!(five.nats.unwrap().replicas, 5);
+
+        for bad in ["0", "6", "three", "-1"] {
+            let e = gateway(&[URL, ("SWITCHBOARD_NATS_REPLICAS", bad)]).unwrap_err();
+            assert!(
+                e.contains("SWITCHBOARD_NATS_REPLICAS") && e.contains("from 1 to 5"),
+                "{bad}: {e}"
+            );
+        }
+        // Checked standalone too (no URL), not silently ignored.
+        let e = gateway(&[("SWITCHBOARD_NATS_REPLICAS", "9")]).unwrap_err();
+        assert!(e.contains("from 1 to 5"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! [`LeaderMode::KvLease`] keeps a lease in a NATS JetStream key-value bucket
 //! (`{prefix}_broker_leader`, dots of the prefix turned into `_`; history 1, `max_age` = the lease
-//! TTL) under the key `leader`. A broker becomes leader by `create` (refused while the key exists)
+//! TTL, `[nats] replicas` copies: 3 in a 3-node NATS cluster survive the loss of one) under the
+//! key `leader`. A broker becomes leader by `create` (refused while the key exists)
 //! and stays leader by `update` with the revision it last wrote, every TTL/3; the first failed
 //! update makes it step down. Because every write restarts the key's `max_age`, a leader that
 //! stops writing loses the key TTL after its last write, while it steps down at most 2·TTL/3
@@ -57,10 +58,12 @@ pub(crate) async fn open(bus: &Bus, prefix: &str, ttl: Duration) -> Result<kv::S
     };
     let js = jetstream::new(client);
     let bucket = bucket_name(prefix);
+    let replicas = bus.replicas();
     // The bucket's stream is made by hand, as `create_key_value` would make it, because that
     // call first reads the account info, which async-nats 0.51 cannot parse from nats-server 2.9.
     let attempt = async {
         if let Ok(store) = js.get_key_value(bucket.as_str()).await {
+            same_replicas(&js, &bucket, replicas).await;
             return Ok(store);
         }
         let created = js
@@ -74,7 +77,7 @@ pub(crate) async fn open(bus: &Bus, prefix: &str, ttl: Duration) -> Result<kv::S
                 deny_delete: true,
                 allow_direct: true,
                 discard: jetstream::stream::DiscardPolicy::New,
-                num_replicas: 1,
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await;
@@ -94,6 +97,35 @@ pub(crate) async fn open(bus: &Bus, prefix: &str, ttl: Duration) -> Result<kv::S
                 "no answer from JetStream".into(),
             ))
         })
+}
+
+/// Brings an existing bucket's stream to `replicas` copies (a cluster that grew from one NATS
+/// server to three, or a changed `[nats] replicas`). A failure is logged, not fatal: the lease
+/// works with any number of copies, it just does not survive the loss of its only server.
+async fn same_replicas(js: &jetstream::Context, bucket: &str, replicas: usize) {
+    let name = format!("KV_{bucket}");
+    let stream = match js.get_stream(&name).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(stream = %name, error = %e, "leader lease: cannot read the bucket's stream");
+            return;
+        }
+    };
+    let mut config = stream.cached_info().config.clone();
+    if config.num_replicas == replicas {
+        return;
+    }
+    let had = config.num_replicas;
+    config.num_replicas = replicas;
+    match js.update_stream(config).await {
+        Ok(_) => {
+            tracing::info!(stream = %name, from = had, to = replicas, "leader lease: replicas changed");
+        }
+        Err(e) => tracing::warn!(
+            stream = %name, from = had, to = replicas, error = %e,
+            "leader lease: cannot change the bucket's replicas"
+        ),
+    }
 }
 
 /// Runs the election until `cancel`, publishing leadership on `leader`. Releases the lease on

@@ -117,6 +117,10 @@ pub struct NatsOptions {
     pub credentials_file: Option<std::path::PathBuf>,
     /// A file holding an nkey seed (`SU...`), if the server authenticates users by nkey.
     pub nkey_seed_file: Option<std::path::PathBuf>,
+    /// Copies a JetStream stream or bucket this client makes keeps in a NATS cluster (the
+    /// recovery log, the brokers' leader lease); 0 counts as 1. More than 1 needs a clustered
+    /// JetStream with at least that many servers; 3 survives the loss of one.
+    pub replicas: usize,
 }
 
 impl std::fmt::Debug for NatsOptions {
@@ -130,6 +134,7 @@ impl std::fmt::Debug for NatsOptions {
             .field("token", &redacted(self.token.is_some()))
             .field("credentials_file", &self.credentials_file)
             .field("nkey_seed_file", &self.nkey_seed_file)
+            .field("replicas", &self.replicas)
             .finish()
     }
 }
@@ -159,6 +164,8 @@ pub struct Bus {
     jetstream: Option<async_nats::jetstream::Context>,
     link: watch::Receiver<Link>,
     inboxes: Arc<AtomicU64>,
+    /// [`NatsOptions::replicas`], at least 1.
+    replicas: usize,
 }
 
 impl std::fmt::Debug for Bus {
@@ -175,10 +182,12 @@ impl Bus {
     /// Connects to NATS. The first connection attempt is retried in the background (the call
     /// returns at once), and a lost connection is re-established forever with backoff; watch
     /// [`Bus::link`] to know when it is up.
+    ///
+    /// The URLs of a comma-separated list are tried in the order given (then the servers the
+    /// cluster advertises), at start and after a lost connection alike: give each process its
+    /// own (nearest) node first, and the client fails over to the next one that answers.
     pub async fn connect(opts: &NatsOptions) -> Result<Self, BusError> {
-        if opts.url.trim().is_empty() {
-            return Err(BusError::Options("empty NATS URL".into()));
-        }
+        let servers = server_addrs(&opts.url)?;
         let (tx, rx) = watch::channel(Link {
             up: false,
             generation: 0,
@@ -187,6 +196,7 @@ impl Bus {
         let events = tx.clone();
         let mut options = async_nats::ConnectOptions::new()
             .no_echo()
+            .retain_servers_order()
             .retry_on_initial_connect()
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
             .event_callback(move |event| {
@@ -216,7 +226,7 @@ impl Bus {
                 .map_err(|e| BusError::Options(format!("{}: {e}", path.display())))?;
         }
         let client = options
-            .connect(opts.url.as_str())
+            .connect(servers)
             .await
             .map_err(|e| BusError::Connect(e.to_string()))?;
         // The Connected event may have fired before the callback's sender was read; the state
@@ -237,6 +247,7 @@ impl Bus {
             backend: Backend::Nats(client),
             link: rx,
             inboxes: Arc::new(AtomicU64::new(0)),
+            replicas: opts.replicas.max(1),
         })
     }
 
@@ -246,6 +257,7 @@ impl Bus {
             backend: Backend::Local { hub, client },
             link,
             inboxes: Arc::new(AtomicU64::new(0)),
+            replicas: 1,
         }
     }
 
@@ -261,6 +273,12 @@ impl Bus {
             Backend::Nats(c) => Some(c.clone()),
             Backend::Local { .. } => None,
         }
+    }
+
+    /// How many copies the JetStream streams and buckets this client makes keep
+    /// ([`NatsOptions::replicas`]; 1 on the hub).
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     /// The connection state, to watch.
@@ -444,6 +462,37 @@ impl Bus {
             Backend::Local { .. } => Ok(()),
         }
     }
+}
+
+/// The servers of a URL setting: comma-separated, each as async-nats reads one (`host:port`,
+/// `nats://…`, `tls://…`), in order. async-nats takes a string as one URL, so a list given as
+/// one string must be split here. Errors name the entry by position, never by its text, which
+/// may hold a password.
+fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, BusError> {
+    let entries: Vec<&str> = url.split(',').map(str::trim).collect();
+    if entries.iter().all(|e| e.is_empty()) {
+        return Err(BusError::Options("empty NATS URL".into()));
+    }
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            if entry.is_empty() {
+                return Err(BusError::Options(format!(
+                    "NATS URL list: entry {} of {} is empty",
+                    i + 1,
+                    entries.len()
+                )));
+            }
+            entry.parse::<async_nats::ServerAddr>().map_err(|e| {
+                BusError::Options(format!(
+                    "NATS URL list: entry {} of {} is not a server URL: {e}",
+                    i + 1,
+                    entries.len()
+                ))
+            })
+        })
+        .collect()
 }
 
 fn on_event(tx: &watch::Sender<Link>, event: async_nats::Event) {

@@ -163,3 +163,40 @@ async fn a_payload_over_the_bound_is_refused_whole() {
         .expect("at the bound");
     assert_eq!(sub.next().await.expect("message").payload.len(), 8);
 }
+
+#[test]
+fn a_url_list_is_every_server_in_order() {
+    let addrs =
+        crate::server_addrs(" nats://127.0.0.1:4222,127.0.0.1:4223 , tls://n3.example:4224")
+            .expect("three servers");
+    let shown: Vec<(String, u16)> = addrs
+        .iter()
+        .map(|a| (a.host().to_owned(), a.port()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("127.0.0.1".to_owned(), 4222),
+            ("127.0.0.1".to_owned(), 4223),
+            ("n3.example".to_owned(), 4224)
+        ]
+    );
+    assert_eq!(crate::server_addrs("nats://a:1").expect("one").len(), 1);
+}
+
+#[test]
+fn a_bad_url_list_is_refused_without_echoing_it() {
+    for (url, why) in [
+        ("", "empty NATS URL"),
+        (" , ", "empty NATS URL"),
+        ("nats://a:1,,nats://b:2", "entry 2 of 3 is empty"),
+        (
+            "nats://a:1,nats://u:sb-secret@b:notaport",
+            "entry 2 of 2 is not a server URL",
+        ),
+    ] {
+        let e = crate::server_addrs(url).expect_err(url).to_string();
+        assert!(e.contains(why), "{url}: {e}");
+        assert!(!e.contains("sb-secret"), "{url}: {e}");
+    }
+}

@@ -4,6 +4,9 @@
 // (heartbeat 200 ms, lease 1200 ms). Plus `waitFor`, to wait for convergence instead of
 // sleeping, and `brokerTruth`, to compare the broker's view with what the clients know.
 //
+// With SWITCHBOARD_E2E_NATS_NODES=3 (or `startCluster({ natsNodes: 3 })`) the bus is three
+// nats-servers joined by routes (`startNatsCluster`), the processes spread over them.
+//
 // A cluster's nats-server runs with the shipped permissions (deploy/nats/nats-conf.sh, for the
 // cluster's prefix and gateways gw1..gw9) and fresh random passwords: the broker connects as
 // `broker`, gateway gwN as `gateway-gwN`, lib/worker.js as `worker`, the emitter packages'
@@ -159,6 +162,21 @@ function tcpConnect(port, host = '127.0.0.1', ms = 2000) {
   });
 }
 
+/**
+ * A TCP port free on 127.0.0.1 a moment ago (bound, read, released): for a port that must be
+ * known before the process that listens on it starts (nats-server's route ports).
+ */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
 /** Resolves once the server.js-started process `handle` has exited (polls its `exited()`). */
 async function exitOf(handle) {
   while (!handle.exited()) await sleep(10);
@@ -251,20 +269,28 @@ function permissions(dir, { prefix, nodes }) {
  * nodes }` it runs with the shipped permissions for them (see `permissions`) and registers its
  * users with lib/bus.js. Resolves to { url, port, pid, users, stop(), kill(), restart(), logs() };
  * `pid` follows restarts.
+ *
+ * `member` (used by `startNatsCluster`) makes it one node of a cluster: { name, dir, perms,
+ * clusterPort, config(clusterPort) → the text of its configuration file (server name, cluster
+ * block, the permissions included) }; its handle then also has `clusterPort`, and a restart
+ * keeps both ports.
  */
-async function startNats({ port, auth } = {}) {
+async function startNats({ port, auth, member } = {}) {
   const bin = natsServerBin();
   if (!bin) throw new Error(NATS_MISSING);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-nats-'));
+  const dir = member ? member.dir : fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-nats-'));
+  if (member) fs.mkdirSync(dir, { recursive: true });
   natsDirs.add(dir);
-  const perms = auth ? permissions(dir, auth) : null;
+  const perms = member ? member.perms : auth ? permissions(dir, auth) : null;
+  const label = member ? `nats ${member.name}` : 'nats';
   let logs = '';
   let current = null; // { child, exited, exitedPromise }
+  let clusterPort = member ? member.clusterPort : null;
 
   const keep = (chunk) => {
     logs += chunk;
     if (logs.length > LOG_LIMIT) logs = logs.slice(-LOG_LIMIT);
-    if (process.env.E2E_VERBOSE) process.stderr.write(`[nats] ${chunk}`);
+    if (process.env.E2E_VERBOSE) process.stderr.write(`[${label}] ${chunk}`);
   };
 
   /** One nats-server process; resolves to its client port once it accepts connections. */
@@ -272,7 +298,13 @@ async function startNats({ port, auth } = {}) {
     new Promise((resolve, reject) => {
       fs.mkdirSync(path.join(dir, 'js'), { recursive: true });
       const args = ['-a', '127.0.0.1', '-p', String(wantPort ?? -1), '--ports_file_dir', dir, '-js', '-sd', path.join(dir, 'js')];
-      if (perms) args.push('-c', perms.file);
+      if (member) {
+        const file = path.join(dir, 'node.conf');
+        fs.writeFileSync(file, member.config(clusterPort ?? -1));
+        args.push('-c', file);
+      } else if (perms) {
+        args.push('-c', perms.file);
+      }
       const env = { ...process.env, ...(perms ? perms.env : {}) };
       const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
       natsChildren.add(child);
@@ -359,6 +391,10 @@ async function startNats({ port, auth } = {}) {
   const nats = {
     url: `nats://127.0.0.1:${got}`,
     port: got,
+    name: member ? member.name : 'nats',
+    get clusterPort() {
+      return clusterPort;
+    },
     users: perms ? perms.users : null,
     get pid() {
       return current.child.pid;
@@ -388,6 +424,164 @@ async function startNats({ port, auth } = {}) {
     },
   };
   return nats;
+}
+
+/** SWITCHBOARD_E2E_NATS_NODES: how many nats-servers a cluster of the tests runs on (1 or 3). */
+function natsNodesFromEnv() {
+  const raw = process.env.SWITCHBOARD_E2E_NATS_NODES;
+  if (raw === undefined || raw === '') return 1;
+  const n = Number(raw);
+  if (n !== 1 && n !== 3) throw new Error(`SWITCHBOARD_E2E_NATS_NODES=${raw}: must be 1 or 3`);
+  return n;
+}
+
+/**
+ * `nodes` nats-servers (n1..nN) joined by routes on loopback into one NATS cluster with clustered
+ * JetStream, every node with the same shipped permissions (`auth`, as `startNats`) and routes
+ * authenticated by a route user of their own. Resolves once every node has a route to every other
+ * and they agree on a JetStream meta leader, to a handle shaped like `startNats`'s, whose
+ * `stop()`, `kill()` and `restart()` act on every node (a whole-bus outage), plus:
+ *   nodes[i]      each node's own handle (`kill()` one node: the cluster loses one server);
+ *   urls          each node's client URL;
+ *   urlFor(i)     the comma-separated list a process placed on node i % N is given: its own node
+ *                 first, then the others in order (Switchboard tries them in that order);
+ *   url, port     node 1's, for what takes one URL (nats.js, the probes): those clients learn the
+ *                 other nodes from the server's INFO and fail over to them;
+ *   monitor(i, p) node i's monitoring endpoint p, parsed; jsz(i), routez(i), streams(i) (the
+ *                 JetStream streams it holds a copy of), clients(i) (its clients' names).
+ * Credentials are registered with lib/bus.js under every one of these URLs and lists.
+ */
+async function startNatsCluster({ nodes = 3, auth } = {}) {
+  if (!natsServerBin()) throw new Error(NATS_MISSING);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'switchboard-natscluster-'));
+  natsDirs.add(dir);
+  const perms = auth ? permissions(dir, auth) : null;
+  const authText = perms ? fs.readFileSync(perms.file, 'utf8') : '';
+  const routePass = password();
+  const names = Array.from({ length: nodes }, (_, i) => `n${i + 1}`);
+  // Clustered JetStream wants every node's routes configured, so the route ports are chosen
+  // before any node starts (each node's list names itself too; nats-server skips that one).
+  const clusterPorts = await Promise.all(names.map(() => freePort()));
+  const routes = clusterPorts.map((p) => `"nats-route://route:${routePass}@127.0.0.1:${p}"`).join(', ');
+  const handles = [];
+  const member = (name, i) => ({
+    name,
+    dir: path.join(dir, name),
+    perms,
+    clusterPort: clusterPorts[i],
+    config: (clusterPort) => {
+      // The auth block is copied beside the node's file: nats-server resolves `include` relative
+      // to the including file.
+      if (perms) fs.writeFileSync(path.join(dir, name, 'auth.conf'), authText);
+      return [
+        `server_name: "${name}"`,
+        'http: "127.0.0.1:-1"',
+        'cluster {',
+        '  name: "switchboard-e2e"',
+        `  listen: "127.0.0.1:${clusterPort}"`,
+        `  authorization { user: "route", password: "${routePass}" }`,
+        `  routes: [${routes}]`,
+        '}',
+        perms ? 'include ./auth.conf' : '',
+        '',
+      ].join('\n');
+    },
+  });
+  const stopAll = () => Promise.allSettled(handles.map((h) => h.stop()));
+  try {
+    const all = await Promise.allSettled(names.map((name, i) => startNats({ member: member(name, i) })));
+    for (const r of all) if (r.status === 'fulfilled') handles.push(r.value);
+    const failed = all.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  } catch (err) {
+    await stopAll();
+    fs.rmSync(dir, { recursive: true, force: true });
+    natsDirs.delete(dir);
+    throw err;
+  }
+  const urls = handles.map((h) => h.url);
+  const urlFor = (i) => {
+    const k = ((i % nodes) + nodes) % nodes;
+    return [...urls.slice(k), ...urls.slice(0, k)].join(',');
+  };
+  if (perms) for (let i = 0; i < nodes; i++) registerAuth(urlFor(i), perms.users);
+  const monitor = (i) => {
+    const ports = JSON.parse(fs.readFileSync(path.join(handles[i].dir, `nats-server_${handles[i].pid}.ports`), 'utf8'));
+    const http = (ports.monitoring || []).find((u) => u.startsWith('http://'));
+    if (!http) throw new Error(`${names[i]}: no monitoring port in its ports file`);
+    return http;
+  };
+  const cluster = {
+    get url() {
+      return urls[0];
+    },
+    get port() {
+      return handles[0].port;
+    },
+    get pid() {
+      return handles[0].pid;
+    },
+    users: perms ? perms.users : null,
+    dir,
+    nodes: handles,
+    urls,
+    urlFor,
+    logs: () => handles.map((h) => `--- ${h.name} ---\n${h.logs()}`).join('\n'),
+    exited: () => handles.every((h) => h.exited()),
+    /** GET node i's monitoring endpoint `what` (e.g. `/connz`, `/jsz?streams=true`), parsed. */
+    monitor: (i, what) => getJson(`${monitor(i)}${what}`),
+    jsz: (i) => getJson(`${monitor(i)}/jsz`),
+    routez: (i) => getJson(`${monitor(i)}/routez`),
+    /** The JetStream streams node i holds a copy of: /jsz's stream_detail (config, cluster, state). */
+    async streams(i) {
+      const doc = await getJson(`${monitor(i)}/jsz?accounts=true&streams=true&config=true`);
+      return (doc.account_details || []).flatMap((a) => a.stream_detail || []);
+    },
+    /** The names of the clients connected to node i (/connz). */
+    async clients(i) {
+      const doc = await getJson(`${monitor(i)}/connz?limit=1024`);
+      return (doc.connections || []).map((c) => c.name || '');
+    },
+    /** Resolves once every running node routes to every other and all name one meta leader. */
+    async formed({ timeoutMs = 30_000 } = {}) {
+      const up = handles.map((h, i) => [h, i]).filter(([h]) => !h.exited());
+      await waitFor(
+        async () => {
+          const leaders = new Set();
+          for (const [, i] of up) {
+            const routez = await cluster.routez(i);
+            const peers = new Set((routez.routes || []).map((r) => r.remote_id));
+            if (peers.size < up.length - 1) return false;
+            const jsz = await cluster.jsz(i);
+            if (!jsz.meta_cluster || !jsz.meta_cluster.leader) return false;
+            leaders.add(jsz.meta_cluster.leader);
+          }
+          return leaders.size === 1;
+        },
+        { timeoutMs, intervalMs: 100, what: `a ${up.length}-node NATS cluster with one JetStream meta leader` },
+      );
+      return cluster;
+    },
+    async stop() {
+      await stopAll();
+      fs.rmSync(dir, { recursive: true, force: true });
+      natsDirs.delete(dir);
+    },
+    async kill() {
+      await Promise.all(handles.map((h) => h.kill()));
+    },
+    async restart() {
+      await Promise.all(handles.map((h) => h.restart()));
+      return cluster;
+    },
+  };
+  try {
+    await cluster.formed();
+  } catch (err) {
+    await cluster.stop();
+    throw new Error(`${err.message}\n${cluster.logs()}`);
+  }
+  return cluster;
 }
 
 /**
@@ -463,8 +657,14 @@ async function startGateway({ natsUrl, nodeId = 'gw1', prefix, config, env = {} 
  * adds what the gateways need to know of the started broker (e.g. its gRPC address). Resolves to
  * { nats, broker, gateways, prefix, stop() }; if any part fails to start, what did start is
  * stopped and the error is rethrown.
+ *
+ * `natsNodes` (default: SWITCHBOARD_E2E_NATS_NODES, else 1) = 3 runs the bus on a 3-node NATS
+ * cluster (`startNatsCluster`): gateway gwK is given the node list starting at node K (gw1 on
+ * n1, gw2 on n2, gw3 on n3, gw4 on n1 …), the broker the list starting at n2, and every
+ * JetStream stream and bucket they make is R3 (SWITCHBOARD_NATS_REPLICAS=3; `env` may override).
+ * `nats` is then the cluster's handle; processes a test adds with `nats.url` reach n1 first.
  */
-async function startCluster({ gateways = 3, config, env = {}, gatewayEnv = () => ({}) } = {}) {
+async function startCluster({ gateways = 3, config, env = {}, gatewayEnv = () => ({}), natsNodes = natsNodesFromEnv() } = {}) {
   const prefix = uniquePrefix();
   const started = [];
   const stopAll = async () => {
@@ -476,13 +676,17 @@ async function startCluster({ gateways = 3, config, env = {}, gatewayEnv = () =>
     }
   };
   try {
-    const nats = await startNats({ auth: { prefix, nodes: authNodes(gateways) } });
+    const auth = { prefix, nodes: authNodes(gateways) };
+    const clustered = natsNodes > 1;
+    const nats = clustered ? await startNatsCluster({ nodes: natsNodes, auth }) : await startNats({ auth });
     started.push({ role: 'nats', handle: nats });
-    const broker = await startBroker({ natsUrl: nats.url, prefix, env });
+    const urlFor = (i) => (clustered ? nats.urlFor(i) : nats.url);
+    const procEnv = clustered ? { SWITCHBOARD_NATS_REPLICAS: String(Math.min(natsNodes, 3)), ...env } : env;
+    const broker = await startBroker({ natsUrl: urlFor(1), prefix, env: procEnv });
     started.push({ role: 'broker', handle: broker });
-    const gwEnv = { ...env, ...gatewayEnv(broker) };
+    const gwEnv = { ...procEnv, ...gatewayEnv(broker) };
     const results = await Promise.allSettled(
-      Array.from({ length: gateways }, (_, i) => startGateway({ natsUrl: nats.url, nodeId: `gw${i + 1}`, prefix, config, env: gwEnv })),
+      Array.from({ length: gateways }, (_, i) => startGateway({ natsUrl: urlFor(i), nodeId: `gw${i + 1}`, prefix, config, env: gwEnv })),
     );
     for (const r of results) if (r.status === 'fulfilled') started.push({ role: 'gateway', handle: r.value });
     const failed = results.find((r) => r.status === 'rejected');
@@ -496,6 +700,8 @@ async function startCluster({ gateways = 3, config, env = {}, gatewayEnv = () =>
 
 module.exports = {
   startNats,
+  startNatsCluster,
+  natsNodesFromEnv,
   startBroker,
   startGateway,
   startCluster,
