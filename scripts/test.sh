@@ -220,6 +220,7 @@ if [ -z "${E2E_ONLY:-}" ]; then
   smoke bench-forward.sh "forwarded polling requests"
   smoke bench-compare.sh "side-by-side with Node's socket.io"
   smoke bench-storm.sh "reconnect storm (kill and drain of a gateway behind nginx)"
+  smoke bench-memory.sh "memory over connection cycles"
 fi
 
 # The e2e runner's totals again as the last line, after the smoke run's output.

@@ -6,6 +6,7 @@
 //! environment or OS signals, print, or install a log subscriber or metrics recorder; this crate
 //! does all of that, once per process:
 //!
+//! - [`allocator`]: the global allocator (cargo features `jemalloc`, default, and `mimalloc`);
 //! - [`admin_ui`]: the Socket.IO Admin UI's view of the cluster, over the broker's admin service;
 //! - [`process`]: command line, configuration check (exit 2), runtime and exit status;
 //! - [`settings`]: the settings both tiers share (file and environment, one table, one parser);
@@ -17,6 +18,7 @@
 //! the binary waits for before it exits.
 
 pub mod admin_ui;
+pub mod allocator;
 pub mod process;
 pub mod settings;
 pub mod signal;

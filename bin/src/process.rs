@@ -50,6 +50,12 @@ where
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = crate::allocator::start() {
+        tracing::warn!(
+            allocator = crate::allocator::NAME,
+            "freed memory is returned only while busy: {e}"
+        );
+    }
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

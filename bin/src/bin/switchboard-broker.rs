@@ -72,6 +72,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut signals = Signals::install().context("installing the signal handlers")?;
     let prometheus = telemetry::install_recorder(&[]).context("installing the metrics recorder")?;
     metrics::describe();
+    switchboard::allocator::describe();
 
     let http_addr = resolve(&settings.broker.host, settings.broker.http_port).await?;
     let listener = tokio::net::TcpListener::bind(http_addr)
@@ -138,7 +139,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let service = grpc::AdminService::new(&broker, bus.clone(), settings.subjects.clone());
     let routes = http::Routes {
         broker: broker.clone(),
-        metrics: Some(std::sync::Arc::new(move || prometheus.render())),
+        metrics: Some(std::sync::Arc::new(move || {
+            switchboard::allocator::record_gauges();
+            prometheus.render()
+        })),
         api: grpc_listener
             .as_ref()
             .map(|(_, opts)| api::HttpApi::new(service.clone(), opts.keys.clone())),
@@ -172,7 +176,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
 
     println!("listening on http://{local}");
-    tracing::info!(%local, broker = broker.id(), "serving HTTP");
+    tracing::info!(%local, broker = broker.id(), allocator = switchboard::allocator::NAME, "serving HTTP");
     let failure = tokio::select! {
         () = signals.recv() => None,
         Ok(why) = grpc_ended => Some(why),

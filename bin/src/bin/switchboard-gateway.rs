@@ -217,6 +217,7 @@ async fn serve(
         telemetry::install_recorder(&[(metrics::FANOUT_SIZE, &metrics::FANOUT_BUCKETS)])
             .context("installing the metrics recorder")?;
     metrics::describe();
+    switchboard::allocator::describe();
     let node = settings.node.clone().unwrap_or_else(NodeId::random);
     let io = sio::Server::new(config.sio_config());
     let standalone = settings.nats.is_none();
@@ -320,7 +321,7 @@ async fn serve(
     {
         tracing::warn!("forward rules need workers on NATS: standalone, they answer `no worker`");
     }
-    tracing::info!(node = %node, mode = if standalone { "standalone" } else { "cluster" }, "starting");
+    tracing::info!(node = %node, mode = if standalone { "standalone" } else { "cluster" }, allocator = switchboard::allocator::NAME, "starting");
     let engine = Engine::new(server.engine_config(), io.clone(), node.clone());
     let _ = engine_slot.set(engine.clone());
     let mut router = Router::new(server.http_cors()).endpoint(&server.path, engine.clone());
@@ -396,6 +397,7 @@ async fn serve(
         if let Some(b) = &scraped {
             b.record_gauges();
         }
+        switchboard::allocator::record_gauges();
         handle.render()
     }));
     tasks.spawn(telemetry::upkeep(prometheus, side.clone()));
