@@ -404,7 +404,7 @@ describe('/metrics in a cluster: broker gauges equal its state, NATS series on t
 
 describe('the dashboard and the docs name the series the binaries define', () => {
   // Every metric name is a string constant in a `metrics` module (and the bus crate's one).
-  const SOURCES = ['gateway/src/metrics.rs', 'broker/src/metrics.rs', 'bus/src/lib.rs'];
+  const SOURCES = ['gateway/src/metrics.rs', 'broker/src/metrics.rs', 'bus/src/lib.rs', 'bin/src/allocator.rs'];
   const defined = new Set();
   for (const file of SOURCES) {
     for (const m of fs.readFileSync(path.join(REPO, file), 'utf8').matchAll(/"(switchboard_[a-z_]*[a-z])"/g)) defined.add(m[1]);
