@@ -286,14 +286,21 @@ impl Router {
             if req.method() == Method::OPTIONS {
                 return self.preflight(&req, origin.as_ref());
             }
-            let sid = crate::forward::sid_of(req.uri());
+            // The sid is looked at here only to forward and to refuse new sessions while
+            // draining (the endpoint reads the query itself).
+            let draining = self.draining.load(Ordering::SeqCst);
+            let sid = if self.forward.is_some() || draining {
+                crate::forward::sid_of(req.uri())
+            } else {
+                None
+            };
             if let Some(fwd) = &self.forward
                 && let Some(owner) = fwd.owner(req.headers(), sid.as_deref())
             {
                 // The owner answers CORS as it would have answered the client.
                 return fwd.forward(owner, req, remote).await;
             }
-            if sid.is_none() && self.draining.load(Ordering::SeqCst) {
+            if sid.is_none() && draining {
                 let mut res = crate::transport::json_response(
                     StatusCode::SERVICE_UNAVAILABLE,
                     r#"{"code":3,"message":"Server draining"}"#,

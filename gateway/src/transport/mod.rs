@@ -73,8 +73,7 @@ impl<H: Handler> Endpoint for Engine<H> {
         remote: SocketAddr,
     ) -> Result<(), TcpStream> {
         // The same checks as `handle`, for the one outcome taken here; anything else goes back.
-        let pairs = parse_query(req.uri().query());
-        let q = EioQuery::parse(&pairs);
+        let q = EioQuery::parse(req.uri().query());
         let fits = self.config.allow_websocket
             && q.transport.as_deref() == Some("websocket")
             && q.sid.is_none()
@@ -147,13 +146,22 @@ pub(crate) struct EioQuery {
 }
 
 impl EioQuery {
-    pub(crate) fn parse(pairs: &[(String, String)]) -> Self {
-        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        Self {
-            eio: get("EIO"),
-            transport: get("transport"),
-            sid: get("sid"),
+    /// The first value of each parameter, decoded as [`parse_query`] decodes it; only those three
+    /// are copied (a polling request is mostly this, so it allocates for them alone).
+    pub(crate) fn parse(query: Option<&str>) -> Self {
+        let mut q = Self::default();
+        for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let slot = match &*name {
+                "EIO" => &mut q.eio,
+                "transport" => &mut q.transport,
+                "sid" => &mut q.sid,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(value.into_owned());
+            }
         }
+        q
     }
 }
 
@@ -168,8 +176,7 @@ async fn handle<H: Handler>(
     req: Request<Incoming>,
     remote: SocketAddr,
 ) -> Response<Body> {
-    let pairs = parse_query(req.uri().query());
-    let q = EioQuery::parse(&pairs);
+    let q = EioQuery::parse(req.uri().query());
     let config = &engine.config;
     let transport = match q.transport.as_deref() {
         Some("polling") if config.allow_polling => Transport::Polling,
@@ -265,6 +272,28 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect();
             assert_eq!(got, want, "{q}");
+        }
+    }
+
+    #[test]
+    fn eio_query_takes_the_first_value_of_each_decoded() {
+        let cases: &[(Option<&str>, [Option<&str>; 3])] = &[
+            (None, [None, None, None]),
+            (
+                Some("EIO=4&transport=polling&t=x&sid=a%2Bb"),
+                [Some("4"), Some("polling"), Some("a+b")],
+            ),
+            (
+                Some("sid=first&sid=second&transport=web+socket&EIO"),
+                [Some(""), Some("web socket"), Some("first")],
+            ),
+            (Some("eio=4&Sid=x"), [None, None, None]),
+        ];
+        for (query, [eio, transport, sid]) in cases {
+            let q = EioQuery::parse(*query);
+            assert_eq!(q.eio.as_deref(), *eio, "{query:?}");
+            assert_eq!(q.transport.as_deref(), *transport, "{query:?}");
+            assert_eq!(q.sid.as_deref(), *sid, "{query:?}");
         }
     }
 
