@@ -335,23 +335,34 @@ struct Io<'a, H: Handler> {
 /// Lets pushers write frames to the socket directly.
 impl DirectWrite for TcpStream {
     fn write(&self, frames: &[Frame], spill: &mut Vec<u8>) -> io::Result<()> {
-        SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            s.clear();
-            encode_frames(&mut s, frames.iter(), None);
-            let result = write_some(self, &s);
-            if let Ok(n) = result
-                && n < s.len()
-            {
-                spill.extend_from_slice(&s[n..]);
-            }
-            s.clear();
-            if s.capacity() > SCRATCH_KEEP {
-                *s = Vec::new();
-            }
-            result.map(|_| ())
-        })
+        write_direct(self, frames, None, spill)
     }
+}
+
+/// Encodes `frames` (compressed with `deflate`, if given) into the thread's scratch buffer and
+/// writes what the socket takes now; the rest goes to `spill`.
+fn write_direct(
+    tcp: &TcpStream,
+    frames: &[Frame],
+    deflate: Option<Deflate>,
+    spill: &mut Vec<u8>,
+) -> io::Result<()> {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        s.clear();
+        encode_frames(&mut s, frames.iter(), deflate);
+        let result = write_some(tcp, &s);
+        if let Ok(n) = result
+            && n < s.len()
+        {
+            spill.extend_from_slice(&s[n..]);
+        }
+        s.clear();
+        if s.capacity() > SCRATCH_KEEP {
+            *s = Vec::new();
+        }
+        result.map(|_| ())
+    })
 }
 
 /// A socket with permessage-deflate, for pushers' direct writes.
@@ -362,22 +373,7 @@ struct Compressing {
 
 impl DirectWrite for Compressing {
     fn write(&self, frames: &[Frame], spill: &mut Vec<u8>) -> io::Result<()> {
-        SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            s.clear();
-            encode_frames(&mut s, frames.iter(), Some(self.deflate));
-            let result = write_some(&self.tcp, &s);
-            if let Ok(n) = result
-                && n < s.len()
-            {
-                spill.extend_from_slice(&s[n..]);
-            }
-            s.clear();
-            if s.capacity() > SCRATCH_KEEP {
-                *s = Vec::new();
-            }
-            result.map(|_| ())
-        })
+        write_direct(&self.tcp, frames, Some(self.deflate), spill)
     }
 }
 
