@@ -159,9 +159,6 @@ source scripts/lib/servers.sh
 cleanup() { stop_all; rm -rf "$work"; }
 trap cleanup EXIT
 
-# A free loopback port for redis-server (which cannot pick one and say so).
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 # up TARGET NAME: starts one standalone server; sets url and pid.
 up() {
     case $1 in
@@ -193,7 +190,7 @@ cluster_up() {
             ;;
         node)
             local port
-            port=$(free_port)
+            port=$(free_ports 1)
             mkdir -p "$work/redis"
             start redis "$OUT/redis.log" "$REDIS_SERVER" --bind 127.0.0.1 --port "$port" --dir "$work/redis" \
                 --save "" --appendonly no --daemonize no

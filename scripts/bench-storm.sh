@@ -119,8 +119,6 @@ source scripts/lib/servers.sh
 cleanup() { stop_all; rm -rf "$work"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 # nginx_up PORT UPSTREAM...: the shipped round-robin file, listening on 127.0.0.1-3:PORT, its
 # three upstreams replaced by UPSTREAM (host:port each). `backlog=4096`: nginx's default accept
 # queue (511) overflows when a third of 30 000 clients reconnect within a second, and each
@@ -174,21 +172,21 @@ switchboard_up() {
     done
     for n in gw1 gw2 gw3; do u+=("$(wait_for "$n" "$OUT/storm-$n.log" "$LISTENING")"); done
     for n in 0 1 2; do wait_ready "${u[n]}"; done
-    lb_port=$(free_port)
+    lb_port=$(free_ports 1)
     nginx_up "$lb_port" "${u[@]#http://}"
 }
 
 # node_up: redis, node1..node3 with the Redis adapter, nginx.
 node_up() {
     local n u=() port
-    port=$(free_port)
+    port=$(free_ports 1)
     mkdir -p "$work/redis"
     start redis "$OUT/storm-redis.log" "$REDIS_SERVER" --bind 127.0.0.1 --port "$port" --dir "$work/redis" \
         --save "" --appendonly no --daemonize no
     wait_for redis "$OUT/storm-redis.log" 's|.*\(Ready to accept connections\).*|\1|p' >/dev/null
     for n in node1 node2 node3; do REDIS_URL=redis://127.0.0.1:$port PORT=0 start "$n" "$OUT/storm-$n.log" node "$PEER"; done
     for n in node1 node2 node3; do u+=("$(wait_for "$n" "$OUT/storm-$n.log" "$LISTENING")"); done
-    lb_port=$(free_port)
+    lb_port=$(free_ports 1)
     nginx_up "$lb_port" "${u[@]#http://}"
 }
 

@@ -15,6 +15,8 @@
 #   start_nats_cluster N LOG_PREFIX [ARG...]
 #                                      N nats-servers joined by routes (nats1..natsN; see below);
 #                                      nats_list_from I: the URL list for a process on node I
+#   free_ports N                       N distinct free loopback ports (servers that cannot pick
+#                                      their own: redis-server, nginx, NATS routes)
 #
 # `pids[NAME]` holds each running server's PID. stop_all runs on exit (trap) unless the script
 # sets its own trap that calls it.
@@ -92,6 +94,20 @@ start_nats() {
 # shellcheck disable=SC2034  # used by the scripts that source this file
 LISTENING='s|.*listening on \(http://127\.0\.0\.1:[0-9][0-9]*\).*|\1|p'
 
+# free_ports N: N distinct free loopback ports, space-separated (for servers that cannot pick
+# their own port and say which: redis-server, nginx, NATS routes). Needs python3.
+free_ports() {
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
 # start_nats_cluster N LOG_PREFIX [ARG...]
 #   N nats-servers (nats1..natsN in pids[], logs LOG_PREFIX1.log …) joined by routes on loopback
 #   into one cluster, each given the extra arguments (-js: clustered JetStream, each node its own
@@ -108,16 +124,7 @@ start_nats_cluster() {
     command -v jq >/dev/null || die "a NATS cluster needs jq"
     nats_cluster_dir=$(mktemp -d "${TMPDIR:-/tmp}/bench-nats-cluster.XXXXXX")
     local ports=()
-    read -r -a ports <<< "$(python3 - "$n" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)"
+    read -r -a ports <<< "$(free_ports "$n")"
     for port in "${ports[@]}"; do routes+="${routes:+, }\"nats-route://127.0.0.1:$port\""; done
     nats_urls=()
     nats_monitor=()
