@@ -12,9 +12,9 @@
 # CPU $SERVER_CPU (default 0) and the load generator to $CLIENT_CPU (default 1); the generator's
 # connections offer permessage-deflate (SWITCHBOARD_LOADTEST_DEFLATE=1, as browsers and Node's
 # `ws` do) and its padding is chat-like text (SWITCHBOARD_LOADTEST_CHAT_TEXT=1). Measured: server
-# CPU per delivery and p99 (the load generator's report). Bytes on the wire are NOT measured here
-# (/proc/<pid>/io's wchar does not count socket sends, so a first version of this script read
-# ~0): docs/scaling.md gives the compression ratios of the codec for the same text. Each point takes
+# CPU per delivery, p99 and the bytes on the wire per delivery (what the generator's connections
+# read while sending, WebSocket framing included; /proc/<pid>/io's wchar does not count socket
+# sends, so the reader counts). Each point takes
 # /tmp/switchboard-bench.lock for its runs only (set BENCH_LOCK= to run without it). The table at
 # the end gives medians; every run's JSON line is in target/bench/compress.jsonl.
 set -euo pipefail
@@ -119,11 +119,12 @@ points = {}
 for r in rows:
     c = r["compress"]
     points.setdefault((c["payload"], c["deflate"], c["threshold"]), []).append(r)
-print(f"{'payload':>8} {'deflate':>8} {'threshold':>9} {'runs':>4} {'deliveries/s':>12} {'server µs/delivery':>18} {'p99 ms':>7}")
+print(f"{'payload':>8} {'deflate':>8} {'threshold':>9} {'runs':>4} {'deliveries/s':>12} {'server µs/delivery':>18} {'p99 ms':>7} {'wire B/deliv.':>13}")
 for (payload, deflate, threshold), rs in sorted(points.items()):
     med = lambda f: statistics.median(f(r) for r in rs)
     dps = med(lambda r: metric(r, "deliveries_per_sec"))
     cpu = med(lambda r: metric(r, "server_cpu_us_per_delivery"))
-    p99 = med(lambda r: metric(r, "latency_p99_ms") or 0)
-    print(f"{payload:>8} {str(deflate):>8} {threshold:>9} {len(rs):>4} {dps:>12.0f} {cpu:>18.2f} {p99:>7.2f}")
+    p99 = med(lambda r: metric(r, "latency_p99_us") / 1000)
+    wire = med(lambda r: metric(r, "client_rx_bytes_per_delivery") or 0)
+    print(f"{payload:>8} {str(deflate):>8} {threshold:>9} {len(rs):>4} {dps:>12.0f} {cpu:>18.2f} {p99:>7.2f} {wire:>13.0f}")
 PY

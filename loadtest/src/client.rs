@@ -19,6 +19,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -36,6 +37,15 @@ use crate::polling::Polling;
 
 /// Bytes reserved for each read.
 const READ_CHUNK: usize = 1024;
+
+/// Bytes read from every connection of this process (WebSocket and polling, handshakes
+/// included), for the bytes on the wire per delivery (`scripts/bench-compress.sh`).
+static RX_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes read so far from every connection of this process.
+pub(crate) fn rx_bytes() -> u64 {
+    RX_BYTES.load(Ordering::Relaxed)
+}
 /// A buffer grown beyond this (by a large frame or a burst) is shrunk back when emptied.
 const BUFFER_KEEP: usize = 16 * 1024;
 /// Largest response head to the upgrade request.
@@ -342,7 +352,9 @@ impl Stream {
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
             self.buf.reserve(READ_CHUNK);
         }
-        Ok(self.tcp.read_buf(&mut self.buf).await?)
+        let n = self.tcp.read_buf(&mut self.buf).await?;
+        RX_BYTES.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }
 

@@ -466,6 +466,7 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
         .map(|s| s.rss())
         .collect::<Result<Vec<_>>>()?;
     let start = Snapshot::take(&servers)?;
+    let rx_start = crate::client::rx_bytes();
     let first_send_ns = shared.now_ns();
     let mut stats = SendStats::default();
     let ticker = {
@@ -491,6 +492,7 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
     }
     drop(ticker);
     let end = Snapshot::take(&servers)?;
+    let rx_bytes = crate::client::rx_bytes() - rx_start;
     let rss_end = servers
         .iter()
         .map(|s| s.rss())
@@ -541,6 +543,16 @@ pub(crate) async fn run(cfg: cli::Fanout) -> Result<Report> {
         "msg/s",
     );
     r.add("expected_deliveries", "deliveries due", expected, "");
+    if rx_bytes > 0 {
+        // Everything the generator's connections read while sending (the members' deliveries,
+        // the sender's acks), framing and HTTP heads included, compressed where agreed.
+        r.add(
+            "client_rx_bytes_per_delivery",
+            "bytes read per delivery",
+            rx_bytes as f64 / delivered.max(1) as f64,
+            "B",
+        );
+    }
     r.add("deliveries", "deliveries received", delivered, "");
     r.add(
         "loss",
