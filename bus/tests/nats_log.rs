@@ -414,3 +414,124 @@ async fn a_follower_resumes_when_its_consumer_is_deleted() {
     publish_range(&bus, 11..=20).await;
     expect_range(&mut follower, 11..=20).await;
 }
+
+/// Three JetStream nats-servers joined by routes (a clustered JetStream), each on its own
+/// client port and store; killed and removed on drop.
+struct Cluster {
+    children: Vec<Child>,
+    ports: Vec<u16>,
+    store: PathBuf,
+}
+
+impl Cluster {
+    fn start() -> Option<Self> {
+        if !nats_server_bin().is_file() {
+            eprintln!("SKIPPED: no nats-server; set NATS_SERVER");
+            return None;
+        }
+        let store = std::env::temp_dir().join(unique("switchboard-logcluster-"));
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let route_list = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self {
+            children: Vec::new(),
+            ports: ports.clone(),
+            store: store.clone(),
+        };
+        for (i, (port, route)) in ports.iter().zip(&routes).enumerate() {
+            let dir = store.join(format!("n{i}"));
+            std::fs::create_dir_all(&dir).expect("a temporary JetStream store");
+            let child = Command::new(nats_server_bin())
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-n", &format!("n{i}"), "--cluster_name", "t"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{route}")])
+                .args(["--routes", &route_list, "-sd"])
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nats-server starts");
+            cluster.children.push(child);
+        }
+        for port in &ports {
+            let deadline = std::time::Instant::now() + WAIT;
+            while std::net::TcpStream::connect(("127.0.0.1", *port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "nats-server did not come up"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Some(cluster)
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.ports[i])
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+/// `log_ensure` until JetStream answers (a new cluster elects its meta leader first).
+async fn ensure_when_ready(bus: &Bus, cfg: &LogConfig) -> switchboard_bus::LogInfo {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match bus.log_ensure(cfg).await {
+            Ok(info) => return info,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "JetStream never became available: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The log's tag is the stream's identity in every offset a client keeps: gateways on different
+/// nodes of a NATS cluster that create the R3 stream at the same moment must all get the one the
+/// stream keeps. (On nats-server 2.9 the reply to a create that raced another reported a
+/// `created` 10-20 ms off the stream's, so one gateway refused every other's offsets.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ensures_agree_on_a_nats_cluster() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let buses = [
+        connect(&cluster.url(0), "a").await,
+        connect(&cluster.url(1), "b").await,
+        connect(&cluster.url(2), "c").await,
+    ];
+    for round in 0..8 {
+        let cfg = LogConfig {
+            stream: format!("t_log_{round}"),
+            subjects: vec![format!("t.log{round}.>")],
+            replicas: 3,
+            memory: true,
+            ..config()
+        };
+        let got =
+            futures_util::future::join_all(buses.iter().map(|b| ensure_when_ready(b, &cfg))).await;
+        let stored = buses[0].log_info(&cfg.stream).await.expect("stream info");
+        for (i, info) in got.iter().enumerate() {
+            assert_eq!(
+                info.tag, stored.tag,
+                "round {round}: node {i}'s ensure reported another tag than the stream's"
+            );
+        }
+    }
+}

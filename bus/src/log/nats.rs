@@ -42,10 +42,25 @@ const INACTIVE: Duration = Duration::from_secs(30);
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
+/// The stream's description: a fixed text and its tag ([`LogInfo::tag`]) after [`TAG_MARK`].
+const DESCRIPTION: &str = "Switchboard log (connection state recovery)";
+const TAG_MARK: &str = "; tag ";
+
+/// The description that names `tag`.
+fn description(tag: u64) -> String {
+    format!("{DESCRIPTION}{TAG_MARK}{tag}")
+}
+
+/// The tag a stream's description names, if it names one.
+fn described_tag(config: &stream::Config) -> Option<u64> {
+    let (_, tag) = config.description.as_deref()?.rsplit_once(TAG_MARK)?;
+    tag.parse().ok()
+}
+
+/// The settings `cfg` asks for; the description is set by the caller.
 fn stream_config(cfg: &LogConfig) -> stream::Config {
     stream::Config {
         name: cfg.stream.clone(),
-        description: Some("Switchboard log (connection state recovery)".into()),
         subjects: cfg.subjects.clone(),
         max_age: cfg.max_age,
         // The server stores "no limit" as -1 and would read 0 as such too.
@@ -74,10 +89,16 @@ fn same_settings(have: &stream::Config, want: &stream::Config) -> bool {
         && (want.duplicate_window.is_zero() || have.duplicate_window == want.duplicate_window)
 }
 
+/// The stream's creation time in ms: the tag of a stream made before tags were described (and
+/// what they were then), kept when such a stream gets its description.
+fn created_ms(info: &stream::Info) -> u64 {
+    u64::try_from(info.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
 fn log_info(info: &stream::Info) -> LogInfo {
     let last = info.state.last_sequence;
     LogInfo {
-        tag: u64::try_from(info.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
+        tag: described_tag(&info.config).unwrap_or_else(|| created_ms(info)),
         // A new stream reports 0 and 0; "empty" is first = last + 1 everywhere else.
         first_seq: if info.state.messages == 0 {
             last + 1
@@ -88,13 +109,28 @@ fn log_info(info: &stream::Info) -> LogInfo {
     }
 }
 
+/// Makes the stream exist with `cfg`'s settings and a tag.
+///
+/// The tag is the stream's identity in every offset a client keeps, so every gateway must read
+/// the same one. It is chosen once, by the creator (the time it created the stream, in ms), and
+/// kept in the stream's description: JetStream replicates the configuration as it is, while
+/// the stream's `created` is not (on nats-server 2.9 a 3-node cluster's replicas and the replies
+/// to racing creates were seen 3-13 ms apart, and one gateway then refused every other's
+/// offsets). Creators that race send different descriptions; the first create wins and the
+/// others fail ("a different configuration") and read the stream — except that nats-server 2.9
+/// was seen to accept two racing creates on a cluster, the later one's description stored, so
+/// a creator reads the stream back too, and a gateway that meets another tag in a claim reads
+/// it again (`gateway/src/cluster/recovery.rs`).
 pub(super) async fn ensure(js: &Context, cfg: &LogConfig) -> Result<LogInfo, BusError> {
-    let want = stream_config(cfg);
-    // Creating a stream that exists with the same settings succeeds; with others it fails, and
-    // the stream is then read and updated if needed. A concurrent creator makes us take the
-    // second path, which is as good.
+    let mut want = stream_config(cfg);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    want.description = Some(description(now_ms));
     let created = match js.create_stream(want.clone()).await {
-        Ok(stream) => return Ok(log_info(stream.cached_info())),
+        // Read back rather than trust the reply: a create that raced ours on another node may
+        // have been applied after it, and its description is the one the stream keeps.
+        Ok(_) => return info(js, &cfg.stream).await,
         Err(e) => e,
     };
     let stream = js.get_stream(&cfg.stream).await.map_err(|_| {
@@ -104,9 +140,12 @@ pub(super) async fn ensure(js: &Context, cfg: &LogConfig) -> Result<LogInfo, Bus
         ))
     })?;
     let info = stream.cached_info();
-    if same_settings(&info.config, &want) {
+    let tag = described_tag(&info.config);
+    if tag.is_some() && same_settings(&info.config, &want) {
         return Ok(log_info(info));
     }
+    // A stream made before tags were described keeps the tag its offsets carry.
+    want.description = Some(description(tag.unwrap_or_else(|| created_ms(info))));
     tracing::info!(stream = %cfg.stream, "updating the log stream's settings");
     let info = js
         .update_stream(want)

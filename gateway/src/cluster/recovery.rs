@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -54,7 +55,9 @@ pub struct RecoveryConfig {
 /// recovery-enabled namespace.
 pub(super) struct LogState {
     stream: String,
-    tag: u64,
+    /// The stream's tag, in every offset this gateway writes. Read at start; read again when a
+    /// claim finds the stream naming another (see `try_recover`).
+    tag: AtomicU64,
     namespaces: HashMap<String, Arc<NsLog>>,
 }
 
@@ -97,9 +100,14 @@ impl LogState {
             .collect();
         Some(Self {
             stream: cfg.stream.clone(),
-            tag: info.tag,
+            tag: AtomicU64::new(info.tag),
             namespaces,
         })
+    }
+
+    /// The stream's tag as this gateway knows it.
+    pub(super) fn tag(&self) -> u64 {
+        self.tag.load(Ordering::Relaxed)
     }
 
     pub(super) fn namespace(&self, ns: &str) -> Option<&Arc<NsLog>> {
@@ -249,7 +257,7 @@ impl Cluster {
             };
             while let Some(item) = reader.next().await {
                 match item {
-                    Ok(entry) => self.dispatch(&log, state.tag, entry),
+                    Ok(entry) => self.dispatch(&log, state.tag(), entry),
                     Err(e) => tracing::debug!(ns = %log.ns, error = %e, "recovery log read"),
                 }
             }
@@ -324,15 +332,19 @@ impl Cluster {
         let state = self.inner.log.as_ref().ok_or("unavailable")?;
         let log = state.namespace(ns).ok_or("unavailable")?.clone();
         let (tag, after) = parse_offset(offset).ok_or("bad_offset")?;
-        if tag != state.tag {
-            return Err("bad_offset");
-        }
         let bus = &self.inner.bus;
         let info = bus
             .log_info(&state.stream)
             .await
             .map_err(|_| "unavailable")?;
-        if after > info.last_seq {
+        // The stream names the tag (`switchboard_bus::Bus::log_ensure`); should it have
+        // changed since this gateway read it (gateways that created the stream at the same
+        // moment on a NATS cluster, or a stream made again), the stream is right.
+        let ours = state.tag.swap(info.tag, Ordering::Relaxed);
+        if ours != info.tag {
+            tracing::warn!(stream = %state.stream, was = ours, now = info.tag, "the recovery log's tag changed");
+        }
+        if tag != info.tag || after > info.last_seq {
             return Err("bad_offset");
         }
         if after.saturating_add(1) < info.first_seq {
@@ -456,7 +468,8 @@ impl Cluster {
             let Some(delivery) = delivery_of(entry, &mut fragments) else {
                 continue;
             };
-            let Some((target, frames)) = frames_of(&log.ns, delivery, &offset_text(state.tag, seq))
+            let Some((target, frames)) =
+                frames_of(&log.ns, delivery, &offset_text(state.tag(), seq))
             else {
                 continue;
             };
@@ -517,7 +530,7 @@ impl Cluster {
                     if cutoff.is_some_and(|c| entry.time_ms < c) {
                         return None;
                     }
-                    history_item(&ns, entry, state.tag)
+                    history_item(&ns, entry, state.tag())
                 })
                 .await
                 .map_err(|e| unavailable(&e))?;
