@@ -55,7 +55,7 @@
 //! | `p.log.{ns}.r.{room}`, `p.log.{ns}.n`, `p.log.{ns}.s.{socket}` | anyone emitting to one room, to several rooms or the namespace, to one socket, in a namespace with connection state recovery (JetStream publish, stored in the log stream) | the log stream; every gateway serving `ns` reads `p.log.{ns}.>` through one ordered consumer |
 //! | `p.srv.{ns}.{event}` | emitters and workers: `serverSideEmit`, an event for the backends of `ns` rather than for clients (`ServerSideEmit`) | workers and other backends (`p.srv.{ns}.*`, `p.srv.>`) |
 //! | `p.broker.recover` | a gateway claiming a disconnected socket's session (request/reply) | brokers, queue group |
-//! | `p.sync.{server}` | a gateway's join barrier: an empty request per other NATS server that hosts gateways, answered at once (request/reply) | the gateways connected to NATS server `server`, queue group |
+//! | `p.sync.{server}` | a gateway's join barrier: an empty request per other NATS server that hosts gateways, answered at once (request/reply) | the gateways connected to NATS server `server` (all answer; the first answer counts) |
 //!
 //! `{ns}`, `{room}` and `{event}` are escaped names (the namespace keeps its leading `/`: `/chat`
 //! is `_2Fchat`, the main namespace `/` is `_2F`). `{server}` is a NATS server's `server_id`
@@ -575,8 +575,8 @@ impl Subjects {
         self.fixed(&[BROKER], &[], &[RECOVER])
     }
 
-    /// `{p}.sync.{server}`: request/reply, answered at once by a gateway (queue group)
-    /// connected to NATS server `server` (its `server_id`). The reply comes back only after the
+    /// `{p}.sync.{server}`: request/reply, answered at once by the gateways connected to NATS
+    /// server `server` (its `server_id`). The reply comes back only after the
     /// request crossed the route to `server`, and so after every subscription the asker made
     /// before it: that is the join barrier across a NATS cluster (docs/cluster.md).
     pub fn sync(&self, server: &str) -> Result<String, SubjectError> {

@@ -1853,10 +1853,7 @@ mod tests {
         let probe = hub.client();
         // Gateway z says it is on NATS server NZ; this test answers for NZ's gateways. Gateway y
         // is on NY, where no gateway answers any more ("no responders": not waited for).
-        let mut nz = probe
-            .queue_subscribe(subjects.sync("NZ").unwrap(), "gateways".into())
-            .await
-            .unwrap();
+        let mut nz = probe.subscribe(subjects.sync("NZ").unwrap()).await.unwrap();
         for (node, server) in [("z", "NZ"), ("y", "NY")] {
             let hb = pb::Heartbeat {
                 node: node.into(),

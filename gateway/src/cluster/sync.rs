@@ -11,9 +11,16 @@
 //!   account to one connection of the pool), in the order it handled them: the `RS+` of the
 //!   gateway's new subscriptions, sent while the server handled the SUBs, goes before the sync
 //!   request, which the gateway published after them on the same connection;
-//! - the request is answered by a gateway connected to that server (a queue group, so one
-//!   answers), so when the answer is back that server has handled the request and therefore the
-//!   `RS+` before it: a message its clients publish to the room from then on reaches this gateway.
+//! - the request is answered by the gateways connected to that server, so when the first answer
+//!   is back that server has handled the request and therefore the `RS+` before it: a message
+//!   its clients publish to the room from then on reaches this gateway.
+//!
+//! Every gateway of the server answers, not one of a queue group: a gateway that stops answering
+//! without losing its connection (stopped, or its runtime stuck) keeps its subscription until
+//! NATS's pings drop it, minutes later, and in a queue group it would draw its share of the
+//! requests and hold each of those joins for the whole timeout; with every gateway answering,
+//! the first answer of a live one settles it. The price is one answer per gateway of the server
+//! instead of one.
 //!
 //! A server with no gateway left gives "no responders" at once. Which servers host gateways the
 //! heartbeats say ([`pb::Heartbeat::nats_server`], the `server_id` of the sender's connection):
@@ -41,8 +48,6 @@ use tokio::time::Instant;
 
 use crate::metrics as m;
 
-/// The queue group of the sync subjects: one gateway per server answers.
-const GROUP: &str = "gateways";
 /// The most nodes whose server is remembered (a bound on what heartbeats, from a bus without the
 /// shipped permissions, can make a barrier ask); heartbeats of further nodes are not recorded.
 const MAX_NODES: usize = 4096;
@@ -92,8 +97,8 @@ impl Servers {
     }
 }
 
-/// Asks the gateways on each of `servers` and waits until every one answered or said no
-/// responders, at most until `deadline`. A timeout or another error is counted
+/// Asks the gateways on each of `servers` and waits until each server answered (its first
+/// gateway to answer) or said no responders, at most until `deadline`. A timeout or another error is counted
 /// (`switchboard_gateway_bus_errors_total{op="sync"}`), not returned: the ack goes anyway.
 pub(super) async fn across(bus: &Bus, subjects: &Subjects, servers: &[String], deadline: Instant) {
     if servers.is_empty() {
@@ -185,7 +190,7 @@ async fn follow(bus: &Bus, subjects: &Subjects, current: &mut Option<(String, Su
             return;
         }
     };
-    match bus.queue_subscribe(subject, GROUP.to_owned()).await {
+    match bus.subscribe(subject).await {
         Ok(sub) => {
             tracing::debug!(%server, "answering sync requests");
             *current = Some((server, sub));
