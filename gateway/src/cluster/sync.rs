@@ -250,6 +250,46 @@ mod tests {
         assert_eq!(servers.by_node.lock().len(), 1);
     }
 
+    /// Waits until a request on `subject` through `asker` is answered (`want`) or gets "no
+    /// responders" (`!want`), failing after the harness's wait.
+    async fn until_answered(asker: &Bus, subject: String, want: bool) {
+        let deadline = Instant::now() + switchboard_tests::WAIT;
+        loop {
+            let wait = Duration::from_secs(2);
+            let got = asker.request(subject.clone(), Bytes::new(), wait).await;
+            if got.is_ok() == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{subject}: answered {want}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_answers_follow_the_connection_to_another_server() {
+        use switchboard_tests::{NatsServer, connect};
+        let (a, b) = (NatsServer::start(), NatsServer::start());
+        let subjects = Subjects::new("t").unwrap();
+        let gw = connect(&format!("{},{}", a.url(), b.url()), "gw").await;
+        let on_a = gw.server_id().expect("connected to a");
+        tokio::spawn(respond(
+            gw.clone(),
+            subjects.clone(),
+            Duration::from_millis(50),
+        ));
+        let asker_a = connect(&a.url(), "asker-a").await;
+        let asker_b = connect(&b.url(), "asker-b").await;
+        let on_b = asker_b.server_id().expect("connected to b");
+        assert_ne!(on_a, on_b);
+        until_answered(&asker_a, subjects.sync(&on_a).unwrap(), true).await;
+        // Server a dies: the client moves to b, and so do its answers (it first resubscribes
+        // a's subject on b, which the responder then drops).
+        drop(a);
+        until_answered(&asker_b, subjects.sync(&on_b).unwrap(), true).await;
+        assert_eq!(gw.server_id(), Some(on_b));
+        until_answered(&asker_b, subjects.sync(&on_a).unwrap(), false).await;
+    }
+
     #[test]
     fn servers_remember_a_bounded_number_of_nodes() {
         let servers = Servers::new(Duration::from_secs(6));
