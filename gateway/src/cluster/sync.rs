@@ -29,7 +29,8 @@
 //! subscription when a reconnect lands it on another one ([`respond`]).
 //!
 //! Cost: nothing on one nats-server (no other server known); on S servers hosting gateways, S-1
-//! requests and answers per batch of new subscriptions (coalesced like the own round trip). What
+//! requests per batch of new subscriptions (coalesced like the own round trip), each answered by
+//! the gateways of its server. What
 //! it does not cover: a process that publishes from a NATS server hosting no gateway (a worker,
 //! an emitter or a broker on its own node), and, for a moment after a gateway's reconnect, its
 //! old server (its client resubscribes the old subject on the new server until [`respond`]
