@@ -767,6 +767,7 @@ async fn run(args: Args) -> Result<bool> {
                     connections: sockets,
                     sockets,
                     address: "127.0.0.1:3000".into(),
+                    ..Default::default()
                 };
                 let _ = bus
                     .publish(subject.clone(), Bytes::from(beat.encode_to_vec()))

@@ -163,6 +163,7 @@ impl Gateway {
             connections: 3,
             sockets: 2,
             address: format!("{}.local:3000", self.node),
+            ..Default::default()
         };
         self.bus
             .publish(

@@ -291,6 +291,18 @@ impl Bus {
         self.link.borrow().up
     }
 
+    /// The id of the NATS server the connection is on (`server_id` of its latest `INFO`); `None`
+    /// before the first connection and on an in-process hub. It changes when a reconnect lands
+    /// on another server, and is read fresh after one only once a round trip made after the
+    /// reconnect ([`Bus::barrier`]) has come back: the client records the new server's `INFO`
+    /// before it serves anything sent afterwards.
+    pub fn server_id(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Nats(c) => Some(c.server_info().server_id).filter(|id| !id.is_empty()),
+            Backend::Local { .. } => None,
+        }
+    }
+
     /// The longest payload one message may carry: the NATS server's `max_payload` as announced
     /// in its `INFO` (the NATS default until the first `INFO` arrives), or the hub's bound.
     pub fn max_payload(&self) -> usize {

@@ -79,13 +79,14 @@ for node in "${nodes[@]}"; do
     cat <<EOF
     # Gateway $node: its own membership and heartbeats only (its heartbeat carries the address
     # the other gateways forward its sessions' requests to); deliveries, forwarded events and
-    # notices; no commands.
+    # notices; no commands. Sync requests (a join's barrier across the NATS servers) to and from
+    # the other gateways, answered on their inboxes.
     {
       user: "gateway-$node"
       password: \$$var
       permissions: {
-        publish: { allow: ["$p.member.$node", "$p.heartbeat.$node", "$p.room.*.*", "$p.ns.*", "$p.node.*", "$p.log.>", "$p.event.*.*", "$p.life.*.*", "$p.broker.reserve", "$p.broker.recover", "_INBOX.>", $js] }
-        subscribe: { allow: ["$p.node.$node", "$p.cmd.node.$node", "$p.snapshot.$node", "$p.cmd.ns.*", "$p.room.*.*", "$p.ns.*", "$p.resync", "$p.presence.*", "$p.heartbeat.*", "_INBOX.>"] }
+        publish: { allow: ["$p.member.$node", "$p.heartbeat.$node", "$p.room.*.*", "$p.ns.*", "$p.node.*", "$p.log.>", "$p.event.*.*", "$p.life.*.*", "$p.broker.reserve", "$p.broker.recover", "$p.sync.*", "_INBOX.>", $js] }
+        subscribe: { allow: ["$p.node.$node", "$p.cmd.node.$node", "$p.snapshot.$node", "$p.cmd.ns.*", "$p.room.*.*", "$p.ns.*", "$p.resync", "$p.presence.*", "$p.heartbeat.*", "$p.sync.*", "_INBOX.>"] }
       }
     }
 EOF

@@ -103,6 +103,7 @@ fn names(u: &mut Unstructured<'_>, s: &Subjects) -> Result<()> {
         (s.presence(a), Parsed::Presence { ns: a.into() }),
         (Ok(s.reserve()), Parsed::Reserve),
         (Ok(s.recover()), Parsed::Recover),
+        (s.sync(a), Parsed::Sync { server: a.into() }),
         (
             s.log_room(a, b),
             Parsed::LogRoom {
@@ -164,6 +165,7 @@ fn rebuild(s: &Subjects, parsed: &Parsed) -> Result<String, SubjectError> {
         Parsed::Presence { ns } => s.presence(ns),
         Parsed::Reserve => Ok(s.reserve()),
         Parsed::Recover => Ok(s.recover()),
+        Parsed::Sync { server } => s.sync(server),
         Parsed::LogRoom { ns, room } => s.log_room(ns, room),
         Parsed::LogNamespace { ns } => s.log_namespace(ns),
         Parsed::LogSocket { ns, socket } => s.log_socket(ns, socket),

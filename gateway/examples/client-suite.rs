@@ -527,6 +527,7 @@ async fn main() -> anyhow::Result<()> {
             node: node.clone(),
             subjects: subjects.clone(),
             heartbeat,
+            lease: heartbeat * 3,
             presence: HashMap::new(),
             connections: Arc::new(move || counter.get().map_or(0, |e| e.all().len() as u64)),
             // The cluster side of recovery: the broker keeps the sessions, the log the packets.

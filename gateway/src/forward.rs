@@ -130,23 +130,37 @@ impl Peers {
     ) -> Result<(), switchboard_bus::BusError> {
         let mut sub = bus.subscribe(subjects.all_heartbeats()).await?;
         while let Some(msg) = sub.next().await {
-            tracing::trace!(subject = %msg.subject, "heartbeat");
-            let Ok(Parsed::Heartbeat { node }) = subjects.parse(&msg.subject) else {
-                continue;
-            };
-            match pb::Heartbeat::decode(msg.payload) {
-                Ok(hb) if hb.node.is_empty() || hb.node == node => {
-                    self.heard(&node, &hb.address, Instant::now());
-                }
-                Ok(hb) => {
-                    ::metrics::counter!(crate::metrics::BUS_REFUSED, "why" => "heartbeat_node")
-                        .increment(1);
-                    tracing::debug!(%node, named = %hb.node, "heartbeat for another node refused");
-                }
-                Err(e) => tracing::debug!(error = %e, "undecodable heartbeat"),
+            if let Some((node, hb)) = heartbeat_of(&subjects, msg) {
+                self.heard(&node, &hb.address, Instant::now());
             }
         }
         Ok(())
+    }
+}
+
+/// The sending node and the heartbeat of a message on `{prefix}.heartbeat.{node}`, trusted for
+/// that node only: `None` for another subject, an undecodable body, or a body naming another
+/// node (refused and counted).
+pub fn heartbeat_of(
+    subjects: &Subjects,
+    msg: switchboard_bus::Message,
+) -> Option<(String, pb::Heartbeat)> {
+    tracing::trace!(subject = %msg.subject, "heartbeat");
+    let Ok(Parsed::Heartbeat { node }) = subjects.parse(&msg.subject) else {
+        return None;
+    };
+    match pb::Heartbeat::decode(msg.payload) {
+        Ok(hb) if hb.node.is_empty() || hb.node == node => Some((node, hb)),
+        Ok(hb) => {
+            ::metrics::counter!(crate::metrics::BUS_REFUSED, "why" => "heartbeat_node")
+                .increment(1);
+            tracing::debug!(%node, named = %hb.node, "heartbeat for another node refused");
+            None
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "undecodable heartbeat");
+            None
+        }
     }
 }
 

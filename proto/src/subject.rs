@@ -55,9 +55,11 @@
 //! | `p.log.{ns}.r.{room}`, `p.log.{ns}.n`, `p.log.{ns}.s.{socket}` | anyone emitting to one room, to several rooms or the namespace, to one socket, in a namespace with connection state recovery (JetStream publish, stored in the log stream) | the log stream; every gateway serving `ns` reads `p.log.{ns}.>` through one ordered consumer |
 //! | `p.srv.{ns}.{event}` | emitters and workers: `serverSideEmit`, an event for the backends of `ns` rather than for clients (`ServerSideEmit`) | workers and other backends (`p.srv.{ns}.*`, `p.srv.>`) |
 //! | `p.broker.recover` | a gateway claiming a disconnected socket's session (request/reply) | brokers, queue group |
+//! | `p.sync.{server}` | a gateway's join barrier: an empty request per other NATS server that hosts gateways, answered at once (request/reply) | the gateways connected to NATS server `server` (all answer; the first answer counts) |
 //!
 //! `{ns}`, `{room}` and `{event}` are escaped names (the namespace keeps its leading `/`: `/chat`
-//! is `_2Fchat`, the main namespace `/` is `_2F`). `{node}` is a node id; node ids are already
+//! is `_2Fchat`, the main namespace `/` is `_2F`). `{server}` is a NATS server's `server_id`
+//! (what its `INFO` says), escaped like a name. `{node}` is a node id; node ids are already
 //! plain tokens (`a-z0-9`, 1 to 32 characters) but are escaped anyway, so nothing unvalidated can
 //! reach a subject.
 //!
@@ -111,6 +113,7 @@ const PRESENCE: &str = "presence";
 const BROKER: &str = "broker";
 const RESERVE: &str = "reserve";
 const RECOVER: &str = "recover";
+const SYNC: &str = "sync";
 const LOG: &str = "log";
 const LOG_ROOM: &str = "r";
 const LOG_NAMESPACE: &str = "n";
@@ -333,6 +336,11 @@ pub enum Parsed {
     Reserve,
     /// A gateway claims a disconnected socket's session (connection state recovery).
     Recover,
+    /// A gateway's join barrier asks the gateways on NATS server `server` for an answer.
+    Sync {
+        /// The NATS server's id.
+        server: String,
+    },
     /// A logged emit to one room of a recovery-enabled namespace.
     LogRoom {
         /// The namespace, with its leading `/`.
@@ -567,6 +575,14 @@ impl Subjects {
         self.fixed(&[BROKER], &[], &[RECOVER])
     }
 
+    /// `{p}.sync.{server}`: request/reply, answered at once by the gateways connected to NATS
+    /// server `server` (its `server_id`). The reply comes back only after the
+    /// request crossed the route to `server`, and so after every subscription the asker made
+    /// before it: that is the join barrier across a NATS cluster (docs/cluster.md).
+    pub fn sync(&self, server: &str) -> Result<String, SubjectError> {
+        self.build(&[SYNC], &[server], &[])
+    }
+
     /// `{p}.log.{ns}.r.{room}`: a logged emit to one room of a recovery-enabled namespace.
     pub fn log_room(&self, ns: &str, room: &str) -> Result<String, SubjectError> {
         self.log_to(ns, LOG_ROOM, room)
@@ -668,6 +684,9 @@ impl Subjects {
             (Some(PRESENCE), Some(ns), None, None) => Parsed::Presence { ns: name_of(ns)? },
             (Some(BROKER), Some(RESERVE), None, None) => Parsed::Reserve,
             (Some(BROKER), Some(RECOVER), None, None) => Parsed::Recover,
+            (Some(SYNC), Some(server), None, None) => Parsed::Sync {
+                server: name_of(server)?,
+            },
             (Some(LOG), Some(ns), Some(LOG_ROOM), Some(room)) => Parsed::LogRoom {
                 ns: name_of(ns)?,
                 room: name_of(room)?,
@@ -901,6 +920,12 @@ mod tests {
             (s.presence("/chat").unwrap(), "sio.presence._2Fchat"),
             (s.all_presence(), "sio.presence.*"),
             (s.reserve(), "sio.broker.reserve"),
+            (
+                s.sync("NDJWE4SOUJOJT2TY5Y2YQEOAHGAK5VIGXTGKWJSFHVCII4ITI3LBHBUV")
+                    .unwrap(),
+                "sio.sync.NDJWE4SOUJOJT2TY5Y2YQEOAHGAK5VIGXTGKWJSFHVCII4ITI3LBHBUV",
+            ),
+            (s.sync("n1.eu").unwrap(), "sio.sync.n1_2Eeu"),
             // Unvalidated node ids are escaped too.
             (s.node("a.*").unwrap(), "sio.node.a_2E_2A"),
         ];
@@ -956,6 +981,13 @@ mod tests {
             ("sio.snapshot.gw1", Parsed::Snapshot { node: own("gw1") }),
             ("sio.presence._2F", Parsed::Presence { ns: own("/") }),
             ("sio.broker.reserve", Parsed::Reserve),
+            (
+                "sio.sync.NABC",
+                Parsed::Sync {
+                    server: own("NABC"),
+                },
+            ),
+            ("sio.sync.a_2Eb", Parsed::Sync { server: own("a.b") }),
         ];
         for (subject, parsed) in cases {
             assert_eq!(s.parse(subject), Ok(parsed), "{subject:?}");
@@ -997,6 +1029,8 @@ mod tests {
             "sio.member.a.b.c",
             "sio.srv._2F",
             "sio.srv._2F.a.b",
+            "sio.sync",
+            "sio.sync.a.b",
         ];
         for subject in unknown {
             assert_eq!(
@@ -1129,6 +1163,12 @@ mod tests {
                 (s.presence(&ns).unwrap(), Parsed::Presence { ns: own() }),
                 (s.reserve(), Parsed::Reserve),
                 (s.recover(), Parsed::Recover),
+                (
+                    s.sync(&node).unwrap(),
+                    Parsed::Sync {
+                        server: node.clone(),
+                    },
+                ),
                 (
                     s.log_room(&ns, &a).unwrap(),
                     Parsed::LogRoom {
@@ -1275,6 +1315,7 @@ mod tests {
             ("all_presence", Ok(s.all_presence())),
             ("reserve", Ok(s.reserve())),
             ("recover", Ok(s.recover())),
+            ("sync", s.sync(w)),
             ("log.r", s.log_room(w, w)),
             ("log.n", s.log_namespace(w)),
             ("log.s", s.log_socket(w, w)),
@@ -1319,6 +1360,7 @@ mod tests {
             s.disconnect(&over),
             s.snapshot(&over),
             s.presence(&over),
+            s.sync(&over),
         ] {
             assert_eq!(refused, Err(too_long.clone()));
         }
@@ -1383,6 +1425,7 @@ mod tests {
             "sio.event._2F.",
             "sio.log._2F.r.",
             "sio.log._2F.s.",
+            "sio.sync.",
             "",
             "sio",
         ];
@@ -1407,6 +1450,7 @@ mod tests {
                     Parsed::Presence { ns } => s.presence(ns).unwrap(),
                     Parsed::Reserve => s.reserve(),
                     Parsed::Recover => s.recover(),
+                    Parsed::Sync { server } => s.sync(server).unwrap(),
                     Parsed::LogRoom { ns, room } => s.log_room(ns, room).unwrap(),
                     Parsed::LogNamespace { ns } => s.log_namespace(ns).unwrap(),
                     Parsed::LogSocket { ns, socket } => s.log_socket(ns, socket).unwrap(),

@@ -293,6 +293,7 @@ async fn serve(
         node: node.clone(),
         subjects: settings.subjects.clone(),
         heartbeat: settings.heartbeat,
+        lease: settings.lease,
         presence,
         connections: Arc::new(move || counter.get().map_or(0, |e| e.all().len() as u64)),
         recovery,

@@ -41,6 +41,7 @@
 //! so the broker never keeps counting a member this node does not have.
 
 mod recovery;
+mod sync;
 
 pub use recovery::RecoveryConfig;
 
@@ -117,6 +118,9 @@ pub struct ClusterConfig {
     pub subjects: Subjects,
     /// Heartbeat interval.
     pub heartbeat: Duration,
+    /// How long a node not heard from is still counted (its NATS server still asked by the
+    /// join barrier).
+    pub lease: Duration,
     /// Presence announcements by namespace name (static namespaces only).
     pub presence: HashMap<String, PresenceConfig>,
     /// Counts the node's Engine.IO connections, for the heartbeat.
@@ -177,6 +181,8 @@ struct Inner {
     interest_changed: Notify,
     /// The interest version whose subscriptions the NATS server has confirmed.
     applied: watch::Sender<u64>,
+    /// The NATS servers the other gateways are on, for the join barrier.
+    servers: sync::Servers,
     /// The recovery log, when a namespace has recovery and the bus offers a log.
     log: Option<recovery::LogState>,
     /// Split deliveries: the id of the next one sent, and the ones being received.
@@ -283,6 +289,7 @@ impl Cluster {
             Some(lc) => recovery::LogState::open(&bus, lc, &cfg.recovery).await,
             None => None,
         };
+        let servers = sync::Servers::new(cfg.lease);
         let cluster = Self {
             inner: Arc::new(Inner {
                 bus,
@@ -294,6 +301,7 @@ impl Cluster {
                 out: tx,
                 interest_changed: Notify::new(),
                 applied: watch::Sender::new(0),
+                servers,
                 log,
                 next_split: std::sync::atomic::AtomicU64::new(1),
                 fragments: Mutex::new(Reassembly::default()),
@@ -323,6 +331,7 @@ impl Cluster {
         if cluster.inner.cfg.presence.values().any(|p| p.to_clients) {
             fixed.push((bus.subscribe(subjects.all_presence()).await?, false));
         }
+        let heartbeats_in = bus.subscribe(subjects.all_heartbeats()).await?;
         if !io.set_adapter(Arc::new(cluster.clone())) {
             return Err(BusError::Subscribe(
                 "the server already has an adapter".into(),
@@ -341,6 +350,12 @@ impl Cluster {
             }
         }
         cluster.spawn(heartbeats(cluster.clone()));
+        cluster.spawn(follow_servers(cluster.clone(), heartbeats_in));
+        cluster.spawn(sync::respond(
+            cluster.inner.bus.clone(),
+            cluster.inner.cfg.subjects.clone(),
+            cluster.inner.cfg.heartbeat,
+        ));
         cluster.spawn(interests(cluster.clone()));
         cluster.spawn(link_watch(cluster.clone()));
         for (sub, commands) in fixed {
@@ -580,6 +595,7 @@ impl Cluster {
             connections: (self.inner.cfg.connections)(),
             sockets: self.inner.io.all_sockets().len() as u64,
             address: self.inner.address.lock().clone(),
+            nats_server: self.inner.bus.server_id().unwrap_or_default(),
         };
         let subject = self
             .inner
@@ -1600,6 +1616,22 @@ async fn link_watch(cluster: Cluster) {
     }
 }
 
+/// Follows the other gateways' heartbeats for the NATS servers they are on.
+async fn follow_servers(cluster: Cluster, mut sub: Subscription) {
+    let subjects = &cluster.inner.cfg.subjects;
+    let own = cluster.inner.cfg.node.as_str();
+    while let Some(msg) = sub.next().await {
+        if let Some((node, hb)) = crate::forward::heartbeat_of(subjects, msg)
+            && node != own
+        {
+            cluster
+                .inner
+                .servers
+                .heard(&node, &hb.nats_server, tokio::time::Instant::now());
+        }
+    }
+}
+
 async fn receive(cluster: Cluster, mut sub: Subscription, commands: bool) {
     while let Some(msg) = sub.next().await {
         cluster.on_message(msg, commands);
@@ -1658,6 +1690,15 @@ async fn interests(cluster: Cluster) {
             match cluster.inner.bus.barrier(SETTLE_TIMEOUT).await {
                 Ok(()) => {
                     m::bus_latency("barrier", start);
+                    // Then through the routes to every other NATS server with gateways (none on
+                    // one nats-server), within what is left of the same bound.
+                    let bus = &cluster.inner.bus;
+                    let others = cluster
+                        .inner
+                        .servers
+                        .others(bus.server_id().as_deref(), start);
+                    let subjects = &cluster.inner.cfg.subjects;
+                    sync::across(bus, subjects, &others, start + SETTLE_TIMEOUT).await;
                     cluster.inner.applied.send_replace(version);
                 }
                 Err(e) => m::bus_error("barrier", &e),
@@ -1716,6 +1757,7 @@ mod tests {
             node: node.clone(),
             subjects: Subjects::new("t").unwrap(),
             heartbeat: Duration::from_secs(3600),
+            lease: Duration::from_secs(3600),
             presence: HashMap::new(),
             connections: Arc::new(|| 0),
             recovery,
@@ -1798,6 +1840,58 @@ mod tests {
             .unwrap()
             .unwrap();
         pb::MemberMessage::decode(msg.payload).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_join_settles_once_the_gateways_on_every_other_nats_server_answered() {
+        let hub = Hub::new();
+        let a = node(&hub, "a", vec![]).await;
+        let (_ca, sa) = a.socket();
+        // The connect's namespace subscription, settled while no other server is known.
+        a.cluster.settled().await;
+        let subjects = Subjects::new("t").unwrap();
+        let probe = hub.client();
+        // Gateway z says it is on NATS server NZ; this test answers for NZ's gateways. Gateway y
+        // is on NY, where no gateway answers any more ("no responders": not waited for).
+        let mut nz = probe.subscribe(subjects.sync("NZ").unwrap()).await.unwrap();
+        for (node, server) in [("z", "NZ"), ("y", "NY")] {
+            let hb = pb::Heartbeat {
+                node: node.into(),
+                nats_server: server.into(),
+                ..Default::default()
+            };
+            probe
+                .publish(
+                    subjects.heartbeat(node).unwrap(),
+                    Bytes::from(hb.encode_to_vec()),
+                )
+                .await
+                .unwrap();
+        }
+        until("a knows both servers", || {
+            a.cluster
+                .inner
+                .servers
+                .others(None, tokio::time::Instant::now())
+                == ["NY", "NZ"]
+        })
+        .await;
+
+        sa.join("room");
+        let settled = tokio::spawn(a.cluster.settled());
+        let ask = tokio::time::timeout(Duration::from_secs(5), nz.next())
+            .await
+            .expect("a sync request to NZ")
+            .unwrap();
+        assert!(
+            !settled.is_finished(),
+            "the join settled before NZ's gateways answered"
+        );
+        probe
+            .publish(ask.reply.expect("a request"), Bytes::new())
+            .await
+            .unwrap();
+        settled.await.unwrap();
     }
 
     #[tokio::test]

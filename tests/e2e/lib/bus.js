@@ -77,6 +77,7 @@ function subjects(prefix) {
     presence: (ns) => build('presence', [ns]),
     allPresence: () => build('presence', [], ['*']),
     reserve: () => build('broker', [], ['reserve']),
+    sync: (server) => build('sync', [server]),
     server: (ns, event) => build('srv', [ns, event]),
   };
 }

@@ -173,16 +173,23 @@ describe('bus permissions: the shipped NATS users, with a real nats-server', () 
 
   it('heartbeats, membership, resync and snapshot requests with the worker credential are refused', async () => {
     const beat = bus.encode('Heartbeat', { node: 'gw1', address: '127.0.0.1:1' });
+    const sync = worker.s.sync(worker.nc.info.server_id);
     const cases = [
       [worker.s.heartbeat('gw1'), beat],
       [worker.s.member('gw1'), bus.encode('MemberMessage', { node: 'gw1', leaving: {} })],
       [worker.s.resync(), bus.encode('ResyncRequest', { broker: 'mallory' })],
       [worker.s.snapshot('gw1'), bus.encode('SnapshotRequest', { broker: 'mallory' })],
+      [sync, new Uint8Array(0)],
     ];
     for (const [subject, bytes] of cases) {
       await worker.publish(subject, bytes);
       await worker.refused(subject);
     }
+    // Nor may it answer the gateways' join barrier in their place.
+    const s = worker.nc.subscribe(sync);
+    (async () => { for await (const _ of s) { /* nothing may arrive */ } })().catch(() => {});
+    await worker.nc.flush();
+    await worker.refused(sync, 'subscription');
     await stillServed('after the refused control messages');
   });
 
@@ -200,6 +207,10 @@ describe('bus permissions: the shipped NATS users, with a real nats-server', () 
     const seen = await counter(g2, series);
     await gw1.publish(gw1.s.heartbeat('gw1'), liar);
     await waitFor(async () => (await counter(g2, series)) > seen, { what: `${series} on gw2` });
+    // A gateway credential asks the join barrier's sync subject of its NATS server, where a
+    // gateway answers (at once, empty).
+    const answer = await gw1.nc.request(gw1.s.sync(gw1.nc.info.server_id), new Uint8Array(0), { timeout: 5000 });
+    assert.equal(answer.data.length, 0);
     // Nor may a gateway publish commands.
     await gw1.publish(gw1.s.commandNode('gw2'), kick(NS));
     await gw1.refused(gw1.s.commandNode('gw2'));

@@ -151,6 +151,69 @@ describe('startNatsCluster (lib/cluster.js)', () => {
   });
 });
 
+describe("NATS cluster: a join's ack covers every node", () => {
+  const members = new Members();
+  let cluster = null;
+
+  before(async () => {
+    cluster = await startCluster({ config: CONFIG, env: ENV, gateways: 3, natsNodes: 3 });
+  });
+  after(async () => {
+    members.closeAll();
+    if (cluster) await cluster.stop();
+  });
+
+  // The joiner's gateway acks the join once its NATS node has the room's subscription and every
+  // other node hosting a gateway has learnt it over the routes (the sync barrier, docs/cluster.md).
+  // Without the second half, the relay below can reach the sender's node before the route's
+  // RS+ and be dropped there. Whether a relay was lost is decided by a fence, not a timeout: the
+  // sender relays fences to the room until one arrives; relays from one socket arrive in order,
+  // so a relay missing once a later fence is in never arrives.
+  it("a relay sent right after a remote member's join ack reaches it: 300 rounds across nodes, 0 lost", async (t) => {
+    const { nats } = cluster;
+    for (const [i, gw] of cluster.gateways.entries()) {
+      assert.equal(await nodeOf(nats, `switchboard-gateway ${gw.nodeId}`), i, `${gw.nodeId} is on n${i + 1}, its own node`);
+    }
+    const gws = cluster.gateways;
+    // (sender, joiner) on every pair of nodes, both ways.
+    const pairs = [];
+    for (const [a, b] of [[0, 1], [1, 2], [2, 0], [1, 0], [2, 1], [0, 2]]) {
+      pairs.push([await members.connect(gws[a]), await members.connect(gws[b])]);
+    }
+    const ROUNDS = 300;
+    const lost = [];
+    for (let i = 0; i < ROUNDS; i += 1) {
+      const [sender, joiner] = pairs[i % pairs.length];
+      const room = `ack-${i}`;
+      assert.deepEqual(await sender.join(room), OK);
+      assert.deepEqual(await joiner.join(room), OK);
+      sender.socket.emit('say', { room, i });
+      const fenced = (a) => a[0].room === room && a[0].fence !== undefined;
+      for (let k = 0; !joiner.of('say', fenced).length; k += 1) {
+        assert.ok(k < 100, `a fence of round ${i} reached ${joiner.gw.nodeId}`);
+        sender.socket.emit('say', { room, fence: k });
+        await joiner.until('say', fenced, 1, 100).catch(() => {});
+      }
+      if (!joiner.of('say', (a) => a[0].room === room && a[0].i === i).length) {
+        lost.push(`${i} (${sender.gw.nodeId}→${joiner.gw.nodeId})`);
+      }
+      assert.deepEqual(await joiner.leave(room), OK);
+      assert.deepEqual(await sender.leave(room), OK);
+    }
+    t.diagnostic(`relays lost right after a remote join ack: ${lost.length} of ${ROUNDS}`);
+    assert.deepEqual(lost, [], `relays lost right after the join ack, in rounds ${JSON.stringify(lost)} of ${ROUNDS}`);
+    // Every gateway's barriers went through the routes (answered sync round trips), none failed.
+    for (const gw of gws) {
+      const text = await (await fetch(`${gw.operatorUrl || gw.url}/metrics`)).text();
+      const sync = text.split('\n').filter((l) => l.includes('op="sync"'));
+      t.diagnostic(`${gw.nodeId}: ${sync.filter((l) => /_count|_errors_total/.test(l)).join('; ')}`);
+      const answered = sync.find((l) => l.startsWith('switchboard_gateway_bus_request_seconds_count{'));
+      assert.ok(answered && Number(answered.split(' ').pop()) > 0, `${gw.nodeId} made sync round trips`);
+      assert.equal(sync.filter((l) => l.startsWith('switchboard_gateway_bus_errors_total')).length, 0, `${gw.nodeId}: no sync failed`);
+    }
+  });
+});
+
 describe('NATS cluster: a node killed with -9 under load', () => {
   const members = new Members();
   let cluster = null;
