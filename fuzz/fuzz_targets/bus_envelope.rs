@@ -179,7 +179,7 @@ fn emit_is_delivered(bytes: &[u8]) {
         return; // the argument holds a placeholder of its own
     }
     let frames = socketio::encode_event(&ns, event, &values, None, &args.attachments);
-    let Some((Frame::Text(packet), _)) = frames.split_first() else {
+    let Some((Frame::Text(packet, _), _)) = frames.split_first() else {
         panic!("an emit starts with a text frame");
     };
     // `encode_event` writes namespaces as given; a name holding the record separator is not one

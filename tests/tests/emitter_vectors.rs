@@ -69,7 +69,7 @@ fn frame(ns: &str, event: &str, args: &Value) -> (Bytes, Vec<Bytes>) {
     let data = deconstruct(args, &mut attachments);
     let frames = socketio::encode_event(ns, event, &data, None, &attachments);
     match frames.first() {
-        Some(Frame::Text(packet)) => (packet.clone(), attachments),
+        Some(Frame::Text(packet, _)) => (packet.clone(), attachments),
         _ => panic!("encode_event starts with a text frame"),
     }
 }

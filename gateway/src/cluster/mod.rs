@@ -1081,13 +1081,13 @@ impl Adapter for Cluster {
     }
 
     fn broadcast(&self, ns: &str, target: &Target, frames: &[Frame], volatile: bool) {
-        let Some((Frame::Text(packet), rest)) = frames.split_first() else {
+        let Some((Frame::Text(packet, _), rest)) = frames.split_first() else {
             return;
         };
         let attachments: Vec<Bytes> = rest
             .iter()
             .map(|f| match f {
-                Frame::Text(b) | Frame::Binary(b) => b.clone(),
+                Frame::Text(b, _) | Frame::Binary(b, _) => b.clone(),
             })
             .collect();
         let subjects = &self.inner.cfg.subjects;
@@ -1435,8 +1435,8 @@ pub fn delivery_frames(ns: &str, packet: Bytes, attachments: Vec<Bytes>) -> Opti
         return None;
     }
     let mut frames = Vec::with_capacity(1 + attachments.len());
-    frames.push(Frame::Text(packet));
-    frames.extend(attachments.into_iter().map(Frame::Binary));
+    frames.push(Frame::text(packet));
+    frames.extend(attachments.into_iter().map(Frame::binary));
     Some(frames)
 }
 
@@ -1776,7 +1776,7 @@ mod tests {
             .drain()
             .into_iter()
             .map(|f| match f {
-                Frame::Text(b) | Frame::Binary(b) => b,
+                Frame::Text(b, _) | Frame::Binary(b, _) => b,
             })
             .collect()
     }

@@ -217,7 +217,7 @@ fn frames_len(frames: &[Frame]) -> usize {
     frames
         .iter()
         .map(|f| match f {
-            Frame::Text(b) | Frame::Binary(b) => b.len(),
+            Frame::Text(b, _) | Frame::Binary(b, _) => b.len(),
         })
         .sum()
 }
