@@ -200,6 +200,7 @@ fn emit_vector(e: &Emit<'_>) -> Value {
                     attachments: attachments.clone(),
                     volatile: e.volatile,
                     ack: None,
+                    uncompressed: false,
                 })),
             };
             json!({ "subject": subject, "jetstream": log, "payload": b64(&env.encode_to_vec()) })
