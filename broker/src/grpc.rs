@@ -186,6 +186,7 @@ impl AdminService {
                 attachments: emit.attachments.clone(),
                 volatile: false,
                 ack: None,
+                uncompressed: emit.uncompressed,
             })),
         };
         let payload = Bytes::from(env.encode_to_vec());
@@ -251,6 +252,7 @@ impl AdminService {
                 attachments: emit.attachments.clone(),
                 volatile: emit.volatile,
                 ack: ack.clone(),
+                uncompressed: emit.uncompressed,
             })
         })
         .await?;
@@ -301,6 +303,8 @@ struct Emit {
     attachments: Vec<Bytes>,
     volatile: bool,
     ack_timeout: Option<Duration>,
+    /// Never compressed on its way to the clients (`BroadcastRequest.uncompressed`).
+    uncompressed: bool,
 }
 
 impl Emit {
@@ -353,6 +357,7 @@ impl Emit {
             volatile,
             ack_timeout: (ack_timeout_ms > 0)
                 .then(|| Duration::from_millis(u64::from(ack_timeout_ms))),
+            uncompressed: false,
         })
     }
 
@@ -761,13 +766,16 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::BroadcastResponse>, Status> {
         let req = request.into_inner();
         let sel = selector(req.selector)?;
-        let emit = Emit::parse(
-            req.event,
-            &req.args_json,
-            req.attachments,
-            req.volatile,
-            req.ack_timeout_ms,
-        )?;
+        let emit = Emit {
+            uncompressed: req.uncompressed,
+            ..Emit::parse(
+                req.event,
+                &req.args_json,
+                req.attachments,
+                req.volatile,
+                req.ack_timeout_ms,
+            )?
+        };
         let sockets = self.resolve(&sel);
         // In a namespace with connection state recovery, an emit without acks goes into the log
         // with the selector as its target, as a gateway's broadcast does: every gateway delivers

@@ -1,6 +1,7 @@
 //! The gRPC server over real loopback HTTP/2 with the generated tonic client, on a broker fed
 //! 10 000 sockets: pagination covers every socket exactly once and in order, streams too; the
-//! health service answers without a token; reflection lists the services (with the token).
+//! health service answers without a token; reflection lists the services (with the token); a
+//! broadcast carries `uncompressed` to the gateways.
 //! The end-to-end tests with gateways and socket.io clients are in tests/e2e/test/grpc.test.js.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -293,16 +294,24 @@ async fn health_is_open_and_reflection_lists_the_services() {
     );
 }
 
-#[tokio::test]
-async fn an_emit_over_the_bus_payload_is_refused_whole() {
+/// A served broker, a client, and what the broker publishes to gateway gw1.
+async fn serve_watching_gw1() -> (Served, AdminClient<Authed>, switchboard_bus::Subscription) {
     let served = serve().await;
-    let mut c = client(served.addr).await;
-    let gateway = served.hub.client();
+    let c = client(served.addr).await;
     let subjects = Subjects::new("t").unwrap();
-    let mut on_gw1 = gateway
+    let on_gw1 = served
+        .hub
+        .client()
         .subscribe(subjects.node("gw1").unwrap())
         .await
         .unwrap();
+    (served, c, on_gw1)
+}
+
+#[tokio::test]
+async fn an_emit_over_the_bus_payload_is_refused_whole() {
+    let (served, mut c, mut on_gw1) = serve_watching_gw1().await;
+    let gateway = served.hub.client();
     let emit = |attachment: usize| pb::BroadcastRequest {
         selector: Some(room("r000")),
         event: "big".into(),
@@ -323,4 +332,28 @@ async fn an_emit_over_the_bus_payload_is_refused_whole() {
     // The refused emit reached no gateway: the first message gw1 sees is the small one.
     let first = on_gw1.next().await.unwrap();
     assert!(first.payload.len() < 10_000, "{}", first.payload.len());
+}
+
+#[tokio::test]
+async fn a_broadcast_says_whether_it_may_be_compressed() {
+    use switchboard_proto::Message as _;
+    use switchboard_proto::bus::{Envelope, envelope};
+    let (_served, mut c, mut on_gw1) = serve_watching_gw1().await;
+    for uncompressed in [true, false] {
+        let req = pb::BroadcastRequest {
+            selector: Some(room("r000")),
+            event: "e".into(),
+            uncompressed,
+            ..Default::default()
+        };
+        c.broadcast(req).await.expect("emitted");
+        let msg = on_gw1.next().await.unwrap();
+        let Ok(Envelope {
+            body: Some(envelope::Body::Delivery(d)),
+        }) = Envelope::decode(msg.payload)
+        else {
+            panic!("not a delivery");
+        };
+        assert_eq!(d.uncompressed, uncompressed);
+    }
 }

@@ -118,7 +118,7 @@ impl Packet {
     /// (no prefix), everything else a [`Frame::Text`] starting with the type digit.
     pub fn encode(&self) -> Frame {
         let data: &[u8] = match self {
-            Self::Message(Payload::Binary(bytes)) => return Frame::Binary(bytes.clone()),
+            Self::Message(Payload::Binary(bytes)) => return Frame::binary(bytes.clone()),
             Self::Close => return Frame::close(),
             Self::Upgrade => return Frame::upgrade(),
             Self::Noop => return Frame::noop(),
@@ -128,7 +128,7 @@ impl Packet {
         let mut out = BytesMut::with_capacity(1 + data.len());
         out.put_u8(self.kind().as_byte());
         out.put_slice(data);
-        Frame::Text(out.freeze())
+        Frame::text(out.freeze())
     }
 }
 
@@ -155,18 +155,61 @@ impl Payload {
 
 /// One encoded frame as it goes on a WebSocket: Text holds the full text frame including the
 /// packet-type digit (e.g. b"4hello", b"2", b"3probe"); Binary is a raw binary message (no prefix).
+///
+/// Each frame also says whether it may be compressed ([`Compress`]): Node's
+/// `socket.compress(false)` marks one emit's packets, and the flag has to reach the WebSocket
+/// writer and the polling response, which see only queued frames. It lives in the variants
+/// rather than in a wrapper around `Frame` because a wrapper would cost every queued frame 8
+/// bytes: `Bytes` is 32 bytes with no niche for a tag, so the enum already spends 8 bytes on its
+/// tag, and the one-byte flag fits in their padding (`size_of::<Frame>()` stays 40, checked by
+/// a test). A tuple field rather than two more variants, so that every `match` and `let ... else`
+/// on a frame still sees exactly Text and Binary and the compiler points at each one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     /// A text frame, type digit included.
-    Text(Bytes),
+    Text(Bytes, Compress),
     /// A binary message, sent as-is over WebSocket and as `b` + base64 over polling.
-    Binary(Bytes),
+    Binary(Bytes, Compress),
+}
+
+/// Whether a frame may be compressed (permessage-deflate on WebSocket, gzip or deflate of the
+/// polling body), as Node's per-packet `options.compress`. Compression also needs the transport
+/// to have agreed to it and the frame (or body) to reach its threshold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Compress {
+    /// The default: compressed when the transport's rules say so.
+    #[default]
+    Allowed,
+    /// Never compressed: the emitter asked for `compress(false)`.
+    Off,
+}
+
+impl Compress {
+    /// `Allowed` for `true`, `Off` for `false`.
+    pub const fn from_allowed(allowed: bool) -> Self {
+        if allowed { Self::Allowed } else { Self::Off }
+    }
+
+    /// Whether compression is allowed.
+    pub const fn allowed(self) -> bool {
+        matches!(self, Self::Allowed)
+    }
 }
 
 impl Frame {
+    /// A text frame that may be compressed. `bytes` must start with a type digit.
+    pub const fn text(bytes: Bytes) -> Self {
+        Self::Text(bytes, Compress::Allowed)
+    }
+
+    /// A binary frame that may be compressed.
+    pub const fn binary(bytes: Bytes) -> Self {
+        Self::Binary(bytes, Compress::Allowed)
+    }
+
     /// A text frame over static bytes (no allocation). The bytes must start with a type digit.
     pub const fn text_static(bytes: &'static [u8]) -> Self {
-        Self::Text(Bytes::from_static(bytes))
+        Self::text(Bytes::from_static(bytes))
     }
 
     /// `2`: a heartbeat ping.
@@ -212,15 +255,36 @@ impl Frame {
     /// The frame's bytes as they go on a WebSocket.
     pub fn bytes(&self) -> &Bytes {
         match self {
-            Self::Text(bytes) | Self::Binary(bytes) => bytes,
+            Self::Text(bytes, _) | Self::Binary(bytes, _) => bytes,
         }
+    }
+
+    /// Whether this frame may be compressed.
+    pub const fn compress(&self) -> Compress {
+        match self {
+            Self::Text(_, c) | Self::Binary(_, c) => *c,
+        }
+    }
+
+    /// Sets whether this frame may be compressed.
+    pub fn set_compress(&mut self, compress: Compress) {
+        match self {
+            Self::Text(_, c) | Self::Binary(_, c) => *c = compress,
+        }
+    }
+
+    /// This frame with its compression flag set to `compress`.
+    #[must_use]
+    pub fn with_compress(mut self, compress: Compress) -> Self {
+        self.set_compress(compress);
+        self
     }
 
     /// The size of this frame inside a polling body, separator excluded.
     fn polling_len(&self) -> usize {
         match self {
-            Self::Text(bytes) => bytes.len(),
-            Self::Binary(bytes) => 1 + base64_len(bytes.len()),
+            Self::Text(bytes, _) => bytes.len(),
+            Self::Binary(bytes, _) => 1 + base64_len(bytes.len()),
         }
     }
 }
@@ -315,8 +379,8 @@ pub fn encode_payload<'a>(frames: impl IntoIterator<Item = &'a Frame>, out: &mut
         }
         first = false;
         match frame {
-            Frame::Text(text) => out.put_slice(text),
-            Frame::Binary(bin) => {
+            Frame::Text(text, _) => out.put_slice(text),
+            Frame::Binary(bin, _) => {
                 out.put_u8(b'b');
                 let start = out.len();
                 out.resize(start + base64_len(bin.len()), 0);
@@ -378,7 +442,7 @@ impl Handshake<'_> {
         out.put_slice(b",\"maxPayload\":");
         put_decimal(&mut out, self.max_payload);
         out.put_u8(b'}');
-        Frame::Text(out.freeze())
+        Frame::text(out.freeze())
     }
 }
 
@@ -514,7 +578,7 @@ mod tests {
             (msg("hello"), Frame::text_static(b"4hello")),
             (
                 bin(&[1, 2, 3]),
-                Frame::Binary(Bytes::from_static(&[1, 2, 3])),
+                Frame::binary(Bytes::from_static(&[1, 2, 3])),
             ),
             (Packet::Upgrade, Frame::upgrade()),
             (Packet::Noop, Frame::noop()),
@@ -536,11 +600,11 @@ mod tests {
             (
                 vec![
                     Frame::text_static(b"4hello"),
-                    Frame::Binary(Bytes::from_static(&[1, 2, 3, 4])),
+                    Frame::binary(Bytes::from_static(&[1, 2, 3, 4])),
                 ],
                 b"4hello\x1ebAQIDBA==",
             ),
-            (vec![Frame::Binary(Bytes::new())], b"b"),
+            (vec![Frame::binary(Bytes::new())], b"b"),
             (vec![Frame::ping(), Frame::noop()], b"2\x1e6"),
         ];
         for (frames, want) in table {
@@ -554,7 +618,7 @@ mod tests {
     #[test]
     fn encode_payload_appends() {
         let mut out = BytesMut::from(&b"xx"[..]);
-        encode_payload(&[Frame::Binary(Bytes::from_static(b"ab"))], &mut out);
+        encode_payload(&[Frame::binary(Bytes::from_static(b"ab"))], &mut out);
         assert_eq!(&out[..], b"xxbYWI=");
     }
 
@@ -583,7 +647,7 @@ mod tests {
             ),
         ];
         for (handshake, want) in table {
-            let Frame::Text(got) = handshake.encode() else {
+            let Frame::Text(got, _) = handshake.encode() else {
                 panic!("handshake must be a text frame");
             };
             assert_eq!(std::str::from_utf8(&got), Ok(*want));
@@ -609,11 +673,28 @@ mod tests {
     }
 
     #[test]
+    fn the_compress_flag_costs_a_frame_nothing() {
+        // Bytes (32) and the tag's word: the flag sits in the tag's padding.
+        assert_eq!(std::mem::size_of::<Frame>(), 40);
+        let off = Frame::text_static(b"4x").with_compress(Compress::Off);
+        assert_eq!(off, Frame::Text(Bytes::from_static(b"4x"), Compress::Off));
+        assert!(!off.compress().allowed());
+        assert!(Frame::binary(Bytes::new()).compress().allowed());
+        assert_eq!(Compress::from_allowed(false), Compress::Off);
+        // The flag does not change the wire bytes.
+        let mut a = BytesMut::new();
+        let mut b = BytesMut::new();
+        encode_payload(std::slice::from_ref(&off), &mut a);
+        encode_payload(&[off.with_compress(Compress::Allowed)], &mut b);
+        assert_eq!(a, b);
+    }
+
+    #[test]
     fn frame_helpers() {
         assert_eq!(Frame::ping().len(), 1);
         assert_eq!(Frame::pong_probe().bytes(), &Bytes::from_static(b"3probe"));
         assert!(!Frame::noop().is_empty());
-        assert!(Frame::Binary(Bytes::new()).is_empty());
+        assert!(Frame::binary(Bytes::new()).is_empty());
         assert_eq!(Payload::Text(text("hé")).text(), Some("hé"));
         assert_eq!(Payload::Binary(text("x")).text(), None);
         for b in 0..=255u8 {
@@ -669,8 +750,8 @@ mod tests {
         for _ in 0..2000 {
             let packet = rng.packet();
             let decoded = match packet.encode() {
-                Frame::Text(t) => decode_text(t),
-                Frame::Binary(b) => Ok(decode_binary(b)),
+                Frame::Text(t, _) => decode_text(t),
+                Frame::Binary(b, _) => Ok(decode_binary(b)),
             };
             assert_eq!(decoded, Ok(packet));
         }

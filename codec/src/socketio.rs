@@ -615,8 +615,8 @@ fn write_header(
 
 fn frames(text: BytesMut, attachments: &[Bytes]) -> Vec<Frame> {
     let mut frames = Vec::with_capacity(1 + attachments.len());
-    frames.push(Frame::Text(text.freeze()));
-    frames.extend(attachments.iter().cloned().map(Frame::Binary));
+    frames.push(Frame::text(text.freeze()));
+    frames.extend(attachments.iter().cloned().map(Frame::binary));
     frames
 }
 
@@ -675,7 +675,7 @@ mod tests {
 
     fn text_of(frames: &[Frame]) -> &str {
         match frames.first() {
-            Some(Frame::Text(t)) => std::str::from_utf8(t).expect("text frames are UTF-8"),
+            Some(Frame::Text(t, _)) => std::str::from_utf8(t).expect("text frames are UTF-8"),
             other => panic!("expected a text frame first, got {other:?}"),
         }
     }
@@ -1027,7 +1027,7 @@ mod tests {
             let want_bin: Vec<Frame> = if p.kind == Connect {
                 vec![]
             } else {
-                p.attachments.iter().cloned().map(Frame::Binary).collect()
+                p.attachments.iter().cloned().map(Frame::binary).collect()
             };
             assert_eq!(binaries, want_bin, "packet {p:?}");
         }
@@ -1161,7 +1161,7 @@ mod tests {
         // The official suite echoes it back unchanged.
         let echoed = encode(&done);
         assert_eq!(text_of(&echoed), text);
-        assert_eq!(echoed[1], Frame::Binary(Bytes::from_static(&[1, 2, 3])));
+        assert_eq!(echoed[1], Frame::binary(Bytes::from_static(&[1, 2, 3])));
 
         // Nothing expected: any attachment is unexpected.
         let mut none = Reassembly::new(
@@ -1471,7 +1471,7 @@ mod tests {
 
     /// Decodes encoded frames the way the session layer does.
     fn decode_frames(frames: &[Frame]) -> Result<Packet, DecodeError> {
-        let Some((Frame::Text(text), rest)) = frames.split_first() else {
+        let Some((Frame::Text(text, _), rest)) = frames.split_first() else {
             panic!("text frame first");
         };
         assert_eq!(text.first(), Some(&b'4'));
@@ -1486,7 +1486,7 @@ mod tests {
                 let mut r = Reassembly::new(p, n, usize::MAX, later());
                 let mut out = None;
                 for f in rest {
-                    let Frame::Binary(b) = f else {
+                    let Frame::Binary(b, _) = f else {
                         panic!("binary attachment")
                     };
                     out = r.push(b.clone(), t0())?;

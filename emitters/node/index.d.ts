@@ -31,6 +31,11 @@ export declare class BroadcastOperator {
   /** The emit may be dropped for clients that are not ready; never logged for recovery. */
   readonly volatile: BroadcastOperator;
   /**
+   * Whether the gateways may compress the emit (permessage-deflate, gzip of a polling
+   * response), as socket.io's `compress(bool)`; default `true`.
+   */
+  compress(compress: boolean): BroadcastOperator;
+  /**
    * Emits to the selected clients. Buffers, typed arrays and ArrayBuffers anywhere in `args` are
    * sent as binary attachments. Resolves once published (a logged emit: once the log stored it).
    */
@@ -54,6 +59,7 @@ export declare class Emitter {
   in(room: Room | Room[]): BroadcastOperator;
   except(room: Room | Room[]): BroadcastOperator;
   readonly volatile: BroadcastOperator;
+  compress(compress: boolean): BroadcastOperator;
   socketsJoin(rooms: Room | Room[]): Promise<void>;
   socketsLeave(rooms: Room | Room[]): Promise<void>;
   disconnectSockets(close?: boolean): Promise<void>;

@@ -116,20 +116,25 @@ class Bus {
   }
 }
 
-/** A selection of sockets (rooms, exceptions, volatile) in one namespace. */
+/** A selection of sockets (rooms, exceptions) and flags (volatile, compress) in one namespace. */
 class BroadcastOperator {
-  constructor(bus, ns, recovery, rooms = [], except = [], volatile = false) {
+  constructor(bus, ns, recovery, rooms = [], except = [], flags = {}) {
     this.bus = bus;
     this.ns = ns;
     this.recovery = recovery;
     this.rooms = rooms;
     this.exceptRooms = except;
-    this.isVolatile = volatile;
+    this.flags = { volatile: false, compress: true, ...flags };
+  }
+
+  /** A copy with other rooms, exceptions or flags. */
+  with({ rooms = this.rooms, except = this.exceptRooms, flags = {} }) {
+    return new BroadcastOperator(this.bus, this.ns, this.recovery, rooms, except, { ...this.flags, ...flags });
   }
 
   /** Targets a room (or a socket id, or several): the union of all `to`s. */
   to(room) {
-    return new BroadcastOperator(this.bus, this.ns, this.recovery, [...this.rooms, ...roomList(room)], this.exceptRooms, this.isVolatile);
+    return this.with({ rooms: [...this.rooms, ...roomList(room)] });
   }
 
   /** Same as `to`. */
@@ -139,12 +144,20 @@ class BroadcastOperator {
 
   /** Leaves out the members of a room (or a socket id, or several). */
   except(room) {
-    return new BroadcastOperator(this.bus, this.ns, this.recovery, this.rooms, [...this.exceptRooms, ...roomList(room)], this.isVolatile);
+    return this.with({ except: [...this.exceptRooms, ...roomList(room)] });
   }
 
   /** The emit may be dropped for clients that are not ready (never logged for recovery). */
   get volatile() {
-    return new BroadcastOperator(this.bus, this.ns, this.recovery, this.rooms, this.exceptRooms, true);
+    return this.with({ flags: { volatile: true } });
+  }
+
+  /**
+   * Whether the gateways may compress the emit (permessage-deflate, gzip of a polling response),
+   * as socket.io's `compress(bool)`; default `true`. `compress(false)`: sent uncompressed.
+   */
+  compress(compress) {
+    return this.with({ flags: { compress: Boolean(compress) } });
   }
 
   /** Emits to the selected clients; Buffers and typed arrays anywhere in `args` travel as binary. */
@@ -152,7 +165,7 @@ class BroadcastOperator {
     checkEvent(ev);
     const { packet, attachments } = wire.eventFrame(this.ns, ev, args);
     const target = targetOf(this.rooms, this.exceptRooms);
-    const messages = route(this.bus.subjects, this.ns, target, { volatile: this.isVolatile, recovery: this.recovery }).map((r) => ({
+    const messages = route(this.bus.subjects, this.ns, target, { volatile: this.flags.volatile, recovery: this.recovery }).map((r) => ({
       subject: r.subject,
       jetstream: r.jetstream,
       payload: wire.encodeDelivery({
@@ -161,7 +174,8 @@ class BroadcastOperator {
         target: r.target,
         packet,
         attachments,
-        volatile: this.isVolatile,
+        volatile: this.flags.volatile,
+        uncompressed: !this.flags.compress,
       }),
     }));
     await this.bus.publish(messages);
@@ -224,6 +238,7 @@ class Emitter {
   in(room) { return this.operator.in(room); }
   except(room) { return this.operator.except(room); }
   get volatile() { return this.operator.volatile; }
+  compress(compress) { return this.operator.compress(compress); }
   socketsJoin(rooms) { return this.operator.socketsJoin(rooms); }
   socketsLeave(rooms) { return this.operator.socketsLeave(rooms); }
   disconnectSockets(close = false) { return this.operator.disconnectSockets(close); }

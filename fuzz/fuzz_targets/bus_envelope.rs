@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use switchboard_codec::engineio::{self, Frame};
+use switchboard_codec::engineio::{self, Compress, Frame};
 use switchboard_codec::socketio::{self, Decoded, Packet, PacketType, Reassembly};
 use switchboard_fuzz::round_trip;
 use switchboard_gateway::cluster;
@@ -129,7 +129,12 @@ fn delivery(d: pb::Delivery) {
         }
         return;
     }
-    let Some(frames) = cluster::delivery_frames(&d.ns, d.packet.clone(), d.attachments.clone())
+    let Some(frames) = cluster::delivery_frames(
+        &d.ns,
+        d.packet.clone(),
+        d.attachments.clone(),
+        Compress::from_allowed(!d.uncompressed),
+    )
     else {
         return;
     };
@@ -179,7 +184,7 @@ fn emit_is_delivered(bytes: &[u8]) {
         return; // the argument holds a placeholder of its own
     }
     let frames = socketio::encode_event(&ns, event, &values, None, &args.attachments);
-    let Some((Frame::Text(packet), _)) = frames.split_first() else {
+    let Some((Frame::Text(packet, _), _)) = frames.split_first() else {
         panic!("an emit starts with a text frame");
     };
     // `encode_event` writes namespaces as given; a name holding the record separator is not one
@@ -187,7 +192,12 @@ fn emit_is_delivered(bytes: &[u8]) {
     if ns.contains('\u{1e}') || ns.contains(',') {
         return;
     }
-    let accepted = cluster::delivery_frames(&ns, packet.clone(), args.attachments.clone());
+    let accepted = cluster::delivery_frames(
+        &ns,
+        packet.clone(),
+        args.attachments.clone(),
+        Compress::Allowed,
+    );
     assert_eq!(accepted, Some(frames), "a gateway's emit in {ns:?} was refused");
 }
 

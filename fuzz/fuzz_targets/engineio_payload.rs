@@ -15,8 +15,8 @@ fuzz_target!(|data: &[u8]| {
 
     for packet in &packets {
         let again = match packet.encode() {
-            Frame::Text(text) => engineio::decode_text(text).expect("an encoded packet decodes"),
-            Frame::Binary(bin) => engineio::decode_binary(bin),
+            Frame::Text(text, _) => engineio::decode_text(text).expect("an encoded packet decodes"),
+            Frame::Binary(bin, _) => engineio::decode_binary(bin),
         };
         assert_eq!(&again, packet);
     }

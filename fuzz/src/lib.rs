@@ -7,7 +7,7 @@ use switchboard_codec::socketio::{self, Decoded, Packet, Reassembly};
 /// then its attachments); panics if the client could not.
 pub fn round_trip(packet: &Packet) -> Packet {
     let frames = socketio::encode(packet);
-    let Some((Frame::Text(text), attachments)) = frames.split_first() else {
+    let Some((Frame::Text(text, _), attachments)) = frames.split_first() else {
         panic!("encode starts with a text frame");
     };
     let text = std::str::from_utf8(text).expect("encoded text is UTF-8");
@@ -23,7 +23,7 @@ pub fn round_trip(packet: &Packet) -> Packet {
             let mut r = Reassembly::new(header, n, usize::MAX, now + std::time::Duration::from_secs(60));
             let mut done = None;
             for frame in attachments {
-                let Frame::Binary(bin) = frame else {
+                let Frame::Binary(bin, _) = frame else {
                     panic!("attachments are binary frames");
                 };
                 done = r.push(bin.clone(), now).expect("attachment accepted");

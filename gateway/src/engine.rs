@@ -1199,7 +1199,7 @@ mod tests {
         let (engine, _) = engine(small());
         let now = Instant::now();
         let (conn, open) = engine.open(Transport::Polling, info(), now).expect("open");
-        let Frame::Text(text) = open else {
+        let Frame::Text(text, _) = open else {
             panic!("handshake is text")
         };
         let text = std::str::from_utf8(&text).expect("utf8");
@@ -1213,7 +1213,9 @@ mod tests {
         let (_, open) = engine
             .open(Transport::WebSocket, info(), now)
             .expect("open");
-        assert!(matches!(open, Frame::Text(t) if t.windows(13).any(|w| w == b"\"upgrades\":[]")));
+        assert!(
+            matches!(open, Frame::Text(t, _) if t.windows(13).any(|w| w == b"\"upgrades\":[]"))
+        );
         assert_eq!(engine.len(), 2);
     }
 
@@ -1283,7 +1285,7 @@ mod tests {
         let (conn, _) = engine
             .open(Transport::WebSocket, info(), Instant::now())
             .expect("open");
-        let f = Frame::Text(Bytes::from_static(b"4x"));
+        let f = Frame::text(Bytes::from_static(b"4x"));
         for _ in 0..3 {
             assert_eq!(conn.push(f.clone()), Pushed::Queued);
         }
@@ -1310,7 +1312,7 @@ mod tests {
         let (conn, _) = engine
             .open(Transport::WebSocket, info(), Instant::now())
             .expect("open");
-        let f = Frame::Text(Bytes::from_static(b"4abcd"));
+        let f = Frame::text(Bytes::from_static(b"4abcd"));
         assert_eq!(conn.push(f.clone()), Pushed::Queued);
         assert_eq!(conn.push(f.clone()), Pushed::Queued);
         // Written frames no longer count.

@@ -1758,8 +1758,8 @@ mod glue_tests {
             .drain()
             .into_iter()
             .map(|f| match f {
-                Frame::Text(t) => String::from_utf8(t.to_vec()).unwrap(),
-                Frame::Binary(b) => format!("<bin:{}>", b.len()),
+                Frame::Text(t, _) => String::from_utf8(t.to_vec()).unwrap(),
+                Frame::Binary(b, _) => format!("<bin:{}>", b.len()),
             })
             .collect()
     }

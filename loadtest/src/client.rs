@@ -159,7 +159,7 @@ impl fmt::Display for Event {
             Self::Open(open) => write!(f, "open {open:?}"),
             Self::Say(t) => write!(f, "say with t={t}"),
             Self::Packet(p) => match socketio::encode(p).first() {
-                Some(Frame::Text(text)) => write!(f, "{:?}", String::from_utf8_lossy(text)),
+                Some(Frame::Text(text, _)) => write!(f, "{:?}", String::from_utf8_lossy(text)),
                 _ => write!(f, "{p:?}"),
             },
             Self::Closed(reason) => write!(f, "closed ({reason})"),
@@ -312,7 +312,7 @@ pub(crate) fn event_text(nsp: &str, event: &str, args: &Value, id: Option<u64>) 
         .into_iter()
         .next()
     {
-        Some(Frame::Text(text)) => text,
+        Some(Frame::Text(text, _)) => text,
         other => unreachable!("encode_event always starts with a text frame, got {other:?}"),
     }
 }

@@ -274,7 +274,7 @@ impl Polling {
 
     /// Queues one text packet (an Engine.IO packet, type digit included) and posts it.
     pub(crate) async fn send_text(&mut self, text: &[u8]) -> Result<()> {
-        self.out.push(Frame::Text(Bytes::copy_from_slice(text)));
+        self.out.push(Frame::text(Bytes::copy_from_slice(text)));
         self.flush().await
     }
 
@@ -356,7 +356,7 @@ mod tests {
             b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: 127.0.0.1:3000\r\n\r\n"
         );
         let mut body = BytesMut::new();
-        let frames = [Frame::pong(), Frame::Text(Bytes::from_static(b"40/chat,"))];
+        let frames = [Frame::pong(), Frame::text(Bytes::from_static(b"40/chat,"))];
         engineio::encode_payload(&frames, &mut body);
         assert_eq!(&body[..], b"3\x1e40/chat,");
         let post = request(&target(), "EIO=4&transport=polling&sid=s", Some(&body));

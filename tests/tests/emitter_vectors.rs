@@ -69,7 +69,7 @@ fn frame(ns: &str, event: &str, args: &Value) -> (Bytes, Vec<Bytes>) {
     let data = deconstruct(args, &mut attachments);
     let frames = socketio::encode_event(ns, event, &data, None, &attachments);
     match frames.first() {
-        Some(Frame::Text(packet)) => (packet.clone(), attachments),
+        Some(Frame::Text(packet, _)) => (packet.clone(), attachments),
         _ => panic!("encode_event starts with a text frame"),
     }
 }
@@ -163,6 +163,8 @@ struct Emit<'a> {
     to: &'a [&'a str],
     except: &'a [&'a str],
     volatile: bool,
+    /// `compress(false)` was called: the delivery says `uncompressed`.
+    compress: bool,
     recovery: bool,
     event: &'a str,
     args: Value,
@@ -177,6 +179,7 @@ impl Default for Emit<'_> {
             to: &[],
             except: &[],
             volatile: false,
+            compress: true,
             recovery: false,
             event: "news",
             args: json!([]),
@@ -200,6 +203,7 @@ fn emit_vector(e: &Emit<'_>) -> Value {
                     attachments: attachments.clone(),
                     volatile: e.volatile,
                     ack: None,
+                    uncompressed: !e.compress,
                 })),
             };
             json!({ "subject": subject, "jetstream": log, "payload": b64(&env.encode_to_vec()) })
@@ -213,6 +217,7 @@ fn emit_vector(e: &Emit<'_>) -> Value {
         "to": e.to,
         "except": e.except,
         "volatile": e.volatile,
+        "compress": e.compress,
         "recovery": e.recovery,
         "event": e.event,
         "args": e.args,
@@ -284,6 +289,21 @@ fn emits() -> Vec<Value> {
             name: "volatile",
             to: &["lobby"],
             volatile: true,
+            ..Emit::default()
+        },
+        Emit {
+            name: "compress(false)",
+            to: &["lobby"],
+            compress: false,
+            args: json!([bin(b"raw"), "x".repeat(40)]),
+            ..Emit::default()
+        },
+        Emit {
+            name: "recovery: compress(false) is logged, uncompressed",
+            to: &["gw1.AAAAAAAAAAAAAAAA", "lobby"],
+            recovery: true,
+            volatile: false,
+            compress: false,
             ..Emit::default()
         },
         Emit {

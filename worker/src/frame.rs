@@ -36,7 +36,7 @@ pub fn event(ns: &str, event: &str, args: &Args) -> Result<(Bytes, Vec<Bytes>), 
         socketio::encode_event(ns, event, &values, None, &args.attachments).into_iter();
     // The encoder writes the text frame first, then the attachments.
     match frames.next() {
-        Some(Frame::Text(packet)) => Ok((packet, args.attachments.clone())),
+        Some(Frame::Text(packet, _)) => Ok((packet, args.attachments.clone())),
         _ => Err(WorkerError::Invalid(
             "the encoder wrote no text frame".to_owned(),
         )),

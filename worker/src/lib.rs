@@ -9,9 +9,9 @@
 //!   error, and rooms the asking socket joins or leaves). An event dropped unanswered answers
 //!   [`event::NO_REPLY`] ([`event`] module docs).
 //! - **Emits**: `worker.of(ns).to(room).except(room).emit(event, args)` ([`Broadcast`]), also
-//!   to socket ids and volatile, routed as the gateways route their broadcasts, and into the
-//!   recovery log for namespaces declared with [`Namespace::recovery`] ([`namespace`] module
-//!   docs). Packets are encoded by the codec crate, as the gateways write them ([`frame`]).
+//!   to socket ids, volatile and uncompressed ([`Broadcast::compress`]), routed as the gateways
+//!   route their broadcasts, and into the recovery log for namespaces declared with
+//!   [`Namespace::recovery`] ([`namespace`] module docs). Packets are encoded by the codec crate, as the gateways write them ([`frame`]).
 //! - **Commands**: [`Broadcast::sockets_join`], [`Broadcast::sockets_leave`],
 //!   [`Broadcast::disconnect_sockets`] on `{p}.cmd.ns.{ns}`. The `worker` NATS role of
 //!   `deploy/nats/` may **not** publish commands: these need a user with the `emitter` role.

@@ -220,6 +220,7 @@ impl Namespace {
             ns: self.clone(),
             target: pb::Target::default(),
             volatile: false,
+            compress: true,
         }
     }
 
@@ -268,6 +269,7 @@ pub struct Broadcast {
     ns: Namespace,
     target: pb::Target,
     volatile: bool,
+    compress: bool,
 }
 
 impl Broadcast {
@@ -307,6 +309,15 @@ impl Broadcast {
         self
     }
 
+    /// Whether the gateways may compress this emit (permessage-deflate, gzip of a polling
+    /// response), as socket.io's `compress(bool)`; the default is `true`. With `false` it goes
+    /// to every recipient uncompressed, whatever its size (`Delivery.uncompressed`).
+    #[must_use]
+    pub fn compress(mut self, compress: bool) -> Self {
+        self.compress = compress;
+        self
+    }
+
     /// The selection as the bus carries it.
     pub fn target(&self) -> &pb::Target {
         &self.target
@@ -332,6 +343,7 @@ impl Broadcast {
                 attachments,
                 volatile: self.volatile,
                 ack: None,
+                uncompressed: !self.compress,
             })),
         };
         let parts = ns.worker.parts(Bytes::from(delivery.encode_to_vec()))?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
+use switchboard_codec::engineio::{Compress, Frame};
 use switchboard_gateway::cluster::{delivery_frames, worker_reply};
 use switchboard_proto::Message as _;
 use switchboard_proto::subject::Subjects;
@@ -235,8 +236,28 @@ async fn emits_take_the_gateways_routes_and_packets() {
             socket_ids: vec![],
         })
     );
-    let frames = delivery_frames(NS, d.packet, d.attachments).expect("a gateway writes it");
+    assert!(!d.uncompressed);
+    let frames = delivery_frames(NS, d.packet, d.attachments, Compress::Allowed)
+        .expect("a gateway writes it");
     assert_eq!(frames.len(), 1);
+
+    // compress(false): the delivery says so, and the gateway's frames carry it.
+    chat.to("lobby")
+        .compress(false)
+        .emit("file", Args::new().binary(&b"\x01"[..]))
+        .await
+        .expect("emitted");
+    let d = delivery(next(&mut spy).await);
+    assert!(d.uncompressed);
+    let compress = Compress::from_allowed(!d.uncompressed);
+    let frames =
+        delivery_frames(NS, d.packet, d.attachments, compress).expect("a gateway writes it");
+    assert_eq!(frames.len(), 2);
+    assert!(
+        frames.iter().all(|f| f.compress() == Compress::Off),
+        "{frames:?}"
+    );
+    assert!(matches!(frames[1], Frame::Binary(..)));
 
     // Two rooms, socket ids, or nobody named: the namespace's subject, with the target.
     chat.to("a")
@@ -279,7 +300,7 @@ async fn emits_take_the_gateways_routes_and_packets() {
     );
     assert_eq!(d.attachments, vec![Bytes::from_static(b"\x00\x01")]);
     assert_eq!(
-        delivery_frames(NS, d.packet, d.attachments).map(|f| f.len()),
+        delivery_frames(NS, d.packet, d.attachments, Compress::Allowed).map(|f| f.len()),
         Some(2)
     );
 
@@ -344,7 +365,7 @@ async fn emits_longer_than_the_bus_takes_go_in_fragments() {
         br#"451-/chat,["file",{"_placeholder":true,"num":0}]"#
     );
     assert_eq!(d.attachments, vec![blob]);
-    assert!(delivery_frames(NS, d.packet, d.attachments).is_some());
+    assert!(delivery_frames(NS, d.packet, d.attachments, Compress::Allowed).is_some());
 
     let huge = Args::new().binary(vec![0_u8; 17 * 1024 * 1024]);
     assert!(chat.emit("file", huge).await.is_err());

@@ -169,8 +169,11 @@ function encodeTarget(t) {
   return Buffer.concat(p);
 }
 
-/** Envelope { delivery = 1: Delivery { origin, ns, target, packet, attachments, volatile } } */
-function encodeDelivery({ origin, ns, target, packet, attachments, volatile }) {
+/**
+ * Envelope { delivery = 1: Delivery { origin, ns, target, packet, attachments, volatile,
+ * uncompressed = 8 } }
+ */
+function encodeDelivery({ origin, ns, target, packet, attachments, volatile, uncompressed }) {
   const d = [];
   optField(d, 1, str(origin));
   optField(d, 2, str(ns));
@@ -178,6 +181,7 @@ function encodeDelivery({ origin, ns, target, packet, attachments, volatile }) {
   optField(d, 4, packet);
   repeated(d, 5, attachments);
   boolField(d, 6, volatile);
+  boolField(d, 8, uncompressed);
   const env = [];
   lenField(env, 1, Buffer.concat(d));
   return Buffer.concat(env);

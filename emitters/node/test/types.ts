@@ -7,7 +7,7 @@ export async function usage(): Promise<void> {
   const nc = await connect({ servers: 'nats://127.0.0.1:4222', user: 'emitter', pass: 'secret' });
   const emitter = new Emitter(nc, { prefix: 'sio', origin: 'billing', recovery: ['/chat'] });
   const chat: Emitter = emitter.of('/chat');
-  const op: BroadcastOperator = chat.to('room').to(['a', 'b']).in('c').except('muted').volatile;
+  const op: BroadcastOperator = chat.to('room').to(['a', 'b']).in('c').except('muted').volatile.compress(false);
   await op.emit('news', { text: 'hi' }, Buffer.from([1, 2]), new Uint8Array(3));
   await chat.emit('plain');
   await chat.to('r').socketsJoin('vip');

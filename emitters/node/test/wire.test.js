@@ -85,6 +85,7 @@ test('emits: frames, subjects and envelopes match', async () => {
     for (const r of v.to) op = op.to(r);
     if (v.except.length) op = op.except(v.except);
     if (v.volatile) op = op.volatile;
+    if (!v.compress) op = op.compress(false);
     await op.emit(v.event, ...revive(v.args));
     assert.deepEqual(nc.out, v.publish, v.name);
   }

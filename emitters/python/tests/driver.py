@@ -3,8 +3,8 @@ NATS, then runs one JSON request per stdin line and answers one JSON line each o
 
     python tests/driver.py NATS_URL USER PASSWORD PREFIX RECOVERY_JSON
 
-A request: ``{"id", "verb", "ns", "recovery"?, "to"?, "except"?, "volatile"?, "event"?,
-"args"?, "rooms"?, "close"?}``; binary arguments as ``{"$bin": base64}``. An answer:
+A request: ``{"id", "verb", "ns", "recovery"?, "to"?, "except"?, "volatile"?, "compress"?,
+"event"?, "args"?, "rooms"?, "close"?}``; binary arguments as ``{"$bin": base64}``. An answer:
 ``{"id", "ok": true}`` or ``{"id", "error": "..."}``."""
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ async def run(emitter: Emitter, req: Dict[str, Any]) -> None:
         op = op.except_(req["except"])
     if req.get("volatile"):
         op = op.volatile
+    if req.get("compress") is False:
+        op = op.compress(False)
     verb = req["verb"]
     args: List[Any] = revive(req.get("args", []))
     if verb == "emit":

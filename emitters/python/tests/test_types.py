@@ -18,7 +18,7 @@ async def usage() -> None:  # type-checked, never run
     nc = await nats.connect("nats://127.0.0.1:4222", user="emitter", password="secret")
     emitter = Emitter(nc, "sio", origin="billing", recovery=["/chat"])
     chat = emitter.of("/chat")
-    await chat.to("room").to(["a", "b"]).in_("c").except_("muted").volatile.emit(
+    await chat.to("room").to(["a", "b"]).in_("c").except_("muted").volatile.compress(False).emit(
         "news", {"text": "hi"}, b"\x01", bytearray(2)
     )
     await chat.to("r").sockets_join("vip")

@@ -89,6 +89,8 @@ class Vectors(unittest.IsolatedAsyncioTestCase):
                 op = op.except_(v["except"])
             if v["volatile"]:
                 op = op.volatile
+            if not v["compress"]:
+                op = op.compress(False)
             await op.emit(v["event"], *revive(v["args"]))
             self.assertEqual(nc.out, v["publish"], v["name"])
 

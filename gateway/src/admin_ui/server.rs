@@ -498,7 +498,7 @@ mod tests {
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 for f in self.conn.lock().drain() {
-                    if let Frame::Text(t) = f {
+                    if let Frame::Text(t, _) = f {
                         self.seen.push(String::from_utf8_lossy(&t).into_owned());
                     }
                 }

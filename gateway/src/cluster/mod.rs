@@ -54,7 +54,7 @@ use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use switchboard_bus::{Bus, BusError, LogConfig, Subscription};
-use switchboard_codec::engineio::{Frame, RECORD_SEPARATOR};
+use switchboard_codec::engineio::{Compress, Frame, RECORD_SEPARATOR};
 use switchboard_codec::socketio::{self, Decoded, PacketType};
 use switchboard_proto::Message as _;
 use switchboard_proto::bus::{self as pb, envelope, member_message, presence_event};
@@ -693,11 +693,12 @@ impl Cluster {
     fn on_delivery(&self, d: pb::Delivery) {
         ::metrics::counter!(m::BUS_RECEIVED).increment(1);
         let target = from_pb_target(d.target.unwrap_or_default());
+        let compress = Compress::from_allowed(!d.uncompressed);
         if let Some(ack) = d.ack {
-            self.emit_with_acks(&d.ns, &target, ack, d.attachments);
+            self.emit_with_acks(&d.ns, &target, ack, d.attachments, compress);
             return;
         }
-        let Some(frames) = delivery_frames(&d.ns, d.packet, d.attachments) else {
+        let Some(frames) = delivery_frames(&d.ns, d.packet, d.attachments, compress) else {
             ::metrics::counter!(m::BUS_MALFORMED).increment(1);
             tracing::debug!(ns = %d.ns, "delivery with a malformed packet ignored");
             return;
@@ -714,6 +715,7 @@ impl Cluster {
         target: &Target,
         ack: pb::AckRequest,
         attachments: Vec<Bytes>,
+        compress: Compress,
     ) {
         let Some(args) = ack_request_args(&ack, attachments) else {
             ::metrics::counter!(m::BUS_MALFORMED).increment(1);
@@ -726,7 +728,7 @@ impl Cluster {
             let tasks = self.inner.tasks.clone();
             let reply_to = ack.reply.clone();
             let socket_id = socket.id().to_owned();
-            socket.emit_with_ack_cb(&ack.event, args, timeout, move |result| {
+            socket.emit_with_ack_cb(&ack.event, args, timeout, compress, move |result| {
                 let reply = match result {
                     Ok(args) => pb::AckReply {
                         socket_id,
@@ -1097,13 +1099,13 @@ impl Adapter for Cluster {
     }
 
     fn broadcast(&self, ns: &str, target: &Target, frames: &[Frame], volatile: bool) {
-        let Some((Frame::Text(packet), rest)) = frames.split_first() else {
+        let Some((Frame::Text(packet, compress), rest)) = frames.split_first() else {
             return;
         };
         let attachments: Vec<Bytes> = rest
             .iter()
             .map(|f| match f {
-                Frame::Text(b) | Frame::Binary(b) => b.clone(),
+                Frame::Text(b, _) | Frame::Binary(b, _) => b.clone(),
             })
             .collect();
         let subjects = &self.inner.cfg.subjects;
@@ -1117,6 +1119,7 @@ impl Adapter for Cluster {
                 attachments: attachments.clone(),
                 volatile,
                 ack: None,
+                uncompressed: !compress.allowed(),
             })),
         };
         if !volatile && self.logged(ns) {
@@ -1435,8 +1438,14 @@ fn to_pb_target(t: &Target) -> pb::Target {
 /// namespace, without an ack id, that announces exactly the delivered attachments. So a bus
 /// peer cannot make a gateway write any other packet (an Engine.IO close, a Socket.IO CONNECT
 /// or DISCONNECT, an ack) or a record separator that would split a polling payload in two.
-/// Costs one decode per delivery and gateway, not per recipient.
-pub fn delivery_frames(ns: &str, packet: Bytes, attachments: Vec<Bytes>) -> Option<Vec<Frame>> {
+/// Costs one decode per delivery and gateway, not per recipient. Every frame carries `compress`
+/// (the delivery's `uncompressed`, inverted).
+pub fn delivery_frames(
+    ns: &str,
+    packet: Bytes,
+    attachments: Vec<Bytes>,
+    compress: Compress,
+) -> Option<Vec<Frame>> {
     let text = std::str::from_utf8(&packet).ok()?.strip_prefix('4')?;
     let (header, announced) = match socketio::decode(text).ok()? {
         Decoded::Complete(p) => (p, 0),
@@ -1451,8 +1460,8 @@ pub fn delivery_frames(ns: &str, packet: Bytes, attachments: Vec<Bytes>) -> Opti
         return None;
     }
     let mut frames = Vec::with_capacity(1 + attachments.len());
-    frames.push(Frame::Text(packet));
-    frames.extend(attachments.into_iter().map(Frame::Binary));
+    frames.push(Frame::Text(packet, compress));
+    frames.extend(attachments.into_iter().map(|a| Frame::Binary(a, compress)));
     Some(frames)
 }
 
@@ -1818,7 +1827,7 @@ mod tests {
             .drain()
             .into_iter()
             .map(|f| match f {
-                Frame::Text(b) | Frame::Binary(b) => b,
+                Frame::Text(b, _) | Frame::Binary(b, _) => b,
             })
             .collect()
     }
@@ -2011,20 +2020,8 @@ mod tests {
             (br#"42/chat,["fence"]"#, vec![]),
         ];
         for (packet, attachments) in packets {
-            let delivery = pb::Delivery {
-                ns: "/chat".into(),
-                target: Some(pb::Target {
-                    socket_ids: vec![socket.id().to_owned()],
-                    ..Default::default()
-                }),
-                packet: Bytes::copy_from_slice(packet),
-                attachments,
-                ..Default::default()
-            };
-            let envelope = pb::Envelope {
-                body: Some(envelope::Body::Delivery(delivery)),
-            };
-            let payload = Bytes::from(envelope.encode_to_vec());
+            let delivery = to_socket(&socket, Bytes::copy_from_slice(packet), attachments);
+            let payload = delivery_payload(delivery);
             publisher.publish(subject.clone(), payload).await.unwrap();
         }
         let mut got = Vec::new();
@@ -2039,6 +2036,99 @@ mod tests {
             Bytes::from_static(br#"42/chat,["fence"]"#),
         ];
         assert_eq!(got, want);
+    }
+
+    /// A delivery of `packet` to `socket` of `/chat`.
+    fn to_socket(socket: &Socket, packet: Bytes, attachments: Vec<Bytes>) -> pb::Delivery {
+        pb::Delivery {
+            ns: "/chat".into(),
+            target: Some(pb::Target {
+                socket_ids: vec![socket.id().to_owned()],
+                ..Default::default()
+            }),
+            packet,
+            attachments,
+            ..Default::default()
+        }
+    }
+
+    /// A delivery in its envelope, as the bus carries it.
+    fn delivery_payload(delivery: pb::Delivery) -> Bytes {
+        let envelope = pb::Envelope {
+            body: Some(envelope::Body::Delivery(delivery)),
+        };
+        Bytes::from(envelope.encode_to_vec())
+    }
+
+    /// The first `n` frames queued for `conn`, flags and all (bounded wait).
+    async fn frames(conn: &Arc<Conn<ConnData>>, n: usize) -> Vec<Frame> {
+        let mut got: Vec<Frame> = Vec::new();
+        until("the frames", || {
+            got.extend(conn.lock().drain());
+            got.len() >= n
+        })
+        .await;
+        got
+    }
+
+    /// Each frame's text (or bytes) and whether it may be compressed.
+    fn flags(frames: &[Frame]) -> Vec<(String, Compress)> {
+        frames
+            .iter()
+            .map(|f| {
+                (
+                    String::from_utf8_lossy(f.bytes()).into_owned(),
+                    f.compress(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_uncompressed_delivery_is_queued_marked_off() {
+        let hub = Hub::new();
+        let b = node(&hub, "b", vec![]).await;
+        let (conn, socket) = b.socket();
+        let publisher = hub.client();
+        let subject = Subjects::new("t").unwrap().node("b").unwrap();
+        let attached = r#"451-/chat,["a",{"_placeholder":true,"num":0}]"#;
+        let ack = pb::AckRequest {
+            reply: "t.inbox.x".into(),
+            timeout_ms: 60_000,
+            event: "q".into(),
+            args_json: "[]".into(),
+        };
+        // (packet, attachments, uncompressed, ack)
+        let deliveries = [
+            (attached, vec![Bytes::from_static(b"\x01")], true, None),
+            (r#"42/chat,["on"]"#, vec![], false, None),
+            ("", vec![], true, Some(ack)),
+        ];
+        for (packet, attachments, uncompressed, ack) in deliveries {
+            let delivery = pb::Delivery {
+                uncompressed,
+                ack,
+                ..to_socket(&socket, Bytes::from(packet), attachments)
+            };
+            let payload = delivery_payload(delivery);
+            publisher.publish(subject.clone(), payload).await.unwrap();
+        }
+        let got = flags(&frames(&conn, 4).await);
+        let off = Compress::Off;
+        assert_eq!(
+            got[..3].to_vec(),
+            vec![
+                (attached.to_owned(), off),
+                ("\u{1}".to_owned(), off),
+                (r#"42/chat,["on"]"#.to_owned(), Compress::Allowed),
+            ]
+        );
+        // The emit with an ack is encoded here, with the socket's ack id.
+        assert!(
+            got[3].0.starts_with("42/chat,") && got[3].0.ends_with(r#"["q"]"#),
+            "{got:?}"
+        );
+        assert_eq!(got[3].1, off);
     }
 
     #[tokio::test]
@@ -2603,6 +2693,43 @@ mod tests {
         let again = b.come_back(&pid, &offset);
         let fresh = collect(&again, 1).await;
         assert_ne!(connect_reply(&fresh[0])["sid"], sid.as_str());
+    }
+
+    #[tokio::test]
+    async fn a_replayed_emit_keeps_compress_off() {
+        let (hub, a, b) = recovery_pair(100).await;
+        let (conn, _sid, pid) = a.recoverable("room");
+        b.emit_m("room", 1);
+        let offset = offset_of(&collect(&conn, 1).await[0]);
+        conn.close(CloseReason::TransportClose);
+        // A worker's emits into the log while the client is away, one with compress(false).
+        let subject = Subjects::new("t")
+            .unwrap()
+            .log_room("/chat", "room")
+            .unwrap();
+        for (packet, uncompressed) in [(r#"42/chat,["off"]"#, true), (r#"42/chat,["on"]"#, false)] {
+            let delivery = pb::Delivery {
+                origin: "w".into(),
+                ns: "/chat".into(),
+                target: Some(pb::Target {
+                    rooms: vec!["room".into()],
+                    ..Default::default()
+                }),
+                packet: Bytes::from(packet),
+                uncompressed,
+                ..Default::default()
+            };
+            let payload = delivery_payload(delivery);
+            let bus = hub.client();
+            let ack = bus.log_publish(subject.clone(), payload, String::new());
+            ack.await.unwrap().await.unwrap();
+        }
+        let back = b.come_back(&pid, &offset);
+        let got = flags(&frames(&back, 2).await);
+        assert!(got[0].0.starts_with(r#"42/chat,["off","#), "{got:?}");
+        assert_eq!(got[0].1, Compress::Off);
+        assert!(got[1].0.starts_with(r#"42/chat,["on","#), "{got:?}");
+        assert_eq!(got[1].1, Compress::Allowed);
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use switchboard_bus::{LogConfig, LogEntry};
-use switchboard_codec::engineio::Frame;
+use switchboard_codec::engineio::{Compress, Frame};
 use switchboard_proto::Message as _;
 use switchboard_proto::bus::{self as pb, envelope, recover_reply::Outcome};
 
@@ -217,7 +217,8 @@ fn frames_of(ns: &str, d: pb::Delivery, offset: &str) -> Option<(Target, Vec<Fra
         return None;
     }
     let packet = splice(&d.packet, offset)?;
-    let frames = delivery_frames(ns, packet, d.attachments)?;
+    let compress = Compress::from_allowed(!d.uncompressed);
+    let frames = delivery_frames(ns, packet, d.attachments, compress)?;
     Some((from_pb_target(d.target.unwrap_or_default()), frames))
 }
 
@@ -225,7 +226,7 @@ fn frames_len(frames: &[Frame]) -> usize {
     frames
         .iter()
         .map(|f| match f {
-            Frame::Text(b) | Frame::Binary(b) => b.len(),
+            Frame::Text(b, _) | Frame::Binary(b, _) => b.len(),
         })
         .sum()
 }

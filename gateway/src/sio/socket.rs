@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
 use serde_json::Value;
-use switchboard_codec::engineio::Frame;
+use switchboard_codec::engineio::{Compress, Frame};
 use switchboard_codec::socketio::{self, PacketType};
 use tokio::sync::oneshot;
 
@@ -200,18 +200,20 @@ impl Socket {
         timeout: Duration,
     ) -> impl Future<Output = Result<Args, AckError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        self.emit_with_ack_cb(event, args, timeout, move |r| {
+        self.emit_with_ack_cb(event, args, timeout, Compress::Allowed, move |r| {
             let _ = tx.send(r);
         });
         async move { rx.await.unwrap_or(Err(AckError::Disconnected)) }
     }
 
-    /// Emits an event; `callback` gets the client's acknowledgement or an error.
+    /// Emits an event; `callback` gets the client's acknowledgement or an error. `compress`:
+    /// whether the transport may compress it (`Off` for a cluster emit with `compress(false)`).
     pub fn emit_with_ack_cb(
         &self,
         event: &str,
         args: Args,
         timeout: Duration,
+        compress: Compress,
         callback: impl FnOnce(Result<Args, AckError>) + Send + 'static,
     ) {
         let id = {
@@ -222,12 +224,15 @@ impl Socket {
             acks.pending.insert(id, Box::new(callback));
             id
         };
-        let frames = args.encode(
+        let mut frames = args.encode(
             &self.inner.ns.name,
             Some(event),
             Some(id),
             PacketType::Event,
         );
+        for f in &mut frames {
+            f.set_compress(compress);
+        }
         if self.inner.conn.send_all(&frames, false) != crate::engine::Pushed::Queued {
             self.inner.timeout_ack(id);
             return;

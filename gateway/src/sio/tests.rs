@@ -66,8 +66,8 @@ fn out(conn: &Arc<Conn<ConnData>>) -> Vec<String> {
         .drain()
         .into_iter()
         .map(|f| match f {
-            Frame::Text(t) => String::from_utf8(t.to_vec()).expect("utf8"),
-            Frame::Binary(b) => format!("<bin:{}>", b.len()),
+            Frame::Text(t, _) => String::from_utf8(t.to_vec()).expect("utf8"),
+            Frame::Binary(b, _) => format!("<bin:{}>", b.len()),
         })
         .collect()
 }
@@ -382,7 +382,7 @@ impl Adapter for Recorder {
     }
     fn broadcast(&self, ns: &str, target: &Target, frames: &[Frame], volatile: bool) {
         let first = match frames.first() {
-            Some(Frame::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+            Some(Frame::Text(t, _)) => String::from_utf8_lossy(t).into_owned(),
             _ => String::new(),
         };
         self.push(format!(
@@ -463,7 +463,7 @@ fn remote_deliveries_follow_the_target_and_are_not_reported_again() {
         out(c);
     }
     rec.take();
-    let frames = vec![Frame::Text(Bytes::from_static(br#"42["x"]"#))];
+    let frames = vec![Frame::text(Bytes::from_static(br#"42["x"]"#))];
     let target = Target {
         rooms: vec!["a".into(), "b".into()],
         except_rooms: vec![],
@@ -805,7 +805,7 @@ impl Adapter for Sessions {
     fn left(&self, _: &Socket, _: &Room) {}
     fn broadcast(&self, ns: &str, target: &Target, frames: &[Frame], _volatile: bool) {
         let first = match frames.first() {
-            Some(Frame::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+            Some(Frame::Text(t, _)) => String::from_utf8_lossy(t).into_owned(),
             _ => String::new(),
         };
         self.broadcasts.lock().push(format!(
@@ -829,7 +829,7 @@ impl Adapter for Sessions {
                 id: "n0.old".into(),
                 rooms: vec!["room1".into()],
                 init: Box::new(|s: &Socket| s.insert(7u32)),
-                missed: vec![vec![Frame::Text(Bytes::from_static(
+                missed: vec![vec![Frame::text(Bytes::from_static(
                     b"42/r,[\"m\",1,\"t.5\"]",
                 ))]],
                 handover: Box::new(Meanwhile),
@@ -842,7 +842,7 @@ struct Meanwhile;
 
 impl Handover for Meanwhile {
     fn complete(self: Box<Self>, attach: &mut dyn FnMut(Vec<Vec<Frame>>)) -> Result<(), ()> {
-        attach(vec![vec![Frame::Text(Bytes::from_static(
+        attach(vec![vec![Frame::text(Bytes::from_static(
             b"42/r,[\"m\",2,\"t.6\"]",
         ))]]);
         Ok(())

@@ -107,8 +107,15 @@ pub(super) fn encode(coding: Coding, data: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Compresses a polling GET's successful response if it is at least `threshold` bytes long and
-/// the request accepts a coding (`accept`: the request's `Accept-Encoding` values).
+/// Marks a polling response whose frames all said
+/// [`Compress::Off`](switchboard_codec::engineio::Compress::Off): it is sent as it is, whatever
+/// its size.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Uncompressed;
+
+/// Compresses a polling GET's successful response if it is at least `threshold` bytes long, the
+/// request accepts a coding (`accept`: the request's `Accept-Encoding` values) and the response
+/// is not marked [`Uncompressed`].
 pub(super) async fn response(
     threshold: Option<usize>,
     accept: Option<Coding>,
@@ -117,7 +124,7 @@ pub(super) async fn response(
     let (Some(threshold), Some(coding)) = (threshold, accept) else {
         return res;
     };
-    if res.status() != StatusCode::OK {
+    if res.status() != StatusCode::OK || res.extensions().get::<Uncompressed>().is_some() {
         return res;
     }
     let (mut parts, body) = res.into_parts();

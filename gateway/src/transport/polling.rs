@@ -26,7 +26,7 @@ use switchboard_codec::engineio::{self, Frame};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Body, EioError};
+use super::{Body, EioError, compress};
 use crate::engine::{CloseReason, Conn, Engine, Handler, State, Transport};
 use crate::metrics::{self, Limit};
 
@@ -45,13 +45,20 @@ fn text_response(body: Bytes) -> Response<Body> {
     res
 }
 
+/// A GET's payload. As Node's engine.io, the body may be compressed only if at least one of its
+/// frames allows it ([`engineio::Compress`]); otherwise the response is marked [`compress::Uncompressed`].
 fn payload_response<'a>(frames: impl IntoIterator<Item = &'a Frame> + Clone) -> Response<Body> {
     let len = engineio::payload_len(frames.clone());
     let packets = frames.clone().into_iter().count();
     metrics::wire(false).sent(packets as u64, len as u64);
+    let allowed = frames.clone().into_iter().any(|f| f.compress().allowed());
     let mut out = BytesMut::with_capacity(len);
     engineio::encode_payload(frames, &mut out);
-    text_response(out.freeze())
+    let mut res = text_response(out.freeze());
+    if !allowed {
+        res.extensions_mut().insert(compress::Uncompressed);
+    }
+    res
 }
 
 /// Answers a polling handshake and starts the session's heartbeat.
@@ -292,4 +299,41 @@ fn request_timeout() -> Response<Body> {
     res.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_codec::engineio::Compress;
+
+    use super::*;
+
+    /// Whether `compress::response` would compress the payload of `frames` (threshold 0, gzip
+    /// accepted).
+    fn compressed(frames: &[Frame]) -> bool {
+        let res = payload_response(frames);
+        let res = futures_util::FutureExt::now_or_never(compress::response(
+            Some(0),
+            Some(compress::Coding::Gzip),
+            res,
+        ))
+        .expect("ready");
+        res.headers().contains_key(header::CONTENT_ENCODING)
+    }
+
+    #[test]
+    fn a_body_is_compressed_only_if_a_frame_allows_it() {
+        let on = Frame::text(Bytes::from_static(b"42[\"a\"]"));
+        let off = on.clone().with_compress(Compress::Off);
+        let bin_off = Frame::binary(Bytes::from_static(b"\x01")).with_compress(Compress::Off);
+        let table: Vec<(Vec<Frame>, bool)> = vec![
+            (vec![on.clone()], true),
+            (vec![off.clone()], false),
+            (vec![off.clone(), bin_off], false),
+            (vec![off.clone(), on], true),
+            (vec![off, Frame::ping()], true),
+        ];
+        for (frames, want) in table {
+            assert_eq!(compressed(&frames), want, "{frames:?}");
+        }
+    }
 }

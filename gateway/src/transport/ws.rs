@@ -901,7 +901,8 @@ impl<H: Handler> Io<'_, H> {
 }
 
 /// Server frames for Engine.IO frames, appended to `out`; counted as sent (once per batch).
-/// With permessage-deflate, frames of at least its threshold are compressed.
+/// With permessage-deflate, frames of at least its threshold are compressed, unless the frame
+/// says [`engineio::Compress::Off`] (an emit with `compress(false)`), as Node's `ws` sender does.
 fn encode_frames<'a>(
     out: &mut Vec<u8>,
     frames: impl Iterator<Item = &'a Frame>,
@@ -909,12 +910,14 @@ fn encode_frames<'a>(
 ) {
     let (mut packets, mut bytes) = (0u64, 0u64);
     for frame in frames {
-        let (opcode, data) = match frame {
-            Frame::Text(t) => (OpCode::Text, t),
-            Frame::Binary(b) => (OpCode::Binary, b),
+        let (opcode, data, compress) = match frame {
+            Frame::Text(t, c) => (OpCode::Text, t, c),
+            Frame::Binary(b, c) => (OpCode::Binary, b, c),
         };
         match deflate {
-            Some(d) if data.len() >= d.threshold => write_deflated(out, opcode, data, d),
+            Some(d) if compress.allowed() && data.len() >= d.threshold => {
+                write_deflated(out, opcode, data, d)
+            }
             _ => {
                 websocket::write_head(out, opcode, data.len());
                 out.extend_from_slice(data);
@@ -994,4 +997,71 @@ fn write_some(tcp: &TcpStream, mut buf: &[u8]) -> io::Result<usize> {
         }
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_codec::engineio::Compress;
+
+    use super::*;
+
+    /// The RSV1 bit of a server frame's first byte: set on a compressed message.
+    const RSV1: u8 = 0x40;
+
+    /// The first byte of each server frame in `out` (all shorter than 126 bytes or 16-bit long).
+    fn first_bytes(mut out: &[u8]) -> Vec<u8> {
+        let mut firsts = Vec::new();
+        while let [first, len, rest @ ..] = out {
+            let (len, rest) = match len & 0x7f {
+                126 => (
+                    usize::from(u16::from_be_bytes([rest[0], rest[1]])),
+                    &rest[2..],
+                ),
+                n => (usize::from(n), rest),
+            };
+            firsts.push(*first);
+            out = &rest[len..];
+        }
+        firsts
+    }
+
+    #[test]
+    fn frames_marked_off_are_never_deflated() {
+        let big = Bytes::from(format!("4{}", "x".repeat(300)));
+        let small = Bytes::from_static(b"4hi");
+        let d = Deflate {
+            window_bits: 15,
+            threshold: 100,
+        };
+        // (frames, deflate, whether each frame goes compressed)
+        let table: Vec<(Vec<Frame>, Option<Deflate>, Vec<bool>)> = vec![
+            (vec![Frame::text(big.clone())], Some(d), vec![true]),
+            (vec![Frame::text(small.clone())], Some(d), vec![false]),
+            (
+                vec![Frame::Text(big.clone(), Compress::Off)],
+                Some(d),
+                vec![false],
+            ),
+            (
+                vec![
+                    Frame::Text(big.clone(), Compress::Off),
+                    Frame::binary(big.clone()),
+                    Frame::Binary(big.clone(), Compress::Off),
+                    Frame::text(big.clone()),
+                ],
+                Some(d),
+                vec![false, true, false, true],
+            ),
+            (vec![Frame::text(big.clone())], None, vec![false]),
+        ];
+        for (frames, deflate, want) in table {
+            let mut out = Vec::new();
+            encode_frames(&mut out, frames.iter(), deflate);
+            let got: Vec<bool> = first_bytes(&out)
+                .into_iter()
+                .map(|b| b & RSV1 != 0)
+                .collect();
+            assert_eq!(got, want, "{frames:?}");
+        }
+    }
 }

@@ -8,6 +8,11 @@
 // sent the same way: a decompression bomb, RSV1 on control and continuation frames, RSV1 without
 // negotiation, invalid deflate data. The official socket.io-client (Node, over `ws`, which offers
 // permessage-deflate by default) round-trips large messages with it.
+//
+// Per-emit compression (socket.io's `compress(false)`): in a one-gateway cluster, the Node
+// emitter sends the same large emit with compress(false) and with the default; on WebSocket the
+// first arrives without RSV1 and the second with it, over polling the first without
+// Content-Encoding and the second gzipped, and the client reads the same payload either way.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -16,8 +21,12 @@ const http = require('node:http');
 const net = require('node:net');
 const zlib = require('node:zlib');
 const { io } = require('socket.io-client');
+const { connect } = require('nats');
 const { startGateway } = require('../lib/server');
+const { startCluster } = require('../lib/cluster');
+const bus = require('../lib/bus');
 const { within, upgraded } = require('../lib/client');
+const { Emitter } = require('../../../emitters/node');
 
 const TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
 const WAIT_MS = 5000;
@@ -208,9 +217,22 @@ async function rawSession(port, extensions = 'permessage-deflate; client_max_win
   assert.match(open.text, /^0\{/);
   assert.equal(open.compressed, false, 'the open packet is under the threshold');
   ws.sendText('40');
-  const connect = await ws.nextMessage();
-  assert.match(connect.text, /^40\{"sid":/);
+  const reply = await ws.nextMessage();
+  assert.match(reply.text, /^40\{"sid":/);
+  ws.sid = JSON.parse(reply.text.slice(2)).sid;
   return ws;
+}
+
+/** A polling session on `/` of the gateway at `base`, connected: its URL and socket id. */
+async function pollingSession(base) {
+  const res = await rawGet(`${base}/socket.io/?EIO=4&transport=polling`);
+  assert.equal(res.status, 200);
+  const { sid } = JSON.parse(res.body.toString().slice(1));
+  const url = `${base}/socket.io/?EIO=4&transport=polling&sid=${sid}`;
+  assert.equal(await rawPost(url, '40'), 200);
+  const reply = await rawGet(url);
+  assert.match(reply.body.toString(), /^40\{"sid":/);
+  return { url, sid: JSON.parse(reply.body.toString().slice(2)).sid };
 }
 
 /** A GET that returns the raw body bytes and the headers. */
@@ -450,22 +472,11 @@ describe('compression: permessage-deflate and polling responses', () => {
   });
 
   describe('polling responses', () => {
-    /** A polling session on `/`, connected; returns its URL. */
-    async function pollingSession() {
-      const res = await rawGet(`${server.url}/socket.io/?EIO=4&transport=polling`);
-      assert.equal(res.status, 200);
-      const { sid } = JSON.parse(res.body.toString().slice(1));
-      const url = `${server.url}/socket.io/?EIO=4&transport=polling&sid=${sid}`;
-      assert.equal(await rawPost(url, '40'), 200);
-      const connect = await rawGet(url);
-      assert.match(connect.body.toString(), /^40\{"sid":/);
-      return url;
-    }
 
     const decoders = { gzip: zlib.gunzipSync, deflate: zlib.inflateSync };
     for (const [accept, want] of [['gzip, deflate, br', 'gzip'], ['deflate', 'deflate'], ['gzip;q=0.5, deflate', 'deflate']]) {
       it(`Accept-Encoding: ${accept} → ${want} above the threshold, plain below`, async () => {
-        const url = await pollingSession();
+        const { url } = await pollingSession(server.url);
         const packet = `42["echo",${JSON.stringify(chatText(3000))}]`;
         assert.equal(await rawPost(url, packet), 200);
         const big = await rawGet(url, { 'accept-encoding': accept });
@@ -482,13 +493,89 @@ describe('compression: permessage-deflate and polling responses', () => {
     }
 
     it('no Accept-Encoding: plain, whatever the size', async () => {
-      const url = await pollingSession();
+      const { url } = await pollingSession(server.url);
       const packet = `42["echo",${JSON.stringify(chatText(3000))}]`;
       assert.equal(await rawPost(url, packet), 200);
       const res = await rawGet(url);
       assert.equal(res.headers['content-encoding'], undefined);
       assert.equal(res.body.toString(), packet);
     });
+  });
+});
+
+describe('per-emit compress(false) from the Node emitter (a one-gateway cluster)', () => {
+  let cluster;
+  let nc;
+  let emitter;
+  before(async () => {
+    cluster = await startCluster({ config: 'compression.toml', gateways: 1 });
+    const { user, pass } = bus.credentials(cluster.nats.url, 'emitter');
+    nc = await connect({ servers: cluster.nats.url, user, pass, name: 'e2e-compress-emitter' });
+    emitter = new Emitter(nc, { prefix: cluster.prefix, origin: 'e2e' });
+  });
+  after(async () => {
+    if (nc) await nc.drain().catch(() => nc.close());
+    if (cluster) await cluster.stop();
+  });
+
+  /** Emits `text` to socket `sid` (its node's subject), with `compress(false)` or the default. */
+  async function emitTo(sid, text, compress) {
+    let op = emitter.to(sid);
+    if (!compress) op = op.compress(false);
+    await op.emit('news', { text });
+    await emitter.flush();
+  }
+
+  it('WebSocket: no RSV1 with compress(false), RSV1 without it; the same payload', async () => {
+    const gw = cluster.gateways[0];
+    const ws = await rawSession(Number(new URL(gw.url).port));
+    try {
+      const text = chatText(3000);
+      const packet = `42["news",${JSON.stringify({ text })}]`;
+      await emitTo(ws.sid, text, false);
+      assert.deepEqual(await ws.nextMessage(), { compressed: false, text: packet }, 'compress(false)');
+      await emitTo(ws.sid, text, true);
+      assert.deepEqual(await ws.nextMessage(), { compressed: true, text: packet }, 'the default');
+    } finally {
+      ws.close();
+    }
+  });
+
+  it('polling: no Content-Encoding with compress(false), gzip without it; the same payload', async () => {
+    const { url, sid } = await pollingSession(cluster.gateways[0].url);
+    const text = chatText(3000);
+    const packet = `42["news",${JSON.stringify({ text })}]`;
+    await emitTo(sid, text, false);
+    const off = await rawGet(url, { 'accept-encoding': 'gzip' });
+    assert.equal(off.status, 200);
+    assert.equal(off.headers['content-encoding'], undefined, 'compress(false)');
+    assert.equal(off.body.toString(), packet);
+    await emitTo(sid, text, true);
+    const on = await rawGet(url, { 'accept-encoding': 'gzip' });
+    assert.equal(on.headers['content-encoding'], 'gzip', 'the default');
+    assert.equal(zlib.gunzipSync(on.body).toString(), packet);
+  });
+
+  it('the official client receives both', async () => {
+    const socket = io(cluster.gateways[0].url, { transports: ['websocket'], forceNew: true, reconnection: false });
+    try {
+      await within(new Promise((resolve) => socket.on('connect', resolve)), 'connect');
+      assert.equal(socket.io.engine.transport.ws.extensions, 'permessage-deflate');
+      const text = chatText(5000);
+      const got = [];
+      const both = new Promise((resolve) => {
+        socket.on('news', (m) => {
+          got.push(m);
+          if (got.length === 2) resolve();
+        });
+      });
+      await emitTo(socket.id, text, false);
+      await emitTo(socket.id, text, true);
+      await within(both, 'two news events');
+      assert.deepEqual(got, [{ text }, { text }]);
+    } finally {
+      socket.close();
+    }
   });
 });
 

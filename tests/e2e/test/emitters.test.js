@@ -49,7 +49,7 @@ const revive = (v) => {
 
 /**
  * Both packages behind one interface: `run(req)` performs a request of driver.py's form
- * ({ verb, ns, recovery?, to?, except?, volatile?, event?, args?, rooms?, close? }).
+ * ({ verb, ns, recovery?, to?, except?, volatile?, compress?, event?, args?, rooms?, close? }).
  */
 async function nodeEmitter(cluster) {
   const { user, pass } = bus.credentials(cluster.nats.url, 'emitter');
@@ -62,6 +62,7 @@ async function nodeEmitter(cluster) {
       for (const room of req.to || []) op = op.to(room);
       if (req.except) op = op.except(req.except);
       if (req.volatile) op = op.volatile;
+      if (req.compress === false) op = op.compress(false);
       const args = revive(req.args || []);
       if (req.verb === 'emit') await op.emit(req.event, ...args);
       else if (req.verb === 'sockets_join') await op.socketsJoin(req.rooms);

@@ -15,7 +15,8 @@
 //!   stats                                    nodes, namespaces and totals (Stats)
 //!   kick      --ns NS [selector] [--reason TEXT] [--close]
 //!                                            disconnects the matching sockets: "disconnected N"
-//!   broadcast --ns NS [selector] --event E [--args JSON_ARRAY] [--volatile] [--ack-timeout-ms N]
+//!   broadcast --ns NS [selector] --event E [--args JSON_ARRAY] [--volatile] [--uncompressed]
+//!             [--ack-timeout-ms N]
 //!                                            emits to the matching sockets: "targeted N", then
 //!                                            one line per ack (socket id, args or "timeout")
 //!   emit      --ns NS --socket ID --event E [--args JSON_ARRAY] [--ack-timeout-ms N]
@@ -216,6 +217,9 @@ enum CommandLine {
         /// May be dropped for a slow client.
         #[arg(long)]
         volatile: bool,
+        /// Never compressed on its way to the clients (socket.io's `compress(false)`).
+        #[arg(long)]
+        uncompressed: bool,
     },
     /// Emits E to one socket; prints "sent" or, with --ack-timeout-ms, its ack's arguments or
     /// "timeout". An unknown socket exits 1.
@@ -443,6 +447,7 @@ impl Cli {
                 selector,
                 emit,
                 volatile,
+                uncompressed,
             } => Command::Broadcast(pb::BroadcastRequest {
                 selector: Some(selector.into_pb()),
                 args_json: args_array(emit.args)?,
@@ -450,6 +455,7 @@ impl Cli {
                 attachments: Vec::new(),
                 volatile,
                 ack_timeout_ms: emit.ack_timeout_ms,
+                uncompressed,
             }),
             CommandLine::Stream(selector) => Command::Stream(selector.into_pb()),
             CommandLine::Members { ns, room } => Command::Members { ns, room },
@@ -1528,7 +1534,7 @@ mod tests {
         );
         assert_eq!(
             command(
-                r#"broadcast --ns /chat --room vip --event news --args ["hi",1] --volatile --ack-timeout-ms 500"#
+                r#"broadcast --ns /chat --room vip --event news --args ["hi",1] --volatile --uncompressed --ack-timeout-ms 500"#
             ),
             Command::Broadcast(pb::BroadcastRequest {
                 selector: Some(pb::Selector {
@@ -1540,6 +1546,7 @@ mod tests {
                 attachments: Vec::new(),
                 volatile: true,
                 ack_timeout_ms: 500,
+                uncompressed: true,
             })
         );
         let plain = command("broadcast --ns /chat --event news");
@@ -1547,8 +1554,13 @@ mod tests {
             panic!("{plain:?}")
         };
         assert_eq!(
-            (req.args_json.as_str(), req.volatile, req.ack_timeout_ms),
-            ("", false, 0)
+            (
+                req.args_json.as_str(),
+                req.volatile,
+                req.uncompressed,
+                req.ack_timeout_ms
+            ),
+            ("", false, false, 0)
         );
         let Command::Broadcast(req) = command("broadcast --ns / --event e --ack-timeout-ms 600000")
         else {

@@ -191,8 +191,10 @@ def encode_delivery(
     packet: bytes,
     attachments: Sequence[bytes],
     volatile: bool,
+    uncompressed: bool = False,
 ) -> bytes:
-    """``Envelope{delivery: Delivery{origin, ns, target, packet, attachments, volatile}}``."""
+    """``Envelope{delivery: Delivery{origin, ns, target, packet, attachments, volatile,
+    uncompressed = 8}}``."""
     delivery = (
         _opt(1, origin)
         + _opt(2, ns)
@@ -200,6 +202,7 @@ def encode_delivery(
         + _opt(4, packet)
         + _repeated(5, attachments)
         + _bool(6, volatile)
+        + _bool(8, uncompressed)
     )
     return _len_field(1, delivery)
 

@@ -148,7 +148,8 @@ class _Bus:
 
 
 class BroadcastOperator:
-    """A selection of sockets (rooms, exceptions, volatile) in one namespace."""
+    """A selection of sockets (rooms, exceptions) and flags (volatile, compress) in one
+    namespace."""
 
     def __init__(
         self,
@@ -158,6 +159,7 @@ class BroadcastOperator:
         rooms: Tuple[str, ...] = (),
         except_rooms: Tuple[str, ...] = (),
         volatile: bool = False,
+        compress: bool = True,
     ) -> None:
         self._bus = bus
         self._ns = ns
@@ -165,13 +167,29 @@ class BroadcastOperator:
         self._rooms = rooms
         self._except = except_rooms
         self._volatile = volatile
+        self._compress = compress
+
+    def _with(
+        self,
+        rooms: Tuple[str, ...] = (),
+        except_rooms: Tuple[str, ...] = (),
+        volatile: Optional[bool] = None,
+        compress: Optional[bool] = None,
+    ) -> BroadcastOperator:
+        """A copy with more rooms or exceptions, or other flags."""
+        return BroadcastOperator(
+            self._bus,
+            self._ns,
+            self._recovery,
+            self._rooms + rooms,
+            self._except + except_rooms,
+            self._volatile if volatile is None else volatile,
+            self._compress if compress is None else compress,
+        )
 
     def to(self, rooms: Rooms) -> BroadcastOperator:
         """Targets a room or a socket id (or several); the union of every ``to``."""
-        return BroadcastOperator(
-            self._bus, self._ns, self._recovery, self._rooms + _rooms(rooms), self._except,
-            self._volatile,
-        )
+        return self._with(rooms=_rooms(rooms))
 
     def in_(self, rooms: Rooms) -> BroadcastOperator:
         """Same as ``to``."""
@@ -179,17 +197,18 @@ class BroadcastOperator:
 
     def except_(self, rooms: Rooms) -> BroadcastOperator:
         """Leaves out the members of a room, or a socket (or several)."""
-        return BroadcastOperator(
-            self._bus, self._ns, self._recovery, self._rooms, self._except + _rooms(rooms),
-            self._volatile,
-        )
+        return self._with(except_rooms=_rooms(rooms))
 
     @property
     def volatile(self) -> BroadcastOperator:
         """The emit may be dropped for clients that are not ready; never logged for recovery."""
-        return BroadcastOperator(
-            self._bus, self._ns, self._recovery, self._rooms, self._except, True
-        )
+        return self._with(volatile=True)
+
+    def compress(self, compress: bool) -> BroadcastOperator:
+        """Whether the gateways may compress the emit (permessage-deflate, gzip of a polling
+        response), as socket.io's ``compress(bool)``; default ``True``. ``compress(False)``:
+        sent uncompressed."""
+        return self._with(compress=bool(compress))
 
     async def emit(self, event: str, *args: Any) -> None:
         """Emits to the selected clients; bytes, bytearray and memoryview values anywhere in
@@ -203,7 +222,13 @@ class BroadcastOperator:
                 (
                     r.subject,
                     wire.encode_delivery(
-                        self._bus.origin, self._ns, r.target, packet, attachments, self._volatile
+                        self._bus.origin,
+                        self._ns,
+                        r.target,
+                        packet,
+                        attachments,
+                        self._volatile,
+                        uncompressed=not self._compress,
                     ),
                     r.jetstream,
                 )
