@@ -84,6 +84,7 @@ impl World {
                     connections: u.arbitrary()?,
                     sockets: u.arbitrary()?,
                     address: u.arbitrary()?,
+                    nats_server: u.arbitrary()?,
                 });
                 let info = switchboard_broker::state::NodeInfo {
                     address: beat.address,
