@@ -89,6 +89,11 @@ if [ -z "${SKIP_CARGO:-}" ]; then
 
   log "cargo test --release --workspace --features switchboard/fault-injection,switchboard-loadtest/grpc --locked"
   cargo test --release --workspace --features switchboard/fault-injection,switchboard-loadtest/grpc --locked
+
+  # The fuzz targets (fuzz/, a workspace of its own) are run by hand, not here, but they must
+  # keep compiling: twice a new message field or subject broke them unnoticed. About 80 s.
+  log "cargo check --manifest-path fuzz/Cargo.toml --bins --locked (the fuzz targets compile)"
+  CARGO_TARGET_DIR="$ROOT/target/fuzz-check" cargo check --manifest-path "$ROOT/fuzz/Cargo.toml" --bins --locked
 fi
 
 # ---- 2b. the emitter packages -----------------------------------------------------------------
