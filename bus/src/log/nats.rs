@@ -38,29 +38,21 @@ const BATCH: usize = 256;
 /// The server deletes a reader's consumer after this long without pulls (its reader crashed or
 /// was dropped while the link was down).
 const INACTIVE: Duration = Duration::from_secs(30);
+/// How long [`ensure`] keeps asking for a stream that exists but does not answer yet.
+const READ_BACK: Duration = Duration::from_secs(30);
 /// Waits between attempts to recreate a consumer (doubling up to the maximum).
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
-/// The stream's description: a fixed text and its tag ([`LogInfo::tag`]) after [`TAG_MARK`].
-const DESCRIPTION: &str = "Switchboard log (connection state recovery)";
-const TAG_MARK: &str = "; tag ";
+/// How long a create's reply is waited for.
+const CREATE_WAIT: Duration = Duration::from_secs(3);
 
-/// The description that names `tag`.
-fn description(tag: u64) -> String {
-    format!("{DESCRIPTION}{TAG_MARK}{tag}")
-}
-
-/// The tag a stream's description names, if it names one.
-fn described_tag(config: &stream::Config) -> Option<u64> {
-    let (_, tag) = config.description.as_deref()?.rsplit_once(TAG_MARK)?;
-    tag.parse().ok()
-}
-
-/// The settings `cfg` asks for; the description is set by the caller.
+/// The settings `cfg` asks for: every gateway asks for the very same ones, so that creates that
+/// race on a NATS cluster are one idempotent create.
 fn stream_config(cfg: &LogConfig) -> stream::Config {
     stream::Config {
         name: cfg.stream.clone(),
+        description: Some("Switchboard log (connection state recovery)".into()),
         subjects: cfg.subjects.clone(),
         max_age: cfg.max_age,
         // The server stores "no limit" as -1 and would read 0 as such too.
@@ -89,16 +81,18 @@ fn same_settings(have: &stream::Config, want: &stream::Config) -> bool {
         && (want.duplicate_window.is_zero() || have.duplicate_window == want.duplicate_window)
 }
 
-/// The stream's creation time in ms: the tag of a stream made before tags were described (and
-/// what they were then), kept when such a stream gets its description.
-fn created_ms(info: &stream::Info) -> u64 {
-    u64::try_from(info.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+/// A stream on a NATS cluster whose replicas have not elected a leader yet (a single server
+/// reports no cluster at all).
+fn leaderless(info: &stream::Info) -> bool {
+    info.cluster
+        .as_ref()
+        .is_some_and(|c| c.raft_group.is_some() && c.leader.as_deref().is_none_or(str::is_empty))
 }
 
 fn log_info(info: &stream::Info) -> LogInfo {
     let last = info.state.last_sequence;
     LogInfo {
-        tag: described_tag(&info.config).unwrap_or_else(|| created_ms(info)),
+        tag: u64::try_from(info.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
         // A new stream reports 0 and 0; "empty" is first = last + 1 everywhere else.
         first_seq: if info.state.messages == 0 {
             last + 1
@@ -109,49 +103,64 @@ fn log_info(info: &stream::Info) -> LogInfo {
     }
 }
 
-/// Makes the stream exist with `cfg`'s settings and a tag.
+/// Makes the stream exist with `cfg`'s settings; its info is read from the stream's leader.
 ///
-/// The tag is the stream's identity in every offset a client keeps, so every gateway must read
-/// the same one. It is chosen once, by the creator (the time it created the stream, in ms), and
-/// kept in the stream's description: JetStream replicates the configuration as it is, while
-/// the stream's `created` is not (on nats-server 2.9 a 3-node cluster's replicas and the replies
-/// to racing creates were seen 3-13 ms apart, and one gateway then refused every other's
-/// offsets). Creators that race send different descriptions; the first create wins and the
-/// others fail ("a different configuration") and read the stream — except that nats-server 2.9
-/// was seen to accept two racing creates on a cluster, the later one's description stored, so
-/// a creator reads the stream back too, and a gateway that meets another tag in a claim reads
-/// it again (`gateway/src/cluster/recovery.rs`).
+/// The tag ([`LogInfo::tag`], the creation time in ms) is read from the leader once it has
+/// one, never from the create's reply: on a 3-node NATS cluster (2.9) the replies to gateways
+/// that created the stream at the same moment gave times up to 13 ms off, and one gateway then
+/// refused every other's offsets. Replicas of a new stream may still differ by a few ms, which
+/// is why a claim compares tags within a slack (`gateway/src/cluster/recovery.rs`).
 pub(super) async fn ensure(js: &Context, cfg: &LogConfig) -> Result<LogInfo, BusError> {
-    let mut want = stream_config(cfg);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    want.description = Some(description(now_ms));
-    let created = match js.create_stream(want.clone()).await {
-        // Read back rather than trust the reply: a create that raced ours on another node may
-        // have been applied after it, and its description is the one the stream keeps.
-        Ok(_) => return info(js, &cfg.stream).await,
-        Err(e) => e,
+    let want = stream_config(cfg);
+    // Creating a stream that exists with the same settings succeeds; with others it fails, and
+    // the stream is then updated. Of creates that race on a NATS cluster one may get no reply
+    // at all: it is not waited for beyond CREATE_WAIT.
+    let created = match tokio::time::timeout(CREATE_WAIT, js.create_stream(want.clone())).await {
+        Ok(result) => result.err().map(|e| e.to_string()),
+        Err(_) => Some(format!("no reply in {CREATE_WAIT:?}")),
     };
-    let stream = js.get_stream(&cfg.stream).await.map_err(|_| {
-        BusError::Log(format!(
-            "cannot create log stream {}: {created}",
-            cfg.stream
-        ))
+    let stream = ready(js, &cfg.stream).await.map_err(|e| {
+        BusError::Log(match &created {
+            Some(c) => format!(
+                "cannot create log stream {}: {c}; reading it: {e}",
+                cfg.stream
+            ),
+            None => format!("log stream {} created but not readable: {e}", cfg.stream),
+        })
     })?;
     let info = stream.cached_info();
-    let tag = described_tag(&info.config);
-    if tag.is_some() && same_settings(&info.config, &want) {
+    if same_settings(&info.config, &want) {
         return Ok(log_info(info));
     }
-    // A stream made before tags were described keeps the tag its offsets carry.
-    want.description = Some(description(tag.unwrap_or_else(|| created_ms(info))));
     tracing::info!(stream = %cfg.stream, "updating the log stream's settings");
-    let info = js
-        .update_stream(want)
+    js.update_stream(want)
         .await
         .map_err(|e| BusError::Log(format!("cannot update log stream {}: {e}", cfg.stream)))?;
-    Ok(log_info(&info))
+    let stream = ready(js, &cfg.stream)
+        .await
+        .map_err(|e| BusError::Log(format!("log stream {}: {e}", cfg.stream)))?;
+    Ok(log_info(stream.cached_info()))
+}
+
+/// The stream, once it answers with a leader. A stream another gateway is creating this moment
+/// may not answer, or answer without a leader (from the cluster's metadata), until its
+/// replicas elect one — up to seconds on a NATS cluster — and a follower made on it then was
+/// seen to deliver nothing. Asked again until READ_BACK has passed.
+async fn ready(
+    js: &Context,
+    name: &str,
+) -> Result<stream::Stream, async_nats::jetstream::context::GetStreamError> {
+    let deadline = tokio::time::Instant::now() + READ_BACK;
+    loop {
+        let late = tokio::time::Instant::now() >= deadline;
+        match js.get_stream(name).await {
+            Ok(stream) if late || !leaderless(stream.cached_info()) => return Ok(stream),
+            Err(e) if late || matches!(e.kind(), GetStreamErrorKind::JetStream(_)) => {
+                return Err(e);
+            }
+            _ => tokio::time::sleep(RETRY_MAX / 8).await,
+        }
+    }
 }
 
 pub(super) async fn info(js: &Context, name: &str) -> Result<LogInfo, BusError> {

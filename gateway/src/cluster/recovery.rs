@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -55,9 +54,8 @@ pub struct RecoveryConfig {
 /// recovery-enabled namespace.
 pub(super) struct LogState {
     stream: String,
-    /// The stream's tag, in every offset this gateway writes. Read at start; read again when a
-    /// claim finds the stream naming another (see `try_recover`).
-    tag: AtomicU64,
+    /// The stream's tag, in every offset this gateway writes.
+    tag: u64,
     namespaces: HashMap<String, Arc<NsLog>>,
 }
 
@@ -83,6 +81,13 @@ impl LogState {
                 return None;
             }
         };
+        tracing::info!(
+            stream = %cfg.stream,
+            tag = info.tag,
+            first = info.first_seq,
+            last = info.last_seq,
+            "recovery log open"
+        );
         let namespaces = recovery
             .iter()
             .map(|(ns, rc)| {
@@ -100,14 +105,9 @@ impl LogState {
             .collect();
         Some(Self {
             stream: cfg.stream.clone(),
-            tag: AtomicU64::new(info.tag),
+            tag: info.tag,
             namespaces,
         })
-    }
-
-    /// The stream's tag as this gateway knows it.
-    pub(super) fn tag(&self) -> u64 {
-        self.tag.load(Ordering::Relaxed)
     }
 
     pub(super) fn namespace(&self, ns: &str) -> Option<&Arc<NsLog>> {
@@ -149,6 +149,18 @@ pub(super) fn offset_text(tag: u64, seq: u64) -> String {
 }
 
 /// The inverse of [`offset_text`].
+/// How far apart two tags may be and still name one stream. A tag is the stream's creation
+/// time in ms, and the replicas of a new stream on a NATS cluster (2.9) report times a few ms
+/// apart (1-13 ms seen), so gateways that read it from different leaders differ by that much;
+/// a stream deleted and made again under the same name within a second is what this lets
+/// through (and its sequence numbers must still cover the offset).
+const TAG_SLACK_MS: u64 = 1_000;
+
+/// Whether an offset's tag names the stream whose tag is `current`.
+fn same_stream(tag: u64, current: u64) -> bool {
+    tag.abs_diff(current) <= TAG_SLACK_MS
+}
+
 pub(super) fn parse_offset(s: &str) -> Option<(u64, u64)> {
     switchboard_proto::offset::parse(s)
 }
@@ -258,7 +270,7 @@ impl Cluster {
             };
             while let Some(item) = reader.next().await {
                 match item {
-                    Ok(entry) => self.dispatch(&log, state.tag(), entry),
+                    Ok(entry) => self.dispatch(&log, state.tag, entry),
                     Err(e) => tracing::debug!(ns = %log.ns, error = %e, "recovery log read"),
                 }
             }
@@ -338,14 +350,7 @@ impl Cluster {
             .log_info(&state.stream)
             .await
             .map_err(|_| "unavailable")?;
-        // The stream names the tag (`switchboard_bus::Bus::log_ensure`); should it have
-        // changed since this gateway read it (gateways that created the stream at the same
-        // moment on a NATS cluster, or a stream made again), the stream is right.
-        let ours = state.tag.swap(info.tag, Ordering::Relaxed);
-        if ours != info.tag {
-            tracing::warn!(stream = %state.stream, was = ours, now = info.tag, "the recovery log's tag changed");
-        }
-        if tag != info.tag || after > info.last_seq {
+        if !same_stream(tag, info.tag) || after > info.last_seq {
             return Err("bad_offset");
         }
         if after.saturating_add(1) < info.first_seq {
@@ -469,8 +474,7 @@ impl Cluster {
             let Some(delivery) = delivery_of(entry, &mut fragments) else {
                 continue;
             };
-            let Some((target, frames)) =
-                frames_of(&log.ns, delivery, &offset_text(state.tag(), seq))
+            let Some((target, frames)) = frames_of(&log.ns, delivery, &offset_text(state.tag, seq))
             else {
                 continue;
             };
@@ -531,7 +535,7 @@ impl Cluster {
                     if cutoff.is_some_and(|c| entry.time_ms < c) {
                         return None;
                     }
-                    history_item(&ns, entry, state.tag())
+                    history_item(&ns, entry, state.tag)
                 })
                 .await
                 .map_err(|e| unavailable(&e))?;
@@ -617,6 +621,17 @@ impl Drop for PendingGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_a_few_ms_apart_name_one_stream() {
+        let t = 1_796_648_185_568;
+        // What replicas of one new stream on a 3-node NATS cluster reported.
+        assert!(same_stream(t, t + 13) && same_stream(t + 13, t));
+        assert!(same_stream(t, t + TAG_SLACK_MS));
+        // A stream made again later is another.
+        assert!(!same_stream(t, t + TAG_SLACK_MS + 1));
+        assert!(!same_stream(t, 0));
+    }
 
     #[test]
     fn the_offset_becomes_the_last_argument() {
