@@ -115,11 +115,14 @@ pub(super) async fn ensure(js: &Context, cfg: &LogConfig) -> Result<LogInfo, Bus
     // Creating a stream that exists with the same settings succeeds; with others it fails, and
     // the stream is then updated. Of creates that race on a NATS cluster one may get no reply
     // at all: it is not waited for beyond CREATE_WAIT.
-    let created = match tokio::time::timeout(CREATE_WAIT, js.create_stream(want.clone())).await {
-        Ok(result) => result.err().map(|e| e.to_string()),
-        Err(_) => Some(format!("no reply in {CREATE_WAIT:?}")),
-    };
-    let stream = ready(js, &cfg.stream).await.map_err(|e| {
+    let (created, answered) =
+        match tokio::time::timeout(CREATE_WAIT, js.create_stream(want.clone())).await {
+            Ok(Ok(_)) => (None, true),
+            Ok(Err(e)) => (Some(e.to_string()), true),
+            Err(_) => (Some(format!("no reply in {CREATE_WAIT:?}")), false),
+        };
+    // A JetStream that answered the create has the stream: a read that times out is asked again.
+    let stream = ready(js, &cfg.stream, answered).await.map_err(|e| {
         BusError::Log(match &created {
             Some(c) => format!(
                 "cannot create log stream {}: {c}; reading it: {e}",
@@ -136,7 +139,7 @@ pub(super) async fn ensure(js: &Context, cfg: &LogConfig) -> Result<LogInfo, Bus
     js.update_stream(want)
         .await
         .map_err(|e| BusError::Log(format!("cannot update log stream {}: {e}", cfg.stream)))?;
-    let stream = ready(js, &cfg.stream)
+    let stream = ready(js, &cfg.stream, true)
         .await
         .map_err(|e| BusError::Log(format!("log stream {}: {e}", cfg.stream)))?;
     Ok(log_info(stream.cached_info()))
@@ -145,22 +148,31 @@ pub(super) async fn ensure(js: &Context, cfg: &LogConfig) -> Result<LogInfo, Bus
 /// The stream, once it answers with a leader. A stream another gateway is creating this moment
 /// may not answer, or answer without a leader (from the cluster's metadata), until its
 /// replicas elect one — up to seconds on a NATS cluster — and a follower made on it then was
-/// seen to deliver nothing. Asked again until READ_BACK has passed.
+/// seen to deliver nothing. Asked again until READ_BACK has passed; so is a read that timed
+/// out, if `exists` (a JetStream that did not answer the create may not be there at all).
 async fn ready(
     js: &Context,
     name: &str,
+    exists: bool,
 ) -> Result<stream::Stream, async_nats::jetstream::context::GetStreamError> {
     let deadline = tokio::time::Instant::now() + READ_BACK;
     loop {
         let late = tokio::time::Instant::now() >= deadline;
         match js.get_stream(name).await {
             Ok(stream) if late || !leaderless(stream.cached_info()) => return Ok(stream),
-            Err(e) if late || matches!(e.kind(), GetStreamErrorKind::JetStream(_)) => {
-                return Err(e);
-            }
+            // Only a request that timed out is asked again: "no responders" is a server without
+            // JetStream, an error from JetStream is its answer.
+            Err(e) if late || !exists || !timed_out(&e) => return Err(e),
             _ => tokio::time::sleep(RETRY_MAX / 8).await,
         }
     }
+}
+
+/// Whether a stream request failed for want of an answer in time.
+fn timed_out(e: &async_nats::jetstream::context::GetStreamError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<async_nats::jetstream::context::RequestError>())
+        .is_some_and(|r| r.kind() == async_nats::jetstream::context::RequestErrorKind::TimedOut)
 }
 
 pub(super) async fn info(js: &Context, name: &str) -> Result<LogInfo, BusError> {
