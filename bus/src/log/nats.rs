@@ -81,12 +81,13 @@ fn same_settings(have: &stream::Config, want: &stream::Config) -> bool {
         && (want.duplicate_window.is_zero() || have.duplicate_window == want.duplicate_window)
 }
 
-/// A stream on a NATS cluster whose replicas have not elected a leader yet (a single server
-/// reports no cluster at all).
+/// A stream on a NATS cluster whose replicas have not elected a leader yet. A single server
+/// reports no `cluster` at all; nats-server 2.9 reports one without `raft_group`, so only the
+/// leader is looked at.
 fn leaderless(info: &stream::Info) -> bool {
     info.cluster
         .as_ref()
-        .is_some_and(|c| c.raft_group.is_some() && c.leader.as_deref().is_none_or(str::is_empty))
+        .is_some_and(|c| c.leader.as_deref().is_none_or(str::is_empty))
 }
 
 fn log_info(info: &stream::Info) -> LogInfo {
@@ -483,4 +484,38 @@ fn delete_later(js: &Context, stream: &str, consumer: String) {
             tracing::debug!(%stream, %consumer, error = %e, "log reader: consumer not deleted");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stream info as nats-server 2.9 sends it, with `cluster` as given.
+    fn info(cluster: &str) -> stream::Info {
+        let json = format!(
+            r#"{{"config":{{"name":"log","subjects":["log.>"],"retention":"limits","max_consumers":-1,
+              "max_msgs":-1,"max_bytes":-1,"max_age":0,"max_msgs_per_subject":-1,"max_msg_size":-1,
+              "discard":"old","storage":"file","num_replicas":3,"duplicate_window":120000000000}},"created":"2026-12-07T15:33:07.421644581Z",
+              "state":{{"messages":0,"bytes":0,"first_seq":1,"first_ts":"1970-01-01T00:00:00Z",
+              "last_seq":0,"last_ts":"0001-01-01T00:00:00Z","consumer_count":0}}{cluster}}}"#
+        );
+        serde_json::from_str(&json).expect("a stream info")
+    }
+
+    #[test]
+    fn a_cluster_without_a_leader_is_leaderless() {
+        // 2.9.10 sends no `raft_group`: the leader alone decides.
+        let replicas = r#"[{"name":"n2","current":false,"active":0}]"#;
+        assert!(leaderless(&info(&format!(
+            r#","cluster":{{"name":"c","replicas":{replicas}}}"#
+        ))));
+        assert!(leaderless(&info(&format!(
+            r#","cluster":{{"name":"c","leader":"","replicas":{replicas}}}"#
+        ))));
+        assert!(!leaderless(&info(&format!(
+            r#","cluster":{{"name":"c","leader":"n1","replicas":{replicas}}}"#
+        ))));
+        // A single server reports no cluster.
+        assert!(!leaderless(&info("")));
+    }
 }
