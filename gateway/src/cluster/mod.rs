@@ -1619,6 +1619,8 @@ async fn link_watch(cluster: Cluster) {
             generation = now.generation;
             tracing::info!("bus link back: sending a snapshot");
             cluster.send_snapshot(0, "reconnect");
+            // It may be on another NATS server now: say so before the next interval.
+            cluster.heartbeat();
         } else if !now.up {
             tracing::warn!("bus link down");
         }
@@ -1626,18 +1628,45 @@ async fn link_watch(cluster: Cluster) {
 }
 
 /// Follows the other gateways' heartbeats for the NATS servers they are on.
+///
+/// A gateway that hears of a node it did not know (just started, back after its lease, or moved
+/// to another NATS server) answers with a heartbeat of its own at once, coalesced over
+/// [`PROMPT_HEARTBEAT_DELAY`]: a new gateway sends its first heartbeat as soon as it listens, so
+/// it learns where every other gateway is within a round trip, not a heartbeat interval, and its
+/// joins' barrier ([`sync`]) covers their servers from then on.
 async fn follow_servers(cluster: Cluster, mut sub: Subscription) {
     let subjects = &cluster.inner.cfg.subjects;
     let own = cluster.inner.cfg.node.as_str();
-    while let Some(msg) = sub.next().await {
+    let mut prompt: Option<tokio::time::Instant> = None;
+    loop {
+        let msg = tokio::select! {
+            msg = sub.next() => msg,
+            () = sleep_until(prompt) => {
+                prompt = None;
+                cluster.heartbeat();
+                continue;
+            }
+        };
+        let Some(msg) = msg else { return };
         if let Some((node, hb)) = crate::forward::heartbeat_of(subjects, msg)
             && node != own
         {
-            cluster
-                .inner
-                .servers
-                .heard(&node, &hb.nats_server, tokio::time::Instant::now());
+            let now = tokio::time::Instant::now();
+            if cluster.inner.servers.heard(&node, &hb.nats_server, now) {
+                prompt.get_or_insert(now + PROMPT_HEARTBEAT_DELAY);
+            }
         }
+    }
+}
+
+/// How long a gateway gathers news of other nodes before it answers them with one heartbeat.
+const PROMPT_HEARTBEAT_DELAY: Duration = Duration::from_millis(20);
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -1901,6 +1930,40 @@ mod tests {
             .await
             .unwrap();
         settled.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_gateway_answers_news_of_a_node_with_a_heartbeat_at_once() {
+        let hub = Hub::new();
+        let subjects = Subjects::new("t").unwrap();
+        let probe = hub.client();
+        let mut from_a = probe
+            .subscribe(subjects.heartbeat("a").unwrap())
+            .await
+            .unwrap();
+        // Its heartbeat interval is an hour: past the first one, only news makes it send.
+        let _a = node(&hub, "a", vec![]).await;
+        let next = async |sub: &mut Subscription| {
+            let msg = tokio::time::timeout(switchboard_tests::WAIT, sub.next())
+                .await
+                .expect("a heartbeat from a")
+                .unwrap();
+            pb::Heartbeat::decode(msg.payload).unwrap()
+        };
+        assert_eq!(next(&mut from_a).await.node, "a");
+        let hb = pb::Heartbeat {
+            node: "z".into(),
+            nats_server: "NZ".into(),
+            ..Default::default()
+        };
+        probe
+            .publish(
+                subjects.heartbeat("z").unwrap(),
+                Bytes::from(hb.encode_to_vec()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(next(&mut from_a).await.node, "a");
     }
 
     #[tokio::test]

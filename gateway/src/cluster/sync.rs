@@ -71,17 +71,32 @@ impl Servers {
     }
 
     /// Records that `node` was on NATS server `server` at `now` (an empty `server`: on none, or
-    /// not saying; a name too long for a subject is not recorded either).
-    pub(super) fn heard(&self, node: &str, server: &str, now: Instant) {
+    /// not saying; a name too long for a subject is not recorded either). True when this is news:
+    /// a node not known (or forgotten), or known on another server.
+    pub(super) fn heard(&self, node: &str, server: &str, now: Instant) -> bool {
         let mut by_node = self.by_node.lock();
         if server.is_empty() || server.len() > MAX_NAME_BYTES {
             by_node.remove(node);
-            return;
+            return false;
         }
-        if by_node.len() >= MAX_NODES && !by_node.contains_key(node) {
-            return;
+        let full = by_node.len() >= MAX_NODES;
+        match by_node.get_mut(node) {
+            Some((known, seen))
+                if known == server && now.saturating_duration_since(*seen) <= self.lease =>
+            {
+                *seen = now;
+                false
+            }
+            Some(entry) => {
+                *entry = (server.to_owned(), now);
+                true
+            }
+            None if full => false,
+            None => {
+                by_node.insert(node.to_owned(), (server.to_owned(), now));
+                true
+            }
         }
-        by_node.insert(node.to_owned(), (server.to_owned(), now));
     }
 
     /// The servers of the nodes heard from within the lease before `now`, once each, without
@@ -230,23 +245,25 @@ mod tests {
         let lease = Duration::from_secs(6);
         let servers = Servers::new(lease);
         let t0 = Instant::now();
-        servers.heard("gw1", "NA", t0);
-        servers.heard("gw2", "NB", t0);
-        servers.heard("gw3", "NB", t0);
-        servers.heard("gw4", "", t0);
-        servers.heard("gw5", &"N".repeat(MAX_NAME_BYTES + 1), t0);
+        // What is news: a node first heard of, moved, or heard of again after its lease.
+        assert!(servers.heard("gw1", "NA", t0));
+        assert!(!servers.heard("gw1", "NA", t0));
+        assert!(servers.heard("gw2", "NB", t0));
+        assert!(servers.heard("gw3", "NB", t0));
+        assert!(!servers.heard("gw4", "", t0));
+        assert!(!servers.heard("gw5", &"N".repeat(MAX_NAME_BYTES + 1), t0));
         assert_eq!(servers.others(None, t0), ["NA", "NB"]);
         assert_eq!(servers.others(Some("NA"), t0), ["NB"]);
         assert_eq!(servers.others(Some("NC"), t0 + lease), ["NA", "NB"]);
         // A reconnect moves a node: its old server is no longer asked for it.
-        servers.heard("gw1", "NC", t0 + lease);
+        assert!(servers.heard("gw1", "NC", t0 + lease));
         assert_eq!(servers.others(Some("NB"), t0 + lease), ["NC"]);
         // A node that says it is on no server (an in-process hub, not connected) is dropped.
         servers.heard("gw3", "", t0 + lease);
-        servers.heard("gw2", "NB", t0 + lease);
+        assert!(!servers.heard("gw2", "NB", t0 + lease));
         assert_eq!(servers.others(None, t0 + lease * 2), ["NB", "NC"]);
         // Past the lease a node is forgotten for good.
-        servers.heard("gw2", "NB", t0 + lease * 3);
+        assert!(servers.heard("gw2", "NB", t0 + lease * 3));
         assert_eq!(servers.others(None, t0 + lease * 3), ["NB"]);
         assert_eq!(servers.by_node.lock().len(), 1);
     }

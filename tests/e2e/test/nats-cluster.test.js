@@ -175,11 +175,10 @@ describe("NATS cluster: a join's ack covers every node", () => {
       assert.equal(await nodeOf(nats, `switchboard-gateway ${gw.nodeId}`), i, `${gw.nodeId} is on n${i + 1}, its own node`);
     }
     const gws = cluster.gateways;
-    // A gateway learns which NATS servers host the others from their heartbeats (200 ms here):
-    // until it has heard each once, its barrier cannot ask their servers (docs/cluster.md, the
-    // start-up window). Three heartbeats' time puts this test in the steady state it checks; a
-    // first run in CI without it lost 1 of 300 (round 16, ~70 ms in).
-    await new Promise((resolve) => setTimeout(resolve, 600));
+    // No wait for heartbeats here: a gateway learns which NATS servers host the others from their
+    // heartbeats, and answers news of a node with a heartbeat at once (docs/cluster.md), so the
+    // gateway started last knows every other server a round trip after it listens. Before that,
+    // a first CI run lost 1 of 300 (round 16, ~70 ms in) to a heartbeat interval of not knowing.
     // (sender, joiner) on every pair of nodes, both ways.
     const pairs = [];
     for (const [a, b] of [[0, 1], [1, 2], [2, 0], [1, 0], [2, 1], [0, 2]]) {
