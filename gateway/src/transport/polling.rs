@@ -22,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use switchboard_codec::engineio::{self, Frame};
+use switchboard_codec::engineio::{self, Compress, Frame};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -183,8 +183,15 @@ fn farewell(st: &mut State, reason: CloseReason) -> Response<Body> {
     if reason == CloseReason::ClientClose {
         return text_response(Bytes::from_static(b"6"));
     }
-    st.push_back(Frame::close());
+    st.push_back(closing());
     drain_response(st)
+}
+
+/// The transport's close packet. It does not count towards compressing the body: as in Node's
+/// engine.io (whose polling transport sends it without options), a farewell of `compress(false)`
+/// frames and the close goes uncompressed.
+fn closing() -> Frame {
+    Frame::close().with_compress(Compress::Off)
 }
 
 fn drain_response(st: &mut State) -> Response<Body> {
@@ -303,8 +310,6 @@ fn request_timeout() -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
-    use switchboard_codec::engineio::Compress;
-
     use super::*;
 
     /// Whether `compress::response` would compress the payload of `frames` (threshold 0, gzip
@@ -330,7 +335,8 @@ mod tests {
             (vec![off.clone()], false),
             (vec![off.clone(), bin_off], false),
             (vec![off.clone(), on], true),
-            (vec![off, Frame::ping()], true),
+            (vec![off.clone(), Frame::ping()], true),
+            (vec![off, closing()], false),
         ];
         for (frames, want) in table {
             assert_eq!(compressed(&frames), want, "{frames:?}");
