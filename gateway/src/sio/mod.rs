@@ -45,6 +45,8 @@ pub use namespace::{Broadcast, Namespace, Room, RoomFull};
 pub use socket::{
     AckError, Acker, Args, ConnectError, ConnectRequest, DisconnectReason, Event, Socket,
 };
+/// Whether an emit may be compressed ([`Broadcast::compress`], [`Socket::emit_with`]).
+pub use switchboard_codec::engineio::Compress;
 
 use adapter::AdapterSlot;
 use namespace::{NsInner, SharedHandlers};

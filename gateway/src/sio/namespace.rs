@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde_json::Value;
-use switchboard_codec::engineio::Frame;
+use switchboard_codec::engineio::{Compress, Frame};
 use switchboard_codec::socketio;
 
 use crate::engine::Pushed;
@@ -352,6 +352,7 @@ pub struct Broadcast {
     target: Target,
     volatile: bool,
     local: bool,
+    compress: Compress,
 }
 
 impl Broadcast {
@@ -361,6 +362,7 @@ impl Broadcast {
             target: Target::default(),
             volatile: false,
             local: false,
+            compress: Compress::Allowed,
         }
     }
 
@@ -400,6 +402,15 @@ impl Broadcast {
         self
     }
 
+    /// Whether the transports may compress this emit (the default; permessage-deflate or the
+    /// polling body's gzip, each above its threshold): `false` is Node's `compress(false)`, for
+    /// payloads that do not compress (already compressed media, random tokens). It travels with
+    /// the emit to the other gateways too.
+    pub fn compress(mut self, on: bool) -> Self {
+        self.compress = Compress::from_allowed(on);
+        self
+    }
+
     /// Emits an event to the targets; returns how many local sockets it was queued for (in a
     /// namespace whose emits go through the cluster's log, [`Adapter::logged`]: 0, since the
     /// log writes them later, in its order).
@@ -407,7 +418,12 @@ impl Broadcast {
         let Some(ns) = self.ns.as_ref() else {
             return 0;
         };
-        let frames = args.encode_event(&ns.name, event);
+        let mut frames = args.encode_event(&ns.name, event);
+        if !self.compress.allowed() {
+            frames
+                .iter_mut()
+                .for_each(|f| f.set_compress(self.compress));
+        }
         if !self.local
             && !self.volatile
             && let Some(adapter) = ns.adapter()

@@ -167,7 +167,16 @@ impl Socket {
     /// ([`super::Adapter::logged`]) it is logged too, so a recovery can replay it, as socket.io
     /// does with `connectionStateRecovery`.
     pub fn emit(&self, event: &str, args: Args) {
-        let frames = args.encode_event(&self.inner.ns.name, event);
+        self.emit_with(event, args, Compress::Allowed);
+    }
+
+    /// [`Socket::emit`], saying whether the transport may compress it: [`Compress::Off`] is
+    /// Node's `socket.compress(false).emit(...)`.
+    pub fn emit_with(&self, event: &str, args: Args, compress: Compress) {
+        let mut frames = args.encode_event(&self.inner.ns.name, event);
+        if !compress.allowed() {
+            frames.iter_mut().for_each(|f| f.set_compress(compress));
+        }
         if let Some(adapter) = self.inner.ns.adapter()
             && adapter.logged(&self.inner.ns.name)
         {

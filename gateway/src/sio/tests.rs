@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::json;
-use switchboard_codec::engineio::Frame;
+use switchboard_codec::engineio::{Compress, Frame};
 use tokio::time::Instant;
 
 use super::*;
@@ -385,8 +385,13 @@ impl Adapter for Recorder {
             Some(Frame::Text(t, _)) => String::from_utf8_lossy(t).into_owned(),
             _ => String::new(),
         };
+        let off = if frames.iter().all(|f| !f.compress().allowed()) {
+            " uncompressed"
+        } else {
+            ""
+        };
         self.push(format!(
-            "broadcast {ns} {:?} {first} {volatile}",
+            "broadcast {ns} {:?} {first} {volatile}{off}",
             target.rooms
         ));
     }
@@ -439,6 +444,41 @@ fn the_adapter_hears_every_membership_change_and_broadcast_once() {
             "leave r1".to_owned(),
             r#"broadcast /chat ["auto"] 42/chat,["hi",1] false"#.to_owned(),
             r#"disconnect ["auto"] server namespace disconnect"#.to_owned(),
+        ]
+    );
+}
+
+/// Takes the queued frames' compression flags.
+fn flags(conn: &Arc<Conn<ConnData>>) -> Vec<Compress> {
+    conn.lock().drain().iter().map(Frame::compress).collect()
+}
+
+#[test]
+fn compress_false_reaches_the_transport_and_the_adapter() {
+    let (io, engine) = setup();
+    let rec = Arc::new(Recorder::default());
+    io.set_adapter(rec.clone());
+    let ns = io.of("/chat");
+    let conn = open(&engine);
+    let id = connect(&engine, &conn, "/chat");
+    let socket = ns.socket(&id).expect("socket");
+    socket.join("r");
+    rec.take();
+    let raw = Args::none().binary(Bytes::from_static(b"\x01"));
+    socket.emit_with("raw", raw, Compress::Off);
+    // A binary event: the placeholder packet and its attachment, both off.
+    assert_eq!(flags(&conn), [Compress::Off, Compress::Off]);
+    socket.emit("chat", Args::none());
+    assert_eq!(flags(&conn), [Compress::Allowed]);
+    ns.to("r").compress(false).emit("jpeg", Args::none());
+    assert_eq!(flags(&conn), [Compress::Off]);
+    ns.to("r").emit("text", Args::none());
+    assert_eq!(flags(&conn), [Compress::Allowed]);
+    assert_eq!(
+        rec.take(),
+        [
+            r#"broadcast /chat ["r"] 42/chat,["jpeg"] false uncompressed"#,
+            r#"broadcast /chat ["r"] 42/chat,["text"] false"#,
         ]
     );
 }
