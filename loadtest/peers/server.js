@@ -90,7 +90,12 @@ async function main() {
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     throw new Error(`PORT must be 0..65535 (got ${JSON.stringify(process.env.PORT)})`);
   }
-  const httpServer = http.createServer();
+  // Anything that is not Engine.IO's path gets a 404 (socket.io hands other requests to this
+  // listener; without one they would hang, and a proxy's health probe with them).
+  const httpServer = http.createServer((req, res) => {
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('not found');
+  });
   const io = new Server(httpServer, {
     pingInterval: PING_INTERVAL_MS,
     pingTimeout: PING_TIMEOUT_MS,
