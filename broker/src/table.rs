@@ -221,28 +221,40 @@ fn shrink<T: Hash>(table: &mut HashTable<u32>, slots: &Slab<(T, u32)>, hasher: &
 
 /// Chunks of a large [`SortedIds`] split at this many ids; the set turns flat again below
 /// [`FLAT_MAX`] / 4.
-const CHUNK: usize = 512;
+const CHUNK: usize = 128;
 /// The largest flat [`SortedIds`].
 const FLAT_MAX: usize = 2 * CHUNK;
 /// Flat sets up to this size grow one slot at a time (most rooms and users are tiny).
 const TIGHT: usize = 8;
 
 /// A set of `u32` slots in ascending order of a text key looked up through `key`. Small sets are
-/// one sorted vector; large ones a vector of sorted chunks, so an insertion moves at most one
-/// chunk.
+/// one sorted vector; large ones a vector of sorted chunks, each with a copy of its first key (a
+/// fence), so a search compares against the fences (few, and hot in cache) and then within one
+/// chunk, and an insertion moves at most one chunk.
 #[derive(Debug)]
 pub(crate) enum SortedIds {
     /// One sorted vector (at most [`FLAT_MAX`] ids).
     Flat(Vec<u32>),
-    /// Non-empty sorted chunks of at most [`CHUNK`] ids, ascending, and their total length.
+    /// Sorted chunks.
     Chunked(Box<Chunks>),
 }
 
-/// The chunks of a large [`SortedIds`].
+/// The chunks of a large [`SortedIds`]: non-empty, ascending, at most [`CHUNK`] ids each, with
+/// their first keys and their total length.
 #[derive(Debug, Default)]
 pub(crate) struct Chunks {
     chunks: Vec<Vec<u32>>,
+    fences: Vec<Box<str>>,
     len: usize,
+}
+
+impl Chunks {
+    /// The chunk that holds or would hold `target`.
+    fn chunk_of(&self, target: &str) -> usize {
+        self.fences
+            .partition_point(|fence| &**fence <= target)
+            .saturating_sub(1)
+    }
 }
 
 impl Default for SortedIds {
@@ -282,25 +294,30 @@ impl SortedIds {
                 ids.insert(at, id);
                 if ids.len() > FLAT_MAX {
                     let chunks: Vec<Vec<u32>> = ids.chunks(CHUNK).map(<[u32]>::to_vec).collect();
+                    let fences = chunks.iter().map(|c| Box::from(key(c[0]))).collect();
                     let len = ids.len();
-                    *self = Self::Chunked(Box::new(Chunks { chunks, len }));
+                    *self = Self::Chunked(Box::new(Chunks {
+                        chunks,
+                        fences,
+                        len,
+                    }));
                 }
                 true
             }
             Self::Chunked(c) => {
-                let last = c.chunks.len() - 1;
-                let n = c
-                    .chunks
-                    .partition_point(|chunk| chunk.last().is_some_and(|&l| key(l) < target))
-                    .min(last);
+                let n = c.chunk_of(target);
                 let chunk = &mut c.chunks[n];
                 let Err(at) = search(chunk, target, &key) else {
                     return false;
                 };
                 chunk.insert(at, id);
                 c.len += 1;
+                if at == 0 {
+                    c.fences[n] = Box::from(target);
+                }
                 if chunk.len() > CHUNK {
                     let tail = chunk.split_off(CHUNK / 2);
+                    c.fences.insert(n + 1, Box::from(key(tail[0])));
                     c.chunks.insert(n + 1, tail);
                 }
                 true
@@ -326,12 +343,8 @@ impl SortedIds {
                 true
             }
             Self::Chunked(c) => {
-                let n = c
-                    .chunks
-                    .partition_point(|chunk| chunk.last().is_some_and(|&l| key(l) < target));
-                let Some(chunk) = c.chunks.get_mut(n) else {
-                    return false;
-                };
+                let n = c.chunk_of(target);
+                let chunk = &mut c.chunks[n];
                 let Ok(at) = search(chunk, target, &key) else {
                     return false;
                 };
@@ -340,8 +353,13 @@ impl SortedIds {
                 }
                 chunk.remove(at);
                 c.len -= 1;
-                if chunk.is_empty() {
-                    c.chunks.remove(n);
+                match chunk.first() {
+                    None => {
+                        c.chunks.remove(n);
+                        c.fences.remove(n);
+                    }
+                    Some(&first) if at == 0 => c.fences[n] = Box::from(key(first)),
+                    Some(_) => {}
                 }
                 if c.len < FLAT_MAX / 4 {
                     *self = Self::Flat(c.chunks.concat());
@@ -354,16 +372,11 @@ impl SortedIds {
     /// The id whose key is `target`, if present.
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn find<'k>(&self, target: &str, key: impl Fn(u32) -> &'k str) -> Option<u32> {
-        match self {
-            Self::Flat(ids) => search(ids, target, &key).ok().map(|at| ids[at]),
-            Self::Chunked(c) => {
-                let n = c
-                    .chunks
-                    .partition_point(|chunk| chunk.last().is_some_and(|&l| key(l) < target));
-                let chunk = c.chunks.get(n)?;
-                search(chunk, target, &key).ok().map(|at| chunk[at])
-            }
-        }
+        let ids = match self {
+            Self::Flat(ids) => ids,
+            Self::Chunked(c) => &c.chunks[c.chunk_of(target)],
+        };
+        search(ids, target, &key).ok().map(|at| ids[at])
     }
 
     /// The ids whose keys are past `lower`, ascending.
@@ -386,21 +399,15 @@ impl SortedIds {
                 }
             }
             Self::Chunked(c) => {
-                let n = c
-                    .chunks
-                    .partition_point(|chunk| chunk.last().is_some_and(|&l| before(l)));
-                match c.chunks.get(n) {
-                    None => Iter {
-                        head: [].iter(),
-                        rest: &[],
-                    },
-                    Some(chunk) => {
-                        let at = chunk.partition_point(|&id| before(id));
-                        Iter {
-                            head: chunk[at..].iter(),
-                            rest: &c.chunks[n + 1..],
-                        }
-                    }
+                let n = match lower {
+                    Bound::Unbounded => 0,
+                    Bound::Included(b) | Bound::Excluded(b) => c.chunk_of(b),
+                };
+                let chunk = &c.chunks[n];
+                let at = chunk.partition_point(|&id| before(id));
+                Iter {
+                    head: chunk[at..].iter(),
+                    rest: &c.chunks[n + 1..],
                 }
             }
         }
@@ -408,33 +415,19 @@ impl SortedIds {
 
     /// Every id, ascending.
     pub(crate) fn iter(&self) -> Iter<'_> {
-        match self {
-            Self::Flat(ids) => Iter {
-                head: ids.iter(),
-                rest: &[],
-            },
-            Self::Chunked(c) => match c.chunks.split_first() {
-                Some((first, rest)) => Iter {
-                    head: first.iter(),
-                    rest,
-                },
-                None => Iter {
-                    head: [].iter(),
-                    rest: &[],
-                },
-            },
-        }
+        self.range(Bound::Unbounded, |_| "")
     }
 
     /// Panics unless the ids are strictly ascending by key and the chunks well formed.
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn check<'k>(&self, key: impl Fn(u32) -> &'k str) {
         if let Self::Chunked(c) = self {
-            assert!(
-                c.chunks
-                    .iter()
-                    .all(|chunk| !chunk.is_empty() && chunk.len() <= CHUNK + 1)
-            );
+            assert!(!c.chunks.is_empty(), "a chunked set without chunks");
+            assert_eq!(c.chunks.len(), c.fences.len(), "one fence per chunk");
+            for (chunk, fence) in c.chunks.iter().zip(&c.fences) {
+                assert!(!chunk.is_empty() && chunk.len() <= CHUNK, "chunk size");
+                assert_eq!(key(chunk[0]), &**fence, "stale fence");
+            }
             assert_eq!(c.len, c.chunks.iter().map(Vec::len).sum::<usize>());
         }
         let ids: Vec<u32> = self.iter().collect();
