@@ -521,7 +521,9 @@ impl<'a> Socket<'a> {
     /// Rooms, by name.
     pub fn rooms(&self) -> impl ExactSizeIterator<Item = &'a str> + use<'a> {
         let dir = self.dir;
-        self.entry.rooms.iter().map(move |&r| dir.room_name(r))
+        let mut names: Vec<&'a str> = self.entry.rooms.iter().map(|&r| dir.room_name(r)).collect();
+        names.sort_unstable();
+        names.into_iter()
     }
 
     /// Whether the socket is in `room`.
@@ -658,7 +660,7 @@ struct Entry {
     /// sockets: four bytes that would push the bench profile's text into the next allocation
     /// size class).
     text: Box<str>,
-    /// Room slots, by room name.
+    /// Room slots, ascending (by slot: a join or leave finds its place without reading names).
     rooms: Box<[u32]>,
     recovery: Option<Box<Recovery>>,
     connected_at_ms: u64,
@@ -687,6 +689,10 @@ impl Entry {
 
     fn id(&self) -> &str {
         self.part(0, self.id_len)
+    }
+
+    fn in_room(&self, room: u32) -> bool {
+        self.rooms.binary_search(&room).is_ok()
     }
 
     fn address(&self) -> &str {
@@ -844,8 +850,8 @@ impl Filter {
             && self
                 .rooms
                 .as_ref()
-                .is_none_or(|rooms| rooms.iter().any(|r| entry.rooms.contains(r)))
-            && !self.except.iter().any(|r| entry.rooms.contains(r))
+                .is_none_or(|rooms| rooms.iter().any(|r| entry.in_room(*r)))
+            && !self.except.iter().any(|r| entry.in_room(*r))
             && self
                 .users
                 .as_ref()
@@ -1042,7 +1048,7 @@ impl Directory {
         };
         let entry = self.entry(slot);
         let found = self.room_slot(entry.ns, room);
-        if found.is_some_and(|r| entry.rooms.contains(&r)) {
+        if found.is_some_and(|r| entry.in_room(r)) {
             return Ok(Reserved::AlreadyMember);
         }
         let members = found.map_or(0, |r| self.room_entry(r).members.len());
@@ -1910,7 +1916,9 @@ impl Directory {
                 claim: Claim::Unknown,
             });
         }
-        let rooms = std::mem::take(&mut self.sockets.get_mut(slot).expect("live").rooms);
+        let mut rooms = std::mem::take(&mut self.sockets.get_mut(slot).expect("live").rooms);
+        let names = name_of(&self.rooms);
+        rooms.sort_unstable_by(|a, b| names(*a).cmp(names(*b)));
         for &room in &rooms {
             self.unlink(slot, room, reason, changes);
         }
@@ -1986,7 +1994,7 @@ impl Directory {
         self.users.get(user).is_some_and(|u| {
             u.sockets
                 .iter()
-                .any(|&s| s != slot && self.entry(s).rooms.contains(&room))
+                .any(|&s| s != slot && self.entry(s).in_room(room))
         })
     }
 
@@ -1996,7 +2004,7 @@ impl Directory {
         };
         let ns = entry.ns;
         let r = match self.room_slot(ns, room) {
-            Some(r) if entry.rooms.contains(&r) => return,
+            Some(r) if entry.in_room(r) => return,
             Some(r) => r,
             None => {
                 let r = self.rooms.insert(RoomEntry {
@@ -2018,12 +2026,8 @@ impl Directory {
                 r
             }
         };
-        let names = name_of(&self.rooms);
         let entry = self.sockets.get_mut(slot).expect("looked up above");
-        let at = entry
-            .rooms
-            .binary_search_by(|&o| names(o).cmp(room))
-            .unwrap_or_else(|at| at);
+        let at = entry.rooms.binary_search(&r).unwrap_or_else(|at| at);
         let mut list = std::mem::take(&mut entry.rooms).into_vec();
         list.reserve_exact(1);
         list.insert(at, r);
@@ -2068,7 +2072,7 @@ impl Directory {
         let Some(entry) = self.sockets.get_mut(slot) else {
             return;
         };
-        let Some(at) = entry.rooms.iter().position(|&o| o == r) else {
+        let Ok(at) = entry.rooms.binary_search(&r) else {
             return;
         };
         let mut list = std::mem::take(&mut entry.rooms).into_vec();
@@ -2319,7 +2323,7 @@ impl Directory {
                 );
             }
             for pair in entry.rooms.windows(2) {
-                assert!(names(pair[0]) < names(pair[1]), "{sid}: rooms out of order");
+                assert!(pair[0] < pair[1], "{sid}: rooms out of order");
             }
             for &r in entry.rooms.iter() {
                 let room = self
@@ -2456,7 +2460,7 @@ impl Directory {
             for slot in room.members.iter() {
                 let entry = self.entry(slot);
                 assert!(
-                    entry.ns == room.ns && entry.rooms.contains(&r),
+                    entry.ns == room.ns && entry.in_room(r),
                     "{} in {name} unbeknownst to itself",
                     entry.id()
                 );
