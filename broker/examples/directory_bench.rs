@@ -7,7 +7,9 @@
 //! (`/proc/thread-self/schedstat`), what the broker does with each message: decode it, convert
 //! it (`convert::member_event`) and apply it to a [`Directory`]. With `--presence` it also turns
 //! every change into its presence event and encodes it (`convert::presence_event`), as the
-//! leading broker does before each publish (the publish itself is not included).
+//! leading broker does before each publish (the publish itself is not included). Last, it walks
+//! the namespace in FetchSockets pages of 10 000 (select, summarise, encode the response, as the
+//! gRPC handler does) and the rooms in Rooms pages of 10 000, timing each page (wall clock).
 //!
 //! Output: events per CPU second for each phase, and the bytes the directory holds per socket
 //! (jemalloc's `stats.allocated` after the connect phase minus before, each read after flushing
@@ -18,9 +20,10 @@
 
 use std::time::Instant;
 
-use switchboard_broker::convert;
-use switchboard_broker::state::{Applied, Directory};
+use switchboard_broker::state::{Applied, Directory, Selector};
+use switchboard_broker::{convert, grpc};
 use switchboard_proto::Message as _;
+use switchboard_proto::admin as api;
 use switchboard_proto::bus as pb;
 use tikv_jemalloc_ctl::{Access as _, AsName as _, epoch, stats};
 
@@ -148,6 +151,27 @@ fn report(name: &str, phase: &Phase) {
     );
 }
 
+/// Page size of the query phase (the broker bench's).
+const PAGE: usize = 10_000;
+
+/// Wall time per page (the thread's CPU clock ticks too coarsely for one page) of walking `next`
+/// until it returns `None`: (p50, p99, max) in ms and the number of pages.
+fn pages(mut next: impl FnMut(Option<String>) -> Option<String>) -> (f64, f64, f64, usize) {
+    let mut times = Vec::new();
+    let mut after = None;
+    loop {
+        let start = Instant::now();
+        after = next(after);
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        if after.is_none() {
+            break;
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99), at(1.0), times.len())
+}
+
 fn main() -> Result<(), Error> {
     let args = args()?;
     let mut seqs = vec![0; profile::GATEWAYS];
@@ -191,6 +215,28 @@ fn main() -> Result<(), Error> {
     println!(
         "memory       {held} B held by the directory, {} B per socket",
         held / args.sockets.max(1)
+    );
+    let sel = Selector {
+        ns: "/chat".into(),
+        ..Selector::default()
+    };
+    let mut bytes = 0;
+    let (p50, p99, max, n) = pages(|after| {
+        let page = dir.select(&sel, after.as_deref(), PAGE);
+        let response = api::FetchSocketsResponse {
+            sockets: page.items.iter().map(grpc::summary).collect(),
+            next_page_token: page.next.clone().unwrap_or_default(),
+            total: dir.count(&sel) as u64,
+        };
+        bytes = bytes.max(response.encode_to_vec().len());
+        page.next
+    });
+    println!(
+        "FetchSockets {n} pages of {PAGE}: wall time per page p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({bytes} B a page)"
+    );
+    let (p50, p99, max, n) = pages(|after| dir.rooms("/chat", "", after.as_deref(), PAGE).next);
+    println!(
+        "Rooms        {n} pages of {PAGE}: wall time per page p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
     );
     if dir.len() != args.sockets {
         return Err(format!(

@@ -496,8 +496,9 @@ fn history_message(ns: &str, entry: switchboard_bus::LogEntry) -> Option<pb::His
     })
 }
 
-/// The wire summary of a socket, copied straight from the directory's record.
-fn summary(r: &Socket<'_>) -> pb::SocketSummary {
+/// The wire summary of a socket, copied straight from the directory's record (public for
+/// `examples/directory_bench.rs`, which times FetchSockets pages with it).
+pub fn summary(r: &Socket<'_>) -> pb::SocketSummary {
     pb::SocketSummary {
         id: r.id().to_owned(),
         ns: r.ns().to_owned(),
