@@ -21,6 +21,14 @@
 //! connected elsewhere waits for a takeover (bounded by [`MAX_TAKEOVERS`]), settled through
 //! [`Directory::take_grants`].
 //!
+//! Storage (docs/scaling.md, "The interned directory"): each socket is one compact record in a
+//! slab (`table.rs`), its id stored once; every index holds `u32` slots, the ordered ones
+//! (a namespace's sockets, a room's members, a user's sockets, a namespace's rooms) sorted by the
+//! text the slot points at. Namespaces, node names, user names and the handshake's headers and
+//! query are interned with reference counts; rooms and (namespace, user) pairs are slab records
+//! that live while they have members. Queries hand out [`Socket`] views; [`SocketRecord`] is the
+//! owned form that events bring in and claims give back.
+//!
 //! Invariants (checked after every operation by the tests):
 //! - a socket is in a room's member set exactly when the room is in the socket's own room set
 //!   (forward index = reverse index);
@@ -29,7 +37,9 @@
 //!   kept session's `node` is its last node, which may be gone);
 //! - a kept session has recovery settings, is in its namespace's kept set, and has no pending
 //!   takeover; the pid index names only sockets with that namespace and pid hash;
-//! - a room's user counts equal a recount of its members' users;
+//! - a room's user count equals a recount of its members' distinct users;
+//! - every index entry names a live slot, and every interned value's reference count equals the
+//!   records that use it (so the last one to go frees it);
 //! - no empty sets are kept: a room without members, a user without sockets and a namespace
 //!   without sockets are removed;
 //! - a node's messages only ever touch sockets connected on that node (a `connect` or snapshot
