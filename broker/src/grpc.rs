@@ -39,7 +39,7 @@ use tonic::{Request, Response, Status};
 
 use crate::keys::{Api, ApiKeys};
 use crate::service::Broker;
-use crate::state::{Directory, Reason, Selector, SocketRecord, SocketState};
+use crate::state::{Directory, Reason, Selector, Socket};
 
 /// Socket ids per published action message (keeps a message far below NATS' 1 MiB default).
 pub const IDS_PER_MESSAGE: usize = 1000;
@@ -86,7 +86,7 @@ impl AdminService {
             .select(sel, None, 0)
             .items
             .into_iter()
-            .map(|r| (r.id.clone(), r.node.clone()))
+            .map(|r| (r.id().to_owned(), r.node().to_owned()))
             .collect()
     }
 
@@ -166,7 +166,7 @@ impl AdminService {
         let dir = self.dir();
         sockets
             .iter()
-            .any(|(id, _)| dir.socket(id).is_some_and(|r| r.recovery.is_some()))
+            .any(|(id, _)| dir.socket(id).is_some_and(|r| r.recovery().is_some()))
     }
 
     /// Publishes an emit into the recovery log (docs/recovery.md) and waits until it is stored.
@@ -496,29 +496,30 @@ fn history_message(ns: &str, entry: switchboard_bus::LogEntry) -> Option<pb::His
     })
 }
 
-fn summary(r: &SocketRecord) -> pb::SocketSummary {
+/// The wire summary of a socket, copied straight from the directory's record (public for
+/// `examples/directory_bench.rs`, which times FetchSockets pages with it).
+pub fn summary(r: &Socket<'_>) -> pb::SocketSummary {
     pb::SocketSummary {
-        id: r.id.clone(),
-        ns: r.ns.clone(),
-        node: r.node.clone(),
-        user: r.user.clone(),
-        rooms: r.rooms.iter().cloned().collect(),
+        id: r.id().to_owned(),
+        ns: r.ns().to_owned(),
+        node: r.node().to_owned(),
+        user: r.user().map(str::to_owned),
+        rooms: r.rooms().map(str::to_owned).collect(),
         handshake: Some(pb::Handshake {
-            address: r.handshake.address.clone(),
+            address: r.address().to_owned(),
             headers: r
-                .handshake
-                .headers
+                .headers()
                 .iter()
                 .map(|(name, value)| pb::Header {
                     name: name.clone(),
                     value: value.clone(),
                 })
                 .collect(),
-            query: r.handshake.query.clone(),
-            claims_json: r.handshake.claims_json.clone(),
-            connected_at_ms: r.handshake.connected_at_ms,
+            query: r.query().to_owned(),
+            claims_json: r.claims_json().to_owned(),
+            connected_at_ms: r.connected_at_ms(),
         }),
-        data_json: r.data_json.clone(),
+        data_json: r.data_json().to_owned(),
     }
 }
 
@@ -541,7 +542,7 @@ impl Admin for AdminService {
         let dir = self.dir();
         let page = dir.select(&sel, after, limit);
         Ok(Response::new(pb::FetchSocketsResponse {
-            sockets: page.items.iter().map(|r| summary(r)).collect(),
+            sockets: page.items.iter().map(summary).collect(),
             next_page_token: next_token(page.next),
             total: dir.count(&sel) as u64,
         }))
@@ -562,7 +563,7 @@ impl Admin for AdminService {
                 let (items, next) = {
                     let dir = svc.dir();
                     let page = dir.select(&sel, after.as_deref(), STREAM_CHUNK);
-                    let items: Vec<_> = page.items.iter().map(|r| summary(r)).collect();
+                    let items: Vec<_> = page.items.iter().map(summary).collect();
                     (items, page.next)
                 };
                 for item in items {
@@ -623,7 +624,7 @@ impl Admin for AdminService {
         let dir = self.dir();
         let page = dir.select(&sel, after, limit);
         Ok(Response::new(pb::RoomMembersResponse {
-            members: page.items.iter().map(|r| summary(r)).collect(),
+            members: page.items.iter().map(summary).collect(),
             next_page_token: next_token(page.next),
         }))
     }
@@ -718,7 +719,7 @@ impl Admin for AdminService {
         let sockets = self
             .dir()
             .user_sockets(ns, &req.user)
-            .into_iter()
+            .iter()
             .map(summary)
             .collect();
         Ok(Response::new(pb::UserSocketsResponse { sockets }))
@@ -825,13 +826,13 @@ impl Admin for AdminService {
         )?;
         let (node, logged) = {
             let dir = self.dir();
-            let record = dir.socket(&req.socket_id).filter(|r| r.ns == req.ns);
+            let record = dir.socket(&req.socket_id).filter(|r| r.ns() == req.ns);
             // A kept session has no gateway to deliver to, but its recovery will replay what
             // the log holds for it.
-            let logged = record.is_some_and(|r| r.recovery.is_some());
+            let logged = record.is_some_and(|r| r.recovery().is_some());
             let node = record
-                .filter(|r| matches!(dir.state(&r.id), Some(SocketState::Connected)))
-                .map(|r| r.node.clone());
+                .filter(|r| r.is_connected())
+                .map(|r| r.node().to_owned());
             (node, logged)
         };
         if logged && emit.loggable() {
@@ -915,10 +916,8 @@ impl Admin for AdminService {
         let data_json = data.to_string();
         let owner = {
             let dir = self.dir();
-            dir.socket(&req.socket_id).map(|r| {
-                let connected = matches!(dir.state(&r.id), Some(SocketState::Connected));
-                (r.ns.clone(), r.node.clone(), connected)
-            })
+            dir.socket(&req.socket_id)
+                .map(|r| (r.ns().to_owned(), r.node().to_owned(), r.is_connected()))
         };
         let Some((ns, node, connected)) = owner else {
             return Ok(Response::new(pb::UpdateSocketDataResponse {

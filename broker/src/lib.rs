@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod service;
 pub mod snapshot;
 pub mod state;
+mod table;
 
 pub use error::BrokerError;
 pub use leader::LeaderMode;

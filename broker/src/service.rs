@@ -220,32 +220,32 @@ impl Broker {
             })
             .collect();
         let mut sockets: Vec<_> = dir.sockets().collect();
-        sockets.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        sockets.sort_unstable_by(|a, b| a.id().cmp(b.id()));
         let sockets: Vec<serde_json::Value> = sockets
             .into_iter()
             .map(|s| {
                 serde_json::json!({
-                    "id": s.id,
-                    "ns": s.ns,
-                    "node": s.node,
-                    "user": s.user,
-                    "rooms": s.rooms,
+                    "id": s.id(),
+                    "ns": s.ns(),
+                    "node": s.node(),
+                    "user": s.user(),
+                    "rooms": s.rooms().collect::<Vec<_>>(),
                 })
             })
             .collect();
         // Kept sessions: never their pid hash.
         let now = now();
         let mut kept: Vec<_> = dir.kept_sessions().collect();
-        kept.sort_unstable_by(|a, b| a.0.id.cmp(&b.0.id));
+        kept.sort_unstable_by(|a, b| a.0.id().cmp(b.0.id()));
         let kept: Vec<serde_json::Value> = kept
             .into_iter()
             .map(|(s, k)| {
                 serde_json::json!({
-                    "id": s.id,
-                    "ns": s.ns,
-                    "last_node": s.node,
-                    "user": s.user,
-                    "rooms": s.rooms,
+                    "id": s.id(),
+                    "ns": s.ns(),
+                    "last_node": s.node(),
+                    "user": s.user(),
+                    "rooms": s.rooms().collect::<Vec<_>>(),
                     "state": if k.claim.is_some() { "claimed" } else { "disconnected" },
                     "reason": k.reason.as_str(),
                     "expires_in_ms": u64::try_from(

@@ -21,6 +21,14 @@
 //! connected elsewhere waits for a takeover (bounded by [`MAX_TAKEOVERS`]), settled through
 //! [`Directory::take_grants`].
 //!
+//! Storage (docs/scaling.md, "The interned directory"): each socket is one compact record in a
+//! slab (`table.rs`), its id stored once; every index holds `u32` slots, the ordered ones
+//! (a namespace's sockets, a room's members, a user's sockets, a namespace's rooms) sorted by the
+//! text the slot points at. Namespaces, node names, user names and the handshake's headers and
+//! query are interned with reference counts; rooms and (namespace, user) pairs are slab records
+//! that live while they have members. Queries hand out [`Socket`] views; [`SocketRecord`] is the
+//! owned form that events bring in and claims give back.
+//!
 //! Invariants (checked after every operation by the tests):
 //! - a socket is in a room's member set exactly when the room is in the socket's own room set
 //!   (forward index = reverse index);
@@ -29,17 +37,24 @@
 //!   kept session's `node` is its last node, which may be gone);
 //! - a kept session has recovery settings, is in its namespace's kept set, and has no pending
 //!   takeover; the pid index names only sockets with that namespace and pid hash;
-//! - a room's user counts equal a recount of its members' users;
+//! - a room's user count equals a recount of its members' distinct users;
+//! - every index entry names a live slot, and every interned value's reference count equals the
+//!   records that use it (so the last one to go frees it);
 //! - no empty sets are kept: a room without members, a user without sockets and a namespace
 //!   without sockets are removed;
 //! - a node's messages only ever touch sockets connected on that node (a `connect` or snapshot
 //!   may also resume a kept session not claimed by another node).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::hash::BuildHasher as _;
 use std::iter::Peekable;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
+
+use hashbrown::HashTable;
+
+use crate::table::{Hasher, Interner, Slab, SortedIds};
 
 /// How many past epochs of a node are remembered, so a late message of a process that has since
 /// restarted cannot purge its successor's sockets.
@@ -478,43 +493,305 @@ pub struct Stats {
     /// Kept sessions (claimed or not).
     pub kept: usize,
 }
+/// A socket as the directory holds it: a view of its compact record (see [`SocketRecord`] for
+/// the owned form, [`Socket::to_record`]).
+#[derive(Clone, Copy)]
+pub struct Socket<'a> {
+    dir: &'a Directory,
+    entry: &'a Entry,
+}
+
+impl fmt::Debug for Socket<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_record(), f)
+    }
+}
+
+impl<'a> Socket<'a> {
+    /// Socket id.
+    pub fn id(&self) -> &'a str {
+        self.entry.id()
+    }
+
+    /// Namespace.
+    pub fn ns(&self) -> &'a str {
+        self.dir.ns_name(self.entry.ns)
+    }
+
+    /// The gateway node holding the socket (a kept session's last node).
+    pub fn node(&self) -> &'a str {
+        self.dir.node_name(self.entry.node)
+    }
+
+    /// User id, when authenticated.
+    pub fn user(&self) -> Option<&'a str> {
+        self.dir.user_name(self.entry.user)
+    }
+
+    /// Rooms, by name.
+    pub fn rooms(&self) -> impl ExactSizeIterator<Item = &'a str> + use<'a> {
+        let dir = self.dir;
+        let mut names: Vec<&'a str> = self.entry.rooms.iter().map(|&r| dir.room_name(r)).collect();
+        names.sort_unstable();
+        names.into_iter()
+    }
+
+    /// Whether the socket is in `room`.
+    pub fn in_room(&self, room: &str) -> bool {
+        self.rooms().any(|r| r == room)
+    }
+
+    /// Client address (`ip:port`).
+    pub fn address(&self) -> &'a str {
+        self.entry.address()
+    }
+
+    /// Handshake headers of interest.
+    pub fn headers(&self) -> &'a [(String, String)] {
+        self.dir
+            .shared
+            .resolve(self.entry.shared)
+            .map_or(&[], |s| s.headers.as_slice())
+    }
+
+    /// The handshake's query string.
+    pub fn query(&self) -> &'a str {
+        self.dir
+            .shared
+            .resolve(self.entry.shared)
+            .map_or("", |s| s.query.as_str())
+    }
+
+    /// Verified JWT claims as JSON.
+    pub fn claims_json(&self) -> &'a str {
+        self.entry.claims_json()
+    }
+
+    /// Unix time of the connection in milliseconds.
+    pub fn connected_at_ms(&self) -> u64 {
+        self.entry.connected_at_ms
+    }
+
+    /// The socket's `data` as JSON text.
+    pub fn data_json(&self) -> &'a str {
+        self.entry.data_json()
+    }
+
+    /// Whether the socket is connected (not a kept session; see [`Directory::state`]).
+    pub fn is_connected(&self) -> bool {
+        !self.entry.kept
+    }
+
+    /// Presence announcements wanted for this socket.
+    pub fn presence(&self) -> PresenceFlags {
+        self.entry.presence
+    }
+
+    /// Recovery settings.
+    pub fn recovery(&self) -> Option<&'a Recovery> {
+        self.entry.recovery.as_deref()
+    }
+
+    /// The handshake summary, copied.
+    pub fn handshake(&self) -> Handshake {
+        Handshake {
+            address: self.address().to_owned(),
+            headers: self.headers().to_vec(),
+            query: self.query().to_owned(),
+            claims_json: self.claims_json().to_owned(),
+            connected_at_ms: self.connected_at_ms(),
+        }
+    }
+
+    /// The owned record of the socket.
+    pub fn to_record(&self) -> SocketRecord {
+        SocketRecord {
+            id: self.id().to_owned(),
+            ns: self.ns().to_owned(),
+            node: self.node().to_owned(),
+            user: self.user().map(str::to_owned),
+            rooms: self.rooms().map(str::to_owned).collect(),
+            handshake: self.handshake(),
+            data_json: self.data_json().to_owned(),
+            presence: self.presence(),
+            recovery: self.recovery().cloned(),
+        }
+    }
+}
 
 /// Cluster-wide membership: nodes, sockets, rooms and users. See the module docs.
+///
+/// Storage (docs/scaling.md, "Broker capacity"): each socket is one [`Entry`] in a slab, its id,
+/// address, claims and `data` in one allocation; every index holds `u32` slots, ordered ones
+/// by the text they point at ([`SortedIds`]). Namespaces, node names, user names and the
+/// handshake's shared part (headers, query) are interned with reference counts; rooms and
+/// (namespace, user) pairs are slab records that live while they have members.
 #[derive(Debug)]
 pub struct Directory {
     lease: Duration,
-    sockets: HashMap<String, SocketRecord>,
-    namespaces: BTreeMap<String, Namespace>,
+    sockets: Slab<Entry>,
+    /// Socket id → socket slot.
+    ids: HashTable<u32>,
+    rooms: Slab<RoomEntry>,
+    /// (namespace, room name) → room slot.
+    room_index: HashTable<u32>,
+    users: Slab<UserEntry>,
+    /// (namespace, user name id) → user slot.
+    user_index: HashTable<u32>,
+    /// User names; a reference per (namespace, user) record.
+    user_names: Interner<Box<str>>,
+    /// Namespace names; a reference per socket.
+    ns_names: Interner<Box<str>>,
+    /// By namespace name id.
+    namespaces: HashMap<u32, Namespace>,
+    /// Node names; a reference per registered node and per socket.
+    node_names: Interner<Box<str>>,
+    /// Handshake headers and query; a reference per socket.
+    shared: Interner<Shared>,
     nodes: BTreeMap<String, Node>,
-    /// Kept sessions by socket id (their records stay in `sockets`).
-    kept: HashMap<String, Kept>,
-    /// (namespace, pid hash) → socket id, for the sockets with recovery settings.
-    pids: HashMap<(String, Vec<u8>), String>,
+    /// Kept sessions by socket slot.
+    kept: HashMap<u32, Kept>,
+    /// (namespace id, pid hash) → socket slot, for the sockets with recovery settings.
+    pids: HashMap<(u32, Vec<u8>), u32>,
     /// Pending takeovers: socket id → (claiming node, deadline).
     takeovers: BTreeMap<String, (String, Instant)>,
     /// Settled takeovers not yet taken by the caller.
     grants: Vec<Grant>,
+    hasher: Hasher,
+}
+
+/// No user (`Entry::user`).
+const NO_USER: u32 = u32::MAX;
+
+/// One socket, compact: the texts only it has in one allocation, the rest as ids.
+#[derive(Debug)]
+struct Entry {
+    /// `{id}{address}{claims_json}{data_json}`, without `data_json` when it is `null` (most
+    /// sockets: four bytes that would push the bench profile's text into the next allocation
+    /// size class).
+    text: Box<str>,
+    /// Room slots, ascending (by slot: a join or leave finds its place without reading names).
+    rooms: Box<[u32]>,
+    recovery: Option<Box<Recovery>>,
+    connected_at_ms: u64,
+    id_len: u32,
+    address_len: u32,
+    claims_len: u32,
+    /// Namespace name id.
+    ns: u32,
+    /// Node name id (a kept session's last node).
+    node: u32,
+    /// User slot, or [`NO_USER`].
+    user: u32,
+    /// Interned [`Shared`] id.
+    shared: u32,
+    presence: PresenceFlags,
+    kept: bool,
+    /// `data_json` is `null` (and not in `text`).
+    null_data: bool,
+}
+
+impl Entry {
+    fn part(&self, from: u32, len: u32) -> &str {
+        let from = from as usize;
+        self.text.get(from..from + len as usize).unwrap_or("")
+    }
+
+    fn id(&self) -> &str {
+        self.part(0, self.id_len)
+    }
+
+    fn in_room(&self, room: u32) -> bool {
+        self.rooms.binary_search(&room).is_ok()
+    }
+
+    fn address(&self) -> &str {
+        self.part(self.id_len, self.address_len)
+    }
+
+    fn claims_json(&self) -> &str {
+        self.part(self.id_len + self.address_len, self.claims_len)
+    }
+
+    fn data_json(&self) -> &str {
+        if self.null_data {
+            return "null";
+        }
+        let from = (self.id_len + self.address_len + self.claims_len) as usize;
+        self.text.get(from..).unwrap_or("")
+    }
+
+    /// Rebuilds the text with new parts (the id stays).
+    fn set_text(&mut self, address: &str, claims_json: &str, data_json: &str) {
+        let (text, lens, null_data) = pack(self.id(), address, claims_json, data_json);
+        self.text = text;
+        [self.id_len, self.address_len, self.claims_len] = lens;
+        self.null_data = null_data;
+    }
+}
+
+/// The text of an [`Entry`], its part lengths and whether `data` is `null` (left out). A part
+/// too long for `u32` (impossible within a bus message) is dropped rather than mis-sliced.
+fn pack(id: &str, address: &str, claims: &str, data: &str) -> (Box<str>, [u32; 3], bool) {
+    let ((id, a), (address, b), (claims, c)) = (fit(id), fit(address), fit(claims));
+    let null_data = data == "null";
+    let data = if null_data { "" } else { data };
+    let mut text = String::with_capacity(id.len() + address.len() + claims.len() + data.len());
+    for part in [id, address, claims, data] {
+        text.push_str(part);
+    }
+    (text.into_boxed_str(), [a, b, c], null_data)
+}
+
+/// `s` with its length, or nothing when the length does not fit `u32`.
+fn fit(s: &str) -> (&str, u32) {
+    u32::try_from(s.len()).map_or(("", 0), |n| (s, n))
+}
+
+/// The handshake values most sockets share, interned together.
+#[derive(Debug, Hash, PartialEq, Eq)]
+struct Shared {
+    headers: Vec<(String, String)>,
+    query: String,
+}
+
+#[derive(Debug)]
+struct RoomEntry {
+    name: Box<str>,
+    /// Namespace name id.
+    ns: u32,
+    /// Distinct users among the members.
+    users: u32,
+    /// Member socket slots, by socket id.
+    members: SortedIds,
+}
+
+#[derive(Debug)]
+struct UserEntry {
+    /// User name id.
+    name: u32,
+    /// Namespace name id.
+    ns: u32,
+    /// Socket slots, by socket id (kept sessions included).
+    sockets: Vec<u32>,
 }
 
 #[derive(Debug, Default)]
 struct Namespace {
-    /// Every socket of the namespace, kept ones included.
-    sockets: BTreeSet<String>,
-    /// The kept ones among them.
-    kept: BTreeSet<String>,
-    rooms: BTreeMap<String, Room>,
-    users: BTreeMap<String, BTreeSet<String>>,
-}
-
-#[derive(Debug, Default)]
-struct Room {
-    members: BTreeSet<String>,
-    /// Member sockets per user (never zero).
-    users: BTreeMap<String, usize>,
+    /// Every socket of the namespace, kept ones included, by id.
+    sockets: SortedIds,
+    /// The kept ones among them, by id.
+    kept: SortedIds,
+    /// Room slots, by name.
+    rooms: SortedIds,
+    /// Users with a socket in it.
+    users: usize,
 }
 
 #[derive(Debug)]
 struct Node {
+    /// Name id (the registration's reference).
+    name: u32,
     epoch: u64,
     last_seq: u64,
     /// A gap was seen and no snapshot has repaired it yet.
@@ -525,12 +802,14 @@ struct Node {
     beat_seq: u64,
     info: NodeInfo,
     retired: Vec<u64>,
-    sockets: BTreeSet<String>,
+    /// Connected socket slots.
+    sockets: HashSet<u32, Hasher>,
 }
 
 impl Node {
-    fn new(epoch: u64, now: Instant) -> Self {
+    fn new(name: u32, epoch: u64, now: Instant) -> Self {
         Self {
+            name,
             epoch,
             last_seq: 0,
             dirty: false,
@@ -539,7 +818,7 @@ impl Node {
             beat_seq: 0,
             info: NodeInfo::default(),
             retired: Vec::new(),
-            sockets: BTreeSet::new(),
+            sockets: HashSet::default(),
         }
     }
 
@@ -555,18 +834,63 @@ impl Node {
     }
 }
 
+/// The id text of a socket slot (empty for a free slot, which no index holds).
+fn id_of<'a>(sockets: &'a Slab<Entry>) -> impl Fn(u32) -> &'a str + Copy + 'a {
+    move |slot| sockets.get(slot).map_or("", Entry::id)
+}
+
+/// The name of a room slot.
+fn name_of<'a>(rooms: &'a Slab<RoomEntry>) -> impl Fn(u32) -> &'a str + Copy + 'a {
+    move |slot| rooms.get(slot).map_or("", |r| &*r.name)
+}
+
+/// Which sockets a [`Selector`] admits, resolved to slots once per query.
+struct Filter {
+    ns: Option<u32>,
+    /// `Some`: members of one of these rooms only.
+    rooms: Option<Vec<u32>>,
+    except: Vec<u32>,
+    /// `Some`: sockets of these users only.
+    users: Option<Vec<u32>>,
+}
+
+impl Filter {
+    fn admits(&self, entry: &Entry) -> bool {
+        self.ns == Some(entry.ns)
+            && self
+                .rooms
+                .as_ref()
+                .is_none_or(|rooms| rooms.iter().any(|r| entry.in_room(*r)))
+            && !self.except.iter().any(|r| entry.in_room(*r))
+            && self
+                .users
+                .as_ref()
+                .is_none_or(|users| users.contains(&entry.user))
+    }
+}
+
 impl Directory {
     /// An empty directory; a node silent for longer than `lease` is lost.
     pub fn new(lease: Duration) -> Self {
         Self {
             lease,
-            sockets: HashMap::new(),
-            namespaces: BTreeMap::new(),
+            sockets: Slab::default(),
+            ids: HashTable::new(),
+            rooms: Slab::default(),
+            room_index: HashTable::new(),
+            users: Slab::default(),
+            user_index: HashTable::new(),
+            user_names: Interner::default(),
+            ns_names: Interner::default(),
+            namespaces: HashMap::new(),
+            node_names: Interner::default(),
+            shared: Interner::default(),
             nodes: BTreeMap::new(),
             kept: HashMap::new(),
             pids: HashMap::new(),
             takeovers: BTreeMap::new(),
             grants: Vec::new(),
+            hasher: Hasher::default(),
         }
     }
 
@@ -655,6 +979,7 @@ impl Directory {
         }
         known.last_seq = seq;
         known.dirty = false;
+        let held: Vec<u32> = known.sockets.iter().copied().collect();
         let mut incoming: BTreeMap<String, SocketRecord> = BTreeMap::new();
         for mut rec in sockets {
             node.clone_into(&mut rec.node);
@@ -667,18 +992,22 @@ impl Directory {
                 }
             }
         }
-        let vanished: Vec<String> = known
-            .sockets
-            .iter()
+        let id = id_of(&self.sockets);
+        let mut vanished: Vec<String> = held
+            .into_iter()
+            .map(id)
             .filter(|id| !incoming.contains_key(*id))
-            .cloned()
+            .map(str::to_owned)
             .collect();
+        vanished.sort_unstable();
         // Upserts before removals, so a user whose socket was replaced does not flap offline.
         for rec in incoming.into_values() {
             self.upsert(rec, true, &mut changes);
         }
         for id in &vanished {
-            self.remove_socket(id, &Reason::Resync, &mut changes);
+            if let Some(slot) = self.slot(id) {
+                self.remove_socket(slot, &Reason::Resync, &mut changes);
+            }
         }
         Applied {
             changes,
@@ -708,7 +1037,9 @@ impl Directory {
     pub fn remove_node(&mut self, node: &str, reason: Reason, now: Instant) -> Vec<Change> {
         let mut changes = Vec::new();
         self.purge(node, &reason, now, &mut changes);
-        self.nodes.remove(node);
+        if let Some(gone) = self.nodes.remove(node) {
+            self.node_names.release(gone.name);
+        }
         changes
     }
 
@@ -721,31 +1052,31 @@ impl Directory {
         socket: &str,
         max_members: usize,
     ) -> Result<Reserved, ReserveError> {
-        let rec = match self.sockets.get(socket) {
-            Some(rec) if rec.ns == ns && !self.kept.contains_key(socket) => rec,
+        let slot = match self.slot(socket) {
+            Some(slot) if !self.entry(slot).kept && self.ns_name(self.entry(slot).ns) == ns => slot,
             _ => return Err(ReserveError::UnknownSocket),
         };
-        if rec.rooms.contains(room) {
+        let entry = self.entry(slot);
+        let found = self.room_slot(entry.ns, room);
+        if found.is_some_and(|r| entry.in_room(r)) {
             return Ok(Reserved::AlreadyMember);
         }
-        let members = self.room(ns, room).map_or(0, |r| r.members.len());
+        let members = found.map_or(0, |r| self.room_entry(r).members.len());
         if max_members != 0 && members >= max_members {
             return Err(ReserveError::RoomFull);
         }
         let mut changes = Vec::new();
-        self.join_room(socket, room, &mut changes);
+        self.join_room(slot, room, &mut changes);
         Ok(Reserved::Joined(changes))
     }
 
     /// Replaces a socket's `data`; false for an unknown socket.
     pub fn set_data(&mut self, id: &str, data_json: String) -> bool {
-        match self.sockets.get_mut(id) {
-            Some(rec) => {
-                rec.data_json = data_json;
-                true
-            }
-            None => false,
-        }
+        let Some(slot) = self.slot(id) else {
+            return false;
+        };
+        self.set_entry_data(slot, &data_json);
+        true
     }
 
     /// Claims the kept session of `(ns, pid_hash)` for `node` (see [`Claim`]). A session still
@@ -760,13 +1091,16 @@ impl Directory {
         now: Instant,
         takeover_timeout: Duration,
     ) -> Claim {
-        let Some(id) = self.pids.get(&(ns.to_owned(), pid_hash.to_vec())) else {
+        let Some(ns) = self.ns_names.get(ns) else {
             return Claim::Unknown;
         };
-        let Some(rec) = self.sockets.get(id) else {
+        let Some(&slot) = self.pids.get(&(ns, pid_hash.to_vec())) else {
             return Claim::Unknown;
         };
-        if let Some(kept) = self.kept.get_mut(id) {
+        let Some(entry) = self.sockets.get(slot) else {
+            return Claim::Unknown;
+        };
+        if let Some(kept) = self.kept.get_mut(&slot) {
             if kept.claim.as_ref().is_some_and(|(_, until)| *until > now) {
                 return Claim::Busy;
             }
@@ -774,21 +1108,21 @@ impl Directory {
                 return Claim::Expired;
             }
             kept.claim = Some((node.to_owned(), now.checked_add(CLAIM_LEASE).unwrap_or(now)));
-            return Claim::Recovered(Box::new(rec.clone()));
+            return Claim::Recovered(Box::new(self.view(slot).to_record()));
         }
-        if rec.node == node
+        let id = entry.id();
+        let old_node = self.node_name(entry.node);
+        if old_node == node
             || self.takeovers.contains_key(id)
             || self.takeovers.len() >= MAX_TAKEOVERS
         {
             return Claim::Busy;
         }
         let deadline = now.checked_add(takeover_timeout).unwrap_or(now);
+        let (id, old_node) = (id.to_owned(), old_node.to_owned());
         self.takeovers
             .insert(id.clone(), (node.to_owned(), deadline));
-        Claim::Takeover {
-            id: id.clone(),
-            old_node: rec.node.clone(),
-        }
+        Claim::Takeover { id, old_node }
     }
 
     /// Ends what is due at `now`: takeovers past their deadline are kept (`node_lost`) and
@@ -803,7 +1137,9 @@ impl Directory {
             .map(|(id, _)| id.clone())
             .collect();
         for id in late {
-            self.keep(&id, Reason::NodeLost, now);
+            if let Some(slot) = self.slot(&id) {
+                self.keep(slot, Reason::NodeLost, now);
+            }
             if let Some((by, _)) = self.takeovers.remove(&id) {
                 self.grants.push(Grant {
                     id,
@@ -812,19 +1148,20 @@ impl Directory {
                 });
             }
         }
-        let mut ended: Vec<(String, Reason)> = Vec::new();
-        for (id, kept) in &mut self.kept {
+        let mut ended: Vec<(u32, Reason)> = Vec::new();
+        for (&slot, kept) in &mut self.kept {
             if kept.claim.as_ref().is_some_and(|(_, until)| *until <= now) {
                 kept.claim = None;
             }
             if kept.claim.is_none() && kept.expires <= now {
-                ended.push((id.clone(), kept.reason.clone()));
+                ended.push((slot, kept.reason.clone()));
             }
         }
-        ended.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let id = id_of(&self.sockets);
+        ended.sort_unstable_by(|a, b| id(a.0).cmp(id(b.0)));
         let mut changes = Vec::new();
-        for (id, reason) in &ended {
-            self.remove_socket(id, reason, &mut changes);
+        for (slot, reason) in &ended {
+            self.remove_socket(*slot, reason, &mut changes);
         }
         (changes, ended.len())
     }
@@ -837,40 +1174,35 @@ impl Directory {
     /// Ends a kept session now (an admin disconnect), announcing its departure with `reason`;
     /// `None` when `id` is not a kept session.
     pub fn end_session(&mut self, id: &str, reason: &Reason) -> Option<Vec<Change>> {
-        if !self.kept.contains_key(id) {
-            return None;
-        }
+        let slot = self.slot(id).filter(|slot| self.kept.contains_key(slot))?;
         let mut changes = Vec::new();
-        self.remove_socket(id, reason, &mut changes);
+        self.remove_socket(slot, reason, &mut changes);
         Some(changes)
     }
 
     /// The kept sessions `sel` addresses (as [`Directory::matching`] would if they were
     /// connected), by id.
     pub fn kept_matching(&self, sel: &Selector) -> Vec<String> {
-        let Some(space) = self.namespaces.get(&sel.ns) else {
+        let filter = self.filter(sel);
+        let Some(space) = filter.ns.and_then(|ns| self.namespaces.get(&ns)) else {
             return Vec::new();
         };
-        let mut users: Vec<&str> = sel.user_ids.iter().map(String::as_str).collect();
-        users.sort_unstable();
-        users.dedup();
         space
             .kept
             .iter()
-            .filter(|id| sel.socket_ids.is_empty() || sel.socket_ids.contains(*id))
-            .filter(|id| {
-                self.sockets
-                    .get(*id)
-                    .is_some_and(|rec| admits(sel, &users, rec))
+            .map(|slot| self.entry(slot))
+            .filter(|entry| {
+                sel.socket_ids.is_empty() || sel.socket_ids.iter().any(|id| id == entry.id())
             })
-            .cloned()
+            .filter(|entry| filter.admits(entry))
+            .map(|entry| entry.id().to_owned())
             .collect()
     }
 
     /// Where a socket is, if the directory holds it.
     pub fn state(&self, id: &str) -> Option<SocketState<'_>> {
-        self.sockets.get(id)?;
-        Some(match self.kept.get(id) {
+        let slot = self.slot(id)?;
+        Some(match self.kept.get(&slot) {
             None => SocketState::Connected,
             Some(kept) if kept.claim.is_some() => SocketState::Claimed(kept),
             Some(kept) => SocketState::Kept(kept),
@@ -878,10 +1210,10 @@ impl Directory {
     }
 
     /// The kept sessions with their records, in no particular order.
-    pub fn kept_sessions(&self) -> impl Iterator<Item = (&SocketRecord, &Kept)> + '_ {
+    pub fn kept_sessions(&self) -> impl Iterator<Item = (Socket<'_>, &Kept)> + '_ {
         self.kept
             .iter()
-            .filter_map(|(id, kept)| Some((self.sockets.get(id)?, kept)))
+            .map(|(&slot, kept)| (self.view(slot), kept))
     }
 
     /// How many sessions are kept (claimed or not).
@@ -891,20 +1223,18 @@ impl Directory {
 
     /// The seats taken in a room: its connected members and its kept sessions.
     pub fn room_seats(&self, ns: &str, room: &str) -> usize {
-        self.room(ns, room).map_or(0, |r| r.members.len())
+        self.find_room(ns, room)
+            .map_or(0, |r| self.room_entry(r).members.len())
     }
 
     /// The socket with that id, connected or kept (see [`Directory::state`]).
-    pub fn socket(&self, id: &str) -> Option<&SocketRecord> {
-        self.sockets.get(id)
+    pub fn socket(&self, id: &str) -> Option<Socket<'_>> {
+        self.slot(id).map(|slot| self.view(slot))
     }
 
     /// The sockets `sel` addresses, by id. Drives from the narrowest index given (socket ids,
     /// then users, then rooms, then the namespace), never from the whole cluster.
-    pub fn matching<'a>(
-        &'a self,
-        sel: &'a Selector,
-    ) -> impl Iterator<Item = &'a SocketRecord> + 'a {
+    pub fn matching<'a>(&'a self, sel: &'a Selector) -> impl Iterator<Item = Socket<'a>> + 'a {
         self.matching_after(sel, None)
     }
 
@@ -914,22 +1244,27 @@ impl Directory {
         sel: &'a Selector,
         after: Option<&'a str>,
         limit: usize,
-    ) -> Page<&'a SocketRecord> {
-        page(self.matching_after(sel, after), limit, |rec| rec.id.clone())
+    ) -> Page<Socket<'a>> {
+        page(self.matching_after(sel, after), limit, |s| {
+            s.id().to_owned()
+        })
     }
 
     /// How many sockets `sel` addresses.
     pub fn count(&self, sel: &Selector) -> usize {
-        let Some(space) = self.namespaces.get(&sel.ns) else {
+        let Some(ns) = self.ns_names.get(sel.ns.as_str()) else {
+            return 0;
+        };
+        let Some(space) = self.namespaces.get(&ns) else {
             return 0;
         };
         let plain =
             sel.except_rooms.is_empty() && sel.socket_ids.is_empty() && sel.user_ids.is_empty();
         match sel.rooms.as_slice() {
             [] if plain => space.sockets.len() - space.kept.len(),
-            [room] if plain && space.kept.is_empty() => {
-                space.rooms.get(room).map_or(0, |r| r.members.len())
-            }
+            [room] if plain && space.kept.is_empty() => self
+                .room_slot(ns, room)
+                .map_or(0, |r| self.room_entry(r).members.len()),
             _ => self.matching(sel).count(),
         }
     }
@@ -943,7 +1278,11 @@ impl Directory {
         after: Option<&str>,
         limit: usize,
     ) -> Page<RoomInfo> {
-        let Some(space) = self.namespaces.get(ns) else {
+        let Some(space) = self
+            .ns_names
+            .get(ns)
+            .and_then(|ns| self.namespaces.get(&ns))
+        else {
             return Page {
                 items: Vec::new(),
                 next: None,
@@ -955,12 +1294,13 @@ impl Directory {
         };
         let rooms = space
             .rooms
-            .range::<str, _>((start, Bound::Unbounded))
-            .take_while(|(name, _)| name.starts_with(prefix))
-            .map(|(name, room)| RoomInfo {
-                name: name.clone(),
+            .range(start, name_of(&self.rooms))
+            .map(|slot| self.room_entry(slot))
+            .take_while(|room| room.name.starts_with(prefix))
+            .map(|room| RoomInfo {
+                name: room.name.to_string(),
                 members: room.members.len(),
-                users: room.users.len(),
+                users: room.users as usize,
             });
         page(rooms, limit, |room| room.name.clone())
     }
@@ -968,11 +1308,13 @@ impl Directory {
     /// The connected member socket ids of a room, by id (kept sessions hold a seat, see
     /// [`Directory::room_seats`], but are not listed).
     pub fn room_members(&self, ns: &str, room: &str) -> Vec<&str> {
-        self.room(ns, room).map_or_else(Vec::new, |r| {
-            r.members
+        self.find_room(ns, room).map_or_else(Vec::new, |r| {
+            self.room_entry(r)
+                .members
                 .iter()
-                .filter(|id| !self.kept.contains_key(*id))
-                .map(String::as_str)
+                .map(|slot| self.entry(slot))
+                .filter(|entry| !entry.kept)
+                .map(Entry::id)
                 .collect()
         })
     }
@@ -980,44 +1322,38 @@ impl Directory {
     /// The distinct users in a room with their member socket counts, by user. Kept sessions
     /// count: their departure has not been announced (deferred presence).
     pub fn presence(&self, ns: &str, room: &str) -> Vec<(&str, usize)> {
-        self.room(ns, room).map_or_else(Vec::new, |r| {
-            r.users
-                .iter()
-                .map(|(user, n)| (user.as_str(), *n))
-                .collect()
-        })
+        let Some(r) = self.find_room(ns, room) else {
+            return Vec::new();
+        };
+        let mut users: BTreeMap<&str, usize> = BTreeMap::new();
+        for slot in self.room_entry(r).members.iter() {
+            if let Some(user) = self.user_name(self.entry(slot).user) {
+                *users.entry(user).or_default() += 1;
+            }
+        }
+        users.into_iter().collect()
     }
 
     /// A user's sockets in `ns`, or in every namespace (by namespace, then id).
-    pub fn user_sockets(&self, ns: Option<&str>, user: &str) -> Vec<&SocketRecord> {
-        let mut out = Vec::new();
-        let mut add = |space: &Namespace| {
-            if let Some(ids) = space.users.get(user) {
-                out.extend(
-                    ids.iter()
-                        .filter(|id| !self.kept.contains_key(*id))
-                        .filter_map(|id| self.sockets.get(id)),
-                );
-            }
+    pub fn user_sockets(&self, ns: Option<&str>, user: &str) -> Vec<Socket<'_>> {
+        let Some(name) = self.user_names.get(user) else {
+            return Vec::new();
         };
-        match ns {
-            Some(ns) => self.namespaces.get(ns).into_iter().for_each(&mut add),
-            None => self.namespaces.values().for_each(&mut add),
-        }
-        out
+        let spaces: Vec<u32> = match ns {
+            Some(ns) => self.ns_names.get(ns).into_iter().collect(),
+            None => self.namespace_ids(),
+        };
+        spaces
+            .into_iter()
+            .filter_map(|ns| self.user_slot(ns, name))
+            .flat_map(|u| self.user_entry(u).sockets.iter())
+            .filter(|slot| !self.entry(**slot).kept)
+            .map(|&slot| self.view(slot))
+            .collect()
     }
 
     /// Directory-wide counts and the nodes.
     pub fn stats(&self) -> Stats {
-        let users = match self.namespaces.len() {
-            0 | 1 => self.namespaces.values().map(|s| s.users.len()).sum(),
-            _ => self
-                .namespaces
-                .values()
-                .flat_map(|s| s.users.keys())
-                .collect::<BTreeSet<_>>()
-                .len(),
-        };
         Stats {
             nodes: self
                 .nodes
@@ -1035,12 +1371,18 @@ impl Directory {
                 })
                 .collect(),
             sockets_per_ns: self
-                .namespaces
-                .iter()
-                .map(|(ns, s)| (ns.clone(), s.sockets.len() - s.kept.len()))
+                .namespace_ids()
+                .into_iter()
+                .map(|ns| {
+                    let space = &self.namespaces[&ns];
+                    (
+                        self.ns_name(ns).to_owned(),
+                        space.sockets.len() - space.kept.len(),
+                    )
+                })
                 .collect(),
-            rooms: self.namespaces.values().map(|s| s.rooms.len()).sum(),
-            users,
+            rooms: self.rooms.len(),
+            users: self.user_names.len(),
             sockets: self.sockets.len() - self.kept.len(),
             kept: self.kept.len(),
         }
@@ -1048,9 +1390,10 @@ impl Directory {
 
     /// The rooms of `ns` and the distinct users with a socket in it.
     pub fn namespace_counts(&self, ns: &str) -> (usize, usize) {
-        self.namespaces
+        self.ns_names
             .get(ns)
-            .map_or((0, 0), |s| (s.rooms.len(), s.users.len()))
+            .and_then(|ns| self.namespaces.get(&ns))
+            .map_or((0, 0), |s| (s.rooms.len(), s.users))
     }
 
     /// The current epoch of a node, if registered.
@@ -1064,10 +1407,11 @@ impl Directory {
     }
 
     /// Every connected socket, in no particular order.
-    pub fn sockets(&self) -> impl Iterator<Item = &SocketRecord> + '_ {
+    pub fn sockets(&self) -> impl Iterator<Item = Socket<'_>> + '_ {
         self.sockets
-            .values()
-            .filter(|rec| !self.kept.contains_key(&rec.id))
+            .iter()
+            .filter(|(_, entry)| !entry.kept)
+            .map(|(_, entry)| Socket { dir: self, entry })
     }
 
     /// How many socket records the directory holds (kept sessions included).
@@ -1077,8 +1421,129 @@ impl Directory {
 
     /// Whether the directory holds no sockets.
     pub fn is_empty(&self) -> bool {
-        self.sockets.is_empty()
+        self.sockets.len() == 0
     }
+
+    /// How many distinct values the directory's interners hold (namespaces, node names, user
+    /// names, handshake headers and queries) and how many rooms: all zero once every socket and
+    /// node is gone.
+    pub fn interned(&self) -> usize {
+        self.ns_names.len()
+            + self.node_names.len()
+            + self.user_names.len()
+            + self.shared.len()
+            + self.rooms.len()
+            + self.users.len()
+    }
+
+    // --- lookups ---
+
+    fn hash_id(&self, id: &str) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    fn slot(&self, id: &str) -> Option<u32> {
+        let sockets = &self.sockets;
+        self.ids
+            .find(self.hash_id(id), |&slot| id_of(sockets)(slot) == id)
+            .copied()
+    }
+
+    /// The record of a live slot (held by an index, so present).
+    fn entry(&self, slot: u32) -> &Entry {
+        self.sockets
+            .get(slot)
+            .expect("indexed socket slots are live")
+    }
+
+    fn room_entry(&self, slot: u32) -> &RoomEntry {
+        self.rooms.get(slot).expect("indexed room slots are live")
+    }
+
+    fn user_entry(&self, slot: u32) -> &UserEntry {
+        self.users.get(slot).expect("indexed user slots are live")
+    }
+
+    fn view(&self, slot: u32) -> Socket<'_> {
+        Socket {
+            dir: self,
+            entry: self.entry(slot),
+        }
+    }
+
+    fn ns_name(&self, ns: u32) -> &str {
+        self.ns_names.resolve(ns).map_or("", |s| s)
+    }
+
+    fn node_name(&self, node: u32) -> &str {
+        self.node_names.resolve(node).map_or("", |s| s)
+    }
+
+    fn room_name(&self, room: u32) -> &str {
+        name_of(&self.rooms)(room)
+    }
+
+    fn user_name(&self, user: u32) -> Option<&str> {
+        let entry = self.users.get(user)?;
+        self.user_names.resolve(entry.name).map(|s| &**s)
+    }
+
+    /// Namespace ids, by name.
+    fn namespace_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.namespaces.keys().copied().collect();
+        ids.sort_unstable_by(|a, b| self.ns_name(*a).cmp(self.ns_name(*b)));
+        ids
+    }
+
+    fn room_hash(&self, ns: u32, name: &str) -> u64 {
+        self.hasher.hash_one((ns, name))
+    }
+
+    fn room_slot(&self, ns: u32, name: &str) -> Option<u32> {
+        let rooms = &self.rooms;
+        self.room_index
+            .find(self.room_hash(ns, name), |&r| {
+                rooms.get(r).is_some_and(|e| e.ns == ns && *e.name == *name)
+            })
+            .copied()
+    }
+
+    fn find_room(&self, ns: &str, room: &str) -> Option<u32> {
+        self.room_slot(self.ns_names.get(ns)?, room)
+    }
+
+    fn user_slot(&self, ns: u32, name: u32) -> Option<u32> {
+        let users = &self.users;
+        self.user_index
+            .find(self.hasher.hash_one((ns, name)), |&u| {
+                users.get(u).is_some_and(|e| e.ns == ns && e.name == name)
+            })
+            .copied()
+    }
+
+    fn filter(&self, sel: &Selector) -> Filter {
+        let ns = self.ns_names.get(sel.ns.as_str());
+        let rooms = |names: &[String]| -> Vec<u32> {
+            ns.map_or_else(Vec::new, |ns| {
+                names.iter().filter_map(|r| self.room_slot(ns, r)).collect()
+            })
+        };
+        Filter {
+            ns,
+            rooms: (!sel.rooms.is_empty()).then(|| rooms(&sel.rooms)),
+            except: rooms(&sel.except_rooms),
+            users: (!sel.user_ids.is_empty()).then(|| {
+                ns.map_or_else(Vec::new, |ns| {
+                    sel.user_ids
+                        .iter()
+                        .filter_map(|u| self.user_slot(ns, self.user_names.get(u.as_str())?))
+                        .collect()
+                })
+            }),
+        }
+    }
+
+    // --- mutations ---
 
     /// Registers `node` or its new epoch (purging the old epoch's sockets into `changes`) and
     /// renews its lease; `None` for a retired epoch, whose messages are ignored.
@@ -1099,7 +1564,9 @@ impl Directory {
                 }
             }
             None => {
-                self.nodes.insert(node.to_owned(), Node::new(epoch, now));
+                let name = self.node_names.intern(node, |s| Box::from(s));
+                self.nodes
+                    .insert(node.to_owned(), Node::new(name, epoch, now));
             }
         }
         let known = self.nodes.get_mut(node)?;
@@ -1118,55 +1585,61 @@ impl Directory {
                 reason,
                 recoverable,
             } => {
-                if self.owns(node, &id) {
+                if let Some(slot) = self.owned(node, &id) {
                     let reason = Reason::Disconnect(reason);
-                    if recoverable && self.sockets.get(&id).is_some_and(|r| r.recovery.is_some()) {
-                        self.keep(&id, reason, now);
+                    if recoverable && self.entry(slot).recovery.is_some() {
+                        self.keep(slot, reason, now);
                     } else {
-                        self.remove_socket(&id, &reason, changes);
+                        self.remove_socket(slot, &reason, changes);
                     }
                 }
             }
             MemberEvent::Data { id, data_json } => {
-                if self.owns(node, &id)
-                    && let Some(rec) = self.sockets.get_mut(&id)
-                {
-                    rec.data_json = data_json;
+                if let Some(slot) = self.owned(node, &id) {
+                    self.set_entry_data(slot, &data_json);
                 }
             }
             MemberEvent::Join { id, room } => {
-                if self.owns(node, &id) {
-                    self.join_room(&id, &room, changes);
+                if let Some(slot) = self.owned(node, &id) {
+                    self.join_room(slot, &room, changes);
                 }
             }
             MemberEvent::Leave { id, room } => {
-                if self.owns(node, &id) {
-                    self.leave_room(&id, &room, &Reason::Leave, changes);
+                if let Some(slot) = self.owned(node, &id) {
+                    self.leave_room(slot, &room, &Reason::Leave, changes);
                 }
             }
         }
     }
 
-    /// Whether `id` is connected on `node`.
-    fn owns(&self, node: &str, id: &str) -> bool {
-        self.sockets.get(id).is_some_and(|rec| rec.node == node) && !self.kept.contains_key(id)
+    /// The slot of `id` if it is connected on `node`.
+    fn owned(&self, node: &str, id: &str) -> Option<u32> {
+        let slot = self.slot(id)?;
+        let entry = self.entry(slot);
+        (!entry.kept && self.node_name(entry.node) == node).then_some(slot)
     }
 
-    fn room(&self, ns: &str, room: &str) -> Option<&Room> {
-        self.namespaces.get(ns)?.rooms.get(room)
+    fn set_entry_data(&mut self, slot: u32, data_json: &str) {
+        if let Some(entry) = self.sockets.get_mut(slot) {
+            let (address, claims) = (entry.address().to_owned(), entry.claims_json().to_owned());
+            entry.set_text(&address, &claims, data_json);
+        }
     }
 
-    /// Removes the node's sockets (`reason`), keeping (since `now`) those with recovery
+    /// Removes the node's sockets (`reason`), by id, keeping (since `now`) those with recovery
     /// settings.
     fn purge(&mut self, node: &str, reason: &Reason, now: Instant, changes: &mut Vec<Change>) {
         let Some(known) = self.nodes.get_mut(node) else {
             return;
         };
-        for id in std::mem::take(&mut known.sockets) {
-            if self.sockets.get(&id).is_some_and(|r| r.recovery.is_some()) {
-                self.keep(&id, reason.clone(), now);
+        let mut slots: Vec<u32> = std::mem::take(&mut known.sockets).into_iter().collect();
+        let id = id_of(&self.sockets);
+        slots.sort_unstable_by(|a, b| id(*a).cmp(id(*b)));
+        for slot in slots {
+            if self.entry(slot).recovery.is_some() {
+                self.keep(slot, reason.clone(), now);
             } else {
-                self.remove_socket(&id, reason, changes);
+                self.remove_socket(slot, reason, changes);
             }
         }
     }
@@ -1174,22 +1647,27 @@ impl Directory {
     /// Turns a connected socket with recovery settings into a kept session (since `now`, for its
     /// window): it leaves its node's sockets but stays in its rooms and its user's sockets, and
     /// nothing is announced. A takeover waiting for it is granted.
-    fn keep(&mut self, id: &str, reason: Reason, now: Instant) {
-        if self.kept.contains_key(id) {
-            return;
-        }
-        let Some(rec) = self.sockets.get(id) else {
+    fn keep(&mut self, slot: u32, reason: Reason, now: Instant) {
+        let Some(entry) = self.sockets.get(slot) else {
             return;
         };
-        let Some(recovery) = &rec.recovery else {
+        if entry.kept {
+            return;
+        }
+        let Some(recovery) = &entry.recovery else {
             return;
         };
         let expires = now.checked_add(recovery.window).unwrap_or(now);
-        if let Some(node) = self.nodes.get_mut(&rec.node) {
-            node.sockets.remove(id);
+        let (ns, node_name) = (entry.ns, entry.node);
+        let id = entry.id().to_owned();
+        if let Some(node) = self
+            .nodes
+            .get_mut(name_or_empty(&self.node_names, node_name))
+        {
+            node.sockets.remove(&slot);
         }
-        if let Some(space) = self.namespaces.get_mut(&rec.ns) {
-            space.kept.insert(id.to_owned());
+        if let Some(space) = self.namespaces.get_mut(&ns) {
+            space.kept.insert(slot, id_of(&self.sockets));
         }
         let mut kept = Kept {
             since: now,
@@ -1197,15 +1675,18 @@ impl Directory {
             reason,
             claim: None,
         };
-        if let Some((by, _)) = self.takeovers.remove(id) {
+        if let Some((by, _)) = self.takeovers.remove(&id) {
             kept.claim = Some((by.clone(), now.checked_add(CLAIM_LEASE).unwrap_or(now)));
             self.grants.push(Grant {
-                id: id.to_owned(),
+                id,
                 node: by,
-                claim: Claim::Recovered(Box::new(rec.clone())),
+                claim: Claim::Recovered(Box::new(self.view(slot).to_record())),
             });
         }
-        self.kept.insert(id.to_owned(), kept);
+        self.kept.insert(slot, kept);
+        if let Some(entry) = self.sockets.get_mut(slot) {
+            entry.kept = true;
+        }
     }
 
     /// Inserts or updates a socket of `rec.node`. `exact` makes its rooms exactly `rec.rooms`
@@ -1214,35 +1695,44 @@ impl Directory {
     /// `rec.node`) is resumed on `rec.node` with exactly `rec.rooms`, announcing only the
     /// differences.
     fn upsert(&mut self, rec: SocketRecord, mut exact: bool, changes: &mut Vec<Change>) {
-        let Some(old) = self.sockets.get_mut(&rec.id) else {
+        let Some(slot) = self.slot(&rec.id) else {
             self.insert_socket(rec, changes);
             return;
         };
-        if let Some(kept) = self.kept.get(&rec.id) {
-            if kept.claim.as_ref().is_some_and(|(by, _)| *by != rec.node)
-                || !self.nodes.contains_key(&rec.node)
-            {
+        if self.entry(slot).kept {
+            let claimed_elsewhere = self
+                .kept
+                .get(&slot)
+                .and_then(|k| k.claim.as_ref())
+                .is_some_and(|(by, _)| *by != rec.node);
+            let Some(node) = self.nodes.get_mut(&rec.node) else {
+                return;
+            };
+            if claimed_elsewhere {
                 return;
             }
-            self.kept.remove(&rec.id);
-            if let Some(space) = self.namespaces.get_mut(&old.ns) {
-                space.kept.remove(&rec.id);
-            }
-            rec.node.clone_into(&mut old.node);
-            if let Some(node) = self.nodes.get_mut(&rec.node) {
-                node.sockets.insert(rec.id.clone());
+            node.sockets.insert(slot);
+            let name = node.name;
+            self.node_names.retain(name);
+            self.kept.remove(&slot);
+            let entry = self.sockets.get_mut(slot).expect("looked up above");
+            entry.kept = false;
+            let (ns, old_node) = (entry.ns, std::mem::replace(&mut entry.node, name));
+            self.node_names.release(old_node);
+            if let Some(space) = self.namespaces.get_mut(&ns) {
+                space.kept.remove(slot, id_of(&self.sockets));
             }
             exact = true;
-        } else if old.node != rec.node {
+        } else if self.node_name(self.entry(slot).node) != rec.node {
             return;
         }
-        if old.ns != rec.ns || old.user != rec.user {
-            self.remove_socket(&rec.id, &Reason::Resync, changes);
+        let entry = self.entry(slot);
+        if self.ns_name(entry.ns) != rec.ns || self.user_name(entry.user) != rec.user.as_deref() {
+            self.remove_socket(slot, &Reason::Resync, changes);
             self.insert_socket(rec, changes);
             return;
         }
         let SocketRecord {
-            id,
             rooms,
             handshake,
             data_json,
@@ -1250,128 +1740,428 @@ impl Directory {
             recovery,
             ..
         } = rec;
-        old.handshake = handshake;
-        old.data_json = data_json;
-        old.presence = presence;
-        if old.recovery != recovery {
-            let previous = std::mem::replace(&mut old.recovery, recovery.clone());
-            let ns = old.ns.clone();
+        let Handshake {
+            address,
+            headers,
+            query,
+            claims_json,
+            connected_at_ms,
+        } = handshake;
+        let shared = self.shared.intern(&Shared { headers, query }, |s| Shared {
+            headers: s.headers.clone(),
+            query: s.query.clone(),
+        });
+        let entry = self.sockets.get_mut(slot).expect("looked up above");
+        let old_shared = std::mem::replace(&mut entry.shared, shared);
+        entry.set_text(&address, &claims_json, &data_json);
+        entry.connected_at_ms = connected_at_ms;
+        entry.presence = presence;
+        let ns = entry.ns;
+        self.shared.release(old_shared);
+        let recovery = recovery.map(Box::new);
+        if entry.recovery != recovery {
+            let previous = std::mem::replace(&mut entry.recovery, recovery.clone());
             if let Some(previous) = previous {
-                unindex(&mut self.pids, &ns, previous.pid_hash, &id);
+                unindex(&mut self.pids, ns, previous.pid_hash, slot);
             }
             if let Some(recovery) = recovery {
-                self.pids.insert((ns, recovery.pid_hash), id.clone());
+                self.pids.insert((ns, recovery.pid_hash), slot);
             }
         }
         if exact {
-            let gone: Vec<String> = old.rooms.difference(&rooms).cloned().collect();
+            let gone: Vec<String> = self
+                .view(slot)
+                .rooms()
+                .filter(|room| !rooms.contains(*room))
+                .map(str::to_owned)
+                .collect();
             for room in &gone {
-                self.leave_room(&id, room, &Reason::Resync, changes);
+                self.leave_room(slot, room, &Reason::Resync, changes);
             }
         }
         for room in &rooms {
-            self.join_room(&id, room, changes);
+            self.join_room(slot, room, changes);
         }
     }
 
     /// Inserts a socket whose id is not present; its node must be registered.
-    fn insert_socket(&mut self, mut rec: SocketRecord, changes: &mut Vec<Change>) {
-        let Some(node) = self.nodes.get_mut(&rec.node) else {
+    fn insert_socket(&mut self, rec: SocketRecord, changes: &mut Vec<Change>) {
+        let Some(node) = self.nodes.get(&rec.node) else {
             return;
         };
-        node.sockets.insert(rec.id.clone());
-        if let Some(recovery) = &rec.recovery {
-            self.pids
-                .insert((rec.ns.clone(), recovery.pid_hash.clone()), rec.id.clone());
+        let node_name = node.name;
+        self.node_names.retain(node_name);
+        let SocketRecord {
+            id,
+            ns,
+            user,
+            rooms,
+            handshake,
+            data_json,
+            presence,
+            recovery,
+            ..
+        } = rec;
+        let Handshake {
+            address,
+            headers,
+            query,
+            claims_json,
+            connected_at_ms,
+        } = handshake;
+        let ns_id = self.ns_names.intern(ns.as_str(), |s| Box::from(s));
+        let shared = self.shared.intern(&Shared { headers, query }, |s| Shared {
+            headers: s.headers.clone(),
+            query: s.query.clone(),
+        });
+        let (text, [id_len, address_len, claims_len], null_data) =
+            pack(&id, &address, &claims_json, &data_json);
+        let slot = self.sockets.insert(Entry {
+            text,
+            rooms: Box::new([]),
+            recovery: None,
+            connected_at_ms,
+            id_len,
+            address_len,
+            claims_len,
+            ns: ns_id,
+            node: node_name,
+            user: NO_USER,
+            shared,
+            presence,
+            kept: false,
+            null_data,
+        });
+        let hash = self.hash_id(&id);
+        let (sockets, hasher) = (&self.sockets, &self.hasher);
+        self.ids
+            .insert_unique(hash, slot, |&s| hasher.hash_one(id_of(sockets)(s)));
+        if let Some(node) = self.nodes.get_mut(&rec.node) {
+            node.sockets.insert(slot);
         }
-        let space = self.namespaces.entry(rec.ns.clone()).or_default();
-        space.sockets.insert(rec.id.clone());
-        if let Some(user) = &rec.user {
-            let ids = space.users.entry(user.clone()).or_default();
-            ids.insert(rec.id.clone());
-            if ids.len() == 1 {
+        if let Some(recovery) = recovery {
+            self.pids.insert((ns_id, recovery.pid_hash.clone()), slot);
+            if let Some(entry) = self.sockets.get_mut(slot) {
+                entry.recovery = Some(Box::new(recovery));
+            }
+        }
+        let space = self.namespaces.entry(ns_id).or_default();
+        space.sockets.insert(slot, id_of(&self.sockets));
+        if let Some(user) = user {
+            let online = self.add_to_user(slot, ns_id, &user);
+            if online {
                 changes.push(Change::UserOnline {
-                    ns: rec.ns.clone(),
-                    user: user.clone(),
-                    socket: rec.id.clone(),
-                    flags: rec.presence,
+                    ns,
+                    user,
+                    socket: id.clone(),
+                    flags: presence,
                 });
             }
         }
-        let rooms = std::mem::take(&mut rec.rooms);
         for room in &rooms {
-            link(space, &rec, room, changes);
+            self.join_room(slot, room, changes);
         }
-        rec.rooms = rooms;
-        self.sockets.insert(rec.id.clone(), rec);
     }
 
-    fn remove_socket(&mut self, id: &str, reason: &Reason, changes: &mut Vec<Change>) {
-        let Some(rec) = self.sockets.remove(id) else {
+    /// Adds a socket to its (namespace, user) record, creating it; true if it is the user's
+    /// first socket in the namespace.
+    fn add_to_user(&mut self, slot: u32, ns: u32, user: &str) -> bool {
+        let name = self.user_names.intern(user, |s| Box::from(s));
+        let (u, first) = match self.user_slot(ns, name) {
+            Some(u) => {
+                self.user_names.release(name);
+                (u, false)
+            }
+            None => {
+                let u = self.users.insert(UserEntry {
+                    name,
+                    ns,
+                    sockets: Vec::new(),
+                });
+                let (users, hasher) = (&self.users, &self.hasher);
+                self.user_index
+                    .insert_unique(hasher.hash_one((ns, name)), u, |&o| {
+                        users.get(o).map_or(0, |e| hasher.hash_one((e.ns, e.name)))
+                    });
+                if let Some(space) = self.namespaces.get_mut(&ns) {
+                    space.users += 1;
+                }
+                (u, true)
+            }
+        };
+        let id = id_of(&self.sockets);
+        let entry = self.users.get_mut(u).expect("just found or made");
+        let target = id(slot);
+        if let Err(at) = entry.sockets.binary_search_by(|&s| id(s).cmp(target)) {
+            entry.sockets.reserve_exact(1);
+            entry.sockets.insert(at, slot);
+        }
+        if let Some(socket) = self.sockets.get_mut(slot) {
+            socket.user = u;
+        }
+        first
+    }
+
+    fn remove_socket(&mut self, slot: u32, reason: &Reason, changes: &mut Vec<Change>) {
+        let Some(entry) = self.sockets.get(slot) else {
             return;
         };
-        self.kept.remove(id);
-        if let Some(recovery) = &rec.recovery {
-            unindex(&mut self.pids, &rec.ns, recovery.pid_hash.clone(), id);
+        let id = entry.id().to_owned();
+        let (ns, node, user, shared, presence) = (
+            entry.ns,
+            entry.node,
+            entry.user,
+            entry.shared,
+            entry.presence,
+        );
+        self.kept.remove(&slot);
+        if let Some(recovery) = &entry.recovery {
+            let hash = recovery.pid_hash.clone();
+            unindex(&mut self.pids, ns, hash, slot);
         }
-        if let Some((by, _)) = self.takeovers.remove(id) {
+        if let Some((by, _)) = self.takeovers.remove(&id) {
             self.grants.push(Grant {
-                id: id.to_owned(),
+                id: id.clone(),
                 node: by,
                 claim: Claim::Unknown,
             });
         }
-        if let Some(space) = self.namespaces.get_mut(&rec.ns) {
-            space.kept.remove(id);
-            for room in &rec.rooms {
-                unlink(space, &rec, room, reason, changes);
+        let mut rooms = std::mem::take(&mut self.sockets.get_mut(slot).expect("live").rooms);
+        let names = name_of(&self.rooms);
+        rooms.sort_unstable_by(|a, b| names(*a).cmp(names(*b)));
+        for &room in &rooms {
+            self.unlink(slot, room, reason, changes);
+        }
+        if let Some(u) = self.users.get_mut(user) {
+            let key = id_of(&self.sockets);
+            if let Ok(at) = u.sockets.binary_search_by(|&s| key(s).cmp(id.as_str())) {
+                u.sockets.remove(at);
             }
-            if let Some(user) = &rec.user
-                && let Some(ids) = space.users.get_mut(user)
-            {
-                ids.remove(id);
-                if ids.is_empty() {
-                    space.users.remove(user);
+            if u.sockets.is_empty() {
+                let name = u.name;
+                let user_name = self.user_names.resolve(name).map(|s| s.to_string());
+                self.drop_user(user);
+                if let Some(user) = user_name {
                     changes.push(Change::UserOffline {
-                        ns: rec.ns.clone(),
-                        user: user.clone(),
-                        socket: rec.id.clone(),
+                        ns: self.ns_name(ns).to_owned(),
+                        user,
+                        socket: id.clone(),
                         reason: reason.clone(),
-                        flags: rec.presence,
+                        flags: presence,
                     });
                 }
             }
-            space.sockets.remove(id);
+        }
+        if let Some(space) = self.namespaces.get_mut(&ns) {
+            let key = id_of(&self.sockets);
+            space.kept.remove(slot, key);
+            space.sockets.remove(slot, key);
             if space.sockets.is_empty() {
-                self.namespaces.remove(&rec.ns);
+                self.namespaces.remove(&ns);
             }
         }
-        if let Some(node) = self.nodes.get_mut(&rec.node) {
-            node.sockets.remove(id);
+        if let Some(n) = self.nodes.get_mut(name_or_empty(&self.node_names, node)) {
+            n.sockets.remove(&slot);
+            if n.sockets.is_empty() {
+                n.sockets = HashSet::default();
+            }
+        }
+        let hash = self.hash_id(&id);
+        if let Ok(found) = self.ids.find_entry(hash, |&s| s == slot) {
+            found.remove();
+        }
+        let (sockets, hasher) = (&self.sockets, &self.hasher);
+        if self.ids.len() * 4 < self.ids.capacity() && self.ids.capacity() > 64 {
+            self.ids
+                .shrink_to_fit(|&s| hasher.hash_one(id_of(sockets)(s)));
+        }
+        self.sockets.remove(slot);
+        self.ns_names.release(ns);
+        self.node_names.release(node);
+        self.shared.release(shared);
+    }
+
+    /// Forgets an empty (namespace, user) record.
+    fn drop_user(&mut self, user: u32) {
+        let Some(entry) = self.users.remove(user) else {
+            return;
+        };
+        let hash = self.hasher.hash_one((entry.ns, entry.name));
+        if let Ok(found) = self.user_index.find_entry(hash, |&u| u == user) {
+            found.remove();
+        }
+        if let Some(space) = self.namespaces.get_mut(&entry.ns) {
+            space.users -= 1;
+        }
+        self.user_names.release(entry.name);
+        if self.users.len() == 0 {
+            self.user_index = HashTable::new();
         }
     }
 
-    fn join_room(&mut self, id: &str, room: &str, changes: &mut Vec<Change>) {
-        let Some(rec) = self.sockets.get_mut(id) else {
+    /// Whether another socket of `user` than `slot` is in `room`.
+    fn user_in_room(&self, user: u32, slot: u32, room: u32) -> bool {
+        self.users.get(user).is_some_and(|u| {
+            u.sockets
+                .iter()
+                .any(|&s| s != slot && self.entry(s).in_room(room))
+        })
+    }
+
+    fn join_room(&mut self, slot: u32, room: &str, changes: &mut Vec<Change>) {
+        let Some(entry) = self.sockets.get(slot) else {
             return;
         };
-        let Some(space) = self.namespaces.get_mut(&rec.ns) else {
-            return;
+        let ns = entry.ns;
+        let r = match self.room_slot(ns, room) {
+            Some(r) if entry.in_room(r) => return,
+            Some(r) => r,
+            None => {
+                let r = self.rooms.insert(RoomEntry {
+                    name: Box::from(room),
+                    ns,
+                    users: 0,
+                    members: SortedIds::default(),
+                });
+                let (rooms, hasher) = (&self.rooms, &self.hasher);
+                self.room_index
+                    .insert_unique(hasher.hash_one((ns, room)), r, |&o| {
+                        rooms
+                            .get(o)
+                            .map_or(0, |e| hasher.hash_one((e.ns, &*e.name)))
+                    });
+                if let Some(space) = self.namespaces.get_mut(&ns) {
+                    space.rooms.insert(r, name_of(&self.rooms));
+                }
+                r
+            }
         };
-        if rec.rooms.insert(room.to_owned()) {
-            link(space, rec, room, changes);
+        let entry = self.sockets.get_mut(slot).expect("looked up above");
+        let at = entry.rooms.binary_search(&r).unwrap_or_else(|at| at);
+        let mut list = std::mem::take(&mut entry.rooms).into_vec();
+        list.reserve_exact(1);
+        list.insert(at, r);
+        entry.rooms = list.into_boxed_slice();
+        let (user, presence) = (entry.user, entry.presence);
+        let id = id_of(&self.sockets);
+        if let Some(room_entry) = self.rooms.get_mut(r) {
+            room_entry.members.insert(slot, id);
+        }
+        let ns_name = self.ns_name(ns).to_owned();
+        let socket = id(slot).to_owned();
+        let user_name = self.user_name(user).map(str::to_owned);
+        let first_of_user = user_name.is_some() && !self.user_in_room(user, slot, r);
+        changes.push(Change::RoomMemberJoined {
+            ns: ns_name.clone(),
+            room: room.to_owned(),
+            socket: socket.clone(),
+            user: user_name.clone(),
+            flags: presence,
+        });
+        if first_of_user && let Some(user) = user_name {
+            if let Some(room_entry) = self.rooms.get_mut(r) {
+                room_entry.users += 1;
+            }
+            changes.push(Change::RoomUserJoined {
+                ns: ns_name,
+                room: room.to_owned(),
+                user,
+                socket,
+                flags: presence,
+            });
         }
     }
 
-    fn leave_room(&mut self, id: &str, room: &str, reason: &Reason, changes: &mut Vec<Change>) {
-        let Some(rec) = self.sockets.get_mut(id) else {
+    fn leave_room(&mut self, slot: u32, room: &str, reason: &Reason, changes: &mut Vec<Change>) {
+        let Some(entry) = self.sockets.get(slot) else {
             return;
         };
-        let Some(space) = self.namespaces.get_mut(&rec.ns) else {
+        let Some(r) = self.room_slot(entry.ns, room) else {
             return;
         };
-        if rec.rooms.remove(room) {
-            unlink(space, rec, room, reason, changes);
+        let Some(entry) = self.sockets.get_mut(slot) else {
+            return;
+        };
+        let Ok(at) = entry.rooms.binary_search(&r) else {
+            return;
+        };
+        let mut list = std::mem::take(&mut entry.rooms).into_vec();
+        list.remove(at);
+        entry.rooms = list.into_boxed_slice();
+        self.unlink(slot, r, reason, changes);
+    }
+
+    /// Removes a socket (whose own room list no longer has it) from a room's members and user
+    /// count, dropping the room when empty.
+    fn unlink(&mut self, slot: u32, r: u32, reason: &Reason, changes: &mut Vec<Change>) {
+        let Some(entry) = self.sockets.get(slot) else {
+            return;
+        };
+        let (user, presence, ns) = (entry.user, entry.presence, entry.ns);
+        let id = id_of(&self.sockets);
+        let Some(room) = self.rooms.get_mut(r) else {
+            return;
+        };
+        if !room.members.remove(slot, id) {
+            return;
+        }
+        let room_name = room.name.to_string();
+        let empty = room.members.is_empty();
+        let socket = id(slot).to_owned();
+        let ns_name = self.ns_name(ns).to_owned();
+        let user_name = self.user_name(user).map(str::to_owned);
+        let last_of_user = user_name.is_some() && !self.user_in_room(user, slot, r);
+        changes.push(Change::RoomMemberLeft {
+            ns: ns_name.clone(),
+            room: room_name.clone(),
+            socket: socket.clone(),
+            user: user_name.clone(),
+            reason: reason.clone(),
+            flags: presence,
+        });
+        if last_of_user && let Some(user) = user_name {
+            if let Some(room) = self.rooms.get_mut(r) {
+                room.users = room.users.saturating_sub(1);
+            }
+            changes.push(Change::RoomUserLeft {
+                ns: ns_name,
+                room: room_name,
+                user,
+                socket,
+                reason: reason.clone(),
+                flags: presence,
+            });
+        }
+        if empty {
+            self.drop_room(r);
+        }
+    }
+
+    /// Forgets an empty room.
+    fn drop_room(&mut self, r: u32) {
+        let names = name_of(&self.rooms);
+        let Some(room) = self.rooms.get(r) else {
+            return;
+        };
+        if let Some(space) = self.namespaces.get_mut(&room.ns) {
+            space.rooms.remove(r, names);
+        }
+        let hash = self.room_hash(room.ns, &room.name);
+        if let Ok(found) = self.room_index.find_entry(hash, |&o| o == r) {
+            found.remove();
+        }
+        self.rooms.remove(r);
+        let (rooms, hasher) = (&self.rooms, &self.hasher);
+        if self.rooms.len() == 0 {
+            self.room_index = HashTable::new();
+        } else if self.room_index.len() * 4 < self.room_index.capacity()
+            && self.room_index.capacity() > 64
+        {
+            self.room_index.shrink_to_fit(|&o| {
+                rooms
+                    .get(o)
+                    .map_or(0, |e| hasher.hash_one((e.ns, &*e.name)))
+            });
         }
     }
 
@@ -1379,138 +2169,67 @@ impl Directory {
         &'a self,
         sel: &'a Selector,
         after: Option<&'a str>,
-    ) -> impl Iterator<Item = &'a SocketRecord> + 'a {
+    ) -> impl Iterator<Item = Socket<'a>> + 'a {
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let range = move |set: &'a BTreeSet<String>| -> Ids<'a> {
-            Box::new(
-                set.range::<str, _>((lower, Bound::Unbounded))
-                    .map(String::as_str),
-            )
-        };
-        let mut users: Vec<&str> = sel.user_ids.iter().map(String::as_str).collect();
-        users.sort_unstable();
-        users.dedup();
-        let heads: Vec<Ids<'a>> = match self.namespaces.get(&sel.ns) {
+        let id = id_of(&self.sockets);
+        let filter = self.filter(sel);
+        let space = filter.ns.and_then(|ns| self.namespaces.get(&ns));
+        let heads: Vec<Slots<'a>> = match space {
             None => Vec::new(),
             Some(_) if !sel.socket_ids.is_empty() => {
-                let mut ids: Vec<&str> = sel.socket_ids.iter().map(String::as_str).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                vec![Box::new(
-                    ids.into_iter()
-                        .filter(move |id| after.is_none_or(|a| *id > a)),
-                )]
+                let mut slots: Vec<u32> = sel
+                    .socket_ids
+                    .iter()
+                    .filter(|i| after.is_none_or(|a| i.as_str() > a))
+                    .filter_map(|i| self.slot(i))
+                    .collect();
+                slots.sort_unstable_by(|a, b| id(*a).cmp(id(*b)));
+                slots.dedup();
+                vec![Box::new(slots.into_iter())]
             }
-            Some(space) if !users.is_empty() => users
+            Some(_) if filter.users.is_some() => filter
+                .users
                 .iter()
-                .filter_map(|user| space.users.get(*user))
-                .map(range)
+                .flatten()
+                .map(|&u| -> Slots<'a> {
+                    let sockets = &self.user_entry(u).sockets;
+                    let from = sockets.partition_point(|&s| match lower {
+                        Bound::Excluded(a) => id(s) <= a,
+                        _ => false,
+                    });
+                    Box::new(sockets[from..].iter().copied())
+                })
                 .collect(),
-            Some(space) if !sel.rooms.is_empty() => sel
+            Some(_) if filter.rooms.is_some() => filter
                 .rooms
                 .iter()
-                .filter_map(|room| space.rooms.get(room))
-                .map(|r| range(&r.members))
+                .flatten()
+                .map(|&r| -> Slots<'a> { Box::new(self.room_entry(r).members.range(lower, id)) })
                 .collect(),
-            Some(space) => vec![range(&space.sockets)],
+            Some(space) => vec![Box::new(space.sockets.range(lower, id))],
         };
         Union {
             heads: heads.into_iter().map(Iterator::peekable).collect(),
+            id,
         }
-        .filter(move |id| !self.kept.contains_key(*id))
-        .filter_map(move |id| self.sockets.get(id))
-        .filter(move |rec| admits(sel, &users, rec))
+        .map(move |slot| self.entry(slot))
+        .filter(move |entry| !entry.kept && filter.admits(entry))
+        .map(move |entry| Socket { dir: self, entry })
     }
 }
 
-/// Drops the pid index entry `(ns, pid_hash)` if it names `id` (another socket may have taken
+/// The name of an interned id, or `""` (which names no node) when gone.
+fn name_or_empty(names: &Interner<Box<str>>, id: u32) -> &str {
+    names.resolve(id).map_or("", |s| s)
+}
+
+/// Drops the pid index entry `(ns, pid_hash)` if it names `slot` (another socket may have taken
 /// the same hash since).
-fn unindex(pids: &mut HashMap<(String, Vec<u8>), String>, ns: &str, pid_hash: Vec<u8>, id: &str) {
-    let key = (ns.to_owned(), pid_hash);
-    if pids.get(&key).is_some_and(|owner| owner == id) {
+fn unindex(pids: &mut HashMap<(u32, Vec<u8>), u32>, ns: u32, pid_hash: Vec<u8>, slot: u32) {
+    let key = (ns, pid_hash);
+    if pids.get(&key) == Some(&slot) {
         pids.remove(&key);
     }
-}
-
-/// Adds `rec` (not yet a member) to a room's forward index and user counts.
-fn link(space: &mut Namespace, rec: &SocketRecord, room: &str, changes: &mut Vec<Change>) {
-    let entry = space.rooms.entry(room.to_owned()).or_default();
-    entry.members.insert(rec.id.clone());
-    changes.push(Change::RoomMemberJoined {
-        ns: rec.ns.clone(),
-        room: room.to_owned(),
-        socket: rec.id.clone(),
-        user: rec.user.clone(),
-        flags: rec.presence,
-    });
-    if let Some(user) = &rec.user {
-        let count = entry.users.entry(user.clone()).or_insert(0);
-        *count += 1;
-        if *count == 1 {
-            changes.push(Change::RoomUserJoined {
-                ns: rec.ns.clone(),
-                room: room.to_owned(),
-                user: user.clone(),
-                socket: rec.id.clone(),
-                flags: rec.presence,
-            });
-        }
-    }
-}
-
-/// Removes `rec` from a room's forward index and user counts, dropping the room when empty.
-fn unlink(
-    space: &mut Namespace,
-    rec: &SocketRecord,
-    room: &str,
-    reason: &Reason,
-    changes: &mut Vec<Change>,
-) {
-    let Some(entry) = space.rooms.get_mut(room) else {
-        return;
-    };
-    if !entry.members.remove(&rec.id) {
-        return;
-    }
-    changes.push(Change::RoomMemberLeft {
-        ns: rec.ns.clone(),
-        room: room.to_owned(),
-        socket: rec.id.clone(),
-        user: rec.user.clone(),
-        reason: reason.clone(),
-        flags: rec.presence,
-    });
-    if let Some(user) = &rec.user
-        && let Some(count) = entry.users.get_mut(user)
-    {
-        *count = count.saturating_sub(1);
-        if *count == 0 {
-            entry.users.remove(user);
-            changes.push(Change::RoomUserLeft {
-                ns: rec.ns.clone(),
-                room: room.to_owned(),
-                user: user.clone(),
-                socket: rec.id.clone(),
-                reason: reason.clone(),
-                flags: rec.presence,
-            });
-        }
-    }
-    if entry.members.is_empty() {
-        space.rooms.remove(room);
-    }
-}
-
-/// Whether `rec` passes every restriction of `sel` (`users`: its user ids, sorted).
-fn admits(sel: &Selector, users: &[&str], rec: &SocketRecord) -> bool {
-    rec.ns == sel.ns
-        && (sel.rooms.is_empty() || sel.rooms.iter().any(|room| rec.rooms.contains(room)))
-        && !sel.except_rooms.iter().any(|room| rec.rooms.contains(room))
-        && (users.is_empty()
-            || rec
-                .user
-                .as_deref()
-                .is_some_and(|user| users.binary_search(&user).is_ok()))
 }
 
 /// Takes at most `limit` items (0: all); the cursor is the last one's key when more follow.
@@ -1529,23 +2248,25 @@ fn page<T>(
     Page { items: taken, next }
 }
 
-type Ids<'a> = Box<dyn Iterator<Item = &'a str> + 'a>;
+type Slots<'a> = Box<dyn Iterator<Item = u32> + 'a>;
 
-/// The ascending union of ascending id streams, each id once.
-struct Union<'a> {
-    heads: Vec<Peekable<Ids<'a>>>,
+/// The ascending union (by socket id) of ascending slot streams, each slot once.
+struct Union<'a, K> {
+    heads: Vec<Peekable<Slots<'a>>>,
+    id: K,
 }
 
-impl<'a> Iterator for Union<'a> {
-    type Item = &'a str;
+impl<'a, K: Fn(u32) -> &'a str> Iterator for Union<'a, K> {
+    type Item = u32;
 
-    fn next(&mut self) -> Option<&'a str> {
+    fn next(&mut self) -> Option<u32> {
         self.heads.retain_mut(|head| head.peek().is_some());
+        let id = &self.id;
         let min = self
             .heads
             .iter_mut()
             .filter_map(|head| head.peek().copied())
-            .min()?;
+            .min_by(|a, b| id(*a).cmp(id(*b)))?;
         for head in &mut self.heads {
             if head.peek() == Some(&min) {
                 head.next();
@@ -1559,107 +2280,213 @@ impl<'a> Iterator for Union<'a> {
 impl Directory {
     /// Panics unless every module invariant holds (for the tests and the fuzz targets only).
     pub fn check_invariants(&self) {
-        for (id, rec) in &self.sockets {
-            assert_eq!(id, &rec.id);
+        let id = id_of(&self.sockets);
+        let names = name_of(&self.rooms);
+        assert_eq!(self.ids.len(), self.sockets.len(), "id index size");
+        let mut ns_refs: HashMap<u32, u32> = HashMap::new();
+        let mut node_refs: HashMap<u32, u32> = HashMap::new();
+        let mut shared_refs: HashMap<u32, u32> = HashMap::new();
+        for (slot, entry) in self.sockets.iter() {
+            let sid = entry.id();
+            assert_eq!(self.slot(sid), Some(slot), "{sid}: id index");
+            *ns_refs.entry(entry.ns).or_default() += 1;
+            *node_refs.entry(entry.node).or_default() += 1;
+            *shared_refs.entry(entry.shared).or_default() += 1;
             let space = self
                 .namespaces
-                .get(&rec.ns)
-                .unwrap_or_else(|| panic!("{id}: namespace missing"));
-            assert!(
-                space.sockets.contains(id),
-                "{id} missing from namespace index"
+                .get(&entry.ns)
+                .unwrap_or_else(|| panic!("{sid}: namespace missing"));
+            assert_eq!(
+                space.sockets.find(sid, id),
+                Some(slot),
+                "{sid} missing from namespace index"
             );
-            if let Some(kept) = self.kept.get(id) {
-                assert!(rec.recovery.is_some(), "{id} kept without recovery");
-                assert!(space.kept.contains(id), "{id} missing from kept index");
+            let node_name = self.node_name(entry.node);
+            if let Some(kept) = self.kept.get(&slot) {
+                assert!(entry.kept, "{sid}: kept flag");
+                assert!(entry.recovery.is_some(), "{sid} kept without recovery");
+                assert_eq!(
+                    space.kept.find(sid, id),
+                    Some(slot),
+                    "{sid} missing from kept index"
+                );
                 assert!(kept.since <= kept.expires);
-                assert!(!self.takeovers.contains_key(id), "{id} kept and taken over");
+                assert!(
+                    !self.takeovers.contains_key(sid),
+                    "{sid} kept and taken over"
+                );
                 assert!(
                     self.nodes
-                        .get(&rec.node)
-                        .is_none_or(|n| !n.sockets.contains(id)),
-                    "kept {id} in its node's index"
+                        .get(node_name)
+                        .is_none_or(|n| !n.sockets.contains(&slot)),
+                    "kept {sid} in its node's index"
                 );
             } else {
+                assert!(!entry.kept, "{sid}: kept flag without session");
                 let node = self
                     .nodes
-                    .get(&rec.node)
-                    .unwrap_or_else(|| panic!("{id}: node {} unregistered", rec.node));
-                assert!(node.sockets.contains(id), "{id} missing from node index");
-            }
-            for room in &rec.rooms {
+                    .get(node_name)
+                    .unwrap_or_else(|| panic!("{sid}: node {node_name} unregistered"));
                 assert!(
-                    space
-                        .rooms
-                        .get(room)
-                        .is_some_and(|r| r.members.contains(id)),
-                    "{id} missing from {room}"
+                    node.sockets.contains(&slot),
+                    "{sid} missing from node index"
                 );
             }
-            if let Some(user) = &rec.user {
-                assert!(
-                    space.users.get(user).is_some_and(|ids| ids.contains(id)),
-                    "{id} missing from user {user}"
+            for pair in entry.rooms.windows(2) {
+                assert!(pair[0] < pair[1], "{sid}: rooms out of order");
+            }
+            for &r in entry.rooms.iter() {
+                let room = self
+                    .rooms
+                    .get(r)
+                    .unwrap_or_else(|| panic!("{sid}: room gone"));
+                assert_eq!(room.ns, entry.ns, "{sid}: room of another namespace");
+                assert_eq!(
+                    room.members.find(sid, id),
+                    Some(slot),
+                    "{sid} missing from {}",
+                    room.name
                 );
+            }
+            if entry.user != NO_USER {
+                let user = self
+                    .users
+                    .get(entry.user)
+                    .unwrap_or_else(|| panic!("{sid}: user gone"));
+                assert_eq!(user.ns, entry.ns, "{sid}: user of another namespace");
+                assert!(user.sockets.contains(&slot), "{sid} missing from its user");
             }
         }
-        for ((ns, hash), id) in &self.pids {
-            let rec = &self.sockets[id];
+        for (n, name, r) in self.ns_names.iter() {
+            assert_eq!(
+                r,
+                ns_refs.get(&n).copied().unwrap_or(0),
+                "namespace refs of {name}"
+            );
+        }
+        for (n, _, r) in self.shared.iter() {
+            assert_eq!(r, shared_refs.get(&n).copied().unwrap_or(0), "shared refs");
+        }
+        for node in self.nodes.values() {
+            *node_refs.entry(node.name).or_default() += 1;
+        }
+        for (n, name, r) in self.node_names.iter() {
+            assert_eq!(
+                r,
+                node_refs.get(&n).copied().unwrap_or(0),
+                "node name refs of {name}"
+            );
+        }
+        let mut user_refs: HashMap<u32, u32> = HashMap::new();
+        for (u, user) in self.users.iter() {
+            *user_refs.entry(user.name).or_default() += 1;
+            assert!(!user.sockets.is_empty(), "empty user kept");
+            assert_eq!(self.user_slot(user.ns, user.name), Some(u), "user index");
+            for pair in user.sockets.windows(2) {
+                assert!(id(pair[0]) < id(pair[1]), "user sockets out of order");
+            }
+            for &s in &user.sockets {
+                assert_eq!(self.entry(s).user, u, "{} under wrong user", id(s));
+            }
+        }
+        assert_eq!(self.user_index.len(), self.users.len(), "user index size");
+        for (n, name, r) in self.user_names.iter() {
+            assert_eq!(
+                r,
+                user_refs.get(&n).copied().unwrap_or(0),
+                "user name refs of {name}"
+            );
+        }
+        self.ns_names.check();
+        self.node_names.check();
+        self.user_names.check();
+        self.shared.check();
+        for (&slot, hash) in self.pids.iter().map(|(k, v)| (v, k)) {
+            let entry = self.entry(slot);
             assert!(
-                rec.ns == *ns && rec.recovery.as_ref().is_some_and(|r| r.pid_hash == *hash),
-                "pid index of {id} stale"
+                entry.ns == hash.0
+                    && entry
+                        .recovery
+                        .as_ref()
+                        .is_some_and(|r| r.pid_hash == hash.1),
+                "pid index of {} stale",
+                entry.id()
             );
         }
         // Not every socket with recovery is indexed: of two with one pid hash (a gateway's bug:
         // pids are 128 random bits) only the later one is, and neither once it is gone.
         assert!(self.takeovers.len() <= MAX_TAKEOVERS);
-        for id in self.takeovers.keys() {
-            assert!(self.sockets.contains_key(id), "takeover of unknown {id}");
+        for sid in self.takeovers.keys() {
+            assert!(self.slot(sid).is_some(), "takeover of unknown {sid}");
         }
+        assert_eq!(self.room_index.len(), self.rooms.len(), "room index size");
         let mut indexed = 0;
         let mut kept = 0;
-        for (ns, space) in &self.namespaces {
-            assert!(!space.sockets.is_empty(), "empty namespace {ns} kept");
+        let mut rooms = 0;
+        for (&ns, space) in &self.namespaces {
+            let ns_name = self.ns_name(ns);
+            assert!(!space.sockets.is_empty(), "empty namespace {ns_name} kept");
+            space.sockets.check(id);
+            space.kept.check(id);
+            space.rooms.check(names);
             indexed += space.sockets.len();
             kept += space.kept.len();
-            for id in &space.kept {
-                assert!(self.kept.contains_key(id), "{id} kept in {ns} only");
+            rooms += space.rooms.len();
+            for slot in space.kept.iter() {
+                assert!(
+                    self.kept.contains_key(&slot),
+                    "{} kept in {ns_name} only",
+                    id(slot)
+                );
             }
-            for id in &space.sockets {
-                assert_eq!(&self.sockets[id].ns, ns);
+            for slot in space.sockets.iter() {
+                assert_eq!(self.entry(slot).ns, ns);
             }
-            for (room, r) in &space.rooms {
-                assert!(!r.members.is_empty(), "empty room {ns} {room} kept");
-                let mut recount: BTreeMap<String, usize> = BTreeMap::new();
-                for id in &r.members {
-                    let rec = &self.sockets[id];
-                    assert!(
-                        rec.ns == *ns && rec.rooms.contains(room),
-                        "{id} in {room} unbeknownst to itself"
-                    );
-                    if let Some(user) = &rec.user {
-                        *recount.entry(user.clone()).or_default() += 1;
-                    }
+            for r in space.rooms.iter() {
+                assert_eq!(
+                    self.room_entry(r).ns,
+                    ns,
+                    "room indexed in the wrong namespace"
+                );
+            }
+            let users = self.users.iter().filter(|(_, u)| u.ns == ns).count();
+            assert_eq!(space.users, users, "user count of {ns_name}");
+        }
+        assert_eq!(
+            rooms,
+            self.rooms.len(),
+            "rooms outside their namespace index"
+        );
+        for (r, room) in self.rooms.iter() {
+            let name = &room.name;
+            assert!(!room.members.is_empty(), "empty room {name} kept");
+            assert_eq!(
+                self.room_slot(room.ns, name),
+                Some(r),
+                "room index of {name}"
+            );
+            room.members.check(id);
+            let mut users = BTreeSet::new();
+            for slot in room.members.iter() {
+                let entry = self.entry(slot);
+                assert!(
+                    entry.ns == room.ns && entry.in_room(r),
+                    "{} in {name} unbeknownst to itself",
+                    entry.id()
+                );
+                if entry.user != NO_USER {
+                    users.insert(entry.user);
                 }
-                assert_eq!(r.users, recount, "user counts of {ns} {room}");
             }
-            for (user, ids) in &space.users {
-                assert!(!ids.is_empty(), "empty user {user} kept");
-                for id in ids {
-                    let rec = &self.sockets[id];
-                    assert!(
-                        rec.ns == *ns && rec.user.as_ref() == Some(user),
-                        "{id} under wrong user"
-                    );
-                }
-            }
+            assert_eq!(room.users as usize, users.len(), "user count of {name}");
         }
         assert_eq!(indexed, self.sockets.len());
         let mut held = 0;
         for (name, node) in &self.nodes {
             held += node.sockets.len();
-            for id in &node.sockets {
-                assert_eq!(&self.sockets[id].node, name);
+            assert_eq!(self.node_name(node.name), name, "node name id");
+            for &slot in &node.sockets {
+                assert_eq!(self.node_name(self.entry(slot).node), name);
             }
             assert!(node.retired.len() <= RETIRED_EPOCHS);
         }
@@ -2210,7 +3037,10 @@ mod tests {
         );
         assert_eq!(feed.dir.node_sockets("a"), 3);
         for rec in &snap {
-            assert_eq!(feed.dir.socket(&rec.id), Some(rec));
+            assert_eq!(
+                feed.dir.socket(&rec.id).map(|s| s.to_record()),
+                Some(rec.clone())
+            );
         }
         assert_eq!(feed.dir.room_members("/chat", "r1"), vec!["a.4", "b.1"]);
         assert_eq!(
@@ -2294,11 +3124,8 @@ mod tests {
         );
         feed.dir.check_invariants();
         assert_eq!(render(&applied.changes), Vec::<String>::new());
-        assert_eq!(feed.dir.socket("a.5").map(|s| s.node.as_str()), Some("a"));
-        assert_eq!(
-            feed.dir.socket("b.1").and_then(|s| s.user.as_deref()),
-            Some("bob")
-        );
+        assert_eq!(feed.dir.socket("a.5").map(|s| s.node()), Some("a"));
+        assert_eq!(feed.dir.socket("b.1").and_then(|s| s.user()), Some("bob"));
         assert_eq!(feed.dir.node_epoch("a"), Some(7));
     }
 
@@ -2415,8 +3242,8 @@ mod tests {
         dir.snapshot("a", 1, 0, vec![first, more], t0);
         dir.check_invariants();
         let rec = dir.socket("a.1").unwrap();
-        assert_eq!(rec.rooms.len(), 3);
-        assert_eq!(rec.data_json, r#"{"k":1}"#);
+        assert_eq!(rec.rooms().len(), 3);
+        assert_eq!(rec.data_json(), r#"{"k":1}"#);
     }
 
     #[test]
@@ -2589,14 +3416,14 @@ mod tests {
             ),
         ];
         for (sel, expected) in cases {
-            let ids: Vec<&str> = feed.dir.matching(&sel).map(|s| s.id.as_str()).collect();
+            let ids: Vec<&str> = feed.dir.matching(&sel).map(|s| s.id()).collect();
             assert_eq!(ids, expected, "{sel:?}");
             assert_eq!(feed.dir.count(&sel), expected.len(), "{sel:?}");
             let mut paged = Vec::new();
             let mut after: Option<String> = None;
             loop {
                 let page = feed.dir.select(&sel, after.as_deref(), 2);
-                paged.extend(page.items.iter().map(|s| s.id.clone()));
+                paged.extend(page.items.iter().map(|s| s.id().to_owned()));
                 match page.next {
                     Some(next) => after = Some(next),
                     None => break,
@@ -2633,7 +3460,7 @@ mod tests {
             let page = feed.dir.select(&sel, after.as_deref(), 333);
             pages += 1;
             assert!(page.items.len() <= 333);
-            seen.extend(page.items.iter().map(|s| s.id.clone()));
+            seen.extend(page.items.iter().map(|s| s.id().to_owned()));
             match page.next {
                 Some(next) => after = Some(next),
                 None => break,
@@ -2643,7 +3470,7 @@ mod tests {
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "ascending, each once");
         assert!(
             seen.iter()
-                .all(|id| feed.dir.socket(id).is_some_and(|s| s.rooms.contains("big")))
+                .all(|id| feed.dir.socket(id).is_some_and(|s| s.in_room("big")))
         );
         assert_eq!(pages, 10_000usize.div_ceil(333));
         assert_eq!(feed.dir.count(&sel), 10_000);
@@ -2718,7 +3545,7 @@ mod tests {
             feed.dir.presence("/chat", "game:1"),
             vec![("alice", 2), ("bob", 1)]
         );
-        let ids = |v: Vec<&SocketRecord>| v.into_iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+        let ids = |v: Vec<Socket<'_>>| v.into_iter().map(|s| s.id().to_owned()).collect::<Vec<_>>();
         assert_eq!(
             ids(feed.dir.user_sockets(Some("/chat"), "alice")),
             vec!["a.1", "a.2"]
@@ -2732,7 +3559,7 @@ mod tests {
         assert!(feed.dir.set_data("a.1", "{\"score\":3}".to_owned()));
         assert!(!feed.dir.set_data("zz", "1".to_owned()));
         assert_eq!(
-            feed.dir.socket("a.1").map(|s| s.data_json.as_str()),
+            feed.dir.socket("a.1").map(|s| s.data_json()),
             Some("{\"score\":3}")
         );
 
@@ -2965,10 +3792,10 @@ mod tests {
         for (id, s) in &model.sockets {
             let rec = dir.socket(id).unwrap_or_else(|| panic!("{id} missing"));
             let got = ModelSocket {
-                ns: rec.ns.clone(),
-                node: rec.node.clone(),
-                user: rec.user.clone(),
-                rooms: rec.rooms.clone(),
+                ns: rec.ns().to_owned(),
+                node: rec.node().to_owned(),
+                user: rec.user().map(str::to_owned),
+                rooms: rec.rooms().map(str::to_owned).collect(),
             };
             assert_eq!(&got, s, "{id}");
         }
@@ -3054,11 +3881,12 @@ mod tests {
                     .map(|(id, _)| *id)
                     .collect();
                 ids.sort();
-                let got: Vec<&String> = dir
+                let got: Vec<&str> = dir
                     .user_sockets(Some(ns), user)
                     .into_iter()
-                    .map(|s| &s.id)
+                    .map(|s| s.id())
                     .collect();
+                let ids: Vec<&str> = ids.into_iter().map(String::as_str).collect();
                 assert_eq!(got, ids);
             }
         }
@@ -3239,11 +4067,11 @@ mod tests {
         assert_eq!(feed.dir.sockets().count(), 0);
         feed.send("a", connect("a.1", None, &[]));
         feed.send("b", connect("b.1", Some("u"), &["r"]));
-        let mut ids: Vec<&str> = feed.dir.sockets().map(|s| s.id.as_str()).collect();
+        let mut ids: Vec<&str> = feed.dir.sockets().map(|s| s.id()).collect();
         ids.sort_unstable();
         assert_eq!(ids, ["a.1", "b.1"]);
         feed.send("a", disconnect("a.1", "transport close"));
-        let ids: Vec<&str> = feed.dir.sockets().map(|s| s.id.as_str()).collect();
+        let ids: Vec<&str> = feed.dir.sockets().map(|s| s.id()).collect();
         assert_eq!(ids, ["b.1"]);
     }
 
@@ -3391,7 +4219,7 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(feed.state("a.1"), "connected");
-        assert_eq!(feed.dir.socket("a.1").map(|r| r.node.as_str()), Some("b"));
+        assert_eq!(feed.dir.socket("a.1").map(|r| r.node()), Some("b"));
         assert_eq!(feed.dir.node_sockets("b"), 2);
         assert!(feed.sweep().is_empty());
         feed.later(WINDOW * 2);
@@ -3431,7 +4259,7 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(feed.state("a.1"), "claimed");
-        assert_eq!(feed.dir.socket("a.1").map(|r| r.node.as_str()), Some("a"));
+        assert_eq!(feed.dir.socket("a.1").map(|r| r.node()), Some("a"));
     }
 
     #[test]
@@ -3742,7 +4570,7 @@ mod tests {
         );
         feed.dir.check_invariants();
         assert!(applied.changes.is_empty());
-        assert_eq!(feed.dir.socket("a.1").map(|r| r.node.as_str()), Some("b"));
+        assert_eq!(feed.dir.socket("a.1").map(|r| r.node()), Some("b"));
         // And a's snapshot does not take it back.
         let applied = feed.dir.snapshot(
             "a",
@@ -3753,6 +4581,6 @@ mod tests {
         );
         feed.dir.check_invariants();
         assert!(applied.changes.is_empty());
-        assert_eq!(feed.dir.socket("a.1").map(|r| r.node.as_str()), Some("b"));
+        assert_eq!(feed.dir.socket("a.1").map(|r| r.node()), Some("b"));
     }
 }

@@ -119,7 +119,7 @@ impl World {
                 assert_eq!(self.dir.set_data(id, json.clone()), known);
                 if known {
                     assert_eq!(
-                        self.dir.socket(id).map(|s| s.data_json.as_str()),
+                        self.dir.socket(id).map(|s| s.data_json()),
                         Some(json.as_str())
                     );
                 }
@@ -185,7 +185,7 @@ impl World {
                 assert_ne!(old_node, r.node);
                 assert_eq!(self.dir.state(&id), Some(SocketState::Connected));
                 assert_eq!(
-                    self.dir.socket(&id).map(|s| s.node.as_str()),
+                    self.dir.socket(&id).map(|s| s.node()),
                     Some(old_node.as_str())
                 );
             }
@@ -247,7 +247,7 @@ impl World {
             let listed: Vec<_> = self.dir.matching(&sel).collect();
             assert_eq!(self.dir.count(&sel), listed.len());
             for rec in listed {
-                assert_eq!(self.dir.state(&rec.id), Some(SocketState::Connected));
+                assert_eq!(self.dir.state(rec.id()), Some(SocketState::Connected));
             }
             for room in ROOMS {
                 let sel = Selector {
@@ -331,7 +331,7 @@ impl World {
         // Kept sessions hold their seats.
         let members = |dir: &Directory| dir.room_seats(&r.ns, &r.room);
         let before = members(&self.dir);
-        let in_ns = self.dir.socket(&r.socket_id).is_some_and(|s| s.ns == r.ns)
+        let in_ns = self.dir.socket(&r.socket_id).is_some_and(|s| s.ns() == r.ns)
             && self.dir.state(&r.socket_id) == Some(SocketState::Connected);
         match self.dir.reserve(&r.ns, &r.room, &r.socket_id, max) {
             Ok(Reserved::Joined(changes)) => {
@@ -340,7 +340,7 @@ impl World {
                 assert_eq!(members(&self.dir), before + 1);
                 assert!(max == 0 || before < max, "joined a full room");
                 let rec = self.dir.socket(&r.socket_id).expect("the socket joined");
-                assert!(rec.rooms.contains(&r.room));
+                assert!(rec.in_room(&r.room));
             }
             Ok(Reserved::AlreadyMember) => {
                 assert_eq!(members(&self.dir), before);

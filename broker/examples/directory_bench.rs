@@ -1,0 +1,250 @@
+//! `directory_bench`: the broker directory's own cost, in process, with no NATS and no broker
+//! service around it — what `broker_bench` measures end to end, minus the transport.
+//!
+//! It encodes `--sockets` connects of the bench profile (`tests/profile/mod.rs`: the same
+//! sockets as `broker_bench`) and `--churn` join + leave pairs of topic rooms as protobuf
+//! `MemberMessage`s first, untimed, then times, on this thread's CPU clock
+//! (`/proc/thread-self/schedstat`), what the broker does with each message: decode it, convert
+//! it (`convert::member_event`) and apply it to a [`Directory`]. With `--presence` it also turns
+//! every change into its presence event and encodes it (`convert::presence_event`), as the
+//! leading broker does before each publish (the publish itself is not included). Last, it walks
+//! the namespace in FetchSockets pages of 10 000 (select, summarise, encode the response, as the
+//! gRPC handler does) and the rooms in Rooms pages of 10 000, timing each page (wall clock).
+//!
+//! Output: events per CPU second for each phase, and the bytes the directory holds per socket
+//! (jemalloc's `stats.allocated` after the connect phase minus before, each read after flushing
+//! the thread cache: what the directory allocated, not RSS). Keep runs short: the machine is shared.
+//!
+//! `cargo run --release -p switchboard-broker --example directory_bench -- [--sockets N]
+//! [--churn M] [--presence]`
+
+use std::time::Instant;
+
+use switchboard_broker::state::{Applied, Directory, Selector};
+use switchboard_broker::{convert, grpc};
+use switchboard_proto::Message as _;
+use switchboard_proto::admin as api;
+use switchboard_proto::bus as pb;
+use tikv_jemalloc_ctl::{Access as _, AsName as _, epoch, stats};
+
+#[path = "../tests/profile/mod.rs"]
+mod profile;
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+type Error = Box<dyn std::error::Error>;
+
+struct Args {
+    sockets: usize,
+    churn: usize,
+    presence: bool,
+}
+
+fn args() -> Result<Args, Error> {
+    let mut out = Args {
+        sockets: 200_000,
+        churn: 200_000,
+        presence: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--sockets" => out.sockets = it.next().ok_or("--sockets N")?.parse()?,
+            "--churn" => out.churn = it.next().ok_or("--churn M")?.parse()?,
+            "--presence" => out.presence = true,
+            _ => return Err(format!("unknown argument {arg}").into()),
+        }
+    }
+    Ok(out)
+}
+
+/// This thread's CPU time in nanoseconds.
+fn cpu_ns() -> Result<u64, Error> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+    Ok(text
+        .split_whitespace()
+        .next()
+        .ok_or("empty schedstat")?
+        .parse()?)
+}
+
+/// The bytes of live allocations, after flushing this thread's cache (turning it off and on
+/// again), whose freed blocks would otherwise still count.
+fn allocated() -> Result<usize, Error> {
+    let tcache = b"thread.tcache.enabled\0".name();
+    tcache
+        .write(false)
+        .and_then(|()| tcache.write(true))
+        .map_err(|e| format!("jemalloc tcache: {e}"))?;
+    epoch::advance().map_err(|e| format!("jemalloc epoch: {e}"))?;
+    Ok(stats::allocated::read().map_err(|e| format!("jemalloc stats: {e}"))?)
+}
+
+/// The messages of one phase, encoded, with the socket index each is for.
+fn encode(
+    seqs: &mut [u64],
+    items: impl Iterator<Item = (usize, pb::member_message::Body)>,
+) -> Vec<(usize, Vec<u8>)> {
+    items
+        .map(|(i, body)| {
+            let g = i % profile::GATEWAYS;
+            seqs[g] += 1;
+            let message = pb::MemberMessage {
+                node: profile::node(i),
+                epoch: 1,
+                seq: seqs[g],
+                body: Some(body),
+            };
+            (i, message.encode_to_vec())
+        })
+        .collect()
+}
+
+struct Phase {
+    events: usize,
+    changes: usize,
+    presence_bytes: usize,
+    cpu_ns: u64,
+}
+
+/// Decodes, converts and applies `messages` (the node names are made before the clock starts;
+/// the messages stay allocated, so the directory's growth can be read around the call).
+fn run(dir: &mut Directory, messages: &[(usize, Vec<u8>)], presence: bool) -> Result<Phase, Error> {
+    let nodes: Vec<String> = (0..profile::GATEWAYS).map(profile::node).collect();
+    let now = Instant::now();
+    let mut phase = Phase {
+        events: messages.len(),
+        changes: 0,
+        presence_bytes: 0,
+        cpu_ns: 0,
+    };
+    let start = cpu_ns()?;
+    for (i, bytes) in messages {
+        let message = pb::MemberMessage::decode(bytes.as_slice())?;
+        let node = &nodes[*i % profile::GATEWAYS];
+        let body = message.body.ok_or("no body")?;
+        let event = convert::member_event(node, body).ok_or("not an event")?;
+        let Applied { changes, .. } = dir.apply(node, message.epoch, message.seq, event, now);
+        phase.changes += changes.len();
+        if presence {
+            for change in &changes {
+                if let Some(event) = convert::presence_event(change) {
+                    phase.presence_bytes += event.encode_to_vec().len();
+                }
+            }
+        }
+    }
+    phase.cpu_ns = cpu_ns()? - start;
+    Ok(phase)
+}
+
+fn report(name: &str, phase: &Phase) {
+    let secs = phase.cpu_ns as f64 / 1e9;
+    println!(
+        "{name:<12} {:>9} events  {:>8.3} CPU s  {:>9.0} events/CPU s  {:>6.2} µs/event  {} changes",
+        phase.events,
+        secs,
+        phase.events as f64 / secs,
+        secs * 1e6 / phase.events as f64,
+        phase.changes,
+    );
+}
+
+/// Page size of the query phase (the broker bench's).
+const PAGE: usize = 10_000;
+
+/// Wall time per page (the thread's CPU clock ticks too coarsely for one page) of walking `next`
+/// until it returns `None`: (p50, p99, max) in ms and the number of pages.
+fn pages(mut next: impl FnMut(Option<String>) -> Option<String>) -> (f64, f64, f64, usize) {
+    let mut times = Vec::new();
+    let mut after = None;
+    loop {
+        let start = Instant::now();
+        after = next(after);
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        if after.is_none() {
+            break;
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99), at(1.0), times.len())
+}
+
+fn main() -> Result<(), Error> {
+    let args = args()?;
+    let mut seqs = vec![0; profile::GATEWAYS];
+    let connects = encode(
+        &mut seqs,
+        (0..args.sockets).map(|i| {
+            (
+                i,
+                pb::member_message::Body::Connect(profile::info(i, args.sockets)),
+            )
+        }),
+    );
+    let pick = |k: usize| (k.wrapping_mul(2_654_435_761)) % args.sockets.max(1);
+    let churn = encode(
+        &mut seqs,
+        (0..args.churn).flat_map(|k| {
+            let i = pick(k);
+            let change = || pb::RoomChange {
+                id: profile::id(i),
+                room: profile::topic(k / 2),
+            };
+            [
+                (i, pb::member_message::Body::Join(change())),
+                (i, pb::member_message::Body::Leave(change())),
+            ]
+        }),
+    );
+    let before = allocated()?;
+    let mut dir = Directory::new(std::time::Duration::from_secs(3600));
+    let connect = run(&mut dir, &connects, args.presence)?;
+    let held = allocated()?.saturating_sub(before);
+    let churned = run(&mut dir, &churn, args.presence)?;
+    println!(
+        "directory_bench: {} sockets, {} join+leave pairs, presence encoding {}",
+        args.sockets,
+        args.churn,
+        if args.presence { "on" } else { "off" }
+    );
+    report("connect", &connect);
+    report("join/leave", &churned);
+    println!(
+        "memory       {held} B held by the directory, {} B per socket",
+        held / args.sockets.max(1)
+    );
+    let sel = Selector {
+        ns: "/chat".into(),
+        ..Selector::default()
+    };
+    let mut bytes = 0;
+    let (p50, p99, max, n) = pages(|after| {
+        let page = dir.select(&sel, after.as_deref(), PAGE);
+        let response = api::FetchSocketsResponse {
+            sockets: page.items.iter().map(grpc::summary).collect(),
+            next_page_token: page.next.clone().unwrap_or_default(),
+            total: dir.count(&sel) as u64,
+        };
+        bytes = bytes.max(response.encode_to_vec().len());
+        page.next
+    });
+    println!(
+        "FetchSockets {n} pages of {PAGE}: wall time per page p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({bytes} B a page)"
+    );
+    let (p50, p99, max, n) = pages(|after| dir.rooms("/chat", "", after.as_deref(), PAGE).next);
+    println!(
+        "Rooms        {n} pages of {PAGE}: wall time per page p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
+    );
+    if dir.len() != args.sockets {
+        return Err(format!(
+            "{} sockets in the directory, expected {}",
+            dir.len(),
+            args.sockets
+        )
+        .into());
+    }
+    Ok(())
+}
