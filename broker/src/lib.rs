@@ -25,4 +25,4 @@ pub mod state;
 
 pub use error::BrokerError;
 pub use leader::LeaderMode;
-pub use service::{Broker, BrokerConfig, RecoveryConfig};
+pub use service::{Broker, BrokerConfig, RebuildConfig, RebuildStats, RecoveryConfig};

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use serde_json::json;
 use switchboard_broker::{Broker, BrokerConfig, LeaderMode};
 use switchboard_bus::{Bus, BusError, Hub, Subscription};
@@ -184,6 +185,7 @@ impl Gateway {
                     last,
                     sockets,
                     request_id,
+                    ..Default::default()
                 }),
             )
             .await;
@@ -327,6 +329,54 @@ async fn a_lost_event_asks_for_a_snapshot_that_repairs_the_state() {
     gw.disconnect("gw1.a", "ping timeout").await;
     wait_until("the disconnect", || socket_ids(&broker) == ["gw1.b"]).await;
     assert_eq!(broker.state_json()["nodes"][0]["seq"], 4);
+    broker.shutdown().await;
+}
+
+/// The gap rule: a heartbeat is compared with the directory only once every membership message
+/// received before it has been applied. Thousands of events queued ahead of two heartbeats (a
+/// broker starved of CPU) are not a gap, whatever order the worker's wake-ups come in.
+#[tokio::test]
+async fn heartbeats_behind_queued_events_are_not_a_gap() {
+    const EVENTS: usize = 3000;
+    let hub = Hub::new();
+    let broker = start(&hub, config("b1", LeaderMode::Always)).await;
+    let mut gw = Gateway::new(&hub, "gw1", 1);
+    let mut requests = gw.snapshot_requests().await;
+    // The node's start snapshot: its state is known, nothing needs asking. Then, before the
+    // broker's worker runs at all (one thread; the hub queues at once), many events and the
+    // heartbeats that count them, the last one marked by its address.
+    gw.snapshot(0, vec![(0, true, Vec::new())]).await;
+    for i in 0..EVENTS {
+        gw.connect(socket(&format!("gw1.{i:05}"), "/", None, &[], false))
+            .await;
+    }
+    for address in ["h1", "h2", "h3"] {
+        let beat = bus::Heartbeat {
+            node: gw.node.clone(),
+            epoch: gw.epoch,
+            seq: gw.seq,
+            address: address.to_owned(),
+            ..Default::default()
+        };
+        gw.bus
+            .publish(
+                gw.subjects.heartbeat(&gw.node).expect("bounded"),
+                Bytes::from(beat.encode_to_vec()),
+            )
+            .await
+            .expect("publish");
+    }
+    wait_until("every event and heartbeat applied", || {
+        let state = broker.state_json();
+        state["sockets"].as_array().map(Vec::len) == Some(EVENTS)
+            && state["nodes"][0]["address"] == "h3"
+    })
+    .await;
+    // A request would have been published by the worker before it applied the last heartbeat.
+    assert!(
+        requests.next().now_or_never().is_none(),
+        "a snapshot was asked for though nothing was lost"
+    );
     broker.shutdown().await;
 }
 

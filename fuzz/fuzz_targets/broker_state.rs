@@ -416,6 +416,7 @@ fn member_message(u: &mut Unstructured<'_>, node: &str) -> Result<pb::MemberMess
                 .map(|_| socket_info(u))
                 .collect::<Result<_>>()?,
             request_id: u.int_in_range(0..=1)?,
+            ..Default::default()
         }),
         _ => Body::Leaving(pb::NodeLeaving {}),
     };

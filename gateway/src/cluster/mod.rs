@@ -188,10 +188,37 @@ struct Inner {
     /// Split deliveries: the id of the next one sent, and the ones being received.
     next_split: std::sync::atomic::AtomicU64,
     fragments: Mutex<Reassembly>,
+    /// Paced snapshots being sent to brokers, a window at a time (at most
+    /// [`MAX_HELD_SNAPSHOTS`], one per broker).
+    held: Mutex<Vec<HeldSnapshot>>,
     /// Stops every task of the cluster side.
     stop: CancellationToken,
     /// Where those tasks run (the process's tracker).
     tasks: TaskTracker,
+}
+
+/// Paced snapshots kept at once (one per broker asking; the oldest goes first).
+const MAX_HELD_SNAPSHOTS: usize = 4;
+/// A paced snapshot nobody asked the next window of for this long is dropped (its broker died
+/// or gave it up); a later window request cuts a new one.
+const HELD_SNAPSHOT_TTL: Duration = Duration::from_secs(60);
+/// Bytes a snapshot part's message takes besides its sockets, counted against a window: the
+/// node id, epoch, sequence, part fields and the broker id (at most 64 bytes), with room to
+/// spare, so that the broker, which counts whole payloads, never sees more than it asked for.
+const PART_ENVELOPE_BYTES: usize = 192;
+
+/// A snapshot cut for a broker's paced request, sent a window at a time.
+struct HeldSnapshot {
+    broker: String,
+    request_id: u64,
+    /// The sequence number it was cut at.
+    seq: u64,
+    /// The parts not yet sent (sent ones are emptied).
+    parts: Vec<Vec<pb::SocketInfo>>,
+    /// Each part's bytes as counted against a window.
+    sizes: Vec<usize>,
+    /// Cut or last asked for.
+    at: std::time::Instant,
 }
 
 /// Deliveries arriving in fragments, by (origin, id). Bounded by [`MAX_REASSEMBLY_BYTES`].
@@ -305,6 +332,7 @@ impl Cluster {
                 log,
                 next_split: std::sync::atomic::AtomicU64::new(1),
                 fragments: Mutex::new(Reassembly::default()),
+                held: Mutex::new(Vec::new()),
                 stop,
                 tasks,
             }),
@@ -553,9 +581,9 @@ impl Cluster {
         }
     }
 
-    /// Sends this node's full state as snapshot parts, as of the current sequence number.
-    fn send_snapshot(&self, request_id: u64, why: &'static str) {
-        let st = self.inner.st.lock();
+    /// This node's sockets as snapshot parts (call under the `st` lock, so the state matches the
+    /// sequence number).
+    fn cut_snapshot(&self) -> (usize, Vec<Vec<pb::SocketInfo>>) {
         let sockets: Vec<pb::SocketInfo> = self
             .inner
             .io
@@ -569,7 +597,14 @@ impl Cluster {
             .bus
             .max_payload()
             .saturating_sub(MESSAGE_OVERHEAD);
-        let parts = snapshot_parts(sockets, budget);
+        (count, snapshot_parts(sockets, budget))
+    }
+
+    /// Sends this node's full state as snapshot parts at once, as of the current sequence
+    /// number (unpaced: at start, on reconnect, for an older broker).
+    fn send_snapshot(&self, request_id: u64, why: &'static str) {
+        let st = self.inner.st.lock();
+        let (count, parts) = self.cut_snapshot();
         let last = parts.len() - 1;
         for (i, sockets) in parts.into_iter().enumerate() {
             let body = member_message::Body::Snapshot(pb::SnapshotPart {
@@ -577,6 +612,7 @@ impl Cluster {
                 last: i == last,
                 sockets,
                 request_id,
+                ..Default::default()
             });
             let msg = self.member_message(st.seq, body);
             self.queue(self.member_subject(), msg, "snapshot");
@@ -584,6 +620,80 @@ impl Cluster {
         drop(st);
         ::metrics::counter!(m::SNAPSHOTS, "why" => why).increment(1);
         tracing::debug!(why, sockets = count, "snapshot sent");
+    }
+
+    /// Answers a paced snapshot request (bus.proto, `SnapshotRequest`): the next window of the
+    /// snapshot kept for its broker, or, when that is not kept (or `from_part` is 0), the first
+    /// window of a new one cut now.
+    fn send_window(&self, req: &pb::SnapshotRequest) {
+        let window = usize::try_from(req.window_bytes).unwrap_or(usize::MAX);
+        let from = usize::try_from(req.from_part).unwrap_or(usize::MAX);
+        let now = std::time::Instant::now();
+        let mut held = self.inner.held.lock();
+        held.retain(|h| now.saturating_duration_since(h.at) < HELD_SNAPSHOT_TTL);
+        let kept = held.iter().position(|h| {
+            h.broker == req.broker
+                && h.request_id == req.request_id
+                && from > 0
+                && from < h.parts.len()
+        });
+        // A new cut holds `st` while its first window is queued, so the events before it go
+        // out before it and the ones after it after.
+        let (index, from, _st) = match kept {
+            Some(i) => (i, from, None),
+            None => {
+                held.retain(|h| h.broker != req.broker);
+                if held.len() >= MAX_HELD_SNAPSHOTS {
+                    held.remove(0);
+                }
+                let st = self.inner.st.lock();
+                let (count, parts) = self.cut_snapshot();
+                let sizes = parts
+                    .iter()
+                    .map(|p| {
+                        p.iter()
+                            .map(|s| s.encoded_len() + ELEMENT_OVERHEAD)
+                            .sum::<usize>()
+                            + PART_ENVELOPE_BYTES
+                    })
+                    .collect();
+                held.push(HeldSnapshot {
+                    broker: req.broker.clone(),
+                    request_id: req.request_id,
+                    seq: st.seq,
+                    parts,
+                    sizes,
+                    at: now,
+                });
+                ::metrics::counter!(m::SNAPSHOTS, "why" => "paced").increment(1);
+                tracing::debug!(broker = %req.broker, sockets = count, "paced snapshot cut");
+                (held.len() - 1, 0, Some(st))
+            }
+        };
+        let h = &mut held[index];
+        h.at = now;
+        let total = h.parts.len();
+        let mut end = from;
+        let mut used = 0;
+        while end < total && (end == from || used + h.sizes[end] <= window) {
+            used += h.sizes[end];
+            end += 1;
+        }
+        for i in from..end {
+            let body = member_message::Body::Snapshot(pb::SnapshotPart {
+                part: u32::try_from(i).unwrap_or(u32::MAX),
+                last: i + 1 == total,
+                sockets: std::mem::take(&mut h.parts[i]),
+                request_id: req.request_id,
+                paused: i + 1 == end && end < total,
+                broker: req.broker.clone(),
+            });
+            let msg = self.member_message(h.seq, body);
+            self.queue(self.member_subject(), msg, "snapshot");
+        }
+        if end == total {
+            held.remove(index);
+        }
     }
 
     fn heartbeat(&self) {
@@ -636,12 +746,21 @@ impl Cluster {
         let subjects = &self.inner.cfg.subjects;
         let node = self.inner.cfg.node.as_str();
         if msg.subject == subjects.resync() {
-            self.send_snapshot(0, "resync");
+            // A paced broker only wants to hear from this node now (it asks for the snapshot
+            // when its turn comes); an older one wants the snapshot at once.
+            if pb::ResyncRequest::decode(msg.payload).is_ok_and(|r| r.announce) {
+                self.heartbeat();
+            } else {
+                self.send_snapshot(0, "resync");
+            }
             return;
         }
         if subjects.snapshot(node).is_ok_and(|s| s == msg.subject) {
-            let id = pb::SnapshotRequest::decode(msg.payload).map_or(0, |r| r.request_id);
-            self.send_snapshot(id, "request");
+            match pb::SnapshotRequest::decode(msg.payload) {
+                Ok(req) if req.window_bytes > 0 => self.send_window(&req),
+                Ok(req) => self.send_snapshot(req.request_id, "request"),
+                Err(_) => self.send_snapshot(0, "request"),
+            }
             return;
         }
         if let Ok(switchboard_proto::subject::Parsed::Presence { .. }) =
@@ -2236,6 +2355,7 @@ mod tests {
                     pb::SnapshotRequest {
                         broker: "x".into(),
                         request_id: 7,
+                        ..Default::default()
                     }
                     .encode_to_vec(),
                 ),
