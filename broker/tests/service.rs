@@ -157,13 +157,19 @@ impl Gateway {
     }
 
     async fn heartbeat(&self) {
+        self.heartbeat_from(format!("{}.local:3000", self.node))
+            .await;
+    }
+
+    /// A heartbeat reporting `address` (a marker a test can wait for in the state document).
+    async fn heartbeat_from(&self, address: String) {
         let beat = bus::Heartbeat {
             node: self.node.clone(),
             epoch: self.epoch,
             seq: self.seq,
             connections: 3,
             sockets: 2,
-            address: format!("{}.local:3000", self.node),
+            address,
             ..Default::default()
         };
         self.bus
@@ -351,20 +357,7 @@ async fn heartbeats_behind_queued_events_are_not_a_gap() {
             .await;
     }
     for address in ["h1", "h2", "h3"] {
-        let beat = bus::Heartbeat {
-            node: gw.node.clone(),
-            epoch: gw.epoch,
-            seq: gw.seq,
-            address: address.to_owned(),
-            ..Default::default()
-        };
-        gw.bus
-            .publish(
-                gw.subjects.heartbeat(&gw.node).expect("bounded"),
-                Bytes::from(beat.encode_to_vec()),
-            )
-            .await
-            .expect("publish");
+        gw.heartbeat_from(address.to_owned()).await;
     }
     wait_until("every event and heartbeat applied", || {
         let state = broker.state_json();

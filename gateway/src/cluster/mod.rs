@@ -2394,6 +2394,110 @@ mod tests {
         }
     }
 
+    /// Node `a` on a hub whose payloads are at most `max` bytes, a client hearing its member
+    /// messages (its start snapshot consumed), and handshake headers `header_bytes` long each.
+    async fn bounded_node(
+        max: usize,
+        header_bytes: usize,
+    ) -> (Hub, Bus, Subjects, Subscription, Node, http::HeaderMap) {
+        let hub = Hub::with_max_payload(max);
+        let broker = hub.client();
+        let subjects = Subjects::new("t").unwrap();
+        let mut members = broker.subscribe(subjects.all_members()).await.unwrap();
+        let a = node(&hub, "a", vec![]).await;
+        snapshot_messages(&mut members).await;
+        let mut headers = http::HeaderMap::new();
+        let value = "x".repeat(header_bytes);
+        for name in HEADERS {
+            headers.insert(name, value.parse().unwrap());
+        }
+        (hub, broker, subjects, members, a, headers)
+    }
+
+    /// The member messages up to a snapshot part that pauses or is the last: (seq, body).
+    async fn window(members: &mut Subscription) -> Vec<(u64, Option<member_message::Body>)> {
+        let mut got = Vec::new();
+        loop {
+            let msg = next_member(members).await;
+            let end =
+                matches!(&msg.body, Some(member_message::Body::Snapshot(p)) if p.paused || p.last);
+            got.push((msg.seq, msg.body));
+            if end {
+                return got;
+            }
+        }
+    }
+
+    /// A paced request: one window of a snapshot cut once, the rest when asked, events between.
+    #[tokio::test]
+    async fn a_paced_snapshot_comes_in_windows_with_events_between_them() {
+        const MAX: usize = 4096;
+        // Big handshakes: a few sockets per part.
+        let (_hub, broker, subjects, mut members, a, headers) = bounded_node(MAX, 300).await;
+        let mut conns = Vec::new();
+        for _ in 0..40 {
+            conns.push(a.socket_with(&headers));
+        }
+        while next_member(&mut members).await.seq < 40 {}
+        let ask = |from_part: u32, window_bytes: u64| {
+            let request = pb::SnapshotRequest {
+                broker: "b".into(),
+                request_id: 9,
+                window_bytes,
+                from_part,
+            };
+            let broker = broker.clone();
+            let subject = subjects.snapshot("a").unwrap();
+            async move {
+                broker
+                    .publish(subject, Bytes::from(request.encode_to_vec()))
+                    .await
+                    .unwrap();
+            }
+        };
+        let snapshot = |got: &[(u64, Option<member_message::Body>)]| -> Vec<(u64, u32, usize)> {
+            got.iter()
+                .filter_map(|(seq, b)| match b {
+                    Some(member_message::Body::Snapshot(p)) => {
+                        assert_eq!((p.broker.as_str(), p.request_id), ("b", 9));
+                        Some((*seq, p.part, p.sockets.len()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        // A window smaller than one part still gets one part, paused.
+        ask(0, 1).await;
+        let first = window(&mut members).await;
+        let first = snapshot(&first);
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].0, first[0].1), (40, 0));
+        // A socket connects before the next window: its event (41) comes first, and the
+        // snapshot goes on at the sequence it was cut at.
+        conns.push(a.socket());
+        ask(1, 2 * MAX as u64).await;
+        let second = window(&mut members).await;
+        assert!(
+            matches!(second[0], (41, Some(member_message::Body::Connect(_)))),
+            "{second:?}"
+        );
+        let second = snapshot(&second);
+        assert!(!second.is_empty() && second.len() <= 2, "{second:?}");
+        assert!(second.iter().all(|(seq, _, _)| *seq == 40), "{second:?}");
+        assert_eq!(second[0].1, 1);
+        // The rest at once; every socket of the cut, not the later one.
+        let next = second.last().unwrap().1 + 1;
+        ask(next, u64::MAX).await;
+        let rest = snapshot(&window(&mut members).await);
+        let count: usize = [first, second, rest].iter().flatten().map(|p| p.2).sum();
+        assert_eq!(count, 40);
+        // Asked again for a window it no longer keeps: a new cut, from part 0.
+        ask(next, u64::MAX).await;
+        let again = snapshot(&window(&mut members).await);
+        assert_eq!((again[0].0, again[0].1), (41, 0));
+        assert_eq!(again.iter().map(|p| p.2).sum::<usize>(), 41);
+    }
+
     #[tokio::test]
     async fn a_join_that_completes_after_its_socket_left_leaves_no_ghost() {
         let hub = Hub::new();
@@ -2447,17 +2551,7 @@ mod tests {
     #[tokio::test]
     async fn snapshot_parts_fit_the_bus_payload_whatever_the_sessions_carry() {
         const MAX: usize = 16 * 1024;
-        let hub = Hub::with_max_payload(MAX);
-        let broker = hub.client();
-        let subjects = Subjects::new("t").unwrap();
-        let mut members = broker.subscribe(subjects.all_members()).await.unwrap();
-        let a = node(&hub, "a", vec![]).await;
-        snapshot_messages(&mut members).await;
-        let mut headers = http::HeaderMap::new();
-        let big = "x".repeat(400 * 1024);
-        for name in HEADERS {
-            headers.insert(name, big.parse().unwrap());
-        }
+        let (_hub, broker, subjects, mut members, a, headers) = bounded_node(MAX, 400 * 1024).await;
         let mut ids = Vec::new();
         let mut conns = Vec::new();
         for _ in 0..12 {
