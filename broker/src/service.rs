@@ -769,7 +769,11 @@ impl Worker {
         metrics::counter!(m::MESSAGES_APPLIED, "kind" => "heartbeat").increment(1);
         // Not drained: messages the heartbeat counts may still be queued.
         applied.need_snapshot &= drained;
-        // A node heard from whose state has not arrived since the resync: its turn comes.
+        // A node heard from whose state has not arrived since the resync, or whose link came
+        // back (it may have lost messages): its turn comes.
+        if beat.rejoined {
+            self.synced.remove(&node);
+        }
         if !self.synced.contains(&node) && self.directory.lock().node_epoch(&node).is_some() {
             self.pacer.want(&node);
         }

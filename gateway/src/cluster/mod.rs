@@ -25,7 +25,9 @@
 //! `limited{limit="name_bytes"}`.
 //!
 //! NATS down: local delivery goes on; the publisher's messages are dropped (counted) once the
-//! client's buffer is full; when the link comes back, a full snapshot is sent.
+//! client's buffer is full; when the link comes back, a `rejoined` heartbeat tells the brokers,
+//! which ask for a snapshot in their paced turn (a whole snapshot unasked from every gateway at
+//! once after a NATS restart was a storm).
 //!
 //! Sizes: nothing is published longer than the bus's `max_payload` ([`Bus::max_payload`]). A
 //! delivery longer than that (a relay with big attachments) is split into [`pb::Fragment`]s on
@@ -601,7 +603,7 @@ impl Cluster {
     }
 
     /// Sends this node's full state as snapshot parts at once, as of the current sequence
-    /// number (unpaced: at start, on reconnect, for an older broker).
+    /// number (unpaced: at start, for an older broker).
     fn send_snapshot(&self, request_id: u64, why: &'static str) {
         let st = self.inner.st.lock();
         let (count, parts) = self.cut_snapshot();
@@ -697,6 +699,11 @@ impl Cluster {
     }
 
     fn heartbeat(&self) {
+        self.heartbeat_as(false);
+    }
+
+    /// A heartbeat; `rejoined` when the link just came back (bus.proto, `Heartbeat`).
+    fn heartbeat_as(&self, rejoined: bool) {
         let seq = self.inner.st.lock().seq;
         let msg = pb::Heartbeat {
             node: self.inner.cfg.node.as_str().to_owned(),
@@ -706,6 +713,7 @@ impl Cluster {
             sockets: self.inner.io.all_sockets().len() as u64,
             address: self.inner.address.lock().clone(),
             nats_server: self.inner.bus.server_id().unwrap_or_default(),
+            rejoined,
         };
         let subject = self
             .inner
@@ -1728,7 +1736,9 @@ async fn heartbeats(cluster: Cluster) {
     }
 }
 
-/// Sends a snapshot whenever the link comes back after a loss.
+/// Says so (a `rejoined` heartbeat) whenever the link comes back after a loss: the brokers ask
+/// for a snapshot when its turn comes, rather than every gateway sending one at once after a
+/// NATS restart.
 async fn link_watch(cluster: Cluster) {
     let mut link = cluster.inner.bus.link();
     let mut generation = link.borrow().generation;
@@ -1736,8 +1746,8 @@ async fn link_watch(cluster: Cluster) {
         let now = *link.borrow();
         if now.up && now.generation != generation {
             generation = now.generation;
-            tracing::info!("bus link back: sending a snapshot");
-            cluster.send_snapshot(0, "reconnect");
+            tracing::info!("bus link back: announcing it");
+            cluster.heartbeat_as(true);
         } else if !now.up {
             tracing::warn!("bus link down");
         }
