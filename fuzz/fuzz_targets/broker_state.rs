@@ -85,6 +85,7 @@ impl World {
                     sockets: u.arbitrary()?,
                     address: u.arbitrary()?,
                     nats_server: u.arbitrary()?,
+                    ..Default::default()
                 });
                 let info = switchboard_broker::state::NodeInfo {
                     address: beat.address,
