@@ -87,8 +87,8 @@ impl Default for RebuildConfig {
     }
 }
 
-/// What the paced rebuild is doing, for tests and `/v1/state` readers (the same figures are
-/// metrics: docs/operations.md).
+/// What the paced rebuild is doing, for tests and embedders (the same figures are metrics:
+/// docs/operations.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RebuildStats {
     /// The budget in force (bytes).
