@@ -35,6 +35,7 @@
 //! | `[broker] http_port` | `SWITCHBOARD_BROKER_HTTP_PORT` | `9090` | the broker's HTTP port; 0 = any free port |
 //! | `[broker] id` | `SWITCHBOARD_BROKER_ID` | random | the broker's id (`A-Z a-z 0-9 _ -`, at most 64) |
 //! | `[broker] leader` | `SWITCHBOARD_BROKER_LEADER` | `kv` | `kv` (JetStream lease, several brokers) or `always` (one broker) |
+//! | `[broker] snapshot_budget_bytes` | `SWITCHBOARD_BROKER_SNAPSHOT_BUDGET_BYTES` | `16777216` | snapshot bytes a rebuilding broker lets be in flight towards it, 65536 to 1073741824 |
 //! | `[grpc] admin_token` | `SWITCHBOARD_ADMIN_TOKEN` | unset | an API key named `admin_token` with the `admin` scope, at least 16 bytes |
 //! | `[api] keys` | `SWITCHBOARD_API_KEYS` | unset | API keys: `name:scope,scope:secret` entries separated by `;` |
 //! | `[api] keys_file` | `SWITCHBOARD_API_KEYS_FILE` | unset | a TOML file of `[[key]]` tables (`name`, `scopes`, `secret`) |
@@ -135,6 +136,11 @@ pub const VARS: &[Var] = &[
     var("broker", "http_port", "SWITCHBOARD_BROKER_HTTP_PORT"),
     var("broker", "id", "SWITCHBOARD_BROKER_ID"),
     var("broker", "leader", "SWITCHBOARD_BROKER_LEADER"),
+    var(
+        "broker",
+        "snapshot_budget_bytes",
+        "SWITCHBOARD_BROKER_SNAPSHOT_BUDGET_BYTES",
+    ),
     secret("grpc", "admin_token", "SWITCHBOARD_ADMIN_TOKEN"),
     secret("api", "keys", "SWITCHBOARD_API_KEYS"),
     var("api", "keys_file", "SWITCHBOARD_API_KEYS_FILE"),
@@ -210,6 +216,8 @@ pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_BROKER_HTTP_PORT: u16 = 9090;
 /// Longest broker id.
 pub const MAX_BROKER_ID_BYTES: usize = 64;
+/// The range of `[broker] snapshot_budget_bytes`: 64 KiB to 1 GiB.
+const SNAPSHOT_BUDGET_BYTES: std::ops::RangeInclusive<usize> = 65_536..=1_073_741_824;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -232,6 +240,8 @@ pub struct BrokerSettings {
     pub id: Option<String>,
     /// How the leader is chosen.
     pub leader: LeaderMode,
+    /// Snapshot bytes a rebuilding broker lets be in flight towards it.
+    pub snapshot_budget_bytes: usize,
 }
 
 /// The Socket.IO Admin UI's settings (docs/admin-ui.md).
@@ -776,6 +786,11 @@ impl Settings {
                     _ => Err(g.problem("expected kv or always")),
                 })
                 .unwrap_or(LeaderMode::KvLease),
+            snapshot_budget_bytes: c
+                .opt(&given, ("broker", "snapshot_budget_bytes"), |g| {
+                    rule::count(g, SNAPSHOT_BUDGET_BYTES)
+                })
+                .unwrap_or(switchboard_broker::RebuildConfig::default().budget_bytes),
         };
         // Only a standalone gateway serves gRPC, so only then are its settings read (and its TLS
         // files loaded); in a cluster they belong to the brokers.

@@ -5,7 +5,9 @@
 //! them publish real membership messages — the protobuf `MemberMessage`s, on the member subjects,
 //! with per-node sequence numbers and heartbeats, exactly as `gateway/src/cluster` sends them — so
 //! the broker runs its real decode and apply path. The gateways also answer the broker's resync
-//! and snapshot requests with snapshot parts cut to the bus payload, as real ones do. Phases:
+//! (a heartbeat at once when it asks only for an announcement) and its snapshot requests
+//! (snapshot parts cut to the bus payload, sent a window at a time when the request is paced,
+//! the rest kept until asked for), as real ones do. Phases:
 //!
 //! 1. **connect**: `--sockets` sockets connect (each in its user's room `user:{sub}` and one chat
 //!    room of ~100 members), spread round-robin over the gateways;
@@ -344,7 +346,22 @@ struct Gateway {
     bus: Bus,
     member: String,
     heartbeat: String,
+    /// The paced snapshot being sent, a window at a time, as the real gateway keeps it.
+    held: Option<Held>,
 }
+
+/// A paced snapshot cut for a broker's request (see `SnapshotRequest` in bus.proto).
+struct Held {
+    broker: String,
+    request_id: u64,
+    seq: u64,
+    parts: Vec<Vec<pb::SocketInfo>>,
+    sizes: Vec<usize>,
+}
+
+/// Bytes a part's message takes besides its sockets, counted against a window (the gateway's
+/// `PART_ENVELOPE_BYTES`).
+const PART_ENVELOPE_BYTES: usize = 192;
 
 /// The workload: socket `i` lives on gateway `i % gateways`, belongs to user `i / 2` (so a user
 /// has two sockets, on two gateways) and is in `user:{user}` and one chat room.
@@ -431,22 +448,32 @@ impl Gateway {
     }
 
     /// The full state as snapshot parts (as of the current sequence number), cut to the bus
-    /// payload like the gateway's `snapshot_parts`.
-    async fn snapshot(&self, w: &Workload, connected: usize, request_id: u64) -> Result<usize> {
+    /// payload like the gateway's `snapshot_parts`, with each part's size as counted against a
+    /// window.
+    fn cut(&self, w: &Workload, connected: usize) -> (Vec<Vec<pb::SocketInfo>>, Vec<usize>) {
         let budget = self.bus.max_payload().saturating_sub(MESSAGE_OVERHEAD);
         let g = self.index();
         let mut parts: Vec<Vec<pb::SocketInfo>> = vec![Vec::new()];
+        let mut sizes = vec![PART_ENVELOPE_BYTES];
         let mut used = 0;
         for i in (g..connected).step_by(w.gateways) {
             let info = w.info(i);
-            let len = info.encoded_len() + 8;
+            let len = info.encoded_len() + 11;
             if used + len > budget && used > 0 {
                 parts.push(Vec::new());
+                sizes.push(PART_ENVELOPE_BYTES);
                 used = 0;
             }
             used += len;
+            *sizes.last_mut().expect("never empty") += len;
             parts.last_mut().expect("never empty").push(info);
         }
+        (parts, sizes)
+    }
+
+    /// The whole snapshot at once (at start, and for a broker that does not pace).
+    async fn snapshot(&self, w: &Workload, connected: usize, request_id: u64) -> Result<usize> {
+        let (parts, _) = self.cut(w, connected);
         let last = parts.len() - 1;
         let count = parts.len();
         for (n, sockets) in parts.into_iter().enumerate() {
@@ -455,12 +482,100 @@ impl Gateway {
                 last: n == last,
                 sockets,
                 request_id,
+                ..Default::default()
             });
             self.bus
                 .publish(self.member.clone(), self.encode(body))
                 .await?;
         }
         Ok(count)
+    }
+
+    /// Answers a snapshot request as the gateway's `send_window` does: the next window of the
+    /// kept snapshot, or a new cut's first window; unpaced requests get everything. Returns the
+    /// parts sent.
+    async fn answer(
+        &mut self,
+        w: &Workload,
+        connected: usize,
+        req: &pb::SnapshotRequest,
+    ) -> Result<usize> {
+        if req.window_bytes == 0 {
+            return self.snapshot(w, connected, req.request_id).await;
+        }
+        let window = usize::try_from(req.window_bytes).unwrap_or(usize::MAX);
+        let from = req.from_part as usize;
+        let kept = self.held.as_ref().is_some_and(|h| {
+            h.broker == req.broker
+                && h.request_id == req.request_id
+                && from > 0
+                && from < h.parts.len()
+        });
+        let from = if kept {
+            from
+        } else {
+            let (parts, sizes) = self.cut(w, connected);
+            self.held = Some(Held {
+                broker: req.broker.clone(),
+                request_id: req.request_id,
+                seq: self.seq.load(Ordering::Relaxed),
+                parts,
+                sizes,
+            });
+            0
+        };
+        let h = self.held.as_mut().expect("set above");
+        let total = h.parts.len();
+        let (mut end, mut used) = (from, 0);
+        while end < total && (end == from || used + h.sizes[end] <= window) {
+            used += h.sizes[end];
+            end += 1;
+        }
+        let mut payloads = Vec::new();
+        for i in from..end {
+            let body = pb::member_message::Body::Snapshot(pb::SnapshotPart {
+                part: i as u32,
+                last: i + 1 == total,
+                sockets: std::mem::take(&mut h.parts[i]),
+                request_id: req.request_id,
+                paused: i + 1 == end && end < total,
+                broker: req.broker.clone(),
+            });
+            payloads.push(Bytes::from(
+                pb::MemberMessage {
+                    node: self.node.clone(),
+                    epoch: self.epoch,
+                    seq: h.seq,
+                    body: Some(body),
+                }
+                .encode_to_vec(),
+            ));
+        }
+        if end == total {
+            self.held = None;
+        }
+        for payload in payloads {
+            self.bus.publish(self.member.clone(), payload).await?;
+        }
+        Ok(end - from)
+    }
+
+    /// A heartbeat now (the answer to a paced broker's resync).
+    async fn heartbeat_now(&self, connected: usize, gateways: usize) -> Result<()> {
+        let sockets = (connected / gateways) as u64;
+        let beat = pb::Heartbeat {
+            node: self.node.clone(),
+            epoch: self.epoch,
+            seq: self.seq.load(Ordering::Relaxed),
+            connections: sockets,
+            sockets,
+            address: "127.0.0.1:3000".into(),
+            ..Default::default()
+        };
+        self.bus
+            .publish(self.heartbeat.clone(), Bytes::from(beat.encode_to_vec()))
+            .await?;
+        Ok(())
     }
 
     fn index(&self) -> usize {
@@ -471,11 +586,12 @@ impl Gateway {
     }
 }
 
-/// What the gateways are asked over the bus: a snapshot of one node (its index and the request
-/// id), or of all of them (a resync).
+/// What the gateways are asked over the bus: a snapshot of one node (its index and the
+/// request), or a resync of all of them (announce only, or full snapshots for a broker that
+/// does not pace).
 enum Ask {
-    Snapshot(usize, u64),
-    Resync,
+    Snapshot(usize, pb::SnapshotRequest),
+    Resync { announce: bool },
 }
 
 struct Bench {
@@ -497,12 +613,21 @@ impl Bench {
             .store(self.connected as u64, Ordering::Relaxed);
         while let Ok(ask) = self.asks.try_recv() {
             self.snapshot_requests += 1;
-            let targets: Vec<(usize, u64)> = match ask {
-                Ask::Snapshot(g, id) => vec![(g, id)],
-                Ask::Resync => (0..self.gws.len()).map(|g| (g, 0)).collect(),
-            };
-            for (g, id) in targets {
-                self.snapshot_parts += self.gws[g].snapshot(&self.w, self.connected, id).await?;
+            match ask {
+                Ask::Snapshot(g, req) => {
+                    self.snapshot_parts +=
+                        self.gws[g].answer(&self.w, self.connected, &req).await?;
+                }
+                Ask::Resync { announce: true } => {
+                    for gw in &self.gws {
+                        gw.heartbeat_now(self.connected, self.w.gateways).await?;
+                    }
+                }
+                Ask::Resync { announce: false } => {
+                    for gw in &self.gws {
+                        self.snapshot_parts += gw.snapshot(&self.w, self.connected, 0).await?;
+                    }
+                }
             }
         }
         Ok(())
@@ -704,8 +829,8 @@ async fn run(args: Args) -> Result<bool> {
         let tx = ask_tx.clone();
         tokio::spawn(async move {
             while let Some(msg) = requests.next().await {
-                let id = pb::SnapshotRequest::decode(msg.payload).map_or(0, |r| r.request_id);
-                if tx.send(Ask::Snapshot(g, id)).is_err() {
+                let req = pb::SnapshotRequest::decode(msg.payload).unwrap_or_default();
+                if tx.send(Ask::Snapshot(g, req)).is_err() {
                     break;
                 }
             }
@@ -717,13 +842,15 @@ async fn run(args: Args) -> Result<bool> {
             epoch: rand::random::<u64>() >> 1,
             seq: Arc::new(AtomicU64::new(0)),
             bus,
+            held: None,
         });
     }
     let control = Bus::connect(&opts("broker-bench control".into())).await?;
     let mut resyncs = control.subscribe(subjects.resync()).await?;
     tokio::spawn(async move {
-        while resyncs.next().await.is_some() {
-            if ask_tx.send(Ask::Resync).is_err() {
+        while let Some(msg) = resyncs.next().await {
+            let announce = pb::ResyncRequest::decode(msg.payload).is_ok_and(|r| r.announce);
+            if ask_tx.send(Ask::Resync { announce }).is_err() {
                 break;
             }
         }

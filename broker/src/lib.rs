@@ -26,4 +26,4 @@ mod table;
 
 pub use error::BrokerError;
 pub use leader::LeaderMode;
-pub use service::{Broker, BrokerConfig, RecoveryConfig};
+pub use service::{Broker, BrokerConfig, RebuildConfig, RebuildStats, RecoveryConfig};

@@ -21,8 +21,21 @@ pub const SEQUENCE_GAPS: &str = "switchboard_broker_sequence_gaps_total";
 pub const SNAPSHOT_REQUESTS: &str = "switchboard_broker_snapshot_requests_total";
 /// Counter: multi-part snapshots abandoned because a part was missing or out of order.
 pub const SNAPSHOTS_DROPPED: &str = "switchboard_broker_snapshots_dropped_total";
-/// Counter: resync requests broadcast to every gateway (start, reconnect).
+/// Counter: resync requests broadcast to every gateway (one per link generation: start,
+/// reconnect).
 pub const RESYNCS: &str = "switchboard_broker_resyncs_total";
+/// Counter: bytes of snapshot parts received (this broker's requests and unsolicited ones).
+pub const SNAPSHOT_BYTES: &str = "switchboard_broker_snapshot_bytes_total";
+/// Gauge: snapshot bytes asked of the gateways and not yet received (at most the budget).
+pub const SNAPSHOT_BYTES_IN_FLIGHT: &str = "switchboard_broker_snapshot_bytes_in_flight";
+/// Gauge: the most snapshot bytes ever in flight at once since the broker started.
+pub const SNAPSHOT_BYTES_IN_FLIGHT_MAX: &str = "switchboard_broker_snapshot_bytes_in_flight_max";
+/// Gauge: nodes waiting for their snapshot turn or sending their snapshot.
+pub const SNAPSHOT_NODES_PENDING: &str = "switchboard_broker_snapshot_nodes_pending";
+/// Counter: rebuilds completed (a resync, then every node's state received).
+pub const REBUILDS: &str = "switchboard_broker_rebuilds_total";
+/// Gauge: seconds the last completed rebuild took, from its resync.
+pub const REBUILD_SECONDS: &str = "switchboard_broker_rebuild_seconds";
 /// Counter: nodes whose lease ran out.
 pub const NODES_LOST: &str = "switchboard_broker_nodes_lost_total";
 /// Counter: nodes that departed gracefully.
@@ -90,6 +103,27 @@ pub fn describe() {
         "Multi-part snapshots abandoned (part missing or out of order)"
     );
     describe_counter!(RESYNCS, "Resync requests broadcast to every gateway");
+    describe_counter!(SNAPSHOT_BYTES, "Bytes of snapshot parts received");
+    describe_gauge!(
+        SNAPSHOT_BYTES_IN_FLIGHT,
+        "Snapshot bytes asked of the gateways and not yet received"
+    );
+    describe_gauge!(
+        SNAPSHOT_BYTES_IN_FLIGHT_MAX,
+        "The most snapshot bytes in flight at once since start"
+    );
+    describe_gauge!(
+        SNAPSHOT_NODES_PENDING,
+        "Nodes waiting for their snapshot turn or sending"
+    );
+    describe_counter!(
+        REBUILDS,
+        "Rebuilds completed (resync, then every node's state)"
+    );
+    describe_gauge!(
+        REBUILD_SECONDS,
+        "Seconds the last completed rebuild took, from its resync"
+    );
     describe_counter!(NODES_LOST, "Gateway nodes whose lease ran out");
     describe_counter!(NODES_LEFT, "Gateway nodes that departed gracefully");
     describe_counter!(PRESENCE_EVENTS, "Presence events published");

@@ -1,15 +1,29 @@
 //! The broker service: the NATS adapter around the [`Directory`].
 //!
 //! One task (the worker) owns the bus side: it reads every gateway's membership messages and
-//! heartbeats, reassembles snapshots, asks for snapshots when a node's sequence shows a gap
-//! (at most one request per node per heartbeat interval; heartbeats retry), expires silent
-//! nodes every half heartbeat, ends kept sessions past their window every second (connection
-//! state recovery), rebroadcasts a resync whenever the bus link comes back, and — while this
-//! broker leads — answers room capacity reservations and session claims (`broker.recover`, with a
-//! `Takeover` command to the node still holding the socket, answered when that settles) and
-//! announces presence changes in the order the directory produced them. Because a single task
-//! applies everything, the directory sees one node's messages in bus order and reservations and
-//! claims serialised with them.
+//! heartbeats, reassembles snapshots, asks for snapshots when a node's sequence shows a gap,
+//! expires silent nodes every half heartbeat, ends kept sessions past their window every second
+//! (connection state recovery), broadcasts one resync per link generation (at start if the link
+//! is up, else when it comes up; again whenever it comes back), and — while this broker leads —
+//! answers room capacity reservations and session claims (`broker.recover`, with a `Takeover`
+//! command to the node still holding the socket, answered when that settles) and announces
+//! presence changes in the order the directory produced them. Because a single task applies
+//! everything, the directory sees one node's messages in bus order and reservations and claims
+//! serialised with them.
+//!
+//! The rebuild is paced (docs/cluster.md, "Snapshots and the paced rebuild"): the resync only
+//! asks the gateways to announce themselves (a heartbeat at once); every node heard from that has
+//! not sent its state since the resync — and every node whose sequence shows a gap — is queued in
+//! the [`Pacer`], which asks for snapshots a few nodes at a time in windows, with at most
+//! [`RebuildConfig::budget_bytes`] of parts in flight. While a node's paced snapshot (taken at
+//! sequence S) is arriving, that node's membership events (sequence > S, published between the
+//! windows) are held back, and applied in order right after the snapshot; held events past
+//! [`MAX_HELD_EVENTS`] give the snapshot up instead (they are applied, the gap asks again).
+//!
+//! Gaps are not guessed from queueing: a heartbeat is applied only after every membership message
+//! already received has been (the membership subscription is drained first; a gateway publishes
+//! both through one connection, in order), so a heartbeat can be "ahead" only of messages that
+//! were lost.
 //!
 //! The directory lives behind a std mutex shared with readers ([`Broker::state_json`], the admin
 //! API); the lock is never held across an `.await`. Leadership comes from [`crate::leader`].
@@ -17,11 +31,12 @@
 //! Start order matters: the membership and heartbeat subscriptions exist before the first resync
 //! request goes out, so no gateway's answer can be missed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use parking_lot::Mutex;
 use switchboard_bus::{Bus, Link, Message, Subscription};
 use switchboard_proto::Message as _;
@@ -35,10 +50,10 @@ use crate::convert;
 use crate::error::BrokerError;
 use crate::leader::{self, LeaderMode};
 use crate::metrics as m;
-use crate::snapshot::{self, Assembler, Outcome};
+use crate::snapshot::{self, Assembler, Outcome, Paced, Pacer};
 use crate::state::{
-    Applied, Change, Claim, Directory, NodeInfo, PID_HASH_BYTES, Reason, ReserveError, Reserved,
-    SocketState,
+    Applied, Change, Claim, Directory, MemberEvent, NodeInfo, PID_HASH_BYTES, Reason, ReserveError,
+    Reserved, SocketState,
 };
 
 /// The longest `RecoverRequest` payload answered (bytes); longer ones are malformed.
@@ -46,6 +61,51 @@ pub const MAX_RECOVER_REQUEST_BYTES: usize = 1024;
 /// The sessions tick: kept sessions' windows, claims' leases and takeovers' deadlines are checked
 /// this often (or more often, for a takeover timeout under 2 s).
 const SESSIONS_TICK: Duration = Duration::from_secs(1);
+/// Membership events of one node held back while its paced snapshot arrives; past this the
+/// snapshot is given up (the events are applied, and the gap asks again).
+pub const MAX_HELD_EVENTS: usize = 100_000;
+/// Membership messages applied ahead of one heartbeat at most; past this the heartbeat renews
+/// the lease but its sequence number is not compared (the subscription was not drained).
+const MAX_DRAIN: usize = 65_536;
+/// A started snapshot with no part for this long (and at least 4 heartbeat intervals) is given
+/// up and asked again: its request or a part was lost.
+const MIN_STALL: Duration = Duration::from_secs(2);
+
+/// How a broker paces its rebuild (docs/configuration.md, `[broker] snapshot_budget_bytes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RebuildConfig {
+    /// Snapshot bytes asked of the gateways and not yet received, at most (raised to one bus
+    /// payload if smaller: a gateway always sends at least one part).
+    pub budget_bytes: usize,
+}
+
+impl Default for RebuildConfig {
+    fn default() -> Self {
+        Self {
+            budget_bytes: snapshot::DEFAULT_BUDGET_BYTES,
+        }
+    }
+}
+
+/// What the paced rebuild is doing, for tests and embedders (the same figures are metrics:
+/// docs/operations.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RebuildStats {
+    /// The budget in force (bytes).
+    pub budget_bytes: usize,
+    /// Snapshot bytes asked for and not yet received.
+    pub in_flight_bytes: usize,
+    /// The most snapshot bytes ever in flight at once.
+    pub max_in_flight_bytes: usize,
+    /// Nodes waiting for their snapshot turn or sending.
+    pub nodes_pending: usize,
+    /// Resyncs broadcast.
+    pub resyncs: u64,
+    /// Rebuilds completed (a resync, then every node's state received).
+    pub rebuilds: u64,
+    /// How long the last completed rebuild took.
+    pub last_rebuild: Option<Duration>,
+}
 
 /// Connection state recovery settings of a broker (docs/recovery.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +149,7 @@ struct Inner {
     bus: Bus,
     directory: Arc<Mutex<Directory>>,
     leader: watch::Receiver<bool>,
+    stats: Arc<Mutex<RebuildStats>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -114,6 +175,16 @@ impl Broker {
         bus: Bus,
         cfg: BrokerConfig,
         recovery: RecoveryConfig,
+    ) -> Result<Broker, BrokerError> {
+        Self::start_tuned(bus, cfg, recovery, RebuildConfig::default()).await
+    }
+
+    /// [`Broker::start_with`] with rebuild settings.
+    pub async fn start_tuned(
+        bus: Bus,
+        cfg: BrokerConfig,
+        recovery: RecoveryConfig,
+        rebuild: RebuildConfig,
     ) -> Result<Broker, BrokerError> {
         let subjects =
             Subjects::new(&cfg.prefix).map_err(|e| BrokerError::Config(e.to_string()))?;
@@ -152,7 +223,12 @@ impl Broker {
             (None, None)
         };
         let link = bus.link();
-        let generation = link.borrow().generation;
+        let first_link = *link.borrow();
+        let pacer = Pacer::new(rebuild.budget_bytes, bus.max_payload());
+        let stats = Arc::new(Mutex::new(RebuildStats {
+            budget_bytes: pacer.budget(),
+            ..RebuildStats::default()
+        }));
 
         let directory = Arc::new(Mutex::new(Directory::new(cfg.lease)));
         let cancel = CancellationToken::new();
@@ -164,18 +240,24 @@ impl Broker {
             heartbeat: cfg.heartbeat,
             directory: directory.clone(),
             assembler: Assembler::new(),
-            requested: HashMap::new(),
-            next_request: 1,
+            pacer,
+            held: HashMap::new(),
+            synced: HashSet::new(),
+            rebuild_since: None,
+            stall: (cfg.heartbeat * 4).max(MIN_STALL),
+            stats: stats.clone(),
             leader: leader_rx.clone(),
             reserve,
             recover,
             takeover_timeout: recovery.takeover_timeout,
             pending: HashMap::new(),
             link,
-            generation,
+            resynced: None,
             _leader_tx: leader_tx.clone(),
         };
-        worker.resync().await;
+        if resync_due(&mut worker.resynced, first_link) {
+            worker.resync().await;
+        }
         metrics::gauge!(m::LEADER).set(if *leader_rx.borrow() { 1.0 } else { 0.0 });
         tracker.spawn(worker.run(members, heartbeats, cancel.clone()));
         if let Some(store) = store {
@@ -189,10 +271,16 @@ impl Broker {
                 bus,
                 directory,
                 leader: leader_rx,
+                stats,
                 cancel,
                 tracker,
             }),
         })
+    }
+
+    /// What the paced rebuild is doing now.
+    pub fn rebuild_stats(&self) -> RebuildStats {
+        *self.inner.stats.lock()
     }
 
     /// This broker's id.
@@ -316,9 +404,18 @@ struct Worker {
     heartbeat: Duration,
     directory: Arc<Mutex<Directory>>,
     assembler: Assembler,
-    /// When a snapshot was last asked of each node (until one repairs it).
-    requested: HashMap<String, Instant>,
-    next_request: u64,
+    /// Who is asked for a snapshot next, and how much.
+    pacer: Pacer,
+    /// Events held back per node while its paced snapshot arrives.
+    held: HashMap<String, Held>,
+    /// Nodes whose full state arrived since the last resync; any other node heard from is
+    /// queued for a snapshot.
+    synced: HashSet<String>,
+    /// When the rebuild under way began (the resync).
+    rebuild_since: Option<Instant>,
+    /// How long a started snapshot may go without a part.
+    stall: Duration,
+    stats: Arc<Mutex<RebuildStats>>,
     leader: watch::Receiver<bool>,
     /// Held while leading.
     reserve: Option<Subscription>,
@@ -329,7 +426,7 @@ struct Worker {
     pending: HashMap<String, Option<String>>,
     link: watch::Receiver<Link>,
     /// The link generation the last resync was sent for.
-    generation: u64,
+    resynced: Option<u64>,
     /// Keeps the leadership watch open whatever the election does.
     _leader_tx: Arc<watch::Sender<bool>>,
 }
@@ -362,7 +459,10 @@ impl Worker {
                     }
                 },
                 msg = heartbeats.next() => match msg {
-                    Some(msg) => self.on_heartbeat(msg).await,
+                    Some(msg) => {
+                        let drained = self.drain(&mut members).await;
+                        self.on_heartbeat(msg, drained).await;
+                    }
                     None => {
                         tracing::warn!("heartbeat subscription closed; broker worker stops");
                         break;
@@ -405,6 +505,7 @@ impl Worker {
             Ok(Parsed::Member { node }) => node,
             _ => return malformed("member subject", &msg.subject),
         };
+        let bytes = msg.payload.len();
         let message = match bus::MemberMessage::decode(msg.payload) {
             Ok(message) => message,
             Err(e) => return malformed("member message", &e),
@@ -421,48 +522,9 @@ impl Worker {
         let now = now();
         use bus::member_message::Body;
         match body {
-            Body::Snapshot(part) => {
-                let sockets = part
-                    .sockets
-                    .into_iter()
-                    .map(|s| convert::socket_record(&node, s))
-                    .collect();
-                let part = snapshot::Part {
-                    epoch,
-                    seq,
-                    request_id: part.request_id,
-                    part: part.part,
-                    last: part.last,
-                    sockets,
-                };
-                match self.assembler.part(&node, part) {
-                    Outcome::Pending => {}
-                    Outcome::Dropped => {
-                        metrics::counter!(m::SNAPSHOTS_DROPPED).increment(1);
-                        tracing::debug!(%node, "snapshot part out of order; snapshot dropped");
-                    }
-                    Outcome::Complete {
-                        epoch,
-                        seq,
-                        sockets,
-                    } => {
-                        let count = sockets.len();
-                        let applied = self
-                            .directory
-                            .lock()
-                            .snapshot(&node, epoch, seq, sockets, now);
-                        metrics::counter!(m::MESSAGES_APPLIED, "kind" => "snapshot").increment(1);
-                        tracing::debug!(%node, epoch, seq, sockets = count, "snapshot applied");
-                        if !applied.need_snapshot {
-                            self.requested.remove(&node);
-                        }
-                        self.after(&node, applied, now).await;
-                    }
-                }
-            }
+            Body::Snapshot(part) => self.on_part(node, epoch, seq, part, bytes, now).await,
             Body::Leaving(_) => {
-                self.assembler.forget(&node);
-                self.requested.remove(&node);
+                self.forget_node(&node);
                 let changes = {
                     let mut dir = self.directory.lock();
                     (dir.node_epoch(&node) == Some(epoch))
@@ -475,6 +537,7 @@ impl Worker {
                     self.announce(&changes).await;
                 }
                 self.settle().await;
+                self.grant(now).await;
             }
             body => {
                 let kind = match &body {
@@ -487,38 +550,202 @@ impl Worker {
                 let Some(event) = convert::member_event(&node, body) else {
                     return malformed("member event", &kind);
                 };
-                // By the contract no event falls between two parts of one snapshot.
-                self.assembler.forget(&node);
-                let resumed = {
-                    let mut dir = self.directory.lock();
-                    let was_kept = match &event {
-                        crate::state::MemberEvent::Connect(rec) => matches!(
-                            dir.state(&rec.id),
-                            Some(SocketState::Kept(_) | SocketState::Claimed(_))
-                        )
-                        .then(|| rec.id.clone()),
-                        _ => None,
-                    };
-                    let applied = dir.apply(&node, epoch, seq, event, now);
-                    let resumed = was_kept
-                        .is_some_and(|id| matches!(dir.state(&id), Some(SocketState::Connected)));
-                    (applied, resumed)
+                // While the node's paced snapshot arrives, its events (after the snapshot's
+                // sequence number) wait for it.
+                let event = match self.held.get_mut(&node) {
+                    Some(held) if held.epoch == epoch && held.events.len() < MAX_HELD_EVENTS => {
+                        held.events.push((seq, event, kind));
+                        return;
+                    }
+                    Some(_) => {
+                        // Another epoch (the node restarted) or too many held: the snapshot is
+                        // given up, what was held is applied first.
+                        tracing::debug!(%node, epoch, "paced snapshot given up for held events");
+                        self.give_up(&node, now).await;
+                        event
+                    }
+                    None => event,
                 };
-                let (applied, resumed) = resumed;
-                if resumed {
-                    metrics::counter!(m::SESSIONS_RECOVERED).increment(1);
-                }
-                metrics::counter!(m::MESSAGES_APPLIED, "kind" => kind).increment(1);
-                if applied.need_snapshot {
-                    metrics::counter!(m::SEQUENCE_GAPS).increment(1);
-                    tracing::debug!(%node, epoch, seq, "sequence gap");
-                }
-                self.after(&node, applied, now).await;
+                // By the contract no event falls between two parts of a snapshot that was not
+                // paced.
+                self.assembler.forget(&node);
+                self.apply_event(&node, epoch, seq, event, kind, now).await;
+                self.grant(now).await;
             }
         }
     }
 
-    async fn on_heartbeat(&mut self, msg: Message) {
+    /// Applies one membership event to the directory and follows up.
+    async fn apply_event(
+        &mut self,
+        node: &str,
+        epoch: u64,
+        seq: u64,
+        event: MemberEvent,
+        kind: &'static str,
+        now: Instant,
+    ) {
+        let (applied, resumed) = {
+            let mut dir = self.directory.lock();
+            let was_kept = match &event {
+                MemberEvent::Connect(rec) => matches!(
+                    dir.state(&rec.id),
+                    Some(SocketState::Kept(_) | SocketState::Claimed(_))
+                )
+                .then(|| rec.id.clone()),
+                _ => None,
+            };
+            let applied = dir.apply(node, epoch, seq, event, now);
+            let resumed =
+                was_kept.is_some_and(|id| matches!(dir.state(&id), Some(SocketState::Connected)));
+            (applied, resumed)
+        };
+        if resumed {
+            metrics::counter!(m::SESSIONS_RECOVERED).increment(1);
+        }
+        metrics::counter!(m::MESSAGES_APPLIED, "kind" => kind).increment(1);
+        if applied.need_snapshot {
+            metrics::counter!(m::SEQUENCE_GAPS).increment(1);
+            tracing::debug!(%node, epoch, seq, "sequence gap");
+        }
+        self.after(node, applied).await;
+    }
+
+    /// One snapshot part: accounted by the pacer if it answers this broker's request, assembled,
+    /// and applied (then the events held meanwhile) once whole.
+    async fn on_part(
+        &mut self,
+        node: String,
+        epoch: u64,
+        seq: u64,
+        part: bus::SnapshotPart,
+        bytes: usize,
+        now: Instant,
+    ) {
+        // Another broker's paced snapshot comes in windows this one does not ask for.
+        if !part.broker.is_empty() && part.broker != self.id {
+            return;
+        }
+        metrics::counter!(m::SNAPSHOT_BYTES).increment(bytes as u64);
+        let got = snapshot::Received {
+            request_id: part.request_id,
+            part: part.part,
+            bytes,
+            paused: part.paused,
+            last: part.last,
+        };
+        let paced = self.pacer.part(&node, got, now);
+        // A part of one of this broker's own earlier requests (given up since) is stale.
+        if paced == Paced::Other && part.broker == self.id {
+            return;
+        }
+        let first = part.part == 0;
+        let sockets = part
+            .sockets
+            .into_iter()
+            .map(|s| convert::socket_record(&node, s))
+            .collect();
+        let part = snapshot::Part {
+            epoch,
+            seq,
+            request_id: part.request_id,
+            part: part.part,
+            last: part.last,
+            sockets,
+        };
+        let request_id = part.request_id;
+        match self.assembler.part(&node, part) {
+            Outcome::Pending => {
+                if paced == Paced::Ours && first {
+                    // From here on the node's events are newer than the snapshot: held back.
+                    self.assembler.forget_except(&node, epoch, request_id);
+                    let earlier = self.held.insert(
+                        node.clone(),
+                        Held {
+                            epoch,
+                            events: Vec::new(),
+                        },
+                    );
+                    if let Some(earlier) = earlier {
+                        self.release(&node, earlier, now).await;
+                    }
+                }
+            }
+            Outcome::Dropped => {
+                metrics::counter!(m::SNAPSHOTS_DROPPED).increment(1);
+                tracing::debug!(%node, "snapshot part out of order; snapshot dropped");
+                if paced == Paced::Ours {
+                    self.give_up(&node, now).await;
+                    self.pacer.want(&node);
+                }
+            }
+            Outcome::Complete {
+                epoch,
+                seq,
+                sockets,
+            } => {
+                let count = sockets.len();
+                let applied = self
+                    .directory
+                    .lock()
+                    .snapshot(&node, epoch, seq, sockets, now);
+                metrics::counter!(m::MESSAGES_APPLIED, "kind" => "snapshot").increment(1);
+                tracing::debug!(%node, epoch, seq, sockets = count, "snapshot applied");
+                self.synced.insert(node.clone());
+                self.after(&node, applied).await;
+                if paced == Paced::Ours
+                    && let Some(held) = self.held.remove(&node)
+                {
+                    self.release(&node, held, now).await;
+                }
+            }
+        }
+        self.grant(now).await;
+        self.check_rebuild(now);
+    }
+
+    /// Applies the events held for `node`, in order.
+    async fn release(&mut self, node: &str, held: Held, now: Instant) {
+        for (seq, event, kind) in held.events {
+            self.apply_event(node, held.epoch, seq, event, kind, now)
+                .await;
+        }
+    }
+
+    /// Gives up `node`'s paced snapshot: its assembly and turn end, its held events are applied.
+    async fn give_up(&mut self, node: &str, now: Instant) {
+        self.assembler.forget(node);
+        self.pacer.finish(node);
+        if let Some(held) = self.held.remove(node) {
+            self.release(node, held, now).await;
+        }
+    }
+
+    /// Forgets everything about a node that went away.
+    fn forget_node(&mut self, node: &str) {
+        self.assembler.forget(node);
+        self.pacer.finish(node);
+        self.held.remove(node);
+        self.synced.remove(node);
+    }
+
+    /// Applies every membership message already received, so that a heartbeat is compared with
+    /// a directory that is not behind merely because messages are queued. Whether the
+    /// subscription was drained (not if more than [`MAX_DRAIN`] kept coming).
+    async fn drain(&mut self, members: &mut Subscription) -> bool {
+        for _ in 0..MAX_DRAIN {
+            // `next` is cancel-safe: a message is either returned or left queued. Unconstrained:
+            // tokio's cooperative budget would otherwise report an empty queue after a hundred
+            // or so messages.
+            match tokio::task::unconstrained(members.next()).now_or_never() {
+                Some(Some(msg)) => self.on_member(msg).await,
+                Some(None) | None => return true,
+            }
+        }
+        false
+    }
+
+    async fn on_heartbeat(&mut self, msg: Message, drained: bool) {
         let node = match self.subjects.parse(&msg.subject) {
             Ok(Parsed::Heartbeat { node }) => node,
             _ => return malformed("heartbeat subject", &msg.subject),
@@ -535,12 +762,23 @@ impl Worker {
             address: beat.address,
             connections: beat.connections,
         };
-        let applied = self
+        let mut applied = self
             .directory
             .lock()
             .heartbeat(&node, beat.epoch, beat.seq, info, now);
         metrics::counter!(m::MESSAGES_APPLIED, "kind" => "heartbeat").increment(1);
-        self.after(&node, applied, now).await;
+        // Not drained: messages the heartbeat counts may still be queued.
+        applied.need_snapshot &= drained;
+        // A node heard from whose state has not arrived since the resync, or whose link came
+        // back (it may have lost messages): its turn comes.
+        if beat.rejoined {
+            self.synced.remove(&node);
+        }
+        if !self.synced.contains(&node) && self.directory.lock().node_epoch(&node).is_some() {
+            self.pacer.want(&node);
+        }
+        self.after(&node, applied).await;
+        self.grant(now).await;
     }
 
     async fn on_reserve(&mut self, msg: Message) {
@@ -582,11 +820,20 @@ impl Worker {
         for (node, changes) in lost {
             metrics::counter!(m::NODES_LOST).increment(1);
             tracing::info!(%node, purged = changes.len(), "gateway node lost (lease expired)");
-            self.assembler.forget(&node);
-            self.requested.remove(&node);
+            self.forget_node(&node);
             self.announce(&changes).await;
         }
         self.settle().await;
+        // A request or part that was lost: the node is asked again from the start.
+        for node in self.pacer.stalled(now, self.stall) {
+            tracing::debug!(%node, "snapshot stalled; asking again");
+            self.give_up(&node, now).await;
+            if self.directory.lock().node_epoch(&node).is_some() {
+                self.pacer.want(&node);
+            }
+        }
+        self.grant(now).await;
+        self.check_rebuild(now);
     }
 
     /// Ends kept sessions past their window (announcing their departure), lapses claims and
@@ -686,9 +933,8 @@ impl Worker {
 
     async fn on_link(&mut self) {
         let link = *self.link.borrow_and_update();
-        if link.up && link.generation != self.generation {
-            tracing::info!(generation = link.generation, "bus link up again; resyncing");
-            self.generation = link.generation;
+        if resync_due(&mut self.resynced, link) {
+            tracing::info!(generation = link.generation, "bus link up; resyncing");
             self.resync().await;
         }
     }
@@ -717,43 +963,91 @@ impl Worker {
         }
     }
 
-    /// Follows up on what a node's message did: a snapshot request if needed, announcements.
-    async fn after(&mut self, node: &str, applied: Applied, now: Instant) {
+    /// Follows up on what a node's message did: a snapshot queued if needed, announcements.
+    async fn after(&mut self, node: &str, applied: Applied) {
         if applied.need_snapshot {
-            self.request_snapshot(node, now).await;
+            self.pacer.want(node);
         }
         self.announce(&applied.changes).await;
         self.settle().await;
     }
 
-    async fn request_snapshot(&mut self, node: &str, now: Instant) {
-        if let Some(at) = self.requested.get(node)
-            && now.saturating_duration_since(*at) < self.heartbeat
-        {
-            return;
+    /// Sends the snapshot requests the budget allows now.
+    async fn grant(&mut self, now: Instant) {
+        for ask in self.pacer.grant(now) {
+            let payload = bus::SnapshotRequest {
+                broker: self.id.clone(),
+                request_id: ask.request_id,
+                window_bytes: ask.window_bytes,
+                from_part: ask.from_part,
+            }
+            .encode_to_vec();
+            metrics::counter!(m::SNAPSHOT_REQUESTS).increment(1);
+            tracing::debug!(node = %ask.node, request_id = ask.request_id, from_part = ask.from_part, "asking for a snapshot window");
+            // `node` came from a parsed subject, so it is a bounded name.
+            if let Ok(subject) = self.subjects.snapshot(&ask.node) {
+                self.publish(subject, payload).await;
+            }
         }
-        self.requested.insert(node.to_owned(), now);
-        let request_id = self.next_request;
-        self.next_request += 1;
-        let payload = bus::SnapshotRequest {
-            broker: self.id.clone(),
-            request_id,
-        }
-        .encode_to_vec();
-        metrics::counter!(m::SNAPSHOT_REQUESTS).increment(1);
-        tracing::debug!(%node, request_id, "asking for a snapshot");
-        // `node` came from a parsed subject, so it is a bounded name.
-        if let Ok(subject) = self.subjects.snapshot(node) {
-            self.publish(subject, payload).await;
-        }
+        self.record_rebuild();
     }
 
+    /// Ends the rebuild under way once every node heard from has sent its state and a heartbeat
+    /// interval has passed since the resync (every live node had its chance to announce itself).
+    fn check_rebuild(&mut self, now: Instant) {
+        let Some(since) = self.rebuild_since else {
+            return;
+        };
+        if !self.pacer.is_idle() || now.saturating_duration_since(since) < self.heartbeat {
+            return;
+        }
+        let all = {
+            let dir = self.directory.lock();
+            dir.stats()
+                .nodes
+                .iter()
+                .all(|n| self.synced.contains(&n.id))
+        };
+        if !all {
+            return;
+        }
+        self.rebuild_since = None;
+        let took = now.saturating_duration_since(since);
+        metrics::gauge!(m::REBUILD_SECONDS).set(took.as_secs_f64());
+        metrics::counter!(m::REBUILDS).increment(1);
+        tracing::info!(seconds = took.as_secs_f64(), "rebuild complete");
+        let mut stats = self.stats.lock();
+        stats.rebuilds += 1;
+        stats.last_rebuild = Some(took);
+    }
+
+    /// Publishes the pacer's figures (gauges and [`RebuildStats`]).
+    fn record_rebuild(&self) {
+        let (in_flight, max, pending) = (
+            self.pacer.in_flight(),
+            self.pacer.max_in_flight(),
+            self.pacer.pending(),
+        );
+        metrics::gauge!(m::SNAPSHOT_BYTES_IN_FLIGHT).set(in_flight as f64);
+        metrics::gauge!(m::SNAPSHOT_BYTES_IN_FLIGHT_MAX).set(max as f64);
+        metrics::gauge!(m::SNAPSHOT_NODES_PENDING).set(pending as f64);
+        let mut stats = self.stats.lock();
+        stats.in_flight_bytes = in_flight;
+        stats.max_in_flight_bytes = max;
+        stats.nodes_pending = pending;
+    }
+
+    /// Asks every gateway to announce itself; each one heard from is then asked for its state.
     async fn resync(&mut self) {
         let payload = bus::ResyncRequest {
             broker: self.id.clone(),
+            announce: true,
         }
         .encode_to_vec();
         metrics::counter!(m::RESYNCS).increment(1);
+        self.synced.clear();
+        self.rebuild_since = Some(now());
+        self.stats.lock().resyncs += 1;
         self.publish(self.subjects.resync(), payload).await;
     }
 
@@ -790,6 +1084,24 @@ async fn publish(bus: &Bus, subject: String, payload: Vec<u8>) {
     }
 }
 
+/// Events of one node held back while its paced snapshot arrives: (sequence, event, kind).
+struct Held {
+    epoch: u64,
+    events: Vec<(u64, MemberEvent, &'static str)>,
+}
+
+/// Whether a resync is due for `link`: once per link generation, and only while the link is up
+/// (a resync published while it is down would go out when it comes up, and then again for the
+/// new generation). Records the generation when it is.
+fn resync_due(resynced: &mut Option<u64>, link: Link) -> bool {
+    if link.up && *resynced != Some(link.generation) {
+        *resynced = Some(link.generation);
+        true
+    } else {
+        false
+    }
+}
+
 /// The next message of an optional subscription; never resolves without one.
 async fn next_or_pending(sub: &mut Option<Subscription>) -> Option<Message> {
     match sub {
@@ -811,4 +1123,47 @@ fn record_gauges(dir: &Directory) {
 fn malformed(what: &str, detail: &dyn std::fmt::Display) {
     metrics::counter!(m::MESSAGES_MALFORMED).increment(1);
     tracing::debug!(%detail, "malformed {what}; ignored");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_resync_per_link_generation() {
+        // (link states seen in order, starting from no resync; whether each one resyncs).
+        let link = |up, generation| Link { up, generation };
+        let cases: Vec<(&str, Vec<Link>, Vec<bool>)> = vec![
+            ("up at start", vec![link(true, 1)], vec![true]),
+            (
+                // The start-up case that used to send two: down at start, then up.
+                "down at start, then up",
+                vec![link(false, 0), link(true, 1)],
+                vec![false, true],
+            ),
+            (
+                "the same generation seen twice",
+                vec![link(true, 1), link(true, 1)],
+                vec![true, false],
+            ),
+            (
+                "lost and back",
+                vec![link(true, 1), link(false, 1), link(true, 2)],
+                vec![true, false, true],
+            ),
+            (
+                "a generation skipped while down",
+                vec![link(true, 1), link(false, 2), link(true, 3)],
+                vec![true, false, true],
+            ),
+        ];
+        for (name, links, expected) in cases {
+            let mut resynced = None;
+            let got: Vec<bool> = links
+                .into_iter()
+                .map(|l| resync_due(&mut resynced, l))
+                .collect();
+            assert_eq!(got, expected, "{name}");
+        }
+    }
 }

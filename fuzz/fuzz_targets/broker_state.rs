@@ -85,6 +85,7 @@ impl World {
                     sockets: u.arbitrary()?,
                     address: u.arbitrary()?,
                     nats_server: u.arbitrary()?,
+                    ..Default::default()
                 });
                 let info = switchboard_broker::state::NodeInfo {
                     address: beat.address,
@@ -416,6 +417,7 @@ fn member_message(u: &mut Unstructured<'_>, node: &str) -> Result<pb::MemberMess
                 .map(|_| socket_info(u))
                 .collect::<Result<_>>()?,
             request_id: u.int_in_range(0..=1)?,
+            ..Default::default()
         }),
         _ => Body::Leaving(pb::NodeLeaving {}),
     };

@@ -50,8 +50,8 @@
 //! | `p.cmd.node.{node}` | brokers: commands for sockets of gateway `node` | gateway `node` |
 //! | `p.event.{ns}.{event}` | gateways forwarding a client event (request/reply when an ack is wanted) | workers, in a queue group (`p.event.{ns}.*`, `p.event.>`) |
 //! | `p.life.{ns}.connect`, `p.life.{ns}.disconnect` | gateways, when a socket connects to or leaves `ns` | workers, in a queue group (`p.life.>`) |
-//! | `p.resync` | a broker, on start and on detected gaps | every gateway |
-//! | `p.snapshot.{node}` | a broker that saw a gap in `node`'s sequence (request/reply) | gateway `node` |
+//! | `p.resync` | a broker, once per NATS link generation (start, link back): "announce yourselves" | every gateway |
+//! | `p.snapshot.{node}` | a broker rebuilding, or that saw a gap in `node`'s sequence: a window of a paced snapshot | gateway `node` |
 //! | `p.log.{ns}.r.{room}`, `p.log.{ns}.n`, `p.log.{ns}.s.{socket}` | anyone emitting to one room, to several rooms or the namespace, to one socket, in a namespace with connection state recovery (JetStream publish, stored in the log stream) | the log stream; every gateway serving `ns` reads `p.log.{ns}.>` through one ordered consumer |
 //! | `p.srv.{ns}.{event}` | emitters and workers: `serverSideEmit`, an event for the backends of `ns` rather than for clients (`ServerSideEmit`) | workers and other backends (`p.srv.{ns}.*`, `p.srv.>`) |
 //! | `p.broker.recover` | a gateway claiming a disconnected socket's session (request/reply) | brokers, queue group |

@@ -58,24 +58,38 @@ pub fn nats_server_bin() -> PathBuf {
 pub struct NatsServer {
     child: Child,
     store: Option<PathBuf>,
+    /// A configuration file written for it, removed on drop.
+    config: Option<PathBuf>,
     port: u16,
 }
 
 impl NatsServer {
     /// Starts core NATS and waits until it accepts connections.
     pub fn start() -> Self {
-        Self::spawn(false)
+        Self::spawn(false, None)
     }
 
     /// Starts NATS with JetStream (in a fresh store) and waits until it accepts connections.
     pub fn start_jetstream() -> Self {
-        Self::spawn(true)
+        Self::spawn(true, None)
     }
 
-    fn spawn(jetstream: bool) -> Self {
+    /// Starts core NATS with `config` as its configuration file's text (limits such as
+    /// `max_pending` and `max_payload`; the address and port are set here).
+    pub fn start_configured(config: &str) -> Self {
+        Self::spawn(false, Some(config))
+    }
+
+    fn spawn(jetstream: bool, config: Option<&str>) -> Self {
         let bin = nats_server_bin();
         let port = free_port();
         let mut cmd = Command::new(&bin);
+        let config = config.map(|text| {
+            let path = std::env::temp_dir().join(unique("switchboard-nats-") + ".conf");
+            std::fs::write(&path, text).expect("a temporary nats-server configuration");
+            cmd.arg("-c").arg(&path);
+            path
+        });
         cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
         let store = jetstream.then(|| {
             let dir = std::env::temp_dir().join(unique("switchboard-nats-"));
@@ -94,7 +108,12 @@ impl NatsServer {
                     bin.display()
                 )
             });
-        let server = Self { child, store, port };
+        let server = Self {
+            child,
+            store,
+            config,
+            port,
+        };
         let deadline = Instant::now() + WAIT;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "nats-server did not come up");
@@ -115,6 +134,9 @@ impl Drop for NatsServer {
         let _ = self.child.wait();
         if let Some(dir) = &self.store {
             let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(file) = &self.config {
+            let _ = std::fs::remove_file(file);
         }
     }
 }

@@ -16,7 +16,10 @@ use clap::Parser;
 use switchboard::settings::{Process, Settings, Source, resolve};
 use switchboard::signal::Signals;
 use switchboard::{process, telemetry};
-use switchboard_broker::{Broker, BrokerConfig, BrokerError, LeaderMode, api, grpc, http, metrics};
+use switchboard_broker::{
+    Broker, BrokerConfig, BrokerError, LeaderMode, RebuildConfig, RecoveryConfig, api, grpc, http,
+    metrics,
+};
 use switchboard_bus::{Bus, NatsOptions};
 use switchboard_gateway::config::Problems;
 use tokio_util::sync::CancellationToken;
@@ -119,7 +122,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         heartbeat: settings.heartbeat,
         leader: settings.broker.leader,
     };
-    let broker = match Broker::start(bus.clone(), cfg).await {
+    let rebuild = RebuildConfig {
+        budget_bytes: settings.broker.snapshot_budget_bytes,
+    };
+    let broker = match Broker::start_tuned(bus.clone(), cfg, RecoveryConfig::default(), rebuild)
+        .await
+    {
         Ok(broker) => broker,
         Err(BrokerError::JetStreamRequired(detail)) => {
             anyhow::bail!(

@@ -25,7 +25,9 @@
 //! `limited{limit="name_bytes"}`.
 //!
 //! NATS down: local delivery goes on; the publisher's messages are dropped (counted) once the
-//! client's buffer is full; when the link comes back, a full snapshot is sent.
+//! client's buffer is full; when the link comes back, a `rejoined` heartbeat tells the brokers,
+//! which ask for a snapshot in their paced turn (a whole snapshot unasked from every gateway at
+//! once after a NATS restart was a storm).
 //!
 //! Sizes: nothing is published longer than the bus's `max_payload` ([`Bus::max_payload`]). A
 //! delivery longer than that (a relay with big attachments) is split into [`pb::Fragment`]s on
@@ -188,10 +190,37 @@ struct Inner {
     /// Split deliveries: the id of the next one sent, and the ones being received.
     next_split: std::sync::atomic::AtomicU64,
     fragments: Mutex<Reassembly>,
+    /// Paced snapshots being sent to brokers, a window at a time (at most
+    /// [`MAX_HELD_SNAPSHOTS`], one per broker).
+    held: Mutex<Vec<HeldSnapshot>>,
     /// Stops every task of the cluster side.
     stop: CancellationToken,
     /// Where those tasks run (the process's tracker).
     tasks: TaskTracker,
+}
+
+/// Paced snapshots kept at once (one per broker asking; the oldest goes first).
+const MAX_HELD_SNAPSHOTS: usize = 4;
+/// A paced snapshot nobody asked the next window of for this long is dropped (its broker died
+/// or gave it up); a later window request cuts a new one.
+const HELD_SNAPSHOT_TTL: Duration = Duration::from_secs(60);
+/// Bytes a snapshot part's message takes besides its sockets, counted against a window: the
+/// node id, epoch, sequence, part fields and the broker id (at most 64 bytes), with room to
+/// spare, so that the broker, which counts whole payloads, never sees more than it asked for.
+const PART_ENVELOPE_BYTES: usize = 192;
+
+/// A snapshot cut for a broker's paced request, sent a window at a time.
+struct HeldSnapshot {
+    broker: String,
+    request_id: u64,
+    /// The sequence number it was cut at.
+    seq: u64,
+    /// The parts not yet sent (sent ones are emptied).
+    parts: Vec<Vec<pb::SocketInfo>>,
+    /// Each part's bytes as counted against a window.
+    sizes: Vec<usize>,
+    /// Cut or last asked for.
+    at: std::time::Instant,
 }
 
 /// Deliveries arriving in fragments, by (origin, id). Bounded by [`MAX_REASSEMBLY_BYTES`].
@@ -305,6 +334,7 @@ impl Cluster {
                 log,
                 next_split: std::sync::atomic::AtomicU64::new(1),
                 fragments: Mutex::new(Reassembly::default()),
+                held: Mutex::new(Vec::new()),
                 stop,
                 tasks,
             }),
@@ -553,9 +583,9 @@ impl Cluster {
         }
     }
 
-    /// Sends this node's full state as snapshot parts, as of the current sequence number.
-    fn send_snapshot(&self, request_id: u64, why: &'static str) {
-        let st = self.inner.st.lock();
+    /// This node's sockets as snapshot parts (call under the `st` lock, so the state matches the
+    /// sequence number).
+    fn cut_snapshot(&self) -> (usize, Vec<Vec<pb::SocketInfo>>) {
         let sockets: Vec<pb::SocketInfo> = self
             .inner
             .io
@@ -569,7 +599,14 @@ impl Cluster {
             .bus
             .max_payload()
             .saturating_sub(MESSAGE_OVERHEAD);
-        let parts = snapshot_parts(sockets, budget);
+        (count, snapshot_parts(sockets, budget))
+    }
+
+    /// Sends this node's full state as snapshot parts at once, as of the current sequence
+    /// number (unpaced: at start, for an older broker).
+    fn send_snapshot(&self, request_id: u64, why: &'static str) {
+        let st = self.inner.st.lock();
+        let (count, parts) = self.cut_snapshot();
         let last = parts.len() - 1;
         for (i, sockets) in parts.into_iter().enumerate() {
             let body = member_message::Body::Snapshot(pb::SnapshotPart {
@@ -577,6 +614,7 @@ impl Cluster {
                 last: i == last,
                 sockets,
                 request_id,
+                ..Default::default()
             });
             let msg = self.member_message(st.seq, body);
             self.queue(self.member_subject(), msg, "snapshot");
@@ -586,7 +624,86 @@ impl Cluster {
         tracing::debug!(why, sockets = count, "snapshot sent");
     }
 
+    /// Answers a paced snapshot request (bus.proto, `SnapshotRequest`): the next window of the
+    /// snapshot kept for its broker, or, when that is not kept (or `from_part` is 0), the first
+    /// window of a new one cut now.
+    fn send_window(&self, req: &pb::SnapshotRequest) {
+        let window = usize::try_from(req.window_bytes).unwrap_or(usize::MAX);
+        let from = usize::try_from(req.from_part).unwrap_or(usize::MAX);
+        let now = std::time::Instant::now();
+        let mut held = self.inner.held.lock();
+        held.retain(|h| now.saturating_duration_since(h.at) < HELD_SNAPSHOT_TTL);
+        let kept = held.iter().position(|h| {
+            h.broker == req.broker
+                && h.request_id == req.request_id
+                && from > 0
+                && from < h.parts.len()
+        });
+        // A new cut holds `st` while its first window is queued, so the events before it go
+        // out before it and the ones after it after.
+        let (index, from, _st) = match kept {
+            Some(i) => (i, from, None),
+            None => {
+                held.retain(|h| h.broker != req.broker);
+                if held.len() >= MAX_HELD_SNAPSHOTS {
+                    held.remove(0);
+                }
+                let st = self.inner.st.lock();
+                let (count, parts) = self.cut_snapshot();
+                let sizes = parts
+                    .iter()
+                    .map(|p| {
+                        p.iter()
+                            .map(|s| s.encoded_len() + ELEMENT_OVERHEAD)
+                            .sum::<usize>()
+                            + PART_ENVELOPE_BYTES
+                    })
+                    .collect();
+                held.push(HeldSnapshot {
+                    broker: req.broker.clone(),
+                    request_id: req.request_id,
+                    seq: st.seq,
+                    parts,
+                    sizes,
+                    at: now,
+                });
+                ::metrics::counter!(m::SNAPSHOTS, "why" => "paced").increment(1);
+                tracing::debug!(broker = %req.broker, sockets = count, "paced snapshot cut");
+                (held.len() - 1, 0, Some(st))
+            }
+        };
+        let h = &mut held[index];
+        h.at = now;
+        let total = h.parts.len();
+        let mut end = from;
+        let mut used = 0;
+        while end < total && (end == from || used + h.sizes[end] <= window) {
+            used += h.sizes[end];
+            end += 1;
+        }
+        for i in from..end {
+            let body = member_message::Body::Snapshot(pb::SnapshotPart {
+                part: u32::try_from(i).unwrap_or(u32::MAX),
+                last: i + 1 == total,
+                sockets: std::mem::take(&mut h.parts[i]),
+                request_id: req.request_id,
+                paused: i + 1 == end && end < total,
+                broker: req.broker.clone(),
+            });
+            let msg = self.member_message(h.seq, body);
+            self.queue(self.member_subject(), msg, "snapshot");
+        }
+        if end == total {
+            held.remove(index);
+        }
+    }
+
     fn heartbeat(&self) {
+        self.heartbeat_as(false);
+    }
+
+    /// A heartbeat; `rejoined` when the link just came back (bus.proto, `Heartbeat`).
+    fn heartbeat_as(&self, rejoined: bool) {
         let seq = self.inner.st.lock().seq;
         let msg = pb::Heartbeat {
             node: self.inner.cfg.node.as_str().to_owned(),
@@ -596,6 +713,7 @@ impl Cluster {
             sockets: self.inner.io.all_sockets().len() as u64,
             address: self.inner.address.lock().clone(),
             nats_server: self.inner.bus.server_id().unwrap_or_default(),
+            rejoined,
         };
         let subject = self
             .inner
@@ -636,12 +754,21 @@ impl Cluster {
         let subjects = &self.inner.cfg.subjects;
         let node = self.inner.cfg.node.as_str();
         if msg.subject == subjects.resync() {
-            self.send_snapshot(0, "resync");
+            // A paced broker only wants to hear from this node now (it asks for the snapshot
+            // when its turn comes); an older one wants the snapshot at once.
+            if pb::ResyncRequest::decode(msg.payload).is_ok_and(|r| r.announce) {
+                self.heartbeat();
+            } else {
+                self.send_snapshot(0, "resync");
+            }
             return;
         }
         if subjects.snapshot(node).is_ok_and(|s| s == msg.subject) {
-            let id = pb::SnapshotRequest::decode(msg.payload).map_or(0, |r| r.request_id);
-            self.send_snapshot(id, "request");
+            match pb::SnapshotRequest::decode(msg.payload) {
+                Ok(req) if req.window_bytes > 0 => self.send_window(&req),
+                Ok(req) => self.send_snapshot(req.request_id, "request"),
+                Err(_) => self.send_snapshot(0, "request"),
+            }
             return;
         }
         if let Ok(switchboard_proto::subject::Parsed::Presence { .. }) =
@@ -1609,7 +1736,9 @@ async fn heartbeats(cluster: Cluster) {
     }
 }
 
-/// Sends a snapshot whenever the link comes back after a loss.
+/// Says so (a `rejoined` heartbeat) whenever the link comes back after a loss: the brokers ask
+/// for a snapshot when its turn comes, rather than every gateway sending one at once after a
+/// NATS restart.
 async fn link_watch(cluster: Cluster) {
     let mut link = cluster.inner.bus.link();
     let mut generation = link.borrow().generation;
@@ -1617,10 +1746,9 @@ async fn link_watch(cluster: Cluster) {
         let now = *link.borrow();
         if now.up && now.generation != generation {
             generation = now.generation;
-            tracing::info!("bus link back: sending a snapshot");
-            cluster.send_snapshot(0, "reconnect");
-            // It may be on another NATS server now: say so before the next interval.
-            cluster.heartbeat();
+            tracing::info!("bus link back: announcing it");
+            // The heartbeat also says which NATS server it is on now (the join barrier's).
+            cluster.heartbeat_as(true);
         } else if !now.up {
             tracing::warn!("bus link down");
         }
@@ -2299,6 +2427,7 @@ mod tests {
                     pb::SnapshotRequest {
                         broker: "x".into(),
                         request_id: 7,
+                        ..Default::default()
                     }
                     .encode_to_vec(),
                 ),
@@ -2335,6 +2464,110 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Node `a` on a hub whose payloads are at most `max` bytes, a client hearing its member
+    /// messages (its start snapshot consumed), and handshake headers `header_bytes` long each.
+    async fn bounded_node(
+        max: usize,
+        header_bytes: usize,
+    ) -> (Hub, Bus, Subjects, Subscription, Node, http::HeaderMap) {
+        let hub = Hub::with_max_payload(max);
+        let broker = hub.client();
+        let subjects = Subjects::new("t").unwrap();
+        let mut members = broker.subscribe(subjects.all_members()).await.unwrap();
+        let a = node(&hub, "a", vec![]).await;
+        snapshot_messages(&mut members).await;
+        let mut headers = http::HeaderMap::new();
+        let value = "x".repeat(header_bytes);
+        for name in HEADERS {
+            headers.insert(name, value.parse().unwrap());
+        }
+        (hub, broker, subjects, members, a, headers)
+    }
+
+    /// The member messages up to a snapshot part that pauses or is the last: (seq, body).
+    async fn window(members: &mut Subscription) -> Vec<(u64, Option<member_message::Body>)> {
+        let mut got = Vec::new();
+        loop {
+            let msg = next_member(members).await;
+            let end =
+                matches!(&msg.body, Some(member_message::Body::Snapshot(p)) if p.paused || p.last);
+            got.push((msg.seq, msg.body));
+            if end {
+                return got;
+            }
+        }
+    }
+
+    /// A paced request: one window of a snapshot cut once, the rest when asked, events between.
+    #[tokio::test]
+    async fn a_paced_snapshot_comes_in_windows_with_events_between_them() {
+        const MAX: usize = 4096;
+        // Big handshakes: a few sockets per part.
+        let (_hub, broker, subjects, mut members, a, headers) = bounded_node(MAX, 300).await;
+        let mut conns = Vec::new();
+        for _ in 0..40 {
+            conns.push(a.socket_with(&headers));
+        }
+        while next_member(&mut members).await.seq < 40 {}
+        let ask = |from_part: u32, window_bytes: u64| {
+            let request = pb::SnapshotRequest {
+                broker: "b".into(),
+                request_id: 9,
+                window_bytes,
+                from_part,
+            };
+            let broker = broker.clone();
+            let subject = subjects.snapshot("a").unwrap();
+            async move {
+                broker
+                    .publish(subject, Bytes::from(request.encode_to_vec()))
+                    .await
+                    .unwrap();
+            }
+        };
+        let snapshot = |got: &[(u64, Option<member_message::Body>)]| -> Vec<(u64, u32, usize)> {
+            got.iter()
+                .filter_map(|(seq, b)| match b {
+                    Some(member_message::Body::Snapshot(p)) => {
+                        assert_eq!((p.broker.as_str(), p.request_id), ("b", 9));
+                        Some((*seq, p.part, p.sockets.len()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        // A window smaller than one part still gets one part, paused.
+        ask(0, 1).await;
+        let first = window(&mut members).await;
+        let first = snapshot(&first);
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].0, first[0].1), (40, 0));
+        // A socket connects before the next window: its event (41) comes first, and the
+        // snapshot goes on at the sequence it was cut at.
+        conns.push(a.socket());
+        ask(1, 2 * MAX as u64).await;
+        let second = window(&mut members).await;
+        assert!(
+            matches!(second[0], (41, Some(member_message::Body::Connect(_)))),
+            "{second:?}"
+        );
+        let second = snapshot(&second);
+        assert!(!second.is_empty() && second.len() <= 2, "{second:?}");
+        assert!(second.iter().all(|(seq, _, _)| *seq == 40), "{second:?}");
+        assert_eq!(second[0].1, 1);
+        // The rest at once; every socket of the cut, not the later one.
+        let next = second.last().unwrap().1 + 1;
+        ask(next, u64::MAX).await;
+        let rest = snapshot(&window(&mut members).await);
+        let count: usize = [first, second, rest].iter().flatten().map(|p| p.2).sum();
+        assert_eq!(count, 40);
+        // Asked again for a window it no longer keeps: a new cut, from part 0.
+        ask(next, u64::MAX).await;
+        let again = snapshot(&window(&mut members).await);
+        assert_eq!((again[0].0, again[0].1), (41, 0));
+        assert_eq!(again.iter().map(|p| p.2).sum::<usize>(), 41);
     }
 
     #[tokio::test]
@@ -2390,17 +2623,7 @@ mod tests {
     #[tokio::test]
     async fn snapshot_parts_fit_the_bus_payload_whatever_the_sessions_carry() {
         const MAX: usize = 16 * 1024;
-        let hub = Hub::with_max_payload(MAX);
-        let broker = hub.client();
-        let subjects = Subjects::new("t").unwrap();
-        let mut members = broker.subscribe(subjects.all_members()).await.unwrap();
-        let a = node(&hub, "a", vec![]).await;
-        snapshot_messages(&mut members).await;
-        let mut headers = http::HeaderMap::new();
-        let big = "x".repeat(400 * 1024);
-        for name in HEADERS {
-            headers.insert(name, big.parse().unwrap());
-        }
+        let (_hub, broker, subjects, mut members, a, headers) = bounded_node(MAX, 400 * 1024).await;
         let mut ids = Vec::new();
         let mut conns = Vec::new();
         for _ in 0..12 {
