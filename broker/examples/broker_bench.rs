@@ -31,7 +31,8 @@
 //! subscription buffer and drop (then ask for snapshots), which is not a capacity but a failure
 //! mode; so publishing pauses while published − applied exceeds the window (read from the
 //! broker's `/metrics`). Any sequence gap, slow-consumer drop or malformed message is a problem
-//! (exit 1). Output: a table on stderr and one JSON line on stdout. Exit: 0 ok, 1 problems, 2
+//! (exit 1), and so is a directory that does not hold exactly the sockets connected (its gauge
+//! after each phase, Stats at the queries). Output: a table on stderr and one JSON line on stdout. Exit: 0 ok, 1 problems, 2
 //! set-up failed.
 
 use std::io::{BufRead as _, BufReader};
@@ -635,13 +636,18 @@ impl Bench {
 
     /// Publishes `count` events made by `make` (gateway index → body), paced at `--rate` and
     /// the window; returns when the broker has applied them all: (wall seconds, broker CPU s,
-    /// counters before, counters after).
+    /// counters before, counters after). `connects`: the events connect sockets `connected..`
+    /// in order, and a snapshot cut meanwhile must hold the ones published so far (it is cut at
+    /// the gateway's current sequence number: without them the broker, rightly, drops sockets
+    /// it had applied).
     async fn phase(
         &mut self,
         broker: &BrokerProc,
         count: usize,
+        connects: bool,
         mut make: impl FnMut(usize) -> (usize, pb::member_message::Body),
     ) -> Result<(f64, f64, Counters, Counters)> {
+        let first = self.connected;
         let before = scrape(&broker.http).await?;
         let cpu0 = broker.cpu_s();
         let start = Instant::now();
@@ -670,6 +676,9 @@ impl Bench {
                 let (g, body) = make(sent);
                 self.gws[g].publish(body).await?;
                 sent += 1;
+            }
+            if connects {
+                self.connected = first + sent;
             }
             tokio::task::yield_now().await;
         }
@@ -925,9 +934,7 @@ async fn run(args: Args) -> Result<bool> {
     let (wall_c, cpu_c, before_c, after_c) = {
         let w = bench.w;
         let infos = move |i: usize| (i % w.gateways, pb::member_message::Body::Connect(w.info(i)));
-        let r = bench.phase(&broker, n, infos).await?;
-        bench.connected = n;
-        r
+        bench.phase(&broker, n, true, infos).await?
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss1 = broker.rss_bytes();
@@ -950,7 +957,7 @@ async fn run(args: Args) -> Result<bool> {
             };
             (i % gateways, body)
         };
-        bench.phase(&broker, churn, make).await?
+        bench.phase(&broker, churn, false, make).await?
     };
 
     eprintln!("churned {churn} events in {wall_j:.2} s, broker CPU {cpu_j:.2} s");
@@ -995,7 +1002,12 @@ async fn run(args: Args) -> Result<bool> {
     let presence_j = after_j.presence - before_j.presence;
     let per_core = |e: u64, cpu: f64| if cpu > 0.0 { e as f64 / cpu } else { 0.0 };
     let mem_per_socket = rss1.saturating_sub(rss0) as f64 / n as f64;
-    let problems = end.gaps + end.drops + end.malformed + after_j.gaps + after_j.drops;
+    // The directory must hold exactly the sockets connected, after each phase and at the
+    // queries (a socket lost or invented is a problem, not a capacity).
+    let held = [after_c.sockets, after_j.sockets, stats.items as u64];
+    let miscount = held.iter().any(|&h| h != n as u64);
+    let problems =
+        end.gaps + end.drops + end.malformed + after_j.gaps + after_j.drops + u64::from(miscount);
     let ok = problems == 0 && restart_problem.is_none();
     eprintln!(
         "connect: {events_c} events in {wall_c:.2} s wall, {cpu_c:.2} broker CPU s: {:.0} events/CPU s, {:.0}/s wall",
@@ -1029,7 +1041,13 @@ async fn run(args: Args) -> Result<bool> {
     if let Some(p) = &restart_problem {
         eprintln!("PROBLEM: {p}");
     }
-    if problems > 0 {
+    if miscount {
+        eprintln!(
+            "PROBLEM: the broker held {} sockets after connecting, {} after the churn and {} at the queries, of {n}",
+            held[0], held[1], held[2]
+        );
+    }
+    if problems > u64::from(miscount) {
         eprintln!(
             "PROBLEM: {} sequence gaps, {} slow-consumer drops, {} malformed",
             end.gaps + after_j.gaps,

@@ -196,7 +196,7 @@ fn ids(broker: &Broker) -> BTreeSet<String> {
         .directory()
         .lock()
         .sockets()
-        .map(|s| s.id.clone())
+        .map(|s| s.id().to_owned())
         .collect()
 }
 
