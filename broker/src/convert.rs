@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use switchboard_proto::bus;
 
+use crate::snapshot;
 use crate::state::{
     Change, Handshake, MAX_WINDOW, MemberEvent, PID_HASH_BYTES, PresenceFlags, Recovery,
     SocketRecord,
@@ -35,6 +36,22 @@ pub fn recovery_info(recovery: &Recovery) -> bus::Recovery {
     bus::Recovery {
         pid_hash: recovery.pid_hash.clone().into(),
         window_ms: u64::try_from(recovery.window.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// A snapshot part of gateway `node`, sent at (`epoch`, `seq`), as the assembler takes it.
+pub fn snapshot_part(node: &str, epoch: u64, seq: u64, part: bus::SnapshotPart) -> snapshot::Part {
+    snapshot::Part {
+        epoch,
+        seq,
+        request_id: part.request_id,
+        part: part.part,
+        last: part.last,
+        sockets: part
+            .sockets
+            .into_iter()
+            .map(|s| socket_record(node, s))
+            .collect(),
     }
 }
 

@@ -640,19 +640,7 @@ impl Worker {
             return;
         }
         let first = part.part == 0;
-        let sockets = part
-            .sockets
-            .into_iter()
-            .map(|s| convert::socket_record(&node, s))
-            .collect();
-        let part = snapshot::Part {
-            epoch,
-            seq,
-            request_id: part.request_id,
-            part: part.part,
-            last: part.last,
-            sockets,
-        };
+        let part = convert::snapshot_part(&node, epoch, seq, part);
         let request_id = part.request_id;
         match self.assembler.part(&node, part) {
             Outcome::Pending => {

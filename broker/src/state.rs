@@ -749,7 +749,7 @@ fn fit(s: &str) -> (&str, u32) {
 }
 
 /// The handshake values most sockets share, interned together.
-#[derive(Debug, Hash, PartialEq, Eq)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct Shared {
     headers: Vec<(String, String)>,
     query: String,
@@ -1747,10 +1747,9 @@ impl Directory {
             claims_json,
             connected_at_ms,
         } = handshake;
-        let shared = self.shared.intern(&Shared { headers, query }, |s| Shared {
-            headers: s.headers.clone(),
-            query: s.query.clone(),
-        });
+        let shared = self
+            .shared
+            .intern(&Shared { headers, query }, Shared::clone);
         let entry = self.sockets.get_mut(slot).expect("looked up above");
         let old_shared = std::mem::replace(&mut entry.shared, shared);
         entry.set_text(&address, &claims_json, &data_json);
@@ -1810,10 +1809,9 @@ impl Directory {
             connected_at_ms,
         } = handshake;
         let ns_id = self.ns_names.intern(ns.as_str(), |s| Box::from(s));
-        let shared = self.shared.intern(&Shared { headers, query }, |s| Shared {
-            headers: s.headers.clone(),
-            query: s.query.clone(),
-        });
+        let shared = self
+            .shared
+            .intern(&Shared { headers, query }, Shared::clone);
         let (text, [id_len, address_len, claims_len], null_data) =
             pack(&id, &address, &claims_json, &data_json);
         let slot = self.sockets.insert(Entry {

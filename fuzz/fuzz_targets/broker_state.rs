@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use switchboard_broker::convert;
-use switchboard_broker::snapshot::{self, Assembler, Outcome};
+use switchboard_broker::snapshot::{Assembler, Outcome};
 use switchboard_broker::state::{
     Change, Claim, Directory, Reason, ReserveError, Reserved, Selector, SocketState,
 };
@@ -280,19 +280,7 @@ impl World {
         };
         match body {
             Body::Snapshot(part) => {
-                let sockets = part
-                    .sockets
-                    .into_iter()
-                    .map(|s| convert::socket_record(node, s))
-                    .collect();
-                let part = snapshot::Part {
-                    epoch,
-                    seq,
-                    request_id: part.request_id,
-                    part: part.part,
-                    last: part.last,
-                    sockets,
-                };
+                let part = convert::snapshot_part(node, epoch, seq, part);
                 if let Outcome::Complete {
                     epoch,
                     seq,
