@@ -18,7 +18,7 @@
 //! [`RebuildConfig::budget_bytes`] of parts in flight. While a node's paced snapshot (taken at
 //! sequence S) is arriving, that node's membership events (sequence > S, published between the
 //! windows) are held back, and applied in order right after the snapshot; held events past
-//! [`MAX_HELD_EVENTS`] give the snapshot up instead (they are applied, the gap asks again).
+//! [`RebuildConfig::max_held_events`] give the snapshot up instead (they are applied, the gap asks again).
 //!
 //! Gaps are not guessed from queueing: a heartbeat is applied only after every membership message
 //! already received has been (the membership subscription is drained first; a gateway publishes
@@ -61,8 +61,8 @@ pub const MAX_RECOVER_REQUEST_BYTES: usize = 1024;
 /// The sessions tick: kept sessions' windows, claims' leases and takeovers' deadlines are checked
 /// this often (or more often, for a takeover timeout under 2 s).
 const SESSIONS_TICK: Duration = Duration::from_secs(1);
-/// Membership events of one node held back while its paced snapshot arrives; past this the
-/// snapshot is given up (the events are applied, and the gap asks again).
+/// Membership events of one node held back while its paced snapshot arrives, by default; past
+/// this the snapshot is given up (the events are applied, and the gap asks again).
 pub const MAX_HELD_EVENTS: usize = 100_000;
 /// Membership messages applied ahead of one heartbeat at most; past this the heartbeat renews
 /// the lease but its sequence number is not compared (the subscription was not drained).
@@ -77,12 +77,18 @@ pub struct RebuildConfig {
     /// Snapshot bytes asked of the gateways and not yet received, at most (raised to one bus
     /// payload if smaller: a gateway always sends at least one part).
     pub budget_bytes: usize,
+    /// Membership events of one node held back while its paced snapshot arrives, at most
+    /// ([`MAX_HELD_EVENTS`] by default); one more gives the snapshot up (the held events are
+    /// applied, and the gap asks again), so a node that keeps publishing cannot make the
+    /// broker hold an unbounded queue.
+    pub max_held_events: usize,
 }
 
 impl Default for RebuildConfig {
     fn default() -> Self {
         Self {
             budget_bytes: snapshot::DEFAULT_BUDGET_BYTES,
+            max_held_events: MAX_HELD_EVENTS,
         }
     }
 }
@@ -242,6 +248,7 @@ impl Broker {
             assembler: Assembler::new(),
             pacer,
             held: HashMap::new(),
+            max_held: rebuild.max_held_events,
             synced: HashSet::new(),
             rebuild_since: None,
             stall: (cfg.heartbeat * 4).max(MIN_STALL),
@@ -408,6 +415,8 @@ struct Worker {
     pacer: Pacer,
     /// Events held back per node while its paced snapshot arrives.
     held: HashMap<String, Held>,
+    /// The most events held for one node ([`RebuildConfig::max_held_events`]).
+    max_held: usize,
     /// Nodes whose full state arrived since the last resync; any other node heard from is
     /// queued for a snapshot.
     synced: HashSet<String>,
@@ -553,7 +562,7 @@ impl Worker {
                 // While the node's paced snapshot arrives, its events (after the snapshot's
                 // sequence number) wait for it.
                 let event = match self.held.get_mut(&node) {
-                    Some(held) if held.epoch == epoch && held.events.len() < MAX_HELD_EVENTS => {
+                    Some(held) if held.epoch == epoch && held.events.len() < self.max_held => {
                         held.events.push((seq, event, kind));
                         return;
                     }

@@ -211,6 +211,7 @@ async fn start_broker(url: &str, id: &str) -> (Broker, Bus) {
     };
     let rebuild = RebuildConfig {
         budget_bytes: BUDGET_BYTES,
+        ..RebuildConfig::default()
     };
     let broker = Broker::start_tuned(bus.clone(), cfg, RecoveryConfig::default(), rebuild)
         .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use serde_json::json;
-use switchboard_broker::{Broker, BrokerConfig, LeaderMode};
+use switchboard_broker::{Broker, BrokerConfig, LeaderMode, RebuildConfig, RecoveryConfig};
 use switchboard_bus::{Bus, BusError, Hub, Subscription};
 use switchboard_proto::Message as _;
 use switchboard_proto::bus::{self, member_message::Body, presence_event::Kind};
@@ -399,6 +399,64 @@ async fn a_rejoined_node_is_asked_for_a_paced_snapshot() {
     assert_eq!((request.broker.as_str(), request.from_part), ("b1", 0));
     assert!(request.window_bytes > 0, "a paced request");
     gw.repair_with(&broker, request.request_id, "gw1.b").await;
+    broker.shutdown().await;
+}
+
+/// A node that keeps publishing while its paced snapshot arrives cannot make the broker hold its
+/// events without bound: the event past `max_held_events` gives the snapshot up, what was held
+/// is applied at once, and the node's next heartbeat gets it asked again.
+#[tokio::test]
+async fn events_held_past_the_limit_give_the_paced_snapshot_up() {
+    let hub = Hub::new();
+    // A stall (four heartbeat intervals) far longer than any wait here: only the limit can
+    // release the held events in time.
+    let cfg = BrokerConfig {
+        heartbeat: WAIT,
+        ..config("b1", LeaderMode::Always)
+    };
+    let rebuild = RebuildConfig {
+        max_held_events: 8,
+        ..RebuildConfig::default()
+    };
+    let broker = Broker::start_tuned(hub.client(), cfg, RecoveryConfig::default(), rebuild)
+        .await
+        .expect("broker starts");
+    let mut gw = Gateway::new(&hub, "gw1", 1);
+    let mut requests = gw.snapshot_requests().await;
+    gw.heartbeat().await;
+    let first: bus::SnapshotRequest = recv(&mut requests, "a paced snapshot request").await;
+    assert!(first.window_bytes > 0, "a paced request");
+    // The snapshot's first window (as of sequence 0); the rest would wait to be asked for.
+    let window = |request_id, last, sockets| {
+        Body::Snapshot(bus::SnapshotPart {
+            part: 0,
+            last,
+            paused: !last,
+            sockets,
+            request_id,
+            broker: "b1".to_owned(),
+        })
+    };
+    let s = |id: &str| socket(id, "/", None, &[], false);
+    gw.send_at(0, window(first.request_id, false, vec![s("gw1.s")]))
+        .await;
+    let next: bus::SnapshotRequest = recv(&mut requests, "the next window's request").await;
+    assert_eq!((next.request_id, next.from_part), (first.request_id, 1));
+    // Nine events meanwhile: eight are held, the ninth gives the snapshot up.
+    let mut ids: Vec<String> = (0..9).map(|i| format!("gw1.e{i}")).collect();
+    for id in &ids {
+        gw.connect(s(id)).await;
+    }
+    wait_until("the held events applied", || socket_ids(&broker) == ids).await;
+    gw.heartbeat().await;
+    let again: bus::SnapshotRequest = recv(&mut requests, "the snapshot asked again").await;
+    assert!(again.request_id > first.request_id, "a new request");
+    assert_eq!(again.from_part, 0, "from the start");
+    ids.push("gw1.s".to_owned());
+    let whole = ids.iter().map(|id| s(id)).collect();
+    gw.send_at(gw.seq, window(again.request_id, true, whole))
+        .await;
+    wait_until("the whole state", || socket_ids(&broker) == ids).await;
     broker.shutdown().await;
 }
 

@@ -124,6 +124,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let rebuild = RebuildConfig {
         budget_bytes: settings.broker.snapshot_budget_bytes,
+        ..RebuildConfig::default()
     };
     let broker = match Broker::start_tuned(bus.clone(), cfg, RecoveryConfig::default(), rebuild)
         .await
