@@ -8,8 +8,9 @@
 //! it (`convert::member_event`) and apply it to a [`Directory`]. With `--presence` it also turns
 //! every change into its presence event and encodes it (`convert::presence_event`), as the
 //! leading broker does before each publish (the publish itself is not included). Last, it walks
-//! the namespace in FetchSockets pages of 10 000 (select, summarise, encode the response, as the
-//! gRPC handler does) and the rooms in Rooms pages of 10 000, timing each page (wall clock).
+//! the namespace in FetchSockets pages of 10 000 (select, and encode the response from the
+//! directory's views with `page::fetch_sockets`, as the gRPC handler does; then again through a
+//! prost message of owned strings, as the HTTP API's handler does) and the rooms in Rooms pages of 10 000, timing each page (wall clock).
 //!
 //! Output: events per CPU second for each phase, and the bytes the directory holds per socket
 //! (jemalloc's `stats.allocated` after the connect phase minus before, each read after flushing
@@ -21,7 +22,7 @@
 use std::time::Instant;
 
 use switchboard_broker::state::{Applied, Directory, Selector};
-use switchboard_broker::{convert, grpc};
+use switchboard_broker::{convert, grpc, page};
 use switchboard_proto::Message as _;
 use switchboard_proto::admin as api;
 use switchboard_proto::bus as pb;
@@ -220,20 +221,32 @@ fn main() -> Result<(), Error> {
         ns: "/chat".into(),
         ..Selector::default()
     };
-    let mut bytes = 0;
-    let (p50, p99, max, n) = pages(|after| {
-        let page = dir.select(&sel, after.as_deref(), PAGE);
-        let response = api::FetchSocketsResponse {
-            sockets: page.items.iter().map(grpc::summary).collect(),
-            next_page_token: page.next.clone().unwrap_or_default(),
-            total: dir.count(&sel) as u64,
-        };
-        bytes = bytes.max(response.encode_to_vec().len());
-        page.next
-    });
-    println!(
-        "FetchSockets {n} pages of {PAGE}: wall time per page p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({bytes} B a page)"
-    );
+    // As the gRPC route sends it (encoded from the views), and as the `Admin` trait builds it
+    // for the HTTP API (a prost message of owned strings, then encoded).
+    for how in ["encoded", "prost"] {
+        let mut bytes = 0;
+        let (p50, p99, max, n) = pages(|after| {
+            let page = dir.select(&sel, after.as_deref(), PAGE);
+            let next = page.next.clone().unwrap_or_default();
+            let total = dir.count(&sel) as u64;
+            let len = if how == "encoded" {
+                page::fetch_sockets(&page.items, &next, total).0.len()
+            } else {
+                api::FetchSocketsResponse {
+                    sockets: page.items.iter().map(grpc::summary).collect(),
+                    next_page_token: next,
+                    total,
+                }
+                .encode_to_vec()
+                .len()
+            };
+            bytes = bytes.max(len);
+            page.next
+        });
+        println!(
+            "FetchSockets {n} pages of {PAGE} ({how}): wall time per page p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms ({bytes} B a page)"
+        );
+    }
     let (p50, p99, max, n) = pages(|after| dir.rooms("/chat", "", after.as_deref(), PAGE).next);
     println!(
         "Rooms        {n} pages of {PAGE}: wall time per page p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"

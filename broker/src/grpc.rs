@@ -80,6 +80,25 @@ impl AdminService {
         self.directory.lock()
     }
 
+    /// A FetchSockets page, handed to `f` as the sockets, the next page token and the number of
+    /// sockets matched in all, under the directory's lock.
+    fn fetch_page<T>(
+        &self,
+        req: pb::FetchSocketsRequest,
+        f: impl FnOnce(&[Socket<'_>], String, u64) -> T,
+    ) -> Result<T, Status> {
+        let sel = selector(req.selector)?;
+        let limit = page_size(req.page_size)?;
+        let after = page_token(&req.page_token)?;
+        let dir = self.dir();
+        let page = dir.select(&sel, after, limit);
+        Ok(f(
+            &page.items,
+            next_token(page.next),
+            dir.count(&sel) as u64,
+        ))
+    }
+
     /// The ids and nodes of the sockets `sel` matches, in id order.
     fn resolve(&self, sel: &Selector) -> Vec<(String, String)> {
         self.dir()
@@ -535,17 +554,14 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::FetchSocketsRequest>,
     ) -> Result<Response<pb::FetchSocketsResponse>, Status> {
-        let req = request.into_inner();
-        let sel = selector(req.selector)?;
-        let limit = page_size(req.page_size)?;
-        let after = page_token(&req.page_token)?;
-        let dir = self.dir();
-        let page = dir.select(&sel, after, limit);
-        Ok(Response::new(pb::FetchSocketsResponse {
-            sockets: page.items.iter().map(summary).collect(),
-            next_page_token: next_token(page.next),
-            total: dir.count(&sel) as u64,
-        }))
+        self.fetch_page(request.into_inner(), |sockets, next_page_token, total| {
+            pb::FetchSocketsResponse {
+                sockets: sockets.iter().map(summary).collect(),
+                next_page_token,
+                total,
+            }
+        })
+        .map(Response::new)
     }
 
     type StreamSocketsStream = SocketStream;
@@ -1054,7 +1070,10 @@ pub async fn serve(
             AnyKey(opts.keys.clone()),
         ))
         .add_service(Guarded {
-            inner: AdminServer::new(service),
+            inner: Routed {
+                server: AdminServer::new(service.clone()),
+                service,
+            },
             keys: opts.keys.clone(),
         })
         .serve_with_incoming_shutdown(
@@ -1226,6 +1245,73 @@ where
             };
             Ok(HttpResponse::from_parts(parts, body))
         })
+    }
+}
+
+/// FetchSockets' gRPC route: the call's path.
+const FETCH_SOCKETS_PATH: &str = "/switchboard.admin.v1.Admin/FetchSockets";
+
+/// The Admin service as served over gRPC: FetchSockets answers with a page encoded straight from
+/// the directory's views ([`crate::page`]: no copy of each socket's strings into a prost message);
+/// every other call, and FetchSockets through the [`Admin`] trait (the HTTP API's JSON), goes
+/// to the generated server.
+#[derive(Clone)]
+struct Routed {
+    server: AdminServer<AdminService>,
+    service: AdminService,
+}
+
+impl tonic::server::NamedService for Routed {
+    const NAME: &'static str = <AdminServer<AdminService> as tonic::server::NamedService>::NAME;
+}
+
+impl<B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for Routed
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<HttpResponse, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tonic::codegen::Service::<tonic::codegen::http::Request<B>>::poll_ready(
+            &mut self.server,
+            cx,
+        )
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<B>) -> Self::Future {
+        if req.uri().path() != FETCH_SOCKETS_PATH {
+            return self.server.call(req);
+        }
+        let method = FetchEncoded(self.service.clone());
+        Box::pin(async move {
+            let codec =
+                tonic_prost::ProstCodec::<crate::page::Encoded, pb::FetchSocketsRequest>::default();
+            Ok(tonic::server::Grpc::new(codec).unary(method, req).await)
+        })
+    }
+}
+
+/// FetchSockets answered with [`crate::page::fetch_sockets`].
+struct FetchEncoded(AdminService);
+
+impl tonic::server::UnaryService<pb::FetchSocketsRequest> for FetchEncoded {
+    type Response = crate::page::Encoded;
+    type Future = std::future::Ready<Result<Response<crate::page::Encoded>, Status>>;
+
+    fn call(&mut self, request: Request<pb::FetchSocketsRequest>) -> Self::Future {
+        std::future::ready(
+            self.0
+                .fetch_page(request.into_inner(), |sockets, next, total| {
+                    crate::page::fetch_sockets(sockets, &next, total)
+                })
+                .map(Response::new),
+        )
     }
 }
 

@@ -8,6 +8,8 @@
 //! go through protobuf encode → decode (which must give them back unchanged); some are arbitrary
 //! bytes instead. After every operation the directory's invariants hold
 //! (`Directory::check_invariants`), every change converts to its presence event, and:
+//! - a FetchSockets page encoded from the views (`broker/src/page.rs`) is byte for byte what
+//!   prost encodes for the same sockets' summaries;
 //! - a reservation that joins leaves the room within its capacity, one refused as full found
 //!   the room at it, and a socket only joins rooms of its own namespace;
 //! - a node that leaves with its current epoch holds no sockets afterwards;
@@ -247,6 +249,14 @@ impl World {
             };
             let listed: Vec<_> = self.dir.matching(&sel).collect();
             assert_eq!(self.dir.count(&sel), listed.len());
+            // FetchSockets' page, written from the views, is what prost writes for it.
+            let page = switchboard_broker::page::fetch_sockets(&listed, "after:x", 7);
+            let expected = switchboard_proto::admin::FetchSocketsResponse {
+                sockets: listed.iter().map(switchboard_broker::grpc::summary).collect(),
+                next_page_token: "after:x".to_owned(),
+                total: 7,
+            };
+            assert_eq!(page.0, expected.encode_to_vec());
             for rec in listed {
                 assert_eq!(self.dir.state(rec.id()), Some(SocketState::Connected));
             }
