@@ -756,18 +756,21 @@ impl Cluster {
         if msg.subject == subjects.resync() {
             // A paced broker only wants to hear from this node now (it asks for the snapshot
             // when its turn comes); an older one wants the snapshot at once.
-            if pb::ResyncRequest::decode(msg.payload).is_ok_and(|r| r.announce) {
-                self.heartbeat();
-            } else {
-                self.send_snapshot(0, "resync");
+            match pb::ResyncRequest::decode(msg.payload) {
+                Ok(r) if r.announce => self.heartbeat(),
+                Ok(_) => self.send_snapshot(0, "resync"),
+                Err(_) => ::metrics::counter!(m::BUS_MALFORMED).increment(1),
             }
             return;
         }
         if subjects.snapshot(node).is_ok_and(|s| s == msg.subject) {
+            // Undecodable bytes are not a request: the whole snapshot at once is what the
+            // paced rebuild exists to avoid, so they are counted and dropped (a broker whose
+            // request goes unanswered asks again).
             match pb::SnapshotRequest::decode(msg.payload) {
                 Ok(req) if req.window_bytes > 0 => self.send_window(&req),
                 Ok(req) => self.send_snapshot(req.request_id, "request"),
-                Err(_) => self.send_snapshot(0, "request"),
+                Err(_) => ::metrics::counter!(m::BUS_MALFORMED).increment(1),
             }
             return;
         }
@@ -2443,6 +2446,61 @@ mod tests {
         let mut rooms = part.sockets[0].rooms.clone();
         rooms.sort();
         assert_eq!(rooms, vec!["r1".to_owned(), "r2".to_owned()]);
+    }
+
+    /// Bytes on the snapshot or resync subject that do not decode are dropped, not answered with
+    /// a whole unpaced snapshot.
+    #[tokio::test]
+    async fn undecodable_snapshot_and_resync_requests_get_no_snapshot() {
+        let hub = Hub::new();
+        let broker = hub.client();
+        let subjects = Subjects::new("t").unwrap();
+        let mut members = broker.subscribe(subjects.all_members()).await.unwrap();
+        let a = node(&hub, "a", vec![]).await;
+        next_member(&mut members).await; // the start snapshot
+        let mut beats = broker
+            .subscribe(subjects.heartbeat("a").unwrap())
+            .await
+            .unwrap();
+        let garbage = Bytes::from_static(&[0xff]);
+        for subject in [subjects.snapshot("a").unwrap(), subjects.resync()] {
+            broker.publish(subject, garbage.clone()).await.unwrap();
+        }
+        // A paced broker's resync after the garbage: its answer (a heartbeat, no snapshot) says
+        // the garbage before it was handled.
+        let announce = pb::ResyncRequest {
+            announce: true,
+            ..Default::default()
+        };
+        broker
+            .publish(subjects.resync(), Bytes::from(announce.encode_to_vec()))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), beats.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let request = pb::SnapshotRequest {
+            broker: "x".into(),
+            request_id: 9,
+            ..Default::default()
+        };
+        broker
+            .publish(
+                subjects.snapshot("a").unwrap(),
+                Bytes::from(request.encode_to_vec()),
+            )
+            .await
+            .unwrap();
+        let answer = next_member(&mut members).await;
+        let Some(member_message::Body::Snapshot(part)) = answer.body else {
+            panic!("a snapshot expected: {answer:?}");
+        };
+        assert_eq!(
+            part.request_id, 9,
+            "the first snapshot answers the valid request"
+        );
+        drop(a);
     }
 
     /// The member messages up to and including the last part of the next snapshot.
