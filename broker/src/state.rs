@@ -657,7 +657,23 @@ pub struct Directory {
     takeovers: BTreeMap<String, (String, Instant)>,
     /// Settled takeovers not yet taken by the caller.
     grants: Vec<Grant>,
+    /// `Some` while a snapshot loads new sockets: their ordered-set insertions, made at its end.
+    bulk: Option<Bulk>,
     hasher: Hasher,
+}
+
+/// The ordered-set insertions of new sockets during a snapshot, made once per set at its end
+/// ([`SortedIds::extend`]: a sort and a merge instead of a binary insertion per socket per set).
+/// While it is pending those sets lack the new slots, so nothing but [`Directory::insert_socket`]
+/// and [`Directory::join_room`] of new sockets runs before [`Directory::flush`].
+#[derive(Debug, Default)]
+struct Bulk {
+    /// Namespace id → new socket slots.
+    sockets: HashMap<u32, Vec<u32>>,
+    /// Namespace id → new room slots.
+    rooms: HashMap<u32, Vec<u32>>,
+    /// Room slot → new member socket slots.
+    members: HashMap<u32, Vec<u32>>,
 }
 
 /// No user (`Entry::user`).
@@ -890,6 +906,7 @@ impl Directory {
             pids: HashMap::new(),
             takeovers: BTreeMap::new(),
             grants: Vec::new(),
+            bulk: None,
             hasher: Hasher::default(),
         }
     }
@@ -1001,9 +1018,17 @@ impl Directory {
             .collect();
         vanished.sort_unstable();
         // Upserts before removals, so a user whose socket was replaced does not flap offline.
+        // New sockets (all of them in a rebuild) are bulk-loaded; anything else flushes first.
         for rec in incoming.into_values() {
-            self.upsert(rec, true, &mut changes);
+            if self.slot(&rec.id).is_none() {
+                self.bulk.get_or_insert_default();
+                self.insert_socket(rec, &mut changes);
+            } else {
+                self.flush();
+                self.upsert(rec, true, &mut changes);
+            }
         }
+        self.flush();
         for id in &vanished {
             if let Some(slot) = self.slot(id) {
                 self.remove_socket(slot, &Reason::Resync, &mut changes);
@@ -1844,7 +1869,12 @@ impl Directory {
             }
         }
         let space = self.namespaces.entry(ns_id).or_default();
-        space.sockets.insert(slot, id_of(&self.sockets));
+        match &mut self.bulk {
+            Some(bulk) => bulk.sockets.entry(ns_id).or_default().push(slot),
+            None => {
+                space.sockets.insert(slot, id_of(&self.sockets));
+            }
+        }
         if let Some(user) = user {
             let online = self.add_to_user(slot, ns_id, &user);
             if online {
@@ -1979,6 +2009,28 @@ impl Directory {
         self.shared.release(shared);
     }
 
+    /// Makes the ordered-set insertions of a bulk load, once per set, and ends it.
+    fn flush(&mut self) {
+        let Some(bulk) = self.bulk.take() else {
+            return;
+        };
+        for (ns, slots) in bulk.sockets {
+            if let Some(space) = self.namespaces.get_mut(&ns) {
+                space.sockets.extend(slots, id_of(&self.sockets));
+            }
+        }
+        for (ns, rooms) in bulk.rooms {
+            if let Some(space) = self.namespaces.get_mut(&ns) {
+                space.rooms.extend(rooms, name_of(&self.rooms));
+            }
+        }
+        for (r, slots) in bulk.members {
+            if let Some(room) = self.rooms.get_mut(r) {
+                room.members.extend(slots, id_of(&self.sockets));
+            }
+        }
+    }
+
     /// Forgets an empty (namespace, user) record.
     fn drop_user(&mut self, user: u32) {
         let Some(entry) = self.users.remove(user) else {
@@ -2028,8 +2080,13 @@ impl Directory {
                             .get(o)
                             .map_or(0, |e| hasher.hash_one((e.ns, &*e.name)))
                     });
-                if let Some(space) = self.namespaces.get_mut(&ns) {
-                    space.rooms.insert(r, name_of(&self.rooms));
+                match &mut self.bulk {
+                    Some(bulk) => bulk.rooms.entry(ns).or_default().push(r),
+                    None => {
+                        if let Some(space) = self.namespaces.get_mut(&ns) {
+                            space.rooms.insert(r, name_of(&self.rooms));
+                        }
+                    }
                 }
                 r
             }
@@ -2042,8 +2099,13 @@ impl Directory {
         entry.rooms = list.into_boxed_slice();
         let (user, presence) = (entry.user, entry.presence);
         let id = id_of(&self.sockets);
-        if let Some(room_entry) = self.rooms.get_mut(r) {
-            room_entry.members.insert(slot, id);
+        match &mut self.bulk {
+            Some(bulk) => bulk.members.entry(r).or_default().push(slot),
+            None => {
+                if let Some(room_entry) = self.rooms.get_mut(r) {
+                    room_entry.members.insert(slot, id);
+                }
+            }
         }
         let ns_name = self.ns_name(ns).to_owned();
         let socket = id(slot).to_owned();
@@ -4580,5 +4642,162 @@ mod tests {
         feed.dir.check_invariants();
         assert!(applied.changes.is_empty());
         assert_eq!(feed.dir.socket("a.1").map(|r| r.node()), Some("b"));
+    }
+
+    /// Every query's answer, for comparing two directories.
+    fn answers(dir: &Directory) -> Vec<String> {
+        dir.check_invariants();
+        let mut out = Vec::new();
+        let mut records: Vec<SocketRecord> = dir.sockets().map(|s| s.to_record()).collect();
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        out.push(format!("{records:?}"));
+        let selectors = [
+            all("/chat"),
+            all("/other"),
+            Selector {
+                ns: "/chat".into(),
+                ..selector(&["all"], &[], &[], &[])
+            },
+            Selector {
+                ns: "/chat".into(),
+                ..selector(&["t1", "t2", "user:u7"], &["t2"], &[], &[])
+            },
+            Selector {
+                ns: "/chat".into(),
+                ..selector(&[], &["t3"], &[], &["u5", "u77", "u1"])
+            },
+        ];
+        for sel in &selectors {
+            out.push(format!("count {}", dir.count(sel)));
+            let mut after: Option<String> = None;
+            loop {
+                let page = dir.select(sel, after.as_deref(), 29);
+                let ids: Vec<&str> = page.items.iter().map(|s| s.id()).collect();
+                out.push(format!("{ids:?}"));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            for cursor in ["n1.", "n1.shared-prefix-0123456789-0", "n2.x", "zz"] {
+                let page = dir.select(sel, Some(cursor), 5);
+                let ids: Vec<&str> = page.items.iter().map(|s| s.id()).collect();
+                out.push(format!("{cursor} {ids:?} {:?}", page.next));
+            }
+        }
+        for prefix in ["", "user:u1", "t"] {
+            let mut after: Option<String> = None;
+            loop {
+                let page = dir.rooms("/chat", prefix, after.as_deref(), 41);
+                out.push(format!("{:?}", page.items));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        out.push(format!("{:?}", dir.rooms("/chat", "", Some("user:u2"), 7)));
+        for room in ["all", "t1", "user:u3", "none"] {
+            out.push(format!("{:?}", dir.room_members("/chat", room)));
+            out.push(format!("{:?}", dir.presence("/chat", room)));
+            out.push(format!("{}", dir.room_seats("/chat", room)));
+        }
+        for user in ["u5", "u0", "u299"] {
+            let ids: Vec<&str> = dir
+                .user_sockets(None, user)
+                .iter()
+                .map(|s| s.id())
+                .collect();
+            out.push(format!("{ids:?}"));
+        }
+        out.push(format!("{:?}", dir.stats()));
+        out
+    }
+
+    /// The records of node `n`'s sockets: ids sharing long prefixes, users spanning nodes, a
+    /// room of everyone (chunked members), a user room each (chunked room set).
+    fn node_records(n: usize, count: usize) -> Vec<SocketRecord> {
+        (0..count)
+            .map(|k| {
+                let global = n * count + k;
+                let mixed = (global as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) % 10_000;
+                let id = if k % 5 == 0 {
+                    format!("n{n}.x{mixed}")
+                } else {
+                    format!("n{n}.shared-prefix-0123456789-{mixed:04}")
+                };
+                let ns = if k % 50 == 49 { "/other" } else { "/chat" };
+                let user = format!("u{}", (global * 7) % 300);
+                let rooms = [
+                    format!("user:{user}"),
+                    "all".to_owned(),
+                    format!("t{}", k % 7),
+                ];
+                let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+                SocketRecord {
+                    node: format!("n{n}"),
+                    ..sock(&id, ns, (k % 11 != 0).then_some(user.as_str()), &rooms)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_bulk_loaded_snapshot_equals_its_events_one_by_one() {
+        let now = Instant::now();
+        let mut bulk = Directory::new(LEASE);
+        let mut events = Directory::new(LEASE);
+        let mut mixed = Directory::new(LEASE);
+        for n in 0..3 {
+            let mut records = node_records(n, 400);
+            let node = format!("n{n}");
+            // The snapshot applies in id order; so do the events here.
+            records.sort_by(|a, b| a.id.cmp(&b.id));
+            let seq = records.len() as u64;
+            let mut expected = Vec::new();
+            for (i, rec) in records.iter().enumerate() {
+                let applied = events.apply(
+                    &node,
+                    1,
+                    i as u64 + 1,
+                    MemberEvent::Connect(rec.clone()),
+                    now,
+                );
+                expected.extend(render(&applied.changes));
+            }
+            records.reverse();
+            let applied = bulk.snapshot(&node, 1, seq, records.clone(), now);
+            assert_eq!(render(&applied.changes), expected, "changes of {node}");
+            // The same state reached through a snapshot of half, then one of all: existing
+            // sockets go the one-by-one way, new ones the bulk way.
+            let half: Vec<SocketRecord> = records.iter().step_by(2).cloned().collect();
+            mixed.snapshot(&node, 1, seq / 2, half, now);
+            mixed.snapshot(&node, 1, seq, records, now);
+        }
+        let expected = answers(&events);
+        assert_eq!(answers(&bulk), expected);
+        assert_eq!(answers(&mixed), expected);
+        // Later events find the same structures.
+        let later = |dir: &mut Directory| {
+            let records = node_records(1, 400);
+            let mut seq = 400;
+            for (i, rec) in records.iter().enumerate().step_by(3) {
+                seq += 1;
+                let event = match i % 4 {
+                    0 => MemberEvent::Disconnect {
+                        id: rec.id.clone(),
+                        reason: "transport close".into(),
+                        recoverable: false,
+                    },
+                    1 => leave(&rec.id, "all"),
+                    2 => join(&rec.id, &format!("late{}", i % 13)),
+                    _ => leave(&rec.id, rec.rooms.iter().next().map_or("", String::as_str)),
+                };
+                dir.apply("n1", 1, seq, event, now);
+            }
+        };
+        later(&mut bulk);
+        later(&mut events);
+        assert_eq!(answers(&bulk), answers(&events));
     }
 }
