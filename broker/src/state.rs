@@ -659,6 +659,8 @@ pub struct Directory {
     grants: Vec<Grant>,
     /// `Some` while a snapshot loads new sockets: their ordered-set insertions, made at its end.
     bulk: Option<Bulk>,
+    /// The [`Shared`] interned last (a hint: it may have been dropped, or its id reused).
+    last_shared: Option<u32>,
     hasher: Hasher,
 }
 
@@ -907,6 +909,7 @@ impl Directory {
             takeovers: BTreeMap::new(),
             grants: Vec::new(),
             bulk: None,
+            last_shared: None,
             hasher: Hasher::default(),
         }
     }
@@ -997,32 +1000,26 @@ impl Directory {
         known.last_seq = seq;
         known.dirty = false;
         let held: Vec<u32> = known.sockets.iter().copied().collect();
-        let mut incoming: BTreeMap<String, SocketRecord> = BTreeMap::new();
-        for mut rec in sockets {
-            node.clone_into(&mut rec.node);
-            // A socket too large for one snapshot part comes in several: the first copy has
-            // its details, the others only add rooms.
-            match incoming.get_mut(&rec.id) {
-                Some(first) => first.rooms.append(&mut rec.rooms),
-                None => {
-                    incoming.insert(rec.id.clone(), rec);
-                }
-            }
-        }
+        let incoming = by_id(sockets, node);
         let id = id_of(&self.sockets);
         let mut vanished: Vec<String> = held
             .into_iter()
             .map(id)
-            .filter(|id| !incoming.contains_key(*id))
+            .filter(|id| {
+                incoming
+                    .binary_search_by(|rec| rec.id.as_str().cmp(id))
+                    .is_err()
+            })
             .map(str::to_owned)
             .collect();
         vanished.sort_unstable();
         // Upserts before removals, so a user whose socket was replaced does not flap offline.
         // New sockets (all of them in a rebuild) are bulk-loaded; anything else flushes first.
-        for rec in incoming.into_values() {
-            if self.slot(&rec.id).is_none() {
+        for rec in incoming {
+            let hash = self.hash_id(&rec.id);
+            if self.slot_hashed(&rec.id, hash).is_none() {
                 self.bulk.get_or_insert_default();
-                self.insert_socket(rec, &mut changes);
+                self.insert_socket(rec, hash, &mut changes);
             } else {
                 self.flush();
                 self.upsert(rec, true, &mut changes);
@@ -1468,9 +1465,14 @@ impl Directory {
     }
 
     fn slot(&self, id: &str) -> Option<u32> {
+        self.slot_hashed(id, self.hash_id(id))
+    }
+
+    /// [`Directory::slot`] with the id's hash ([`Directory::hash_id`]) already made.
+    fn slot_hashed(&self, id: &str, hash: u64) -> Option<u32> {
         let sockets = &self.sockets;
         self.ids
-            .find(self.hash_id(id), |&slot| id_of(sockets)(slot) == id)
+            .find(hash, |&slot| id_of(sockets)(slot) == id)
             .copied()
     }
 
@@ -1720,8 +1722,9 @@ impl Directory {
     /// `rec.node`) is resumed on `rec.node` with exactly `rec.rooms`, announcing only the
     /// differences.
     fn upsert(&mut self, rec: SocketRecord, mut exact: bool, changes: &mut Vec<Change>) {
-        let Some(slot) = self.slot(&rec.id) else {
-            self.insert_socket(rec, changes);
+        let hash = self.hash_id(&rec.id);
+        let Some(slot) = self.slot_hashed(&rec.id, hash) else {
+            self.insert_socket(rec, hash, changes);
             return;
         };
         if self.entry(slot).kept {
@@ -1754,7 +1757,8 @@ impl Directory {
         let entry = self.entry(slot);
         if self.ns_name(entry.ns) != rec.ns || self.user_name(entry.user) != rec.user.as_deref() {
             self.remove_socket(slot, &Reason::Resync, changes);
-            self.insert_socket(rec, changes);
+            let hash = self.hash_id(&rec.id);
+            self.insert_socket(rec, hash, changes);
             return;
         }
         let SocketRecord {
@@ -1772,9 +1776,7 @@ impl Directory {
             claims_json,
             connected_at_ms,
         } = handshake;
-        let shared = self
-            .shared
-            .intern(&Shared { headers, query }, Shared::clone);
+        let shared = self.intern_shared(Shared { headers, query });
         let entry = self.sockets.get_mut(slot).expect("looked up above");
         let old_shared = std::mem::replace(&mut entry.shared, shared);
         entry.set_text(&address, &claims_json, &data_json);
@@ -1808,8 +1810,9 @@ impl Directory {
         }
     }
 
-    /// Inserts a socket whose id is not present; its node must be registered.
-    fn insert_socket(&mut self, rec: SocketRecord, changes: &mut Vec<Change>) {
+    /// Inserts a socket whose id (of hash `hash`, [`Directory::hash_id`]) is not present; its
+    /// node must be registered.
+    fn insert_socket(&mut self, rec: SocketRecord, hash: u64, changes: &mut Vec<Change>) {
         let Some(node) = self.nodes.get(&rec.node) else {
             return;
         };
@@ -1834,9 +1837,7 @@ impl Directory {
             connected_at_ms,
         } = handshake;
         let ns_id = self.ns_names.intern(ns.as_str(), |s| Box::from(s));
-        let shared = self
-            .shared
-            .intern(&Shared { headers, query }, Shared::clone);
+        let shared = self.intern_shared(Shared { headers, query });
         let (text, [id_len, address_len, claims_len], null_data) =
             pack(&id, &address, &claims_json, &data_json);
         let slot = self.sockets.insert(Entry {
@@ -1855,7 +1856,6 @@ impl Directory {
             kept: false,
             null_data,
         });
-        let hash = self.hash_id(&id);
         let (sockets, hasher) = (&self.sockets, &self.hasher);
         self.ids
             .insert_unique(hash, slot, |&s| hasher.hash_one(id_of(sockets)(s)));
@@ -2007,6 +2007,21 @@ impl Directory {
         self.ns_names.release(ns);
         self.node_names.release(node);
         self.shared.release(shared);
+    }
+
+    /// Takes a reference on `shared`, interning it if new. Most sockets in a row have the same
+    /// handshake values (one browser build, one client): the last one interned is compared
+    /// first, which spares hashing the user agent.
+    fn intern_shared(&mut self, shared: Shared) -> u32 {
+        if let Some(last) = self.last_shared
+            && self.shared.resolve(last) == Some(&shared)
+        {
+            self.shared.retain(last);
+            return last;
+        }
+        let id = self.shared.intern(&shared, Shared::clone);
+        self.last_shared = Some(id);
+        id
     }
 
     /// Makes the ordered-set insertions of a bulk load, once per set, and ends it.
@@ -2276,6 +2291,27 @@ impl Directory {
         .filter(move |entry| !entry.kept && filter.admits(entry))
         .map(move |entry| Socket { dir: self, entry })
     }
+}
+
+/// A snapshot's records forced onto `node`, by id, each id once: a socket too large for one
+/// snapshot part comes in several, the first copy with its details, the others only adding rooms.
+fn by_id(mut sockets: Vec<SocketRecord>, node: &str) -> Vec<SocketRecord> {
+    // Sorts positions, not the records (a few hundred bytes each); stable, so copies keep their
+    // order.
+    let mut order: Vec<u32> = (0..u32::try_from(sockets.len()).unwrap_or(u32::MAX)).collect();
+    order.sort_by(|&a, &b| sockets[a as usize].id.cmp(&sockets[b as usize].id));
+    let mut out: Vec<SocketRecord> = Vec::with_capacity(order.len());
+    for at in order {
+        let mut rec = std::mem::replace(&mut sockets[at as usize], SocketRecord::new("", "", ""));
+        match out.last_mut() {
+            Some(first) if first.id == rec.id => first.rooms.append(&mut rec.rooms),
+            _ => {
+                node.clone_into(&mut rec.node);
+                out.push(rec);
+            }
+        }
+    }
+    out
 }
 
 /// The name of an interned id, or `""` (which names no node) when gone.

@@ -219,10 +219,12 @@ fn shrink<T: Hash>(table: &mut HashTable<u32>, slots: &Slab<(T, u32)>, hasher: &
     }
 }
 
-/// Chunks of a large [`SortedIds`] hold at most this many ids (a chunk's vector is allocated
-/// for exactly this many: 1 KiB, a jemalloc size class); the set turns flat again below
+/// Chunks of a large [`SortedIds`] hold at most this many ids; the set turns flat again below
 /// [`FLAT_MAX`] / 4.
 const CHUNK: usize = 128;
+/// A full chunk's vector grows by this many ids (128 bytes: jemalloc's size classes are 128
+/// bytes apart there), so a chunk wastes less than 16 slots.
+const GROW: usize = 16;
 /// Ids a chunk gets when a bulk load builds it (room to grow before it splits).
 const FILL: usize = CHUNK * 3 / 4;
 /// The largest flat [`SortedIds`].
@@ -310,7 +312,7 @@ impl Chunk {
     fn new<'k>(slots: &[u32], key: &impl Fn(u32) -> &'k str) -> Self {
         let fence = key(slots[0]);
         let skip = common(fence, key(slots[slots.len() - 1]));
-        let mut items = Vec::with_capacity(CHUNK);
+        let mut items = Vec::with_capacity(slots.len());
         items.extend(slots.iter().map(|&s| pack(inline(key(s), skip), s)));
         Self {
             head: head(fence),
@@ -460,6 +462,11 @@ impl SortedIds {
                 let Err(at) = chunk.locate(target, &key) else {
                     return false;
                 };
+                if chunk.items.len() == chunk.items.capacity() {
+                    chunk
+                        .items
+                        .reserve_exact(GROW.min(CHUNK - chunk.items.len()));
+                }
                 chunk
                     .items
                     .insert(at, pack(inline(target, chunk.skip as usize), id));
@@ -556,6 +563,9 @@ impl SortedIds {
                     return false;
                 }
                 chunk.items.remove(at);
+                if chunk.items.capacity() - chunk.items.len() > 2 * GROW {
+                    chunk.items.shrink_to(chunk.items.len() + GROW);
+                }
                 c.len -= 1;
                 match chunk.items.first() {
                     None => {
