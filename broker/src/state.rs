@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
 
-use crate::table::{Hasher, Interner, Slab, SortedIds};
+use crate::table::{Hasher, Interner, Slab, SortedIds, head};
 
 /// How many past epochs of a node are remembered, so a late message of a process that has since
 /// restarted cannot purge its successor's sockets.
@@ -670,12 +670,12 @@ pub struct Directory {
 /// and [`Directory::join_room`] of new sockets runs before [`Directory::flush`].
 #[derive(Debug, Default)]
 struct Bulk {
-    /// Namespace id → new socket slots.
-    sockets: HashMap<u32, Vec<u32>>,
-    /// Namespace id → new room slots.
-    rooms: HashMap<u32, Vec<u32>>,
-    /// Room slot → new member socket slots.
-    members: HashMap<u32, Vec<u32>>,
+    /// Namespace id → new socket slots, with the [`head`] of their ids.
+    sockets: HashMap<u32, Vec<(u128, u32)>>,
+    /// Namespace id → new room slots, with the [`head`] of their names.
+    rooms: HashMap<u32, Vec<(u128, u32)>>,
+    /// Room slot → new member socket slots, with the [`head`] of their ids.
+    members: HashMap<u32, Vec<(u128, u32)>>,
 }
 
 /// No user (`Entry::user`).
@@ -1527,9 +1527,14 @@ impl Directory {
     }
 
     fn room_slot(&self, ns: u32, name: &str) -> Option<u32> {
+        self.room_slot_hashed(ns, name, self.room_hash(ns, name))
+    }
+
+    /// [`Directory::room_slot`] with the hash ([`Directory::room_hash`]) already made.
+    fn room_slot_hashed(&self, ns: u32, name: &str, hash: u64) -> Option<u32> {
         let rooms = &self.rooms;
         self.room_index
-            .find(self.room_hash(ns, name), |&r| {
+            .find(hash, |&r| {
                 rooms.get(r).is_some_and(|e| e.ns == ns && *e.name == *name)
             })
             .copied()
@@ -1870,7 +1875,11 @@ impl Directory {
         }
         let space = self.namespaces.entry(ns_id).or_default();
         match &mut self.bulk {
-            Some(bulk) => bulk.sockets.entry(ns_id).or_default().push(slot),
+            Some(bulk) => bulk
+                .sockets
+                .entry(ns_id)
+                .or_default()
+                .push((head(&id), slot)),
             None => {
                 space.sockets.insert(slot, id_of(&self.sockets));
             }
@@ -2078,7 +2087,8 @@ impl Directory {
             return;
         };
         let ns = entry.ns;
-        let r = match self.room_slot(ns, room) {
+        let hash = self.room_hash(ns, room);
+        let r = match self.room_slot_hashed(ns, room, hash) {
             Some(r) if entry.in_room(r) => return,
             Some(r) => r,
             None => {
@@ -2089,14 +2099,13 @@ impl Directory {
                     members: SortedIds::default(),
                 });
                 let (rooms, hasher) = (&self.rooms, &self.hasher);
-                self.room_index
-                    .insert_unique(hasher.hash_one((ns, room)), r, |&o| {
-                        rooms
-                            .get(o)
-                            .map_or(0, |e| hasher.hash_one((e.ns, &*e.name)))
-                    });
+                self.room_index.insert_unique(hash, r, |&o| {
+                    rooms
+                        .get(o)
+                        .map_or(0, |e| hasher.hash_one((e.ns, &*e.name)))
+                });
                 match &mut self.bulk {
-                    Some(bulk) => bulk.rooms.entry(ns).or_default().push(r),
+                    Some(bulk) => bulk.rooms.entry(ns).or_default().push((head(room), r)),
                     None => {
                         if let Some(space) = self.namespaces.get_mut(&ns) {
                             space.rooms.insert(r, name_of(&self.rooms));
@@ -2115,7 +2124,11 @@ impl Directory {
         let (user, presence) = (entry.user, entry.presence);
         let id = id_of(&self.sockets);
         match &mut self.bulk {
-            Some(bulk) => bulk.members.entry(r).or_default().push(slot),
+            Some(bulk) => bulk
+                .members
+                .entry(r)
+                .or_default()
+                .push((head(id(slot)), slot)),
             None => {
                 if let Some(room_entry) = self.rooms.get_mut(r) {
                     room_entry.members.insert(slot, id);

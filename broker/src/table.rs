@@ -271,7 +271,7 @@ struct Chunk {
 
 /// The first 16 bytes of `key`, big-endian, zero-padded: keys whose heads differ are ordered as
 /// their heads are; equal heads need the full keys.
-fn head(key: &str) -> u128 {
+pub(crate) fn head(key: &str) -> u128 {
     let mut out = [0; 16];
     let bytes = key.as_bytes();
     let n = bytes.len().min(16);
@@ -406,9 +406,9 @@ fn search<'k>(ids: &[u32], target: &str, key: &impl Fn(u32) -> &'k str) -> Resul
     ids.binary_search_by(|&id| key(id).cmp(target))
 }
 
-/// `slots` ascending by key, each key once (the first slot of equal keys is kept).
-fn sorted<'k>(slots: Vec<u32>, key: &impl Fn(u32) -> &'k str) -> Vec<u32> {
-    let mut keyed: Vec<(u128, u32)> = slots.into_iter().map(|s| (head(key(s)), s)).collect();
+/// `(head, slot)` pairs ([`head`] of the slot's key) ascending by key, each key once (the first
+/// slot of equal keys is kept); keys are read only where heads tie.
+fn sorted<'k>(mut keyed: Vec<(u128, u32)>, key: &impl Fn(u32) -> &'k str) -> Vec<u32> {
     keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| key(a.1).cmp(key(b.1))));
     keyed.dedup_by(|b, a| a.0 == b.0 && key(a.1) == key(b.1));
     keyed.into_iter().map(|(_, s)| s).collect()
@@ -480,11 +480,12 @@ impl SortedIds {
         }
     }
 
-    /// Inserts `ids` (each key absent, see [`SortedIds::insert`]) at once: one by one in key
-    /// order when they are few against the set, else by merging them into the chunks they fall
-    /// in (or building the chunks, into an empty set), reading each new key about twice and
-    /// only the keys of the chunks they touch.
-    pub(crate) fn extend<'k>(&mut self, ids: Vec<u32>, key: impl Fn(u32) -> &'k str) {
+    /// Inserts `ids`, `(head, slot)` pairs with the [`head`] of each slot's key (made by the
+    /// caller while the key is at hand; each key absent, see [`SortedIds::insert`]), at once:
+    /// one by one in key order when they are few against the set, else by merging them into the
+    /// chunks they fall in (or building the chunks, into an empty set), reading each new key
+    /// about twice and only the keys of the chunks they touch.
+    pub(crate) fn extend<'k>(&mut self, ids: Vec<(u128, u32)>, key: impl Fn(u32) -> &'k str) {
         let ids = sorted(ids, &key);
         if ids.len() * 16 < self.len() || self.len() + ids.len() <= FLAT_MAX {
             for id in ids {
@@ -494,8 +495,8 @@ impl SortedIds {
         }
         match self {
             Self::Flat(old) => {
-                let mut all = std::mem::take(old);
-                all.extend(ids);
+                let mut all: Vec<(u128, u32)> = old.iter().map(|&id| (head(key(id)), id)).collect();
+                all.extend(ids.into_iter().map(|id| (head(key(id)), id)));
                 let all = sorted(all, &key);
                 *self = Self::Chunked(Box::new(Chunks::build(&all, &key)));
             }
@@ -869,7 +870,7 @@ mod tests {
             for &id in &batch {
                 model.insert(key(id).to_owned(), id);
             }
-            set.extend(batch, key);
+            set.extend(batch.iter().map(|&id| (head(key(id)), id)).collect(), key);
             same(&set, &model, &names);
             if i == 4 {
                 let gone: Vec<u32> = model
