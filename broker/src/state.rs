@@ -24,9 +24,11 @@
 //! Storage (docs/scaling.md, "The interned directory"): each socket is one compact record in a
 //! slab (`table.rs`), its id stored once; every index holds `u32` slots, the ordered ones
 //! (a namespace's sockets, a room's members, a user's sockets, a namespace's rooms) sorted by the
-//! text the slot points at. Namespaces, node names, user names and the handshake's headers and
-//! query are interned with reference counts; rooms and (namespace, user) pairs are slab records
-//! that live while they have members. Queries hand out [`Socket`] views; [`SocketRecord`] is the
+//! text the slot points at (large sets keep a few bytes of each key inline, so a search rarely
+//! reads the text). Namespaces, node names, user names and the handshake's headers and query are
+//! interned with reference counts; rooms and (namespace, user) pairs are slab records that live
+//! while they have members. A snapshot bulk-loads its new sockets: their ordered-set insertions
+//! are made once per set at its end. Queries hand out [`Socket`] views; [`SocketRecord`] is the
 //! owned form that events bring in and claims give back.
 //!
 //! Invariants (checked after every operation by the tests):

@@ -3,7 +3,9 @@
 //! the order of a text key that lives elsewhere (a socket's id, a room's name).
 //!
 //! They exist so the directory stores each string once: indexes hold `u32`s and find the text
-//! through the slab. They own no text of the keys they order and never read a clock or do I/O.
+//! through the slab. A large [`SortedIds`] keeps 4 bytes of each key and its chunks' first keys
+//! (fences) inline, so its searches read the text only on ties; it never reads a clock or does
+//! I/O.
 //!
 //! Invariants: a slab slot is live until removed and is then reused (callers drop every index
 //! entry of a slot before removing it); an interned value lives exactly while its reference
