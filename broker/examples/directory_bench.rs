@@ -12,16 +12,21 @@
 //! directory's views with `page::fetch_sockets`, as the gRPC handler does; then again through a
 //! prost message of owned strings, as the HTTP API's handler does) and the rooms in Rooms pages of 10 000, timing each page (wall clock).
 //!
+//! With `--rebuild` it then cuts the directory into one snapshot per gateway (records, untimed)
+//! and times applying them one after the other to an empty directory (`Directory::snapshot`, the
+//! broker's rebuild after a restart, without the protobuf decode and the pacer), on the CPU clock;
+//! each node's records are made just before its apply, untimed.
+//!
 //! Output: events per CPU second for each phase, and the bytes the directory holds per socket
 //! (jemalloc's `stats.allocated` after the connect phase minus before, each read after flushing
 //! the thread cache: what the directory allocated, not RSS). Keep runs short: the machine is shared.
 //!
 //! `cargo run --release -p switchboard-broker --example directory_bench -- [--sockets N]
-//! [--churn M] [--presence]`
+//! [--churn M] [--presence] [--rebuild]`
 
 use std::time::Instant;
 
-use switchboard_broker::state::{Applied, Directory, Selector};
+use switchboard_broker::state::{Applied, Directory, Selector, SocketRecord};
 use switchboard_broker::{convert, grpc, page};
 use switchboard_proto::Message as _;
 use switchboard_proto::admin as api;
@@ -40,6 +45,7 @@ struct Args {
     sockets: usize,
     churn: usize,
     presence: bool,
+    rebuild: bool,
 }
 
 fn args() -> Result<Args, Error> {
@@ -47,6 +53,7 @@ fn args() -> Result<Args, Error> {
         sockets: 200_000,
         churn: 200_000,
         presence: false,
+        rebuild: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -54,6 +61,7 @@ fn args() -> Result<Args, Error> {
             "--sockets" => out.sockets = it.next().ok_or("--sockets N")?.parse()?,
             "--churn" => out.churn = it.next().ok_or("--churn M")?.parse()?,
             "--presence" => out.presence = true,
+            "--rebuild" => out.rebuild = true,
             _ => return Err(format!("unknown argument {arg}").into()),
         }
     }
@@ -173,6 +181,40 @@ fn pages(mut next: impl FnMut(Option<String>) -> Option<String>) -> (f64, f64, f
     (at(0.5), at(0.99), at(1.0), times.len())
 }
 
+/// Cuts `dir` into one snapshot per node and applies them to an empty directory, timing the
+/// applies on the CPU clock. Each node's records are made (untimed) right before its apply, so
+/// they are as warm as a just-decoded snapshot's in the broker.
+fn rebuild(dir: &Directory) -> Result<(), Error> {
+    let mut by_node: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for socket in dir.sockets() {
+        by_node.entry(socket.node()).or_default().push(socket.id());
+    }
+    let snapshots = by_node.len();
+    let mut fresh = Directory::new(std::time::Duration::from_secs(3600));
+    let now = Instant::now();
+    let (mut changes, mut cpu) = (0, 0);
+    for (node, ids) in by_node {
+        let records: Vec<SocketRecord> = ids
+            .iter()
+            .filter_map(|id| dir.socket(id))
+            .map(|socket| socket.to_record())
+            .collect();
+        let start = cpu_ns()?;
+        changes += fresh.snapshot(node, 1, 1, records, now).changes.len();
+        cpu += cpu_ns()? - start;
+    }
+    let secs = cpu as f64 / 1e9;
+    println!(
+        "rebuild      {} sockets from {snapshots} snapshots  {secs:>8.3} CPU s  {:>9.0} sockets/CPU s  {changes} changes",
+        fresh.len(),
+        fresh.len() as f64 / secs,
+    );
+    if fresh.len() != dir.len() {
+        return Err(format!("rebuilt {} sockets of {}", fresh.len(), dir.len()).into());
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Error> {
     let args = args()?;
     let mut seqs = vec![0; profile::GATEWAYS];
@@ -251,6 +293,9 @@ fn main() -> Result<(), Error> {
     println!(
         "Rooms        {n} pages of {PAGE}: wall time per page p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
     );
+    if args.rebuild {
+        rebuild(&dir)?;
+    }
     if dir.len() != args.sockets {
         return Err(format!(
             "{} sockets in the directory, expected {}",

@@ -24,9 +24,11 @@
 //! Storage (docs/scaling.md, "The interned directory"): each socket is one compact record in a
 //! slab (`table.rs`), its id stored once; every index holds `u32` slots, the ordered ones
 //! (a namespace's sockets, a room's members, a user's sockets, a namespace's rooms) sorted by the
-//! text the slot points at. Namespaces, node names, user names and the handshake's headers and
-//! query are interned with reference counts; rooms and (namespace, user) pairs are slab records
-//! that live while they have members. Queries hand out [`Socket`] views; [`SocketRecord`] is the
+//! text the slot points at (large sets keep a few bytes of each key inline, so a search rarely
+//! reads the text). Namespaces, node names, user names and the handshake's headers and query are
+//! interned with reference counts; rooms and (namespace, user) pairs are slab records that live
+//! while they have members. A snapshot bulk-loads its new sockets: their ordered-set insertions
+//! are made once per set at its end. Queries hand out [`Socket`] views; [`SocketRecord`] is the
 //! owned form that events bring in and claims give back.
 //!
 //! Invariants (checked after every operation by the tests):
@@ -54,7 +56,7 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
 
-use crate::table::{Hasher, Interner, Slab, SortedIds};
+use crate::table::{Hasher, Interner, Slab, SortedIds, head};
 
 /// How many past epochs of a node are remembered, so a late message of a process that has since
 /// restarted cannot purge its successor's sockets.
@@ -657,7 +659,25 @@ pub struct Directory {
     takeovers: BTreeMap<String, (String, Instant)>,
     /// Settled takeovers not yet taken by the caller.
     grants: Vec<Grant>,
+    /// `Some` while a snapshot loads new sockets: their ordered-set insertions, made at its end.
+    bulk: Option<Bulk>,
+    /// The [`Shared`] interned last (a hint: it may have been dropped, or its id reused).
+    last_shared: Option<u32>,
     hasher: Hasher,
+}
+
+/// The ordered-set insertions of new sockets during a snapshot, made once per set at its end
+/// ([`SortedIds::extend`]: a sort and a merge instead of a binary insertion per socket per set).
+/// While it is pending those sets lack the new slots, so nothing but [`Directory::insert_socket`]
+/// and [`Directory::join_room`] of new sockets runs before [`Directory::flush`].
+#[derive(Debug, Default)]
+struct Bulk {
+    /// Namespace id → new socket slots, with the [`head`] of their ids.
+    sockets: HashMap<u32, Vec<(u128, u32)>>,
+    /// Namespace id → new room slots, with the [`head`] of their names.
+    rooms: HashMap<u32, Vec<(u128, u32)>>,
+    /// Room slot → new member socket slots, with the [`head`] of their ids.
+    members: HashMap<u32, Vec<(u128, u32)>>,
 }
 
 /// No user (`Entry::user`).
@@ -890,6 +910,8 @@ impl Directory {
             pids: HashMap::new(),
             takeovers: BTreeMap::new(),
             grants: Vec::new(),
+            bulk: None,
+            last_shared: None,
             hasher: Hasher::default(),
         }
     }
@@ -980,30 +1002,32 @@ impl Directory {
         known.last_seq = seq;
         known.dirty = false;
         let held: Vec<u32> = known.sockets.iter().copied().collect();
-        let mut incoming: BTreeMap<String, SocketRecord> = BTreeMap::new();
-        for mut rec in sockets {
-            node.clone_into(&mut rec.node);
-            // A socket too large for one snapshot part comes in several: the first copy has
-            // its details, the others only add rooms.
-            match incoming.get_mut(&rec.id) {
-                Some(first) => first.rooms.append(&mut rec.rooms),
-                None => {
-                    incoming.insert(rec.id.clone(), rec);
-                }
-            }
-        }
+        let incoming = by_id(sockets, node);
         let id = id_of(&self.sockets);
         let mut vanished: Vec<String> = held
             .into_iter()
             .map(id)
-            .filter(|id| !incoming.contains_key(*id))
+            .filter(|id| {
+                incoming
+                    .binary_search_by(|rec| rec.id.as_str().cmp(id))
+                    .is_err()
+            })
             .map(str::to_owned)
             .collect();
         vanished.sort_unstable();
         // Upserts before removals, so a user whose socket was replaced does not flap offline.
-        for rec in incoming.into_values() {
-            self.upsert(rec, true, &mut changes);
+        // New sockets (all of them in a rebuild) are bulk-loaded; anything else flushes first.
+        for rec in incoming {
+            let hash = self.hash_id(&rec.id);
+            if self.slot_hashed(&rec.id, hash).is_none() {
+                self.bulk.get_or_insert_default();
+                self.insert_socket(rec, hash, &mut changes);
+            } else {
+                self.flush();
+                self.upsert(rec, true, &mut changes);
+            }
         }
+        self.flush();
         for id in &vanished {
             if let Some(slot) = self.slot(id) {
                 self.remove_socket(slot, &Reason::Resync, &mut changes);
@@ -1443,9 +1467,14 @@ impl Directory {
     }
 
     fn slot(&self, id: &str) -> Option<u32> {
+        self.slot_hashed(id, self.hash_id(id))
+    }
+
+    /// [`Directory::slot`] with the id's hash ([`Directory::hash_id`]) already made.
+    fn slot_hashed(&self, id: &str, hash: u64) -> Option<u32> {
         let sockets = &self.sockets;
         self.ids
-            .find(self.hash_id(id), |&slot| id_of(sockets)(slot) == id)
+            .find(hash, |&slot| id_of(sockets)(slot) == id)
             .copied()
     }
 
@@ -1500,9 +1529,14 @@ impl Directory {
     }
 
     fn room_slot(&self, ns: u32, name: &str) -> Option<u32> {
+        self.room_slot_hashed(ns, name, self.room_hash(ns, name))
+    }
+
+    /// [`Directory::room_slot`] with the hash ([`Directory::room_hash`]) already made.
+    fn room_slot_hashed(&self, ns: u32, name: &str, hash: u64) -> Option<u32> {
         let rooms = &self.rooms;
         self.room_index
-            .find(self.room_hash(ns, name), |&r| {
+            .find(hash, |&r| {
                 rooms.get(r).is_some_and(|e| e.ns == ns && *e.name == *name)
             })
             .copied()
@@ -1695,8 +1729,9 @@ impl Directory {
     /// `rec.node`) is resumed on `rec.node` with exactly `rec.rooms`, announcing only the
     /// differences.
     fn upsert(&mut self, rec: SocketRecord, mut exact: bool, changes: &mut Vec<Change>) {
-        let Some(slot) = self.slot(&rec.id) else {
-            self.insert_socket(rec, changes);
+        let hash = self.hash_id(&rec.id);
+        let Some(slot) = self.slot_hashed(&rec.id, hash) else {
+            self.insert_socket(rec, hash, changes);
             return;
         };
         if self.entry(slot).kept {
@@ -1729,7 +1764,8 @@ impl Directory {
         let entry = self.entry(slot);
         if self.ns_name(entry.ns) != rec.ns || self.user_name(entry.user) != rec.user.as_deref() {
             self.remove_socket(slot, &Reason::Resync, changes);
-            self.insert_socket(rec, changes);
+            let hash = self.hash_id(&rec.id);
+            self.insert_socket(rec, hash, changes);
             return;
         }
         let SocketRecord {
@@ -1747,9 +1783,7 @@ impl Directory {
             claims_json,
             connected_at_ms,
         } = handshake;
-        let shared = self
-            .shared
-            .intern(&Shared { headers, query }, Shared::clone);
+        let shared = self.intern_shared(Shared { headers, query });
         let entry = self.sockets.get_mut(slot).expect("looked up above");
         let old_shared = std::mem::replace(&mut entry.shared, shared);
         entry.set_text(&address, &claims_json, &data_json);
@@ -1783,8 +1817,9 @@ impl Directory {
         }
     }
 
-    /// Inserts a socket whose id is not present; its node must be registered.
-    fn insert_socket(&mut self, rec: SocketRecord, changes: &mut Vec<Change>) {
+    /// Inserts a socket whose id (of hash `hash`, [`Directory::hash_id`]) is not present; its
+    /// node must be registered.
+    fn insert_socket(&mut self, rec: SocketRecord, hash: u64, changes: &mut Vec<Change>) {
         let Some(node) = self.nodes.get(&rec.node) else {
             return;
         };
@@ -1809,9 +1844,7 @@ impl Directory {
             connected_at_ms,
         } = handshake;
         let ns_id = self.ns_names.intern(ns.as_str(), |s| Box::from(s));
-        let shared = self
-            .shared
-            .intern(&Shared { headers, query }, Shared::clone);
+        let shared = self.intern_shared(Shared { headers, query });
         let (text, [id_len, address_len, claims_len], null_data) =
             pack(&id, &address, &claims_json, &data_json);
         let slot = self.sockets.insert(Entry {
@@ -1830,7 +1863,6 @@ impl Directory {
             kept: false,
             null_data,
         });
-        let hash = self.hash_id(&id);
         let (sockets, hasher) = (&self.sockets, &self.hasher);
         self.ids
             .insert_unique(hash, slot, |&s| hasher.hash_one(id_of(sockets)(s)));
@@ -1844,7 +1876,16 @@ impl Directory {
             }
         }
         let space = self.namespaces.entry(ns_id).or_default();
-        space.sockets.insert(slot, id_of(&self.sockets));
+        match &mut self.bulk {
+            Some(bulk) => bulk
+                .sockets
+                .entry(ns_id)
+                .or_default()
+                .push((head(&id), slot)),
+            None => {
+                space.sockets.insert(slot, id_of(&self.sockets));
+            }
+        }
         if let Some(user) = user {
             let online = self.add_to_user(slot, ns_id, &user);
             if online {
@@ -1979,6 +2020,43 @@ impl Directory {
         self.shared.release(shared);
     }
 
+    /// Takes a reference on `shared`, interning it if new. Most sockets in a row have the same
+    /// handshake values (one browser build, one client): the last one interned is compared
+    /// first, which spares hashing the user agent.
+    fn intern_shared(&mut self, shared: Shared) -> u32 {
+        if let Some(last) = self.last_shared
+            && self.shared.resolve(last) == Some(&shared)
+        {
+            self.shared.retain(last);
+            return last;
+        }
+        let id = self.shared.intern(&shared, Shared::clone);
+        self.last_shared = Some(id);
+        id
+    }
+
+    /// Makes the ordered-set insertions of a bulk load, once per set, and ends it.
+    fn flush(&mut self) {
+        let Some(bulk) = self.bulk.take() else {
+            return;
+        };
+        for (ns, slots) in bulk.sockets {
+            if let Some(space) = self.namespaces.get_mut(&ns) {
+                space.sockets.extend(slots, id_of(&self.sockets));
+            }
+        }
+        for (ns, rooms) in bulk.rooms {
+            if let Some(space) = self.namespaces.get_mut(&ns) {
+                space.rooms.extend(rooms, name_of(&self.rooms));
+            }
+        }
+        for (r, slots) in bulk.members {
+            if let Some(room) = self.rooms.get_mut(r) {
+                room.members.extend(slots, id_of(&self.sockets));
+            }
+        }
+    }
+
     /// Forgets an empty (namespace, user) record.
     fn drop_user(&mut self, user: u32) {
         let Some(entry) = self.users.remove(user) else {
@@ -2011,7 +2089,8 @@ impl Directory {
             return;
         };
         let ns = entry.ns;
-        let r = match self.room_slot(ns, room) {
+        let hash = self.room_hash(ns, room);
+        let r = match self.room_slot_hashed(ns, room, hash) {
             Some(r) if entry.in_room(r) => return,
             Some(r) => r,
             None => {
@@ -2022,14 +2101,18 @@ impl Directory {
                     members: SortedIds::default(),
                 });
                 let (rooms, hasher) = (&self.rooms, &self.hasher);
-                self.room_index
-                    .insert_unique(hasher.hash_one((ns, room)), r, |&o| {
-                        rooms
-                            .get(o)
-                            .map_or(0, |e| hasher.hash_one((e.ns, &*e.name)))
-                    });
-                if let Some(space) = self.namespaces.get_mut(&ns) {
-                    space.rooms.insert(r, name_of(&self.rooms));
+                self.room_index.insert_unique(hash, r, |&o| {
+                    rooms
+                        .get(o)
+                        .map_or(0, |e| hasher.hash_one((e.ns, &*e.name)))
+                });
+                match &mut self.bulk {
+                    Some(bulk) => bulk.rooms.entry(ns).or_default().push((head(room), r)),
+                    None => {
+                        if let Some(space) = self.namespaces.get_mut(&ns) {
+                            space.rooms.insert(r, name_of(&self.rooms));
+                        }
+                    }
                 }
                 r
             }
@@ -2042,8 +2125,17 @@ impl Directory {
         entry.rooms = list.into_boxed_slice();
         let (user, presence) = (entry.user, entry.presence);
         let id = id_of(&self.sockets);
-        if let Some(room_entry) = self.rooms.get_mut(r) {
-            room_entry.members.insert(slot, id);
+        match &mut self.bulk {
+            Some(bulk) => bulk
+                .members
+                .entry(r)
+                .or_default()
+                .push((head(id(slot)), slot)),
+            None => {
+                if let Some(room_entry) = self.rooms.get_mut(r) {
+                    room_entry.members.insert(slot, id);
+                }
+            }
         }
         let ns_name = self.ns_name(ns).to_owned();
         let socket = id(slot).to_owned();
@@ -2214,6 +2306,27 @@ impl Directory {
         .filter(move |entry| !entry.kept && filter.admits(entry))
         .map(move |entry| Socket { dir: self, entry })
     }
+}
+
+/// A snapshot's records forced onto `node`, by id, each id once: a socket too large for one
+/// snapshot part comes in several, the first copy with its details, the others only adding rooms.
+fn by_id(mut sockets: Vec<SocketRecord>, node: &str) -> Vec<SocketRecord> {
+    // Sorts positions, not the records (a few hundred bytes each); stable, so copies keep their
+    // order.
+    let mut order: Vec<u32> = (0..u32::try_from(sockets.len()).unwrap_or(u32::MAX)).collect();
+    order.sort_by(|&a, &b| sockets[a as usize].id.cmp(&sockets[b as usize].id));
+    let mut out: Vec<SocketRecord> = Vec::with_capacity(order.len());
+    for at in order {
+        let mut rec = std::mem::replace(&mut sockets[at as usize], SocketRecord::new("", "", ""));
+        match out.last_mut() {
+            Some(first) if first.id == rec.id => first.rooms.append(&mut rec.rooms),
+            _ => {
+                node.clone_into(&mut rec.node);
+                out.push(rec);
+            }
+        }
+    }
+    out
 }
 
 /// The name of an interned id, or `""` (which names no node) when gone.
@@ -4580,5 +4693,162 @@ mod tests {
         feed.dir.check_invariants();
         assert!(applied.changes.is_empty());
         assert_eq!(feed.dir.socket("a.1").map(|r| r.node()), Some("b"));
+    }
+
+    /// Every query's answer, for comparing two directories.
+    fn answers(dir: &Directory) -> Vec<String> {
+        dir.check_invariants();
+        let mut out = Vec::new();
+        let mut records: Vec<SocketRecord> = dir.sockets().map(|s| s.to_record()).collect();
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        out.push(format!("{records:?}"));
+        let selectors = [
+            all("/chat"),
+            all("/other"),
+            Selector {
+                ns: "/chat".into(),
+                ..selector(&["all"], &[], &[], &[])
+            },
+            Selector {
+                ns: "/chat".into(),
+                ..selector(&["t1", "t2", "user:u7"], &["t2"], &[], &[])
+            },
+            Selector {
+                ns: "/chat".into(),
+                ..selector(&[], &["t3"], &[], &["u5", "u77", "u1"])
+            },
+        ];
+        for sel in &selectors {
+            out.push(format!("count {}", dir.count(sel)));
+            let mut after: Option<String> = None;
+            loop {
+                let page = dir.select(sel, after.as_deref(), 29);
+                let ids: Vec<&str> = page.items.iter().map(|s| s.id()).collect();
+                out.push(format!("{ids:?}"));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            for cursor in ["n1.", "n1.shared-prefix-0123456789-0", "n2.x", "zz"] {
+                let page = dir.select(sel, Some(cursor), 5);
+                let ids: Vec<&str> = page.items.iter().map(|s| s.id()).collect();
+                out.push(format!("{cursor} {ids:?} {:?}", page.next));
+            }
+        }
+        for prefix in ["", "user:u1", "t"] {
+            let mut after: Option<String> = None;
+            loop {
+                let page = dir.rooms("/chat", prefix, after.as_deref(), 41);
+                out.push(format!("{:?}", page.items));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        out.push(format!("{:?}", dir.rooms("/chat", "", Some("user:u2"), 7)));
+        for room in ["all", "t1", "user:u3", "none"] {
+            out.push(format!("{:?}", dir.room_members("/chat", room)));
+            out.push(format!("{:?}", dir.presence("/chat", room)));
+            out.push(format!("{}", dir.room_seats("/chat", room)));
+        }
+        for user in ["u5", "u0", "u299"] {
+            let ids: Vec<&str> = dir
+                .user_sockets(None, user)
+                .iter()
+                .map(|s| s.id())
+                .collect();
+            out.push(format!("{ids:?}"));
+        }
+        out.push(format!("{:?}", dir.stats()));
+        out
+    }
+
+    /// The records of node `n`'s sockets: ids sharing long prefixes, users spanning nodes, a
+    /// room of everyone (chunked members), a user room each (chunked room set).
+    fn node_records(n: usize, count: usize) -> Vec<SocketRecord> {
+        (0..count)
+            .map(|k| {
+                let global = n * count + k;
+                let mixed = (global as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) % 10_000;
+                let id = if k % 5 == 0 {
+                    format!("n{n}.x{mixed}")
+                } else {
+                    format!("n{n}.shared-prefix-0123456789-{mixed:04}")
+                };
+                let ns = if k % 50 == 49 { "/other" } else { "/chat" };
+                let user = format!("u{}", (global * 7) % 300);
+                let rooms = [
+                    format!("user:{user}"),
+                    "all".to_owned(),
+                    format!("t{}", k % 7),
+                ];
+                let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+                SocketRecord {
+                    node: format!("n{n}"),
+                    ..sock(&id, ns, (k % 11 != 0).then_some(user.as_str()), &rooms)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_bulk_loaded_snapshot_equals_its_events_one_by_one() {
+        let now = Instant::now();
+        let mut bulk = Directory::new(LEASE);
+        let mut events = Directory::new(LEASE);
+        let mut mixed = Directory::new(LEASE);
+        for n in 0..3 {
+            let mut records = node_records(n, 400);
+            let node = format!("n{n}");
+            // The snapshot applies in id order; so do the events here.
+            records.sort_by(|a, b| a.id.cmp(&b.id));
+            let seq = records.len() as u64;
+            let mut expected = Vec::new();
+            for (i, rec) in records.iter().enumerate() {
+                let applied = events.apply(
+                    &node,
+                    1,
+                    i as u64 + 1,
+                    MemberEvent::Connect(rec.clone()),
+                    now,
+                );
+                expected.extend(render(&applied.changes));
+            }
+            records.reverse();
+            let applied = bulk.snapshot(&node, 1, seq, records.clone(), now);
+            assert_eq!(render(&applied.changes), expected, "changes of {node}");
+            // The same state reached through a snapshot of half, then one of all: existing
+            // sockets go the one-by-one way, new ones the bulk way.
+            let half: Vec<SocketRecord> = records.iter().step_by(2).cloned().collect();
+            mixed.snapshot(&node, 1, seq / 2, half, now);
+            mixed.snapshot(&node, 1, seq, records, now);
+        }
+        let expected = answers(&events);
+        assert_eq!(answers(&bulk), expected);
+        assert_eq!(answers(&mixed), expected);
+        // Later events find the same structures.
+        let later = |dir: &mut Directory| {
+            let records = node_records(1, 400);
+            let mut seq = 400;
+            for (i, rec) in records.iter().enumerate().step_by(3) {
+                seq += 1;
+                let event = match i % 4 {
+                    0 => MemberEvent::Disconnect {
+                        id: rec.id.clone(),
+                        reason: "transport close".into(),
+                        recoverable: false,
+                    },
+                    1 => leave(&rec.id, "all"),
+                    2 => join(&rec.id, &format!("late{}", i % 13)),
+                    _ => leave(&rec.id, rec.rooms.iter().next().map_or("", String::as_str)),
+                };
+                dir.apply("n1", 1, seq, event, now);
+            }
+        };
+        later(&mut bulk);
+        later(&mut events);
+        assert_eq!(answers(&bulk), answers(&events));
     }
 }
