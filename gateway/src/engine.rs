@@ -6,7 +6,8 @@
 //! `transport::ws`) drain the queue and drive the heartbeat with `Conn::tick`; the WebSocket
 //! transport may lend it a direct-write handle for quiet connections (`State::direct`). Pushing a frame
 //! wakes whichever writer is active: the WebSocket task through a `Notify`, or the pending long-poll
-//! through a oneshot.
+//! ([`Waiter`]): through a oneshot when hyper holds it, or, when it was read without hyper, by
+//! writing its response there and then.
 //!
 //! Invariants:
 //! - the state mutex is never held across an `.await` nor while calling the [`Handler`];

@@ -353,7 +353,7 @@ async fn wait_answer<D: Send + Sync + 'static>(
         let until = upgrade_wait.unwrap_or_else(|| Instant::now() + idle);
         tokio::select! {
             biased;
-            r = poll_fn(|cx| peek(&link.tcp, cx)), if watching => match r {
+            r = poll_fn(|cx| peek(link, cx)), if watching => match r {
                 Ok(0) | Err(_) => {
                     let ours = {
                         let mut st = conn.lock();
@@ -454,11 +454,16 @@ fn read_body(
     Poll::Ready(Ok(()))
 }
 
-/// Ready once the socket has bytes or ended: how many bytes (0: ended). Reads nothing.
-fn peek(tcp: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+/// Ready once the socket has bytes or ended: how many bytes (0: ended). Reads nothing; once the
+/// GET was answered, readable is enough (the bytes are the next request: no peek needed).
+fn peek(link: &Link, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    ready!(link.tcp.poll_read_ready(cx))?;
+    if link.state.lock().answered {
+        return Poll::Ready(Ok(usize::MAX));
+    }
     let mut byte = [0u8; 1];
     let mut buf = tokio::io::ReadBuf::new(&mut byte);
-    tcp.poll_peek(cx, &mut buf)
+    link.tcp.poll_peek(cx, &mut buf)
 }
 
 /// Writes the bytes the kernel did not take yet; false if the connection failed.

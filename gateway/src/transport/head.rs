@@ -9,6 +9,8 @@
 //! Anything hyper must decide (a body framing other than one `Content-Length`, `Expect`,
 //! `Upgrade`, a repeated `Origin`) sets [`Head::unusual`]: the direct path never serves those.
 
+pub use httparse::{EMPTY_HEADER, Header};
+
 /// The request methods the direct path tells apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
