@@ -251,11 +251,11 @@ enum Next<D> {
         conn: Arc<Conn<D>>,
         during_upgrade: bool,
     },
-    /// A POST whose body (`body`, `have` bytes of it so far) is to be read.
+    /// A POST whose body (`body` so far, `want` bytes in all) is to be read.
     Post {
         conn: Arc<Conn<D>>,
         body: Vec<u8>,
-        have: usize,
+        want: usize,
     },
 }
 
@@ -313,8 +313,8 @@ pub(super) async fn serve<H: Handler>(engine: Arc<Engine<H>>, direct: Direct) ->
                     return None;
                 }
             }
-            Next::Post { conn, body, have } => {
-                let (reply, whole) = post(&ctx, &link, &conn, body, have).await;
+            Next::Post { conn, body, want } => {
+                let (reply, whole) = post(&ctx, &link, &conn, body, want).await;
                 if !whole {
                     // The rest of the body was not read: the connection cannot carry another
                     // request (hyper closes it too).
@@ -409,13 +409,13 @@ async fn post<H: Handler>(
     link: &Link,
     conn: &Arc<Conn<H::Data>>,
     mut body: Vec<u8>,
-    mut have: usize,
+    want: usize,
 ) -> (Reply, bool) {
     let _guard = match polling::post_begin(conn) {
         Ok(guard) => guard,
-        Err(answer) => return (Reply::Answer(answer), have == body.len()),
+        Err(answer) => return (Reply::Answer(answer), body.len() == want),
     };
-    let read = poll_fn(|cx| read_body(&link.tcp, cx, &mut body, &mut have));
+    let read = poll_fn(|cx| read_body(&link.tcp, cx, &mut body, want));
     match tokio::time::timeout(ctx.engine.config.body_timeout, read).await {
         Err(_) => {
             tracing::debug!(sid = %conn.sid(), "polling body not finished in time");
@@ -435,18 +435,20 @@ async fn post<H: Handler>(
     }
 }
 
-/// Reads into `body[have..]` until it is full.
+/// Reads until `body` holds `want` bytes (through a stack buffer: it grows only by what arrived).
 fn read_body(
     tcp: &TcpStream,
     cx: &mut Context<'_>,
-    body: &mut [u8],
-    have: &mut usize,
+    body: &mut Vec<u8>,
+    want: usize,
 ) -> Poll<io::Result<()>> {
-    while *have < body.len() {
+    let mut buf = [0u8; DIRECT_HEAD_MAX];
+    while body.len() < want {
         ready!(tcp.poll_read_ready(cx))?;
-        match tcp.try_read(&mut body[*have..]) {
+        let room = (want - body.len()).min(buf.len());
+        match tcp.try_read(&mut buf[..room]) {
             Ok(0) => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
-            Ok(n) => *have += n,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Poll::Ready(Err(e)),
         }
@@ -594,12 +596,11 @@ impl<H: Handler> Ctx<'_, H> {
                 let Some(conn) = self.engine.get(sid) else {
                     return hyper();
                 };
-                let mut body = vec![0u8; len as usize];
-                body[..rest.len()].copy_from_slice(rest);
+                // The body grows as its bytes arrive: a declared length costs nothing until sent.
                 Next::Post {
                     conn,
-                    body,
-                    have: rest.len(),
+                    body: rest.to_vec(),
+                    want: len as usize,
                 }
             }
             _ => hyper(),
