@@ -6,7 +6,8 @@
 //! `transport::ws`) drain the queue and drive the heartbeat with `Conn::tick`; the WebSocket
 //! transport may lend it a direct-write handle for quiet connections (`State::direct`). Pushing a frame
 //! wakes whichever writer is active: the WebSocket task through a `Notify`, or the pending long-poll
-//! through a oneshot.
+//! ([`Waiter`]): through a oneshot when hyper holds it, or, when it was read without hyper, by
+//! writing its response there and then.
 //!
 //! Invariants:
 //! - the state mutex is never held across an `.await` nor while calling the [`Handler`];
@@ -341,6 +342,22 @@ pub(crate) trait DirectWrite: Send + Sync {
     fn write(&self, frames: &[Frame], spill: &mut Vec<u8>) -> std::io::Result<()>;
 }
 
+/// A pending long-poll GET.
+pub(crate) enum Waiter {
+    /// Served by hyper: its request's task waits on this, and answers once woken.
+    Hyper(oneshot::Sender<()>),
+    /// Read without hyper (`transport::direct`): whoever wakes it writes its answer, under the
+    /// session's lock, so that a delivery wakes no task.
+    Direct(Arc<dyn AnswerPoll>),
+}
+
+/// Answers a pending GET read without hyper (see [`Waiter::Direct`]).
+pub(crate) trait AnswerPoll: Send + Sync {
+    /// Writes the answer that the session's state calls for (the waiter is already taken out of
+    /// `st`); must not block.
+    fn answer(&self, st: &mut State);
+}
+
 /// Result of pushing frames to a connection.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
@@ -368,7 +385,7 @@ pub(crate) struct State {
     pub(crate) last_write: Option<Instant>,
     pub(crate) transport: Transport,
     /// The pending long-poll, woken when there is something for it.
-    pub(crate) poll: Option<oneshot::Sender<()>>,
+    pub(crate) poll: Option<Waiter>,
     pub(crate) post_active: bool,
     /// A WebSocket is attached (upgrading or upgraded): a second one is refused.
     pub(crate) ws_attached: bool,
@@ -404,6 +421,17 @@ impl State {
     pub(crate) fn release_spare(&mut self) {
         if self.outbox.is_empty() && self.outbox.capacity() > IDLE_QUEUE_SLOTS {
             self.outbox = VecDeque::new();
+        }
+    }
+
+    /// Wakes the pending long-poll, if any (taking it out of the state).
+    pub(crate) fn wake_poll(&mut self) {
+        match self.poll.take() {
+            Some(Waiter::Hyper(tx)) => {
+                let _ = tx.send(());
+            }
+            Some(Waiter::Direct(waiter)) => waiter.answer(self),
+            None => {}
         }
     }
 
@@ -580,11 +608,7 @@ impl<D: Send + Sync + 'static> Conn<D> {
     fn wake_writer(&self, st: &mut State) {
         match st.transport {
             Transport::WebSocket => self.wake.notify_one(),
-            Transport::Polling | Transport::Upgrading => {
-                if let Some(poll) = st.poll.take() {
-                    let _ = poll.send(());
-                }
-            }
+            Transport::Polling | Transport::Upgrading => st.wake_poll(),
         }
     }
 
@@ -709,9 +733,7 @@ impl<D: Send + Sync + 'static> Conn<D> {
                 reason.owes_farewell() && st.transport != Transport::WebSocket && st.poll.is_none();
             // Wake both possible writers: the WebSocket task and a pending long-poll.
             self.wake.notify_one();
-            if let Some(poll) = st.poll.take() {
-                let _ = poll.send(());
-            }
+            st.wake_poll();
         }
         // Counted here, once per session, whichever path ended it (a limit hit while reading,
         // or an application deadline that ran out in `tick`).

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::forward::Forwarder;
-use crate::transport::{Body, Endpoint};
+use crate::transport::{Body, Endpoint, Handoff};
 
 /// How long a client may take to send request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,15 +69,26 @@ impl Cors {
         self.any() || self.origins.iter().any(|o| o == origin)
     }
 
+    /// The CORS headers of a response to a request from `origin` (`None`: none): the value of
+    /// `Access-Control-Allow-Origin` (`None`: `*`; else the origin, with `Vary: Origin`) and
+    /// whether credentials are allowed.
+    fn allowed<'a>(&self, origin: &'a str) -> Option<(Option<&'a str>, bool)> {
+        if self.origins.is_empty() || !self.allows(origin) {
+            return None;
+        }
+        let echo = (!self.any() || self.credentials).then_some(origin);
+        Some((echo, self.credentials))
+    }
+
     /// Headers for a response to a request from `origin`.
     fn apply(&self, origin: Option<&HeaderValue>, res: &mut Response<Body>) {
         let Some(origin) = origin else { return };
         let Ok(o) = origin.to_str() else { return };
-        if self.origins.is_empty() || !self.allows(o) {
+        let Some((echo, credentials)) = self.allowed(o) else {
             return;
-        }
+        };
         let h = res.headers_mut();
-        if self.any() && !self.credentials {
+        if echo.is_none() {
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_ORIGIN,
                 HeaderValue::from_static("*"),
@@ -86,11 +97,36 @@ impl Cors {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             h.append(header::VARY, HeaderValue::from_static("Origin"));
         }
-        if self.credentials {
+        if credentials {
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
                 HeaderValue::from_static("true"),
             );
+        }
+    }
+
+    /// [`Cors::apply`] as header lines, for a response written without hyper.
+    fn lines(&self, origin: Option<&[u8]>, out: &mut Vec<u8>) {
+        // As `HeaderValue::to_str`: visible ASCII (and tabs) only.
+        let Some(o) = origin
+            .filter(|o| o.iter().all(|&b| b == b'\t' || (32..127).contains(&b)))
+            .and_then(|o| std::str::from_utf8(o).ok())
+        else {
+            return;
+        };
+        let Some((echo, credentials)) = self.allowed(o) else {
+            return;
+        };
+        match echo {
+            None => out.extend_from_slice(b"access-control-allow-origin: *\r\n"),
+            Some(o) => {
+                out.extend_from_slice(b"access-control-allow-origin: ");
+                out.extend_from_slice(o.as_bytes());
+                out.extend_from_slice(b"\r\nvary: Origin\r\n");
+            }
+        }
+        if credentials {
+            out.extend_from_slice(b"access-control-allow-credentials: true\r\n");
         }
     }
 
@@ -113,7 +149,7 @@ impl Cors {
 
 /// What one HTTP listener serves: the client route set or the operator route set.
 pub struct Router {
-    endpoints: Vec<(String, Arc<dyn Endpoint>)>,
+    endpoints: Vec<(Arc<str>, Arc<dyn Endpoint>)>,
     cors: Cors,
     demo: bool,
     client_js: Option<Bytes>,
@@ -191,7 +227,7 @@ impl Router {
         if !path.ends_with('/') {
             path.push('/');
         }
-        self.endpoints.push((path, endpoint));
+        self.endpoints.push((path.into(), endpoint));
         self
     }
 
@@ -217,7 +253,7 @@ impl Router {
     fn is_client_path(&self, path: &str) -> bool {
         path == "/assets/socket.io.min.js"
             || self.endpoints.iter().any(|(prefix, _)| {
-                path.strip_prefix(prefix.as_str())
+                path.strip_prefix(&**prefix)
                     .is_some_and(|file| file == "socket.io.min.js" || file == "socket.io.js")
             })
     }
@@ -273,10 +309,14 @@ impl Router {
 
     /// The endpoint serving `path` (its prefix, with or without the trailing slash).
     fn endpoint_for(&self, path: &str) -> Option<Arc<dyn Endpoint>> {
+        self.endpoint_index(path)
+            .map(|i| self.endpoints[i].1.clone())
+    }
+
+    fn endpoint_index(&self, path: &str) -> Option<usize> {
         self.endpoints
             .iter()
-            .find(|(p, _)| path == p || path == p.trim_end_matches('/'))
-            .map(|(_, e)| e.clone())
+            .position(|(p, _)| path == &**p || path == p.trim_end_matches('/'))
     }
 
     async fn route(self: Arc<Self>, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
@@ -384,21 +424,31 @@ impl Router {
         }
     }
 
-    /// The common case without hyper: a connection whose first request is a WebSocket opening a
-    /// new session is answered by the endpoint straight off the socket, the 101 and the Engine.IO
-    /// handshake in one write (a connection storm is mostly this). The request is peeked, not
-    /// read, so anything else — another request, a head that did not arrive whole, draining, a
-    /// refused origin, any error to answer — goes to hyper untouched (`Err`), which answers it
-    /// as before. `Ok` once the connection is taken (or closed: the client went away, or sent
-    /// nothing within the header-read timeout).
+    /// The common cases without hyper, by the connection's first request:
+    ///
+    /// - a WebSocket opening a new session is answered by the endpoint straight off the socket,
+    ///   the 101 and the Engine.IO handshake in one write (a connection storm is mostly this);
+    /// - a GET or POST for an endpoint's path is offered to the endpoint, which serves the
+    ///   connection's long-polling requests itself (`transport::direct`) and hands it back, with
+    ///   what it read, at the first request that is not one.
+    ///
+    /// The first request is peeked, not read, so anything else — another path, a head that did
+    /// not arrive whole, draining, a refused origin, any error to answer — goes to hyper
+    /// untouched, which answers it as before. `Ok` once the connection is done with (closed: the
+    /// client went away, or sent nothing within the header-read timeout; or served to its end).
     async fn direct(
         self: Arc<Self>,
         tcp: tokio::net::TcpStream,
         remote: SocketAddr,
         shutdown: &CancellationToken,
-    ) -> Result<(), tokio::net::TcpStream> {
+    ) -> Result<(), Handoff> {
+        let untouched = |tcp| Handoff {
+            tcp,
+            pre: Vec::new(),
+            header_timeout: HEADER_READ_TIMEOUT,
+        };
         if self.draining.load(Ordering::SeqCst) {
-            return Err(tcp);
+            return Err(untouched(tcp));
         }
         // `poll_peek` is cancel-safe; at shutdown a connection that sent nothing yet is closed,
         // as hyper closes an idle one. The head is parsed inside the poll, so the peek buffer
@@ -409,29 +459,63 @@ impl Router {
             let mut buf = [0u8; crate::transport::DIRECT_HEAD_MAX];
             let mut rb = tokio::io::ReadBuf::new(&mut buf);
             tcp.poll_peek(cx, &mut rb)
-                .map_ok(|n| (n > 0).then(|| direct_head(rb.filled())))
+                .map_ok(|n| (n > 0).then(|| self.first(rb.filled())))
         });
-        let parsed = tokio::select! {
+        let first = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             r = tokio::time::timeout(HEADER_READ_TIMEOUT, peeked) => match r {
-                Ok(Ok(Some(parsed))) => parsed,
+                Ok(Ok(Some(first))) => first,
                 Ok(Ok(None) | Err(_)) | Err(_) => return Ok(()),
             },
         };
-        let Some((mut req, head_len)) = parsed else {
-            return Err(tcp);
+        let (mut req, head_len) = match first {
+            First::Other => return Err(untouched(tcp)),
+            First::Polling(index) => {
+                let (prefix, endpoint) = self.endpoints[index].clone();
+                let direct = crate::transport::Direct {
+                    tcp,
+                    remote,
+                    prefix,
+                    front: self.clone(),
+                    shutdown: shutdown.clone(),
+                    header_timeout: HEADER_READ_TIMEOUT,
+                };
+                return endpoint.serve_direct(direct).await.map_or(Ok(()), Err);
+            }
+            First::Upgrade(req, head_len) => (*req, head_len),
         };
         let Some(endpoint) = self.endpoint_for(req.uri().path()) else {
-            return Err(tcp);
+            return Err(untouched(tcp));
         };
         let h = req.headers();
         if self
             .cors
             .refuses_websocket(h.get(header::ORIGIN), h.get(header::HOST))
         {
-            return Err(tcp);
+            return Err(untouched(tcp));
         }
-        endpoint.open_direct(&mut req, head_len, tcp, remote)
+        endpoint
+            .open_direct(&mut req, head_len, tcp, remote)
+            .map_err(untouched)
+    }
+
+    /// What the connection's first request (peeked, `buf`) is for.
+    fn first(&self, buf: &[u8]) -> First {
+        let mut headers = [httparse::EMPTY_HEADER; DIRECT_MAX_HEADERS];
+        let crate::transport::head::Parse::Complete(head) =
+            crate::transport::head::parse(buf, &mut headers)
+        else {
+            return First::Other;
+        };
+        use crate::transport::head::Method;
+        match (head.method, self.endpoint_index(head.path)) {
+            (Method::Get, Some(_)) if head.unusual => match direct_head(buf) {
+                Some((req, len)) => First::Upgrade(Box::new(req), len),
+                None => First::Other,
+            },
+            (Method::Get | Method::Post, Some(index)) if !head.unusual => First::Polling(index),
+            _ => First::Other,
+        }
     }
 
     fn preflight(&self, req: &Request<Incoming>, origin: Option<&HeaderValue>) -> Response<Body> {
@@ -455,6 +539,34 @@ impl Router {
             );
         }
         res
+    }
+}
+
+/// What a connection's first request is for (see [`Router::direct`]).
+enum First {
+    /// A GET with an upgrade, for an endpoint: maybe a WebSocket opening a session.
+    Upgrade(Box<Request<()>>, usize),
+    /// A GET or POST for the endpoint of this index: maybe long-polling.
+    Polling(usize),
+    /// Anything else: hyper serves it.
+    Other,
+}
+
+impl crate::transport::Front for Router {
+    fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    fn elsewhere(&self, sid: &str, forwarded: bool) -> bool {
+        !forwarded
+            && self
+                .forward
+                .as_ref()
+                .is_some_and(|f| f.owner(&http::HeaderMap::new(), Some(sid)).is_some())
+    }
+
+    fn cors(&self, origin: Option<&[u8]>, out: &mut Vec<u8>) {
+        self.cors.lines(origin, out);
     }
 }
 
@@ -536,24 +648,38 @@ pub async fn serve(
         let router = router.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let tcp = match router.clone().direct(tcp, remote, &shutdown).await {
+            let handoff = match router.clone().direct(tcp, remote, &shutdown).await {
                 Ok(()) => return,
-                Err(tcp) => tcp,
+                Err(handoff) => handoff,
             };
             // Boxed: hyper's connection state is large, and most connections of a storm never
             // need it; it is allocated only for the connections that do.
-            Box::pin(serve_http(router, tcp, remote, shutdown)).await;
+            let Handoff {
+                tcp,
+                pre,
+                header_timeout,
+            } = handoff;
+            if pre.is_empty() {
+                Box::pin(serve_http(router, tcp, remote, shutdown, header_timeout)).await;
+            } else {
+                let io = crate::transport::Rewind::new(tcp, pre);
+                Box::pin(serve_http(router, io, remote, shutdown, header_timeout)).await;
+            }
         });
     }
 }
 
-/// Serves one connection with hyper until it ends or `shutdown` asks it to finish.
-async fn serve_http(
+/// Serves one connection with hyper until it ends or `shutdown` asks it to finish; a request head
+/// may take `header_timeout` to arrive.
+async fn serve_http<I>(
     router: Arc<Router>,
-    tcp: tokio::net::TcpStream,
+    io: I,
     remote: SocketAddr,
     shutdown: CancellationToken,
-) {
+    header_timeout: Duration,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let service = service_fn(move |req| {
         let router = router.clone();
         async move { Ok::<_, Infallible>(router.route(req, remote).await) }
@@ -561,11 +687,11 @@ async fn serve_http(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     let conn = builder
-        .serve_connection(TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
@@ -926,6 +1052,293 @@ mod tests {
         let polling = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: localhost\r\n\r\n";
         let got = String::from_utf8_lossy(&exchange(addr, &[polling]).await).into_owned();
         assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got:?}");
+        shutdown.cancel();
+    }
+
+    /// A client connection that reads responses framed by their `content-length`.
+    struct Client {
+        tcp: tokio::net::TcpStream,
+        got: Vec<u8>,
+    }
+
+    impl Client {
+        async fn connect(addr: SocketAddr) -> Self {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            Self {
+                tcp,
+                got: Vec::new(),
+            }
+        }
+
+        async fn send(&mut self, request: &str) {
+            use tokio::io::AsyncWriteExt as _;
+            self.tcp.write_all(request.as_bytes()).await.expect("write");
+        }
+
+        /// The next response's head and body; `None` if the connection closed first (or the
+        /// paused clock passed an hour).
+        async fn response(&mut self) -> Option<(String, String)> {
+            use tokio::io::AsyncReadExt as _;
+            let mut buf = [0u8; 4096];
+            loop {
+                if let Some(end) = self.got.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&self.got[..end + 4]).into_owned();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if self.got.len() >= end + 4 + len {
+                        let body =
+                            String::from_utf8_lossy(&self.got[end + 4..end + 4 + len]).into_owned();
+                        self.got.drain(..end + 4 + len);
+                        return Some((head, body));
+                    }
+                }
+                let read = self.tcp.read(&mut buf);
+                let n = tokio::time::timeout(Duration::from_secs(3600), read)
+                    .await
+                    .ok()?
+                    .ok()?;
+                if n == 0 {
+                    return None;
+                }
+                self.got.extend_from_slice(&buf[..n]);
+            }
+        }
+
+        /// Opens a polling session on this (kept-alive) connection; its sid.
+        async fn handshake(&mut self) -> String {
+            self.send("GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\n\r\n")
+                .await;
+            let (head, body) = self.response().await.expect("handshake answered");
+            assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+            let start = body.find("\"sid\":\"").expect("a sid") + 7;
+            let len = body[start..].find('"').expect("sid end");
+            body[start..start + len].to_owned()
+        }
+    }
+
+    fn get_req(sid: &str) -> String {
+        format!("GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: h\r\n\r\n")
+    }
+
+    fn post_req(sid: &str, body: &str) -> String {
+        format!(
+            "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: h\r\n\
+             Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_polling_connection_is_served_without_hyper() {
+        let (addr, shutdown) = server().await;
+        let mut tcp = Client::connect(addr).await;
+        let sid = tcp.handshake().await;
+        // A GET held while nothing is queued, answered by the POST's CONNECT reply (written by
+        // the pusher: hyper's responses carry a `date` header, these do not).
+        tcp.send(&get_req(&sid)).await;
+        let mut other = Client::connect(addr).await;
+        other.send(&post_req(&sid, "40")).await;
+        let (head, body) = other.response().await.expect("post answered");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+        assert!(head.contains("content-type: text/html\r\n"), "{head:?}");
+        assert_eq!(body, "ok");
+        let (head, body) = tcp.response().await.expect("poll answered");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+        assert!(!head.contains("\r\ndate: "), "{head:?}");
+        assert!(
+            head.contains("content-type: text/plain; charset=UTF-8\r\n"),
+            "{head:?}"
+        );
+        assert!(head.contains("cache-control: no-store\r\n"), "{head:?}");
+        assert!(body.starts_with('4'), "{body:?}");
+        // The same connection goes on: a POST, then the client's close answers a held GET.
+        tcp.send(&post_req(&sid, "3")).await;
+        assert_eq!(tcp.response().await.expect("ok").1, "ok");
+        tcp.send(&get_req(&sid)).await;
+        other.send(&post_req(&sid, "1")).await;
+        assert_eq!(other.response().await.expect("ok").1, "ok");
+        assert_eq!(tcp.response().await.expect("noop").1, "6");
+        tcp.send(&get_req(&sid)).await;
+        let (head, _) = tcp.response().await.expect("answered");
+        assert!(head.starts_with("HTTP/1.1 400 "), "{head:?}");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_second_get_closes_the_session_and_a_dropped_get_too() {
+        let (addr, shutdown) = server().await;
+        let mut a = Client::connect(addr).await;
+        let sid = a.handshake().await;
+        a.send(&get_req(&sid)).await;
+        let mut b = Client::connect(addr).await;
+        b.send(&get_req(&sid)).await;
+        let (head, body) = b.response().await.expect("second answered");
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head:?}");
+        assert_eq!(body, "");
+        assert_eq!(a.response().await.expect("first answered").1, "1");
+
+        // A held GET whose client goes away closes its session.
+        let mut c = Client::connect(addr).await;
+        let sid = c.handshake().await;
+        c.send(&get_req(&sid)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(c);
+        let mut d = Client::connect(addr).await;
+        let mut closed = false;
+        for _ in 0..100 {
+            d.send(&post_req(&sid, "3")).await;
+            let (head, _) = d.response().await.expect("answered");
+            if head.starts_with("HTTP/1.1 400 ") {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(closed, "the session outlived its dropped GET");
+        shutdown.cancel();
+    }
+
+    /// Hostile input on a connection the direct path serves: each limit holds as on hyper's path.
+    #[tokio::test(start_paused = true)]
+    async fn limits_hold_on_a_kept_alive_polling_connection() {
+        let (addr, shutdown) = server().await;
+        // An over-size head after a direct request: hyper's 431.
+        let mut tcp = Client::connect(addr).await;
+        let sid = tcp.handshake().await;
+        let big = format!(
+            "GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
+        let got = until_closed(&mut tcp.tcp, &big).await.expect("answered");
+        assert!(got.starts_with("HTTP/1.1 431 "), "{got:?}");
+
+        // A head dribbled after a direct request: closed within the header-read timeout.
+        let mut tcp = Client::connect(addr).await;
+        let sid = tcp.handshake().await;
+        tcp.send(&format!(
+            "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\n"
+        ))
+        .await;
+        // (`until_closed` gives up after an hour of the paused clock: the connection was held.)
+        assert!(until_closed(&mut tcp.tcp, "Host: h\r\n").await.is_some());
+
+        // A body over maxHttpBufferSize: 413.
+        let mut tcp = Client::connect(addr).await;
+        let sid = tcp.handshake().await;
+        let over = crate::engine::DEFAULT_MAX_PAYLOAD_BYTES + 1;
+        tcp.send(&format!(
+            "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: h\r\n\
+                 Content-Length: {over}\r\n\r\n4"
+        ))
+        .await;
+        let (head, _) = tcp.response().await.expect("answered");
+        assert!(head.starts_with("HTTP/1.1 413 "), "{head:?}");
+
+        // A body trickled: 408, and the connection closes.
+        let mut tcp = Client::connect(addr).await;
+        let sid = tcp.handshake().await;
+        let post = format!(
+            "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: h\r\n\
+             Content-Length: 5\r\n\r\n4"
+        );
+        let got = until_closed(&mut tcp.tcp, &post).await.expect("closed");
+        assert!(got.starts_with("HTTP/1.1 408 "), "{got:?}");
+        assert!(got.contains("\r\nconnection: close\r\n"), "{got:?}");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_and_bytes_after_a_body_are_answered_in_order() {
+        let (addr, shutdown) = server().await;
+        let mut tcp = Client::connect(addr).await;
+        let sid = tcp.handshake().await;
+        // A POST and the bytes of the next request in one write.
+        let two = format!("{}{}", post_req(&sid, "40"), get_req(&sid));
+        tcp.send(&two).await;
+        assert_eq!(tcp.response().await.expect("post").1, "ok");
+        let (_, body) = tcp.response().await.expect("get");
+        assert!(body.starts_with('4'), "{body:?}");
+        // Two GETs in one write: the first is held, the second one overlaps it.
+        let mut tcp = Client::connect(addr).await;
+        let sid = tcp.handshake().await;
+        tcp.send(&format!("{}{}", get_req(&sid), get_req(&sid)))
+            .await;
+        let mut other = Client::connect(addr).await;
+        other.send(&post_req(&sid, "40")).await;
+        assert_eq!(other.response().await.expect("post").1, "ok");
+        let (_, first) = tcp.response().await.expect("first");
+        assert!(first.starts_with('4'), "{first:?}");
+        // The second is held in its turn, and released by the client's close.
+        other.send(&post_req(&sid, "1")).await;
+        assert_eq!(other.response().await.expect("post").1, "ok");
+        assert_eq!(tcp.response().await.expect("second").1, "6");
+        // A GET held, then more bytes while it is pending: served after its answer.
+        let mut tcp = Client::connect(addr).await;
+        let sid = tcp.handshake().await;
+        tcp.send(&get_req(&sid)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tcp.send(&post_req(&sid, "3")).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut other = Client::connect(addr).await;
+        other.send(&post_req(&sid, "40")).await;
+        assert_eq!(other.response().await.expect("post").1, "ok");
+        let (_, first) = tcp.response().await.expect("held GET");
+        assert!(first.starts_with('4'), "{first:?}");
+        assert_eq!(tcp.response().await.expect("pipelined POST").1, "ok");
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_closes_an_answered_polling_connection() {
+        let (addr, shutdown) = server().await;
+        let mut tcp = Client::connect(addr).await;
+        let sid = tcp.handshake().await;
+        // Held, then answered (the client's close): the connection is idle again.
+        tcp.send(&get_req(&sid)).await;
+        let mut other = Client::connect(addr).await;
+        other.send(&post_req(&sid, "1")).await;
+        assert_eq!(other.response().await.expect("ok").1, "ok");
+        assert_eq!(tcp.response().await.expect("noop").1, "6");
+        shutdown.cancel();
+        // (`until_closed` gives up after an hour of the paused clock: the connection was held.)
+        assert_eq!(until_closed(&mut tcp.tcp, "").await.as_deref(), Some(""));
+    }
+
+    #[tokio::test]
+    async fn cors_headers_on_the_direct_path_match_hyper() {
+        let io = crate::sio::Server::new(crate::sio::Config::default());
+        let engine = crate::engine::Engine::new(
+            crate::engine::Config::default(),
+            io,
+            crate::id::NodeId::parse("n1").expect("node id"),
+        );
+        let cors = Cors {
+            origins: vec!["https://a.example".into()],
+            credentials: true,
+        };
+        let (addr, shutdown) =
+            serve_on_free_port(Router::new(cors).endpoint("/socket.io/", engine));
+        let mut tcp = Client::connect(addr).await;
+        tcp.send("GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\nOrigin: https://a.example\r\n\r\n",
+        )
+        .await;
+        let (head, _) = tcp.response().await.expect("answered");
+        assert!(!head.contains("\r\ndate: "), "{head:?}");
+        for line in [
+            "access-control-allow-origin: https://a.example\r\n",
+            "vary: Origin\r\n",
+            "access-control-allow-credentials: true\r\n",
+        ] {
+            assert!(head.contains(line), "{line} in {head:?}");
+        }
+        tcp.send("GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\nOrigin: https://b.example\r\n\r\n",
+        )
+        .await;
+        let (head, _) = tcp.response().await.expect("answered");
+        assert!(!head.contains("access-control"), "{head:?}");
         shutdown.cancel();
     }
 

@@ -2,12 +2,19 @@
 //! bodies, long-polling (`polling`) and WebSocket (`ws`).
 //!
 //! An [`Engine`] is served at one path as an [`Endpoint`]; the HTTP layer routes to it and adds
-//! CORS headers. Polling responses are compressed per `Accept-Encoding` (`compress`), WebSocket
+//! CORS headers. A connection whose first request is for the endpoint is offered to it without
+//! hyper ([`Endpoint::open_direct`] for a new WebSocket, [`Endpoint::serve_direct`] for
+//! long-polling: `direct`); what those do not take, hyper serves. Polling responses are compressed per `Accept-Encoding` (`compress`), WebSocket
 //! messages with permessage-deflate (`ws`), as the engine's configuration allows.
 
 mod compress;
+mod direct;
+pub mod head;
 mod polling;
+mod rewind;
 mod ws;
+
+pub use rewind::Rewind;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +26,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 pub(crate) use crate::engine::parse_query;
 use crate::engine::{Engine, Handler, HandshakeInfo, HandshakeRefusal, OpenError, Transport};
@@ -30,6 +38,45 @@ pub(crate) const DIRECT_HEAD_MAX: usize = 4096;
 
 /// Response body used throughout the gateway.
 pub type Body = Full<Bytes>;
+
+/// What the HTTP layer's routes say about a request served without hyper (`http::Router`).
+pub trait Front: Send + Sync + 'static {
+    /// Whether new sessions are refused (a handshake then goes to hyper, which answers 503).
+    fn draining(&self) -> bool;
+    /// Whether a request for `sid` belongs to another gateway (cluster mode; `forwarded`: it was
+    /// already passed on by one): hyper then forwards it.
+    fn elsewhere(&self, sid: &str, forwarded: bool) -> bool;
+    /// Appends the CORS header lines (`name: value\r\n`) of a response to a request from
+    /// `origin`, as the hyper path sets them.
+    fn cors(&self, origin: Option<&[u8]>, out: &mut Vec<u8>);
+}
+
+/// A connection offered to [`Endpoint::serve_direct`], nothing of it read yet.
+pub struct Direct {
+    /// The connection.
+    pub tcp: TcpStream,
+    /// Its peer.
+    pub remote: SocketAddr,
+    /// The path the endpoint is served under (with its final `/`).
+    pub prefix: Arc<str>,
+    /// The routes' rules.
+    pub front: Arc<dyn Front>,
+    /// Cancelled at shutdown: an idle connection is closed, one with a request in flight after
+    /// its response.
+    pub shutdown: CancellationToken,
+    /// How long a request head may take to arrive.
+    pub header_timeout: std::time::Duration,
+}
+
+/// A connection for hyper to serve from here on.
+pub struct Handoff {
+    /// The connection.
+    pub tcp: TcpStream,
+    /// Bytes already read from it (hyper reads them first).
+    pub pre: Vec<u8>,
+    /// What is left of the header-read timeout for the head in `pre`.
+    pub header_timeout: std::time::Duration,
+}
 
 /// Something that answers HTTP requests under a path prefix.
 pub trait Endpoint: Send + Sync + 'static {
@@ -53,6 +100,17 @@ pub trait Endpoint: Send + Sync + 'static {
     ) -> Result<(), TcpStream> {
         let _ = (req, head_len, remote);
         Err(tcp)
+    }
+
+    /// Serves the requests of a kept-alive connection that this endpoint answers without hyper
+    /// (long-polling), until the connection ends (`None`) or a request must go to hyper (the
+    /// connection, with what was read of it).
+    fn serve_direct(self: Arc<Self>, conn: Direct) -> BoxFuture<'static, Option<Handoff>> {
+        Box::pin(std::future::ready(Some(Handoff {
+            tcp: conn.tcp,
+            pre: Vec::new(),
+            header_timeout: conn.header_timeout,
+        })))
     }
 }
 
@@ -89,6 +147,10 @@ impl<H: Handler> Endpoint for Engine<H> {
         };
         let info = HandshakeInfo::new(remote, req.headers(), req.uri().query(), unix_ms());
         ws::open_direct(self, &mut res, req.headers(), info, head_len, tcp)
+    }
+
+    fn serve_direct(self: Arc<Self>, conn: Direct) -> BoxFuture<'static, Option<Handoff>> {
+        Box::pin(direct::serve(self, conn))
     }
 }
 
@@ -165,6 +227,23 @@ impl EioQuery {
     }
 }
 
+/// Writes as much as the kernel accepts without blocking; how much that was.
+fn write_some(tcp: &TcpStream, mut buf: &[u8]) -> std::io::Result<usize> {
+    let mut written = 0;
+    while !buf.is_empty() {
+        match tcp.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                written += n;
+                buf = &buf[n..];
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -193,7 +272,12 @@ async fn handle<H: Handler>(
             (Transport::Polling, false) if req.method() == Method::GET => {
                 let threshold = config.http_compression;
                 let accept = threshold.and_then(|_| {
-                    compress::preferred(req.headers().get_all(header::ACCEPT_ENCODING))
+                    compress::preferred(
+                        req.headers()
+                            .get_all(header::ACCEPT_ENCODING)
+                            .iter()
+                            .map(HeaderValue::as_bytes),
+                    )
                 });
                 compress::response(threshold, accept, polling::poll(conn).await).await
             }

@@ -15,6 +15,7 @@
 //! the client likes. A late body is answered 408 and its connection closed (what is left of the
 //! body is never read, so the connection cannot be reused).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,12 +28,12 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{Body, EioError, compress};
-use crate::engine::{CloseReason, Conn, Engine, Handler, State, Transport};
+use crate::engine::{CloseReason, Conn, Engine, Handler, State, Transport, Waiter};
 use crate::metrics::{self, Limit};
 
 /// How long a GET that arrives during an upgrade waits for the upgrade to complete before it is
 /// answered with noop (the reference server checks every 100 ms).
-const UPGRADE_POLL_WAIT: Duration = Duration::from_millis(100);
+pub(super) const UPGRADE_POLL_WAIT: Duration = Duration::from_millis(100);
 
 fn text_response(body: Bytes) -> Response<Body> {
     let mut res = Response::new(Full::new(body));
@@ -68,9 +69,15 @@ pub(super) fn handshake<H: Handler>(
     open: Frame,
 ) -> Response<Body> {
     let res = payload_response([&open]);
+    started(&engine, conn);
+    res
+}
+
+/// Tells the handler about a new polling session whose handshake is answered, and starts its
+/// heartbeat.
+pub(super) fn started<H: Handler>(engine: &Arc<Engine<H>>, conn: Arc<Conn<H::Data>>) {
     engine.opened(&conn);
     engine.spawn(heartbeat(conn));
-    res
 }
 
 /// Drives the heartbeat of a session while it polls; the WebSocket task takes over after an
@@ -110,45 +117,95 @@ impl<D: Send + Sync + 'static> Drop for CancelGuard<'_, D> {
     }
 }
 
-enum Next {
-    Answer(Response<Body>),
-    Wait(oneshot::Receiver<()>, bool),
-    Duplicate,
+/// What a GET is answered with, whichever path (hyper or `direct`) writes it.
+pub(super) enum Answer {
+    /// 200 with these frames as the payload.
+    Frames(VecDeque<Frame>),
+    /// 200 with a noop packet.
+    Noop,
+    /// The reference server's error.
+    Error(EioError),
+    /// A second GET or POST while one is in flight: 400 with no body (the session is closed).
+    Overlap,
+}
+
+impl Answer {
+    /// As a response for hyper.
+    pub(super) fn response(self) -> Response<Body> {
+        match self {
+            Self::Frames(frames) => payload_response(frames.iter()),
+            Self::Noop => text_response(Bytes::from_static(b"6")),
+            Self::Error(e) => e.response(),
+            Self::Overlap => overlap(),
+        }
+    }
+}
+
+/// What happened to a GET as it arrived.
+pub(super) enum Begin {
+    /// Answer it now.
+    Answer(Answer),
+    /// Its waiter is the session's pending poll; `during_upgrade`: a WebSocket is attached, so
+    /// it is answered after [`UPGRADE_POLL_WAIT`] at the latest.
+    Wait { during_upgrade: bool },
+}
+
+/// A long-poll GET arrives: answers it at once or makes `waiter` the session's pending poll (in
+/// the same critical section that found nothing to send).
+pub(super) fn begin<D: Send + Sync + 'static>(
+    conn: &Arc<Conn<D>>,
+    waiter: impl FnOnce() -> Waiter,
+) -> Begin {
+    if conn.heartbeat_expired(Instant::now()) {
+        conn.close(CloseReason::PingTimeout);
+        return Begin::Answer(Answer::Error(EioError::SessionUnknown));
+    }
+    {
+        let mut st = conn.lock();
+        if let Some(reason) = st.closed {
+            return Begin::Answer(if std::mem::take(&mut st.farewell) {
+                farewell(&mut st, reason)
+            } else {
+                Answer::Error(EioError::SessionUnknown)
+            });
+        } else if st.transport == Transport::WebSocket {
+            return Begin::Answer(Answer::Error(EioError::BadRequest));
+        } else if st.poll.is_none() {
+            if !st.outbox.is_empty() {
+                return Begin::Answer(Answer::Frames(st.drain()));
+            }
+            st.poll = Some(waiter());
+            return Begin::Wait {
+                during_upgrade: st.ws_attached,
+            };
+        }
+    }
+    conn.close(CloseReason::DuplicatePoll);
+    Begin::Answer(Answer::Overlap)
+}
+
+/// What a pending GET answers once woken (its waiter already taken from the session).
+pub(super) fn woken(st: &mut State, during_upgrade: bool) -> Answer {
+    match st.closed {
+        Some(reason) => farewell(st, reason),
+        None if st.transport == Transport::WebSocket => {
+            if during_upgrade {
+                Answer::Error(EioError::BadRequest)
+            } else {
+                Answer::Noop
+            }
+        }
+        None if !st.outbox.is_empty() => Answer::Frames(st.drain()),
+        None => Answer::Noop,
+    }
 }
 
 /// A long-poll GET.
 pub(super) async fn poll<D: Send + Sync + 'static>(conn: Arc<Conn<D>>) -> Response<Body> {
-    if conn.heartbeat_expired(Instant::now()) {
-        conn.close(CloseReason::PingTimeout);
-        return EioError::SessionUnknown.response();
-    }
-    let next = {
-        let mut st = conn.lock();
-        if let Some(reason) = st.closed {
-            if std::mem::take(&mut st.farewell) {
-                Next::Answer(farewell(&mut st, reason))
-            } else {
-                Next::Answer(EioError::SessionUnknown.response())
-            }
-        } else if st.transport == Transport::WebSocket {
-            Next::Answer(EioError::BadRequest.response())
-        } else if st.poll.is_some() {
-            Next::Duplicate
-        } else if !st.outbox.is_empty() {
-            Next::Answer(drain_response(&mut st))
-        } else {
-            let (tx, rx) = oneshot::channel();
-            st.poll = Some(tx);
-            Next::Wait(rx, st.ws_attached)
-        }
-    };
-    let (rx, during_upgrade) = match next {
-        Next::Answer(res) => return res,
-        Next::Duplicate => {
-            conn.close(CloseReason::DuplicatePoll);
-            return overlap();
-        }
-        Next::Wait(rx, during_upgrade) => (rx, during_upgrade),
+    let (tx, rx) = oneshot::channel();
+    let during_upgrade = match begin(&conn, || Waiter::Hyper(tx)) {
+        Begin::Answer(answer) => return answer.response(),
+        Begin::Wait { during_upgrade } => during_upgrade,
     };
     let mut guard = CancelGuard {
         conn: &conn,
@@ -163,28 +220,17 @@ pub(super) async fn poll<D: Send + Sync + 'static>(conn: Arc<Conn<D>>) -> Respon
     let mut st = conn.lock();
     // Drop our waker if it was not used (upgrade wait timed out).
     st.poll = None;
-    match st.closed {
-        Some(reason) => farewell(&mut st, reason),
-        None if st.transport == Transport::WebSocket => {
-            if during_upgrade {
-                EioError::BadRequest.response()
-            } else {
-                text_response(Bytes::from_static(b"6"))
-            }
-        }
-        None if !st.outbox.is_empty() => drain_response(&mut st),
-        None => text_response(Bytes::from_static(b"6")),
-    }
+    woken(&mut st, during_upgrade).response()
 }
 
 /// The last answer of a closed session: noop after the client's own close, else whatever was
 /// still queued and a close packet.
-fn farewell(st: &mut State, reason: CloseReason) -> Response<Body> {
+fn farewell(st: &mut State, reason: CloseReason) -> Answer {
     if reason == CloseReason::ClientClose {
-        return text_response(Bytes::from_static(b"6"));
+        return Answer::Noop;
     }
     st.push_back(closing());
-    drain_response(st)
+    Answer::Frames(st.drain())
 }
 
 /// The transport's close packet. It does not count towards compressing the body: as in Node's
@@ -194,18 +240,61 @@ fn closing() -> Frame {
     Frame::close().with_compress(Compress::Off)
 }
 
-fn drain_response(st: &mut State) -> Response<Body> {
-    let frames = st.drain();
-    payload_response(frames.iter())
-}
-
 /// Clears the POST-in-progress flag when the POST ends, however it ends.
-struct PostGuard<'a, D: Send + Sync + 'static>(&'a Conn<D>);
+pub(super) struct PostGuard<'a, D: Send + Sync + 'static>(&'a Conn<D>);
 
 impl<D: Send + Sync + 'static> Drop for PostGuard<'_, D> {
     fn drop(&mut self) {
         self.0.lock().post_active = false;
     }
+}
+
+/// A POST's headers arrived: it may go on (its body is read while the guard lives), or is
+/// answered at once.
+pub(super) fn post_begin<D: Send + Sync + 'static>(
+    conn: &Arc<Conn<D>>,
+) -> Result<PostGuard<'_, D>, Answer> {
+    {
+        let mut st = conn.lock();
+        if st.closed.is_some() {
+            return Err(Answer::Error(EioError::SessionUnknown));
+        }
+        if st.transport == Transport::WebSocket {
+            return Err(Answer::Error(EioError::BadRequest));
+        }
+        if !st.post_active {
+            st.post_active = true;
+            return Ok(PostGuard(conn));
+        }
+    }
+    conn.close(CloseReason::TransportError);
+    Err(Answer::Overlap)
+}
+
+/// Delivers a POST's body; `None`: delivered (answer `ok`).
+pub(super) fn post_deliver<H: Handler>(
+    engine: &Engine<H>,
+    conn: &Arc<Conn<H::Data>>,
+    body: &Bytes,
+) -> Option<Answer> {
+    let packets = match engineio::decode_payload(body) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(sid = %conn.sid(), error = %e, "invalid polling payload");
+            conn.close(CloseReason::ParseError);
+            return Some(Answer::Error(EioError::BadRequest));
+        }
+    };
+    metrics::wire(false).received(packets.len() as u64, body.len() as u64);
+    if conn.is_closed() {
+        // Closed while the body arrived (by an overlapping POST, say): nothing was delivered.
+        return Some(Answer::Error(EioError::SessionUnknown));
+    }
+    let now = Instant::now();
+    for packet in packets {
+        engine.on_packet(conn, packet, now);
+    }
+    None
 }
 
 /// A POST of packets from the client.
@@ -223,22 +312,10 @@ pub(super) async fn post<H: Handler>(
     if declared.is_some_and(|n| n > max as u64) {
         return too_large();
     }
-    {
-        let mut st = conn.lock();
-        if st.closed.is_some() {
-            return EioError::SessionUnknown.response();
-        }
-        if st.transport == Transport::WebSocket {
-            return EioError::BadRequest.response();
-        }
-        if st.post_active {
-            drop(st);
-            conn.close(CloseReason::TransportError);
-            return overlap();
-        }
-        st.post_active = true;
-    }
-    let _guard = PostGuard(&conn);
+    let _guard = match post_begin(&conn) {
+        Ok(guard) => guard,
+        Err(answer) => return answer.response(),
+    };
     let collect = Limited::new(req.into_body(), max).collect();
     let body = match tokio::time::timeout(engine.config.body_timeout, collect).await {
         Ok(Ok(b)) => b.to_bytes(),
@@ -257,22 +334,8 @@ pub(super) async fn post<H: Handler>(
             return EioError::BadRequest.response();
         }
     };
-    let packets = match engineio::decode_payload(&body) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::debug!(sid = %conn.sid(), error = %e, "invalid polling payload");
-            conn.close(CloseReason::ParseError);
-            return EioError::BadRequest.response();
-        }
-    };
-    metrics::wire(false).received(packets.len() as u64, body.len() as u64);
-    if conn.is_closed() {
-        // Closed while the body arrived (by an overlapping POST, say): nothing was delivered.
-        return EioError::SessionUnknown.response();
-    }
-    let now = Instant::now();
-    for packet in packets {
-        engine.on_packet(&conn, packet, now);
+    if let Some(answer) = post_deliver(&engine, &conn, &body) {
+        return answer.response();
     }
     let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
     res.headers_mut()
@@ -284,7 +347,7 @@ pub(super) async fn post<H: Handler>(
 
 /// A second GET or POST while one is in flight: the session is closed, and the request gets what
 /// the reference server answers, 400 with no body.
-fn overlap() -> Response<Body> {
+pub(super) fn overlap() -> Response<Body> {
     metrics::limited(Limit::PollingInFlight);
     let mut res = Response::new(Full::new(Bytes::new()));
     *res.status_mut() = StatusCode::BAD_REQUEST;

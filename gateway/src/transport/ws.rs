@@ -43,7 +43,7 @@ use switchboard_codec::websocket::{self, Assembler, Message, OpCode, Role, close
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::{Body, DIRECT_HEAD_MAX, EioError, too_many};
+use super::{Body, DIRECT_HEAD_MAX, EioError, too_many, write_some};
 use crate::engine::{
     CloseReason, Conn, DirectWrite, Engine, Handler, HandshakeInfo, State, Transport,
 };
@@ -275,8 +275,22 @@ fn refuse_after_upgrade<H: Handler>(
 async fn take_stream(fut: fastwebsockets::upgrade::UpgradeFut) -> Option<(TcpStream, Bytes)> {
     let ws = fut.await.ok()?;
     let upgraded = ws.into_inner().into_inner();
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => Some((parts.io.into_inner(), parts.read_buf)),
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => return Some((parts.io.into_inner(), parts.read_buf)),
+        Err(upgraded) => upgraded,
+    };
+    // A connection hyper took over from the direct polling path.
+    match upgraded.downcast::<TokioIo<super::Rewind>>() {
+        Ok(parts) => {
+            let (tcp, pre) = parts.io.into_inner().into_parts();
+            if pre.is_empty() {
+                return Some((tcp, parts.read_buf));
+            }
+            // What hyper read came off the stream before what it had not read yet.
+            let mut all = parts.read_buf.to_vec();
+            all.extend_from_slice(&pre);
+            Some((tcp, Bytes::from(all)))
+        }
         Err(_) => {
             tracing::error!("upgraded connection is not a TcpStream");
             None
@@ -739,9 +753,7 @@ impl<H: Handler> Io<'_, H> {
                 }
                 st.transport = Transport::Upgrading;
                 // Release a pending GET (it gets noop) so the client can pause polling.
-                if let Some(poll) = st.poll.take() {
-                    let _ = poll.send(());
-                }
+                st.wake_poll();
                 self.phase = Phase::Upgrade;
                 Flow::Continue
             }
@@ -754,9 +766,7 @@ impl<H: Handler> Io<'_, H> {
                     st.transport = Transport::WebSocket;
                     metrics::wire(false).connections.decrement(1.0);
                     metrics::wire(true).connections.increment(1.0);
-                    if let Some(poll) = st.poll.take() {
-                        let _ = poll.send(());
-                    }
+                    st.wake_poll();
                     self.phase = Phase::Open;
                     tracing::debug!(sid = %self.conn.sid(), "upgraded to websocket");
                     Flow::Continue
@@ -980,23 +990,6 @@ fn write_deflated(out: &mut Vec<u8>, opcode: OpCode, data: &[u8], d: Deflate) {
             *z = Vec::new();
         }
     });
-}
-
-/// Writes as much as the kernel accepts without blocking.
-fn write_some(tcp: &TcpStream, mut buf: &[u8]) -> io::Result<usize> {
-    let mut written = 0;
-    while !buf.is_empty() {
-        match tcp.try_write(buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                written += n;
-                buf = &buf[n..];
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(written)
 }
 
 #[cfg(test)]
