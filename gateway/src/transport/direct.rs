@@ -456,6 +456,18 @@ fn read_body(
     Poll::Ready(Ok(()))
 }
 
+/// Tells tokio that `tcp` has no bytes left to read, after a read that took fewer than it asked
+/// for (TCP hands over everything queued, up to the buffer): its readiness is cleared as an
+/// `EAGAIN` would clear it, so the wait for the next request registers at once instead of
+/// paying a `recvfrom` (a peek) that can only say "nothing yet". That is one syscall of the
+/// three a long-poll delivery made. Safe as tokio's own clearing is: readiness set by an event
+/// that arrived after this read carries a newer tick and is kept.
+fn drained(tcp: &TcpStream) {
+    let _ = tcp.try_io(tokio::io::Interest::READABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
+}
+
 /// Ready once the socket has bytes or ended: how many bytes (0: ended). Reads nothing; once the
 /// GET was answered, readable is enough (the bytes are the next request: no peek needed).
 fn peek(link: &Link, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -516,7 +528,12 @@ impl<H: Handler> Ctx<'_, H> {
             let mut buf = [0u8; DIRECT_HEAD_MAX];
             match link.tcp.try_read(&mut buf) {
                 Ok(0) => return Poll::Ready(Next::Gone),
-                Ok(n) => return Poll::Ready(self.decide(link, &buf[..n])),
+                Ok(n) => {
+                    if n < buf.len() {
+                        drained(&link.tcp);
+                    }
+                    return Poll::Ready(self.decide(link, &buf[..n]));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => return Poll::Ready(Next::Gone),
             }
