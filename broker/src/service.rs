@@ -18,7 +18,8 @@
 //! [`RebuildConfig::budget_bytes`] of parts in flight. While a node's paced snapshot (taken at
 //! sequence S) is arriving, that node's membership events (sequence > S, published between the
 //! windows) are held back, and applied in order right after the snapshot; held events past
-//! [`RebuildConfig::max_held_events`] give the snapshot up instead (they are applied, the gap asks again).
+//! [`RebuildConfig::max_held_events`] give the snapshot up instead (they are applied, the gap
+//! asks again).
 //!
 //! Gaps are not guessed from queueing: a heartbeat is applied only after every membership message
 //! already received has been (the membership subscription is drained first; a gateway publishes

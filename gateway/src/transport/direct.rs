@@ -46,7 +46,9 @@ use tokio::time::Instant;
 
 use super::compress::{self, Coding};
 use super::head::{self, Method, Parse};
-use super::polling::{self, Answer, Begin, UPGRADE_POLL_WAIT};
+use super::polling::{
+    self, Answer, Begin, DELIVERED_BODY, DELIVERED_TYPE, NOOP_BODY, PAYLOAD_TYPE, UPGRADE_POLL_WAIT,
+};
 use super::{DIRECT_HEAD_MAX, Direct, EioError, EioQuery, Handoff, unix_ms, write_some};
 use crate::engine::{
     AnswerPoll, CloseReason, Conn, Engine, Handler, HandshakeInfo, HandshakeRefusal, KEPT_HEADERS,
@@ -187,8 +189,6 @@ fn head(
     let _ = write!(out, "content-length: {len}\r\n\r\n");
 }
 
-const TEXT: &str = "text/plain; charset=UTF-8";
-
 /// Appends the whole response for `reply`.
 fn encode(out: &mut BytesMut, reply: Reply, l: &LinkState, threshold: Option<usize>) {
     match reply {
@@ -201,34 +201,44 @@ fn encode(out: &mut BytesMut, reply: Reply, l: &LinkState, threshold: Option<usi
                     let mut plain = BytesMut::with_capacity(len);
                     engineio::encode_payload(frames.iter(), &mut plain);
                     let body = compress::encode(coding, &plain);
-                    head(out, StatusCode::OK, Some(TEXT), l, Some(coding), body.len());
+                    head(
+                        out,
+                        StatusCode::OK,
+                        Some(PAYLOAD_TYPE),
+                        l,
+                        Some(coding),
+                        body.len(),
+                    );
                     out.extend_from_slice(&body);
                 }
                 _ => {
-                    head(out, StatusCode::OK, Some(TEXT), l, None, len);
+                    head(out, StatusCode::OK, Some(PAYLOAD_TYPE), l, None, len);
                     engineio::encode_payload(frames.iter(), out);
                 }
             }
         }
         Reply::Answer(Answer::Noop) => {
-            head(out, StatusCode::OK, Some(TEXT), l, None, 1);
-            out.extend_from_slice(b"6");
+            head(
+                out,
+                StatusCode::OK,
+                Some(PAYLOAD_TYPE),
+                l,
+                None,
+                NOOP_BODY.len(),
+            );
+            out.extend_from_slice(NOOP_BODY);
         }
         Reply::Answer(Answer::Error(e)) => {
-            let status = if e == EioError::Forbidden {
-                StatusCode::FORBIDDEN
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            encode(out, Reply::Json(status, e.body()), l, threshold);
+            encode(out, Reply::Json(e.status(), e.body()), l, threshold);
         }
         Reply::Answer(Answer::Overlap) => {
             metrics::limited(Limit::PollingInFlight);
             head(out, StatusCode::BAD_REQUEST, None, l, None, 0);
         }
         Reply::Delivered => {
-            head(out, StatusCode::OK, Some("text/html"), l, None, 2);
-            out.extend_from_slice(b"ok");
+            let len = DELIVERED_BODY.len();
+            head(out, StatusCode::OK, Some(DELIVERED_TYPE), l, None, len);
+            out.extend_from_slice(DELIVERED_BODY);
         }
         Reply::Json(status, body) => {
             head(out, status, Some("application/json"), l, None, body.len());

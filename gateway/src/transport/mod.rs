@@ -166,6 +166,7 @@ pub(crate) enum EioError {
 }
 
 impl EioError {
+    /// The reference server's JSON body for the error.
     fn body(self) -> &'static str {
         match self {
             Self::TransportUnknown => r#"{"code":0,"message":"Transport unknown"}"#,
@@ -179,13 +180,17 @@ impl EioError {
         }
     }
 
-    pub(crate) fn response(self) -> Response<Body> {
-        let status = if self == Self::Forbidden {
+    /// The reference server's status for the error: 403 for `Forbidden`, else 400.
+    fn status(self) -> StatusCode {
+        if self == Self::Forbidden {
             StatusCode::FORBIDDEN
         } else {
             StatusCode::BAD_REQUEST
-        };
-        json_response(status, self.body())
+        }
+    }
+
+    pub(crate) fn response(self) -> Response<Body> {
+        json_response(self.status(), self.body())
     }
 }
 

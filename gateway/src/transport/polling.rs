@@ -35,13 +35,19 @@ use crate::metrics::{self, Limit};
 /// answered with noop (the reference server checks every 100 ms).
 pub(super) const UPGRADE_POLL_WAIT: Duration = Duration::from_millis(100);
 
+/// A GET's answer's `Content-Type` (payloads and noop), as the reference server sends it; both
+/// paths (hyper here, `direct`) write these.
+pub(super) const PAYLOAD_TYPE: &str = "text/plain; charset=UTF-8";
+/// A noop answer's body.
+pub(super) const NOOP_BODY: &[u8] = b"6";
+/// A delivered POST's `Content-Type` and body.
+pub(super) const DELIVERED_TYPE: &str = "text/html";
+pub(super) const DELIVERED_BODY: &[u8] = b"ok";
+
 fn text_response(body: Bytes) -> Response<Body> {
     let mut res = Response::new(Full::new(body));
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=UTF-8"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PAYLOAD_TYPE));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
@@ -134,7 +140,7 @@ impl Answer {
     pub(super) fn response(self) -> Response<Body> {
         match self {
             Self::Frames(frames) => payload_response(frames.iter()),
-            Self::Noop => text_response(Bytes::from_static(b"6")),
+            Self::Noop => text_response(Bytes::from_static(NOOP_BODY)),
             Self::Error(e) => e.response(),
             Self::Overlap => overlap(),
         }
@@ -337,9 +343,11 @@ pub(super) async fn post<H: Handler>(
     if let Some(answer) = post_deliver(&engine, &conn, &body) {
         return answer.response();
     }
-    let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    let mut res = Response::new(Full::new(Bytes::from_static(DELIVERED_BODY)));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(DELIVERED_TYPE),
+    );
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
