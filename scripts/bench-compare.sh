@@ -485,7 +485,10 @@ def vs_best(what, ours, peer_values, ours_ok=True):
         t17.append((what, ours, peer, best, False, "ours did not sustain the level")); return
     if best is None:
         t17.append((what, ours, None, None, True, "no peer sustains this level")); return
-    r = ours / best
+    r = ratio(ours, best)
+    if r is None:
+        # A CPU figure of 0: the run was shorter than one tick of the CPU clock (quick runs).
+        t17.append((what, ours, peer, best, None, "the best peer's figure is 0: below the CPU clock's tick")); return
     how = f"{r:.2f}× the best peer" + ("" if r <= 1 else f" — over by {(r - 1) * 100:.0f} %")
     t17.append((what, ours, peer, best, r <= 1, how))
 for rate, offered, recs, sus in sweep:
