@@ -12,8 +12,8 @@
 //! ([`crate::keys`]: `UNAUTHENTICATED` without a known key, `PERMISSION_DENIED` without the
 //! scope), reflection any key; the standard health
 //! service (`grpc.health.v1.Health`) is open so that probes need no secret. Requests are
-//! validated (`INVALID_ARGUMENT` says what is wrong); deadlines (`grpc-timeout`) are honoured by
-//! tonic, which cancels the call when the client's deadline passes.
+//! validated (`INVALID_ARGUMENT` says what is wrong); a call still unanswered when its deadline
+//! (`grpc-timeout`) passes ends in `DEADLINE_EXCEEDED` ([`Deadline`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -1055,7 +1055,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| GrpcError::Reflection(e.to_string()))?;
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder().layer(Deadline);
     if let Some((cert, key)) = &opts.tls {
         let identity = tonic::transport::Identity::from_pem(cert, key);
         builder =
@@ -1146,6 +1146,9 @@ pub(crate) fn code_label(code: tonic::Code) -> &'static str {
 struct Call {
     method: &'static str,
     start: Instant,
+    /// The call's deadline ([`CallDeadline`]): a call dropped past it ended in
+    /// `DEADLINE_EXCEEDED`, not `CANCELLED`.
+    deadline: Option<tokio::time::Instant>,
     done: bool,
 }
 
@@ -1175,7 +1178,100 @@ impl Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
-        self.finish(tonic::Code::Cancelled);
+        let passed = self
+            .deadline
+            .is_some_and(|d| tokio::time::Instant::now() >= d);
+        self.finish(if passed {
+            tonic::Code::DeadlineExceeded
+        } else {
+            tonic::Code::Cancelled
+        });
+    }
+}
+
+/// A `grpc-timeout` header's duration: 1 to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`),
+/// per gRPC over HTTP/2; `None` for anything else (the call then has no deadline, as in tonic).
+fn grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// When a call's deadline passes: set by [`Deadline`] in the request's extensions.
+#[derive(Clone, Copy)]
+struct CallDeadline(tokio::time::Instant);
+
+/// Ends each call still unanswered when its deadline (`grpc-timeout`) passes with
+/// `DEADLINE_EXCEEDED`, as gRPC says; tonic's own timer would answer `CANCELLED` ("Timeout
+/// expired").
+///
+/// Installed with [`Server::layer`](tonic::transport::Server::layer), so it is called from
+/// inside tonic's timer service *before* that service starts its timer: this deadline is never
+/// later, and since tonic polls the call before its timer, this answer is the one sent.
+#[derive(Clone, Copy)]
+struct Deadline;
+
+impl<S> tower_layer::Layer<S> for Deadline {
+    type Service = WithDeadline<S>;
+    fn layer(&self, inner: S) -> WithDeadline<S> {
+        WithDeadline(inner)
+    }
+}
+
+/// A service under [`Deadline`].
+#[derive(Clone)]
+struct WithDeadline<S>(S);
+
+impl<S, B> tonic::codegen::Service<tonic::codegen::http::Request<B>> for WithDeadline<S>
+where
+    S: tonic::codegen::Service<tonic::codegen::http::Request<B>, Response = HttpResponse>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = HttpResponse;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<HttpResponse, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: tonic::codegen::http::Request<B>) -> Self::Future {
+        let timeout = req
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| grpc_timeout(v.as_bytes()));
+        let Some(timeout) = timeout else {
+            return Box::pin(self.0.call(req));
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        req.extensions_mut().insert(CallDeadline(deadline));
+        let response = self.0.call(req);
+        Box::pin(async move {
+            tokio::select! {
+                biased;
+                response = response => response,
+                () = tokio::time::sleep_until(deadline) => {
+                    Ok(Status::deadline_exceeded("the call's deadline passed").into_http())
+                }
+            }
+        })
     }
 }
 
@@ -1222,6 +1318,7 @@ where
         let mut call = Call {
             method,
             start: Instant::now(),
+            deadline: req.extensions().get::<CallDeadline>().map(|d| d.0),
             done: false,
         };
         let header = req.headers().get("authorization").map(|v| v.as_bytes());
@@ -1357,6 +1454,26 @@ impl<R: hyper::body::Body<Data = Bytes, Error = Status>> hyper::body::Body for M
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn grpc_timeout_headers_are_read_per_the_spec() {
+        for (value, want) in [
+            (&b"300m"[..], Some(Duration::from_millis(300))),
+            (b"99999999S", Some(Duration::from_secs(99_999_999))),
+            (b"2H", Some(Duration::from_secs(7200))),
+            (b"3M", Some(Duration::from_secs(180))),
+            (b"7u", Some(Duration::from_micros(7))),
+            (b"0n", Some(Duration::ZERO)),
+            (b"123456789S", None),
+            (b"m", None),
+            (b"", None),
+            (b"10x", None),
+            (b"-1S", None),
+            (b"1 S", None),
+        ] {
+            assert_eq!(grpc_timeout(value), want, "{value:?}");
+        }
+    }
 
     #[test]
     fn metric_labels_come_from_closed_sets() {

@@ -357,3 +357,55 @@ async fn a_broadcast_says_whether_it_may_be_compressed() {
         assert_eq!(d.uncompressed, uncompressed);
     }
 }
+
+/// A call still waiting when its deadline passes ends in DEADLINE_EXCEEDED, as gRPC says, not in
+/// the CANCELLED ("Timeout expired") that tonic's own timer answers with. The gateways here never
+/// answer the acks, so only the deadline can end the call. The request goes over a raw HTTP/2
+/// connection: a tonic client enforces the same deadline itself, first, and would hide the
+/// server's answer.
+#[tokio::test]
+async fn a_call_past_its_deadline_ends_in_deadline_exceeded() {
+    use http_body_util::{BodyExt as _, Full};
+    use switchboard_proto::Message as _;
+    let (served, _c, _on_gw1) = serve_watching_gw1().await;
+    let tcp = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let msg = pb::BroadcastRequest {
+        selector: Some(room("r000")),
+        event: "poll".into(),
+        ack_timeout_ms: 10_000,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(msg.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(&msg);
+    let req = hyper::Request::post(format!(
+        "http://{}/switchboard.admin.v1.Admin/Broadcast",
+        served.addr
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("authorization", format!("Bearer {TOKEN}"))
+    .header("grpc-timeout", "200m")
+    .body(Full::new(bytes::Bytes::from(body)))
+    .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    let head = res.headers().clone();
+    let trailers = res.into_body().collect().await.unwrap().trailers().cloned();
+    let status = head
+        .get("grpc-status")
+        .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-status")))
+        .expect("a grpc-status");
+    assert_eq!(
+        tonic::Code::from_bytes(status.as_bytes()),
+        tonic::Code::DeadlineExceeded,
+        "{head:?} {trailers:?}"
+    );
+}
