@@ -22,10 +22,12 @@ use hashbrown::HashTable;
 /// The hasher of every directory table.
 pub(crate) type Hasher = foldhash::fast::RandomState;
 
-/// Slots per slab page: a page is allocated whole, so a slab wastes at most one page.
-const PAGE: usize = 1024;
+/// Bytes per slab page: a page is allocated whole, so a slab wastes at most one page. A size
+/// class of the allocator (jemalloc's 80 KiB), so that a page of records whose size does not
+/// divide it still fills its allocation: 1 024 slots of 80 bytes, 1 137 of 72.
+const PAGE_BYTES: usize = 80 * 1024;
 
-/// Records addressed by `u32` slots, in pages of [`PAGE`], freed slots reused first.
+/// Records addressed by `u32` slots, in pages of [`Slab::PAGE`] slots, freed slots reused first.
 #[derive(Debug)]
 pub(crate) struct Slab<T> {
     pages: Vec<Vec<Option<T>>>,
@@ -44,6 +46,12 @@ impl<T> Default for Slab<T> {
 }
 
 impl<T> Slab<T> {
+    /// Slots per page: as many as [`PAGE_BYTES`] hold, at least one.
+    const PAGE: usize = {
+        let n = PAGE_BYTES / std::mem::size_of::<Option<T>>();
+        if n == 0 { 1 } else { n }
+    };
+
     /// Stores `value`, returning its slot.
     pub(crate) fn insert(&mut self, value: T) -> u32 {
         self.len += 1;
@@ -53,14 +61,17 @@ impl<T> Slab<T> {
             *cell = Some(value);
             return slot;
         }
-        let last_full = self.pages.last().is_none_or(|page| page.len() == PAGE);
+        let last_full = self
+            .pages
+            .last()
+            .is_none_or(|page| page.len() == Self::PAGE);
         if last_full {
-            self.pages.push(Vec::with_capacity(PAGE));
+            self.pages.push(Vec::with_capacity(Self::PAGE));
         }
         let pages = self.pages.len() - 1;
         let page = self.pages.last_mut().expect("a page was just ensured");
         page.push(Some(value));
-        u32::try_from(pages * PAGE + page.len() - 1).expect("fewer than 2^32 records")
+        u32::try_from(pages * Self::PAGE + page.len() - 1).expect("fewer than 2^32 records")
     }
 
     /// Removes and returns the record of `slot`.
@@ -77,7 +88,10 @@ impl<T> Slab<T> {
 
     pub(crate) fn get(&self, slot: u32) -> Option<&T> {
         let slot = slot as usize;
-        self.pages.get(slot / PAGE)?.get(slot % PAGE)?.as_ref()
+        self.pages
+            .get(slot / Self::PAGE)?
+            .get(slot % Self::PAGE)?
+            .as_ref()
     }
 
     pub(crate) fn get_mut(&mut self, slot: u32) -> Option<&mut T> {
@@ -86,7 +100,9 @@ impl<T> Slab<T> {
 
     fn cell_mut(&mut self, slot: u32) -> Option<&mut Option<T>> {
         let slot = slot as usize;
-        self.pages.get_mut(slot / PAGE)?.get_mut(slot % PAGE)
+        self.pages
+            .get_mut(slot / Self::PAGE)?
+            .get_mut(slot % Self::PAGE)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -97,7 +113,7 @@ impl<T> Slab<T> {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &T)> + '_ {
         self.pages.iter().enumerate().flat_map(|(p, page)| {
             page.iter().enumerate().filter_map(move |(i, cell)| {
-                let slot = u32::try_from(p * PAGE + i).expect("fewer than 2^32 records");
+                let slot = u32::try_from(p * Self::PAGE + i).expect("fewer than 2^32 records");
                 cell.as_ref().map(|value| (slot, value))
             })
         })
