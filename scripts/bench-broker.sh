@@ -12,6 +12,7 @@
 #   scripts/bench-broker.sh --sockets 200000 another size
 #   scripts/bench-broker.sh --presence off   sockets whose namespace announces no presence
 #   scripts/bench-broker.sh --headers none   handshakes without user-agent / origin headers
+#   scripts/bench-broker.sh --batch 1        every membership event alone (default: batches of 64)
 #   scripts/bench-broker.sh --quick          5 000 sockets, 1 run: a smoke test (seconds)
 #   scripts/bench-broker.sh --no-build       skip the release build
 #
@@ -21,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sockets=1000000 churn=200000 queries=100 runs=3 build=1 presence=on headers=browser
+sockets=1000000 churn=200000 queries=100 runs=3 build=1 presence=on headers=browser batch=64
 while (( $# )); do
     case "$1" in
         --quick) sockets=5000 churn=5000 queries=5 runs=1 ;;
@@ -32,6 +33,7 @@ while (( $# )); do
         --queries) queries=$2; shift ;;
         --presence) presence=$2; shift ;;
         --headers) headers=$2; shift ;;
+        --batch) batch=$2; shift ;;
         -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-broker.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -74,13 +76,13 @@ trap 'stop_broker; stop_all' EXIT
 
 status=0
 for run in $(seq "$runs"); do
-    echo "== run $run/$runs: $sockets sockets, 50 gateways, presence $presence, headers $headers; load: $(uptime | sed 's/.*load average: //') =="
+    echo "== run $run/$runs: $sockets sockets, 50 gateways, batches of $batch, presence $presence, headers $headers; load: $(uptime | sed 's/.*load average: //') =="
     start_nats "$OUT/broker-nats.log"
     : >"$OUT/broker-process.log"
     line=$(taskset -c "$CLIENT_CPU" target/release/examples/broker_bench --nats "$nats_url" \
         --broker target/release/switchboard-broker --broker-cpu "$SERVER_CPU" \
         --sockets "$sockets" --gateways 50 --churn "$churn" --queries "$queries" \
-        --presence "$presence" --headers "$headers" --log "$OUT/broker-process.log" \
+        --batch "$batch" --presence "$presence" --headers "$headers" --log "$OUT/broker-process.log" \
         --pidfile "$pidfile") || status=1
     stop_broker
     stop_all

@@ -31,6 +31,7 @@
 //! | `[cluster] drain_ms` | `SWITCHBOARD_DRAIN_MS` | 10000 in a cluster, 0 standalone | on SIGTERM, sessions close spread over this window |
 //! | `[cluster] advertise_addr` | `SWITCHBOARD_ADVERTISE_ADDR` | the bound address | `host:port` other gateways reach this one at |
 //! | `[cluster] forward` | `SWITCHBOARD_FORWARD` | `true` | pass requests for other gateways' sessions to their owner |
+//! | `[cluster] member_batches` | `SWITCHBOARD_MEMBER_BATCHES` | `true` | publish membership messages queued together as one batch (off while brokers older than batches run) |
 //! | `[broker] host` | `SWITCHBOARD_BROKER_HOST` | `127.0.0.1` | the broker's HTTP listen address (name or IP) |
 //! | `[broker] http_port` | `SWITCHBOARD_BROKER_HTTP_PORT` | `9090` | the broker's HTTP port; 0 = any free port |
 //! | `[broker] id` | `SWITCHBOARD_BROKER_ID` | random | the broker's id (`A-Z a-z 0-9 _ -`, at most 64) |
@@ -132,6 +133,7 @@ pub const VARS: &[Var] = &[
     var("cluster", "drain_ms", "SWITCHBOARD_DRAIN_MS"),
     var("cluster", "advertise_addr", "SWITCHBOARD_ADVERTISE_ADDR"),
     var("cluster", "forward", "SWITCHBOARD_FORWARD"),
+    var("cluster", "member_batches", "SWITCHBOARD_MEMBER_BATCHES"),
     var("broker", "host", "SWITCHBOARD_BROKER_HOST"),
     var("broker", "http_port", "SWITCHBOARD_BROKER_HTTP_PORT"),
     var("broker", "id", "SWITCHBOARD_BROKER_ID"),
@@ -313,6 +315,8 @@ pub struct Settings {
     pub advertise: Option<String>,
     /// Whether requests for other gateways' sessions are passed to their owner.
     pub forward: bool,
+    /// Whether the gateway publishes membership messages queued together as one batch.
+    pub member_batches: bool,
     /// The broker binary's settings.
     pub broker: BrokerSettings,
     /// The admin APIs: gRPC, and with the same keys the HTTP API; `None`: off (no key, or a
@@ -758,6 +762,9 @@ impl Settings {
         let forward = c
             .opt(&given, ("cluster", "forward"), rule::switch)
             .unwrap_or(true);
+        let member_batches = c
+            .opt(&given, ("cluster", "member_batches"), rule::switch)
+            .unwrap_or(true);
 
         let nats = c.nats(&given);
         let broker = BrokerSettings {
@@ -849,6 +856,7 @@ impl Settings {
             drain,
             advertise,
             forward,
+            member_batches,
             broker,
             grpc,
             grpc_ignored,
@@ -1298,6 +1306,7 @@ mod tests {
         // Drain and forwarding defaults of a cluster node.
         assert_eq!(s.drain(), DEFAULT_DRAIN);
         assert!(s.forward && s.advertise.is_none());
+        assert!(s.member_batches, "batches by default");
     }
 
     #[cfg(feature = "fault-injection")]
@@ -1316,11 +1325,13 @@ mod tests {
             ("SWITCHBOARD_DRAIN_MS", "0"),
             ("SWITCHBOARD_ADVERTISE_ADDR", "gw1:3000"),
             ("SWITCHBOARD_FORWARD", "off"),
+            ("SWITCHBOARD_MEMBER_BATCHES", "false"),
         ])
         .unwrap();
         assert_eq!(s.drain(), Duration::ZERO);
         assert_eq!(s.advertise.as_deref(), Some("gw1:3000"));
         assert!(!s.forward);
+        assert!(!s.member_batches);
         for (var, bad) in [
             ("SWITCHBOARD_DRAIN_MS", "-1"),
             ("SWITCHBOARD_DRAIN_MS", "3600001"),
@@ -1328,6 +1339,7 @@ mod tests {
             ("SWITCHBOARD_ADVERTISE_ADDR", "10.0.0.7"),
             ("SWITCHBOARD_ADVERTISE_ADDR", "10.0.0.7:0"),
             ("SWITCHBOARD_FORWARD", "maybe"),
+            ("SWITCHBOARD_MEMBER_BATCHES", "sometimes"),
         ] {
             let e = gateway(&[(var, bad)]).expect_err(var);
             assert!(e.starts_with(var), "{var}={bad}: {e}");

@@ -4,7 +4,13 @@
 //! `--gateways` simulated gateways to NATS (one connection each, as real gateways have) and has
 //! them publish real membership messages — the protobuf `MemberMessage`s, on the member subjects,
 //! with per-node sequence numbers and heartbeats, exactly as `gateway/src/cluster` sends them — so
-//! the broker runs its real decode and apply path. The gateways also answer the broker's resync
+//! the broker runs its real decode and apply path. Each gateway publishes its events in
+//! membership batches of `--batch` (64 by default), as a loaded gateway's publisher does with
+//! what is queued (`MemberBatch`, written around the encoded messages by
+//! `switchboard_proto::batch`, within the bus payload); `--batch 1` publishes every event alone,
+//! as before batches. A gateway holds at most `--batch` − 1 events unpublished, and publishes
+//! them before it answers a snapshot request and at the end of each phase; its heartbeats carry
+//! the last sequence number it published. The gateways also answer the broker's resync
 //! (a heartbeat at once when it asks only for an announcement) and its snapshot requests
 //! (snapshot parts cut to the bus payload, sent a window at a time when the request is paced,
 //! the rest kept until asked for), as real ones do. Phases:
@@ -29,8 +35,9 @@
 //!
 //! Flow control: a broker that falls more than `WINDOW` messages behind would overflow its
 //! subscription buffer and drop (then ask for snapshots), which is not a capacity but a failure
-//! mode; so publishing pauses while published − applied exceeds the window (read from the
-//! broker's `/metrics`). Any sequence gap, slow-consumer drop or malformed message is a problem
+//! mode; so publishing pauses while events published − applied exceeds the window (read from the
+//! broker's `/metrics`; counted in events, so with batches far fewer bus messages are in
+//! flight). Any sequence gap, slow-consumer drop or malformed message is a problem
 //! (exit 1), and so is a directory that does not hold exactly the sockets connected (its gauge
 //! after each phase, Stats at the queries). Output: a table on stderr and one JSON line on stdout. Exit: 0 ok, 1 problems, 2
 //! set-up failed.
@@ -47,6 +54,7 @@ use switchboard_bus::{Bus, NatsOptions};
 use switchboard_proto::Message as _;
 use switchboard_proto::admin as api;
 use switchboard_proto::admin::admin_client::AdminClient;
+use switchboard_proto::batch;
 use switchboard_proto::bus as pb;
 use switchboard_proto::subject::Subjects;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -87,6 +95,8 @@ struct Args {
     churn: usize,
     queries: usize,
     rate: u64,
+    /// Events per membership batch (1: every event alone).
+    batch: usize,
     presence: bool,
     headers: bool,
     restart: bool,
@@ -101,7 +111,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: broker_bench --nats URL --broker PATH [--broker-cpu N] [--sockets N] [--gateways N] \
          [--churn N] [--queries N] [--rate EVENTS_PER_S (0: as fast as the broker applies)] \
-         [--presence on|off] [--headers browser|none] [--restart on|off] [--prefix P] [--log FILE] \
+         [--batch EVENTS (1 to 4096, default 64; 1: no batches)] [--presence on|off] [--headers browser|none] [--restart on|off] [--prefix P] [--log FILE] \
          [--pidfile FILE]"
     );
     std::process::exit(2)
@@ -117,6 +127,7 @@ fn parse_args() -> Args {
         churn: 100_000,
         queries: 100,
         rate: 0,
+        batch: 64,
         presence: true,
         headers: true,
         restart: true,
@@ -142,6 +153,7 @@ fn parse_args() -> Args {
             "--churn" => a.churn = num(&value),
             "--queries" => a.queries = num(&value),
             "--rate" => a.rate = num(&value) as u64,
+            "--batch" => a.batch = num(&value),
             "--presence" => a.presence = on(&value),
             "--headers" => a.headers = on(&value),
             "--restart" => a.restart = on(&value),
@@ -156,6 +168,7 @@ fn parse_args() -> Args {
         || a.sockets == 0
         || a.gateways == 0
         || a.gateways > 999
+        || !(1..=4096).contains(&a.batch)
     {
         usage()
     }
@@ -342,8 +355,14 @@ async fn scrape(http: &str) -> Result<Counters> {
 struct Gateway {
     node: String,
     epoch: u64,
-    /// The latest sequence number, shared with the heartbeat task.
+    /// The latest sequence number published, shared with the heartbeat task.
     seq: Arc<AtomicU64>,
+    /// The latest sequence number taken: events up to it are published or in `pending`.
+    taken: u64,
+    /// Encoded events not yet published (fewer than `batch`).
+    pending: Vec<Bytes>,
+    /// Events per batch.
+    batch: usize,
     bus: Bus,
     member: String,
     heartbeat: String,
@@ -425,27 +444,71 @@ impl Workload {
 }
 
 impl Gateway {
-    fn message(&mut self, body: pb::member_message::Body) -> Bytes {
-        self.seq.fetch_add(1, Ordering::Relaxed);
-        self.encode(body)
-    }
-
-    fn encode(&self, body: pb::member_message::Body) -> Bytes {
+    /// The message at `seq` (an event's own, or the state's for a snapshot part).
+    fn encode_at(&self, seq: u64, body: pb::member_message::Body) -> Bytes {
         Bytes::from(
             pb::MemberMessage {
                 node: self.node.clone(),
                 epoch: self.epoch,
-                seq: self.seq.load(Ordering::Relaxed),
+                seq,
                 body: Some(body),
             }
             .encode_to_vec(),
         )
     }
 
-    async fn publish(&mut self, body: pb::member_message::Body) -> Result<()> {
-        let payload = self.message(body);
-        self.bus.publish(self.member.clone(), payload).await?;
-        Ok(())
+    /// A snapshot part's message, at the latest sequence number published (call [`flush`]
+    /// first, so that it is the latest taken).
+    ///
+    /// [`flush`]: Gateway::flush
+    fn encode(&self, body: pb::member_message::Body) -> Bytes {
+        self.encode_at(self.seq.load(Ordering::Relaxed), body)
+    }
+
+    /// Takes the next sequence number for an event; publishes the pending events once there are
+    /// `batch` of them. Returns the events published.
+    async fn event(&mut self, body: pb::member_message::Body) -> Result<usize> {
+        self.taken += 1;
+        let message = self.encode_at(self.taken, body);
+        self.pending.push(message);
+        if self.pending.len() >= self.batch {
+            return self.flush().await;
+        }
+        Ok(0)
+    }
+
+    /// Publishes the pending events: alone if one, else in batches that fit the bus payload, as
+    /// the gateway's publisher cuts them. Returns the events published.
+    async fn flush(&mut self) -> Result<usize> {
+        let pending = std::mem::take(&mut self.pending);
+        let n = pending.len();
+        let first_seq = self.taken + 1 - n as u64;
+        let max = self.bus.max_payload();
+        let mut i = 0;
+        while i < n {
+            let mut entries = batch::entry_len(pending[i].len());
+            let mut j = i + 1;
+            while j < n {
+                let with = entries + batch::entry_len(pending[j].len());
+                let last_seq = first_seq + j as u64;
+                if batch::encoded_len(&self.node, self.epoch, last_seq, with) > max {
+                    break;
+                }
+                entries = with;
+                j += 1;
+            }
+            let payload = if j - i == 1 {
+                pending[i].clone()
+            } else {
+                let last_seq = first_seq + (j - 1) as u64;
+                let entries = pending[i..j].iter().map(|m| &m[..]);
+                Bytes::from(batch::encode(&self.node, self.epoch, last_seq, entries))
+            };
+            self.bus.publish(self.member.clone(), payload).await?;
+            i = j;
+        }
+        self.seq.store(self.taken, Ordering::Relaxed);
+        Ok(n)
     }
 
     /// The full state as snapshot parts (as of the current sequence number), cut to the bus
@@ -605,10 +668,13 @@ struct Bench {
     connected_now: Arc<AtomicU64>,
     snapshot_parts: usize,
     snapshot_requests: usize,
+    /// Events published so far (batched ones when their batch went out).
+    published: u64,
 }
 
 impl Bench {
-    /// Answers snapshot requests.
+    /// Answers snapshot requests, each after the gateway's pending events (its snapshot is cut
+    /// at its latest sequence number, as a gateway's is).
     async fn housekeeping(&mut self) -> Result<()> {
         self.connected_now
             .store(self.connected as u64, Ordering::Relaxed);
@@ -616,6 +682,7 @@ impl Bench {
             self.snapshot_requests += 1;
             match ask {
                 Ask::Snapshot(g, req) => {
+                    self.published += self.gws[g].flush().await? as u64;
                     self.snapshot_parts +=
                         self.gws[g].answer(&self.w, self.connected, &req).await?;
                 }
@@ -625,7 +692,8 @@ impl Bench {
                     }
                 }
                 Ask::Resync { announce: false } => {
-                    for gw in &self.gws {
+                    for gw in &mut self.gws {
+                        self.published += gw.flush().await? as u64;
                         self.snapshot_parts += gw.snapshot(&self.w, self.connected, 0).await?;
                     }
                 }
@@ -652,6 +720,7 @@ impl Bench {
         let cpu0 = broker.cpu_s();
         let start = Instant::now();
         let target = before.events + count as u64;
+        let published0 = self.published;
         let mut sent = 0usize;
         let mut applied = before;
         let mut last_scrape = Instant::now();
@@ -661,7 +730,8 @@ impl Bench {
                 applied = scrape(&broker.http).await?;
                 last_scrape = Instant::now();
             }
-            let in_flight = (before.events + sent as u64).saturating_sub(applied.events);
+            let published = self.published - published0;
+            let in_flight = (before.events + published).saturating_sub(applied.events);
             let mut allowed = WINDOW.saturating_sub(in_flight) as usize;
             if self.args.rate > 0 {
                 let due = (start.elapsed().as_secs_f64() * self.args.rate as f64) as usize;
@@ -674,13 +744,17 @@ impl Bench {
             }
             for _ in 0..burst {
                 let (g, body) = make(sent);
-                self.gws[g].publish(body).await?;
+                self.published += self.gws[g].event(body).await? as u64;
                 sent += 1;
             }
             if connects {
                 self.connected = first + sent;
             }
             tokio::task::yield_now().await;
+        }
+        // What the gateways still hold, in batches smaller than `--batch`.
+        for gw in &mut self.gws {
+            self.published += gw.flush().await? as u64;
         }
         let deadline = Instant::now() + CONVERGE_TIMEOUT;
         loop {
@@ -850,6 +924,9 @@ async fn run(args: Args) -> Result<bool> {
             node,
             epoch: rand::random::<u64>() >> 1,
             seq: Arc::new(AtomicU64::new(0)),
+            taken: 0,
+            pending: Vec::new(),
+            batch: args.batch,
             bus,
             held: None,
         });
@@ -920,6 +997,7 @@ async fn run(args: Args) -> Result<bool> {
         connected_now,
         snapshot_parts: 0,
         snapshot_requests: 0,
+        published: 0,
     };
     // Each gateway starts with an empty snapshot, as a real one does.
     for g in 0..bench.gws.len() {
@@ -1010,6 +1088,15 @@ async fn run(args: Args) -> Result<bool> {
         end.gaps + end.drops + end.malformed + after_j.gaps + after_j.drops + u64::from(miscount);
     let ok = problems == 0 && restart_problem.is_none();
     eprintln!(
+        "batches: up to {} events per membership message{}",
+        args.batch,
+        if args.batch == 1 {
+            " (every event alone)"
+        } else {
+            ""
+        }
+    );
+    eprintln!(
         "connect: {events_c} events in {wall_c:.2} s wall, {cpu_c:.2} broker CPU s: {:.0} events/CPU s, {:.0}/s wall",
         per_core(events_c, cpu_c),
         events_c as f64 / wall_c
@@ -1056,8 +1143,9 @@ async fn run(args: Args) -> Result<bool> {
         );
     }
     println!(
-        "{{\"sockets\":{n},\"gateways\":{},\"presence\":{},\"headers\":{},\"connect_events\":{events_c},\"connect_wall_s\":{wall_c:.3},\"connect_cpu_s\":{cpu_c:.3},\"connect_events_per_cpu_s\":{:.0},\"churn_events\":{events_j},\"churn_wall_s\":{wall_j:.3},\"churn_cpu_s\":{cpu_j:.3},\"churn_events_per_cpu_s\":{:.0},\"presence_events\":{presence_j},\"presence_per_s\":{:.0},\"presence_per_cpu_s\":{:.0},\"rss_before_bytes\":{rss0},\"rss_after_bytes\":{rss1},\"bytes_per_socket\":{mem_per_socket:.0},{},{},{},\"rebuild_s\":{rebuild_s:.3},\"rebuilt_sockets\":{rebuilt},\"broker_resyncs\":{},\"snapshot_requests\":{},\"snapshot_parts\":{},\"problems\":{problems},\"ok\":{ok}}}",
+        "{{\"sockets\":{n},\"gateways\":{},\"batch\":{},\"presence\":{},\"headers\":{},\"connect_events\":{events_c},\"connect_wall_s\":{wall_c:.3},\"connect_cpu_s\":{cpu_c:.3},\"connect_events_per_cpu_s\":{:.0},\"churn_events\":{events_j},\"churn_wall_s\":{wall_j:.3},\"churn_cpu_s\":{cpu_j:.3},\"churn_events_per_cpu_s\":{:.0},\"presence_events\":{presence_j},\"presence_per_s\":{:.0},\"presence_per_cpu_s\":{:.0},\"rss_before_bytes\":{rss0},\"rss_after_bytes\":{rss1},\"bytes_per_socket\":{mem_per_socket:.0},{},{},{},\"rebuild_s\":{rebuild_s:.3},\"rebuilt_sockets\":{rebuilt},\"broker_resyncs\":{},\"snapshot_requests\":{},\"snapshot_parts\":{},\"problems\":{problems},\"ok\":{ok}}}",
         args.gateways,
+        args.batch,
         args.presence,
         args.headers,
         per_core(events_c, cpu_c),

@@ -157,8 +157,51 @@ pub fn member_event(node: &str, body: bus::member_message::Body) -> Option<Membe
             id: r.id,
             room: r.room,
         }),
-        Body::Snapshot(_) | Body::Leaving(_) => None,
+        Body::Snapshot(_) | Body::Leaving(_) | Body::Batch(_) => None,
     }
+}
+
+/// Why a membership batch is refused as a whole (none of it is applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// The batch holds no message.
+    #[error("an empty batch")]
+    Empty,
+    /// An entry is itself a batch.
+    #[error("a batch inside a batch")]
+    Nested,
+    /// An entry names another node than the batch.
+    #[error("an entry of another node")]
+    Node,
+    /// An entry carries another epoch than the batch.
+    #[error("an entry of another epoch")]
+    Epoch,
+}
+
+/// The entries of a membership batch that came in a message naming `node` at `epoch` (the
+/// outer message's own fields), in order, once every one is an entry the node could have
+/// published alone: not a batch, with the same `node` and `epoch` as the outer message. One
+/// entry that is not refuses the whole batch, so a broken publisher's batch changes nothing.
+pub fn member_batch(
+    node: &str,
+    epoch: u64,
+    batch: bus::MemberBatch,
+) -> Result<Vec<bus::MemberMessage>, BatchError> {
+    if batch.messages.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    for entry in &batch.messages {
+        if matches!(entry.body, Some(bus::member_message::Body::Batch(_))) {
+            return Err(BatchError::Nested);
+        }
+        if entry.node != node {
+            return Err(BatchError::Node);
+        }
+        if entry.epoch != epoch {
+            return Err(BatchError::Epoch);
+        }
+    }
+    Ok(batch.messages)
 }
 
 /// The presence event announcing `change`, if the socket's flags ask for it.
@@ -303,6 +346,48 @@ mod tests {
                 rooms: true,
                 users: false,
             }),
+        }
+    }
+
+    /// A batch is taken whole or not at all: every entry of the batch's node and epoch, none
+    /// a batch itself.
+    #[test]
+    fn a_batch_is_refused_whole_for_one_bad_entry() {
+        use bus::member_message::Body;
+        let entry = |node: &str, epoch, body| bus::MemberMessage {
+            node: node.into(),
+            epoch,
+            seq: 1,
+            body: Some(body),
+        };
+        let join = || {
+            Body::Join(bus::RoomChange {
+                id: "n1.a".into(),
+                room: "r".into(),
+            })
+        };
+        let nested = || Body::Batch(bus::MemberBatch::default());
+        let cases: Vec<(Vec<bus::MemberMessage>, Result<usize, BatchError>)> = vec![
+            (vec![entry("n1", 7, join()), entry("n1", 7, join())], Ok(2)),
+            (vec![entry("n1", 7, join())], Ok(1)),
+            (Vec::new(), Err(BatchError::Empty)),
+            (
+                vec![entry("n1", 7, join()), entry("n1", 7, nested())],
+                Err(BatchError::Nested),
+            ),
+            (
+                vec![entry("n1", 7, join()), entry("n2", 7, join())],
+                Err(BatchError::Node),
+            ),
+            (vec![entry("", 7, join())], Err(BatchError::Node)),
+            (
+                vec![entry("n1", 7, join()), entry("n1", 8, join())],
+                Err(BatchError::Epoch),
+            ),
+        ];
+        for (messages, expected) in cases {
+            let got = member_batch("n1", 7, bus::MemberBatch { messages }).map(|m| m.len());
+            assert_eq!(got, expected);
         }
     }
 

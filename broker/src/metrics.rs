@@ -13,6 +13,9 @@
 /// Counter: membership messages and heartbeats applied to the directory, by `kind`
 /// (`connect`, `disconnect`, `join`, `leave`, `data`, `snapshot`, `leaving`, `heartbeat`).
 pub const MESSAGES_APPLIED: &str = "switchboard_broker_messages_applied_total";
+/// Counter: membership batches received whole (each entry is then counted in
+/// [`MESSAGES_APPLIED`] by its kind, as if it had come alone).
+pub const MEMBER_BATCHES: &str = "switchboard_broker_member_batches_total";
 /// Counter: bus messages that did not decode or did not fit the contract.
 pub const MESSAGES_MALFORMED: &str = "switchboard_broker_messages_malformed_total";
 /// Counter: sequence gaps seen in a node's membership events.
@@ -91,6 +94,10 @@ pub fn describe() {
     describe_counter!(
         MESSAGES_APPLIED,
         "Membership messages and heartbeats applied, by kind"
+    );
+    describe_counter!(
+        MEMBER_BATCHES,
+        "Membership batches received whole (their entries count as applied messages)"
     );
     describe_counter!(
         MESSAGES_MALFORMED,

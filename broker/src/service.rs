@@ -21,6 +21,12 @@
 //! [`RebuildConfig::max_held_events`] give the snapshot up instead (they are applied, the gap
 //! asks again).
 //!
+//! A membership batch (`MemberBatch`: several messages of one node in one bus message) is
+//! checked whole first (`convert::member_batch`: no nested batch, every entry of the batch's
+//! node and epoch; otherwise it is malformed and none of it is applied), then its entries are
+//! handled in order, each exactly as if it had come alone: sequence numbers, gaps, held events
+//! and presence are per entry. A batch is one bus message, so at most `max_payload` of work.
+//!
 //! Gaps are not guessed from queueing: a heartbeat is applied only after every membership message
 //! already received has been (the membership subscription is drained first; a gateway publishes
 //! both through one connection, in order), so a heartbeat can be "ahead" only of messages that
@@ -523,22 +529,61 @@ impl Worker {
         if !message.node.is_empty() && message.node != node {
             return malformed("member message node", &message.node);
         }
+        use bus::member_message::Body;
         let bus::MemberMessage {
-            epoch, seq, body, ..
+            node: named,
+            epoch,
+            seq,
+            body,
         } = message;
+        let Some(Body::Batch(batch)) = body else {
+            return self.on_member_message(&node, epoch, seq, body, bytes).await;
+        };
+        // Checked whole before any of it is applied: a batch is applied entirely or not at all.
+        let entries = match convert::member_batch(&named, epoch, batch) {
+            Ok(entries) => entries,
+            Err(e) => return malformed("member batch", &e),
+        };
+        metrics::counter!(m::MEMBER_BATCHES).increment(1);
+        for entry in entries {
+            // A snapshot part counts against its window by the bytes it takes alone.
+            let bytes = match entry.body {
+                Some(Body::Snapshot(_)) => entry.encoded_len(),
+                _ => 0,
+            };
+            self.on_member_message(&node, entry.epoch, entry.seq, entry.body, bytes)
+                .await;
+        }
+    }
+
+    /// One membership message of `node` (alone on the bus, or an entry of a batch), `bytes`
+    /// long as it was sent.
+    async fn on_member_message(
+        &mut self,
+        node: &str,
+        epoch: u64,
+        seq: u64,
+        body: Option<bus::member_message::Body>,
+        bytes: usize,
+    ) {
         let Some(body) = body else {
             return malformed("member message body", &"missing");
         };
         let now = now();
         use bus::member_message::Body;
         match body {
-            Body::Snapshot(part) => self.on_part(node, epoch, seq, part, bytes, now).await,
+            Body::Snapshot(part) => {
+                self.on_part(node.to_owned(), epoch, seq, part, bytes, now)
+                    .await;
+            }
+            // Only an entry can reach here as a batch, and entries are checked not to be.
+            Body::Batch(_) => malformed("member batch", &convert::BatchError::Nested),
             Body::Leaving(_) => {
-                self.forget_node(&node);
+                self.forget_node(node);
                 let changes = {
                     let mut dir = self.directory.lock();
-                    (dir.node_epoch(&node) == Some(epoch))
-                        .then(|| dir.remove_node(&node, Reason::NodeLeft, now))
+                    (dir.node_epoch(node) == Some(epoch))
+                        .then(|| dir.remove_node(node, Reason::NodeLeft, now))
                 };
                 if let Some(changes) = changes {
                     metrics::counter!(m::MESSAGES_APPLIED, "kind" => "leaving").increment(1);
@@ -557,12 +602,12 @@ impl Worker {
                     Body::Data(_) => "data",
                     _ => "leave",
                 };
-                let Some(event) = convert::member_event(&node, body) else {
+                let Some(event) = convert::member_event(node, body) else {
                     return malformed("member event", &kind);
                 };
                 // While the node's paced snapshot arrives, its events (after the snapshot's
                 // sequence number) wait for it.
-                let event = match self.held.get_mut(&node) {
+                let event = match self.held.get_mut(node) {
                     Some(held) if held.epoch == epoch && held.events.len() < self.max_held => {
                         held.events.push((seq, event, kind));
                         return;
@@ -571,15 +616,15 @@ impl Worker {
                         // Another epoch (the node restarted) or too many held: the snapshot is
                         // given up, what was held is applied first.
                         tracing::debug!(%node, epoch, "paced snapshot given up for held events");
-                        self.give_up(&node, now).await;
+                        self.give_up(node, now).await;
                         event
                     }
                     None => event,
                 };
                 // By the contract no event falls between two parts of a snapshot that was not
                 // paced.
-                self.assembler.forget(&node);
-                self.apply_event(&node, epoch, seq, event, kind, now).await;
+                self.assembler.forget(node);
+                self.apply_event(node, epoch, seq, event, kind, now).await;
                 self.grant(now).await;
             }
         }

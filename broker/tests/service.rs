@@ -73,6 +73,17 @@ fn socket(
     }
 }
 
+/// A member message of `node`, encoded.
+fn encoded(node: &str, epoch: u64, seq: u64, body: Body) -> Vec<u8> {
+    bus::MemberMessage {
+        node: node.to_owned(),
+        epoch,
+        seq,
+        body: Some(body),
+    }
+    .encode_to_vec()
+}
+
 /// A gateway node as the broker sees it: a bus client publishing its membership stream.
 struct Gateway {
     bus: Bus,
@@ -101,19 +112,8 @@ impl Gateway {
     }
 
     async fn send_at(&self, seq: u64, body: Body) {
-        let msg = bus::MemberMessage {
-            node: self.node.clone(),
-            epoch: self.epoch,
-            seq,
-            body: Some(body),
-        };
-        self.bus
-            .publish(
-                self.subjects.member(&self.node).expect("bounded"),
-                Bytes::from(msg.encode_to_vec()),
-            )
-            .await
-            .expect("publish");
+        self.raw(Bytes::from(encoded(&self.node, self.epoch, seq, body)))
+            .await;
     }
 
     /// Sends the next event of the sequence.
@@ -207,20 +207,35 @@ impl Gateway {
         wait_until("the snapshot", || socket_ids(broker) == [id]).await;
     }
 
-    async fn leaving(&self, epoch: u64) {
-        let msg = bus::MemberMessage {
-            node: self.node.clone(),
-            epoch,
-            seq: self.seq,
-            body: Some(Body::Leaving(bus::NodeLeaving {})),
-        };
+    /// The message the next event of `body` would be alone (it takes the sequence number).
+    fn entry(&mut self, body: Body) -> Vec<u8> {
+        self.seq += 1;
+        encoded(&self.node, self.epoch, self.seq, body)
+    }
+
+    /// Publishes `entries` (encoded member messages) as one batch, as a gateway's publisher
+    /// writes it: the node's name and epoch, and the last sequence number taken.
+    async fn batch(&self, entries: &[Vec<u8>]) {
+        let payload = switchboard_proto::batch::encode(
+            &self.node,
+            self.epoch,
+            self.seq,
+            entries.iter().map(Vec::as_slice),
+        );
+        self.raw(Bytes::from(payload)).await;
+    }
+
+    async fn raw(&self, payload: Bytes) {
         self.bus
-            .publish(
-                self.subjects.member(&self.node).expect("bounded"),
-                Bytes::from(msg.encode_to_vec()),
-            )
+            .publish(self.subjects.member(&self.node).expect("bounded"), payload)
             .await
             .expect("publish");
+    }
+
+    async fn leaving(&self, epoch: u64) {
+        let body = Body::Leaving(bus::NodeLeaving {});
+        self.raw(Bytes::from(encoded(&self.node, epoch, self.seq, body)))
+            .await;
     }
 }
 
@@ -457,6 +472,154 @@ async fn events_held_past_the_limit_give_the_paced_snapshot_up() {
     gw.send_at(gw.seq, window(again.request_id, true, whole))
         .await;
     wait_until("the whole state", || socket_ids(&broker) == ids).await;
+    broker.shutdown().await;
+}
+
+/// The events of one node's busy moment, in order: connects with rooms and a user, joins,
+/// leaves, a data change and a disconnect.
+fn busy_moment() -> Vec<Body> {
+    let change = |id: &str, room: &str| bus::RoomChange {
+        id: id.to_owned(),
+        room: room.to_owned(),
+    };
+    vec![
+        Body::Connect(socket("gw1.a", "/chat", Some("alice"), &["lobby"], true)),
+        Body::Connect(socket("gw1.b", "/chat", Some("bob"), &[], true)),
+        Body::Join(change("gw1.b", "lobby")),
+        Body::Join(change("gw1.a", "games")),
+        Body::Data(bus::DataChange {
+            id: "gw1.a".to_owned(),
+            data_json: r#"{"away":true}"#.to_owned(),
+        }),
+        Body::Leave(change("gw1.a", "lobby")),
+        Body::Connect(socket("gw1.c", "/", None, &["x"], false)),
+        Body::Disconnect(bus::Disconnect {
+            id: "gw1.b".to_owned(),
+            reason: "transport close".to_owned(),
+            ..Default::default()
+        }),
+    ]
+}
+
+/// A batch is applied as its messages would be one by one: the same directory, the same
+/// presence announcements in the same order.
+#[tokio::test]
+async fn a_batch_is_applied_like_its_messages_one_by_one() {
+    let mut seen = Vec::new();
+    for batched in [false, true] {
+        let hub = Hub::new();
+        let observer = hub.client();
+        let mut events = observer
+            .subscribe(subjects().all_presence())
+            .await
+            .expect("subscribe");
+        let broker = start(&hub, config("b1", LeaderMode::Always)).await;
+        let mut gw = Gateway::new(&hub, "gw1", 3);
+        if batched {
+            // Two batches and a lone message, as a publisher cuts them.
+            let mut entries: Vec<Vec<u8>> =
+                busy_moment().into_iter().map(|b| gw.entry(b)).collect();
+            let last = entries.pop().expect("events");
+            let second = entries.split_off(3);
+            gw.batch(&entries).await;
+            gw.batch(&second).await;
+            gw.raw(Bytes::from(last)).await;
+        } else {
+            for body in busy_moment() {
+                gw.event(body).await;
+            }
+        }
+        gw.heartbeat().await;
+        // The heartbeat is applied after every message before it, and their announcements.
+        wait_until("every event applied", || {
+            let state = broker.state_json();
+            state["nodes"][0]["seq"] == 8 && state["nodes"][0]["address"] == "gw1.local:3000"
+        })
+        .await;
+        let mut announced = Vec::new();
+        while let Some(Some(msg)) = events.next().now_or_never() {
+            let e = bus::PresenceEvent::decode(msg.payload).expect("a presence event");
+            announced.push((e.kind(), e.room, e.socket_id, e.reason));
+        }
+        let data = broker
+            .directory()
+            .lock()
+            .socket("gw1.a")
+            .map(|s| s.data_json().to_owned());
+        seen.push((broker.state_json(), announced, data));
+        broker.shutdown().await;
+    }
+    assert_eq!(seen[0].2.as_deref(), Some(r#"{"away":true}"#));
+    assert!(!seen[0].1.is_empty(), "presence was announced");
+    assert_eq!(seen[0], seen[1]);
+}
+
+/// A hole in the sequence inside a batch is a gap like one between lone messages: the broker
+/// asks for a snapshot, and the entries around the hole are applied.
+#[tokio::test]
+async fn a_gap_inside_a_batch_asks_for_a_snapshot() {
+    let hub = Hub::new();
+    let broker = start(&hub, config("b1", LeaderMode::Always)).await;
+    let mut gw = Gateway::new(&hub, "gw1", 1);
+    let mut requests = gw.snapshot_requests().await;
+    gw.snapshot(0, vec![(0, true, Vec::new())]).await;
+    let s = |id: &str| Body::Connect(socket(id, "/", None, &[], false));
+    let first = gw.entry(s("gw1.a"));
+    gw.lose_event();
+    let third = gw.entry(s("gw1.c"));
+    gw.batch(&[first, third]).await;
+    let request: bus::SnapshotRequest = recv(&mut requests, "snapshot request").await;
+    assert_eq!(request.broker, "b1");
+    wait_until("both entries applied", || {
+        socket_ids(&broker) == ["gw1.a", "gw1.c"]
+    })
+    .await;
+    broker.shutdown().await;
+}
+
+/// Batches that break the contract are counted as malformed and change nothing, not even the
+/// entries that alone would be fine: a batch inside a batch, an entry of another node or epoch,
+/// an empty batch, an entry that does not decode, a batch whose node disagrees with its subject.
+#[tokio::test]
+async fn malformed_batches_change_nothing() {
+    let hub = Hub::new();
+    let broker = start(&hub, config("b1", LeaderMode::Always)).await;
+    let gw = Gateway::new(&hub, "gw1", 1);
+    let connect = |id: &str| Body::Connect(socket(id, "/", None, &[], false));
+    let good = encoded("gw1", 1, 1, connect("gw1.good"));
+    let inner = switchboard_proto::batch::encode("gw1", 1, 2, [good.as_slice()]);
+    let nested = bus::MemberMessage::decode(inner.as_slice()).expect("a batch decodes");
+    let batch = |node: &str, epoch: u64, entries: &[&[u8]]| {
+        Bytes::from(switchboard_proto::batch::encode(
+            node,
+            epoch,
+            2,
+            entries.iter().copied(),
+        ))
+    };
+    let bad = [
+        batch("gw1", 1, &[&good, &nested.encode_to_vec()]),
+        batch("gw1", 1, &[&good, &encoded("gw2", 1, 2, connect("gw2.x"))]),
+        batch("gw1", 1, &[&good, &encoded("gw1", 2, 2, connect("gw1.x"))]),
+        batch("gw1", 1, &[&good, &encoded("", 1, 2, connect("gw1.x"))]),
+        batch("gw1", 1, &[]),
+        batch("gw1", 1, &[&good, b"\xff\xff\xff\xff"]),
+        batch("gw2", 1, &[&encoded("gw2", 1, 1, connect("gw2.x"))]),
+    ];
+    for payload in bad {
+        gw.raw(payload).await;
+    }
+    // A valid message after them: once it is in, they have been handled.
+    // (At the same epoch and sequence number as the good entry, which therefore must not have
+    // been applied before.)
+    gw.raw(batch(
+        "gw1",
+        1,
+        &[&encoded("gw1", 1, 1, connect("gw1.after"))],
+    ))
+    .await;
+    wait_until("the valid batch", || socket_ids(&broker) == ["gw1.after"]).await;
+    assert_eq!(broker.state_json()["nodes"][0]["seq"], 1);
     broker.shutdown().await;
 }
 

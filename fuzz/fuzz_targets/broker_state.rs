@@ -6,7 +6,11 @@
 //!
 //! Messages are built from a few node, socket, namespace and room names so that they meet, then
 //! go through protobuf encode → decode (which must give them back unchanged); some are arbitrary
-//! bytes instead. After every operation the directory's invariants hold
+//! bytes instead. Some come in membership batches written as a gateway's publisher writes them
+//! (`switchboard_proto::batch`, around encoded messages: the batch must decode to exactly those
+//! entries), mostly valid, sometimes with an entry of another node or epoch, a nested batch or
+//! garbage; a batch is taken whole (`convert::member_batch`) exactly when it is valid, and then
+//! each entry goes the way a lone message goes. After every operation the directory's invariants hold
 //! (`Directory::check_invariants`), every change converts to its presence event, and:
 //! - a FetchSockets page encoded from the views (`broker/src/page.rs`) is byte for byte what
 //!   prost encodes for the same sockets' summaries;
@@ -66,7 +70,7 @@ struct World {
 impl World {
     fn step(&mut self, u: &mut Unstructured<'_>) -> Result<()> {
         let node = node(u)?;
-        match u.int_in_range(0..=20u8)? {
+        match u.int_in_range(0..=23u8)? {
             0..=8 => {
                 let message = member_message(u, &node)?;
                 let again = roundtrip(&message);
@@ -75,6 +79,52 @@ impl World {
             9 => {
                 let len = u.int_in_range(0..=64usize)?;
                 if let Ok(message) = pb::MemberMessage::decode(u.bytes(len)?) {
+                    self.member(&node, roundtrip(&message));
+                }
+            }
+            21..=23 => {
+                // A batch as a gateway's publisher writes it, around encoded messages (mostly
+                // of one node and epoch, sometimes not, sometimes a nested batch or garbage).
+                let named = if u.ratio(1, 16)? {
+                    String::new()
+                } else {
+                    node.clone()
+                };
+                let epoch = epoch(u)?;
+                let mut entries = Vec::new();
+                for _ in 0..u.int_in_range(0..=6u8)? {
+                    entries.push(match u.int_in_range(0..=40u8)? {
+                        0 => {
+                            let len = u.int_in_range(0..=16usize)?;
+                            u.bytes(len)?.to_vec()
+                        }
+                        1 => switchboard_proto::batch::encode(&named, epoch, 1, [&[][..]]),
+                        _ => {
+                            let mut entry = member_message(u, &node)?;
+                            if !u.ratio(1, 16)? {
+                                entry.node.clone_from(&named);
+                                entry.epoch = epoch;
+                            }
+                            entry.encode_to_vec()
+                        }
+                    });
+                }
+                let payload = switchboard_proto::batch::encode(
+                    &named,
+                    epoch,
+                    seq(u)?,
+                    entries.iter().map(Vec::as_slice),
+                );
+                if let Ok(message) = pb::MemberMessage::decode(payload.as_slice()) {
+                    // The writer put the entries in unchanged, in order.
+                    let Some(Body::Batch(batch)) = &message.body else {
+                        panic!("a batch decoded as {message:?}");
+                    };
+                    let again: Vec<pb::MemberMessage> = entries
+                        .iter()
+                        .map(|e| pb::MemberMessage::decode(e.as_slice()).expect("it decoded inside"))
+                        .collect();
+                    assert_eq!(batch.messages, again);
                     self.member(&node, roundtrip(&message));
                 }
             }
@@ -283,12 +333,42 @@ impl World {
             return;
         }
         let pb::MemberMessage {
-            epoch, seq, body, ..
+            node: named,
+            epoch,
+            seq,
+            body,
         } = message;
         let Some(body) = body else {
             return;
         };
+        self.entry(node, epoch, seq, body, Some(&named));
+    }
+
+    /// One member message, alone or (`named` is `None`) an entry of a batch of `node`.
+    fn entry(&mut self, node: &str, epoch: u64, seq: u64, body: Body, named: Option<&str>) {
         match body {
+            Body::Batch(batch) => {
+                // What the broker takes of a batch: all of it, checked whole, or nothing.
+                let Some(named) = named else {
+                    panic!("a checked batch held a batch");
+                };
+                let empty = batch.messages.is_empty();
+                let valid = batch.messages.iter().all(|e| {
+                    e.node == named && e.epoch == epoch && !matches!(e.body, Some(Body::Batch(_)))
+                });
+                match convert::member_batch(named, epoch, batch) {
+                    Ok(entries) => {
+                        assert!(valid && !empty, "a batch the broker must refuse was taken");
+                        for e in entries {
+                            if let Some(body) = e.body {
+                                self.entry(node, e.epoch, e.seq, body, None);
+                            }
+                        }
+                    }
+                    Err(e) => assert!(!valid || empty, "a valid batch refused: {e}"),
+                }
+                return;
+            }
             Body::Snapshot(part) => {
                 let part = convert::snapshot_part(node, epoch, seq, part);
                 if let Outcome::Complete {

@@ -542,6 +542,7 @@ async fn main() -> anyhow::Result<()> {
                     ((*ns).to_owned(), rc)
                 })
                 .collect(),
+            member_batches: true,
             log: Some(LogConfig {
                 stream: subjects.log_stream(),
                 subjects: vec![subjects.all_log()],

@@ -65,8 +65,14 @@ pub const JWKS_FETCHES: &str = "switchboard_gateway_jwks_fetches_total";
 /// Bus messages not published — the publisher's queue was full, or the publish failed — by
 /// `kind` (counter).
 pub const BUS_OUT_DROPPED: &str = "switchboard_gateway_bus_out_dropped_total";
-/// Bus messages published, by `kind` (counter).
+/// Bus messages published, by `kind` (counter; a membership batch counts each message in it).
 pub const BUS_PUBLISHED: &str = "switchboard_gateway_bus_published_total";
+/// Membership batches published (counter): bus messages carrying two or more membership
+/// messages.
+pub const MEMBER_BATCHES: &str = "switchboard_gateway_member_batches_total";
+/// Membership messages published inside batches (counter; / [`MEMBER_BATCHES`] is the mean
+/// batch size).
+pub const MEMBER_BATCHED: &str = "switchboard_gateway_member_batched_total";
 /// Deliveries received from the bus (counter).
 pub const BUS_RECEIVED: &str = "switchboard_gateway_bus_received_total";
 /// Bus messages that could not be decoded (counter).
@@ -161,6 +167,14 @@ pub fn describe() {
     );
     describe_counter!(BUS_OUT_DROPPED, "Bus messages not published, by kind");
     describe_counter!(BUS_PUBLISHED, "Bus messages published, by kind");
+    describe_counter!(
+        MEMBER_BATCHES,
+        "Membership batches published (two or more membership messages in one bus message)"
+    );
+    describe_counter!(
+        MEMBER_BATCHED,
+        "Membership messages published inside batches"
+    );
     describe_counter!(BUS_RECEIVED, "Deliveries received from the bus");
     describe_counter!(BUS_MALFORMED, "Bus messages that could not be decoded");
     describe_counter!(
@@ -388,6 +402,8 @@ mod tests {
             JWKS_FETCHES,
             BUS_OUT_DROPPED,
             BUS_PUBLISHED,
+            MEMBER_BATCHES,
+            MEMBER_BATCHED,
             BUS_RECEIVED,
             BUS_MALFORMED,
             BUS_REFUSED,

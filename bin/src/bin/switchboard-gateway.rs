@@ -298,6 +298,7 @@ async fn serve(
         connections: Arc::new(move || counter.get().map_or(0, |e| e.all().len() as u64)),
         recovery,
         log,
+        member_batches: settings.member_batches,
         #[cfg(feature = "fault-injection")]
         drop_seqs: settings.drop_seqs.clone(),
     };

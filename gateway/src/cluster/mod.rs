@@ -9,6 +9,15 @@
 //! message still consumed its sequence number, so the broker sees the gap and asks for a
 //! snapshot.
 //!
+//! Membership batches: when the publisher takes a membership message and more are queued right
+//! behind it, it publishes them together as one `MemberBatch` (each entry the bytes it would
+//! have published alone), up to [`MAX_BATCH_MESSAGES`] and the bus's `max_payload`; the first
+//! message that is not membership, or does not fit, ends the batch and goes next, so queue order
+//! is kept, except that workers' life events queued among the batch's messages follow the batch
+//! ([`gather`] says why). Nothing waits for a batch to fill: under light load every message goes
+//! alone, as itself. `ClusterConfig::member_batches` turns it off (brokers older than batches
+//! count one as malformed).
+//!
 //! [`MemberMessage`]: pb::MemberMessage
 //! [`Envelope`]: pb::Envelope
 //!
@@ -75,6 +84,12 @@ use crate::sio::{Adapter, Args, DisconnectReason, Restored, Room, Server, Socket
 
 /// Messages the publisher may hold before new ones are dropped.
 const OUT_QUEUE: usize = 65_536;
+/// The kind (metric label) of workers' life events, which a membership batch may pass.
+const LIFE: &str = "life";
+/// The most membership messages in one batch. Besides `max_payload`, this bounds what a broker
+/// applies for one bus message before it looks at anything else; at 64 the per-message costs a
+/// batch saves are already down to a small share of each event's.
+pub const MAX_BATCH_MESSAGES: usize = 64;
 /// Longest wait for the subscriptions of a join before its ack goes anyway.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a room capacity check may take.
@@ -132,6 +147,9 @@ pub struct ClusterConfig {
     /// The log that recovery-enabled namespaces' emits go through (created or updated to these
     /// settings at start); unused when no namespace has recovery.
     pub log: Option<LogConfig>,
+    /// Whether membership messages queued together are published as one batch
+    /// (`[cluster] member_batches`; off while brokers older than batches run).
+    pub member_batches: bool,
     /// Test fault injection: membership sequence numbers whose message is not published (only
     /// in test builds: the `fault-injection` feature).
     #[cfg(any(test, feature = "fault-injection"))]
@@ -169,6 +187,9 @@ struct Out {
     log: bool,
     /// Told once the message was handed to the bus (how [`Cluster::leave`] knows).
     published: Option<oneshot::Sender<()>>,
+    /// A membership message (on this node's member subject): its sequence number. Only these
+    /// go into batches.
+    member: Option<u64>,
 }
 
 struct Inner {
@@ -368,10 +389,15 @@ impl Cluster {
             ));
         }
         let origin = format!("{}.{}", cluster.inner.cfg.node, cluster.inner.epoch);
+        let batches = cluster.inner.cfg.member_batches.then(|| Batches {
+            node: cluster.inner.cfg.node.as_str().to_owned(),
+            epoch: cluster.inner.epoch,
+        });
         cluster.spawn(publisher(
             cluster.inner.bus.clone(),
             rx,
             origin,
+            batches,
             cluster.inner.tasks.clone(),
         ));
         if let Some(log) = &cluster.inner.log {
@@ -420,9 +446,9 @@ impl Cluster {
     /// Tells the broker this node is leaving (its sockets go with reason `node_left`) and waits
     /// until the publisher handed it to the bus and the bus flushed it, at most `wait`.
     pub async fn leave(&self, wait: Duration) {
-        let msg = self.member_message(0, member_message::Body::Leaving(pb::NodeLeaving {}));
+        let body = member_message::Body::Leaving(pb::NodeLeaving {});
         let (done, published) = oneshot::channel();
-        self.queue_then(self.member_subject(), msg, "leaving", Some(done));
+        self.queue_member(0, body, "leaving", Some(done));
         let _ = tokio::time::timeout(wait, async {
             if published.await.is_ok() {
                 let _ = self.inner.bus.flush().await;
@@ -469,23 +495,32 @@ impl Cluster {
 
     /// Queues a message for the publisher; drops it (counted) if the queue is full.
     fn queue(&self, subject: String, payload: Bytes, kind: &'static str) {
-        self.queue_then(subject, payload, kind, None);
-    }
-
-    /// [`Cluster::queue`], telling `published` once the message was handed to the bus.
-    fn queue_then(
-        &self,
-        subject: String,
-        payload: Bytes,
-        kind: &'static str,
-        published: Option<oneshot::Sender<()>>,
-    ) {
         self.enqueue(Out {
             subject,
             payload,
             kind,
             log: false,
+            published: None,
+            member: None,
+        });
+    }
+
+    /// Queues this node's membership message at `seq` (which a batch may carry), telling
+    /// `published` once it was handed to the bus.
+    fn queue_member(
+        &self,
+        seq: u64,
+        body: member_message::Body,
+        kind: &'static str,
+        published: Option<oneshot::Sender<()>>,
+    ) {
+        self.enqueue(Out {
+            subject: self.member_subject(),
+            payload: self.member_message(seq, body),
+            kind,
+            log: false,
             published,
+            member: Some(seq),
         });
     }
 
@@ -517,8 +552,7 @@ impl Cluster {
             tracing::warn!(seq, "fault injection: membership message not published");
             return;
         }
-        let msg = self.member_message(seq, body);
-        self.queue(self.member_subject(), msg, kind);
+        self.queue_member(seq, body, kind, None);
     }
 
     /// Hands a claimed session back to the broker, unused: its `connect` on this node (which
@@ -616,8 +650,7 @@ impl Cluster {
                 request_id,
                 ..Default::default()
             });
-            let msg = self.member_message(st.seq, body);
-            self.queue(self.member_subject(), msg, "snapshot");
+            self.queue_member(st.seq, body, "snapshot", None);
         }
         drop(st);
         ::metrics::counter!(m::SNAPSHOTS, "why" => why).increment(1);
@@ -690,8 +723,7 @@ impl Cluster {
                 paused: i + 1 == end && end < total,
                 broker: req.broker.clone(),
             });
-            let msg = self.member_message(h.seq, body);
-            self.queue(self.member_subject(), msg, "snapshot");
+            self.queue_member(h.seq, body, "snapshot", None);
         }
         if end == total {
             held.remove(index);
@@ -1333,6 +1365,7 @@ impl Cluster {
                 kind,
                 log,
                 published: None,
+                member: None,
             });
         };
         if payload.len() <= max {
@@ -1392,7 +1425,7 @@ impl Cluster {
             m::limited(Limit::NameBytes);
             return;
         };
-        self.queue(subject, Bytes::from(msg.encode_to_vec()), "life");
+        self.queue(subject, Bytes::from(msg.encode_to_vec()), LIFE);
     }
 }
 
@@ -1666,12 +1699,43 @@ fn from_pb_target(t: pb::Target) -> Target {
 /// How often a log publish is tried (the same message id each time, so the log stores it once).
 const LOG_PUBLISH_TRIES: u32 = 3;
 
+/// What membership batches are written with: this node's id and epoch, as every entry has them.
+struct Batches {
+    node: String,
+    epoch: u64,
+}
+
 /// Publishes queued messages in queue order. Log publishes are sent in order here and their
 /// acknowledgements awaited off this task; one that fails is sent again with its message id
-/// (stored once, but possibly after messages queued behind it).
-async fn publisher(bus: Bus, mut rx: mpsc::Receiver<Out>, origin: String, tasks: TaskTracker) {
+/// (stored once, but possibly after messages queued behind it). With `batches`, membership
+/// messages queued one right behind the other go out together ([`gather`]).
+async fn publisher(
+    bus: Bus,
+    mut rx: mpsc::Receiver<Out>,
+    origin: String,
+    batches: Option<Batches>,
+    tasks: TaskTracker,
+) {
     let mut counter: u64 = 0;
-    while let Some(out) = rx.recv().await {
+    // The message that ended a batch: the next one to publish.
+    let mut next: Option<Out> = None;
+    loop {
+        let out = match next.take() {
+            Some(out) => out,
+            None => match rx.recv().await {
+                Some(out) => out,
+                None => break,
+            },
+        };
+        if let (Some(b), Some(_)) = (&batches, out.member) {
+            let gathered = gather(&mut rx, out, b, bus.max_payload());
+            next = gathered.next;
+            publish_batch(&bus, b, gathered.batch).await;
+            for out in gathered.passed {
+                publish_one(&bus, out).await;
+            }
+            continue;
+        }
         if out.log {
             counter += 1;
             let id = format!("{origin}.{counter}");
@@ -1716,18 +1780,120 @@ async fn publisher(bus: Bus, mut rx: mpsc::Receiver<Out>, origin: String, tasks:
             }
             continue;
         }
-        match bus.publish(out.subject, out.payload).await {
-            Ok(()) => ::metrics::counter!(m::BUS_PUBLISHED, "kind" => out.kind).increment(1),
-            Err(e) => {
-                ::metrics::counter!(m::BUS_OUT_DROPPED, "kind" => out.kind).increment(1);
-                m::bus_error("publish", &e);
-                tracing::debug!(error = %e, "publish failed");
-            }
-        }
-        if let Some(published) = out.published {
-            let _ = published.send(());
+        publish_one(&bus, out).await;
+    }
+}
+
+/// Publishes one message as itself, counted by kind, and says so.
+async fn publish_one(bus: &Bus, out: Out) {
+    let sent = bus.publish(out.subject, out.payload).await;
+    published(sent, vec![(out.kind, out.published)]);
+}
+
+/// Counts what was `sent` (every message of it, by kind) and then tells whoever waits for one
+/// of its messages that it was handed to the bus.
+fn published(
+    sent: Result<(), BusError>,
+    messages: Vec<(&'static str, Option<oneshot::Sender<()>>)>,
+) {
+    let counter = if sent.is_ok() {
+        m::BUS_PUBLISHED
+    } else {
+        m::BUS_OUT_DROPPED
+    };
+    if let Err(e) = &sent {
+        m::bus_error("publish", e);
+        tracing::debug!(error = %e, "publish failed");
+    }
+    for (kind, waiting) in messages {
+        ::metrics::counter!(counter, "kind" => kind).increment(1);
+        if let Some(waiting) = waiting {
+            let _ = waiting.send(());
         }
     }
+}
+
+/// What [`gather`] took from the queue, to be published in this order.
+struct Gathered {
+    /// Membership messages, in queue order.
+    batch: Vec<Out>,
+    /// The life events queued among them, in queue order.
+    passed: Vec<Out>,
+    /// The message that ended the batch, if one was taken from the queue.
+    next: Option<Out>,
+}
+
+/// `first` (a membership message) and the membership messages queued right behind it on its
+/// subject, while they fit one bus message as a batch (`max_payload`) and number at most
+/// [`MAX_BATCH_MESSAGES`]. Any other message ends the batch and goes next, so the bus sees
+/// queue order, with one exception: workers' life events (`{prefix}.life.…`, queued right after
+/// each connect and disconnect) are passed over, at most [`MAX_BATCH_MESSAGES`] of them, and go
+/// right after the batch, in their order. Without that no connect or disconnect would ever
+/// share a batch; and a membership message going ahead of a life event is what the brokers
+/// would see anyway, the broker knowing of a socket before the workers hear of it. Never
+/// waits: what is not queued yet is not in.
+fn gather(rx: &mut mpsc::Receiver<Out>, first: Out, b: &Batches, max_payload: usize) -> Gathered {
+    let mut entries = switchboard_proto::batch::entry_len(first.payload.len());
+    let mut gathered = Gathered {
+        batch: vec![first],
+        passed: Vec::new(),
+        next: None,
+    };
+    while gathered.batch.len() < MAX_BATCH_MESSAGES {
+        let Ok(out) = rx.try_recv() else {
+            break;
+        };
+        if out.kind == LIFE && !out.log && gathered.passed.len() < MAX_BATCH_MESSAGES {
+            gathered.passed.push(out);
+            continue;
+        }
+        let with = entries + switchboard_proto::batch::entry_len(out.payload.len());
+        let fits = match out.member {
+            Some(seq) => {
+                !out.log
+                    && out.subject == gathered.batch[0].subject
+                    && switchboard_proto::batch::encoded_len(&b.node, b.epoch, seq, with)
+                        <= max_payload
+            }
+            None => false,
+        };
+        if !fits {
+            gathered.next = Some(out);
+            break;
+        }
+        entries = with;
+        gathered.batch.push(out);
+    }
+    gathered
+}
+
+/// Publishes `batch` (from [`gather`]): alone as itself, else as one `MemberBatch` whose `seq`
+/// is its last entry's. Every entry is counted by its kind, as if published alone.
+async fn publish_batch(bus: &Bus, b: &Batches, mut batch: Vec<Out>) {
+    if batch.len() == 1 {
+        if let Some(out) = batch.pop() {
+            publish_one(bus, out).await;
+        }
+        return;
+    }
+    let seq = batch.last().and_then(|out| out.member).unwrap_or(0);
+    let payload = switchboard_proto::batch::encode(
+        &b.node,
+        b.epoch,
+        seq,
+        batch.iter().map(|out| &out.payload[..]),
+    );
+    let subject = batch[0].subject.clone();
+    let sent = bus.publish(subject, Bytes::from(payload)).await;
+    if sent.is_ok() {
+        ::metrics::counter!(m::MEMBER_BATCHES).increment(1);
+        ::metrics::counter!(m::MEMBER_BATCHED).increment(batch.len() as u64);
+    }
+    let messages: Vec<_> = batch
+        .into_iter()
+        .map(|out| (out.kind, out.published))
+        .collect();
+    published(sent, messages);
 }
 
 async fn heartbeats(cluster: Cluster) {
@@ -1915,6 +2081,16 @@ mod tests {
         drop_seqs: Vec<u64>,
         recovery: HashMap<String, RecoveryConfig>,
     ) -> Node {
+        node_configured(hub, id, drop_seqs, recovery, true).await
+    }
+
+    async fn node_configured(
+        hub: &Hub,
+        id: &str,
+        drop_seqs: Vec<u64>,
+        recovery: HashMap<String, RecoveryConfig>,
+        member_batches: bool,
+    ) -> Node {
         let io = Server::new(Config::default());
         let chat = io.of("/chat");
         if !recovery.is_empty() {
@@ -1931,6 +2107,7 @@ mod tests {
             connections: Arc::new(|| 0),
             recovery,
             log,
+            member_batches,
             drop_seqs,
         };
         let cluster = Cluster::start(
@@ -2003,12 +2180,50 @@ mod tests {
         panic!("timed out waiting for {what}");
     }
 
-    async fn next_member(sub: &mut Subscription) -> pb::MemberMessage {
-        let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
-            .await
-            .unwrap()
-            .unwrap();
-        pb::MemberMessage::decode(msg.payload).unwrap()
+    /// The member messages of a bus message: a batch's entries, or the message itself.
+    fn entries(payload: Bytes) -> Vec<pb::MemberMessage> {
+        let message = pb::MemberMessage::decode(payload).unwrap();
+        match message.body {
+            Some(member_message::Body::Batch(batch)) => batch.messages,
+            _ => vec![message],
+        }
+    }
+
+    /// What a broker hears of the nodes' member subjects: every member message as it would
+    /// have been published alone (batches taken apart), with the length of the bus message it
+    /// came in.
+    struct Members {
+        sub: Subscription,
+        queued: std::collections::VecDeque<(usize, pb::MemberMessage)>,
+    }
+
+    impl Members {
+        /// Every node's member messages (`subject`: one node's).
+        async fn subscribe(bus: &Bus, subject: Option<String>) -> Self {
+            let subject = subject.unwrap_or_else(|| Subjects::new("t").unwrap().all_members());
+            Self {
+                sub: bus.subscribe(subject).await.unwrap(),
+                queued: Default::default(),
+            }
+        }
+
+        async fn next_sized(&mut self) -> (usize, pb::MemberMessage) {
+            if let Some(next) = self.queued.pop_front() {
+                return next;
+            }
+            let msg = tokio::time::timeout(Duration::from_secs(5), self.sub.next())
+                .await
+                .unwrap()
+                .unwrap();
+            let len = msg.payload.len();
+            self.queued
+                .extend(entries(msg.payload).into_iter().map(|m| (len, m)));
+            self.queued.pop_front().unwrap()
+        }
+
+        async fn next(&mut self) -> pb::MemberMessage {
+            self.next_sized().await.1
+        }
     }
 
     #[tokio::test]
@@ -2403,22 +2618,22 @@ mod tests {
         let hub = Hub::new();
         let broker = hub.client();
         let subjects = Subjects::new("t").unwrap();
-        let mut members = broker.subscribe(subjects.all_members()).await.unwrap();
+        let mut members = Members::subscribe(&broker, None).await;
         let a = node(&hub, "a", vec![2]).await;
-        let start = next_member(&mut members).await;
+        let start = members.next().await;
         assert!(
             matches!(start.body, Some(member_message::Body::Snapshot(ref p)) if p.last && p.sockets.is_empty())
         );
         let (_c, s) = a.socket();
         s.join("r1");
         s.join("r2");
-        let connect = next_member(&mut members).await;
+        let connect = members.next().await;
         assert_eq!(connect.seq, 1);
         assert!(matches!(
             connect.body,
             Some(member_message::Body::Connect(_))
         ));
-        let join = next_member(&mut members).await;
+        let join = members.next().await;
         assert_eq!(
             join.seq, 3,
             "seq 2 (the join of r1) was dropped by the fault injection"
@@ -2437,7 +2652,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let snap = next_member(&mut members).await;
+        let snap = members.next().await;
         let Some(member_message::Body::Snapshot(part)) = snap.body else {
             panic!("a snapshot expected: {snap:?}");
         };
@@ -2448,6 +2663,142 @@ mod tests {
         assert_eq!(rooms, vec!["r1".to_owned(), "r2".to_owned()]);
     }
 
+    /// Every message a node publishes, in order: (subject, payload).
+    struct Wire(Subscription);
+
+    impl Wire {
+        async fn new(hub: &Hub) -> Self {
+            Self(hub.client().subscribe("t.>".to_owned()).await.unwrap())
+        }
+
+        /// The next message on a member or life subject, or a delivery (heartbeats skipped):
+        /// what it is, in short (`batch 1..=5`, `join 6`, `life`, `delivery`), and its length.
+        async fn next(&mut self) -> (String, usize) {
+            loop {
+                let msg = tokio::time::timeout(Duration::from_secs(5), self.0.next())
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let len = msg.payload.len();
+                let subject = msg.subject.as_str();
+                if subject.starts_with("t.life.") {
+                    return ("life".into(), len);
+                }
+                if subject.starts_with("t.room.") {
+                    return ("delivery".into(), len);
+                }
+                if !subject.starts_with("t.member.") {
+                    continue;
+                }
+                let message = pb::MemberMessage::decode(msg.payload).unwrap();
+                let what = match message.body.unwrap() {
+                    member_message::Body::Batch(b) => {
+                        let seqs: Vec<u64> = b.messages.iter().map(|m| m.seq).collect();
+                        for m in &b.messages {
+                            assert_eq!((m.node.as_str(), m.epoch), ("a", message.epoch));
+                            assert!(!matches!(m.body, Some(member_message::Body::Batch(_))));
+                        }
+                        let (first, last) = (seqs[0], *seqs.last().unwrap());
+                        assert_eq!(message.seq, last, "the batch carries its last seq");
+                        assert_eq!(message.node, "a");
+                        assert_eq!(seqs, (first..=last).collect::<Vec<_>>(), "in order");
+                        format!("batch {first}..={last}")
+                    }
+                    member_message::Body::Connect(_) => format!("connect {}", message.seq),
+                    member_message::Body::Join(_) => format!("join {}", message.seq),
+                    member_message::Body::Leave(_) => format!("leave {}", message.seq),
+                    member_message::Body::Snapshot(_) => format!("snapshot {}", message.seq),
+                    other => format!("{other:?}"),
+                };
+                return (what, len);
+            }
+        }
+
+        async fn take(&mut self, n: usize) -> Vec<String> {
+            let mut got = Vec::new();
+            for _ in 0..n {
+                got.push(self.next().await.0);
+            }
+            got
+        }
+    }
+
+    /// Membership events queued together go out as one batch, in order, with consecutive
+    /// sequence numbers, the life events queued among them right after it; a broadcast queued
+    /// between membership events ends a batch where it stands; an event queued alone goes as
+    /// itself.
+    #[tokio::test]
+    async fn membership_queued_together_goes_out_in_batches_in_queue_order() {
+        let hub = Hub::new();
+        let mut wire = Wire::new(&hub).await;
+        let a = node(&hub, "a", vec![]).await;
+        assert_eq!(wire.take(1).await, ["snapshot 0"]);
+        // Queued before the publisher runs: nothing here awaits.
+        let (_c1, s1) = a.socket();
+        let (_c2, s2) = a.socket();
+        s1.join("r1");
+        s2.join("r1");
+        s1.leave("r1");
+        assert_eq!(wire.take(3).await, ["batch 1..=5", "life", "life"]);
+        s2.join("r2");
+        assert_eq!(wire.take(1).await, ["join 6"]);
+        s1.join("r3");
+        s1.join("r4");
+        s1.to("r3").emit("hi", Args::new(vec![json!(1)]));
+        s1.join("r5");
+        s1.leave("r3");
+        s1.join("r6");
+        assert_eq!(
+            wire.take(3).await,
+            ["batch 7..=8", "delivery", "batch 9..=11"]
+        );
+    }
+
+    /// A batch never exceeds the bus payload: the message that would not fit starts the next.
+    #[tokio::test]
+    async fn a_batch_never_exceeds_the_bus_payload() {
+        const MAX: usize = 4096;
+        // Connects of about 1.3 KB: three fit a payload, not four.
+        let (hub, _broker, _subjects, _members, a, headers) = bounded_node(MAX, 300).await;
+        let mut wire = Wire::new(&hub).await;
+        let mut conns = Vec::new();
+        for _ in 0..10 {
+            conns.push(a.socket_with(&headers));
+        }
+        let mut got = Vec::new();
+        while got
+            .iter()
+            .filter(|w: &&String| !w.starts_with("life"))
+            .count()
+            < 4
+        {
+            let (what, len) = wire.next().await;
+            assert!(len <= MAX, "{what}: {len} bytes");
+            got.push(what);
+        }
+        let batches: Vec<&String> = got.iter().filter(|w| !w.starts_with("life")).collect();
+        assert_eq!(
+            batches,
+            ["batch 1..=3", "batch 4..=6", "batch 7..=9", "connect 10"]
+        );
+    }
+
+    /// With `member_batches` off every membership message goes alone, as before batches.
+    #[tokio::test]
+    async fn without_batches_every_membership_message_goes_alone() {
+        let hub = Hub::new();
+        let mut wire = Wire::new(&hub).await;
+        let a = node_configured(&hub, "a", vec![], HashMap::new(), false).await;
+        assert_eq!(wire.take(1).await, ["snapshot 0"]);
+        let (_c, s) = a.socket();
+        s.join("r1");
+        s.join("r2");
+        assert_eq!(
+            wire.take(4).await,
+            ["connect 1", "life", "join 2", "join 3"]
+        );
+    }
+
     /// Bytes on the snapshot or resync subject that do not decode are dropped, not answered with
     /// a whole unpaced snapshot.
     #[tokio::test]
@@ -2455,9 +2806,9 @@ mod tests {
         let hub = Hub::new();
         let broker = hub.client();
         let subjects = Subjects::new("t").unwrap();
-        let mut members = broker.subscribe(subjects.all_members()).await.unwrap();
+        let mut members = Members::subscribe(&broker, None).await;
         let a = node(&hub, "a", vec![]).await;
-        next_member(&mut members).await; // the start snapshot
+        members.next().await; // the start snapshot
         let mut beats = broker
             .subscribe(subjects.heartbeat("a").unwrap())
             .await
@@ -2492,7 +2843,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let answer = next_member(&mut members).await;
+        let answer = members.next().await;
         let Some(member_message::Body::Snapshot(part)) = answer.body else {
             panic!("a snapshot expected: {answer:?}");
         };
@@ -2504,17 +2855,11 @@ mod tests {
     }
 
     /// The member messages up to and including the last part of the next snapshot.
-    async fn snapshot_messages(sub: &mut Subscription) -> Vec<(usize, pb::SnapshotPart)> {
+    async fn snapshot_messages(members: &mut Members) -> Vec<(usize, pb::SnapshotPart)> {
         let mut parts = Vec::new();
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(5), sub.next())
-                .await
-                .unwrap()
-                .unwrap();
-            let len = msg.payload.len();
-            if let Some(member_message::Body::Snapshot(part)) =
-                pb::MemberMessage::decode(msg.payload).unwrap().body
-            {
+            let (len, msg) = members.next_sized().await;
+            if let Some(member_message::Body::Snapshot(part)) = msg.body {
                 let last = part.last;
                 parts.push((len, part));
                 if last {
@@ -2529,11 +2874,11 @@ mod tests {
     async fn bounded_node(
         max: usize,
         header_bytes: usize,
-    ) -> (Hub, Bus, Subjects, Subscription, Node, http::HeaderMap) {
+    ) -> (Hub, Bus, Subjects, Members, Node, http::HeaderMap) {
         let hub = Hub::with_max_payload(max);
         let broker = hub.client();
         let subjects = Subjects::new("t").unwrap();
-        let mut members = broker.subscribe(subjects.all_members()).await.unwrap();
+        let mut members = Members::subscribe(&broker, None).await;
         let a = node(&hub, "a", vec![]).await;
         snapshot_messages(&mut members).await;
         let mut headers = http::HeaderMap::new();
@@ -2545,10 +2890,10 @@ mod tests {
     }
 
     /// The member messages up to a snapshot part that pauses or is the last: (seq, body).
-    async fn window(members: &mut Subscription) -> Vec<(u64, Option<member_message::Body>)> {
+    async fn window(members: &mut Members) -> Vec<(u64, Option<member_message::Body>)> {
         let mut got = Vec::new();
         loop {
-            let msg = next_member(members).await;
+            let msg = members.next().await;
             let end =
                 matches!(&msg.body, Some(member_message::Body::Snapshot(p)) if p.paused || p.last);
             got.push((msg.seq, msg.body));
@@ -2568,7 +2913,7 @@ mod tests {
         for _ in 0..40 {
             conns.push(a.socket_with(&headers));
         }
-        while next_member(&mut members).await.seq < 40 {}
+        while members.next().await.seq < 40 {}
         let ask = |from_part: u32, window_bytes: u64| {
             let request = pb::SnapshotRequest {
                 broker: "b".into(),
@@ -2661,7 +3006,7 @@ mod tests {
         let hub = Hub::new();
         let broker = hub.client();
         let subjects = Subjects::new("t").unwrap();
-        let mut members = broker.subscribe(subjects.all_members()).await.unwrap();
+        let mut members = Members::subscribe(&broker, None).await;
         // A broker that takes the request (and may grant it) but whose answer never arrives.
         let _silent = broker.subscribe(subjects.reserve()).await.unwrap();
         let a = node(&hub, "a", vec![]).await;
@@ -2669,7 +3014,7 @@ mod tests {
         let refused = a.cluster.reserve(&s, "game", 2).await;
         assert!(refused.is_err(), "{refused:?}");
         loop {
-            let msg = next_member(&mut members).await;
+            let msg = members.next().await;
             if let Some(member_message::Body::Leave(change)) = msg.body {
                 assert_eq!((change.id.as_str(), change.room.as_str()), (s.id(), "game"));
                 break;
@@ -2870,14 +3215,16 @@ mod tests {
             loop {
                 tokio::select! {
                     Some(m) = members.next() => {
-                        match pb::MemberMessage::decode(m.payload).map(|m| m.body) {
-                            Ok(Some(member_message::Body::Connect(info))) => known.push(info),
-                            Ok(Some(member_message::Body::Join(j))) => {
-                                for s in known.iter_mut().filter(|s| s.id == j.id) {
-                                    s.rooms.push(j.room.clone());
+                        for m in entries(m.payload) {
+                            match m.body {
+                                Some(member_message::Body::Connect(info)) => known.push(info),
+                                Some(member_message::Body::Join(j)) => {
+                                    for s in known.iter_mut().filter(|s| s.id == j.id) {
+                                        s.rooms.push(j.room.clone());
+                                    }
                                 }
+                                _ => {}
                             }
-                            _ => {}
                         }
                     }
                     Some(c) = claims.next() => {
@@ -3155,11 +3502,8 @@ mod tests {
         conn.close(CloseReason::TransportClose);
         b.emit_m("room", 2);
         b.emit_m("room", 3);
-        let mut members = hub
-            .client()
-            .subscribe(Subjects::new("t").unwrap().member("b").unwrap())
-            .await
-            .unwrap();
+        let b_subject = Subjects::new("t").unwrap().member("b").unwrap();
+        let mut members = Members::subscribe(&hub.client(), Some(b_subject)).await;
         let back = b.come_back(&pid, &offset);
         // Two missed packets are over the bound of one: a fresh session…
         let got = collect(&back, 1).await;
@@ -3167,7 +3511,7 @@ mod tests {
         // …and the claimed one handed back: its connect on b, then a recoverable disconnect.
         let mut seen = Vec::new();
         while seen.len() < 2 {
-            match next_member(&mut members).await.body {
+            match members.next().await.body {
                 Some(member_message::Body::Connect(i)) if i.id == sid => {
                     assert!(i.recovered);
                     seen.push("connect");
