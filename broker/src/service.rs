@@ -258,6 +258,8 @@ impl Broker {
             max_held: rebuild.max_held_events,
             synced: HashSet::new(),
             rebuild_since: None,
+            cold: true,
+            unheard: HashSet::new(),
             stall: (cfg.heartbeat * 4).max(MIN_STALL),
             stats: stats.clone(),
             leader: leader_rx.clone(),
@@ -429,6 +431,14 @@ struct Worker {
     synced: HashSet<String>,
     /// When the rebuild under way began (the resync).
     rebuild_since: Option<Instant>,
+    /// This broker's first rebuild (its directory started empty) is not complete yet.
+    cold: bool,
+    /// Nodes first heard of while `cold` with their history behind them (a heartbeat past
+    /// sequence 0, an event past 1, a snapshot): their first snapshot tells this broker what was
+    /// already true, not what changed, so its presence changes are not announced (a restarted
+    /// broker would otherwise announce every user online and in every room again). Emptied when
+    /// the first rebuild completes.
+    unheard: HashSet<String>,
     /// How long a started snapshot may go without a part.
     stall: Duration,
     stats: Arc<Mutex<RebuildStats>>,
@@ -571,6 +581,7 @@ impl Worker {
         };
         let now = now();
         use bus::member_message::Body;
+        self.first_heard(node, seq > 1 || matches!(body, Body::Snapshot(_)));
         match body {
             Body::Snapshot(part) => {
                 self.on_part(node.to_owned(), epoch, seq, part, bytes, now)
@@ -728,13 +739,17 @@ impl Worker {
                 sockets,
             } => {
                 let count = sockets.len();
-                let applied = self
+                let mut applied = self
                     .directory
                     .lock()
                     .snapshot(&node, epoch, seq, sockets, now);
                 metrics::counter!(m::MESSAGES_APPLIED, "kind" => "snapshot").increment(1);
                 tracing::debug!(%node, epoch, seq, sockets = count, "snapshot applied");
                 self.synced.insert(node.clone());
+                if self.unheard.remove(&node) {
+                    // What was already true when this broker started: not news.
+                    applied.changes.clear();
+                }
                 self.after(&node, applied).await;
                 if paced == Paced::Ours
                     && let Some(held) = self.held.remove(&node)
@@ -801,6 +816,7 @@ impl Worker {
             return malformed("heartbeat node", &beat.node);
         }
         let now = now();
+        self.first_heard(&node, beat.seq > 0);
         let info = NodeInfo {
             address: beat.address,
             connections: beat.connections,
@@ -1006,6 +1022,14 @@ impl Worker {
         }
     }
 
+    /// Notes `node` as [unheard](Worker::unheard) if this broker is cold, does not know it yet,
+    /// and `behind` (the message shows history this broker did not see).
+    fn first_heard(&mut self, node: &str, behind: bool) {
+        if self.cold && behind && self.directory.lock().node_epoch(node).is_none() {
+            self.unheard.insert(node.to_owned());
+        }
+    }
+
     /// Follows up on what a node's message did: a snapshot queued if needed, announcements.
     async fn after(&mut self, node: &str, applied: Applied) {
         if applied.need_snapshot {
@@ -1055,6 +1079,8 @@ impl Worker {
             return;
         }
         self.rebuild_since = None;
+        self.cold = false;
+        self.unheard = HashSet::new();
         let took = now.saturating_duration_since(since);
         metrics::gauge!(m::REBUILD_SECONDS).set(took.as_secs_f64());
         metrics::counter!(m::REBUILDS).increment(1);

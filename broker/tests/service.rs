@@ -720,6 +720,55 @@ async fn multi_part_snapshots_are_assembled_and_broken_ones_dropped() {
     broker.shutdown().await;
 }
 
+/// A broker that starts (empty) and rebuilds from the gateways' snapshots learns what was
+/// already true: it announces none of it (every user online and in every room again, to every
+/// gateway and its clients), but it announces what happens next, and a later snapshot of a node
+/// it has followed repairs with announcements as always.
+#[tokio::test]
+async fn a_restarted_broker_announces_no_presence_for_what_its_rebuild_finds() {
+    let hub = Hub::new();
+    let observer = hub.client();
+    let mut events = observer
+        .subscribe(subjects().all_presence())
+        .await
+        .expect("subscribe");
+    let mut gw = Gateway::new(&hub, "gw1", 1);
+    let mut requests = gw.snapshot_requests().await;
+    for _ in 0..5 {
+        gw.lose_event(); // history from before the broker started
+    }
+    let broker = start(&hub, config("b1", LeaderMode::Always)).await;
+    gw.heartbeat().await;
+    let request: bus::SnapshotRequest = recv(&mut requests, "snapshot request").await;
+    let alice = socket("gw1.a", "/chat", Some("alice"), &["lobby"], true);
+    gw.snapshot(request.request_id, vec![(0, true, vec![alice])])
+        .await;
+    wait_until("the rebuild", || socket_ids(&broker) == ["gw1.a"]).await;
+    gw.connect(socket("gw1.b", "/chat", Some("bob"), &[], true))
+        .await;
+    let b = Some("bob");
+    assert_eq!(
+        presence(&mut events).await,
+        seen(Kind::UserOnline, "/chat", "", b, "gw1.b", ""),
+        "the first announcement is the live connect, not the rebuilt alice"
+    );
+    // Followed from here on: a lost event's repair is announced.
+    gw.lose_event(); // bob joins "lobby"
+    gw.join("gw1.b", "x").await; // reveals the gap
+    let request: bus::SnapshotRequest = recv(&mut requests, "repair request").await;
+    let alice = socket("gw1.a", "/chat", Some("alice"), &["lobby"], true);
+    let bob = socket("gw1.b", "/chat", Some("bob"), &["lobby", "x"], true);
+    gw.snapshot(request.request_id, vec![(0, true, vec![alice, bob])])
+        .await;
+    let want = seen(Kind::MemberJoined, "/chat", "lobby", b, "gw1.b", "");
+    let mut got = Vec::new();
+    while got.len() < 5 && !got.contains(&want) {
+        got.push(presence(&mut events).await);
+    }
+    assert!(got.contains(&want), "{got:?}");
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn presence_is_announced_by_the_leader_only_in_order() {
     let hub = Hub::new();
