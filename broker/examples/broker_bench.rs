@@ -489,11 +489,12 @@ impl Gateway {
             let mut entries = batch::entry_len(pending[i].len());
             let mut j = i + 1;
             while j < n {
-                let with = entries + batch::entry_len(pending[j].len());
                 let last_seq = first_seq + j as u64;
-                if batch::encoded_len(&self.node, self.epoch, last_seq, with) > max {
+                let len = pending[j].len();
+                let Some(with) = batch::grow(&self.node, self.epoch, last_seq, entries, len, max)
+                else {
                     break;
-                }
+                };
                 entries = with;
                 j += 1;
             }

@@ -12,6 +12,7 @@
 //! otherwise).
 
 use bytes::BufMut as _;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 /// `MemberMessage` field numbers written here (bus.proto).
 const NODE: u32 = 1;
@@ -21,32 +22,9 @@ const BATCH: u32 = 17;
 /// `MemberBatch.messages`.
 const MESSAGES: u32 = 1;
 
-/// Protobuf wire types used here.
-const VARINT: u32 = 0;
-const LEN: u32 = 2;
-
-/// The encoded length of `v` as a varint.
-const fn varint_len(v: u64) -> usize {
-    // 7 bits a byte; 0 takes one byte.
-    let bits = 64 - (v | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.put_u8(v as u8);
-}
-
-const fn key(field: u32, wire: u32) -> u64 {
-    ((field << 3) | wire) as u64
-}
-
 /// The bytes one entry of `message_len` bytes adds to a batch: its field header and itself.
 pub const fn entry_len(message_len: usize) -> usize {
-    varint_len(key(MESSAGES, LEN)) + varint_len(message_len as u64) + message_len
+    key_len(MESSAGES) + encoded_len_varint(message_len as u64) + message_len
 }
 
 /// The length of the whole batch message of `node` at (`epoch`, `seq`) whose entries take
@@ -54,15 +32,35 @@ pub const fn entry_len(message_len: usize) -> usize {
 pub const fn encoded_len(node: &str, epoch: u64, seq: u64, entries_len: usize) -> usize {
     let mut len = 0;
     if !node.is_empty() {
-        len += varint_len(key(NODE, LEN)) + varint_len(node.len() as u64) + node.len();
+        len += key_len(NODE) + encoded_len_varint(node.len() as u64) + node.len();
     }
     if epoch != 0 {
-        len += varint_len(key(EPOCH, VARINT)) + varint_len(epoch);
+        len += key_len(EPOCH) + encoded_len_varint(epoch);
     }
     if seq != 0 {
-        len += varint_len(key(SEQ, VARINT)) + varint_len(seq);
+        len += key_len(SEQ) + encoded_len_varint(seq);
     }
-    len + varint_len(key(BATCH, LEN)) + varint_len(entries_len as u64) + entries_len
+    len + key_len(BATCH) + encoded_len_varint(entries_len as u64) + entries_len
+}
+
+/// The entries' length of a batch of `node` at `epoch` that takes one more message of
+/// `message_len` bytes, the new last entry at `seq`, after entries of `entries_len` bytes; `None`
+/// if the batch would then be longer than `max_payload` (the message starts the next batch). How
+/// a publisher cuts batches.
+pub const fn grow(
+    node: &str,
+    epoch: u64,
+    seq: u64,
+    entries_len: usize,
+    message_len: usize,
+    max_payload: usize,
+) -> Option<usize> {
+    let with = entries_len + entry_len(message_len);
+    if encoded_len(node, epoch, seq, with) <= max_payload {
+        Some(with)
+    } else {
+        None
+    }
 }
 
 /// Writes the `MemberMessage` of `node` at (`epoch`, `seq`) whose body is a `MemberBatch` of
@@ -78,23 +76,23 @@ where
     let mut out = Vec::with_capacity(encoded_len(node, epoch, seq, entries));
     // Fields in number order, defaults left out: what prost writes.
     if !node.is_empty() {
-        put_varint(&mut out, key(NODE, LEN));
-        put_varint(&mut out, node.len() as u64);
+        encode_key(NODE, WireType::LengthDelimited, &mut out);
+        encode_varint(node.len() as u64, &mut out);
         out.put_slice(node.as_bytes());
     }
     if epoch != 0 {
-        put_varint(&mut out, key(EPOCH, VARINT));
-        put_varint(&mut out, epoch);
+        encode_key(EPOCH, WireType::Varint, &mut out);
+        encode_varint(epoch, &mut out);
     }
     if seq != 0 {
-        put_varint(&mut out, key(SEQ, VARINT));
-        put_varint(&mut out, seq);
+        encode_key(SEQ, WireType::Varint, &mut out);
+        encode_varint(seq, &mut out);
     }
-    put_varint(&mut out, key(BATCH, LEN));
-    put_varint(&mut out, entries as u64);
+    encode_key(BATCH, WireType::LengthDelimited, &mut out);
+    encode_varint(entries as u64, &mut out);
     for message in messages {
-        put_varint(&mut out, key(MESSAGES, LEN));
-        put_varint(&mut out, message.len() as u64);
+        encode_key(MESSAGES, WireType::LengthDelimited, &mut out);
+        encode_varint(message.len() as u64, &mut out);
         out.put_slice(message);
     }
     debug_assert_eq!(out.len(), encoded_len(node, epoch, seq, entries));
@@ -117,25 +115,6 @@ mod tests {
                 id: format!("{node}.x"),
                 room: room.to_owned(),
             })),
-        }
-    }
-
-    #[test]
-    fn varint_lengths() {
-        let mut out = Vec::new();
-        for v in [
-            0,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
-            out.clear();
-            put_varint(&mut out, v);
-            assert_eq!(out.len(), varint_len(v), "{v}");
         }
     }
 

@@ -1847,20 +1847,17 @@ fn gather(rx: &mut mpsc::Receiver<Out>, first: Out, b: &Batches, max_payload: us
             gathered.passed.push(out);
             continue;
         }
-        let with = entries + switchboard_proto::batch::entry_len(out.payload.len());
-        let fits = match out.member {
-            Some(seq) => {
-                !out.log
-                    && out.subject == gathered.batch[0].subject
-                    && switchboard_proto::batch::encoded_len(&b.node, b.epoch, seq, with)
-                        <= max_payload
+        let with = match out.member {
+            Some(seq) if !out.log && out.subject == gathered.batch[0].subject => {
+                let len = out.payload.len();
+                switchboard_proto::batch::grow(&b.node, b.epoch, seq, entries, len, max_payload)
             }
-            None => false,
+            _ => None,
         };
-        if !fits {
+        let Some(with) = with else {
             gathered.next = Some(out);
             break;
-        }
+        };
         entries = with;
         gathered.batch.push(out);
     }
