@@ -1044,7 +1044,7 @@ async fn run(args: Args) -> Result<bool> {
     let [fetch, rooms, stats] = queries(&broker, &token, args.queries).await?;
 
     // 4. restart
-    let mut rebuild_s = 0.0;
+    let (mut rebuild_s, mut rebuild_cpu_s) = (0.0, 0.0);
     let mut rebuilt = n as u64;
     let mut restart_problem = None;
     if args.restart {
@@ -1058,6 +1058,8 @@ async fn run(args: Args) -> Result<bool> {
             let c = scrape(&broker.http).await?;
             if c.sockets as usize >= n {
                 rebuild_s = t0.elapsed().as_secs_f64();
+                // The new process's CPU since it started: its start-up and the rebuild.
+                rebuild_cpu_s = broker.cpu_s();
                 break;
             }
             if Instant::now() > deadline {
@@ -1070,7 +1072,9 @@ async fn run(args: Args) -> Result<bool> {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        eprintln!("broker restarted in {spawned_s:.3} s; rebuilt in {rebuild_s:.3} s");
+        eprintln!(
+            "broker restarted in {spawned_s:.3} s; rebuilt in {rebuild_s:.3} s, broker CPU {rebuild_cpu_s:.2} s"
+        );
     }
     let end = scrape(&broker.http).await?;
     heartbeats.abort();
@@ -1144,7 +1148,7 @@ async fn run(args: Args) -> Result<bool> {
         );
     }
     println!(
-        "{{\"sockets\":{n},\"gateways\":{},\"batch\":{},\"presence\":{},\"headers\":{},\"connect_events\":{events_c},\"connect_wall_s\":{wall_c:.3},\"connect_cpu_s\":{cpu_c:.3},\"connect_events_per_cpu_s\":{:.0},\"churn_events\":{events_j},\"churn_wall_s\":{wall_j:.3},\"churn_cpu_s\":{cpu_j:.3},\"churn_events_per_cpu_s\":{:.0},\"presence_events\":{presence_j},\"presence_per_s\":{:.0},\"presence_per_cpu_s\":{:.0},\"rss_before_bytes\":{rss0},\"rss_after_bytes\":{rss1},\"bytes_per_socket\":{mem_per_socket:.0},{},{},{},\"rebuild_s\":{rebuild_s:.3},\"rebuilt_sockets\":{rebuilt},\"broker_resyncs\":{},\"snapshot_requests\":{},\"snapshot_parts\":{},\"problems\":{problems},\"ok\":{ok}}}",
+        "{{\"sockets\":{n},\"gateways\":{},\"batch\":{},\"presence\":{},\"headers\":{},\"connect_events\":{events_c},\"connect_wall_s\":{wall_c:.3},\"connect_cpu_s\":{cpu_c:.3},\"connect_events_per_cpu_s\":{:.0},\"churn_events\":{events_j},\"churn_wall_s\":{wall_j:.3},\"churn_cpu_s\":{cpu_j:.3},\"churn_events_per_cpu_s\":{:.0},\"presence_events\":{presence_j},\"presence_per_s\":{:.0},\"presence_per_cpu_s\":{:.0},\"rss_before_bytes\":{rss0},\"rss_after_bytes\":{rss1},\"bytes_per_socket\":{mem_per_socket:.0},{},{},{},\"rebuild_s\":{rebuild_s:.3},\"rebuild_cpu_s\":{rebuild_cpu_s:.3},\"rebuilt_sockets\":{rebuilt},\"broker_resyncs\":{},\"snapshot_requests\":{},\"snapshot_parts\":{},\"problems\":{problems},\"ok\":{ok}}}",
         args.gateways,
         args.batch,
         args.presence,

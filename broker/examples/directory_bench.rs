@@ -15,14 +15,16 @@
 //! With `--rebuild` it then cuts the directory into one snapshot per gateway (records, untimed)
 //! and times applying them one after the other to an empty directory (`Directory::snapshot`, the
 //! broker's rebuild after a restart, without the protobuf decode and the pacer), on the CPU clock;
-//! each node's records are made just before its apply, untimed.
+//! each node's records are made just before its apply, untimed. With `--quiet` the applies are
+//! `Directory::snapshot_quietly`, as a started broker's first rebuild and a broker that does not
+//! lead make them (no changes).
 //!
 //! Output: events per CPU second for each phase, and the bytes the directory holds per socket
 //! (jemalloc's `stats.allocated` after the connect phase minus before, each read after flushing
 //! the thread cache: what the directory allocated, not RSS). Keep runs short: the machine is shared.
 //!
 //! `cargo run --release -p switchboard-broker --example directory_bench -- [--sockets N]
-//! [--churn M] [--presence] [--rebuild]`
+//! [--churn M] [--presence] [--rebuild [--quiet]]`
 
 use std::time::Instant;
 
@@ -46,6 +48,7 @@ struct Args {
     churn: usize,
     presence: bool,
     rebuild: bool,
+    quiet: bool,
 }
 
 fn args() -> Result<Args, Error> {
@@ -54,6 +57,7 @@ fn args() -> Result<Args, Error> {
         churn: 200_000,
         presence: false,
         rebuild: false,
+        quiet: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -62,6 +66,7 @@ fn args() -> Result<Args, Error> {
             "--churn" => out.churn = it.next().ok_or("--churn M")?.parse()?,
             "--presence" => out.presence = true,
             "--rebuild" => out.rebuild = true,
+            "--quiet" => out.quiet = true,
             _ => return Err(format!("unknown argument {arg}").into()),
         }
     }
@@ -184,7 +189,7 @@ fn pages(mut next: impl FnMut(Option<String>) -> Option<String>) -> (f64, f64, f
 /// Cuts `dir` into one snapshot per node and applies them to an empty directory, timing the
 /// applies on the CPU clock. Each node's records are made (untimed) right before its apply, so
 /// they are as warm as a just-decoded snapshot's in the broker.
-fn rebuild(dir: &Directory) -> Result<(), Error> {
+fn rebuild(dir: &Directory, quiet: bool) -> Result<(), Error> {
     let mut by_node: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for socket in dir.sockets() {
         by_node.entry(socket.node()).or_default().push(socket.id());
@@ -200,7 +205,12 @@ fn rebuild(dir: &Directory) -> Result<(), Error> {
             .map(|socket| socket.to_record())
             .collect();
         let start = cpu_ns()?;
-        changes += fresh.snapshot(node, 1, 1, records, now).changes.len();
+        let applied = if quiet {
+            fresh.snapshot_quietly(node, 1, 1, records, now)
+        } else {
+            fresh.snapshot(node, 1, 1, records, now)
+        };
+        changes += applied.changes.len();
         cpu += cpu_ns()? - start;
     }
     let secs = cpu as f64 / 1e9;
@@ -294,7 +304,7 @@ fn main() -> Result<(), Error> {
         "Rooms        {n} pages of {PAGE}: wall time per page p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
     );
     if args.rebuild {
-        rebuild(&dir)?;
+        rebuild(&dir, args.quiet)?;
     }
     if dir.len() != args.sockets {
         return Err(format!(

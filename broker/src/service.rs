@@ -739,17 +739,20 @@ impl Worker {
                 sockets,
             } => {
                 let count = sockets.len();
-                let mut applied = self
-                    .directory
-                    .lock()
-                    .snapshot(&node, epoch, seq, sockets, now);
+                // What was already true when this broker started is not news, and a broker that
+                // does not lead announces nothing: then no changes are made at all.
+                let quiet = self.unheard.remove(&node) || !self.is_leader();
+                let applied = {
+                    let mut directory = self.directory.lock();
+                    if quiet {
+                        directory.snapshot_quietly(&node, epoch, seq, sockets, now)
+                    } else {
+                        directory.snapshot(&node, epoch, seq, sockets, now)
+                    }
+                };
                 metrics::counter!(m::MESSAGES_APPLIED, "kind" => "snapshot").increment(1);
-                tracing::debug!(%node, epoch, seq, sockets = count, "snapshot applied");
+                tracing::debug!(%node, epoch, seq, sockets = count, quiet, "snapshot applied");
                 self.synced.insert(node.clone());
-                if self.unheard.remove(&node) {
-                    // What was already true when this broker started: not news.
-                    applied.changes.clear();
-                }
                 self.after(&node, applied).await;
                 if paced == Paced::Ours
                     && let Some(held) = self.held.remove(&node)

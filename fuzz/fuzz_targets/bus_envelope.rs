@@ -134,8 +134,7 @@ fn delivery(d: pb::Delivery) {
         d.packet.clone(),
         d.attachments.clone(),
         Compress::from_allowed(!d.uncompressed),
-    )
-    else {
+    ) else {
         return;
     };
     let mut body = BytesMut::new();
@@ -143,22 +142,35 @@ fn delivery(d: pb::Delivery) {
     let packets = engineio::decode_payload(&body.freeze()).expect("a polling body decodes");
     assert_eq!(packets.len(), 1 + d.attachments.len(), "{:?}", d.packet);
     let decoded: Vec<Frame> = packets.iter().map(engineio::Packet::encode).collect();
-    assert_eq!(decoded, frames, "the polling body split or changed the delivery");
+    assert_eq!(
+        decoded, frames,
+        "the polling body split or changed the delivery"
+    );
     let text = std::str::from_utf8(&d.packet).expect("accepted packets are UTF-8");
     let text = text.strip_prefix('4').expect("an Engine.IO message");
     let packet = match socketio::decode(text).expect("accepted packets decode") {
         Decoded::Complete(p) => p,
         Decoded::NeedAttachments(header, n) => {
             let now = std::time::Instant::now();
-            let mut r = Reassembly::new(header, n, usize::MAX, now + std::time::Duration::from_secs(60));
+            let mut r = Reassembly::new(
+                header,
+                n,
+                usize::MAX,
+                now + std::time::Duration::from_secs(60),
+            );
             let mut done = None;
             for a in &d.attachments {
-                done = r.push(a.clone(), now).expect("the attachments fill the placeholders");
+                done = r
+                    .push(a.clone(), now)
+                    .expect("the attachments fill the placeholders");
             }
             done.expect("complete")
         }
     };
-    assert!(matches!(packet.kind, PacketType::Event | PacketType::BinaryEvent));
+    assert!(matches!(
+        packet.kind,
+        PacketType::Event | PacketType::BinaryEvent
+    ));
     assert_eq!(packet.nsp, d.ns);
     assert_eq!(packet.id, None);
 }
@@ -198,7 +210,11 @@ fn emit_is_delivered(bytes: &[u8]) {
         args.attachments.clone(),
         Compress::Allowed,
     );
-    assert_eq!(accepted, Some(frames), "a gateway's emit in {ns:?} was refused");
+    assert_eq!(
+        accepted,
+        Some(frames),
+        "a gateway's emit in {ns:?} was refused"
+    );
 }
 
 fn worker_reply(reply: pb::EventReply) {

@@ -11,7 +11,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(packets) = engineio::decode_payload(&body) else {
         return;
     };
-    assert!(!packets.is_empty(), "a body that decodes holds at least one packet");
+    assert!(
+        !packets.is_empty(),
+        "a body that decodes holds at least one packet"
+    );
 
     for packet in &packets {
         let again = match packet.encode() {

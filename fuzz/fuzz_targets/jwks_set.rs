@@ -56,7 +56,9 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     match (&first, &again) {
         (Ok(a), Ok(b)) => {
             let kids = |ks: &[switchboard_gateway::jwks::Key]| {
-                ks.iter().map(|k| k.kid().map(str::to_owned)).collect::<Vec<_>>()
+                ks.iter()
+                    .map(|k| k.kid().map(str::to_owned))
+                    .collect::<Vec<_>>()
             };
             assert_eq!(kids(a), kids(b));
         }
@@ -72,7 +74,10 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
                 assert!(algorithms.contains(a), "{a:?} is not configured");
                 assert_eq!(a.family(), family);
             }
-            assert!(keys[..i].iter().all(|o| o.kid() != k.kid()), "duplicate kid");
+            assert!(
+                keys[..i].iter().all(|o| o.kid() != k.kid()),
+                "duplicate kid"
+            );
         }
     }
     Ok(())

@@ -16,7 +16,19 @@ use switchboard_gateway::policy::{self, MAX_ROOM_NAME_BYTES, Rejection};
 use switchboard_gateway::rule::ArgPath;
 
 const PATH_PIECES: &[&str] = &[
-    "0", "1", "2", "00", "01", "+1", "-1", "18446744073709551616", ".", "room", "target", "a", "",
+    "0",
+    "1",
+    "2",
+    "00",
+    "01",
+    "+1",
+    "-1",
+    "18446744073709551616",
+    ".",
+    "room",
+    "target",
+    "a",
+    "",
 ];
 const KEYS: &[&str] = &["room", "target", "a", "0", "1", "01", ""];
 
@@ -44,7 +56,11 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         return Ok(());
     };
     let shown = path.to_string();
-    assert_eq!(ArgPath::parse(&shown).as_ref(), Ok(&path), "{source:?} shown as {shown:?}");
+    assert_eq!(
+        ArgPath::parse(&shown).as_ref(),
+        Ok(&path),
+        "{source:?} shown as {shown:?}"
+    );
     let got = path.get(&args);
     let want = ref_get(&args, index, &fields);
     assert_eq!(got.map(std::ptr::from_ref), want.map(std::ptr::from_ref));

@@ -30,7 +30,9 @@ const TEMPLATE_PIECES: &[&str] = &[
     "{", "}", "a", "b", "ab", ".", ":", "é",
 ];
 /// Pieces room names and claim values are made of.
-const TEXT_PIECES: &[&str] = &["a", "b", "ab", "*", "{", "}", "{{", ":", ".", "1", "true", "é", ""];
+const TEXT_PIECES: &[&str] = &[
+    "a", "b", "ab", "*", "{", "}", "{{", ":", ".", "1", "true", "é", "",
+];
 const CLAIM_NAMES: &[&str] = &["sub", "org", "org.id", "n", "*", "id"];
 /// Above this many steps the quadratic reference is skipped.
 const MAX_REFERENCE_STEPS: usize = 200_000;
@@ -73,11 +75,9 @@ fn patterns(u: &mut Unstructured<'_>) -> Result<()> {
     let cl = claims.as_ref();
     let filled = ref_fill(&tokens, cl);
     let rendered = template.render(cl);
-    let want_render = filled.as_ref().map(|p| {
-        p.iter()
-            .map(|c| c.unwrap_or('*'))
-            .collect::<String>()
-    });
+    let want_render = filled
+        .as_ref()
+        .map(|p| p.iter().map(|c| c.unwrap_or('*')).collect::<String>());
     assert_eq!(rendered, want_render, "render of {source:?}");
     if let Some(r) = &rendered {
         assert!(!r.is_empty(), "an empty rendering of {source:?}");
@@ -137,7 +137,10 @@ fn literal_names(u: &mut Unstructured<'_>) -> Result<()> {
         assert_eq!(p, Template::parse(&source).expect("deterministic"));
         assert_eq!(p.matches(&other, None), other == name);
     }
-    let claims = Claims::new(Map::from_iter([("c".to_owned(), Value::String(name.clone()))]));
+    let claims = Claims::new(Map::from_iter([(
+        "c".to_owned(),
+        Value::String(name.clone()),
+    )]));
     let exact = Template::parse("{c}").expect("a placeholder");
     assert_eq!(exact.render(Some(&claims)).as_deref(), Some(name.as_str()));
     assert!(exact.matches(&name, Some(&claims)));
@@ -148,7 +151,11 @@ fn literal_names(u: &mut Unstructured<'_>) -> Result<()> {
         .strip_prefix("u:")
         .and_then(|rest| rest.strip_prefix(name.as_str()))
         .is_some_and(|rest| rest.starts_with(':'));
-    assert_eq!(prefixed.matches(&other, Some(&claims)), want, "{name:?} in {other:?}");
+    assert_eq!(
+        prefixed.matches(&other, Some(&claims)),
+        want,
+        "{name:?} in {other:?}"
+    );
     Ok(())
 }
 

@@ -9,7 +9,17 @@ use switchboard_gateway::transport::head::{self, Head, Method, Parse};
 
 const MAX_HEADERS: usize = 64;
 
-fn facts(h: &Head<'_>) -> (Method, String, Option<String>, Option<u64>, bool, bool, bool) {
+fn facts(
+    h: &Head<'_>,
+) -> (
+    Method,
+    String,
+    Option<String>,
+    Option<u64>,
+    bool,
+    bool,
+    bool,
+) {
     (
         h.method,
         h.path.to_owned(),

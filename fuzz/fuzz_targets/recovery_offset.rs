@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
 fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let text: &str = u.arbitrary()?;
     if let Some((tag, seq)) = offset::parse(text) {
-        assert_eq!(offset::format(tag, seq), text, "{text:?} is not in the one form");
+        assert_eq!(
+            offset::format(tag, seq),
+            text,
+            "{text:?} is not in the one form"
+        );
     }
     let (tag, seq): (u64, u64) = u.arbitrary()?;
     assert_eq!(offset::parse(&offset::format(tag, seq)), Some((tag, seq)));

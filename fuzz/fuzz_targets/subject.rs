@@ -16,9 +16,36 @@ use switchboard_proto::subject::{self, MAX_NAME_BYTES, Parsed, SubjectError, Sub
 const PREFIXES: &[&str] = &["sio", "t", "a.b", "x_y-1", "_INBOX", "", "a..b", "s io"];
 /// Tokens received subjects are made of, so that parsing gets past the kind token.
 const TOKENS: &[&str] = &[
-    "sio", "t", "member", "heartbeat", "room", "ns", "node", "event", "life", "connect",
-    "disconnect", "resync", "snapshot", "presence", "broker", "reserve", "_", "_2F", "_2Fchat",
-    "_5F", "_41", "_2f", "_C3_BC", "_C3", "_FF", "a", "", "*", ">", "a b",
+    "sio",
+    "t",
+    "member",
+    "heartbeat",
+    "room",
+    "ns",
+    "node",
+    "event",
+    "life",
+    "connect",
+    "disconnect",
+    "resync",
+    "snapshot",
+    "presence",
+    "broker",
+    "reserve",
+    "_",
+    "_2F",
+    "_2Fchat",
+    "_5F",
+    "_41",
+    "_2f",
+    "_C3_BC",
+    "_C3",
+    "_FF",
+    "a",
+    "",
+    "*",
+    ">",
+    "a b",
 ];
 /// Longest fixed part of a subject after the prefix: `.presence.` or `.life.` + `.disconnect`.
 const MAX_FIXED_BYTES: usize = ".life.".len() + ".disconnect".len();
@@ -82,21 +109,46 @@ fn names(u: &mut Unstructured<'_>, s: &Subjects) -> Result<()> {
     for name in [&a, &b] {
         let token = subject::escape(name);
         assert!(!token.is_empty());
-        assert!(token.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert!(
+            token
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
         assert!(token.len() <= (3 * name.len()).max(1));
         assert_eq!(subject::unescape(&token).as_deref(), Ok(name.as_str()));
     }
     let (a, b) = (a.as_str(), b.as_str());
     let built = [
         (s.member(a), Parsed::Member { node: a.into() }),
-        (s.command_namespace(a), Parsed::CommandNamespace { ns: a.into() }),
+        (
+            s.command_namespace(a),
+            Parsed::CommandNamespace { ns: a.into() },
+        ),
         (s.command_node(a), Parsed::CommandNode { node: a.into() }),
         (s.heartbeat(a), Parsed::Heartbeat { node: a.into() }),
-        (s.room(a, b), Parsed::Room { ns: a.into(), room: b.into() }),
+        (
+            s.room(a, b),
+            Parsed::Room {
+                ns: a.into(),
+                room: b.into(),
+            },
+        ),
         (s.namespace(a), Parsed::Namespace { ns: a.into() }),
         (s.node(a), Parsed::Node { node: a.into() }),
-        (s.event(a, b), Parsed::Event { ns: a.into(), event: b.into() }),
-        (s.server(a, b), Parsed::Server { ns: a.into(), event: b.into() }),
+        (
+            s.event(a, b),
+            Parsed::Event {
+                ns: a.into(),
+                event: b.into(),
+            },
+        ),
+        (
+            s.server(a, b),
+            Parsed::Server {
+                ns: a.into(),
+                event: b.into(),
+            },
+        ),
         (s.connect(a), Parsed::Connect { ns: a.into() }),
         (s.disconnect(a), Parsed::Disconnect { ns: a.into() }),
         (Ok(s.resync()), Parsed::Resync),
@@ -130,7 +182,10 @@ fn names(u: &mut Unstructured<'_>, s: &Subjects) -> Result<()> {
         let subject = match subject {
             Ok(subject) => subject,
             Err(SubjectError::NameTooLong(n)) => {
-                assert!(n > MAX_NAME_BYTES && (n == a.len() || n == b.len()), "refused {n} bytes");
+                assert!(
+                    n > MAX_NAME_BYTES && (n == a.len() || n == b.len()),
+                    "refused {n} bytes"
+                );
                 continue;
             }
             Err(e) => panic!("{parsed:?}: {e}"),
@@ -145,7 +200,11 @@ fn names(u: &mut Unstructured<'_>, s: &Subjects) -> Result<()> {
 /// A subject read from the wire parses to at most one meaning: the one that builds it.
 fn received(s: &Subjects, subject: &str) {
     if let Ok(parsed) = s.parse(subject) {
-        assert_eq!(rebuild(s, &parsed).as_deref(), Ok(subject), "parsed as {parsed:?}");
+        assert_eq!(
+            rebuild(s, &parsed).as_deref(),
+            Ok(subject),
+            "parsed as {parsed:?}"
+        );
     }
 }
 

@@ -6,7 +6,6 @@
 use libfuzzer_sys::fuzz_target;
 use switchboard_codec::websocket::{self, Assembler, Message, OpCode, Role};
 
-
 fuzz_target!(|data: &[u8]| {
     let Some((&knob, rest)) = data.split_first() else {
         return;
@@ -41,15 +40,27 @@ fuzz_target!(|data: &[u8]| {
 
     // Round trip: the rest of the input as the payload of a frame of the knob's opcode.
     let op = OpCode::ALL[usize::from(knob) % OpCode::ALL.len()];
-    let payload = if op.is_control() { &rest[..rest.len().min(125)] } else { rest };
-    let mask = [knob, knob.wrapping_mul(31), knob ^ 0x5a, knob.rotate_left(3)];
+    let payload = if op.is_control() {
+        &rest[..rest.len().min(125)]
+    } else {
+        rest
+    };
+    let mask = [
+        knob,
+        knob.wrapping_mul(31),
+        knob ^ 0x5a,
+        knob.rotate_left(3),
+    ];
 
     let mut wire = Vec::new();
     websocket::write_masked(&mut wire, op, payload, mask);
     let head = websocket::parse(&mut wire, Role::Server, usize::MAX)
         .expect("a written frame is valid")
         .expect("a written frame is whole");
-    assert_eq!((head.fin, head.opcode, head.frame_len()), (true, op, wire.len()));
+    assert_eq!(
+        (head.fin, head.opcode, head.frame_len()),
+        (true, op, wire.len())
+    );
     assert_eq!(&wire[head.header_len..], payload);
 
     let mut wire = Vec::new();
@@ -58,6 +69,9 @@ fuzz_target!(|data: &[u8]| {
     let head = websocket::parse(&mut wire, Role::Client, usize::MAX)
         .expect("a written frame is valid")
         .expect("a written frame is whole");
-    assert_eq!((head.fin, head.opcode, head.frame_len()), (true, op, wire.len()));
+    assert_eq!(
+        (head.fin, head.opcode, head.frame_len()),
+        (true, op, wire.len())
+    );
     assert_eq!(&wire[head.header_len..], payload);
 });

@@ -20,7 +20,12 @@ pub fn round_trip(packet: &Packet) -> Packet {
         Decoded::NeedAttachments(header, n) => {
             assert_eq!(n, attachments.len());
             let now = std::time::Instant::now();
-            let mut r = Reassembly::new(header, n, usize::MAX, now + std::time::Duration::from_secs(60));
+            let mut r = Reassembly::new(
+                header,
+                n,
+                usize::MAX,
+                now + std::time::Duration::from_secs(60),
+            );
             let mut done = None;
             for frame in attachments {
                 let Frame::Binary(bin, _) = frame else {
