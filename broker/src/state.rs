@@ -2356,12 +2356,19 @@ impl Directory {
 /// A snapshot's records forced onto `node`, by id, each id once: a socket too large for one
 /// snapshot part comes in several, the first copy with its details, the others only adding rooms.
 fn by_id(mut sockets: Vec<SocketRecord>, node: &str) -> Vec<SocketRecord> {
-    // Sorts positions, not the records (a few hundred bytes each); stable, so copies keep their
-    // order.
-    let mut order: Vec<u32> = (0..u32::try_from(sockets.len()).unwrap_or(u32::MAX)).collect();
-    order.sort_by(|&a, &b| sockets[a as usize].id.cmp(&sockets[b as usize].id));
+    // Sorts positions, not the records (a few hundred bytes each), by the ids' first 16 bytes
+    // read once each, and the full ids only where those tie; stable, so copies keep their order.
+    let mut order: Vec<(u128, u32)> = (0..u32::try_from(sockets.len()).unwrap_or(u32::MAX))
+        .zip(&sockets)
+        .map(|(at, rec)| (head(&rec.id), at))
+        .collect();
+    order.sort_by(|&(a_head, a), &(b_head, b)| {
+        a_head
+            .cmp(&b_head)
+            .then_with(|| sockets[a as usize].id.cmp(&sockets[b as usize].id))
+    });
     let mut out: Vec<SocketRecord> = Vec::with_capacity(order.len());
-    for at in order {
+    for (_, at) in order {
         let mut rec = std::mem::replace(&mut sockets[at as usize], SocketRecord::new("", "", ""));
         match out.last_mut() {
             Some(first) if first.id == rec.id => first.rooms.append(&mut rec.rooms),
