@@ -216,6 +216,7 @@ pub fn presence_event(change: &Change) -> Option<bus::PresenceEvent> {
             user: user.map(str::to_owned),
             socket_id: socket.to_owned(),
             reason,
+            batch: Vec::new(),
         }
     };
     let leave = |reason: &crate::state::Reason| reason.as_str().to_owned();

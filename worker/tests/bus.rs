@@ -441,6 +441,7 @@ async fn presence_and_life_events_are_decoded() {
         user: Some("al".into()),
         socket_id: "gw1.x".into(),
         reason: "node_lost".into(),
+        batch: Vec::new(),
     };
     let online = pb::PresenceEvent {
         kind: pb::presence_event::Kind::UserOnline as i32,
