@@ -11,6 +11,7 @@
 #   scripts/bench-broker.sh --runs 1         one run
 #   scripts/bench-broker.sh --sockets 200000 another size
 #   scripts/bench-broker.sh --presence off   sockets whose namespace announces no presence
+#   scripts/bench-broker.sh --presence-batches off   every presence announcement in its own message
 #   scripts/bench-broker.sh --headers none   handshakes without user-agent / origin headers
 #   scripts/bench-broker.sh --batch 1        every membership event alone (default: batches of 64)
 #   scripts/bench-broker.sh --quick          5 000 sockets, 1 run: a smoke test (seconds)
@@ -23,6 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sockets=1000000 churn=200000 queries=100 runs=3 build=1 presence=on headers=browser batch=64
+presence_batches=on
 while (( $# )); do
     case "$1" in
         --quick) sockets=5000 churn=5000 queries=5 runs=1 ;;
@@ -32,9 +34,10 @@ while (( $# )); do
         --churn) churn=$2; shift ;;
         --queries) queries=$2; shift ;;
         --presence) presence=$2; shift ;;
+        --presence-batches) presence_batches=$2; shift ;;
         --headers) headers=$2; shift ;;
         --batch) batch=$2; shift ;;
-        -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-broker.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -76,13 +79,13 @@ trap 'stop_broker; stop_all' EXIT
 
 status=0
 for run in $(seq "$runs"); do
-    echo "== run $run/$runs: $sockets sockets, 50 gateways, batches of $batch, presence $presence, headers $headers; load: $(uptime | sed 's/.*load average: //') =="
+    echo "== run $run/$runs: $sockets sockets, 50 gateways, batches of $batch, presence $presence (batches $presence_batches), headers $headers; load: $(uptime | sed 's/.*load average: //') =="
     start_nats "$OUT/broker-nats.log"
     : >"$OUT/broker-process.log"
     line=$(taskset -c "$CLIENT_CPU" target/release/examples/broker_bench --nats "$nats_url" \
         --broker target/release/switchboard-broker --broker-cpu "$SERVER_CPU" \
         --sockets "$sockets" --gateways 50 --churn "$churn" --queries "$queries" \
-        --batch "$batch" --presence "$presence" --headers "$headers" --log "$OUT/broker-process.log" \
+        --batch "$batch" --presence "$presence" --presence-batches "$presence_batches" --headers "$headers" --log "$OUT/broker-process.log" \
         --pidfile "$pidfile") || status=1
     stop_broker
     stop_all

@@ -32,6 +32,7 @@
 //! | `[cluster] advertise_addr` | `SWITCHBOARD_ADVERTISE_ADDR` | the bound address | `host:port` other gateways reach this one at |
 //! | `[cluster] forward` | `SWITCHBOARD_FORWARD` | `true` | pass requests for other gateways' sessions to their owner |
 //! | `[cluster] member_batches` | `SWITCHBOARD_MEMBER_BATCHES` | `true` | publish membership messages queued together as one batch (off while brokers older than batches run) |
+//! | `[cluster] presence_batches` | `SWITCHBOARD_PRESENCE_BATCHES` | `true` | the leading broker publishes the presence announcements of one change as one batch per namespace (off while gateways or workers older than presence batches run) |
 //! | `[broker] host` | `SWITCHBOARD_BROKER_HOST` | `127.0.0.1` | the broker's HTTP listen address (name or IP) |
 //! | `[broker] http_port` | `SWITCHBOARD_BROKER_HTTP_PORT` | `9090` | the broker's HTTP port; 0 = any free port |
 //! | `[broker] id` | `SWITCHBOARD_BROKER_ID` | random | the broker's id (`A-Z a-z 0-9 _ -`, at most 64) |
@@ -134,6 +135,11 @@ pub const VARS: &[Var] = &[
     var("cluster", "advertise_addr", "SWITCHBOARD_ADVERTISE_ADDR"),
     var("cluster", "forward", "SWITCHBOARD_FORWARD"),
     var("cluster", "member_batches", "SWITCHBOARD_MEMBER_BATCHES"),
+    var(
+        "cluster",
+        "presence_batches",
+        "SWITCHBOARD_PRESENCE_BATCHES",
+    ),
     var("broker", "host", "SWITCHBOARD_BROKER_HOST"),
     var("broker", "http_port", "SWITCHBOARD_BROKER_HTTP_PORT"),
     var("broker", "id", "SWITCHBOARD_BROKER_ID"),
@@ -317,6 +323,9 @@ pub struct Settings {
     pub forward: bool,
     /// Whether the gateway publishes membership messages queued together as one batch.
     pub member_batches: bool,
+    /// Whether the broker (standalone: the embedded one) publishes presence announcements in
+    /// batches.
+    pub presence_batches: bool,
     /// The broker binary's settings.
     pub broker: BrokerSettings,
     /// The admin APIs: gRPC, and with the same keys the HTTP API; `None`: off (no key, or a
@@ -765,6 +774,9 @@ impl Settings {
         let member_batches = c
             .opt(&given, ("cluster", "member_batches"), rule::switch)
             .unwrap_or(true);
+        let presence_batches = c
+            .opt(&given, ("cluster", "presence_batches"), rule::switch)
+            .unwrap_or(true);
 
         let nats = c.nats(&given);
         let broker = BrokerSettings {
@@ -857,6 +869,7 @@ impl Settings {
             advertise,
             forward,
             member_batches,
+            presence_batches,
             broker,
             grpc,
             grpc_ignored,
@@ -1307,6 +1320,7 @@ mod tests {
         assert_eq!(s.drain(), DEFAULT_DRAIN);
         assert!(s.forward && s.advertise.is_none());
         assert!(s.member_batches, "batches by default");
+        assert!(s.presence_batches, "presence batches by default");
     }
 
     #[cfg(feature = "fault-injection")]
@@ -1326,12 +1340,14 @@ mod tests {
             ("SWITCHBOARD_ADVERTISE_ADDR", "gw1:3000"),
             ("SWITCHBOARD_FORWARD", "off"),
             ("SWITCHBOARD_MEMBER_BATCHES", "false"),
+            ("SWITCHBOARD_PRESENCE_BATCHES", "off"),
         ])
         .unwrap();
         assert_eq!(s.drain(), Duration::ZERO);
         assert_eq!(s.advertise.as_deref(), Some("gw1:3000"));
         assert!(!s.forward);
         assert!(!s.member_batches);
+        assert!(!s.presence_batches);
         for (var, bad) in [
             ("SWITCHBOARD_DRAIN_MS", "-1"),
             ("SWITCHBOARD_DRAIN_MS", "3600001"),
@@ -1340,6 +1356,7 @@ mod tests {
             ("SWITCHBOARD_ADVERTISE_ADDR", "10.0.0.7:0"),
             ("SWITCHBOARD_FORWARD", "maybe"),
             ("SWITCHBOARD_MEMBER_BATCHES", "sometimes"),
+            ("SWITCHBOARD_PRESENCE_BATCHES", "often"),
         ] {
             let e = gateway(&[(var, bad)]).expect_err(var);
             assert!(e.starts_with(var), "{var}={bad}: {e}");
@@ -1793,6 +1810,7 @@ url = \"nats://10.0.0.1:4222\"
 [cluster]
 heartbeat_ms = 500
 subject_prefix = \"file\"
+presence_batches = false
 
 [broker]
 leader = \"always\"
@@ -1812,6 +1830,7 @@ format = \"json\"
         assert_eq!(s.broker.leader, LeaderMode::Always);
         assert_eq!(s.broker.http_port, 0);
         assert_eq!(s.log, LogFormat::Json);
+        assert!(!s.presence_batches);
         let s = load(
             Process::Broker,
             Some(FILE),
@@ -1819,6 +1838,7 @@ format = \"json\"
                 ("SWITCHBOARD_NATS_URL", "nats://env:4222"),
                 ("SWITCHBOARD_HEARTBEAT_MS", "250"),
                 ("SWITCHBOARD_BROKER_LEADER", "kv"),
+                ("SWITCHBOARD_PRESENCE_BATCHES", "true"),
                 // Empty counts as unset: the file's value stays.
                 ("SWITCHBOARD_SUBJECT_PREFIX", " "),
             ],
@@ -1827,6 +1847,7 @@ format = \"json\"
         assert_eq!(s.nats.unwrap().url, "nats://env:4222");
         assert_eq!(s.heartbeat, Duration::from_millis(250));
         assert_eq!(s.broker.leader, LeaderMode::KvLease);
+        assert!(s.presence_batches);
         assert_eq!(s.subjects.prefix(), "file");
     }
 

@@ -56,6 +56,7 @@ async fn kv_lease_elects_one_leader_and_fails_over() {
         lease: Duration::from_millis(1500),
         heartbeat: Duration::from_millis(300),
         leader: LeaderMode::KvLease,
+        presence_batches: true,
     };
     let a = Broker::start(connect(&nats.url(), "a").await, cfg("a"))
         .await

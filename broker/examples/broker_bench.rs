@@ -30,6 +30,9 @@
 //! - memory per socket: (broker RSS after the connect phase − RSS before it) / sockets;
 //! - presence announcements per second: `switchboard_broker_presence_events_total` during the churn
 //!   phase / its wall time (and per broker CPU second);
+//! - presence messages per second: `switchboard_broker_presence_messages_total` (the bus
+//!   messages carrying those announcements, alone or in batches: `--presence-batches`, the
+//!   broker's `SWITCHBOARD_PRESENCE_BATCHES`) during the churn phase / its wall time;
 //! - rebuild: from spawning the new broker process until its `switchboard_broker_sockets` gauge
 //!   equals the socket count.
 //!
@@ -98,6 +101,8 @@ struct Args {
     /// Events per membership batch (1: every event alone).
     batch: usize,
     presence: bool,
+    /// Whether the broker publishes presence in batches (`SWITCHBOARD_PRESENCE_BATCHES`).
+    presence_batches: bool,
     headers: bool,
     restart: bool,
     prefix: String,
@@ -111,7 +116,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: broker_bench --nats URL --broker PATH [--broker-cpu N] [--sockets N] [--gateways N] \
          [--churn N] [--queries N] [--rate EVENTS_PER_S (0: as fast as the broker applies)] \
-         [--batch EVENTS (1 to 4096, default 64; 1: no batches)] [--presence on|off] [--headers browser|none] [--restart on|off] [--prefix P] [--log FILE] \
+         [--batch EVENTS (1 to 4096, default 64; 1: no batches)] [--presence on|off] [--presence-batches on|off] [--headers browser|none] [--restart on|off] [--prefix P] [--log FILE] \
          [--pidfile FILE]"
     );
     std::process::exit(2)
@@ -129,6 +134,7 @@ fn parse_args() -> Args {
         rate: 0,
         batch: 64,
         presence: true,
+        presence_batches: true,
         headers: true,
         restart: true,
         prefix: "benchbroker".into(),
@@ -155,6 +161,7 @@ fn parse_args() -> Args {
             "--rate" => a.rate = num(&value) as u64,
             "--batch" => a.batch = num(&value),
             "--presence" => a.presence = on(&value),
+            "--presence-batches" => a.presence_batches = on(&value),
             "--headers" => a.headers = on(&value),
             "--restart" => a.restart = on(&value),
             "--prefix" => a.prefix = value,
@@ -202,6 +209,14 @@ impl BrokerProc {
             .env("SWITCHBOARD_BROKER_HTTP_PORT", "0")
             .env("SWITCHBOARD_GRPC_PORT", "0")
             .env("SWITCHBOARD_BROKER_LEADER", "always")
+            .env(
+                "SWITCHBOARD_PRESENCE_BATCHES",
+                if args.presence_batches {
+                    "true"
+                } else {
+                    "false"
+                },
+            )
             .env("SWITCHBOARD_ADMIN_TOKEN", token)
             .env(
                 "RUST_LOG",
@@ -307,7 +322,10 @@ struct Counters {
     /// Membership events applied (not heartbeats or snapshots).
     events: u64,
     snapshots: u64,
+    /// Presence announcements published.
     presence: u64,
+    /// The bus messages that carried them.
+    presence_messages: u64,
     gaps: u64,
     drops: u64,
     malformed: u64,
@@ -339,6 +357,7 @@ async fn scrape(http: &str) -> Result<Counters> {
                 }
             }
             "switchboard_broker_presence_events_total" => c.presence += value,
+            "switchboard_broker_presence_messages_total" => c.presence_messages += value,
             "switchboard_broker_sequence_gaps_total" => c.gaps += value,
             "switchboard_bus_slow_consumer_drops_total" => c.drops += value,
             "switchboard_broker_messages_malformed_total" => c.malformed += value,
@@ -1083,6 +1102,7 @@ async fn run(args: Args) -> Result<bool> {
     let events_c = after_c.events - before_c.events;
     let events_j = after_j.events - before_j.events;
     let presence_j = after_j.presence - before_j.presence;
+    let presence_msgs_j = after_j.presence_messages - before_j.presence_messages;
     let per_core = |e: u64, cpu: f64| if cpu > 0.0 { e as f64 / cpu } else { 0.0 };
     let mem_per_socket = rss1.saturating_sub(rss0) as f64 / n as f64;
     // The directory must hold exactly the sockets connected, after each phase and at the
@@ -1107,10 +1127,11 @@ async fn run(args: Args) -> Result<bool> {
         events_c as f64 / wall_c
     );
     eprintln!(
-        "churn:   {events_j} events in {wall_j:.2} s wall, {cpu_j:.2} broker CPU s: {:.0} events/CPU s, {:.0}/s wall; {presence_j} presence announcements: {:.0}/s",
+        "churn:   {events_j} events in {wall_j:.2} s wall, {cpu_j:.2} broker CPU s: {:.0} events/CPU s, {:.0}/s wall; {presence_j} presence announcements: {:.0}/s, in {presence_msgs_j} messages: {:.0}/s",
         per_core(events_j, cpu_j),
         events_j as f64 / wall_j,
-        presence_j as f64 / wall_j
+        presence_j as f64 / wall_j,
+        presence_msgs_j as f64 / wall_j
     );
     eprintln!(
         "memory:  RSS {:.1} → {:.1} MB: {mem_per_socket:.0} B per socket",
@@ -1148,15 +1169,17 @@ async fn run(args: Args) -> Result<bool> {
         );
     }
     println!(
-        "{{\"sockets\":{n},\"gateways\":{},\"batch\":{},\"presence\":{},\"headers\":{},\"connect_events\":{events_c},\"connect_wall_s\":{wall_c:.3},\"connect_cpu_s\":{cpu_c:.3},\"connect_events_per_cpu_s\":{:.0},\"churn_events\":{events_j},\"churn_wall_s\":{wall_j:.3},\"churn_cpu_s\":{cpu_j:.3},\"churn_events_per_cpu_s\":{:.0},\"presence_events\":{presence_j},\"presence_per_s\":{:.0},\"presence_per_cpu_s\":{:.0},\"rss_before_bytes\":{rss0},\"rss_after_bytes\":{rss1},\"bytes_per_socket\":{mem_per_socket:.0},{},{},{},\"rebuild_s\":{rebuild_s:.3},\"rebuild_cpu_s\":{rebuild_cpu_s:.3},\"rebuilt_sockets\":{rebuilt},\"broker_resyncs\":{},\"snapshot_requests\":{},\"snapshot_parts\":{},\"problems\":{problems},\"ok\":{ok}}}",
+        "{{\"sockets\":{n},\"gateways\":{},\"batch\":{},\"presence\":{},\"presence_batches\":{},\"headers\":{},\"connect_events\":{events_c},\"connect_wall_s\":{wall_c:.3},\"connect_cpu_s\":{cpu_c:.3},\"connect_events_per_cpu_s\":{:.0},\"churn_events\":{events_j},\"churn_wall_s\":{wall_j:.3},\"churn_cpu_s\":{cpu_j:.3},\"churn_events_per_cpu_s\":{:.0},\"presence_events\":{presence_j},\"presence_per_s\":{:.0},\"presence_per_cpu_s\":{:.0},\"presence_messages\":{presence_msgs_j},\"presence_messages_per_s\":{:.0},\"rss_before_bytes\":{rss0},\"rss_after_bytes\":{rss1},\"bytes_per_socket\":{mem_per_socket:.0},{},{},{},\"rebuild_s\":{rebuild_s:.3},\"rebuild_cpu_s\":{rebuild_cpu_s:.3},\"rebuilt_sockets\":{rebuilt},\"broker_resyncs\":{},\"snapshot_requests\":{},\"snapshot_parts\":{},\"problems\":{problems},\"ok\":{ok}}}",
         args.gateways,
         args.batch,
         args.presence,
+        args.presence_batches,
         args.headers,
         per_core(events_c, cpu_c),
         per_core(events_j, cpu_j),
         presence_j as f64 / wall_j,
         per_core(presence_j, cpu_j),
+        presence_msgs_j as f64 / wall_j,
         fetch.json("fetch"),
         rooms.json("rooms"),
         stats.json("stats"),

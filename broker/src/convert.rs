@@ -5,7 +5,7 @@
 //! missing handshake or presence message is the empty one. Which changes become presence events
 //! (the socket's flags decide) is decided here too, so the broker and its tests agree.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use switchboard_proto::bus;
 
@@ -216,6 +216,7 @@ pub fn presence_event(change: &Change) -> Option<bus::PresenceEvent> {
             user: user.map(str::to_owned),
             socket_id: socket.to_owned(),
             reason,
+            batch: Vec::new(),
         }
     };
     let leave = |reason: &crate::state::Reason| reason.as_str().to_owned();
@@ -304,6 +305,40 @@ pub fn presence_event(change: &Change) -> Option<bus::PresenceEvent> {
         )),
         _ => None,
     }
+}
+
+/// The presence messages announcing `changes`, per namespace, with the namespace: the
+/// namespaces in the order of their first announcement, and within each its announcements in
+/// the order of `changes`, as few messages as fit in `max_payload` bytes each (`batches` on), or
+/// one message per announcement (`batches` off: what readers older than batches understand).
+/// What `switchboard_proto::presence::encode` writes.
+pub fn presence_messages(
+    changes: &[Change],
+    max_payload: usize,
+    batches: bool,
+) -> Vec<(String, switchboard_proto::presence::Encoded)> {
+    let mut by_ns: Vec<(String, Vec<bus::PresenceEvent>)> = Vec::new();
+    // Namespace → its place in `by_ns`: a purge may touch many (dynamic) namespaces.
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for event in changes.iter().filter_map(presence_event) {
+        let at = match index.get(&event.ns) {
+            Some(&at) => at,
+            None => {
+                index.insert(event.ns.clone(), by_ns.len());
+                by_ns.push((event.ns.clone(), Vec::new()));
+                by_ns.len() - 1
+            }
+        };
+        by_ns[at].1.push(event);
+    }
+    by_ns
+        .into_iter()
+        .flat_map(|(ns, events)| {
+            switchboard_proto::presence::encode(&events, max_payload, batches)
+                .into_iter()
+                .map(move |m| (ns.clone(), m))
+        })
+        .collect()
 }
 
 fn or(value: String, default: &str) -> String {

@@ -59,6 +59,8 @@ const STREAM_CHUNK: usize = 500;
 pub struct AdminService {
     directory: Arc<Mutex<Directory>>,
     leader: tokio::sync::watch::Receiver<bool>,
+    /// The broker's `presence_batches`, for the announcements of sessions ended here.
+    presence_batches: bool,
     bus: Bus,
     subjects: Subjects,
     origin: String,
@@ -70,6 +72,7 @@ impl AdminService {
         Self {
             directory: broker.directory(),
             leader: broker.leadership(),
+            presence_batches: broker.presence_batches(),
             bus,
             subjects,
             origin: broker.id().to_owned(),
@@ -898,7 +901,8 @@ impl Admin for AdminService {
             (ids.len(), changes)
         };
         if *self.leader.borrow() {
-            crate::service::announce(&self.bus, &self.subjects, &changes).await;
+            crate::service::announce(&self.bus, &self.subjects, &changes, self.presence_batches)
+                .await;
         }
         Ok(Response::new(pb::DisconnectResponse {
             disconnected: (sockets.len() + ended) as u64,

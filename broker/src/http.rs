@@ -171,6 +171,7 @@ mod tests {
             lease: Duration::from_secs(3600),
             heartbeat: Duration::from_secs(600),
             leader: LeaderMode::Always,
+            presence_batches: true,
         };
         let broker = Broker::start(hub.client(), config).await.expect("broker");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

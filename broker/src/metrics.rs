@@ -43,8 +43,11 @@ pub const REBUILD_SECONDS: &str = "switchboard_broker_rebuild_seconds";
 pub const NODES_LOST: &str = "switchboard_broker_nodes_lost_total";
 /// Counter: nodes that departed gracefully.
 pub const NODES_LEFT: &str = "switchboard_broker_nodes_left_total";
-/// Counter: presence events published (leader only).
+/// Counter: presence events (announcements) published (leader only), alone or in batches.
 pub const PRESENCE_EVENTS: &str = "switchboard_broker_presence_events_total";
+/// Counter: presence bus messages published (leader only): a lone announcement or a batch;
+/// [`PRESENCE_EVENTS`] / this is the mean batch size.
+pub const PRESENCE_MESSAGES: &str = "switchboard_broker_presence_messages_total";
 /// Counter: capacity reservations answered, by `outcome` (`joined`, `already_member`, `full`,
 /// `unknown_socket`).
 pub const RESERVATIONS: &str = "switchboard_broker_reservations_total";
@@ -133,7 +136,14 @@ pub fn describe() {
     );
     describe_counter!(NODES_LOST, "Gateway nodes whose lease ran out");
     describe_counter!(NODES_LEFT, "Gateway nodes that departed gracefully");
-    describe_counter!(PRESENCE_EVENTS, "Presence events published");
+    describe_counter!(
+        PRESENCE_EVENTS,
+        "Presence events published (alone or in batches)"
+    );
+    describe_counter!(
+        PRESENCE_MESSAGES,
+        "Presence bus messages published (a lone event or a batch)"
+    );
     describe_counter!(
         RESERVATIONS,
         "Room capacity reservations answered, by outcome"

@@ -27,6 +27,13 @@
 //! handled in order, each exactly as if it had come alone: sequence numbers, gaps, held events
 //! and presence are per entry. A batch is one bus message, so at most `max_payload` of work.
 //!
+//! Presence goes out in batches too (docs/cluster.md, "Presence in batches";
+//! [`BrokerConfig::presence_batches`]): the announcements of one call to `announce` are
+//! published per namespace, in order, as few messages as `max_payload` allows, a lone one
+//! unwrapped. The changes of a whole membership batch, and of held events released together,
+//! are gathered while they are applied and announced once after them, in the order they were
+//! made; gathering and each round of publishing are bounded by `MAX_CHANGES_A_ROUND` changes.
+//!
 //! Gaps are not guessed from queueing: a heartbeat is applied only after every membership message
 //! already received has been (the membership subscription is drained first; a gateway publishes
 //! both through one connection, in order), so a heartbeat can be "ahead" only of messages that
@@ -74,6 +81,10 @@ pub const MAX_HELD_EVENTS: usize = 100_000;
 /// Membership messages applied ahead of one heartbeat at most; past this the heartbeat renews
 /// the lease but its sequence number is not compared (the subscription was not drained).
 const MAX_DRAIN: usize = 65_536;
+/// Changes turned into presence messages at once at most: a purge of a large node announces in
+/// rounds of this many (each round's messages built and published before the next), and
+/// [gathering](Worker::gather) holds no more than this many before they go out.
+const MAX_CHANGES_A_ROUND: usize = 4096;
 /// A started snapshot with no part for this long (and at least 4 heartbeat intervals) is given
 /// up and asked again: its request or a part was lost.
 const MIN_STALL: Duration = Duration::from_secs(2);
@@ -149,6 +160,10 @@ pub struct BrokerConfig {
     pub heartbeat: Duration,
     /// How the leader is chosen.
     pub leader: LeaderMode,
+    /// Whether the leader publishes the announcements of one change as batches, one bus
+    /// message per namespace (`[cluster] presence_batches`; off while gateways or workers older
+    /// than presence batches run: they drop batches).
+    pub presence_batches: bool,
 }
 
 /// A running broker (cheap to clone; every clone is the same broker).
@@ -162,6 +177,7 @@ struct Inner {
     bus: Bus,
     directory: Arc<Mutex<Directory>>,
     leader: watch::Receiver<bool>,
+    presence_batches: bool,
     stats: Arc<Mutex<RebuildStats>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -263,6 +279,8 @@ impl Broker {
             stall: (cfg.heartbeat * 4).max(MIN_STALL),
             stats: stats.clone(),
             leader: leader_rx.clone(),
+            presence_batches: cfg.presence_batches,
+            gathered: None,
             reserve,
             recover,
             takeover_timeout: recovery.takeover_timeout,
@@ -287,6 +305,7 @@ impl Broker {
                 bus,
                 directory,
                 leader: leader_rx,
+                presence_batches: cfg.presence_batches,
                 stats,
                 cancel,
                 tracker,
@@ -382,6 +401,11 @@ impl Broker {
         self.inner.directory.clone()
     }
 
+    /// Whether this broker announces presence in batches ([`BrokerConfig::presence_batches`]).
+    pub fn presence_batches(&self) -> bool {
+        self.inner.presence_batches
+    }
+
     /// Whether this broker leads now.
     pub fn is_leader(&self) -> bool {
         *self.inner.leader.borrow()
@@ -443,6 +467,11 @@ struct Worker {
     stall: Duration,
     stats: Arc<Mutex<RebuildStats>>,
     leader: watch::Receiver<bool>,
+    /// [`BrokerConfig::presence_batches`].
+    presence_batches: bool,
+    /// While a membership batch is applied (or held events released), the changes to announce
+    /// once it is done, in order; `None` otherwise (changes are announced as they come).
+    gathered: Option<Vec<Change>>,
     /// Held while leading.
     reserve: Option<Subscription>,
     /// Held while leading.
@@ -555,6 +584,9 @@ impl Worker {
             Err(e) => return malformed("member batch", &e),
         };
         metrics::counter!(m::MEMBER_BATCHES).increment(1);
+        // The batch's announcements go out together once it is applied, in the order its
+        // entries made them.
+        let outer = self.gather();
         for entry in entries {
             // A snapshot part counts against its window by the bytes it takes alone.
             let bytes = match entry.body {
@@ -564,6 +596,7 @@ impl Worker {
             self.on_member_message(&node, entry.epoch, entry.seq, entry.body, bytes)
                 .await;
         }
+        self.gathered(outer).await;
     }
 
     /// One membership message of `node` (alone on the bus, or an entry of a batch), `bytes`
@@ -600,7 +633,7 @@ impl Worker {
                     metrics::counter!(m::MESSAGES_APPLIED, "kind" => "leaving").increment(1);
                     metrics::counter!(m::NODES_LEFT).increment(1);
                     tracing::info!(%node, epoch, "gateway node left");
-                    self.announce(&changes).await;
+                    self.announce(changes).await;
                 }
                 self.settle().await;
                 self.grant(now).await;
@@ -765,12 +798,14 @@ impl Worker {
         self.check_rebuild(now);
     }
 
-    /// Applies the events held for `node`, in order.
+    /// Applies the events held for `node`, in order (their announcements gathered).
     async fn release(&mut self, node: &str, held: Held, now: Instant) {
+        let outer = self.gather();
         for (seq, event, kind) in held.events {
             self.apply_event(node, held.epoch, seq, event, kind, now)
                 .await;
         }
+        self.gathered(outer).await;
     }
 
     /// Gives up `node`'s paced snapshot: its assembly and turn end, its held events are applied.
@@ -868,7 +903,7 @@ impl Worker {
             .encode_to_vec();
             self.publish(reply, payload).await;
         }
-        self.announce(&changes).await;
+        self.announce(changes).await;
     }
 
     async fn expire(&mut self) {
@@ -883,7 +918,7 @@ impl Worker {
             metrics::counter!(m::NODES_LOST).increment(1);
             tracing::info!(%node, purged = changes.len(), "gateway node lost (lease expired)");
             self.forget_node(&node);
-            self.announce(&changes).await;
+            self.announce(changes).await;
         }
         self.settle().await;
         // A request or part that was lost: the node is asked again from the start.
@@ -906,7 +941,7 @@ impl Worker {
             metrics::counter!(m::SESSIONS_EXPIRED).increment(ended as u64);
             tracing::debug!(ended, "kept sessions expired");
         }
-        self.announce(&changes).await;
+        self.announce(changes).await;
         self.settle().await;
     }
 
@@ -1038,7 +1073,7 @@ impl Worker {
         if applied.need_snapshot {
             self.pacer.want(node);
         }
-        self.announce(&applied.changes).await;
+        self.announce(applied.changes).await;
         self.settle().await;
     }
 
@@ -1123,10 +1158,47 @@ impl Worker {
         self.publish(self.subjects.resync(), payload).await;
     }
 
-    /// Publishes the presence events of `changes`, in order, if this broker leads.
-    async fn announce(&self, changes: &[Change]) {
+    /// Publishes the presence events of `changes`, in order, if this broker leads. While
+    /// announcements are [gathered](Worker::gather) they are kept to go out with the rest, up
+    /// to [`MAX_CHANGES_A_ROUND`] (then what is kept goes out, and gathering goes on).
+    async fn announce(&mut self, changes: Vec<Change>) {
+        if !self.is_leader() {
+            return;
+        }
+        if let Some(gathered) = &mut self.gathered {
+            gathered.extend(changes);
+            if gathered.len() < MAX_CHANGES_A_ROUND {
+                return;
+            }
+            let changes = std::mem::take(gathered);
+            self.publish_presence(&changes).await;
+        } else {
+            self.publish_presence(&changes).await;
+        }
+    }
+
+    async fn publish_presence(&self, changes: &[Change]) {
         if self.is_leader() {
-            announce(&self.bus, &self.subjects, changes).await;
+            announce(&self.bus, &self.subjects, changes, self.presence_batches).await;
+        }
+    }
+
+    /// Starts gathering announcements, so that the changes of several messages (a membership
+    /// batch's entries, held events) go out in as few presence messages as they fit; whether
+    /// this call started it, to be passed to [`Worker::gathered`] (nested calls gather into the
+    /// outermost).
+    fn gather(&mut self) -> bool {
+        let outer = self.gathered.is_none();
+        if outer {
+            self.gathered = Some(Vec::new());
+        }
+        outer
+    }
+
+    /// Ends the gathering [`Worker::gather`] started (`outer`): what was kept goes out.
+    async fn gathered(&mut self, outer: bool) {
+        if outer && let Some(changes) = self.gathered.take() {
+            self.publish_presence(&changes).await;
         }
     }
 
@@ -1135,16 +1207,20 @@ impl Worker {
     }
 }
 
-/// Publishes the presence events of `changes`, in order (the caller leads).
-pub(crate) async fn announce(bus: &Bus, subjects: &Subjects, changes: &[Change]) {
-    for change in changes {
-        if let Some(event) = convert::presence_event(change) {
-            let Ok(subject) = subjects.presence(&event.ns) else {
-                malformed("presence namespace", &event.ns.len());
+/// Publishes the presence events of `changes` (the caller leads): per namespace, in order, in
+/// as few messages as `max_payload` allows with `batches` (docs/cluster.md, "Presence in
+/// batches"), else one message per event; in rounds of [`MAX_CHANGES_A_ROUND`] changes, so
+/// that what is built before it is published stays bounded.
+pub(crate) async fn announce(bus: &Bus, subjects: &Subjects, changes: &[Change], batches: bool) {
+    for round in changes.chunks(MAX_CHANGES_A_ROUND) {
+        for (ns, message) in convert::presence_messages(round, bus.max_payload(), batches) {
+            let Ok(subject) = subjects.presence(&ns) else {
+                malformed("presence namespace", &ns.len());
                 continue;
             };
-            metrics::counter!(m::PRESENCE_EVENTS).increment(1);
-            publish(bus, subject, event.encode_to_vec()).await;
+            metrics::counter!(m::PRESENCE_EVENTS).increment(message.events as u64);
+            metrics::counter!(m::PRESENCE_MESSAGES).increment(1);
+            publish(bus, subject, message.payload).await;
         }
     }
 }

@@ -52,6 +52,7 @@ async fn serve() -> Served {
         lease: Duration::from_secs(600),
         heartbeat: Duration::from_secs(60),
         leader: LeaderMode::Always,
+        presence_batches: true,
     };
     let broker = Broker::start(hub.client(), cfg).await.unwrap();
     {

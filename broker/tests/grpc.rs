@@ -47,6 +47,7 @@ async fn serve() -> Served {
         lease: std::time::Duration::from_secs(600),
         heartbeat: std::time::Duration::from_secs(60),
         leader: LeaderMode::Always,
+        presence_batches: true,
     };
     let broker = Broker::start(hub.client(), cfg).await.unwrap();
     {

@@ -208,6 +208,7 @@ async fn start_broker(url: &str, id: &str) -> (Broker, Bus) {
         lease: Duration::from_secs(10),
         heartbeat: HEARTBEAT,
         leader: LeaderMode::Always,
+        presence_batches: true,
     };
     let rebuild = RebuildConfig {
         budget_bytes: BUDGET_BYTES,

@@ -29,6 +29,7 @@ fn config(id: &str, leader: LeaderMode) -> BrokerConfig {
         lease: Duration::from_secs(30),
         heartbeat: Duration::from_millis(40),
         leader,
+        presence_batches: true,
     }
 }
 
@@ -261,9 +262,83 @@ fn node_ids(broker: &Broker) -> Vec<String> {
 /// One presence event as (kind, ns, room, user, socket, reason), for comparing to tables.
 type Seen = (Kind, String, String, Option<String>, String, String);
 
-async fn presence(sub: &mut Subscription) -> Seen {
-    let e: bus::PresenceEvent = recv(sub, "a presence event").await;
-    (e.kind(), e.ns, e.room, e.user, e.socket_id, e.reason)
+/// What a gateway hears on the presence subjects: every announcement in order, batches taken
+/// apart by the readers' rule (`switchboard_proto::presence`), and the messages they came in.
+struct Presence {
+    sub: Subscription,
+    queued: std::collections::VecDeque<bus::PresenceEvent>,
+}
+
+impl Presence {
+    async fn subscribe(bus: &Bus) -> Self {
+        let sub = bus
+            .subscribe(subjects().all_presence())
+            .await
+            .expect("subscribe");
+        Self {
+            sub,
+            queued: Default::default(),
+        }
+    }
+
+    /// The next announcement.
+    async fn next(&mut self) -> Seen {
+        if self.queued.is_empty() {
+            let msg = tokio::time::timeout(WAIT, self.sub.next())
+                .await
+                .expect("timed out waiting for a presence message")
+                .expect("subscription open");
+            self.queued.extend(heard(msg).events);
+        }
+        let e = self
+            .queued
+            .pop_front()
+            .expect("a presence message announces something");
+        (e.kind(), e.ns, e.room, e.user, e.socket_id, e.reason)
+    }
+
+    /// The messages already received, without waiting.
+    fn received(&mut self) -> Vec<Heard> {
+        assert!(self.queued.is_empty(), "announcements read half");
+        let mut got = Vec::new();
+        // Unconstrained: tokio's cooperative budget would end the loop after 128 messages.
+        while let Some(Some(msg)) = tokio::task::unconstrained(self.sub.next()).now_or_never() {
+            got.push(heard(msg));
+        }
+        got
+    }
+}
+
+/// One presence message as a reader takes it.
+#[derive(Debug, PartialEq)]
+struct Heard {
+    /// Its subject's namespace.
+    ns: String,
+    /// A batch (else one announcement alone).
+    batch: bool,
+    /// Its length.
+    bytes: usize,
+    /// Its announcements, each one checked well-formed.
+    events: Vec<bus::PresenceEvent>,
+}
+
+fn heard(msg: switchboard_bus::Message) -> Heard {
+    let ns = match subjects().parse(&msg.subject) {
+        Ok(switchboard_proto::subject::Parsed::Presence { ns }) => ns,
+        other => panic!("not a presence subject: {other:?}"),
+    };
+    let bytes = msg.payload.len();
+    let message = bus::PresenceEvent::decode(msg.payload).expect("a presence message");
+    let batch = !message.batch.is_empty();
+    let events = switchboard_proto::presence::announcements(&ns, message)
+        .map(|e| e.expect("a well-formed announcement"))
+        .collect();
+    Heard {
+        ns,
+        batch,
+        bytes,
+        events,
+    }
 }
 
 fn seen(kind: Kind, ns: &str, room: &str, user: Option<&str>, socket: &str, reason: &str) -> Seen {
@@ -509,10 +584,7 @@ async fn a_batch_is_applied_like_its_messages_one_by_one() {
     for batched in [false, true] {
         let hub = Hub::new();
         let observer = hub.client();
-        let mut events = observer
-            .subscribe(subjects().all_presence())
-            .await
-            .expect("subscribe");
+        let mut events = Presence::subscribe(&observer).await;
         let broker = start(&hub, config("b1", LeaderMode::Always)).await;
         let mut gw = Gateway::new(&hub, "gw1", 3);
         if batched {
@@ -536,11 +608,12 @@ async fn a_batch_is_applied_like_its_messages_one_by_one() {
             state["nodes"][0]["seq"] == 8 && state["nodes"][0]["address"] == "gw1.local:3000"
         })
         .await;
-        let mut announced = Vec::new();
-        while let Some(Some(msg)) = events.next().now_or_never() {
-            let e = bus::PresenceEvent::decode(msg.payload).expect("a presence event");
-            announced.push((e.kind(), e.room, e.socket_id, e.reason));
-        }
+        let announced: Vec<_> = events
+            .received()
+            .into_iter()
+            .flat_map(|heard| heard.events)
+            .map(|e| (e.kind(), e.room, e.socket_id, e.reason))
+            .collect();
         let data = broker
             .directory()
             .lock()
@@ -552,6 +625,167 @@ async fn a_batch_is_applied_like_its_messages_one_by_one() {
     assert_eq!(seen[0].2.as_deref(), Some(r#"{"away":true}"#));
     assert!(!seen[0].1.is_empty(), "presence was announced");
     assert_eq!(seen[0], seen[1]);
+}
+
+/// What a gateway does, step by step, in the presence tests.
+enum Step {
+    /// Membership messages: one alone, several in one batch (a publisher never makes a batch
+    /// of one).
+    Send(Vec<Body>),
+    /// The node leaves (its sockets are purged with `node_left`).
+    Leaving,
+}
+
+/// The presence messages a broker publishes, with presence batches on or off, on a bus taking
+/// `max_payload` bytes, while node `gw1` goes through `steps`.
+async fn announced(batches: bool, max_payload: usize, steps: Vec<Step>) -> Vec<Heard> {
+    let hub = Hub::with_max_payload(max_payload);
+    let observer = hub.client();
+    let mut events = Presence::subscribe(&observer).await;
+    let cfg = BrokerConfig {
+        presence_batches: batches,
+        ..config("b1", LeaderMode::Always)
+    };
+    let broker = start(&hub, cfg).await;
+    let mut gw = Gateway::new(&hub, "gw1", 1);
+    for step in steps {
+        match step {
+            Step::Send(mut bodies) if bodies.len() == 1 => {
+                gw.event(bodies.remove(0)).await;
+            }
+            Step::Send(bodies) => {
+                let entries: Vec<_> = bodies.into_iter().map(|b| gw.entry(b)).collect();
+                gw.batch(&entries).await;
+            }
+            Step::Leaving => gw.leaving(1).await,
+        }
+    }
+    // Another node's heartbeat is applied after every membership message before it, and so
+    // after their announcements.
+    let marker = Gateway::new(&hub, "gw9", 1);
+    marker.heartbeat().await;
+    wait_until("every step applied", || {
+        node_ids(&broker).contains(&"gw9".to_owned())
+    })
+    .await;
+    let heard = events.received();
+    broker.shutdown().await;
+    heard
+}
+
+/// Each namespace's announcements, in order, whatever messages they came in.
+fn by_namespace(heard: &[Heard]) -> std::collections::BTreeMap<&str, Vec<&bus::PresenceEvent>> {
+    let mut by_ns = std::collections::BTreeMap::<&str, Vec<_>>::new();
+    for h in heard {
+        by_ns.entry(&h.ns).or_default().extend(&h.events);
+    }
+    by_ns
+}
+
+fn join(id: &str, room: &str) -> Body {
+    Body::Join(bus::RoomChange {
+        id: id.to_owned(),
+        room: room.to_owned(),
+    })
+}
+
+/// A membership batch of joins is announced in one presence message, a batch holding what the
+/// same joins one by one announce, in the same order; a lone join without a user (one
+/// announcement) goes as itself, unwrapped; with `presence_batches` off every announcement goes
+/// alone, as readers older than batches need.
+#[tokio::test]
+async fn a_membership_batch_is_announced_in_one_presence_message() {
+    let users = ["u1", "u2", "u3", "u4"];
+    let steps = |batched: bool| {
+        let mut steps: Vec<Step> = users
+            .iter()
+            .map(|u| Step::Send(vec![Body::Connect(socket(u, "/chat", Some(u), &[], true))]))
+            .collect();
+        let anon = socket("anon", "/chat", None, &[], true);
+        steps.push(Step::Send(vec![Body::Connect(anon)]));
+        let joins = users.iter().map(|u| join(u, "lobby"));
+        if batched {
+            steps.push(Step::Send(joins.collect()));
+        } else {
+            steps.extend(joins.map(|j| Step::Send(vec![j])));
+        }
+        steps.push(Step::Send(vec![join("anon", "lobby")]));
+        steps
+    };
+    let batched = announced(true, 1 << 20, steps(true)).await;
+    let one_by_one = announced(true, 1 << 20, steps(false)).await;
+    let off = announced(false, 1 << 20, steps(true)).await;
+    // (batch, announcements) of each message.
+    let shape = |heard: &[Heard]| -> Vec<(bool, usize)> {
+        heard.iter().map(|h| (h.batch, h.events.len())).collect()
+    };
+    let online = [(false, 1); 4];
+    // The four connects' user_online each, the batch's member_joined + user_joined of each
+    // join, anon's member_joined.
+    assert_eq!(
+        shape(&batched),
+        [&online[..], &[(true, 8), (false, 1)]].concat()
+    );
+    // One by one, each join's two announcements make a batch of their own.
+    assert_eq!(
+        shape(&one_by_one),
+        [&online[..], &[(true, 2); 4], &[(false, 1)]].concat()
+    );
+    assert_eq!(shape(&off), [(false, 1); 13]);
+    let all = |heard: &[Heard]| -> Vec<bus::PresenceEvent> {
+        heard.iter().flat_map(|h| h.events.clone()).collect()
+    };
+    assert_eq!(all(&batched), all(&one_by_one));
+    assert_eq!(all(&batched), all(&off));
+    let kinds: Vec<_> = batched[4]
+        .events
+        .iter()
+        .map(|e| (e.kind(), e.socket_id.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        users
+            .iter()
+            .flat_map(|u| [(Kind::MemberJoined, *u), (Kind::UserJoined, *u)])
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A node's purge announces every departure in batches per namespace, none longer than the
+/// bus's `max_payload`, each namespace's announcements in the order they come one by one.
+#[tokio::test]
+async fn a_purge_is_announced_in_batches_that_fit_the_bus_payload() {
+    const MAX: usize = 1024;
+    let steps = || {
+        let mut steps: Vec<Step> = (0..40)
+            .map(|i| {
+                let ns = if i % 4 == 0 { "/game" } else { "/chat" };
+                let (id, user) = (format!("gw1.s{i}"), format!("user{i}"));
+                let info = socket(&id, ns, Some(&user), &["lobby", "second-room"], true);
+                Step::Send(vec![Body::Connect(info)])
+            })
+            .collect();
+        steps.push(Step::Leaving);
+        steps
+    };
+    let batched = announced(true, MAX, steps()).await;
+    let alone = announced(false, MAX, steps()).await;
+    // Each connect: user_online, then member_joined and user_joined of both rooms, in one
+    // batch; the purge: the same five departures of each socket.
+    let purge: Vec<&Heard> = batched[40..].iter().collect();
+    assert!(batched[..40].iter().all(|h| h.batch && h.events.len() == 5));
+    assert!(purge.len() > 2, "the purge is split: {}", purge.len());
+    for h in &purge {
+        assert!(h.batch && h.bytes <= MAX, "{} bytes", h.bytes);
+    }
+    // The namespaces one after the other (in the order of their first departure).
+    let mut order: Vec<&str> = purge.iter().map(|h| h.ns.as_str()).collect();
+    order.dedup();
+    assert_eq!(order.len(), 2, "{order:?}");
+    let departures: usize = purge.iter().map(|h| h.events.len()).sum();
+    assert_eq!(departures, 40 * 5);
+    assert!(alone.iter().all(|h| !h.batch));
+    assert_eq!(by_namespace(&batched), by_namespace(&alone));
 }
 
 /// A hole in the sequence inside a batch is a gap like one between lone messages: the broker
@@ -728,10 +962,7 @@ async fn multi_part_snapshots_are_assembled_and_broken_ones_dropped() {
 async fn a_restarted_broker_announces_no_presence_for_what_its_rebuild_finds() {
     let hub = Hub::new();
     let observer = hub.client();
-    let mut events = observer
-        .subscribe(subjects().all_presence())
-        .await
-        .expect("subscribe");
+    let mut events = Presence::subscribe(&observer).await;
     let mut gw = Gateway::new(&hub, "gw1", 1);
     let mut requests = gw.snapshot_requests().await;
     for _ in 0..5 {
@@ -748,7 +979,7 @@ async fn a_restarted_broker_announces_no_presence_for_what_its_rebuild_finds() {
         .await;
     let b = Some("bob");
     assert_eq!(
-        presence(&mut events).await,
+        events.next().await,
         seen(Kind::UserOnline, "/chat", "", b, "gw1.b", ""),
         "the first announcement is the live connect, not the rebuilt alice"
     );
@@ -763,7 +994,7 @@ async fn a_restarted_broker_announces_no_presence_for_what_its_rebuild_finds() {
     let want = seen(Kind::MemberJoined, "/chat", "lobby", b, "gw1.b", "");
     let mut got = Vec::new();
     while got.len() < 5 && !got.contains(&want) {
-        got.push(presence(&mut events).await);
+        got.push(events.next().await);
     }
     assert!(got.contains(&want), "{got:?}");
     broker.shutdown().await;
@@ -773,10 +1004,7 @@ async fn a_restarted_broker_announces_no_presence_for_what_its_rebuild_finds() {
 async fn presence_is_announced_by_the_leader_only_in_order() {
     let hub = Hub::new();
     let observer = hub.client();
-    let mut events = observer
-        .subscribe(subjects().all_presence())
-        .await
-        .expect("subscribe");
+    let mut events = Presence::subscribe(&observer).await;
     let leader = start(&hub, config("lead", LeaderMode::Always)).await;
     let follower = start(&hub, config("follow", LeaderMode::Never)).await;
     assert!(leader.is_leader());
@@ -807,7 +1035,7 @@ async fn presence_is_announced_by_the_leader_only_in_order() {
         seen(UserOffline, "/chat", "", a, "gw1.a", "transport close"),
     ];
     for want in expected {
-        assert_eq!(presence(&mut events).await, want);
+        assert_eq!(events.next().await, want);
     }
     // The follower applied everything too, announcing nothing: had it published, its copies would
     // precede this marker's events.
@@ -819,7 +1047,7 @@ async fn presence_is_announced_by_the_leader_only_in_order() {
     gw.connect(socket("gw1.m", "/chat", None, &["marker"], true))
         .await;
     assert_eq!(
-        presence(&mut events).await,
+        events.next().await,
         seen(MemberJoined, "/chat", "marker", None, "gw1.m", "")
     );
     leader.shutdown().await;
@@ -830,10 +1058,7 @@ async fn presence_is_announced_by_the_leader_only_in_order() {
 async fn a_silent_node_is_lost_with_node_lost() {
     let hub = Hub::new();
     let observer = hub.client();
-    let mut events = observer
-        .subscribe(subjects().all_presence())
-        .await
-        .expect("subscribe");
+    let mut events = Presence::subscribe(&observer).await;
     let cfg = BrokerConfig {
         lease: Duration::from_millis(150),
         heartbeat: Duration::from_millis(40),
@@ -850,15 +1075,15 @@ async fn a_silent_node_is_lost_with_node_lost() {
     use Kind::*;
     let a = Some("alice");
     assert_eq!(
-        presence(&mut events).await,
+        events.next().await,
         seen(UserOnline, "/chat", "", a, "gw1.a", "")
     );
     assert_eq!(
-        presence(&mut events).await,
+        events.next().await,
         seen(MemberJoined, "/chat", "r", a, "gw1.a", "")
     );
     assert_eq!(
-        presence(&mut events).await,
+        events.next().await,
         seen(UserJoined, "/chat", "r", a, "gw1.a", "")
     );
     // gw2 keeps beating; gw1 falls silent.
@@ -871,7 +1096,7 @@ async fn a_silent_node_is_lost_with_node_lost() {
     let lost = async {
         let mut got = Vec::new();
         for _ in 0..3 {
-            got.push(presence(&mut events).await);
+            got.push(events.next().await);
         }
         got
     };
@@ -896,32 +1121,29 @@ async fn a_silent_node_is_lost_with_node_lost() {
 async fn a_leaving_node_departs_with_node_left_for_its_own_epoch_only() {
     let hub = Hub::new();
     let observer = hub.client();
-    let mut events = observer
-        .subscribe(subjects().all_presence())
-        .await
-        .expect("subscribe");
+    let mut events = Presence::subscribe(&observer).await;
     let broker = start(&hub, config("b1", LeaderMode::Always)).await;
     let mut gw = Gateway::new(&hub, "gw1", 5);
     gw.connect(socket("gw1.a", "/chat", Some("alice"), &[], true))
         .await;
-    assert_eq!(presence(&mut events).await.0, Kind::UserOnline);
+    assert_eq!(events.next().await.0, Kind::UserOnline);
     gw.leaving(4).await; // a stale epoch: ignored
     gw.join("gw1.a", "r").await;
-    assert_eq!(presence(&mut events).await.0, Kind::MemberJoined);
-    assert_eq!(presence(&mut events).await.0, Kind::UserJoined);
+    assert_eq!(events.next().await.0, Kind::MemberJoined);
+    assert_eq!(events.next().await.0, Kind::UserJoined);
     assert_eq!(socket_ids(&broker), ["gw1.a"]);
     gw.leaving(5).await;
     let a = Some("alice");
     assert_eq!(
-        presence(&mut events).await,
+        events.next().await,
         seen(Kind::MemberLeft, "/chat", "r", a, "gw1.a", "node_left")
     );
     assert_eq!(
-        presence(&mut events).await,
+        events.next().await,
         seen(Kind::UserLeft, "/chat", "r", a, "gw1.a", "node_left")
     );
     assert_eq!(
-        presence(&mut events).await,
+        events.next().await,
         seen(Kind::UserOffline, "/chat", "", a, "gw1.a", "node_left")
     );
     wait_until("the node gone", || node_ids(&broker).is_empty()).await;
@@ -958,10 +1180,7 @@ async fn reservations_are_answered_by_the_leader() {
     use bus::reserve_reply::Outcome::*;
     let hub = Hub::new();
     let observer = hub.client();
-    let mut events = observer
-        .subscribe(subjects().all_presence())
-        .await
-        .expect("subscribe");
+    let mut events = Presence::subscribe(&observer).await;
     let broker = start(&hub, config("b1", LeaderMode::Always)).await;
     let _follower = start(&hub, config("b2", LeaderMode::Never)).await;
     let mut gw = Gateway::new(&hub, "gw1", 1);
@@ -986,7 +1205,7 @@ async fn reservations_are_answered_by_the_leader() {
     }
     // Only gw1.a announces presence: its reservation's join.
     assert_eq!(
-        presence(&mut events).await,
+        events.next().await,
         seen(Kind::MemberJoined, "/chat", "vip", None, "gw1.a", "")
     );
     let rooms = |id: &str| {
@@ -1002,7 +1221,7 @@ async fn reservations_are_answered_by_the_leader() {
     gw.join("gw1.a", "vip").await;
     gw.join("gw1.a", "after").await;
     assert_eq!(
-        presence(&mut events).await,
+        events.next().await,
         seen(Kind::MemberJoined, "/chat", "after", None, "gw1.a", "")
     );
     broker.shutdown().await;
@@ -1146,7 +1365,7 @@ async fn claim(bus: &Bus, pid: &[u8], node: &str) -> bus::RecoverReply {
 }
 
 /// Waits for the three presence events of alice's socket `id` connecting into `r`.
-async fn alice_arrives(events: &mut Subscription, id: &str) {
+async fn alice_arrives(events: &mut Presence, id: &str) {
     use Kind::*;
     let a = Some("alice");
     for expected in [
@@ -1154,17 +1373,17 @@ async fn alice_arrives(events: &mut Subscription, id: &str) {
         seen(MemberJoined, "/chat", "r", a, id, ""),
         seen(UserJoined, "/chat", "r", a, id, ""),
     ] {
-        assert_eq!(presence(events).await, expected);
+        assert_eq!(events.next().await, expected);
     }
 }
 
 /// Connects bob on `gw` and checks that his arrival is the next presence event: nothing was
 /// announced in between.
-async fn nothing_announced_before_bob(gw: &mut Gateway, events: &mut Subscription) {
+async fn nothing_announced_before_bob(gw: &mut Gateway, events: &mut Presence) {
     gw.connect(socket("bob.1", "/chat", Some("bob"), &[], true))
         .await;
     assert_eq!(
-        presence(events).await,
+        events.next().await,
         seen(Kind::UserOnline, "/chat", "", Some("bob"), "bob.1", "")
     );
 }
@@ -1174,10 +1393,7 @@ async fn a_kept_session_is_claimed_over_broker_recover_and_resumed_silently() {
     use bus::recover_reply::Outcome::*;
     let hub = Hub::new();
     let client = hub.client();
-    let mut events = client
-        .subscribe(subjects().all_presence())
-        .await
-        .expect("subscribe");
+    let mut events = Presence::subscribe(&client).await;
     let broker = start(&hub, config("b1", LeaderMode::Always)).await;
     let mut gw1 = Gateway::new(&hub, "gw1", 1);
     let mut gw2 = Gateway::new(&hub, "gw2", 1);
@@ -1313,10 +1529,7 @@ async fn the_end_of_a_window_announces_the_departure_once() {
     use Kind::*;
     let hub = Hub::new();
     let client = hub.client();
-    let mut events = client
-        .subscribe(subjects().all_presence())
-        .await
-        .expect("subscribe");
+    let mut events = Presence::subscribe(&client).await;
     let broker = start(&hub, config("b1", LeaderMode::Always)).await;
     let mut gw1 = Gateway::new(&hub, "gw1", 1);
     gw1.connect(recoverable("gw1.a", "alice", 300)).await;
@@ -1328,7 +1541,7 @@ async fn the_end_of_a_window_announces_the_departure_once() {
         seen(UserLeft, "/chat", "r", a, "gw1.a", "ping timeout"),
         seen(UserOffline, "/chat", "", a, "gw1.a", "ping timeout"),
     ] {
-        assert_eq!(presence(&mut events).await, expected);
+        assert_eq!(events.next().await, expected);
     }
     // A few sweeps later, nothing more about it.
     tokio::time::sleep(Duration::from_millis(400)).await;

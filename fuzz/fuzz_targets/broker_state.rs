@@ -11,7 +11,11 @@
 //! entries), mostly valid, sometimes with an entry of another node or epoch, a nested batch or
 //! garbage; a batch is taken whole (`convert::member_batch`) exactly when it is valid, and then
 //! each entry goes the way a lone message goes. After every operation the directory's invariants hold
-//! (`Directory::check_invariants`), every change converts to its presence event, and:
+//! (`Directory::check_invariants`), every change converts to its presence event, the presence
+//! messages the leader would publish for the changes (`convert::presence_messages`, batches on
+//! and off, under a bus payload bound the input picks) fit that bound unless one announcement
+//! alone does not, and read back by the readers' rule (`switchboard_proto::presence`) give every
+//! namespace's announcements in order, and:
 //! - a FetchSockets page encoded from the views (`broker/src/page.rs`) is byte for byte what
 //!   prost encodes for the same sockets' summaries;
 //! - a reservation that joins leaves the room within its capacity, one refused as full found
@@ -25,6 +29,7 @@
 //! - after a sessions sweep no unclaimed session is past its window and no claim past its lease.
 #![no_main]
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
@@ -35,6 +40,7 @@ use switchboard_broker::state::{
     Change, Claim, Directory, Reason, ReserveError, Reserved, Selector, SocketState,
 };
 use switchboard_proto::Message;
+use switchboard_proto::presence;
 use switchboard_proto::bus::{self as pb, member_message::Body};
 
 const LEASE: Duration = Duration::from_secs(6);
@@ -47,10 +53,13 @@ const TAKEOVER: Duration = Duration::from_secs(2);
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
+    // Small bounds cut presence batches often; the NATS default rarely.
+    let max_payload = u.choose(&[1, 60, 200, 1 << 20]).copied().unwrap_or(1 << 20);
     let mut world = World {
         dir: Directory::new(LEASE),
         parts: Assembler::new(),
         now: Instant::now(),
+        max_payload,
     };
     while !u.is_empty() {
         if world.step(&mut u).is_err() {
@@ -65,6 +74,8 @@ struct World {
     dir: Directory,
     parts: Assembler,
     now: Instant,
+    /// The bus's `max_payload` presence messages are written for.
+    max_payload: usize,
 }
 
 impl World {
@@ -274,7 +285,7 @@ impl World {
 
     /// Announces `changes`; none is the departure of a socket kept now.
     fn announce(&self, changes: &[Change]) {
-        announce(changes);
+        announce(changes, self.max_payload);
         for change in changes {
             let socket = match change {
                 Change::RoomMemberLeft { socket, .. }
@@ -431,7 +442,7 @@ impl World {
             && self.dir.state(&r.socket_id) == Some(SocketState::Connected);
         match self.dir.reserve(&r.ns, &r.room, &r.socket_id, max) {
             Ok(Reserved::Joined(changes)) => {
-                announce(&changes);
+                announce(&changes, self.max_payload);
                 assert!(in_ns);
                 assert_eq!(members(&self.dir), before + 1);
                 assert!(max == 0 || before < max, "joined a full room");
@@ -455,10 +466,36 @@ impl World {
     }
 }
 
-/// Every change converts to its presence event (or none), which survives the wire.
-fn announce(changes: &[Change]) {
-    for event in changes.iter().filter_map(convert::presence_event) {
-        roundtrip(&event);
+/// Every change converts to its presence event (or none), which survives the wire; the
+/// messages the leader writes for them, batched or not, fit `max_payload` (but for a lone
+/// announcement longer than that), a lone one unwrapped, and read back give every namespace's
+/// events in the order of `changes`.
+fn announce(changes: &[Change], max_payload: usize) {
+    let mut want: BTreeMap<&str, Vec<&pb::PresenceEvent>> = BTreeMap::new();
+    let events: Vec<pb::PresenceEvent> =
+        changes.iter().filter_map(convert::presence_event).collect();
+    for event in &events {
+        roundtrip(event);
+        want.entry(event.ns.as_str()).or_default().push(event);
+    }
+    for batches in [true, false] {
+        let mut read: BTreeMap<String, Vec<pb::PresenceEvent>> = BTreeMap::new();
+        for (ns, m) in convert::presence_messages(changes, max_payload, batches) {
+            assert!(m.events == 1 || (batches && m.payload.len() <= max_payload));
+            let message =
+                pb::PresenceEvent::decode(m.payload.as_slice()).expect("a presence message");
+            assert_eq!(message.batch.is_empty(), m.events == 1, "a lone one unwrapped");
+            let got: Vec<_> = presence::announcements(&ns, message)
+                .map(|e| e.expect("well-formed"))
+                .collect();
+            assert_eq!(got.len(), m.events);
+            read.entry(ns).or_default().extend(got);
+        }
+        let read: BTreeMap<&str, Vec<&pb::PresenceEvent>> = read
+            .iter()
+            .map(|(ns, events)| (ns.as_str(), events.iter().collect()))
+            .collect();
+        assert_eq!(read, want);
     }
 }
 

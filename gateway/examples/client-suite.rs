@@ -514,6 +514,7 @@ async fn main() -> anyhow::Result<()> {
             lease: heartbeat * 3,
             heartbeat,
             leader: LeaderMode::Always,
+            presence_batches: true,
         },
     )
     .await

@@ -75,7 +75,9 @@ pub const MEMBER_BATCHES: &str = "switchboard_gateway_member_batches_total";
 pub const MEMBER_BATCHED: &str = "switchboard_gateway_member_batched_total";
 /// Deliveries received from the bus (counter).
 pub const BUS_RECEIVED: &str = "switchboard_gateway_bus_received_total";
-/// Bus messages that could not be decoded (counter).
+/// Bus messages that could not be decoded or did not fit the contract, and presence
+/// announcements refused one by one (another namespace than their subject's, a batch inside a
+/// batch) (counter).
 pub const BUS_MALFORMED: &str = "switchboard_gateway_bus_malformed_total";
 /// Bus messages refused for where they came from, by `why` (counter):
 /// `command_on_delivery_subject`, `delivery_on_command_subject` (an envelope on a subject of the

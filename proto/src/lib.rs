@@ -3,12 +3,14 @@
 //! This crate owns the names and shapes that cross process boundaries: [`subject`], the only
 //! place NATS subjects are made or read back, and [`bus`], the protobuf envelopes of every NATS
 //! message (generated from `proto/bus.proto`), [`batch`], which writes membership batches around
-//! already-encoded messages, and, with the `grpc` feature, `admin`, the broker's
+//! already-encoded messages, [`presence`], which writes presence announcements in batches and
+//! takes them apart, and, with the `grpc` feature, `admin`, the broker's
 //! gRPC API (tonic, from `proto/admin.proto`). It does no I/O: everything here is a pure
 //! function of its inputs, so both tiers (and tests) agree on the contract by linking it.
 
 pub mod batch;
 pub mod offset;
+pub mod presence;
 pub mod subject;
 
 /// Event names an application may neither emit nor handle as ordinary events, because the

@@ -15,8 +15,9 @@
 //! - **Commands**: [`Broadcast::sockets_join`], [`Broadcast::sockets_leave`],
 //!   [`Broadcast::disconnect_sockets`] on `{p}.cmd.ns.{ns}`. The `worker` NATS role of
 //!   `deploy/nats/` may **not** publish commands: these need a user with the `emitter` role.
-//! - **Presence** ([`Namespace::presence`], [`PresenceEvent`]) and **life events**
-//!   ([`Namespace::life`], [`LifeEvent`]).
+//! - **Presence** ([`Namespace::presence`], [`PresenceEvent`]: one item per announcement, the
+//!   broker's batches taken apart in order) and **life events** ([`Namespace::life`],
+//!   [`LifeEvent`]).
 //! - **Server-side events**: [`Namespace::server_side_emit`] and [`Namespace::server_events`]
 //!   (`{p}.srv.{ns}.{event}`).
 //! - **Room reservations**: [`Namespace::reserve`] (`{p}.broker.reserve`): a place in a room

@@ -105,7 +105,8 @@ impl Namespace {
         }))
     }
 
-    /// The broker's presence announcements for this namespace (`{p}.presence.{ns}`).
+    /// The broker's presence announcements for this namespace (`{p}.presence.{ns}`), one item
+    /// each, in order, whether the broker sent it alone or in a batch.
     pub async fn presence(
         &self,
         group: Option<&str>,
@@ -114,8 +115,8 @@ impl Namespace {
         let subject = self.worker.subjects().presence(&self.name)?;
         let sub = self.worker.subscribe(subject, group).await?;
         let ns = self.name.clone();
-        Ok(Stream::new("presence", sub, None, move |msg| {
-            PresenceEvent::decode(&ns, msg)
+        Ok(Stream::of_many("presence", sub, None, move |msg, out| {
+            PresenceEvent::decode_all(&ns, msg, out)
         }))
     }
 

@@ -6,7 +6,11 @@
 //! [`MALFORMED`] (label `stream`) and in [`Stream::skipped`], and logged at debug. Nothing here
 //! panics on input, and nothing is buffered beyond the bus's bounded subscription
 //! ([`switchboard_bus::SUBSCRIPTION_CAPACITY`]; a worker that falls behind loses messages, as
-//! NATS drops for slow consumers).
+//! NATS drops for slow consumers) and the items of the one message being read: a presence batch
+//! (several announcements in one bus message, at most the bus's `max_payload`) is yielded entry
+//! by entry, in order, each entry checked as a lone announcement is.
+
+use std::collections::VecDeque;
 
 use serde_json::Value;
 use switchboard_bus::{Message, Subscription};
@@ -19,35 +23,72 @@ use crate::Args;
 /// `presence`, `life`, `server`).
 pub const MALFORMED: &str = "switchboard_worker_malformed_total";
 
+/// Decodes one bus message into the items it carries, queued in order; returns how many were
+/// malformed (skipped).
+type Decode<T> = Box<dyn FnMut(Message, &mut VecDeque<T>) -> u64 + Send>;
+
+/// Items queued past this many are let go of (the queue's memory) once read: a batch the
+/// size of `max_payload` may hold thousands.
+const QUEUED_KEPT: usize = 64;
+
 /// A stream of decoded messages of one kind. Dropping it unsubscribes.
 pub struct Stream<T> {
     first: Subscription,
     second: Option<Subscription>,
-    decode: Box<dyn FnMut(Message) -> Option<T> + Send>,
+    decode: Decode<T>,
+    /// Items of the last message not yielded yet (a presence batch's later entries).
+    queued: VecDeque<T>,
     kind: &'static str,
     skipped: u64,
 }
 
 impl<T> Stream<T> {
+    /// A stream of one item per well-formed message.
     pub(crate) fn new(
         kind: &'static str,
         first: Subscription,
         second: Option<Subscription>,
-        decode: impl FnMut(Message) -> Option<T> + Send + 'static,
+        mut decode: impl FnMut(Message) -> Option<T> + Send + 'static,
+    ) -> Self {
+        Self::of_many(kind, first, second, move |msg, out| match decode(msg) {
+            Some(item) => {
+                out.push_back(item);
+                0
+            }
+            None => 1,
+        })
+    }
+
+    /// A stream of the items each message carries (any number, in order); `decode` queues them
+    /// and returns how many were malformed.
+    pub(crate) fn of_many(
+        kind: &'static str,
+        first: Subscription,
+        second: Option<Subscription>,
+        decode: impl FnMut(Message, &mut VecDeque<T>) -> u64 + Send + 'static,
     ) -> Self {
         Self {
             first,
             second,
             decode: Box::new(decode),
+            queued: VecDeque::new(),
             kind,
             skipped: 0,
         }
     }
 
-    /// The next well-formed item; `None` once the bus client is closed. Malformed messages are
-    /// skipped (and counted). Cancel-safe: no message is lost if the future is dropped.
+    /// The next well-formed item; `None` once the bus client is closed. Malformed messages (and
+    /// malformed entries of a presence batch) are skipped and counted. Cancel-safe: no message
+    /// is lost if the future is dropped, and the rest of a batch stays queued for the next
+    /// call.
     pub async fn next(&mut self) -> Option<T> {
         loop {
+            if let Some(item) = self.queued.pop_front() {
+                return Some(item);
+            }
+            if self.queued.capacity() > QUEUED_KEPT {
+                self.queued.shrink_to(QUEUED_KEPT);
+            }
             let msg = match &mut self.second {
                 None => self.first.next().await?,
                 Some(second) => tokio::select! {
@@ -56,16 +97,17 @@ impl<T> Stream<T> {
                 },
             };
             let subject = msg.subject.clone();
-            if let Some(item) = (self.decode)(msg) {
-                return Some(item);
+            let malformed = (self.decode)(msg, &mut self.queued);
+            if malformed > 0 {
+                self.skipped += malformed;
+                metrics::counter!(MALFORMED, "stream" => self.kind).increment(malformed);
+                tracing::debug!(%subject, stream = self.kind, malformed, "malformed bus message skipped");
             }
-            self.skipped += 1;
-            metrics::counter!(MALFORMED, "stream" => self.kind).increment(1);
-            tracing::debug!(%subject, stream = self.kind, "malformed bus message skipped");
         }
     }
 
-    /// How many malformed messages this stream skipped so far.
+    /// How many malformed messages (and malformed entries of presence batches) this stream
+    /// skipped so far.
     pub fn skipped(&self) -> u64 {
         self.skipped
     }
@@ -116,12 +158,26 @@ pub struct PresenceEvent {
 }
 
 impl PresenceEvent {
-    pub(crate) fn decode(ns: &str, msg: Message) -> Option<Self> {
-        use pb::presence_event::Kind;
-        let ev = pb::PresenceEvent::decode(msg.payload).ok()?;
-        if ev.ns != ns {
-            return None;
+    /// Queues the announcements of a message of `ns`'s presence subject (one, or a batch's
+    /// entries in order) in `out`; how many were malformed (the message, or entries of it).
+    pub(crate) fn decode_all(ns: &str, msg: Message, out: &mut VecDeque<Self>) -> u64 {
+        let Ok(message) = pb::PresenceEvent::decode(msg.payload) else {
+            return 1;
+        };
+        let mut malformed = 0;
+        for ev in switchboard_proto::presence::announcements(ns, message) {
+            match ev.ok().and_then(Self::checked) {
+                Some(ev) => out.push_back(ev),
+                None => malformed += 1,
+            }
         }
+        malformed
+    }
+
+    /// One announcement of the right namespace, if its kind is known and a room-scoped one
+    /// names its room.
+    fn checked(ev: pb::PresenceEvent) -> Option<Self> {
+        use pb::presence_event::Kind;
         let kind = match Kind::try_from(ev.kind).ok()? {
             Kind::MemberJoined => PresenceKind::MemberJoined,
             Kind::MemberLeft => PresenceKind::MemberLeft,

@@ -424,6 +424,83 @@ async fn commands_go_on_the_namespace_command_subject() {
     );
 }
 
+/// A presence batch is yielded entry by entry, in order, between lone announcements; its
+/// malformed entries (a batch inside it, another namespace) are skipped and counted, the rest
+/// yielded, and what a reader older than batches makes of one (an announcement with every field
+/// empty) is skipped too.
+#[tokio::test]
+async fn a_presence_batch_yields_its_announcements_in_order() {
+    use pb::presence_event::Kind;
+    let server = NatsServer::start();
+    let (worker, peer) = pair(&server).await;
+    let mut presence = worker.of(NS).presence(None).await.expect("subscribed");
+    worker.ready(WAIT).await.expect("ready");
+    let ev = |kind: Kind, room: &str, id: &str| pb::PresenceEvent {
+        kind: kind as i32,
+        ns: NS.into(),
+        room: room.into(),
+        user: Some(format!("user-{id}")),
+        socket_id: id.into(),
+        ..Default::default()
+    };
+    let batch = |events: Vec<pb::PresenceEvent>| pb::PresenceEvent {
+        batch: events,
+        ..Default::default()
+    };
+    let other = pb::PresenceEvent {
+        ns: "/other".into(),
+        ..ev(Kind::MemberJoined, "r", "gw1.o")
+    };
+    let messages = [
+        ev(Kind::UserOnline, "", "gw1.a"),
+        batch(vec![
+            ev(Kind::MemberJoined, "lobby", "gw1.b"),
+            ev(Kind::UserJoined, "lobby", "gw1.b"),
+            ev(Kind::MemberLeft, "lobby", "gw1.c"),
+        ]),
+        batch(vec![
+            batch(vec![ev(Kind::UserOnline, "", "gw1.n")]),
+            other,
+            ev(Kind::UserOffline, "", "gw1.d"),
+        ]),
+        pb::PresenceEvent::default(),
+        ev(Kind::UserLeft, "lobby", "gw1.e"),
+    ];
+    for m in &messages {
+        peer.publish(
+            subjects().presence(NS).expect("subject"),
+            Bytes::from(m.encode_to_vec()),
+        )
+        .await
+        .expect("published");
+    }
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let e = tokio::time::timeout(WAIT, presence.next())
+            .await
+            .expect("in time")
+            .expect("presence");
+        got.push((e.kind, e.room, e.socket_id));
+    }
+    let room = |r: &str| Some(r.to_owned());
+    assert_eq!(
+        got,
+        [
+            (PresenceKind::UserOnline, None, "gw1.a".to_owned()),
+            (
+                PresenceKind::MemberJoined,
+                room("lobby"),
+                "gw1.b".to_owned()
+            ),
+            (PresenceKind::UserJoined, room("lobby"), "gw1.b".to_owned()),
+            (PresenceKind::MemberLeft, room("lobby"), "gw1.c".to_owned()),
+            (PresenceKind::UserOffline, None, "gw1.d".to_owned()),
+            (PresenceKind::UserLeft, room("lobby"), "gw1.e".to_owned()),
+        ]
+    );
+    assert_eq!(presence.skipped(), 3);
+}
+
 #[tokio::test]
 async fn presence_and_life_events_are_decoded() {
     let server = NatsServer::start();
@@ -441,6 +518,7 @@ async fn presence_and_life_events_are_decoded() {
         user: Some("al".into()),
         socket_id: "gw1.x".into(),
         reason: "node_lost".into(),
+        batch: Vec::new(),
     };
     let online = pb::PresenceEvent {
         kind: pb::presence_event::Kind::UserOnline as i32,

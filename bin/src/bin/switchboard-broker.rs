@@ -121,6 +121,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         lease: settings.lease,
         heartbeat: settings.heartbeat,
         leader: settings.broker.leader,
+        presence_batches: settings.presence_batches,
     };
     let rebuild = RebuildConfig {
         budget_bytes: settings.broker.snapshot_budget_bytes,

@@ -245,6 +245,7 @@ async fn serve(
             lease: settings.lease,
             heartbeat: settings.heartbeat,
             leader: LeaderMode::Always,
+            presence_batches: settings.presence_batches,
         };
         switchboard_broker::metrics::describe();
         Some(

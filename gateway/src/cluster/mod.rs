@@ -24,7 +24,9 @@
 //! In: this node's delivery and command subjects, a room's subject while a local socket is in
 //! the room, a namespace's delivery and command subjects while a local socket is connected to
 //! it, the resync and snapshot-request subjects, and presence announcements for the namespaces
-//! that show them. Received packets are written to the local recipients as the bytes that came
+//! that show them (alone or in batches, each entry shown as if it had come alone; one of
+//! another namespace than its subject's, or a batch inside a batch, is refused and counted
+//! malformed). Received packets are written to the local recipients as the bytes that came
 //! in. A delivery subject carries only deliveries and a command subject only commands: NATS
 //! permissions let workers publish deliveries but not commands, so a command that arrives on a
 //! delivery subject is refused and counted (`switchboard_gateway_bus_refused_total`).
@@ -806,12 +808,22 @@ impl Cluster {
             }
             return;
         }
-        if let Ok(switchboard_proto::subject::Parsed::Presence { .. }) =
+        if let Ok(switchboard_proto::subject::Parsed::Presence { ns }) =
             subjects.parse(&msg.subject)
         {
-            match pb::PresenceEvent::decode(msg.payload) {
-                Ok(ev) => self.on_presence(&ev),
-                Err(_) => ::metrics::counter!(m::BUS_MALFORMED).increment(1),
+            let Ok(message) = pb::PresenceEvent::decode(msg.payload) else {
+                ::metrics::counter!(m::BUS_MALFORMED).increment(1);
+                return;
+            };
+            // One announcement, or a batch of them (in order): each as if it had come alone.
+            for ev in switchboard_proto::presence::announcements(&ns, message) {
+                match ev {
+                    Ok(ev) => self.on_presence(&ev),
+                    Err(why) => {
+                        ::metrics::counter!(m::BUS_MALFORMED).increment(1);
+                        tracing::debug!(subject = %msg.subject, %why, "presence announcement refused");
+                    }
+                }
             }
             return;
         }
@@ -2078,7 +2090,7 @@ mod tests {
         drop_seqs: Vec<u64>,
         recovery: HashMap<String, RecoveryConfig>,
     ) -> Node {
-        node_configured(hub, id, drop_seqs, recovery, true).await
+        node_configured(hub, id, drop_seqs, recovery, true, HashMap::new()).await
     }
 
     async fn node_configured(
@@ -2087,6 +2099,7 @@ mod tests {
         drop_seqs: Vec<u64>,
         recovery: HashMap<String, RecoveryConfig>,
         member_batches: bool,
+        presence: HashMap<String, PresenceConfig>,
     ) -> Node {
         let io = Server::new(Config::default());
         let chat = io.of("/chat");
@@ -2100,7 +2113,7 @@ mod tests {
             subjects: Subjects::new("t").unwrap(),
             heartbeat: Duration::from_secs(3600),
             lease: Duration::from_secs(3600),
-            presence: HashMap::new(),
+            presence,
             connections: Arc::new(|| 0),
             recovery,
             log,
@@ -2610,6 +2623,79 @@ mod tests {
         assert!(!socket.in_room("kicked"));
     }
 
+    /// Presence announcements reach the sockets the same whether they come alone or in a batch.
+    /// Refused entries (a batch inside the batch, another namespace than the subject's, and what
+    /// a reader older than batches makes of one: an event with every field empty) are counted
+    /// and shown to nobody; the batch's other entries still are.
+    #[tokio::test]
+    async fn a_presence_batch_reaches_sockets_as_its_announcements_alone_would() {
+        use presence_event::Kind;
+        let hub = Hub::new();
+        let shown = PresenceConfig {
+            rooms: true,
+            users: true,
+            event: "presence".into(),
+            to_clients: true,
+        };
+        let presence = HashMap::from([("/chat".to_owned(), shown)]);
+        let a = node_configured(&hub, "a", vec![], HashMap::new(), true, presence).await;
+        let (conn, socket) = a.socket();
+        socket.join("lobby");
+        let subject = Subjects::new("t").unwrap().presence("/chat").unwrap();
+        let deliver = |message: pb::PresenceEvent| {
+            let msg = switchboard_bus::Message {
+                subject: subject.clone(),
+                reply: None,
+                payload: Bytes::from(message.encode_to_vec()),
+            };
+            a.cluster.on_message(msg, false);
+        };
+        let ev = |kind: Kind, room: &str, id: &str| pb::PresenceEvent {
+            kind: kind as i32,
+            ns: "/chat".into(),
+            room: room.into(),
+            user: Some("u".into()),
+            socket_id: id.into(),
+            ..Default::default()
+        };
+        let batch = |events: Vec<pb::PresenceEvent>| pb::PresenceEvent {
+            batch: events,
+            ..Default::default()
+        };
+        let events = vec![
+            ev(Kind::MemberJoined, "lobby", "b.1"),
+            ev(Kind::UserOnline, "", "b.2"),
+            ev(Kind::MemberLeft, "lobby", "b.1"),
+        ];
+        for e in &events {
+            deliver(e.clone());
+        }
+        let alone = drain(&conn);
+        assert_eq!(alone.len(), 3, "{alone:?}");
+        deliver(batch(events.clone()));
+        assert_eq!(drain(&conn), alone);
+
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let metrics = recorder.handle();
+        let other = pb::PresenceEvent {
+            ns: "/other".into(),
+            ..events[0].clone()
+        };
+        ::metrics::with_local_recorder(&recorder, || {
+            let nested = batch(vec![events[0].clone(), events[1].clone()]);
+            deliver(batch(vec![nested, other.clone(), events[1].clone()]));
+            deliver(other);
+            deliver(pb::PresenceEvent::default());
+        });
+        assert_eq!(drain(&conn), alone[1..2]);
+        let malformed = metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("switchboard_gateway_bus_malformed_total "))
+            .map(str::to_owned);
+        assert_eq!(malformed.as_deref(), Some("4"));
+    }
+
     #[tokio::test]
     async fn membership_is_sequenced_and_a_dropped_event_leaves_a_gap_a_snapshot_fills() {
         let hub = Hub::new();
@@ -2785,7 +2871,7 @@ mod tests {
     async fn without_batches_every_membership_message_goes_alone() {
         let hub = Hub::new();
         let mut wire = Wire::new(&hub).await;
-        let a = node_configured(&hub, "a", vec![], HashMap::new(), false).await;
+        let a = node_configured(&hub, "a", vec![], HashMap::new(), false, HashMap::new()).await;
         assert_eq!(wire.take(1).await, ["snapshot 0"]);
         let (_c, s) = a.socket();
         s.join("r1");
