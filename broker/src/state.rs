@@ -4898,11 +4898,23 @@ mod tests {
         assert_eq!(answers(&bulk), expected);
         assert_eq!(answers(&mixed), expected);
         // Later events find the same structures.
-        let later = |dir: &mut Directory| {
-            let records = node_records(1, 400);
-            let mut seq = 400;
-            for (i, rec) in records.iter().enumerate().step_by(3) {
-                seq += 1;
+        for (seq, event) in later_events(1, 400, 3) {
+            bulk.apply("n1", 1, seq, event.clone(), now);
+            events.apply("n1", 1, seq, event, now);
+        }
+        assert_eq!(answers(&bulk), answers(&events));
+    }
+
+    /// Events for every `step`-th socket of [`node_records`]`(n, count)`, numbered on from
+    /// `count`: disconnects, leaves of the room of everyone and of a socket's first room (its
+    /// user's), joins of new rooms.
+    fn later_events(n: usize, count: usize, step: usize) -> Vec<(u64, MemberEvent)> {
+        let records = node_records(n, count);
+        (0..count)
+            .step_by(step)
+            .zip(count as u64 + 1..)
+            .map(|(i, seq)| {
+                let rec = &records[i];
                 let event = match i % 4 {
                     0 => MemberEvent::Disconnect {
                         id: rec.id.clone(),
@@ -4913,12 +4925,9 @@ mod tests {
                     2 => join(&rec.id, &format!("late{}", i % 13)),
                     _ => leave(&rec.id, rec.rooms.iter().next().map_or("", String::as_str)),
                 };
-                dir.apply("n1", 1, seq, event, now);
-            }
-        };
-        later(&mut bulk);
-        later(&mut events);
-        assert_eq!(answers(&bulk), answers(&events));
+                (seq, event)
+            })
+            .collect()
     }
 
     #[test]
@@ -4952,21 +4961,14 @@ mod tests {
         assert_eq!(answers(&quiet), answers(&loud));
         // Later events are announced alike: the counts a quiet snapshot keeps (a room's users,
         // a user's sockets) are the loud one's.
-        let mut seq = 400;
-        for (i, rec) in node_records(2, 300).iter().enumerate().step_by(2) {
-            seq += 1;
-            let event = match i % 3 {
-                0 => MemberEvent::Disconnect {
-                    id: rec.id.clone(),
-                    reason: "transport close".into(),
-                    recoverable: false,
-                },
-                1 => leave(&rec.id, "all"),
-                _ => join(&rec.id, &format!("user:u{}", i % 300)),
-            };
+        for (seq, event) in later_events(2, 300, 2) {
             let expected = loud.apply("n2", 1, seq, event.clone(), now);
             let got = quiet.apply("n2", 1, seq, event, now);
-            assert_eq!(render(&got.changes), render(&expected.changes), "event {i}");
+            assert_eq!(
+                render(&got.changes),
+                render(&expected.changes),
+                "event {seq}"
+            );
         }
         assert_eq!(answers(&quiet), answers(&loud));
     }
