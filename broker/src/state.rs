@@ -2175,7 +2175,6 @@ impl Directory {
         if self.quiet {
             return;
         }
-        let id = id_of(&self.sockets);
         let ns_name = self.ns_name(ns).to_owned();
         let socket = id(slot).to_owned();
         let user_name = self.user_name(user).map(str::to_owned);
@@ -2236,7 +2235,6 @@ impl Directory {
             room.users = room.users.saturating_sub(1);
         }
         if !self.quiet {
-            let id = id_of(&self.sockets);
             let room_name = self
                 .rooms
                 .get(r)
